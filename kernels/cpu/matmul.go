@@ -1,0 +1,278 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/fomnet/fomnet/kernels"
+)
+
+// GEMM in the BLIS style: op(B) is packed in KC×NR micro-panels shared by all
+// workers, op(A) in MR×KC micro-panels per worker, and a 6×16 register tile is
+// computed by the micro-kernel. Each C element is one FMA chain over k in
+// order: the first KC block starts from 0 (or from C when accumulating) and
+// every later block continues from the stored partial. Which worker computes
+// a tile never changes the result.
+
+const (
+	mr = 6    // micro-tile rows
+	nr = 16   // micro-tile columns (two 8-lane vectors)
+	kc = 256  // depth of one packed block
+	mc = 48   // rows of A per task (multiple of mr)
+	nc = 3072 // columns of B packed at once (multiple of nr)
+)
+
+// mat is a strided row-major matrix seen through an optional transposition:
+// element (r, c) of op(X) is d[r*ld+c], or d[c*ld+r] when t.
+type mat struct {
+	d  []float32
+	ld int
+	t  bool
+}
+
+// workspace is one worker's scratch; it only grows.
+type workspace struct {
+	apack []float32
+	bpack []float32 // for serial GEMMs run inside other tasks
+	tile  [mr * nr]float32
+	s, dp []float32 // attention score rows
+}
+
+func grow(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}
+
+// packA packs rows [i0, i0+m) and depth [p0, p0+k) of op(A) into mr-row
+// micro-panels: dst[panel][k][mr], zero padded.
+func packA(dst []float32, a mat, i0, m, p0, k int) {
+	for pi := 0; pi < m; pi += mr {
+		rows := min(mr, m-pi)
+		panel := dst[(pi/mr)*k*mr:][:k*mr]
+		if a.t {
+			for kk := 0; kk < k; kk++ {
+				src := a.d[(p0+kk)*a.ld+i0+pi:]
+				o := panel[kk*mr : kk*mr+mr]
+				for i := 0; i < rows; i++ {
+					o[i] = src[i]
+				}
+				for i := rows; i < mr; i++ {
+					o[i] = 0
+				}
+			}
+			continue
+		}
+		for i := 0; i < mr; i++ {
+			if i >= rows {
+				for kk := 0; kk < k; kk++ {
+					panel[kk*mr+i] = 0
+				}
+				continue
+			}
+			src := a.d[(i0+pi+i)*a.ld+p0:][:k]
+			for kk, v := range src {
+				panel[kk*mr+i] = v
+			}
+		}
+	}
+}
+
+// packB packs depth [p0, p0+k) and columns [j0+q0, j0+q1) of op(B) into nr-column
+// micro-panels dst[panel][k][nr], where q0, q1 are multiples of nr relative to
+// j0 and n is the block's full width (for zero padding).
+func packB(dst []float32, b mat, p0, k, j0, n, q0, q1 int) {
+	for qj := q0; qj < q1 && qj < n; qj += nr {
+		cols := min(nr, n-qj)
+		panel := dst[(qj/nr)*k*nr:][:k*nr]
+		if !b.t {
+			for kk := 0; kk < k; kk++ {
+				src := b.d[(p0+kk)*b.ld+j0+qj:][:cols]
+				o := panel[kk*nr : kk*nr+nr]
+				copy(o, src)
+				for j := cols; j < nr; j++ {
+					o[j] = 0
+				}
+			}
+			continue
+		}
+		for j := 0; j < nr; j++ {
+			if j >= cols {
+				for kk := 0; kk < k; kk++ {
+					panel[kk*nr+j] = 0
+				}
+				continue
+			}
+			src := b.d[(j0+qj+j)*b.ld+p0:][:k]
+			for kk, v := range src {
+				panel[kk*nr+j] = v
+			}
+		}
+	}
+}
+
+// kernelGeneric is the portable micro-kernel: the same FMA chains as the
+// assembly one, via math.FMA.
+func kernelGeneric(k int, ap, bp, c []float32, ldc int, load bool) {
+	for i := 0; i < mr; i++ {
+		for j := 0; j < nr; j++ {
+			var acc float32
+			if load {
+				acc = c[i*ldc+j]
+			}
+			for kk := 0; kk < k; kk++ {
+				acc = float32(math.FMA(float64(ap[kk*mr+i]), float64(bp[kk*nr+j]), float64(acc)))
+			}
+			c[i*ldc+j] = acc
+		}
+	}
+}
+
+// macro computes C[i0:i0+m, j0:j0+n] from packed A (apack, rows from i0) and
+// packed B (bpack, columns from j0) over depth k. Edge tiles go through the
+// workspace tile so that the micro-kernel always sees a full 6×16 tile.
+func (b *Backend) macro(ws *workspace, apack, bpack []float32, c []float32, ldc, m, n, k int, load bool) {
+	for jr := 0; jr < n; jr += nr {
+		bp := bpack[(jr/nr)*k*nr:]
+		cols := min(nr, n-jr)
+		for ir := 0; ir < m; ir += mr {
+			ap := apack[(ir/mr)*k*mr:]
+			rows := min(mr, m-ir)
+			if rows == mr && cols == nr {
+				b.kernel(k, ap, bp, c[ir*ldc+jr:], ldc, load)
+				continue
+			}
+			t := ws.tile[:]
+			if load {
+				for i := 0; i < rows; i++ {
+					copy(t[i*nr:i*nr+cols], c[(ir+i)*ldc+jr:])
+				}
+			}
+			b.kernel(k, ap, bp, t, nr, load)
+			for i := 0; i < rows; i++ {
+				copy(c[(ir+i)*ldc+jr:(ir+i)*ldc+jr+cols], t[i*nr:])
+			}
+		}
+	}
+}
+
+func (b *Backend) kernel(k int, ap, bp, c []float32, ldc int, load bool) {
+	if b.fma {
+		kernelFMA(k, ap, bp, c, ldc, load)
+		return
+	}
+	kernelGeneric(k, ap, bp, c, ldc, load)
+}
+
+// gemmSerial computes C = (acc ? C : 0) + op(A)·op(B) on the calling worker
+// only; kernels that already run in parallel (attention) use it.
+func (b *Backend) gemmSerial(ws *workspace, c []float32, ldc int, a, bm mat, m, n, k int, acc bool) {
+	if m == 0 || n == 0 {
+		return
+	}
+	if k == 0 {
+		if !acc {
+			for i := 0; i < m; i++ {
+				clear(c[i*ldc : i*ldc+n])
+			}
+		}
+		return
+	}
+	for j0 := 0; j0 < n; j0 += nc {
+		nb := min(nc, n-j0)
+		for p0 := 0; p0 < k; p0 += kc {
+			kb := min(kc, k-p0)
+			load := acc || p0 > 0
+			ws.bpack = grow(ws.bpack, roundUp(nb, nr)*kb)
+			packB(ws.bpack, bm, p0, kb, j0, nb, 0, nb)
+			for i0 := 0; i0 < m; i0 += mc {
+				mb := min(mc, m-i0)
+				ws.apack = grow(ws.apack, roundUp(mb, mr)*kb)
+				packA(ws.apack, a, i0, mb, p0, kb)
+				b.macro(ws, ws.apack, ws.bpack, c[i0*ldc+j0:], ldc, mb, nb, kb, load)
+			}
+		}
+	}
+}
+
+func roundUp(x, m int) int { return (x + m - 1) / m * m }
+
+// matmulTask is the parallel GEMM: phase 0 packs B panels, phase 1 computes
+// row blocks of C (each worker packs its own A block).
+type matmulTask struct {
+	be          *Backend
+	phase       int
+	c           []float32
+	ldc         int
+	a, b        mat
+	m, n, k     int
+	j0, nb      int
+	p0, kb      int
+	load        bool
+	bpack       []float32
+	colsPerItem int
+}
+
+func (t *matmulTask) run(w, lo, hi int) {
+	if t.phase == 0 {
+		packB(t.bpack, t.b, t.p0, t.kb, t.j0, t.nb, lo*nr, hi*nr)
+		return
+	}
+	ws := t.be.ws[w]
+	for blk := lo; blk < hi; blk++ {
+		i0 := blk * mc
+		mb := min(mc, t.m-i0)
+		ws.apack = grow(ws.apack, roundUp(mb, mr)*t.kb)
+		packA(ws.apack, t.a, i0, mb, t.p0, t.kb)
+		t.be.macro(ws, ws.apack, t.bpack, t.c[i0*t.ldc+t.j0:], t.ldc, mb, t.nb, t.kb, t.load)
+	}
+}
+
+// Matmul implements kernels.Backend.
+func (b *Backend) Matmul(c, a, bb kernels.Buffer, m, n, k int, transA, transB, acc bool) {
+	cd, ad, bd := fs(c), fs(a), fs(bb)
+	if m < 0 || n < 0 || k < 0 {
+		panic(fmt.Errorf("%w: matmul m=%d n=%d k=%d", kernels.ErrShape, m, n, k))
+	}
+	need("matmul C", len(cd), m*n)
+	need("matmul A", len(ad), m*k)
+	need("matmul B", len(bd), k*n)
+	am := mat{ad, k, transA}
+	if transA {
+		am.ld = m
+	}
+	bm := mat{bd, n, transB}
+	if transB {
+		bm.ld = k
+	}
+	b.gemm(cd, n, am, bm, m, n, k, acc)
+}
+
+func (b *Backend) gemm(c []float32, ldc int, a, bm mat, m, n, k int, acc bool) {
+	if m == 0 || n == 0 {
+		return
+	}
+	if k == 0 || b.pool.n == 1 || int64(m)*int64(n)*int64(k) < 1<<15 {
+		b.gemmSerial(b.ws[0], c, ldc, a, bm, m, n, k, acc)
+		return
+	}
+	t := &b.matmulT
+	t.c, t.ldc, t.a, t.b, t.m, t.n, t.k = c, ldc, a, bm, m, n, k
+	for j0 := 0; j0 < n; j0 += nc {
+		nb := min(nc, n-j0)
+		for p0 := 0; p0 < k; p0 += kc {
+			kb := min(kc, k-p0)
+			ws := b.ws[0]
+			ws.bpack = grow(ws.bpack, roundUp(nb, nr)*kb)
+			t.bpack = ws.bpack
+			t.j0, t.nb, t.p0, t.kb = j0, nb, p0, kb
+			t.load = acc || p0 > 0
+			t.phase = 0
+			b.pool.run(t, (nb+nr-1)/nr, 8)
+			t.phase = 1
+			b.pool.run(t, (m+mc-1)/mc, 1)
+		}
+	}
+	t.c, t.a.d, t.b.d, t.bpack = nil, nil, nil, nil
+}

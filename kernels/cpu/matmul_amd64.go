@@ -1,0 +1,22 @@
+//go:build amd64
+
+package cpu
+
+import "golang.org/x/sys/cpu"
+
+var hasAVX2FMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+//go:noescape
+func kern6x16(k int, a, b, c *float32, ldc int, load bool)
+
+//go:noescape
+func fmaLoop(n int)
+
+// kernelFMA runs the assembly micro-kernel after checking that every slice
+// covers what the kernel touches.
+func kernelFMA(k int, ap, bp, c []float32, ldc int, load bool) {
+	_ = ap[k*mr-1]
+	_ = bp[k*nr-1]
+	_ = c[5*ldc+nr-1]
+	kern6x16(k, &ap[0], &bp[0], &c[0], ldc, load)
+}

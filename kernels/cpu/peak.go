@@ -1,0 +1,67 @@
+package cpu
+
+import (
+	"math"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// flopsPerFMALoop is what one iteration of fmaLoop computes: 12 chains of
+// 8-lane fused multiply-adds, 2 flops each.
+const flopsPerFMALoop = 12 * 8 * 2
+
+// PeakGFLOPS measures the fp32 FMA throughput of this machine with the given
+// number of threads for about d, on the widest vector path this package uses.
+// It is what MFU figures are measured against; it is a measurement, so allow
+// a few percent of noise.
+func PeakGFLOPS(threads int, d time.Duration) float64 {
+	if threads < 1 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	loop := fmaLoop
+	if !hasAVX2FMA {
+		loop = peakGeneric
+	}
+	const iters = 1 << 16
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		total float64
+	)
+	for i := 0; i < threads; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			loop(iters) // warm up clocks and caches
+			n := 0
+			start := time.Now()
+			for time.Since(start) < d {
+				loop(iters)
+				n++
+			}
+			rate := float64(n) * iters * flopsPerFMALoop / time.Since(start).Seconds()
+			mu.Lock()
+			total += rate
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return total / 1e9
+}
+
+var peakSink float32
+
+// peakGeneric is the portable stand-in for fmaLoop: the same number of fused
+// multiply-adds, one lane at a time.
+func peakGeneric(n int) {
+	var acc [12 * 8]float64
+	for it := 0; it < n; it++ {
+		for i := range acc {
+			acc[i] = math.FMA(1.0000001, acc[i], 1e-9)
+		}
+	}
+	peakSink = float32(acc[0])
+}
