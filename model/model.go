@@ -1,0 +1,432 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/fomnet/fomnet/kernels"
+)
+
+// Errors.
+var (
+	// ErrBatch reports a batch that does not fit the model (length, ids).
+	ErrBatch = errors.New("model: bad batch")
+	// ErrNotFinite reports a loss or gradient norm that is NaN or infinite;
+	// the optimizer step was skipped and the parameters are unchanged.
+	ErrNotFinite = errors.New("model: non-finite value")
+)
+
+// weights are the views of one flat buffer (parameters or gradients).
+type weights struct {
+	embed, norm, head kernels.Buffer // head aliases embed when tied
+	layers            []layerWeights
+}
+
+type layerWeights struct {
+	ln1, q, k, v, o, ln2, gate, up, down kernels.Buffer
+}
+
+func viewWeights(be kernels.Backend, l *Layout, c Config, flat kernels.Buffer) weights {
+	v := func(name string) kernels.Buffer {
+		t := l.must(name)
+		return be.View(flat, t.Offset, t.Size)
+	}
+	w := weights{embed: v("model.embed_tokens.weight"), norm: v("model.norm.weight")}
+	w.head = w.embed
+	if !c.Tied {
+		w.head = v("lm_head.weight")
+	}
+	for i := 0; i < c.Layers; i++ {
+		p := fmt.Sprintf("model.layers.%d.", i)
+		w.layers = append(w.layers, layerWeights{
+			ln1: v(p + "input_layernorm.weight"), q: v(p + "self_attn.q_proj.weight"),
+			k: v(p + "self_attn.k_proj.weight"), v: v(p + "self_attn.v_proj.weight"),
+			o: v(p + "self_attn.o_proj.weight"), ln2: v(p + "post_attention_layernorm.weight"),
+			gate: v(p + "mlp.gate_proj.weight"), up: v(p + "mlp.up_proj.weight"),
+			down: v(p + "mlp.down_proj.weight"),
+		})
+	}
+	return w
+}
+
+// Model is a Llama-style decoder whose parameters, gradients and AdamW
+// moments each live in one flat backend buffer with the same Layout.
+//
+// A Model is used by one goroutine at a time (it drives one Backend).
+type Model struct {
+	Config Config
+	Layout *Layout
+	be     kernels.Backend
+
+	Params, Grads, M, V kernels.Buffer
+	p, g                weights
+	opt                 []optView // per-tensor views for AdamW
+	step                int       // optimizer steps taken
+
+	act *acts // sized for the last batch shape
+}
+
+// New allocates a model on be with zeroed parameters; call Init or load a
+// checkpoint next.
+func New(be kernels.Backend, c Config) (*Model, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	l := NewLayout(c)
+	m := &Model{Config: c, Layout: l, be: be}
+	m.Params = be.Alloc(l.Size)
+	m.Grads = be.Alloc(l.Size)
+	m.M = be.Alloc(l.Size)
+	m.V = be.Alloc(l.Size)
+	m.p = viewWeights(be, l, c, m.Params)
+	m.g = viewWeights(be, l, c, m.Grads)
+	for _, t := range l.Tensors {
+		view := func(b kernels.Buffer) kernels.Buffer { return be.View(b, t.Offset, t.Size) }
+		m.opt = append(m.opt, optView{view(m.Params), view(m.Grads), view(m.M), view(m.V), t.Decay})
+	}
+	return m, nil
+}
+
+// Backend returns the backend the model runs on.
+func (m *Model) Backend() kernels.Backend { return m.be }
+
+// Steps is the number of optimizer steps taken.
+func (m *Model) Steps() int { return m.step }
+
+// Init sets parameters deterministically from seed: norm gains 1, matrices
+// N(0, 0.02²), with the residual projections (o_proj, down_proj) scaled by
+// 1/√(2·layers) as in GPT-2. The optimizer state is cleared.
+func (m *Model) Init(seed uint64) {
+	host := make([]float32, m.Layout.Size)
+	resid := 0.02 / math.Sqrt(2*float64(m.Config.Layers))
+	for i, t := range m.Layout.Tensors {
+		dst := host[t.Offset : t.Offset+t.Size]
+		if len(t.Shape) == 1 {
+			for j := range dst {
+				dst[j] = 1
+			}
+			continue
+		}
+		std := 0.02
+		if hasSuffix(t.Name, "o_proj.weight") || hasSuffix(t.Name, "down_proj.weight") {
+			std = resid
+		}
+		fillNormal(dst, seed, uint64(i), std)
+	}
+	m.be.Upload(m.Params, host)
+	m.be.Zero(m.M)
+	m.be.Zero(m.V)
+	m.be.Zero(m.Grads)
+	m.step = 0
+}
+
+func hasSuffix(s, suf string) bool { return len(s) >= len(suf) && s[len(s)-len(suf):] == suf }
+
+type optView struct {
+	p, g, m, v kernels.Buffer
+	decay      bool
+}
+
+// acts holds the activations of one batch shape, kept for backward, and the
+// scratch of backward.
+type acts struct {
+	B, T int
+	N    int
+
+	tokens, targets, pos, docStart kernels.IntBuffer
+	hostPos, hostDoc               []int32
+	hostLoss                       []float32
+
+	resid  []kernels.Buffer // [L+1] residual stream entering block l; [L] is the output
+	layers []layerActs
+	lnf    kernels.Buffer
+	rstdf  kernels.Buffer
+	logits kernels.Buffer // [N,V]; holds dlogits after a forward with gradient
+	losses kernels.Buffer // [N]
+
+	dres, dln        kernels.Buffer // [N,C]
+	datt, dq, dk, dv kernels.Buffer
+	dh, dg, du       kernels.Buffer // [N,F]
+	count            int            // targets that count in the last forward
+	haveGrad         bool
+}
+
+type layerActs struct {
+	ln1, rstd1, q, k, v, att, lse, x2, ln2, rstd2, g, u, h kernels.Buffer
+}
+
+// ActivationFloats is the number of float32 activation and scratch values
+// a batch of b×t tokens holds, as allocated by the model.
+func ActivationFloats(c Config, b, t int) int64 {
+	var n int64
+	for _, s := range actSizes(c, b, t) {
+		n += int64(s)
+	}
+	return n
+}
+
+// actSizes lists every activation buffer, in allocation order: one table that
+// both allocation and memory reports read.
+func actSizes(c Config, b, t int) []int {
+	n := b * t
+	hd := c.HeadDim()
+	qd, kvd := c.Heads*hd, c.KVHeads*hd
+	var s []int
+	for i := 0; i <= c.Layers; i++ {
+		s = append(s, n*c.Dim) // resid
+	}
+	for i := 0; i < c.Layers; i++ {
+		// ln1 rstd1 q k v att lse x2 ln2 rstd2 g u h
+		s = append(s, n*c.Dim, n, n*qd, n*kvd, n*kvd, n*qd, b*c.Heads*t, n*c.Dim, n*c.Dim, n, n*c.FFNDim, n*c.FFNDim, n*c.FFNDim)
+	}
+	s = append(s, n*c.Dim, n, n*c.Vocab, n)                   // lnf rstdf logits losses
+	s = append(s, n*c.Dim, n*c.Dim, n*qd, n*qd, n*kvd, n*kvd) // dres dln datt dq dk dv
+	s = append(s, n*c.FFNDim, n*c.FFNDim, n*c.FFNDim)         // dh dg du
+	return s
+}
+
+func (m *Model) acts(b, t int) *acts {
+	if m.act != nil && m.act.B == b && m.act.T == t {
+		return m.act
+	}
+	m.act = nil // let the old shape go before allocating the new one
+	sizes := actSizes(m.Config, b, t)
+	next := func() kernels.Buffer {
+		buf := m.be.Alloc(sizes[0])
+		sizes = sizes[1:]
+		return buf
+	}
+	a := &acts{B: b, T: t, N: b * t}
+	a.tokens, a.targets = m.be.AllocInt(a.N), m.be.AllocInt(a.N)
+	a.pos, a.docStart = m.be.AllocInt(a.N), m.be.AllocInt(a.N)
+	a.hostPos, a.hostDoc = make([]int32, a.N), make([]int32, a.N)
+	a.hostLoss = make([]float32, a.N)
+	for i := 0; i <= m.Config.Layers; i++ {
+		a.resid = append(a.resid, next())
+	}
+	for i := 0; i < m.Config.Layers; i++ {
+		a.layers = append(a.layers, layerActs{ln1: next(), rstd1: next(), q: next(), k: next(), v: next(), att: next(),
+			lse: next(), x2: next(), ln2: next(), rstd2: next(), g: next(), u: next(), h: next()})
+	}
+	a.lnf, a.rstdf, a.logits, a.losses = next(), next(), next(), next()
+	a.dres, a.dln, a.datt, a.dq, a.dk, a.dv = next(), next(), next(), next(), next(), next()
+	a.dh, a.dg, a.du = next(), next(), next()
+	m.act = a
+	return a
+}
+
+// DocLayout derives, for packed sequences, each token's document start and
+// its position within its document: a document ends with (and includes) an
+// EOS token, and the next token starts a new one. Both slices are [B·T].
+func DocLayout(tokens []int32, b, t int, eos int32, docStart, pos []int32) {
+	for bi := 0; bi < b; bi++ {
+		start := 0
+		for j := 0; j < t; j++ {
+			docStart[bi*t+j] = int32(start)
+			pos[bi*t+j] = int32(j - start)
+			if tokens[bi*t+j] == eos {
+				start = j + 1
+			}
+		}
+	}
+}
+
+func (m *Model) checkBatch(tokens, targets []int32, b, t int) error {
+	c := m.Config
+	if b <= 0 || t <= 0 {
+		return fmt.Errorf("%w: batch %d×%d must be positive", ErrBatch, b, t)
+	}
+	if t > c.MaxSeq {
+		return fmt.Errorf("%w: sequence length %d exceeds the model's max_seq %d", ErrBatch, t, c.MaxSeq)
+	}
+	if len(tokens) != b*t {
+		return fmt.Errorf("%w: %d tokens for a %d×%d batch", ErrBatch, len(tokens), b, t)
+	}
+	if targets != nil && len(targets) != b*t {
+		return fmt.Errorf("%w: %d targets for a %d×%d batch", ErrBatch, len(targets), b, t)
+	}
+	for i, v := range tokens {
+		if v < 0 || int(v) >= c.Vocab {
+			return fmt.Errorf("%w: token %d at index %d outside vocabulary [0, %d)", ErrBatch, v, i, c.Vocab)
+		}
+	}
+	for i, v := range targets {
+		if v != kernels.IgnoreIndex && (v < 0 || int(v) >= c.Vocab) {
+			return fmt.Errorf("%w: target %d at index %d outside vocabulary [0, %d) and not the ignore index %d", ErrBatch, v, i, c.Vocab, kernels.IgnoreIndex)
+		}
+	}
+	return nil
+}
+
+// Forward runs the model on a b×t batch and returns the mean cross-entropy
+// over targets that are not kernels.IgnoreIndex (0 if none count). With
+// grad, it also leaves what Backward needs. targets may be nil when only the
+// logits are wanted (Logits).
+func (m *Model) Forward(tokens, targets []int32, b, t int, grad bool) (float32, error) {
+	if err := m.checkBatch(tokens, targets, b, t); err != nil {
+		return 0, err
+	}
+	if grad && targets == nil {
+		return 0, fmt.Errorf("%w: a forward pass with gradient needs targets", ErrBatch)
+	}
+	c, be := m.Config, m.be
+	a := m.acts(b, t)
+	n, hd := a.N, c.HeadDim()
+	qd, kvd := c.Heads*hd, c.KVHeads*hd
+	DocLayout(tokens, b, t, int32(c.EOS), a.hostDoc, a.hostPos)
+	be.UploadInt(a.tokens, tokens)
+	be.UploadInt(a.pos, a.hostPos)
+	be.UploadInt(a.docStart, a.hostDoc)
+	shape := kernels.AttnShape{B: b, T: t, NH: c.Heads, KVH: c.KVHeads, HD: hd}
+	eps := float32(c.NormEps)
+
+	be.EmbeddingForward(a.resid[0], m.p.embed, a.tokens, n, c.Dim)
+	for l := 0; l < c.Layers; l++ {
+		w, x := m.p.layers[l], a.layers[l]
+		be.RMSNormForward(x.ln1, x.rstd1, a.resid[l], w.ln1, n, c.Dim, eps)
+		linear(be, x.q, x.ln1, w.q, n, c.Dim, qd)
+		linear(be, x.k, x.ln1, w.k, n, c.Dim, kvd)
+		linear(be, x.v, x.ln1, w.v, n, c.Dim, kvd)
+		be.RoPEForward(x.q, a.pos, n, c.Heads, hd, c.RopeTheta)
+		be.RoPEForward(x.k, a.pos, n, c.KVHeads, hd, c.RopeTheta)
+		be.AttentionForward(x.att, x.lse, x.q, x.k, x.v, a.docStart, shape)
+		be.Copy(x.x2, a.resid[l])
+		be.Matmul(x.x2, x.att, w.o, n, c.Dim, qd, false, true, true)
+		be.RMSNormForward(x.ln2, x.rstd2, x.x2, w.ln2, n, c.Dim, eps)
+		linear(be, x.g, x.ln2, w.gate, n, c.Dim, c.FFNDim)
+		linear(be, x.u, x.ln2, w.up, n, c.Dim, c.FFNDim)
+		be.SwiGLUForward(x.h, x.g, x.u, n*c.FFNDim)
+		be.Copy(a.resid[l+1], x.x2)
+		be.Matmul(a.resid[l+1], x.h, w.down, n, c.Dim, c.FFNDim, false, true, true)
+	}
+	be.RMSNormForward(a.lnf, a.rstdf, a.resid[c.Layers], m.p.norm, n, c.Dim, eps)
+	linear(be, a.logits, a.lnf, m.p.head, n, c.Dim, c.Vocab)
+	a.haveGrad = false
+	if targets == nil {
+		return 0, nil
+	}
+	a.count = 0
+	for _, v := range targets {
+		if v != kernels.IgnoreIndex {
+			a.count++
+		}
+	}
+	be.UploadInt(a.targets, targets)
+	var dscale float32
+	if a.count > 0 {
+		dscale = 1 / float32(a.count)
+	}
+	be.SoftmaxCrossEntropy(a.losses, a.logits, a.targets, n, c.Vocab, grad, dscale)
+	a.haveGrad = grad
+	be.Download(a.hostLoss, a.losses)
+	var sum float64
+	for _, v := range a.hostLoss {
+		sum += float64(v)
+	}
+	if a.count == 0 {
+		return 0, nil
+	}
+	loss := float32(sum / float64(a.count))
+	if math.IsNaN(float64(loss)) || math.IsInf(float64(loss), 0) {
+		return loss, fmt.Errorf("%w: loss %v", ErrNotFinite, loss)
+	}
+	return loss, nil
+}
+
+// Logits copies the logits of the last Forward (made without targets or
+// without gradient) for batch row bi, position ti into dst[:Vocab].
+func (m *Model) Logits(dst []float32, bi, ti int) error {
+	a := m.act
+	if a == nil || a.haveGrad {
+		return errors.New("model: no logits: run Forward without gradient first")
+	}
+	// Download the whole buffer once; generation will get a KV cache later.
+	all := make([]float32, a.N*m.Config.Vocab)
+	m.be.Download(all, a.logits)
+	row := bi*a.T + ti
+	copy(dst, all[row*m.Config.Vocab:(row+1)*m.Config.Vocab])
+	return nil
+}
+
+// linear: out[n,oc] = inp[n,ic] · W[oc,ic]ᵀ.
+func linear(be kernels.Backend, out, inp, w kernels.Buffer, n, ic, oc int) {
+	be.Matmul(out, inp, w, n, oc, ic, false, true, false)
+}
+
+// linearBackward: dinp (+)= dout·W; dW += doutᵀ·inp.
+func linearBackward(be kernels.Backend, dinp, dw, dout, inp, w kernels.Buffer, n, ic, oc int, accIn bool) {
+	be.Matmul(dinp, dout, w, n, ic, oc, false, false, accIn)
+	be.Matmul(dw, dout, inp, oc, ic, n, true, false, true)
+}
+
+// ZeroGrad clears the gradient buffer.
+func (m *Model) ZeroGrad() { m.be.Zero(m.Grads) }
+
+// Backward adds the gradient of the last Forward's mean loss to Grads.
+func (m *Model) Backward() error {
+	a := m.act
+	if a == nil || !a.haveGrad {
+		return errors.New("model: Backward needs a Forward with grad first")
+	}
+	a.haveGrad = false
+	c, be := m.Config, m.be
+	n, hd := a.N, c.HeadDim()
+	qd, kvd := c.Heads*hd, c.KVHeads*hd
+	shape := kernels.AttnShape{B: a.B, T: a.T, NH: c.Heads, KVH: c.KVHeads, HD: hd}
+
+	// a.logits holds dlogits now.
+	linearBackward(be, a.dln, m.g.head, a.logits, a.lnf, m.p.head, n, c.Dim, c.Vocab, false)
+	be.Zero(a.dres)
+	be.RMSNormBackward(a.dres, m.g.norm, a.dln, a.resid[c.Layers], m.p.norm, a.rstdf, n, c.Dim)
+	for l := c.Layers - 1; l >= 0; l-- {
+		w, g, x := m.p.layers[l], m.g.layers[l], a.layers[l]
+		linearBackward(be, a.dh, g.down, a.dres, x.h, w.down, n, c.FFNDim, c.Dim, false)
+		be.SwiGLUBackward(a.dg, a.du, a.dh, x.g, x.u, n*c.FFNDim)
+		linearBackward(be, a.dln, g.gate, a.dg, x.ln2, w.gate, n, c.Dim, c.FFNDim, false)
+		linearBackward(be, a.dln, g.up, a.du, x.ln2, w.up, n, c.Dim, c.FFNDim, true)
+		be.RMSNormBackward(a.dres, g.ln2, a.dln, x.x2, w.ln2, x.rstd2, n, c.Dim)
+		linearBackward(be, a.datt, g.o, a.dres, x.att, w.o, n, qd, c.Dim, false)
+		be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, x.q, x.k, x.v, x.att, x.lse, a.docStart, shape)
+		be.RoPEBackward(a.dq, a.pos, n, c.Heads, hd, c.RopeTheta)
+		be.RoPEBackward(a.dk, a.pos, n, c.KVHeads, hd, c.RopeTheta)
+		linearBackward(be, a.dln, g.q, a.dq, x.ln1, w.q, n, c.Dim, qd, false)
+		linearBackward(be, a.dln, g.k, a.dk, x.ln1, w.k, n, c.Dim, kvd, true)
+		linearBackward(be, a.dln, g.v, a.dv, x.ln1, w.v, n, c.Dim, kvd, true)
+		be.RMSNormBackward(a.dres, g.ln1, a.dln, a.resid[l], w.ln1, x.rstd1, n, c.Dim)
+	}
+	be.EmbeddingBackward(m.g.embed, a.dres, a.tokens, n, c.Dim)
+	return nil
+}
+
+// OptimConfig holds AdamW's settings.
+type OptimConfig struct {
+	Beta1, Beta2, Eps, WeightDecay float32
+	// ClipNorm is the global gradient-norm threshold; 0 disables clipping.
+	ClipNorm float64
+}
+
+// DefaultOptim returns AdamW settings common for LLM pretraining:
+// β = (0.9, 0.95), ε = 1e-8, weight decay 0.1, clip at 1.0.
+func DefaultOptim() OptimConfig {
+	return OptimConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, ClipNorm: 1}
+}
+
+// Step clips the gradients and applies one AdamW step with learning rate lr.
+// It returns the gradient norm before clipping. A non-finite norm skips the
+// step and returns ErrNotFinite; parameters and moments are left untouched.
+func (m *Model) Step(lr float64, o OptimConfig) (float64, error) {
+	norm := kernels.ClipGlobalNorm(m.be, m.Grads, o.ClipNorm)
+	if math.IsNaN(norm) || math.IsInf(norm, 0) {
+		return norm, fmt.Errorf("%w: gradient norm %v; step skipped", ErrNotFinite, norm)
+	}
+	m.step++
+	for _, v := range m.opt {
+		h := kernels.AdamWStep{LR: float32(lr), Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, Step: m.step}
+		if v.decay {
+			h.WeightDecay = o.WeightDecay
+		}
+		m.be.AdamW(v.p, v.g, v.m, v.v, h)
+	}
+	return norm, nil
+}
