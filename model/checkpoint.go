@@ -1,0 +1,282 @@
+package model
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/fomnet/fomnet/kernels"
+)
+
+// A checkpoint directory holds:
+//
+//	config.json            Hugging Face LlamaConfig fields (+ "fomnet" extras)
+//	model.safetensors      fp32 weights under Hugging Face Llama names
+//	optimizer.safetensors  AdamW moments as flat "adamw.m"/"adamw.v" over the
+//	                       layout, and the step count in the metadata
+//
+// The directory is written under a temporary name, every file fsynced, and
+// renamed into place, so a crash never leaves a half-written checkpoint.
+
+// ErrCheckpoint reports a checkpoint that cannot be loaded.
+var ErrCheckpoint = errors.New("checkpoint")
+
+// hfConfig is config.json: the LlamaForCausalLM fields.
+type hfConfig struct {
+	Architectures         []string `json:"architectures"`
+	ModelType             string   `json:"model_type"`
+	HiddenSize            int      `json:"hidden_size"`
+	IntermediateSize      int      `json:"intermediate_size"`
+	NumAttentionHeads     int      `json:"num_attention_heads"`
+	NumKeyValueHeads      int      `json:"num_key_value_heads"`
+	NumHiddenLayers       int      `json:"num_hidden_layers"`
+	HeadDim               int      `json:"head_dim"`
+	VocabSize             int      `json:"vocab_size"`
+	MaxPositionEmbeddings int      `json:"max_position_embeddings"`
+	RMSNormEps            float64  `json:"rms_norm_eps"`
+	RopeTheta             float64  `json:"rope_theta"`
+	TieWordEmbeddings     bool     `json:"tie_word_embeddings"`
+	BOSTokenID            int      `json:"bos_token_id"`
+	EOSTokenID            int      `json:"eos_token_id"`
+	HiddenAct             string   `json:"hidden_act"`
+	AttentionBias         bool     `json:"attention_bias"`
+	MLPBias               bool     `json:"mlp_bias"`
+	TorchDType            string   `json:"torch_dtype"`
+}
+
+// MarshalHFConfig renders c as a Hugging Face config.json.
+func MarshalHFConfig(c Config) ([]byte, error) {
+	h := hfConfig{
+		Architectures: []string{"LlamaForCausalLM"}, ModelType: "llama",
+		HiddenSize: c.Dim, IntermediateSize: c.FFNDim, NumAttentionHeads: c.Heads,
+		NumKeyValueHeads: c.KVHeads, NumHiddenLayers: c.Layers, HeadDim: c.HeadDim(),
+		VocabSize: c.Vocab, MaxPositionEmbeddings: c.MaxSeq, RMSNormEps: c.NormEps,
+		RopeTheta: c.RopeTheta, TieWordEmbeddings: c.Tied, BOSTokenID: c.BOS, EOSTokenID: c.EOS,
+		HiddenAct: "silu", TorchDType: "float32",
+	}
+	return json.MarshalIndent(h, "", "  ")
+}
+
+// UnmarshalHFConfig reads a config.json written by MarshalHFConfig or by
+// Hugging Face for a Llama model, and validates it.
+func UnmarshalHFConfig(b []byte) (Config, error) {
+	var h hfConfig
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&h); err != nil {
+		return Config{}, fmt.Errorf("config.json: %w", err)
+	}
+	if h.ModelType != "llama" {
+		return Config{}, fmt.Errorf("config.json: model_type %q, want \"llama\"", h.ModelType)
+	}
+	if h.HiddenAct != "" && h.HiddenAct != "silu" {
+		return Config{}, fmt.Errorf("config.json: hidden_act %q, only silu is supported", h.HiddenAct)
+	}
+	c := Config{Dim: h.HiddenSize, Layers: h.NumHiddenLayers, Heads: h.NumAttentionHeads,
+		KVHeads: h.NumKeyValueHeads, FFNDim: h.IntermediateSize, Vocab: h.VocabSize,
+		MaxSeq: h.MaxPositionEmbeddings, RopeTheta: h.RopeTheta, NormEps: h.RMSNormEps,
+		Tied: h.TieWordEmbeddings, EOS: h.EOSTokenID, BOS: h.BOSTokenID}
+	if c.KVHeads == 0 {
+		c.KVHeads = c.Heads
+	}
+	if h.HeadDim != 0 && c.Heads > 0 && h.HeadDim*c.Heads != c.Dim {
+		return Config{}, fmt.Errorf("config.json: head_dim %d × heads %d != hidden_size %d (not supported)", h.HeadDim, c.Heads, c.Dim)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config.json: %w", err)
+	}
+	return c, nil
+}
+
+// Save writes the model (and its optimizer state) as a checkpoint directory
+// at dir, which must not exist yet. meta is stored in model.safetensors.
+func (m *Model) Save(dir string, meta map[string]string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return fmt.Errorf("%w: %s already exists; refusing to overwrite it", ErrCheckpoint, dir)
+	}
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp) // no-op after the rename
+	cfg, err := MarshalHFConfig(m.Config)
+	if err != nil {
+		return err
+	}
+	if err := writeFileSync(filepath.Join(tmp, "config.json"), append(cfg, '\n')); err != nil {
+		return err
+	}
+	host := make([]float32, m.Layout.Size)
+	m.be.Download(host, m.Params)
+	var tensors []STensor
+	for _, t := range m.Layout.Tensors {
+		tensors = append(tensors, STensor{Name: t.Name, DType: "F32", Shape: t.Shape, Data: f32Bytes(host[t.Offset : t.Offset+t.Size])})
+	}
+	md := map[string]string{"format": "pt"}
+	for k, v := range meta {
+		md[k] = v
+	}
+	if err := writeSafetensorsFile(filepath.Join(tmp, "model.safetensors"), tensors, md); err != nil {
+		return err
+	}
+	mom := make([]float32, m.Layout.Size)
+	m.be.Download(mom, m.M)
+	vel := make([]float32, m.Layout.Size)
+	m.be.Download(vel, m.V)
+	opt := []STensor{
+		{Name: "adamw.m", DType: "F32", Shape: []int{m.Layout.Size}, Data: f32Bytes(mom)},
+		{Name: "adamw.v", DType: "F32", Shape: []int{m.Layout.Size}, Data: f32Bytes(vel)},
+	}
+	if err := writeSafetensorsFile(filepath.Join(tmp, "optimizer.safetensors"), opt, map[string]string{"step": strconv.Itoa(m.step)}); err != nil {
+		return err
+	}
+	if err := syncDir(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return err
+	}
+	return syncDir(parent)
+}
+
+func writeSafetensorsFile(path string, t []STensor, meta map[string]string) error {
+	var b bytes.Buffer
+	if err := WriteSafetensors(&b, t, meta); err != nil {
+		return err
+	}
+	return writeFileSync(path, b.Bytes())
+}
+
+func writeFileSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("syncing %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Load reads a checkpoint directory onto be. The optimizer state is loaded
+// when optimizer.safetensors is present. It returns the model metadata.
+func Load(be kernels.Backend, dir string) (*Model, map[string]string, error) {
+	cb, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	c, err := UnmarshalHFConfig(cb)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %s: %v", ErrCheckpoint, dir, err)
+	}
+	m, err := New(be, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	wb, err := os.ReadFile(filepath.Join(dir, "model.safetensors"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	host, meta, err := m.decodeWeights(wb)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %s: %v", ErrCheckpoint, filepath.Join(dir, "model.safetensors"), err)
+	}
+	be.Upload(m.Params, host)
+	ob, err := os.ReadFile(filepath.Join(dir, "optimizer.safetensors"))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	default:
+		if err := m.decodeOptimizer(ob); err != nil {
+			return nil, nil, fmt.Errorf("%w: %s: %v", ErrCheckpoint, filepath.Join(dir, "optimizer.safetensors"), err)
+		}
+	}
+	return m, meta, nil
+}
+
+func (m *Model) decodeWeights(b []byte) ([]float32, map[string]string, error) {
+	ts, meta, err := ReadSafetensors(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	byName := map[string]STensor{}
+	for _, t := range ts {
+		byName[t.Name] = t
+	}
+	host := make([]float32, m.Layout.Size)
+	for _, t := range m.Layout.Tensors {
+		st, ok := byName[t.Name]
+		if !ok {
+			return nil, nil, fmt.Errorf("tensor %s is missing", t.Name)
+		}
+		if st.DType != "F32" {
+			return nil, nil, fmt.Errorf("tensor %s is %s; only F32 is read", t.Name, st.DType)
+		}
+		if fmt.Sprint(st.Shape) != fmt.Sprint(t.Shape) {
+			return nil, nil, fmt.Errorf("tensor %s has shape %v, config.json implies %v", t.Name, st.Shape, t.Shape)
+		}
+		bytesF32(host[t.Offset:t.Offset+t.Size], st.Data)
+		delete(byName, t.Name)
+	}
+	for name := range byName {
+		return nil, nil, fmt.Errorf("unexpected tensor %s (not in the config's layout)", name)
+	}
+	return host, meta, nil
+}
+
+func (m *Model) decodeOptimizer(b []byte) error {
+	ts, meta, err := ReadSafetensors(b)
+	if err != nil {
+		return err
+	}
+	step, err := strconv.Atoi(meta["step"])
+	if err != nil || step < 0 {
+		return fmt.Errorf("metadata step %q is not a non-negative integer", meta["step"])
+	}
+	got := 0
+	for _, t := range ts {
+		var dst kernels.Buffer
+		switch t.Name {
+		case "adamw.m":
+			dst = m.M
+		case "adamw.v":
+			dst = m.V
+		default:
+			return fmt.Errorf("unexpected tensor %s", t.Name)
+		}
+		if t.DType != "F32" || len(t.Shape) != 1 || t.Shape[0] != m.Layout.Size {
+			return fmt.Errorf("tensor %s is %s %v, want F32 [%d]", t.Name, t.DType, t.Shape, m.Layout.Size)
+		}
+		host := make([]float32, m.Layout.Size)
+		bytesF32(host, t.Data)
+		m.be.Upload(dst, host)
+		got++
+	}
+	if got != 2 {
+		return fmt.Errorf("want adamw.m and adamw.v, found %d tensors", got)
+	}
+	m.step = step
+	return nil
+}

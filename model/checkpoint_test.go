@@ -1,0 +1,163 @@
+package model
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/fomnet/fomnet/kernels"
+	"github.com/fomnet/fomnet/kernels/cpu"
+)
+
+func download(be kernels.Backend, b kernels.Buffer) []float32 {
+	h := make([]float32, b.Len())
+	be.Download(h, b)
+	return h
+}
+
+func TestCheckpointRoundTrip(t *testing.T) {
+	be := backend(t, cpu.Options{})
+	m := newTiny(t, be)
+	tokens, targets := batch(1, m.Config, 2, 16)
+	m.ZeroGrad()
+	if _, err := m.Forward(tokens, targets, 2, 16, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Backward(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Step(1e-3, DefaultOptim()); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	if err := m.Save(dir, map[string]string{"note": "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Save(dir, nil); err == nil {
+		t.Fatal("Save overwrote an existing checkpoint")
+	}
+	m2, meta, err := Load(be, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta["note"] != "test" || m2.Steps() != 1 || m2.Config != m.Config {
+		t.Fatalf("meta %v steps %d config %+v", meta, m2.Steps(), m2.Config)
+	}
+	for _, pair := range [][2]kernels.Buffer{{m.Params, m2.Params}, {m.M, m2.M}, {m.V, m2.V}} {
+		a, b := download(be, pair[0]), download(be, pair[1])
+		for i := range a {
+			if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+				t.Fatalf("value %d differs after reload: %v vs %v", i, a[i], b[i])
+			}
+		}
+	}
+	// Same bytes for the same model: a checkpoint's content is deterministic.
+	dir2 := filepath.Join(t.TempDir(), "ckpt")
+	if err := m2.Save(dir2, map[string]string{"note": "test"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"config.json", "model.safetensors", "optimizer.safetensors"} {
+		a, _ := os.ReadFile(filepath.Join(dir, f))
+		b, _ := os.ReadFile(filepath.Join(dir2, f))
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s differs between two saves of the same model", f)
+		}
+	}
+}
+
+func TestLoadRejectsBadCheckpoints(t *testing.T) {
+	be := backend(t, cpu.Options{Threads: 1})
+	m := newTiny(t, be)
+	good := filepath.Join(t.TempDir(), "good")
+	if err := m.Save(good, nil); err != nil {
+		t.Fatal(err)
+	}
+	corrupt := func(name string, f func(dir string)) {
+		dir := filepath.Join(t.TempDir(), name)
+		os.MkdirAll(dir, 0o755)
+		for _, fn := range []string{"config.json", "model.safetensors", "optimizer.safetensors"} {
+			b, _ := os.ReadFile(filepath.Join(good, fn))
+			os.WriteFile(filepath.Join(dir, fn), b, 0o644)
+		}
+		f(dir)
+		if _, _, err := Load(be, dir); err == nil {
+			t.Errorf("%s: loaded", name)
+		} else if !errors.Is(err, ErrCheckpoint) {
+			t.Errorf("%s: error %v is not ErrCheckpoint", name, err)
+		}
+	}
+	corrupt("truncated weights", func(dir string) {
+		p := filepath.Join(dir, "model.safetensors")
+		b, _ := os.ReadFile(p)
+		os.WriteFile(p, b[:len(b)-4], 0o644)
+	})
+	corrupt("missing config", func(dir string) { os.Remove(filepath.Join(dir, "config.json")) })
+	corrupt("wrong shape in config", func(dir string) {
+		p := filepath.Join(dir, "config.json")
+		b, _ := os.ReadFile(p)
+		os.WriteFile(p, bytes.Replace(b, []byte(`"intermediate_size": 176`), []byte(`"intermediate_size": 180`), 1), 0o644)
+	})
+	corrupt("garbage optimizer", func(dir string) {
+		os.WriteFile(filepath.Join(dir, "optimizer.safetensors"), []byte("not a safetensors file"), 0o644)
+	})
+}
+
+func TestSafetensorsRejects(t *testing.T) {
+	var good bytes.Buffer
+	if err := WriteSafetensors(&good, []STensor{{Name: "a", DType: "F32", Shape: []int{2}, Data: make([]byte, 8)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ReadSafetensors(good.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	hdr := func(js string, data int) []byte {
+		b := make([]byte, 8, 8+len(js)+data)
+		binary.LittleEndian.PutUint64(b, uint64(len(js)))
+		return append(append(b, js...), make([]byte, data)...)
+	}
+	for name, b := range map[string][]byte{
+		"short":         {1, 2},
+		"huge header":   append([]byte{255, 255, 255, 255, 0, 0, 0, 0}, make([]byte, 16)...),
+		"not json":      hdr("nope", 0),
+		"bad dtype":     hdr(`{"a":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}}`, 4),
+		"size mismatch": hdr(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}`, 4),
+		"gap":           hdr(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, 8),
+		"overlap":       hdr(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, 8),
+		"trailing data": hdr(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, 12),
+		"negative dim":  hdr(`{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}`, 4),
+		"bad metadata":  hdr(`{"__metadata__":{"x":1}}`, 0),
+	} {
+		if _, _, err := ReadSafetensors(b); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// FuzzReadSafetensors: any input either parses into tensors that lie within
+// the input, or is rejected with an error; it never panics.
+func FuzzReadSafetensors(f *testing.F) {
+	var b bytes.Buffer
+	WriteSafetensors(&b, []STensor{
+		{Name: "w", DType: "F32", Shape: []int{2, 3}, Data: make([]byte, 24)},
+		{Name: "b", DType: "BF16", Shape: []int{3}, Data: make([]byte, 6)},
+	}, map[string]string{"format": "pt"})
+	f.Add(b.Bytes())
+	f.Add([]byte{8, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ', ' ', ' ', ' ', ' '})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ts, _, err := ReadSafetensors(data)
+		if err != nil {
+			return
+		}
+		total := 0
+		for _, x := range ts {
+			total += len(x.Data)
+		}
+		if total > len(data) {
+			t.Fatalf("tensors claim %d bytes of a %d-byte input", total, len(data))
+		}
+	})
+}

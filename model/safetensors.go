@@ -1,0 +1,179 @@
+package model
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+)
+
+// safetensors: an 8-byte little-endian header length, a JSON header mapping
+// tensor names to dtype, shape and [begin, end) byte offsets into the data
+// that follows, and an optional "__metadata__" map of strings. We write the
+// header padded with spaces to a multiple of 8 bytes so that data is aligned.
+
+// ErrSafetensors reports a malformed safetensors file.
+var ErrSafetensors = errors.New("safetensors")
+
+// maxHeader bounds the JSON header we accept (the reference implementation
+// uses 100 MB).
+const maxHeader = 100 << 20
+
+var dtypeSize = map[string]int{"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I32": 4, "I64": 8, "U8": 1, "I8": 1}
+
+// STensor is one tensor of a safetensors file.
+type STensor struct {
+	Name  string
+	DType string
+	Shape []int
+	Data  []byte // little-endian elements
+}
+
+type stEntry struct {
+	DType   string   `json:"dtype"`
+	Shape   []int    `json:"shape"`
+	Offsets [2]int64 `json:"data_offsets"`
+}
+
+// WriteSafetensors writes tensors in the given order with optional metadata.
+func WriteSafetensors(w io.Writer, tensors []STensor, meta map[string]string) error {
+	header := map[string]any{}
+	if len(meta) > 0 {
+		header["__metadata__"] = meta
+	}
+	var off int64
+	for _, t := range tensors {
+		sz, ok := dtypeSize[t.DType]
+		if !ok {
+			return fmt.Errorf("%w: tensor %s: unknown dtype %q", ErrSafetensors, t.Name, t.DType)
+		}
+		n := int64(1)
+		for _, d := range t.Shape {
+			n *= int64(d)
+		}
+		if n*int64(sz) != int64(len(t.Data)) {
+			return fmt.Errorf("%w: tensor %s: %d bytes for shape %v of %s", ErrSafetensors, t.Name, len(t.Data), t.Shape, t.DType)
+		}
+		if _, dup := header[t.Name]; dup || t.Name == "__metadata__" {
+			return fmt.Errorf("%w: duplicate or reserved tensor name %q", ErrSafetensors, t.Name)
+		}
+		shape := t.Shape
+		if shape == nil {
+			shape = []int{}
+		}
+		header[t.Name] = stEntry{t.DType, shape, [2]int64{off, off + int64(len(t.Data))}}
+		off += int64(len(t.Data))
+	}
+	js, err := json.Marshal(header) // map keys come out sorted: deterministic bytes
+	if err != nil {
+		return err
+	}
+	for len(js)%8 != 0 {
+		js = append(js, ' ')
+	}
+	var lenb [8]byte
+	binary.LittleEndian.PutUint64(lenb[:], uint64(len(js)))
+	if _, err := w.Write(lenb[:]); err != nil {
+		return err
+	}
+	if _, err := w.Write(js); err != nil {
+		return err
+	}
+	for _, t := range tensors {
+		if _, err := w.Write(t.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReadSafetensors parses a whole file held in memory. The returned tensors'
+// Data alias buf. Every offset, size and shape is checked; the data must be
+// covered exactly, without gaps or overlaps, as the format requires.
+func ReadSafetensors(buf []byte) ([]STensor, map[string]string, error) {
+	if len(buf) < 8 {
+		return nil, nil, fmt.Errorf("%w: %d bytes is shorter than the 8-byte header length", ErrSafetensors, len(buf))
+	}
+	hl := binary.LittleEndian.Uint64(buf)
+	if hl > maxHeader || hl > uint64(len(buf)-8) {
+		return nil, nil, fmt.Errorf("%w: header length %d exceeds the file (%d bytes) or the %d-byte limit", ErrSafetensors, hl, len(buf), maxHeader)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(buf[8:8+hl], &raw); err != nil {
+		return nil, nil, fmt.Errorf("%w: header is not a JSON object: %v", ErrSafetensors, err)
+	}
+	data := buf[8+hl:]
+	var meta map[string]string
+	var out []STensor
+	type span struct {
+		b, e int64
+		name string
+	}
+	var spans []span
+	for name, msg := range raw {
+		if name == "__metadata__" {
+			if err := json.Unmarshal(msg, &meta); err != nil {
+				return nil, nil, fmt.Errorf("%w: __metadata__ must map strings to strings: %v", ErrSafetensors, err)
+			}
+			continue
+		}
+		var e stEntry
+		if err := json.Unmarshal(msg, &e); err != nil {
+			return nil, nil, fmt.Errorf("%w: tensor %q: %v", ErrSafetensors, name, err)
+		}
+		sz, ok := dtypeSize[e.DType]
+		if !ok {
+			return nil, nil, fmt.Errorf("%w: tensor %q: unknown dtype %q", ErrSafetensors, name, e.DType)
+		}
+		n := int64(1)
+		for _, d := range e.Shape {
+			if d < 0 || (d > 0 && n > math.MaxInt64/int64(d)/8) {
+				return nil, nil, fmt.Errorf("%w: tensor %q: bad shape %v", ErrSafetensors, name, e.Shape)
+			}
+			n *= int64(d)
+		}
+		b, en := e.Offsets[0], e.Offsets[1]
+		if b < 0 || en < b || en > int64(len(data)) {
+			return nil, nil, fmt.Errorf("%w: tensor %q: offsets [%d, %d) outside the %d data bytes", ErrSafetensors, name, b, en, len(data))
+		}
+		if en-b != n*int64(sz) {
+			return nil, nil, fmt.Errorf("%w: tensor %q: %d bytes for shape %v of %s (want %d)", ErrSafetensors, name, en-b, e.Shape, e.DType, n*int64(sz))
+		}
+		spans = append(spans, span{b, en, name})
+		out = append(out, STensor{Name: name, DType: e.DType, Shape: e.Shape, Data: data[b:en:en]})
+	}
+	sort.Slice(spans, func(i, j int) bool {
+		return spans[i].b < spans[j].b || spans[i].b == spans[j].b && spans[i].e < spans[j].e
+	})
+	var at int64
+	for _, s := range spans {
+		if s.b != at {
+			return nil, nil, fmt.Errorf("%w: tensor %q starts at byte %d, expected %d (gap or overlap)", ErrSafetensors, s.name, s.b, at)
+		}
+		at = s.e
+	}
+	if at != int64(len(data)) {
+		return nil, nil, fmt.Errorf("%w: tensors cover %d of %d data bytes", ErrSafetensors, at, len(data))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, meta, nil
+}
+
+// f32Bytes encodes floats little-endian.
+func f32Bytes(x []float32) []byte {
+	b := make([]byte, 4*len(x))
+	for i, v := range x {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	return b
+}
+
+// bytesF32 decodes little-endian floats into dst (len(b) == 4·len(dst)).
+func bytesF32(dst []float32, b []byte) {
+	for i := range dst {
+		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+}
