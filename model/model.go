@@ -341,11 +341,11 @@ func (m *Model) Logits(dst []float32, bi, ti int) error {
 	if a == nil || a.haveGrad {
 		return errors.New("model: no logits: run Forward without gradient first")
 	}
-	// Download the whole buffer once; generation will get a KV cache later.
-	all := make([]float32, a.N*m.Config.Vocab)
-	m.be.Download(all, a.logits)
+	if bi < 0 || bi >= a.B || ti < 0 || ti >= a.T || len(dst) != m.Config.Vocab {
+		return fmt.Errorf("model: logits of row %d position %d into %d values; batch is %d×%d, vocab %d", bi, ti, len(dst), a.B, a.T, m.Config.Vocab)
+	}
 	row := bi*a.T + ti
-	copy(dst, all[row*m.Config.Vocab:(row+1)*m.Config.Vocab])
+	m.be.Download(dst, m.be.View(a.logits, row*m.Config.Vocab, m.Config.Vocab))
 	return nil
 }
 

@@ -1,0 +1,105 @@
+package model
+
+import (
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strings"
+)
+
+// SampleConfig controls generation.
+type SampleConfig struct {
+	MaxTokens   int     // new tokens at most
+	Temperature float64 // 0 means greedy
+	TopK        int     // 0 means no top-k cut
+	Seed        uint64  // sampling stream; same seed, same text
+	Window      int     // context length per forward pass (default: max_seq)
+}
+
+// Generate continues prompt and returns the new tokens, stopping at EOS
+// (which is not returned). It has no KV cache yet: each token reruns one
+// fixed-size window, so a sequence costs O(window) forward passes of fixed
+// shape and allocates nothing per token. emit, when set, sees each token as
+// it is produced.
+func Generate(m *Model, prompt []int32, sc SampleConfig, emit func(int32)) ([]int32, error) {
+	w := sc.Window
+	if w <= 0 || w > m.Config.MaxSeq {
+		w = m.Config.MaxSeq
+	}
+	if len(prompt) == 0 {
+		prompt = []int32{int32(m.Config.BOS)}
+	}
+	ctx := append([]int32(nil), prompt...)
+	window := make([]int32, w)
+	logits := make([]float32, m.Config.Vocab)
+	r := rand.New(rand.NewPCG(sc.Seed, 0x5eed))
+	var out []int32
+	for len(out) < sc.MaxTokens {
+		tail := ctx[max(0, len(ctx)-w):]
+		copy(window, tail)
+		clear(window[len(tail):]) // padding after the last token is never attended to
+		if _, err := m.Forward(window, nil, 1, w, false); err != nil {
+			return out, err
+		}
+		if err := m.Logits(logits, 0, len(tail)-1); err != nil {
+			return out, err
+		}
+		tok := pick(logits, sc, r)
+		if tok == int32(m.Config.EOS) {
+			break
+		}
+		out = append(out, tok)
+		ctx = append(ctx, tok)
+		if emit != nil {
+			emit(tok)
+		}
+	}
+	return out, nil
+}
+
+func pick(logits []float32, sc SampleConfig, r *rand.Rand) int32 {
+	if sc.Temperature <= 0 {
+		best := 0
+		for i, v := range logits {
+			if v > logits[best] {
+				best = i
+			}
+		}
+		return int32(best)
+	}
+	idx := make([]int, len(logits))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return logits[idx[a]] > logits[idx[b]] })
+	if sc.TopK > 0 && sc.TopK < len(idx) {
+		idx = idx[:sc.TopK]
+	}
+	mx := float64(logits[idx[0]])
+	p := make([]float64, len(idx))
+	var sum float64
+	for i, j := range idx {
+		p[i] = math.Exp((float64(logits[j]) - mx) / sc.Temperature)
+		sum += p[i]
+	}
+	u := r.Float64() * sum
+	for i, j := range idx {
+		u -= p[i]
+		if u <= 0 {
+			return int32(j)
+		}
+	}
+	return int32(idx[len(idx)-1])
+}
+
+// DecodeBytes turns byte-level tokens into text, dropping special tokens;
+// invalid UTF-8 from a half-trained model is kept as the replacement rune.
+func DecodeBytes(tokens []int32) string {
+	b := make([]byte, 0, len(tokens))
+	for _, t := range tokens {
+		if t >= 0 && t < 256 {
+			b = append(b, byte(t))
+		}
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
+}
