@@ -85,10 +85,13 @@ func (t *attnTask) run(w, lo, hi int) {
 }
 
 // probs turns the score block S[qm×nk] (keys from ks) into probabilities in
-// place, masked to each row's document, and returns nothing; lse is written
-// when store is set, else read.
+// place, masked to each row's document. With store (forward) it computes the
+// row's log-sum-exp l = m + ln Σ exp(x·scale − m) and P = exp(x·scale − m)/Σ,
+// saving l; otherwise (backward) it recomputes P = exp(x·scale − l) from the
+// saved l, as flash attention does.
 func (t *attnTask) probs(S []float32, bi, h, i0, qm, ks, nk int, store bool) {
 	s := t.s
+	be := t.be
 	scale := float32(1 / math.Sqrt(float64(s.HD)))
 	for r := 0; r < qm; r++ {
 		tt := i0 + r
@@ -96,26 +99,28 @@ func (t *attnTask) probs(S []float32, bi, h, i0, qm, ks, nk int, store bool) {
 		lo := int(t.ds[bi*s.T+tt]) - ks
 		hi := tt - ks + 1
 		li := (bi*s.NH+h)*s.T + tt
-		var l float32
-		if store {
-			mx := float32(math.Inf(-1))
-			for _, x := range row[lo:hi] {
-				mx = max(mx, x*scale)
-			}
-			var sum float64
-			for _, x := range row[lo:hi] {
-				sum += float64(expf(x*scale - mx))
-			}
-			l = mx + float32(math.Log(sum))
-			t.lse[li] = l
-		} else {
-			l = t.lse[li]
-		}
 		clear(row[:lo])
-		for j := lo; j < hi; j++ {
-			row[j] = expf(row[j]*scale - l)
-		}
 		clear(row[hi:])
+		x := row[lo:hi]
+		if !store {
+			be.expShift(x, scale, t.lse[li])
+			continue
+		}
+		mx := float32(math.Inf(-1))
+		for _, v := range x {
+			mx = max(mx, v)
+		}
+		mx *= scale // scaling is monotonic: max(x)·scale = max(x·scale)
+		be.expShift(x, scale, mx)
+		var sum float64
+		for _, v := range x {
+			sum += float64(v)
+		}
+		t.lse[li] = mx + float32(math.Log(sum))
+		inv := float32(1 / sum)
+		for j := range x {
+			x[j] *= inv
+		}
 	}
 }
 

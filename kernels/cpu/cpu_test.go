@@ -3,6 +3,7 @@ package cpu
 import (
 	"fmt"
 	"math"
+	"math/big"
 	"math/rand/v2"
 	"testing"
 
@@ -385,20 +386,89 @@ func TestClipGlobalNorm(t *testing.T) {
 	closeTo(t, "clipped", got, want, 1e-7)
 }
 
-func TestExpf(t *testing.T) {
+func TestExpCore(t *testing.T) {
 	worst := 0.0
 	for x := float32(-87); x < 88.7; x += 0.0037 {
 		want := math.Exp(float64(x))
-		if e := math.Abs(float64(expf(x))-want) / want; e > worst {
+		if e := math.Abs(float64(expCore(x))-want) / want; e > worst {
 			worst = e
 		}
 	}
 	if worst > 3e-7 {
-		t.Fatalf("expf relative error %g > 3e-7", worst)
+		t.Fatalf("expCore relative error %g > 3e-7", worst)
 	}
-	if expf(-100) != 0 || !math.IsInf(float64(expf(100)), 1) || expf(0) != 1 {
-		t.Fatalf("expf edge values: %v %v %v", expf(-100), expf(100), expf(0))
+	if expCore(0) != 1 || expCore(-200) != expCore(expLo) || expCore(200) != expCore(expHi) || !math.IsNaN(float64(expCore(float32(math.NaN())))) {
+		t.Fatalf("expCore edge values: %v %v %v", expCore(0), expCore(-200), expCore(200))
 	}
+	if math.IsInf(float64(expCore(expHi)), 0) || expCore(expLo) == 0 {
+		t.Fatal("expCore range ends must be finite and non-zero")
+	}
+}
+
+// TestFMA32 checks the float32 FMA emulation against exact big-float
+// arithmetic, including cases where a plain float64 FMA would round twice.
+func TestFMA32(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 11))
+	check := func(a, b, c float32) {
+		exact := new(big.Float).SetPrec(200).SetFloat64(float64(a))
+		exact.Mul(exact, new(big.Float).SetFloat64(float64(b)))
+		exact.Add(exact, new(big.Float).SetFloat64(float64(c)))
+		want, _ := exact.Float32()
+		if got := fma32(a, b, c); got != want {
+			t.Fatalf("fma32(%g, %g, %g) = %g, want %g", a, b, c, got, want)
+		}
+	}
+	// (2^-24 + 2^-42)(1 − 2^-18) + (1 + 2^-23) = 1 + 2^-23 + 2^-24 − 2^-60,
+	// just below a float32 midpoint: the answer is 1 + 2^-23. Rounding to
+	// float64 first lands on the midpoint, which ties to even: 1 + 2^-22.
+	a, b, c := float32(0x1p-24+0x1p-42), float32(1-0x1p-18), float32(1+0x1p-23)
+	if float32(math.FMA(float64(a), float64(b), float64(c))) == 1+0x1p-23 {
+		t.Fatal("test case does not exercise double rounding")
+	}
+	check(a, b, c)
+	for i := 0; i < 200000; i++ {
+		a := float32(r.NormFloat64() * math.Pow(2, float64(r.IntN(40)-20)))
+		b := float32(r.NormFloat64() * math.Pow(2, float64(r.IntN(40)-20)))
+		c := float32(r.NormFloat64() * math.Pow(2, float64(r.IntN(80)-40)))
+		check(a, b, c)
+	}
+}
+
+// TestVectorPathsAgree runs the AVX2 elementwise kernels against their Go
+// definitions on awkward inputs (huge, tiny, NaN, odd lengths).
+func TestVectorPathsAgree(t *testing.T) {
+	if !hasAVX2FMA {
+		t.Skip("no AVX2+FMA on this machine")
+	}
+	fast := MustNew(Options{Threads: 1, Path: "avx2"})
+	slow := MustNew(Options{Threads: 1, Path: "generic"})
+	defer fast.Close()
+	defer slow.Close()
+	r := rand.New(rand.NewPCG(12, 12))
+	x := randn(r, 1003, 30)
+	x[5], x[6], x[7], x[8] = 200, -200, float32(math.NaN()), float32(math.Inf(-1))
+	same := func(what string, a, b []float32) {
+		t.Helper()
+		for i := range a {
+			if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+				t.Fatalf("%s[%d]: avx2 %v, generic %v", what, i, a[i], b[i])
+			}
+		}
+	}
+	a, b := append([]float32(nil), x...), append([]float32(nil), x...)
+	fast.expShift(a, 0.37, 1.5)
+	slow.expShift(b, 0.37, 1.5)
+	same("expShift", a, b)
+	u, dh := randn(r, len(x), 1), randn(r, len(x), 1)
+	h1, h2 := make([]float32, len(x)), make([]float32, len(x))
+	fast.swigluFwd(h1, x, u)
+	slow.swigluFwd(h2, x, u)
+	same("swigluFwd", h1, h2)
+	dg1, du1, dg2, du2 := make([]float32, len(x)), make([]float32, len(x)), make([]float32, len(x)), make([]float32, len(x))
+	fast.swigluBwd(dg1, du1, dh, x, u)
+	slow.swigluBwd(dg2, du2, dh, x, u)
+	same("swigluBwd dg", dg1, dg2)
+	same("swigluBwd du", du1, du2)
 }
 
 func TestBadShapesPanic(t *testing.T) {

@@ -2,7 +2,6 @@ package cpu
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/fomnet/fomnet/kernels"
 )
@@ -113,7 +112,7 @@ func packB(dst []float32, b mat, p0, k, j0, n, q0, q1 int) {
 }
 
 // kernelGeneric is the portable micro-kernel: the same FMA chains as the
-// assembly one, via math.FMA.
+// assembly one, via fma32.
 func kernelGeneric(k int, ap, bp, c []float32, ldc int, load bool) {
 	for i := 0; i < mr; i++ {
 		for j := 0; j < nr; j++ {
@@ -122,7 +121,7 @@ func kernelGeneric(k int, ap, bp, c []float32, ldc int, load bool) {
 				acc = c[i*ldc+j]
 			}
 			for kk := 0; kk < k; kk++ {
-				acc = float32(math.FMA(float64(ap[kk*mr+i]), float64(bp[kk*nr+j]), float64(acc)))
+				acc = fma32(ap[kk*mr+i], bp[kk*nr+j], acc)
 			}
 			c[i*ldc+j] = acc
 		}

@@ -20,3 +20,12 @@ func kernelFMA(k int, ap, bp, c []float32, ldc int, load bool) {
 	_ = c[5*ldc+nr-1]
 	kern6x16(k, &ap[0], &bp[0], &c[0], ldc, load)
 }
+
+//go:noescape
+func expShiftAVX(x *float32, n int, scale, shift float32)
+
+//go:noescape
+func swigluFwdAVX(h, gate, u *float32, n int)
+
+//go:noescape
+func swigluBwdAVX(dg, du, dh, gate, u *float32, n int)

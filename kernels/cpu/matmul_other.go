@@ -9,3 +9,7 @@ func kernelFMA(k int, ap, bp, c []float32, ldc int, load bool) {
 }
 
 func fmaLoop(n int) { peakGeneric(n) }
+
+func expShiftAVX(x *float32, n int, scale, shift float32) { panic("unreachable") }
+func swigluFwdAVX(h, g, u *float32, n int)                { panic("unreachable") }
+func swigluBwdAVX(dg, du, dh, g, u *float32, n int)       { panic("unreachable") }

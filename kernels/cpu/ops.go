@@ -9,6 +9,7 @@ import (
 
 // rowTask runs operations whose items are independent rows (or elements).
 type rowTask struct {
+	be               *Backend
 	op               int
 	out, inp, w, aux []float32
 	d1, d2, d3       []float32
@@ -49,7 +50,7 @@ const (
 // partition never changes the order of a column's sum.
 const colGrain = 64
 
-func (t *rowTask) run(_, lo, hi int) {
+func (t *rowTask) run(w, lo, hi int) {
 	switch t.op {
 	case rowEmbedFwd:
 		for i := lo; i < hi; i++ {
@@ -106,27 +107,22 @@ func (t *rowTask) run(_, lo, hi int) {
 			}
 		}
 	case rowSwiGLUFwd:
-		g, u, h := t.inp[lo:hi], t.aux[lo:hi], t.out[lo:hi]
-		for i, gv := range g {
-			h[i] = gv * sigmoidf(gv) * u[i]
-		}
+		t.be.swigluFwd(t.out[lo:hi], t.inp[lo:hi], t.aux[lo:hi])
 	case rowSwiGLUBwd:
-		g, u, dh := t.inp[lo:hi], t.aux[lo:hi], t.d1[lo:hi]
-		dg, du := t.out[lo:hi], t.d2[lo:hi]
-		for i, gv := range g {
-			sg := sigmoidf(gv)
-			silu := gv * sg
-			du[i] = dh[i] * silu
-			dg[i] = dh[i] * u[i] * sg * (1 + gv*(1-sg))
-		}
+		t.be.swigluBwd(t.out[lo:hi], t.d2[lo:hi], t.d1[lo:hi], t.inp[lo:hi], t.aux[lo:hi])
 	case rowXent:
+		ws := t.be.ws[w]
 		for i := lo; i < hi; i++ {
-			t.xentRow(i)
+			t.xentRow(ws, i)
 		}
 	}
 }
 
-func (t *rowTask) xentRow(i int) {
+// xentRow computes one row's loss (and gradient, in place): with m the row
+// maximum and e_j = exp(x_j − m), loss = m + ln Σe − x_target and
+// dx_j = dscale·e_j/Σe − dscale·[j = target]. Without gradient the
+// exponentials go to the worker's scratch so the logits stay readable.
+func (t *rowTask) xentRow(ws *workspace, i int) {
 	row := t.inp[i*t.c : (i+1)*t.c]
 	tgt := t.ints[i]
 	if tgt == kernels.IgnoreIndex {
@@ -140,18 +136,25 @@ func (t *rowTask) xentRow(i int) {
 	for _, v := range row {
 		mx = max(mx, v)
 	}
-	var sum float64
-	for _, v := range row {
-		sum += float64(expf(v - mx))
+	xt := row[tgt]
+	e := row
+	if !t.grad {
+		ws.s = grow(ws.s, len(row))
+		e = ws.s
+		copy(e, row)
 	}
-	lse := float64(mx) + math.Log(sum)
-	t.out[i] = float32(lse - float64(row[tgt]))
+	t.be.expShift(e, 1, mx)
+	var sum float64
+	for _, v := range e {
+		sum += float64(v)
+	}
+	t.out[i] = float32(float64(mx) + math.Log(sum) - float64(xt))
 	if !t.grad {
 		return
 	}
-	inv := float32(1 / sum)
-	for j, v := range row {
-		row[j] = t.s * expf(v-mx) * inv
+	inv := float32(float64(t.s) / sum)
+	for j, v := range e {
+		row[j] = v * inv
 	}
 	row[tgt] -= t.s
 }
@@ -196,7 +199,7 @@ func (b *Backend) EmbeddingForward(out, table kernels.Buffer, tokens kernels.Int
 			panic(fmt.Errorf("%w: token %d at %d outside vocabulary [0, %d)", kernels.ErrShape, v, i, vocab))
 		}
 	}
-	b.rowT = rowTask{op: rowEmbedFwd, out: o, w: w, ints: tk, c: c}
+	b.rowT = rowTask{be: b, op: rowEmbedFwd, out: o, w: w, ints: tk, c: c}
 	b.pool.run(&b.rowT, n, 64)
 }
 
@@ -222,7 +225,7 @@ func (b *Backend) RMSNormForward(out, rstd, inp, weight kernels.Buffer, n, c int
 	need("rmsnorm inp", len(x), n*c)
 	need("rmsnorm rstd", len(r), n)
 	need("rmsnorm weight", len(w), c)
-	b.rowT = rowTask{op: rowRMSFwd, out: o, aux: r, inp: x, w: w, c: c, eps: eps}
+	b.rowT = rowTask{be: b, op: rowRMSFwd, out: o, aux: r, inp: x, w: w, c: c, eps: eps}
 	b.pool.run(&b.rowT, n, 16)
 }
 
@@ -235,7 +238,7 @@ func (b *Backend) RMSNormBackward(dinp, dweight, dout, inp, weight, rstd kernels
 	need("rmsnorm dweight", len(dw), c)
 	need("rmsnorm weight", len(w), c)
 	need("rmsnorm rstd", len(r), n)
-	b.rowT = rowTask{op: rowRMSBwd, out: dx, d1: dy, inp: x, w: w, aux: r, c: c}
+	b.rowT = rowTask{be: b, op: rowRMSBwd, out: dx, d1: dy, inp: x, w: w, aux: r, c: c}
 	b.pool.run(&b.rowT, n, 16)
 	b.colT = colTask{op: colRMSWeight, dst: dw, src: dy, inp: x, rstd: r, n: n, c: c}
 	b.cols(&b.colT)
@@ -283,7 +286,7 @@ func (b *Backend) rope(op int, x kernels.Buffer, pos kernels.IntBuffer, n, heads
 		}
 		maxPos = max(maxPos, int(v)+1)
 	}
-	b.rowT = rowTask{op: op, out: xd, ints: p, heads: heads, hd: hd, rope: b.ropeTable(hd, theta, maxPos)}
+	b.rowT = rowTask{be: b, op: op, out: xd, ints: p, heads: heads, hd: hd, rope: b.ropeTable(hd, theta, maxPos)}
 	b.pool.run(&b.rowT, n, 16)
 }
 
@@ -303,7 +306,7 @@ func (b *Backend) SwiGLUForward(h, g, u kernels.Buffer, n int) {
 	need("swiglu h", len(hd), n)
 	need("swiglu g", len(gd), n)
 	need("swiglu u", len(ud), n)
-	b.rowT = rowTask{op: rowSwiGLUFwd, out: hd, inp: gd, aux: ud}
+	b.rowT = rowTask{be: b, op: rowSwiGLUFwd, out: hd, inp: gd, aux: ud}
 	b.pool.run(&b.rowT, n, 1<<13)
 }
 
@@ -313,7 +316,7 @@ func (b *Backend) SwiGLUBackward(dg, du, dh, g, u kernels.Buffer, n int) {
 	for _, l := range []int{len(dgd), len(dud), len(dhd), len(gd), len(ud)} {
 		need("swiglu backward buffer", l, n)
 	}
-	b.rowT = rowTask{op: rowSwiGLUBwd, out: dgd, d2: dud, d1: dhd, inp: gd, aux: ud}
+	b.rowT = rowTask{be: b, op: rowSwiGLUBwd, out: dgd, d2: dud, d1: dhd, inp: gd, aux: ud}
 	b.pool.run(&b.rowT, n, 1<<13)
 }
 
@@ -328,6 +331,6 @@ func (b *Backend) SoftmaxCrossEntropy(losses, logits kernels.Buffer, targets ker
 			panic(fmt.Errorf("%w: target %d at %d outside vocabulary [0, %d)", kernels.ErrShape, tg, i, v))
 		}
 	}
-	b.rowT = rowTask{op: rowXent, out: l, inp: x, ints: t, c: v, grad: grad, s: dscale}
+	b.rowT = rowTask{be: b, op: rowXent, out: l, inp: x, ints: t, c: v, grad: grad, s: dscale}
 	b.pool.run(&b.rowT, n, 4)
 }

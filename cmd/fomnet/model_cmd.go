@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fomnet/fomnet/model"
+)
+
+func newModelCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "model", Short: "Inspect model configurations", Args: noArgs}
+	cmd.AddCommand(newModelInfoCmd(e))
+	return cmd
+}
+
+type modelInfo struct {
+	Preset           string  `json:"preset"`
+	Params           int64   `json:"params"`
+	MatmulParams     int64   `json:"matmul_params"`
+	Seq              int     `json:"seq"`
+	Batch            int     `json:"batch"`
+	TrainFLOPsPerTok float64 `json:"train_flops_per_token"`
+	WeightsBytes     int64   `json:"weights_bytes"`
+	TrainStateBytes  int64   `json:"train_state_bytes"`
+	ActivationBytes  int64   `json:"activation_bytes"`
+	model.Config
+}
+
+func newModelInfoCmd(e *env) *cobra.Command {
+	var (
+		preset     string
+		batch, seq int
+		asJSON     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "info",
+		Short: "Print a preset's parameter count, FLOPs per token and memory",
+		Long: `Print a preset's shape, parameter count, training FLOPs per token and memory.
+
+Memory: weights are fp32 (4 bytes a parameter); training state adds fp32
+gradients and AdamW's two moments (16 bytes a parameter in all); activations
+are what one batch of --batch × --seq tokens keeps for backward, plus scratch.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := model.Preset(preset)
+			if err != nil {
+				return usageError{err}
+			}
+			if seq == 0 {
+				seq = c.MaxSeq
+			}
+			if batch <= 0 || seq <= 0 || seq > c.MaxSeq {
+				return usagef("--batch %d and --seq %d must be positive, seq at most max_seq %d", batch, seq, c.MaxSeq)
+			}
+			n := model.NumParams(c)
+			info := modelInfo{
+				Preset: preset, Params: n, MatmulParams: model.MatmulParams(c), Seq: seq, Batch: batch,
+				TrainFLOPsPerTok: model.TrainFLOPsPerToken(c, seq),
+				WeightsBytes:     4 * n, TrainStateBytes: 16 * n,
+				ActivationBytes: 4 * model.ActivationFloats(c, batch, seq), Config: c,
+			}
+			if asJSON {
+				return e.printJSON(info)
+			}
+			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "preset\t%s\n", preset)
+			fmt.Fprintf(w, "shape\tdim %d, layers %d, heads %d (kv %d, head dim %d), ffn %d, vocab %d, max seq %d, tied %v\n",
+				c.Dim, c.Layers, c.Heads, c.KVHeads, c.HeadDim(), c.FFNDim, c.Vocab, c.MaxSeq, c.Tied)
+			fmt.Fprintf(w, "parameters\t%s (%d)\n", human(float64(n), ""), n)
+			fmt.Fprintf(w, "train FLOPs/token\t%s at seq %d (6 × %s matmul weights + attention)\n",
+				human(info.TrainFLOPsPerTok, "FLOP"), seq, human(float64(info.MatmulParams), ""))
+			fmt.Fprintf(w, "weights (fp32)\t%s\n", bytesHuman(info.WeightsBytes))
+			fmt.Fprintf(w, "training state\t%s (weights, grads, AdamW m and v)\n", bytesHuman(info.TrainStateBytes))
+			fmt.Fprintf(w, "activations\t%s at batch %d × seq %d\n", bytesHuman(info.ActivationBytes), batch, seq)
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&preset, "preset", "demo", "model preset: "+fmt.Sprint(model.PresetNames()))
+	cmd.Flags().IntVar(&batch, "batch", 1, "batch size for the activation estimate")
+	cmd.Flags().IntVar(&seq, "seq", 0, "sequence length (default: the preset's max_seq)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func human(v float64, unit string) string {
+	for _, s := range []struct {
+		f float64
+		p string
+	}{{1e12, "T"}, {1e9, "G"}, {1e6, "M"}, {1e3, "k"}} {
+		if v >= s.f {
+			return fmt.Sprintf("%.2f %s%s", v/s.f, s.p, unit)
+		}
+	}
+	return fmt.Sprintf("%.0f %s", v, unit)
+}
+
+func bytesHuman(b int64) string {
+	v := float64(b)
+	for _, s := range []struct {
+		f float64
+		p string
+	}{{1 << 40, "TiB"}, {1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+		if v >= s.f {
+			return fmt.Sprintf("%.2f %s", v/s.f, s.p)
+		}
+	}
+	return fmt.Sprintf("%d B", b)
+}

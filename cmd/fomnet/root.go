@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fomnet/fomnet/kernels"
+	"github.com/fomnet/fomnet/kernels/cpu"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the command failed
+	exitUsage = 2 // bad flags or arguments
+)
+
+// usageError marks errors in how the command was called.
+type usageError struct{ error }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// env carries the output streams: results on stdout, logs and progress on
+// stderr.
+type env struct {
+	stdout, stderr io.Writer
+}
+
+func (e *env) logf(format string, a ...any) { fmt.Fprintf(e.stderr, format+"\n", a...) }
+
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// run executes the command line and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr}
+	root := newRoot(e)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintln(stderr, "fomnet:", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitError
+}
+
+func newRoot(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "fomnet",
+		Short: "Train fully open language models on a peer-to-peer network of volunteer machines",
+		Long: `fomnet trains fully open language models on volunteer machines.
+
+Today it trains and benchmarks Llama-style models on this machine's CPU
+(fomnet train, fomnet bench, fomnet model info). The swarm (libp2p, bitswap,
+DiLoCo outer sync) is being built; see README.md for what runs now.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newTrainCmd(e), newBenchCmd(e), newModelCmd(e), newDemoCmd(e))
+	return root
+}
+
+// exactArgs and friends wrap cobra's validators so that wrong arguments are
+// usage errors (exit 2).
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s takes no arguments, got %q", cmd.CommandPath(), args)
+	}
+	return nil
+}
+
+// newBackend starts the CPU backend with the requested threads and path.
+func newBackend(threads int, path string) (*cpu.Backend, error) {
+	if threads < 0 {
+		return nil, usagef("--threads %d must not be negative", threads)
+	}
+	be, err := cpu.New(cpu.Options{Threads: threads, Path: path})
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return be, nil
+}
+
+var _ kernels.Backend = (*cpu.Backend)(nil)
+
+// ctxOf returns the command's context (never nil).
+func ctxOf(cmd *cobra.Command) context.Context {
+	if ctx := cmd.Context(); ctx != nil {
+		return ctx
+	}
+	return context.Background()
+}

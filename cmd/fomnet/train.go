@@ -1,0 +1,188 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fomnet/fomnet/kernels"
+	"github.com/fomnet/fomnet/model"
+	"github.com/fomnet/fomnet/sharding"
+)
+
+type trainFlags struct {
+	preset            string
+	steps, batch, seq int
+	out               string
+	lr, minLR         float64
+	warmup            int
+	schedule          string
+	decayFrac         float64
+	seed              uint64
+	threads           int
+	path              string
+	valFrac           float64
+	evalEvery         int
+	logEvery          int
+	builtin           bool
+	asJSON            bool
+}
+
+type trainSummary struct {
+	Checkpoint string   `json:"checkpoint"`
+	Preset     string   `json:"preset"`
+	Params     int64    `json:"params"`
+	Steps      int      `json:"steps"`
+	Tokens     int64    `json:"tokens"`
+	Loss       float32  `json:"loss"`
+	ValLoss    *float32 `json:"val_loss,omitempty"`
+	Seconds    float64  `json:"seconds"`
+	TokensPerS float64  `json:"tokens_per_s"`
+	Backend    string   `json:"backend"`
+}
+
+func newTrainCmd(e *env) *cobra.Command {
+	var f trainFlags
+	cmd := &cobra.Command{
+		Use:   "train [flags] FILE...",
+		Short: "Train a model on this machine from text or token files",
+		Long: `Train a model on this machine (single node, no network).
+
+Inputs are UTF-8 text files, read as byte-level tokens with blank-line-separated
+paragraphs as documents, or files ending in .tok holding little-endian uint32
+token ids (one document per file). --builtin adds the built-in bilingual corpus.
+The last --val-frac of the token stream is held out for validation.
+
+Progress goes to stderr; the checkpoint directory (written atomically as
+OUT/step-NNNNNN with model.safetensors, config.json, optimizer.safetensors)
+is printed on stdout.`,
+		Example: `  fomnet train --preset tiny --steps 200 --builtin
+  fomnet train --preset demo --steps 1000 --out runs/a corpus/*.txt`,
+		RunE: func(cmd *cobra.Command, args []string) error { return runTrain(cmd, e, f, args) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.preset, "preset", "demo", "model preset: "+fmt.Sprint(model.PresetNames()))
+	fl.IntVar(&f.steps, "steps", 100, "optimizer steps")
+	fl.IntVar(&f.batch, "batch", 8, "sequences per step")
+	fl.IntVar(&f.seq, "seq", 256, "tokens per sequence")
+	fl.StringVar(&f.out, "out", "checkpoints", "directory under which the checkpoint is written")
+	fl.Float64Var(&f.lr, "lr", 3e-3, "peak learning rate")
+	fl.Float64Var(&f.minLR, "min-lr", 3e-4, "final learning rate")
+	fl.IntVar(&f.warmup, "warmup", 10, "warmup steps")
+	fl.StringVar(&f.schedule, "schedule", kernels.ScheduleCosine, "learning-rate schedule: cosine, wsd or constant")
+	fl.Float64Var(&f.decayFrac, "decay-frac", 0.2, "wsd: fraction of steps spent decaying")
+	fl.Uint64Var(&f.seed, "seed", 1, "seed for initialisation and batch order")
+	fl.IntVar(&f.threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
+	fl.StringVar(&f.path, "cpu-path", "auto", "CPU code path: auto, avx2 or generic")
+	fl.Float64Var(&f.valFrac, "val-frac", 0.05, "fraction of tokens held out for validation (0 disables)")
+	fl.IntVar(&f.evalEvery, "eval-every", 0, "validate every N steps (0: only at the end)")
+	fl.IntVar(&f.logEvery, "log-every", 0, "log every N steps (0: about 20 lines per run)")
+	fl.BoolVar(&f.builtin, "builtin", false, "train on the built-in bilingual corpus (as well as any files)")
+	fl.BoolVar(&f.asJSON, "json", false, "print the summary as JSON on stdout")
+	return cmd
+}
+
+func runTrain(cmd *cobra.Command, e *env, f trainFlags, files []string) error {
+	if len(files) == 0 && !f.builtin {
+		return usagef("no input: give text or .tok files, or --builtin")
+	}
+	if f.valFrac < 0 || f.valFrac >= 1 {
+		return usagef("--val-frac %v must lie in [0, 1)", f.valFrac)
+	}
+	c, err := model.Preset(f.preset)
+	if err != nil {
+		return usageError{err}
+	}
+	tc := model.DefaultTrainConfig()
+	tc.Batch, tc.Seq, tc.Steps, tc.Seed, tc.EvalEvery = f.batch, f.seq, f.steps, f.seed, f.evalEvery
+	tc.Schedule = kernels.Schedule{Kind: f.schedule, MaxLR: f.lr, MinLR: f.minLR, Warmup: f.warmup, Total: f.steps, DecayFrac: f.decayFrac}
+	if err := tc.Validate(c); err != nil {
+		return usageError{err}
+	}
+	dir := filepath.Join(f.out, fmt.Sprintf("step-%06d", f.steps))
+	if _, err := os.Stat(dir); err == nil {
+		return fmt.Errorf("checkpoint %s already exists; choose another --out", dir)
+	}
+	corpus := &model.Corpus{}
+	if len(files) > 0 {
+		if corpus, err = model.LoadCorpus(files, c.Vocab, int32(c.EOS)); err != nil {
+			return err
+		}
+	}
+	if f.builtin {
+		for _, bf := range sharding.Builtin() {
+			if err := corpus.AddText(bf.Name, bf.Text, c.Vocab, int32(c.EOS)); err != nil {
+				return err
+			}
+		}
+	}
+	train, val := corpus, (*model.Corpus)(nil)
+	if f.valFrac > 0 {
+		train, val = corpus.Split(f.valFrac, int32(c.EOS))
+		if len(val.Tokens) < f.seq+1 {
+			e.logf("note: validation split has %d tokens, fewer than one sequence of %d; no validation loss", len(val.Tokens), f.seq)
+			val = nil
+		}
+	}
+	if len(train.Tokens) < f.seq+1 {
+		return fmt.Errorf("corpus: %d training tokens cannot fill one sequence of %d; use more data or a smaller --seq", len(train.Tokens), f.seq)
+	}
+	be, err := newBackend(f.threads, f.path)
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	m, err := model.New(be, c)
+	if err != nil {
+		return err
+	}
+	m.Init(f.seed)
+	e.logf("training %s (%s parameters) on %s with %d threads: %d documents, %d training tokens, %d steps of %d×%d",
+		f.preset, human(float64(model.NumParams(c)), ""), be.Name(), be.Threads(), corpus.Docs, len(train.Tokens), f.steps, f.batch, f.seq)
+	every := f.logEvery
+	if every <= 0 {
+		every = max(1, f.steps/20)
+	}
+	start := time.Now()
+	last, err := model.Train(ctxOf(cmd), m, train, val, tc, func(p model.Progress) {
+		if p.Step%every != 0 && p.Step != p.Steps && p.Step != 1 {
+			return
+		}
+		val := ""
+		if !math.IsNaN(float64(p.ValLoss)) {
+			val = fmt.Sprintf("  val %.4f", p.ValLoss)
+		}
+		e.logf("step %*d/%d  loss %.4f%s  lr %.2e  norm %.3f  %.0f tok/s  %s",
+			len(strconv.Itoa(p.Steps)), p.Step, p.Steps, p.Loss, val, p.LR, p.GradNorm, p.TokensPerS, p.Elapsed.Round(time.Second/10))
+	})
+	if err != nil {
+		if errors.Is(err, model.ErrNotFinite) {
+			return fmt.Errorf("%w (try a lower --lr)", err)
+		}
+		return err
+	}
+	secs := time.Since(start).Seconds()
+	meta := map[string]string{"preset": f.preset, "steps": strconv.Itoa(last.Step), "seed": strconv.FormatUint(f.seed, 10)}
+	if err := m.Save(dir, meta); err != nil {
+		return err
+	}
+	tokens := int64(last.Step) * int64(f.batch*f.seq)
+	s := trainSummary{Checkpoint: dir, Preset: f.preset, Params: model.NumParams(c), Steps: last.Step, Tokens: tokens,
+		Loss: last.Loss, Seconds: secs, TokensPerS: float64(tokens) / secs, Backend: be.Name()}
+	if !math.IsNaN(float64(last.ValLoss)) {
+		v := last.ValLoss
+		s.ValLoss = &v
+	}
+	e.logf("saved %s", dir)
+	if f.asJSON {
+		return e.printJSON(s)
+	}
+	fmt.Fprintln(e.stdout, dir)
+	return nil
+}
