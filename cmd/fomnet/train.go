@@ -70,7 +70,7 @@ is printed on stdout.`,
 	fl.StringVar(&f.preset, "preset", "demo", "model preset: "+fmt.Sprint(model.PresetNames()))
 	fl.IntVar(&f.steps, "steps", 100, "optimizer steps")
 	fl.IntVar(&f.batch, "batch", 8, "sequences per step")
-	fl.IntVar(&f.seq, "seq", 256, "tokens per sequence")
+	fl.IntVar(&f.seq, "seq", 0, "tokens per sequence (0: 256 or the preset's max_seq if smaller)")
 	fl.StringVar(&f.out, "out", "checkpoints", "directory under which the checkpoint is written")
 	fl.Float64Var(&f.lr, "lr", 3e-3, "peak learning rate")
 	fl.Float64Var(&f.minLR, "min-lr", 3e-4, "final learning rate")
@@ -98,6 +98,9 @@ func runTrain(cmd *cobra.Command, e *env, f trainFlags, files []string) error {
 	c, err := model.Preset(f.preset)
 	if err != nil {
 		return usageError{err}
+	}
+	if f.seq == 0 {
+		f.seq = min(256, c.MaxSeq)
 	}
 	tc := model.DefaultTrainConfig()
 	tc.Batch, tc.Seq, tc.Steps, tc.Seed, tc.EvalEvery = f.batch, f.seq, f.steps, f.seed, f.evalEvery

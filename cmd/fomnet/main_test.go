@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// fomnet runs the command in-process and returns stdout, stderr and the
+// exit code.
+func fomnet(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"train", "--help"}, {"bench", "--help"}, {"bench", "kernels", "--help"},
+		{"bench", "train", "--help"}, {"model", "info", "--help"}, {"demo", "--help"}} {
+		out, _, code := fomnet(t, args...)
+		if code != 0 || !strings.Contains(out, "Usage:") {
+			t.Errorf("%v: exit %d, output %q", args, code, out)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"train", "--no-such-flag"},
+		{"train"}, // no input
+		{"train", "--preset", "huge", "--builtin"},
+		{"train", "--builtin", "--seq", "100000"},
+		{"model", "info", "--preset", "nope"},
+		{"bench", "train", "--preset", "kormo-10b"},
+		{"bench", "train", "--batch", "0"},
+		{"demo", "extra-arg"},
+	} {
+		_, errOut, code := fomnet(t, args...)
+		if code != exitUsage {
+			t.Errorf("%v: exit %d, want %d (stderr %q)", args, code, exitUsage, errOut)
+		}
+		if !strings.HasPrefix(errOut, "fomnet: ") {
+			t.Errorf("%v: stderr %q does not say what went wrong", args, errOut)
+		}
+	}
+}
+
+func TestModelInfo(t *testing.T) {
+	out, _, code := fomnet(t, "model", "info", "--preset", "kormo-10b", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	var info struct {
+		Params int64   `json:"params"`
+		FLOPs  float64 `json:"train_flops_per_token"`
+		State  int64   `json:"train_state_bytes"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Params != 10_756_624_384 || info.State != 16*info.Params || info.FLOPs < 6*9e9 {
+		t.Fatalf("info %+v", info)
+	}
+	out, _, _ = fomnet(t, "model", "info", "--preset", "tiny")
+	if !strings.Contains(out, "112.96 k") {
+		t.Fatalf("human output lacks the parameter count: %q", out)
+	}
+}
+
+func TestTrainWritesCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	txt := filepath.Join(dir, "a.txt")
+	os.WriteFile(txt, []byte(strings.Repeat("Hello world. 안녕하세요 세계.\n\n", 50)), 0o644)
+	out, errOut, code := fomnet(t, "train", "--preset", "tiny", "--steps", "4", "--batch", "2", "--seq", "32",
+		"--out", filepath.Join(dir, "run"), "--json", txt)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var s trainSummary
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("%v in %q", err, out)
+	}
+	if s.Steps != 4 || s.Tokens != 4*2*32 || s.ValLoss == nil {
+		t.Fatalf("summary %+v", s)
+	}
+	for _, f := range []string{"config.json", "model.safetensors", "optimizer.safetensors"} {
+		if _, err := os.Stat(filepath.Join(s.Checkpoint, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	if !strings.Contains(errOut, "step 4/4") {
+		t.Errorf("no progress on stderr: %q", errOut)
+	}
+	// The same command again must refuse to overwrite the checkpoint.
+	_, errOut, code = fomnet(t, "train", "--preset", "tiny", "--steps", "4", "--batch", "2", "--seq", "32", "--out", filepath.Join(dir, "run"), txt)
+	if code != exitError || !strings.Contains(errOut, "already exists") {
+		t.Fatalf("second run: exit %d, %q", code, errOut)
+	}
+}
+
+func TestTrainBadInput(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bin.txt")
+	os.WriteFile(bad, []byte{'o', 'k', '\n', 0xff, 0xfe}, 0o644)
+	_, errOut, code := fomnet(t, "train", "--preset", "tiny", "--out", dir, bad)
+	if code != exitError || !strings.Contains(errOut, "bin.txt:2") {
+		t.Fatalf("exit %d, stderr %q: want an error naming bin.txt:2", code, errOut)
+	}
+	_, errOut, code = fomnet(t, "train", "--preset", "tiny", "--out", dir, filepath.Join(dir, "missing.txt"))
+	if code != exitError || !strings.Contains(errOut, "missing.txt") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestBenchTrainJSON(t *testing.T) {
+	out, errOut, code := fomnet(t, "bench", "train", "--preset", "tiny", "--batch", "2", "--seq", "16", "--steps", "1", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"tokens_per_s", "step_ms", "gflops", "mfu", "preset", "batch", "seq", "threads", "breakdown"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("JSON lacks %q", k)
+		}
+	}
+	if m["preset"] != "tiny" || m["batch"].(float64) != 2 || m["seq"].(float64) != 16 {
+		t.Errorf("JSON %v", m)
+	}
+}
+
+func TestBenchKernelsQuick(t *testing.T) {
+	out, errOut, code := fomnet(t, "bench", "kernels", "--quick", "--min-time", "1ms", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var res benchKernelsOut
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.GEMM) != 6 || len(res.Attention) == 0 || res.PeakGFLOPS <= 0 {
+		t.Fatalf("result %+v", res)
+	}
+	ops := map[string]bool{}
+	for _, g := range res.GEMM {
+		ops[g.Op] = true
+		if g.GFLOPS <= 0 {
+			t.Errorf("%+v", g)
+		}
+	}
+	if len(ops) != 3 {
+		t.Errorf("transpositions measured: %v", ops)
+	}
+}
+
+func TestDemoPreview(t *testing.T) {
+	out, errOut, code := fomnet(t, "demo", "--steps", "3", "--out", t.TempDir(), "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var d demoOut
+	if err := json.Unmarshal([]byte(out), &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.SHA256) != 64 || !strings.HasPrefix(d.SampleKO, "오늘 아침에는") || !strings.HasPrefix(d.SampleEN, "The train") {
+		t.Fatalf("%+v", d)
+	}
+}
