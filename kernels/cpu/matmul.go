@@ -96,16 +96,22 @@ func packB(dst []float32, b mat, p0, k, j0, n, q0, q1 int) {
 			}
 			continue
 		}
-		for j := 0; j < nr; j++ {
-			if j >= cols {
-				for kk := 0; kk < k; kk++ {
-					panel[kk*nr+j] = 0
+		// Transposed: column j of the panel is row j0+qj+j of b. Copy in
+		// 8-deep slabs so the 16 source rows stream and the writes stay
+		// within one 512-byte block.
+		for k0 := 0; k0 < k; k0 += 8 {
+			k1 := min(k0+8, k)
+			for j := 0; j < nr; j++ {
+				if j >= cols {
+					for kk := k0; kk < k1; kk++ {
+						panel[kk*nr+j] = 0
+					}
+					continue
 				}
-				continue
-			}
-			src := b.d[(j0+qj+j)*b.ld+p0:][:k]
-			for kk, v := range src {
-				panel[kk*nr+j] = v
+				src := b.d[(j0+qj+j)*b.ld+p0+k0:][:k1-k0]
+				for kk, v := range src {
+					panel[(k0+kk)*nr+j] = v
+				}
 			}
 		}
 	}
@@ -197,34 +203,41 @@ func (b *Backend) gemmSerial(ws *workspace, c []float32, ldc int, a, bm mat, m, 
 
 func roundUp(x, m int) int { return (x + m - 1) / m * m }
 
-// matmulTask is the parallel GEMM: phase 0 packs B panels, phase 1 computes
-// row blocks of C (each worker packs its own A block).
+// ncSub is the width of C one parallel work item computes.
+const ncSub = 256
+
+// matmulTask is the parallel GEMM for one (column block, depth block):
+// phase 0 packs B panels, phase 1 packs A panels (all rows), phase 2
+// computes (row block × column sub-block) items of C from the shared packs.
 type matmulTask struct {
-	be          *Backend
-	phase       int
-	c           []float32
-	ldc         int
-	a, b        mat
-	m, n, k     int
-	j0, nb      int
-	p0, kb      int
-	load        bool
-	bpack       []float32
-	colsPerItem int
+	be           *Backend
+	phase        int
+	c            []float32
+	ldc          int
+	a, b         mat
+	m, n, k      int
+	j0, nb       int
+	p0, kb       int
+	load         bool
+	apack, bpack []float32
+	nsub         int // column sub-blocks per row block
 }
 
 func (t *matmulTask) run(w, lo, hi int) {
-	if t.phase == 0 {
+	switch t.phase {
+	case 0:
 		packB(t.bpack, t.b, t.p0, t.kb, t.j0, t.nb, lo*nr, hi*nr)
-		return
-	}
-	ws := t.be.ws[w]
-	for blk := lo; blk < hi; blk++ {
-		i0 := blk * mc
-		mb := min(mc, t.m-i0)
-		ws.apack = grow(ws.apack, roundUp(mb, mr)*t.kb)
-		packA(ws.apack, t.a, i0, mb, t.p0, t.kb)
-		t.be.macro(ws, ws.apack, t.bpack, t.c[i0*t.ldc+t.j0:], t.ldc, mb, t.nb, t.kb, t.load)
+	case 1:
+		i0, i1 := lo*mr, min(hi*mr, t.m)
+		packA(t.apack[lo*mr*t.kb:], t.a, i0, i1-i0, t.p0, t.kb)
+	case 2:
+		ws := t.be.ws[w]
+		for it := lo; it < hi; it++ {
+			i0 := (it / t.nsub) * mc
+			q0 := (it % t.nsub) * ncSub
+			mb, qb := min(mc, t.m-i0), min(ncSub, t.nb-q0)
+			t.be.macro(ws, t.apack[i0*t.kb:], t.bpack[q0*t.kb:], t.c[i0*t.ldc+t.j0+q0:], t.ldc, mb, qb, t.kb, t.load)
+		}
 	}
 }
 
@@ -258,19 +271,23 @@ func (b *Backend) gemm(c []float32, ldc int, a, bm mat, m, n, k int, acc bool) {
 	}
 	t := &b.matmulT
 	t.c, t.ldc, t.a, t.b, t.m, t.n, t.k = c, ldc, a, bm, m, n, k
+	ws := b.ws[0] // worker 0's serial buffers are free while a parallel GEMM runs
 	for j0 := 0; j0 < n; j0 += nc {
 		nb := min(nc, n-j0)
 		for p0 := 0; p0 < k; p0 += kc {
 			kb := min(kc, k-p0)
-			ws := b.ws[0]
 			ws.bpack = grow(ws.bpack, roundUp(nb, nr)*kb)
-			t.bpack = ws.bpack
+			ws.apack = grow(ws.apack, roundUp(m, mr)*kb)
+			t.bpack, t.apack = ws.bpack, ws.apack
 			t.j0, t.nb, t.p0, t.kb = j0, nb, p0, kb
 			t.load = acc || p0 > 0
+			t.nsub = (nb + ncSub - 1) / ncSub
 			t.phase = 0
 			b.pool.run(t, (nb+nr-1)/nr, 8)
 			t.phase = 1
-			b.pool.run(t, (m+mc-1)/mc, 1)
+			b.pool.run(t, (m+mr-1)/mr, 8)
+			t.phase = 2
+			b.pool.run(t, ((m+mc-1)/mc)*t.nsub, 1)
 		}
 	}
 	t.c, t.a.d, t.b.d, t.bpack = nil, nil, nil, nil
