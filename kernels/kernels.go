@@ -47,6 +47,9 @@ type AttnShape struct {
 type AdamWStep struct {
 	LR, Beta1, Beta2, Eps, WeightDecay float32
 	Step                               int
+	// GradScale multiplies the gradients before use; global-norm clipping
+	// folds in here so the gradients need no separate pass. 0 means 1.
+	GradScale float32
 }
 
 // Backend executes fomnet's operations on one device.
@@ -93,7 +96,8 @@ type Backend interface {
 	// Scale multiplies every element of b by s.
 	Scale(b Buffer, s float32)
 	// SumSquares returns the sum of squares of b, accumulated in float64 over
-	// fixed chunks of 4096 elements that are then added in order.
+	// fixed chunks of 4096 elements that are then added in order (within a
+	// chunk, 16 interleaved lanes of float64 FMAs added in lane order).
 	SumSquares(b Buffer) float64
 
 	// Matmul computes C = (acc ? C : 0) + op(A)·op(B) with C row-major [M,N].
@@ -143,14 +147,23 @@ type Backend interface {
 	AdamW(params, grads, m, v Buffer, h AdamWStep)
 }
 
+// ClipScale returns the factor that brings a gradient of L2 norm `norm` down
+// to at most maxNorm (1 when no clipping is needed or maxNorm <= 0).
+func ClipScale(norm, maxNorm float64) float32 {
+	if maxNorm > 0 && norm > maxNorm && !math.IsInf(norm, 0) && !math.IsNaN(norm) {
+		return float32(maxNorm / norm)
+	}
+	return 1
+}
+
 // ClipGlobalNorm scales grads so that their L2 norm is at most maxNorm and
 // returns the norm before clipping. maxNorm <= 0 disables clipping. A
 // non-finite norm is returned unchanged and grads are left as they are, so the
 // caller can skip the step.
 func ClipGlobalNorm(be Backend, grads Buffer, maxNorm float64) float64 {
 	norm := math.Sqrt(be.SumSquares(grads))
-	if maxNorm > 0 && norm > maxNorm && !math.IsInf(norm, 0) && !math.IsNaN(norm) {
-		be.Scale(grads, float32(maxNorm/norm))
+	if s := ClipScale(norm, maxNorm); s != 1 {
+		be.Scale(grads, s)
 	}
 	return norm
 }

@@ -412,17 +412,20 @@ func DefaultOptim() OptimConfig {
 	return OptimConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, ClipNorm: 1}
 }
 
-// Step clips the gradients and applies one AdamW step with learning rate lr.
-// It returns the gradient norm before clipping. A non-finite norm skips the
-// step and returns ErrNotFinite; parameters and moments are left untouched.
+// Step applies one AdamW step with learning rate lr to the gradients clipped
+// to o.ClipNorm (the clipping factor is folded into the update; Grads keep
+// their unclipped values). It returns the gradient norm before clipping. A
+// non-finite norm skips the step and returns ErrNotFinite; parameters and
+// moments are left untouched.
 func (m *Model) Step(lr float64, o OptimConfig) (float64, error) {
-	norm := kernels.ClipGlobalNorm(m.be, m.Grads, o.ClipNorm)
+	norm := math.Sqrt(m.be.SumSquares(m.Grads))
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return norm, fmt.Errorf("%w: gradient norm %v; step skipped", ErrNotFinite, norm)
 	}
 	m.step++
+	gs := kernels.ClipScale(norm, o.ClipNorm)
 	for _, v := range m.opt {
-		h := kernels.AdamWStep{LR: float32(lr), Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, Step: m.step}
+		h := kernels.AdamWStep{LR: float32(lr), Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, Step: m.step, GradScale: gs}
 		if v.decay {
 			h.WeightDecay = o.WeightDecay
 		}

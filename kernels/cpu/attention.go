@@ -106,21 +106,11 @@ func (t *attnTask) probs(S []float32, bi, h, i0, qm, ks, nk int, store bool) {
 			be.expShift(x, scale, t.lse[li])
 			continue
 		}
-		mx := float32(math.Inf(-1))
-		for _, v := range x {
-			mx = max(mx, v)
-		}
-		mx *= scale // scaling is monotonic: max(x)·scale = max(x·scale)
+		mx := be.maxOf(x) * scale // rounding is monotonic: max(x)·scale = max(x·scale)
 		be.expShift(x, scale, mx)
-		var sum float64
-		for _, v := range x {
-			sum += float64(v)
-		}
+		sum := be.sum64(x)
 		t.lse[li] = mx + float32(math.Log(sum))
-		inv := float32(1 / sum)
-		for j := range x {
-			x[j] *= inv
-		}
+		be.scale(x, float32(1/sum))
 	}
 }
 

@@ -71,6 +71,7 @@ func New(o Options) (*Backend, error) {
 	}
 	b.matmulT.be = b
 	b.attnT.be = b
+	b.chunkT.be = b
 	return b, nil
 }
 
@@ -195,8 +196,9 @@ func (b *Backend) Scale(x kernels.Buffer, s float32) {
 
 const sumChunk = 4096
 
-// SumSquares sums squares over fixed 4096-element chunks in float64, then
-// adds the chunk sums in order.
+// SumSquares sums squares over fixed 4096-element chunks, each with 16
+// interleaved float64 FMA lanes added in lane order, then adds the chunk sums
+// in order.
 func (b *Backend) SumSquares(x kernels.Buffer) float64 {
 	d := fs(x)
 	nc := (len(d) + sumChunk - 1) / sumChunk
@@ -219,11 +221,9 @@ type chunkTask struct {
 	x       []float32
 	s       float32
 	partial []float64
-	// AdamW
-	g, m, v []float32
-	h       kernels.AdamWStep
-	bc1     float32
-	bc2     float32
+	be      *Backend
+	g, m, v []float32 // AdamW
+	ac      adamConst
 }
 
 const (
@@ -237,21 +237,19 @@ func (t *chunkTask) set(op int, x []float32) { t.op, t.x = op, x }
 func (t *chunkTask) run(_, lo, hi int) {
 	switch t.op {
 	case chunkScale:
-		x := t.x[lo:hi]
-		for i := range x {
-			x[i] *= t.s
-		}
+		t.be.scale(t.x[lo:hi], t.s)
 	case chunkSumSq:
 		for c := lo; c < hi; c++ {
-			seg := t.x[c*sumChunk : min((c+1)*sumChunk, len(t.x))]
+			var acc [16]float64
+			t.be.sumsqLanes(t.x[c*sumChunk:min((c+1)*sumChunk, len(t.x))], &acc)
 			var s float64
-			for _, v := range seg {
-				s += float64(v) * float64(v)
+			for _, v := range acc {
+				s += v
 			}
 			t.partial[c] = s
 		}
 	case chunkAdamW:
-		adamw(t.x[lo:hi], t.g[lo:hi], t.m[lo:hi], t.v[lo:hi], t.h, t.bc1, t.bc2)
+		t.be.adamw(t.x[lo:hi], t.g[lo:hi], t.m[lo:hi], t.v[lo:hi], &t.ac)
 	}
 }
 
@@ -264,23 +262,16 @@ func (b *Backend) AdamW(params, grads, m, v kernels.Buffer, h kernels.AdamWStep)
 	if h.Step < 1 {
 		panic(fmt.Errorf("kernels: adamw step %d must count from 1", h.Step))
 	}
+	gs := h.GradScale
+	if gs == 0 {
+		gs = 1
+	}
 	t := &b.chunkT
 	t.set(chunkAdamW, p)
-	t.g, t.m, t.v, t.h = fs(grads), fs(m), fs(v), h
-	t.bc1 = float32(1 - math.Pow(float64(h.Beta1), float64(h.Step)))
-	t.bc2 = float32(1 - math.Pow(float64(h.Beta2), float64(h.Step)))
+	t.g, t.m, t.v = fs(grads), fs(m), fs(v)
+	t.ac = adamConst{gs: gs, b1: h.Beta1, omb1: 1 - h.Beta1, b2: h.Beta2, omb2: 1 - h.Beta2,
+		ibc1: float32(1 / (1 - math.Pow(float64(h.Beta1), float64(h.Step)))),
+		ibc2: float32(1 / (1 - math.Pow(float64(h.Beta2), float64(h.Step)))),
+		eps:  h.Eps, wd: h.WeightDecay, lr: h.LR}
 	b.pool.run(t, len(p), 1<<14)
-}
-
-func adamw(p, g, m, v []float32, h kernels.AdamWStep, bc1, bc2 float32) {
-	b1, b2 := h.Beta1, h.Beta2
-	for i := range p {
-		gi := g[i]
-		mi := b1*m[i] + (1-b1)*gi
-		vi := b2*v[i] + (1-b2)*gi*gi
-		m[i], v[i] = mi, vi
-		mhat := mi / bc1
-		vhat := vi / bc2
-		p[i] -= h.LR * (mhat/(float32(math.Sqrt(float64(vhat)))+h.Eps) + h.WeightDecay*p[i])
-	}
 }

@@ -351,7 +351,7 @@ func TestAdamW(t *testing.T) {
 	for i := range v {
 		v[i] *= v[i]
 	}
-	h := kernels.AdamWStep{LR: 3e-3, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, Step: 7}
+	h := kernels.AdamWStep{LR: 3e-3, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, Step: 7, GradScale: 0.5}
 	got := agree(t, func(be *Backend) []float32 {
 		pb, mb, vb := upload(be, p), upload(be, m), upload(be, v)
 		be.AdamW(pb, upload(be, g), mb, vb, h)
@@ -469,6 +469,48 @@ func TestVectorPathsAgree(t *testing.T) {
 	slow.swigluBwd(dg2, du2, dh, x, u)
 	same("swigluBwd dg", dg1, dg2)
 	same("swigluBwd du", du1, du2)
+
+	y := randn(r, 1003, 1) // finite inputs for the optimizer and reductions
+	c := adamConst{gs: 0.7, b1: 0.9, omb1: 0.1, b2: 0.95, omb2: 0.05, ibc1: 3.1, ibc2: 17.2, eps: 1e-8, wd: 0.1, lr: 1e-3}
+	ps := [2][]float32{append([]float32(nil), y...), append([]float32(nil), y...)}
+	ms := [2][]float32{randn(r, len(y), 0.01), nil}
+	ms[1] = append([]float32(nil), ms[0]...)
+	vs := [2][]float32{randn(r, len(y), 0.01), nil}
+	for i := range vs[0] {
+		vs[0][i] *= vs[0][i]
+	}
+	vs[1] = append([]float32(nil), vs[0]...)
+	fast.adamw(ps[0], u, ms[0], vs[0], &c)
+	slow.adamw(ps[1], u, ms[1], vs[1], &c)
+	same("adamw p", ps[0], ps[1])
+	same("adamw m", ms[0], ms[1])
+	same("adamw v", vs[0], vs[1])
+
+	for _, n := range []int{1, 7, 8, 9, 16, 17, 1003} {
+		var a1, a2 [16]float64
+		fast.sumsqLanes(y[:n], &a1)
+		slow.sumsqLanes(y[:n], &a2)
+		if a1 != a2 {
+			t.Fatalf("sumsqLanes(%d): %v vs %v", n, a1, a2)
+		}
+		if s1, s2 := fast.sum64(y[:n]), slow.sum64(y[:n]); s1 != s2 {
+			t.Fatalf("sum64(%d): %v vs %v", n, s1, s2)
+		}
+		if m1, m2 := fast.maxOf(y[:n]), slow.maxOf(y[:n]); m1 != m2 {
+			t.Fatalf("maxOf(%d): %v vs %v", n, m1, m2)
+		}
+		z1, z2 := append([]float32(nil), y[:n]...), append([]float32(nil), y[:n]...)
+		fast.scale(z1, 0.3)
+		slow.scale(z2, 0.3)
+		same("scale", z1, z2)
+	}
+	var want float32 = -1
+	for _, v := range y {
+		want = max(want, v)
+	}
+	if got := fast.maxOf(y); got != want {
+		t.Fatalf("maxOf = %v, want %v", got, want)
+	}
 }
 
 func TestBadShapesPanic(t *testing.T) {

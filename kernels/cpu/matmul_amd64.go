@@ -29,3 +29,18 @@ func swigluFwdAVX(h, gate, u *float32, n int)
 
 //go:noescape
 func swigluBwdAVX(dg, du, dh, gate, u *float32, n int)
+
+//go:noescape
+func adamwAVX(p, grad, m, v *float32, n int, c *adamConst)
+
+//go:noescape
+func sumsqAVX(x *float32, n int, acc *[16]float64)
+
+//go:noescape
+func sumAVX(x *float32, n int, acc *[16]float64)
+
+//go:noescape
+func scaleAVX(x *float32, n int, s float32)
+
+//go:noescape
+func maxAVX(x *float32, n int) float32

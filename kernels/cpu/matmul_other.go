@@ -13,3 +13,9 @@ func fmaLoop(n int) { peakGeneric(n) }
 func expShiftAVX(x *float32, n int, scale, shift float32) { panic("unreachable") }
 func swigluFwdAVX(h, g, u *float32, n int)                { panic("unreachable") }
 func swigluBwdAVX(dg, du, dh, g, u *float32, n int)       { panic("unreachable") }
+
+func adamwAVX(p, g, m, v *float32, n int, c *adamConst) { panic("unreachable") }
+func sumsqAVX(x *float32, n int, acc *[16]float64)      { panic("unreachable") }
+func sumAVX(x *float32, n int, acc *[16]float64)        { panic("unreachable") }
+func scaleAVX(x *float32, n int, s float32)             { panic("unreachable") }
+func maxAVX(x *float32, n int) float32                  { panic("unreachable") }

@@ -132,10 +132,7 @@ func (t *rowTask) xentRow(ws *workspace, i int) {
 		}
 		return
 	}
-	mx := float32(math.Inf(-1))
-	for _, v := range row {
-		mx = max(mx, v)
-	}
+	mx := t.be.maxOf(row)
 	xt := row[tgt]
 	e := row
 	if !t.grad {
@@ -144,18 +141,12 @@ func (t *rowTask) xentRow(ws *workspace, i int) {
 		copy(e, row)
 	}
 	t.be.expShift(e, 1, mx)
-	var sum float64
-	for _, v := range e {
-		sum += float64(v)
-	}
+	sum := t.be.sum64(e)
 	t.out[i] = float32(float64(mx) + math.Log(sum) - float64(xt))
 	if !t.grad {
 		return
 	}
-	inv := float32(float64(t.s) / sum)
-	for j, v := range e {
-		row[j] = v * inv
-	}
+	t.be.scale(row, float32(float64(t.s)/sum))
 	row[tgt] -= t.s
 }
 

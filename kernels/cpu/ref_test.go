@@ -191,9 +191,14 @@ func refXent(logits []float32, tg []int32, n, v int, dscale float64) (loss, grad
 func refAdamW(p, g, m, v []float32, h kernels.AdamWStep) (pn, mn, vn []float64) {
 	pn, mn, vn = make([]float64, len(p)), make([]float64, len(p)), make([]float64, len(p))
 	b1, b2 := float64(h.Beta1), float64(h.Beta2)
+	gs := float64(h.GradScale)
+	if gs == 0 {
+		gs = 1
+	}
 	for i := range p {
-		mn[i] = b1*float64(m[i]) + (1-b1)*float64(g[i])
-		vn[i] = b2*float64(v[i]) + (1-b2)*float64(g[i])*float64(g[i])
+		gi := gs * float64(g[i])
+		mn[i] = b1*float64(m[i]) + (1-b1)*gi
+		vn[i] = b2*float64(v[i]) + (1-b2)*gi*gi
 		mh := mn[i] / (1 - math.Pow(b1, float64(h.Step)))
 		vh := vn[i] / (1 - math.Pow(b2, float64(h.Step)))
 		pn[i] = float64(p[i]) - float64(h.LR)*(mh/(math.Sqrt(vh)+float64(h.Eps))+float64(h.WeightDecay)*float64(p[i]))

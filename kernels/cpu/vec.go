@@ -117,3 +117,123 @@ func (b *Backend) swigluBwd(dg, du, dh, g, u []float32) {
 		dg[i] = d * (1 + float32(gv*(1-sg)))
 	}
 }
+
+// adamConst holds one AdamW step's constants in the order adamwAVX reads them.
+type adamConst struct {
+	gs, b1, omb1, b2, omb2, ibc1, ibc2, eps, wd, lr float32
+}
+
+// adamw applies adamwGo's update, eight lanes at a time where it can.
+func (b *Backend) adamw(p, g, m, v []float32, c *adamConst) {
+	n8 := 0
+	if b.fma && len(p) >= 8 {
+		n8 = len(p) &^ 7
+		adamwAVX(&p[0], &g[0], &m[0], &v[0], n8, c)
+	}
+	adamwGo(p[n8:], g[n8:], m[n8:], v[n8:], c)
+}
+
+// adamwGo is the definition of the AdamW update:
+//
+//	g' = g·gs;  m = β1·m + (1−β1)·g';  v = β2·v + (1−β2)·g'·g'
+//	p -= lr·( (m/bc1) / (√(v/bc2) + ε) + wd·p )
+//
+// with 1/bc precomputed, each product rounded to float32 on its own.
+func adamwGo(p, g, m, v []float32, c *adamConst) {
+	for i := range p {
+		gi := g[i] * c.gs
+		mi := float32(c.b1*m[i]) + float32(c.omb1*gi)
+		vi := float32(c.b2*v[i]) + float32(float32(c.omb2*gi)*gi)
+		m[i], v[i] = mi, vi
+		den := float32(math.Sqrt(float64(vi*c.ibc2))) + c.eps
+		upd := float32(float32(mi*c.ibc1)/den) + float32(c.wd*p[i])
+		p[i] -= float32(c.lr * upd)
+	}
+}
+
+// sumsqLanes adds x[i]² to acc[i%16] with one float64 FMA each.
+func (b *Backend) sumsqLanes(x []float32, acc *[16]float64) {
+	n16 := 0
+	if b.fma && len(x) >= 16 {
+		n16 = len(x) &^ 15
+		sumsqAVX(&x[0], n16, acc)
+	}
+	for i := n16; i < len(x); i++ {
+		v := float64(x[i])
+		acc[i%16] = math.FMA(v, v, acc[i%16])
+	}
+}
+
+// sumLanes adds x[i] to acc[i%16] in float64.
+func (b *Backend) sumLanes(x []float32, acc *[16]float64) {
+	n16 := 0
+	if b.fma && len(x) >= 16 {
+		n16 = len(x) &^ 15
+		sumAVX(&x[0], n16, acc)
+	}
+	for i := n16; i < len(x); i++ {
+		acc[i%16] += float64(x[i])
+	}
+}
+
+// sum64 is Σx in float64 over 16 interleaved lanes added in lane order.
+func (b *Backend) sum64(x []float32) float64 {
+	var acc [16]float64
+	b.sumLanes(x, &acc)
+	var s float64
+	for _, v := range acc {
+		s += v
+	}
+	return s
+}
+
+// scale multiplies x by s.
+func (b *Backend) scale(x []float32, s float32) {
+	n8 := 0
+	if b.fma && len(x) >= 8 {
+		n8 = len(x) &^ 7
+		scaleAVX(&x[0], n8, s)
+	}
+	for i := n8; i < len(x); i++ {
+		x[i] *= s
+	}
+}
+
+// maxOf returns the largest value of x (len(x) > 0) as the vector code
+// computes it: eight lanes, each keeping (acc > x ? acc : x), reduced
+// pairwise. Without NaNs this is the plain maximum.
+func (b *Backend) maxOf(x []float32) float32 {
+	pick := func(a, c float32) float32 {
+		if a > c {
+			return a
+		}
+		return c
+	}
+	n8 := len(x) &^ 7
+	var l [8]float32
+	if n8 > 0 {
+		if b.fma {
+			l[0] = maxAVX(&x[0], n8)
+			for i := 1; i < 8; i++ {
+				l[i] = l[0]
+			}
+		} else {
+			copy(l[:], x[:8])
+			for i := 8; i < n8; i++ {
+				l[i%8] = pick(l[i%8], x[i])
+			}
+			for j := 0; j < 4; j++ {
+				l[j] = pick(l[j], l[j+4])
+			}
+			l[0], l[1] = pick(l[0], l[2]), pick(l[1], l[3])
+			l[0] = pick(l[0], l[1])
+		}
+	} else {
+		l[0] = x[0]
+	}
+	m := l[0]
+	for i := n8; i < len(x); i++ {
+		m = pick(m, x[i])
+	}
+	return m
+}

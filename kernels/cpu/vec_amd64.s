@@ -293,3 +293,170 @@ swb_loop:
 swb_done:
 	VZEROUPPER
 	RET
+
+// func adamwAVX(p, g, m, v *float32, n int, c *adamConst)
+// The AdamW update of adamwGo for n (a multiple of 8) elements. c holds, in
+// order: gs, b1, omb1, b2, omb2, ibc1, ibc2, eps, wd, lr.
+TEXT ·adamwAVX(SB), NOSPLIT, $0-48
+	MOVQ p+0(FP), DI
+	MOVQ grad+8(FP), SI
+	MOVQ m+16(FP), R8
+	MOVQ v+24(FP), R9
+	MOVQ n+32(FP), CX
+	MOVQ c+40(FP), AX
+	VBROADCASTSS 0(AX), Y6
+	VBROADCASTSS 4(AX), Y7
+	VBROADCASTSS 8(AX), Y8
+	VBROADCASTSS 12(AX), Y9
+	VBROADCASTSS 16(AX), Y10
+	VBROADCASTSS 20(AX), Y11
+	VBROADCASTSS 24(AX), Y12
+	VBROADCASTSS 28(AX), Y13
+	VBROADCASTSS 32(AX), Y14
+	VBROADCASTSS 36(AX), Y15
+	SHRQ $3, CX
+adamw_loop:
+	TESTQ CX, CX
+	JZ adamw_done
+	VMULPS (SI), Y6, Y0                 // g' = g*gs
+	VMULPS (R8), Y7, Y1                 // b1*m
+	VMULPS Y0, Y8, Y2                   // (1-b1)*g'
+	VADDPS Y2, Y1, Y1                   // m
+	VMOVUPS Y1, (R8)
+	VMULPS (R9), Y9, Y2                 // b2*v
+	VMULPS Y0, Y10, Y3                  // (1-b2)*g'
+	VMULPS Y0, Y3, Y3                   // *g'
+	VADDPS Y3, Y2, Y2                   // v
+	VMOVUPS Y2, (R9)
+	VMULPS Y12, Y2, Y3                  // v/bc2
+	VSQRTPS Y3, Y3
+	VADDPS Y13, Y3, Y3                  // sqrt(vhat)+eps
+	VMULPS Y11, Y1, Y4                  // m/bc1
+	VDIVPS Y3, Y4, Y4                   // mhat/den
+	VMOVUPS (DI), Y5
+	VMULPS Y5, Y14, Y0                  // wd*p
+	VADDPS Y0, Y4, Y4
+	VMULPS Y4, Y15, Y4                  // lr*upd
+	VSUBPS Y4, Y5, Y5
+	VMOVUPS Y5, (DI)
+	ADDQ $32, DI
+	ADDQ $32, SI
+	ADDQ $32, R8
+	ADDQ $32, R9
+	DECQ CX
+	JMP adamw_loop
+adamw_done:
+	VZEROUPPER
+	RET
+
+// func sumsqAVX(x *float32, n int, acc *[16]float64)
+// acc[i%16] = fma(x[i], x[i], acc[i%16]) in float64, n a multiple of 16.
+TEXT ·sumsqAVX(SB), NOSPLIT, $0-24
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	MOVQ acc+16(FP), AX
+	VMOVUPD 0(AX), Y0
+	VMOVUPD 32(AX), Y1
+	VMOVUPD 64(AX), Y2
+	VMOVUPD 96(AX), Y3
+	SHRQ $4, CX
+sumsq_loop:
+	TESTQ CX, CX
+	JZ sumsq_done
+	VCVTPS2PD 0(SI), Y4
+	VCVTPS2PD 16(SI), Y5
+	VCVTPS2PD 32(SI), Y6
+	VCVTPS2PD 48(SI), Y7
+	VFMADD231PD Y4, Y4, Y0
+	VFMADD231PD Y5, Y5, Y1
+	VFMADD231PD Y6, Y6, Y2
+	VFMADD231PD Y7, Y7, Y3
+	ADDQ $64, SI
+	DECQ CX
+	JMP sumsq_loop
+sumsq_done:
+	VMOVUPD Y0, 0(AX)
+	VMOVUPD Y1, 32(AX)
+	VMOVUPD Y2, 64(AX)
+	VMOVUPD Y3, 96(AX)
+	VZEROUPPER
+	RET
+
+// func sumAVX(x *float32, n int, acc *[16]float64)
+// acc[i%16] += float64(x[i]), n a multiple of 16.
+TEXT ·sumAVX(SB), NOSPLIT, $0-24
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	MOVQ acc+16(FP), AX
+	VMOVUPD 0(AX), Y0
+	VMOVUPD 32(AX), Y1
+	VMOVUPD 64(AX), Y2
+	VMOVUPD 96(AX), Y3
+	SHRQ $4, CX
+sum_loop:
+	TESTQ CX, CX
+	JZ sum_done
+	VCVTPS2PD 0(SI), Y4
+	VCVTPS2PD 16(SI), Y5
+	VCVTPS2PD 32(SI), Y6
+	VCVTPS2PD 48(SI), Y7
+	VADDPD Y4, Y0, Y0
+	VADDPD Y5, Y1, Y1
+	VADDPD Y6, Y2, Y2
+	VADDPD Y7, Y3, Y3
+	ADDQ $64, SI
+	DECQ CX
+	JMP sum_loop
+sum_done:
+	VMOVUPD Y0, 0(AX)
+	VMOVUPD Y1, 32(AX)
+	VMOVUPD Y2, 64(AX)
+	VMOVUPD Y3, 96(AX)
+	VZEROUPPER
+	RET
+
+// func scaleAVX(x *float32, n int, s float32)
+// x[i] *= s, n a multiple of 8.
+TEXT ·scaleAVX(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS s+16(FP), Y1
+	SHRQ $3, CX
+scale_loop:
+	TESTQ CX, CX
+	JZ scale_done
+	VMULPS (SI), Y1, Y0
+	VMOVUPS Y0, (SI)
+	ADDQ $32, SI
+	DECQ CX
+	JMP scale_loop
+scale_done:
+	VZEROUPPER
+	RET
+
+// func maxAVX(x *float32, n int) float32
+// The largest of n (a multiple of 8, > 0) values; NaNs are not expected.
+TEXT ·maxAVX(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VMOVUPS (SI), Y0
+	ADDQ $32, SI
+	SHRQ $3, CX
+	DECQ CX
+max_loop:
+	TESTQ CX, CX
+	JZ max_done
+	VMAXPS (SI), Y0, Y0
+	ADDQ $32, SI
+	DECQ CX
+	JMP max_loop
+max_done:
+	VEXTRACTF128 $1, Y0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0x4e, X0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0xb1, X0, X1
+	VMAXPS X1, X0, X0
+	VMOVSS X0, ret+16(FP)
+	VZEROUPPER
+	RET
