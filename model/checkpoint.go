@@ -190,11 +190,21 @@ func Load(be kernels.Backend, dir string) (*Model, map[string]string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %s: %v", ErrCheckpoint, dir, err)
 	}
+	// Check the weights file can hold what config.json promises before
+	// allocating memory for it: a corrupt config must not exhaust memory.
+	wpath := filepath.Join(dir, "model.safetensors")
+	st, err := os.Stat(wpath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	if need := 4 * NumParams(c); st.Size() < need {
+		return nil, nil, fmt.Errorf("%w: %s has %d bytes; config.json describes %d fp32 parameters (%d bytes)", ErrCheckpoint, wpath, st.Size(), NumParams(c), need)
+	}
 	m, err := New(be, c)
 	if err != nil {
 		return nil, nil, err
 	}
-	wb, err := os.ReadFile(filepath.Join(dir, "model.safetensors"))
+	wb, err := os.ReadFile(wpath)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}

@@ -101,6 +101,11 @@ func TestLoadRejectsBadCheckpoints(t *testing.T) {
 		b, _ := os.ReadFile(p)
 		os.WriteFile(p, bytes.Replace(b, []byte(`"intermediate_size": 176`), []byte(`"intermediate_size": 180`), 1), 0o644)
 	})
+	corrupt("config promising a huge model", func(dir string) {
+		p := filepath.Join(dir, "config.json")
+		b, _ := os.ReadFile(p)
+		os.WriteFile(p, bytes.Replace(b, []byte(`"num_hidden_layers": 2`), []byte(`"num_hidden_layers": 1000`), 1), 0o644)
+	})
 	corrupt("garbage optimizer", func(dir string) {
 		os.WriteFile(filepath.Join(dir, "optimizer.safetensors"), []byte("not a safetensors file"), 0o644)
 	})

@@ -47,6 +47,15 @@ func (c Config) Validate() error {
 	pos("ffn_dim", c.FFNDim)
 	pos("vocab", c.Vocab)
 	pos("max_seq", c.MaxSeq)
+	for _, f := range []struct {
+		name  string
+		v, hi int
+	}{{"dim", c.Dim, 1 << 16}, {"layers", c.Layers, 1 << 10}, {"heads", c.Heads, 1 << 10},
+		{"ffn_dim", c.FFNDim, 1 << 18}, {"vocab", c.Vocab, 1 << 22}, {"max_seq", c.MaxSeq, 1 << 20}} {
+		if f.v > f.hi {
+			errs = append(errs, fmt.Errorf("%s = %d exceeds the supported maximum %d", f.name, f.v, f.hi))
+		}
+	}
 	if len(errs) == 0 {
 		if c.Dim%c.Heads != 0 {
 			errs = append(errs, fmt.Errorf("dim %d is not a multiple of heads %d", c.Dim, c.Heads))
