@@ -14,15 +14,18 @@ import (
 type Options struct {
 	// Threads is the number of threads to compute with; 0 means GOMAXPROCS.
 	Threads int
-	// Path forces a code path: "" or "auto" (best available), "avx2" or
-	// "generic". Forcing a path the processor lacks is an error.
+	// Path forces a code path: "" or "auto" (best available), "avx512",
+	// "avx2" or "generic". Forcing a path the processor lacks is an error.
 	Path string
 }
 
 // Backend is the CPU implementation of kernels.Backend.
 type Backend struct {
 	path    string
-	fma     bool // micro-kernels in assembly
+	fma     bool // AVX2+FMA assembly for GEMM and vector helpers
+	avx512  bool // AVX-512 GEMM micro-kernel
+	mr, nr  int  // GEMM register tile
+	note    string
 	pool    *pool
 	ws      []*workspace // one per worker
 	once    sync.Once
@@ -47,10 +50,25 @@ func New(o Options) (*Backend, error) {
 	if threads < 0 || threads > 1024 {
 		return nil, fmt.Errorf("cpu: threads %d out of range [0, 1024]", o.Threads)
 	}
-	b := &Backend{ropeTab: map[ropeKey][]float32{}}
+	b := &Backend{ropeTab: map[ropeKey][]float32{}, mr: 6, nr: 16}
 	switch o.Path {
 	case "", "auto":
 		b.fma = hasAVX2FMA
+		if hasAVX512 {
+			if err := selfTest512(); err != nil {
+				b.note = err.Error()
+			} else {
+				b.avx512 = true
+			}
+		}
+	case "avx512":
+		if !hasAVX512 {
+			return nil, fmt.Errorf("cpu: path avx512 requested but this processor lacks AVX-512F: %w", kernels.ErrUnsupported)
+		}
+		if err := selfTest512(); err != nil {
+			return nil, err
+		}
+		b.fma, b.avx512 = true, true
 	case "avx2":
 		if !hasAVX2FMA {
 			return nil, fmt.Errorf("cpu: path avx2 requested but this processor lacks AVX2+FMA: %w", kernels.ErrUnsupported)
@@ -58,11 +76,15 @@ func New(o Options) (*Backend, error) {
 		b.fma = true
 	case "generic":
 	default:
-		return nil, fmt.Errorf("cpu: unknown path %q (want auto, avx2 or generic)", o.Path)
+		return nil, fmt.Errorf("cpu: unknown path %q (want auto, avx512, avx2 or generic)", o.Path)
 	}
-	b.path = "generic"
-	if b.fma {
+	switch {
+	case b.avx512:
+		b.path, b.mr, b.nr = "avx512", 12, 32
+	case b.fma:
 		b.path = "avx2"
+	default:
+		b.path = "generic"
 	}
 	b.pool = newPool(threads)
 	b.ws = make([]*workspace, threads)
@@ -87,8 +109,11 @@ func MustNew(o Options) *Backend {
 // Name reports "cpu/" and the code path.
 func (b *Backend) Name() string { return "cpu/" + b.path }
 
-// Path reports the code path in use: "avx2" or "generic".
+// Path reports the code path in use: "avx512", "avx2" or "generic".
 func (b *Backend) Path() string { return b.path }
+
+// Note explains why a faster path was not used (empty if none was skipped).
+func (b *Backend) Note() string { return b.note }
 
 // Threads reports the number of compute threads.
 func (b *Backend) Threads() int { return b.pool.n }

@@ -6,19 +6,18 @@ import (
 	"github.com/fomnet/fomnet/kernels"
 )
 
-// GEMM in the BLIS style: op(B) is packed in KC×NR micro-panels shared by all
-// workers, op(A) in MR×KC micro-panels per worker, and a 6×16 register tile is
-// computed by the micro-kernel. Each C element is one FMA chain over k in
+// GEMM in the BLIS style: op(B) is packed in KC×NR micro-panels and op(A) in
+// MR×KC micro-panels, and an MR×NR register tile is computed by the
+// micro-kernel (6×16 on AVX2 and in Go, 12×32 on AVX-512). Each C element is one FMA chain over k in
 // order: the first KC block starts from 0 (or from C when accumulating) and
 // every later block continues from the stored partial. Which worker computes
 // a tile never changes the result.
 
 const (
-	mr = 6    // micro-tile rows
-	nr = 16   // micro-tile columns (two 8-lane vectors)
-	kc = 256  // depth of one packed block
-	mc = 48   // rows of A per task (multiple of mr)
-	nc = 3072 // columns of B packed at once (multiple of nr)
+	kc      = 256  // depth of one packed block
+	mc      = 48   // rows of A per task (a multiple of every MR)
+	nc      = 3072 // columns of B packed at once (a multiple of every NR)
+	maxTile = 12 * 32
 )
 
 // mat is a strided row-major matrix seen through an optional transposition:
@@ -33,7 +32,7 @@ type mat struct {
 type workspace struct {
 	apack []float32
 	bpack []float32 // for serial GEMMs run inside other tasks
-	tile  [mr * nr]float32
+	tile  [maxTile]float32
 	s, dp []float32 // attention score rows
 }
 
@@ -46,7 +45,7 @@ func grow(s []float32, n int) []float32 {
 
 // packA packs rows [i0, i0+m) and depth [p0, p0+k) of op(A) into mr-row
 // micro-panels: dst[panel][k][mr], zero padded.
-func packA(dst []float32, a mat, i0, m, p0, k int) {
+func packA(dst []float32, a mat, i0, m, p0, k, mr int) {
 	for pi := 0; pi < m; pi += mr {
 		rows := min(mr, m-pi)
 		panel := dst[(pi/mr)*k*mr:][:k*mr]
@@ -81,7 +80,7 @@ func packA(dst []float32, a mat, i0, m, p0, k int) {
 // packB packs depth [p0, p0+k) and columns [j0+q0, j0+q1) of op(B) into nr-column
 // micro-panels dst[panel][k][nr], where q0, q1 are multiples of nr relative to
 // j0 and n is the block's full width (for zero padding).
-func packB(dst []float32, b mat, p0, k, j0, n, q0, q1 int) {
+func packB(dst []float32, b mat, p0, k, j0, n, q0, q1, nr int) {
 	for qj := q0; qj < q1 && qj < n; qj += nr {
 		cols := min(nr, n-qj)
 		panel := dst[(qj/nr)*k*nr:][:k*nr]
@@ -119,7 +118,7 @@ func packB(dst []float32, b mat, p0, k, j0, n, q0, q1 int) {
 
 // kernelGeneric is the portable micro-kernel: the same FMA chains as the
 // assembly one, via fma32.
-func kernelGeneric(k int, ap, bp, c []float32, ldc int, load bool) {
+func kernelGeneric(k, mr, nr int, ap, bp, c []float32, ldc int, load bool) {
 	for i := 0; i < mr; i++ {
 		for j := 0; j < nr; j++ {
 			var acc float32
@@ -138,6 +137,7 @@ func kernelGeneric(k int, ap, bp, c []float32, ldc int, load bool) {
 // packed B (bpack, columns from j0) over depth k. Edge tiles go through the
 // workspace tile so that the micro-kernel always sees a full 6×16 tile.
 func (b *Backend) macro(ws *workspace, apack, bpack []float32, c []float32, ldc, m, n, k int, load bool) {
+	mr, nr := b.mr, b.nr
 	for jr := 0; jr < n; jr += nr {
 		bp := bpack[(jr/nr)*k*nr:]
 		cols := min(nr, n-jr)
@@ -163,11 +163,14 @@ func (b *Backend) macro(ws *workspace, apack, bpack []float32, c []float32, ldc,
 }
 
 func (b *Backend) kernel(k int, ap, bp, c []float32, ldc int, load bool) {
-	if b.fma {
+	switch {
+	case b.avx512:
+		kernel512(k, ap, bp, c, ldc, load)
+	case b.fma:
 		kernelFMA(k, ap, bp, c, ldc, load)
-		return
+	default:
+		kernelGeneric(k, b.mr, b.nr, ap, bp, c, ldc, load)
 	}
-	kernelGeneric(k, ap, bp, c, ldc, load)
 }
 
 // gemmSerial computes C = (acc ? C : 0) + op(A)·op(B) on the calling worker
@@ -189,12 +192,12 @@ func (b *Backend) gemmSerial(ws *workspace, c []float32, ldc int, a, bm mat, m, 
 		for p0 := 0; p0 < k; p0 += kc {
 			kb := min(kc, k-p0)
 			load := acc || p0 > 0
-			ws.bpack = grow(ws.bpack, roundUp(nb, nr)*kb)
-			packB(ws.bpack, bm, p0, kb, j0, nb, 0, nb)
+			ws.bpack = grow(ws.bpack, roundUp(nb, b.nr)*kb)
+			packB(ws.bpack, bm, p0, kb, j0, nb, 0, nb, b.nr)
 			for i0 := 0; i0 < m; i0 += mc {
 				mb := min(mc, m-i0)
-				ws.apack = grow(ws.apack, roundUp(mb, mr)*kb)
-				packA(ws.apack, a, i0, mb, p0, kb)
+				ws.apack = grow(ws.apack, roundUp(mb, b.mr)*kb)
+				packA(ws.apack, a, i0, mb, p0, kb, b.mr)
 				b.macro(ws, ws.apack, ws.bpack, c[i0*ldc+j0:], ldc, mb, nb, kb, load)
 			}
 		}
@@ -226,10 +229,12 @@ type matmulTask struct {
 func (t *matmulTask) run(w, lo, hi int) {
 	switch t.phase {
 	case 0:
-		packB(t.bpack, t.b, t.p0, t.kb, t.j0, t.nb, lo*nr, hi*nr)
+		nr := t.be.nr
+		packB(t.bpack, t.b, t.p0, t.kb, t.j0, t.nb, lo*nr, hi*nr, nr)
 	case 1:
+		mr := t.be.mr
 		i0, i1 := lo*mr, min(hi*mr, t.m)
-		packA(t.apack[lo*mr*t.kb:], t.a, i0, i1-i0, t.p0, t.kb)
+		packA(t.apack[lo*mr*t.kb:], t.a, i0, i1-i0, t.p0, t.kb, mr)
 	case 2:
 		ws := t.be.ws[w]
 		for it := lo; it < hi; it++ {
@@ -276,16 +281,16 @@ func (b *Backend) gemm(c []float32, ldc int, a, bm mat, m, n, k int, acc bool) {
 		nb := min(nc, n-j0)
 		for p0 := 0; p0 < k; p0 += kc {
 			kb := min(kc, k-p0)
-			ws.bpack = grow(ws.bpack, roundUp(nb, nr)*kb)
-			ws.apack = grow(ws.apack, roundUp(m, mr)*kb)
+			ws.bpack = grow(ws.bpack, roundUp(nb, b.nr)*kb)
+			ws.apack = grow(ws.apack, roundUp(m, b.mr)*kb)
 			t.bpack, t.apack = ws.bpack, ws.apack
 			t.j0, t.nb, t.p0, t.kb = j0, nb, p0, kb
 			t.load = acc || p0 > 0
 			t.nsub = (nb + ncSub - 1) / ncSub
 			t.phase = 0
-			b.pool.run(t, (nb+nr-1)/nr, 8)
+			b.pool.run(t, (nb+b.nr-1)/b.nr, 8)
 			t.phase = 1
-			b.pool.run(t, (m+mr-1)/mr, 8)
+			b.pool.run(t, (m+b.mr-1)/b.mr, 8)
 			t.phase = 2
 			b.pool.run(t, ((m+mc-1)/mc)*t.nsub, 1)
 		}

@@ -4,7 +4,10 @@ package cpu
 
 import "golang.org/x/sys/cpu"
 
-var hasAVX2FMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+var (
+	hasAVX2FMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+	hasAVX512  = hasAVX2FMA && cpu.X86.HasAVX512F
+)
 
 //go:noescape
 func kern6x16(k int, a, b, c *float32, ldc int, load bool)
@@ -15,10 +18,24 @@ func fmaLoop(n int)
 // kernelFMA runs the assembly micro-kernel after checking that every slice
 // covers what the kernel touches.
 func kernelFMA(k int, ap, bp, c []float32, ldc int, load bool) {
-	_ = ap[k*mr-1]
-	_ = bp[k*nr-1]
-	_ = c[5*ldc+nr-1]
+	_ = ap[k*6-1]
+	_ = bp[k*16-1]
+	_ = c[5*ldc+15]
 	kern6x16(k, &ap[0], &bp[0], &c[0], ldc, load)
+}
+
+//go:noescape
+func kern12x32(k int, a, b, c *float32, ldc int, load bool)
+
+//go:noescape
+func fmaLoop512(n int)
+
+// kernel512 runs the AVX-512 micro-kernel after the same checks.
+func kernel512(k int, ap, bp, c []float32, ldc int, load bool) {
+	_ = ap[k*12-1]
+	_ = bp[k*32-1]
+	_ = c[11*ldc+31]
+	kern12x32(k, &ap[0], &bp[0], &c[0], ldc, load)
 }
 
 //go:noescape

@@ -2,13 +2,16 @@
 
 package cpu
 
-const hasAVX2FMA = false
+const (
+	hasAVX2FMA = false
+	hasAVX512  = false
+)
 
-func kernelFMA(k int, ap, bp, c []float32, ldc int, load bool) {
-	kernelGeneric(k, ap, bp, c, ldc, load)
-}
+func kernelFMA(k int, ap, bp, c []float32, ldc int, load bool) { panic("unreachable") }
+func kernel512(k int, ap, bp, c []float32, ldc int, load bool) { panic("unreachable") }
+func fmaLoop512(n int)                                         { panic("unreachable") }
 
-func fmaLoop(n int) { peakGeneric(n) }
+func fmaLoop(n int) { panic("unreachable") }
 
 func expShiftAVX(x *float32, n int, scale, shift float32) { panic("unreachable") }
 func swigluFwdAVX(h, g, u *float32, n int)                { panic("unreachable") }

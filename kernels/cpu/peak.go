@@ -27,8 +27,11 @@ func peakTrial(threads int, d time.Duration) float64 {
 	if threads < 1 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	loop := fmaLoop
-	if !hasAVX2FMA {
+	loop, flops := fmaLoop, float64(flopsPerFMALoop)
+	switch {
+	case hasAVX512:
+		loop, flops = fmaLoop512, 2*flopsPerFMALoop // 16 lanes instead of 8
+	case !hasAVX2FMA:
 		loop = peakGeneric
 	}
 	const iters = 1 << 16
@@ -50,7 +53,7 @@ func peakTrial(threads int, d time.Duration) float64 {
 				loop(iters)
 				n++
 			}
-			rate := float64(n) * iters * flopsPerFMALoop / time.Since(start).Seconds()
+			rate := float64(n) * iters * flops / time.Since(start).Seconds()
 			mu.Lock()
 			total += rate
 			mu.Unlock()
