@@ -49,7 +49,7 @@ gradient) and TN (weight gradient) — and fused causal attention forward and
 backward, against the machine's measured FMA peak.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			be, err := newBackend(threads, path)
+			be, err := newBackend(e, threads, path)
 			if err != nil {
 				return err
 			}
@@ -162,7 +162,7 @@ peak, with a per-op breakdown of where the time goes.`,
 			if batch <= 0 || seq <= 0 || seq > c.MaxSeq || steps <= 0 {
 				return usagef("--batch %d, --seq %d (max %d) and --steps %d must be positive", batch, seq, c.MaxSeq, steps)
 			}
-			be, err := newBackend(threads, path)
+			be, err := newBackend(e, threads, path)
 			if err != nil {
 				return err
 			}

@@ -68,7 +68,7 @@ the tokenizer lands.`,
 				out = tmp
 			}
 			dir := filepath.Join(out, fmt.Sprintf("step-%06d", steps))
-			be, err := newBackend(threads, "auto")
+			be, err := newBackend(e, threads, "auto")
 			if err != nil {
 				return err
 			}

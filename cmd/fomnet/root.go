@@ -85,13 +85,16 @@ func noArgs(cmd *cobra.Command, args []string) error {
 }
 
 // newBackend starts the CPU backend with the requested threads and path.
-func newBackend(threads int, path string) (*cpu.Backend, error) {
+func newBackend(e *env, threads int, path string) (*cpu.Backend, error) {
 	if threads < 0 {
 		return nil, usagef("--threads %d must not be negative", threads)
 	}
 	be, err := cpu.New(cpu.Options{Threads: threads, Path: path})
 	if err != nil {
 		return nil, usageError{err}
+	}
+	if n := be.Note(); n != "" {
+		e.logf("fomnet: note: %s", n)
 	}
 	return be, nil
 }

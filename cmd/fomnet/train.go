@@ -136,7 +136,7 @@ func runTrain(cmd *cobra.Command, e *env, f trainFlags, files []string) error {
 	if len(train.Tokens) < f.seq+1 {
 		return fmt.Errorf("corpus: %d training tokens cannot fill one sequence of %d; use more data or a smaller --seq", len(train.Tokens), f.seq)
 	}
-	be, err := newBackend(f.threads, f.path)
+	be, err := newBackend(e, f.threads, f.path)
 	if err != nil {
 		return err
 	}

@@ -100,14 +100,22 @@ func (t *attnTask) probs(S []float32, bi, h, i0, qm, ks, nk int, store bool) {
 		hi := tt - ks + 1
 		li := (bi*s.NH+h)*s.T + tt
 		clear(row[:lo])
-		clear(row[hi:])
 		x := row[lo:hi]
+		// Exponentiate a whole number of vectors where the row has room: the
+		// values past hi are cleared right after, and keeping them out of the
+		// scalar tail saves its cost.
+		wide := x
+		if n := roundUp(len(x), 8); lo+n <= len(row) {
+			wide = row[lo : lo+n]
+		}
 		if !store {
-			be.expShift(x, scale, t.lse[li])
+			be.expShift(wide, scale, t.lse[li])
+			clear(row[hi:])
 			continue
 		}
 		mx := be.maxOf(x) * scale // rounding is monotonic: max(x)·scale = max(x·scale)
-		be.expShift(x, scale, mx)
+		be.expShift(wide, scale, mx)
+		clear(row[hi:])
 		sum := be.sum64(x)
 		t.lse[li] = mx + float32(math.Log(sum))
 		be.scale(x, float32(1/sum))
