@@ -399,3 +399,30 @@ func ExampleNew() {
 	fmt.Println(NumParams(c), m.Layout.Tensors[0].Name)
 	// Output: 112960 model.embed_tokens.weight
 }
+
+// BenchmarkTrainStep reports allocs/op of a steady-state training step of
+// the tiny preset (expected: 0).
+func BenchmarkTrainStep(b *testing.B) {
+	be := backend(b, cpu.Options{})
+	m := newTiny(b, be)
+	tokens, targets := batch(1, m.Config, 4, 128)
+	step := func() {
+		m.ZeroGrad()
+		if _, err := m.Forward(tokens, targets, 4, 128, true); err != nil {
+			b.Fatal(err)
+		}
+		if err := m.Backward(); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := m.Step(1e-3, DefaultOptim()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	step()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		step()
+	}
+	b.ReportMetric(float64(4*128*b.N)/b.Elapsed().Seconds(), "tokens/s")
+}

@@ -120,6 +120,10 @@ func agree(t *testing.T, f func(be *Backend) []float32) []float32 {
 
 func TestMatmul(t *testing.T) {
 	shapes := [][3]int{{1, 1, 1}, {7, 13, 5}, {6, 16, 256}, {50, 37, 300}, {97, 100, 513}, {13, 3100, 17}, {130, 9, 2}}
+	rs := rand.New(rand.NewPCG(77, 77)) // plus random shapes, odd sizes likely
+	for i := 0; i < 6; i++ {
+		shapes = append(shapes, [3]int{1 + rs.IntN(120), 1 + rs.IntN(120), 1 + rs.IntN(600)})
+	}
 	for _, sh := range shapes {
 		m, n, k := sh[0], sh[1], sh[2]
 		for _, ta := range []bool{false, true} {
@@ -240,10 +244,13 @@ func docStarts(r *rand.Rand, b, t int) []int32 {
 }
 
 func TestAttention(t *testing.T) {
+	rs := rand.New(rand.NewPCG(78, 78))
+	kv := 1 + rs.IntN(3)
 	for _, s := range []kernels.AttnShape{
 		{B: 2, T: 70, NH: 4, KVH: 2, HD: 5},
 		{B: 1, T: 130, NH: 3, KVH: 1, HD: 16},
 		{B: 3, T: 9, NH: 2, KVH: 2, HD: 8},
+		{B: 1 + rs.IntN(3), T: 1 + rs.IntN(150), NH: kv * (1 + rs.IntN(3)), KVH: kv, HD: 1 + rs.IntN(40)},
 	} {
 		t.Run(fmt.Sprintf("%+v", s), func(t *testing.T) {
 			r := rand.New(rand.NewPCG(5, uint64(s.T)))
