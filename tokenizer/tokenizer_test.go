@@ -94,8 +94,10 @@ func TestSaveLoad(t *testing.T) {
 func TestParseRejects(t *testing.T) {
 	good, _ := trainSmall(t, 300).MarshalJSON()
 	for name, mut := range map[string]func(string) string{
-		"not json":      func(string) string { return "{" },
-		"normalizer":    func(s string) string { return strings.Replace(s, `"normalizer": null`, `"normalizer": {"type":"NFKC"}`, 1) },
+		"not json": func(string) string { return "{" },
+		"normalizer": func(s string) string {
+			return strings.Replace(s, `"normalizer": null`, `"normalizer": {"type":"NFKC"}`, 1)
+		},
 		"other pattern": func(s string) string { return strings.Replace(s, `"Regex": "`, `"Regex": "x`, 1) },
 		"unk token":     func(s string) string { return strings.Replace(s, `"unk_token": null`, `"unk_token": "?"`, 1) },
 		"bad merge":     func(s string) string { return strings.Replace(s, `"merges": [`, `"merges": ["zz qq",`, 1) },
