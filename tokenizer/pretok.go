@@ -25,24 +25,74 @@ const Pattern = ` ?\p{Hangul}+| ?\p{Latin}+| ?[^\p{Hangul}\p{Latin}\p{N}\p{P}\p{
 // The hand-written splitter below implements Pattern exactly (a fuzz test
 // holds it to Go's regexp on the same pattern) at several times the speed.
 
-func isH(r rune) bool { return unicode.Is(unicode.Hangul, r) }
-func isL(r rune) bool { return unicode.Is(unicode.Latin, r) }
-func isN(r rune) bool { return unicode.IsNumber(r) }
-func isPS(r rune) bool {
-	return unicode.IsPunct(r) || unicode.IsSymbol(r)
+// Character classes. ASCII and the Hangul syllable block, by far the most
+// common runes, are answered from a table or a range check; the rest from
+// Go's Unicode tables.
+const (
+	cH = 1 << iota
+	cL
+	cN
+	cPS
+	cZ
+	cC
+	cWS
+)
+
+var asciiClass [128]uint8
+
+func init() {
+	for r := rune(0); r < 128; r++ {
+		asciiClass[r] = slowClass(r)
+	}
 }
-func isZ(r rune) bool { return unicode.Is(unicode.Z, r) }
-func isC(r rune) bool { return unicode.Is(unicode.C, r) }
-func isWS(r rune) bool {
+
+func slowClass(r rune) uint8 {
+	var c uint8
+	if unicode.Is(unicode.Hangul, r) {
+		c |= cH
+	}
+	if unicode.Is(unicode.Latin, r) {
+		c |= cL
+	}
+	if unicode.IsNumber(r) {
+		c |= cN
+	}
+	if unicode.IsPunct(r) || unicode.IsSymbol(r) {
+		c |= cPS
+	}
+	if unicode.Is(unicode.Z, r) {
+		c |= cZ
+	}
+	if unicode.Is(unicode.C, r) {
+		c |= cC
+	}
 	switch r {
 	case '\t', '\n', '\v', '\f', '\r', 0x85:
-		return true
+		c |= cWS
 	}
-	return isZ(r)
+	if c&cZ != 0 {
+		c |= cWS
+	}
+	return c
 }
-func isO(r rune) bool {
-	return !(isH(r) || isL(r) || isN(r) || isPS(r) || isZ(r) || isC(r))
+
+func class(r rune) uint8 {
+	if r < 128 {
+		return asciiClass[r]
+	}
+	if r >= 0xAC00 && r <= 0xD7A3 { // Hangul syllables: script Hangul, category Lo
+		return cH
+	}
+	return slowClass(r)
 }
+
+func isH(r rune) bool  { return class(r)&cH != 0 }
+func isL(r rune) bool  { return class(r)&cL != 0 }
+func isN(r rune) bool  { return class(r)&cN != 0 }
+func isPS(r rune) bool { return class(r)&cPS != 0 }
+func isC(r rune) bool  { return class(r)&cC != 0 }
+func isWS(r rune) bool { return class(r)&cWS != 0 }
+func isO(r rune) bool  { return class(r)&(cH|cL|cN|cPS|cZ|cC) == 0 }
 
 // decode reads one rune the way Go's regexp does: an invalid byte is
 // U+FFFD of width 1.

@@ -51,7 +51,12 @@ type Tokenizer struct {
 	merges   map[pair]merge
 	mergeSeq []pair // rank → pair
 
-	mu    sync.Mutex
+	encoders sync.Pool // of *encoder: per-goroutine piece caches
+}
+
+// encoder caches the ids of pieces it has seen. One goroutine uses it at a
+// time (Tokenizer hands them out from a pool), so lookups take no lock.
+type encoder struct {
 	cache map[string][]int32
 }
 
@@ -75,7 +80,7 @@ func (t *Tokenizer) SpecialID(s string) (int32, bool) {
 func (t *Tokenizer) IsSpecial(id int32) bool { return id >= 256 && int(id) < 256+len(t.specials) }
 
 func newTokenizer(specials []string) (*Tokenizer, error) {
-	t := &Tokenizer{merges: map[pair]merge{}, cache: map[string][]int32{}}
+	t := &Tokenizer{merges: map[pair]merge{}}
 	for b := 0; b < 256; b++ {
 		t.tokens = append(t.tokens, []byte{byte(b)})
 	}
@@ -115,9 +120,14 @@ func (t *Tokenizer) Encode(text string) []int32 {
 
 // AppendEncode appends text's ids to dst.
 func (t *Tokenizer) AppendEncode(dst []int32, text string) []int32 {
+	e, _ := t.encoders.Get().(*encoder)
+	if e == nil {
+		e = &encoder{cache: map[string][]int32{}}
+	}
+	defer t.encoders.Put(e)
 	for len(text) > 0 {
 		at, sp := t.nextSpecial(text)
-		t.encodeOrdinary(&dst, text[:at])
+		t.encodeOrdinary(e, &dst, text[:at])
 		if sp < 0 {
 			break
 		}
@@ -143,30 +153,25 @@ func (t *Tokenizer) nextSpecial(s string) (int, int) {
 	return best, which
 }
 
-func (t *Tokenizer) encodeOrdinary(dst *[]int32, s string) {
+func (t *Tokenizer) encodeOrdinary(e *encoder, dst *[]int32, s string) {
 	Split(s, func(piece string) {
-		*dst = append(*dst, t.encodePiece(piece)...)
+		if len(piece) == 1 {
+			*dst = append(*dst, int32(piece[0]))
+			return
+		}
+		ids, ok := e.cache[piece]
+		if !ok {
+			ids = t.bpe(piece)
+			if len(e.cache) >= cacheMax {
+				clear(e.cache)
+			}
+			e.cache[piece] = ids
+		}
+		*dst = append(*dst, ids...)
 	})
 }
 
 const cacheMax = 1 << 16
-
-func (t *Tokenizer) encodePiece(piece string) []int32 {
-	t.mu.Lock()
-	ids, ok := t.cache[piece]
-	t.mu.Unlock()
-	if ok {
-		return ids
-	}
-	ids = t.bpe(piece)
-	t.mu.Lock()
-	if len(t.cache) >= cacheMax {
-		clear(t.cache)
-	}
-	t.cache[piece] = ids
-	t.mu.Unlock()
-	return ids
-}
 
 // bpe merges the bytes of one piece: repeatedly the lowest-rank adjacent
 // pair, leftmost first.

@@ -173,3 +173,44 @@ func TestDemoPreview(t *testing.T) {
 		t.Fatalf("%+v", d)
 	}
 }
+
+func TestTokenizerCommands(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "a.tsv")
+	os.WriteFile(in, []byte(strings.Repeat("Open the file.\t파일을 엽니다.\nSave the file.\t파일을 저장합니다.\n", 20)+"broken line\n"), 0o644)
+	out, errOut, code := fomnet(t, "tokenizer", "train", "--vocab", "300", "--out", dir, "--json", in)
+	if code != 0 {
+		t.Fatalf("train: exit %d: %s", code, errOut)
+	}
+	var res tokTrainOut
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Vocab != 300 || res.Skipped != 1 || !strings.Contains(errOut, "a.tsv:41") {
+		t.Fatalf("train result %+v, stderr %q", res, errOut)
+	}
+	var outb, errb bytes.Buffer
+	root := newRoot(&env{stdout: &outb, stderr: &errb})
+	root.SetArgs([]string{"tokenizer", "encode", "--tokenizer", res.Path, "--json"})
+	root.SetIn(strings.NewReader("파일을 엽니다.\nOpen\n"))
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(outb.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "[") {
+		t.Fatalf("encode output %q", outb.String())
+	}
+	outb.Reset()
+	root = newRoot(&env{stdout: &outb, stderr: &errb})
+	root.SetArgs([]string{"tokenizer", "decode", "--tokenizer", dir})
+	root.SetIn(strings.NewReader(lines[0] + "\n" + lines[1] + "\n"))
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if outb.String() != "파일을 엽니다.\nOpen\n" {
+		t.Fatalf("decode gave %q", outb.String())
+	}
+	if _, _, code := fomnet(t, "tokenizer", "encode"); code != exitUsage {
+		t.Fatalf("encode without --tokenizer: exit %d", code)
+	}
+}

@@ -1,0 +1,195 @@
+package sharding
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"unicode/utf8"
+)
+
+// Doc is one document read from an input, with where it came from.
+type Doc struct {
+	Text string
+	File string
+	Line int    // first line of the document in File (1-based)
+	Side string // for parallel TSV: "en" or "ko" (the column); else ""
+}
+
+// Format names an input format.
+type Format string
+
+// Input formats. Plain text is split into documents at blank lines; TSV holds
+// aligned pairs "english<TAB>korean" (the shared corpus's format), each side
+// a document; JSONL holds one JSON object a line with the text in Field.
+const (
+	FormatText  Format = "text"
+	FormatTSV   Format = "tsv"
+	FormatJSONL Format = "jsonl"
+)
+
+// FormatOf guesses a file's format from its extension.
+func FormatOf(path string) Format {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".tsv":
+		return FormatTSV
+	case ".jsonl", ".ndjson":
+		return FormatJSONL
+	default:
+		return FormatText
+	}
+}
+
+// IngestOptions control reading.
+type IngestOptions struct {
+	Field   string // JSONL field holding the text (default "text")
+	MaxLine int    // longest line accepted, bytes (default 16 MiB)
+}
+
+// Malformed is one skipped input record.
+type Malformed struct {
+	File   string
+	Line   int
+	Reason string
+}
+
+func (m Malformed) String() string { return fmt.Sprintf("%s:%d: %s", m.File, m.Line, m.Reason) }
+
+// IngestStats counts what reading did. Nothing is dropped silently: every
+// skipped record is counted, and the first few are kept with file:line.
+type IngestStats struct {
+	Files    int
+	Docs     int
+	Bytes    int64
+	Skipped  int
+	FirstBad []Malformed // at most 20
+}
+
+func (s *IngestStats) skip(m Malformed) {
+	s.Skipped++
+	if len(s.FirstBad) < 20 {
+		s.FirstBad = append(s.FirstBad, m)
+	}
+}
+
+// ErrInput reports an input file that cannot be read at all.
+var ErrInput = errors.New("input")
+
+// ReadDocs streams the documents of each file to yield, in order. Memory
+// does not grow with the input: one line (or one paragraph) is held at a
+// time. Malformed records (invalid UTF-8, a TSV line without exactly one
+// tab, a JSONL line that is not an object with a string field) are skipped
+// and counted in the stats. An unreadable file, or a line longer than
+// MaxLine, stops reading with an error naming file:line. A non-nil error
+// from yield stops reading and is returned.
+func ReadDocs(paths []string, o IngestOptions, yield func(Doc) error) (IngestStats, error) {
+	if o.Field == "" {
+		o.Field = "text"
+	}
+	if o.MaxLine <= 0 {
+		o.MaxLine = 16 << 20
+	}
+	var st IngestStats
+	for _, p := range paths {
+		if err := readFile(p, FormatOf(p), o, &st, yield); err != nil {
+			return st, err
+		}
+		st.Files++
+	}
+	return st, nil
+}
+
+func readFile(path string, f Format, o IngestOptions, st *IngestStats, yield func(Doc) error) error {
+	fh, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInput, err)
+	}
+	defer fh.Close()
+	sc := bufio.NewScanner(fh)
+	sc.Buffer(make([]byte, min(64<<10, o.MaxLine)), o.MaxLine)
+	line := 0
+	var para strings.Builder
+	paraLine := 0
+	emit := func(d Doc) error {
+		st.Docs++
+		st.Bytes += int64(len(d.Text))
+		return yield(d)
+	}
+	flush := func() error {
+		if para.Len() == 0 {
+			return nil
+		}
+		text := para.String()
+		para.Reset()
+		return emit(Doc{Text: text, File: path, Line: paraLine})
+	}
+	for sc.Scan() {
+		line++
+		b := sc.Bytes()
+		if !utf8.Valid(b) {
+			st.skip(Malformed{path, line, "invalid UTF-8"})
+			continue
+		}
+		s := strings.TrimSuffix(string(b), "\r")
+		switch f {
+		case FormatText:
+			if strings.TrimSpace(s) == "" {
+				if err := flush(); err != nil {
+					return err
+				}
+				continue
+			}
+			if para.Len() == 0 {
+				paraLine = line
+			} else {
+				para.WriteByte('\n')
+			}
+			para.WriteString(s)
+		case FormatTSV:
+			en, ko, ok := strings.Cut(s, "\t")
+			if !ok || strings.Contains(ko, "\t") {
+				st.skip(Malformed{path, line, fmt.Sprintf("want 2 tab-separated columns, got %d", strings.Count(s, "\t")+1)})
+				continue
+			}
+			for _, side := range []struct{ text, name string }{{en, "en"}, {ko, "ko"}} {
+				if strings.TrimSpace(side.text) == "" {
+					continue
+				}
+				if err := emit(Doc{Text: side.text, File: path, Line: line, Side: side.name}); err != nil {
+					return err
+				}
+			}
+		case FormatJSONL:
+			if strings.TrimSpace(s) == "" {
+				continue
+			}
+			var obj map[string]json.RawMessage
+			if err := json.Unmarshal([]byte(s), &obj); err != nil {
+				st.skip(Malformed{path, line, "not a JSON object: " + err.Error()})
+				continue
+			}
+			var text string
+			raw, ok := obj[o.Field]
+			if !ok || json.Unmarshal(raw, &text) != nil {
+				st.skip(Malformed{path, line, fmt.Sprintf("no string field %q", o.Field)})
+				continue
+			}
+			if err := emit(Doc{Text: text, File: path, Line: line}); err != nil {
+				return err
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return fmt.Errorf("%w: %s:%d: line longer than %d bytes", ErrInput, path, line+1, o.MaxLine)
+		}
+		return fmt.Errorf("%w: %s:%d: %v", ErrInput, path, line+1, err)
+	}
+	if f == FormatText {
+		return flush()
+	}
+	return nil
+}
