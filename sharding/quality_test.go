@@ -10,7 +10,7 @@ func TestLanguage(t *testing.T) {
 		"안녕하세요 여러분":                "ko",
 		"Hello everyone":           "en",
 		"파일 메뉴에서 Save를 누르십시오":      "ko",
-		"Open the 파일":              "mixed",
+		"Open 파일을":                 "mixed",
 		"12345 !!":                 "none",
 		"Choose File - Save As 저장": "en",
 	} {
