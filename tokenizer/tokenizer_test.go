@@ -11,16 +11,16 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
-
-	"github.com/fomnet/fomnet/sharding"
 )
 
+// builtinTexts reads the project's built-in corpus (from the source tree:
+// package sharding imports this one, so the test cannot import it).
 func builtinTexts() []string {
-	var out []string
-	for _, f := range sharding.Builtin() {
-		out = append(out, strings.Split(string(f.Text), "\n\n")...)
+	b, err := os.ReadFile("../sharding/builtin/ko-en.txt")
+	if err != nil {
+		panic(err)
 	}
-	return out
+	return strings.Split(string(b), "\n\n")
 }
 
 func trainSmall(t testing.TB, vocab int) *Tokenizer {

@@ -1,0 +1,325 @@
+package sharding
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/ipfs/go-cid"
+	"golang.org/x/text/unicode/norm"
+
+	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/tokenizer"
+)
+
+// Input is one input file and the provenance of its documents.
+type Input struct {
+	Path      string `json:"path"`
+	Format    Format `json:"format,omitempty"` // default: from the extension
+	Field     string `json:"field,omitempty"`  // JSONL text field
+	Source    string `json:"source"`           // natural (default) or synthetic
+	Generator string `json:"generator,omitempty"`
+	Licence   string `json:"licence"`
+	Stage     string `json:"stage"` // default pretrain
+}
+
+// PrepareConfig is a dataset recipe.
+type PrepareConfig struct {
+	Inputs      []Input      `json:"inputs"`
+	Filters     FilterConfig `json:"filters"`
+	SeqLen      int          `json:"seq_len"`      // model context T (default 256)
+	ShardTokens int          `json:"shard_tokens"` // tokens per shard, about (default 1M)
+}
+
+// Stages a document can belong to.
+var Stages = []string{"pretrain", "midtrain", "sft", "preference"}
+
+// Validate fills defaults and checks the recipe.
+func (c *PrepareConfig) Validate() error {
+	if len(c.Inputs) == 0 {
+		return errors.New("prepare: no inputs")
+	}
+	if c.SeqLen == 0 {
+		c.SeqLen = 256
+	}
+	if c.ShardTokens == 0 {
+		c.ShardTokens = 1 << 20
+	}
+	if c.SeqLen < 1 || c.SeqLen > 1<<20 {
+		return fmt.Errorf("prepare: seq_len %d out of range", c.SeqLen)
+	}
+	if c.ShardTokens < c.SeqLen+1 {
+		return fmt.Errorf("prepare: shard_tokens %d is less than one row of %d tokens", c.ShardTokens, c.SeqLen+1)
+	}
+	for i := range c.Inputs {
+		in := &c.Inputs[i]
+		if in.Format == "" {
+			in.Format = FormatOf(in.Path)
+		}
+		if in.Source == "" {
+			in.Source = "natural"
+		}
+		if in.Stage == "" {
+			in.Stage = "pretrain"
+		}
+		if in.Licence == "" {
+			in.Licence = "unknown"
+		}
+		switch {
+		case in.Source != "natural" && in.Source != "synthetic":
+			return fmt.Errorf("prepare: input %s: source %q (want natural or synthetic)", in.Path, in.Source)
+		case in.Source == "synthetic" && in.Generator == "":
+			return fmt.Errorf("prepare: input %s: synthetic text needs a generator", in.Path)
+		case !contains(Stages, in.Stage):
+			return fmt.Errorf("prepare: input %s: stage %q (want one of %v)", in.Path, in.Stage, Stages)
+		case in.Format != FormatText && in.Format != FormatTSV && in.Format != FormatJSONL:
+			return fmt.Errorf("prepare: input %s: format %q", in.Path, in.Format)
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Progress reports preparation as it goes.
+type Progress struct {
+	Input     string
+	Bytes     int64 // bytes of documents read so far
+	Total     int64 // bytes of all inputs
+	Documents int64
+	Shards    int
+}
+
+// Prepared is the result of Prepare.
+type Prepared struct {
+	Manifest      *Manifest
+	ManifestBytes []byte
+	CID           cid.Cid // the dataset CID
+	Dir           string
+}
+
+// group collects the token stream of one provenance until a shard is full.
+type group struct {
+	prov   Provenance
+	tokens []int32 // pending stream (documents with EOS)
+	docs   int     // documents started in pending tokens
+	n      int     // shards written
+}
+
+// Prepare reads the inputs, filters and deduplicates documents, tokenises
+// them (NFC first), packs them per provenance group into shards under
+// outDir/shards, and writes outDir/manifest.json (dag-json) and
+// outDir/tokenizer.json. The same inputs, tokenizer and config give the same
+// bytes and CIDs. Files are written under temporary names and renamed.
+func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, outDir string, progress func(Progress)) (*Prepared, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	eos, ok := tk.SpecialID(tokenizer.EOS)
+	if !ok {
+		return nil, errors.New("prepare: the tokenizer has no " + tokenizer.EOS)
+	}
+	pad, ok := tk.SpecialID(tokenizer.PAD)
+	if !ok {
+		return nil, errors.New("prepare: the tokenizer has no " + tokenizer.PAD)
+	}
+	if err := os.MkdirAll(filepath.Join(outDir, "shards"), 0o755); err != nil {
+		return nil, err
+	}
+	tokJSON, err := tk.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	tokCID, err := contentstore.FileCID(ctx, bytes.NewReader(tokJSON))
+	if err != nil {
+		return nil, err
+	}
+	if err := writeAtomic(filepath.Join(outDir, "tokenizer.json"), tokJSON); err != nil {
+		return nil, err
+	}
+	m := &Manifest{Format: ManifestFormat, Tokenizer: LinkTo(tokCID), Vocab: tk.Vocab(), SeqLen: cfg.SeqLen,
+		DType:  map[int]string{DTypeU16: "uint16", DTypeU32: "uint32"}[dtypeFor(tk.Vocab())],
+		Report: Report{Dropped: map[string]int64{}},
+		Recipe: Recipe{Filters: cfg.Filters, SeqLen: cfg.SeqLen, ShardTokens: cfg.ShardTokens, Normalize: "NFC", Tokenizer: LinkTo(tokCID)}}
+	var total int64
+	for _, in := range cfg.Inputs {
+		rec, err := digest(in)
+		if err != nil {
+			return nil, err
+		}
+		total += rec.Bytes
+		m.Recipe.Inputs = append(m.Recipe.Inputs, rec)
+	}
+	rowLen := cfg.SeqLen + 1
+	perShard := max(1, cfg.ShardTokens/rowLen) * rowLen
+	groups := map[string]*group{}
+	var order []string // groups in order of first appearance: deterministic
+	totals := map[[2]string]*Total{}
+	dd := NewDeduper(cfg.Filters.NearDupThreshold)
+	p := Progress{Total: total}
+
+	flush := func(g *group, final bool) error {
+		for len(g.tokens) >= perShard || (final && len(g.tokens) > 0) {
+			n := min(len(g.tokens), perShard)
+			chunk := g.tokens[:n]
+			rows := make([][]int32, 0, (n+rowLen-1)/rowLen)
+			for i := 0; i < n; i += rowLen {
+				row := make([]int32, rowLen)
+				k := copy(row, chunk[i:min(i+rowLen, n)])
+				for j := k; j < rowLen; j++ {
+					row[j] = pad
+				}
+				rows = append(rows, row)
+			}
+			var buf bytes.Buffer
+			if err := EncodeShard(&buf, tk.Vocab(), cfg.SeqLen, tokCID, rows); err != nil {
+				return err
+			}
+			c, err := contentstore.FileCID(ctx, bytes.NewReader(buf.Bytes()))
+			if err != nil {
+				return err
+			}
+			name := filepath.Join("shards", c.String()+".bin")
+			if err := writeAtomic(filepath.Join(outDir, name), buf.Bytes()); err != nil {
+				return err
+			}
+			docs := 0
+			for _, t := range chunk {
+				if t == eos {
+					docs++
+				}
+			}
+			m.Shards = append(m.Shards, ShardEntry{CID: LinkTo(c), File: name, Bytes: int64(buf.Len()), Tokens: int64(n),
+				Rows: len(rows), Docs: docs, Provenance: g.prov, Group: g.prov.Group()})
+			g.tokens = append(g.tokens[:0], g.tokens[n:]...)
+			g.n++
+			p.Shards++
+		}
+		return nil
+	}
+
+	var ids []int32
+	for _, in := range cfg.Inputs {
+		p.Input = in.Path
+		st, err := ReadDocs([]string{in.Path}, IngestOptions{Field: in.Field}, func(d Doc) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			m.Report.DocumentsIn++
+			p.Bytes += int64(len(d.Text))
+			text := norm.NFC.String(d.Text)
+			lang, reason := cfg.Filters.Check(text)
+			if reason == "" {
+				reason = dd.Check(text)
+			}
+			if reason != "" {
+				m.Report.Dropped[reason]++
+				return nil
+			}
+			prov := Provenance{Language: lang, Source: in.Source, Generator: in.Generator, Licence: in.Licence, Stage: in.Stage}
+			key := prov.Group() + "\x00" + prov.Licence
+			g := groups[key]
+			if g == nil {
+				g = &group{prov: prov}
+				groups[key] = g
+				order = append(order, key)
+			}
+			ids = tk.AppendEncode(ids[:0], text)
+			g.tokens = append(append(g.tokens, ids...), eos)
+			t := totals[[2]string{lang, in.Source}]
+			if t == nil {
+				t = &Total{Language: lang, Source: in.Source}
+				totals[[2]string{lang, in.Source}] = t
+			}
+			t.Documents++
+			t.Tokens += int64(len(ids) + 1)
+			m.Report.DocumentsOut++
+			p.Documents++
+			if err := flush(g, false); err != nil {
+				return err
+			}
+			if progress != nil && p.Documents%1000 == 0 {
+				progress(p)
+			}
+			return nil
+		})
+		m.Report.Malformed += int64(st.Skipped)
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, k := range order {
+		if err := flush(groups[k], true); err != nil {
+			return nil, err
+		}
+	}
+	if progress != nil {
+		progress(p)
+	}
+	for _, t := range totals {
+		m.Totals = append(m.Totals, *t)
+	}
+	sort.Slice(m.Totals, func(i, j int) bool {
+		a, b := m.Totals[i], m.Totals[j]
+		return a.Language < b.Language || a.Language == b.Language && a.Source < b.Source
+	})
+	mb, mc, err := EncodeManifest(m)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeAtomic(filepath.Join(outDir, "manifest.json"), mb); err != nil {
+		return nil, err
+	}
+	return &Prepared{Manifest: m, ManifestBytes: mb, CID: mc, Dir: outDir}, nil
+}
+
+// digest hashes an input file for the recipe.
+func digest(in Input) (InputRecord, error) {
+	f, err := os.Open(in.Path)
+	if err != nil {
+		return InputRecord{}, fmt.Errorf("%w: %v", ErrInput, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return InputRecord{}, fmt.Errorf("%w: %s: %v", ErrInput, in.Path, err)
+	}
+	return InputRecord{Name: filepath.Base(in.Path), SHA256: hex.EncodeToString(h.Sum(nil)), Bytes: n, Format: in.Format,
+		Field: in.Field, Source: in.Source, Generator: in.Generator, Licence: in.Licence, Stage: in.Stage}, nil
+}
+
+// writeAtomic writes data to path via a temporary file, fsync and rename.
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

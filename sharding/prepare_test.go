@@ -1,0 +1,143 @@
+package sharding
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/tokenizer"
+)
+
+func testTokenizer(t testing.TB) *tokenizer.Tokenizer {
+	var texts []string
+	for _, f := range Builtin() {
+		texts = append(texts, strings.Split(string(f.Text), "\n\n")...)
+	}
+	tk, err := tokenizer.Train(context.Background(), slices.Values(texts), tokenizer.TrainConfig{Vocab: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
+}
+
+func testInputs(t testing.TB) []Input {
+	dir := t.TempDir()
+	var txt strings.Builder
+	for _, f := range Builtin() {
+		txt.Write(f.Text)
+	}
+	txt.WriteString("\n\nshort\n\nx\n\n")                                             // "x" is too short
+	txt.WriteString("\n\n" + strings.SplitN(string(Builtin()[0].Text), "\n\n", 2)[0]) // an exact duplicate
+	a := write(t, dir, "builtin.txt", txt.String())
+	b := write(t, dir, "pairs.tsv", "Open the file.\t파일을 엽니다.\nSave the file.\t파일을 저장합니다.\nbroken\n")
+	c := write(t, dir, "synth.jsonl", `{"text":"2 더하기 3은 5입니다. Two plus three is five."}`+"\n"+`{"text":"사과는 과일입니다."}`+"\n")
+	return []Input{
+		{Path: a, Licence: "CC0-1.0"},
+		{Path: b, Licence: "MPL-2.0"},
+		{Path: c, Source: "synthetic", Generator: "fomnet-templates/v1", Licence: "CC0-1.0", Stage: "midtrain"},
+	}
+}
+
+func TestPrepare(t *testing.T) {
+	tk := testTokenizer(t)
+	cfg := PrepareConfig{Inputs: testInputs(t), Filters: DefaultFilters(), SeqLen: 64, ShardTokens: 1000}
+	out := t.TempDir()
+	p, err := Prepare(context.Background(), cfg, tk, out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := p.Manifest
+	if m.Report.Dropped[ReasonTooShort] != 1 || m.Report.Dropped[ReasonExactDup] != 1 || m.Report.Malformed != 1 {
+		t.Fatalf("report %+v", m.Report)
+	}
+	if m.Report.DocumentsIn != m.Report.DocumentsOut+m.Report.Dropped[ReasonTooShort]+m.Report.Dropped[ReasonExactDup]+m.Report.Dropped[ReasonNearDup]+m.Report.Dropped[ReasonLanguage] {
+		t.Fatalf("documents do not add up: %+v", m.Report)
+	}
+	// Every shard decodes, has the manifest's CID and tokens, and keeps one
+	// provenance.
+	var shardTokens, shardDocs int64
+	groups := map[string]bool{}
+	for _, s := range m.Shards {
+		b, err := os.ReadFile(filepath.Join(out, s.File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := contentstore.FileCID(context.Background(), bytes.NewReader(b))
+		if c.String() != s.CID.CID {
+			t.Fatalf("shard %s has CID %s on disk", s.CID.CID, c)
+		}
+		sh, err := DecodeShard(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sh.Rows != s.Rows || sh.SeqLen != 64 || sh.Tokenizer.String() != m.Tokenizer.CID {
+			t.Fatalf("shard header %+v vs entry %+v", sh.ShardHeader, s)
+		}
+		shardTokens += s.Tokens
+		shardDocs += int64(s.Docs)
+		groups[s.Group] = true
+	}
+	var totTokens, totDocs int64
+	for _, tt := range m.Totals {
+		totTokens += tt.Tokens
+		totDocs += tt.Documents
+	}
+	if shardTokens != totTokens || shardDocs != totDocs || totDocs != m.Report.DocumentsOut {
+		t.Fatalf("shards hold %d tokens / %d docs; totals say %d / %d; report %d", shardTokens, shardDocs, totTokens, totDocs, m.Report.DocumentsOut)
+	}
+	for _, g := range []string{"pretrain/ko/natural", "pretrain/en/natural", "midtrain/ko/synthetic/fomnet-templates/v1"} {
+		if !groups[g] {
+			t.Errorf("no shard of group %s (have %v)", g, groups)
+		}
+	}
+	back, err := DecodeManifest(p.ManifestBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Shards) != len(m.Shards) || len(back.Recipe.Inputs) != 3 || back.Recipe.Inputs[0].SHA256 == "" {
+		t.Fatalf("decoded manifest %+v", back.Recipe)
+	}
+	if onDisk, _ := os.ReadFile(filepath.Join(out, "manifest.json")); !bytes.Equal(onDisk, p.ManifestBytes) {
+		t.Fatal("manifest.json differs from the encoded manifest")
+	}
+}
+
+// TestPrepareDeterministic: preparing the same inputs twice gives the same
+// dataset CID, shard CIDs and bytes.
+func TestPrepareDeterministic(t *testing.T) {
+	tk := testTokenizer(t)
+	inputs := testInputs(t)
+	run := func() *Prepared {
+		p, err := Prepare(context.Background(), PrepareConfig{Inputs: inputs, Filters: DefaultFilters(), SeqLen: 32, ShardTokens: 500}, tk, t.TempDir(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	a, b := run(), run()
+	if !a.CID.Equals(b.CID) || !bytes.Equal(a.ManifestBytes, b.ManifestBytes) {
+		t.Fatalf("dataset CIDs %s and %s", a.CID, b.CID)
+	}
+	if len(a.Manifest.Shards) < 2 {
+		t.Fatalf("only %d shards: the test should span several", len(a.Manifest.Shards))
+	}
+}
+
+func TestPrepareConfigErrors(t *testing.T) {
+	for name, cfg := range map[string]PrepareConfig{
+		"no inputs":               {},
+		"bad source":              {Inputs: []Input{{Path: "a.txt", Source: "scraped"}}},
+		"synthetic w/o generator": {Inputs: []Input{{Path: "a.txt", Source: "synthetic"}}},
+		"bad stage":               {Inputs: []Input{{Path: "a.txt", Stage: "warmup"}}},
+		"tiny shards":             {Inputs: []Input{{Path: "a.txt"}}, SeqLen: 100, ShardTokens: 50},
+	} {
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
