@@ -214,3 +214,42 @@ func TestTokenizerCommands(t *testing.T) {
 		t.Fatalf("encode without --tokenizer: exit %d", code)
 	}
 }
+
+func TestDataPrepareAndInspect(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "pairs.tsv")
+	os.WriteFile(a, []byte(strings.Repeat("Open the file now.\t지금 파일을 엽니다.\n", 3)+"Save all documents before closing.\t닫기 전에 모든 문서를 저장합니다.\n"), 0o644)
+	cfg := filepath.Join(dir, "recipe.json")
+	os.WriteFile(cfg, []byte(`{"inputs":[{"path":"`+a+`","licence":"MPL-2.0"}],"seq_len":16,"shard_tokens":64}`), 0o644)
+	run := func(out string) prepareOut {
+		o, errOut, code := fomnet(t, "data", "prepare", "--config", cfg, "--vocab", "300", "--out", out, "--json")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+		var r prepareOut
+		if err := json.Unmarshal([]byte(o), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r1, r2 := run(filepath.Join(dir, "d1")), run(filepath.Join(dir, "d2"))
+	if r1.DatasetCID == "" || r1.DatasetCID != r2.DatasetCID {
+		t.Fatalf("dataset CIDs %q and %q", r1.DatasetCID, r2.DatasetCID)
+	}
+	if r1.Report.Dropped["exact_duplicate"] != 4 || r1.Shards < 2 || len(r1.Totals) != 2 {
+		t.Fatalf("result %+v", r1)
+	}
+	out, errOut, code := fomnet(t, "data", "inspect", filepath.Join(dir, "d1"))
+	if code != 0 || !strings.Contains(out, r1.DatasetCID) || !strings.Contains(out, "pretrain/ko/natural") {
+		t.Fatalf("inspect: exit %d, %q %q", code, out, errOut)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"inputs":[],"bogus":1}`), 0o644)
+	if _, _, code := fomnet(t, "data", "prepare", "--config", bad, "--out", dir); code != exitUsage {
+		t.Fatalf("unknown config field: exit %d", code)
+	}
+	os.WriteFile(bad, []byte("FOMSHARD garbage"), 0o644)
+	if _, errOut, code := fomnet(t, "data", "inspect", bad); code != exitError || !strings.Contains(errOut, "shard") {
+		t.Fatalf("corrupt shard: exit %d %q", code, errOut)
+	}
+}

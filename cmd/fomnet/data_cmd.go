@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fomnet/fomnet/sharding"
+	"github.com/fomnet/fomnet/tokenizer"
+)
+
+func newDataCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "data", Short: "Prepare and inspect content-addressed datasets", Args: noArgs}
+	cmd.AddCommand(newDataPrepareCmd(e), newDataInspectCmd(e))
+	return cmd
+}
+
+type prepareOut struct {
+	DatasetCID string           `json:"dataset_cid"`
+	Dir        string           `json:"dir"`
+	Shards     int              `json:"shards"`
+	Tokens     int64            `json:"tokens"`
+	Totals     []sharding.Total `json:"totals"`
+	Report     sharding.Report  `json:"report"`
+	Tokenizer  string           `json:"tokenizer_cid"`
+}
+
+func newDataPrepareCmd(e *env) *cobra.Command {
+	var (
+		out, configPath, tokPath string
+		vocab, seq, shardTokens  int
+		in                       sharding.Input
+		asJSON                   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "prepare [flags] INPUT...",
+		Short: "Filter, deduplicate, tokenise and pack inputs into shards with a manifest",
+		Long: `Prepare a dataset: read the inputs (text, .tsv pairs, .jsonl), normalise to
+NFC, apply the quality filters, drop exact and near duplicates, tokenise, pack
+documents (EOS after each) into rows of --seq+1 tokens, and write shards named
+by CID under OUT/shards, OUT/tokenizer.json and OUT/manifest.json (IPLD
+dag-json). The dataset CID (the manifest's CID) is printed last.
+
+Inputs given as arguments share the provenance flags (--source, --generator,
+--licence, --stage); a --config file (JSON: {"inputs": [{"path", "source",
+"generator", "licence", "stage", "format", "field"}], "filters": {...},
+"seq_len", "shard_tokens"}) can give each input its own. Without --tokenizer a
+tokenizer of --vocab tokens is trained on the inputs first.`,
+		Example: `  fomnet data prepare ../shared/data/bilingual/parallel/*.tsv --licence MPL-2.0 --out ds
+  fomnet data prepare --config recipe.json --tokenizer tok/tokenizer.json --out ds --json`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg := sharding.PrepareConfig{Filters: sharding.DefaultFilters()}
+			if configPath != "" {
+				b, err := os.ReadFile(configPath)
+				if err != nil {
+					return err
+				}
+				dec := json.NewDecoder(bytes.NewReader(b))
+				dec.DisallowUnknownFields()
+				if err := dec.Decode(&cfg); err != nil {
+					return usagef("config %s: %v", configPath, err)
+				}
+			}
+			for _, a := range args {
+				x := in
+				x.Path = a
+				cfg.Inputs = append(cfg.Inputs, x)
+			}
+			if cmd.Flags().Changed("seq") || cfg.SeqLen == 0 {
+				cfg.SeqLen = seq
+			}
+			if cmd.Flags().Changed("shard-tokens") || cfg.ShardTokens == 0 {
+				cfg.ShardTokens = shardTokens
+			}
+			if err := cfg.Validate(); err != nil {
+				return usageError{err}
+			}
+			start := time.Now()
+			var tk *tokenizer.Tokenizer
+			var err error
+			if tokPath != "" {
+				if tk, err = loadTokenizer(tokPath); err != nil {
+					return err
+				}
+			} else {
+				e.logf("training a %d-token tokenizer on the inputs…", vocab)
+				if tk, err = trainOnInputs(cmd, cfg.Inputs, vocab); err != nil {
+					return err
+				}
+			}
+			last := -1
+			p, err := sharding.Prepare(ctxOf(cmd), cfg, tk, out, func(p sharding.Progress) {
+				pct := 100
+				if p.Total > 0 {
+					pct = int(100 * p.Bytes / p.Total)
+				}
+				if pct/10 != last/10 {
+					last = pct
+					e.logf("[%-20s] %3d%%  %s  %d documents  %d shards", strings.Repeat("#", pct/5), pct, filepath.Base(p.Input), p.Documents, p.Shards)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			var tokens int64
+			for _, s := range p.Manifest.Shards {
+				tokens += s.Tokens
+			}
+			res := prepareOut{DatasetCID: p.CID.String(), Dir: out, Shards: len(p.Manifest.Shards), Tokens: tokens,
+				Totals: p.Manifest.Totals, Report: p.Manifest.Report, Tokenizer: p.Manifest.Tokenizer.CID}
+			if asJSON {
+				return e.printJSON(res)
+			}
+			printPrepareSummary(e, res, time.Since(start))
+			fmt.Fprintln(e.stdout, res.DatasetCID)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&out, "out", "dataset", "output directory")
+	f.StringVar(&configPath, "config", "", "recipe file (JSON)")
+	f.StringVar(&tokPath, "tokenizer", "", "tokenizer.json to use (default: train one on the inputs)")
+	f.IntVar(&vocab, "vocab", 16000, "vocabulary when training a tokenizer")
+	f.IntVar(&seq, "seq", 256, "model context T (rows hold T+1 tokens)")
+	f.IntVar(&shardTokens, "shard-tokens", 1<<20, "tokens per shard")
+	f.StringVar(&in.Source, "source", "natural", "provenance of argument inputs: natural or synthetic")
+	f.StringVar(&in.Generator, "generator", "", "generator of synthetic argument inputs")
+	f.StringVar(&in.Licence, "licence", "unknown", "licence of argument inputs (SPDX id)")
+	f.StringVar(&in.Stage, "stage", "pretrain", "stage of argument inputs: "+strings.Join(sharding.Stages, ", "))
+	f.StringVar(&in.Field, "field", "", "JSONL text field of argument inputs (default text)")
+	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	return cmd
+}
+
+func trainOnInputs(cmd *cobra.Command, inputs []sharding.Input, vocab int) (*tokenizer.Tokenizer, error) {
+	var readErr error
+	texts := func(yield func(string) bool) {
+		for _, in := range inputs {
+			stop := false
+			_, err := sharding.ReadDocs([]string{in.Path}, sharding.IngestOptions{Field: in.Field}, func(d sharding.Doc) error {
+				if !yield(d.Text) {
+					stop = true
+					return fmt.Errorf("stopped")
+				}
+				return nil
+			})
+			if stop {
+				return
+			}
+			if err != nil {
+				readErr = err
+				return
+			}
+		}
+	}
+	tk, err := tokenizer.Train(ctxOf(cmd), texts, tokenizer.TrainConfig{Vocab: vocab})
+	if readErr != nil {
+		return nil, readErr
+	}
+	return tk, err
+}
+
+func printPrepareSummary(e *env, r prepareOut, took time.Duration) {
+	w := tabwriter.NewWriter(e.stderr, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "documents read\t%d\t\n", r.Report.DocumentsIn)
+	reasons := make([]string, 0, len(r.Report.Dropped))
+	for k := range r.Report.Dropped {
+		reasons = append(reasons, k)
+	}
+	sort.Strings(reasons)
+	for _, k := range reasons {
+		fmt.Fprintf(w, "  dropped: %s\t%d\t\n", k, r.Report.Dropped[k])
+	}
+	fmt.Fprintf(w, "  malformed records skipped\t%d\t\n", r.Report.Malformed)
+	fmt.Fprintf(w, "documents kept\t%d\t\n", r.Report.DocumentsOut)
+	w.Flush()
+	w = tabwriter.NewWriter(e.stderr, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "language\tsource\tdocuments\ttokens\tshare\t\n")
+	for _, t := range r.Totals {
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%.1f%%\t\n", t.Language, t.Source, t.Documents, t.Tokens, 100*float64(t.Tokens)/float64(max(r.Tokens, 1)))
+	}
+	w.Flush()
+	e.logf("%d shards, %d tokens in %s; tokenizer %s", r.Shards, r.Tokens, took.Round(time.Millisecond), r.Tokenizer)
+}
+
+func newDataInspectCmd(e *env) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "inspect MANIFEST|SHARD",
+		Short: "Validate and describe a manifest (or dataset directory) or a shard",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("inspect takes one file, got %d", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := args[0]
+			if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+				path = filepath.Join(path, "manifest.json")
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			if bytes.HasPrefix(b, []byte("FOMSHARD")) {
+				s, err := sharding.DecodeShard(b)
+				if err != nil {
+					return fmt.Errorf("%s: %w", path, err)
+				}
+				info := map[string]any{"rows": s.Rows, "seq_len": s.SeqLen, "vocab": s.Vocab, "dtype": s.DType, "tokenizer": s.Tokenizer.String(), "tokens": len(s.Tokens)}
+				if asJSON {
+					return e.printJSON(info)
+				}
+				fmt.Fprintf(e.stdout, "shard: %d rows of %d tokens (seq len %d), vocab %d, tokenizer %s, checksum ok\n", s.Rows, s.RowLen(), s.SeqLen, s.Vocab, s.Tokenizer)
+				return nil
+			}
+			m, err := sharding.DecodeManifest(b)
+			if err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			if asJSON {
+				return e.printJSON(m)
+			}
+			_, c, err := sharding.EncodeManifest(m)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "dataset %s\ntokenizer %s  vocab %d  seq len %d  %s\n", c, m.Tokenizer.CID, m.Vocab, m.SeqLen, m.DType)
+			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "group\tlicence\tshards\ttokens\tdocs\n")
+			type agg struct{ shards, tokens, docs int64 }
+			sums := map[[2]string]*agg{}
+			var keys [][2]string
+			for _, s := range m.Shards {
+				k := [2]string{s.Group, s.Licence}
+				if sums[k] == nil {
+					sums[k] = &agg{}
+					keys = append(keys, k)
+				}
+				sums[k].shards++
+				sums[k].tokens += s.Tokens
+				sums[k].docs += int64(s.Docs)
+			}
+			for _, k := range keys {
+				a := sums[k]
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\n", k[0], k[1], a.shards, a.tokens, a.docs)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
