@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/ipfs/go-cid"
 	"golang.org/x/text/unicode/norm"
@@ -32,10 +33,16 @@ type Input struct {
 
 // PrepareConfig is a dataset recipe.
 type PrepareConfig struct {
-	Inputs      []Input      `json:"inputs"`
-	Filters     FilterConfig `json:"filters"`
-	SeqLen      int          `json:"seq_len"`      // model context T (default 256)
-	ShardTokens int          `json:"shard_tokens"` // tokens per shard, about (default 1M)
+	Inputs []Input `json:"inputs"`
+	// Builtin adds the built-in bilingual corpus (natural, CC0-1.0).
+	Builtin bool `json:"builtin,omitempty"`
+	// Synthetic adds this many documents from the built-in synthetic
+	// generator (SynthGenerator, CC0-1.0), seeded by SyntheticSeed.
+	Synthetic     int          `json:"synthetic,omitempty"`
+	SyntheticSeed uint64       `json:"synthetic_seed,omitempty"`
+	Filters       FilterConfig `json:"filters"`
+	SeqLen        int          `json:"seq_len"`      // model context T (default 256)
+	ShardTokens   int          `json:"shard_tokens"` // tokens per shard, about (default 1M)
 }
 
 // Stages a document can belong to.
@@ -43,8 +50,11 @@ var Stages = []string{"pretrain", "midtrain", "sft", "preference"}
 
 // Validate fills defaults and checks the recipe.
 func (c *PrepareConfig) Validate() error {
-	if len(c.Inputs) == 0 {
+	if len(c.Inputs) == 0 && !c.Builtin && c.Synthetic == 0 {
 		return errors.New("prepare: no inputs")
+	}
+	if c.Synthetic < 0 {
+		return fmt.Errorf("prepare: synthetic document count %d is negative", c.Synthetic)
 	}
 	if c.SeqLen == 0 {
 		c.SeqLen = 256
@@ -164,6 +174,11 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 		total += rec.Bytes
 		m.Recipe.Inputs = append(m.Recipe.Inputs, rec)
 	}
+	generated := builtinSources(cfg)
+	for _, g := range generated {
+		total += g.rec.Bytes
+		m.Recipe.Inputs = append(m.Recipe.Inputs, g.rec)
+	}
 	rowLen := cfg.SeqLen + 1
 	perShard := max(1, cfg.ShardTokens/rowLen) * rowLen
 	groups := map[string]*group{}
@@ -213,53 +228,62 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 	}
 
 	var ids []int32
+	process := func(d Doc, in Input) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		m.Report.DocumentsIn++
+		p.Bytes += int64(len(d.Text))
+		text := norm.NFC.String(d.Text)
+		lang, reason := cfg.Filters.Check(text)
+		if reason == "" {
+			reason = dd.Check(text)
+		}
+		if reason != "" {
+			m.Report.Dropped[reason]++
+			return nil
+		}
+		prov := Provenance{Language: lang, Source: in.Source, Generator: in.Generator, Licence: in.Licence, Stage: in.Stage}
+		key := prov.Group() + "\x00" + prov.Licence
+		g := groups[key]
+		if g == nil {
+			g = &group{prov: prov}
+			groups[key] = g
+			order = append(order, key)
+		}
+		ids = tk.AppendEncode(ids[:0], text)
+		g.tokens = append(append(g.tokens, ids...), eos)
+		t := totals[[2]string{lang, in.Source}]
+		if t == nil {
+			t = &Total{Language: lang, Source: in.Source}
+			totals[[2]string{lang, in.Source}] = t
+		}
+		t.Documents++
+		t.Tokens += int64(len(ids) + 1)
+		m.Report.DocumentsOut++
+		p.Documents++
+		if err := flush(g, false); err != nil {
+			return err
+		}
+		if progress != nil && p.Documents%1000 == 0 {
+			progress(p)
+		}
+		return nil
+	}
 	for _, in := range cfg.Inputs {
 		p.Input = in.Path
-		st, err := ReadDocs([]string{in.Path}, IngestOptions{Field: in.Field}, func(d Doc) error {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			m.Report.DocumentsIn++
-			p.Bytes += int64(len(d.Text))
-			text := norm.NFC.String(d.Text)
-			lang, reason := cfg.Filters.Check(text)
-			if reason == "" {
-				reason = dd.Check(text)
-			}
-			if reason != "" {
-				m.Report.Dropped[reason]++
-				return nil
-			}
-			prov := Provenance{Language: lang, Source: in.Source, Generator: in.Generator, Licence: in.Licence, Stage: in.Stage}
-			key := prov.Group() + "\x00" + prov.Licence
-			g := groups[key]
-			if g == nil {
-				g = &group{prov: prov}
-				groups[key] = g
-				order = append(order, key)
-			}
-			ids = tk.AppendEncode(ids[:0], text)
-			g.tokens = append(append(g.tokens, ids...), eos)
-			t := totals[[2]string{lang, in.Source}]
-			if t == nil {
-				t = &Total{Language: lang, Source: in.Source}
-				totals[[2]string{lang, in.Source}] = t
-			}
-			t.Documents++
-			t.Tokens += int64(len(ids) + 1)
-			m.Report.DocumentsOut++
-			p.Documents++
-			if err := flush(g, false); err != nil {
-				return err
-			}
-			if progress != nil && p.Documents%1000 == 0 {
-				progress(p)
-			}
-			return nil
-		})
+		st, err := ReadDocs([]string{in.Path}, IngestOptions{Field: in.Field}, func(d Doc) error { return process(d, in) })
 		m.Report.Malformed += int64(st.Skipped)
 		if err != nil {
 			return nil, err
+		}
+	}
+	for _, gen := range generated {
+		p.Input = gen.rec.Name
+		for _, text := range gen.texts {
+			if err := process(Doc{Text: text, File: gen.rec.Name}, gen.in); err != nil {
+				return nil, err
+			}
 		}
 	}
 	for _, k := range order {
@@ -285,6 +309,61 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 		return nil, err
 	}
 	return &Prepared{Manifest: m, ManifestBytes: mb, CID: mc, Dir: outDir}, nil
+}
+
+// source is a built-in input: its documents and its recipe record.
+type source struct {
+	in    Input
+	rec   InputRecord
+	texts []string
+}
+
+// BuiltinLicence is the licence of the built-in corpus and generator output:
+// both were written for this project and dedicated to the public domain.
+const BuiltinLicence = "CC0-1.0"
+
+func builtinSources(cfg PrepareConfig) []source {
+	var out []source
+	mk := func(name string, in Input, texts []string) source {
+		h := sha256.New()
+		var n int64
+		for _, t := range texts {
+			h.Write([]byte(t))
+			h.Write([]byte{0})
+			n += int64(len(t))
+		}
+		return source{in: in, texts: texts, rec: InputRecord{Name: name, SHA256: hex.EncodeToString(h.Sum(nil)), Bytes: n,
+			Format: FormatText, Source: in.Source, Generator: in.Generator, Licence: in.Licence, Stage: in.Stage}}
+	}
+	if cfg.Builtin {
+		var texts []string
+		for _, f := range Builtin() {
+			for _, para := range splitParagraphs(string(f.Text)) {
+				texts = append(texts, para)
+			}
+		}
+		out = append(out, mk("builtin:ko-en", Input{Source: "natural", Licence: BuiltinLicence, Stage: "pretrain"}, texts))
+	}
+	if cfg.Synthetic > 0 {
+		var texts []string
+		for _, d := range Synthetic(cfg.SyntheticSeed, cfg.Synthetic) {
+			texts = append(texts, d.Text)
+		}
+		name := fmt.Sprintf("%s:%d:%d", SynthGenerator, cfg.Synthetic, cfg.SyntheticSeed)
+		out = append(out, mk(name, Input{Source: "synthetic", Generator: SynthGenerator, Licence: BuiltinLicence, Stage: "pretrain"}, texts))
+	}
+	return out
+}
+
+// splitParagraphs splits text at blank lines, as text inputs are read.
+func splitParagraphs(s string) []string {
+	var out []string
+	for _, p := range strings.Split(strings.ReplaceAll(s, "\r\n", "\n"), "\n\n") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // digest hashes an input file for the recipe.

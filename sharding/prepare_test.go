@@ -141,3 +141,31 @@ func TestPrepareConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestPrepareBuiltinAndSynthetic: a dataset from the project's own texts,
+// natural and synthetic, shows its synthetic share in the totals.
+func TestPrepareBuiltinAndSynthetic(t *testing.T) {
+	tk := testTokenizer(t)
+	p, err := Prepare(context.Background(), PrepareConfig{Builtin: true, Synthetic: 300, SyntheticSeed: 1, Filters: DefaultFilters(), SeqLen: 64, ShardTokens: 4096}, tk, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nat, syn int64
+	for _, tt := range p.Manifest.Totals {
+		if tt.Source == "synthetic" {
+			syn += tt.Tokens
+		} else {
+			nat += tt.Tokens
+		}
+	}
+	if nat == 0 || syn == 0 {
+		t.Fatalf("totals %+v", p.Manifest.Totals)
+	}
+	recs := p.Manifest.Recipe.Inputs
+	if len(recs) != 2 || recs[1].Generator != SynthGenerator || recs[1].Licence != BuiltinLicence || recs[1].SHA256 == "" {
+		t.Fatalf("recipe inputs %+v", recs)
+	}
+	if p.Manifest.Report.Dropped[ReasonExactDup] == 0 {
+		t.Error("templated synthetic text should repeat and be deduplicated")
+	}
+}

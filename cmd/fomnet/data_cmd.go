@@ -38,6 +38,9 @@ func newDataPrepareCmd(e *env) *cobra.Command {
 		out, configPath, tokPath string
 		vocab, seq, shardTokens  int
 		in                       sharding.Input
+		builtin                  bool
+		synthetic                int
+		synthSeed                uint64
 		asJSON                   bool
 	)
 	cmd := &cobra.Command{
@@ -53,7 +56,9 @@ Inputs given as arguments share the provenance flags (--source, --generator,
 --licence, --stage); a --config file (JSON: {"inputs": [{"path", "source",
 "generator", "licence", "stage", "format", "field"}], "filters": {...},
 "seq_len", "shard_tokens"}) can give each input its own. Without --tokenizer a
-tokenizer of --vocab tokens is trained on the inputs first.`,
+tokenizer of --vocab tokens is trained on the inputs first. --builtin and
+--synthetic N add the project's own texts (CC0-1.0), so a dataset can be
+made without any input file.`,
 		Example: `  fomnet data prepare ../shared/data/bilingual/parallel/*.tsv --licence MPL-2.0 --out ds
   fomnet data prepare --config recipe.json --tokenizer tok/tokenizer.json --out ds --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -74,6 +79,10 @@ tokenizer of --vocab tokens is trained on the inputs first.`,
 				x.Path = a
 				cfg.Inputs = append(cfg.Inputs, x)
 			}
+			cfg.Builtin = cfg.Builtin || builtin
+			if cmd.Flags().Changed("synthetic") {
+				cfg.Synthetic, cfg.SyntheticSeed = synthetic, synthSeed
+			}
 			if cmd.Flags().Changed("seq") || cfg.SeqLen == 0 {
 				cfg.SeqLen = seq
 			}
@@ -92,7 +101,7 @@ tokenizer of --vocab tokens is trained on the inputs first.`,
 				}
 			} else {
 				e.logf("training a %d-token tokenizer on the inputs…", vocab)
-				if tk, err = trainOnInputs(cmd, cfg.Inputs, vocab); err != nil {
+				if tk, err = trainOnInputs(cmd, cfg, vocab); err != nil {
 					return err
 				}
 			}
@@ -136,14 +145,29 @@ tokenizer of --vocab tokens is trained on the inputs first.`,
 	f.StringVar(&in.Licence, "licence", "unknown", "licence of argument inputs (SPDX id)")
 	f.StringVar(&in.Stage, "stage", "pretrain", "stage of argument inputs: "+strings.Join(sharding.Stages, ", "))
 	f.StringVar(&in.Field, "field", "", "JSONL text field of argument inputs (default text)")
+	f.BoolVar(&builtin, "builtin", false, "add the built-in bilingual corpus")
+	f.IntVar(&synthetic, "synthetic", 0, "add N documents from the built-in synthetic generator")
+	f.Uint64Var(&synthSeed, "synthetic-seed", 1, "seed of the synthetic generator")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return cmd
 }
 
-func trainOnInputs(cmd *cobra.Command, inputs []sharding.Input, vocab int) (*tokenizer.Tokenizer, error) {
+func trainOnInputs(cmd *cobra.Command, cfg sharding.PrepareConfig, vocab int) (*tokenizer.Tokenizer, error) {
 	var readErr error
 	texts := func(yield func(string) bool) {
-		for _, in := range inputs {
+		if cfg.Builtin {
+			for _, f := range sharding.Builtin() {
+				if !yield(string(f.Text)) {
+					return
+				}
+			}
+		}
+		for _, d := range sharding.Synthetic(cfg.SyntheticSeed, cfg.Synthetic) {
+			if !yield(d.Text) {
+				return
+			}
+		}
+		for _, in := range cfg.Inputs {
 			stop := false
 			_, err := sharding.ReadDocs([]string{in.Path}, sharding.IngestOptions{Field: in.Field}, func(d sharding.Doc) error {
 				if !yield(d.Text) {
