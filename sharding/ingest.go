@@ -24,11 +24,14 @@ type Format string
 
 // Input formats. Plain text is split into documents at blank lines; TSV holds
 // aligned pairs "english<TAB>korean" (the shared corpus's format), each side
-// a document; JSONL holds one JSON object a line with the text in Field.
+// a document; JSONL holds one JSON object a line with the text in Field;
+// Parquet (the Hugging Face datasets layout) one document a row in the
+// string column Field.
 const (
-	FormatText  Format = "text"
-	FormatTSV   Format = "tsv"
-	FormatJSONL Format = "jsonl"
+	FormatText    Format = "text"
+	FormatTSV     Format = "tsv"
+	FormatJSONL   Format = "jsonl"
+	FormatParquet Format = "parquet"
 )
 
 // FormatOf guesses a file's format from its extension.
@@ -38,6 +41,8 @@ func FormatOf(path string) Format {
 		return FormatTSV
 	case ".jsonl", ".ndjson":
 		return FormatJSONL
+	case ".parquet":
+		return FormatParquet
 	default:
 		return FormatText
 	}
@@ -103,6 +108,13 @@ func ReadDocs(paths []string, o IngestOptions, yield func(Doc) error) (IngestSta
 }
 
 func readFile(path string, f Format, o IngestOptions, st *IngestStats, yield func(Doc) error) error {
+	if f == FormatParquet {
+		return readParquet(path, o, st, func(d Doc) error {
+			st.Docs++
+			st.Bytes += int64(len(d.Text))
+			return yield(d)
+		})
+	}
 	fh, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrInput, err)

@@ -89,7 +89,7 @@ func (c *PrepareConfig) Validate() error {
 			return fmt.Errorf("prepare: input %s: synthetic text needs a generator", in.Path)
 		case !contains(Stages, in.Stage):
 			return fmt.Errorf("prepare: input %s: stage %q (want one of %v)", in.Path, in.Stage, Stages)
-		case in.Format != FormatText && in.Format != FormatTSV && in.Format != FormatJSONL:
+		case in.Format != FormatText && in.Format != FormatTSV && in.Format != FormatJSONL && in.Format != FormatParquet:
 			return fmt.Errorf("prepare: input %s: format %q", in.Path, in.Format)
 		}
 	}
