@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -226,4 +227,31 @@ func sharedText(t *testing.T) string {
 		sb.WriteByte('\n')
 	}
 	return strings.ToValidUTF8(sb.String(), "")
+}
+
+// TestConcurrentEncode: a Tokenizer is shared by goroutines (run with -race).
+func TestConcurrentEncode(t *testing.T) {
+	tk := trainSmall(t, 400)
+	texts := builtinTexts()
+	want := make([][]int32, len(texts))
+	for i, s := range texts {
+		want[i] = tk.Encode(s)
+	}
+	done := make(chan error, 4)
+	for g := 0; g < 4; g++ {
+		go func() {
+			for i, s := range texts {
+				if !slices.Equal(tk.Encode(s), want[i]) {
+					done <- fmt.Errorf("text %d encoded differently", i)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
