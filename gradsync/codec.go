@@ -1,0 +1,176 @@
+package gradsync
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// A Codec turns a pseudo-gradient (or any float32 vector) into bytes for
+// the network and back. Encoding may lose information; ErrorFeedback keeps
+// what was lost so that it is sent in a later round.
+//
+// Every encoding starts with a 4-byte magic that names the codec and its
+// version, then the element count as uint32; Decode checks both and every
+// size, and rejects anything malformed with ErrDecode (its decoders are
+// fuzzed).
+type Codec interface {
+	// Name is the codec's name in configs and reports.
+	Name() string
+	// Encode appends the encoding of x to dst.
+	Encode(dst []byte, x []float32) []byte
+	// Decode fills dst (whose length must match the encoded count) from b.
+	Decode(dst []float32, b []byte) error
+	// EncodedLen is the exact encoded size of an n-element vector.
+	EncodedLen(n int) int
+}
+
+// ErrDecode reports malformed encoded data.
+var ErrDecode = errors.New("gradsync: malformed encoding")
+
+// BytesPerParam is a codec's encoded size per element for n elements.
+func BytesPerParam(c Codec, n int) float64 { return float64(c.EncodedLen(n)) / float64(n) }
+
+// NewCodec builds a codec by name: "fp32", "int8" (blockwise absmax,
+// block elements per scale) or "topk" (top frac of each chunk of chunk
+// elements, 2-bit values).
+func NewCodec(name string, block, chunk int, frac float64) (Codec, error) {
+	switch name {
+	case "fp32":
+		return FP32{}, nil
+	case "int8":
+		if block < 1 || block > 1<<20 {
+			return nil, fmt.Errorf("gradsync: int8 block %d out of range [1, 2^20]", block)
+		}
+		return Int8{Block: block}, nil
+	case "topk":
+		if chunk < 2 || chunk > 1<<16 {
+			return nil, fmt.Errorf("gradsync: topk chunk %d out of range [2, 65536]", chunk)
+		}
+		if !(frac > 0 && frac <= 1) {
+			return nil, fmt.Errorf("gradsync: topk fraction %v must lie in (0, 1]", frac)
+		}
+		return TopK{Chunk: chunk, Frac: frac}, nil
+	}
+	return nil, fmt.Errorf("gradsync: unknown codec %q (want fp32, int8 or topk)", name)
+}
+
+func header(dst []byte, magic string, n int) []byte {
+	dst = append(dst, magic...)
+	return binary.LittleEndian.AppendUint32(dst, uint32(n))
+}
+
+func checkHeader(b []byte, magic string, n int) ([]byte, error) {
+	if len(b) < 8 || string(b[:4]) != magic {
+		return nil, fmt.Errorf("%w: want magic %q", ErrDecode, magic)
+	}
+	if got := int(binary.LittleEndian.Uint32(b[4:])); got != n {
+		return nil, fmt.Errorf("%w: encodes %d elements, destination has %d", ErrDecode, got, n)
+	}
+	return b[8:], nil
+}
+
+// FP32 sends values as they are: the lossless reference, 4 bytes each.
+type FP32 struct{}
+
+const magicFP32 = "GF1\x01"
+
+func (FP32) Name() string         { return "fp32" }
+func (FP32) EncodedLen(n int) int { return 8 + 4*n }
+func (FP32) Encode(dst []byte, x []float32) []byte {
+	dst = header(dst, magicFP32, len(x))
+	for _, v := range x {
+		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(v))
+	}
+	return dst
+}
+
+func (FP32) Decode(dst []float32, b []byte) error {
+	p, err := checkHeader(b, magicFP32, len(dst))
+	if err != nil {
+		return err
+	}
+	if len(p) != 4*len(dst) {
+		return fmt.Errorf("%w: fp32 payload of %d bytes for %d elements", ErrDecode, len(p), len(dst))
+	}
+	for i := range dst {
+		v := math.Float32frombits(binary.LittleEndian.Uint32(p[4*i:]))
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("%w: non-finite value at %d", ErrDecode, i)
+		}
+		dst[i] = v
+	}
+	return nil
+}
+
+// Int8 quantises each block of Block elements to int8 with one float32
+// scale (the block's largest magnitude / 127): error at most scale/2 per
+// element, about 1 + 4/Block bytes an element.
+type Int8 struct{ Block int }
+
+const magicInt8 = "GI8\x01"
+
+func (c Int8) Name() string { return "int8" }
+func (c Int8) EncodedLen(n int) int {
+	return 12 + n + 4*((n+c.Block-1)/c.Block)
+}
+
+func (c Int8) Encode(dst []byte, x []float32) []byte {
+	dst = header(dst, magicInt8, len(x))
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(c.Block))
+	for b0 := 0; b0 < len(x); b0 += c.Block {
+		blk := x[b0:min(b0+c.Block, len(x))]
+		var amax float32
+		for _, v := range blk {
+			amax = max(amax, float32(math.Abs(float64(v))))
+		}
+		scale := amax / 127
+		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(scale))
+		inv := float32(0)
+		if scale > 0 {
+			inv = 1 / scale
+		}
+		for _, v := range blk {
+			q := math.Round(float64(v * inv))
+			q = max(-127, min(127, q))
+			dst = append(dst, byte(int8(q)))
+		}
+	}
+	return dst
+}
+
+func (c Int8) Decode(dst []float32, b []byte) error {
+	p, err := checkHeader(b, magicInt8, len(dst))
+	if err != nil {
+		return err
+	}
+	if len(p) < 4 {
+		return fmt.Errorf("%w: int8 block size missing", ErrDecode)
+	}
+	block := int(binary.LittleEndian.Uint32(p))
+	if block < 1 || block > 1<<20 {
+		return fmt.Errorf("%w: int8 block %d out of range", ErrDecode, block)
+	}
+	p = p[4:]
+	nb := (len(dst) + block - 1) / block
+	if len(p) != len(dst)+4*nb {
+		return fmt.Errorf("%w: int8 payload of %d bytes; %d elements in blocks of %d need %d", ErrDecode, len(p), len(dst), block, len(dst)+4*nb)
+	}
+	for b0, k := 0, 0; b0 < len(dst); b0 += block {
+		scale := math.Float32frombits(binary.LittleEndian.Uint32(p[k:]))
+		if !(scale >= 0) || math.IsInf(float64(scale), 0) {
+			return fmt.Errorf("%w: int8 block at %d has scale %v", ErrDecode, b0, scale)
+		}
+		k += 4
+		for i := b0; i < min(b0+block, len(dst)); i++ {
+			q := int8(p[k])
+			if q == -128 {
+				return fmt.Errorf("%w: int8 value -128 at %d (the encoder never writes it)", ErrDecode, i)
+			}
+			dst[i] = float32(q) * scale
+			k++
+		}
+	}
+	return nil
+}

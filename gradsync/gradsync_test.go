@@ -1,0 +1,371 @@
+package gradsync
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func randVec(r *rand.Rand, n int, scale float64) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(r.NormFloat64() * scale)
+	}
+	return x
+}
+
+func codecs(t testing.TB) []Codec {
+	var out []Codec
+	for _, name := range []string{"fp32", "int8", "topk"} {
+		c, err := NewCodec(name, 64, 256, 1.0/16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func TestCodecRoundTripBounds(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, n := range []int{1, 63, 64, 1000, 4097} {
+		x := randVec(r, n, 1)
+		x[0] = 0
+		for _, c := range codecs(t) {
+			b := c.Encode(nil, x)
+			if len(b) != c.EncodedLen(n) {
+				t.Fatalf("%s n=%d: %d bytes, EncodedLen says %d", c.Name(), n, len(b), c.EncodedLen(n))
+			}
+			got := make([]float32, n)
+			for i := range got {
+				got[i] = float32(math.NaN())
+			}
+			if err := c.Decode(got, b); err != nil {
+				t.Fatalf("%s n=%d: %v", c.Name(), n, err)
+			}
+			switch c := c.(type) {
+			case FP32:
+				for i := range x {
+					if got[i] != x[i] {
+						t.Fatalf("fp32 changed element %d", i)
+					}
+				}
+			case Int8:
+				for b0 := 0; b0 < n; b0 += c.Block {
+					var amax float64
+					for _, v := range x[b0:min(b0+c.Block, n)] {
+						amax = math.Max(amax, math.Abs(float64(v)))
+					}
+					for i := b0; i < min(b0+c.Block, n); i++ {
+						if e := math.Abs(float64(got[i] - x[i])); e > amax/254*1.0001 {
+							t.Fatalf("int8 error %g at %d exceeds absmax/254 = %g", e, i, amax/254)
+						}
+					}
+				}
+			case TopK:
+				for c0 := 0; c0 < n; c0 += c.Chunk {
+					end := min(c0+c.Chunk, n)
+					k := c.k(end - c0)
+					nz := 0
+					var minKept, maxDropped float64 = math.Inf(1), 0
+					for i := c0; i < end; i++ {
+						if got[i] != 0 {
+							nz++
+							if (got[i] > 0) != (x[i] > 0) {
+								t.Fatalf("topk flipped the sign of %d", i)
+							}
+							minKept = math.Min(minKept, math.Abs(float64(x[i])))
+						} else {
+							maxDropped = math.Max(maxDropped, math.Abs(float64(x[i])))
+						}
+					}
+					if nz != k && !(nz == k-1 && x[c0] == 0) {
+						t.Fatalf("topk kept %d of chunk at %d, want %d", nz, c0, k)
+					}
+					if maxDropped > minKept {
+						t.Fatalf("topk dropped %g but kept %g", maxDropped, minKept)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestBytesPerParam(t *testing.T) {
+	const n = 1 << 20
+	for name, want := range map[string][2]float64{"fp32": {4, 4.0001}, "int8": {1.0156, 1.0157}, "topk": {0.056, 0.057}} {
+		c, _ := NewCodec(name, 256, 4096, 1.0/32)
+		if b := BytesPerParam(c, n); b < want[0] || b > want[1] {
+			t.Errorf("%s: %.4f bytes/param, want [%v, %v]", name, b, want[0], want[1])
+		}
+	}
+}
+
+// TestErrorFeedback: over many rounds the decoded sum tracks the true sum;
+// the gap is exactly the final residual (nothing is lost, only delayed).
+func TestErrorFeedback(t *testing.T) {
+	r := rand.New(rand.NewPCG(2, 2))
+	const n, rounds = 5000, 30
+	for _, c := range codecs(t) {
+		ef := NewErrorFeedback(c, n)
+		sumTrue, sumDec := make([]float64, n), make([]float64, n)
+		dec := make([]float32, n)
+		for i := 0; i < rounds; i++ {
+			d := randVec(r, n, 0.01)
+			b := ef.Encode(nil, d)
+			if err := c.Decode(dec, b); err != nil {
+				t.Fatal(err)
+			}
+			for j := range d {
+				sumTrue[j] += float64(d[j])
+				sumDec[j] += float64(dec[j])
+			}
+		}
+		var gap, resid, tot float64
+		for j := range sumTrue {
+			gap += math.Abs(sumTrue[j] - sumDec[j] - float64(ef.Residual[j]))
+			resid += math.Abs(float64(ef.Residual[j]))
+			tot += math.Abs(sumTrue[j])
+		}
+		if gap > 1e-4*tot {
+			t.Errorf("%s: decoded sum misses the true sum by %g beyond the residual", c.Name(), gap)
+		}
+		if c.Name() == "fp32" && resid != 0 {
+			t.Errorf("fp32 left a residual")
+		}
+		if c.Name() != "fp32" && resid > tot {
+			t.Errorf("%s: residual %g grew past the signal %g", c.Name(), resid, tot)
+		}
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	x := randVec(r, 300, 1)
+	for _, c := range codecs(t) {
+		good := c.Encode(nil, x)
+		dst := make([]float32, len(x))
+		for name, b := range map[string][]byte{
+			"empty":     nil,
+			"truncated": good[:len(good)-1],
+			"extended":  append(append([]byte(nil), good...), 0),
+			"magic":     append([]byte("XXXX"), good[4:]...),
+		} {
+			if err := c.Decode(dst, b); err == nil {
+				t.Errorf("%s %s: accepted", c.Name(), name)
+			}
+		}
+		if err := c.Decode(make([]float32, len(x)+1), good); err == nil {
+			t.Errorf("%s: wrong destination length accepted", c.Name())
+		}
+	}
+	bad := Int8{Block: 64}.Encode(nil, x)
+	bad[16] = 0x80 // -128
+	if err := (Int8{Block: 64}).Decode(make([]float32, len(x)), bad); err == nil {
+		t.Error("int8 -128 accepted")
+	}
+}
+
+// FuzzDecode: each decoder rejects or decodes finite values; never panics.
+func FuzzDecode(f *testing.F) {
+	r := rand.New(rand.NewPCG(4, 4))
+	x := randVec(r, 100, 1)
+	for i, c := range codecs(f) {
+		f.Add(uint8(i), c.Encode(nil, x))
+	}
+	f.Fuzz(func(t *testing.T, which uint8, b []byte) {
+		cs := codecs(t)
+		c := cs[int(which)%len(cs)]
+		dst := make([]float32, 100)
+		if err := c.Decode(dst, b); err != nil {
+			return
+		}
+		for i, v := range dst {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				t.Fatalf("%s decoded a non-finite value at %d", c.Name(), i)
+			}
+		}
+	})
+}
+
+func contribs(r *rand.Rand, k, n int) []Contribution {
+	var cs []Contribution
+	for i := 0; i < k; i++ {
+		cs = append(cs, Contribution{ID: fmt.Sprintf("peer-%d", i), Tokens: int64(1000 + 100*i), Delta: randVec(r, n, 0.1)})
+	}
+	return cs
+}
+
+// TestAggregateOrderIndependent: any arrival order gives the same bits.
+func TestAggregateOrderIndependent(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	cs := contribs(r, 7, 513)
+	for _, agg := range []string{"mean-clip", "trimmed-mean", "centered-clip"} {
+		cfg := DefaultConfig()
+		cfg.Aggregation = agg
+		ref := make([]float32, 513)
+		if _, ok := Aggregate(cfg, ref, cs); !ok {
+			t.Fatal("no quorum")
+		}
+		for trial := 0; trial < 5; trial++ {
+			p := append([]Contribution(nil), cs...)
+			r.Shuffle(len(p), func(i, j int) { p[i], p[j] = p[j], p[i] })
+			got := make([]float32, 513)
+			Aggregate(cfg, got, p)
+			for i := range got {
+				if math.Float32bits(got[i]) != math.Float32bits(ref[i]) {
+					t.Fatalf("%s: order changes element %d", agg, i)
+				}
+			}
+		}
+	}
+}
+
+// TestMeanClipMatchesReference: without clipping, mean-clip is the
+// token-weighted mean (float64 reference).
+func TestMeanClipMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(6, 6))
+	cs := contribs(r, 4, 200)
+	cfg := DefaultConfig()
+	cfg.ClipMultiple = 100
+	got := make([]float32, 200)
+	rep, _ := Aggregate(cfg, got, cs)
+	if rep.Clipped != 0 || len(rep.Included) != 4 {
+		t.Fatalf("report %+v", rep)
+	}
+	var w float64
+	for _, c := range cs {
+		w += float64(c.Tokens)
+	}
+	for i := range got {
+		var want float64
+		for _, c := range cs {
+			want += float64(c.Tokens) / w * float64(c.Delta[i])
+		}
+		if math.Abs(want-float64(got[i])) > 1e-6 {
+			t.Fatalf("element %d: %v, want %v", i, got[i], want)
+		}
+	}
+}
+
+func TestAggregateRejects(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	cs := contribs(r, 5, 100)
+	nan := randVec(r, 100, 0.1)
+	nan[3] = float32(math.NaN())
+	huge := randVec(r, 100, 100)
+	cs = append(cs,
+		Contribution{ID: "short", Tokens: 10, Delta: make([]float32, 99)},
+		Contribution{ID: "nan", Tokens: 10, Delta: nan},
+		Contribution{ID: "huge", Tokens: 10, Delta: huge},
+		Contribution{ID: "zero-tokens", Tokens: 0, Delta: randVec(r, 100, 0.1)},
+		cs[0])
+	rep, ok := Aggregate(DefaultConfig(), make([]float32, 100), cs)
+	if !ok {
+		t.Fatal("no quorum")
+	}
+	want := map[string]string{"short": RejectLength, "nan": RejectNonFinite, "huge": RejectNorm, "zero-tokens": RejectTokens, "peer-0": RejectDup}
+	for id, reason := range want {
+		if rep.Rejected[id] != reason {
+			t.Errorf("%s: rejected as %q, want %q", id, rep.Rejected[id], reason)
+		}
+	}
+	if len(rep.Included) != 5 {
+		t.Errorf("included %v", rep.Included)
+	}
+	cfg := DefaultConfig()
+	cfg.Quorum = 3
+	if _, ok := Aggregate(cfg, make([]float32, 100), cs[:2]); ok {
+		t.Error("two contributions met a quorum of three")
+	}
+}
+
+// TestRobustAggregation: one attacker sends a scaled Δ (just under the
+// rejection threshold); robust rules stay close to the honest mean.
+func TestRobustAggregation(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 8))
+	base := randVec(r, 300, 0.1)
+	var cs []Contribution
+	for i := 0; i < 6; i++ {
+		d := make([]float32, 300)
+		for j := range d {
+			d[j] = base[j] + float32(r.NormFloat64()*0.01)
+		}
+		cs = append(cs, Contribution{ID: fmt.Sprintf("h%d", i), Tokens: 100, Delta: d})
+	}
+	evil := make([]float32, 300)
+	for j := range evil {
+		evil[j] = -8 * base[j]
+	}
+	cs = append(cs, Contribution{ID: "evil", Tokens: 100, Delta: evil})
+	for _, agg := range []string{"mean-clip", "trimmed-mean", "centered-clip"} {
+		cfg := DefaultConfig()
+		cfg.Aggregation = agg
+		got := make([]float32, 300)
+		Aggregate(cfg, got, cs)
+		var dist, norm float64
+		for j := range got {
+			dist += math.Pow(float64(got[j]-base[j]), 2)
+			norm += math.Pow(float64(base[j]), 2)
+		}
+		if rel := math.Sqrt(dist / norm); rel > 0.45 {
+			t.Errorf("%s: %.2f relative distance from the honest mean", agg, rel)
+		}
+	}
+}
+
+func TestOuterStep(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	const n = 100
+	p := randVec(r, n, 1)
+	ref := make([]float64, n)
+	for i := range p {
+		ref[i] = float64(p[i])
+	}
+	buf := make([]float64, n)
+	o := NewOuterOptimizer(DefaultConfig(), n)
+	for s := 0; s < 5; s++ {
+		d := randVec(r, n, 0.1)
+		o.Step(p, d)
+		for i := range ref {
+			buf[i] = 0.9*buf[i] + float64(d[i])
+			ref[i] -= 0.7 * (float64(d[i]) + 0.9*buf[i])
+		}
+	}
+	for i := range p {
+		if math.Abs(float64(p[i])-ref[i]) > 1e-5 {
+			t.Fatalf("element %d: %v, want %v", i, p[i], ref[i])
+		}
+	}
+}
+
+func TestConfigAndPartitions(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c := DefaultConfig()
+	c.H, c.Codec, c.Momentum = 0, "zip", 1
+	if err := c.Validate(); err == nil {
+		t.Fatal("bad config accepted")
+	}
+	ps := Partitions(10, 3)
+	if len(ps) != 3 || ps[0].Size != 4 || ps[2].Offset+ps[2].Size != 10 {
+		t.Fatalf("partitions %+v", ps)
+	}
+}
+
+func BenchmarkEncode10M(b *testing.B) {
+	r := rand.New(rand.NewPCG(10, 10))
+	x := randVec(r, 10_000_000, 0.01)
+	for _, name := range []string{"fp32", "int8", "topk"} {
+		c, _ := NewCodec(name, 256, 4096, 1.0/32)
+		buf := make([]byte, 0, c.EncodedLen(len(x)))
+		b.Run(name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				buf = c.Encode(buf[:0], x)
+			}
+			b.ReportMetric(BytesPerParam(c, len(x)), "bytes/param")
+		})
+	}
+}
