@@ -137,10 +137,10 @@ func meanClip(dst []float32, cs []Contribution, norms map[string]float64, clip f
 	return clipped
 }
 
-// trimmedMean: per coordinate, drop the lowest and highest trim share of
-// values and average the rest (unweighted).
+// trimmedMean: per coordinate, drop the lowest and highest ⌈trim·n⌉ values
+// (keeping at least one) and average the rest (unweighted).
 func trimmedMean(dst []float32, cs []Contribution, trim float64) {
-	k := int(trim * float64(len(cs)))
+	k := int(math.Ceil(trim*float64(len(cs)) - 1e-9)) // 4 peers at 0.2: trim one each side
 	if 2*k >= len(cs) {
 		k = (len(cs) - 1) / 2
 	}

@@ -1,0 +1,293 @@
+package simulate
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/kernels"
+	"github.com/fomnet/fomnet/model"
+)
+
+// Method is one training method to compare.
+type Method struct {
+	Name        string `json:"method"` // "ddp" or "diloco"
+	H           int    `json:"H"`      // inner steps per round (diloco)
+	Codec       string `json:"codec"`  // fp32, int8, topk (diloco)
+	Aggregation string `json:"aggregation,omitempty"`
+	// Adversary makes worker 0 send a bad Δ: "scaled" (−8·Δ) or "random".
+	Adversary string `json:"adversary,omitempty"`
+}
+
+func (m Method) String() string {
+	if m.Name == "ddp" {
+		return "ddp"
+	}
+	s := fmt.Sprintf("diloco H=%d %s", m.H, m.Codec)
+	if m.Aggregation != "" {
+		s += " " + m.Aggregation
+	}
+	if m.Adversary != "" {
+		s += " adversary=" + m.Adversary
+	}
+	return s
+}
+
+// Options set the comparison.
+type Options struct {
+	Preset   string
+	Workers  int     // K
+	Batch    int     // sequences per worker per step
+	Seq      int     // tokens per sequence
+	Steps    int     // inner steps per worker (DDP steps)
+	LR       float64 // inner (and DDP) peak learning rate
+	Warmup   int
+	Seed     uint64
+	Sync     gradsync.Config // outer settings; H, Codec, Aggregation come from each Method
+	Methods  []Method
+	EvalRows int // validation sequences
+}
+
+// DefaultOptions compares DDP with DiLoCo at H 10, 50, 100 and 250 for each
+// codec on the demo preset, with 4 workers.
+func DefaultOptions() Options {
+	o := Options{Preset: "demo", Workers: 4, Batch: 4, Seq: 128, Steps: 500, LR: 2e-3, Warmup: 20, Seed: 1,
+		Sync: gradsync.DefaultConfig(), EvalRows: 64}
+	o.Methods = []Method{{Name: "ddp"}}
+	for _, h := range []int{10, 50, 100, 250} {
+		for _, c := range []string{"fp32", "int8", "topk"} {
+			o.Methods = append(o.Methods, Method{Name: "diloco", H: h, Codec: c})
+		}
+	}
+	o.Methods = append(o.Methods,
+		Method{Name: "diloco", H: 50, Codec: "int8", Aggregation: "mean", Adversary: "scaled"},
+		Method{Name: "diloco", H: 50, Codec: "int8", Aggregation: "trimmed-mean", Adversary: "scaled"})
+	return o
+}
+
+// QuickOptions is a small comparison that finishes in about two minutes on
+// two cores: the tiny preset, fewer steps and methods.
+func QuickOptions() Options {
+	o := DefaultOptions()
+	o.Preset, o.Steps, o.Batch, o.Seq, o.EvalRows = "tiny", 300, 4, 64, 64
+	o.Methods = []Method{{Name: "ddp"}}
+	for _, h := range []int{10, 50} {
+		for _, c := range []string{"fp32", "int8", "topk"} {
+			o.Methods = append(o.Methods, Method{Name: "diloco", H: h, Codec: c})
+		}
+	}
+	o.Methods = append(o.Methods, Method{Name: "diloco", H: 50, Codec: "topk", Aggregation: "mean", Adversary: "scaled"},
+		Method{Name: "diloco", H: 50, Codec: "topk", Aggregation: "trimmed-mean", Adversary: "scaled"})
+	return o
+}
+
+// Row is one method's result.
+type Row struct {
+	Method
+	Workers        int     `json:"workers"`
+	ValLoss        float64 `json:"val_loss"`
+	BytesPerWorker float64 `json:"bytes_per_worker"`
+	ReductionVsDDP float64 `json:"reduction_vs_ddp"`
+	Tokens         int64   `json:"tokens"`
+	Seconds        float64 `json:"seconds"`
+}
+
+// Run trains every method from the same initial parameters on the same
+// token budget and reports validation loss and bytes. progress, if set,
+// receives a line per finished method.
+func Run(ctx context.Context, be kernels.Backend, train, val *model.Corpus, o Options, progress func(Row)) ([]Row, error) {
+	c, err := model.Preset(o.Preset)
+	if err != nil {
+		return nil, err
+	}
+	if o.Workers < 1 || o.Batch < 1 || o.Steps < 1 || o.Seq < 1 || o.Seq > c.MaxSeq {
+		return nil, fmt.Errorf("simulate: workers %d, batch %d, steps %d and seq %d (max %d) must be positive", o.Workers, o.Batch, o.Steps, o.Seq, c.MaxSeq)
+	}
+	var rows []Row
+	var ddpBytes float64
+	for _, m := range o.Methods {
+		start := time.Now()
+		var r Row
+		var err error
+		if m.Name == "ddp" {
+			r, err = runDDP(ctx, be, c, train, val, o)
+			ddpBytes = r.BytesPerWorker
+		} else {
+			r, err = runDiLoCo(ctx, be, c, train, val, o, m)
+		}
+		if err != nil {
+			return rows, fmt.Errorf("%s: %w", m, err)
+		}
+		r.Method, r.Workers, r.Seconds = m, o.Workers, time.Since(start).Seconds()
+		if ddpBytes > 0 && r.BytesPerWorker > 0 {
+			r.ReductionVsDDP = ddpBytes / r.BytesPerWorker
+		}
+		rows = append(rows, r)
+		if progress != nil {
+			progress(r)
+		}
+	}
+	return rows, nil
+}
+
+func schedule(o Options) kernels.Schedule {
+	return kernels.Schedule{Kind: kernels.ScheduleCosine, MaxLR: o.LR, MinLR: o.LR / 10, Warmup: o.Warmup, Total: o.Steps}
+}
+
+func runDDP(ctx context.Context, be kernels.Backend, c model.Config, train, val *model.Corpus, o Options) (Row, error) {
+	m, err := model.New(be, c)
+	if err != nil {
+		return Row{}, err
+	}
+	m.Init(o.Seed)
+	b := o.Workers * o.Batch // averaging K workers' gradients = one batch K times larger
+	tokens, targets := make([]int32, b*o.Seq), make([]int32, b*o.Seq)
+	sched := schedule(o)
+	for s := 0; s < o.Steps; s++ {
+		if err := ctx.Err(); err != nil {
+			return Row{}, err
+		}
+		// The same sequences the K DiLoCo workers see at this step.
+		for k := 0; k < o.Workers; k++ {
+			if err := train.Batch(o.Seed+uint64(k)*7919, s, o.Batch, o.Seq, tokens[k*o.Batch*o.Seq:], targets[k*o.Batch*o.Seq:]); err != nil {
+				return Row{}, err
+			}
+		}
+		m.ZeroGrad()
+		if _, err := m.Forward(tokens, targets, b, o.Seq, true); err != nil {
+			return Row{}, err
+		}
+		if err := m.Backward(); err != nil {
+			return Row{}, err
+		}
+		if _, err := m.Step(sched.LR(s), model.DefaultOptim()); err != nil {
+			return Row{}, err
+		}
+	}
+	vl, err := model.Evaluate(m, val, o.Batch, o.Seq, (o.EvalRows+o.Batch-1)/o.Batch)
+	if err != nil {
+		return Row{}, err
+	}
+	n := float64(m.Layout.Size)
+	k := float64(o.Workers)
+	return Row{ValLoss: float64(vl), BytesPerWorker: float64(o.Steps) * 2 * (k - 1) / k * 4 * n,
+		Tokens: int64(o.Steps) * int64(b*o.Seq)}, nil
+}
+
+func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, val *model.Corpus, o Options, meth Method) (Row, error) {
+	cfg := o.Sync
+	cfg.H, cfg.Codec = meth.H, meth.Codec
+	if meth.Aggregation != "" {
+		cfg.Aggregation = meth.Aggregation
+		if meth.Aggregation == "mean" { // plain token-weighted mean: no clipping, no rejection
+			cfg.Aggregation, cfg.ClipMultiple, cfg.RejectMultiple = "mean-clip", 1e30, 1e30
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Row{}, err
+	}
+	codec, _ := cfg.NewCodec()
+	workers := make([]*model.Model, o.Workers)
+	for k := range workers {
+		m, err := model.New(be, c)
+		if err != nil {
+			return Row{}, err
+		}
+		m.Init(o.Seed) // same start everywhere
+		workers[k] = m
+	}
+	n := workers[0].Layout.Size
+	global := make([]float32, n)
+	be.Download(global, workers[0].Params)
+	outer := gradsync.NewOuterOptimizer(cfg, n)
+	efs := make([]*gradsync.ErrorFeedback, o.Workers)
+	for k := range efs {
+		efs[k] = gradsync.NewErrorFeedback(codec, n)
+	}
+	parts := gradsync.Partitions(n, cfg.Partitions)
+	local, delta, agg := make([]float32, n), make([]float32, n), make([]float32, n)
+	decoded := make([][]float32, o.Workers)
+	for k := range decoded {
+		decoded[k] = make([]float32, n)
+	}
+	tokens, targets := make([]int32, o.Batch*o.Seq), make([]int32, o.Batch*o.Seq)
+	sched := schedule(o)
+	rng := rand.New(rand.NewPCG(o.Seed, 99))
+	var sent float64
+	kf := float64(o.Workers)
+	for s := 0; s < o.Steps; s++ {
+		for k, m := range workers {
+			if err := ctx.Err(); err != nil {
+				return Row{}, err
+			}
+			if err := train.Batch(o.Seed+uint64(k)*7919, s, o.Batch, o.Seq, tokens, targets); err != nil {
+				return Row{}, err
+			}
+			m.ZeroGrad()
+			if _, err := m.Forward(tokens, targets, o.Batch, o.Seq, true); err != nil {
+				return Row{}, err
+			}
+			if err := m.Backward(); err != nil {
+				return Row{}, err
+			}
+			if _, err := m.Step(sched.LR(s), model.DefaultOptim()); err != nil {
+				return Row{}, err
+			}
+		}
+		if (s+1)%cfg.H != 0 && s+1 != o.Steps {
+			continue
+		}
+		// Outer step: each worker encodes Δ with error feedback; each
+		// partition is aggregated from the decoded contributions, encoded
+		// again as its reducer would publish it, and decoded by everyone.
+		var contribBytes, aggBytes int
+		for k, m := range workers {
+			be.Download(local, m.Params)
+			gradsync.PseudoGradient(delta, global, local)
+			if k == 0 {
+				switch meth.Adversary {
+				case "scaled":
+					for i := range delta {
+						delta[i] *= -8
+					}
+				case "random":
+					for i := range delta {
+						delta[i] = float32(rng.NormFloat64() * 0.05)
+					}
+				}
+			}
+			msg := efs[k].Encode(nil, delta)
+			contribBytes = len(msg)
+			if err := codec.Decode(decoded[k], msg); err != nil {
+				return Row{}, err
+			}
+		}
+		for _, p := range parts {
+			cs := make([]gradsync.Contribution, o.Workers)
+			for k := range cs {
+				cs[k] = gradsync.Contribution{ID: fmt.Sprintf("worker-%d", k), Tokens: int64(o.Batch * o.Seq), Delta: decoded[k][p.Offset : p.Offset+p.Size]}
+			}
+			part := agg[p.Offset : p.Offset+p.Size]
+			if _, ok := gradsync.Aggregate(cfg, part, cs); !ok {
+				return Row{}, fmt.Errorf("round at step %d: no quorum", s+1)
+			}
+			msg := codec.Encode(nil, part)
+			aggBytes += len(msg)
+			if err := codec.Decode(part, msg); err != nil {
+				return Row{}, err
+			}
+		}
+		sent += (kf - 1) / kf * float64(contribBytes+aggBytes)
+		outer.Step(global, agg)
+		for _, m := range workers {
+			be.Upload(m.Params, global)
+		}
+	}
+	vl, err := model.Evaluate(workers[0], val, o.Batch, o.Seq, (o.EvalRows+o.Batch-1)/o.Batch)
+	if err != nil {
+		return Row{}, err
+	}
+	return Row{ValLoss: float64(vl), BytesPerWorker: sent, Tokens: int64(o.Steps) * int64(o.Workers*o.Batch*o.Seq)}, nil
+}
