@@ -253,3 +253,29 @@ func TestDataPrepareAndInspect(t *testing.T) {
 		t.Fatalf("corrupt shard: exit %d %q", code, errOut)
 	}
 }
+
+func TestBenchSyncJSON(t *testing.T) {
+	out, errOut, code := fomnet(t, "bench", "sync", "--quick", "--steps", "4", "--synthetic", "50", "--json",
+		"--methods", "ddp,diloco:2:int8,diloco:2:topk:trimmed-mean:scaled")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 3 {
+		t.Fatalf("%d rows", len(rows))
+	}
+	for _, k := range []string{"method", "H", "codec", "workers", "val_loss", "bytes_per_worker", "reduction_vs_ddp"} {
+		if _, ok := rows[1][k]; !ok {
+			t.Errorf("row lacks %q: %v", k, rows[1])
+		}
+	}
+	if rows[2]["reduction_vs_ddp"].(float64) <= rows[1]["reduction_vs_ddp"].(float64) {
+		t.Errorf("topk should send less than int8: %v", rows)
+	}
+	if _, _, code := fomnet(t, "bench", "sync", "--methods", "diloco:0:int8"); code != exitUsage {
+		t.Errorf("bad method: exit %d", code)
+	}
+}
