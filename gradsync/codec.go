@@ -32,16 +32,19 @@ var ErrDecode = errors.New("gradsync: malformed encoding")
 // BytesPerParam is a codec's encoded size per element for n elements.
 func BytesPerParam(c Codec, n int) float64 { return float64(c.EncodedLen(n)) / float64(n) }
 
-// NewCodec builds a codec by name: "fp32", "int8" (blockwise absmax,
-// block elements per scale) or "topk" (top frac of each chunk of chunk
-// elements, 2-bit values).
+// NewCodec builds a codec by name: "fp32", "int8" or "int4" (blockwise
+// absmax, block elements per scale) or "topk" (top frac of each chunk of
+// chunk elements, 2-bit values).
 func NewCodec(name string, block, chunk int, frac float64) (Codec, error) {
 	switch name {
 	case "fp32":
 		return FP32{}, nil
-	case "int8":
+	case "int8", "int4":
 		if block < 1 || block > 1<<20 {
-			return nil, fmt.Errorf("gradsync: int8 block %d out of range [1, 2^20]", block)
+			return nil, fmt.Errorf("gradsync: %s block %d out of range [1, 2^20]", name, block)
+		}
+		if name == "int4" {
+			return Int4{Block: block}, nil
 		}
 		return Int8{Block: block}, nil
 	case "topk":
@@ -53,7 +56,7 @@ func NewCodec(name string, block, chunk int, frac float64) (Codec, error) {
 		}
 		return TopK{Chunk: chunk, Frac: frac}, nil
 	}
-	return nil, fmt.Errorf("gradsync: unknown codec %q (want fp32, int8 or topk)", name)
+	return nil, fmt.Errorf("gradsync: unknown codec %q (want fp32, int8, int4 or topk)", name)
 }
 
 func header(dst []byte, magic string, n int) []byte {
@@ -159,7 +162,7 @@ func (c Int8) Decode(dst []float32, b []byte) error {
 	}
 	for b0, k := 0, 0; b0 < len(dst); b0 += block {
 		scale := math.Float32frombits(binary.LittleEndian.Uint32(p[k:]))
-		if !(scale >= 0) || math.IsInf(float64(scale), 0) {
+		if !(scale >= 0) || math.IsInf(float64(scale*127), 0) {
 			return fmt.Errorf("%w: int8 block at %d has scale %v", ErrDecode, b0, scale)
 		}
 		k += 4
@@ -171,6 +174,88 @@ func (c Int8) Decode(dst []float32, b []byte) error {
 			dst[i] = float32(q) * scale
 			k++
 		}
+	}
+	return nil
+}
+
+// Int4 is Int8 with 4-bit values: each block of Block elements shares one
+// float32 scale (largest magnitude / 7) and each value is a signed nibble in
+// [−7, 7]; error at most scale/2, about 0.5 + 4/Block bytes an element.
+type Int4 struct{ Block int }
+
+const magicInt4 = "GI4\x01"
+
+func (c Int4) Name() string { return "int4" }
+func (c Int4) EncodedLen(n int) int {
+	return 12 + (n+1)/2 + 4*((n+c.Block-1)/c.Block)
+}
+
+func (c Int4) Encode(dst []byte, x []float32) []byte {
+	dst = header(dst, magicInt4, len(x))
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(c.Block))
+	for b0 := 0; b0 < len(x); b0 += c.Block {
+		var amax float32
+		for _, v := range x[b0:min(b0+c.Block, len(x))] {
+			amax = max(amax, float32(math.Abs(float64(v))))
+		}
+		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(amax/7))
+	}
+	var cur byte
+	for i, v := range x {
+		scale := math.Float32frombits(binary.LittleEndian.Uint32(dst[12+4*(i/c.Block):]))
+		var q float64
+		if scale > 0 {
+			q = math.Round(float64(v * (1 / scale)))
+		}
+		nib := byte(int8(max(-7, min(7, q)))) & 0x0f
+		if i%2 == 0 {
+			cur = nib
+		} else {
+			dst = append(dst, cur|nib<<4)
+		}
+	}
+	if len(x)%2 == 1 {
+		dst = append(dst, cur)
+	}
+	return dst
+}
+
+func (c Int4) Decode(dst []float32, b []byte) error {
+	p, err := checkHeader(b, magicInt4, len(dst))
+	if err != nil {
+		return err
+	}
+	if len(p) < 4 {
+		return fmt.Errorf("%w: int4 block size missing", ErrDecode)
+	}
+	block := int(binary.LittleEndian.Uint32(p))
+	if block < 1 || block > 1<<20 {
+		return fmt.Errorf("%w: int4 block %d out of range", ErrDecode, block)
+	}
+	p = p[4:]
+	nb := (len(dst) + block - 1) / block
+	if len(p) != 4*nb+(len(dst)+1)/2 {
+		return fmt.Errorf("%w: int4 payload of %d bytes; %d elements in blocks of %d need %d", ErrDecode, len(p), len(dst), block, 4*nb+(len(dst)+1)/2)
+	}
+	scales := p[:4*nb]
+	vals := p[4*nb:]
+	for i := range dst {
+		scale := math.Float32frombits(binary.LittleEndian.Uint32(scales[4*(i/block):]))
+		if !(scale >= 0) || math.IsInf(float64(scale*7), 0) {
+			return fmt.Errorf("%w: int4 block of element %d has scale %v", ErrDecode, i, scale)
+		}
+		nib := vals[i/2]
+		if i%2 == 1 {
+			nib >>= 4
+		}
+		q := int8(nib<<4) >> 4 // sign-extend the nibble
+		if q == -8 {
+			return fmt.Errorf("%w: int4 value -8 at %d (the encoder never writes it)", ErrDecode, i)
+		}
+		dst[i] = float32(q) * scale
+	}
+	if len(dst)%2 == 1 && vals[len(vals)-1]>>4 != 0 {
+		return fmt.Errorf("%w: int4 padding nibble is not zero", ErrDecode)
 	}
 	return nil
 }

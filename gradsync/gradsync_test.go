@@ -17,7 +17,7 @@ func randVec(r *rand.Rand, n int, scale float64) []float32 {
 
 func codecs(t testing.TB) []Codec {
 	var out []Codec
-	for _, name := range []string{"fp32", "int8", "topk"} {
+	for _, name := range []string{"fp32", "int8", "int4", "topk"} {
 		c, err := NewCodec(name, 64, 256, 1.0/16)
 		if err != nil {
 			t.Fatal(err)
@@ -63,6 +63,18 @@ func TestCodecRoundTripBounds(t *testing.T) {
 						}
 					}
 				}
+			case Int4:
+				for b0 := 0; b0 < n; b0 += c.Block {
+					var amax float64
+					for _, v := range x[b0:min(b0+c.Block, n)] {
+						amax = math.Max(amax, math.Abs(float64(v)))
+					}
+					for i := b0; i < min(b0+c.Block, n); i++ {
+						if e := math.Abs(float64(got[i] - x[i])); e > amax/14*1.0001 {
+							t.Fatalf("int4 error %g at %d exceeds absmax/14 = %g", e, i, amax/14)
+						}
+					}
+				}
 			case TopK:
 				for c0 := 0; c0 < n; c0 += c.Chunk {
 					end := min(c0+c.Chunk, n)
@@ -94,7 +106,7 @@ func TestCodecRoundTripBounds(t *testing.T) {
 
 func TestBytesPerParam(t *testing.T) {
 	const n = 1 << 20
-	for name, want := range map[string][2]float64{"fp32": {4, 4.0001}, "int8": {1.0156, 1.0157}, "topk": {0.056, 0.057}} {
+	for name, want := range map[string][2]float64{"fp32": {4, 4.0001}, "int8": {1.0156, 1.0157}, "int4": {0.5156, 0.5157}, "topk": {0.056, 0.057}} {
 		c, _ := NewCodec(name, 256, 4096, 1.0/32)
 		if b := BytesPerParam(c, n); b < want[0] || b > want[1] {
 			t.Errorf("%s: %.4f bytes/param, want [%v, %v]", name, b, want[0], want[1])
@@ -358,7 +370,7 @@ func TestConfigAndPartitions(t *testing.T) {
 func BenchmarkEncode10M(b *testing.B) {
 	r := rand.New(rand.NewPCG(10, 10))
 	x := randVec(r, 10_000_000, 0.01)
-	for _, name := range []string{"fp32", "int8", "topk"} {
+	for _, name := range []string{"fp32", "int8", "int4", "topk"} {
 		c, _ := NewCodec(name, 256, 4096, 1.0/32)
 		buf := make([]byte, 0, c.EncodedLen(len(x)))
 		b.Run(name, func(b *testing.B) {
