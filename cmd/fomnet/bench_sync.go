@@ -140,7 +140,7 @@ minutes on two cores; the default trains the demo preset and takes longer.`,
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
 	cmd.Flags().IntVar(&synth, "synthetic", 3000, "synthetic documents added to the built-in corpus")
 	cmd.Flags().Float64Var(&outerLR, "outer-lr", 0.7, "outer learning rate")
-	cmd.Flags().Float64Var(&mom, "momentum", 0.9, "outer Nesterov momentum")
+	cmd.Flags().Float64Var(&mom, "momentum", 0.5, "outer Nesterov momentum")
 	cmd.Flags().Float64Var(&frac, "topk-frac", 1.0/32, "share of each chunk the topk codec keeps")
 	cmd.Flags().StringVar(&methods, "methods", "", `methods to run instead of the mode's, e.g. "ddp,diloco:50:topk,diloco:50:int8:trimmed-mean:scaled"`)
 	return cmd
