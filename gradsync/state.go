@@ -1,0 +1,92 @@
+package gradsync
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// State encodings, for checkpoints and a node's saved state. Format
+// (little-endian): 4-byte magic, float32 lr, float32 momentum (outer state
+// only), uint32 n, n float32 values. Decoders check every size and reject
+// non-finite values.
+
+const (
+	magicOuter    = "GOS\x01"
+	magicResidual = "GER\x01"
+)
+
+func appendFloats(dst []byte, x []float32) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(x)))
+	for _, v := range x {
+		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(v))
+	}
+	return dst
+}
+
+func readFloats(b []byte, what string) ([]float32, error) {
+	if len(b) < 4 {
+		return nil, fmt.Errorf("%w: %s: length missing", ErrDecode, what)
+	}
+	n := int(binary.LittleEndian.Uint32(b))
+	if len(b)-4 != 4*n {
+		return nil, fmt.Errorf("%w: %s: %d bytes for %d values", ErrDecode, what, len(b)-4, n)
+	}
+	out := make([]float32, n)
+	for i := range out {
+		v := math.Float32frombits(binary.LittleEndian.Uint32(b[4+4*i:]))
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("%w: %s: non-finite value at %d", ErrDecode, what, i)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// MarshalBinary encodes the outer optimizer's settings and momentum.
+func (o *OuterOptimizer) MarshalBinary() ([]byte, error) {
+	b := append([]byte(nil), magicOuter...)
+	b = binary.LittleEndian.AppendUint32(b, math.Float32bits(o.LR))
+	b = binary.LittleEndian.AppendUint32(b, math.Float32bits(o.Momentum))
+	return appendFloats(b, o.Buf), nil
+}
+
+// UnmarshalBinary restores what MarshalBinary wrote.
+func (o *OuterOptimizer) UnmarshalBinary(b []byte) error {
+	if len(b) < 12 || string(b[:4]) != magicOuter {
+		return fmt.Errorf("%w: outer optimizer state: want magic %q", ErrDecode, magicOuter)
+	}
+	lr := math.Float32frombits(binary.LittleEndian.Uint32(b[4:]))
+	mu := math.Float32frombits(binary.LittleEndian.Uint32(b[8:]))
+	if !(lr > 0) || math.IsInf(float64(lr), 0) || !(mu >= 0 && mu < 1) {
+		return fmt.Errorf("%w: outer optimizer state: lr %v, momentum %v out of range", ErrDecode, lr, mu)
+	}
+	buf, err := readFloats(b[12:], "outer optimizer momentum")
+	if err != nil {
+		return err
+	}
+	o.LR, o.Momentum, o.Buf = lr, mu, buf
+	return nil
+}
+
+// MarshalBinary encodes the error-feedback residual (the codec is part of
+// the run's configuration, not of this state).
+func (e *ErrorFeedback) MarshalBinary() ([]byte, error) {
+	return appendFloats(append([]byte(nil), magicResidual...), e.Residual), nil
+}
+
+// UnmarshalBinary restores a residual of the same length.
+func (e *ErrorFeedback) UnmarshalBinary(b []byte) error {
+	if len(b) < 4 || string(b[:4]) != magicResidual {
+		return fmt.Errorf("%w: error-feedback state: want magic %q", ErrDecode, magicResidual)
+	}
+	r, err := readFloats(b[4:], "error-feedback residual")
+	if err != nil {
+		return err
+	}
+	if len(r) != len(e.Residual) {
+		return fmt.Errorf("%w: error-feedback residual of %d values for a %d-value vector", ErrDecode, len(r), len(e.Residual))
+	}
+	copy(e.Residual, r)
+	return nil
+}
