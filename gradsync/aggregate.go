@@ -128,7 +128,7 @@ func meanClip(dst []float32, cs []Contribution, norms map[string]float64, clip f
 			clipped++
 		}
 		for i, v := range c.Delta {
-			acc[i] += s * float64(v)
+			acc[i] += float64(s * float64(v))
 		}
 	}
 	for i, v := range acc {
@@ -182,7 +182,7 @@ func centeredClip(dst []float32, cs []Contribution, norms map[string]float64, cl
 			var ss float64
 			for i, x := range c.Delta {
 				d := float64(x) - v[i]
-				ss += d * d
+				ss += float64(d * d)
 			}
 			dist[j] = math.Sqrt(ss)
 		}
@@ -199,7 +199,7 @@ func centeredClip(dst []float32, cs []Contribution, norms map[string]float64, cl
 				}
 			}
 			for i, x := range c.Delta {
-				step[i] += s * (float64(x) - v[i])
+				step[i] += float64(s * (float64(x) - v[i]))
 			}
 		}
 		for i := range v {

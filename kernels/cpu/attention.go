@@ -113,7 +113,7 @@ func (t *attnTask) probs(S []float32, bi, h, i0, qm, ks, nk int, store bool) {
 			clear(row[hi:])
 			continue
 		}
-		mx := be.maxOf(x) * scale // rounding is monotonic: max(x)·scale = max(x·scale)
+		mx := float32(be.maxOf(x) * scale) // rounding is monotonic: max(x)·scale = max(x·scale)
 		be.expShift(wide, scale, mx)
 		clear(row[hi:])
 		sum := be.sum64(x)

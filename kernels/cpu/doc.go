@@ -12,6 +12,11 @@
 // An AVX-512 path is not written yet: the machines this project builds and
 // tests on have no AVX-512 unit, and untested assembly is not shipped.
 //
+// Builds: with GOAMD64=v3 the Go compiler fuses a*b+c into one FMA, which
+// would change results between builds. Every Go definition therefore rounds
+// its products explicitly (float32(a*b) + c), and .ci/run checks that v1 and
+// v3 builds train byte-identical checkpoints.
+//
 // Threads: a Backend owns a fixed pool of worker goroutines started by New and
 // stopped by Close. Work is split into items whose results never depend on
 // which worker computed them; every reduction runs over a fixed partition in

@@ -81,11 +81,11 @@ func (t *rowTask) run(w, lo, hi int) {
 			r := t.aux[i]
 			var dot float64
 			for j, v := range x {
-				dot += float64(dy[j]) * float64(t.w[j]) * float64(v)
+				dot += float64(float64(dy[j]) * float64(t.w[j]) * float64(v))
 			}
 			k := float32(dot * float64(r) * float64(r) * float64(r) / float64(t.c))
 			for j, v := range x {
-				dx[j] += r*dy[j]*t.w[j] - v*k
+				dx[j] += float32(float32(r*dy[j])*t.w[j]) - float32(v*k)
 			}
 		}
 	case rowRoPEFwd, rowRoPEBwd:
@@ -101,8 +101,8 @@ func (t *rowTask) run(w, lo, hi int) {
 				for j := 0; j < half; j++ {
 					c, s := tab[j], sign*tab[half+j]
 					a, b := x[j], x[j+half]
-					x[j] = a*c - b*s
-					x[j+half] = b*c + a*s
+					x[j] = float32(a*c) - float32(b*s)
+					x[j+half] = float32(b*c) + float32(a*s)
 				}
 			}
 		}
@@ -168,7 +168,7 @@ func (t *colTask) run(_, lo, hi int) {
 			dy := t.src[i*t.c+c0 : i*t.c+c1]
 			x := t.inp[i*t.c+c0 : i*t.c+c1]
 			for j, v := range dy {
-				dw[j] += v * x[j] * r
+				dw[j] += float32(float32(v*x[j]) * r)
 			}
 		}
 	}
