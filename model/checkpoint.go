@@ -91,9 +91,17 @@ func UnmarshalHFConfig(b []byte) (Config, error) {
 	return c, nil
 }
 
+// File is an extra file written into a checkpoint directory (for example
+// tokenizer.json).
+type File struct {
+	Name string
+	Data []byte
+}
+
 // Save writes the model (and its optimizer state) as a checkpoint directory
-// at dir, which must not exist yet. meta is stored in model.safetensors.
-func (m *Model) Save(dir string, meta map[string]string) error {
+// at dir, which must not exist yet. meta is stored in model.safetensors;
+// extra files are written alongside, inside the same atomic rename.
+func (m *Model) Save(dir string, meta map[string]string, extra ...File) error {
 	if _, err := os.Stat(dir); err == nil {
 		return fmt.Errorf("%w: %s already exists; refusing to overwrite it", ErrCheckpoint, dir)
 	}
@@ -136,6 +144,14 @@ func (m *Model) Save(dir string, meta map[string]string) error {
 	}
 	if err := writeSafetensorsFile(filepath.Join(tmp, "optimizer.safetensors"), opt, map[string]string{"step": strconv.Itoa(m.step)}); err != nil {
 		return err
+	}
+	for _, f := range extra {
+		if f.Name != filepath.Base(f.Name) || f.Name == "." || f.Name == ".." {
+			return fmt.Errorf("%w: extra file name %q must be a plain name", ErrCheckpoint, f.Name)
+		}
+		if err := writeFileSync(filepath.Join(tmp, f.Name), f.Data); err != nil {
+			return err
+		}
 	}
 	if err := syncDir(tmp); err != nil {
 		return err

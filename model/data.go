@@ -95,6 +95,30 @@ func (c *Corpus) AddText(name string, b []byte, vocab int, eos int32) error {
 	return nil
 }
 
+// AddRows appends packed rows of T+1 tokens (as stored in shards: rows of
+// one shard are consecutive pieces of one token stream) to the corpus,
+// dropping the pad tokens that complete a shard's last row.
+func (c *Corpus) AddRows(rows [][]int32, pad int32, vocab int) error {
+	var stream []int32
+	for _, r := range rows {
+		stream = append(stream, r...)
+	}
+	end := len(stream)
+	for end > 0 && stream[end-1] == pad {
+		end--
+	}
+	for i, v := range stream[:end] {
+		if v < 0 || int(v) >= vocab {
+			return fmt.Errorf("%w: token %d at %d outside the model's vocabulary %d", ErrCorpus, v, i, vocab)
+		}
+		if v == pad {
+			return fmt.Errorf("%w: pad token inside a shard at %d", ErrCorpus, i)
+		}
+	}
+	c.Tokens = append(c.Tokens, stream[:end]...)
+	return nil
+}
+
 // Split holds out the last frac of the stream (at a document boundary when
 // one is near) for validation.
 func (c *Corpus) Split(frac float64, eos int32) (train, val *Corpus) {

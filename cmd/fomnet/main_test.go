@@ -279,3 +279,35 @@ func TestBenchSyncJSON(t *testing.T) {
 		t.Errorf("bad method: exit %d", code)
 	}
 }
+
+func TestTrainOnDataset(t *testing.T) {
+	dir := t.TempDir()
+	ds := filepath.Join(dir, "ds")
+	if _, errOut, code := fomnet(t, "data", "prepare", "--builtin", "--synthetic", "300", "--vocab", "600", "--seq", "64", "--out", ds); code != 0 {
+		t.Fatalf("prepare: exit %d: %s", code, errOut)
+	}
+	out, errOut, code := fomnet(t, "train", "--preset", "demo", "--data", ds, "--steps", "2", "--batch", "1", "--seq", "32", "--out", filepath.Join(dir, "run"), "--json")
+	if code != 0 {
+		t.Fatalf("train: exit %d: %s", code, errOut)
+	}
+	var s trainSummary
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatal(err)
+	}
+	tj, err := os.ReadFile(filepath.Join(s.Checkpoint, "tokenizer.json"))
+	orig, _ := os.ReadFile(filepath.Join(ds, "tokenizer.json"))
+	if err != nil || !bytes.Equal(tj, orig) {
+		t.Fatalf("checkpoint tokenizer.json: %v", err)
+	}
+	// A shard whose bytes no longer match its CID is refused.
+	shards, _ := filepath.Glob(filepath.Join(ds, "shards", "*.bin"))
+	b, _ := os.ReadFile(shards[0])
+	b[len(b)-1] ^= 1
+	os.WriteFile(shards[0], b, 0o644)
+	if _, errOut, code := fomnet(t, "train", "--preset", "demo", "--data", ds, "--steps", "1", "--seq", "32", "--out", filepath.Join(dir, "run2")); code == 0 || !strings.Contains(errOut, "CID") {
+		t.Fatalf("corrupt shard: exit %d %q", code, errOut)
+	}
+	if _, errOut, code := fomnet(t, "train", "--preset", "tiny", "--data", ds, "--steps", "1", "--out", filepath.Join(dir, "run3")); code == 0 || !strings.Contains(errOut, "vocabulary") {
+		t.Fatalf("vocabulary too small for the dataset: exit %d %q", code, errOut)
+	}
+}

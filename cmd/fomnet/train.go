@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -11,9 +13,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/sharding"
+	"github.com/fomnet/fomnet/tokenizer"
 )
 
 type trainFlags struct {
@@ -31,6 +35,7 @@ type trainFlags struct {
 	evalEvery         int
 	logEvery          int
 	builtin           bool
+	data              string
 	asJSON            bool
 }
 
@@ -84,13 +89,14 @@ is printed on stdout.`,
 	fl.IntVar(&f.evalEvery, "eval-every", 0, "validate every N steps (0: only at the end)")
 	fl.IntVar(&f.logEvery, "log-every", 0, "log every N steps (0: about 20 lines per run)")
 	fl.BoolVar(&f.builtin, "builtin", false, "train on the built-in bilingual corpus (as well as any files)")
+	fl.StringVar(&f.data, "data", "", "train on a dataset made by `fomnet data prepare` (its directory); the checkpoint gets its tokenizer.json")
 	fl.BoolVar(&f.asJSON, "json", false, "print the summary as JSON on stdout")
 	return cmd
 }
 
 func runTrain(cmd *cobra.Command, e *env, f trainFlags, files []string) error {
-	if len(files) == 0 && !f.builtin {
-		return usagef("no input: give text or .tok files, or --builtin")
+	if len(files) == 0 && !f.builtin && f.data == "" {
+		return usagef("no input: give text or .tok files, --builtin or --data DIR")
 	}
 	if f.valFrac < 0 || f.valFrac >= 1 {
 		return usagef("--val-frac %v must lie in [0, 1)", f.valFrac)
@@ -116,6 +122,20 @@ func runTrain(cmd *cobra.Command, e *env, f trainFlags, files []string) error {
 	if len(files) > 0 {
 		if corpus, err = model.LoadCorpus(files, c.Vocab, int32(c.EOS)); err != nil {
 			return err
+		}
+	}
+	var extra []model.File
+	if f.data != "" {
+		tj, err := loadDataset(corpus, f.data, c)
+		if err != nil {
+			return err
+		}
+		extra = append(extra, model.File{Name: "tokenizer.json", Data: tj})
+		corpus.Docs = 0
+		for _, t := range corpus.Tokens {
+			if t == int32(c.EOS) {
+				corpus.Docs++
+			}
 		}
 	}
 	if f.builtin {
@@ -172,7 +192,7 @@ func runTrain(cmd *cobra.Command, e *env, f trainFlags, files []string) error {
 	}
 	secs := time.Since(start).Seconds()
 	meta := map[string]string{"preset": f.preset, "steps": strconv.Itoa(last.Step), "seed": strconv.FormatUint(f.seed, 10)}
-	if err := m.Save(dir, meta); err != nil {
+	if err := m.Save(dir, meta, extra...); err != nil {
 		return err
 	}
 	tokens := int64(last.Step) * int64(f.batch*f.seq)
@@ -188,4 +208,59 @@ func runTrain(cmd *cobra.Command, e *env, f trainFlags, files []string) error {
 	}
 	fmt.Fprintln(e.stdout, dir)
 	return nil
+}
+
+// loadDataset reads a prepared dataset directory into corpus: the manifest,
+// every shard (validated, and checked against its CID), and the tokenizer,
+// whose bytes it returns. The tokenizer's ids must fit the model.
+func loadDataset(corpus *model.Corpus, dir string, c model.Config) ([]byte, error) {
+	mb, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		return nil, err
+	}
+	man, err := sharding.DecodeManifest(mb)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	if man.Vocab > c.Vocab {
+		return nil, fmt.Errorf("dataset %s has a %d-token vocabulary; the preset holds %d", dir, man.Vocab, c.Vocab)
+	}
+	tj, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		return nil, err
+	}
+	tk, err := tokenizer.Parse(tj)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	eos, _ := tk.SpecialID(tokenizer.EOS)
+	pad, _ := tk.SpecialID(tokenizer.PAD)
+	if int(eos) != c.EOS {
+		return nil, fmt.Errorf("dataset EOS id %d differs from the model's %d", eos, c.EOS)
+	}
+	for _, s := range man.Shards {
+		b, err := os.ReadFile(filepath.Join(dir, filepath.Clean(s.File)))
+		if err != nil {
+			return nil, err
+		}
+		got, err := contentstore.FileCID(context.Background(), bytes.NewReader(b))
+		if err != nil {
+			return nil, err
+		}
+		if got.String() != s.CID.CID {
+			return nil, fmt.Errorf("shard %s: content has CID %s, the manifest says %s (corrupt file?)", s.File, got, s.CID.CID)
+		}
+		sh, err := sharding.DecodeShard(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.File, err)
+		}
+		rows := make([][]int32, sh.Rows)
+		for i := range rows {
+			rows[i] = sh.Row(i)
+		}
+		if err := corpus.AddRows(rows, pad, c.Vocab); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.File, err)
+		}
+	}
+	return tj, nil
 }
