@@ -25,6 +25,9 @@ func newBenchSyncCmd(e *env) *cobra.Command {
 		mom     float64
 		methods string
 		frac    float64
+		batch   int
+		seq     int
+		preset  string
 	)
 	cmd := &cobra.Command{
 		Use:   "sync",
@@ -58,6 +61,15 @@ minutes on two cores; the default trains the demo preset and takes longer.`,
 			}
 			if cmd.Flags().Changed("momentum") {
 				o.Sync.Momentum = mom
+			}
+			if cmd.Flags().Changed("batch") {
+				o.Batch = batch
+			}
+			if cmd.Flags().Changed("seq") {
+				o.Seq = seq
+			}
+			if cmd.Flags().Changed("preset") {
+				o.Preset = preset
 			}
 			if cmd.Flags().Changed("topk-frac") {
 				o.Sync.TopKFrac = frac
@@ -141,6 +153,9 @@ minutes on two cores; the default trains the demo preset and takes longer.`,
 	cmd.Flags().IntVar(&synth, "synthetic", 3000, "synthetic documents added to the built-in corpus")
 	cmd.Flags().Float64Var(&outerLR, "outer-lr", 0.7, "outer learning rate")
 	cmd.Flags().Float64Var(&mom, "momentum", 0.5, "outer Nesterov momentum")
+	cmd.Flags().IntVar(&batch, "batch", 4, "sequences per worker per step")
+	cmd.Flags().IntVar(&seq, "seq", 0, "tokens per sequence (default: the mode's)")
+	cmd.Flags().StringVar(&preset, "preset", "demo", "model preset (default: demo, tiny with --quick)")
 	cmd.Flags().Float64Var(&frac, "topk-frac", 1.0/32, "share of each chunk the topk codec keeps")
 	cmd.Flags().StringVar(&methods, "methods", "", `methods to run instead of the mode's, e.g. "ddp,diloco:50:topk,diloco:50:int8:trimmed-mean:scaled"`)
 	return cmd
