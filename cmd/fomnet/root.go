@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/kernels/cpu"
 )
 
@@ -98,8 +97,6 @@ func newBackend(e *env, threads int, path string) (*cpu.Backend, error) {
 	}
 	return be, nil
 }
-
-var _ kernels.Backend = (*cpu.Backend)(nil)
 
 // ctxOf returns the command's context (never nil).
 func ctxOf(cmd *cobra.Command) context.Context {
