@@ -153,41 +153,10 @@ made without any input file.`,
 }
 
 func trainOnInputs(cmd *cobra.Command, cfg sharding.PrepareConfig, vocab int) (*tokenizer.Tokenizer, error) {
-	var readErr error
-	texts := func(yield func(string) bool) {
-		if cfg.Builtin {
-			for _, f := range sharding.Builtin() {
-				if !yield(string(f.Text)) {
-					return
-				}
-			}
-		}
-		for _, d := range sharding.Synthetic(cfg.SyntheticSeed, cfg.Synthetic) {
-			if !yield(d.Text) {
-				return
-			}
-		}
-		for _, in := range cfg.Inputs {
-			stop := false
-			_, err := sharding.ReadDocs([]string{in.Path}, sharding.IngestOptions{Field: in.Field}, func(d sharding.Doc) error {
-				if !yield(d.Text) {
-					stop = true
-					return fmt.Errorf("stopped")
-				}
-				return nil
-			})
-			if stop {
-				return
-			}
-			if err != nil {
-				readErr = err
-				return
-			}
-		}
-	}
+	texts, readErr := sharding.Texts(cfg.Inputs, cfg.Builtin, cfg.Synthetic, cfg.SyntheticSeed)
 	tk, err := tokenizer.Train(ctxOf(cmd), texts, tokenizer.TrainConfig{Vocab: vocab})
-	if readErr != nil {
-		return nil, readErr
+	if _, err := readErr(); err != nil {
+		return nil, err
 	}
 	return tk, err
 }

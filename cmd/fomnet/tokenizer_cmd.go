@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -59,26 +58,16 @@ counted; the first ones are reported with file:line.`,
 				return err
 			}
 			start := time.Now()
-			var (
-				readErr error
-				st      sharding.IngestStats
-			)
-			errStop := errors.New("stop")
-			texts := func(yield func(string) bool) {
-				st, readErr = sharding.ReadDocs(args, sharding.IngestOptions{Field: field}, func(d sharding.Doc) error {
-					if !yield(d.Text) {
-						return errStop
-					}
-					return nil
-				})
-				if errors.Is(readErr, errStop) {
-					readErr = nil
-				}
+			var inputs []sharding.Input
+			for _, a := range args {
+				inputs = append(inputs, sharding.Input{Path: a, Field: field})
 			}
+			texts, readStats := sharding.Texts(inputs, false, 0, 0)
 			tk, err := tokenizer.Train(ctxOf(cmd), texts, tokenizer.TrainConfig{Vocab: vocab, MinFreq: minFreq,
 				Progress: func(done, total int) {
 					e.logf("merges %d/%d  %s", done, total, time.Since(start).Round(time.Second/10))
 				}})
+			st, readErr := readStats()
 			if readErr != nil {
 				return readErr
 			}
