@@ -12,6 +12,7 @@ type SampleConfig struct {
 	MaxTokens   int     // new tokens at most
 	Temperature float64 // 0 means greedy
 	TopK        int     // 0 means no top-k cut
+	TopP        float64 // nucleus: keep the smallest set of tokens with this much probability (0 or 1: off)
 	Seed        uint64  // sampling stream; same seed, same text
 	Window      int     // context length per forward pass (default: max_seq)
 }
@@ -81,6 +82,16 @@ func pick(logits []float32, sc SampleConfig, r *rand.Rand) int32 {
 	for i, j := range idx {
 		p[i] = math.Exp((float64(logits[j]) - mx) / sc.Temperature)
 		sum += p[i]
+	}
+	if sc.TopP > 0 && sc.TopP < 1 {
+		var acc float64
+		for i := range p {
+			acc += p[i]
+			if acc >= sc.TopP*sum {
+				idx, p, sum = idx[:i+1], p[:i+1], acc
+				break
+			}
+		}
 	}
 	u := r.Float64() * sum
 	for i, j := range idx {

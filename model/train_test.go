@@ -92,3 +92,19 @@ func TestScheduleUse(t *testing.T) {
 		t.Fatal("unknown schedule accepted")
 	}
 }
+
+// A tiny nucleus keeps only the most likely token: sampling equals greedy.
+func TestTopPSmallIsGreedy(t *testing.T) {
+	be := backend(t, cpu.Options{})
+	m := newTiny(t, be)
+	prompt := []int32{'a', 'b'}
+	greedy, _ := Generate(m, prompt, SampleConfig{MaxTokens: 12, Window: 32}, nil)
+	nucleus, _ := Generate(m, prompt, SampleConfig{MaxTokens: 12, Window: 32, Temperature: 1, TopP: 1e-9, Seed: 5}, nil)
+	if DecodeBytes(greedy) != DecodeBytes(nucleus) {
+		t.Fatalf("top-p 1e-9 sampled %q, greedy %q", DecodeBytes(nucleus), DecodeBytes(greedy))
+	}
+	sampled, _ := Generate(m, prompt, SampleConfig{MaxTokens: 12, Window: 32, Temperature: 1, Seed: 5}, nil)
+	if len(sampled) > 0 && DecodeBytes(sampled) == DecodeBytes(greedy) {
+		t.Log("temperature 1 happened to match greedy")
+	}
+}

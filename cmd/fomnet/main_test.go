@@ -311,3 +311,27 @@ func TestTrainOnDataset(t *testing.T) {
 		t.Fatalf("vocabulary too small for the dataset: exit %d %q", code, errOut)
 	}
 }
+
+func TestGenerate(t *testing.T) {
+	dir := t.TempDir()
+	if _, errOut, code := fomnet(t, "demo", "--steps", "3", "--out", dir); code != 0 {
+		t.Fatalf("demo: %s", errOut)
+	}
+	ck := filepath.Join(dir, "step-000003")
+	run := func() string {
+		out, errOut, code := fomnet(t, "generate", ck, "--prompt", "오늘", "--max-tokens", "8", "--seed", "3", "--json")
+		if code != 0 {
+			t.Fatalf("generate: exit %d: %s", code, errOut)
+		}
+		return out
+	}
+	if a, b := run(), run(); a != b || !strings.Contains(a, `"prompt": "오늘"`) {
+		t.Fatalf("same seed, different text: %q vs %q", a, b)
+	}
+	if _, _, code := fomnet(t, "generate", ck, "--top-p", "2"); code != exitUsage {
+		t.Fatalf("bad --top-p: exit %d", code)
+	}
+	if _, _, code := fomnet(t, "generate", filepath.Join(dir, "missing")); code != exitError {
+		t.Fatalf("missing checkpoint: exit %d", code)
+	}
+}

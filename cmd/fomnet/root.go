@@ -70,7 +70,7 @@ DiLoCo outer sync) is being built; see README.md for what runs now.`,
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newTrainCmd(e), newBenchCmd(e), newModelCmd(e), newDemoCmd(e), newTokenizerCmd(e), newDataCmd(e))
+	root.AddCommand(newTrainCmd(e), newBenchCmd(e), newModelCmd(e), newDemoCmd(e), newTokenizerCmd(e), newDataCmd(e), newGenerateCmd(e))
 	return root
 }
 
