@@ -103,8 +103,4 @@ func TestTopPSmallIsGreedy(t *testing.T) {
 	if DecodeBytes(greedy) != DecodeBytes(nucleus) {
 		t.Fatalf("top-p 1e-9 sampled %q, greedy %q", DecodeBytes(nucleus), DecodeBytes(greedy))
 	}
-	sampled, _ := Generate(m, prompt, SampleConfig{MaxTokens: 12, Window: 32, Temperature: 1, Seed: 5}, nil)
-	if len(sampled) > 0 && DecodeBytes(sampled) == DecodeBytes(greedy) {
-		t.Log("temperature 1 happened to match greedy")
-	}
 }
