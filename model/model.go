@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/fomnet/fomnet/kernels"
 )
@@ -109,7 +110,7 @@ func (m *Model) Init(seed uint64) {
 			continue
 		}
 		std := 0.02
-		if hasSuffix(t.Name, "o_proj.weight") || hasSuffix(t.Name, "down_proj.weight") {
+		if strings.HasSuffix(t.Name, "o_proj.weight") || strings.HasSuffix(t.Name, "down_proj.weight") {
 			std = resid
 		}
 		fillNormal(dst, seed, uint64(i), std)
@@ -120,8 +121,6 @@ func (m *Model) Init(seed uint64) {
 	m.be.Zero(m.Grads)
 	m.step = 0
 }
-
-func hasSuffix(s, suf string) bool { return len(s) >= len(suf) && s[len(s)-len(suf):] == suf }
 
 type optView struct {
 	p, g, m, v kernels.Buffer

@@ -118,8 +118,7 @@ type Schedule struct {
 	Mixture  Mixture
 	PerRound int // items per round
 
-	epochLen int
-	cache    map[int][]Item
+	cache map[int][]Item
 }
 
 // NewSchedule checks the arguments and sizes an epoch.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -87,22 +88,13 @@ func (c *PrepareConfig) Validate() error {
 			return fmt.Errorf("prepare: input %s: source %q (want natural or synthetic)", in.Path, in.Source)
 		case in.Source == "synthetic" && in.Generator == "":
 			return fmt.Errorf("prepare: input %s: synthetic text needs a generator", in.Path)
-		case !contains(Stages, in.Stage):
+		case !slices.Contains(Stages, in.Stage):
 			return fmt.Errorf("prepare: input %s: stage %q (want one of %v)", in.Path, in.Stage, Stages)
 		case in.Format != FormatText && in.Format != FormatTSV && in.Format != FormatJSONL && in.Format != FormatParquet:
 			return fmt.Errorf("prepare: input %s: format %q", in.Path, in.Format)
 		}
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Progress reports preparation as it goes.
@@ -126,7 +118,6 @@ type Prepared struct {
 type group struct {
 	prov   Provenance
 	tokens []int32 // pending stream (documents with EOS)
-	docs   int     // documents started in pending tokens
 	n      int     // shards written
 }
 
@@ -338,9 +329,7 @@ func builtinSources(cfg PrepareConfig) []source {
 	if cfg.Builtin {
 		var texts []string
 		for _, f := range Builtin() {
-			for _, para := range splitParagraphs(string(f.Text)) {
-				texts = append(texts, para)
-			}
+			texts = append(texts, splitParagraphs(string(f.Text))...)
 		}
 		out = append(out, mk("builtin:ko-en", Input{Source: "natural", Licence: BuiltinLicence, Stage: "pretrain"}, texts))
 	}

@@ -160,12 +160,6 @@ func need(what string, got, want int) {
 	}
 }
 
-func needAtLeast(what string, got, want int) {
-	if got < want {
-		panic(fmt.Errorf("%w: %s has %d elements, shape needs at least %d", kernels.ErrShape, what, got, want))
-	}
-}
-
 // Alloc returns a zeroed buffer.
 func (b *Backend) Alloc(n int) kernels.Buffer { return &buf{make([]float32, n)} }
 

@@ -12,9 +12,9 @@ type rowTask struct {
 	be               *Backend
 	op               int
 	out, inp, w, aux []float32
-	d1, d2, d3       []float32
+	d1, d2           []float32
 	ints             []int32
-	n, c, heads, hd  int
+	c, heads, hd     int
 	eps, s           float32
 	rope             []float32
 	grad             bool
