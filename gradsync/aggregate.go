@@ -69,7 +69,7 @@ func Aggregate(cfg Config, dst []float32, contribs []Contribution) (AggReport, b
 	}
 	// Reject far outliers against the median norm (only with enough peers
 	// for a median to mean something).
-	if len(ok) >= 3 {
+	if len(ok) >= 3 && cfg.Aggregation != "mean" {
 		med := medianNorm(ok, norms)
 		kept := ok[:0]
 		for _, c := range ok {
@@ -93,6 +93,8 @@ func Aggregate(cfg Config, dst []float32, contribs []Contribution) (AggReport, b
 		trimmedMean(dst, ok, cfg.TrimFrac)
 	case "centered-clip":
 		rep.Clipped = centeredClip(dst, ok, norms, cfg.ClipMultiple)
+	case "mean":
+		meanClip(dst, ok, norms, math.Inf(1))
 	default:
 		rep.Clipped = meanClip(dst, ok, norms, cfg.ClipMultiple)
 	}
@@ -123,7 +125,7 @@ func meanClip(dst []float32, cs []Contribution, norms map[string]float64, clip f
 	clipped := 0
 	for _, c := range cs {
 		s := float64(c.Tokens) / wsum
-		if n := norms[c.ID]; len(cs) > 1 && n > limit && limit > 0 {
+		if n := norms[c.ID]; len(cs) > 1 && n > limit && limit > 0 && !math.IsInf(limit, 1) {
 			s *= limit / n
 			clipped++
 		}

@@ -25,7 +25,9 @@ type Config struct {
 	// Partitions splits the vector for reducers (default 16).
 	Partitions int `json:"partitions"`
 	// Aggregation is "mean-clip" (token-weighted mean with per-contribution
-	// norm clipping, default), "trimmed-mean" or "centered-clip".
+	// norm clipping, default), "trimmed-mean", "centered-clip" or "mean"
+	// (plain token-weighted mean: no clipping and no outlier rejection; for
+	// comparisons only, it has no defence).
 	Aggregation string `json:"aggregation"`
 	// ClipMultiple clips each contribution's norm to this multiple of the
 	// median norm (default 2); TrimFrac is the share trimmed at each end by
@@ -68,9 +70,9 @@ func (c Config) Validate() error {
 		bad("partitions %d must be at least 1", c.Partitions)
 	}
 	switch c.Aggregation {
-	case "mean-clip", "trimmed-mean", "centered-clip":
+	case "mean-clip", "trimmed-mean", "centered-clip", "mean":
 	default:
-		bad("aggregation %q (want mean-clip, trimmed-mean or centered-clip)", c.Aggregation)
+		bad("aggregation %q (want mean-clip, trimmed-mean, centered-clip or mean)", c.Aggregation)
 	}
 	if !(c.ClipMultiple > 0) {
 		bad("clip_multiple %v must be positive", c.ClipMultiple)

@@ -381,3 +381,31 @@ func BenchmarkEncode10M(b *testing.B) {
 		})
 	}
 }
+
+// "mean" is the undefended token-weighted mean: nothing clipped or rejected.
+func TestPlainMean(t *testing.T) {
+	r := rand.New(rand.NewPCG(12, 12))
+	cs := contribs(r, 4, 50)
+	huge := randVec(r, 50, 100)
+	cs = append(cs, Contribution{ID: "huge", Tokens: 1000, Delta: huge})
+	cfg := DefaultConfig()
+	cfg.Aggregation = "mean"
+	got := make([]float32, 50)
+	rep, ok := Aggregate(cfg, got, cs)
+	if !ok || len(rep.Included) != 5 || rep.Clipped != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	var w float64
+	for _, c := range cs {
+		w += float64(c.Tokens)
+	}
+	for i := range got {
+		var want float64
+		for _, c := range cs {
+			want += float64(c.Tokens) / w * float64(c.Delta[i])
+		}
+		if math.Abs(want-float64(got[i])) > 1e-4 {
+			t.Fatalf("element %d: %v, want %v", i, got[i], want)
+		}
+	}
+}

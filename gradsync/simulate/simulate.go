@@ -186,9 +186,6 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 	cfg.H, cfg.Codec = meth.H, meth.Codec
 	if meth.Aggregation != "" {
 		cfg.Aggregation = meth.Aggregation
-		if meth.Aggregation == "mean" { // plain token-weighted mean: no clipping, no rejection
-			cfg.Aggregation, cfg.ClipMultiple, cfg.RejectMultiple = "mean-clip", 1e30, 1e30
-		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return Row{}, err
