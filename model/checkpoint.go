@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/fomnet/fomnet/internal/fsutil"
 	"github.com/fomnet/fomnet/kernels"
 )
 
@@ -118,7 +119,7 @@ func (m *Model) Save(dir string, meta map[string]string, extra ...File) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(tmp, "config.json"), append(cfg, '\n')); err != nil {
+	if err := fsutil.WriteFile(filepath.Join(tmp, "config.json"), append(cfg, '\n')); err != nil {
 		return err
 	}
 	host := make([]float32, m.Layout.Size)
@@ -149,17 +150,17 @@ func (m *Model) Save(dir string, meta map[string]string, extra ...File) error {
 		if f.Name != filepath.Base(f.Name) || f.Name == "." || f.Name == ".." {
 			return fmt.Errorf("%w: extra file name %q must be a plain name", ErrCheckpoint, f.Name)
 		}
-		if err := writeFileSync(filepath.Join(tmp, f.Name), f.Data); err != nil {
+		if err := fsutil.WriteFile(filepath.Join(tmp, f.Name), f.Data); err != nil {
 			return err
 		}
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := fsutil.SyncDir(tmp); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return err
 	}
-	return syncDir(parent)
+	return fsutil.SyncDir(parent)
 }
 
 func writeSafetensorsFile(path string, t []STensor, meta map[string]string) error {
@@ -167,32 +168,7 @@ func writeSafetensorsFile(path string, t []STensor, meta map[string]string) erro
 	if err := WriteSafetensors(&b, t, meta); err != nil {
 		return err
 	}
-	return writeFileSync(path, b.Bytes())
-}
-
-func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("syncing %s: %w", path, err)
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return fsutil.WriteFile(path, b.Bytes())
 }
 
 // Load reads a checkpoint directory onto be. The optimizer state is loaded

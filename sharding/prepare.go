@@ -18,6 +18,7 @@ import (
 	"golang.org/x/text/unicode/norm"
 
 	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/internal/fsutil"
 	"github.com/fomnet/fomnet/tokenizer"
 )
 
@@ -149,7 +150,7 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 	if err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(filepath.Join(outDir, "tokenizer.json"), tokJSON); err != nil {
+	if err := fsutil.WriteFile(filepath.Join(outDir, "tokenizer.json"), tokJSON); err != nil {
 		return nil, err
 	}
 	m := &Manifest{Format: ManifestFormat, Tokenizer: LinkTo(tokCID), Vocab: tk.Vocab(), SeqLen: cfg.SeqLen,
@@ -200,7 +201,7 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 				return err
 			}
 			name := filepath.Join("shards", c.String()+".bin")
-			if err := writeAtomic(filepath.Join(outDir, name), buf.Bytes()); err != nil {
+			if err := fsutil.WriteFile(filepath.Join(outDir, name), buf.Bytes()); err != nil {
 				return err
 			}
 			docs := 0
@@ -296,7 +297,7 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 	if err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(filepath.Join(outDir, "manifest.json"), mb); err != nil {
+	if err := fsutil.WriteFile(filepath.Join(outDir, "manifest.json"), mb); err != nil {
 		return nil, err
 	}
 	return &Prepared{Manifest: m, ManifestBytes: mb, CID: mc, Dir: outDir}, nil
@@ -369,25 +370,4 @@ func digest(in Input) (InputRecord, error) {
 	}
 	return InputRecord{Name: filepath.Base(in.Path), SHA256: hex.EncodeToString(h.Sum(nil)), Bytes: n, Format: in.Format,
 		Field: in.Field, Source: in.Source, Generator: in.Generator, Licence: in.Licence, Stage: in.Stage}, nil
-}
-
-// writeAtomic writes data to path via a temporary file, fsync and rename.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

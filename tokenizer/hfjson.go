@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/fomnet/fomnet/internal/fsutil"
 )
 
 // tokenizer.json, the Hugging Face tokenizers format. Features used:
@@ -112,17 +114,14 @@ func (t *Tokenizer) tokenString(id int32) string {
 	return byteString(t.tokens[id])
 }
 
-// Save writes tokenizer.json to path (via a temporary file and rename).
+// Save writes tokenizer.json to path atomically (temporary file, fsync,
+// rename).
 func (t *Tokenizer) Save(path string) error {
 	b, err := t.MarshalJSON()
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return fsutil.WriteFile(path, b)
 }
 
 // LoadFile reads a tokenizer.json written by this package.
