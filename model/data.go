@@ -97,8 +97,9 @@ func (c *Corpus) AddText(name string, b []byte, vocab int, eos int32) error {
 
 // AddRows appends packed rows of T+1 tokens (as stored in shards: rows of
 // one shard are consecutive pieces of one token stream) to the corpus,
-// dropping the pad tokens that complete a shard's last row.
-func (c *Corpus) AddRows(rows [][]int32, pad int32, vocab int) error {
+// dropping the pad tokens that complete a shard's last row, and counts the
+// documents (EOS tokens) they hold.
+func (c *Corpus) AddRows(rows [][]int32, pad, eos int32, vocab int) error {
 	var stream []int32
 	for _, r := range rows {
 		stream = append(stream, r...)
@@ -113,6 +114,9 @@ func (c *Corpus) AddRows(rows [][]int32, pad int32, vocab int) error {
 		}
 		if v == pad {
 			return fmt.Errorf("%w: pad token inside a shard at %d", ErrCorpus, i)
+		}
+		if v == eos {
+			c.Docs++
 		}
 	}
 	c.Tokens = append(c.Tokens, stream[:end]...)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/fomnet/fomnet/gradsync/simulate"
 	"github.com/fomnet/fomnet/model"
-	"github.com/fomnet/fomnet/sharding"
 )
 
 func newBenchSyncCmd(e *env) *cobra.Command {
@@ -89,17 +88,7 @@ minutes on two cores; the default trains the demo preset and takes longer.`,
 				return err
 			}
 			corpus := &model.Corpus{}
-			for _, f := range sharding.Builtin() {
-				if err := corpus.AddText(f.Name, f.Text, c.Vocab, int32(c.EOS)); err != nil {
-					return err
-				}
-			}
-			var sb strings.Builder
-			for _, d := range sharding.Synthetic(1, synth) {
-				sb.WriteString(d.Text)
-				sb.WriteString("\n\n")
-			}
-			if err := corpus.AddText("synthetic", []byte(sb.String()), c.Vocab, int32(c.EOS)); err != nil {
+			if err := addBuiltin(corpus, c, synth, 1); err != nil {
 				return err
 			}
 			train, val := corpus.Split(0.1, int32(c.EOS))

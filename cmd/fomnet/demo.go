@@ -14,7 +14,6 @@ import (
 
 	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/model"
-	"github.com/fomnet/fomnet/sharding"
 )
 
 // The demo will become a swarm of libp2p nodes training with DiLoCo. Until
@@ -55,10 +54,8 @@ the tokenizer lands.`,
 			}
 			c, _ := model.Preset("tiny")
 			corpus := &model.Corpus{}
-			for _, f := range sharding.Builtin() {
-				if err := corpus.AddText(f.Name, f.Text, c.Vocab, int32(c.EOS)); err != nil {
-					return err
-				}
+			if err := addBuiltin(corpus, c, 0, 0); err != nil {
+				return err
 			}
 			if out == "" {
 				tmp, err := os.MkdirTemp("", "fomnet-demo-")

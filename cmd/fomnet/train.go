@@ -131,18 +131,10 @@ func runTrain(cmd *cobra.Command, e *env, f trainFlags, files []string) error {
 			return err
 		}
 		extra = append(extra, model.File{Name: "tokenizer.json", Data: tj})
-		corpus.Docs = 0
-		for _, t := range corpus.Tokens {
-			if t == int32(c.EOS) {
-				corpus.Docs++
-			}
-		}
 	}
 	if f.builtin {
-		for _, bf := range sharding.Builtin() {
-			if err := corpus.AddText(bf.Name, bf.Text, c.Vocab, int32(c.EOS)); err != nil {
-				return err
-			}
+		if err := addBuiltin(corpus, c, 0, 0); err != nil {
+			return err
 		}
 	}
 	train, val := corpus, (*model.Corpus)(nil)
@@ -258,7 +250,7 @@ func loadDataset(corpus *model.Corpus, dir string, c model.Config) ([]byte, erro
 		for i := range rows {
 			rows[i] = sh.Row(i)
 		}
-		if err := corpus.AddRows(rows, pad, c.Vocab); err != nil {
+		if err := corpus.AddRows(rows, pad, int32(c.EOS), c.Vocab); err != nil {
 			return nil, fmt.Errorf("%s: %w", s.File, err)
 		}
 	}
