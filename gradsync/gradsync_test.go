@@ -52,29 +52,9 @@ func TestCodecRoundTripBounds(t *testing.T) {
 					}
 				}
 			case Int8:
-				for b0 := 0; b0 < n; b0 += c.Block {
-					var amax float64
-					for _, v := range x[b0:min(b0+c.Block, n)] {
-						amax = math.Max(amax, math.Abs(float64(v)))
-					}
-					for i := b0; i < min(b0+c.Block, n); i++ {
-						if e := math.Abs(float64(got[i] - x[i])); e > amax/254*1.0001 {
-							t.Fatalf("int8 error %g at %d exceeds absmax/254 = %g", e, i, amax/254)
-						}
-					}
-				}
+				checkBlockError(t, "int8", x, got, c.Block, 127)
 			case Int4:
-				for b0 := 0; b0 < n; b0 += c.Block {
-					var amax float64
-					for _, v := range x[b0:min(b0+c.Block, n)] {
-						amax = math.Max(amax, math.Abs(float64(v)))
-					}
-					for i := b0; i < min(b0+c.Block, n); i++ {
-						if e := math.Abs(float64(got[i] - x[i])); e > amax/14*1.0001 {
-							t.Fatalf("int4 error %g at %d exceeds absmax/14 = %g", e, i, amax/14)
-						}
-					}
-				}
+				checkBlockError(t, "int4", x, got, c.Block, 7)
 			case TopK:
 				for c0 := 0; c0 < n; c0 += c.Chunk {
 					end := min(c0+c.Chunk, n)
@@ -99,6 +79,24 @@ func TestCodecRoundTripBounds(t *testing.T) {
 						t.Fatalf("topk dropped %g but kept %g", maxDropped, minKept)
 					}
 				}
+			}
+		}
+	}
+}
+
+// checkBlockError: blockwise absmax quantisation to ±levels errs by at most
+// half a step, absmax/(2·levels), per element.
+func checkBlockError(t *testing.T, name string, x, got []float32, block int, levels float64) {
+	t.Helper()
+	for b0 := 0; b0 < len(x); b0 += block {
+		end := min(b0+block, len(x))
+		var amax float64
+		for _, v := range x[b0:end] {
+			amax = math.Max(amax, math.Abs(float64(v)))
+		}
+		for i := b0; i < end; i++ {
+			if e := math.Abs(float64(got[i] - x[i])); e > amax/(2*levels)*1.0001 {
+				t.Fatalf("%s error %g at %d exceeds absmax/%v = %g", name, e, i, 2*levels, amax/(2*levels))
 			}
 		}
 	}
