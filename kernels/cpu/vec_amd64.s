@@ -126,6 +126,46 @@ DATA vc_bias<>+24(SB)/4, $127
 DATA vc_bias<>+28(SB)/4, $127
 GLOBL vc_bias<>(SB), RODATA|NOPTR, $32
 
+// EXPCORE: Y0 = expCore(Y0) for 8 lanes (see expCore in vec.go for the
+// steps: clamp to [lo, hi] keeping NaN, k = roundeven(t·log2e), r = t − k·ln2
+// in two FMA steps, degree-6 Horner with FMA, scale by 2^(k>>1)·2^(k−k>>1)).
+// Clobbers Y1–Y4.
+#define EXPCORE \
+	VMOVUPS vc_lo<>(SB), Y1; \
+	VMAXPS Y0, Y1, Y0; \
+	VMOVUPS vc_hi<>(SB), Y1; \
+	VMINPS Y0, Y1, Y0; \
+	VMULPS vc_log2e<>(SB), Y0, Y1; \
+	VROUNDPS $0, Y1, Y1; \
+	VMOVAPS Y0, Y2; \
+	VFNMADD231PS vc_ln2hi<>(SB), Y1, Y2; \
+	VFNMADD231PS vc_ln2lo<>(SB), Y1, Y2; \
+	VMOVUPS vc_c6<>(SB), Y3; \
+	VFMADD213PS vc_c5<>(SB), Y2, Y3; \
+	VFMADD213PS vc_c4<>(SB), Y2, Y3; \
+	VFMADD213PS vc_c3<>(SB), Y2, Y3; \
+	VFMADD213PS vc_c2<>(SB), Y2, Y3; \
+	VFMADD213PS vc_one<>(SB), Y2, Y3; \
+	VFMADD213PS vc_one<>(SB), Y2, Y3; \
+	VCVTPS2DQ Y1, Y1; \
+	VPSRAD $1, Y1, Y4; \
+	VPSUBD Y4, Y1, Y1; \
+	VPADDD vc_bias<>(SB), Y4, Y4; \
+	VPSLLD $23, Y4, Y4; \
+	VPADDD vc_bias<>(SB), Y1, Y1; \
+	VPSLLD $23, Y1, Y1; \
+	VMULPS Y4, Y3, Y3; \
+	VMULPS Y1, Y3, Y0
+
+// SIGMOID: Y6 = 1/(1+exp(0−Y5)), as sigmoid in vec.go. Clobbers Y0–Y4.
+#define SIGMOID \
+	VXORPS Y0, Y0, Y0; \
+	VSUBPS Y5, Y0, Y0; \
+	EXPCORE; \
+	VADDPS vc_one<>(SB), Y0, Y0; \
+	VMOVUPS vc_one<>(SB), Y6; \
+	VDIVPS Y0, Y6, Y6
+
 // func expShiftAVX(x *float32, n int, scale, shift float32)
 // x[i] = exp(x[i]*scale - shift), n a multiple of 8.
 TEXT ·expShiftAVX(SB), NOSPLIT, $0-24
@@ -140,31 +180,7 @@ expshift_loop:
 	VMOVUPS (DI), Y0
 	VMULPS Y8, Y0, Y0
 	VSUBPS Y9, Y0, Y0
-	VMOVUPS vc_lo<>(SB), Y1
-	VMAXPS Y0, Y1, Y0                   // t = max(lo, t); a NaN t is kept
-	VMOVUPS vc_hi<>(SB), Y1
-	VMINPS Y0, Y1, Y0                   // t = min(hi, t)
-	VMULPS vc_log2e<>(SB), Y0, Y1       // k = roundeven(t*log2e)
-	VROUNDPS $0, Y1, Y1
-	VMOVAPS Y0, Y2                      // r = t - k*ln2hi (exact product)
-	VFNMADD231PS vc_ln2hi<>(SB), Y1, Y2
-	VFNMADD231PS vc_ln2lo<>(SB), Y1, Y2 // r = r - k*ln2lo, one rounding
-	VMOVUPS vc_c6<>(SB), Y3             // p = Horner with FMA
-	VFMADD213PS vc_c5<>(SB), Y2, Y3
-	VFMADD213PS vc_c4<>(SB), Y2, Y3
-	VFMADD213PS vc_c3<>(SB), Y2, Y3
-	VFMADD213PS vc_c2<>(SB), Y2, Y3
-	VFMADD213PS vc_one<>(SB), Y2, Y3
-	VFMADD213PS vc_one<>(SB), Y2, Y3
-	VCVTPS2DQ Y1, Y1                    // k as int32
-	VPSRAD $1, Y1, Y4                   // k1 = k>>1, k2 = k-k1
-	VPSUBD Y4, Y1, Y1
-	VPADDD vc_bias<>(SB), Y4, Y4
-	VPSLLD $23, Y4, Y4                  // 2^k1
-	VPADDD vc_bias<>(SB), Y1, Y1
-	VPSLLD $23, Y1, Y1                  // 2^k2
-	VMULPS Y4, Y3, Y3
-	VMULPS Y1, Y3, Y0                   // p*2^k1*2^k2
+	EXPCORE
 	VMOVUPS Y0, (DI)
 	ADDQ $32, DI
 	DECQ CX
@@ -185,36 +201,7 @@ swf_loop:
 	TESTQ CX, CX
 	JZ swf_done
 	VMOVUPS (SI), Y5
-	VXORPS Y0, Y0, Y0
-	VSUBPS Y5, Y0, Y0                   // t = 0 - g (exact negation)
-	VMOVUPS vc_lo<>(SB), Y1
-	VMAXPS Y0, Y1, Y0                   // t = max(lo, t); a NaN t is kept
-	VMOVUPS vc_hi<>(SB), Y1
-	VMINPS Y0, Y1, Y0                   // t = min(hi, t)
-	VMULPS vc_log2e<>(SB), Y0, Y1       // k = roundeven(t*log2e)
-	VROUNDPS $0, Y1, Y1
-	VMOVAPS Y0, Y2                      // r = t - k*ln2hi (exact product)
-	VFNMADD231PS vc_ln2hi<>(SB), Y1, Y2
-	VFNMADD231PS vc_ln2lo<>(SB), Y1, Y2 // r = r - k*ln2lo, one rounding
-	VMOVUPS vc_c6<>(SB), Y3             // p = Horner with FMA
-	VFMADD213PS vc_c5<>(SB), Y2, Y3
-	VFMADD213PS vc_c4<>(SB), Y2, Y3
-	VFMADD213PS vc_c3<>(SB), Y2, Y3
-	VFMADD213PS vc_c2<>(SB), Y2, Y3
-	VFMADD213PS vc_one<>(SB), Y2, Y3
-	VFMADD213PS vc_one<>(SB), Y2, Y3
-	VCVTPS2DQ Y1, Y1                    // k as int32
-	VPSRAD $1, Y1, Y4                   // k1 = k>>1, k2 = k-k1
-	VPSUBD Y4, Y1, Y1
-	VPADDD vc_bias<>(SB), Y4, Y4
-	VPSLLD $23, Y4, Y4                  // 2^k1
-	VPADDD vc_bias<>(SB), Y1, Y1
-	VPSLLD $23, Y1, Y1                  // 2^k2
-	VMULPS Y4, Y3, Y3
-	VMULPS Y1, Y3, Y0                   // p*2^k1*2^k2
-	VADDPS vc_one<>(SB), Y0, Y0         // 1 + e
-	VMOVUPS vc_one<>(SB), Y6
-	VDIVPS Y0, Y6, Y6                   // sg = 1/(1+e)
+	SIGMOID
 	VMULPS Y6, Y5, Y7                   // g*sg
 	VMULPS (DX), Y7, Y7                 // *u
 	VMOVUPS Y7, (DI)
@@ -241,36 +228,7 @@ swb_loop:
 	TESTQ CX, CX
 	JZ swb_done
 	VMOVUPS (SI), Y5
-	VXORPS Y0, Y0, Y0
-	VSUBPS Y5, Y0, Y0                   // t = 0 - g (exact negation)
-	VMOVUPS vc_lo<>(SB), Y1
-	VMAXPS Y0, Y1, Y0                   // t = max(lo, t); a NaN t is kept
-	VMOVUPS vc_hi<>(SB), Y1
-	VMINPS Y0, Y1, Y0                   // t = min(hi, t)
-	VMULPS vc_log2e<>(SB), Y0, Y1       // k = roundeven(t*log2e)
-	VROUNDPS $0, Y1, Y1
-	VMOVAPS Y0, Y2                      // r = t - k*ln2hi (exact product)
-	VFNMADD231PS vc_ln2hi<>(SB), Y1, Y2
-	VFNMADD231PS vc_ln2lo<>(SB), Y1, Y2 // r = r - k*ln2lo, one rounding
-	VMOVUPS vc_c6<>(SB), Y3             // p = Horner with FMA
-	VFMADD213PS vc_c5<>(SB), Y2, Y3
-	VFMADD213PS vc_c4<>(SB), Y2, Y3
-	VFMADD213PS vc_c3<>(SB), Y2, Y3
-	VFMADD213PS vc_c2<>(SB), Y2, Y3
-	VFMADD213PS vc_one<>(SB), Y2, Y3
-	VFMADD213PS vc_one<>(SB), Y2, Y3
-	VCVTPS2DQ Y1, Y1                    // k as int32
-	VPSRAD $1, Y1, Y4                   // k1 = k>>1, k2 = k-k1
-	VPSUBD Y4, Y1, Y1
-	VPADDD vc_bias<>(SB), Y4, Y4
-	VPSLLD $23, Y4, Y4                  // 2^k1
-	VPADDD vc_bias<>(SB), Y1, Y1
-	VPSLLD $23, Y1, Y1                  // 2^k2
-	VMULPS Y4, Y3, Y3
-	VMULPS Y1, Y3, Y0                   // p*2^k1*2^k2
-	VADDPS vc_one<>(SB), Y0, Y0         // 1 + e
-	VMOVUPS vc_one<>(SB), Y6
-	VDIVPS Y0, Y6, Y6                   // sg = 1/(1+e)
+	SIGMOID
 	VMOVUPS (R9), Y10                   // dh
 	VMULPS Y6, Y5, Y7                   // silu = g*sg
 	VMULPS Y7, Y10, Y7                  // du = dh*silu
