@@ -232,6 +232,21 @@ func TestAggregateOrderIndependent(t *testing.T) {
 	}
 }
 
+// weightedMean is the float64 token-weighted mean of the contributions.
+func weightedMean(cs []Contribution) []float64 {
+	var w float64
+	for _, c := range cs {
+		w += float64(c.Tokens)
+	}
+	out := make([]float64, len(cs[0].Delta))
+	for _, c := range cs {
+		for i, v := range c.Delta {
+			out[i] += float64(c.Tokens) / w * float64(v)
+		}
+	}
+	return out
+}
+
 // TestMeanClipMatchesReference: without clipping, mean-clip is the
 // token-weighted mean (float64 reference).
 func TestMeanClipMatchesReference(t *testing.T) {
@@ -244,17 +259,10 @@ func TestMeanClipMatchesReference(t *testing.T) {
 	if rep.Clipped != 0 || len(rep.Included) != 4 {
 		t.Fatalf("report %+v", rep)
 	}
-	var w float64
-	for _, c := range cs {
-		w += float64(c.Tokens)
-	}
+	want := weightedMean(cs)
 	for i := range got {
-		var want float64
-		for _, c := range cs {
-			want += float64(c.Tokens) / w * float64(c.Delta[i])
-		}
-		if math.Abs(want-float64(got[i])) > 1e-6 {
-			t.Fatalf("element %d: %v, want %v", i, got[i], want)
+		if math.Abs(want[i]-float64(got[i])) > 1e-6 {
+			t.Fatalf("element %d: %v, want %v", i, got[i], want[i])
 		}
 	}
 }
@@ -393,17 +401,10 @@ func TestPlainMean(t *testing.T) {
 	if !ok || len(rep.Included) != 5 || rep.Clipped != 0 {
 		t.Fatalf("report %+v", rep)
 	}
-	var w float64
-	for _, c := range cs {
-		w += float64(c.Tokens)
-	}
+	want := weightedMean(cs)
 	for i := range got {
-		var want float64
-		for _, c := range cs {
-			want += float64(c.Tokens) / w * float64(c.Delta[i])
-		}
-		if math.Abs(want-float64(got[i])) > 1e-4 {
-			t.Fatalf("element %d: %v, want %v", i, got[i], want)
+		if math.Abs(want[i]-float64(got[i])) > 1e-4 {
+			t.Fatalf("element %d: %v, want %v", i, got[i], want[i])
 		}
 	}
 }
