@@ -193,18 +193,20 @@ func (c Int4) EncodedLen(n int) int {
 func (c Int4) Encode(dst []byte, x []float32) []byte {
 	dst = header(dst, magicInt4, len(x))
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(c.Block))
+	// All block scales first, then the nibbles, two a byte (low first).
+	scales := make([]float32, 0, (len(x)+c.Block-1)/c.Block)
 	for b0 := 0; b0 < len(x); b0 += c.Block {
 		var amax float32
 		for _, v := range x[b0:min(b0+c.Block, len(x))] {
 			amax = max(amax, float32(math.Abs(float64(v))))
 		}
+		scales = append(scales, amax/7)
 		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(amax/7))
 	}
 	var cur byte
 	for i, v := range x {
-		scale := math.Float32frombits(binary.LittleEndian.Uint32(dst[12+4*(i/c.Block):]))
 		var q float64
-		if scale > 0 {
+		if scale := scales[i/c.Block]; scale > 0 {
 			q = math.Round(float64(v * (1 / scale)))
 		}
 		nib := byte(int8(max(-7, min(7, q)))) & 0x0f
