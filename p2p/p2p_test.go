@@ -1,0 +1,316 @@
+package p2p
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+func TestIdentityPersists(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "identity.key")
+	k1, err := LoadOrCreateIdentity(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %#o, want 0600", st.Mode().Perm())
+	}
+	k2, err := LoadOrCreateIdentity(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k1.Equals(k2) {
+		t.Fatal("reloaded key differs")
+	}
+	if k1.Type() != crypto.Ed25519 {
+		t.Fatalf("key type %v", k1.Type())
+	}
+}
+
+func TestIdentityRejectsBadFiles(t *testing.T) {
+	dir := t.TempDir()
+	k, _ := LoadOrCreateIdentity(filepath.Join(dir, "good.key"))
+	raw, _ := crypto.MarshalPrivateKey(k)
+
+	open := filepath.Join(dir, "open.key")
+	os.WriteFile(open, raw, 0o644)
+	if _, err := LoadOrCreateIdentity(open); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("world-readable key: %v", err)
+	}
+	garbage := filepath.Join(dir, "garbage.key")
+	os.WriteFile(garbage, []byte("not a key"), 0o600)
+	if _, err := LoadOrCreateIdentity(garbage); err == nil || !strings.Contains(err.Error(), garbage) {
+		t.Fatalf("garbage key: %v", err)
+	}
+	// A garbage key is never replaced by a fresh one.
+	if b, _ := os.ReadFile(garbage); string(b) != "not a key" {
+		t.Fatal("garbage key file was overwritten")
+	}
+	rsa, _, _ := crypto.GenerateECDSAKeyPair(bytes.NewReader(bytes.Repeat([]byte{7}, 4096)))
+	rraw, _ := crypto.MarshalPrivateKey(rsa)
+	if _, err := DecodeIdentity(rraw, "ecdsa.key"); err == nil || !strings.Contains(err.Error(), "ed25519") {
+		t.Fatalf("ECDSA key: %v", err)
+	}
+}
+
+func FuzzDecodeIdentity(f *testing.F) {
+	k, _, _ := crypto.GenerateEd25519Key(bytes.NewReader(bytes.Repeat([]byte{1}, 64)))
+	raw, _ := crypto.MarshalPrivateKey(k)
+	f.Add(raw)
+	f.Add([]byte{})
+	f.Add(raw[:10])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		k, err := DecodeIdentity(b, "fuzz")
+		if err == nil && k.Type() != crypto.Ed25519 {
+			t.Fatal("accepted a non-ed25519 key")
+		}
+	})
+}
+
+// newHosts starts n hosts on 127.0.0.1 (TCP only, random ports) with the
+// given gossip limit and connects each to the first.
+func newHosts(t *testing.T, n int, maxMsg int) []*Host {
+	t.Helper()
+	ctx := context.Background()
+	hs := make([]*Host, n)
+	for i := range hs {
+		k, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := New(ctx, Options{
+			Identity:       k,
+			Listen:         []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
+			DHTMode:        "server",
+			MaxMessageSize: maxMsg,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		hs[i] = h
+	}
+	for _, h := range hs[1:] {
+		if err := h.Connect(ctx, peer.AddrInfo{ID: hs[0].ID(), Addrs: hs[0].Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return hs
+}
+
+func TestHostBootstrapAndClose(t *testing.T) {
+	hs := newHosts(t, 1, 0)
+	ctx := context.Background()
+	k, _, _ := crypto.GenerateEd25519Key(nil)
+	var boot []string
+	for _, a := range hs[0].FullAddrs() {
+		boot = append(boot, a.String())
+	}
+	h, err := New(ctx, Options{Identity: k, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: boot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Peers()) != 1 || h.Peers()[0].ID != hs[0].ID() {
+		t.Fatalf("peers after bootstrap: %v", h.Peers())
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+
+	// Bad options are reported by name.
+	for _, o := range []Options{
+		{Identity: k, Listen: []string{"/ip4/1.2.3"}},
+		{Identity: k, Bootstrap: []string{"/ip4/127.0.0.1/tcp/1"}},
+		{Identity: k, DHTMode: "sometimes"},
+		{},
+	} {
+		if _, err := New(ctx, o); err == nil {
+			t.Fatalf("New(%+v) succeeded", o)
+		}
+	}
+}
+
+func TestConnectAddr(t *testing.T) {
+	hs := newHosts(t, 2, 0)
+	ctx := context.Background()
+	// Connect over QUIC explicitly to exercise the second transport.
+	var quicAddr string
+	for _, a := range hs[0].FullAddrs() {
+		if strings.Contains(a.String(), "quic-v1") {
+			quicAddr = a.String()
+		}
+	}
+	if quicAddr == "" {
+		t.Fatal("no QUIC address")
+	}
+	hs[1].Network().ClosePeer(hs[0].ID())
+	if _, err := hs[1].ConnectAddr(ctx, quicAddr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hs[1].ConnectAddr(ctx, "/ip4/127.0.0.1/tcp/1"); err == nil {
+		t.Fatal("address without /p2p accepted")
+	}
+	self := hs[1].FullAddrs()[0].String()
+	if _, err := hs[1].ConnectAddr(ctx, self); err == nil {
+		t.Fatal("connecting to self accepted")
+	}
+}
+
+// A message published right after joining and connecting reaches every
+// subscriber: Publish waits for the peers' subscriptions, and flood
+// publishing does not wait for the mesh to form.
+func TestGossipFirstMessageNotLost(t *testing.T) {
+	hs := newHosts(t, 4, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	subs := make([]*Subscription, len(hs))
+	topics := make([]*Topic, len(hs))
+	for i, h := range hs {
+		tp, err := h.Join("fomnet/test", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		topics[i] = tp
+		if subs[i], err = tp.Subscribe(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := topics[0].Publish(ctx, []byte("first"), len(hs)-1); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range subs {
+		m, err := s.Next(ctx)
+		if err != nil {
+			t.Fatalf("host %d: %v", i, err)
+		}
+		if string(m.Data) != "first" || m.From != hs[0].ID() {
+			t.Fatalf("host %d got %q from %s", i, m.Data, m.From)
+		}
+	}
+}
+
+// The payload limit holds on both sides: a message of exactly the limit is
+// delivered, one byte more is refused by Publish, and a peer configured
+// with a larger limit cannot push a larger message onto us.
+func TestGossipSizeLimit(t *testing.T) {
+	const limit = 64 << 10
+	hs := newHosts(t, 2, limit)
+	big := newHosts(t, 1, 4*limit)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := big.Connect(ctx, peer.AddrInfo{ID: hs[1].ID(), Addrs: hs[1].Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	t0, _ := hs[0].Join("sz", nil)
+	t1, _ := hs[1].Join("sz", nil)
+	tb, _ := big.Join("sz", nil)
+	sub, _ := t1.Subscribe()
+	if _, err := t0.Subscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.Subscribe(); err != nil {
+		t.Fatal(err)
+	}
+
+	atLimit := bytes.Repeat([]byte{'a'}, limit)
+	if err := t0.Publish(ctx, atLimit, 1); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.Next(ctx)
+	if err != nil || len(m.Data) != limit {
+		t.Fatalf("message at the limit: %d bytes, %v", len(m.Data), err)
+	}
+	if err := t0.Publish(ctx, append(atLimit, 'b'), 1); err == nil || !strings.Contains(err.Error(), "exceeds") {
+		t.Fatalf("publish above the limit: %v", err)
+	}
+
+	if err := tb.WaitPeers(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	// One byte over: it fits the RPC frame, and the receiver's own check
+	// rejects it (and counts it).
+	if err := tb.Publish(ctx, append(atLimit, 'c'), 1); err != nil {
+		t.Fatal(err)
+	}
+	for t1.Rejections()["oversized"] == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("oversized message not rejected: %v", t1.Rejections())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	// Far over: the RPC reader drops it (and the stream it came on).
+	if err := tb.Publish(ctx, bytes.Repeat([]byte{'c'}, 2*limit), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := t0.Publish(ctx, []byte("small"), 1); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := sub.Next(ctx)
+		if err != nil {
+			t.Fatalf("waiting for the small message: %v", err)
+		}
+		if len(m.Data) > limit {
+			t.Fatalf("received a %d-byte message above the %d limit", len(m.Data), limit)
+		}
+		if string(m.Data) == "small" {
+			break
+		}
+	}
+}
+
+func TestGossipValidator(t *testing.T) {
+	hs := newHosts(t, 2, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	errBad := errors.New("starts with x")
+	v := func(_ context.Context, from peer.ID, data []byte) error {
+		if from == "" {
+			return errors.New("no author")
+		}
+		if bytes.HasPrefix(data, []byte("x")) {
+			return errBad
+		}
+		if bytes.HasPrefix(data, []byte("i")) {
+			return ErrIgnore
+		}
+		return nil
+	}
+	t0, _ := hs[0].Join("v", nil)
+	t1, _ := hs[1].Join("v", v)
+	sub, _ := t1.Subscribe()
+	if _, err := t0.Subscribe(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"xbad", "ignored", "good"} {
+		if err := t0.Publish(ctx, []byte(s), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := sub.Next(ctx)
+	if err != nil || string(m.Data) != "good" {
+		t.Fatalf("got %q, %v; want only the good message", m.Data, err)
+	}
+	if r := t1.Rejections(); r[errBad.Error()] != 1 || len(r) != 1 {
+		t.Fatalf("rejections %v", r)
+	}
+	if _, err := hs[1].Join("v", nil); err == nil {
+		t.Fatal("joined the same topic twice")
+	}
+}
