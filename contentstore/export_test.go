@@ -1,0 +1,10 @@
+package contentstore
+
+import (
+	dshelp "github.com/ipfs/boxo/datastore/dshelp"
+	"github.com/ipfs/go-cid"
+)
+
+var carV2Pragma = []byte{0x0a, 0xa1, 0x67, 0x76, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x02}
+
+func dshelpKey(c cid.Cid) string { return dshelp.MultihashToDsKey(c.Hash()).String() }

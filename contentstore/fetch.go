@@ -1,0 +1,286 @@
+package contentstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fomnet/fomnet/internal/fsutil"
+	"github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/boxo/ipld/unixfs"
+	uio "github.com/ipfs/boxo/ipld/unixfs/io"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Fetch makes every block of the DAG under root present locally, fetching
+// missing ones over bitswap (blocks already present are not fetched again,
+// so an interrupted fetch resumes where it stopped). Progress counts DAG
+// bytes against the root's cumulative size. Fetched blocks are not pinned.
+func (s *Store) Fetch(ctx context.Context, root cid.Cid, progress Progress) error {
+	s.gc.RLock()
+	defer s.gc.RUnlock()
+	return s.fetchLocked(ctx, root, progress)
+}
+
+func (s *Store) fetchLocked(ctx context.Context, root cid.Cid, progress Progress) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if s.host != nil {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer cancel()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.connectProviders(ctx, root)
+		}()
+	}
+	ses := blockservice.NewSession(ctx, s.bsvc)
+	rb, err := ses.GetBlock(ctx, root)
+	if err != nil {
+		return fmt.Errorf("contentstore: fetching %s: %w", root, err)
+	}
+	total := int64(-1)
+	if nd, err := decodeSize(rb.Cid(), rb.RawData()); err == nil {
+		total = nd
+	}
+	pr := &progressCounter{total: total, fn: progress}
+	pr.add(len(rb.RawData()))
+	level, err := blockLinks(root, rb.RawData())
+	if err != nil {
+		return fmt.Errorf("contentstore: fetching %s: %w", root, err)
+	}
+	seen := map[cid.Cid]bool{root: true}
+	for len(level) > 0 {
+		want := level[:0:0]
+		for _, c := range level {
+			if !seen[c] {
+				seen[c] = true
+				want = append(want, c)
+			}
+		}
+		got := make(map[cid.Cid]bool, len(want))
+		var next []cid.Cid
+		for b := range ses.GetBlocks(ctx, want) {
+			got[b.Cid()] = true
+			pr.add(len(b.RawData()))
+			links, err := blockLinks(b.Cid(), b.RawData())
+			if err != nil {
+				return fmt.Errorf("contentstore: fetching %s: %w", root, err)
+			}
+			next = append(next, links...)
+		}
+		if len(got) < len(want) {
+			var missing cid.Cid
+			for _, c := range want {
+				if !got[c] {
+					missing = c
+					break
+				}
+			}
+			err := ctx.Err()
+			if err == nil {
+				err = errors.New("not found")
+			}
+			return fmt.Errorf("contentstore: fetching %s: %d of %d blocks not received (first: %s): %w", root, len(want)-len(got), len(want), missing, err)
+		}
+		level = next
+	}
+	return nil
+}
+
+// decodeSize returns the cumulative DAG size a block declares: its own
+// size plus the sizes its links record (dag-pb), or its length.
+func decodeSize(c cid.Cid, data []byte) (int64, error) {
+	if c.Prefix().Codec != cid.DagProtobuf {
+		return int64(len(data)), nil
+	}
+	nd, err := merkledag.DecodeProtobuf(data)
+	if err != nil {
+		return 0, err
+	}
+	sz, err := nd.Size()
+	return int64(sz), err
+}
+
+// connectProviders finds providers of c on the DHT and connects to them,
+// so that the bitswap session has peers to ask beyond the ones already
+// connected.
+func (s *Store) connectProviders(ctx context.Context, c cid.Cid) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for ai := range s.host.DHT.FindProvidersAsync(ctx, c, 20) {
+		if ai.ID == s.host.ID() || len(s.host.Network().ConnsToPeer(ai.ID)) > 0 {
+			continue
+		}
+		wg.Add(1)
+		go func(ai peer.AddrInfo) {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			defer cancel()
+			if err := s.host.Connect(cctx, ai); err != nil && ctx.Err() == nil {
+				s.opts.Logf("contentstore: provider %s of %s: %v", ai.ID, c, err)
+			}
+		}(ai)
+	}
+}
+
+// Get fetches the DAG under c and writes it to out: a file, or a directory
+// tree. out is written beside itself under a temporary name and renamed
+// into place when complete, so a failure (disk full, permissions, a
+// cancelled fetch) leaves no partial file; an existing file at out is
+// replaced, an existing directory is not.
+func (s *Store) Get(ctx context.Context, c cid.Cid, out string, progress Progress) error {
+	if err := s.Fetch(ctx, c, progress); err != nil {
+		return err
+	}
+	return s.WriteOut(ctx, c, out)
+}
+
+// WriteOut writes the UnixFS file or directory c, which must be stored
+// locally, to out (see Get).
+func (s *Store) WriteOut(ctx context.Context, c cid.Cid, out string) error {
+	if st, err := os.Lstat(out); err == nil && st.IsDir() {
+		return fmt.Errorf("contentstore: %s already exists and is a directory", out)
+	}
+	nd, err := s.off.Get(ctx, c)
+	if err != nil {
+		return fmt.Errorf("contentstore: %s: %w", c, err)
+	}
+	dir := filepath.Dir(out)
+	tmp, err := os.MkdirTemp(dir, "."+filepath.Base(out)+".part-")
+	if err != nil {
+		return fmt.Errorf("contentstore: writing %s: %w", out, err)
+	}
+	defer os.RemoveAll(tmp) // a no-op after the rename
+	target := filepath.Join(tmp, "x")
+	if err := s.writeNode(ctx, nd, target); err != nil {
+		return fmt.Errorf("contentstore: writing %s: %w", out, err)
+	}
+	if err := os.Rename(target, out); err != nil {
+		return fmt.Errorf("contentstore: writing %s: %w", out, err)
+	}
+	return fsutil.SyncDir(dir)
+}
+
+// writeNode writes the file or directory nd at path.
+func (s *Store) writeNode(ctx context.Context, nd ipld.Node, path string) error {
+	if pn, ok := nd.(*merkledag.ProtoNode); ok {
+		fsn, err := unixfs.FSNodeFromBytes(pn.Data())
+		if err != nil {
+			return fmt.Errorf("%s: not UnixFS: %w", nd.Cid(), err)
+		}
+		switch fsn.Type() {
+		case unixfs.TDirectory, unixfs.THAMTShard:
+			return s.writeDir(ctx, nd, path)
+		case unixfs.TFile, unixfs.TRaw:
+		default:
+			return fmt.Errorf("%s: UnixFS %s nodes are not supported", nd.Cid(), fsn.Type())
+		}
+	}
+	return s.writeFile(ctx, nd, path)
+}
+
+func (s *Store) writeFile(ctx context.Context, nd ipld.Node, path string) error {
+	r, err := uio.NewDagReader(ctx, nd, s.off)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func (s *Store) writeDir(ctx context.Context, nd ipld.Node, path string) error {
+	d, err := uio.NewDirectoryFromNode(s.off, nd)
+	if err != nil {
+		return err
+	}
+	if err := os.Mkdir(path, 0o755); err != nil {
+		return err
+	}
+	return d.ForEachLink(ctx, func(l *ipld.Link) error {
+		if err := checkName(l.Name); err != nil {
+			return fmt.Errorf("directory %s: %w", nd.Cid(), err)
+		}
+		child, err := l.GetNode(ctx, s.off)
+		if err != nil {
+			return err
+		}
+		return s.writeNode(ctx, child, filepath.Join(path, l.Name))
+	})
+}
+
+// checkName refuses directory entry names that would escape the directory
+// being written or cannot be file names.
+func checkName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || (filepath.Separator != '/' && strings.ContainsRune(name, filepath.Separator)) {
+		return fmt.Errorf("entry name %q is not a safe file name", name)
+	}
+	return nil
+}
+
+// File is a UnixFS file opened for reading and seeking.
+type File = uio.DagReader
+
+// Open opens the UnixFS file c for reading. Blocks are fetched as the
+// reads reach them (online stores), so reading a byte range fetches only
+// the blocks that cover it.
+func (s *Store) Open(ctx context.Context, c cid.Cid) (File, error) {
+	nd, err := s.dag.Get(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("contentstore: %s: %w", c, err)
+	}
+	r, err := uio.NewDagReader(ctx, nd, merkledag.NewSession(ctx, s.dag))
+	if err != nil {
+		return nil, fmt.Errorf("contentstore: %s: %w", c, err)
+	}
+	return r, nil
+}
+
+// ReadRange returns length bytes of the file c from offset off (fewer at
+// the end of the file).
+func (s *Store) ReadRange(ctx context.Context, c cid.Cid, off, length int64) ([]byte, error) {
+	if off < 0 || length < 0 {
+		return nil, fmt.Errorf("contentstore: range %d+%d of %s: negative", off, length, c)
+	}
+	r, err := s.Open(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	size := int64(r.Size())
+	if off > size {
+		return nil, fmt.Errorf("contentstore: range %d+%d of %s: starts past the end (%d bytes)", off, length, c, size)
+	}
+	if off+length > size {
+		length = size - off
+	}
+	if _, err := r.Seek(off, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("contentstore: range %d+%d of %s: %w", off, length, c, err)
+	}
+	buf := make([]byte, length)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, fmt.Errorf("contentstore: range %d+%d of %s: %w", off, length, c, err)
+	}
+	return buf, nil
+}
