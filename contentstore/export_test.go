@@ -8,3 +8,6 @@ import (
 var carV2Pragma = []byte{0x0a, 0xa1, 0x67, 0x76, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x02}
 
 func dshelpKey(c cid.Cid) string { return dshelp.MultihashToDsKey(c.Hash()).String() }
+
+// DecodeLinks exposes blockLinks to the external tests.
+func DecodeLinks(c cid.Cid, data []byte) ([]cid.Cid, error) { return blockLinks(c, data) }

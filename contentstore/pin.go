@@ -86,9 +86,9 @@ func (s *Store) IsPinned(root cid.Cid) bool {
 
 // GCResult says what a garbage collection removed.
 type GCResult struct {
-	Removed int   // blocks deleted
-	Freed   int64 // bytes deleted
-	Kept    int   // blocks reachable from pins
+	Removed int   `json:"removed"`     // blocks deleted
+	Freed   int64 `json:"freed_bytes"` // bytes deleted
+	Kept    int   `json:"kept"`        // blocks reachable from pins
 }
 
 // GC deletes every block not reachable from a pin. It waits for running

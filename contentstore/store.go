@@ -176,6 +176,28 @@ func (s *Store) Stat(ctx context.Context) (blocksN int, bytes int64, err error) 
 	return blocksN, bytes, ctx.Err()
 }
 
+// Traffic counts what bitswap moved since the store opened.
+type Traffic struct {
+	BlocksReceived uint64 `json:"blocks_received"`
+	BytesReceived  uint64 `json:"bytes_received"`
+	DupBlocks      uint64 `json:"duplicate_blocks"`
+	BlocksSent     uint64 `json:"blocks_sent"`
+	BytesSent      uint64 `json:"bytes_sent"`
+}
+
+// Traffic returns bitswap's counters (zero for an offline store).
+func (s *Store) Traffic() Traffic {
+	if s.swap == nil {
+		return Traffic{}
+	}
+	st, err := s.swap.Stat()
+	if err != nil {
+		return Traffic{}
+	}
+	return Traffic{BlocksReceived: st.BlocksReceived, BytesReceived: st.DataReceived, DupBlocks: st.DupBlksReceived,
+		BlocksSent: st.BlocksSent, BytesSent: st.DataSent}
+}
+
 // provide announces c on the DHT in the background (online stores only).
 func (s *Store) provide(c cid.Cid) {
 	if s.host == nil {

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fomnet/fomnet/node"
+)
+
+// syncBuffer is a bytes.Buffer safe to write from the daemon's goroutine
+// while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func initHome(t *testing.T) string {
+	t.Helper()
+	home := filepath.Join(t.TempDir(), "home")
+	out, errs, code := fomnet(t, "init", "--home", home, "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--json")
+	if code != 0 {
+		t.Fatalf("init: %d %s", code, errs)
+	}
+	var r map[string]string
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r["peer_id"] == "" {
+		t.Fatalf("init --json: %q %v", out, err)
+	}
+	return home
+}
+
+// startDaemon runs `fomnet daemon` in-process until the test ends and
+// returns its multiaddrs.
+func startDaemon(t *testing.T, home string) []string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int)
+	go func() { done <- run(ctx, []string{"daemon", "--home", home}, &out, &errb) }()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("daemon exit %d: %s", code, errb.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(errb.String(), "ready") {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon did not start: %s", errb.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return strings.Fields(out.String())
+}
+
+func TestSwarmCommands(t *testing.T) {
+	a := initHome(t)
+	addrs := startDaemon(t, a)
+	if len(addrs) == 0 || !strings.Contains(addrs[0], "/p2p/") {
+		t.Fatalf("daemon printed %q", addrs)
+	}
+	if _, errs, code := fomnet(t, "daemon", "--home", a); code == 0 || !strings.Contains(errs, "already runs") {
+		t.Fatalf("second daemon: %d %s", code, errs)
+	}
+
+	// id --json through the daemon gives the live addresses.
+	out, errs, code := fomnet(t, "id", "--home", a, "--json")
+	var id node.PeerInfo
+	if code != 0 || json.Unmarshal([]byte(out), &id) != nil || id.ID == "" || len(id.Addrs) == 0 || id.Addrs[0] != addrs[0] {
+		t.Fatalf("id: %d %q %s", code, out, errs)
+	}
+
+	// add through the daemon.
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
+	big := bytes.Repeat([]byte("fomnet 한국어 english "), 200000)
+	os.WriteFile(filepath.Join(dir, "model.bin"), big, 0o644)
+	os.WriteFile(filepath.Join(dir, "sub", "config.json"), []byte(`{"x":1}`), 0o644)
+	out, errs, code = fomnet(t, "add", "--home", a, dir, "--json")
+	var added map[string]string
+	if code != 0 || json.Unmarshal([]byte(out), &added) != nil || !strings.HasPrefix(added["cid"], "bafy") {
+		t.Fatalf("add: %d %q %s", code, out, errs)
+	}
+	root := added["cid"]
+
+	// get on another home with no daemon: a node starts for the command,
+	// joins through the daemon and fetches.
+	b := initHome(t)
+	got := filepath.Join(t.TempDir(), "got")
+	out, errs, code = fomnet(t, "get", "--home", b, "--bootstrap", addrs[0], "--listen", "/ip4/127.0.0.1/tcp/0", root, "-o", got)
+	if code != 0 {
+		t.Fatalf("get: %d %s", code, errs)
+	}
+	if g, _ := os.ReadFile(filepath.Join(got, "model.bin")); !bytes.Equal(g, big) {
+		t.Fatal("fetched model.bin differs")
+	}
+	if _, errs, code := fomnet(t, "verify", "--home", b, root); code != 0 {
+		t.Fatalf("verify after get: %s", errs)
+	}
+
+	// verify, pin ls, car export through the daemon; import offline elsewhere.
+	out, _, code = fomnet(t, "verify", "--home", a, root, "--json")
+	var vr node.VerifyResult
+	if code != 0 || json.Unmarshal([]byte(out), &vr) != nil || !vr.OK || !vr.Pinned {
+		t.Fatalf("verify: %d %q", code, out)
+	}
+	car := filepath.Join(t.TempDir(), "x.car")
+	if _, errs, code := fomnet(t, "car", "export", "--home", a, root, "-o", car); code != 0 {
+		t.Fatalf("car export: %s", errs)
+	}
+	c := initHome(t)
+	out, errs, code = fomnet(t, "car", "import", "--home", c, car, "--json")
+	var ir node.ImportResult
+	if code != 0 || json.Unmarshal([]byte(out), &ir) != nil || len(ir.Roots) != 1 || ir.Roots[0] != root {
+		t.Fatalf("car import: %d %q %s", code, out, errs)
+	}
+	out, _, _ = fomnet(t, "pin", "ls", "--home", c, "--json")
+	if !strings.Contains(out, root) {
+		t.Fatalf("pin ls: %q", out)
+	}
+
+	// mirror on home c (no daemon) with --exit; peers and connect through
+	// the daemon.
+	if _, errs, code := fomnet(t, "mirror", "--home", c, "--exit", "--bootstrap", addrs[0], "--listen", "/ip4/127.0.0.1/tcp/0", root); code != 0 {
+		t.Fatalf("mirror: %s", errs)
+	}
+	out, _, code = fomnet(t, "peers", "--home", a, "--json")
+	var peers []node.PeerInfo
+	if code != 0 || json.Unmarshal([]byte(out), &peers) != nil {
+		t.Fatalf("peers: %q", out)
+	}
+	if _, errs, code := fomnet(t, "peers", "--home", c); code == 0 || !strings.Contains(errs, "network") {
+		t.Fatalf("peers without a daemon: %d %s", code, errs)
+	}
+	if _, errs, code := fomnet(t, "connect", "--home", a, "/ip4/127.0.0.1/tcp/1/p2p/"+id.ID); code == 0 {
+		t.Fatalf("connect to self succeeded: %s", errs)
+	}
+
+	// pin rm + gc empties the store of that DAG.
+	if _, errs, code := fomnet(t, "pin", "rm", "--home", c, root); code != 0 {
+		t.Fatal(errs)
+	}
+	out, _, code = fomnet(t, "gc", "--home", c, "--json")
+	var gc map[string]int64
+	if code != 0 || json.Unmarshal([]byte(out), &gc) != nil || gc["removed"] == 0 {
+		t.Fatalf("gc: %q", out)
+	}
+	if _, _, code := fomnet(t, "verify", "--home", c, root); code != 1 {
+		t.Fatalf("verify of a collected DAG: exit %d, want 1", code)
+	}
+}
+
+func TestSwarmUsageErrors(t *testing.T) {
+	home := initHome(t)
+	for _, args := range [][]string{
+		{"get", "--home", home, "not-a-cid"},
+		{"get", "--home", home},
+		{"verify", "--home", home, "bafy", "extra"},
+		{"add", "--home", home},
+		{"mirror", "--home", home},
+		{"car", "export", "--home", home, "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"},
+		{"init", "--home", filepath.Join(t.TempDir(), "x"), "--listen", "/ip4/nope"},
+	} {
+		if _, errs, code := fomnet(t, args...); code != 2 {
+			t.Errorf("%v: exit %d (%s), want 2", args, code, errs)
+		}
+	}
+	if _, errs, code := fomnet(t, "init", "--home", home); code != 1 || !strings.Contains(errs, "already exists") {
+		t.Fatalf("init twice: %d %s", code, errs)
+	}
+	if _, errs, code := fomnet(t, "add", "--home", filepath.Join(t.TempDir(), "none"), "x"); code != 1 || !strings.Contains(errs, "fomnet init") {
+		t.Fatalf("add without init: %d %s", code, errs)
+	}
+}

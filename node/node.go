@@ -1,0 +1,378 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/internal/fsutil"
+	"github.com/fomnet/fomnet/p2p"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// A node's home directory:
+//
+//	config.toml    settings (see Config)
+//	identity.key   ed25519 peer key, mode 0600
+//	store/         content store: blocks/ (flatfs), pins.json, lock
+//	api            address and token of the running daemon's API (0600)
+const (
+	ConfigFile   = "config.toml"
+	IdentityFile = "identity.key"
+	StoreDir     = "store"
+	APIFile      = "api"
+)
+
+// Init creates a node home: the directory (0700), an identity and a
+// commented config.toml. An existing config is never overwritten.
+func Init(home string, cfg Config) (peer.ID, error) {
+	if err := cfg.Validate(); err != nil {
+		return "", err
+	}
+	cfgPath := filepath.Join(home, ConfigFile)
+	if _, err := os.Stat(cfgPath); err == nil {
+		return "", fmt.Errorf("%s already exists: this home is initialised", cfgPath)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return "", err
+	}
+	k, err := p2p.LoadOrCreateIdentity(filepath.Join(home, IdentityFile))
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Join(home, StoreDir), 0o755); err != nil {
+		return "", err
+	}
+	if err := fsutil.WriteFile(cfgPath, cfg.Encode()); err != nil {
+		return "", err
+	}
+	return peer.IDFromPrivateKey(k)
+}
+
+// Options start a node.
+type Options struct {
+	// Offline opens the store without starting a libp2p host.
+	Offline bool
+	// Listen and Bootstrap, when set, replace the config's addresses.
+	Listen, Bootstrap []string
+	// DHTMode, when set, replaces the config's DHT mode.
+	DHTMode string
+	// API serves the local API (the daemon does; one-shot commands don't).
+	API bool
+	// APIListen, when set, replaces the config's API address.
+	APIListen string
+	// Logf receives the node's log lines (nil: discarded).
+	Logf func(format string, args ...any)
+}
+
+// Node is a running fomnet node: its libp2p host (nil when offline) and
+// content store.
+type Node struct {
+	Home     string
+	Config   Config
+	Identity crypto.PrivKey
+	Host     *p2p.Host
+	Store    *contentstore.Store
+
+	logf func(string, ...any)
+	api  *apiServer
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open starts the node in home.
+func Open(ctx context.Context, home string, o Options) (*Node, error) {
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	cfg, err := LoadConfig(filepath.Join(home, ConfigFile))
+	if err != nil {
+		return nil, err
+	}
+	if len(o.Listen) > 0 {
+		cfg.Network.Listen = o.Listen
+	}
+	if len(o.Bootstrap) > 0 {
+		cfg.Network.Bootstrap = o.Bootstrap
+	}
+	if o.DHTMode != "" {
+		cfg.Network.DHTMode = o.DHTMode
+	}
+	if o.APIListen != "" {
+		cfg.API.Listen = o.APIListen
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	k, err := p2p.LoadIdentity(filepath.Join(home, IdentityFile))
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{Home: home, Config: cfg, Identity: k, logf: o.Logf}
+	if !o.Offline {
+		n.Host, err = p2p.New(ctx, p2p.Options{
+			Identity:     k,
+			Listen:       cfg.Network.Listen,
+			Announce:     cfg.Network.Announce,
+			Bootstrap:    cfg.Network.Bootstrap,
+			DHTMode:      cfg.Network.DHTMode,
+			MDNS:         cfg.Network.MDNS,
+			RelayService: cfg.Network.RelayService,
+			StaticRelays: cfg.Network.StaticRelays,
+			NATPortMap:   cfg.Network.NATPortMap,
+			MaxMemory:    int64(cfg.Resources.MaxMemoryMiB) << 20,
+			MaxFD:        cfg.Resources.MaxFD,
+			ConnLow:      cfg.Resources.ConnLow,
+			ConnHigh:     cfg.Resources.ConnHigh,
+			Logf:         o.Logf,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	n.Store, err = contentstore.Open(filepath.Join(home, StoreDir), contentstore.Options{Host: n.Host, Logf: o.Logf})
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	if o.API && cfg.API.Listen != "" {
+		if n.api, err = startAPI(n, cfg.API.Listen); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// APIAddr is the address the API listens on ("" when not serving).
+func (n *Node) APIAddr() string {
+	if n.api == nil {
+		return ""
+	}
+	return n.api.addr
+}
+
+// Close stops the API, the store and the host, in that order, and waits
+// for them. It is idempotent.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.api != nil {
+			errs = append(errs, n.api.close())
+		}
+		if n.Store != nil {
+			errs = append(errs, n.Store.Close())
+		}
+		if n.Host != nil {
+			errs = append(errs, n.Host.Close())
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// PeerInfo is a peer and its addresses.
+type PeerInfo struct {
+	ID    string   `json:"peer_id"`
+	Addrs []string `json:"addrs"`
+}
+
+// ErrOffline is returned by operations that need the network on an
+// offline node.
+var ErrOffline = errors.New("this needs the network: start `fomnet daemon`, or run the command without a daemon so it starts a node")
+
+// ID describes this node: peer ID and dialable addresses (offline: the
+// configured listen addresses).
+func (n *Node) ID(context.Context) (PeerInfo, error) {
+	id, err := peer.IDFromPrivateKey(n.Identity)
+	if err != nil {
+		return PeerInfo{}, err
+	}
+	pi := PeerInfo{ID: id.String(), Addrs: []string{}}
+	if n.Host != nil {
+		for _, a := range n.Host.FullAddrs() {
+			pi.Addrs = append(pi.Addrs, a.String())
+		}
+	} else {
+		for _, a := range n.Config.Network.Listen {
+			pi.Addrs = append(pi.Addrs, a+"/p2p/"+id.String())
+		}
+	}
+	return pi, nil
+}
+
+// Peers lists connected peers.
+func (n *Node) Peers(context.Context) ([]PeerInfo, error) {
+	if n.Host == nil {
+		return nil, ErrOffline
+	}
+	out := []PeerInfo{}
+	for _, ai := range n.Host.Peers() {
+		pi := PeerInfo{ID: ai.ID.String(), Addrs: []string{}}
+		for _, a := range ai.Addrs {
+			pi.Addrs = append(pi.Addrs, a.String())
+		}
+		out = append(out, pi)
+	}
+	return out, nil
+}
+
+// Connect dials a peer by multiaddr (ending in /p2p/<id>).
+func (n *Node) Connect(ctx context.Context, addr string) (PeerInfo, error) {
+	if n.Host == nil {
+		return PeerInfo{}, ErrOffline
+	}
+	ai, err := n.Host.ConnectAddr(ctx, addr)
+	if err != nil {
+		return PeerInfo{}, fmt.Errorf("connect %s: %w", addr, err)
+	}
+	return PeerInfo{ID: ai.ID.String(), Addrs: []string{addr}}, nil
+}
+
+// Add imports a file or directory, pins it and provides it.
+func (n *Node) Add(ctx context.Context, path string, pin bool, progress contentstore.Progress) (cid.Cid, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return cid.Undef, err
+	}
+	return n.Store.Add(ctx, abs, contentstore.AddOptions{Pin: pin, Progress: progress})
+}
+
+// Get fetches c and writes it to out.
+func (n *Node) Get(ctx context.Context, c cid.Cid, out string, progress contentstore.Progress) error {
+	abs, err := filepath.Abs(out)
+	if err != nil {
+		return err
+	}
+	return n.Store.Get(ctx, c, abs, progress)
+}
+
+// VerifyResult is Verify's answer in JSON form.
+type VerifyResult struct {
+	CID     string   `json:"cid"`
+	OK      bool     `json:"ok"`
+	Blocks  int      `json:"blocks"`
+	Bytes   int64    `json:"bytes"`
+	Missing []string `json:"missing"`
+	Corrupt []string `json:"corrupt"`
+	Pinned  bool     `json:"pinned"`
+}
+
+func (n *Node) result(rep contentstore.Report) VerifyResult {
+	r := VerifyResult{CID: rep.Root.String(), OK: rep.OK(), Blocks: rep.Blocks, Bytes: rep.Bytes,
+		Missing: []string{}, Corrupt: []string{}, Pinned: n.Store.IsPinned(rep.Root)}
+	for _, c := range rep.Missing {
+		r.Missing = append(r.Missing, c.String())
+	}
+	for _, c := range rep.Corrupt {
+		r.Corrupt = append(r.Corrupt, c.String())
+	}
+	return r
+}
+
+// Verify checks the local copy of c.
+func (n *Node) Verify(ctx context.Context, c cid.Cid) (VerifyResult, error) {
+	rep, err := n.Store.Verify(ctx, c)
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	return n.result(rep), nil
+}
+
+// Mirror fetches c, verifies it (deleting and fetching again any block that
+// turned out corrupt), pins it and provides it.
+func (n *Node) Mirror(ctx context.Context, c cid.Cid, progress contentstore.Progress) (VerifyResult, error) {
+	if n.Host == nil {
+		return VerifyResult{}, ErrOffline
+	}
+	var rep contentstore.Report
+	for attempt := 0; attempt < 2; attempt++ {
+		if err := n.Store.Fetch(ctx, c, progress); err != nil {
+			return VerifyResult{}, err
+		}
+		var err error
+		if rep, err = n.Store.Verify(ctx, c); err != nil {
+			return VerifyResult{}, err
+		}
+		if rep.OK() {
+			break
+		}
+		n.logf("mirror %s: %s; fetching again", c, rep.Problem())
+		if err := n.Store.Repair(ctx, rep); err != nil {
+			return n.result(rep), err
+		}
+	}
+	if !rep.OK() {
+		return n.result(rep), fmt.Errorf("mirror %s: %s", c, rep.Problem())
+	}
+	if err := n.Store.Pin(ctx, c, "mirror"); err != nil {
+		return n.result(rep), err
+	}
+	return n.result(rep), nil
+}
+
+// ExportCAR writes c as a CARv2 file.
+func (n *Node) ExportCAR(ctx context.Context, c cid.Cid, out string) error {
+	abs, err := filepath.Abs(out)
+	if err != nil {
+		return err
+	}
+	return n.Store.ExportCAR(ctx, c, abs)
+}
+
+// ImportResult is ImportCAR's answer in JSON form.
+type ImportResult struct {
+	Roots      []string `json:"roots"`
+	Blocks     int      `json:"blocks"`
+	Bytes      int64    `json:"bytes"`
+	Incomplete []string `json:"incomplete"`
+}
+
+// ImportCAR imports a CAR file and pins its complete roots.
+func (n *Node) ImportCAR(ctx context.Context, path string, pin bool) (ImportResult, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return ImportResult{}, err
+	}
+	defer f.Close()
+	res, err := n.Store.ImportCAR(ctx, f, filepath.Base(path), pin)
+	out := ImportResult{Blocks: res.Blocks, Bytes: res.Bytes, Roots: []string{}, Incomplete: []string{}}
+	for _, c := range res.Roots {
+		out.Roots = append(out.Roots, c.String())
+	}
+	for _, c := range res.Incomplete {
+		out.Incomplete = append(out.Incomplete, c.String())
+	}
+	return out, err
+}
+
+// PinInfo is one pin in JSON form.
+type PinInfo struct {
+	CID  string `json:"cid"`
+	Name string `json:"name,omitempty"`
+}
+
+// Pins lists the pins.
+func (n *Node) Pins(context.Context) ([]PinInfo, error) {
+	out := []PinInfo{}
+	for _, p := range n.Store.Pins() {
+		out = append(out, PinInfo{CID: p.CID.String(), Name: p.Name})
+	}
+	return out, nil
+}
+
+// Unpin removes a pin.
+func (n *Node) Unpin(_ context.Context, c cid.Cid) error { return n.Store.Unpin(c) }
+
+// GC removes unpinned blocks.
+func (n *Node) GC(ctx context.Context) (contentstore.GCResult, error) { return n.Store.GC(ctx) }

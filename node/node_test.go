@@ -1,0 +1,150 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestConfigRoundTrip(t *testing.T) {
+	c := DefaultConfig()
+	c.Network.Bootstrap = []string{"/ip4/10.0.0.1/tcp/4101/p2p/12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK"}
+	c.Network.MDNS = true
+	c.Resources.ConnHigh = 300
+	got, err := ParseConfig(c.Encode(), "config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Encode()) != string(c.Encode()) {
+		t.Fatalf("round trip changed the config:\n%s\n---\n%s", got.Encode(), c.Encode())
+	}
+	if !bytes.Contains(c.Encode(), []byte("# ")) {
+		t.Fatal("config has no comments")
+	}
+	// Missing keys keep defaults.
+	got, err = ParseConfig([]byte("[network]\ndht_mode = \"client\"\n"), "c.toml")
+	if err != nil || got.Network.DHTMode != "client" || got.Resources.MaxFD != DefaultConfig().Resources.MaxFD {
+		t.Fatalf("%+v %v", got, err)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	for bad, want := range map[string]string{
+		"[network]\nlisen = []\n":                           "network.lisen",
+		"[network]\ndht_mode = \"maybe\"\n":                 "network.dht_mode",
+		"[network]\nbootstrap = [\"/ip4/1.2.3.4/tcp/1\"]\n": "bootstrap",
+		"[resources]\nmax_fd = 1\n":                         "resources.max_fd",
+		"[resources]\nconn_low = 10\nconn_high = 5\n":       "conn_low",
+		"[api]\nlisten = \"0.0.0.0:4102\"\n":                "loopback",
+		"[network\n":                                        "c.toml",
+		"[network]\nlisten = \"/ip4/0.0.0.0/tcp/1\"\n":      "c.toml",
+	} {
+		_, err := ParseConfig([]byte(bad), "c.toml")
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "c.toml") {
+			t.Errorf("%q: error %v, want it to name %q and the file", bad, err, want)
+		}
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add(DefaultConfig().Encode())
+	f.Add([]byte("[network]\ndht_mode = \"client\"\n"))
+	f.Add([]byte("[api]\nlisten = \"\"\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseConfig(b, "fuzz")
+		if err != nil {
+			return
+		}
+		again, err := ParseConfig(c.Encode(), "fuzz")
+		if err != nil {
+			t.Fatalf("re-parsing an accepted config: %v\n%s", err, c.Encode())
+		}
+		if string(again.Encode()) != string(c.Encode()) {
+			t.Fatal("config changed on re-encoding")
+		}
+	})
+}
+
+func FuzzParseAPIFile(f *testing.F) {
+	f.Add([]byte(`{"addr":"127.0.0.1:4102","token":"` + strings.Repeat("ab", 32) + `"}`))
+	f.Add([]byte(`{"addr":"10.0.0.1:1","token":""}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		addr, _, err := ParseAPIFile(b, "fuzz")
+		if err == nil && checkLoopback(addr) != nil {
+			t.Fatalf("accepted non-loopback %q", addr)
+		}
+	})
+}
+
+func TestInitAndOfflineNode(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "h")
+	id, err := Init(home, DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Init(home, DefaultConfig()); err == nil {
+		t.Fatal("second Init succeeded")
+	}
+	st, _ := os.Stat(filepath.Join(home, IdentityFile))
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("identity mode %#o", st.Mode().Perm())
+	}
+	n, err := Open(context.Background(), home, Options{Offline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	pi, _ := n.ID(context.Background())
+	if pi.ID != id.String() || len(pi.Addrs) != 2 {
+		t.Fatalf("offline id %+v", pi)
+	}
+	if _, err := n.Peers(context.Background()); err != ErrOffline {
+		t.Fatalf("peers offline: %v", err)
+	}
+}
+
+// The API refuses requests without the token.
+func TestAPIToken(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "h")
+	cfg := DefaultConfig()
+	cfg.Network.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.API.Listen = "127.0.0.1:0"
+	if _, err := Init(home, cfg); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Open(context.Background(), home, Options{API: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	st, _ := os.Stat(filepath.Join(home, APIFile))
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("api file mode %#o", st.Mode().Perm())
+	}
+	resp, err := http.Post("http://"+n.APIAddr()+"/api/v0/id", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("no token: %s", resp.Status)
+	}
+	cl, err := Dial(context.Background(), home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pi, err := cl.ID(context.Background()); err != nil || pi.ID != n.Host.ID().String() {
+		t.Fatalf("%+v %v", pi, err)
+	}
+	n.Close()
+	if _, err := os.Stat(filepath.Join(home, APIFile)); !os.IsNotExist(err) {
+		t.Fatal("api file left after Close")
+	}
+	if _, err := Dial(context.Background(), home); err != ErrNoDaemon {
+		t.Fatalf("Dial after Close: %v", err)
+	}
+}
