@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 
 	"github.com/fomnet/fomnet/internal/fsutil"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
 	carstore "github.com/ipld/go-car/v2/blockstore"
-	blocks "github.com/ipfs/go-block-format"
 )
 
 // ExportCAR writes the DAG under root, which must be stored locally, to

@@ -632,5 +632,3 @@ func newGCCmd(e *env) *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print {removed, freed_bytes, kept} as JSON")
 	return cmd
 }
-
-
