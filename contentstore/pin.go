@@ -34,6 +34,10 @@ func (s *Store) pinLocked(root cid.Cid, name string) error {
 	if old, ok := s.pins[root]; ok && (old == name || name == "") {
 		return nil
 	}
+	// The DAG's blocks reach the disk before the pin that promises them.
+	if err := syncFS(s.lock); err != nil {
+		return fmt.Errorf("contentstore: pin %s: syncing blocks: %w", root, err)
+	}
 	prev, had := s.pins[root]
 	s.pins[root] = name
 	if err := s.savePins(); err != nil {

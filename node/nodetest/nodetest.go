@@ -20,6 +20,9 @@ type Options struct {
 	// Isolated leaves nodes unconnected; by default every node bootstraps
 	// from node 0.
 	Isolated bool
+	// TCPOnly listens on TCP alone (no QUIC), for transport-specific
+	// measurements.
+	TCPOnly bool
 	// Logf, if set, receives every node's log lines (t.Logf is typical).
 	Logf func(format string, args ...any)
 }
@@ -40,6 +43,9 @@ func New(tb testing.TB, n int, o Options) *Cluster {
 		home := tb.TempDir()
 		cfg := node.DefaultConfig()
 		cfg.Network.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+		if o.TCPOnly {
+			cfg.Network.Listen = cfg.Network.Listen[:1]
+		}
 		cfg.Network.DHTMode = "server"
 		cfg.API.Listen = "127.0.0.1:0"
 		if _, err := node.Init(home, cfg); err != nil {
