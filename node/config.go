@@ -31,6 +31,7 @@ type NetworkConfig struct {
 	RelayService bool     `toml:"relay_service"`
 	StaticRelays []string `toml:"static_relays"`
 	NATPortMap   bool     `toml:"nat_port_map"`
+	Reachability string   `toml:"reachability"`
 }
 
 // ResourcesConfig bounds what the libp2p stack may use.
@@ -60,6 +61,7 @@ func DefaultConfig() Config {
 			Bootstrap:    []string{},
 			DHTMode:      "auto",
 			StaticRelays: []string{},
+			Reachability: "auto",
 		},
 		Resources: ResourcesConfig{MaxMemoryMiB: 1024, MaxFD: 512, ConnLow: 64, ConnHigh: 192},
 		API:       APIConfig{Listen: "127.0.0.1:4102"},
@@ -87,6 +89,11 @@ func (c *Config) Validate() error {
 	case "auto", "server", "client":
 	default:
 		return fmt.Errorf("network.dht_mode: %q is not auto, server or client", c.Network.DHTMode)
+	}
+	switch c.Network.Reachability {
+	case "auto", "public", "private":
+	default:
+		return fmt.Errorf("network.reachability: %q is not auto, public or private", c.Network.Reachability)
 	}
 	r := c.Resources
 	if r.MaxMemoryMiB < 64 || r.MaxMemoryMiB > 1<<20 {
@@ -178,6 +185,9 @@ relay_service = %t
 static_relays = %s
 # Ask the home router for a port mapping (UPnP / NAT-PMP).
 nat_port_map = %t
+# "auto" lets AutoNAT find out whether others can dial this node; "private"
+# (behind a NAT: use relays and hole punching at once) or "public" override it.
+reachability = %q
 
 [resources]
 # Limits for the libp2p resource manager.
@@ -192,7 +202,7 @@ conn_high = %d
 # "" turns it off.
 listen = %q
 `, list(c.Network.Listen), list(c.Network.Announce), list(c.Network.Bootstrap), c.Network.DHTMode,
-		c.Network.MDNS, c.Network.RelayService, list(c.Network.StaticRelays), c.Network.NATPortMap,
+		c.Network.MDNS, c.Network.RelayService, list(c.Network.StaticRelays), c.Network.NATPortMap, c.Network.Reachability,
 		c.Resources.MaxMemoryMiB, c.Resources.MaxFD, c.Resources.ConnLow, c.Resources.ConnHigh, c.API.Listen)
 	return []byte(b.String())
 }

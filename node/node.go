@@ -130,6 +130,7 @@ func Open(ctx context.Context, home string, o Options) (*Node, error) {
 			RelayService: cfg.Network.RelayService,
 			StaticRelays: cfg.Network.StaticRelays,
 			NATPortMap:   cfg.Network.NATPortMap,
+			Reachability: cfg.Network.Reachability,
 			MaxMemory:    int64(cfg.Resources.MaxMemoryMiB) << 20,
 			MaxFD:        cfg.Resources.MaxFD,
 			ConnLow:      cfg.Resources.ConnLow,

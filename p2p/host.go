@@ -67,6 +67,10 @@ type Options struct {
 	// StaticRelays are relay peers to reserve a slot on when this node is
 	// not reachable from outside (circuit relay v2 client through AutoRelay).
 	StaticRelays []string
+	// Reachability overrides AutoNAT: "public" for a node known to be
+	// reachable, "private" for one known to be behind a NAT (it then
+	// reserves relay slots at once). Default "auto".
+	Reachability string
 	// NATPortMap asks the home router for a port mapping (UPnP / NAT-PMP).
 	NATPortMap bool
 	// MaxMemory (bytes) and MaxFD bound what the libp2p resource manager
@@ -206,6 +210,11 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
 	}
+	switch opts.Reachability {
+	case "", "auto", "public", "private":
+	default:
+		return nil, fmt.Errorf("p2p: reachability %q: want auto, public or private", opts.Reachability)
+	}
 
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
@@ -247,6 +256,13 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 	}
 	if opts.NATPortMap {
 		lopts = append(lopts, libp2p.NATPortMap())
+	}
+	switch opts.Reachability {
+	case "", "auto":
+	case "public":
+		lopts = append(lopts, libp2p.ForceReachabilityPublic())
+	case "private":
+		lopts = append(lopts, libp2p.ForceReachabilityPrivate())
 	}
 	hst, err := libp2p.New(lopts...)
 	if err != nil {
