@@ -100,6 +100,7 @@ type progressPrinter struct {
 	last  time.Time
 	start time.Time
 	shown bool
+	done  int64 // last value shown
 }
 
 func newProgress(e *env, label string) *progressPrinter {
@@ -118,10 +119,10 @@ func (p *progressPrinter) update(done, total int64) {
 		every = 200 * time.Millisecond
 	}
 	now := time.Now()
-	if now.Sub(p.last) < every && done != total {
+	if (now.Sub(p.last) < every && done != total) || (done == p.done && !p.last.IsZero()) {
 		return
 	}
-	p.last = now
+	p.last, p.done = now, done
 	rate := float64(done) / (1 << 20) / max(now.Sub(p.start).Seconds(), 1e-3)
 	line := fmt.Sprintf("%s %s", p.label, mib(done))
 	if total > 0 {
