@@ -38,6 +38,7 @@ type API interface {
 	Pins(ctx context.Context) ([]PinInfo, error)
 	Unpin(ctx context.Context, c cid.Cid) error
 	GC(ctx context.Context) (contentstore.GCResult, error)
+	Announced(ctx context.Context) ([]Announcement, error)
 }
 
 var (
@@ -220,6 +221,8 @@ func dispatch(ctx context.Context, n API, op string, req apiRequest, progress co
 		return n.Pins(ctx)
 	case "gc":
 		return n.GC(ctx)
+	case "announced":
+		return n.Announced(ctx)
 	case "car/import":
 		return n.ImportCAR(ctx, req.Path, req.Pin)
 	}
@@ -416,4 +419,9 @@ func (c *Client) Unpin(ctx context.Context, k cid.Cid) error {
 func (c *Client) GC(ctx context.Context) (contentstore.GCResult, error) {
 	var r contentstore.GCResult
 	return r, c.call(ctx, "gc", apiRequest{}, nil, &r)
+}
+
+func (c *Client) Announced(ctx context.Context) ([]Announcement, error) {
+	var as []Announcement
+	return as, c.call(ctx, "announced", apiRequest{}, nil, &as)
 }

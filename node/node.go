@@ -85,6 +85,7 @@ type Node struct {
 
 	logf func(string, ...any)
 	api  *apiServer
+	ann  *announcer // daemons only
 
 	closeOnce sync.Once
 	closeErr  error
@@ -146,6 +147,12 @@ func Open(ctx context.Context, home string, o Options) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	if o.API && n.Host != nil {
+		if n.ann, err = startAnnouncer(n.Host, o.Logf); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
 	if o.API && cfg.API.Listen != "" {
 		if n.api, err = startAPI(n, cfg.API.Listen); err != nil {
 			n.Close()
@@ -170,6 +177,9 @@ func (n *Node) Close() error {
 		var errs []error
 		if n.api != nil {
 			errs = append(errs, n.api.close())
+		}
+		if n.ann != nil {
+			n.ann.close()
 		}
 		if n.Store != nil {
 			errs = append(errs, n.Store.Close())
@@ -246,7 +256,32 @@ func (n *Node) Add(ctx context.Context, path string, pin bool, progress contents
 	if err != nil {
 		return cid.Undef, err
 	}
-	return n.Store.Add(ctx, abs, contentstore.AddOptions{Pin: pin, Progress: progress})
+	c, err := n.Store.Add(ctx, abs, contentstore.AddOptions{Pin: pin, Progress: progress})
+	if err == nil && pin {
+		n.announce(ctx, c, filepath.Base(abs))
+	}
+	return c, err
+}
+
+// announce tells the swarm (daemons only) that this node holds root.
+func (n *Node) announce(ctx context.Context, root cid.Cid, name string) {
+	if n.ann == nil {
+		return
+	}
+	rep, err := n.Store.Verify(ctx, root)
+	if err != nil || !rep.OK() {
+		return
+	}
+	n.ann.publish(ctx, Announcement{CID: root.String(), Name: name, Bytes: rep.Bytes})
+}
+
+// Announced lists the latest announcements heard from other daemons
+// (oldest first; empty unless this node is a daemon).
+func (n *Node) Announced(context.Context) ([]Announcement, error) {
+	if n.ann == nil {
+		return []Announcement{}, nil
+	}
+	return n.ann.list(), nil
 }
 
 // Get fetches c and writes it to out.
@@ -319,6 +354,7 @@ func (n *Node) Mirror(ctx context.Context, c cid.Cid, progress contentstore.Prog
 	if err := n.Store.Pin(ctx, c, "mirror"); err != nil {
 		return n.result(rep), err
 	}
+	n.announce(ctx, c, "mirror")
 	return n.result(rep), nil
 }
 

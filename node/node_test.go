@@ -148,3 +148,42 @@ func TestAPIToken(t *testing.T) {
 		t.Fatalf("Dial after Close: %v", err)
 	}
 }
+
+func TestAnnouncementCodec(t *testing.T) {
+	a := Announcement{CID: "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", Name: "체크포인트", Bytes: 12, Peer: "ignored"}
+	b, err := EncodeAnnouncement(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeAnnouncement(b)
+	if err != nil || got.CID != a.CID || got.Name != a.Name || got.Bytes != 12 || got.Peer != "" {
+		t.Fatalf("%+v %v", got, err)
+	}
+	for _, bad := range []string{`{"cid":"x","bytes":1}`, `{"cid":"` + a.CID + `","bytes":-1}`,
+		`{"cid":"` + a.CID + `","bytes":1,"extra":2}`, `{"cid":"` + a.CID + `","bytes":1}{}`, `[]`} {
+		if _, err := DecodeAnnouncement([]byte(bad)); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+	if _, err := EncodeAnnouncement(Announcement{CID: a.CID, Name: strings.Repeat("x", 2000)}); err == nil {
+		t.Fatal("oversized announcement encoded")
+	}
+}
+
+func FuzzDecodeAnnouncement(f *testing.F) {
+	f.Add([]byte(`{"cid":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","name":"a","bytes":5}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, err := DecodeAnnouncement(b)
+		if err != nil {
+			return
+		}
+		enc, err := EncodeAnnouncement(a)
+		if err != nil {
+			t.Fatalf("re-encoding an accepted announcement: %v", err)
+		}
+		if again, err := DecodeAnnouncement(enc); err != nil || again != a {
+			t.Fatalf("round trip: %+v %v", again, err)
+		}
+	})
+}

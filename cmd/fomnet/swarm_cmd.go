@@ -228,8 +228,10 @@ func newDaemonCmd(e *env) *cobra.Command {
 		Short: "Run the node: serve the store, join the DHT, answer other fomnet commands",
 		Long: `Run the node until interrupted: listen on the configured (or --listen)
 addresses, join the swarm through the bootstrap peers, serve every stored
-block over bitswap, provide pinned content on the DHT, and serve the local
-API that other fomnet commands use while the daemon runs.
+block over bitswap, provide pinned content on the DHT, announce what it pins
+on the gossipsub topic `+node.AnnounceTopic+` (and hear others' announcements:
+fomnet announced), and serve the local API that other fomnet commands use
+while the daemon runs.
 
 The daemon's dialable multiaddrs are printed on stdout (--json: {peer_id,
 addrs}); logs go to stderr.`,
@@ -631,5 +633,40 @@ func newGCCmd(e *env) *cobra.Command {
 	}
 	f.addHome(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print {removed, freed_bytes, kept} as JSON")
+	return cmd
+}
+
+func newAnnouncedCmd(e *env) *cobra.Command {
+	var f nodeFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "announced",
+		Short: "List what other daemons announced they hold (the latest 256)",
+		Long: `Daemons announce each root they pin (by add or mirror) on the gossipsub
+topic ` + node.AnnounceTopic + `, signed by their peer key. This lists the
+announcements the running daemon has heard, oldest first: CID, name, size and
+the announcing peer. Mirror one with ` + "`fomnet mirror CID`" + `.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := node.Dial(ctxOf(cmd), f.homeDir())
+			if err != nil {
+				return fmt.Errorf("%w: announcements are heard by a running daemon", err)
+			}
+			as, err := cl.Announced(ctxOf(cmd))
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return e.printJSON(as)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			for _, a := range as {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.CID, mib(a.Bytes), a.Name, a.Peer)
+			}
+			return tw.Flush()
+		},
+	}
+	f.addHome(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print [{cid, name, bytes, peer, seen}] as JSON")
 	return cmd
 }

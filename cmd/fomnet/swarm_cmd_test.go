@@ -154,6 +154,11 @@ func TestSwarmCommands(t *testing.T) {
 		t.Fatalf("connect to self succeeded: %s", errs)
 	}
 
+	out, _, code = fomnet(t, "announced", "--home", a, "--json")
+	if code != 0 || !strings.HasPrefix(strings.TrimSpace(out), "[") {
+		t.Fatalf("announced: %d %q", code, out)
+	}
+
 	// pin rm + gc empties the store of that DAG.
 	if _, errs, code := fomnet(t, "pin", "rm", "--home", c, root); code != 0 {
 		t.Fatal(errs)
@@ -185,6 +190,9 @@ func TestSwarmUsageErrors(t *testing.T) {
 	}
 	if _, errs, code := fomnet(t, "init", "--home", home); code != 1 || !strings.Contains(errs, "already exists") {
 		t.Fatalf("init twice: %d %s", code, errs)
+	}
+	if _, errs, code := fomnet(t, "announced", "--home", home); code != 1 || !strings.Contains(errs, "running daemon") {
+		t.Fatalf("announced without a daemon: %d %s", code, errs)
 	}
 	if _, errs, code := fomnet(t, "add", "--home", filepath.Join(t.TempDir(), "none"), "x"); code != 1 || !strings.Contains(errs, "fomnet init") {
 		t.Fatalf("add without init: %d %s", code, errs)
