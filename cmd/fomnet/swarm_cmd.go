@@ -229,7 +229,7 @@ func newDaemonCmd(e *env) *cobra.Command {
 		Long: `Run the node until interrupted: listen on the configured (or --listen)
 addresses, join the swarm through the bootstrap peers, serve every stored
 block over bitswap, provide pinned content on the DHT, announce what it pins
-on the gossipsub topic `+node.AnnounceTopic+` (and hear others' announcements:
+on the gossipsub topic ` + node.AnnounceTopic + ` (and hear others' announcements:
 fomnet announced), and serve the local API that other fomnet commands use
 while the daemon runs.
 
