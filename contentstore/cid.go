@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/ipfs/boxo/blockservice"
 	"github.com/ipfs/boxo/blockstore"
@@ -61,4 +62,20 @@ const (
 // BlockCID returns the CIDv1 (sha2-256) of one block of the given codec.
 func BlockCID(codec uint64, data []byte) (cid.Cid, error) {
 	return cid.Prefix{Version: 1, Codec: codec, MhType: mh.SHA2_256, MhLength: -1}.Sum(data)
+}
+
+// PathCID returns the CID that Store.Add gives a file or directory tree,
+// computed in memory without a store.
+func PathCID(ctx context.Context, path string) (cid.Cid, error) {
+	bs := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
+	s := &Store{dag: merkledag.NewDAGService(blockservice.New(bs, nil))}
+	st, err := os.Lstat(path)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("contentstore: %w", err)
+	}
+	nd, err := s.addPath(ctx, path, st, &progressCounter{total: -1})
+	if err != nil {
+		return cid.Undef, err
+	}
+	return nd.Cid(), nil
 }

@@ -414,3 +414,17 @@ func FuzzImportCAR(f *testing.F) {
 		_ = errors.New
 	})
 }
+
+func TestPathCIDMatchesAdd(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "d")
+	writeFile(t, filepath.Join(src, "a"), randBytes(11, 1<<20+3))
+	writeFile(t, filepath.Join(src, "b/c"), []byte("c"))
+	want, err := openStore(t).Add(context.Background(), src, AddOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := PathCID(context.Background(), src)
+	if err != nil || !got.Equals(want) {
+		t.Fatalf("PathCID %s, Add %s (%v)", got, want, err)
+	}
+}

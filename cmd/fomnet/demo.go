@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/model"
 )
@@ -22,6 +23,7 @@ import (
 
 type demoOut struct {
 	Checkpoint string  `json:"checkpoint"`
+	CID        string  `json:"checkpoint_cid"`
 	SHA256     string  `json:"model_sha256"`
 	Loss       float32 `json:"loss"`
 	Steps      int     `json:"steps"`
@@ -97,6 +99,10 @@ the tokenizer lands.`,
 			if err != nil {
 				return err
 			}
+			ckptCID, err := contentstore.PathCID(ctxOf(cmd), dir)
+			if err != nil {
+				return err
+			}
 			sample := func(prompt string) (string, error) {
 				toks := make([]int32, 0, len(prompt))
 				for _, b := range []byte(prompt) {
@@ -113,12 +119,13 @@ the tokenizer lands.`,
 			if err != nil {
 				return err
 			}
-			res := demoOut{Checkpoint: dir, SHA256: sum, Loss: last.Loss, Steps: last.Step, SampleKO: firstLine(ko), SampleEN: firstLine(en)}
+			res := demoOut{Checkpoint: dir, CID: ckptCID.String(), SHA256: sum, Loss: last.Loss, Steps: last.Step, SampleKO: firstLine(ko), SampleEN: firstLine(en)}
 			if asJSON {
 				return e.printJSON(res)
 			}
 			fmt.Fprintf(e.stdout, "checkpoint  %s\n", res.Checkpoint)
-			fmt.Fprintf(e.stdout, "sha256      %s (model.safetensors; CIDs arrive with the content store)\n", res.SHA256)
+			fmt.Fprintf(e.stdout, "cid         %s (the checkpoint directory as UnixFS: fomnet add gives the same)\n", res.CID)
+			fmt.Fprintf(e.stdout, "sha256      %s (model.safetensors)\n", res.SHA256)
 			fmt.Fprintf(e.stdout, "loss        %.3f after %d steps\n", res.Loss, res.Steps)
 			fmt.Fprintf(e.stdout, "ko          %s\n", res.SampleKO)
 			fmt.Fprintf(e.stdout, "en          %s\n", res.SampleEN)

@@ -169,7 +169,7 @@ func TestDemoPreview(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &d); err != nil {
 		t.Fatal(err)
 	}
-	if len(d.SHA256) != 64 || !strings.HasPrefix(d.SampleKO, "오늘 아침에는") || !strings.HasPrefix(d.SampleEN, "The train") {
+	if len(d.SHA256) != 64 || !strings.HasPrefix(d.CID, "bafy") || !strings.HasPrefix(d.SampleKO, "오늘 아침에는") || !strings.HasPrefix(d.SampleEN, "The train") {
 		t.Fatalf("%+v", d)
 	}
 }
