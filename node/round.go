@@ -1,0 +1,246 @@
+package node
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/sharding"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Round messages travel on the run's gossipsub topic, RunTopic(runID),
+// signed by their author (gossipsub StrictSign). They carry CIDs; the
+// objects themselves move over bitswap.
+const (
+	MsgContribution = "contribution" // a participant's encoded Δ for a round
+	MsgAggregate    = "aggregate"    // a reducer's result for one partition
+	MsgCheckpoint   = "checkpoint"   // the checkpoint a node computed after a round
+)
+
+// RunTopic is the gossipsub topic of a run.
+func RunTopic(run cid.Cid) string { return "fomnet/run/" + run.String() }
+
+// MaxParticipants bounds how many contributions one aggregate may list.
+const MaxParticipants = 1024
+
+// RoundMsg is one announcement on a run's topic.
+type RoundMsg struct {
+	Type  string `json:"type"`
+	Run   string `json:"run"`
+	Round int    `json:"round"`
+	// Base is the checkpoint CID the round started from.
+	Base string `json:"base"`
+	// CID is the announced object: a contribution root, an aggregated
+	// partition block, or a checkpoint directory.
+	CID string `json:"cid"`
+	// Tokens (contribution): tokens trained this round, the weight.
+	Tokens int64 `json:"tokens,omitempty"`
+	// Partition (aggregate): which partition CID aggregates.
+	Partition int `json:"partition,omitempty"`
+	// Included (aggregate): the contribution CIDs aggregated, sorted.
+	Included []string `json:"included,omitempty"`
+}
+
+const maxRoundMsg = 96 << 10
+
+// EncodeRoundMsg serialises m after checking it.
+func EncodeRoundMsg(m RoundMsg) ([]byte, error) {
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxRoundMsg {
+		return nil, fmt.Errorf("round message: %d bytes exceeds %d", len(b), maxRoundMsg)
+	}
+	return b, nil
+}
+
+// DecodeRoundMsg parses and checks a round message (stateless checks:
+// shape, CIDs, ranges). Whether it belongs to the current run, round and
+// base is the validator's business.
+func DecodeRoundMsg(b []byte) (RoundMsg, error) {
+	var m RoundMsg
+	if len(b) > maxRoundMsg {
+		return m, fmt.Errorf("round message: %d bytes exceeds %d", len(b), maxRoundMsg)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return m, fmt.Errorf("round message: %w", err)
+	}
+	if dec.More() {
+		return m, fmt.Errorf("round message: trailing data")
+	}
+	return m, m.check()
+}
+
+func (m RoundMsg) check() error {
+	bad := func(format string, a ...any) error { return fmt.Errorf("round message: "+format, a...) }
+	for what, s := range map[string]string{"run": m.Run, "base": m.Base, "cid": m.CID} {
+		if _, err := cid.Decode(s); err != nil {
+			return bad("%s %q: %v", what, s, err)
+		}
+	}
+	if m.Round < 0 || m.Round > 1_000_000 {
+		return bad("round %d out of range", m.Round)
+	}
+	switch m.Type {
+	case MsgContribution:
+		if m.Tokens <= 0 || m.Partition != 0 || len(m.Included) != 0 {
+			return bad("contribution needs tokens > 0 and no partition or included list")
+		}
+	case MsgAggregate:
+		if m.Partition < 0 || m.Partition > 4096 || m.Tokens != 0 {
+			return bad("aggregate partition %d out of range", m.Partition)
+		}
+		if len(m.Included) == 0 || len(m.Included) > MaxParticipants {
+			return bad("aggregate lists %d contributions", len(m.Included))
+		}
+		if !sort.StringsAreSorted(m.Included) {
+			return bad("aggregate's included list is not sorted")
+		}
+		for i, s := range m.Included {
+			if _, err := cid.Decode(s); err != nil {
+				return bad("included[%d] %q: %v", i, s, err)
+			}
+			if i > 0 && s == m.Included[i-1] {
+				return bad("included[%d] listed twice", i)
+			}
+		}
+	case MsgCheckpoint:
+		if m.Tokens != 0 || m.Partition != 0 || len(m.Included) != 0 {
+			return bad("checkpoint carries only its CID")
+		}
+	default:
+		return bad("unknown type %q", m.Type)
+	}
+	return nil
+}
+
+// ContributionFormat names the contribution object's format.
+const ContributionFormat = "fomnet-contribution/1"
+
+// Contribution is the root block (dag-json) of one participant's Δ for a
+// round. Each partition of the encoded Δ is a raw block of its own, so a
+// reducer fetches only the partition it reduces.
+type Contribution struct {
+	Format     string          `json:"format"`
+	Run        sharding.Link   `json:"run"`
+	Round      int             `json:"round"`
+	Base       sharding.Link   `json:"base"`
+	Peer       string          `json:"peer"`
+	Tokens     int64           `json:"tokens"`
+	Codec      string          `json:"codec"`
+	Params     int             `json:"params"`
+	Partitions []sharding.Link `json:"partitions"`
+}
+
+// EncodeContribution returns the canonical dag-json bytes and CID.
+func EncodeContribution(c *Contribution) ([]byte, cid.Cid, error) {
+	if err := c.check(); err != nil {
+		return nil, cid.Undef, err
+	}
+	plain, err := json.Marshal(c)
+	if err != nil {
+		return nil, cid.Undef, err
+	}
+	b, err := canonicalDagJSON(plain)
+	if err != nil {
+		return nil, cid.Undef, fmt.Errorf("contribution: %w", err)
+	}
+	k, err := contentstore.BlockCID(contentstore.CodecDagJSON, b)
+	return b, k, err
+}
+
+// DecodeContribution parses a contribution root block.
+func DecodeContribution(b []byte) (*Contribution, error) {
+	if len(b) > 1<<20 {
+		return nil, fmt.Errorf("contribution: %d bytes exceeds 1 MiB", len(b))
+	}
+	var c Contribution
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("contribution: %w", err)
+	}
+	if err := c.check(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Contribution) check() error {
+	if c.Format != ContributionFormat {
+		return fmt.Errorf("contribution: format %q, want %q", c.Format, ContributionFormat)
+	}
+	for what, l := range map[string]sharding.Link{"run": c.Run, "base": c.Base} {
+		if _, err := l.Cid(); err != nil {
+			return fmt.Errorf("contribution: %s link: %w", what, err)
+		}
+	}
+	if _, err := peer.Decode(c.Peer); err != nil {
+		return fmt.Errorf("contribution: peer %q: %w", c.Peer, err)
+	}
+	if c.Tokens <= 0 || c.Params <= 0 || c.Round < 0 {
+		return fmt.Errorf("contribution: tokens %d, params %d, round %d", c.Tokens, c.Params, c.Round)
+	}
+	if len(c.Partitions) == 0 || len(c.Partitions) > 4096 {
+		return fmt.Errorf("contribution: %d partitions", len(c.Partitions))
+	}
+	for i, l := range c.Partitions {
+		k, err := l.Cid()
+		if err != nil {
+			return fmt.Errorf("contribution: partition %d: %w", i, err)
+		}
+		if k.Prefix().Codec != cid.Raw {
+			return fmt.Errorf("contribution: partition %d is not a raw block", i)
+		}
+	}
+	return nil
+}
+
+// Reducers returns the order in which the participants reduce partition p
+// of round r: the first is its reducer, the next take over in turn if it
+// is silent past the deadline. Rendezvous hashing: each participant's
+// score is SHA-256(run, round, partition, peer), highest first, so every
+// node computes the same order from the same participant set, and a
+// participant joining or leaving moves only the partitions it wins or
+// held.
+func Reducers(run cid.Cid, r, p int, participants []peer.ID) []peer.ID {
+	type scored struct {
+		id    peer.ID
+		score [32]byte
+	}
+	s := make([]scored, len(participants))
+	var hdr [16]byte
+	binary.BigEndian.PutUint64(hdr[:8], uint64(r))
+	binary.BigEndian.PutUint64(hdr[8:], uint64(p))
+	for i, id := range participants {
+		h := sha256.New()
+		h.Write(run.Bytes())
+		h.Write(hdr[:])
+		h.Write([]byte(id))
+		copy(s[i].score[:], h.Sum(nil))
+		s[i].id = id
+	}
+	sort.Slice(s, func(i, j int) bool {
+		if c := bytes.Compare(s[i].score[:], s[j].score[:]); c != 0 {
+			return c > 0
+		}
+		return s[i].id < s[j].id
+	})
+	out := make([]peer.ID, len(s))
+	for i := range s {
+		out[i] = s[i].id
+	}
+	return out
+}

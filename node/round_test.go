@@ -1,0 +1,238 @@
+package node
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/sharding"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+const (
+	testCID1 = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+	testCID2 = "bafybeibrd4cd76gxpjefvfyqq2owhw2smeolm3xi33hzrmfjgrt7hva2xi"
+)
+
+func testRun(t testing.TB) *RunSpec {
+	t.Helper()
+	sync := gradsync.DefaultConfig()
+	sync.H = 20
+	r, err := NewRunSpec("test", "tiny", cid.MustParse(testCID1), 5, sync, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Inner.Seq = 64
+	return r
+}
+
+func TestRunSpecRoundTrip(t *testing.T) {
+	r := testRun(t)
+	b, id, err := EncodeRunSpec(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeRunSpec(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, id2, _ := EncodeRunSpec(got)
+	if !bytes.Equal(b, b2) || !id.Equals(id2) {
+		t.Fatal("run spec changed on a round trip")
+	}
+	if got.Sync.Config() != r.Sync.Config() {
+		t.Fatalf("sync %+v vs %+v", got.Sync.Config(), r.Sync.Config())
+	}
+	c, _ := got.ModelConfig()
+	if c.Dim == 0 || got.TrainConfig().Steps != 100 {
+		t.Fatalf("model %+v, steps %d", c, got.TrainConfig().Steps)
+	}
+	// Any change is a different run.
+	r.Seed++
+	_, id3, _ := EncodeRunSpec(r)
+	if id3.Equals(id) {
+		t.Fatal("different seed, same run ID")
+	}
+	// Non-canonical bytes are refused (their CID would not be the run ID).
+	spaced := bytes.Replace(b, []byte(`"format":`), []byte(`"format": `), 1)
+	if _, err := DecodeRunSpec(spaced); err == nil || !strings.Contains(err.Error(), "canonical") {
+		t.Fatalf("non-canonical spec: %v", err)
+	}
+}
+
+func TestRunSpecErrorsNameTheField(t *testing.T) {
+	for field, mutate := range map[string]func(*RunSpec){
+		"format":  func(r *RunSpec) { r.Format = "x" },
+		"rounds":  func(r *RunSpec) { r.Rounds = 0 },
+		"dataset": func(r *RunSpec) { r.Dataset = sharding.Link{CID: "nope"} },
+		"sync":    func(r *RunSpec) { r.Sync.H = 0 },
+		"inner":   func(r *RunSpec) { r.Inner.Batch = 0 },
+		"model":   func(r *RunSpec) { r.Model = []byte(`{"hidden_size":-1}`) },
+		"stage":   func(r *RunSpec) { r.Stage = "" },
+	} {
+		r := testRun(t)
+		mutate(r)
+		if _, _, err := EncodeRunSpec(r); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: %v", field, err)
+		}
+	}
+}
+
+func FuzzDecodeRunSpec(f *testing.F) {
+	b, _, _ := EncodeRunSpec(testRun(f))
+	f.Add(b)
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := DecodeRunSpec(b)
+		if err != nil {
+			return
+		}
+		again, _, err := EncodeRunSpec(r)
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("accepted spec does not re-encode to itself: %v", err)
+		}
+	})
+}
+
+func TestRoundMsg(t *testing.T) {
+	ok := []RoundMsg{
+		{Type: MsgContribution, Run: testCID1, Round: 3, Base: testCID2, CID: testCID1, Tokens: 100},
+		{Type: MsgAggregate, Run: testCID1, Round: 3, Base: testCID2, CID: testCID1, Partition: 5, Included: []string{testCID1, testCID2}},
+		{Type: MsgCheckpoint, Run: testCID1, Round: 3, Base: testCID2, CID: testCID2},
+	}
+	for _, m := range ok {
+		b, err := EncodeRoundMsg(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := DecodeRoundMsg(b)
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(m) {
+			t.Fatalf("%+v: %+v %v", m, got, err)
+		}
+	}
+	bad := []RoundMsg{
+		{Type: "vote", Run: testCID1, Base: testCID2, CID: testCID1},
+		{Type: MsgContribution, Run: "x", Base: testCID2, CID: testCID1, Tokens: 1},
+		{Type: MsgContribution, Run: testCID1, Base: testCID2, CID: testCID1},
+		{Type: MsgContribution, Run: testCID1, Round: -1, Base: testCID2, CID: testCID1, Tokens: 1},
+		{Type: MsgAggregate, Run: testCID1, Base: testCID2, CID: testCID1, Included: []string{testCID2, testCID1}},
+		{Type: MsgAggregate, Run: testCID1, Base: testCID2, CID: testCID1, Included: []string{testCID1, testCID1}},
+		{Type: MsgAggregate, Run: testCID1, Base: testCID2, CID: testCID1},
+		{Type: MsgCheckpoint, Run: testCID1, Base: testCID2, CID: testCID1, Tokens: 5},
+	}
+	for _, m := range bad {
+		if _, err := EncodeRoundMsg(m); err == nil {
+			t.Errorf("%+v accepted", m)
+		}
+	}
+	if _, err := DecodeRoundMsg([]byte(`{"type":"checkpoint","run":"` + testCID1 + `","base":"` + testCID1 + `","cid":"` + testCID1 + `","x":1}`)); err == nil {
+		t.Error("unknown field accepted")
+	}
+}
+
+func FuzzDecodeRoundMsg(f *testing.F) {
+	b, _ := EncodeRoundMsg(RoundMsg{Type: MsgAggregate, Run: testCID1, Round: 3, Base: testCID2, CID: testCID1, Partition: 5, Included: []string{testCID1, testCID2}})
+	f.Add(b)
+	f.Add([]byte(`{"type":"contribution"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := DecodeRoundMsg(b)
+		if err != nil {
+			return
+		}
+		if _, err := EncodeRoundMsg(m); err != nil {
+			t.Fatalf("accepted message does not re-encode: %v", err)
+		}
+	})
+}
+
+func testPeers(t testing.TB, n int) []peer.ID {
+	out := make([]peer.ID, n)
+	for i := range out {
+		k, _, _ := crypto.GenerateEd25519Key(bytes.NewReader(bytes.Repeat([]byte{byte(i + 1)}, 64)))
+		out[i], _ = peer.IDFromPrivateKey(k)
+	}
+	return out
+}
+
+func TestContribution(t *testing.T) {
+	ps := testPeers(t, 1)
+	c := &Contribution{Format: ContributionFormat, Run: sharding.LinkTo(cid.MustParse(testCID1)), Round: 2,
+		Base: sharding.LinkTo(cid.MustParse(testCID2)), Peer: ps[0].String(), Tokens: 512, Codec: "int8", Params: 1000,
+		Partitions: []sharding.Link{sharding.LinkTo(cid.MustParse(testCID1))}}
+	b, k, err := EncodeContribution(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Prefix().Codec != cid.DagJSON {
+		t.Fatalf("contribution CID %s", k)
+	}
+	got, err := DecodeContribution(b)
+	if err != nil || got.Tokens != 512 || got.Peer != ps[0].String() {
+		t.Fatalf("%+v %v", got, err)
+	}
+	c.Partitions[0] = sharding.LinkTo(cid.MustParse(testCID2)) // dag-pb, not raw
+	if _, _, err := EncodeContribution(c); err == nil {
+		t.Fatal("non-raw partition accepted")
+	}
+}
+
+func FuzzDecodeContribution(f *testing.F) {
+	ps := testPeers(f, 1)
+	b, _, _ := EncodeContribution(&Contribution{Format: ContributionFormat, Run: sharding.LinkTo(cid.MustParse(testCID1)),
+		Base: sharding.LinkTo(cid.MustParse(testCID2)), Peer: ps[0].String(), Tokens: 1, Codec: "fp32", Params: 3,
+		Partitions: []sharding.Link{sharding.LinkTo(cid.MustParse(testCID1))}})
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := DecodeContribution(b)
+		if err != nil {
+			return
+		}
+		if _, _, err := EncodeContribution(c); err != nil {
+			t.Fatalf("accepted contribution does not re-encode: %v", err)
+		}
+	})
+}
+
+func TestReducers(t *testing.T) {
+	run := cid.MustParse(testCID1)
+	ps := testPeers(t, 8)
+	// Same order whatever the input order.
+	rev := append([]peer.ID(nil), ps...)
+	for i, j := 0, len(rev)-1; i < j; i, j = i+1, j-1 {
+		rev[i], rev[j] = rev[j], rev[i]
+	}
+	counts := map[peer.ID]int{}
+	const parts = 256
+	for p := 0; p < parts; p++ {
+		a, b := Reducers(run, 4, p, ps), Reducers(run, 4, p, rev)
+		if fmt.Sprint(a) != fmt.Sprint(b) || len(a) != len(ps) {
+			t.Fatalf("partition %d: order depends on input order", p)
+		}
+		counts[a[0]]++
+	}
+	for id, n := range counts {
+		if n < parts/len(ps)/2 || n > 2*parts/len(ps) {
+			t.Fatalf("peer %s reduces %d of %d partitions", id, n, parts)
+		}
+	}
+	// A peer leaving moves only the partitions it reduced, to the next in
+	// each partition's order.
+	for p := 0; p < parts; p++ {
+		full := Reducers(run, 4, p, ps)
+		without := Reducers(run, 4, p, ps[1:])
+		want := full[0]
+		if want == ps[0] {
+			want = full[1]
+		}
+		if without[0] != want {
+			t.Fatalf("partition %d: reducer %s after peer 0 left, want %s", p, without[0], want)
+		}
+	}
+	if fmt.Sprint(Reducers(run, 4, 0, ps)) == fmt.Sprint(Reducers(run, 5, 0, ps)) && fmt.Sprint(Reducers(run, 4, 1, ps)) == fmt.Sprint(Reducers(run, 5, 1, ps)) {
+		t.Fatal("reducer order does not change between rounds")
+	}
+}

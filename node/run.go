@@ -1,0 +1,222 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/kernels"
+	"github.com/fomnet/fomnet/model"
+	"github.com/fomnet/fomnet/sharding"
+	"github.com/ipfs/go-cid"
+	"github.com/ipld/go-ipld-prime/codec/dagjson"
+	"github.com/ipld/go-ipld-prime/node/basicnode"
+)
+
+// RunFormat names the run spec's format and version.
+const RunFormat = "fomnet-run/1"
+
+// RunSpec describes one training run completely: which model, from which
+// data, with which recipe and sync settings. It is stored as an IPLD
+// dag-json block; its CID is the run ID, so every participant that holds
+// the ID agrees on every setting.
+type RunSpec struct {
+	Format string `json:"format"`
+	Name   string `json:"name"`
+	// Model is the model's Hugging Face config.json (LlamaForCausalLM).
+	Model json.RawMessage `json:"model"`
+	// Dataset links the dataset manifest (fomnet data prepare); its
+	// tokenizer is the run's tokenizer.
+	Dataset sharding.Link `json:"dataset"`
+	Stage   string        `json:"stage"`
+	// Rounds is how many outer rounds the run trains.
+	Rounds int       `json:"rounds"`
+	Inner  InnerSpec `json:"inner"`
+	Sync   SyncSpec  `json:"sync"`
+	// Seed fixes the genesis weights and every batch order.
+	Seed uint64 `json:"seed"`
+}
+
+// InnerSpec is the local training recipe each participant follows.
+type InnerSpec struct {
+	Batch int `json:"batch"`
+	Seq   int `json:"seq"`
+	// LR schedule over the whole run (Rounds × H inner steps).
+	Schedule    string  `json:"schedule"` // constant, cosine, wsd
+	MaxLR       float64 `json:"max_lr"`
+	MinLR       float64 `json:"min_lr"`
+	Warmup      int     `json:"warmup"`
+	DecayFrac   float64 `json:"decay_frac,omitempty"`
+	WeightDecay float64 `json:"weight_decay"`
+	ClipNorm    float64 `json:"clip_norm"`
+}
+
+// SyncSpec is gradsync.Config as the run spec records it (the round
+// deadline in milliseconds).
+type SyncSpec struct {
+	H              int     `json:"h"`
+	OuterLR        float64 `json:"outer_lr"`
+	Momentum       float64 `json:"momentum"`
+	Codec          string  `json:"codec"`
+	Block          int     `json:"block"`
+	Chunk          int     `json:"chunk"`
+	TopKFrac       float64 `json:"topk_frac"`
+	Partitions     int     `json:"partitions"`
+	Aggregation    string  `json:"aggregation"`
+	ClipMultiple   float64 `json:"clip_multiple"`
+	TrimFrac       float64 `json:"trim_frac"`
+	RejectMultiple float64 `json:"reject_multiple"`
+	Quorum         int     `json:"quorum"`
+	DeadlineMS     int64   `json:"deadline_ms"`
+}
+
+// SyncSpecOf records a gradsync.Config.
+func SyncSpecOf(c gradsync.Config) SyncSpec {
+	return SyncSpec{H: c.H, OuterLR: c.OuterLR, Momentum: c.Momentum, Codec: c.Codec, Block: c.Block, Chunk: c.Chunk,
+		TopKFrac: c.TopKFrac, Partitions: c.Partitions, Aggregation: c.Aggregation, ClipMultiple: c.ClipMultiple,
+		TrimFrac: c.TrimFrac, RejectMultiple: c.RejectMultiple, Quorum: c.Quorum, DeadlineMS: c.RoundDeadline.Milliseconds()}
+}
+
+// Config returns the gradsync settings.
+func (s SyncSpec) Config() gradsync.Config {
+	return gradsync.Config{H: s.H, OuterLR: s.OuterLR, Momentum: s.Momentum, Codec: s.Codec, Block: s.Block, Chunk: s.Chunk,
+		TopKFrac: s.TopKFrac, Partitions: s.Partitions, Aggregation: s.Aggregation, ClipMultiple: s.ClipMultiple,
+		TrimFrac: s.TrimFrac, RejectMultiple: s.RejectMultiple, Quorum: s.Quorum,
+		RoundDeadline: msDuration(s.DeadlineMS)}
+}
+
+// ModelConfig decodes the run's model.
+func (r *RunSpec) ModelConfig() (model.Config, error) {
+	c, err := model.UnmarshalHFConfig(r.Model)
+	if err != nil {
+		return c, fmt.Errorf("run: model: %w", err)
+	}
+	return c, nil
+}
+
+// TrainConfig is the inner-loop recipe for the whole run.
+func (r *RunSpec) TrainConfig() model.TrainConfig {
+	tc := model.DefaultTrainConfig()
+	tc.Batch, tc.Seq, tc.Seed = r.Inner.Batch, r.Inner.Seq, r.Seed
+	tc.Steps = r.Rounds * r.Sync.H
+	tc.Schedule = kernels.Schedule{Kind: r.Inner.Schedule, MaxLR: r.Inner.MaxLR, MinLR: r.Inner.MinLR,
+		Warmup: r.Inner.Warmup, Total: tc.Steps, DecayFrac: r.Inner.DecayFrac}
+	tc.Optim.WeightDecay = float32(r.Inner.WeightDecay)
+	tc.Optim.ClipNorm = r.Inner.ClipNorm
+	return tc
+}
+
+// Validate checks every field; errors name the field.
+func (r *RunSpec) Validate() error {
+	if r.Format != RunFormat {
+		return fmt.Errorf("run: format %q, want %q", r.Format, RunFormat)
+	}
+	c, err := r.ModelConfig()
+	if err != nil {
+		return err
+	}
+	if _, err := r.Dataset.Cid(); err != nil {
+		return fmt.Errorf("run: dataset link: %w", err)
+	}
+	if r.Rounds < 1 || r.Rounds > 1_000_000 {
+		return fmt.Errorf("run: rounds %d outside 1..1000000", r.Rounds)
+	}
+	if r.Stage == "" {
+		return fmt.Errorf("run: stage is empty")
+	}
+	if err := r.Sync.Config().Validate(); err != nil {
+		return fmt.Errorf("run: sync: %w", err)
+	}
+	tc := r.TrainConfig()
+	if err := tc.Validate(c); err != nil {
+		return fmt.Errorf("run: inner: %w", err)
+	}
+	if err := tc.Schedule.Validate(); err != nil {
+		return fmt.Errorf("run: inner schedule: %w", err)
+	}
+	return nil
+}
+
+// EncodeRunSpec validates r and returns its canonical dag-json bytes and
+// its CID, the run ID.
+func EncodeRunSpec(r *RunSpec) ([]byte, cid.Cid, error) {
+	if err := r.Validate(); err != nil {
+		return nil, cid.Undef, err
+	}
+	plain, err := json.Marshal(r)
+	if err != nil {
+		return nil, cid.Undef, err
+	}
+	b, err := canonicalDagJSON(plain)
+	if err != nil {
+		return nil, cid.Undef, fmt.Errorf("run: %w", err)
+	}
+	c, err := contentstore.BlockCID(contentstore.CodecDagJSON, b)
+	return b, c, err
+}
+
+// DecodeRunSpec parses a run spec block and checks that it is canonical
+// (so that its CID is the one EncodeRunSpec gives) and valid.
+func DecodeRunSpec(b []byte) (*RunSpec, error) {
+	if len(b) > 1<<20 {
+		return nil, fmt.Errorf("run: spec of %d bytes exceeds 1 MiB", len(b))
+	}
+	var r RunSpec
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	again, _, err := EncodeRunSpec(&r)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(again, b) {
+		return nil, fmt.Errorf("run: spec is not in canonical dag-json form")
+	}
+	return &r, nil
+}
+
+// canonicalDagJSON re-encodes JSON as dag-json (sorted keys, no spaces).
+func canonicalDagJSON(plain []byte) ([]byte, error) {
+	nb := basicnode.Prototype.Any.NewBuilder()
+	if err := dagjson.Decode(nb, bytes.NewReader(plain)); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := dagjson.Encode(nb.Build(), &buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// NewRunSpec fills a spec from a preset, a dataset and defaults suited to
+// the preset's size.
+func NewRunSpec(name, preset string, dataset cid.Cid, rounds int, sync gradsync.Config, seed uint64) (*RunSpec, error) {
+	c, err := model.Preset(preset)
+	if err != nil {
+		return nil, err
+	}
+	return NewRunSpecForModel(name, c, dataset, rounds, sync, seed)
+}
+
+// NewRunSpecForModel is NewRunSpec for an explicit model config.
+func NewRunSpecForModel(name string, c model.Config, dataset cid.Cid, rounds int, sync gradsync.Config, seed uint64) (*RunSpec, error) {
+	hf, err := model.MarshalHFConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	tc := model.DefaultTrainConfig()
+	r := &RunSpec{
+		Format: RunFormat, Name: name, Model: hf, Dataset: sharding.LinkTo(dataset), Stage: "pretrain",
+		Rounds: rounds, Seed: seed, Sync: SyncSpecOf(sync),
+		Inner: InnerSpec{Batch: tc.Batch, Seq: min(tc.Seq, c.MaxSeq), Schedule: tc.Schedule.Kind, MaxLR: tc.Schedule.MaxLR,
+			MinLR: tc.Schedule.MinLR, Warmup: tc.Schedule.Warmup, WeightDecay: float64(tc.Optim.WeightDecay), ClipNorm: tc.Optim.ClipNorm},
+	}
+	return r, nil
+}
