@@ -103,6 +103,32 @@ type File struct {
 // at dir, which must not exist yet. meta is stored in model.safetensors;
 // extra files are written alongside, inside the same atomic rename.
 func (m *Model) Save(dir string, meta map[string]string, extra ...File) error {
+	host := make([]float32, m.Layout.Size)
+	m.be.Download(host, m.Params)
+	mom := make([]float32, m.Layout.Size)
+	m.be.Download(mom, m.M)
+	vel := make([]float32, m.Layout.Size)
+	m.be.Download(vel, m.V)
+	opt := []STensor{
+		{Name: "adamw.m", DType: "F32", Shape: []int{m.Layout.Size}, Data: f32Bytes(mom)},
+		{Name: "adamw.v", DType: "F32", Shape: []int{m.Layout.Size}, Data: f32Bytes(vel)},
+	}
+	var b bytes.Buffer
+	if err := WriteSafetensors(&b, opt, map[string]string{"step": strconv.Itoa(m.step)}); err != nil {
+		return err
+	}
+	return SaveWeights(dir, m.Config, host, meta, append([]File{{Name: "optimizer.safetensors", Data: b.Bytes()}}, extra...)...)
+}
+
+// SaveWeights writes a checkpoint directory holding config.json and
+// model.safetensors for the flat parameter vector params (in Layout
+// order), plus the extra files, without optimizer state: what a swarm
+// checkpoint shares. dir must not exist yet; it appears atomically.
+func SaveWeights(dir string, c Config, params []float32, meta map[string]string, extra ...File) error {
+	lay := NewLayout(c)
+	if len(params) != lay.Size {
+		return fmt.Errorf("%w: %d parameters for a model of %d", ErrCheckpoint, len(params), lay.Size)
+	}
 	if _, err := os.Stat(dir); err == nil {
 		return fmt.Errorf("%w: %s already exists; refusing to overwrite it", ErrCheckpoint, dir)
 	}
@@ -115,18 +141,16 @@ func (m *Model) Save(dir string, meta map[string]string, extra ...File) error {
 		return err
 	}
 	defer os.RemoveAll(tmp) // no-op after the rename
-	cfg, err := MarshalHFConfig(m.Config)
+	cfg, err := MarshalHFConfig(c)
 	if err != nil {
 		return err
 	}
 	if err := fsutil.WriteFile(filepath.Join(tmp, "config.json"), append(cfg, '\n')); err != nil {
 		return err
 	}
-	host := make([]float32, m.Layout.Size)
-	m.be.Download(host, m.Params)
 	var tensors []STensor
-	for _, t := range m.Layout.Tensors {
-		tensors = append(tensors, STensor{Name: t.Name, DType: "F32", Shape: t.Shape, Data: f32Bytes(host[t.Offset : t.Offset+t.Size])})
+	for _, t := range lay.Tensors {
+		tensors = append(tensors, STensor{Name: t.Name, DType: "F32", Shape: t.Shape, Data: f32Bytes(params[t.Offset : t.Offset+t.Size])})
 	}
 	md := map[string]string{"format": "pt"}
 	for k, v := range meta {
@@ -135,20 +159,9 @@ func (m *Model) Save(dir string, meta map[string]string, extra ...File) error {
 	if err := writeSafetensorsFile(filepath.Join(tmp, "model.safetensors"), tensors, md); err != nil {
 		return err
 	}
-	mom := make([]float32, m.Layout.Size)
-	m.be.Download(mom, m.M)
-	vel := make([]float32, m.Layout.Size)
-	m.be.Download(vel, m.V)
-	opt := []STensor{
-		{Name: "adamw.m", DType: "F32", Shape: []int{m.Layout.Size}, Data: f32Bytes(mom)},
-		{Name: "adamw.v", DType: "F32", Shape: []int{m.Layout.Size}, Data: f32Bytes(vel)},
-	}
-	if err := writeSafetensorsFile(filepath.Join(tmp, "optimizer.safetensors"), opt, map[string]string{"step": strconv.Itoa(m.step)}); err != nil {
-		return err
-	}
 	for _, f := range extra {
-		if f.Name != filepath.Base(f.Name) || f.Name == "." || f.Name == ".." {
-			return fmt.Errorf("%w: extra file name %q must be a plain name", ErrCheckpoint, f.Name)
+		if f.Name != filepath.Base(f.Name) || f.Name == "." || f.Name == ".." || f.Name == "config.json" || f.Name == "model.safetensors" {
+			return fmt.Errorf("%w: extra file name %q must be a plain name other than config.json and model.safetensors", ErrCheckpoint, f.Name)
 		}
 		if err := fsutil.WriteFile(filepath.Join(tmp, f.Name), f.Data); err != nil {
 			return err
