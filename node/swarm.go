@@ -1,0 +1,764 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/kernels"
+	"github.com/fomnet/fomnet/model"
+	"github.com/fomnet/fomnet/p2p"
+	"github.com/fomnet/fomnet/sharding"
+	"github.com/fomnet/fomnet/tokenizer"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// CreateRun stores a run spec and pins it; the returned CID is the run ID.
+func (n *Node) CreateRun(ctx context.Context, spec *RunSpec) (cid.Cid, error) {
+	b, id, err := EncodeRunSpec(spec)
+	if err != nil {
+		return cid.Undef, err
+	}
+	if err := n.Store.PutBlock(ctx, id, b); err != nil {
+		return cid.Undef, err
+	}
+	// Pinning the spec keeps the dataset it links too (when stored here).
+	if rep, _ := n.Store.Verify(ctx, id); rep.OK() {
+		if err := n.Store.Pin(ctx, id, "run "+spec.Name); err != nil {
+			return cid.Undef, err
+		}
+	}
+	return id, nil
+}
+
+// LoadRun fetches and decodes a run spec.
+func (n *Node) LoadRun(ctx context.Context, id cid.Cid) (*RunSpec, error) {
+	b, err := n.Store.Block(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("run %s: %w", id, err)
+	}
+	return DecodeRunSpec(b.RawData())
+}
+
+// RoundEvent reports a participant's progress.
+type RoundEvent struct {
+	Peer  string
+	Round int
+	// Phase: "train" (Step/Steps, Loss), "contributed", "aggregated"
+	// (Partitions this node reduced), "checkpoint" (CID), "adopted" (CID
+	// of the majority's checkpoint, replacing ours).
+	Phase      string
+	Step       int
+	Steps      int
+	Loss       float32
+	CID        string
+	Partitions int
+	// Contributions included in the round's aggregates (checkpoint).
+	Contributions int
+	// Bytes of this participant's encoded Δ, and of the same Δ in fp32.
+	EncodedBytes, RawBytes int
+}
+
+// RunOptions configure a Participant.
+type RunOptions struct {
+	// Backend computes the inner steps (required).
+	Backend kernels.Backend
+	// Dir holds the checkpoints this node writes (default
+	// HOME/runs/<run id>).
+	Dir string
+	// Expect, if > 0, is how many contributions a round waits for before
+	// closing early (the swarm's size when known); otherwise the round
+	// waits for every peer subscribed to the run's topic.
+	Expect int
+	// Events receives progress (nil: none).
+	Events func(RoundEvent)
+	// Logf receives log lines (nil: the node's).
+	Logf func(string, ...any)
+}
+
+// Participant trains one node's share of a run, round by round.
+type Participant struct {
+	n     *Node
+	id    cid.Cid
+	spec  *RunSpec
+	cfg   model.Config
+	sync  gradsync.Config
+	codec gradsync.Codec
+	opts  RunOptions
+	self  peer.ID
+
+	m      *model.Model
+	global []float32
+	outer  *gradsync.OuterOptimizer
+	parts  []gradsync.Range
+	efs    []*gradsync.ErrorFeedback
+	train  *model.Corpus
+	val    map[string]*model.Corpus
+	tokJSON []byte
+
+	base  cid.Cid // checkpoint the current round starts from
+	round int     // current round (rounds are numbered from 1)
+
+	topic *p2p.Topic
+	sub   *p2p.Subscription
+	inbox chan inMsg
+
+	mu  sync.Mutex // guards round and base for the validator
+	wg  sync.WaitGroup
+	ctx context.Context
+	cancel context.CancelFunc
+}
+
+type inMsg struct {
+	from peer.ID
+	m    RoundMsg
+}
+
+// OpenRun prepares this node to take part in run id: it fetches the spec
+// and the dataset, builds the genesis checkpoint (deterministic from the
+// seed, so every node gets the same CID) and joins the run's topic.
+func (n *Node) OpenRun(ctx context.Context, id cid.Cid, o RunOptions) (*Participant, error) {
+	if n.Host == nil {
+		return nil, ErrOffline
+	}
+	if o.Backend == nil {
+		return nil, errors.New("run: RunOptions.Backend is required")
+	}
+	if o.Logf == nil {
+		o.Logf = n.logf
+	}
+	if o.Dir == "" {
+		o.Dir = filepath.Join(n.Home, "runs", id.String())
+	}
+	spec, err := n.LoadRun(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	cfg, _ := spec.ModelConfig()
+	sc := spec.Sync.Config()
+	codec, err := sc.NewCodec()
+	if err != nil {
+		return nil, err
+	}
+	dsCID, _ := spec.Dataset.Cid()
+	ds, err := n.LoadDataset(ctx, dsCID, nil)
+	if err != nil {
+		return nil, err
+	}
+	p := &Participant{n: n, id: id, spec: spec, cfg: cfg, sync: sc, codec: codec, opts: o, self: n.Host.ID(),
+		tokJSON: ds.Tokenizer, inbox: make(chan inMsg, 4096)}
+	if err := p.loadData(ds); err != nil {
+		return nil, err
+	}
+	p.m, err = model.New(o.Backend, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.m.Init(spec.Seed)
+	nParams := p.m.Layout.Size
+	p.global = make([]float32, nParams)
+	o.Backend.Download(p.global, p.m.Params)
+	p.outer = gradsync.NewOuterOptimizer(sc, nParams)
+	p.parts = gradsync.Partitions(nParams, sc.Partitions)
+	for _, r := range p.parts {
+		p.efs = append(p.efs, gradsync.NewErrorFeedback(codec, r.Size))
+	}
+	p.base, err = p.writeCheckpoint(ctx, 0, cid.Undef, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	p.round = 1
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	if p.topic, err = n.Host.Join(RunTopic(id), p.validate); err != nil {
+		return nil, err
+	}
+	if p.sub, err = p.topic.Subscribe(); err != nil {
+		p.topic.Close()
+		return nil, err
+	}
+	p.wg.Add(1)
+	go p.readLoop()
+	return p, nil
+}
+
+// Genesis returns the CID of the run's round-0 checkpoint.
+func (p *Participant) Base() cid.Cid { return p.base }
+
+// Close leaves the run's topic and stops the reader. Idempotent.
+func (p *Participant) Close() {
+	if p.cancel == nil {
+		return
+	}
+	p.cancel()
+	p.sub.Cancel()
+	p.wg.Wait()
+	p.topic.Close()
+	p.cancel = nil
+}
+
+func (p *Participant) readLoop() {
+	defer p.wg.Done()
+	for {
+		m, err := p.sub.Next(p.ctx)
+		if err != nil {
+			return
+		}
+		rm, err := DecodeRoundMsg(m.Data)
+		if err != nil {
+			continue
+		}
+		select {
+		case p.inbox <- inMsg{from: m.From, m: rm}:
+		case <-p.ctx.Done():
+			return
+		}
+	}
+}
+
+// validate runs for every message on the run's topic before it is
+// delivered or forwarded.
+func (p *Participant) validate(_ context.Context, from peer.ID, data []byte) error {
+	m, err := DecodeRoundMsg(data)
+	if err != nil {
+		return err
+	}
+	if m.Run != p.id.String() {
+		return fmt.Errorf("wrong run %s", m.Run)
+	}
+	p.mu.Lock()
+	round, base := p.round, p.base
+	p.mu.Unlock()
+	switch {
+	case m.Round < round-1 || m.Round > round+1:
+		return p2p.ErrIgnore // another round: late, or from a node ahead of us
+	case m.Round == round && m.Type == MsgContribution && m.Base != base.String():
+		return fmt.Errorf("contribution for round %d on base %s, not %s", m.Round, m.Base, base)
+	}
+	return nil
+}
+
+// loadData splits the dataset's rows: every tenth row of each shard is
+// held out for validation, by the shard's language.
+func (p *Participant) loadData(ds *Dataset) error {
+	tk, err := tokenizer.Parse(ds.Tokenizer)
+	if err != nil {
+		return fmt.Errorf("run: tokenizer: %w", err)
+	}
+	pad, _ := tk.SpecialID(tokenizer.PAD)
+	eos := int32(p.cfg.EOS)
+	if ds.Manifest.Vocab > p.cfg.Vocab {
+		return fmt.Errorf("run: dataset vocabulary %d exceeds the model's %d", ds.Manifest.Vocab, p.cfg.Vocab)
+	}
+	p.train = &model.Corpus{}
+	p.val = map[string]*model.Corpus{}
+	for i, sh := range ds.Shards {
+		lang := ds.Manifest.Shards[i].Language
+		var tr, va [][]int32
+		for r := 0; r < sh.Rows; r++ {
+			if r%10 == 9 {
+				va = append(va, sh.Row(r))
+			} else {
+				tr = append(tr, sh.Row(r))
+			}
+		}
+		if err := p.train.AddRows(tr, pad, eos, p.cfg.Vocab); err != nil {
+			return err
+		}
+		if lang == "ko" || lang == "en" {
+			if p.val[lang] == nil {
+				p.val[lang] = &model.Corpus{}
+			}
+			if err := p.val[lang].AddRows(va, pad, eos, p.cfg.Vocab); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ValLoss evaluates the current global weights on each language's
+// held-out rows.
+func (p *Participant) ValLoss() (map[string]float64, error) {
+	p.opts.Backend.Upload(p.m.Params, p.global)
+	out := map[string]float64{}
+	for lang, c := range p.val {
+		if len(c.Tokens) < p.spec.Inner.Seq+1 {
+			continue
+		}
+		l, err := model.Evaluate(p.m, c, p.spec.Inner.Batch, p.spec.Inner.Seq, 8)
+		if err != nil {
+			return nil, err
+		}
+		out[lang] = float64(l)
+	}
+	return out, nil
+}
+
+// Model returns the participant's model loaded with the current global
+// weights (for sampling).
+func (p *Participant) Model() *model.Model {
+	p.opts.Backend.Upload(p.m.Params, p.global)
+	return p.m
+}
+
+// Round is the number of the next round to run.
+func (p *Participant) Round() int { return p.round }
+
+// RunRounds runs rounds until the run's last round or ctx ends.
+func (p *Participant) RunRounds(ctx context.Context, upto int) error {
+	for p.round <= min(upto, p.spec.Rounds) {
+		if err := p.runRound(ctx); err != nil {
+			return fmt.Errorf("round %d: %w", p.round, err)
+		}
+	}
+	return nil
+}
+
+func (p *Participant) event(e RoundEvent) {
+	if p.opts.Events != nil {
+		e.Peer, e.Round = p.self.String(), p.round
+		p.opts.Events(e)
+	}
+}
+
+func peerSeed(seed uint64, id peer.ID) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	return seed ^ h.Sum64()
+}
+
+// runRound: train H inner steps, publish the contribution, reduce the
+// partitions this node is first in line for, apply the aggregates, write
+// and announce the checkpoint, and follow the majority's.
+func (p *Participant) runRound(ctx context.Context) error {
+	r, H := p.round, p.sync.H
+	tc := p.spec.TrainConfig()
+	be := p.opts.Backend
+	be.Upload(p.m.Params, p.global)
+	B, T := p.spec.Inner.Batch, p.spec.Inner.Seq
+	tokens, targets := make([]int32, B*T), make([]int32, B*T)
+	seed := peerSeed(p.spec.Seed, p.self)
+	var loss float32
+	for s := 0; s < H; s++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		step := (r-1)*H + s
+		if err := p.train.Batch(seed, step, B, T, tokens, targets); err != nil {
+			return err
+		}
+		p.m.ZeroGrad()
+		l, err := p.m.Forward(tokens, targets, B, T, true)
+		if err != nil {
+			return err
+		}
+		if err := p.m.Backward(); err != nil {
+			return err
+		}
+		if _, err := p.m.Step(tc.Schedule.LR(step), tc.Optim); err != nil {
+			return err
+		}
+		loss = l
+		p.event(RoundEvent{Phase: "train", Step: s + 1, Steps: H, Loss: l})
+	}
+	_ = loss
+
+	// Contribution: Δ = global − local, each partition encoded with error
+	// feedback as a raw block, under a dag-json root.
+	local := make([]float32, len(p.global))
+	be.Download(local, p.m.Params)
+	delta := make([]float32, len(p.global))
+	gradsync.PseudoGradient(delta, p.global, local)
+	contrib := &Contribution{Format: ContributionFormat, Run: sharding.LinkTo(p.id), Round: r, Base: sharding.LinkTo(p.base),
+		Peer: p.self.String(), Tokens: int64(H * B * T), Codec: p.sync.Codec, Params: len(p.global)}
+	encBytes := 0
+	for i, pr := range p.parts {
+		enc := p.efs[i].Encode(nil, delta[pr.Offset:pr.Offset+pr.Size])
+		encBytes += len(enc)
+		k, err := contentstore.BlockCID(contentstore.CodecRaw, enc)
+		if err != nil {
+			return err
+		}
+		if err := p.n.Store.PutBlock(ctx, k, enc); err != nil {
+			return err
+		}
+		contrib.Partitions = append(contrib.Partitions, sharding.LinkTo(k))
+	}
+	cb, ccid, err := EncodeContribution(contrib)
+	if err != nil {
+		return err
+	}
+	if err := p.n.Store.PutBlock(ctx, ccid, cb); err != nil {
+		return err
+	}
+	if err := p.publish(ctx, RoundMsg{Type: MsgContribution, Run: p.id.String(), Round: r, Base: p.base.String(), CID: ccid.String(), Tokens: contrib.Tokens}); err != nil {
+		return err
+	}
+	p.event(RoundEvent{Phase: "contributed", CID: ccid.String(), EncodedBytes: encBytes, RawBytes: 4 * len(p.global)})
+
+	// Collect the round's contributions.
+	contribs := map[peer.ID]RoundMsg{p.self: {Type: MsgContribution, CID: ccid.String(), Tokens: contrib.Tokens}}
+	var later []inMsg // messages of later phases or rounds, replayed below
+	expect := p.opts.Expect
+	if expect <= 0 {
+		expect = len(p.topic.Peers()) + 1
+	}
+	deadline := time.NewTimer(p.sync.RoundDeadline)
+	defer deadline.Stop()
+collect:
+	for len(contribs) < expect {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			if len(contribs) >= p.sync.Quorum {
+				break collect
+			}
+			return fmt.Errorf("%d contributions by the deadline, quorum %d", len(contribs), p.sync.Quorum)
+		case im := <-p.inbox:
+			switch {
+			case im.m.Round == r && im.m.Type == MsgContribution:
+				if im.m.Base == p.base.String() {
+					contribs[im.from] = im.m
+				}
+			case im.m.Round >= r:
+				later = append(later, im)
+			}
+		}
+	}
+	participants := make([]peer.ID, 0, len(contribs))
+	for id := range contribs {
+		participants = append(participants, id)
+	}
+	sort.Slice(participants, func(i, j int) bool { return participants[i] < participants[j] })
+
+	// Reduce the partitions this node is first in line for.
+	reduced := 0
+	for pi := range p.parts {
+		if Reducers(p.id, r, pi, participants)[0] != p.self {
+			continue
+		}
+		if err := p.reduce(ctx, r, pi, contribs); err != nil {
+			return err
+		}
+		reduced++
+	}
+	p.event(RoundEvent{Phase: "aggregated", Partitions: reduced})
+
+	// Gather one aggregate per partition: from the first reducer in line,
+	// or (after the deadline) from the best-placed one that published.
+	aggs := make([]*RoundMsg, len(p.parts))
+	rank := make([]int, len(p.parts))
+	missing := len(p.parts)
+	order := make([][]peer.ID, len(p.parts))
+	for pi := range p.parts {
+		order[pi] = Reducers(p.id, r, pi, participants)
+		rank[pi] = len(participants)
+	}
+	take := func(im inMsg) {
+		m := im.m
+		if m.Round != r || m.Type != MsgAggregate || m.Base != p.base.String() || m.Partition >= len(p.parts) {
+			return
+		}
+		for k, id := range order[m.Partition] {
+			if id == im.from && k < rank[m.Partition] {
+				if aggs[m.Partition] == nil {
+					missing--
+				}
+				mm := m
+				aggs[m.Partition], rank[m.Partition] = &mm, k
+			}
+		}
+	}
+	var rest []inMsg
+	for _, im := range later {
+		if im.m.Round == r && im.m.Type == MsgAggregate {
+			take(im)
+		} else {
+			rest = append(rest, im)
+		}
+	}
+	// Level k of the wait accepts aggregates from reducers up to place k in
+	// each partition's order. When a deadline passes with partitions
+	// missing, the next reducer in line for each (possibly this node)
+	// computes it.
+	level := 0
+	settled := func() bool {
+		for pi := range p.parts {
+			if aggs[pi] == nil || rank[pi] > level {
+				return false
+			}
+		}
+		return true
+	}
+	deadline.Reset(p.sync.RoundDeadline)
+	for !settled() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			if missing == 0 {
+				goto apply
+			}
+			level++
+			if level >= len(participants) {
+				return fmt.Errorf("%d of %d partitions have no aggregate after every reducer's deadline", missing, len(p.parts))
+			}
+			for pi := range p.parts {
+				if aggs[pi] == nil && order[pi][level] == p.self {
+					p.opts.Logf("round %d: reducer %s of partition %d is silent; reducing it", r, order[pi][level-1], pi)
+					if err := p.reduce(ctx, r, pi, contribs); err != nil {
+						return err
+					}
+				}
+			}
+			deadline.Reset(p.sync.RoundDeadline)
+		case im := <-p.inbox:
+			if im.m.Round == r && im.m.Type == MsgAggregate {
+				take(im)
+			} else if im.m.Round >= r {
+				rest = append(rest, im)
+			}
+		}
+	}
+apply:
+	// Apply: decode every aggregate partition, one outer step.
+	agg := make([]float32, len(p.global))
+	included := map[string]bool{}
+	var aggCIDs []string
+	for pi, pr := range p.parts {
+		k, _ := cid.Decode(aggs[pi].CID)
+		b, err := p.n.Store.Block(ctx, k)
+		if err != nil {
+			return fmt.Errorf("aggregate of partition %d: %w", pi, err)
+		}
+		if err := p.codec.Decode(agg[pr.Offset:pr.Offset+pr.Size], b.RawData()); err != nil {
+			return fmt.Errorf("aggregate of partition %d from %s: %w", pi, order[pi][rank[pi]], err)
+		}
+		for _, c := range aggs[pi].Included {
+			included[c] = true
+		}
+		aggCIDs = append(aggCIDs, aggs[pi].CID)
+	}
+	p.outer.Step(p.global, agg)
+	inc := make([]string, 0, len(included))
+	for c := range included {
+		inc = append(inc, c)
+	}
+	sort.Strings(inc)
+	ck, err := p.writeCheckpoint(ctx, r, p.base, inc, aggCIDs)
+	if err != nil {
+		return err
+	}
+	p.event(RoundEvent{Phase: "checkpoint", CID: ck.String(), Contributions: len(inc)})
+	if err := p.publish(ctx, RoundMsg{Type: MsgCheckpoint, Run: p.id.String(), Round: r, Base: p.base.String(), CID: ck.String()}); err != nil {
+		return err
+	}
+
+	// Follow the majority: wait (briefly) for the participants' checkpoint
+	// announcements; if most honest nodes computed another checkpoint, take
+	// theirs.
+	votes := map[string]int{ck.String(): 1}
+	voted := map[peer.ID]bool{p.self: true}
+	var next []inMsg
+	count := func(im inMsg) bool {
+		if im.m.Round == r && im.m.Type == MsgCheckpoint && im.m.Base == p.base.String() && !voted[im.from] && contribs[im.from].CID != "" {
+			voted[im.from] = true
+			votes[im.m.CID]++
+			return true
+		}
+		return false
+	}
+	for _, im := range rest {
+		if !count(im) && im.m.Round > r {
+			next = append(next, im)
+		}
+	}
+	deadline.Reset(p.sync.RoundDeadline)
+vote:
+	for len(voted) < len(participants) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			break vote
+		case im := <-p.inbox:
+			if !count(im) && im.m.Round > r {
+				next = append(next, im)
+			}
+		}
+	}
+	best := ck.String()
+	for c, v := range votes {
+		if v > votes[best] || (v == votes[best] && c < best) {
+			best = c
+		}
+	}
+	if best != ck.String() {
+		p.opts.Logf("WARNING: round %d: my checkpoint %s is in the minority (%d of %d votes); adopting %s (%d votes)",
+			r, ck, votes[ck.String()], len(voted), best, votes[best])
+		bk, _ := cid.Decode(best)
+		if err := p.adopt(ctx, bk); err != nil {
+			return fmt.Errorf("adopting the majority checkpoint %s: %w", best, err)
+		}
+		ck = bk
+		p.event(RoundEvent{Phase: "adopted", CID: best})
+	}
+	// Messages of the next round go back to the inbox's front.
+	for _, im := range next {
+		select {
+		case p.inbox <- im:
+		default:
+		}
+	}
+	p.mu.Lock()
+	p.base, p.round = ck, r+1
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *Participant) publish(ctx context.Context, m RoundMsg) error {
+	b, err := EncodeRoundMsg(m)
+	if err != nil {
+		return err
+	}
+	return p.topic.Publish(ctx, b, 0)
+}
+
+// reduce fetches partition pi of every contribution, aggregates, stores
+// the result (encoded with the run's codec, as it travels) and publishes it.
+func (p *Participant) reduce(ctx context.Context, r, pi int, contribs map[peer.ID]RoundMsg) error {
+	pr := p.parts[pi]
+	var cs []gradsync.Contribution
+	for from, m := range contribs {
+		k, _ := cid.Decode(m.CID)
+		b, err := p.n.Store.Block(ctx, k)
+		if err != nil {
+			p.opts.Logf("round %d: contribution %s from %s: %v", r, m.CID, from, err)
+			continue
+		}
+		c, err := DecodeContribution(b.RawData())
+		if err != nil || c.Peer != from.String() || c.Round != r || c.Base.CID != p.base.String() ||
+			c.Run.CID != p.id.String() || c.Params != len(p.global) || len(c.Partitions) != len(p.parts) || c.Codec != p.sync.Codec {
+			p.opts.Logf("round %d: contribution %s from %s refused: does not match the round (%v)", r, m.CID, from, err)
+			continue
+		}
+		pk, _ := c.Partitions[pi].Cid()
+		pb, err := p.n.Store.Block(ctx, pk)
+		if err != nil {
+			p.opts.Logf("round %d: partition %d of %s: %v", r, pi, m.CID, err)
+			continue
+		}
+		d := make([]float32, pr.Size)
+		if err := p.codec.Decode(d, pb.RawData()); err != nil {
+			p.opts.Logf("round %d: partition %d of %s refused: %v", r, pi, m.CID, err)
+			continue
+		}
+		cs = append(cs, gradsync.Contribution{ID: m.CID, Tokens: c.Tokens, Delta: d})
+	}
+	out := make([]float32, pr.Size)
+	rep, ok := gradsync.Aggregate(p.sync, out, cs)
+	if !ok {
+		return fmt.Errorf("partition %d: no quorum among %d contributions", pi, len(cs))
+	}
+	var inc []string
+	for _, c := range cs {
+		if _, bad := rep.Rejected[c.ID]; !bad {
+			inc = append(inc, c.ID)
+		}
+	}
+	sort.Strings(inc)
+	enc := p.codec.Encode(nil, out)
+	k, err := contentstore.BlockCID(contentstore.CodecRaw, enc)
+	if err != nil {
+		return err
+	}
+	if err := p.n.Store.PutBlock(ctx, k, enc); err != nil {
+		return err
+	}
+	return p.publish(ctx, RoundMsg{Type: MsgAggregate, Run: p.id.String(), Round: r, Base: p.base.String(), CID: k.String(), Partition: pi, Included: inc})
+}
+
+// roundRecord is a checkpoint's round.json.
+type roundRecord struct {
+	Run           sharding.Link   `json:"run"`
+	Round         int             `json:"round"`
+	Base          *sharding.Link  `json:"base,omitempty"`
+	Contributions []sharding.Link `json:"contributions"`
+	Aggregates    []sharding.Link `json:"aggregates"`
+}
+
+// writeCheckpoint writes the current global weights and outer state as
+// the checkpoint directory of round r, adds and pins it, and returns its
+// CID. Every byte depends only on the run and the aggregates applied, so
+// honest nodes get the same CID.
+func (p *Participant) writeCheckpoint(ctx context.Context, r int, base cid.Cid, contribs, aggs []string) (cid.Cid, error) {
+	rec := roundRecord{Run: sharding.LinkTo(p.id), Round: r, Contributions: []sharding.Link{}, Aggregates: []sharding.Link{}}
+	if base.Defined() {
+		l := sharding.LinkTo(base)
+		rec.Base = &l
+	}
+	for _, c := range contribs {
+		rec.Contributions = append(rec.Contributions, sharding.Link{CID: c})
+	}
+	for _, c := range aggs {
+		rec.Aggregates = append(rec.Aggregates, sharding.Link{CID: c})
+	}
+	rj, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return cid.Undef, err
+	}
+	outer, err := p.outer.MarshalBinary()
+	if err != nil {
+		return cid.Undef, err
+	}
+	dir := filepath.Join(p.opts.Dir, fmt.Sprintf("round-%06d", r))
+	if _, err := os.Stat(dir); err == nil {
+		if err := os.RemoveAll(dir); err != nil {
+			return cid.Undef, err
+		}
+	}
+	meta := map[string]string{"run": p.id.String(), "round": fmt.Sprint(r)}
+	if err := model.SaveWeights(dir, p.cfg, p.global, meta,
+		model.File{Name: "tokenizer.json", Data: p.tokJSON},
+		model.File{Name: "outer.bin", Data: outer},
+		model.File{Name: "round.json", Data: append(rj, '\n')}); err != nil {
+		return cid.Undef, err
+	}
+	return p.n.Store.Add(ctx, dir, contentstore.AddOptions{Pin: true, Name: fmt.Sprintf("run %s round %d", p.id, r)})
+}
+
+// adopt replaces the global weights and outer state with checkpoint ck's.
+func (p *Participant) adopt(ctx context.Context, ck cid.Cid) error {
+	dir := filepath.Join(p.opts.Dir, "adopt-"+ck.String())
+	os.RemoveAll(dir)
+	if err := p.n.Store.Get(ctx, ck, dir, nil); err != nil {
+		return err
+	}
+	if err := p.n.Store.Pin(ctx, ck, "adopted"); err != nil {
+		return err
+	}
+	m, _, err := model.Load(p.opts.Backend, dir)
+	if err != nil {
+		return err
+	}
+	if m.Layout.Size != len(p.global) {
+		return fmt.Errorf("checkpoint %s has %d parameters, the run %d", ck, m.Layout.Size, len(p.global))
+	}
+	p.opts.Backend.Download(p.global, m.Params)
+	ob, err := os.ReadFile(filepath.Join(dir, "outer.bin"))
+	if err != nil {
+		return err
+	}
+	return p.outer.UnmarshalBinary(ob)
+}

@@ -1,0 +1,121 @@
+package node_test
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/kernels/cpu"
+	"github.com/fomnet/fomnet/model"
+	"github.com/fomnet/fomnet/node"
+	"github.com/fomnet/fomnet/node/nodetest"
+)
+
+// smallRun prepares the built-in corpus on node 0, publishes it and
+// creates a small run; it returns the run ID.
+func smallRun(t *testing.T, c *nodetest.Cluster, rounds int) *node.RunSpec {
+	t.Helper()
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "ds")
+	prep, err := node.PrepareBuiltinDataset(ctx, dir, 512, 32, 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsCID, err := c.Nodes[0].PublishDataset(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !dsCID.Equals(prep.CID) {
+		t.Fatalf("published dataset %s, prepared %s", dsCID, prep.CID)
+	}
+	mc, _ := model.Preset("tiny")
+	mc.Vocab = 512
+	sync := gradsync.DefaultConfig()
+	sync.H, sync.Partitions, sync.RoundDeadline = 4, 4, 20*time.Second
+	spec, err := node.NewRunSpecForModel("test", mc, dsCID, rounds, sync, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Inner.Batch, spec.Inner.Seq, spec.Inner.Warmup = 2, 32, 2
+	return spec
+}
+
+// Four nodes on loopback train a run together and hold the same checkpoint
+// CID after every round.
+func TestSwarmRoundsConverge(t *testing.T) {
+	const n, rounds = 4, 3
+	c := nodetest.New(t, n, nodetest.Options{})
+	c.ConnectAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	spec := smallRun(t, c, rounds)
+	runID, err := c.Nodes[0].CreateRun(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	cids := map[int]map[string]bool{} // round → checkpoint CIDs
+	parts := make([]*node.Participant, n)
+	for i, nd := range c.Nodes {
+		be, err := cpu.New(cpu.Options{Threads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { be.Close() })
+		p, err := nd.OpenRun(ctx, runID, node.RunOptions{Backend: be, Expect: n, Logf: t.Logf, Events: func(e node.RoundEvent) {
+			if e.Phase == "checkpoint" || e.Phase == "adopted" {
+				mu.Lock()
+				if cids[e.Round] == nil {
+					cids[e.Round] = map[string]bool{}
+				}
+				if e.Phase == "adopted" {
+					t.Errorf("node adopted a majority checkpoint in round %d: honest nodes disagreed", e.Round)
+				}
+				cids[e.Round][e.CID] = true
+				mu.Unlock()
+			}
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		parts[i] = p
+		if i > 0 && !p.Base().Equals(parts[0].Base()) {
+			t.Fatalf("genesis %s on node %d, %s on node 0", p.Base(), i, parts[0].Base())
+		}
+	}
+	start, _ := parts[0].ValLoss()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = p.RunRounds(ctx, rounds)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	for r := 1; r <= rounds; r++ {
+		if len(cids[r]) != 1 {
+			t.Fatalf("round %d: checkpoints %v", r, cids[r])
+		}
+	}
+	for i, p := range parts {
+		if !p.Base().Equals(parts[0].Base()) {
+			t.Fatalf("node %d ends at %s, node 0 at %s", i, p.Base(), parts[0].Base())
+		}
+	}
+	end, _ := parts[0].ValLoss()
+	t.Logf("val loss %v → %v", start, end)
+	if end["en"] >= start["en"] {
+		t.Fatalf("English validation loss did not drop: %v → %v", start, end)
+	}
+}
