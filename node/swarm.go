@@ -97,13 +97,13 @@ type Participant struct {
 	opts  RunOptions
 	self  peer.ID
 
-	m      *model.Model
-	global []float32
-	outer  *gradsync.OuterOptimizer
-	parts  []gradsync.Range
-	efs    []*gradsync.ErrorFeedback
-	train  *model.Corpus
-	val    map[string]*model.Corpus
+	m       *model.Model
+	global  []float32
+	outer   *gradsync.OuterOptimizer
+	parts   []gradsync.Range
+	efs     []*gradsync.ErrorFeedback
+	train   *model.Corpus
+	val     map[string]*model.Corpus
 	tokJSON []byte
 
 	base  cid.Cid // checkpoint the current round starts from
@@ -113,9 +113,9 @@ type Participant struct {
 	sub   *p2p.Subscription
 	inbox chan inMsg
 
-	mu  sync.Mutex // guards round and base for the validator
-	wg  sync.WaitGroup
-	ctx context.Context
+	mu     sync.Mutex // guards round and base for the validator
+	wg     sync.WaitGroup
+	ctx    context.Context
 	cancel context.CancelFunc
 }
 
