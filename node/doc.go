@@ -11,6 +11,10 @@
 // process and *Client through a daemon, so each command is written once.
 // Package nodetest starts clusters of real nodes on loopback for tests.
 //
-// Not yet here: training runs over the swarm (issue "Rounds over the
-// swarm"); single-node training is package model's Train.
+// Runs: a RunSpec (dag-json; its CID is the run ID) names the model, the
+// dataset and the recipe; OpenRun joins a run as a Participant, whose
+// RunRounds trains H inner steps per round, publishes its compressed
+// pseudo-gradient by CID, reduces the partitions it is first in line for,
+// applies the outer step and writes the round's checkpoint, which every
+// honest node computes identically. RunDemo is `fomnet demo`.
 package node

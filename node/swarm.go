@@ -247,8 +247,9 @@ func (p *Participant) validate(_ context.Context, from peer.ID, data []byte) err
 	return nil
 }
 
-// loadData splits the dataset's rows: every tenth row of each shard is
-// held out for validation, by the shard's language.
+// loadData splits the dataset's rows: every tenth row of each shard (the
+// first row of a shard of fewer than ten) is held out for validation, by
+// the shard's language.
 func (p *Participant) loadData(ds *Dataset) error {
 	tk, err := tokenizer.Parse(ds.Tokenizer)
 	if err != nil {
@@ -265,7 +266,9 @@ func (p *Participant) loadData(ds *Dataset) error {
 		lang := ds.Manifest.Shards[i].Language
 		var tr, va [][]int32
 		for r := 0; r < sh.Rows; r++ {
-			if r%10 == 9 {
+			// Every tenth row, or the first row of a shard too small to
+			// have a tenth (the last row may be padded short).
+			if r%10 == 9 || (sh.Rows >= 2 && sh.Rows < 10 && r == 0) {
 				va = append(va, sh.Row(r))
 			} else {
 				tr = append(tr, sh.Row(r))

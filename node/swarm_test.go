@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fomnet/fomnet/gradsync"
+	"github.com/ipfs/go-cid"
 	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/node"
@@ -117,5 +118,96 @@ func TestSwarmRoundsConverge(t *testing.T) {
 	t.Logf("val loss %v → %v", start, end)
 	if end["en"] >= start["en"] {
 		t.Fatalf("English validation loss did not drop: %v → %v", start, end)
+	}
+}
+
+// openAll opens the run on every running node of c with a 1-thread
+// backend; events go to ev.
+func openAll(t *testing.T, c *nodetest.Cluster, runID cid.Cid, expect int, ev func(int, node.RoundEvent)) []*node.Participant {
+	t.Helper()
+	ps := make([]*node.Participant, len(c.Nodes))
+	for i, nd := range c.Nodes {
+		if nd == nil {
+			continue
+		}
+		be, err := cpu.New(cpu.Options{Threads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { be.Close() })
+		p, err := nd.OpenRun(context.Background(), runID, node.RunOptions{Backend: be, Expect: expect, Logf: t.Logf,
+			Events: func(e node.RoundEvent) { ev(i, e) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		ps[i] = p
+	}
+	return ps
+}
+
+// One node crashes in the middle of a round; the others close the round at
+// its deadline with a quorum and go on, agreeing on every checkpoint.
+func TestSwarmSurvivesCrash(t *testing.T) {
+	const n, rounds = 4, 3
+	c := nodetest.New(t, n, nodetest.Options{})
+	c.ConnectAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	spec := smallRun(t, c, rounds)
+	spec.Sync.DeadlineMS, spec.Sync.Quorum = 2000, 2
+	runID, err := c.Nodes[0].CreateRun(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashCtx, crash := context.WithCancel(ctx)
+	var mu sync.Mutex
+	cids := map[int]map[string]bool{}
+	ps := openAll(t, c, runID, n, func(i int, e node.RoundEvent) {
+		if i == 3 && e.Round == 2 && e.Phase == "train" && e.Step == 2 {
+			crash()
+		}
+		if e.Phase == "checkpoint" {
+			mu.Lock()
+			if cids[e.Round] == nil {
+				cids[e.Round] = map[string]bool{}
+			}
+			cids[e.Round][e.CID] = true
+			mu.Unlock()
+		}
+	})
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx := ctx
+			if i == 3 {
+				rctx = crashCtx
+			}
+			errs[i] = p.RunRounds(rctx, rounds)
+			if i == 3 {
+				p.Close()
+				c.Stop(3)
+			}
+		}()
+	}
+	wg.Wait()
+	if errs[3] == nil {
+		t.Fatal("the crashed node finished its rounds")
+	}
+	for i := 0; i < 3; i++ {
+		if errs[i] != nil {
+			t.Fatalf("node %d: %v", i, errs[i])
+		}
+		if !ps[i].Base().Equals(ps[0].Base()) {
+			t.Fatalf("node %d ends at %s, node 0 at %s", i, ps[i].Base(), ps[0].Base())
+		}
+	}
+	for r := 1; r <= rounds; r++ {
+		if len(cids[r]) != 1 {
+			t.Fatalf("round %d: checkpoints %v", r, cids[r])
+		}
 	}
 }

@@ -6,137 +6,96 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/model"
+	"github.com/fomnet/fomnet/node"
 )
 
-// The demo will become a swarm of libp2p nodes training with DiLoCo. Until
-// the swarm exists it runs the part that does: one node training a small
-// bilingual model on the built-in corpus, saving a checkpoint and sampling.
-
-type demoOut struct {
-	Checkpoint string  `json:"checkpoint"`
-	CID        string  `json:"checkpoint_cid"`
-	SHA256     string  `json:"model_sha256"`
-	Loss       float32 `json:"loss"`
-	Steps      int     `json:"steps"`
-	SampleKO   string  `json:"sample_ko"`
-	SampleEN   string  `json:"sample_en"`
-}
+// demoOut is the demo's --json summary.
+type demoOut = node.DemoResult
 
 func newDemoCmd(e *env) *cobra.Command {
 	var (
-		steps   int
-		out     string
-		seed    uint64
+		o       node.DemoOptions
 		threads int
 		asJSON  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Train a small bilingual model on the built-in corpus and sample from it",
-		Long: `Train a small Korean–English model from the built-in corpus and print its
-checkpoint and a sample in each language.
+		Short: "A swarm of nodes on this machine trains a small bilingual model with DiLoCo",
+		Long: `Start a swarm of real fomnet nodes on 127.0.0.1 in this process (libp2p hosts,
+DHT, gossipsub, bitswap, content stores on disk), prepare the built-in
+Korean–English corpus on the first node (the seeder), create a run, and train
+it: every round each node trains H inner steps on its own batches, publishes
+its compressed pseudo-gradient by CID, the partitions' reducers aggregate,
+and every node applies the outer step and writes the same checkpoint — the
+same CID on every node, printed each round.
 
-Today this runs on one node (this process); the swarm version — several libp2p
-nodes on 127.0.0.1 training together with DiLoCo and agreeing on a checkpoint
-CID — arrives with the swarm and round issues. The model is byte-level until
-the tokenizer lands.`,
+At the end it prints the final checkpoint CID, the validation loss per
+language at the start and the end, the bytes the swarm moved, and a greedy
+continuation of a Korean and an English prompt. Node identities derive from
+--seed, so the same flags give the same checkpoint CIDs on any machine.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if steps <= 0 {
-				return usagef("--steps %d must be positive", steps)
+			if o.Nodes < 1 || o.Nodes > 16 {
+				return usagef("--nodes %d: want 1..16", o.Nodes)
 			}
-			c, _ := model.Preset("tiny")
-			corpus := &model.Corpus{}
-			if err := addBuiltin(corpus, c, 0, 0); err != nil {
-				return err
+			if o.Rounds < 1 || o.H < 1 || o.Batch < 1 || o.Seq < 8 {
+				return usagef("--rounds, --h, --batch must be positive and --seq at least 8")
 			}
-			if out == "" {
+			if _, err := model.Preset(o.Preset); err != nil {
+				return usageError{err}
+			}
+			if o.Dir == "" {
 				tmp, err := os.MkdirTemp("", "fomnet-demo-")
 				if err != nil {
 					return err
 				}
-				out = tmp
+				o.Dir = tmp
 			}
-			dir := filepath.Join(out, fmt.Sprintf("step-%06d", steps))
-			be, err := newBackend(e, threads, "auto")
+			o.NewBackend = func() (kernels.Backend, error) { return newBackend(e, threads, "auto") }
+			o.Progress = e.logf
+			res, err := node.RunDemo(ctxOf(cmd), o)
 			if err != nil {
 				return err
 			}
-			defer be.Close()
-			m, err := model.New(be, c)
-			if err != nil {
-				return err
-			}
-			m.Init(seed)
-			tc := model.DefaultTrainConfig()
-			tc.Batch, tc.Seq, tc.Steps, tc.Seed = 8, 128, steps, seed
-			tc.Schedule = kernels.Schedule{Kind: kernels.ScheduleCosine, MaxLR: 3e-3, MinLR: 3e-4, Warmup: 20}
-			e.logf("fomnet demo (single node: the swarm version is not built yet)")
-			e.logf("training the tiny preset (%d parameters) on the built-in corpus: %d documents, %d byte tokens, %d steps on %s×%d",
-				model.NumParams(c), corpus.Docs, len(corpus.Tokens), steps, be.Name(), be.Threads())
-			every := max(1, steps/10)
-			last, err := model.Train(ctxOf(cmd), m, corpus, nil, tc, func(p model.Progress) {
-				if p.Step%every == 0 || p.Step == p.Steps {
-					e.logf("  step %4d/%d  loss %.3f  %.0f tok/s  %s", p.Step, p.Steps, p.Loss, p.TokensPerS, p.Elapsed.Round(time.Second/10))
-				}
-			})
-			if err != nil {
-				return err
-			}
-			if err := m.Save(dir, map[string]string{"preset": "tiny", "source": "fomnet demo"}); err != nil {
-				return err
-			}
-			sum, err := fileSHA256(filepath.Join(dir, "model.safetensors"))
-			if err != nil {
-				return err
-			}
-			ckptCID, err := contentstore.PathCID(ctxOf(cmd), dir)
-			if err != nil {
-				return err
-			}
-			sample := func(prompt string) (string, error) {
-				toks := make([]int32, 0, len(prompt))
-				for _, b := range []byte(prompt) {
-					toks = append(toks, int32(b))
-				}
-				gen, err := model.Generate(m, toks, model.SampleConfig{MaxTokens: 120, Temperature: 0.7, TopK: 20, Seed: seed, Window: 128}, nil)
-				return prompt + model.DecodeBytes(gen), err
-			}
-			ko, err := sample("오늘 아침에는")
-			if err != nil {
-				return err
-			}
-			en, err := sample("The train")
-			if err != nil {
-				return err
-			}
-			res := demoOut{Checkpoint: dir, CID: ckptCID.String(), SHA256: sum, Loss: last.Loss, Steps: last.Step, SampleKO: firstLine(ko), SampleEN: firstLine(en)}
+			res.SampleKO, res.SampleEN = firstLine(res.SampleKO), firstLine(res.SampleEN)
 			if asJSON {
 				return e.printJSON(res)
 			}
-			fmt.Fprintf(e.stdout, "checkpoint  %s\n", res.Checkpoint)
-			fmt.Fprintf(e.stdout, "cid         %s (the checkpoint directory as UnixFS: fomnet add gives the same)\n", res.CID)
-			fmt.Fprintf(e.stdout, "sha256      %s (model.safetensors)\n", res.SHA256)
-			fmt.Fprintf(e.stdout, "loss        %.3f after %d steps\n", res.Loss, res.Steps)
+			fmt.Fprintf(e.stdout, "checkpoint  %s\n", res.CheckpointCID)
+			fmt.Fprintf(e.stdout, "            %s (node 0's copy; every node holds the same)\n", res.Checkpoint)
+			fmt.Fprintf(e.stdout, "run         %s: %d nodes, %d rounds in %.0f s\n", res.RunID, res.Nodes, res.Rounds, res.Seconds)
+			for _, lang := range []string{"ko", "en"} {
+				if s, ok := res.ValLossStart[lang]; ok {
+					fmt.Fprintf(e.stdout, "val loss %s %.3f → %.3f\n", lang, s, res.ValLossEnd[lang])
+				}
+			}
+			fmt.Fprintf(e.stdout, "traffic     %.1f MiB sent, %.1f MiB received by the swarm; pseudo-gradients compressed %.1f×\n",
+				float64(res.BytesSent)/(1<<20), float64(res.BytesReceived)/(1<<20), res.Compression)
 			fmt.Fprintf(e.stdout, "ko          %s\n", res.SampleKO)
 			fmt.Fprintf(e.stdout, "en          %s\n", res.SampleEN)
 			return nil
 		},
 	}
-	cmd.Flags().IntVar(&steps, "steps", 300, "training steps")
-	cmd.Flags().StringVar(&out, "out", "", "directory for the checkpoint (default: a new temporary directory)")
-	cmd.Flags().Uint64Var(&seed, "seed", 1, "seed for initialisation, batches and sampling")
-	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	f := cmd.Flags()
+	f.IntVar(&o.Nodes, "nodes", 4, "nodes in the swarm")
+	f.IntVar(&o.Rounds, "rounds", 8, "outer rounds")
+	f.IntVar(&o.H, "h", 20, "inner steps per round")
+	f.StringVar(&o.Preset, "preset", "demo", "model preset")
+	f.IntVar(&o.Batch, "batch", 4, "sequences per inner step")
+	f.IntVar(&o.Seq, "seq", 128, "tokens per sequence")
+	f.IntVar(&o.Vocab, "vocab", 8192, "tokenizer vocabulary (at most the preset's)")
+	f.IntVar(&o.Synthetic, "synthetic", 2000, "synthetic documents added to the built-in corpus")
+	f.StringVar(&o.Codec, "codec", "int8", "pseudo-gradient codec: fp32, int8, int4, topk")
+	f.Uint64Var(&o.Seed, "seed", 1, "seed for identities, weights, batches")
+	f.StringVar(&o.Dir, "dir", "", "directory for the nodes' homes (default: a new temporary directory)")
+	f.IntVar(&threads, "threads", 1, "compute threads per node")
+	f.BoolVar(&asJSON, "json", false, "print a JSON summary")
 	return cmd
 }
 

@@ -160,17 +160,40 @@ func TestBenchKernelsQuick(t *testing.T) {
 	}
 }
 
-func TestDemoPreview(t *testing.T) {
-	out, errOut, code := fomnet(t, "demo", "--steps", "3", "--out", t.TempDir(), "--json")
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, errOut)
+// The demo's swarm, small: three nodes, the tiny preset, two rounds. Its
+// identities derive from the seed, so two runs give the same checkpoint
+// CID (determinism across processes and thread counts).
+func TestDemoSwarm(t *testing.T) {
+	args := []string{"demo", "--preset", "tiny", "--vocab", "320", "--nodes", "3", "--rounds", "2", "--h", "4", "--synthetic", "300", "--json"}
+	run := func(threads string) demoOut {
+		out, errOut, code := fomnet(t, append(args, "--dir", t.TempDir(), "--threads", threads)...)
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+		if !strings.Contains(errOut, "all nodes agree") {
+			t.Fatalf("progress lacks the per-round agreement line:\n%s", errOut)
+		}
+		var d demoOut
+		if err := json.Unmarshal([]byte(out), &d); err != nil {
+			t.Fatal(err)
+		}
+		return d
 	}
-	var d demoOut
-	if err := json.Unmarshal([]byte(out), &d); err != nil {
-		t.Fatal(err)
-	}
-	if len(d.SHA256) != 64 || !strings.HasPrefix(d.CID, "bafy") || !strings.HasPrefix(d.SampleKO, "오늘 아침에는") || !strings.HasPrefix(d.SampleEN, "The train") {
+	d := run("1")
+	if !strings.HasPrefix(d.CheckpointCID, "bafy") || d.Rounds != 2 || d.Nodes != 3 || d.BytesSent == 0 ||
+		!strings.HasPrefix(d.SampleKO, "오늘 아침에는") || !strings.HasPrefix(d.SampleEN, "The train") {
 		t.Fatalf("%+v", d)
+	}
+	for _, lang := range []string{"ko", "en"} {
+		if !(d.ValLossEnd[lang] < d.ValLossStart[lang]) {
+			t.Fatalf("%s validation loss %v → %v", lang, d.ValLossStart[lang], d.ValLossEnd[lang])
+		}
+	}
+	if again := run("2"); again.CheckpointCID != d.CheckpointCID {
+		t.Fatalf("same flags, checkpoints %s and %s", d.CheckpointCID, again.CheckpointCID)
+	}
+	if _, _, code := fomnet(t, "demo", "--nodes", "0"); code != 2 {
+		t.Fatalf("--nodes 0: exit %d", code)
 	}
 }
 
@@ -313,11 +336,16 @@ func TestTrainOnDataset(t *testing.T) {
 }
 
 func TestGenerate(t *testing.T) {
-	dir := t.TempDir()
-	if _, errOut, code := fomnet(t, "demo", "--steps", "3", "--out", dir); code != 0 {
+	out, errOut, code := fomnet(t, "demo", "--preset", "tiny", "--vocab", "320", "--nodes", "1", "--rounds", "1", "--h", "3",
+		"--synthetic", "100", "--dir", t.TempDir(), "--json")
+	if code != 0 {
 		t.Fatalf("demo: %s", errOut)
 	}
-	ck := filepath.Join(dir, "step-000003")
+	var d demoOut
+	if err := json.Unmarshal([]byte(out), &d); err != nil {
+		t.Fatal(err)
+	}
+	ck, dir := d.Checkpoint, t.TempDir()
 	run := func() string {
 		out, errOut, code := fomnet(t, "generate", ck, "--prompt", "오늘", "--max-tokens", "8", "--seed", "3", "--json")
 		if code != 0 {
