@@ -8,11 +8,11 @@ import (
 	"time"
 
 	"github.com/fomnet/fomnet/gradsync"
-	"github.com/ipfs/go-cid"
 	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/node"
 	"github.com/fomnet/fomnet/node/nodetest"
+	"github.com/ipfs/go-cid"
 )
 
 // smallRun prepares the built-in corpus on node 0, publishes it and
