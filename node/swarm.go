@@ -113,10 +113,11 @@ type Participant struct {
 	sub   *p2p.Subscription
 	inbox chan inMsg
 
-	mu     sync.Mutex // guards round and base for the validator
-	wg     sync.WaitGroup
-	ctx    context.Context
-	cancel context.CancelFunc
+	mu         sync.Mutex // guards round, base and catchingUp for the validator
+	catchingUp bool
+	wg         sync.WaitGroup
+	ctx        context.Context
+	cancel     context.CancelFunc
 }
 
 type inMsg struct {
@@ -178,6 +179,11 @@ func (n *Node) OpenRun(ctx context.Context, id cid.Cid, o RunOptions) (*Particip
 		return nil, err
 	}
 	p.round = 1
+	if r, err := p.resume(); err != nil {
+		return nil, err
+	} else if r > 0 {
+		o.Logf("run %s: resumed from this node's checkpoint of round %d (%s)", id, r, p.base)
+	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if p.topic, err = n.Host.Join(RunTopic(id), p.validate); err != nil {
 		return nil, err
@@ -236,9 +242,11 @@ func (p *Participant) validate(_ context.Context, from peer.ID, data []byte) err
 		return fmt.Errorf("wrong run %s", m.Run)
 	}
 	p.mu.Lock()
-	round, base := p.round, p.base
+	round, base, catchingUp := p.round, p.base, p.catchingUp
 	p.mu.Unlock()
 	switch {
+	case catchingUp && m.Round >= round-1:
+		return nil // kept for when this node knows which round it is in
 	case m.Round < round-1 || m.Round > round+1:
 		return p2p.ErrIgnore // another round: late, or from a node ahead of us
 	case m.Round == round && m.Type == MsgContribution && m.Base != base.String():
@@ -314,11 +322,111 @@ func (p *Participant) Model() *model.Model {
 	return p.m
 }
 
+// CatchUp brings a node that joins a run in progress (or restarts after
+// the swarm moved on) to the swarm's newest checkpoint: it waits up to
+// wait for checkpoint announcements of rounds this node has not done,
+// gathers them for a moment, fetches the checkpoint most peers announced
+// for the newest round, adopts it and continues from the round after. It
+// reports whether it moved; with no announcement in time (a new run, or
+// this node is current) it stays where it is.
+func (p *Participant) CatchUp(ctx context.Context, wait time.Duration) (bool, error) {
+	p.mu.Lock()
+	p.catchingUp = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.catchingUp = false
+		p.mu.Unlock()
+	}()
+	votes := map[int]map[string]int{}
+	newest := -1
+	var keep []inMsg
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	gathering := false
+	for {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-timer.C:
+			if !gathering {
+				p.requeue(keep)
+				return false, nil
+			}
+			best, n := "", 0
+			for c, v := range votes[newest] {
+				if v > n || (v == n && c < best) {
+					best, n = c, v
+				}
+			}
+			ck, err := cid.Decode(best)
+			if err != nil {
+				return false, err
+			}
+			p.opts.Logf("run %s: catching up: adopting the checkpoint of round %d, %s (%d announcements)", p.id, newest, ck, n)
+			if err := p.adopt(ctx, newest, ck); err != nil {
+				return false, err
+			}
+			p.mu.Lock()
+			p.base, p.round = ck, newest+1
+			p.mu.Unlock()
+			for _, e := range p.efs {
+				clear(e.Residual) // the residual belonged to another base
+			}
+			var later []inMsg
+			for _, im := range keep {
+				if im.m.Round > newest {
+					later = append(later, im)
+				}
+			}
+			p.requeue(later)
+			p.event(RoundEvent{Phase: "adopted", CID: ck.String()})
+			return true, nil
+		case im := <-p.inbox:
+			m := im.m
+			if m.Type != MsgCheckpoint || m.Round < p.round {
+				keep = append(keep, im)
+				continue
+			}
+			if votes[m.Round] == nil {
+				votes[m.Round] = map[string]int{}
+			}
+			votes[m.Round][m.CID]++
+			newest = max(newest, m.Round)
+			if !gathering {
+				// Give the round's other announcements a moment to arrive.
+				gathering = true
+				timer.Reset(500 * time.Millisecond)
+			}
+		}
+	}
+}
+
+// requeue puts messages back into the inbox (dropping them if it is full).
+func (p *Participant) requeue(ms []inMsg) {
+	for _, im := range ms {
+		select {
+		case p.inbox <- im:
+		default:
+		}
+	}
+}
+
 // Round is the number of the next round to run.
 func (p *Participant) Round() int { return p.round }
 
 // RunRounds runs rounds until the run's last round or ctx ends.
 func (p *Participant) RunRounds(ctx context.Context, upto int) error {
+	// Gossipsub delivers only to peers whose subscription it knows; right
+	// after (re)joining, wait (up to a round deadline) until the expected
+	// peers are known, so the first round's messages are not lost.
+	if p.opts.Expect > 1 {
+		wctx, cancel := context.WithTimeout(ctx, p.sync.RoundDeadline)
+		if err := p.topic.WaitPeers(wctx, p.opts.Expect-1); err != nil && ctx.Err() == nil {
+			p.opts.Logf("run %s: %v; starting anyway", p.id, err)
+		}
+		cancel()
+	}
 	for p.round <= min(upto, p.spec.Rounds) {
 		if err := p.runRound(ctx); err != nil {
 			return fmt.Errorf("round %d: %w", p.round, err)
@@ -406,6 +514,9 @@ func (p *Participant) runRound(ctx context.Context) error {
 	}
 	if err := p.publish(ctx, RoundMsg{Type: MsgContribution, Run: p.id.String(), Round: r, Base: p.base.String(), CID: ccid.String(), Tokens: contrib.Tokens}); err != nil {
 		return err
+	}
+	if err := p.saveEF(r); err != nil {
+		return fmt.Errorf("saving error-feedback state: %w", err)
 	}
 	p.event(RoundEvent{Phase: "contributed", CID: ccid.String(), EncodedBytes: encBytes, RawBytes: 4 * len(p.global)})
 
@@ -611,19 +722,14 @@ vote:
 		p.opts.Logf("WARNING: round %d: my checkpoint %s is in the minority (%d of %d votes); adopting %s (%d votes)",
 			r, ck, votes[ck.String()], len(voted), best, votes[best])
 		bk, _ := cid.Decode(best)
-		if err := p.adopt(ctx, bk); err != nil {
+		if err := p.adopt(ctx, r, bk); err != nil {
 			return fmt.Errorf("adopting the majority checkpoint %s: %w", best, err)
 		}
 		ck = bk
 		p.event(RoundEvent{Phase: "adopted", CID: best})
 	}
-	// Messages of the next round go back to the inbox's front.
-	for _, im := range next {
-		select {
-		case p.inbox <- im:
-		default:
-		}
-	}
+	// Messages of later rounds go back to the inbox.
+	p.requeue(next)
 	p.mu.Lock()
 	p.base, p.round = ck, r+1
 	p.mu.Unlock()
@@ -741,27 +847,23 @@ func (p *Participant) writeCheckpoint(ctx context.Context, r int, base cid.Cid, 
 	return p.n.Store.Add(ctx, dir, contentstore.AddOptions{Pin: true, Name: fmt.Sprintf("run %s round %d", p.id, r)})
 }
 
-// adopt replaces the global weights and outer state with checkpoint ck's.
-func (p *Participant) adopt(ctx context.Context, ck cid.Cid) error {
+// adopt replaces the global weights and outer state with checkpoint ck's,
+// which becomes this node's copy of round r.
+func (p *Participant) adopt(ctx context.Context, r int, ck cid.Cid) error {
 	dir := filepath.Join(p.opts.Dir, "adopt-"+ck.String())
 	os.RemoveAll(dir)
 	if err := p.n.Store.Get(ctx, ck, dir, nil); err != nil {
 		return err
 	}
-	if err := p.n.Store.Pin(ctx, ck, "adopted"); err != nil {
+	if err := p.n.Store.Pin(ctx, ck, fmt.Sprintf("run %s round %d", p.id, r)); err != nil {
 		return err
 	}
-	m, _, err := model.Load(p.opts.Backend, dir)
-	if err != nil {
+	if err := p.loadCheckpointDir(dir); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", ck, err)
+	}
+	final := filepath.Join(p.opts.Dir, fmt.Sprintf("round-%06d", r))
+	if err := os.RemoveAll(final); err != nil {
 		return err
 	}
-	if m.Layout.Size != len(p.global) {
-		return fmt.Errorf("checkpoint %s has %d parameters, the run %d", ck, m.Layout.Size, len(p.global))
-	}
-	p.opts.Backend.Download(p.global, m.Params)
-	ob, err := os.ReadFile(filepath.Join(dir, "outer.bin"))
-	if err != nil {
-		return err
-	}
-	return p.outer.UnmarshalBinary(ob)
+	return os.Rename(dir, final)
 }

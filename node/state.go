@@ -1,0 +1,160 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+
+	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/internal/fsutil"
+	"github.com/fomnet/fomnet/model"
+)
+
+// A participant's own state, beside its checkpoints in RunOptions.Dir:
+// ef-state.bin holds the error-feedback residuals left after its
+// contribution to a round, so that a restarted node sends next round what
+// its codec dropped before:
+//
+//	"FOMEFST1" | round uint64 | parts uint32 | parts × (len uint32 | residual)
+//
+// (little-endian; each residual is gradsync's ErrorFeedback encoding).
+
+const efMagic = "FOMEFST1"
+
+// EncodeEFState serialises the residuals after round r.
+func EncodeEFState(r int, efs []*gradsync.ErrorFeedback) ([]byte, error) {
+	b := append([]byte(efMagic), make([]byte, 12)...)
+	binary.LittleEndian.PutUint64(b[8:], uint64(r))
+	binary.LittleEndian.PutUint32(b[16:], uint32(len(efs)))
+	for _, e := range efs {
+		eb, err := e.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(eb)))
+		b = append(b, eb...)
+	}
+	return b, nil
+}
+
+// DecodeEFState restores residuals into efs (whose sizes must match) and
+// returns the round they follow.
+func DecodeEFState(b []byte, efs []*gradsync.ErrorFeedback) (int, error) {
+	if len(b) < 20 || string(b[:8]) != efMagic {
+		return 0, errors.New("error-feedback state: bad magic or truncated header")
+	}
+	r := binary.LittleEndian.Uint64(b[8:])
+	n := binary.LittleEndian.Uint32(b[16:])
+	if r > 1_000_000 || int(n) != len(efs) {
+		return 0, fmt.Errorf("error-feedback state: round %d, %d partitions (want %d)", r, n, len(efs))
+	}
+	b = b[20:]
+	for i := range efs {
+		if len(b) < 4 {
+			return 0, fmt.Errorf("error-feedback state: partition %d truncated", i)
+		}
+		l := binary.LittleEndian.Uint32(b)
+		b = b[4:]
+		if uint64(l) > uint64(len(b)) {
+			return 0, fmt.Errorf("error-feedback state: partition %d claims %d bytes, %d left", i, l, len(b))
+		}
+		if err := efs[i].UnmarshalBinary(b[:l]); err != nil {
+			return 0, fmt.Errorf("error-feedback state: partition %d: %w", i, err)
+		}
+		b = b[l:]
+	}
+	if len(b) != 0 {
+		return 0, fmt.Errorf("error-feedback state: %d trailing bytes", len(b))
+	}
+	return int(r), nil
+}
+
+func (p *Participant) efPath() string { return filepath.Join(p.opts.Dir, "ef-state.bin") }
+
+func (p *Participant) saveEF(r int) error {
+	b, err := EncodeEFState(r, p.efs)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(p.opts.Dir, 0o755); err != nil {
+		return err
+	}
+	return fsutil.WriteFile(p.efPath(), b)
+}
+
+var roundDirRE = regexp.MustCompile(`^round-(\d{6})$`)
+
+// resume loads the newest complete checkpoint this node wrote for the run
+// (and the error-feedback state that follows it), so a restarted node
+// continues where it stopped. It reports the round resumed from (0: none).
+func (p *Participant) resume() (int, error) {
+	ents, err := os.ReadDir(p.opts.Dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	var rounds []int
+	for _, e := range ents {
+		if m := roundDirRE.FindStringSubmatch(e.Name()); m != nil && e.IsDir() {
+			r, _ := strconv.Atoi(m[1])
+			rounds = append(rounds, r)
+		}
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(rounds)))
+	for _, r := range rounds {
+		if r == 0 {
+			break
+		}
+		dir := filepath.Join(p.opts.Dir, fmt.Sprintf("round-%06d", r))
+		if err := p.loadCheckpointDir(dir); err != nil {
+			p.opts.Logf("run %s: checkpoint of round %d unusable (%v); trying an older one", p.id, r, err)
+			continue
+		}
+		ck, err := p.n.Store.Add(context.Background(), dir, contentstore.AddOptions{Pin: true, Name: fmt.Sprintf("run %s round %d", p.id, r)})
+		if err != nil {
+			return 0, err
+		}
+		p.base, p.round = ck, r+1
+		if b, err := os.ReadFile(p.efPath()); err == nil {
+			if er, err := DecodeEFState(b, p.efs); err != nil || er != r {
+				p.opts.Logf("run %s: error-feedback state not restored (round %d, %v); starting with zero residuals", p.id, er, err)
+				for _, e := range p.efs {
+					clear(e.Residual)
+				}
+			}
+		}
+		return r, nil
+	}
+	return 0, nil
+}
+
+// loadCheckpointDir reads a checkpoint's weights and outer state.
+func (p *Participant) loadCheckpointDir(dir string) error {
+	m, _, err := model.Load(p.opts.Backend, dir)
+	if err != nil {
+		return err
+	}
+	if m.Layout.Size != len(p.global) {
+		return fmt.Errorf("%d parameters, the run has %d", m.Layout.Size, len(p.global))
+	}
+	ob, err := os.ReadFile(filepath.Join(dir, "outer.bin"))
+	if err != nil {
+		return err
+	}
+	outer := gradsync.NewOuterOptimizer(p.sync, len(p.global))
+	if err := outer.UnmarshalBinary(ob); err != nil {
+		return err
+	}
+	p.opts.Backend.Download(p.global, m.Params)
+	p.outer = outer
+	return nil
+}
