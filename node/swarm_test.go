@@ -2,16 +2,19 @@ package node_test
 
 import (
 	"context"
+	"math"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/gradsync"
 	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/node"
 	"github.com/fomnet/fomnet/node/nodetest"
+	"github.com/fomnet/fomnet/sharding"
 	"github.com/ipfs/go-cid"
 )
 
@@ -336,5 +339,142 @@ func TestSwarmRestartResumes(t *testing.T) {
 		if !p.Base().Equals(ps[0].Base()) {
 			t.Fatalf("node %d ends at %s, node 0 at %s", i, p.Base(), ps[0].Base())
 		}
+	}
+}
+
+// A node that sends poisoned contributions — non-finite values, a huge
+// norm, the wrong shape, a stale round, a wrong base — is rejected without
+// stopping the run: the honest nodes agree on every checkpoint, and none
+// includes a poisoned contribution.
+func TestSwarmRejectsPoison(t *testing.T) {
+	const honest, rounds = 3, 3
+	c := nodetest.New(t, honest+1, nodetest.Options{})
+	c.ConnectAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	spec := smallRun(t, c, rounds)
+	spec.Sync.Codec, spec.Sync.DeadlineMS, spec.Sync.Quorum = "fp32", 2000, 2
+	runID, err := c.Nodes[0].CreateRun(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := c.Nodes[honest]
+	c.Nodes[honest] = nil
+	var mu sync.Mutex
+	included := map[int][]int{} // round → contributions included, per node
+	cids := map[int]map[string]bool{}
+	ps := openAll(t, c, runID, honest+1, func(i int, e node.RoundEvent) {
+		if e.Phase == "checkpoint" || e.Phase == "adopted" {
+			mu.Lock()
+			included[e.Round] = append(included[e.Round], e.Contributions)
+			if cids[e.Round] == nil {
+				cids[e.Round] = map[string]bool{}
+			}
+			cids[e.Round][e.CID] = true
+			mu.Unlock()
+		}
+	})
+	c.Nodes[honest] = bad
+
+	// The poisoner: for each honest contribution of a new round it sends
+	// one poisoned contribution on the same base, plus a stale-round and a
+	// wrong-base announcement.
+	topic, err := bad.Host.Join(node.RunTopic(runID), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := topic.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, _ := spec.ModelConfig()
+	nParams := int(model.NumParams(mc))
+	parts := gradsync.Partitions(nParams, spec.Sync.Partitions)
+	poison := func(r int, base string) {
+		vals := func(i int, size int) []float32 {
+			x := make([]float32, size)
+			for j := range x {
+				switch r {
+				case 1:
+					x[j] = float32(math.NaN())
+				default:
+					x[j] = 1e6
+				}
+			}
+			return x
+		}
+		params := nParams
+		if r == 3 {
+			params-- // wrong shape
+		}
+		con := &node.Contribution{Format: node.ContributionFormat, Run: sharding.LinkTo(runID), Round: r,
+			Base: sharding.Link{CID: base}, Peer: bad.Host.ID().String(), Tokens: 1 << 20, Codec: "fp32", Params: params}
+		for i, pr := range parts {
+			enc := gradsync.FP32{}.Encode(nil, vals(i, pr.Size))
+			k, _ := contentstore.BlockCID(contentstore.CodecRaw, enc)
+			if err := bad.Store.PutBlock(ctx, k, enc); err != nil {
+				t.Error(err)
+			}
+			con.Partitions = append(con.Partitions, sharding.LinkTo(k))
+		}
+		b, k, err := node.EncodeContribution(con)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		bad.Store.PutBlock(ctx, k, b)
+		for _, m := range []node.RoundMsg{
+			{Type: node.MsgContribution, Run: runID.String(), Round: r, Base: base, CID: k.String(), Tokens: 1 << 20},
+			{Type: node.MsgContribution, Run: runID.String(), Round: r, Base: k.String(), CID: k.String(), Tokens: 1},     // wrong base
+			{Type: node.MsgContribution, Run: runID.String(), Round: max(r-2, 0), Base: base, CID: k.String(), Tokens: 1}, // stale
+		} {
+			mb, _ := node.EncodeRoundMsg(m)
+			topic.Publish(ctx, mb, 0)
+		}
+	}
+	go func() {
+		done := map[int]bool{}
+		for {
+			m, err := sub.Next(ctx)
+			if err != nil {
+				return
+			}
+			rm, err := node.DecodeRoundMsg(m.Data)
+			if err != nil || rm.Type != node.MsgContribution || done[rm.Round] || m.From == bad.Host.ID() {
+				continue
+			}
+			done[rm.Round] = true
+			poison(rm.Round, rm.Base)
+		}
+	}()
+
+	var wg sync.WaitGroup
+	errs := make([]error, honest)
+	for i := 0; i < honest; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = ps[i].RunRounds(ctx, rounds)
+		}()
+	}
+	wg.Wait()
+	sub.Cancel()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	for r := 1; r <= rounds; r++ {
+		if len(cids[r]) != 1 {
+			t.Fatalf("round %d: checkpoints %v", r, cids[r])
+		}
+		for _, n := range included[r] {
+			if n != honest {
+				t.Fatalf("round %d: a checkpoint includes %d contributions, want the %d honest ones (%v)", r, n, honest, included[r])
+			}
+		}
+	}
+	if rej := topic.Rejections(); len(rej) != 0 {
+		t.Logf("poisoner's own topic rejected %v", rej)
 	}
 }
