@@ -39,6 +39,9 @@ type API interface {
 	Unpin(ctx context.Context, c cid.Cid) error
 	GC(ctx context.Context) (contentstore.GCResult, error)
 	Announced(ctx context.Context) ([]Announcement, error)
+	PublishDataset(ctx context.Context, dir string) (cid.Cid, error)
+	CreateRun(ctx context.Context, spec *RunSpec) (cid.Cid, error)
+	LoadRun(ctx context.Context, id cid.Cid) (*RunSpec, error)
 }
 
 var (
@@ -57,8 +60,9 @@ type apiRequest struct {
 	CID  string `json:"cid,omitempty"`
 	Path string `json:"path,omitempty"`
 	Out  string `json:"out,omitempty"`
-	Addr string `json:"addr,omitempty"`
-	Pin  bool   `json:"pin,omitempty"`
+	Addr string          `json:"addr,omitempty"`
+	Pin  bool            `json:"pin,omitempty"`
+	Spec json.RawMessage `json:"spec,omitempty"`
 }
 
 type apiEvent struct {
@@ -167,6 +171,7 @@ func (a *apiServer) serve(n *Node, w http.ResponseWriter, r *http.Request) {
 	op := r.PathValue("op")
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // results such as run specs must keep their exact bytes
 	flusher, _ := w.(http.Flusher)
 	var mu sync.Mutex
 	var last time.Time
@@ -188,7 +193,11 @@ func (a *apiServer) serve(n *Node, w http.ResponseWriter, r *http.Request) {
 		enc.Encode(apiEvent{Error: err.Error()})
 		return
 	}
-	raw, err := json.Marshal(res)
+	var buf bytes.Buffer
+	renc := json.NewEncoder(&buf)
+	renc.SetEscapeHTML(false)
+	err = renc.Encode(res)
+	raw := bytes.TrimRight(buf.Bytes(), "\n")
 	if err != nil {
 		enc.Encode(apiEvent{Error: err.Error()})
 		return
@@ -223,6 +232,22 @@ func dispatch(ctx context.Context, n API, op string, req apiRequest, progress co
 		return n.GC(ctx)
 	case "announced":
 		return n.Announced(ctx)
+	case "data/publish":
+		c, err := n.PublishDataset(ctx, req.Path)
+		if err != nil {
+			return nil, err
+		}
+		return c.String(), nil
+	case "run/create":
+		spec, err := DecodeRunSpec(req.Spec)
+		if err != nil {
+			return nil, err
+		}
+		c, err := n.CreateRun(ctx, spec)
+		if err != nil {
+			return nil, err
+		}
+		return c.String(), nil
 	case "car/import":
 		return n.ImportCAR(ctx, req.Path, req.Pin)
 	}
@@ -241,6 +266,13 @@ func dispatch(ctx context.Context, n API, op string, req apiRequest, progress co
 		return true, n.ExportCAR(ctx, c, req.Out)
 	case "unpin":
 		return true, n.Unpin(ctx, c)
+	case "run/show":
+		spec, err := n.LoadRun(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		b, _, err := EncodeRunSpec(spec)
+		return json.RawMessage(b), err
 	}
 	return nil, fmt.Errorf("unknown API operation %q", op)
 }
@@ -424,4 +456,36 @@ func (c *Client) GC(ctx context.Context) (contentstore.GCResult, error) {
 func (c *Client) Announced(ctx context.Context) ([]Announcement, error) {
 	var as []Announcement
 	return as, c.call(ctx, "announced", apiRequest{}, nil, &as)
+}
+
+func (c *Client) PublishDataset(ctx context.Context, dir string) (cid.Cid, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return cid.Undef, err
+	}
+	var s string
+	if err := c.call(ctx, "data/publish", apiRequest{Path: abs}, nil, &s); err != nil {
+		return cid.Undef, err
+	}
+	return cid.Decode(s)
+}
+
+func (c *Client) CreateRun(ctx context.Context, spec *RunSpec) (cid.Cid, error) {
+	b, _, err := EncodeRunSpec(spec)
+	if err != nil {
+		return cid.Undef, err
+	}
+	var s string
+	if err := c.call(ctx, "run/create", apiRequest{Spec: b}, nil, &s); err != nil {
+		return cid.Undef, err
+	}
+	return cid.Decode(s)
+}
+
+func (c *Client) LoadRun(ctx context.Context, id cid.Cid) (*RunSpec, error) {
+	var raw json.RawMessage
+	if err := c.call(ctx, "run/show", apiRequest{CID: id.String()}, nil, &raw); err != nil {
+		return nil, err
+	}
+	return DecodeRunSpec(raw)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/fomnet/fomnet/sharding"
 	"github.com/fomnet/fomnet/tokenizer"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -192,9 +193,41 @@ func (n *Node) OpenRun(ctx context.Context, id cid.Cid, o RunOptions) (*Particip
 		p.topic.Close()
 		return nil, err
 	}
-	p.wg.Add(1)
+	p.wg.Add(2)
 	go p.readLoop()
+	go p.discoverLoop()
 	return p, nil
+}
+
+// discoverLoop finds the run's other participants: it provides the run
+// ID on the DHT (so others find this node) and connects to the providers
+// it finds, so that gossip on the run's topic reaches every participant
+// even when they only share a bootstrap node that is not in the run.
+func (p *Participant) discoverLoop() {
+	defer p.wg.Done()
+	h := p.n.Host
+	wait := time.Duration(0)
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+		if err := h.DHT.Provide(ctx, p.id, true); err != nil && p.ctx.Err() == nil {
+			p.opts.Logf("run %s: announcing on the DHT: %v", p.id, err)
+		}
+		for ai := range h.DHT.FindProvidersAsync(ctx, p.id, 64) {
+			if ai.ID == h.ID() || h.Network().Connectedness(ai.ID) == network.Connected || len(ai.Addrs) == 0 {
+				continue
+			}
+			if err := h.Connect(ctx, ai); err != nil && p.ctx.Err() == nil {
+				p.opts.Logf("run %s: participant %s: %v", p.id, ai.ID, err)
+			}
+		}
+		cancel()
+		wait = 5 * time.Second
+	}
 }
 
 // Genesis returns the CID of the run's round-0 checkpoint.

@@ -19,7 +19,7 @@ import (
 
 func newDataCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "data", Short: "Prepare and inspect content-addressed datasets", Args: noArgs}
-	cmd.AddCommand(newDataPrepareCmd(e), newDataInspectCmd(e))
+	cmd.AddCommand(newDataPrepareCmd(e), newDataInspectCmd(e), newDataPublishCmd(e))
 	return cmd
 }
 

@@ -72,7 +72,8 @@ DiLoCo outer sync) is being built; see README.md for what runs now.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newTrainCmd(e), newBenchCmd(e), newModelCmd(e), newDemoCmd(e), newTokenizerCmd(e), newDataCmd(e), newGenerateCmd(e),
 		newInitCmd(e), newIDCmd(e), newDaemonCmd(e), newAddCmd(e), newGetCmd(e), newVerifyCmd(e), newMirrorCmd(e),
-		newCarCmd(e), newPeersCmd(e), newConnectCmd(e), newPinCmd(e), newGCCmd(e), newAnnouncedCmd(e))
+		newCarCmd(e), newPeersCmd(e), newConnectCmd(e), newPinCmd(e), newGCCmd(e), newAnnouncedCmd(e),
+		newRunCmd(e), newJoinCmd(e), newCheckpointCmd(e))
 	return root
 }
 

@@ -22,6 +22,7 @@ import (
 type nodeFlags struct {
 	home      string
 	api       string
+	dhtMode   string
 	listen    []string
 	bootstrap []string
 }
@@ -34,6 +35,7 @@ func (f *nodeFlags) addNet(cmd *cobra.Command) {
 	f.addHome(cmd)
 	cmd.Flags().StringSliceVar(&f.listen, "listen", nil, "multiaddr to listen on, repeatable (default: the config's)")
 	cmd.Flags().StringSliceVar(&f.bootstrap, "bootstrap", nil, "peer multiaddr (ending in /p2p/<id>) to join through, repeatable (default: the config's)")
+	cmd.Flags().StringVar(&f.dhtMode, "dht-mode", "", `DHT mode: auto, server (public or LAN bootstrap nodes), client (default: the config's)`)
 }
 
 func (f *nodeFlags) homeDir() string {
@@ -67,7 +69,7 @@ func withNode(ctx context.Context, e *env, f *nodeFlags, online, keep bool, fn f
 	if _, serr := os.Stat(home); serr != nil {
 		return fmt.Errorf("node home %s: %w (run `fomnet init` first, or pass --home)", home, serr)
 	}
-	n, err := node.Open(ctx, home, node.Options{Offline: !online, Listen: f.listen, Bootstrap: f.bootstrap, API: keep, Logf: e.logf})
+	n, err := node.Open(ctx, home, node.Options{Offline: !online, Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, API: keep, Logf: e.logf})
 	if err != nil {
 		return err
 	}
@@ -166,6 +168,9 @@ func newInitCmd(e *env) *cobra.Command {
 			if f.api != "" {
 				cfg.API.Listen = f.api
 			}
+			if f.dhtMode != "" {
+				cfg.Network.DHTMode = f.dhtMode
+			}
 			if err := cfg.Validate(); err != nil {
 				return usageError{err}
 			}
@@ -242,7 +247,7 @@ addrs}); logs go to stderr.`,
 			if _, err := node.Dial(ctx, home); err == nil {
 				return fmt.Errorf("a daemon already runs on %s", home)
 			}
-			n, err := node.Open(ctx, home, node.Options{Listen: f.listen, Bootstrap: f.bootstrap, API: true, APIListen: f.api, Logf: e.logf})
+			n, err := node.Open(ctx, home, node.Options{Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, API: true, APIListen: f.api, Logf: e.logf})
 			if err != nil {
 				return err
 			}

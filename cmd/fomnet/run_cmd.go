@@ -1,0 +1,327 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/spf13/cobra"
+
+	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/model"
+	"github.com/fomnet/fomnet/node"
+)
+
+func newDataPublishCmd(e *env) *cobra.Command {
+	var f nodeFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "publish DIR",
+		Short: "Store a prepared dataset in the node so peers can fetch it by its dataset CID",
+		Long: `Store the dataset in DIR (made by fomnet data prepare) in the node: each shard
+and the tokenizer as UnixFS files under the CIDs the manifest names (checked),
+and the manifest as its dag-json block, pinned. Prints the dataset CID, which
+fomnet run create --data takes.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("data publish takes one DIR, got %d arguments", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withNode(ctxOf(cmd), e, &f, false, false, func(api node.API) error {
+				c, err := api.PublishDataset(ctxOf(cmd), args[0])
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return e.printJSON(map[string]string{"dataset_cid": c.String()})
+				}
+				fmt.Fprintln(e.stdout, c)
+				return nil
+			})
+		},
+	}
+	f.addHome(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print {dataset_cid} as JSON")
+	return cmd
+}
+
+func newRunCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "run", Short: "Create and show training runs", Args: noArgs}
+	cmd.AddCommand(newRunCreateCmd(e), newRunShowCmd(e))
+	return cmd
+}
+
+func newRunCreateCmd(e *env) *cobra.Command {
+	var (
+		f                                nodeFlags
+		data, preset, name, codec, sched string
+		rounds, h, batch, seq, warmup    int
+		seed                             uint64
+		maxLR, minLR, outerLR, momentum  float64
+		deadline                         time.Duration
+		quorum                           int
+		asJSON                           bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create --data DATASET --preset P [flags]",
+		Short: "Write a run spec and print the run ID (its CID)",
+		Long: `Write a run spec — model preset, dataset, rounds, inner recipe, DiLoCo sync
+settings, seed — as a dag-json block in the node and print its CID, the run
+ID. --data takes a dataset CID or a prepared dataset directory (published
+first). Nodes take part with fomnet join RUN-ID.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if data == "" {
+				return usagef("run create needs --data (a dataset CID or directory)")
+			}
+			mc, err := model.Preset(preset)
+			if err != nil {
+				return usageError{err}
+			}
+			sc := gradsync.DefaultConfig()
+			sc.H, sc.Codec, sc.OuterLR, sc.Momentum, sc.RoundDeadline, sc.Quorum = h, codec, outerLR, momentum, deadline, quorum
+			if err := sc.Validate(); err != nil {
+				return usageError{err}
+			}
+			return withNode(ctxOf(cmd), e, &f, false, false, func(api node.API) error {
+				ds, err := cid.Decode(data)
+				if err != nil {
+					if st, serr := os.Stat(data); serr != nil || !st.IsDir() {
+						return usagef("--data %q is neither a CID nor a dataset directory", data)
+					}
+					if ds, err = api.PublishDataset(ctxOf(cmd), data); err != nil {
+						return err
+					}
+					e.logf("fomnet: published dataset %s", ds)
+				}
+				spec, err := node.NewRunSpecForModel(name, mc, ds, rounds, sc, seed)
+				if err != nil {
+					return err
+				}
+				spec.Inner.Batch, spec.Inner.Seq, spec.Inner.Warmup = batch, seq, warmup
+				spec.Inner.Schedule, spec.Inner.MaxLR, spec.Inner.MinLR = sched, maxLR, minLR
+				if err := spec.Validate(); err != nil {
+					return usageError{err}
+				}
+				id, err := api.CreateRun(ctxOf(cmd), spec)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return e.printJSON(map[string]string{"run_id": id.String()})
+				}
+				fmt.Fprintln(e.stdout, id)
+				return nil
+			})
+		},
+	}
+	f.addHome(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&data, "data", "", "dataset CID, or a dataset directory from fomnet data prepare")
+	fl.StringVar(&preset, "preset", "demo", "model preset")
+	fl.StringVar(&name, "name", "fomnet run", "a name for people")
+	fl.IntVar(&rounds, "rounds", 100, "outer rounds")
+	fl.IntVar(&h, "h", 100, "inner steps per round")
+	fl.IntVar(&batch, "batch", 8, "sequences per inner step")
+	fl.IntVar(&seq, "seq", 256, "tokens per sequence")
+	fl.StringVar(&sched, "schedule", "cosine", "inner LR schedule over the whole run: constant, cosine, wsd")
+	fl.Float64Var(&maxLR, "max-lr", 3e-3, "inner peak learning rate")
+	fl.Float64Var(&minLR, "min-lr", 3e-4, "inner final learning rate")
+	fl.IntVar(&warmup, "warmup", 100, "inner warmup steps")
+	fl.StringVar(&codec, "codec", "int8", "pseudo-gradient codec: fp32, int8, int4, topk")
+	fl.Float64Var(&outerLR, "outer-lr", 0.7, "outer Nesterov learning rate")
+	fl.Float64Var(&momentum, "momentum", 0.9, "outer Nesterov momentum")
+	fl.DurationVar(&deadline, "deadline", 2*time.Minute, "how long a round waits for contributions and aggregates")
+	fl.IntVar(&quorum, "quorum", 1, "fewest contributions a round may close with")
+	fl.Uint64Var(&seed, "seed", 1, "seed of the genesis weights and batch orders")
+	fl.BoolVar(&asJSON, "json", false, "print {run_id} as JSON")
+	return cmd
+}
+
+func newRunShowCmd(e *env) *cobra.Command {
+	var f nodeFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show RUN-ID",
+		Short: "Print a run's spec",
+		Args:  oneCID("run show"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, _ := parseCID(args[0])
+			return withNode(ctxOf(cmd), e, &f, true, false, func(api node.API) error {
+				spec, err := api.LoadRun(ctxOf(cmd), id)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return e.printJSON(spec)
+				}
+				mc, _ := spec.ModelConfig()
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(tw, "run\t%s\n", id)
+				fmt.Fprintf(tw, "name\t%s\n", spec.Name)
+				fmt.Fprintf(tw, "model\t%d parameters (dim %d, %d layers, vocab %d)\n", model.NumParams(mc), mc.Dim, mc.Layers, mc.Vocab)
+				fmt.Fprintf(tw, "dataset\t%s\n", spec.Dataset.CID)
+				fmt.Fprintf(tw, "stage\t%s\n", spec.Stage)
+				fmt.Fprintf(tw, "rounds\t%d × H=%d inner steps of %d×%d tokens\n", spec.Rounds, spec.Sync.H, spec.Inner.Batch, spec.Inner.Seq)
+				fmt.Fprintf(tw, "inner LR\t%s %.2g → %.2g, warmup %d\n", spec.Inner.Schedule, spec.Inner.MaxLR, spec.Inner.MinLR, spec.Inner.Warmup)
+				fmt.Fprintf(tw, "sync\t%s codec, %d partitions, %s, outer lr %.2g momentum %.2g, quorum %d, deadline %s\n",
+					spec.Sync.Codec, spec.Sync.Partitions, spec.Sync.Aggregation, spec.Sync.OuterLR, spec.Sync.Momentum, spec.Sync.Quorum,
+					spec.Sync.Config().RoundDeadline)
+				fmt.Fprintf(tw, "seed\t%d\n", spec.Seed)
+				return tw.Flush()
+			})
+		},
+	}
+	f.addNet(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the spec as JSON")
+	return cmd
+}
+
+func newJoinCmd(e *env) *cobra.Command {
+	var (
+		f       nodeFlags
+		threads int
+		expect  int
+		upto    int
+	)
+	cmd := &cobra.Command{
+		Use:   "join RUN-ID --bootstrap MULTIADDR",
+		Short: "Take part in a run: train your share of every round",
+		Long: `Start a node (no daemon may run on this home: join is the node), fetch the
+run's spec and dataset from the swarm, catch up to the swarm's newest
+checkpoint (or resume from this node's own), then train round after round:
+H inner steps, the compressed pseudo-gradient published by CID, the
+partitions this node reduces, the outer step and the round's checkpoint.
+Progress goes to stderr; the final checkpoint CID to stdout.`,
+		Args: oneCID("join"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, _ := parseCID(args[0])
+			ctx := ctxOf(cmd)
+			home := f.homeDir()
+			if _, err := node.Dial(ctx, home); err == nil {
+				return fmt.Errorf("a daemon runs on %s; stop it or join with another --home", home)
+			}
+			n, err := node.Open(ctx, home, node.Options{Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, Logf: e.logf})
+			if err != nil {
+				return err
+			}
+			defer n.Close()
+			be, err := newBackend(e, threads, "auto")
+			if err != nil {
+				return err
+			}
+			defer be.Close()
+			var last time.Time
+			p, err := n.OpenRun(ctx, id, node.RunOptions{Backend: be, Expect: expect, Logf: e.logf, Events: func(ev node.RoundEvent) {
+				switch ev.Phase {
+				case "train":
+					if time.Since(last) > 2*time.Second || ev.Step == ev.Steps {
+						last = time.Now()
+						e.logf("round %d  step %d/%d  loss %.3f", ev.Round, ev.Step, ev.Steps, ev.Loss)
+					}
+				case "contributed":
+					e.logf("round %d  contributed %s (%.2f MiB, %.1f× smaller than fp32)", ev.Round, ev.CID,
+						float64(ev.EncodedBytes)/(1<<20), float64(ev.RawBytes)/float64(max(ev.EncodedBytes, 1)))
+				case "checkpoint":
+					e.logf("round %d  checkpoint %s (%d contributions)", ev.Round, ev.CID, ev.Contributions)
+				case "adopted":
+					e.logf("round %d  adopted the swarm's checkpoint %s", ev.Round, ev.CID)
+				}
+			}})
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			if _, err := p.CatchUp(ctx, 10*time.Second); err != nil {
+				return err
+			}
+			if err := p.RunRounds(ctx, upto); err != nil {
+				if errors.Is(err, context.Canceled) {
+					e.logf("fomnet: stopped; join again to resume from round %d", p.Round())
+				}
+				return err
+			}
+			fmt.Fprintln(e.stdout, p.Base())
+			return nil
+		},
+	}
+	f.addNet(cmd)
+	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
+	cmd.Flags().IntVar(&expect, "expect", 0, "contributions a round waits for before closing early (0: every peer on the run's topic)")
+	cmd.Flags().IntVar(&upto, "until", 1<<30, "stop after this round (default: the run's last)")
+	return cmd
+}
+
+func newCheckpointCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "checkpoint", Short: "List the run checkpoints this node holds", Args: noArgs}
+	var f nodeFlags
+	var asJSON bool
+	ls := &cobra.Command{
+		Use:   "ls [RUN-ID]",
+		Short: "List pinned run checkpoints (newest round last)",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usagef("checkpoint ls takes at most one RUN-ID")
+			}
+			if len(args) == 1 {
+				_, err := parseCID(args[0])
+				return err
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withNode(ctxOf(cmd), e, &f, false, false, func(api node.API) error {
+				pins, err := api.Pins(ctxOf(cmd))
+				if err != nil {
+					return err
+				}
+				type row struct {
+					Run   string `json:"run"`
+					Round int    `json:"round"`
+					CID   string `json:"cid"`
+				}
+				var rows []row
+				for _, p := range pins {
+					var run string
+					var r int
+					if _, err := fmt.Sscanf(p.Name, "run %s round %d", &run, &r); err != nil {
+						continue
+					}
+					if len(args) == 1 && run != args[0] {
+						continue
+					}
+					rows = append(rows, row{Run: run, Round: r, CID: p.CID})
+				}
+				sort.Slice(rows, func(i, j int) bool {
+					if rows[i].Run != rows[j].Run {
+						return rows[i].Run < rows[j].Run
+					}
+					return rows[i].Round < rows[j].Round
+				})
+				if asJSON {
+					if rows == nil {
+						rows = []row{}
+					}
+					return e.printJSON(rows)
+				}
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				for _, r := range rows {
+					fmt.Fprintf(tw, "%s\t%d\t%s\n", strings.TrimSpace(r.Run), r.Round, r.CID)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	f.addHome(ls)
+	ls.Flags().BoolVar(&asJSON, "json", false, "print [{run, round, cid}] as JSON")
+	cmd.AddCommand(ls)
+	return cmd
+}
