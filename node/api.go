@@ -57,9 +57,9 @@ var (
 // daemon's: the CLI and the daemon share a machine.
 
 type apiRequest struct {
-	CID  string `json:"cid,omitempty"`
-	Path string `json:"path,omitempty"`
-	Out  string `json:"out,omitempty"`
+	CID  string          `json:"cid,omitempty"`
+	Path string          `json:"path,omitempty"`
+	Out  string          `json:"out,omitempty"`
 	Addr string          `json:"addr,omitempty"`
 	Pin  bool            `json:"pin,omitempty"`
 	Spec json.RawMessage `json:"spec,omitempty"`
