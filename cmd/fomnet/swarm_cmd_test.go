@@ -33,10 +33,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func initHome(t *testing.T) string {
+func initHome(t *testing.T, extra ...string) string {
 	t.Helper()
 	home := filepath.Join(t.TempDir(), "home")
-	out, errs, code := fomnet(t, "init", "--home", home, "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--json")
+	out, errs, code := fomnet(t, append([]string{"init", "--home", home, "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--json"}, extra...)...)
 	if code != 0 {
 		t.Fatalf("init: %d %s", code, errs)
 	}
@@ -196,5 +196,57 @@ func TestSwarmUsageErrors(t *testing.T) {
 	}
 	if _, errs, code := fomnet(t, "add", "--home", filepath.Join(t.TempDir(), "none"), "x"); code != 1 || !strings.Contains(errs, "fomnet init") {
 		t.Fatalf("add without init: %d %s", code, errs)
+	}
+}
+
+// A run over the CLI: a daemon seeds the dataset and the run spec; two
+// nodes join from their own homes and agree on every checkpoint.
+func TestRunCommands(t *testing.T) {
+	// The seeding daemon is a DHT server, as a swarm's bootstrap node
+	// should be; the joiners find each other through it.
+	a := initHome(t, "--dht-mode", "server")
+	addrs := startDaemon(t, a)
+	ds := filepath.Join(t.TempDir(), "ds")
+	if _, errs, code := fomnet(t, "data", "prepare", "--builtin", "--synthetic", "200", "--vocab", "320", "--seq", "32", "--out", ds); code != 0 {
+		t.Fatal(errs)
+	}
+	out, errs, code := fomnet(t, "run", "create", "--home", a, "--data", ds, "--preset", "tiny", "--rounds", "2", "--h", "3",
+		"--batch", "2", "--seq", "32", "--warmup", "1", "--deadline", "20s", "--json")
+	var created map[string]string
+	if code != 0 || json.Unmarshal([]byte(out), &created) != nil || !strings.HasPrefix(created["run_id"], "bagu") {
+		t.Fatalf("run create: %d %q %s", code, out, errs)
+	}
+	run := created["run_id"]
+	out, errs, code = fomnet(t, "run", "show", "--home", a, run, "--json")
+	var spec node.RunSpec
+	if code != 0 || json.Unmarshal([]byte(out), &spec) != nil || spec.Rounds != 2 || spec.Sync.H != 3 {
+		t.Fatalf("run show: %d %q %s", code, out, errs)
+	}
+	if _, _, code := fomnet(t, "run", "create", "--home", a, "--data", "nope"); code != 2 {
+		t.Fatalf("bad --data: exit %d", code)
+	}
+
+	homes := []string{initHome(t), initHome(t)}
+	results := make([]string, 2)
+	var wg sync.WaitGroup
+	for i, h := range homes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, errs, code := fomnet(t, "join", run, "--home", h, "--bootstrap", addrs[0], "--dht-mode", "server", "--expect", "2", "--threads", "1")
+			if code != 0 {
+				t.Errorf("join %d: %s", i, errs)
+			}
+			results[i] = strings.TrimSpace(out)
+		}()
+	}
+	wg.Wait()
+	if results[0] == "" || results[0] != results[1] {
+		t.Fatalf("joiners ended at %q and %q", results[0], results[1])
+	}
+	out, _, code = fomnet(t, "checkpoint", "ls", "--home", homes[0], run, "--json")
+	var rows []map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 3 || rows[2]["cid"] != results[0] {
+		t.Fatalf("checkpoint ls: %q", out)
 	}
 }
