@@ -44,8 +44,8 @@ func TestRunSpecRoundTrip(t *testing.T) {
 	if !bytes.Equal(b, b2) || !id.Equals(id2) {
 		t.Fatal("run spec changed on a round trip")
 	}
-	if got.Sync.Config() != r.Sync.Config() {
-		t.Fatalf("sync %+v vs %+v", got.Sync.Config(), r.Sync.Config())
+	if got.Sync != r.Sync {
+		t.Fatalf("sync %+v vs %+v", got.Sync, r.Sync)
 	}
 	c, _ := got.ModelConfig()
 	if c.Dim == 0 || got.TrainConfig().Steps != 100 {

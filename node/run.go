@@ -34,7 +34,8 @@ type RunSpec struct {
 	// Rounds is how many outer rounds the run trains.
 	Rounds int       `json:"rounds"`
 	Inner  InnerSpec `json:"inner"`
-	Sync   SyncSpec  `json:"sync"`
+	// Sync is DiLoCo's settings (the round deadline in nanoseconds).
+	Sync gradsync.Config `json:"sync"`
 	// Seed fixes the genesis weights and every batch order.
 	Seed uint64 `json:"seed"`
 }
@@ -51,40 +52,6 @@ type InnerSpec struct {
 	DecayFrac   float64 `json:"decay_frac,omitempty"`
 	WeightDecay float64 `json:"weight_decay"`
 	ClipNorm    float64 `json:"clip_norm"`
-}
-
-// SyncSpec is gradsync.Config as the run spec records it (the round
-// deadline in milliseconds).
-type SyncSpec struct {
-	H              int     `json:"h"`
-	OuterLR        float64 `json:"outer_lr"`
-	Momentum       float64 `json:"momentum"`
-	Codec          string  `json:"codec"`
-	Block          int     `json:"block"`
-	Chunk          int     `json:"chunk"`
-	TopKFrac       float64 `json:"topk_frac"`
-	Partitions     int     `json:"partitions"`
-	Aggregation    string  `json:"aggregation"`
-	ClipMultiple   float64 `json:"clip_multiple"`
-	TrimFrac       float64 `json:"trim_frac"`
-	RejectMultiple float64 `json:"reject_multiple"`
-	Quorum         int     `json:"quorum"`
-	DeadlineMS     int64   `json:"deadline_ms"`
-}
-
-// SyncSpecOf records a gradsync.Config.
-func SyncSpecOf(c gradsync.Config) SyncSpec {
-	return SyncSpec{H: c.H, OuterLR: c.OuterLR, Momentum: c.Momentum, Codec: c.Codec, Block: c.Block, Chunk: c.Chunk,
-		TopKFrac: c.TopKFrac, Partitions: c.Partitions, Aggregation: c.Aggregation, ClipMultiple: c.ClipMultiple,
-		TrimFrac: c.TrimFrac, RejectMultiple: c.RejectMultiple, Quorum: c.Quorum, DeadlineMS: c.RoundDeadline.Milliseconds()}
-}
-
-// Config returns the gradsync settings.
-func (s SyncSpec) Config() gradsync.Config {
-	return gradsync.Config{H: s.H, OuterLR: s.OuterLR, Momentum: s.Momentum, Codec: s.Codec, Block: s.Block, Chunk: s.Chunk,
-		TopKFrac: s.TopKFrac, Partitions: s.Partitions, Aggregation: s.Aggregation, ClipMultiple: s.ClipMultiple,
-		TrimFrac: s.TrimFrac, RejectMultiple: s.RejectMultiple, Quorum: s.Quorum,
-		RoundDeadline: msDuration(s.DeadlineMS)}
 }
 
 // ModelConfig decodes the run's model.
@@ -126,7 +93,7 @@ func (r *RunSpec) Validate() error {
 	if r.Stage == "" {
 		return fmt.Errorf("run: stage is empty")
 	}
-	if err := r.Sync.Config().Validate(); err != nil {
+	if err := r.Sync.Validate(); err != nil {
 		return fmt.Errorf("run: sync: %w", err)
 	}
 	tc := r.TrainConfig()
@@ -214,7 +181,7 @@ func NewRunSpecForModel(name string, c model.Config, dataset cid.Cid, rounds int
 	tc := model.DefaultTrainConfig()
 	r := &RunSpec{
 		Format: RunFormat, Name: name, Model: hf, Dataset: sharding.LinkTo(dataset), Stage: "pretrain",
-		Rounds: rounds, Seed: seed, Sync: SyncSpecOf(sync),
+		Rounds: rounds, Seed: seed, Sync: sync,
 		Inner: InnerSpec{Batch: tc.Batch, Seq: min(tc.Seq, c.MaxSeq), Schedule: tc.Schedule.Kind, MaxLR: tc.Schedule.MaxLR,
 			MinLR: tc.Schedule.MinLR, Warmup: tc.Schedule.Warmup, WeightDecay: float64(tc.Optim.WeightDecay), ClipNorm: tc.Optim.ClipNorm},
 	}

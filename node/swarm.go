@@ -147,7 +147,7 @@ func (n *Node) OpenRun(ctx context.Context, id cid.Cid, o RunOptions) (*Particip
 		return nil, err
 	}
 	cfg, _ := spec.ModelConfig()
-	sc := spec.Sync.Config()
+	sc := spec.Sync
 	codec, err := sc.NewCodec()
 	if err != nil {
 		return nil, err

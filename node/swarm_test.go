@@ -92,16 +92,7 @@ func TestSwarmRoundsConverge(t *testing.T) {
 		}
 	}
 	start, _ := parts[0].ValLoss()
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i, p := range parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = p.RunRounds(ctx, rounds)
-		}()
-	}
-	wg.Wait()
+	errs := runAll(parts, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, rounds) })
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("node %d: %v", i, err)
@@ -122,6 +113,24 @@ func TestSwarmRoundsConverge(t *testing.T) {
 	if end["en"] >= start["en"] {
 		t.Fatalf("English validation loss did not drop: %v → %v", start, end)
 	}
+}
+
+// runAll runs f for every participant at once and returns their errors.
+func runAll(ps []*node.Participant, f func(i int, p *node.Participant) error) []error {
+	errs := make([]error, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		if p == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f(i, p)
+		}()
+	}
+	wg.Wait()
+	return errs
 }
 
 // openAll opens the run on every running node of c with a 1-thread
@@ -158,7 +167,7 @@ func TestSwarmSurvivesCrash(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	spec := smallRun(t, c, rounds)
-	spec.Sync.DeadlineMS, spec.Sync.Quorum = 2000, 2
+	spec.Sync.RoundDeadline, spec.Sync.Quorum = 2*time.Second, 2
 	runID, err := c.Nodes[0].CreateRun(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -179,24 +188,15 @@ func TestSwarmSurvivesCrash(t *testing.T) {
 			mu.Unlock()
 		}
 	})
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i, p := range ps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rctx := ctx
-			if i == 3 {
-				rctx = crashCtx
-			}
-			errs[i] = p.RunRounds(rctx, rounds)
-			if i == 3 {
-				p.Close()
-				c.Stop(3)
-			}
-		}()
-	}
-	wg.Wait()
+	errs := runAll(ps, func(i int, p *node.Participant) error {
+		if i != 3 {
+			return p.RunRounds(ctx, rounds)
+		}
+		err := p.RunRounds(crashCtx, rounds)
+		p.Close()
+		c.Stop(3)
+		return err
+	})
 	if errs[3] == nil {
 		t.Fatal("the crashed node finished its rounds")
 	}
@@ -224,7 +224,7 @@ func TestSwarmLateJoiner(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	spec := smallRun(t, c, rounds)
-	spec.Sync.DeadlineMS, spec.Sync.Quorum = 2000, 2
+	spec.Sync.RoundDeadline, spec.Sync.Quorum = 2*time.Second, 2
 	runID, err := c.Nodes[0].CreateRun(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -299,26 +299,16 @@ func TestSwarmRestartResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runAll := func(ps []*node.Participant, upto int) {
+	runUpto := func(ps []*node.Participant, upto int) {
 		t.Helper()
-		var wg sync.WaitGroup
-		errs := make([]error, len(ps))
-		for i, p := range ps {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[i] = p.RunRounds(ctx, upto)
-			}()
-		}
-		wg.Wait()
-		for i, err := range errs {
+		for i, err := range runAll(ps, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, upto) }) {
 			if err != nil {
 				t.Fatalf("node %d: %v", i, err)
 			}
 		}
 	}
 	ps := openAll(t, c, runID, n, func(int, node.RoundEvent) {})
-	runAll(ps, 2)
+	runUpto(ps, 2)
 	before := ps[0].Base()
 	for i, p := range ps {
 		p.Close()
@@ -334,7 +324,7 @@ func TestSwarmRestartResumes(t *testing.T) {
 			t.Fatalf("restarted node %d at round %d base %s; the swarm stopped after round 2 at %s", i, p.Round(), p.Base(), before)
 		}
 	}
-	runAll(ps, 4)
+	runUpto(ps, 4)
 	for i, p := range ps {
 		if !p.Base().Equals(ps[0].Base()) {
 			t.Fatalf("node %d ends at %s, node 0 at %s", i, p.Base(), ps[0].Base())
@@ -353,7 +343,7 @@ func TestSwarmRejectsPoison(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	spec := smallRun(t, c, rounds)
-	spec.Sync.Codec, spec.Sync.DeadlineMS, spec.Sync.Quorum = "fp32", 2000, 2
+	spec.Sync.Codec, spec.Sync.RoundDeadline, spec.Sync.Quorum = "fp32", 2*time.Second, 2
 	runID, err := c.Nodes[0].CreateRun(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -448,16 +438,7 @@ func TestSwarmRejectsPoison(t *testing.T) {
 		}
 	}()
 
-	var wg sync.WaitGroup
-	errs := make([]error, honest)
-	for i := 0; i < honest; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = ps[i].RunRounds(ctx, rounds)
-		}()
-	}
-	wg.Wait()
+	errs := runAll(ps[:honest], func(_ int, p *node.Participant) error { return p.RunRounds(ctx, rounds) })
 	sub.Cancel()
 	for i, err := range errs {
 		if err != nil {

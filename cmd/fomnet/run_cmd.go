@@ -174,7 +174,7 @@ func newRunShowCmd(e *env) *cobra.Command {
 				fmt.Fprintf(tw, "inner LR\t%s %.2g → %.2g, warmup %d\n", spec.Inner.Schedule, spec.Inner.MaxLR, spec.Inner.MinLR, spec.Inner.Warmup)
 				fmt.Fprintf(tw, "sync\t%s codec, %d partitions, %s, outer lr %.2g momentum %.2g, quorum %d, deadline %s\n",
 					spec.Sync.Codec, spec.Sync.Partitions, spec.Sync.Aggregation, spec.Sync.OuterLR, spec.Sync.Momentum, spec.Sync.Quorum,
-					spec.Sync.Config().RoundDeadline)
+					spec.Sync.RoundDeadline)
 				fmt.Fprintf(tw, "seed\t%d\n", spec.Seed)
 				return tw.Flush()
 			})
