@@ -21,12 +21,8 @@ import (
 func (s *Store) ExportCAR(ctx context.Context, root cid.Cid, path string) error {
 	s.gc.RLock()
 	defer s.gc.RUnlock()
-	rep, err := s.verifyLocked(ctx, root)
-	if err != nil {
+	if err := s.requireComplete(ctx, "export", root); err != nil {
 		return err
-	}
-	if !rep.OK() {
-		return fmt.Errorf("contentstore: export %s: %s", root, rep.Problem())
 	}
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".part-")

@@ -13,12 +13,8 @@ import (
 func (s *Store) Pin(ctx context.Context, root cid.Cid, name string) error {
 	s.gc.RLock()
 	defer s.gc.RUnlock()
-	rep, err := s.verifyLocked(ctx, root)
-	if err != nil {
+	if err := s.requireComplete(ctx, "pin", root); err != nil {
 		return err
-	}
-	if !rep.OK() {
-		return fmt.Errorf("contentstore: pin %s: %s", root, rep.Problem())
 	}
 	if err := s.pinLocked(root, name); err != nil {
 		return err

@@ -62,6 +62,19 @@ func (s *Store) verifyLocked(ctx context.Context, root cid.Cid) (Report, error) 
 	return rep, err
 }
 
+// requireComplete fails unless every block under root is stored and
+// intact; op names the operation in the error. The caller holds gc.
+func (s *Store) requireComplete(ctx context.Context, op string, root cid.Cid) error {
+	rep, err := s.verifyLocked(ctx, root)
+	if err != nil {
+		return err
+	}
+	if !rep.OK() {
+		return fmt.Errorf("contentstore: %s %s: %s", op, root, rep.Problem())
+	}
+	return nil
+}
+
 var errUndecodable = errors.New("undecodable block")
 
 // walk visits each block of the DAG under root once, depth first in link
