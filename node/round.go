@@ -142,6 +142,8 @@ type Contribution struct {
 	Codec      string          `json:"codec"`
 	Params     int             `json:"params"`
 	Partitions []sharding.Link `json:"partitions"`
+	// Shards are the dataset shards the contributor trained on this round.
+	Shards []sharding.Link `json:"shards"`
 }
 
 // EncodeContribution returns the canonical dag-json bytes and CID.
@@ -195,6 +197,14 @@ func (c *Contribution) check() error {
 	}
 	if len(c.Partitions) == 0 || len(c.Partitions) > 4096 {
 		return fmt.Errorf("contribution: %d partitions", len(c.Partitions))
+	}
+	if len(c.Shards) > 1<<16 {
+		return fmt.Errorf("contribution: %d shards", len(c.Shards))
+	}
+	for i, l := range c.Shards {
+		if _, err := l.Cid(); err != nil {
+			return fmt.Errorf("contribution: shard %d: %w", i, err)
+		}
 	}
 	for i, l := range c.Partitions {
 		k, err := l.Cid()

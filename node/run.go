@@ -30,7 +30,10 @@ type RunSpec struct {
 	// Dataset links the dataset manifest (fomnet data prepare); its
 	// tokenizer is the run's tokenizer.
 	Dataset sharding.Link `json:"dataset"`
-	Stage   string        `json:"stage"`
+	// Tokenizer links the tokenizer (tokenizer.json); Node.CreateRun sets
+	// it from the dataset's manifest, and participants check they agree.
+	Tokenizer *sharding.Link `json:"tokenizer,omitempty"`
+	Stage     string         `json:"stage"`
 	// Rounds is how many outer rounds the run trains.
 	Rounds int       `json:"rounds"`
 	Inner  InnerSpec `json:"inner"`
@@ -52,6 +55,9 @@ type InnerSpec struct {
 	DecayFrac   float64 `json:"decay_frac,omitempty"`
 	WeightDecay float64 `json:"weight_decay"`
 	ClipNorm    float64 `json:"clip_norm"`
+	// ShardsPerRound is how many shard visits the data pipeline's schedule
+	// hands out per round, spread over the round's participants.
+	ShardsPerRound int `json:"shards_per_round"`
 }
 
 // ModelConfig decodes the run's model.
@@ -87,11 +93,19 @@ func (r *RunSpec) Validate() error {
 	if _, err := r.Dataset.Cid(); err != nil {
 		return fmt.Errorf("run: dataset link: %w", err)
 	}
+	if r.Tokenizer != nil {
+		if _, err := r.Tokenizer.Cid(); err != nil {
+			return fmt.Errorf("run: tokenizer link: %w", err)
+		}
+	}
 	if r.Rounds < 1 || r.Rounds > 1_000_000 {
 		return fmt.Errorf("run: rounds %d outside 1..1000000", r.Rounds)
 	}
 	if r.Stage == "" {
 		return fmt.Errorf("run: stage is empty")
+	}
+	if r.Inner.ShardsPerRound < 1 || r.Inner.ShardsPerRound > 1<<16 {
+		return fmt.Errorf("run: inner shards_per_round %d outside 1..65536", r.Inner.ShardsPerRound)
 	}
 	if err := r.Sync.Validate(); err != nil {
 		return fmt.Errorf("run: sync: %w", err)
@@ -183,7 +197,8 @@ func NewRunSpecForModel(name string, c model.Config, dataset cid.Cid, rounds int
 		Format: RunFormat, Name: name, Model: hf, Dataset: sharding.LinkTo(dataset), Stage: "pretrain",
 		Rounds: rounds, Seed: seed, Sync: sync,
 		Inner: InnerSpec{Batch: tc.Batch, Seq: min(tc.Seq, c.MaxSeq), Schedule: tc.Schedule.Kind, MaxLR: tc.Schedule.MaxLR,
-			MinLR: tc.Schedule.MinLR, Warmup: tc.Schedule.Warmup, WeightDecay: float64(tc.Optim.WeightDecay), ClipNorm: tc.Optim.ClipNorm},
+			MinLR: tc.Schedule.MinLR, Warmup: tc.Schedule.Warmup, WeightDecay: float64(tc.Optim.WeightDecay), ClipNorm: tc.Optim.ClipNorm,
+			ShardsPerRound: 16},
 	}
 	return r, nil
 }

@@ -25,7 +25,27 @@ import (
 )
 
 // CreateRun stores a run spec and pins it; the returned CID is the run ID.
+// The spec's tokenizer link is set from the dataset's manifest (fetched if
+// needed) when empty, and must match it otherwise.
 func (n *Node) CreateRun(ctx context.Context, spec *RunSpec) (cid.Cid, error) {
+	ds, err := spec.Dataset.Cid()
+	if err != nil {
+		return cid.Undef, err
+	}
+	mb, err := n.Store.Block(ctx, ds)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("run: dataset %s: %w", ds, err)
+	}
+	man, err := sharding.DecodeManifest(mb.RawData())
+	if err != nil {
+		return cid.Undef, fmt.Errorf("run: dataset %s: %w", ds, err)
+	}
+	if spec.Tokenizer == nil {
+		t := man.Tokenizer
+		spec.Tokenizer = &t
+	} else if spec.Tokenizer.CID != man.Tokenizer.CID {
+		return cid.Undef, fmt.Errorf("run: tokenizer %s is not the dataset's (%s)", spec.Tokenizer.CID, man.Tokenizer.CID)
+	}
 	b, id, err := EncodeRunSpec(spec)
 	if err != nil {
 		return cid.Undef, err
@@ -103,7 +123,9 @@ type Participant struct {
 	outer   *gradsync.OuterOptimizer
 	parts   []gradsync.Range
 	efs     []*gradsync.ErrorFeedback
-	train   *model.Corpus
+	shards  []*model.Corpus // each shard's training rows
+	sched   *sharding.Schedule
+	man     *sharding.Manifest
 	val     map[string]*model.Corpus
 	tokJSON []byte
 
@@ -157,6 +179,9 @@ func (n *Node) OpenRun(ctx context.Context, id cid.Cid, o RunOptions) (*Particip
 	if err != nil {
 		return nil, err
 	}
+	if spec.Tokenizer != nil && spec.Tokenizer.CID != ds.Manifest.Tokenizer.CID {
+		return nil, fmt.Errorf("run %s: its tokenizer %s is not its dataset's (%s)", id, spec.Tokenizer.CID, ds.Manifest.Tokenizer.CID)
+	}
 	p := &Participant{n: n, id: id, spec: spec, cfg: cfg, sync: sc, codec: codec, opts: o, self: n.Host.ID(),
 		tokJSON: ds.Tokenizer, inbox: make(chan inMsg, 4096)}
 	if err := p.loadData(ds); err != nil {
@@ -175,7 +200,7 @@ func (n *Node) OpenRun(ctx context.Context, id cid.Cid, o RunOptions) (*Particip
 	for _, r := range p.parts {
 		p.efs = append(p.efs, gradsync.NewErrorFeedback(codec, r.Size))
 	}
-	p.base, err = p.writeCheckpoint(ctx, 0, cid.Undef, nil, nil)
+	p.base, err = p.writeCheckpoint(ctx, 0, cid.Undef, nil, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +326,7 @@ func (p *Participant) loadData(ds *Dataset) error {
 	if ds.Manifest.Vocab > p.cfg.Vocab {
 		return fmt.Errorf("run: dataset vocabulary %d exceeds the model's %d", ds.Manifest.Vocab, p.cfg.Vocab)
 	}
-	p.train = &model.Corpus{}
+	p.man = ds.Manifest
 	p.val = map[string]*model.Corpus{}
 	for i, sh := range ds.Shards {
 		lang := ds.Manifest.Shards[i].Language
@@ -315,9 +340,11 @@ func (p *Participant) loadData(ds *Dataset) error {
 				tr = append(tr, sh.Row(r))
 			}
 		}
-		if err := p.train.AddRows(tr, pad, eos, p.cfg.Vocab); err != nil {
+		c := &model.Corpus{}
+		if err := c.AddRows(tr, pad, eos, p.cfg.Vocab); err != nil {
 			return err
 		}
+		p.shards = append(p.shards, c)
 		if lang == "ko" || lang == "en" {
 			if p.val[lang] == nil {
 				p.val[lang] = &model.Corpus{}
@@ -327,7 +354,44 @@ func (p *Participant) loadData(ds *Dataset) error {
 			}
 		}
 	}
+	p.sched, err = sharding.NewSchedule(p.id.String(), ds.Manifest.Shards, sharding.Mixture{Stage: p.spec.Stage, Default: 1}, p.spec.Inner.ShardsPerRound)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
 	return nil
+}
+
+// roundData returns the training rows of the shards the data pipeline's
+// schedule assigns this node in round r (among the peers it sees on the
+// run's topic), and those shards' links. A node assigned nothing, or too
+// little to fill one sequence, trains on every shard.
+func (p *Participant) roundData(r int) (*model.Corpus, []sharding.Link) {
+	view := []string{p.self.String()}
+	for _, id := range p.topic.Peers() {
+		view = append(view, id.String())
+	}
+	items := p.sched.Assign(r-1, view)[p.self.String()]
+	pick := map[int]bool{}
+	for _, it := range items {
+		pick[it.Shard] = true
+	}
+	c := &model.Corpus{}
+	var links []sharding.Link
+	for i, sc := range p.shards {
+		if pick[i] {
+			c.Tokens = append(c.Tokens, sc.Tokens...)
+			links = append(links, p.man.Shards[i].CID)
+		}
+	}
+	if len(c.Tokens) < p.spec.Inner.Seq+1 {
+		c, links = &model.Corpus{}, nil
+		for i, sc := range p.shards {
+			c.Tokens = append(c.Tokens, sc.Tokens...)
+			links = append(links, p.man.Shards[i].CID)
+		}
+	}
+	sort.Slice(links, func(i, j int) bool { return links[i].CID < links[j].CID })
+	return c, links
 }
 
 // ValLoss evaluates the current global weights on each language's
@@ -492,13 +556,14 @@ func (p *Participant) runRound(ctx context.Context) error {
 	B, T := p.spec.Inner.Batch, p.spec.Inner.Seq
 	tokens, targets := make([]int32, B*T), make([]int32, B*T)
 	seed := peerSeed(p.spec.Seed, p.self)
+	train, shards := p.roundData(r)
 	var loss float32
 	for s := 0; s < H; s++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		step := (r-1)*H + s
-		if err := p.train.Batch(seed, step, B, T, tokens, targets); err != nil {
+		if err := train.Batch(seed, step, B, T, tokens, targets); err != nil {
 			return err
 		}
 		p.m.ZeroGrad()
@@ -524,7 +589,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 	delta := make([]float32, len(p.global))
 	gradsync.PseudoGradient(delta, p.global, local)
 	contrib := &Contribution{Format: ContributionFormat, Run: sharding.LinkTo(p.id), Round: r, Base: sharding.LinkTo(p.base),
-		Peer: p.self.String(), Tokens: int64(H * B * T), Codec: p.sync.Codec, Params: len(p.global)}
+		Peer: p.self.String(), Tokens: int64(H * B * T), Codec: p.sync.Codec, Params: len(p.global), Shards: shards}
 	encBytes := 0
 	for i, pr := range p.parts {
 		enc := p.efs[i].Encode(nil, delta[pr.Offset:pr.Offset+pr.Size])
@@ -703,7 +768,11 @@ apply:
 		inc = append(inc, c)
 	}
 	sort.Strings(inc)
-	ck, err := p.writeCheckpoint(ctx, r, p.base, inc, aggCIDs)
+	usedShards, err := p.shardsOf(ctx, inc)
+	if err != nil {
+		return err
+	}
+	ck, err := p.writeCheckpoint(ctx, r, p.base, inc, aggCIDs, usedShards)
 	if err != nil {
 		return err
 	}
@@ -838,14 +907,48 @@ type roundRecord struct {
 	Base          *sharding.Link  `json:"base,omitempty"`
 	Contributions []sharding.Link `json:"contributions"`
 	Aggregates    []sharding.Link `json:"aggregates"`
+	// Shards the included contributions trained on.
+	Shards []sharding.Link `json:"shards"`
+}
+
+// shardsOf returns the sorted union of the shards the given contributions
+// trained on (fetching their root blocks where needed).
+func (p *Participant) shardsOf(ctx context.Context, contribs []string) ([]string, error) {
+	set := map[string]bool{}
+	for _, c := range contribs {
+		k, err := cid.Decode(c)
+		if err != nil {
+			return nil, err
+		}
+		b, err := p.n.Store.Block(ctx, k)
+		if err != nil {
+			return nil, fmt.Errorf("contribution %s: %w", c, err)
+		}
+		con, err := DecodeContribution(b.RawData())
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range con.Shards {
+			set[l.CID] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for s := range set {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 // writeCheckpoint writes the current global weights and outer state as
 // the checkpoint directory of round r, adds and pins it, and returns its
 // CID. Every byte depends only on the run and the aggregates applied, so
 // honest nodes get the same CID.
-func (p *Participant) writeCheckpoint(ctx context.Context, r int, base cid.Cid, contribs, aggs []string) (cid.Cid, error) {
-	rec := roundRecord{Run: sharding.LinkTo(p.id), Round: r, Contributions: []sharding.Link{}, Aggregates: []sharding.Link{}}
+func (p *Participant) writeCheckpoint(ctx context.Context, r int, base cid.Cid, contribs, aggs, shards []string) (cid.Cid, error) {
+	rec := roundRecord{Run: sharding.LinkTo(p.id), Round: r, Contributions: []sharding.Link{}, Aggregates: []sharding.Link{}, Shards: []sharding.Link{}}
+	for _, c := range shards {
+		rec.Shards = append(rec.Shards, sharding.Link{CID: c})
+	}
 	if base.Defined() {
 		l := sharding.LinkTo(base)
 		rec.Base = &l

@@ -169,8 +169,11 @@ func newRunShowCmd(e *env) *cobra.Command {
 				fmt.Fprintf(tw, "name\t%s\n", spec.Name)
 				fmt.Fprintf(tw, "model\t%d parameters (dim %d, %d layers, vocab %d)\n", model.NumParams(mc), mc.Dim, mc.Layers, mc.Vocab)
 				fmt.Fprintf(tw, "dataset\t%s\n", spec.Dataset.CID)
+				if spec.Tokenizer != nil {
+					fmt.Fprintf(tw, "tokenizer\t%s\n", spec.Tokenizer.CID)
+				}
 				fmt.Fprintf(tw, "stage\t%s\n", spec.Stage)
-				fmt.Fprintf(tw, "rounds\t%d × H=%d inner steps of %d×%d tokens\n", spec.Rounds, spec.Sync.H, spec.Inner.Batch, spec.Inner.Seq)
+				fmt.Fprintf(tw, "rounds\t%d × H=%d inner steps of %d×%d tokens, %d shard visits per round\n", spec.Rounds, spec.Sync.H, spec.Inner.Batch, spec.Inner.Seq, spec.Inner.ShardsPerRound)
 				fmt.Fprintf(tw, "inner LR\t%s %.2g → %.2g, warmup %d\n", spec.Inner.Schedule, spec.Inner.MaxLR, spec.Inner.MinLR, spec.Inner.Warmup)
 				fmt.Fprintf(tw, "sync\t%s codec, %d partitions, %s, outer lr %.2g momentum %.2g, quorum %d, deadline %s\n",
 					spec.Sync.Codec, spec.Sync.Partitions, spec.Sync.Aggregation, spec.Sync.OuterLR, spec.Sync.Momentum, spec.Sync.Quorum,
