@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -154,7 +155,16 @@ func (p *Participant) loadCheckpointDir(dir string) error {
 	if err := outer.UnmarshalBinary(ob); err != nil {
 		return err
 	}
+	rb, err := os.ReadFile(filepath.Join(dir, "round.json"))
+	if err != nil {
+		return err
+	}
+	var rec roundRecord
+	if err := json.Unmarshal(rb, &rec); err != nil {
+		return fmt.Errorf("round.json: %w", err)
+	}
 	p.opts.Backend.Download(p.global, m.Params)
 	p.outer = outer
+	p.members = toPeerIDs(rec.Participants)
 	return nil
 }

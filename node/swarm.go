@@ -129,6 +129,11 @@ type Participant struct {
 	val     map[string]*model.Corpus
 	tokJSON []byte
 
+	// members are the authors of the contributions the base checkpoint
+	// included (from its round.json): every honest node agrees on them,
+	// so they order the next round's reducers. Empty after genesis.
+	members []peer.ID
+
 	base  cid.Cid // checkpoint the current round starts from
 	round int     // current round (rounds are numbered from 1)
 
@@ -200,7 +205,7 @@ func (n *Node) OpenRun(ctx context.Context, id cid.Cid, o RunOptions) (*Particip
 	for _, r := range p.parts {
 		p.efs = append(p.efs, gradsync.NewErrorFeedback(codec, r.Size))
 	}
-	p.base, err = p.writeCheckpoint(ctx, 0, cid.Undef, nil, nil, nil)
+	p.base, err = p.writeCheckpoint(ctx, 0, cid.Undef, nil, nil, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -622,13 +627,30 @@ func (p *Participant) runRound(ctx context.Context) error {
 	contribs := map[peer.ID]RoundMsg{p.self: {Type: MsgContribution, CID: ccid.String(), Tokens: contrib.Tokens}}
 	var later []inMsg // messages of later phases or rounds, replayed below
 	expect := p.opts.Expect
-	if expect <= 0 {
+	switch {
+	case expect > 0:
+	case len(p.members) > 0:
+		expect = len(p.members)
+	default:
 		expect = len(p.topic.Peers()) + 1
+	}
+	// The round closes once it has every member's contribution and at
+	// least expect in all, or at the deadline with a quorum.
+	waiting := func() bool {
+		if len(contribs) < expect {
+			return true
+		}
+		for _, id := range p.members {
+			if _, ok := contribs[id]; !ok {
+				return true
+			}
+		}
+		return false
 	}
 	deadline := time.NewTimer(p.sync.RoundDeadline)
 	defer deadline.Stop()
 collect:
-	for len(contribs) < expect {
+	for waiting() {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -653,11 +675,27 @@ collect:
 		participants = append(participants, id)
 	}
 	sort.Slice(participants, func(i, j int) bool { return participants[i] < participants[j] })
+	// Reducer order per partition: the members (agreed through the base
+	// checkpoint) first, then the other contributors this node saw.
+	isMember := map[peer.ID]bool{}
+	for _, id := range p.members {
+		isMember[id] = true
+	}
+	var others []peer.ID
+	for _, id := range participants {
+		if !isMember[id] {
+			others = append(others, id)
+		}
+	}
+	order := make([][]peer.ID, len(p.parts))
+	for pi := range p.parts {
+		order[pi] = append(Reducers(p.id, r, pi, p.members), Reducers(p.id, r, pi, others)...)
+	}
 
 	// Reduce the partitions this node is first in line for.
 	reduced := 0
 	for pi := range p.parts {
-		if Reducers(p.id, r, pi, participants)[0] != p.self {
+		if order[pi][0] != p.self {
 			continue
 		}
 		if err := p.reduce(ctx, r, pi, contribs); err != nil {
@@ -672,10 +710,8 @@ collect:
 	aggs := make([]*RoundMsg, len(p.parts))
 	rank := make([]int, len(p.parts))
 	missing := len(p.parts)
-	order := make([][]peer.ID, len(p.parts))
 	for pi := range p.parts {
-		order[pi] = Reducers(p.id, r, pi, participants)
-		rank[pi] = len(participants)
+		rank[pi] = len(order[pi])
 	}
 	take := func(im inMsg) {
 		m := im.m
@@ -723,7 +759,7 @@ collect:
 				goto apply
 			}
 			level++
-			if level >= len(participants) {
+			if level >= len(order[0]) {
 				return fmt.Errorf("%d of %d partitions have no aggregate after every reducer's deadline", missing, len(p.parts))
 			}
 			for pi := range p.parts {
@@ -768,11 +804,11 @@ apply:
 		inc = append(inc, c)
 	}
 	sort.Strings(inc)
-	usedShards, err := p.shardsOf(ctx, inc)
+	usedShards, authors, err := p.describe(ctx, inc)
 	if err != nil {
 		return err
 	}
-	ck, err := p.writeCheckpoint(ctx, r, p.base, inc, aggCIDs, usedShards)
+	ck, err := p.writeCheckpoint(ctx, r, p.base, inc, aggCIDs, usedShards, authors)
 	if err != nil {
 		return err
 	}
@@ -814,7 +850,7 @@ vote:
 			}
 		}
 	}
-	best := ck.String()
+	best, adopted := ck.String(), false
 	for c, v := range votes {
 		if v > votes[best] || (v == votes[best] && c < best) {
 			best = c
@@ -827,15 +863,29 @@ vote:
 		if err := p.adopt(ctx, r, bk); err != nil {
 			return fmt.Errorf("adopting the majority checkpoint %s: %w", best, err)
 		}
-		ck = bk
+		ck, adopted = bk, true
 		p.event(RoundEvent{Phase: "adopted", CID: best})
 	}
 	// Messages of later rounds go back to the inbox.
 	p.requeue(next)
+	if !adopted {
+		p.members = toPeerIDs(authors) // adopt loaded the majority's
+	}
 	p.mu.Lock()
 	p.base, p.round = ck, r+1
 	p.mu.Unlock()
 	return nil
+}
+
+func toPeerIDs(ss []string) []peer.ID {
+	out := make([]peer.ID, 0, len(ss))
+	for _, s := range ss {
+		if id, err := peer.Decode(s); err == nil {
+			out = append(out, id)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }
 
 func (p *Participant) publish(ctx context.Context, m RoundMsg) error {
@@ -909,43 +959,51 @@ type roundRecord struct {
 	Aggregates    []sharding.Link `json:"aggregates"`
 	// Shards the included contributions trained on.
 	Shards []sharding.Link `json:"shards"`
+	// Participants are the included contributions' authors, sorted: the
+	// members who order the next round's reducers.
+	Participants []string `json:"participants"`
 }
 
-// shardsOf returns the sorted union of the shards the given contributions
-// trained on (fetching their root blocks where needed).
-func (p *Participant) shardsOf(ctx context.Context, contribs []string) ([]string, error) {
-	set := map[string]bool{}
+// describe returns the sorted union of the shards the given contributions
+// trained on and their sorted authors (fetching root blocks where needed).
+func (p *Participant) describe(ctx context.Context, contribs []string) (shards, authors []string, err error) {
+	set, who := map[string]bool{}, map[string]bool{}
 	for _, c := range contribs {
 		k, err := cid.Decode(c)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		b, err := p.n.Store.Block(ctx, k)
 		if err != nil {
-			return nil, fmt.Errorf("contribution %s: %w", c, err)
+			return nil, nil, fmt.Errorf("contribution %s: %w", c, err)
 		}
 		con, err := DecodeContribution(b.RawData())
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, l := range con.Shards {
 			set[l.CID] = true
 		}
+		who[con.Peer] = true
 	}
-	out := make([]string, 0, len(set))
-	for s := range set {
-		out = append(out, s)
+	keys := func(m map[string]bool) []string {
+		out := make([]string, 0, len(m))
+		for s := range m {
+			out = append(out, s)
+		}
+		sort.Strings(out)
+		return out
 	}
-	sort.Strings(out)
-	return out, nil
+	return keys(set), keys(who), nil
 }
 
 // writeCheckpoint writes the current global weights and outer state as
 // the checkpoint directory of round r, adds and pins it, and returns its
 // CID. Every byte depends only on the run and the aggregates applied, so
 // honest nodes get the same CID.
-func (p *Participant) writeCheckpoint(ctx context.Context, r int, base cid.Cid, contribs, aggs, shards []string) (cid.Cid, error) {
-	rec := roundRecord{Run: sharding.LinkTo(p.id), Round: r, Contributions: []sharding.Link{}, Aggregates: []sharding.Link{}, Shards: []sharding.Link{}}
+func (p *Participant) writeCheckpoint(ctx context.Context, r int, base cid.Cid, contribs, aggs, shards, authors []string) (cid.Cid, error) {
+	rec := roundRecord{Run: sharding.LinkTo(p.id), Round: r, Contributions: []sharding.Link{}, Aggregates: []sharding.Link{},
+		Shards: []sharding.Link{}, Participants: append([]string{}, authors...)}
 	for _, c := range shards {
 		rec.Shards = append(rec.Shards, sharding.Link{CID: c})
 	}
