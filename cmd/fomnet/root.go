@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -32,6 +34,29 @@ type env struct {
 
 func (e *env) logf(format string, a ...any) { fmt.Fprintf(e.stderr, format+"\n", a...) }
 
+// stderrFile returns the file under stderr, if it is one (for terminal
+// detection).
+func (e *env) stderrFile() (*os.File, bool) {
+	w := e.stderr
+	if l, ok := w.(*lockedWriter); ok {
+		w = l.w
+	}
+	f, ok := w.(*os.File)
+	return f, ok
+}
+
+// lockedWriter serialises writes.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 func (e *env) printJSON(v any) error {
 	enc := json.NewEncoder(e.stdout)
 	enc.SetIndent("", "  ")
@@ -40,7 +65,9 @@ func (e *env) printJSON(v any) error {
 
 // run executes the command line and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr}
+	// Logs come from many goroutines (a demo swarm's nodes, libp2p); one
+	// lock keeps their lines whole.
+	e := &env{stdout: stdout, stderr: &lockedWriter{w: stderr}}
 	root := newRoot(e)
 	root.SetArgs(args)
 	root.SetOut(stdout)

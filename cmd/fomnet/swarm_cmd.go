@@ -107,7 +107,7 @@ type progressPrinter struct {
 
 func newProgress(e *env, label string) *progressPrinter {
 	p := &progressPrinter{e: e, label: label, start: time.Now()}
-	if f, ok := e.stderr.(*os.File); ok {
+	if f, ok := e.stderrFile(); ok {
 		p.tty = isatty.IsTerminal(f.Fd())
 	}
 	return p
