@@ -90,9 +90,12 @@ func newRoot(e *env) *cobra.Command {
 		Short: "Train fully open language models on a peer-to-peer network of volunteer machines",
 		Long: `fomnet trains fully open language models on volunteer machines.
 
-Today it trains and benchmarks Llama-style models on this machine's CPU
-(fomnet train, fomnet bench, fomnet model info). The swarm (libp2p, bitswap,
-DiLoCo outer sync) is being built; see README.md for what runs now.`,
+A node joins a libp2p swarm (fomnet init, fomnet daemon), stores and serves
+content by CID (add, get, verify, mirror, car), and takes part in training
+runs (run create, join): each round it trains locally and exchanges a
+compressed pseudo-gradient in a DiLoCo outer sync, and every honest node
+writes the same checkpoint. fomnet demo runs a small swarm on this machine.
+fomnet train, bench, model, tokenizer, data and generate work on one node.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
