@@ -140,6 +140,7 @@ type Participant struct {
 	topic *p2p.Topic
 	sub   *p2p.Subscription
 	inbox chan inMsg
+	sent  [][]byte // this round's published messages, repeated while waiting
 
 	mu         sync.Mutex // guards round, base and catchingUp for the validator
 	catchingUp bool
@@ -555,6 +556,12 @@ func peerSeed(seed uint64, id peer.ID) uint64 {
 // and announce the checkpoint, and follow the majority's.
 func (p *Participant) runRound(ctx context.Context) error {
 	r, H := p.round, p.sync.H
+	// Gossipsub does not replay: a peer that was away (restarting, joining)
+	// when a message went out never gets it. While this node waits in a
+	// round, it repeats what it published in it; receivers are idempotent.
+	p.sent = p.sent[:0]
+	resend := time.NewTicker(min(max(p.sync.RoundDeadline/4, 250*time.Millisecond), 5*time.Second))
+	defer resend.Stop()
 	tc := p.spec.TrainConfig()
 	be := p.opts.Backend
 	be.Upload(p.m.Params, p.global)
@@ -654,6 +661,8 @@ collect:
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-resend.C:
+			p.resend(ctx)
 		case <-deadline.C:
 			if len(contribs) >= p.sync.Quorum {
 				break collect
@@ -754,6 +763,8 @@ collect:
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-resend.C:
+			p.resend(ctx)
 		case <-deadline.C:
 			if missing == 0 {
 				goto apply
@@ -842,6 +853,8 @@ vote:
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-resend.C:
+			p.resend(ctx)
 		case <-deadline.C:
 			break vote
 		case im := <-p.inbox:
@@ -893,7 +906,17 @@ func (p *Participant) publish(ctx context.Context, m RoundMsg) error {
 	if err != nil {
 		return err
 	}
+	p.sent = append(p.sent, b)
 	return p.topic.Publish(ctx, b, 0)
+}
+
+// resend publishes again what this node published in the current round.
+func (p *Participant) resend(ctx context.Context) {
+	for _, b := range p.sent {
+		if err := p.topic.Publish(ctx, b, 0); err != nil && ctx.Err() == nil {
+			p.opts.Logf("run %s: %v", p.id, err)
+		}
+	}
 }
 
 // reduce fetches partition pi of every contribution, aggregates, stores
