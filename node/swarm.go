@@ -560,8 +560,8 @@ func (p *Participant) runRound(ctx context.Context) error {
 	// when a message went out never gets it. While this node waits in a
 	// round, it repeats what it published in it; receivers are idempotent.
 	p.sent = p.sent[:0]
-	resend := time.NewTicker(min(max(p.sync.RoundDeadline/4, 250*time.Millisecond), 5*time.Second))
-	defer resend.Stop()
+	w := p.newRoundWait(r)
+	defer w.stop()
 	tc := p.spec.TrainConfig()
 	be := p.opts.Backend
 	be.Upload(p.m.Params, p.global)
@@ -632,7 +632,6 @@ func (p *Participant) runRound(ctx context.Context) error {
 
 	// Collect the round's contributions.
 	contribs := map[peer.ID]RoundMsg{p.self: {Type: MsgContribution, CID: ccid.String(), Tokens: contrib.Tokens}}
-	var later []inMsg // messages of later phases or rounds, replayed below
 	expect := p.opts.Expect
 	switch {
 	case expect > 0:
@@ -643,41 +642,31 @@ func (p *Participant) runRound(ctx context.Context) error {
 	}
 	// The round closes once it has every member's contribution and at
 	// least expect in all, or at the deadline with a quorum.
-	waiting := func() bool {
+	complete := func() bool {
 		if len(contribs) < expect {
-			return true
+			return false
 		}
 		for _, id := range p.members {
 			if _, ok := contribs[id]; !ok {
-				return true
+				return false
 			}
 		}
-		return false
+		return true
 	}
-	deadline := time.NewTimer(p.sync.RoundDeadline)
-	defer deadline.Stop()
-collect:
-	for waiting() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-resend.C:
-			p.resend(ctx)
-		case <-deadline.C:
-			if len(contribs) >= p.sync.Quorum {
-				break collect
-			}
-			return fmt.Errorf("%d contributions by the deadline, quorum %d", len(contribs), p.sync.Quorum)
-		case im := <-p.inbox:
-			switch {
-			case im.m.Round == r && im.m.Type == MsgContribution:
-				if im.m.Base == p.base.String() {
-					contribs[im.from] = im.m
-				}
-			case im.m.Round >= r:
-				later = append(later, im)
-			}
+	closed, err := w.until(ctx, complete, func(im inMsg) bool {
+		if im.m.Round != r || im.m.Type != MsgContribution {
+			return false
 		}
+		if im.m.Base == p.base.String() {
+			contribs[im.from] = im.m
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if !closed && len(contribs) < p.sync.Quorum {
+		return fmt.Errorf("%d contributions by the deadline, quorum %d", len(contribs), p.sync.Quorum)
 	}
 	participants := make([]peer.ID, 0, len(contribs))
 	for id := range contribs {
@@ -722,10 +711,13 @@ collect:
 	for pi := range p.parts {
 		rank[pi] = len(order[pi])
 	}
-	take := func(im inMsg) {
+	take := func(im inMsg) bool {
 		m := im.m
-		if m.Round != r || m.Type != MsgAggregate || m.Base != p.base.String() || m.Partition >= len(p.parts) {
-			return
+		if m.Round != r || m.Type != MsgAggregate {
+			return false
+		}
+		if m.Base != p.base.String() || m.Partition >= len(p.parts) {
+			return true
 		}
 		for k, id := range order[m.Partition] {
 			if id == im.from && k < rank[m.Partition] {
@@ -736,14 +728,7 @@ collect:
 				aggs[m.Partition], rank[m.Partition] = &mm, k
 			}
 		}
-	}
-	var rest []inMsg
-	for _, im := range later {
-		if im.m.Round == r && im.m.Type == MsgAggregate {
-			take(im)
-		} else {
-			rest = append(rest, im)
-		}
+		return true
 	}
 	// Level k of the wait accepts aggregates from reducers up to place k in
 	// each partition's order. When a deadline passes with partitions
@@ -758,39 +743,27 @@ collect:
 		}
 		return true
 	}
-	deadline.Reset(p.sync.RoundDeadline)
-	for !settled() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-resend.C:
-			p.resend(ctx)
-		case <-deadline.C:
-			if missing == 0 {
-				goto apply
-			}
-			level++
-			if level >= len(order[0]) {
-				return fmt.Errorf("%d of %d partitions have no aggregate after every reducer's deadline", missing, len(p.parts))
-			}
-			for pi := range p.parts {
-				if aggs[pi] == nil && order[pi][level] == p.self {
-					p.opts.Logf("round %d: reducer %s of partition %d is silent; reducing it", r, order[pi][level-1], pi)
-					if err := p.reduce(ctx, r, pi, contribs); err != nil {
-						return err
-					}
+	for {
+		ok, err := w.until(ctx, settled, take)
+		if err != nil {
+			return err
+		}
+		if ok || missing == 0 {
+			break
+		}
+		level++
+		if level >= len(order[0]) {
+			return fmt.Errorf("%d of %d partitions have no aggregate after every reducer's deadline", missing, len(p.parts))
+		}
+		for pi := range p.parts {
+			if aggs[pi] == nil && order[pi][level] == p.self {
+				p.opts.Logf("round %d: reducer %s of partition %d is silent; reducing it", r, order[pi][level-1], pi)
+				if err := p.reduce(ctx, r, pi, contribs); err != nil {
+					return err
 				}
-			}
-			deadline.Reset(p.sync.RoundDeadline)
-		case im := <-p.inbox:
-			if im.m.Round == r && im.m.Type == MsgAggregate {
-				take(im)
-			} else if im.m.Round >= r {
-				rest = append(rest, im)
 			}
 		}
 	}
-apply:
 	// Apply: decode every aggregate partition, one outer step.
 	agg := make([]float32, len(p.global))
 	included := map[string]bool{}
@@ -833,35 +806,20 @@ apply:
 	// theirs.
 	votes := map[string]int{ck.String(): 1}
 	voted := map[peer.ID]bool{p.self: true}
-	var next []inMsg
 	count := func(im inMsg) bool {
-		if im.m.Round == r && im.m.Type == MsgCheckpoint && im.m.Base == p.base.String() && !voted[im.from] && contribs[im.from].CID != "" {
+		if im.m.Round != r || im.m.Type != MsgCheckpoint {
+			return false
+		}
+		if im.m.Base == p.base.String() && !voted[im.from] && contribs[im.from].CID != "" {
 			voted[im.from] = true
 			votes[im.m.CID]++
-			return true
 		}
-		return false
+		return true
 	}
-	for _, im := range rest {
-		if !count(im) && im.m.Round > r {
-			next = append(next, im)
-		}
-	}
-	deadline.Reset(p.sync.RoundDeadline)
-vote:
-	for len(voted) < len(participants) {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-resend.C:
-			p.resend(ctx)
-		case <-deadline.C:
-			break vote
-		case im := <-p.inbox:
-			if !count(im) && im.m.Round > r {
-				next = append(next, im)
-			}
-		}
+	// Not every participant may vote (one may have crashed): the deadline
+	// ends the wait.
+	if _, err := w.until(ctx, func() bool { return len(voted) >= len(participants) }, count); err != nil {
+		return err
 	}
 	best, adopted := ck.String(), false
 	for c, v := range votes {
@@ -880,7 +838,7 @@ vote:
 		p.event(RoundEvent{Phase: "adopted", CID: best})
 	}
 	// Messages of later rounds go back to the inbox.
-	p.requeue(next)
+	w.finish()
 	if !adopted {
 		p.members = toPeerIDs(authors) // adopt loaded the majority's
 	}
@@ -899,6 +857,70 @@ func toPeerIDs(ss []string) []peer.ID {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
+}
+
+// roundWait pumps one round's messages through its phases: a message a
+// phase does not use stays pending for the next phase, and at the end of
+// the round those of later rounds go back to the inbox. While it waits it
+// repeats what this node published in the round (gossipsub does not replay
+// to a peer that was away; receivers are idempotent).
+type roundWait struct {
+	p        *Participant
+	r        int
+	pending  []inMsg
+	deadline *time.Timer
+	resend   *time.Ticker
+}
+
+func (p *Participant) newRoundWait(r int) *roundWait {
+	return &roundWait{p: p, r: r, deadline: time.NewTimer(p.sync.RoundDeadline),
+		resend: time.NewTicker(min(max(p.sync.RoundDeadline/4, 250*time.Millisecond), 5*time.Second))}
+}
+
+// until restarts the round deadline and feeds messages (pending ones
+// first) to handle, which reports whether it used one, until done holds
+// (true) or the deadline passes (false).
+func (w *roundWait) until(ctx context.Context, done func() bool, handle func(inMsg) bool) (bool, error) {
+	w.deadline.Reset(w.p.sync.RoundDeadline)
+	keep := w.pending[:0]
+	for _, im := range w.pending {
+		if !handle(im) {
+			keep = append(keep, im)
+		}
+	}
+	w.pending = keep
+	for !done() {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-w.resend.C:
+			w.p.resend(ctx)
+		case <-w.deadline.C:
+			return false, nil
+		case im := <-w.p.inbox:
+			if !handle(im) && im.m.Round >= w.r {
+				w.pending = append(w.pending, im)
+			}
+		}
+	}
+	return true, nil
+}
+
+// finish returns the pending messages of later rounds to the inbox.
+func (w *roundWait) finish() {
+	var later []inMsg
+	for _, im := range w.pending {
+		if im.m.Round > w.r {
+			later = append(later, im)
+		}
+	}
+	w.p.requeue(later)
+	w.pending = nil
+}
+
+func (w *roundWait) stop() {
+	w.deadline.Stop()
+	w.resend.Stop()
 }
 
 func (p *Participant) publish(ctx context.Context, m RoundMsg) error {
