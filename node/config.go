@@ -113,6 +113,22 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// Override replaces the fields given (non-empty) on a command line.
+func (c *Config) Override(listen, bootstrap []string, dhtMode, apiListen string) {
+	if len(listen) > 0 {
+		c.Network.Listen = listen
+	}
+	if len(bootstrap) > 0 {
+		c.Network.Bootstrap = bootstrap
+	}
+	if dhtMode != "" {
+		c.Network.DHTMode = dhtMode
+	}
+	if apiListen != "" {
+		c.API.Listen = apiListen
+	}
+}
+
 // maxConfigSize bounds what ParseConfig reads.
 const maxConfigSize = 1 << 20
 

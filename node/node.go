@@ -100,18 +100,7 @@ func Open(ctx context.Context, home string, o Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(o.Listen) > 0 {
-		cfg.Network.Listen = o.Listen
-	}
-	if len(o.Bootstrap) > 0 {
-		cfg.Network.Bootstrap = o.Bootstrap
-	}
-	if o.DHTMode != "" {
-		cfg.Network.DHTMode = o.DHTMode
-	}
-	if o.APIListen != "" {
-		cfg.API.Listen = o.APIListen
-	}
+	cfg.Override(o.Listen, o.Bootstrap, o.DHTMode, o.APIListen)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -159,18 +159,7 @@ func newInitCmd(e *env) *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := node.DefaultConfig()
-			if len(f.listen) > 0 {
-				cfg.Network.Listen = f.listen
-			}
-			if len(f.bootstrap) > 0 {
-				cfg.Network.Bootstrap = f.bootstrap
-			}
-			if f.api != "" {
-				cfg.API.Listen = f.api
-			}
-			if f.dhtMode != "" {
-				cfg.Network.DHTMode = f.dhtMode
-			}
+			cfg.Override(f.listen, f.bootstrap, f.dhtMode, f.api)
 			if err := cfg.Validate(); err != nil {
 				return usageError{err}
 			}
