@@ -60,34 +60,10 @@ func TestSwarmRoundsConverge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	cids := map[int]map[string]bool{} // round → checkpoint CIDs
-	parts := make([]*node.Participant, n)
-	for i, nd := range c.Nodes {
-		be, err := cpu.New(cpu.Options{Threads: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { be.Close() })
-		p, err := nd.OpenRun(ctx, runID, node.RunOptions{Backend: be, Expect: n, Logf: t.Logf, Events: func(e node.RoundEvent) {
-			if e.Phase == "checkpoint" || e.Phase == "adopted" {
-				mu.Lock()
-				if cids[e.Round] == nil {
-					cids[e.Round] = map[string]bool{}
-				}
-				if e.Phase == "adopted" {
-					t.Errorf("node adopted a majority checkpoint in round %d: honest nodes disagreed", e.Round)
-				}
-				cids[e.Round][e.CID] = true
-				mu.Unlock()
-			}
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(p.Close)
-		parts[i] = p
-		if i > 0 && !p.Base().Equals(parts[0].Base()) {
+	var log checkpointLog
+	parts := openAll(t, c, runID, n, func(_ int, e node.RoundEvent) { log.record(e) })
+	for i, p := range parts {
+		if !p.Base().Equals(parts[0].Base()) {
 			t.Fatalf("genesis %s on node %d, %s on node 0", p.Base(), i, parts[0].Base())
 		}
 	}
@@ -98,20 +74,67 @@ func TestSwarmRoundsConverge(t *testing.T) {
 			t.Fatalf("node %d: %v", i, err)
 		}
 	}
-	for r := 1; r <= rounds; r++ {
-		if len(cids[r]) != 1 {
-			t.Fatalf("round %d: checkpoints %v", r, cids[r])
-		}
+	log.agreed(t, rounds)
+	if log.adopted != 0 {
+		t.Fatalf("%d adoptions: honest nodes disagreed", log.adopted)
 	}
-	for i, p := range parts {
-		if !p.Base().Equals(parts[0].Base()) {
-			t.Fatalf("node %d ends at %s, node 0 at %s", i, p.Base(), parts[0].Base())
-		}
-	}
+	sameBase(t, parts)
 	end, _ := parts[0].ValLoss()
 	t.Logf("val loss %v → %v", start, end)
 	if end["en"] >= start["en"] {
 		t.Fatalf("English validation loss did not drop: %v → %v", start, end)
+	}
+}
+
+// checkpointLog records, per round, the checkpoint CIDs nodes wrote or
+// adopted.
+type checkpointLog struct {
+	mu      sync.Mutex
+	cids    map[int]map[string]bool
+	adopted int
+	counts  map[int][]int // round → contributions included, per checkpoint
+}
+
+func (l *checkpointLog) record(e node.RoundEvent) {
+	if e.Phase != "checkpoint" && e.Phase != "adopted" {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cids == nil {
+		l.cids, l.counts = map[int]map[string]bool{}, map[int][]int{}
+	}
+	if l.cids[e.Round] == nil {
+		l.cids[e.Round] = map[string]bool{}
+	}
+	l.cids[e.Round][e.CID] = true
+	if e.Phase == "adopted" {
+		l.adopted++
+	} else {
+		l.counts[e.Round] = append(l.counts[e.Round], e.Contributions)
+	}
+}
+
+// agreed fails the test unless every round up to rounds has exactly one
+// checkpoint CID.
+func (l *checkpointLog) agreed(t *testing.T, rounds int) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for r := 1; r <= rounds; r++ {
+		if len(l.cids[r]) != 1 {
+			t.Fatalf("round %d: checkpoints %v", r, l.cids[r])
+		}
+	}
+}
+
+// sameBase fails the test unless all participants end at one checkpoint.
+func sameBase(t *testing.T, ps []*node.Participant) {
+	t.Helper()
+	for i, p := range ps {
+		if !p.Base().Equals(ps[0].Base()) {
+			t.Fatalf("node %d ends at %s, node 0 at %s", i, p.Base(), ps[0].Base())
+		}
 	}
 }
 
@@ -173,20 +196,12 @@ func TestSwarmSurvivesCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	crashCtx, crash := context.WithCancel(ctx)
-	var mu sync.Mutex
-	cids := map[int]map[string]bool{}
+	var log checkpointLog
 	ps := openAll(t, c, runID, n, func(i int, e node.RoundEvent) {
 		if i == 3 && e.Round == 2 && e.Phase == "train" && e.Step == 2 {
 			crash()
 		}
-		if e.Phase == "checkpoint" {
-			mu.Lock()
-			if cids[e.Round] == nil {
-				cids[e.Round] = map[string]bool{}
-			}
-			cids[e.Round][e.CID] = true
-			mu.Unlock()
-		}
+		log.record(e)
 	})
 	errs := runAll(ps, func(i int, p *node.Participant) error {
 		if i != 3 {
@@ -204,15 +219,9 @@ func TestSwarmSurvivesCrash(t *testing.T) {
 		if errs[i] != nil {
 			t.Fatalf("node %d: %v", i, errs[i])
 		}
-		if !ps[i].Base().Equals(ps[0].Base()) {
-			t.Fatalf("node %d ends at %s, node 0 at %s", i, ps[i].Base(), ps[0].Base())
-		}
 	}
-	for r := 1; r <= rounds; r++ {
-		if len(cids[r]) != 1 {
-			t.Fatalf("round %d: checkpoints %v", r, cids[r])
-		}
-	}
+	sameBase(t, ps[:3])
+	log.agreed(t, rounds)
 }
 
 // A node that joins a run in progress catches up to the newest checkpoint
@@ -276,11 +285,7 @@ func TestSwarmLateJoiner(t *testing.T) {
 			t.Fatalf("node %d: %v", i, err)
 		}
 	}
-	for i, p := range append(ps[:3], p3) {
-		if !p.Base().Equals(ps[0].Base()) {
-			t.Fatalf("node %d ends at %s, node 0 at %s", i, p.Base(), ps[0].Base())
-		}
-	}
+	sameBase(t, append(ps[:3], p3))
 }
 
 // Nodes restarted from disk resume from their newest checkpoint, with
@@ -325,11 +330,7 @@ func TestSwarmRestartResumes(t *testing.T) {
 		}
 	}
 	runUpto(ps, 4)
-	for i, p := range ps {
-		if !p.Base().Equals(ps[0].Base()) {
-			t.Fatalf("node %d ends at %s, node 0 at %s", i, p.Base(), ps[0].Base())
-		}
-	}
+	sameBase(t, ps)
 }
 
 // A node that sends poisoned contributions — non-finite values, a huge
@@ -350,20 +351,8 @@ func TestSwarmRejectsPoison(t *testing.T) {
 	}
 	bad := c.Nodes[honest]
 	c.Nodes[honest] = nil
-	var mu sync.Mutex
-	included := map[int][]int{} // round → contributions included, per node
-	cids := map[int]map[string]bool{}
-	ps := openAll(t, c, runID, honest+1, func(i int, e node.RoundEvent) {
-		if e.Phase == "checkpoint" || e.Phase == "adopted" {
-			mu.Lock()
-			included[e.Round] = append(included[e.Round], e.Contributions)
-			if cids[e.Round] == nil {
-				cids[e.Round] = map[string]bool{}
-			}
-			cids[e.Round][e.CID] = true
-			mu.Unlock()
-		}
-	})
+	var log checkpointLog
+	ps := openAll(t, c, runID, honest+1, func(_ int, e node.RoundEvent) { log.record(e) })
 	c.Nodes[honest] = bad
 
 	// The poisoner: for each honest contribution of a new round it sends
@@ -445,17 +434,12 @@ func TestSwarmRejectsPoison(t *testing.T) {
 			t.Fatalf("node %d: %v", i, err)
 		}
 	}
+	log.agreed(t, rounds)
 	for r := 1; r <= rounds; r++ {
-		if len(cids[r]) != 1 {
-			t.Fatalf("round %d: checkpoints %v", r, cids[r])
-		}
-		for _, n := range included[r] {
+		for _, n := range log.counts[r] {
 			if n != honest {
-				t.Fatalf("round %d: a checkpoint includes %d contributions, want the %d honest ones (%v)", r, n, honest, included[r])
+				t.Fatalf("round %d: a checkpoint includes %d contributions, want the %d honest ones (%v)", r, n, honest, log.counts[r])
 			}
 		}
-	}
-	if rej := topic.Rejections(); len(rej) != 0 {
-		t.Logf("poisoner's own topic rejected %v", rej)
 	}
 }
