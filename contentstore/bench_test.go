@@ -23,7 +23,7 @@ import (
 // and hashing work competing with the fetcher.
 func BenchmarkBitswapFetch(b *testing.B) {
 	const size = 100 << 20
-	data := randBytes(42, size)
+	data := contentstore.RandBytes(42, size)
 	for _, bc := range []struct {
 		providers int
 		pin       bool

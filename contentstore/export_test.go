@@ -11,3 +11,6 @@ func dshelpKey(c cid.Cid) string { return dshelp.MultihashToDsKey(c.Hash()).Stri
 
 // DecodeLinks exposes blockLinks to the external tests.
 func DecodeLinks(c cid.Cid, data []byte) ([]cid.Cid, error) { return blockLinks(c, data) }
+
+// RandBytes gives the external tests the same deterministic data helper.
+var RandBytes = randBytes

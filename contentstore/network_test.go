@@ -3,7 +3,6 @@ package contentstore_test
 import (
 	"bytes"
 	"context"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -23,15 +22,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
-
-func randBytes(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, 2))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
 
 func writeTemp(t *testing.T, data []byte) string {
 	t.Helper()
@@ -53,7 +43,7 @@ func timeout(t *testing.T) context.Context {
 func TestAddOnOneGetOnAnother(t *testing.T) {
 	c := nodetest.New(t, 3, nodetest.Options{})
 	ctx := timeout(t)
-	data := randBytes(1, 5<<20+3)
+	data := contentstore.RandBytes(1, 5<<20+3)
 	root, err := c.Nodes[1].Store.Add(ctx, writeTemp(t, data), contentstore.AddOptions{Pin: true})
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +83,7 @@ func TestAddOnOneGetOnAnother(t *testing.T) {
 func TestFetchResumes(t *testing.T) {
 	c := nodetest.New(t, 2, nodetest.Options{})
 	ctx := timeout(t)
-	data := randBytes(2, 12<<20)
+	data := contentstore.RandBytes(2, 12<<20)
 	root, _ := c.Nodes[0].Store.Add(ctx, writeTemp(t, data), contentstore.AddOptions{Pin: true})
 	fctx, cancel := context.WithCancel(ctx)
 	err := c.Nodes[1].Store.Fetch(fctx, root, func(d, total int64) {
@@ -134,7 +124,7 @@ func TestFetchResumes(t *testing.T) {
 func TestProviderLeavesMidTransfer(t *testing.T) {
 	c := nodetest.New(t, 4, nodetest.Options{})
 	ctx := timeout(t)
-	data := randBytes(3, 24<<20)
+	data := contentstore.RandBytes(3, 24<<20)
 	path := writeTemp(t, data)
 	var root cid.Cid
 	for i := 0; i < 3; i++ {
@@ -188,7 +178,7 @@ func corruptProvider(t *testing.T, good map[cid.Cid][]byte) (*p2p.Host, *bitswap
 func TestCorruptProviderNeverPoisons(t *testing.T) {
 	c := nodetest.New(t, 3, nodetest.Options{Isolated: true})
 	ctx := timeout(t)
-	data := randBytes(4, 4<<20)
+	data := contentstore.RandBytes(4, 4<<20)
 	root, _ := c.Nodes[0].Store.Add(ctx, writeTemp(t, data), contentstore.AddOptions{Pin: true})
 	good := map[cid.Cid][]byte{}
 	car := filepath.Join(t.TempDir(), "x.car")
@@ -251,7 +241,7 @@ func dagBlocks(t *testing.T, s *contentstore.Store, root cid.Cid) []cid.Cid {
 func TestRestartKeepsStore(t *testing.T) {
 	c := nodetest.New(t, 2, nodetest.Options{})
 	ctx := timeout(t)
-	data := randBytes(5, 2<<20)
+	data := contentstore.RandBytes(5, 2<<20)
 	root, _ := c.Nodes[0].Store.Add(ctx, writeTemp(t, data), contentstore.AddOptions{Pin: true})
 	id := c.Nodes[0].Host.ID()
 	c.Stop(0)
