@@ -170,8 +170,9 @@ type Host struct {
 	mdns      mdns.Service
 	rcmgr     network.ResourceManager
 
-	mu     sync.Mutex
-	topics map[string]*Topic
+	mu      sync.Mutex
+	topics  map[string]*Topic
+	started time.Time
 
 	closeOnce sync.Once
 	closeErr  error
@@ -270,7 +271,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		return nil, fmt.Errorf("p2p: starting host: %w", err)
 	}
 	hctx, cancel := context.WithCancel(context.Background())
-	h := &Host{Host: hst, opts: opts, bootstrap: boot, ctx: hctx, cancel: cancel, rcmgr: rm, topics: map[string]*Topic{}}
+	h := &Host{Host: hst, opts: opts, bootstrap: boot, ctx: hctx, cancel: cancel, rcmgr: rm, topics: map[string]*Topic{}, started: time.Now()}
 
 	h.DHT, err = dht.New(hst,
 		dht.ProtocolPrefix(ProtocolPrefix),

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -365,5 +366,114 @@ func TestRelay(t *testing.T) {
 	}
 	if _, err := New(ctx, Options{Identity: private.Peerstore().PrivKey(private.ID()), Reachability: "sometimes"}); err == nil {
 		t.Fatal("bad reachability accepted")
+	}
+}
+
+// A node that restarts under the same peer ID while its peers still hold
+// its last messages in their gossip caches is offered those messages
+// again; pubsub refuses them as "from self" and counts each against the
+// honest peer that forwarded it. The score must tolerate that: after the
+// restart, messages flow both ways.
+func TestGossipAfterQuickRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	keys := make([]crypto.PrivKey, 3)
+	hs := make([]*Host, 3)
+	start := func(i int) {
+		h, err := New(ctx, Options{Identity: keys[i], Listen: []string{"/ip4/127.0.0.1/tcp/0"}, DHTMode: "server"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		hs[i] = h
+	}
+	for i := range hs {
+		keys[i], _, _ = crypto.GenerateEd25519Key(nil)
+		start(i)
+	}
+	connect := func(i, j int) {
+		if err := hs[i].Connect(ctx, peer.AddrInfo{ID: hs[j].ID(), Addrs: hs[j].Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	connect(0, 1)
+	connect(0, 2)
+	connect(1, 2)
+	topics := make([]*Topic, 3)
+	subs := make([]*Subscription, 3)
+	got := make([]chan string, 3) // every message a host receives, read at once
+	join := func(i int) {
+		var err error
+		if topics[i], err = hs[i].Join("fomnet/test", nil); err != nil {
+			t.Fatal(err)
+		}
+		if subs[i], err = topics[i].Subscribe(); err != nil {
+			t.Fatal(err)
+		}
+		ch, s := make(chan string, 1000), subs[i]
+		got[i] = ch
+		go func() {
+			for {
+				m, err := s.Next(ctx)
+				if err != nil {
+					return
+				}
+				ch <- string(m.Data)
+			}
+		}()
+	}
+	for i := range hs {
+		join(i)
+	}
+	for i := range hs {
+		if err := topics[i].WaitPeers(ctx, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Host 2 publishes a burst and goes away at once.
+	for k := range 30 {
+		if err := topics[2].Publish(ctx, fmt.Appendf(nil, "old %d", k), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	subs[2].Cancel()
+	topics[2].Close()
+	hs[2].Close()
+	start(2)
+	connect(2, 0)
+	connect(2, 1)
+	if err := hs[2].WaitGossipCachesExpired(ctx); err != nil {
+		t.Fatal(err)
+	}
+	join(2)
+	if err := topics[2].WaitPeers(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	// Let the peers' caches offer host 2 its old messages (a few heartbeats).
+	time.Sleep(3 * time.Second)
+	for k := range 5 {
+		for i := range hs {
+			if err := topics[i].Publish(ctx, fmt.Appendf(nil, "new %d %d", i, k), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range hs {
+		want := map[string]bool{}
+		for j := range hs {
+			for k := range 5 {
+				want[fmt.Sprintf("new %d %d", j, k)] = true
+			}
+		}
+		timeout := time.After(20 * time.Second)
+		for len(want) > 0 {
+			select {
+			case m := <-got[i]:
+				delete(want, m)
+			case <-timeout:
+				t.Fatalf("host %d: %d messages missing: %v", i, len(want), want)
+			}
+		}
 	}
 }

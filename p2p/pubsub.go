@@ -27,6 +27,36 @@ type Message struct {
 	Data []byte
 }
 
+// GossipCacheTTL is how long gossipsub peers keep offering a message
+// (from their message caches) after it was sent: the history length in
+// heartbeats, plus one.
+var GossipCacheTTL = func() time.Duration {
+	p := pubsub.DefaultGossipSubParams()
+	return time.Duration(p.HistoryLength+1) * p.HeartbeatInterval
+}()
+
+// WaitGossipCachesExpired returns once GossipCacheTTL has passed since the
+// host started (or ctx ends). A node that restarts under the same peer ID
+// and rejoins a topic at once is offered its previous incarnation's
+// messages from its peers' caches; pubsub refuses them as "from self" and
+// penalises the honest peers that forwarded them, enough to cut them off
+// after a burst. A node that knows it was in a topic a moment ago (a
+// restarted participant) calls this before joining it again.
+func (h *Host) WaitGossipCachesExpired(ctx context.Context) error {
+	wait := time.Until(h.started.Add(GossipCacheTTL))
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Topic is one joined gossipsub topic.
 type Topic struct {
 	h    *Host
@@ -210,8 +240,13 @@ func scoreThresholds() *pubsub.PeerScoreThresholds {
 }
 
 // topicScoreParams rewards first deliveries and punishes invalid messages
-// quadratically: one invalid message costs 100, three put the sender below
-// the publish threshold.
+// quadratically: n invalid messages cost n²; 23 put the sender below the
+// publish threshold, 32 graylist it. The weight is low because pubsub also
+// counts as invalid a node's own earlier messages that peers forward to it
+// after it restarted under the same peer ID (see WaitGossipCachesExpired):
+// a few such strays must not cut off the honest peers that forwarded them.
+// The validator stops bad messages from spreading in any case; the score
+// only cuts off a peer that keeps sending them.
 func topicScoreParams() *pubsub.TopicScoreParams {
 	return &pubsub.TopicScoreParams{
 		SkipAtomicValidation:           true,
@@ -222,7 +257,7 @@ func topicScoreParams() *pubsub.TopicScoreParams {
 		FirstMessageDeliveriesWeight:   1,
 		FirstMessageDeliveriesDecay:    pubsub.ScoreParameterDecay(10 * time.Minute),
 		FirstMessageDeliveriesCap:      50,
-		InvalidMessageDeliveriesWeight: -100,
-		InvalidMessageDeliveriesDecay:  pubsub.ScoreParameterDecay(time.Hour),
+		InvalidMessageDeliveriesWeight: -1,
+		InvalidMessageDeliveriesDecay:  pubsub.ScoreParameterDecay(10 * time.Minute),
 	}
 }
