@@ -83,9 +83,10 @@ type Node struct {
 	Host     *p2p.Host
 	Store    *contentstore.Store
 
-	logf func(string, ...any)
-	api  *apiServer
-	ann  *announcer // daemons only
+	logf    func(string, ...any)
+	settled settledRuns // what this node answers StatusProtocol with
+	api     *apiServer
+	ann     *announcer // daemons only
 
 	closeOnce sync.Once
 	closeErr  error
@@ -130,6 +131,7 @@ func Open(ctx context.Context, home string, o Options) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
+		n.Host.SetStreamHandler(StatusProtocol, n.serveStatus)
 	}
 	n.Store, err = contentstore.Open(filepath.Join(home, StoreDir), contentstore.Options{Host: n.Host, Logf: o.Logf})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/fomnet/fomnet/gradsync"
 	"github.com/fomnet/fomnet/internal/fsutil"
 	"github.com/fomnet/fomnet/model"
+	"github.com/ipfs/go-cid"
 )
 
 // A participant's own state, beside its checkpoints in RunOptions.Dir:
@@ -125,6 +126,7 @@ func (p *Participant) resume() (int, error) {
 			return 0, err
 		}
 		p.base, p.round = ck, r+1
+		p.n.settled.set(p.id, r, ck, p.loadedBase)
 		if b, err := os.ReadFile(p.efPath()); err == nil {
 			if er, err := DecodeEFState(b, p.efs); err != nil || er != r {
 				p.opts.Logf("run %s: error-feedback state not restored (round %d, %v); starting with zero residuals", p.id, er, err)
@@ -166,5 +168,9 @@ func (p *Participant) loadCheckpointDir(dir string) error {
 	p.opts.Backend.Download(p.global, m.Params)
 	p.outer = outer
 	p.members = toPeerIDs(rec.Participants)
+	p.loadedBase = cid.Undef
+	if rec.Base != nil {
+		p.loadedBase, _ = rec.Base.Cid()
+	}
 	return nil
 }

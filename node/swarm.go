@@ -136,6 +136,9 @@ type Participant struct {
 
 	base  cid.Cid // checkpoint the current round starts from
 	round int     // current round (rounds are numbered from 1)
+	// loadedBase is the base named by the round.json loadCheckpointDir
+	// read last.
+	loadedBase cid.Cid
 
 	topic *p2p.Topic
 	sub   *p2p.Subscription
@@ -144,9 +147,12 @@ type Participant struct {
 
 	mu         sync.Mutex // guards round, base and catchingUp for the validator
 	catchingUp bool
-	wg         sync.WaitGroup
-	ctx        context.Context
-	cancel     context.CancelFunc
+	// checkedBehind: since it opened the run, this node has asked its
+	// peers whether it is behind them.
+	checkedBehind bool
+	wg            sync.WaitGroup
+	ctx           context.Context
+	cancel        context.CancelFunc
 }
 
 type inMsg struct {
@@ -174,6 +180,8 @@ func (n *Node) OpenRun(ctx context.Context, id cid.Cid, o RunOptions) (*Particip
 	if err != nil {
 		return nil, err
 	}
+	_, statErr := os.Stat(o.Dir)
+	wasHere := statErr == nil // this node took part in the run before
 	cfg, _ := spec.ModelConfig()
 	sc := spec.Sync
 	codec, err := sc.NewCodec()
@@ -210,11 +218,19 @@ func (n *Node) OpenRun(ctx context.Context, id cid.Cid, o RunOptions) (*Particip
 	if err != nil {
 		return nil, err
 	}
+	n.settled.set(id, 0, p.base, cid.Undef)
 	p.round = 1
 	if r, err := p.resume(); err != nil {
 		return nil, err
 	} else if r > 0 {
 		o.Logf("run %s: resumed from this node's checkpoint of round %d (%s)", id, r, p.base)
+	}
+	if wasHere {
+		// Back in the run (a restart?): let the peers' gossip caches
+		// forget this peer ID's earlier messages before rejoining.
+		if err := n.Host.WaitGossipCachesExpired(ctx); err != nil {
+			return nil, err
+		}
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if p.topic, err = n.Host.Join(RunTopic(id), p.validate); err != nil {
@@ -473,6 +489,7 @@ func (p *Participant) CatchUp(ctx context.Context, wait time.Duration) (bool, er
 			p.mu.Lock()
 			p.base, p.round = ck, newest+1
 			p.mu.Unlock()
+			p.n.settled.set(p.id, newest, ck, p.loadedBase)
 			for _, e := range p.efs {
 				clear(e.Residual) // the residual belonged to another base
 			}
@@ -531,6 +548,15 @@ func (p *Participant) RunRounds(ctx context.Context, upto int) error {
 		cancel()
 	}
 	for p.round <= min(upto, p.spec.Rounds) {
+		// A node that (re)started may be behind: ask before training.
+		if !p.checkedBehind {
+			moved, err := p.adoptSettled(ctx, p.round)
+			if err != nil {
+				return fmt.Errorf("round %d: %w", p.round, err)
+			}
+			p.checkedBehind = !moved
+			continue
+		}
 		if err := p.runRound(ctx); err != nil {
 			return fmt.Errorf("round %d: %w", p.round, err)
 		}
@@ -540,7 +566,10 @@ func (p *Participant) RunRounds(ctx context.Context, upto int) error {
 
 func (p *Participant) event(e RoundEvent) {
 	if p.opts.Events != nil {
-		e.Peer, e.Round = p.self.String(), p.round
+		e.Peer = p.self.String()
+		if e.Round == 0 {
+			e.Round = p.round
+		}
 		p.opts.Events(e)
 	}
 }
@@ -550,6 +579,10 @@ func peerSeed(seed uint64, id peer.ID) uint64 {
 	h.Write([]byte(id))
 	return seed ^ h.Sum64()
 }
+
+// quorumWaits is how many more round deadlines a round without a quorum
+// of contributions waits before it fails.
+const quorumWaits = 5
 
 // runRound: train H inner steps, publish the contribution, reduce the
 // partitions this node is first in line for, apply the aggregates, write
@@ -653,7 +686,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 		}
 		return true
 	}
-	closed, err := w.until(ctx, complete, func(im inMsg) bool {
+	collect := func(im inMsg) bool {
 		if im.m.Round != r || im.m.Type != MsgContribution {
 			return false
 		}
@@ -661,12 +694,28 @@ func (p *Participant) runRound(ctx context.Context) error {
 			contribs[im.from] = im.m
 		}
 		return true
-	})
-	if err != nil {
-		return err
 	}
-	if !closed && len(contribs) < p.sync.Quorum {
-		return fmt.Errorf("%d contributions by the deadline, quorum %d", len(contribs), p.sync.Quorum)
+	// Past the deadline without a quorum (peers restarting, say), the
+	// round waits a few more deadlines before it fails.
+	for wait := 0; ; wait++ {
+		closed, err := w.until(ctx, complete, collect)
+		if err != nil {
+			return err
+		}
+		if closed {
+			break
+		}
+		// The others may have closed the round without this node.
+		if moved, err := p.adoptSettled(ctx, r); err != nil || moved {
+			return err
+		}
+		if len(contribs) >= p.sync.Quorum {
+			break
+		}
+		if wait == quorumWaits {
+			return fmt.Errorf("%d contributions after %d deadlines, quorum %d", len(contribs), wait+1, p.sync.Quorum)
+		}
+		p.opts.Logf("round %d: %d contributions by the deadline, quorum %d; waiting", r, len(contribs), p.sync.Quorum)
 	}
 	participants := make([]peer.ID, 0, len(contribs))
 	for id := range contribs {
@@ -751,6 +800,9 @@ func (p *Participant) runRound(ctx context.Context) error {
 		if ok || missing == 0 {
 			break
 		}
+		if moved, err := p.adoptSettled(ctx, r); err != nil || moved {
+			return err
+		}
 		level++
 		if level >= len(order[0]) {
 			return fmt.Errorf("%d of %d partitions have no aggregate after every reducer's deadline", missing, len(p.parts))
@@ -821,6 +873,22 @@ func (p *Participant) runRound(ctx context.Context) error {
 	if _, err := w.until(ctx, func() bool { return len(voted) >= len(participants) }, count); err != nil {
 		return err
 	}
+	if len(voted) < len(participants) {
+		// Gossip does not repeat a vote published while this node was
+		// away: ask those who did not vote.
+		var ask []peer.ID
+		for _, id := range participants {
+			if !voted[id] {
+				ask = append(ask, id)
+			}
+		}
+		for id, a := range p.n.askAll(ctx, ask, p.id, r) {
+			if a.Checkpoint != "" && a.Base == p.base.String() {
+				voted[id] = true
+				votes[a.Checkpoint]++
+			}
+		}
+	}
 	best, adopted := ck.String(), false
 	for c, v := range votes {
 		if v > votes[best] || (v == votes[best] && c < best) {
@@ -842,10 +910,82 @@ func (p *Participant) runRound(ctx context.Context) error {
 	if !adopted {
 		p.members = toPeerIDs(authors) // adopt loaded the majority's
 	}
+	p.n.settled.set(p.id, r, ck, p.base)
 	p.mu.Lock()
 	p.base, p.round = ck, r+1
 	p.mu.Unlock()
 	return nil
+}
+
+// runPeers are the peers to ask about the run: its members and the peers
+// on its topic.
+func (p *Participant) runPeers() []peer.ID {
+	set := map[peer.ID]bool{}
+	for _, id := range p.members {
+		set[id] = true
+	}
+	for _, id := range p.topic.Peers() {
+		set[id] = true
+	}
+	delete(set, p.self)
+	out := make([]peer.ID, 0, len(set))
+	for id := range set {
+		out = append(out, id)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// adoptSettled asks the run's peers whether they have settled round r. If
+// most of those taking part settled it from this node's base, this node is
+// behind — it restarted, or the others closed the round without it — and
+// gossip will not repeat what it missed: it adopts their checkpoint (or,
+// when most agree on a newer one, that) and reports that it moved.
+func (p *Participant) adoptSettled(ctx context.Context, r int) (bool, error) {
+	as := p.n.askAll(ctx, p.runPeers(), p.id, r)
+	inRun := 0
+	for _, a := range as {
+		if a.Newest >= 0 {
+			inRun++
+		}
+	}
+	need := inRun/2 + 1
+	best, votes := majority(as, func(a StatusResponse) string {
+		if a.Checkpoint != "" && a.Base == p.base.String() {
+			return a.Checkpoint
+		}
+		return ""
+	})
+	if inRun == 0 || votes < need {
+		return false, nil
+	}
+	round := r
+	if nk, nv := majority(as, func(a StatusResponse) string {
+		if a.Newest > r {
+			return fmt.Sprintf("%d %s", a.Newest, a.NewestCID)
+		}
+		return ""
+	}); nv >= need {
+		fmt.Sscanf(nk, "%d %s", &round, &best)
+		votes = nv
+	}
+	ck, err := cid.Decode(best)
+	if err != nil {
+		return false, err
+	}
+	p.opts.Logf("run %s: %d of %d peers in the run settled round %d on %s; this node is behind and adopts it", p.id, votes, inRun, round, ck)
+	if err := p.adopt(ctx, round, ck); err != nil {
+		return false, fmt.Errorf("adopting %s, round %d of the peers: %w", ck, round, err)
+	}
+	if err := p.saveEF(round); err != nil {
+		return false, fmt.Errorf("saving error-feedback state: %w", err)
+	}
+	p.n.settled.set(p.id, round, ck, p.loadedBase)
+	p.event(RoundEvent{Phase: "adopted", Round: round, CID: ck.String()})
+	p.mu.Lock()
+	p.base, p.round = ck, round+1
+	p.mu.Unlock()
+	return true, nil
 }
 
 func toPeerIDs(ss []string) []peer.ID {

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"math"
 	"path/filepath"
 	"sync"
@@ -331,6 +332,102 @@ func TestSwarmRestartResumes(t *testing.T) {
 	}
 	runUpto(ps, 4)
 	sameBase(t, ps)
+}
+
+// Nodes restart from disk while the others keep training. Node 2 crashes
+// in round 2 and comes back at once: it resumes from its newest checkpoint
+// (round 1), learns from its peers (StatusProtocol) whether they closed
+// the round without it, and trains the remaining rounds with them. Node 1
+// crashes in the last round and comes back after the others finished the
+// run: gossip will not repeat the round for it, so it adopts their last
+// checkpoint from their answers. Every round has one checkpoint CID across
+// all nodes.
+func TestSwarmSingleNodeRestart(t *testing.T) {
+	const n, rounds = 3, 4
+	c := nodetest.New(t, n, nodetest.Options{Logf: t.Logf})
+	c.ConnectAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	spec := smallRun(t, c, rounds)
+	spec.Sync.RoundDeadline, spec.Sync.Quorum = 2*time.Second, 2
+	runID, err := c.Nodes[0].CreateRun(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, nd := range c.Nodes {
+		t.Logf("node %d is %s", i, nd.Host.ID())
+	}
+	var log checkpointLog
+	crashAt := map[int]int{2: 2, 1: rounds} // node → round it crashes in
+	crashCtx := map[int]context.Context{}
+	crashFn := map[int]context.CancelFunc{}
+	for i := range crashAt {
+		crashCtx[i], crashFn[i] = context.WithCancel(ctx)
+	}
+	ps := openAll(t, c, runID, n, func(i int, e node.RoundEvent) {
+		if r, ok := crashAt[i]; ok && e.Round == r && e.Phase == "train" && e.Step == 2 {
+			crashFn[i]()
+		}
+		log.record(e)
+	})
+	restart := func(i int) *node.Participant {
+		t.Helper()
+		c.Restart(i)
+		for j := range n {
+			if j != i && c.Nodes[j] != nil {
+				c.Connect(i, j)
+			}
+		}
+		be, err := cpu.New(cpu.Options{Threads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { be.Close() })
+		p, err := c.Nodes[i].OpenRun(ctx, runID, node.RunOptions{Backend: be, Expect: n, Logf: t.Logf, Events: log.record})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		if p.Round() != crashAt[i] {
+			t.Errorf("node %d restarted at round %d, want %d (its newest checkpoint is round %d)", i, p.Round(), crashAt[i], crashAt[i]-1)
+		}
+		return p
+	}
+	crashed := func(i int, p *node.Participant) error {
+		if err := p.RunRounds(crashCtx[i], rounds); err == nil {
+			return errors.New("the crashed node finished its rounds")
+		}
+		p.Close()
+		c.Stop(i)
+		return nil
+	}
+	errs := runAll(ps, func(i int, p *node.Participant) error {
+		switch i {
+		case 2:
+			if err := crashed(i, p); err != nil {
+				return err
+			}
+			ps[2] = restart(2)
+			return ps[2].RunRounds(ctx, rounds)
+		case 1:
+			return crashed(i, p)
+		}
+		return p.RunRounds(ctx, rounds)
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	ps[1] = restart(1)
+	if err := ps[1].RunRounds(ctx, rounds); err != nil {
+		t.Fatalf("node 1 after the run: %v", err)
+	}
+	log.agreed(t, rounds)
+	sameBase(t, ps)
+	if ps[1].Round() != rounds+1 {
+		t.Fatalf("node 1 at round %d after the run", ps[1].Round())
+	}
 }
 
 // A node that sends poisoned contributions — non-finite values, a huge
