@@ -15,6 +15,9 @@ type SampleConfig struct {
 	TopP        float64 // nucleus: keep the smallest set of tokens with this much probability (0 or 1: off)
 	Seed        uint64  // sampling stream; same seed, same text
 	Window      int     // context length per forward pass (default: max_seq)
+	// Mask, when set, may lower logits (to −Inf: never) before each pick,
+	// given the tokens generated so far — e.g. tokenizer.UTF8Mask.
+	Mask func(out []int32, logits []float32) `json:"-"`
 }
 
 // Generate continues prompt and returns the new tokens, stopping at EOS
@@ -44,6 +47,9 @@ func Generate(m *Model, prompt []int32, sc SampleConfig, emit func(int32)) ([]in
 		}
 		if err := m.Logits(logits, 0, len(tail)-1); err != nil {
 			return out, err
+		}
+		if sc.Mask != nil {
+			sc.Mask(out, logits)
 		}
 		tok := pick(logits, sc, r)
 		if tok == int32(m.Config.EOS) {

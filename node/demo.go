@@ -291,17 +291,20 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	}
 	m := parts[0].Model()
 	sample := func(prompt string) (string, error) {
-		gen, err := model.Generate(m, tk.Encode(prompt), model.SampleConfig{MaxTokens: 24, Window: o.Seq}, nil)
+		gen, err := model.Generate(m, tk.Encode(prompt), model.SampleConfig{MaxTokens: 32, Window: o.Seq, Mask: tk.UTF8Mask()}, nil)
 		if err != nil {
 			return "", err
 		}
 		b, err := tk.Decode(gen)
 		return prompt + string(b), err
 	}
-	if res.SampleKO, err = sample("오늘 아침에는"); err != nil {
+	// Prompts in the form of the synthetic dialogues, which most of the
+	// demo's training tokens are: a model this small, trained for two
+	// minutes, continues those; natural text stays beyond it.
+	if res.SampleKO, err = sample("민수: 안녕하세요, 지영 씨."); err != nil {
 		return nil, err
 	}
-	if res.SampleEN, err = sample("The train"); err != nil {
+	if res.SampleEN, err = sample("Sam: Hello, Hana."); err != nil {
 		return nil, err
 	}
 	res.Seconds = time.Since(start).Seconds()

@@ -337,7 +337,8 @@ func (p *Participant) validate(_ context.Context, from peer.ID, data []byte) err
 
 // loadData splits the dataset's rows: every tenth row of each shard (the
 // first row of a shard of fewer than ten) is held out for validation, by
-// the shard's language.
+// the shard's language ("ko", "en") and by language and source
+// ("ko/natural", "ko/synthetic", …).
 func (p *Participant) loadData(ds *Dataset) error {
 	tk, err := tokenizer.Parse(ds.Tokenizer)
 	if err != nil {
@@ -368,11 +369,14 @@ func (p *Participant) loadData(ds *Dataset) error {
 		}
 		p.shards = append(p.shards, c)
 		if lang == "ko" || lang == "en" {
-			if p.val[lang] == nil {
-				p.val[lang] = &model.Corpus{}
-			}
-			if err := p.val[lang].AddRows(va, pad, eos, p.cfg.Vocab); err != nil {
-				return err
+			// Per language, and per language and source.
+			for _, k := range []string{lang, lang + "/" + ds.Manifest.Shards[i].Source} {
+				if p.val[k] == nil {
+					p.val[k] = &model.Corpus{}
+				}
+				if err := p.val[k].AddRows(va, pad, eos, p.cfg.Vocab); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -416,8 +420,9 @@ func (p *Participant) roundData(r int) (*model.Corpus, []sharding.Link) {
 	return c, links
 }
 
-// ValLoss evaluates the current global weights on each language's
-// held-out rows.
+// ValLoss evaluates the current global weights on the held-out rows of
+// each language, and of each language and source (keys "ko",
+// "ko/natural", …; a split shorter than one sequence is left out).
 func (p *Participant) ValLoss() (map[string]float64, error) {
 	p.opts.Backend.Upload(p.m.Params, p.global)
 	out := map[string]float64{}

@@ -7,7 +7,7 @@ import (
 )
 
 // SynthGenerator names the built-in synthetic generator in provenance.
-const SynthGenerator = "fomnet-synth/v1"
+const SynthGenerator = "fomnet-synth/v2"
 
 // SynthDoc is one generated document.
 type SynthDoc struct {
@@ -35,12 +35,25 @@ var names = []struct{ ko, en string }{{"민수", "Minsu"}, {"지영", "Jiyoung"}
 
 var weather = []struct{ ko, en string }{{"맑고 따뜻해요", "sunny and warm"}, {"비가 조금 와요", "a little rainy"}, {"흐리고 쌀쌀해요", "cloudy and chilly"}, {"눈이 와요", "snowing"}}
 
-// Synthetic generates n bilingual documents from seed: arithmetic
-// exercises, translation and definition items from a small lexicon, and
-// short dialogues, each in Korean and English. Same seed, same documents.
+// Synthetic generates n documents from seed: arithmetic exercises,
+// translation and definition items from a small lexicon, and short
+// dialogues. Translation items are bilingual; the others come as a Korean
+// document, an English one, or both languages in one (a third each), so
+// that each language has monolingual text to learn from and be measured
+// on. Same seed, same documents.
 func Synthetic(seed uint64, n int) []SynthDoc {
 	r := rand.New(rand.NewPCG(seed, 0x5e7))
 	out := make([]SynthDoc, 0, n)
+	// pick keeps the Korean text, the English or both.
+	pick := func(ko, en, sep, kind string) SynthDoc {
+		switch r.IntN(3) {
+		case 0:
+			return SynthDoc{ko, kind}
+		case 1:
+			return SynthDoc{en, kind}
+		}
+		return SynthDoc{ko + sep + en, kind}
+	}
 	for len(out) < n {
 		switch r.IntN(4) {
 		case 0:
@@ -60,7 +73,7 @@ func Synthetic(seed uint64, n int) []SynthDoc {
 				ko = fmt.Sprintf("문제: %d 곱하기 %d는 얼마입니까?\n풀이: %d을(를) %d번 더하면 %d입니다.", a, b, a, b, a*b)
 				en = fmt.Sprintf("Question: what is %d times %d?\nAnswer: adding %d to itself %d times gives %d.", a, b, a, b, a*b)
 			}
-			out = append(out, SynthDoc{ko + "\n" + en, "arithmetic"})
+			out = append(out, pick(ko, en, "\n", "arithmetic"))
 		case 1:
 			w := lexicon[r.IntN(len(lexicon))]
 			if r.IntN(2) == 0 {
@@ -70,14 +83,15 @@ func Synthetic(seed uint64, n int) []SynthDoc {
 			}
 		case 2:
 			w := lexicon[r.IntN(len(lexicon))]
-			out = append(out, SynthDoc{fmt.Sprintf("%s: %s. %s은(는) %s의 하나입니다.\n%s: %s.", w.ko, w.koDef, w.ko, w.kind, strings.ToUpper(w.en[:1])+w.en[1:], w.enDef), "definition"})
+			out = append(out, pick(fmt.Sprintf("%s: %s. %s은(는) %s의 하나입니다.", w.ko, w.koDef, w.ko, w.kind),
+				fmt.Sprintf("%s: %s.", strings.ToUpper(w.en[:1])+w.en[1:], w.enDef), "\n", "definition"))
 		default:
 			a, b := names[r.IntN(len(names))], names[r.IntN(len(names))]
 			wt := weather[r.IntN(len(weather))]
 			w := lexicon[r.IntN(len(lexicon))]
 			ko := fmt.Sprintf("%s: 안녕하세요, %s 씨. 오늘 날씨가 어때요?\n%s: 오늘은 %s. 저는 %s에 가요.\n%s: 좋네요. 나중에 봐요!", a.ko, b.ko, b.ko, wt.ko, w.ko, a.ko)
 			en := fmt.Sprintf("%s: Hello, %s. How is the weather today?\n%s: Today it is %s. I am going to the %s.\n%s: Nice. See you later!", a.en, b.en, b.en, wt.en, w.en, a.en)
-			out = append(out, SynthDoc{ko + "\n\n" + en, "dialogue"})
+			out = append(out, pick(ko, en, "\n\n", "dialogue"))
 		}
 	}
 	return out

@@ -63,16 +63,22 @@ continuation of a Korean and an English prompt. Node identities derive from
 			if err != nil {
 				return err
 			}
-			res.SampleKO, res.SampleEN = firstLine(res.SampleKO), firstLine(res.SampleEN)
 			if asJSON {
 				return e.printJSON(res)
 			}
+			res.SampleKO, res.SampleEN = oneLine(res.SampleKO), oneLine(res.SampleEN)
 			fmt.Fprintf(e.stdout, "checkpoint  %s\n", res.CheckpointCID)
 			fmt.Fprintf(e.stdout, "            %s (node 0's copy; every node holds the same)\n", res.Checkpoint)
 			fmt.Fprintf(e.stdout, "run         %s: %d nodes, %d rounds in %.0f s\n", res.RunID, res.Nodes, res.Rounds, res.Seconds)
 			for _, lang := range []string{"ko", "en"} {
 				if s, ok := res.ValLossStart[lang]; ok {
-					fmt.Fprintf(e.stdout, "val loss %s %.3f → %.3f\n", lang, s, res.ValLossEnd[lang])
+					line := fmt.Sprintf("val loss %s %.3f → %.3f", lang, s, res.ValLossEnd[lang])
+					for _, src := range []string{"natural", "synthetic"} {
+						if s, ok := res.ValLossStart[lang+"/"+src]; ok {
+							line += fmt.Sprintf("   %s %.3f → %.3f", src, s, res.ValLossEnd[lang+"/"+src])
+						}
+					}
+					fmt.Fprintln(e.stdout, line)
 				}
 			}
 			fmt.Fprintf(e.stdout, "traffic     %.1f MiB sent, %.1f MiB received by the swarm; pseudo-gradients compressed %.1f×\n",
@@ -99,11 +105,16 @@ continuation of a Korean and an English prompt. Node identities derive from
 	return cmd
 }
 
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
+// oneLine shows a multi-line sample on one line, its non-blank lines
+// joined by " / ".
+func oneLine(s string) string {
+	var lines []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
 	}
-	return s
+	return strings.Join(lines, " / ")
 }
 
 func fileSHA256(path string) (string, error) {

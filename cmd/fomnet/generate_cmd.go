@@ -58,10 +58,17 @@ Without a KV cache yet, each token reruns the model over its context window.`,
 			if tk != nil {
 				ids = tk.Encode(prompt)
 				decode = func(t []int32) string { b, _ := tk.Decode(t); return string(b) }
+				sc.Mask = tk.UTF8Mask()
 			} else {
 				for _, c := range []byte(prompt) {
 					ids = append(ids, int32(c))
 				}
+				sc.Mask = tokenizer.UTF8Mask(func(id int32) []byte {
+					if id < 256 {
+						return []byte{byte(id)}
+					}
+					return nil
+				})
 			}
 			for _, id := range ids {
 				if int(id) >= m.Config.Vocab {

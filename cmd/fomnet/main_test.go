@@ -181,7 +181,7 @@ func TestDemoSwarm(t *testing.T) {
 	}
 	d := run("1")
 	if !strings.HasPrefix(d.CheckpointCID, "bafy") || d.Rounds != 2 || d.Nodes != 3 || d.BytesSent == 0 ||
-		!strings.HasPrefix(d.SampleKO, "오늘 아침에는") || !strings.HasPrefix(d.SampleEN, "The train") {
+		!strings.HasPrefix(d.SampleKO, "민수: 안녕하세요, 지영 씨.") || !strings.HasPrefix(d.SampleEN, "Sam: Hello, Hana.") {
 		t.Fatalf("%+v", d)
 	}
 	for _, lang := range []string{"ko", "en"} {
