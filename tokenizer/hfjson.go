@@ -225,3 +225,23 @@ func Parse(b []byte) (*Tokenizer, error) {
 	}
 	return t, nil
 }
+
+// TokenString is an id's vocabulary string as tokenizer.json (and GGUF's
+// "gpt2" tokenizer) writes it: a special token's text, or the token's
+// bytes in the byte-level alphabet.
+func (t *Tokenizer) TokenString(id int32) (string, bool) {
+	if id < 0 || int(id) >= len(t.tokens) {
+		return "", false
+	}
+	return t.tokenString(id), true
+}
+
+// MergeStrings lists the merges in rank order as "A B" strings of the
+// byte-level alphabet, as tokenizer.json does.
+func (t *Tokenizer) MergeStrings() []string {
+	out := make([]string, 0, len(t.mergeSeq))
+	for _, p := range t.mergeSeq {
+		out = append(out, t.tokenString(p.a)+" "+t.tokenString(p.b))
+	}
+	return out
+}
