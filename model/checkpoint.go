@@ -49,15 +49,19 @@ type hfConfig struct {
 	TorchDType            string   `json:"torch_dtype"`
 }
 
-// MarshalHFConfig renders c as a Hugging Face config.json.
-func MarshalHFConfig(c Config) ([]byte, error) {
+// MarshalHFConfig renders c as a Hugging Face config.json (fp32 weights).
+func MarshalHFConfig(c Config) ([]byte, error) { return MarshalHFConfigAs(c, "float32") }
+
+// MarshalHFConfigAs renders c as a Hugging Face config.json whose weights
+// are stored as torchDType ("float32", "bfloat16").
+func MarshalHFConfigAs(c Config, torchDType string) ([]byte, error) {
 	h := hfConfig{
 		Architectures: []string{"LlamaForCausalLM"}, ModelType: "llama",
 		HiddenSize: c.Dim, IntermediateSize: c.FFNDim, NumAttentionHeads: c.Heads,
 		NumKeyValueHeads: c.KVHeads, NumHiddenLayers: c.Layers, HeadDim: c.HeadDim(),
 		VocabSize: c.Vocab, MaxPositionEmbeddings: c.MaxSeq, RMSNormEps: c.NormEps,
 		RopeTheta: c.RopeTheta, TieWordEmbeddings: c.Tied, BOSTokenID: c.BOS, EOSTokenID: c.EOS,
-		HiddenAct: "silu", TorchDType: "float32",
+		HiddenAct: "silu", TorchDType: torchDType,
 	}
 	return json.MarshalIndent(h, "", "  ")
 }

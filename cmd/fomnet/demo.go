@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -50,9 +51,10 @@ continuation of a Korean and an English prompt. Node identities derive from
 			if _, err := model.Preset(o.Preset); err != nil {
 				return usageError{err}
 			}
+			tmp := ""
 			if o.Dir == "" {
-				tmp, err := os.MkdirTemp("", "fomnet-demo-")
-				if err != nil {
+				var err error
+				if tmp, err = os.MkdirTemp("", "fomnet-demo-"); err != nil {
 					return err
 				}
 				o.Dir = tmp
@@ -60,6 +62,16 @@ continuation of a Korean and an English prompt. Node identities derive from
 			o.NewBackend = func() (kernels.Backend, error) { return newBackend(e, threads, "auto") }
 			o.Progress = e.logf
 			res, err := node.RunDemo(ctxOf(cmd), o)
+			if tmp != "" {
+				// The nodes' homes hold every round's checkpoint on every
+				// node (gigabytes): keep only the final checkpoint.
+				if err == nil {
+					res.Checkpoint, err = keepOnly(tmp, res.Checkpoint)
+				}
+				if err != nil {
+					os.RemoveAll(tmp)
+				}
+			}
 			if err != nil {
 				return err
 			}
@@ -68,7 +80,11 @@ continuation of a Korean and an English prompt. Node identities derive from
 			}
 			res.SampleKO, res.SampleEN = oneLine(res.SampleKO), oneLine(res.SampleEN)
 			fmt.Fprintf(e.stdout, "checkpoint  %s\n", res.CheckpointCID)
-			fmt.Fprintf(e.stdout, "            %s (node 0's copy; every node holds the same)\n", res.Checkpoint)
+			if tmp != "" {
+				fmt.Fprintf(e.stdout, "            %s (the nodes' homes were removed; --dir keeps them)\n", res.Checkpoint)
+			} else {
+				fmt.Fprintf(e.stdout, "            %s (node 0's copy; every node holds the same)\n", res.Checkpoint)
+			}
 			fmt.Fprintf(e.stdout, "run         %s: %d nodes, %d rounds in %.0f s\n", res.RunID, res.Nodes, res.Rounds, res.Seconds)
 			for _, lang := range []string{"ko", "en"} {
 				if s, ok := res.ValLossStart[lang]; ok {
@@ -103,6 +119,27 @@ continuation of a Korean and an English prompt. Node identities derive from
 	f.IntVar(&threads, "threads", 1, "compute threads per node")
 	f.BoolVar(&asJSON, "json", false, "print a JSON summary")
 	return cmd
+}
+
+// keepOnly moves the checkpoint directory ck to dir/checkpoint and removes
+// everything else under dir. It returns the new path.
+func keepOnly(dir, ck string) (string, error) {
+	kept := filepath.Join(dir, "checkpoint")
+	if err := os.Rename(ck, kept); err != nil {
+		return "", err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	for _, en := range ents {
+		if en.Name() != "checkpoint" {
+			if err := os.RemoveAll(filepath.Join(dir, en.Name())); err != nil {
+				return "", err
+			}
+		}
+	}
+	return kept, nil
 }
 
 // oneLine shows a multi-line sample on one line, its non-blank lines

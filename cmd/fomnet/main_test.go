@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fomnet/fomnet/model/gguf"
 )
 
 // fomnet runs the command in-process and returns stdout, stderr and the
@@ -361,5 +363,63 @@ func TestGenerate(t *testing.T) {
 	}
 	if _, _, code := fomnet(t, "generate", filepath.Join(dir, "missing")); code != exitError {
 		t.Fatalf("missing checkpoint: exit %d", code)
+	}
+}
+
+// export --format hf then import gives a checkpoint that generates the
+// same text; export --format gguf writes a file the gguf reader accepts;
+// bad arguments are usage errors and nothing is overwritten.
+func TestExportImport(t *testing.T) {
+	out, errOut, code := fomnet(t, "demo", "--preset", "tiny", "--vocab", "320", "--nodes", "1", "--rounds", "1", "--h", "3",
+		"--synthetic", "100", "--dir", t.TempDir(), "--json")
+	if code != 0 {
+		t.Fatalf("demo: %s", errOut)
+	}
+	var d demoOut
+	if err := json.Unmarshal([]byte(out), &d); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	hf, back, gg := filepath.Join(dir, "hf"), filepath.Join(dir, "back"), filepath.Join(dir, "model.gguf")
+	for _, args := range [][]string{
+		{"export", d.Checkpoint, "--format", "hf", "-o", hf},
+		{"import", "--format", "hf", hf, "-o", back},
+		{"export", d.Checkpoint, "--format", "gguf", "--dtype", "q8_0", "-o", gg},
+	} {
+		if _, errOut, code := fomnet(t, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+	}
+	gen := func(ck string) string {
+		out, errOut, code := fomnet(t, "generate", ck, "--prompt", "Sam:", "--max-tokens", "12", "--seed", "3", "--json")
+		if code != 0 {
+			t.Fatalf("generate %s: exit %d: %s", ck, code, errOut)
+		}
+		return out
+	}
+	if a, b := gen(d.Checkpoint), gen(back); a != b {
+		t.Fatalf("imported checkpoint generates differently:\n%s\n%s", a, b)
+	}
+	b, err := os.ReadFile(gg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := gguf.Read(b)
+	if err != nil || f.KV["general.architecture"] != "llama" {
+		t.Fatalf("gguf: %v %v", err, f)
+	}
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"export", d.Checkpoint, "--format", "onnx", "-o", filepath.Join(dir, "x")}, exitUsage},
+		{[]string{"export", d.Checkpoint, "--format", "gguf", "--dtype", "q4", "-o", filepath.Join(dir, "x")}, exitUsage},
+		{[]string{"export", d.Checkpoint, "--format", "hf", "-o", hf}, exitError}, // exists
+		{[]string{"export", filepath.Join(dir, "nope"), "--format", "hf", "-o", filepath.Join(dir, "y")}, exitUsage},
+		{[]string{"import", "--format", "hf", dir, "-o", filepath.Join(dir, "z")}, exitError}, // no config.json
+	} {
+		if _, errOut, code := fomnet(t, c.args...); code != c.code {
+			t.Errorf("%v: exit %d (%s), want %d", c.args, code, errOut, c.code)
+		}
 	}
 }
