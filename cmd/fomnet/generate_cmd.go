@@ -18,6 +18,7 @@ func newGenerateCmd(e *env) *cobra.Command {
 		sc      model.SampleConfig
 		threads int
 		asJSON  bool
+		raw     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "generate CHECKPOINT --prompt TEXT",
@@ -58,17 +59,21 @@ Without a KV cache yet, each token reruns the model over its context window.`,
 			if tk != nil {
 				ids = tk.Encode(prompt)
 				decode = func(t []int32) string { b, _ := tk.Decode(t); return string(b) }
-				sc.Mask = tk.UTF8Mask()
+				if !raw {
+					sc.Mask = tk.UTF8Mask()
+				}
 			} else {
 				for _, c := range []byte(prompt) {
 					ids = append(ids, int32(c))
 				}
-				sc.Mask = tokenizer.UTF8Mask(func(id int32) []byte {
-					if id < 256 {
-						return []byte{byte(id)}
-					}
-					return nil
-				})
+				if !raw {
+					sc.Mask = tokenizer.UTF8Mask(func(id int32) []byte {
+						if id < 256 {
+							return []byte{byte(id)}
+						}
+						return nil
+					})
+				}
 			}
 			for _, id := range ids {
 				if int(id) >= m.Config.Vocab {
@@ -94,7 +99,7 @@ Without a KV cache yet, each token reruns the model over its context window.`,
 				return err
 			}
 			if asJSON {
-				return e.printJSON(map[string]any{"prompt": prompt, "text": decode(out), "tokens": len(out)})
+				return e.printJSON(map[string]any{"prompt": prompt, "text": decode(out), "tokens": len(out), "prompt_ids": ids, "ids": out})
 			}
 			fmt.Fprintln(e.stdout, decode(pending))
 			return nil
@@ -108,7 +113,8 @@ Without a KV cache yet, each token reruns the model over its context window.`,
 	f.Float64Var(&sc.TopP, "top-p", 0.95, "nucleus sampling threshold (1: off)")
 	f.Uint64Var(&sc.Seed, "seed", 1, "sampling seed")
 	f.IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
-	f.BoolVar(&asJSON, "json", false, "print one JSON object at the end instead of streaming")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object at the end instead of streaming (with the prompt's and the output's token ids)")
+	f.BoolVar(&raw, "raw", false, "sample from the model's distribution as is (by default tokens that would break UTF-8 are excluded)")
 	return cmd
 }
 

@@ -16,7 +16,6 @@ const (
 	tokNormal  int32 = 1
 	tokControl int32 = 3
 	tokUnused  int32 = 5
-	tokByte    int32 = 6
 )
 
 // fileType is general.file_type for a tensor type (llama.cpp's
@@ -119,9 +118,10 @@ func GGUF(w io.Writer, c model.Config, params []float32, tk *tokenizer.Tokenizer
 			tokens[id], types[id] = fmt.Sprintf("[PAD%d]", id), tokUnused
 		case tk.IsSpecial(int32(id)):
 			tokens[id], types[id] = s, tokControl
-		case id < 256:
-			tokens[id], types[id] = s, tokByte
 		default:
+			// Byte tokens too: type BYTE means SentencePiece's "<0xXX>"
+			// spelling, which llama.cpp parses as such; a byte-level BPE
+			// vocabulary spells bytes in its alphabet, as normal tokens.
 			tokens[id], types[id] = s, tokNormal
 		}
 	}

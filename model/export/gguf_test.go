@@ -256,7 +256,7 @@ func TestGGUFMetadata(t *testing.T) {
 		t.Fatalf("%d tokens, %d types for vocab %d", len(toks), len(types), m.Config.Vocab)
 	}
 	eos := f.KV["tokenizer.ggml.eos_token_id"].(uint32)
-	if toks[eos] != tokenizer.EOS || types[eos] != tokControl || types[65] != tokByte || toks[65] != "A" {
+	if toks[eos] != tokenizer.EOS || types[eos] != tokControl || types[65] != tokNormal || toks[65] != "A" {
 		t.Fatalf("eos %d = %v (%v), token 65 = %v (%v)", eos, toks[eos], types[eos], toks[65], types[65])
 	}
 	if s, _ := tk.TokenString(int32(tk.Vocab() - 1)); toks[tk.Vocab()-1] != s || types[tk.Vocab()-1] != tokNormal {
