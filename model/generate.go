@@ -21,10 +21,11 @@ type SampleConfig struct {
 }
 
 // Generate continues prompt and returns the new tokens, stopping at EOS
-// (which is not returned). It has no KV cache yet: each token reruns one
-// fixed-size window, so a sequence costs O(window) forward passes of fixed
-// shape and allocates nothing per token. emit, when set, sees each token as
-// it is produced.
+// (which is not returned). It decodes with a key/value cache (Decoder): the
+// prompt is fed once, then each new token costs one token's worth of work.
+// The context is the last Window tokens (default max_seq): when the cache
+// fills, it is rebuilt from the newest half. emit, when set, sees each
+// token as it is produced.
 func Generate(m *Model, prompt []int32, sc SampleConfig, emit func(int32)) ([]int32, error) {
 	w := sc.Window
 	if w <= 0 || w > m.Config.MaxSeq {
@@ -33,21 +34,31 @@ func Generate(m *Model, prompt []int32, sc SampleConfig, emit func(int32)) ([]in
 	if len(prompt) == 0 {
 		prompt = []int32{int32(m.Config.BOS)}
 	}
+	d := NewDecoder(m, w)
 	ctx := append([]int32(nil), prompt...)
-	window := make([]int32, w)
 	logits := make([]float32, m.Config.Vocab)
+	// feed fills the cache with the newest tokens of ctx (up to keep) and
+	// leaves the logits after the last one.
+	feed := func(keep int) error {
+		d.Reset()
+		tail := ctx[max(0, len(ctx)-keep):]
+		for i, t := range tail {
+			var out []float32
+			if i == len(tail)-1 {
+				out = logits
+			}
+			if err := d.Step(t, out); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := feed(w); err != nil {
+		return nil, err
+	}
 	r := rand.New(rand.NewPCG(sc.Seed, 0x5eed))
 	var out []int32
 	for len(out) < sc.MaxTokens {
-		tail := ctx[max(0, len(ctx)-w):]
-		copy(window, tail)
-		clear(window[len(tail):]) // padding after the last token is never attended to
-		if _, err := m.Forward(window, nil, 1, w, false); err != nil {
-			return out, err
-		}
-		if err := m.Logits(logits, 0, len(tail)-1); err != nil {
-			return out, err
-		}
 		if sc.Mask != nil {
 			sc.Mask(out, logits)
 		}
@@ -59,6 +70,18 @@ func Generate(m *Model, prompt []int32, sc SampleConfig, emit func(int32)) ([]in
 		ctx = append(ctx, tok)
 		if emit != nil {
 			emit(tok)
+		}
+		if len(out) == sc.MaxTokens {
+			break
+		}
+		var err error
+		if d.Len() == d.Cap() {
+			err = feed(max(1, w/2))
+		} else {
+			err = d.Step(tok, logits)
+		}
+		if err != nil {
+			return out, err
 		}
 	}
 	return out, nil

@@ -26,7 +26,9 @@ func newGenerateCmd(e *env) *cobra.Command {
 		Long: `Load a checkpoint directory and continue --prompt, streaming text to stdout
 until EOS or --max-tokens. The checkpoint's tokenizer.json is used when it has
 one, byte-level tokens otherwise. The same --seed gives the same text.
-Without a KV cache yet, each token reruns the model over its context window.`,
+Decoding uses a key/value cache: after the prompt, each token costs one
+token's work. Tokens that would make the output invalid UTF-8 are excluded
+unless --raw.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usagef("generate takes one checkpoint directory, got %d arguments", len(args))
