@@ -103,7 +103,7 @@ fomnet train, bench, model, tokenizer, data and generate work on one node.`,
 	root.AddCommand(newTrainCmd(e), newBenchCmd(e), newModelCmd(e), newDemoCmd(e), newTokenizerCmd(e), newDataCmd(e), newGenerateCmd(e),
 		newInitCmd(e), newIDCmd(e), newDaemonCmd(e), newAddCmd(e), newGetCmd(e), newVerifyCmd(e), newMirrorCmd(e),
 		newCarCmd(e), newPeersCmd(e), newConnectCmd(e), newPinCmd(e), newGCCmd(e), newAnnouncedCmd(e),
-		newRunCmd(e), newJoinCmd(e), newCheckpointCmd(e), newExportCmd(e), newImportCmd(e))
+		newRunCmd(e), newJoinCmd(e), newCheckpointCmd(e), newExportCmd(e), newImportCmd(e), newEvalCmd(e))
 	return root
 }
 
