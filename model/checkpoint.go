@@ -236,6 +236,23 @@ func Load(be kernels.Backend, dir string) (*Model, map[string]string, error) {
 }
 
 func (m *Model) decodeWeights(b []byte) ([]float32, map[string]string, error) {
+	return decodeWeights(m.Layout, b)
+}
+
+// ReadWeights decodes model.safetensors bytes for config c: every tensor
+// of c's layout present, F32, of the right shape, and nothing else. It
+// returns the flat parameters in layout order and the file's metadata.
+func ReadWeights(c Config, b []byte) ([]float32, map[string]string, error) {
+	if err := c.Validate(); err != nil {
+		return nil, nil, err
+	}
+	if need := 4 * NumParams(c); int64(len(b)) < need {
+		return nil, nil, fmt.Errorf("%d bytes; the config describes %d fp32 parameters (%d bytes)", len(b), NumParams(c), need)
+	}
+	return decodeWeights(NewLayout(c), b)
+}
+
+func decodeWeights(lay *Layout, b []byte) ([]float32, map[string]string, error) {
 	ts, meta, err := ReadSafetensors(b)
 	if err != nil {
 		return nil, nil, err
@@ -244,8 +261,8 @@ func (m *Model) decodeWeights(b []byte) ([]float32, map[string]string, error) {
 	for _, t := range ts {
 		byName[t.Name] = t
 	}
-	host := make([]float32, m.Layout.Size)
-	for _, t := range m.Layout.Tensors {
+	host := make([]float32, lay.Size)
+	for _, t := range lay.Tensors {
 		st, ok := byName[t.Name]
 		if !ok {
 			return nil, nil, fmt.Errorf("tensor %s is missing", t.Name)

@@ -32,6 +32,9 @@ type API interface {
 	Add(ctx context.Context, path string, pin bool, progress contentstore.Progress) (cid.Cid, error)
 	Get(ctx context.Context, c cid.Cid, out string, progress contentstore.Progress) error
 	Verify(ctx context.Context, c cid.Cid) (VerifyResult, error)
+	// Resolve reports whether c's root block is stored here or, online,
+	// can be fetched from a peer (within 30 s).
+	Resolve(ctx context.Context, c cid.Cid) (bool, error)
 	Mirror(ctx context.Context, c cid.Cid, progress contentstore.Progress) (VerifyResult, error)
 	ExportCAR(ctx context.Context, c cid.Cid, out string) error
 	ImportCAR(ctx context.Context, path string, pin bool) (ImportResult, error)
@@ -260,6 +263,8 @@ func dispatch(ctx context.Context, n API, op string, req apiRequest, progress co
 		return true, n.Get(ctx, c, req.Out, progress)
 	case "verify":
 		return n.Verify(ctx, c)
+	case "resolve":
+		return n.Resolve(ctx, c)
 	case "mirror":
 		return n.Mirror(ctx, c, progress)
 	case "car/export":
@@ -415,6 +420,11 @@ func (c *Client) Get(ctx context.Context, k cid.Cid, out string, progress conten
 func (c *Client) Verify(ctx context.Context, k cid.Cid) (VerifyResult, error) {
 	var r VerifyResult
 	return r, c.call(ctx, "verify", apiRequest{CID: k.String()}, nil, &r)
+}
+
+func (c *Client) Resolve(ctx context.Context, k cid.Cid) (bool, error) {
+	var ok bool
+	return ok, c.call(ctx, "resolve", apiRequest{CID: k.String()}, nil, &ok)
 }
 
 func (c *Client) Mirror(ctx context.Context, k cid.Cid, progress contentstore.Progress) (VerifyResult, error) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/internal/fsutil"
@@ -314,6 +315,26 @@ func (n *Node) Verify(ctx context.Context, c cid.Cid) (VerifyResult, error) {
 		return VerifyResult{}, err
 	}
 	return n.result(rep), nil
+}
+
+// Resolve reports whether c's root block is stored here or, online, can be
+// fetched from a peer within 30 s (it is then stored).
+func (n *Node) Resolve(ctx context.Context, c cid.Cid) (bool, error) {
+	if ok, err := n.Store.Has(ctx, c); err != nil || ok {
+		return ok, err
+	}
+	if n.Host == nil || len(n.Host.Network().Peers()) == 0 {
+		return false, nil // nobody to fetch it from
+	}
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := n.Store.Block(fctx, c); err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		return false, nil
+	}
+	return true, nil
 }
 
 // Mirror fetches c, verifies it (deleting and fetching again any block that

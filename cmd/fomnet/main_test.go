@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/fomnet/fomnet/model/gguf"
+	"github.com/fomnet/fomnet/node"
 )
 
 // fomnet runs the command in-process and returns stdout, stderr and the
@@ -489,5 +490,65 @@ func TestEval(t *testing.T) {
 	}
 	if _, _, code := fomnet(t, "eval", tr.Checkpoint); code != exitUsage {
 		t.Fatalf("nothing to evaluate: exit %d", code)
+	}
+}
+
+// checkpoint verify passes a swarm checkpoint (by directory and by CID,
+// links resolved in the node's store) and lists what is wrong with broken
+// copies, exiting 1.
+func TestCheckpointVerify(t *testing.T) {
+	dir := t.TempDir()
+	out, errOut, code := fomnet(t, "demo", "--preset", "tiny", "--vocab", "320", "--nodes", "2", "--rounds", "2", "--h", "3",
+		"--synthetic", "100", "--dir", dir, "--json")
+	if code != 0 {
+		t.Fatalf("demo: %s", errOut)
+	}
+	var d demoOut
+	json.Unmarshal([]byte(out), &d)
+	home := filepath.Join(dir, "node-0")
+	for _, target := range []string{d.Checkpoint, d.CheckpointCID} {
+		out, errOut, code := fomnet(t, "checkpoint", "verify", target, "--home", home, "--listen", "/ip4/127.0.0.1/tcp/0", "--json")
+		var rep node.CheckpointReport
+		json.Unmarshal([]byte(out), &rep)
+		if code != 0 || !rep.OK || rep.Round != 2 || rep.Links < 5 {
+			t.Fatalf("verify %s: exit %d %+v %s", target, code, rep, errOut)
+		}
+	}
+	copyDir := func(name string) string {
+		dst := filepath.Join(t.TempDir(), name)
+		os.MkdirAll(dst, 0o755)
+		ents, _ := os.ReadDir(d.Checkpoint)
+		for _, en := range ents {
+			b, _ := os.ReadFile(filepath.Join(d.Checkpoint, en.Name()))
+			os.WriteFile(filepath.Join(dst, en.Name()), b, 0o644)
+		}
+		return dst
+	}
+	edit := func(dir, file string, f func([]byte) []byte) {
+		b, _ := os.ReadFile(filepath.Join(dir, file))
+		os.WriteFile(filepath.Join(dir, file), f(b), 0o644)
+	}
+	unknown := "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+	for _, c := range []struct {
+		name, want string
+		break_     func(string)
+	}{
+		{"truncated weights", "model.safetensors", func(dir string) { os.Truncate(filepath.Join(dir, "model.safetensors"), 1000) }},
+		{"bad link", "is not a CID", func(dir string) {
+			edit(dir, "round.json", func(b []byte) []byte { return []byte(strings.Replace(string(b), `"shards": [`, `"shards": [{"/": "nope"},`, 1)) })
+		}},
+		{"unresolvable link", "does not resolve", func(dir string) {
+			edit(dir, "round.json", func(b []byte) []byte {
+				return []byte(strings.Replace(string(b), `"shards": [`, `"shards": [{"/": "`+unknown+`"},`, 1))
+			})
+		}},
+		{"outer state", "outer.bin", func(dir string) { edit(dir, "outer.bin", func(b []byte) []byte { return b[:len(b)-8] }) }},
+	} {
+		dir := copyDir(c.name)
+		c.break_(dir)
+		out, errOut, code := fomnet(t, "checkpoint", "verify", dir, "--home", home, "--listen", "/ip4/127.0.0.1/tcp/0")
+		if code != exitError || !strings.Contains(out, c.want) {
+			t.Errorf("%s: exit %d, %q %q", c.name, code, out, errOut)
+		}
 	}
 }

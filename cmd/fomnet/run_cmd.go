@@ -325,6 +325,87 @@ func newCheckpointCmd(e *env) *cobra.Command {
 	}
 	f.addHome(ls)
 	ls.Flags().BoolVar(&asJSON, "json", false, "print [{run, round, cid}] as JSON")
-	cmd.AddCommand(ls)
+	cmd.AddCommand(ls, newCheckpointVerifyCmd(e))
+	return cmd
+}
+
+func newCheckpointVerifyCmd(e *env) *cobra.Command {
+	var f nodeFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "verify DIR|CID",
+		Short: "Check a checkpoint: blocks, config, tensors, tokenizer, round record links",
+		Long: `Check a checkpoint directory, or a checkpoint CID (fetched through the node on
+--home; every block is rehashed): config.json is a valid Llama config,
+model.safetensors holds exactly its tensors in the right shapes, tokenizer.json
+and outer.bin agree with it, and round.json parses and every CID it links (run,
+base, contributions, aggregates, shards) resolves — stored here or served by a
+peer. Problems are listed; the exit status is 1 when there are any.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("checkpoint verify takes one directory or CID, got %d arguments", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := ctxOf(cmd)
+			dir, cleanup, err := checkpointSource(ctx, e, &f, args[0])
+			if err != nil {
+				return err
+			}
+			defer cleanup()
+			var rep *node.CheckpointReport
+			check := func(api node.API) error {
+				var resolve func(context.Context, cid.Cid) (bool, error)
+				if api != nil {
+					resolve = api.Resolve
+				}
+				if rep, err = node.CheckCheckpoint(ctx, dir, resolve); err != nil {
+					return err
+				}
+				if c, err := cid.Decode(args[0]); err == nil && api != nil {
+					v, err := api.Verify(ctx, c)
+					if err != nil {
+						return err
+					}
+					for _, m := range v.Missing {
+						rep.Problems = append(rep.Problems, "block missing: "+m)
+					}
+					for _, m := range v.Corrupt {
+						rep.Problems = append(rep.Problems, "block corrupt: "+m)
+					}
+					rep.OK = len(rep.Problems) == 0
+				}
+				return nil
+			}
+			if _, serr := os.Stat(f.homeDir()); serr == nil {
+				err = withNode(ctx, e, &f, true, false, check)
+			} else {
+				e.logf("fomnet: no node home at %s: round.json links are checked for form, not resolved", f.homeDir())
+				err = check(nil)
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := e.printJSON(rep); err != nil {
+					return err
+				}
+			} else if rep.OK {
+				fmt.Fprintf(e.stdout, "%s ok: %d parameters, round %d, %d links resolved\n", args[0], rep.Params, rep.Round, rep.Links)
+			} else {
+				fmt.Fprintf(e.stdout, "%s FAILED:\n", args[0])
+				for _, p := range rep.Problems {
+					fmt.Fprintf(e.stdout, "  %s\n", p)
+				}
+			}
+			if !rep.OK {
+				return fmt.Errorf("%s: %d problems", args[0], len(rep.Problems))
+			}
+			return nil
+		},
+	}
+	f.addNet(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print {dir, params, run, round, links, problems, ok}")
 	return cmd
 }
