@@ -535,7 +535,9 @@ func TestCheckpointVerify(t *testing.T) {
 	}{
 		{"truncated weights", "model.safetensors", func(dir string) { os.Truncate(filepath.Join(dir, "model.safetensors"), 1000) }},
 		{"bad link", "is not a CID", func(dir string) {
-			edit(dir, "round.json", func(b []byte) []byte { return []byte(strings.Replace(string(b), `"shards": [`, `"shards": [{"/": "nope"},`, 1)) })
+			edit(dir, "round.json", func(b []byte) []byte {
+				return []byte(strings.Replace(string(b), `"shards": [`, `"shards": [{"/": "nope"},`, 1))
+			})
 		}},
 		{"unresolvable link", "does not resolve", func(dir string) {
 			edit(dir, "round.json", func(b []byte) []byte {
