@@ -284,3 +284,21 @@ func (s *Store) ReadRange(ctx context.Context, c cid.Cid, off, length int64) ([]
 	}
 	return buf, nil
 }
+
+// Lookup returns the CID of the entry name in the UnixFS directory dir
+// (fetching the directory's blocks if the store is online).
+func (s *Store) Lookup(ctx context.Context, dir cid.Cid, name string) (cid.Cid, error) {
+	nd, err := s.dag.Get(ctx, dir)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("contentstore: %s: %w", dir, err)
+	}
+	d, err := uio.NewDirectoryFromNode(s.dag, nd)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("contentstore: %s is not a directory: %w", dir, err)
+	}
+	l, err := d.Find(ctx, name)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("contentstore: %s/%s: %w", dir, name, err)
+	}
+	return l.Cid(), nil
+}

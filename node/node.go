@@ -340,6 +340,11 @@ func (n *Node) Resolve(ctx context.Context, c cid.Cid) (bool, error) {
 // Mirror fetches c, verifies it (deleting and fetching again any block that
 // turned out corrupt), pins it and provides it.
 func (n *Node) Mirror(ctx context.Context, c cid.Cid, progress contentstore.Progress) (VerifyResult, error) {
+	return n.mirrorAs(ctx, c, "mirror", progress)
+}
+
+// mirrorAs is Mirror with the pin's name.
+func (n *Node) mirrorAs(ctx context.Context, c cid.Cid, name string, progress contentstore.Progress) (VerifyResult, error) {
 	if n.Host == nil {
 		return VerifyResult{}, ErrOffline
 	}
@@ -363,10 +368,10 @@ func (n *Node) Mirror(ctx context.Context, c cid.Cid, progress contentstore.Prog
 	if !rep.OK() {
 		return n.result(rep), fmt.Errorf("mirror %s: %s", c, rep.Problem())
 	}
-	if err := n.Store.Pin(ctx, c, "mirror"); err != nil {
+	if err := n.Store.Pin(ctx, c, name); err != nil {
 		return n.result(rep), err
 	}
-	n.announce(ctx, c, "mirror")
+	n.announce(ctx, c, name)
 	return n.result(rep), nil
 }
 

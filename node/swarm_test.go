@@ -540,3 +540,89 @@ func TestSwarmRejectsPoison(t *testing.T) {
 		}
 	}
 }
+
+// A follower mirrors every round's checkpoint of a run as the participants
+// settle it (the same CIDs), and after a restart continues without
+// fetching again what it has.
+func TestFollowRun(t *testing.T) {
+	const n, rounds = 4, 3
+	c := nodetest.New(t, n, nodetest.Options{})
+	c.ConnectAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	spec := smallRun(t, c, rounds)
+	runID, err := c.Nodes[0].CreateRun(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	follower := c.Nodes[3]
+	c.Nodes[3] = nil // not a participant
+	var log checkpointLog
+	ps := openAll(t, c, runID, n-1, func(_ int, e node.RoundEvent) { log.record(e) })
+	c.Nodes[3] = follower
+	var mu sync.Mutex
+	mirrored := map[int]cid.Cid{}
+	follow := func(nd *node.Node) (stop func()) {
+		fctx, fcancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			done <- nd.FollowRun(fctx, runID, node.FollowOptions{Interval: 300 * time.Millisecond, Logf: t.Logf, Mirrored: func(r int, ck cid.Cid) {
+				mu.Lock()
+				mirrored[r] = ck
+				mu.Unlock()
+			}})
+		}()
+		return func() {
+			fcancel()
+			if err := <-done; err != nil {
+				t.Errorf("follow: %v", err)
+			}
+		}
+	}
+	stop := follow(follower)
+	for i, err := range runAll(ps, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, rounds) }) {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	final := ps[0].Base()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		mu.Lock()
+		got := mirrored[rounds]
+		mu.Unlock()
+		if got.Equals(final) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower did not mirror round %d (%s) in time; has %v", rounds, final, mirrored)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stop()
+	log.agreed(t, rounds)
+	mu.Lock()
+	for r := 1; r <= rounds; r++ {
+		if ck, ok := mirrored[r]; !ok || !log.cids[r][ck.String()] {
+			t.Errorf("round %d: mirrored %s, the swarm's %v", r, ck, log.cids[r])
+		}
+		if !follower.Store.IsPinned(mirrored[r]) {
+			t.Errorf("round %d not pinned", r)
+		}
+	}
+	clear(mirrored)
+	mu.Unlock()
+	// Restarted, it finds the run's newest checkpoint already pinned.
+	follower = c.Restart(3)
+	c.ConnectAll()
+	stop = follow(follower)
+	time.Sleep(2 * time.Second)
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(mirrored) != 0 {
+		t.Fatalf("after a restart the follower mirrored again: %v", mirrored)
+	}
+	if !follower.Store.IsPinned(final) {
+		t.Fatal("the final checkpoint is no longer pinned after a restart")
+	}
+}

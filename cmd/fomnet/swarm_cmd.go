@@ -395,14 +395,22 @@ CID, and report missing and corrupt blocks. Exit status 1 when any is.`,
 
 func newMirrorCmd(e *env) *cobra.Command {
 	var f nodeFlags
-	var asJSON, exit bool
+	var asJSON, exit, follow bool
 	cmd := &cobra.Command{
-		Use:   "mirror CID...",
+		Use:   "mirror CID... | mirror --follow RUN-ID",
 		Short: "Fetch, verify and pin content, and keep serving it",
 		Long: `For each CID: fetch the whole DAG, verify every block (fetching again any
 that turn out corrupt), pin it and provide it on the DHT. With a daemon
 running the daemon keeps serving it; otherwise this command starts a node and
-keeps serving until interrupted (--exit: stop once everything is mirrored).`,
+keeps serving until interrupted (--exit: stop once everything is mirrored).
+
+--follow RUN-ID mirrors a training run as it goes: every checkpoint its
+participants settle (asked over the run's topic and the status protocol, the
+one most of them agree on), and every earlier round it lacks, pinned as
+"run <id> round <r>" (see fomnet checkpoint ls) and served; it runs until
+interrupted and, restarted, continues where it stopped. It runs its own node
+(stop the daemon on this home first). One line per checkpoint on stdout
+(--json: {"round", "cid"} objects).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("mirror takes at least one CID")
@@ -415,6 +423,26 @@ keeps serving until interrupted (--exit: stop once everything is mirrored).`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if follow {
+				if len(args) != 1 {
+					return usagef("mirror --follow takes one RUN-ID")
+				}
+				run, _ := parseCID(args[0])
+				return withNode(ctxOf(cmd), e, &f, true, false, func(api node.API) error {
+					nd, ok := api.(*node.Node)
+					if !ok {
+						return fmt.Errorf("a daemon runs on %s; mirror --follow runs its own node: stop the daemon or use another --home", f.homeDir())
+					}
+					e.logf("fomnet: following run %s; stop with Ctrl-C", run)
+					return nd.FollowRun(ctxOf(cmd), run, node.FollowOptions{Logf: e.logf, Mirrored: func(r int, ck cid.Cid) {
+						if asJSON {
+							e.printJSON(map[string]any{"round": r, "cid": ck.String()})
+						} else {
+							fmt.Fprintf(e.stdout, "round %d %s\n", r, ck)
+						}
+					}})
+				})
+			}
 			return withNode(ctxOf(cmd), e, &f, true, !exit, func(api node.API) error {
 				var results []node.VerifyResult
 				for _, a := range args {
@@ -440,6 +468,7 @@ keeps serving until interrupted (--exit: stop once everything is mirrored).`,
 	f.addNet(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the verification reports as JSON")
 	cmd.Flags().BoolVar(&exit, "exit", false, "exit after mirroring instead of serving (no daemon only)")
+	cmd.Flags().BoolVar(&follow, "follow", false, "follow a run: mirror its checkpoints as they appear")
 	return cmd
 }
 

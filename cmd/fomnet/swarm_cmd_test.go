@@ -181,6 +181,8 @@ func TestSwarmUsageErrors(t *testing.T) {
 		{"verify", "--home", home, "bafy", "extra"},
 		{"add", "--home", home},
 		{"mirror", "--home", home},
+		{"mirror", "--follow", "--home", home, "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"},
+		{"mirror", "--follow", "--home", home, "not-a-run"},
 		{"car", "export", "--home", home, "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"},
 		{"init", "--home", filepath.Join(t.TempDir(), "x"), "--listen", "/ip4/nope"},
 	} {
