@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fomnet/fomnet/p2p"
+	"github.com/fomnet/fomnet/sharding"
 )
 
 // FollowOptions configure FollowRun.
@@ -217,11 +218,37 @@ func (n *Node) readRoundRecord(ctx context.Context, ck cid.Cid) (*roundRecord, e
 	if len(b) > maxRoundRecord {
 		return nil, fmt.Errorf("round.json is larger than %d bytes", maxRoundRecord)
 	}
+	return decodeRoundRecord(b)
+}
+
+// decodeRoundRecord parses round.json strictly: known fields only, one
+// JSON value, every link a CID, participants peer IDs, rounds from 0.
+func decodeRoundRecord(b []byte) (*roundRecord, error) {
 	var rec roundRecord
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&rec); err != nil {
 		return nil, fmt.Errorf("round.json: %w", err)
+	}
+	if d.More() {
+		return nil, fmt.Errorf("round.json: data after the JSON object")
+	}
+	if rec.Round < 0 {
+		return nil, fmt.Errorf("round.json: round %d", rec.Round)
+	}
+	links := append(append(append([]sharding.Link{rec.Run}, rec.Contributions...), rec.Aggregates...), rec.Shards...)
+	if rec.Base != nil {
+		links = append(links, *rec.Base)
+	}
+	for _, l := range links {
+		if _, err := l.Cid(); err != nil {
+			return nil, fmt.Errorf("round.json: link %q is not a CID", l.CID)
+		}
+	}
+	for _, p := range rec.Participants {
+		if _, err := peer.Decode(p); err != nil {
+			return nil, fmt.Errorf("round.json: participant %q: %v", p, err)
+		}
 	}
 	return &rec, nil
 }

@@ -113,3 +113,17 @@ func FuzzDecodeStatus(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeRoundRecord(f *testing.F) {
+	f.Add([]byte(`{"run":{"/":"` + testCID1 + `"},"round":2,"base":{"/":"` + testCID2 + `"},"contributions":[{"/":"` + testCID1 + `"}],"aggregates":[],"shards":[],"participants":[]}`))
+	f.Add([]byte(`{"run":{"/":"x"}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rec, err := decodeRoundRecord(b)
+		if err != nil {
+			return
+		}
+		if _, err := rec.Run.Cid(); err != nil || rec.Round < 0 {
+			t.Fatalf("accepted %+v", rec)
+		}
+	})
+}
