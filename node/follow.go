@@ -86,16 +86,24 @@ func (n *Node) FollowRun(ctx context.Context, run cid.Cid, o FollowOptions) erro
 	}()
 	tick := time.NewTicker(o.Interval)
 	defer tick.Stop()
+	// complete is the newest checkpoint whose whole chain back to genesis
+	// is mirrored (undefined until the first walk, which also fills gaps an
+	// interrupted follower left).
+	complete := cid.Undef
 	for {
 		n.findRunPeers(ctx, run)
 		round, ck, ok := n.newestAgreed(ctx, run, topic)
-		if ok && !n.Store.IsPinned(ck) {
-			o.Logf("follow %s: the run's peers settled round %d on %s", run, round, ck)
-			if err := n.mirrorChain(ctx, run, round, ck, o); err != nil {
+		if ok && !ck.Equals(complete) {
+			if !n.Store.IsPinned(ck) {
+				o.Logf("follow %s: the run's peers settled round %d on %s", run, round, ck)
+			}
+			if err := n.mirrorChain(ctx, run, round, ck, complete, o); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
 				o.Logf("follow %s: %v (will try again)", run, err)
+			} else {
+				complete = ck
 			}
 		}
 		select {
@@ -164,28 +172,35 @@ func (n *Node) newestAgreed(ctx context.Context, run cid.Cid, topic *p2p.Topic) 
 	return r, ck, true
 }
 
-// mirrorChain mirrors ck (round r) and then its bases until one is already
-// pinned (or genesis is done).
-func (n *Node) mirrorChain(ctx context.Context, run cid.Cid, r int, ck cid.Cid, o FollowOptions) error {
-	for {
-		if n.Store.IsPinned(ck) {
-			return nil
-		}
-		if _, err := n.mirrorAs(ctx, ck, fmt.Sprintf("run %s round %d", run, r), nil); err != nil {
-			return fmt.Errorf("round %d checkpoint %s: %w", r, ck, err)
+// mirrorChain mirrors ck (round r) and then its bases, back to stop (a
+// checkpoint whose chain is known complete) or genesis. Checkpoints already
+// pinned are not fetched again; their round.json is read from the store.
+func (n *Node) mirrorChain(ctx context.Context, run cid.Cid, r int, ck, stop cid.Cid, o FollowOptions) error {
+	for !ck.Equals(stop) {
+		fresh := !n.Store.IsPinned(ck)
+		if fresh {
+			if _, err := n.mirrorAs(ctx, ck, fmt.Sprintf("run %s round %d", run, r), nil); err != nil {
+				return fmt.Errorf("round %d checkpoint %s: %w", r, ck, err)
+			}
 		}
 		rec, err := n.readRoundRecord(ctx, ck)
 		if err != nil {
-			n.Store.Unpin(ck)
+			if fresh {
+				n.Store.Unpin(ck)
+			}
 			return fmt.Errorf("round %d checkpoint %s: %w", r, ck, err)
 		}
 		if rec.Run.CID != run.String() || rec.Round != r {
-			n.Store.Unpin(ck)
+			if fresh {
+				n.Store.Unpin(ck)
+			}
 			return fmt.Errorf("checkpoint %s: round.json says run %s round %d, the peers said run %s round %d", ck, rec.Run.CID, rec.Round, run, r)
 		}
-		o.Logf("follow %s: mirrored round %d, %s", run, r, ck)
-		if o.Mirrored != nil {
-			o.Mirrored(r, ck)
+		if fresh {
+			o.Logf("follow %s: mirrored round %d, %s", run, r, ck)
+			if o.Mirrored != nil {
+				o.Mirrored(r, ck)
+			}
 		}
 		if rec.Base == nil {
 			return nil
@@ -195,6 +210,7 @@ func (n *Node) mirrorChain(ctx context.Context, run cid.Cid, r int, ck cid.Cid, 
 		}
 		r--
 	}
+	return nil
 }
 
 // maxRoundRecord bounds a round.json read from the network.
