@@ -26,3 +26,21 @@ func Builtin() []BuiltinFile {
 	}
 	return out
 }
+
+// BuiltinPairs returns the aligned paragraph pairs of the built-in corpus,
+// {Korean, English}: the texts alternate a Korean paragraph and its English
+// translation.
+func BuiltinPairs() [][2]string {
+	var paras []string
+	for _, f := range Builtin() {
+		paras = append(paras, splitParagraphs(string(f.Text))...)
+	}
+	var out [][2]string
+	for i := 0; i+1 < len(paras); i++ {
+		if Language(paras[i], 0.7) == "ko" && Language(paras[i+1], 0.7) == "en" {
+			out = append(out, [2]string{paras[i], paras[i+1]})
+			i++
+		}
+	}
+	return out
+}

@@ -33,3 +33,15 @@ func TestBuiltinIsBilingual(t *testing.T) {
 		t.Fatalf("corpus has %d Hangul and %d Latin letters; want both languages well represented", hangul, latin)
 	}
 }
+
+func TestBuiltinPairs(t *testing.T) {
+	ps := BuiltinPairs()
+	if len(ps) < 55 {
+		t.Fatalf("%d aligned pairs", len(ps))
+	}
+	for i, p := range ps {
+		if Language(p[0], 0.7) != "ko" || Language(p[1], 0.7) != "en" {
+			t.Fatalf("pair %d: %q / %q", i, p[0], p[1])
+		}
+	}
+}

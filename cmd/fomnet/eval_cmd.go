@@ -115,7 +115,7 @@ choice of highest log-likelihood; acc_norm the highest per byte.`,
 			for _, t := range tasks {
 				name, items := "translation", []eval.Item(nil)
 				if t == "builtin" {
-					items = eval.TranslationTask(1)
+					items = eval.TranslationTask(sharding.BuiltinPairs(), 1)
 				} else {
 					fh, err := os.Open(t)
 					if err != nil {

@@ -2,6 +2,7 @@ package eval
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -136,10 +137,18 @@ func TestMultipleChoice(t *testing.T) {
 	}
 }
 
+func testPairs() [][2]string {
+	var ps [][2]string
+	for i := range 30 {
+		ps = append(ps, [2]string{fmt.Sprintf("문장 %d번입니다.", i), fmt.Sprintf("This is sentence %d.", i)})
+	}
+	return ps
+}
+
 func TestTranslationTask(t *testing.T) {
-	items := TranslationTask(1)
-	if len(items) < 100 {
-		t.Fatalf("%d items", len(items))
+	items := TranslationTask(testPairs(), 1)
+	if len(items) != 60 {
+		t.Fatalf("%d items from 30 pairs", len(items))
 	}
 	langs := map[string]int{}
 	for i, it := range items {
@@ -162,7 +171,7 @@ func TestTranslationTask(t *testing.T) {
 	if langs["ko"] != langs["en"] {
 		t.Fatalf("%v", langs)
 	}
-	if !slices.EqualFunc(items, TranslationTask(1), func(a, b Item) bool { return a.Answer == b.Answer && a.Context == b.Context }) {
+	if !slices.EqualFunc(items, TranslationTask(testPairs(), 1), func(a, b Item) bool { return a.Answer == b.Answer && a.Context == b.Context }) {
 		t.Fatal("same seed, different task")
 	}
 }

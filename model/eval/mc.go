@@ -8,11 +8,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"sort"
-	"strings"
 
 	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/model"
-	"github.com/fomnet/fomnet/sharding"
 	"github.com/fomnet/fomnet/tokenizer"
 )
 
@@ -175,27 +173,16 @@ func spanLogLikelihood(m *model.Model, seq []int32, first int) (float64, error) 
 	return ll, nil
 }
 
-// TranslationTask builds the built-in bilingual task from the aligned
-// Korean–English paragraph pairs of the built-in corpus: given a paragraph
-// in one language, pick its translation among four (three distractors
-// drawn, with seed, from the other pairs). Items whose answer is English
-// are "en", Korean "ko".
-func TranslationTask(seed uint64) []Item {
-	var paras []string
-	for _, f := range sharding.Builtin() {
-		for _, p := range strings.Split(strings.ReplaceAll(string(f.Text), "\r\n", "\n"), "\n\n") {
-			if p = strings.TrimSpace(p); p != "" {
-				paras = append(paras, p)
-			}
-		}
-	}
+// TranslationTask builds the built-in bilingual task from aligned
+// {Korean, English} paragraph pairs (sharding.BuiltinPairs): given a
+// paragraph in one language, pick its translation among four (three
+// distractors drawn, with seed, from the other pairs). Items whose answer
+// is English are "en", Korean "ko".
+func TranslationTask(kopairs [][2]string, seed uint64) []Item {
 	type pair struct{ ko, en string }
-	var pairs []pair
-	for i := 0; i+1 < len(paras); i++ {
-		if sharding.Language(paras[i], 0.7) == "ko" && sharding.Language(paras[i+1], 0.7) == "en" {
-			pairs = append(pairs, pair{paras[i], paras[i+1]})
-			i++
-		}
+	pairs := make([]pair, len(kopairs))
+	for i, p := range kopairs {
+		pairs[i] = pair{p[0], p[1]}
 	}
 	r := rand.New(rand.NewPCG(seed, 0x7a5c))
 	var out []Item
