@@ -136,20 +136,8 @@ func SaveWeights(dir string, c Config, params []float32, meta map[string]string,
 	if _, err := os.Stat(dir); err == nil {
 		return fmt.Errorf("%w: %s already exists; refusing to overwrite it", ErrCheckpoint, dir)
 	}
-	parent := filepath.Dir(dir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp) // no-op after the rename
 	cfg, err := MarshalHFConfig(c)
 	if err != nil {
-		return err
-	}
-	if err := fsutil.WriteFile(filepath.Join(tmp, "config.json"), append(cfg, '\n')); err != nil {
 		return err
 	}
 	var tensors []STensor
@@ -160,32 +148,18 @@ func SaveWeights(dir string, c Config, params []float32, meta map[string]string,
 	for k, v := range meta {
 		md[k] = v
 	}
-	if err := writeSafetensorsFile(filepath.Join(tmp, "model.safetensors"), tensors, md); err != nil {
+	var st bytes.Buffer
+	if err := WriteSafetensors(&st, tensors, md); err != nil {
 		return err
 	}
+	files := map[string][]byte{"config.json": append(cfg, '\n'), "model.safetensors": st.Bytes()}
 	for _, f := range extra {
 		if f.Name != filepath.Base(f.Name) || f.Name == "." || f.Name == ".." || f.Name == "config.json" || f.Name == "model.safetensors" {
 			return fmt.Errorf("%w: extra file name %q must be a plain name other than config.json and model.safetensors", ErrCheckpoint, f.Name)
 		}
-		if err := fsutil.WriteFile(filepath.Join(tmp, f.Name), f.Data); err != nil {
-			return err
-		}
+		files[f.Name] = f.Data
 	}
-	if err := fsutil.SyncDir(tmp); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return err
-	}
-	return fsutil.SyncDir(parent)
-}
-
-func writeSafetensorsFile(path string, t []STensor, meta map[string]string) error {
-	var b bytes.Buffer
-	if err := WriteSafetensors(&b, t, meta); err != nil {
-		return err
-	}
-	return fsutil.WriteFile(path, b.Bytes())
+	return fsutil.WriteDir(dir, files)
 }
 
 // Load reads a checkpoint directory onto be. The optimizer state is loaded

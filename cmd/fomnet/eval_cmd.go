@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/model/eval"
@@ -193,51 +191,30 @@ func evalGroups(path string, tj []byte, tk *tokenizer.Tokenizer, c model.Config,
 		sort.Slice(out, func(i, j int) bool { return out[i].Language < out[j].Language })
 		return out, nil
 	}
-	mb, err := os.ReadFile(filepath.Join(path, "manifest.json"))
-	if err != nil {
-		return nil, fmt.Errorf("%s is not a prepared dataset: %w", path, err)
-	}
-	man, err := sharding.DecodeManifest(mb)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	dtj, err := os.ReadFile(filepath.Join(path, "tokenizer.json"))
+	_, dtj, shards, err := readDataset(path, func(man *sharding.Manifest) error {
+		if man.SeqLen > c.MaxSeq {
+			return fmt.Errorf("dataset %s has rows of %d tokens; the model takes %d", path, man.SeqLen+1, c.MaxSeq+1)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
 	if !bytes.Equal(dtj, tj) {
 		return nil, fmt.Errorf("dataset %s was tokenised with another tokenizer than the checkpoint's", path)
 	}
-	if man.SeqLen > c.MaxSeq {
-		return nil, fmt.Errorf("dataset %s has rows of %d tokens; the model takes %d", path, man.SeqLen+1, c.MaxSeq+1)
-	}
 	byKey := map[[2]string]*eval.Group{}
 	var keys [][2]string
-	for _, s := range man.Shards {
-		b, err := os.ReadFile(filepath.Join(path, filepath.Clean(s.File)))
-		if err != nil {
-			return nil, err
-		}
-		got, err := contentstore.FileCID(context.Background(), bytes.NewReader(b))
-		if err != nil {
-			return nil, err
-		}
-		if got.String() != s.CID.CID {
-			return nil, fmt.Errorf("shard %s: content has CID %s, the manifest says %s (corrupt file?)", s.File, got, s.CID.CID)
-		}
-		sh, err := sharding.DecodeShard(b)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.File, err)
-		}
-		k := [2]string{s.Language, s.Source}
+	for _, s := range shards {
+		k := [2]string{s.Info.Language, s.Info.Source}
 		g := byKey[k]
 		if g == nil {
-			g = &eval.Group{Language: s.Language, Source: s.Source}
+			g = &eval.Group{Language: k[0], Source: k[1]}
 			byKey[k] = g
 			keys = append(keys, k)
 		}
-		for i := 0; i < sh.Rows; i++ {
-			g.Rows = append(g.Rows, sh.Row(i))
+		for i := 0; i < s.Shard.Rows; i++ {
+			g.Rows = append(g.Rows, s.Shard.Row(i))
 		}
 	}
 	if len(keys) == 0 {

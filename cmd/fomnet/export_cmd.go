@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/ipfs/go-cid"
 	"github.com/spf13/cobra"
 
+	"github.com/fomnet/fomnet/internal/fsutil"
 	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/model/export"
@@ -148,7 +150,7 @@ The output appears only when complete and never replaces an existing path.`,
 				if name == "" {
 					name = filepath.Base(filepath.Clean(args[0]))
 				}
-				err = writeFileAtomic(out, func(w *os.File) error {
+				err = fsutil.WriteFileFunc(out, func(w io.Writer) error {
 					return export.GGUF(w, c, params, tk, export.GGUFOptions{Type: ggufType, Name: name})
 				})
 			}
@@ -169,30 +171,6 @@ The output appears only when complete and never replaces an existing path.`,
 	cmd.Flags().StringVar(&name, "name", "", "gguf general.name (default: the checkpoint's name)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON summary")
 	return cmd
-}
-
-// writeFileAtomic writes path through a temporary file beside it, fsynced
-// and renamed into place; on error nothing is left behind.
-func writeFileAtomic(path string, write func(*os.File) error) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	err = write(tmp)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func newImportCmd(e *env) *cobra.Command {

@@ -202,22 +202,66 @@ func runTrain(cmd *cobra.Command, e *env, f trainFlags, files []string) error {
 	return nil
 }
 
-// loadDataset reads a prepared dataset directory into corpus: the manifest,
-// every shard (validated, and checked against its CID), and the tokenizer,
-// whose bytes it returns. The tokenizer's ids must fit the model.
-func loadDataset(corpus *model.Corpus, dir string, c model.Config) ([]byte, error) {
+// datasetShard is one shard of a prepared dataset, checked against its
+// CID, with the manifest's description of it.
+type datasetShard struct {
+	Info  sharding.ShardEntry
+	Shard *sharding.Shard
+}
+
+// readDataset reads a prepared dataset directory: the manifest (passed to
+// check, if set, before anything else is read), the tokenizer (its bytes)
+// and every shard, each checked against the CID the manifest gives it.
+func readDataset(dir string, check func(*sharding.Manifest) error) (*sharding.Manifest, []byte, []datasetShard, error) {
 	mb, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, fmt.Errorf("%s is not a prepared dataset: %w", dir, err)
 	}
 	man, err := sharding.DecodeManifest(mb)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
+		return nil, nil, nil, fmt.Errorf("%s: %w", dir, err)
 	}
-	if man.Vocab > c.Vocab {
-		return nil, fmt.Errorf("dataset %s has a %d-token vocabulary; the preset holds %d", dir, man.Vocab, c.Vocab)
+	if check != nil {
+		if err := check(man); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	tj, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var shards []datasetShard
+	for _, s := range man.Shards {
+		b, err := os.ReadFile(filepath.Join(dir, filepath.Clean(s.File)))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		got, err := contentstore.FileCID(context.Background(), bytes.NewReader(b))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if got.String() != s.CID.CID {
+			return nil, nil, nil, fmt.Errorf("shard %s: content has CID %s, the manifest says %s (corrupt file?)", s.File, got, s.CID.CID)
+		}
+		sh, err := sharding.DecodeShard(b)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%s: %w", s.File, err)
+		}
+		shards = append(shards, datasetShard{s, sh})
+	}
+	return man, tj, shards, nil
+}
+
+// loadDataset reads a prepared dataset directory into corpus (see
+// readDataset) and returns the tokenizer's bytes. The tokenizer's ids must
+// fit the model.
+func loadDataset(corpus *model.Corpus, dir string, c model.Config) ([]byte, error) {
+	_, tj, shards, err := readDataset(dir, func(man *sharding.Manifest) error {
+		if man.Vocab > c.Vocab {
+			return fmt.Errorf("dataset %s has a %d-token vocabulary; the preset holds %d", dir, man.Vocab, c.Vocab)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -230,28 +274,13 @@ func loadDataset(corpus *model.Corpus, dir string, c model.Config) ([]byte, erro
 	if int(eos) != c.EOS {
 		return nil, fmt.Errorf("dataset EOS id %d differs from the model's %d", eos, c.EOS)
 	}
-	for _, s := range man.Shards {
-		b, err := os.ReadFile(filepath.Join(dir, filepath.Clean(s.File)))
-		if err != nil {
-			return nil, err
-		}
-		got, err := contentstore.FileCID(context.Background(), bytes.NewReader(b))
-		if err != nil {
-			return nil, err
-		}
-		if got.String() != s.CID.CID {
-			return nil, fmt.Errorf("shard %s: content has CID %s, the manifest says %s (corrupt file?)", s.File, got, s.CID.CID)
-		}
-		sh, err := sharding.DecodeShard(b)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.File, err)
-		}
-		rows := make([][]int32, sh.Rows)
+	for _, s := range shards {
+		rows := make([][]int32, s.Shard.Rows)
 		for i := range rows {
-			rows[i] = sh.Row(i)
+			rows[i] = s.Shard.Row(i)
 		}
 		if err := corpus.AddRows(rows, pad, int32(c.EOS), c.Vocab); err != nil {
-			return nil, fmt.Errorf("%s: %w", s.File, err)
+			return nil, fmt.Errorf("%s: %w", s.Info.File, err)
 		}
 	}
 	return tj, nil

@@ -2,19 +2,30 @@ package fsutil
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
 
 // WriteFile atomically replaces path with data (mode 0644).
 func WriteFile(path string, data []byte) error {
+	return WriteFileFunc(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteFileFunc atomically replaces path (mode 0644) with what write
+// writes: into a temporary file beside it, fsynced, then renamed; on error
+// nothing is left behind and path is untouched.
+func WriteFileFunc(path string, write func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // a no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
+	if err := write(tmp); err != nil {
 		tmp.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
@@ -43,4 +54,41 @@ func SyncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// WriteDir creates dir, which must not exist, holding files (name → bytes;
+// plain names only): they are written and fsynced into a temporary
+// directory beside dir, which is then renamed into place, so dir appears
+// whole or not at all.
+func WriteDir(dir string, files map[string][]byte) error {
+	if _, err := os.Stat(dir); err == nil {
+		return fmt.Errorf("%s already exists; refusing to overwrite it", dir)
+	}
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp) // a no-op after the rename
+	for name, data := range files {
+		if name != filepath.Base(name) || name == "." || name == ".." || name == "" {
+			return fmt.Errorf("file name %q in %s is not a plain name", name, dir)
+		}
+		if err := WriteFile(filepath.Join(tmp, name), data); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	if err := SyncDir(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return err
+	}
+	return SyncDir(parent)
 }

@@ -24,3 +24,24 @@ func TestWriteFile(t *testing.T) {
 		t.Fatal("write into a missing directory succeeded")
 	}
 }
+
+func TestWriteDir(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "ck")
+	if err := WriteDir(dir, map[string][]byte{"a.json": []byte("{}"), "b.bin": {1, 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "b.bin")); err != nil || len(b) != 2 {
+		t.Fatalf("%v %v", b, err)
+	}
+	if err := WriteDir(dir, map[string][]byte{"c": nil}); err == nil {
+		t.Fatal("an existing directory was overwritten")
+	}
+	if err := WriteDir(filepath.Join(parent, "x"), map[string][]byte{"ok": nil, "../escape": nil}); err == nil {
+		t.Fatal("a path in a file name was accepted")
+	}
+	ents, _ := os.ReadDir(parent)
+	if len(ents) != 1 {
+		t.Fatalf("left behind: %v", ents)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/fomnet/fomnet/internal/fsutil"
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/model/gguf"
 	"github.com/fomnet/fomnet/tokenizer"
@@ -89,50 +90,16 @@ func HF(dir string, c model.Config, params []float32, tk *tokenizer.Tokenizer, o
 		gen["pad_token_id"] = pad
 	}
 	gcfg, _ := json.MarshalIndent(gen, "", "  ")
-	return writeDir(dir, map[string][]byte{
+	if _, err := os.Stat(dir); err == nil {
+		return fmt.Errorf("export: %s already exists; refusing to overwrite it", dir)
+	}
+	return fsutil.WriteDir(dir, map[string][]byte{
 		"model.safetensors":      st.Bytes(),
 		"config.json":            append(cfg, '\n'),
 		"tokenizer.json":         tj,
 		"tokenizer_config.json":  append(tcfg, '\n'),
 		"generation_config.json": append(gcfg, '\n'),
 	})
-}
-
-// writeDir writes files into a temporary directory beside dir, fsynced,
-// and renames it to dir, which must not exist.
-func writeDir(dir string, files map[string][]byte) error {
-	if _, err := os.Stat(dir); err == nil {
-		return fmt.Errorf("export: %s already exists; refusing to overwrite it", dir)
-	}
-	parent := filepath.Dir(dir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp) // no-op after the rename
-	for name, data := range files {
-		f, err := os.Create(filepath.Join(tmp, name))
-		if err != nil {
-			return err
-		}
-		_, err = f.Write(data)
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("export: writing %s: %w", name, err)
-		}
-	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dir)
 }
 
 // ReadHF reads a Hugging Face Llama directory written by HF (or by the
