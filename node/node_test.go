@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fomnet/fomnet/contentstore"
+	"github.com/ipfs/go-cid"
 )
 
 func TestConfigRoundTrip(t *testing.T) {
@@ -139,6 +142,18 @@ func TestAPIToken(t *testing.T) {
 	}
 	if pi, err := cl.ID(context.Background()); err != nil || pi.ID != n.Host.ID().String() {
 		t.Fatalf("%+v %v", pi, err)
+	}
+	// Resolve through the API: a stored block resolves, an unknown one
+	// does not (no peers to ask).
+	stored, err := n.Store.AddReader(context.Background(), strings.NewReader("resolve me"), contentstore.AddOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown, _ := cid.Decode("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy")
+	for k, want := range map[cid.Cid]bool{stored: true, unknown: false} {
+		if ok, err := cl.Resolve(context.Background(), k); err != nil || ok != want {
+			t.Fatalf("resolve %s: %v %v, want %v", k, ok, err, want)
+		}
 	}
 	n.Close()
 	if _, err := os.Stat(filepath.Join(home, APIFile)); !os.IsNotExist(err) {
