@@ -36,6 +36,9 @@ type API interface {
 	// can be fetched from a peer (within 30 s).
 	Resolve(ctx context.Context, c cid.Cid) (bool, error)
 	Mirror(ctx context.Context, c cid.Cid, progress contentstore.Progress) (VerifyResult, error)
+	// Follow and Unfollow start and stop a daemon's following of a run.
+	Follow(ctx context.Context, run cid.Cid) error
+	Unfollow(ctx context.Context, run cid.Cid) error
 	ExportCAR(ctx context.Context, c cid.Cid, out string) error
 	ImportCAR(ctx context.Context, path string, pin bool) (ImportResult, error)
 	Pins(ctx context.Context) ([]PinInfo, error)
@@ -267,6 +270,10 @@ func dispatch(ctx context.Context, n API, op string, req apiRequest, progress co
 		return n.Resolve(ctx, c)
 	case "mirror":
 		return n.Mirror(ctx, c, progress)
+	case "follow":
+		return true, n.Follow(ctx, c)
+	case "unfollow":
+		return true, n.Unfollow(ctx, c)
 	case "car/export":
 		return true, n.ExportCAR(ctx, c, req.Out)
 	case "unpin":
@@ -430,6 +437,14 @@ func (c *Client) Resolve(ctx context.Context, k cid.Cid) (bool, error) {
 func (c *Client) Mirror(ctx context.Context, k cid.Cid, progress contentstore.Progress) (VerifyResult, error) {
 	var r VerifyResult
 	return r, c.call(ctx, "mirror", apiRequest{CID: k.String()}, progress, &r)
+}
+
+func (c *Client) Follow(ctx context.Context, run cid.Cid) error {
+	return c.call(ctx, "follow", apiRequest{CID: run.String()}, nil, nil)
+}
+
+func (c *Client) Unfollow(ctx context.Context, run cid.Cid) error {
+	return c.call(ctx, "unfollow", apiRequest{CID: run.String()}, nil, nil)
 }
 
 func (c *Client) ExportCAR(ctx context.Context, k cid.Cid, out string) error {

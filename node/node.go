@@ -88,6 +88,7 @@ type Node struct {
 	settled settledRuns // what this node answers StatusProtocol with
 	api     *apiServer
 	ann     *announcer // daemons only
+	fol     follows    // daemons only: runs followed in the background
 
 	closeOnce sync.Once
 	closeErr  error
@@ -144,6 +145,10 @@ func Open(ctx context.Context, home string, o Options) (*Node, error) {
 			n.Close()
 			return nil, err
 		}
+		if err := n.startFollows(); err != nil {
+			n.Close()
+			return nil, err
+		}
 	}
 	if o.API && cfg.API.Listen != "" {
 		if n.api, err = startAPI(n, cfg.API.Listen); err != nil {
@@ -170,6 +175,7 @@ func (n *Node) Close() error {
 		if n.api != nil {
 			errs = append(errs, n.api.close())
 		}
+		n.stopFollows()
 		if n.ann != nil {
 			n.ann.close()
 		}

@@ -202,3 +202,94 @@ func FuzzDecodeAnnouncement(f *testing.F) {
 		}
 	})
 }
+
+// A daemon follows runs in the background: Follow records the run in
+// follows.json and starts a follower; a restarted daemon follows it again;
+// Unfollow stops it. A node without the API cannot follow in the
+// background.
+func TestDaemonFollows(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "h")
+	cfg := DefaultConfig()
+	cfg.Network.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.API.Listen = "127.0.0.1:0"
+	if _, err := Init(home, cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	run, _ := cid.Decode("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy")
+	open := func(api bool) *Node {
+		n, err := Open(ctx, home, Options{API: api})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	running := func(n *Node) bool {
+		n.fol.mu.Lock()
+		defer n.fol.mu.Unlock()
+		_, ok := n.fol.running[run.String()]
+		return ok
+	}
+	n := open(true)
+	cl, err := Dial(ctx, home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // twice: a no-op the second time
+		if err := cl.Follow(ctx, run); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(home, FollowsFile))
+	if runs, err := DecodeFollows(b); err != nil || len(runs) != 1 || !runs[0].Equals(run) || !running(n) {
+		t.Fatalf("follows.json %q (%v), running %v", b, err, running(n))
+	}
+	n.Close()
+	n = open(true)
+	if !running(n) {
+		t.Fatal("a restarted daemon does not follow the run again")
+	}
+	if err := n.Unfollow(ctx, run); err != nil || running(n) {
+		t.Fatalf("unfollow: %v, still running %v", err, running(n))
+	}
+	if err := n.Unfollow(ctx, run); err == nil {
+		t.Fatal("unfollowing a run not followed succeeded")
+	}
+	n.Close()
+	n = open(false)
+	defer n.Close()
+	if err := n.Follow(ctx, run); err == nil || !strings.Contains(err.Error(), "only a daemon") {
+		t.Fatalf("follow without a daemon: %v", err)
+	}
+}
+
+func TestDecodeFollows(t *testing.T) {
+	c := "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+	for in, want := range map[string]string{
+		`["` + c + `","` + c + `"]`: "listed twice",
+		`["nope"]`:                  `entry 0, "nope"`,
+		`{}`:                        "follows.json",
+	} {
+		if _, err := DecodeFollows([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", in, err, want)
+		}
+	}
+}
+
+func FuzzDecodeFollows(f *testing.F) {
+	f.Add([]byte(`["bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"]`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		runs, err := DecodeFollows(b)
+		if err != nil {
+			return
+		}
+		seen := map[string]bool{}
+		for _, r := range runs {
+			if !r.Defined() || seen[r.String()] {
+				t.Fatalf("accepted %q as %v", b, runs)
+			}
+			seen[r.String()] = true
+		}
+	})
+}

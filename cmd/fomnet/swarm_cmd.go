@@ -395,7 +395,7 @@ CID, and report missing and corrupt blocks. Exit status 1 when any is.`,
 
 func newMirrorCmd(e *env) *cobra.Command {
 	var f nodeFlags
-	var asJSON, exit, follow bool
+	var asJSON, exit, follow, unfollow bool
 	cmd := &cobra.Command{
 		Use:   "mirror CID... | mirror --follow RUN-ID",
 		Short: "Fetch, verify and pin content, and keep serving it",
@@ -407,10 +407,12 @@ keeps serving until interrupted (--exit: stop once everything is mirrored).
 --follow RUN-ID mirrors a training run as it goes: every checkpoint its
 participants settle (asked over the run's topic and the status protocol, the
 one most of them agree on), and every earlier round it lacks, pinned as
-"run <id> round <r>" (see fomnet checkpoint ls) and served; it runs until
-interrupted and, restarted, continues where it stopped. It runs its own node
-(stop the daemon on this home first). One line per checkpoint on stdout
-(--json: {"round", "cid"} objects).`,
+"run <id> round <r>" (see fomnet checkpoint ls) and served. With a daemon
+running, the daemon follows the run in the background, also after restarts
+(--unfollow RUN-ID stops it; what was mirrored stays pinned). Without one,
+this command follows in the foreground until interrupted, one line per
+checkpoint on stdout (--json: {"round", "cid"} objects); restarted, it
+continues where it stopped.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("mirror takes at least one CID")
@@ -423,6 +425,20 @@ interrupted and, restarted, continues where it stopped. It runs its own node
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if follow && unfollow {
+				return usagef("--follow and --unfollow exclude each other")
+			}
+			if unfollow {
+				if len(args) != 1 {
+					return usagef("mirror --unfollow takes one RUN-ID")
+				}
+				run, _ := parseCID(args[0])
+				cl, err := node.Dial(ctxOf(cmd), f.homeDir())
+				if err != nil {
+					return fmt.Errorf("--unfollow talks to the daemon on %s: %w", f.homeDir(), err)
+				}
+				return cl.Unfollow(ctxOf(cmd), run)
+			}
 			if follow {
 				if len(args) != 1 {
 					return usagef("mirror --follow takes one RUN-ID")
@@ -431,7 +447,11 @@ interrupted and, restarted, continues where it stopped. It runs its own node
 				return withNode(ctxOf(cmd), e, &f, true, false, func(api node.API) error {
 					nd, ok := api.(*node.Node)
 					if !ok {
-						return fmt.Errorf("a daemon runs on %s; mirror --follow runs its own node: stop the daemon or use another --home", f.homeDir())
+						if err := api.Follow(ctxOf(cmd), run); err != nil {
+							return err
+						}
+						fmt.Fprintf(e.stdout, "the daemon on %s follows run %s (fomnet checkpoint ls %s shows what it mirrored)\n", f.homeDir(), run, run)
+						return nil
 					}
 					e.logf("fomnet: following run %s; stop with Ctrl-C", run)
 					return nd.FollowRun(ctxOf(cmd), run, node.FollowOptions{Logf: e.logf, Mirrored: func(r int, ck cid.Cid) {
@@ -469,6 +489,7 @@ interrupted and, restarted, continues where it stopped. It runs its own node
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the verification reports as JSON")
 	cmd.Flags().BoolVar(&exit, "exit", false, "exit after mirroring instead of serving (no daemon only)")
 	cmd.Flags().BoolVar(&follow, "follow", false, "follow a run: mirror its checkpoints as they appear")
+	cmd.Flags().BoolVar(&unfollow, "unfollow", false, "make the daemon stop following a run")
 	return cmd
 }
 

@@ -251,4 +251,14 @@ func TestRunCommands(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 3 || rows[2]["cid"] != results[0] {
 		t.Fatalf("checkpoint ls: %q", out)
 	}
+	// The seeding daemon follows the run in the background, and stops.
+	if out, errs, code := fomnet(t, "mirror", "--follow", "--home", a, run); code != 0 || !strings.Contains(out, "follows run "+run) {
+		t.Fatalf("mirror --follow through the daemon: %d %q %s", code, out, errs)
+	}
+	if _, errs, code := fomnet(t, "mirror", "--unfollow", "--home", a, run); code != 0 {
+		t.Fatalf("mirror --unfollow: %d %s", code, errs)
+	}
+	if _, errs, code := fomnet(t, "mirror", "--unfollow", "--home", a, run); code != 1 || !strings.Contains(errs, "not followed") {
+		t.Fatalf("mirror --unfollow twice: %d %s", code, errs)
+	}
 }
