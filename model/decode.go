@@ -18,8 +18,6 @@ import (
 // A Decoder is used by one goroutine at a time.
 type Decoder struct {
 	c    Config
-	w    []float32
-	lay  *Layout
 	emb  []float32
 	head []float32
 	norm []float32
@@ -54,7 +52,7 @@ func newDecoder(c Config, lay *Layout, w []float32, window int) *Decoder {
 		tn := lay.must(name)
 		return w[tn.Offset : tn.Offset+tn.Size]
 	}
-	d := &Decoder{c: c, w: w, lay: lay, cap: window, emb: t("model.embed_tokens.weight"), norm: t("model.norm.weight")}
+	d := &Decoder{c: c, cap: window, emb: t("model.embed_tokens.weight"), norm: t("model.norm.weight")}
 	d.head = d.emb
 	if !c.Tied {
 		d.head = t("lm_head.weight")

@@ -145,27 +145,12 @@ func (n *Node) newestAgreed(ctx context.Context, run cid.Cid, topic *p2p.Topic) 
 		ps = n.Host.Network().Peers()
 	}
 	as := n.askAll(ctx, ps, run, 0)
-	inRun := 0
-	for _, a := range as {
-		if a.Newest >= 0 {
-			inRun++
-		}
-	}
-	best, votes := majority(as, func(a StatusResponse) string {
-		if a.Newest >= 0 {
-			return fmt.Sprintf("%d %s", a.Newest, a.NewestCID)
-		}
-		return ""
-	})
-	if inRun == 0 || votes < inRun/2+1 {
+	peers := inRun(as)
+	r, best, votes := newestMajority(as, -1)
+	if peers == 0 || votes < peers/2+1 {
 		return 0, cid.Undef, false
 	}
-	var r int
-	var s string
-	if _, err := fmt.Sscanf(best, "%d %s", &r, &s); err != nil {
-		return 0, cid.Undef, false
-	}
-	ck, err := cid.Decode(s)
+	ck, err := cid.Decode(best)
 	if err != nil {
 		return 0, cid.Undef, false
 	}

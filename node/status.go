@@ -265,3 +265,35 @@ func majority(as map[peer.ID]StatusResponse, key func(StatusResponse) string) (s
 	}
 	return best, n
 }
+
+// inRun counts the answers of peers that take part in the run.
+func inRun(as map[peer.ID]StatusResponse) int {
+	n := 0
+	for _, a := range as {
+		if a.Newest >= 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// newestMajority returns the newest checkpoint most answers name, among
+// those of rounds above `above`, with its round and votes (a checkpoint's
+// CID fixes its round: round.json names it).
+func newestMajority(as map[peer.ID]StatusResponse, above int) (round int, ck string, votes int) {
+	ck, votes = majority(as, func(a StatusResponse) string {
+		if a.Newest > above {
+			return a.NewestCID
+		}
+		return ""
+	})
+	if ck == "" {
+		return 0, "", 0
+	}
+	for _, a := range as {
+		if a.NewestCID == ck {
+			round = a.Newest
+		}
+	}
+	return round, ck, votes
+}

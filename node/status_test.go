@@ -127,3 +127,20 @@ func FuzzDecodeRoundRecord(f *testing.F) {
 		}
 	})
 }
+
+func TestNewestMajority(t *testing.T) {
+	ps := testPeers(t, 4)
+	as := map[peer.ID]StatusResponse{
+		ps[0]: {Newest: 3, NewestCID: testCID1}, ps[1]: {Newest: 3, NewestCID: testCID1},
+		ps[2]: {Newest: 2, NewestCID: testCID2}, ps[3]: {Newest: -1},
+	}
+	if n := inRun(as); n != 3 {
+		t.Fatalf("in run: %d", n)
+	}
+	if r, ck, v := newestMajority(as, -1); r != 3 || ck != testCID1 || v != 2 {
+		t.Fatalf("newest %d %s × %d", r, ck, v)
+	}
+	if r, ck, v := newestMajority(as, 3); ck != "" || v != 0 || r != 0 {
+		t.Fatalf("above round 3: %d %q × %d", r, ck, v)
+	}
+}

@@ -948,37 +948,26 @@ func (p *Participant) runPeers() []peer.ID {
 // when most agree on a newer one, that) and reports that it moved.
 func (p *Participant) adoptSettled(ctx context.Context, r int) (bool, error) {
 	as := p.n.askAll(ctx, p.runPeers(), p.id, r)
-	inRun := 0
-	for _, a := range as {
-		if a.Newest >= 0 {
-			inRun++
-		}
-	}
-	need := inRun/2 + 1
+	peers := inRun(as)
+	need := peers/2 + 1
 	best, votes := majority(as, func(a StatusResponse) string {
 		if a.Checkpoint != "" && a.Base == p.base.String() {
 			return a.Checkpoint
 		}
 		return ""
 	})
-	if inRun == 0 || votes < need {
+	if peers == 0 || votes < need {
 		return false, nil
 	}
 	round := r
-	if nk, nv := majority(as, func(a StatusResponse) string {
-		if a.Newest > r {
-			return fmt.Sprintf("%d %s", a.Newest, a.NewestCID)
-		}
-		return ""
-	}); nv >= need {
-		fmt.Sscanf(nk, "%d %s", &round, &best)
-		votes = nv
+	if nr, nk, nv := newestMajority(as, r); nv >= need {
+		round, best, votes = nr, nk, nv
 	}
 	ck, err := cid.Decode(best)
 	if err != nil {
 		return false, err
 	}
-	p.opts.Logf("run %s: %d of %d peers in the run settled round %d on %s; this node is behind and adopts it", p.id, votes, inRun, round, ck)
+	p.opts.Logf("run %s: %d of %d peers in the run settled round %d on %s; this node is behind and adopts it", p.id, votes, peers, round, ck)
 	if err := p.adopt(ctx, round, ck); err != nil {
 		return false, fmt.Errorf("adopting %s, round %d of the peers: %w", ck, round, err)
 	}

@@ -163,23 +163,28 @@ func openAll(t *testing.T, c *nodetest.Cluster, runID cid.Cid, expect int, ev fu
 	t.Helper()
 	ps := make([]*node.Participant, len(c.Nodes))
 	for i, nd := range c.Nodes {
-		if nd == nil {
-			continue
+		if nd != nil {
+			ps[i] = openOne(t, nd, runID, expect, func(e node.RoundEvent) { ev(i, e) })
 		}
-		be, err := cpu.New(cpu.Options{Threads: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { be.Close() })
-		p, err := nd.OpenRun(context.Background(), runID, node.RunOptions{Backend: be, Expect: expect, Logf: t.Logf,
-			Events: func(e node.RoundEvent) { ev(i, e) }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(p.Close)
-		ps[i] = p
 	}
 	return ps
+}
+
+// openOne opens the run on nd with a 1-thread backend; both close when the
+// test ends.
+func openOne(t *testing.T, nd *node.Node, runID cid.Cid, expect int, ev func(node.RoundEvent)) *node.Participant {
+	t.Helper()
+	be, err := cpu.New(cpu.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	p, err := nd.OpenRun(context.Background(), runID, node.RunOptions{Backend: be, Expect: expect, Logf: t.Logf, Events: ev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
 }
 
 // One node crashes in the middle of a round; the others close the round at
@@ -378,16 +383,7 @@ func TestSwarmSingleNodeRestart(t *testing.T) {
 				c.Connect(i, j)
 			}
 		}
-		be, err := cpu.New(cpu.Options{Threads: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { be.Close() })
-		p, err := c.Nodes[i].OpenRun(ctx, runID, node.RunOptions{Backend: be, Expect: n, Logf: t.Logf, Events: log.record})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(p.Close)
+		p := openOne(t, c.Nodes[i], runID, n, log.record)
 		if p.Round() != crashAt[i] {
 			t.Errorf("node %d restarted at round %d, want %d (its newest checkpoint is round %d)", i, p.Round(), crashAt[i], crashAt[i]-1)
 		}

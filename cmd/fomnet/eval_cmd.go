@@ -79,13 +79,9 @@ choice of highest log-likelihood; acc_norm the highest per byte.`,
 			if err != nil {
 				return err
 			}
-			tj, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+			tk, tj, err := checkpointTokenizer(dir)
 			if err != nil {
-				return fmt.Errorf("%s: the checkpoint needs its tokenizer.json: %w", dir, err)
-			}
-			tk, err := tokenizer.Parse(tj)
-			if err != nil {
-				return fmt.Errorf("%s: %w", dir, err)
+				return err
 			}
 			pad, ok := tk.SpecialID(tokenizer.PAD)
 			if !ok {

@@ -63,18 +63,29 @@ func loadCheckpoint(dir string) (model.Config, []float32, *tokenizer.Tokenizer, 
 	}
 	params := make([]float32, m.Layout.Size)
 	be.Download(params, m.Params)
-	tb, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+	tk, _, err := checkpointTokenizer(dir)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return model.Config{}, nil, nil, fmt.Errorf("%s has no tokenizer.json; exported models need their tokenizer", dir)
-		}
 		return model.Config{}, nil, nil, err
 	}
-	tk, err := tokenizer.Parse(tb)
-	if err != nil {
-		return model.Config{}, nil, nil, fmt.Errorf("%s: %w", filepath.Join(dir, "tokenizer.json"), err)
-	}
 	return m.Config, params, tk, nil
+}
+
+// checkpointTokenizer reads and parses a checkpoint's tokenizer.json,
+// which export and eval need; it returns the file's bytes too.
+func checkpointTokenizer(dir string) (*tokenizer.Tokenizer, []byte, error) {
+	path := filepath.Join(dir, "tokenizer.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil, fmt.Errorf("%s has no tokenizer.json; this command needs the checkpoint's tokenizer", dir)
+		}
+		return nil, nil, err
+	}
+	tk, err := tokenizer.Parse(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return tk, b, nil
 }
 
 func newExportCmd(e *env) *cobra.Command {

@@ -339,9 +339,12 @@ func TestTrainOnDataset(t *testing.T) {
 	}
 }
 
-func TestGenerate(t *testing.T) {
-	out, errOut, code := fomnet(t, "demo", "--preset", "tiny", "--vocab", "320", "--nodes", "1", "--rounds", "1", "--h", "3",
-		"--synthetic", "100", "--dir", t.TempDir(), "--json")
+// tinyDemo runs a small demo swarm (tiny preset, H=3) in dir and returns
+// its summary: a quick source of a real checkpoint.
+func tinyDemo(t *testing.T, nodes, rounds, dir string) demoOut {
+	t.Helper()
+	out, errOut, code := fomnet(t, "demo", "--preset", "tiny", "--vocab", "320", "--nodes", nodes, "--rounds", rounds, "--h", "3",
+		"--synthetic", "100", "--dir", dir, "--json")
 	if code != 0 {
 		t.Fatalf("demo: %s", errOut)
 	}
@@ -349,6 +352,11 @@ func TestGenerate(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &d); err != nil {
 		t.Fatal(err)
 	}
+	return d
+}
+
+func TestGenerate(t *testing.T) {
+	d := tinyDemo(t, "1", "1", t.TempDir())
 	ck, dir := d.Checkpoint, t.TempDir()
 	run := func() string {
 		out, errOut, code := fomnet(t, "generate", ck, "--prompt", "오늘", "--max-tokens", "8", "--seed", "3", "--json")
@@ -372,15 +380,7 @@ func TestGenerate(t *testing.T) {
 // same text; export --format gguf writes a file the gguf reader accepts;
 // bad arguments are usage errors and nothing is overwritten.
 func TestExportImport(t *testing.T) {
-	out, errOut, code := fomnet(t, "demo", "--preset", "tiny", "--vocab", "320", "--nodes", "1", "--rounds", "1", "--h", "3",
-		"--synthetic", "100", "--dir", t.TempDir(), "--json")
-	if code != 0 {
-		t.Fatalf("demo: %s", errOut)
-	}
-	var d demoOut
-	if err := json.Unmarshal([]byte(out), &d); err != nil {
-		t.Fatal(err)
-	}
+	d := tinyDemo(t, "1", "1", t.TempDir())
 	dir := t.TempDir()
 	hf, back, gg := filepath.Join(dir, "hf"), filepath.Join(dir, "back"), filepath.Join(dir, "model.gguf")
 	for _, args := range [][]string{
@@ -498,13 +498,7 @@ func TestEval(t *testing.T) {
 // copies, exiting 1.
 func TestCheckpointVerify(t *testing.T) {
 	dir := t.TempDir()
-	out, errOut, code := fomnet(t, "demo", "--preset", "tiny", "--vocab", "320", "--nodes", "2", "--rounds", "2", "--h", "3",
-		"--synthetic", "100", "--dir", dir, "--json")
-	if code != 0 {
-		t.Fatalf("demo: %s", errOut)
-	}
-	var d demoOut
-	json.Unmarshal([]byte(out), &d)
+	d := tinyDemo(t, "2", "2", dir)
 	home := filepath.Join(dir, "node-0")
 	for _, target := range []string{d.Checkpoint, d.CheckpointCID} {
 		out, errOut, code := fomnet(t, "checkpoint", "verify", target, "--home", home, "--listen", "/ip4/127.0.0.1/tcp/0", "--json")

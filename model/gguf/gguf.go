@@ -1,7 +1,6 @@
 package gguf
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -183,41 +182,21 @@ func (w *writer) value(key string, v any) error {
 		w.bytes(b)
 		return nil
 	}
+	var et uint32
 	var elems []any
 	switch x := v.(type) {
 	case []string:
-		for _, e := range x {
-			elems = append(elems, e)
-		}
+		et, elems = array(x)
 	case []int32:
-		for _, e := range x {
-			elems = append(elems, e)
-		}
+		et, elems = array(x)
 	case []uint32:
-		for _, e := range x {
-			elems = append(elems, e)
-		}
+		et, elems = array(x)
 	case []float32:
-		for _, e := range x {
-			elems = append(elems, e)
-		}
+		et, elems = array(x)
 	case []bool:
-		for _, e := range x {
-			elems = append(elems, e)
-		}
+		et, elems = array(x)
 	default:
 		return fmt.Errorf("%w: metadata %q: unsupported value type %T", ErrFormat, key, v)
-	}
-	et := tString
-	switch v.(type) {
-	case []int32:
-		et = tInt32
-	case []uint32:
-		et = tUint32
-	case []float32:
-		et = tFloat32
-	case []bool:
-		et = tBool
 	}
 	w.u32(tArray)
 	w.u32(et)
@@ -227,6 +206,18 @@ func (w *writer) value(key string, v any) error {
 		w.bytes(b)
 	}
 	return nil
+}
+
+// array returns the element type code of x and its elements as values
+// scalar encodes.
+func array[T any](x []T) (uint32, []any) {
+	var zero T
+	et, _, _ := scalar(zero)
+	out := make([]any, len(x))
+	for i, e := range x {
+		out[i] = e
+	}
+	return et, out
 }
 
 // Write writes a GGUF v3 file: the metadata in the order given, then the
@@ -687,7 +678,5 @@ func F16ToF32(h uint16) float32 {
 
 // String renders a small summary (for errors and logs).
 func (f *File) String() string {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "GGUF v%d: %d metadata, %d tensors", f.Version, len(f.KV), len(f.Tensors))
-	return b.String()
+	return fmt.Sprintf("GGUF v%d: %d metadata, %d tensors", f.Version, len(f.KV), len(f.Tensors))
 }
