@@ -167,3 +167,14 @@ func ClipGlobalNorm(be Backend, grads Buffer, maxNorm float64) float64 {
 	}
 	return norm
 }
+
+// Err returns the first device error a backend recorded, or nil. Backends
+// whose devices can fail at run time (a GPU running out of memory, a failed
+// kernel launch) record the error instead of panicking and skip later work;
+// callers check Err after a step. The CPU backend never fails this way.
+func Err(be Backend) error {
+	if e, ok := be.(interface{ Err() error }); ok {
+		return e.Err()
+	}
+	return nil
+}

@@ -45,8 +45,10 @@ func BenchTrain(be kernels.Backend, c Config, batch, seq, steps int, allocs func
 		if err := m.Backward(); err != nil {
 			return err
 		}
-		_, err := m.Step(1e-4, DefaultOptim())
-		return err
+		if _, err := m.Step(1e-4, DefaultOptim()); err != nil {
+			return err
+		}
+		return timed.Sync() // a device that queues work has finished the step
 	}
 	for i := 0; i < 2; i++ {
 		if err := step(); err != nil {

@@ -303,7 +303,7 @@ func (m *Model) Forward(tokens, targets []int32, b, t int, grad bool) (float32, 
 	linear(be, a.logits, a.lnf, m.p.head, n, c.Dim, c.Vocab)
 	a.haveGrad = false
 	if targets == nil {
-		return 0, nil
+		return 0, kernels.Err(be)
 	}
 	a.count = 0
 	for _, v := range targets {
@@ -317,8 +317,11 @@ func (m *Model) Forward(tokens, targets []int32, b, t int, grad bool) (float32, 
 		dscale = 1 / float32(a.count)
 	}
 	be.SoftmaxCrossEntropy(a.losses, a.logits, a.targets, n, c.Vocab, grad, dscale)
-	a.haveGrad = grad
 	be.Download(a.hostLoss, a.losses)
+	if err := kernels.Err(be); err != nil {
+		return 0, err
+	}
+	a.haveGrad = grad
 	var sum float64
 	for _, v := range a.hostLoss {
 		sum += float64(v)
@@ -395,7 +398,7 @@ func (m *Model) Backward() error {
 		be.RMSNormBackward(a.dres, g.ln1, a.dln, a.resid[l], w.ln1, x.rstd1, n, c.Dim)
 	}
 	be.EmbeddingBackward(m.g.embed, a.dres, a.tokens, n, c.Dim)
-	return nil
+	return kernels.Err(be)
 }
 
 // OptimConfig holds AdamW's settings.
@@ -418,6 +421,9 @@ func DefaultOptim() OptimConfig {
 // moments are left untouched.
 func (m *Model) Step(lr float64, o OptimConfig) (float64, error) {
 	norm := math.Sqrt(m.be.SumSquares(m.Grads))
+	if err := kernels.Err(m.be); err != nil {
+		return norm, err
+	}
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return norm, fmt.Errorf("%w: gradient norm %v; step skipped", ErrNotFinite, norm)
 	}
@@ -430,5 +436,5 @@ func (m *Model) Step(lr float64, o OptimConfig) (float64, error) {
 		}
 		m.be.AdamW(v.p, v.g, v.m, v.v, h)
 	}
-	return norm, nil
+	return norm, kernels.Err(m.be)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/kernels/cpu"
+	"github.com/fomnet/fomnet/kernels/cuda"
 	"github.com/fomnet/fomnet/model"
 )
 
@@ -140,6 +141,7 @@ func newBenchTrainCmd(e *env) *cobra.Command {
 		threads           int
 		path              string
 		asJSON            bool
+		dev               deviceFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "train",
@@ -147,9 +149,12 @@ func newBenchTrainCmd(e *env) *cobra.Command {
 		Long: `Time full training steps (forward, backward, AdamW) of a preset on random
 tokens and report the median step time, tokens/s, achieved GFLOP/s (training
 FLOPs per token × tokens/s) and MFU against this machine's measured fp32 FMA
-peak, with a per-op breakdown of where the time goes.`,
+peak, with a per-op breakdown of where the time goes. With --device cuda the
+peak is the GPU's datasheet dense figure for the precision (bf16 tensor cores,
+or fp32), and each timed operation waits for the GPU.`,
 		Example: `  fomnet bench train --preset demo --batch 8 --seq 256
-  fomnet bench train --preset gpt2-small-like --batch 4 --seq 64 --json`,
+  fomnet bench train --preset gpt2-small-like --batch 4 --seq 64 --json
+  fomnet bench train --preset gpt2-small-like --batch 16 --seq 1024 --device cuda --precision bf16`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := model.Preset(preset)
@@ -162,12 +167,18 @@ peak, with a per-op breakdown of where the time goes.`,
 			if batch <= 0 || seq <= 0 || seq > c.MaxSeq || steps <= 0 {
 				return usagef("--batch %d, --seq %d (max %d) and --steps %d must be positive", batch, seq, c.MaxSeq, steps)
 			}
-			be, err := newBackend(e, threads, path)
+			be, err := dev.open(e, threads, path)
 			if err != nil {
 				return err
 			}
 			defer be.Close()
-			peak := cpu.PeakGFLOPS(be.Threads(), 300*time.Millisecond)
+			// The CPU's peak is measured; a GPU's is its datasheet figure for
+			// the precision's matrix arithmetic (0 where the model is unknown).
+			measure := func() float64 { return cpu.PeakGFLOPS(be.Threads(), 300*time.Millisecond) }
+			if dev.cuda() {
+				measure = func() float64 { return 1e3 * cuda.PeakTFLOPS(be.Name(), cuda.Precision(dev.precision)) }
+			}
+			peak := measure()
 			e.logf("benchmarking %s at batch %d × seq %d on %s with %d threads…", preset, batch, seq, be.Name(), be.Threads())
 			res, err := model.BenchTrain(be, c, batch, seq, steps, mallocs)
 			if err != nil {
@@ -175,9 +186,15 @@ peak, with a per-op breakdown of where the time goes.`,
 			}
 			// Measure the peak again and keep the higher figure: a neighbour
 			// busy during one measurement only ever lowers it.
-			peak = max(peak, cpu.PeakGFLOPS(be.Threads(), 300*time.Millisecond))
+			peak = max(peak, measure())
+			mfu := 0.0
+			if peak > 0 {
+				mfu = res.GFLOPS / peak
+			} else {
+				e.logf("fomnet: note: no datasheet peak for %s; MFU is reported as 0", be.Name())
+			}
 			out := benchTrainOut{Preset: preset, Batch: batch, Seq: seq, Threads: be.Threads(), Backend: be.Name(), Steps: steps,
-				StepMS: res.StepMS, TokensPerS: res.TokensPerS, GFLOPS: res.GFLOPS, PeakGFLOPS: peak, MFU: res.GFLOPS / peak,
+				StepMS: res.StepMS, TokensPerS: res.TokensPerS, GFLOPS: res.GFLOPS, PeakGFLOPS: peak, MFU: mfu,
 				FLOPsPerTok: model.TrainFLOPsPerToken(c, seq), AllocsPerStep: res.AllocsPerStep}
 			var total time.Duration
 			for _, o := range res.Breakdown {
@@ -207,6 +224,7 @@ peak, with a per-op breakdown of where the time goes.`,
 	cmd.Flags().IntVar(&steps, "steps", 5, "timed steps (after 2 warm-up steps)")
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
 	cmd.Flags().StringVar(&path, "cpu-path", "auto", "CPU code path: auto, avx2 or generic")
+	dev.add(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fomnet/fomnet/kernels/cuda"
 	"github.com/fomnet/fomnet/model/gguf"
 	"github.com/fomnet/fomnet/node"
 )
@@ -43,6 +44,10 @@ func TestUsageErrors(t *testing.T) {
 		{"bench", "train", "--preset", "kormo-10b"},
 		{"bench", "train", "--batch", "0"},
 		{"demo", "extra-arg"},
+		{"train", "--builtin", "--device", "gpu"},
+		{"train", "--builtin", "--device", "cuda:x"},
+		{"train", "--builtin", "--precision", "bf16"},
+		{"bench", "train", "--device", "cuda", "--precision", "fp8"},
 	} {
 		_, errOut, code := fomnet(t, args...)
 		if code != exitUsage {
@@ -50,6 +55,23 @@ func TestUsageErrors(t *testing.T) {
 		}
 		if !strings.HasPrefix(errOut, "fomnet: ") {
 			t.Errorf("%v: stderr %q does not say what went wrong", args, errOut)
+		}
+	}
+}
+
+// TestDeviceCUDAWithoutTag: a binary built without -tags cuda says so and how
+// to get one, and exits 1; the CPU default still works (other tests).
+func TestDeviceCUDAWithoutTag(t *testing.T) {
+	if cuda.Built {
+		t.Skip("built with -tags cuda")
+	}
+	for _, args := range [][]string{
+		{"bench", "train", "--preset", "tiny", "--seq", "32", "--device", "cuda"},
+		{"train", "--builtin", "--preset", "tiny", "--steps", "1", "--device", "cuda:1", "--precision", "bf16"},
+	} {
+		_, errOut, code := fomnet(t, args...)
+		if code != exitError || !strings.Contains(errOut, "built without CUDA support") || !strings.Contains(errOut, "-tags cuda") {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1 saying how to build with CUDA", args, code, errOut)
 		}
 	}
 }

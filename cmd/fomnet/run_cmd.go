@@ -194,6 +194,7 @@ func newJoinCmd(e *env) *cobra.Command {
 		threads int
 		expect  int
 		upto    int
+		dev     deviceFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "join RUN-ID --bootstrap MULTIADDR",
@@ -217,7 +218,7 @@ Progress goes to stderr; the final checkpoint CID to stdout.`,
 				return err
 			}
 			defer n.Close()
-			be, err := newBackend(e, threads, "auto")
+			be, err := dev.open(e, threads, "auto")
 			if err != nil {
 				return err
 			}
@@ -258,6 +259,7 @@ Progress goes to stderr; the final checkpoint CID to stdout.`,
 	}
 	f.addNet(cmd)
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
+	dev.add(cmd.Flags())
 	cmd.Flags().IntVar(&expect, "expect", 0, "contributions a round waits for before closing early (0: every peer on the run's topic)")
 	cmd.Flags().IntVar(&upto, "until", 1<<30, "stop after this round (default: the run's last)")
 	return cmd

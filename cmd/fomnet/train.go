@@ -31,6 +31,7 @@ type trainFlags struct {
 	seed              uint64
 	threads           int
 	path              string
+	dev               deviceFlags
 	valFrac           float64
 	evalEvery         int
 	logEvery          int
@@ -85,6 +86,7 @@ is printed on stdout.`,
 	fl.Uint64Var(&f.seed, "seed", 1, "seed for initialisation and batch order")
 	fl.IntVar(&f.threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
 	fl.StringVar(&f.path, "cpu-path", "auto", "CPU code path: auto, avx2 or generic")
+	f.dev.add(fl)
 	fl.Float64Var(&f.valFrac, "val-frac", 0.05, "fraction of tokens held out for validation (0 disables)")
 	fl.IntVar(&f.evalEvery, "eval-every", 0, "validate every N steps (0: only at the end)")
 	fl.IntVar(&f.logEvery, "log-every", 0, "log every N steps (0: about 20 lines per run)")
@@ -148,7 +150,7 @@ func runTrain(cmd *cobra.Command, e *env, f trainFlags, files []string) error {
 	if len(train.Tokens) < f.seq+1 {
 		return fmt.Errorf("corpus: %d training tokens cannot fill one sequence of %d; use more data or a smaller --seq", len(train.Tokens), f.seq)
 	}
-	be, err := newBackend(e, f.threads, f.path)
+	be, err := f.dev.open(e, f.threads, f.path)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/fomnet/fomnet/kernels"
+	"github.com/fomnet/fomnet/kernels/cuda"
+)
+
+// deviceFlags choose where a command computes: --device cpu (default) or
+// cuda[:N], and for a GPU --precision fp32 or bf16.
+type deviceFlags struct {
+	device    string
+	precision string
+}
+
+func (d *deviceFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&d.device, "device", "cpu", "compute device: cpu, or cuda / cuda:N for NVIDIA GPU N (needs a binary built with -tags cuda)")
+	fs.StringVar(&d.precision, "precision", "fp32", "GPU arithmetic: fp32 (bit-identical to the CPU backend) or bf16 (tensor cores, fp32 master weights)")
+}
+
+// cuda reports whether the flags ask for a GPU.
+func (d *deviceFlags) cuda() bool { return d.device == "cuda" || strings.HasPrefix(d.device, "cuda:") }
+
+// open starts the backend the flags ask for (threads and path apply to the CPU).
+func (d *deviceFlags) open(e *env, threads int, path string) (kernels.Backend, error) {
+	switch {
+	case d.device == "cpu" || d.device == "":
+		if d.precision != "fp32" {
+			return nil, usagef("--precision %s applies to --device cuda; the CPU backend computes in fp32", d.precision)
+		}
+		return newBackend(e, threads, path)
+	case d.cuda():
+		ordinal := 0
+		if s, ok := strings.CutPrefix(d.device, "cuda:"); ok {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 0 {
+				return nil, usagef("--device %q: want cuda:N with N a GPU number (0, 1, …)", d.device)
+			}
+			ordinal = n
+		}
+		p := cuda.Precision(d.precision)
+		if p != cuda.FP32 && p != cuda.BF16 {
+			return nil, usagef("--precision %q: want fp32 or bf16", d.precision)
+		}
+		be, err := cuda.Open(cuda.Options{Device: ordinal, Precision: p})
+		if errors.Is(err, cuda.ErrNotBuilt) {
+			return nil, err
+		}
+		if err != nil {
+			return nil, err
+		}
+		e.logf("fomnet: computing on %s", be.Name())
+		return be, nil
+	default:
+		return nil, usagef("--device %q: want cpu, cuda or cuda:N", d.device)
+	}
+}

@@ -1,0 +1,231 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"embed"
+	"fmt"
+	"regexp"
+	"runtime"
+	"sort"
+	"sync"
+	"unsafe"
+
+	"gorgonia.org/cu"
+
+	_ "github.com/fomnet/fomnet/internal/cudaprobe" // a clear message before cu's init exits on a machine without a GPU
+)
+
+// Built reports whether this binary has the CUDA driver backend (-tags cuda).
+const Built = true
+
+//go:embed ptx/*.ptx
+var ptxFS embed.FS
+
+// Open starts a Backend on GPU o.Device.
+func Open(o Options) (*Backend, error) {
+	d, err := openDevice(o.Device)
+	if err != nil {
+		return nil, err
+	}
+	be, err := NewWith(d, o)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	return be, nil
+}
+
+// cuDevice is a Device on the CUDA driver. Its context lives on one OS
+// thread, owned by one goroutine (loop); every driver call is sent there.
+type cuDevice struct {
+	work   chan func()
+	done   chan struct{}
+	once   sync.Once
+	name   string
+	ctx    cu.CUContext
+	stream cu.Stream
+	mods   []cu.Module
+	fns    map[string]cu.Function
+}
+
+func openDevice(ordinal int) (*cuDevice, error) {
+	d := &cuDevice{work: make(chan func()), done: make(chan struct{}), fns: map[string]cu.Function{}}
+	errc := make(chan error, 1)
+	go d.loop(ordinal, errc)
+	if err := <-errc; err != nil {
+		<-d.done
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *cuDevice) loop(ordinal int, errc chan<- error) {
+	runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+	defer close(d.done)
+	if err := d.init(ordinal); err != nil {
+		d.teardown()
+		errc <- err
+		return
+	}
+	errc <- nil
+	for f := range d.work {
+		f()
+	}
+	d.teardown()
+}
+
+var entryRE = regexp.MustCompile(`(?m)^\.visible \.entry (\w+)\(`)
+
+func (d *cuDevice) init(ordinal int) error {
+	n, err := cu.NumDevices()
+	if err != nil {
+		return fmt.Errorf("cuda: counting devices: %w", err)
+	}
+	if ordinal < 0 || ordinal >= n {
+		return fmt.Errorf("cuda: device %d: this machine has %d CUDA device(s)", ordinal, n)
+	}
+	dev, err := cu.GetDevice(ordinal)
+	if err != nil {
+		return fmt.Errorf("cuda: device %d: %w", ordinal, err)
+	}
+	name, err := dev.Name()
+	if err != nil {
+		return fmt.Errorf("cuda: device %d: %w", ordinal, err)
+	}
+	major, minor, err := dev.ComputeCapability()
+	if err != nil {
+		return fmt.Errorf("cuda: %s: %w", name, err)
+	}
+	d.name = fmt.Sprintf("%s (sm_%d%d)", name, major, minor)
+	if major < 8 {
+		return fmt.Errorf("cuda: %s: fomnet's kernels need compute capability 8.0 or newer (bfloat16 tensor cores)", d.name)
+	}
+	if d.ctx, err = dev.MakeContext(cu.SchedAuto); err != nil {
+		return fmt.Errorf("cuda: %s: creating a context: %w", d.name, err)
+	}
+	if d.stream, err = cu.MakeStream(cu.NonBlocking); err != nil {
+		return fmt.Errorf("cuda: %s: creating a stream: %w", d.name, err)
+	}
+	files, err := ptxFS.ReadDir("ptx")
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		src, err := ptxFS.ReadFile("ptx/" + f.Name())
+		if err != nil {
+			return err
+		}
+		mod, err := cu.LoadData(string(src))
+		if err != nil {
+			return fmt.Errorf("cuda: %s: loading %s (the driver must support PTX 7.8, CUDA 11.8 or newer): %w", d.name, f.Name(), err)
+		}
+		d.mods = append(d.mods, mod)
+		for _, m := range entryRE.FindAllStringSubmatch(string(src), -1) {
+			fn, err := mod.Function(m[1])
+			if err != nil {
+				return fmt.Errorf("cuda: %s: kernel %s of %s: %w", d.name, m[1], f.Name(), err)
+			}
+			d.fns[m[1]] = fn
+		}
+	}
+	return nil
+}
+
+func (d *cuDevice) teardown() {
+	for _, m := range d.mods {
+		m.Unload()
+	}
+	d.mods = nil
+	if d.stream != (cu.Stream{}) {
+		d.stream.Destroy()
+	}
+	if d.ctx != (cu.CUContext{}) {
+		d.ctx.Destroy()
+	}
+}
+
+// do runs f on the device's thread and waits for it.
+func (d *cuDevice) do(f func() error) error {
+	var err error
+	ch := make(chan struct{})
+	d.work <- func() {
+		err = f()
+		close(ch)
+	}
+	<-ch
+	return err
+}
+
+func (d *cuDevice) Name() string { return d.name }
+
+// Kernels lists the loaded kernels.
+func (d *cuDevice) Kernels() []string {
+	var ks []string
+	for k := range d.fns {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func (d *cuDevice) Alloc(bytes int64) (uint64, error) {
+	var p cu.DevicePtr
+	err := d.do(func() (err error) {
+		p, err = cu.MemAlloc(bytes)
+		return err
+	})
+	return uint64(p), err
+}
+
+func (d *cuDevice) Free(p uint64) error {
+	return d.do(func() error { return cu.MemFree(cu.DevicePtr(p)) })
+}
+
+func (d *cuDevice) CopyIn(dst uint64, src unsafe.Pointer, bytes int64) error {
+	// From pageable memory the call returns once src has been read.
+	return d.do(func() error { return cu.MemcpyHtoDAsync(cu.DevicePtr(dst), src, bytes, d.stream) })
+}
+
+func (d *cuDevice) CopyOut(dst unsafe.Pointer, src uint64, bytes int64) error {
+	return d.do(func() error {
+		if err := cu.MemcpyDtoHAsync(dst, cu.DevicePtr(src), bytes, d.stream); err != nil {
+			return err
+		}
+		return d.stream.Synchronize()
+	})
+}
+
+func (d *cuDevice) CopyDev(dst, src uint64, bytes int64) error {
+	return d.do(func() error { return cu.MemcpyDtoDAsync(cu.DevicePtr(dst), cu.DevicePtr(src), bytes, d.stream) })
+}
+
+func (d *cuDevice) Clear(dst uint64, bytes int64) error {
+	return d.do(func() error { return cu.MemsetD8Async(cu.DevicePtr(dst), 0, bytes, d.stream) })
+}
+
+func (d *cuDevice) Launch(kernel string, grid, block [3]int, args []uint64) error {
+	fn, ok := d.fns[kernel]
+	if !ok {
+		return fmt.Errorf("no kernel %s in the embedded PTX", kernel)
+	}
+	params := make([]unsafe.Pointer, len(args))
+	for i := range args {
+		params[i] = unsafe.Pointer(&args[i])
+	}
+	return d.do(func() error {
+		return fn.Launch(grid[0], grid[1], grid[2], block[0], block[1], block[2], 0, d.stream, params)
+	})
+}
+
+// Sync waits for the device's queued work (for timing).
+func (d *cuDevice) Sync() error { return d.do(func() error { return d.stream.Synchronize() }) }
+
+// Close ends the device's goroutine after releasing the context. Idempotent.
+func (d *cuDevice) Close() error {
+	d.once.Do(func() {
+		close(d.work)
+		<-d.done
+	})
+	return nil
+}

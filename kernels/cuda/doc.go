@@ -1,0 +1,47 @@
+// Package cuda is fomnet's GPU backend: kernels.Backend's operations on
+// NVIDIA GPUs through the CUDA driver API (gorgonia.org/cu), with fomnet's own
+// kernels.
+//
+// Layout. The kernels are CUDA C files beside their Go launchers, named as in
+// kernels/cpu: vec.cu (scale, sums of squares, AdamW, SwiGLU), ops.cu
+// (embedding, RMSNorm, RoPE, softmax cross-entropy), matmul.cu, attention.cu,
+// with common.cuh. `go generate ./kernels/cuda` compiles them to PTX for
+// sm_80 (scripts/gen-ptx.sh, nvcc from CUDA 11.8); the PTX in ptx/ is
+// committed and embedded, so at run time only the driver (libcuda) is needed
+// and the driver JITs the PTX for newer GPUs (sm_90 included).
+// scripts/check-ptx.sh checks that the committed PTX is current.
+//
+// Build tags. backend.go and device.go — the Backend over an abstract Device
+// — build everywhere. device_cu.go, the Device on the CUDA driver, and
+// gpu_test.go build only with -tags cuda, because gorgonia.org/cu calls cuInit
+// when the process starts and exits where no GPU exists; without the tag Open
+// returns ErrNotBuilt. The kernels themselves are tested everywhere: package
+// emu compiles the same .cu sources for the CPU (a small model of CUDA's
+// execution model) and emu_test.go checks every operation against the CPU
+// backend.
+//
+// Arithmetic. The fp32 path (the default) reproduces the CPU backend bit for
+// bit: same roundings, same order of every sum (each matmul output one FMA
+// chain over k; sums of squares in 4096-element chunks of 16 float64 lanes;
+// softmax sums in 16 float64 lanes), the same exponential (a port of
+// kernels/cpu's expCore, never the device's expf), and PTX built with
+// -fmad=false. So a GPU and a CPU peer compute the same bytes, which fomnet's
+// verification relies on. The price is that attention is computed one row per
+// thread with three passes over the keys. The bf16 path (Options.Precision =
+// BF16) rounds the inputs of matrix products and attention to bfloat16 and
+// multiplies on tensor cores (WMMA, float32 accumulation); master weights,
+// AdamW state, every other operation and the loss stay float32. It is faster
+// and agrees with the CPU to bfloat16 precision, not bit for bit.
+//
+// Concurrency. A CUDA context is bound to an OS thread; the Device owns one
+// goroutine locked to its thread and every driver call runs there. The Backend
+// is one ordered stream of work, like the CPU backend, used from one goroutine
+// at a time.
+//
+// Errors. Device failures (out of memory, launch errors) are returned, not
+// panicked: the Backend records the first and reports it from Err
+// (kernels.Err), skipping later device work; the model checks it every step.
+package cuda
+
+//go:generate bash ../../scripts/gen-ptx.sh
+//go:generate go generate ./emu

@@ -1,0 +1,10 @@
+#pragma once
+#include <stdint.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+int emu_launch(const char *name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+               const uint64_t *args, int nargs, char *err, int errlen);
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,121 @@
+//go:build cuda
+
+package cuda_test
+
+// GPU checks: built only with -tags cuda (gorgonia.org/cu exits the process
+// at start where no GPU exists). Every test of emu_test.go and model_test.go
+// runs here on the GPU as well (the "gpu" target); below are the checks at
+// sizes the emulator cannot reach, and the benchmarks. Run them with
+// scripts/gpu-check.sh.
+
+import (
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/fomnet/fomnet/kernels"
+	"github.com/fomnet/fomnet/kernels/cuda"
+	"github.com/fomnet/fomnet/model"
+)
+
+func gpuBackend(t testing.TB, p cuda.Precision) *cuda.Backend {
+	t.Helper()
+	be, err := cuda.Open(cuda.Options{Precision: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	return be
+}
+
+func init() { targets = append(targets, target{"gpu", gpuBackend}) }
+
+func TestGPUName(t *testing.T) {
+	be := gpuBackend(t, cuda.FP32)
+	t.Logf("%s; bf16 peak %.0f TFLOP/s, fp32 %.1f", be.Name(), cuda.PeakTFLOPS(be.Name(), cuda.BF16), cuda.PeakTFLOPS(be.Name(), cuda.FP32))
+}
+
+// TestGPULargeShapes: transformer-sized operations, fp32 bit for bit and bf16
+// within tolerance.
+func TestGPULargeShapes(t *testing.T) {
+	for _, c := range []mmCase{{512, 768, 3072, false, true, false}, {768, 3072, 512, true, false, true}, {1000, 999, 1001, false, false, true}} {
+		sameBits(t, "matmul", matmulOp(c))
+		closeRel(t, "matmul bf16", 1e-2, matmulOp(c))
+	}
+	for _, s := range []kernels.AttnShape{{B: 2, T: 512, NH: 12, KVH: 4, HD: 64}, {B: 1, T: 1024, NH: 4, KVH: 4, HD: 128}} {
+		sameBits(t, "attention", attnOp(s))
+		closeRel(t, "attention bf16", 2e-2, attnOp(s))
+	}
+}
+
+// TestGPUTinyLossCurve: 200 training steps of the tiny preset follow the CPU
+// backend's loss curve: identical on the fp32 path, within 2% on bf16.
+func TestGPUTinyLossCurve(t *testing.T) {
+	want, _ := trainTiny(t, cpuBackend(t), 200)
+	got, _ := trainTiny(t, gpuBackend(t, cuda.FP32), 200)
+	bf, _ := trainTiny(t, gpuBackend(t, cuda.BF16), 200)
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Errorf("fp32 step %d: loss %v, cpu %v", i, got[i], want[i])
+		}
+		if d := math.Abs(float64(bf[i]-want[i])) / float64(want[i]); d > 0.02 {
+			t.Errorf("bf16 step %d: loss %v, cpu %v", i, bf[i], want[i])
+		}
+	}
+	t.Logf("loss: cpu %.4f → %.4f, gpu fp32 %.4f → %.4f, bf16 %.4f → %.4f", want[0], want[199], got[0], got[199], bf[0], bf[199])
+}
+
+// BenchmarkGPUGEMM reports TFLOP/s of square and transformer GEMMs.
+func BenchmarkGPUGEMM(b *testing.B) {
+	for _, p := range []cuda.Precision{cuda.BF16, cuda.FP32} {
+		for _, s := range [][3]int{{4096, 4096, 4096}, {8192, 8192, 8192}, {16384, 768, 3072}, {16384, 3072, 768}} {
+			m, n, k := s[0], s[1], s[2]
+			b.Run(fmt.Sprintf("%s/%dx%dx%d", p, m, n, k), func(b *testing.B) {
+				be := gpuBackend(b, p)
+				a, bm, c := be.Alloc(m*k), be.Alloc(k*n), be.Alloc(m*n)
+				be.Scale(a, 0) // touch
+				be.Matmul(c, a, bm, m, n, k, false, true, false)
+				if err := be.Sync(); err != nil {
+					b.Fatal(err)
+				}
+				b.ResetTimer()
+				start := time.Now()
+				for i := 0; i < b.N; i++ {
+					be.Matmul(c, a, bm, m, n, k, false, true, false)
+				}
+				if err := be.Sync(); err != nil {
+					b.Fatal(err)
+				}
+				tf := 2 * float64(m) * float64(n) * float64(k) * float64(b.N) / time.Since(start).Seconds() / 1e12
+				b.ReportMetric(tf, "TFLOP/s")
+				if pk := cuda.PeakTFLOPS(be.Name(), p); pk > 0 {
+					b.ReportMetric(tf/pk, "of-peak")
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkGPUTrainStep reports a training step of the gpt2-small-like
+// preset (124M parameters) and its MFU against the datasheet peak.
+func BenchmarkGPUTrainStep(b *testing.B) {
+	for _, p := range []cuda.Precision{cuda.BF16, cuda.FP32} {
+		b.Run(string(p), func(b *testing.B) {
+			be := gpuBackend(b, p)
+			c, err := model.Preset("gpt2-small-like")
+			if err != nil {
+				b.Fatal(err)
+			}
+			res, err := model.BenchTrain(be, c, 16, 1024, max(b.N, 3), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(res.StepMS, "ms/step")
+			b.ReportMetric(res.TokensPerS, "tokens/s")
+			if pk := cuda.PeakTFLOPS(be.Name(), p); pk > 0 {
+				b.ReportMetric(res.GFLOPS/1e3/pk, "MFU")
+			}
+		})
+	}
+}

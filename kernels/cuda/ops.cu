@@ -1,0 +1,140 @@
+// ops.cu — row and column kernels: embedding, RMSNorm, RoPE, softmax
+// cross-entropy (kernels/cpu/ops.go is their definition).
+#include "common.cuh"
+
+// fom_embed_fwd: out[n, :] = table[tok[n], :]; thread (n, j) over blockIdx.y = n.
+FOM_KERNEL void fom_embed_fwd(float *out, const float *table, const int *tok, long long n, long long c) {
+	long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	long long i = blockIdx.y + (long long)gridDim.y * blockIdx.z;
+	if (j >= c || i >= n) return;
+	out[i * c + j] = table[(long long)tok[i] * c + j];
+}
+
+// fom_embed_bwd adds dout's rows into dtable, one block row per distinct token
+// u: positions pos[start[u] .. start[u+1]) hold token ids[u], in increasing
+// order, so each column of each table row is summed in position order as the
+// CPU backend sums it.
+FOM_KERNEL void fom_embed_bwd(float *dtable, const float *dout, const int *ids, const int *start,
+                              const int *pos, int nu, long long c) {
+	long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	int u = blockIdx.y + gridDim.y * blockIdx.z;
+	if (j >= c || u >= nu) return;
+	float *d = dtable + (long long)ids[u] * c + j;
+	float acc = *d;
+	for (int p = start[u]; p < start[u + 1]; p++) acc = __fadd_rn(acc, dout[(long long)pos[p] * c + j]);
+	*d = acc;
+}
+
+// fom_rms_fwd: one thread per row; ss = Σ x² in float64, in order;
+// r = 1/√(ss/C + eps); out = (x·r)·w.
+FOM_KERNEL void fom_rms_fwd(float *out, float *rstd, const float *inp, const float *w, long long n, long long c, float eps) {
+	long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= n) return;
+	const float *x = inp + i * c;
+	double ss = 0;
+	for (long long j = 0; j < c; j++) ss = __dadd_rn(ss, __dmul_rn((double)x[j], (double)x[j]));
+	float r = (float)__ddiv_rn(1.0, __dsqrt_rn(__dadd_rn(__ddiv_rn(ss, (double)c), (double)eps)));
+	rstd[i] = r;
+	float *o = out + i * c;
+	for (long long j = 0; j < c; j++) o[j] = __fmul_rn(__fmul_rn(x[j], r), w[j]);
+}
+
+// fom_rms_bwd_rows: dx += (r·dy)·w − x·k with k = dot·r³/C and
+// dot = Σ (dy·w)·x in float64, in order; one thread per row.
+FOM_KERNEL void fom_rms_bwd_rows(float *dinp, const float *dout, const float *inp, const float *w,
+                                 const float *rstd, long long n, long long c) {
+	long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= n) return;
+	const float *x = inp + i * c, *dy = dout + i * c;
+	float *dx = dinp + i * c;
+	float r = rstd[i];
+	double dot = 0;
+	for (long long j = 0; j < c; j++)
+		dot = __dadd_rn(dot, __dmul_rn(__dmul_rn((double)dy[j], (double)w[j]), (double)x[j]));
+	double rd = (double)r;
+	float k = (float)__ddiv_rn(__dmul_rn(__dmul_rn(__dmul_rn(dot, rd), rd), rd), (double)c);
+	for (long long j = 0; j < c; j++) {
+		float a = __fmul_rn(__fmul_rn(r, dy[j]), w[j]);
+		float b = __fmul_rn(x[j], k);
+		dx[j] = __fadd_rn(dx[j], __fsub_rn(a, b));
+	}
+}
+
+// fom_rms_bwd_weight: dw[j] += (dy·x)·r over rows in order; one thread per column.
+FOM_KERNEL void fom_rms_bwd_weight(float *dw, const float *dout, const float *inp, const float *rstd, long long n, long long c) {
+	long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (j >= c) return;
+	float acc = dw[j];
+	for (long long i = 0; i < n; i++)
+		acc = __fadd_rn(acc, __fmul_rn(__fmul_rn(dout[i * c + j], inp[i * c + j]), rstd[i]));
+	dw[j] = acc;
+}
+
+// fom_rope rotates the pairs (j, j+hd/2) of x[n, heads, hd] by the angle whose
+// cos and sin are row pos[n] of tab (cos[hd/2] then sin[hd/2], computed on the
+// host in float64 exactly as the CPU backend does); sign −1 rotates back.
+FOM_KERNEL void fom_rope(float *x, const int *pos, const float *tab, long long n, int heads, int hd, float sign) {
+	long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	int half = hd / 2;
+	long long per = (long long)heads * half;
+	if (t >= n * per) return;
+	long long i = t / per;
+	int h = (int)(t % per) / half, j = (int)(t % per) % half;
+	const float *row = tab + (long long)pos[i] * hd;
+	float cs = row[j], sn = __fmul_rn(sign, row[half + j]);
+	float *v = x + (i * heads + h) * hd;
+	float a = v[j], b = v[j + half];
+	v[j] = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
+	v[j + half] = __fadd_rn(__fmul_rn(b, cs), __fmul_rn(a, sn));
+}
+
+// fom_xent: softmax cross-entropy, 8 rows per 128-thread block, 16 lanes per
+// row as the CPU's vector code has: lane l handles the columns ≡ l (mod 16),
+// accumulates exp(x − max) in float64 in column order, and the lanes are added
+// in lane order. loss = float32((max + ln Σ) − x[target]); with grad the row
+// becomes dscale·e/Σ, minus dscale at the target.
+FOM_KERNEL void fom_xent(float *losses, float *logits, const int *targets, long long n, long long v, int grad, float dscale) {
+	__shared__ float smax[128];
+	__shared__ double ssum[128];
+	int lane = threadIdx.x % 16, rr = threadIdx.x / 16;
+	long long i = (long long)blockIdx.x * 8 + rr;
+	bool live = i < n;
+	float *row = logits + (live ? i : 0) * v;
+	int tgt = live ? targets[i] : -100;
+	float xt = (live && tgt != -100) ? row[tgt] : 0.0f; // read before any lane writes the row
+	float mx = -INFINITY;
+	if (live && tgt != -100)
+		for (long long j = lane; j < v; j += 16) {
+			float x = row[j];
+			mx = x > mx ? x : mx;
+		}
+	smax[threadIdx.x] = mx;
+	__syncthreads();
+	mx = smax[rr * 16];
+	for (int l = 1; l < 16; l++) {
+		float o = smax[rr * 16 + l];
+		mx = o > mx ? o : mx;
+	}
+	double acc = 0;
+	if (live && tgt != -100)
+		for (long long j = lane; j < v; j += 16) acc = __dadd_rn(acc, (double)fom_exp(__fsub_rn(row[j], mx)));
+	ssum[threadIdx.x] = acc;
+	__syncthreads();
+	double sum = 0;
+	for (int l = 0; l < 16; l++) sum = __dadd_rn(sum, ssum[rr * 16 + l]);
+	if (!live) return;
+	if (tgt == -100) {
+		if (lane == 0) losses[i] = 0;
+		if (grad)
+			for (long long j = lane; j < v; j += 16) row[j] = 0;
+		return;
+	}
+	if (lane == 0) losses[i] = (float)__dsub_rn(__dadd_rn((double)mx, log(sum)), (double)xt);
+	if (!grad) return;
+	float s = (float)__ddiv_rn((double)dscale, sum);
+	for (long long j = lane; j < v; j += 16) {
+		float e = __fmul_rn(fom_exp(__fsub_rn(row[j], mx)), s);
+		if (j == tgt) e = __fsub_rn(e, dscale);
+		row[j] = e;
+	}
+}
