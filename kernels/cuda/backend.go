@@ -594,9 +594,16 @@ func (b *Backend) checkAttn(q, k, v, out, lse *buf, ds *ibuf, s kernels.AttnShap
 
 const attnBlock = 64
 
+// tensorCores reports whether attention of this shape runs on the WMMA
+// kernels (the bf16 path, head dimensions that are multiples of 16).
+func (b *Backend) tensorCores(s kernels.AttnShape) bool { return b.prec == BF16 && s.HD%16 == 0 }
+
 func (b *Backend) attnArgs(s kernels.AttnShape) []uint64 {
-	return []uint64{i32(s.B), i32(s.T), i32(s.NH), i32(s.KVH), i32(s.HD),
-		f32(float32(1 / math.Sqrt(float64(s.HD)))), flag(b.prec == BF16)}
+	a := []uint64{i32(s.B), i32(s.T), i32(s.NH), i32(s.KVH), i32(s.HD), f32(float32(1 / math.Sqrt(float64(s.HD))))}
+	if !b.tensorCores(s) {
+		a = append(a, flag(b.prec == BF16)) // the scalar kernels round to bf16 on this flag
+	}
+	return a
 }
 
 // AttentionForward computes causal, document-masked attention and the per-row
@@ -604,8 +611,12 @@ func (b *Backend) attnArgs(s kernels.AttnShape) []uint64 {
 func (b *Backend) AttentionForward(out, lse, q, k, v kernels.Buffer, docStart kernels.IntBuffer, s kernels.AttnShape) {
 	o, l, qd, kd, vd, ds := b.fb(out), b.fb(lse), b.fb(q), b.fb(k), b.fb(v), b.ib(docStart)
 	b.checkAttn(qd, kd, vd, o, l, ds, s)
-	grid := [3]int{(s.T + attnBlock - 1) / attnBlock, s.NH, s.B}
-	b.launch("fom_attn_fwd", grid, attnBlock, append([]uint64{ptr(o), ptr(l), ptr(qd), ptr(kd), ptr(vd), iptr(ds)}, b.attnArgs(s)...)...)
+	args := append([]uint64{ptr(o), ptr(l), ptr(qd), ptr(kd), ptr(vd), iptr(ds)}, b.attnArgs(s)...)
+	if b.tensorCores(s) {
+		b.launch("fom_attn_fwd_tc", [3]int{(s.T + 63) / 64, s.NH, s.B}, 128, args...)
+		return
+	}
+	b.launch("fom_attn_fwd", [3]int{(s.T + attnBlock - 1) / attnBlock, s.NH, s.B}, attnBlock, args...)
 }
 
 // AttentionBackward overwrites dq, dk and dv.
@@ -621,6 +632,12 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse kernels.
 	nb := (s.T + attnBlock - 1) / attnBlock
 	b.launch("fom_attn_delta", [3]int{nb, s.NH, s.B}, attnBlock, ptr(D), ptr(o), ptr(do), i32(s.B), i32(s.T), i32(s.NH), i32(s.HD))
 	common := append([]uint64{ptr(do), ptr(qd), ptr(kd), ptr(vd), ptr(l), ptr(D), iptr(ds)}, b.attnArgs(s)...)
+	if b.tensorCores(s) {
+		nt := (s.T + 31) / 32
+		b.launch("fom_attn_dkdv_tc", [3]int{nt, s.KVH, s.B}, 64, append([]uint64{ptr(gk), ptr(gv)}, common...)...)
+		b.launch("fom_attn_dq_tc", [3]int{nt, s.NH, s.B}, 64, append([]uint64{ptr(gq)}, common...)...)
+		return
+	}
 	b.launch("fom_attn_dkdv", [3]int{nb, s.KVH, s.B}, attnBlock, append([]uint64{ptr(gk), ptr(gv)}, common...)...)
 	b.launch("fom_attn_dq", [3]int{nb, s.NH, s.B}, attnBlock, append([]uint64{ptr(gq)}, common...)...)
 }

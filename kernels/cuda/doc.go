@@ -29,7 +29,8 @@
 // verification relies on. The price is that attention is computed one row per
 // thread with three passes over the keys. The bf16 path (Options.Precision =
 // BF16) rounds the inputs of matrix products and attention to bfloat16 and
-// multiplies on tensor cores (WMMA, float32 accumulation); master weights,
+// multiplies on tensor cores (WMMA, float32 accumulation; attention on tensor
+// cores where the head dimension is a multiple of 16); master weights,
 // AdamW state, every other operation and the loss stay float32. It is faster
 // and agrees with the CPU to bfloat16 precision, not bit for bit.
 //

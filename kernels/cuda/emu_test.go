@@ -336,8 +336,16 @@ func TestAttentionMatchesCPU(t *testing.T) {
 	}
 }
 
+// attnShapesTC exercise the tensor-core kernels (bf16, head dim a multiple of
+// 16): partial tiles, GQA, several documents, the largest head dimension.
+var attnShapesTC = []kernels.AttnShape{
+	{B: 2, T: 100, NH: 4, KVH: 2, HD: 32},
+	{B: 1, T: 40, NH: 2, KVH: 1, HD: 128},
+	{B: 1, T: 130, NH: 2, KVH: 1, HD: 16},
+}
+
 func TestAttentionBF16(t *testing.T) {
-	for _, s := range attnShapes[:2] {
+	for _, s := range append(attnShapes[:1], attnShapesTC...) {
 		closeRel(t, "attention bf16", 2e-2, attnOp(s))
 	}
 }

@@ -49,6 +49,8 @@ static inline double __dsub_rn(double a, double b) { return a - b; }
 static inline double __dmul_rn(double a, double b) { return a * b; }
 static inline double __ddiv_rn(double a, double b) { return a / b; }
 static inline double __dsqrt_rn(double a) { return sqrt(a); }
+static inline float emu_expf(float x) { return expf(x); }
+#define __expf emu_expf
 static inline float __int_as_float(int i) {
 	float f;
 	memcpy(&f, &i, 4);

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "89c09dd56eff7668ea4aae434514d2483eaf5137c76b0c2a596d89ef6c6d18ee"
+const SourcesSHA256 = "29cc0943973cbf1245f3109e128336956ffe5f805de4d36a7f01c25a9a6ea6b9"
