@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <ucontext.h>
 
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -32,10 +33,28 @@ struct Fiber {
 
 const size_t kStack = 96 << 10;
 
+// Fiber stacks are reused across launches (uninitialised: a fiber's stack
+// needs no zeroing) and only grow.
+char *stack_pool;
+size_t stack_pool_size;
+
+// One launch at a time in the process: threadIdx and friends, the fiber
+// stacks and every kernel's __shared__ statics are process-wide.
+std::mutex launch_mu;
+
+char *stacks_for(size_t n) {
+	if (stack_pool_size < n) {
+		free(stack_pool);
+		stack_pool = (char *)malloc(n);
+		stack_pool_size = stack_pool ? n : 0;
+	}
+	return stack_pool;
+}
+
 struct Launch {
 	ucontext_t sched;
 	std::vector<Fiber> fibers;
-	std::vector<char> stacks;
+	char *stacks;
 	void (*body)(const uint64_t *);
 	const uint64_t *args;
 	int cur;
@@ -119,6 +138,7 @@ extern "C" int emu_launch(const char *name, unsigned gx, unsigned gy, unsigned g
 		snprintf(err, errlen, "emu: kernel %s takes %d arguments, launch gave %d", name, e->nargs, nargs);
 		return -1;
 	}
+	std::lock_guard<std::mutex> hold(launch_mu);
 	unsigned nt = bx * by * bz;
 	if (nt == 0 || nt > 1024 || gx == 0 || gy == 0 || gz == 0) {
 		snprintf(err, errlen, "emu: %s: bad launch geometry grid %ux%ux%u block %ux%ux%u", name, gx, gy, gz, bx, by, bz);
@@ -128,8 +148,11 @@ extern "C" int emu_launch(const char *name, unsigned gx, unsigned gy, unsigned g
 	l.body = e->body;
 	l.args = args;
 	l.fibers.resize(nt);
-	l.stacks.resize(nt * kStack);
-	Launch *prev = active;
+	l.stacks = stacks_for(nt * kStack);
+	if (!l.stacks) {
+		snprintf(err, errlen, "emu: %s: no memory for %u fiber stacks", name, nt);
+		return -1;
+	}
 	active = &l;
 	blockDim = {bx, by, bz};
 	gridDim = {gx, gy, gz};
@@ -172,6 +195,6 @@ extern "C" int emu_launch(const char *name, unsigned gx, unsigned gy, unsigned g
 						if (f.state == kBarrier) f.state = kRunnable;
 				}
 			}
-	active = prev;
+	active = nullptr;
 	return rc;
 }
