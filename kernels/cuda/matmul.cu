@@ -66,16 +66,30 @@ FOM_KERNEL void fom_matmul_bf16(float *C, const float *A, const float *B, long l
 	wmma::fragment<wmma::accumulator, 16, 16, 16, float> cf[4][2];
 	for (int i = 0; i < 4; i++)
 		for (int j = 0; j < 2; j++) wmma::fill_fragment(cf[i][j], 0.0f);
-	for (long long k0 = 0; k0 < K; k0 += 32) {
-		for (int e = threadIdx.x; e < 4096; e += 256) {
+	// Each thread moves 16 elements of A's tile and 16 of B's per K step
+	// (coalesced in both layouts). The next step's are fetched into registers
+	// while the tensor cores work on this one.
+	float ra[16], rb[16];
+	auto fetch = [&](long long k0) {
+		for (int t = 0; t < 16; t++) {
+			int e = threadIdx.x + 256 * t;
 			int mm = ta ? e % 128 : e / 32, kk = ta ? e / 128 : e % 32;
 			long long m = m0 + mm, k = k0 + kk;
-			As[mm][kk] = __float2bfloat16_rn((m < M && k < K) ? (ta ? A[k * M + m] : A[m * K + k]) : 0.0f);
+			ra[t] = (m < M && k < K) ? (ta ? A[k * M + m] : A[m * K + k]) : 0.0f;
 			int nn = tb ? e / 32 : e % 128, kb = tb ? e % 32 : e / 128;
 			long long n = n0 + nn, kq = k0 + kb;
-			Bs[kb][nn] = __float2bfloat16_rn((n < N && kq < K) ? (tb ? B[n * K + kq] : B[kq * N + n]) : 0.0f);
+			rb[t] = (n < N && kq < K) ? (tb ? B[n * K + kq] : B[kq * N + n]) : 0.0f;
+		}
+	};
+	fetch(0);
+	for (long long k0 = 0; k0 < K; k0 += 32) {
+		for (int t = 0; t < 16; t++) {
+			int e = threadIdx.x + 256 * t;
+			As[ta ? e % 128 : e / 32][ta ? e / 128 : e % 32] = __float2bfloat16_rn(ra[t]);
+			Bs[tb ? e % 32 : e / 128][tb ? e / 32 : e % 128] = __float2bfloat16_rn(rb[t]);
 		}
 		__syncthreads();
+		if (k0 + 32 < K) fetch(k0 + 32);
 		for (int kk = 0; kk < 32; kk += 16) {
 			wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> af[4];
 			wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> bf[2];

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "29cc0943973cbf1245f3109e128336956ffe5f805de4d36a7f01c25a9a6ea6b9"
+const SourcesSHA256 = "094a7ccbae862087dd41905ec9404200da3a79baa3ff40900fe042b2cefa6299"
