@@ -178,3 +178,21 @@ func Err(be Backend) error {
 	}
 	return nil
 }
+
+// RoPETable returns the rotary embedding's cos/sin rows for positions
+// [0, rows): row p holds cos(p·f_j) for j < hd/2, then sin(p·f_j), with
+// f_j = θ^(−2j/hd), computed in float64 and rounded to float32. Every
+// backend rotates with this table, so their RoPE agrees bit for bit.
+func RoPETable(hd int, theta float64, rows int) []float32 {
+	tab := make([]float32, rows*hd)
+	half := hd / 2
+	for p := 0; p < rows; p++ {
+		for j := 0; j < half; j++ {
+			f := math.Pow(theta, -2*float64(j)/float64(hd))
+			s, c := math.Sincos(float64(p) * f)
+			tab[p*hd+j] = float32(c)
+			tab[p*hd+half+j] = float32(s)
+		}
+	}
+	return tab
+}

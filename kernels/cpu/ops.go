@@ -248,17 +248,7 @@ func (b *Backend) ropeTable(hd int, theta float64, maxPos int) []float32 {
 	if len(tab) >= maxPos*hd {
 		return tab
 	}
-	rows := max(maxPos, 2*len(tab)/max(hd, 1), 64)
-	tab = make([]float32, rows*hd)
-	half := hd / 2
-	for p := 0; p < rows; p++ {
-		for j := 0; j < half; j++ {
-			f := math.Pow(theta, -2*float64(j)/float64(hd))
-			s, c := math.Sincos(float64(p) * f)
-			tab[p*hd+j] = float32(c)
-			tab[p*hd+half+j] = float32(s)
-		}
-	}
+	tab = kernels.RoPETable(hd, theta, max(maxPos, 2*len(tab)/max(hd, 1), 64))
 	b.ropeTab[key] = tab
 	return tab
 }

@@ -505,16 +505,7 @@ func (b *Backend) ropeTable(hd int, theta float64, maxPos int) *buf {
 		return t
 	}
 	rows := max(maxPos, 2*b.ropeRows[key], 64)
-	tab := make([]float32, rows*hd)
-	half := hd / 2
-	for p := 0; p < rows; p++ {
-		for j := 0; j < half; j++ {
-			f := math.Pow(theta, -2*float64(j)/float64(hd))
-			s, c := math.Sincos(float64(p) * f)
-			tab[p*hd+j] = float32(c)
-			tab[p*hd+half+j] = float32(s)
-		}
-	}
+	tab := kernels.RoPETable(hd, theta, rows)
 	t := b.Alloc(len(tab)).(*buf)
 	b.Upload(t, tab)
 	b.ropeTab[key], b.ropeRows[key] = t, rows
