@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
 	"sync"
 	"unsafe"
 
@@ -444,34 +443,51 @@ func (b *Backend) EmbeddingBackward(dtable, dout kernels.Buffer, tokens kernels.
 	if n == 0 {
 		return
 	}
-	pos := append(b.embPos[:0], make([]int32, n)...)
-	for i := range pos {
-		pos[i] = int32(i)
+	// Counting sort of positions by token (stable: positions stay in order
+	// within a token), reusing host buffers: no allocation in a steady step.
+	counts := grow32(b.embSt, vocab+1)
+	clear(counts)
+	for _, v := range tk.host {
+		counts[v+1]++
 	}
-	sort.SliceStable(pos, func(i, j int) bool { return tk.host[pos[i]] < tk.host[pos[j]] })
-	ids, st := b.embIDs[:0], b.embSt[:0]
-	for i, p := range pos {
-		if i == 0 || tk.host[p] != tk.host[pos[i-1]] {
-			ids = append(ids, tk.host[p])
-			st = append(st, int32(i))
+	ids := b.embIDs[:0]
+	for v := 0; v < vocab; v++ {
+		if counts[v+1] > 0 {
+			ids = append(ids, int32(v))
 		}
+		counts[v+1] += counts[v]
 	}
-	st = append(st, int32(n))
-	b.embPos, b.embIDs, b.embSt = pos, ids, st
-	// one int buffer holds ids, starts and positions
-	host := make([]int32, 0, len(ids)+len(st)+len(pos))
-	host = append(append(append(host, ids...), st...), pos...)
+	// host = ids, then each id's start (len(ids)+1 of them), then positions
+	host := grow32(b.embPos, 2*len(ids)+1+n)
+	st, pos := host[len(ids):2*len(ids)+1], host[2*len(ids)+1:]
+	copy(host, ids)
+	for i, v := range ids {
+		st[i] = counts[v]
+	}
+	st[len(ids)] = int32(n)
+	for i, v := range tk.host {
+		pos[counts[v]] = int32(i)
+		counts[v]++
+	}
+	b.embSt, b.embIDs, b.embPos = counts, ids, host
 	if b.csr == nil || b.csr.Len() < len(host) {
 		b.csr = b.AllocInt(len(host)).(*ibuf)
 	}
-	copy(b.csr.host, host)
 	if !b.ok() {
 		return
 	}
 	b.fail("upload", b.dev.CopyIn(b.csr.p, unsafe.Pointer(&host[0]), 4*int64(len(host))))
 	base := b.csr.p
 	b.launch("fom_embed_bwd", rowsGrid((c+block1D-1)/block1D, len(ids)), block1D, ptr(dw), ptr(d),
-		base, base+4*uint64(len(ids)), base+4*uint64(len(ids)+len(st)), i32(len(ids)), i64(c))
+		base, base+4*uint64(len(ids)), base+4*uint64(2*len(ids)+1), i32(len(ids)), i64(c))
+}
+
+// grow32 returns x resized to n, reallocating only when it is too small.
+func grow32(x []int32, n int) []int32 {
+	if cap(x) < n {
+		return make([]int32, n)
+	}
+	return x[:n]
 }
 
 // RMSNormForward normalises rows.
