@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -99,6 +100,13 @@ minutes on two cores; the default trains the demo preset and takes longer.`,
 			defer be.Close()
 			e.logf("bench sync: %s preset, %d workers × %d steps of %d×%d tokens, %d methods, %d training tokens in the corpus",
 				o.Preset, o.Workers, o.Steps, o.Batch, o.Seq, len(o.Methods), len(train.Tokens))
+			var last time.Time
+			o.OnStep = func(m simulate.Method, step, steps int) {
+				if time.Since(last) >= 10*time.Second {
+					last = time.Now()
+					e.logf("  %-40s step %d/%d", m.String(), step, steps)
+				}
+			}
 			rows, err := simulate.Run(ctxOf(cmd), be, train, val, o, func(r simulate.Row) {
 				e.logf("  %-40s val %.4f  %s/worker  %.0f×  %.0fs", r.Method.String(), r.ValLoss, bytesHuman(int64(r.BytesPerWorker)), r.ReductionVsDDP, r.Seconds)
 			})

@@ -51,6 +51,15 @@ type Options struct {
 	// ExactAggregate skips encoding the aggregate (for experiments: the
 	// bytes are still counted as if it were encoded).
 	ExactAggregate bool
+	// OnStep, if set, is called after every step of every method (for
+	// progress reports).
+	OnStep func(m Method, step, steps int)
+}
+
+func (o Options) stepDone(m Method, s int) {
+	if o.OnStep != nil {
+		o.OnStep(m, s+1, o.Steps)
+	}
 }
 
 // DefaultOptions compares DDP with DiLoCo at H 10, 50, 100 and 250 for each
@@ -170,6 +179,7 @@ func runDDP(ctx context.Context, be kernels.Backend, c model.Config, train, val 
 		if _, err := m.Step(sched.LR(s), model.DefaultOptim()); err != nil {
 			return Row{}, err
 		}
+		o.stepDone(Method{Name: "ddp"}, s)
 	}
 	vl, err := model.Evaluate(m, val, o.Batch, o.Seq, (o.EvalRows+o.Batch-1)/o.Batch)
 	if err != nil {
@@ -238,6 +248,7 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 				return Row{}, err
 			}
 		}
+		o.stepDone(meth, s)
 		if (s+1)%cfg.H != 0 && s+1 != o.Steps {
 			continue
 		}
