@@ -56,6 +56,7 @@ type Backend struct {
 	// scratch, grown on demand
 	lanes, sums   *buf // float64 scratch of SumSquares (counted in float32 pairs)
 	delta         *buf // attention backward's D
+	colPart       *buf // partial column sums (bf16 path)
 	csr           *ibuf
 	ropeTab       map[ropeKey]*buf
 	ropeRows      map[ropeKey]int
@@ -510,8 +511,20 @@ func (b *Backend) RMSNormBackward(dinp, dweight, dout, inp, weight, rstd kernels
 	need("rmsnorm weight", w.n, c)
 	need("rmsnorm rstd", r.n, n)
 	b.launch("fom_rms_bwd_rows", [3]int{(n + 127) / 128, 1, 1}, 128, ptr(dx), ptr(dy), ptr(x), ptr(w), ptr(r), i64(n), i64(c))
+	if b.prec == BF16 && n > 2*colChunk {
+		// Two stages over row chunks: a column per thread down all n rows
+		// leaves most of a GPU idle.
+		chunks := (n + colChunk - 1) / colChunk
+		part := b.scratch(&b.colPart, chunks*c)
+		b.launch("fom_rms_bwd_weight_part", [3]int{(c + 127) / 128, chunks, 1}, 128, ptr(part), ptr(dy), ptr(x), ptr(r), i64(n), i64(c), i32(colChunk))
+		b.launch("fom_colsum_add", [3]int{(c + 127) / 128, 1, 1}, 128, ptr(dw), ptr(part), i32(chunks), i64(c))
+		return
+	}
 	b.launch("fom_rms_bwd_weight", [3]int{(c + 127) / 128, 1, 1}, 128, ptr(dw), ptr(dy), ptr(x), ptr(r), i64(n), i64(c))
 }
+
+// colChunk is the row chunk of the bf16 path's two-stage column sums.
+const colChunk = 256
 
 // ropeTable returns the device copy of the CPU backend's cos/sin table for at
 // least maxPos positions (computed on the host in float64, rounded to float32).

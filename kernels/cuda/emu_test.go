@@ -242,6 +242,21 @@ func TestRoPEMatchesCPU(t *testing.T) {
 	})
 }
 
+// TestRMSNormBF16: the bf16 path sums the weight gradient in two stages
+// (row chunks, then chunks in order) once there are more than 512 rows.
+func TestRMSNormBF16(t *testing.T) {
+	closeRel(t, "rmsnorm bf16", 1e-5, func(be kernels.Backend) map[string][]float32 {
+		r := rand.New(rand.NewPCG(3, 5))
+		const n, c = 1100, 40
+		x, w := up(be, randn(r, n*c, 2)), up(be, randn(r, c, 1))
+		out, rstd := be.Alloc(n*c), be.Alloc(n)
+		be.RMSNormForward(out, rstd, x, w, n, c, 1e-5)
+		dx, dw := up(be, randn(r, n*c, 1)), up(be, randn(r, c, 1))
+		be.RMSNormBackward(dx, dw, up(be, randn(r, n*c, 1)), x, w, rstd, n, c)
+		return map[string][]float32{"dw": down(be, dw)}
+	})
+}
+
 func TestSwiGLUMatchesCPU(t *testing.T) {
 	sameBits(t, "swiglu", func(be kernels.Backend) map[string][]float32 {
 		r := rand.New(rand.NewPCG(7, 8))

@@ -70,6 +70,32 @@ FOM_KERNEL void fom_rms_bwd_weight(float *dw, const float *dout, const float *in
 	dw[j] = acc;
 }
 
+// fom_rms_bwd_weight_part is the bf16 path's first stage of the weight
+// gradient: part[chunk, j] = Σ (dy·x)·r over the chunk's rows, in order, for
+// chunks of `rows` rows (blockIdx.y is the chunk). fom_colsum_add then adds
+// the chunks in order. Deterministic, and parallel over rows as well as
+// columns, but not the CPU's single chain per column.
+FOM_KERNEL void fom_rms_bwd_weight_part(float *part, const float *dout, const float *inp, const float *rstd, long long n,
+                                        long long c, int rows) {
+	long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	long long i0 = (long long)blockIdx.y * rows;
+	if (j >= c) return;
+	long long i1 = i0 + rows < n ? i0 + rows : n;
+	float acc = 0.0f;
+	for (long long i = i0; i < i1; i++)
+		acc = __fadd_rn(acc, __fmul_rn(__fmul_rn(dout[i * c + j], inp[i * c + j]), rstd[i]));
+	part[(long long)blockIdx.y * c + j] = acc;
+}
+
+// fom_colsum_add: dst[j] += Σ_k part[k, j] for k = 0..chunks−1, in order.
+FOM_KERNEL void fom_colsum_add(float *dst, const float *part, int chunks, long long c) {
+	long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (j >= c) return;
+	float acc = dst[j];
+	for (int k = 0; k < chunks; k++) acc = __fadd_rn(acc, part[(long long)k * c + j]);
+	dst[j] = acc;
+}
+
 // fom_rope rotates the pairs (j, j+hd/2) of x[n, heads, hd] by the angle whose
 // cos and sin are row pos[n] of tab (cos[hd/2] then sin[hd/2], computed on the
 // host in float64 exactly as the CPU backend does); sign −1 rotates back.

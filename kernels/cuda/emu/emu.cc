@@ -114,7 +114,7 @@ const Entry kTable[] = {
     EMU_KERNEL(fom_xent),         EMU_KERNEL(fom_matmul_f32),   EMU_KERNEL(fom_matmul_bf16),
     EMU_KERNEL(fom_attn_fwd),     EMU_KERNEL(fom_attn_delta),   EMU_KERNEL(fom_attn_dkdv),
     EMU_KERNEL(fom_attn_dq),      EMU_KERNEL(fom_attn_fwd_tc),  EMU_KERNEL(fom_attn_dkdv_tc),
-    EMU_KERNEL(fom_attn_dq_tc),
+    EMU_KERNEL(fom_attn_dq_tc),   EMU_KERNEL(fom_rms_bwd_weight_part), EMU_KERNEL(fom_colsum_add),
 };
 
 } // namespace

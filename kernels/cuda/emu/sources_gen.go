@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "094a7ccbae862087dd41905ec9404200da3a79baa3ff40900fe042b2cefa6299"
+const SourcesSHA256 = "83160804e8a2356ada73b8213028dbb97e0a6545ccdd5764944fd87beb3deaf1"
