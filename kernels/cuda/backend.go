@@ -498,6 +498,10 @@ func (b *Backend) RMSNormForward(out, rstd, inp, weight kernels.Buffer, n, c int
 	need("rmsnorm inp", x.n, n*c)
 	need("rmsnorm rstd", r.n, n)
 	need("rmsnorm weight", w.n, c)
+	if b.prec == BF16 {
+		b.launch("fom_rms_fwd_warp", [3]int{(n + 3) / 4, 1, 1}, 128, ptr(o), ptr(r), ptr(x), ptr(w), i64(n), i64(c), f32(eps))
+		return
+	}
 	b.launch("fom_rms_fwd", [3]int{(n + 127) / 128, 1, 1}, 128, ptr(o), ptr(r), ptr(x), ptr(w), i64(n), i64(c), f32(eps))
 }
 
@@ -510,7 +514,11 @@ func (b *Backend) RMSNormBackward(dinp, dweight, dout, inp, weight, rstd kernels
 	need("rmsnorm dweight", dw.n, c)
 	need("rmsnorm weight", w.n, c)
 	need("rmsnorm rstd", r.n, n)
-	b.launch("fom_rms_bwd_rows", [3]int{(n + 127) / 128, 1, 1}, 128, ptr(dx), ptr(dy), ptr(x), ptr(w), ptr(r), i64(n), i64(c))
+	if b.prec == BF16 {
+		b.launch("fom_rms_bwd_rows_warp", [3]int{(n + 3) / 4, 1, 1}, 128, ptr(dx), ptr(dy), ptr(x), ptr(w), ptr(r), i64(n), i64(c))
+	} else {
+		b.launch("fom_rms_bwd_rows", [3]int{(n + 127) / 128, 1, 1}, 128, ptr(dx), ptr(dy), ptr(x), ptr(w), ptr(r), i64(n), i64(c))
+	}
 	if b.prec == BF16 && n > 2*colChunk {
 		// Two stages over row chunks: a column per thread down all n rows
 		// leaves most of a GPU idle.

@@ -70,6 +70,59 @@ FOM_KERNEL void fom_rms_bwd_weight(float *dw, const float *dout, const float *in
 	dw[j] = acc;
 }
 
+// The bf16 path's RMSNorm rows: a warp per row (4 rows per 128-thread
+// block), lanes striding over the columns so that loads are coalesced, each
+// lane's float64 partial added in lane order through shared memory.
+// Deterministic; not the CPU's single chain per row.
+FOM_DEV double fom_row_sum(double v, double *lanes, int w, int lane) {
+	lanes[w * 32 + lane] = v;
+	__syncthreads();
+	double s = 0;
+	for (int l = 0; l < 32; l++) s = __dadd_rn(s, lanes[w * 32 + l]);
+	__syncthreads();
+	return s;
+}
+
+FOM_KERNEL void fom_rms_fwd_warp(float *out, float *rstd, const float *inp, const float *w, long long n, long long c,
+                                 float eps) {
+	__shared__ double lanes[128];
+	int wi = threadIdx.x / 32, lane = threadIdx.x % 32;
+	long long i = (long long)blockIdx.x * 4 + wi;
+	bool live = i < n;
+	const float *x = inp + (live ? i : 0) * c;
+	double ss = 0;
+	if (live)
+		for (long long j = lane; j < c; j += 32) ss = __dadd_rn(ss, __dmul_rn((double)x[j], (double)x[j]));
+	ss = fom_row_sum(ss, lanes, wi, lane);
+	if (!live) return;
+	float r = (float)__ddiv_rn(1.0, __dsqrt_rn(__dadd_rn(__ddiv_rn(ss, (double)c), (double)eps)));
+	if (lane == 0) rstd[i] = r;
+	float *o = out + i * c;
+	for (long long j = lane; j < c; j += 32) o[j] = __fmul_rn(__fmul_rn(x[j], r), w[j]);
+}
+
+FOM_KERNEL void fom_rms_bwd_rows_warp(float *dinp, const float *dout, const float *inp, const float *w,
+                                      const float *rstd, long long n, long long c) {
+	__shared__ double lanes[128];
+	int wi = threadIdx.x / 32, lane = threadIdx.x % 32;
+	long long i = (long long)blockIdx.x * 4 + wi;
+	bool live = i < n;
+	long long off = (live ? i : 0) * c;
+	const float *x = inp + off, *dy = dout + off;
+	double dot = 0;
+	if (live)
+		for (long long j = lane; j < c; j += 32)
+			dot = __dadd_rn(dot, __dmul_rn(__dmul_rn((double)dy[j], (double)w[j]), (double)x[j]));
+	dot = fom_row_sum(dot, lanes, wi, lane);
+	if (!live) return;
+	float r = rstd[i];
+	double rd = (double)r;
+	float k = (float)__ddiv_rn(__dmul_rn(__dmul_rn(__dmul_rn(dot, rd), rd), rd), (double)c);
+	float *dx = dinp + off;
+	for (long long j = lane; j < c; j += 32)
+		dx[j] = __fadd_rn(dx[j], __fsub_rn(__fmul_rn(__fmul_rn(r, dy[j]), w[j]), __fmul_rn(x[j], k)));
+}
+
 // fom_rms_bwd_weight_part is the bf16 path's first stage of the weight
 // gradient: part[chunk, j] = Σ (dy·x)·r over the chunk's rows, in order, for
 // chunks of `rows` rows (blockIdx.y is the chunk). fom_colsum_add then adds

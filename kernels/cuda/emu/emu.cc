@@ -115,6 +115,7 @@ const Entry kTable[] = {
     EMU_KERNEL(fom_attn_fwd),     EMU_KERNEL(fom_attn_delta),   EMU_KERNEL(fom_attn_dkdv),
     EMU_KERNEL(fom_attn_dq),      EMU_KERNEL(fom_attn_fwd_tc),  EMU_KERNEL(fom_attn_dkdv_tc),
     EMU_KERNEL(fom_attn_dq_tc),   EMU_KERNEL(fom_rms_bwd_weight_part), EMU_KERNEL(fom_colsum_add),
+    EMU_KERNEL(fom_rms_fwd_warp), EMU_KERNEL(fom_rms_bwd_rows_warp),
 };
 
 } // namespace

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "83160804e8a2356ada73b8213028dbb97e0a6545ccdd5764944fd87beb3deaf1"
+const SourcesSHA256 = "7d67080e7013985cb8a9d7c2f3723376be6074f56b21987f8d316141313dc2bd"
