@@ -33,18 +33,22 @@ var ErrDecode = errors.New("gradsync: malformed encoding")
 func BytesPerParam(c Codec, n int) float64 { return float64(c.EncodedLen(n)) / float64(n) }
 
 // NewCodec builds a codec by name: "fp32", "int8" or "int4" (blockwise
-// absmax, block elements per scale) or "topk" (top frac of each chunk of
-// chunk elements, 2-bit values).
+// absmax, block elements per scale), "int2" (blockwise ternary, block
+// elements per scale) or "topk" (top frac of each chunk of chunk elements,
+// 2-bit values).
 func NewCodec(name string, block, chunk int, frac float64) (Codec, error) {
 	switch name {
 	case "fp32":
 		return FP32{}, nil
-	case "int8", "int4":
+	case "int8", "int4", "int2":
 		if block < 1 || block > 1<<20 {
 			return nil, fmt.Errorf("gradsync: %s block %d out of range [1, 2^20]", name, block)
 		}
-		if name == "int4" {
+		switch name {
+		case "int4":
 			return Int4{Block: block}, nil
+		case "int2":
+			return Int2{Block: block}, nil
 		}
 		return Int8{Block: block}, nil
 	case "topk":
@@ -56,7 +60,7 @@ func NewCodec(name string, block, chunk int, frac float64) (Codec, error) {
 		}
 		return TopK{Chunk: chunk, Frac: frac}, nil
 	}
-	return nil, fmt.Errorf("gradsync: unknown codec %q (want fp32, int8, int4 or topk)", name)
+	return nil, fmt.Errorf("gradsync: unknown codec %q (want fp32, int8, int4, int2 or topk)", name)
 }
 
 func header(dst []byte, magic string, n int) []byte {
@@ -258,6 +262,102 @@ func (c Int4) Decode(dst []float32, b []byte) error {
 	}
 	if len(dst)%2 == 1 && vals[len(vals)-1]>>4 != 0 {
 		return fmt.Errorf("%w: int4 padding nibble is not zero", ErrDecode)
+	}
+	return nil
+}
+
+// Int2 is a ternary codec: each block of Block elements shares one float32
+// scale, the mean magnitude of the block, and each element is sent as −1, 0
+// or +1 times it in 2 bits (0 → 0, 1 → +1, 3 → −1; 2 is never written), four
+// a byte, low bits first: about 0.25 + 4/Block bytes an element. The error
+// per element is large (an element below half the scale is sent as 0, one
+// far above it as the scale) and is meant to be carried by error feedback,
+// which sends what was lost in later rounds.
+type Int2 struct{ Block int }
+
+const magicInt2 = "GI2\x01"
+
+func (c Int2) Name() string { return "int2" }
+func (c Int2) EncodedLen(n int) int {
+	return 12 + (n+3)/4 + 4*((n+c.Block-1)/c.Block)
+}
+
+func (c Int2) Encode(dst []byte, x []float32) []byte {
+	dst = header(dst, magicInt2, len(x))
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(c.Block))
+	scales := make([]float32, 0, (len(x)+c.Block-1)/c.Block)
+	for b0 := 0; b0 < len(x); b0 += c.Block {
+		blk := x[b0:min(b0+c.Block, len(x))]
+		var sum float64
+		for _, v := range blk {
+			sum += math.Abs(float64(v))
+		}
+		scale := float32(sum / float64(len(blk)))
+		if math.IsInf(float64(scale), 0) || scale != scale {
+			scale = 0 // a non-finite block is sent as zeros
+		}
+		scales = append(scales, scale)
+		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(scale))
+	}
+	var cur byte
+	for i, v := range x {
+		var code byte
+		if scale := scales[i/c.Block]; scale > 0 {
+			switch q := v / scale; {
+			case q >= 0.5:
+				code = 1
+			case q <= -0.5:
+				code = 3
+			}
+		}
+		cur |= code << (2 * (i % 4))
+		if i%4 == 3 {
+			dst = append(dst, cur)
+			cur = 0
+		}
+	}
+	if len(x)%4 != 0 {
+		dst = append(dst, cur)
+	}
+	return dst
+}
+
+func (c Int2) Decode(dst []float32, b []byte) error {
+	p, err := checkHeader(b, magicInt2, len(dst))
+	if err != nil {
+		return err
+	}
+	if len(p) < 4 {
+		return fmt.Errorf("%w: int2 block size missing", ErrDecode)
+	}
+	block := int(binary.LittleEndian.Uint32(p))
+	if block < 1 || block > 1<<20 {
+		return fmt.Errorf("%w: int2 block %d out of range", ErrDecode, block)
+	}
+	p = p[4:]
+	nb := (len(dst) + block - 1) / block
+	if want := 4*nb + (len(dst)+3)/4; len(p) != want {
+		return fmt.Errorf("%w: int2 payload of %d bytes; %d elements in blocks of %d need %d", ErrDecode, len(p), len(dst), block, want)
+	}
+	scales, vals := p[:4*nb], p[4*nb:]
+	for i := range dst {
+		scale := math.Float32frombits(binary.LittleEndian.Uint32(scales[4*(i/block):]))
+		if !(scale >= 0) || math.IsInf(float64(scale), 0) {
+			return fmt.Errorf("%w: int2 block of element %d has scale %v", ErrDecode, i, scale)
+		}
+		switch (vals[i/4] >> (2 * (i % 4))) & 3 {
+		case 0:
+			dst[i] = 0
+		case 1:
+			dst[i] = scale
+		case 3:
+			dst[i] = -scale
+		default:
+			return fmt.Errorf("%w: int2 code 2 at %d (the encoder never writes it)", ErrDecode, i)
+		}
+	}
+	if r := len(dst) % 4; r != 0 && vals[len(vals)-1]>>(2*r) != 0 {
+		return fmt.Errorf("%w: int2 padding bits are not zero", ErrDecode)
 	}
 	return nil
 }

@@ -15,8 +15,8 @@ type Config struct {
 	// and 0.9, as in DiLoCo).
 	OuterLR  float64 `json:"outer_lr"`
 	Momentum float64 `json:"momentum"`
-	// Codec is "fp32", "int8", "int4" or "topk" (default "int8"); Block is
-	// the int8/int4 block size (default 256); Chunk and TopKFrac set topk (defaults 4096
+	// Codec is "fp32", "int8", "int4", "int2" or "topk" (default "int8"); Block is
+	// the int8/int4/int2 block size (default 256); Chunk and TopKFrac set topk (defaults 4096
 	// and 1/32).
 	Codec    string  `json:"codec"`
 	Block    int     `json:"block"`

@@ -1,6 +1,8 @@
 package gradsync
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -17,7 +19,7 @@ func randVec(r *rand.Rand, n int, scale float64) []float32 {
 
 func codecs(t testing.TB) []Codec {
 	var out []Codec
-	for _, name := range []string{"fp32", "int8", "int4", "topk"} {
+	for _, name := range []string{"fp32", "int8", "int4", "topk", "int2"} {
 		c, err := NewCodec(name, 64, 256, 1.0/16)
 		if err != nil {
 			t.Fatal(err)
@@ -55,6 +57,8 @@ func TestCodecRoundTripBounds(t *testing.T) {
 				checkBlockError(t, "int8", x, got, c.Block, 127)
 			case Int4:
 				checkBlockError(t, "int4", x, got, c.Block, 7)
+			case Int2:
+				checkTernary(t, x, got, c.Block)
 			case TopK:
 				for c0 := 0; c0 < n; c0 += c.Chunk {
 					end := min(c0+c.Chunk, n)
@@ -102,9 +106,60 @@ func checkBlockError(t *testing.T, name string, x, got []float32, block int, lev
 	}
 }
 
+// checkTernary: each int2 element decodes to 0 or ±(the block's mean
+// magnitude), with x's sign, and to 0 exactly when |x| < scale/2.
+func checkTernary(t *testing.T, x, got []float32, block int) {
+	t.Helper()
+	for b0 := 0; b0 < len(x); b0 += block {
+		blk := x[b0:min(b0+block, len(x))]
+		var sum float64
+		for _, v := range blk {
+			sum += math.Abs(float64(v))
+		}
+		scale := float32(sum / float64(len(blk)))
+		for i, v := range blk {
+			g := got[b0+i]
+			switch {
+			case math.Abs(float64(v/scale)) < 0.5:
+				if g != 0 {
+					t.Fatalf("int2 element %d: %v decoded as %v, want 0 (scale %v)", b0+i, v, g, scale)
+				}
+			case v > 0 && g != scale, v < 0 && g != -scale:
+				t.Fatalf("int2 element %d: %v decoded as %v, want ±%v", b0+i, v, g, scale)
+			}
+		}
+	}
+}
+
+// TestInt2Malformed: the decoder refuses the code the encoder never writes,
+// non-zero padding and bad scales.
+func TestInt2Malformed(t *testing.T) {
+	c := Int2{Block: 4}
+	good := c.Encode(nil, []float32{1, -1, 0.1, 2, 3})
+	dst := make([]float32, 5)
+	if err := c.Decode(dst, good); err != nil {
+		t.Fatal(err)
+	}
+	for name, mut := range map[string]func([]byte){
+		"code 2":  func(b []byte) { b[len(b)-2] = 0b10 },
+		"padding": func(b []byte) { b[len(b)-1] |= 0b100 },
+		"scale":   func(b []byte) { binary.LittleEndian.PutUint32(b[12:], math.Float32bits(float32(math.Inf(1)))) },
+		"neg":     func(b []byte) { binary.LittleEndian.PutUint32(b[12:], math.Float32bits(-1)) },
+	} {
+		b := append([]byte(nil), good...)
+		mut(b)
+		if err := c.Decode(dst, b); !errors.Is(err, ErrDecode) {
+			t.Errorf("%s: %v, want ErrDecode", name, err)
+		}
+	}
+	if err := c.Decode(dst, good[:len(good)-1]); !errors.Is(err, ErrDecode) {
+		t.Errorf("short: %v, want ErrDecode", err)
+	}
+}
+
 func TestBytesPerParam(t *testing.T) {
 	const n = 1 << 20
-	for name, want := range map[string][2]float64{"fp32": {4, 4.0001}, "int8": {1.0156, 1.0157}, "int4": {0.5156, 0.5157}, "topk": {0.056, 0.057}} {
+	for name, want := range map[string][2]float64{"fp32": {4, 4.0001}, "int8": {1.0156, 1.0157}, "int4": {0.5156, 0.5157}, "int2": {0.2656, 0.2657}, "topk": {0.056, 0.057}} {
 		c, _ := NewCodec(name, 256, 4096, 1.0/32)
 		if b := BytesPerParam(c, n); b < want[0] || b > want[1] {
 			t.Errorf("%s: %.4f bytes/param, want [%v, %v]", name, b, want[0], want[1])
@@ -376,7 +431,7 @@ func TestConfigAndPartitions(t *testing.T) {
 func BenchmarkEncode10M(b *testing.B) {
 	r := rand.New(rand.NewPCG(10, 10))
 	x := randVec(r, 10_000_000, 0.01)
-	for _, name := range []string{"fp32", "int8", "int4", "topk"} {
+	for _, name := range []string{"fp32", "int8", "int4", "int2", "topk"} {
 		c, _ := NewCodec(name, 256, 4096, 1.0/32)
 		buf := make([]byte, 0, c.EncodedLen(len(x)))
 		b.Run(name, func(b *testing.B) {

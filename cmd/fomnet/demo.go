@@ -113,7 +113,7 @@ continuation of a Korean and an English prompt. Node identities derive from
 	f.IntVar(&o.Seq, "seq", 128, "tokens per sequence")
 	f.IntVar(&o.Vocab, "vocab", 8192, "tokenizer vocabulary (at most the preset's)")
 	f.IntVar(&o.Synthetic, "synthetic", 2000, "synthetic documents added to the built-in corpus")
-	f.StringVar(&o.Codec, "codec", "int8", "pseudo-gradient codec: fp32, int8, int4, topk")
+	f.StringVar(&o.Codec, "codec", "int8", "pseudo-gradient codec: fp32, int8, int4, int2, topk")
 	f.Uint64Var(&o.Seed, "seed", 1, "seed for identities, weights, batches")
 	f.StringVar(&o.Dir, "dir", "", "directory for the nodes' homes (default: a new temporary directory)")
 	f.IntVar(&threads, "threads", 1, "compute threads per node")

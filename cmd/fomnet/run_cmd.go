@@ -136,7 +136,7 @@ first). Nodes take part with fomnet join RUN-ID.`,
 	fl.Float64Var(&maxLR, "max-lr", 3e-3, "inner peak learning rate")
 	fl.Float64Var(&minLR, "min-lr", 3e-4, "inner final learning rate")
 	fl.IntVar(&warmup, "warmup", 100, "inner warmup steps")
-	fl.StringVar(&codec, "codec", "int8", "pseudo-gradient codec: fp32, int8, int4, topk")
+	fl.StringVar(&codec, "codec", "int8", "pseudo-gradient codec: fp32, int8, int4, int2, topk")
 	fl.Float64Var(&outerLR, "outer-lr", 0.7, "outer Nesterov learning rate")
 	fl.Float64Var(&momentum, "momentum", 0.9, "outer Nesterov momentum")
 	fl.DurationVar(&deadline, "deadline", 2*time.Minute, "how long a round waits for contributions and aggregates")
