@@ -258,12 +258,27 @@ func (b *Backend) Copy(dst, src kernels.Buffer) {
 	b.fail("copy", b.dev.CopyDev(d.p, s.p, 4*int64(d.n)))
 }
 
-// scratch returns a buffer of at least n float32s in *slot, reallocating as needed.
+// scratch returns a buffer of at least n float32s in *slot, replacing (and
+// freeing) a smaller one.
 func (b *Backend) scratch(slot **buf, n int) *buf {
 	if *slot == nil || (*slot).n < n {
+		if *slot != nil {
+			b.release((*slot).p)
+		}
 		*slot = &buf{p: b.alloc(4 * int64(max(n, 1))), n: max(n, 1), owner: b}
 	}
 	return *slot
+}
+
+// release frees an allocation the backend no longer hands out.
+func (b *Backend) release(p uint64) {
+	for i, q := range b.allocs {
+		if q == p {
+			b.allocs = append(b.allocs[:i], b.allocs[i+1:]...)
+			b.fail("free", b.dev.Free(p))
+			return
+		}
+	}
 }
 
 // Arguments of a launch, 64 bits each.
@@ -472,6 +487,9 @@ func (b *Backend) EmbeddingBackward(dtable, dout kernels.Buffer, tokens kernels.
 	}
 	b.embSt, b.embIDs, b.embPos = counts, ids, host
 	if b.csr == nil || b.csr.Len() < len(host) {
+		if b.csr != nil {
+			b.release(b.csr.p)
+		}
 		b.csr = b.AllocInt(len(host)).(*ibuf)
 	}
 	if !b.ok() {
@@ -543,6 +561,9 @@ func (b *Backend) ropeTable(hd int, theta float64, maxPos int) *buf {
 	}
 	rows := max(maxPos, 2*b.ropeRows[key], 64)
 	tab := kernels.RoPETable(hd, theta, rows)
+	if old := b.ropeTab[key]; old != nil {
+		b.release(old.p)
+	}
 	t := b.Alloc(len(tab)).(*buf)
 	b.Upload(t, tab)
 	b.ropeTab[key], b.ropeRows[key] = t, rows
