@@ -1,0 +1,390 @@
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"unsafe"
+
+	"github.com/fomnet/fomnet/kernels"
+)
+
+// Precision selects the arithmetic of matrix products and attention.
+type Precision string
+
+const (
+	// FP32 follows the CPU backend's arithmetic contract bit for bit.
+	FP32 Precision = "fp32"
+	// BF16 rounds the inputs of matrix products and attention to bfloat16
+	// and accumulates in float32 (tensor cores for matrix products); master
+	// weights, optimizer state, every other operation and the loss stay float32.
+	BF16 Precision = "bf16"
+)
+
+// Options configures a Backend.
+type Options struct {
+	// Device is the GPU ordinal (Open only).
+	Device int
+	// Precision is FP32 (default) or BF16.
+	Precision Precision
+}
+
+// ErrNotBuilt reports a binary built without the cuda tag.
+var ErrNotBuilt = errors.New("cuda: this fomnet was built without CUDA support; build it with `go build -tags cuda ./cmd/fomnet` on a machine with the CUDA headers (see README)")
+
+// MaxHeadDim is the largest attention head dimension the kernels take.
+const MaxHeadDim = 128
+
+// Backend runs kernels.Backend's operations on a Device.
+//
+// Errors: a failed device call (out of memory, a launch error) does not
+// panic. The Backend records the first one, skips every later device call and
+// reports it from Err; model code checks Err after each step (kernels.Err).
+// Shape mistakes are programmer errors and panic with kernels.ErrShape, as on
+// the CPU backend.
+type Backend struct {
+	dev  Device
+	prec Precision
+
+	err    error
+	closed bool
+	once   sync.Once
+
+	allocs []uint64 // every allocation, freed by Close
+
+	// scratch, grown on demand
+	lanes, sums   *buf // float64 scratch of SumSquares (counted in float32 pairs)
+	delta         *buf // attention backward's D
+	colPart       *buf // partial column sums (bf16 path)
+	csr           *ibuf
+	ropeTab       map[ropeKey]*buf
+	ropeRows      map[ropeKey]int
+	sumsHost      []float64
+	embIDs, embSt []int32
+	embPos        []int32
+}
+
+type ropeKey struct {
+	hd    int
+	theta float64
+}
+
+// NewWith returns a Backend on dev. The Backend owns dev and closes it.
+func NewWith(dev Device, o Options) (*Backend, error) {
+	switch o.Precision {
+	case "":
+		o.Precision = FP32
+	case FP32, BF16:
+	default:
+		return nil, fmt.Errorf("cuda: precision %q: want fp32 or bf16", o.Precision)
+	}
+	return &Backend{dev: dev, prec: o.Precision, ropeTab: map[ropeKey]*buf{}, ropeRows: map[ropeKey]int{}}, nil
+}
+
+// Name is "cuda/<precision> <device>".
+func (b *Backend) Name() string { return "cuda/" + string(b.prec) + " " + b.dev.Name() }
+
+// Precision reports the backend's arithmetic.
+func (b *Backend) Precision() Precision { return b.prec }
+
+// Threads is 1: one host thread drives the device.
+func (b *Backend) Threads() int { return 1 }
+
+// Err returns the first device error, or nil.
+func (b *Backend) Err() error { return b.err }
+
+// Close frees every buffer and the device. It is idempotent.
+func (b *Backend) Close() error {
+	var err error
+	b.once.Do(func() {
+		for _, p := range b.allocs {
+			if e := b.dev.Free(p); e != nil && err == nil {
+				err = e
+			}
+		}
+		b.allocs = nil
+		if e := b.dev.Close(); e != nil && err == nil {
+			err = e
+		}
+		b.closed = true
+	})
+	return err
+}
+
+func (b *Backend) fail(what string, err error) {
+	if err != nil && b.err == nil {
+		b.err = fmt.Errorf("cuda: %s: %w", what, err)
+	}
+}
+
+func (b *Backend) ok() bool {
+	if b.closed {
+		panic("cuda: backend used after Close")
+	}
+	return b.err == nil
+}
+
+// buf is a float32 device buffer (or a view of one).
+type buf struct {
+	p     uint64
+	n     int
+	owner *Backend
+}
+
+func (x *buf) Len() int { return x.n }
+
+// ibuf is an int32 device buffer with a host mirror: only UploadInt writes
+// int buffers, so the mirror is always current, and the host uses it to check
+// token ids and to plan the embedding backward pass.
+type ibuf struct {
+	p     uint64
+	host  []int32
+	owner *Backend
+}
+
+func (x *ibuf) Len() int { return len(x.host) }
+
+func (b *Backend) fb(x kernels.Buffer) *buf {
+	bb, ok := x.(*buf)
+	if !ok || bb.owner != b {
+		panic(fmt.Errorf("%w: buffer %T is not from this cuda backend", kernels.ErrShape, x))
+	}
+	return bb
+}
+
+func (b *Backend) ib(x kernels.IntBuffer) *ibuf {
+	bb, ok := x.(*ibuf)
+	if !ok || bb.owner != b {
+		panic(fmt.Errorf("%w: int buffer %T is not from this cuda backend", kernels.ErrShape, x))
+	}
+	return bb
+}
+
+func need(what string, got, want int) {
+	if got != want {
+		panic(fmt.Errorf("%w: %s has %d elements, shape needs %d", kernels.ErrShape, what, got, want))
+	}
+}
+
+func (b *Backend) alloc(bytes int64) uint64 {
+	if !b.ok() {
+		return 0
+	}
+	p, err := b.dev.Alloc(max(bytes, 4))
+	if err != nil {
+		b.fail(fmt.Sprintf("allocating %d bytes", bytes), err)
+		return 0
+	}
+	b.allocs = append(b.allocs, p)
+	if err := b.dev.Clear(p, max(bytes, 4)); err != nil {
+		b.fail("clearing new memory", err)
+	}
+	return p
+}
+
+// Alloc returns a zeroed buffer of n float32s.
+func (b *Backend) Alloc(n int) kernels.Buffer {
+	if n < 0 {
+		panic(fmt.Errorf("%w: alloc of %d elements", kernels.ErrShape, n))
+	}
+	return &buf{p: b.alloc(4 * int64(n)), n: n, owner: b}
+}
+
+// AllocInt returns a zeroed buffer of n int32s.
+func (b *Backend) AllocInt(n int) kernels.IntBuffer {
+	if n < 0 {
+		panic(fmt.Errorf("%w: alloc of %d elements", kernels.ErrShape, n))
+	}
+	return &ibuf{p: b.alloc(4 * int64(n)), host: make([]int32, n), owner: b}
+}
+
+// View aliases x[off : off+n].
+func (b *Backend) View(x kernels.Buffer, off, n int) kernels.Buffer {
+	d := b.fb(x)
+	if off < 0 || n < 0 || off+n > d.n {
+		panic(fmt.Errorf("%w: view [%d:%d] of a %d-element buffer", kernels.ErrShape, off, off+n, d.n))
+	}
+	return &buf{p: d.p + 4*uint64(off), n: n, owner: b}
+}
+
+// Upload copies src into dst.
+func (b *Backend) Upload(dst kernels.Buffer, src []float32) {
+	d := b.fb(dst)
+	need("upload source", len(src), d.n)
+	if len(src) == 0 || !b.ok() {
+		return
+	}
+	b.fail("upload", b.dev.CopyIn(d.p, unsafe.Pointer(&src[0]), 4*int64(len(src))))
+}
+
+// UploadInt copies src into dst (and its host mirror).
+func (b *Backend) UploadInt(dst kernels.IntBuffer, src []int32) {
+	d := b.ib(dst)
+	need("upload source", len(src), len(d.host))
+	copy(d.host, src)
+	if len(src) == 0 || !b.ok() {
+		return
+	}
+	b.fail("upload", b.dev.CopyIn(d.p, unsafe.Pointer(&src[0]), 4*int64(len(src))))
+}
+
+// Download copies src into dst. After a device error dst is left as it was.
+func (b *Backend) Download(dst []float32, src kernels.Buffer) {
+	s := b.fb(src)
+	need("download destination", len(dst), s.n)
+	if len(dst) == 0 || !b.ok() {
+		return
+	}
+	b.fail("download", b.dev.CopyOut(unsafe.Pointer(&dst[0]), s.p, 4*int64(len(dst))))
+}
+
+// Zero clears x.
+func (b *Backend) Zero(x kernels.Buffer) {
+	d := b.fb(x)
+	if d.n == 0 || !b.ok() {
+		return
+	}
+	b.fail("zero", b.dev.Clear(d.p, 4*int64(d.n)))
+}
+
+// Copy copies src into dst.
+func (b *Backend) Copy(dst, src kernels.Buffer) {
+	d, s := b.fb(dst), b.fb(src)
+	need("copy destination", d.n, s.n)
+	if d.n == 0 || !b.ok() {
+		return
+	}
+	b.fail("copy", b.dev.CopyDev(d.p, s.p, 4*int64(d.n)))
+}
+
+// scratch returns a buffer of at least n float32s in *slot, replacing (and
+// freeing) a smaller one.
+func (b *Backend) scratch(slot **buf, n int) *buf {
+	if *slot == nil || (*slot).n < n {
+		if *slot != nil {
+			b.release((*slot).p)
+		}
+		*slot = &buf{p: b.alloc(4 * int64(max(n, 1))), n: max(n, 1), owner: b}
+	}
+	return *slot
+}
+
+// release frees an allocation the backend no longer hands out.
+func (b *Backend) release(p uint64) {
+	for i, q := range b.allocs {
+		if q == p {
+			b.allocs = append(b.allocs[:i], b.allocs[i+1:]...)
+			b.fail("free", b.dev.Free(p))
+			return
+		}
+	}
+}
+
+// Arguments of a launch, 64 bits each.
+func ptr(x *buf) uint64    { return x.p }
+func iptr(x *ibuf) uint64  { return x.p }
+func i64(n int) uint64     { return uint64(int64(n)) }
+func i32(n int) uint64     { return uint64(uint32(int32(n))) }
+func f32(f float32) uint64 { return uint64(math.Float32bits(f)) }
+func flag(v bool) uint64 {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+const block1D = 256
+
+func (b *Backend) launch(kernel string, grid [3]int, block int, args ...uint64) {
+	if !b.ok() {
+		return
+	}
+	for _, g := range grid {
+		if g <= 0 {
+			return // nothing to do
+		}
+	}
+	b.fail(kernel, b.dev.Launch(kernel, grid, [3]int{block, 1, 1}, args))
+}
+
+// launch1D runs a kernel with one thread per element of n.
+func (b *Backend) launch1D(kernel string, n int, args ...uint64) {
+	b.launch(kernel, [3]int{(n + block1D - 1) / block1D, 1, 1}, block1D, args...)
+}
+
+// rowsGrid spreads n rows over grid y and z (y is limited to 65535).
+func rowsGrid(x, n int) [3]int {
+	y := min(n, 65535)
+	if y == 0 {
+		return [3]int{x, 0, 0}
+	}
+	return [3]int{x, y, (n + y - 1) / y}
+}
+
+// Sync waits until the device has finished every call made so far and
+// returns Err. Only timing needs it: Download already waits.
+func (b *Backend) Sync() error {
+	if s, ok := b.dev.(interface{ Sync() error }); ok && b.ok() {
+		b.fail("sync", s.Sync())
+	}
+	return b.err
+}
+
+// Scale multiplies x by s.
+func (b *Backend) Scale(x kernels.Buffer, s float32) {
+	d := b.fb(x)
+	b.launch1D("fom_scale", d.n, ptr(d), i64(d.n), f32(s))
+}
+
+const sumChunk = 4096
+
+// SumSquares is the CPU backend's: float64 over 4096-element chunks, each with
+// 16 interleaved FMA lanes added in lane order, chunk sums added in order
+// (on the host).
+func (b *Backend) SumSquares(x kernels.Buffer) float64 {
+	d := b.fb(x)
+	nc := (d.n + sumChunk - 1) / sumChunk
+	if nc == 0 {
+		return 0
+	}
+	lanes := b.scratch(&b.lanes, 2*16*nc)
+	sums := b.scratch(&b.sums, 2*nc)
+	b.launch1D("fom_sumsq_lanes", 16*nc, ptr(lanes), ptr(d), i64(d.n))
+	b.launch1D("fom_sum_lanes", nc, ptr(sums), ptr(lanes), i64(nc))
+	if cap(b.sumsHost) < nc {
+		b.sumsHost = make([]float64, nc)
+	}
+	h := b.sumsHost[:nc]
+	if !b.ok() {
+		return math.NaN()
+	}
+	b.fail("download", b.dev.CopyOut(unsafe.Pointer(&h[0]), sums.p, 8*int64(nc)))
+	var s float64
+	for _, v := range h {
+		s += v
+	}
+	return s
+}
+
+// AdamW updates params in place.
+func (b *Backend) AdamW(params, grads, m, v kernels.Buffer, h kernels.AdamWStep) {
+	p, g, mm, vv := b.fb(params), b.fb(grads), b.fb(m), b.fb(v)
+	need("adamw grads", g.n, p.n)
+	need("adamw m", mm.n, p.n)
+	need("adamw v", vv.n, p.n)
+	if h.Step < 1 {
+		panic(fmt.Errorf("kernels: adamw step %d must count from 1", h.Step))
+	}
+	gs := h.GradScale
+	if gs == 0 {
+		gs = 1
+	}
+	ibc1 := float32(1 / (1 - math.Pow(float64(h.Beta1), float64(h.Step))))
+	ibc2 := float32(1 / (1 - math.Pow(float64(h.Beta2), float64(h.Step))))
+	b.launch1D("fom_adamw", p.n, ptr(p), ptr(g), ptr(mm), ptr(vv), i64(p.n),
+		f32(gs), f32(h.Beta1), f32(1-h.Beta1), f32(h.Beta2), f32(1-h.Beta2), f32(ibc1), f32(ibc2),
+		f32(h.Eps), f32(h.WeightDecay), f32(h.LR))
+}
+
+var _ kernels.Backend = (*Backend)(nil)

@@ -1,0 +1,26 @@
+package cuda
+
+import "github.com/fomnet/fomnet/kernels"
+
+// Matmul computes C = (acc ? C : 0) + op(A)·op(B).
+func (b *Backend) Matmul(c, a, bm kernels.Buffer, m, n, k int, transA, transB, acc bool) {
+	cd, ad, bd := b.fb(c), b.fb(a), b.fb(bm)
+	need("matmul C", cd.n, m*n)
+	need("matmul A", ad.n, m*k)
+	need("matmul B", bd.n, k*n)
+	if m == 0 || n == 0 {
+		return
+	}
+	args := []uint64{ptr(cd), ptr(ad), ptr(bd), i64(m), i64(n), i64(k), flag(transA), flag(transB), flag(acc)}
+	if k == 0 {
+		if !acc {
+			b.Zero(c)
+		}
+		return
+	}
+	if b.prec == BF16 {
+		b.launch("fom_matmul_bf16", [3]int{(n + 127) / 128, (m + 127) / 128, 1}, 256, args...)
+		return
+	}
+	b.launch("fom_matmul_f32", [3]int{(n + 63) / 64, (m + 63) / 64, 1}, 256, args...)
+}
