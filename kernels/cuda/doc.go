@@ -11,8 +11,8 @@
 // and the driver JITs the PTX for newer GPUs (sm_90 included).
 // scripts/check-ptx.sh checks that the committed PTX is current.
 //
-// Build tags. cuda.go, ops.go, matmul.go, attention.go and device.go — the Backend over an abstract Device
-// — build everywhere. device_cu.go, the Device on the CUDA driver, and
+// Build tags. The Backend over an abstract Device (cuda.go, device.go, and
+// the launchers ops.go, matmul.go and attention.go) builds everywhere. device_cu.go, the Device on the CUDA driver, and
 // gpu_test.go build only with -tags cuda, because gorgonia.org/cu calls cuInit
 // when the process starts and exits where no GPU exists; without the tag Open
 // returns ErrNotBuilt. The kernels themselves are tested everywhere: package
