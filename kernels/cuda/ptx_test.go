@@ -1,0 +1,98 @@
+package cuda
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// kernelSigs maps each kernel of the .cu sources to its parameter count.
+func kernelSigs(t *testing.T) map[string]int {
+	t.Helper()
+	re := regexp.MustCompile(`(?s)FOM_KERNEL void (\w+)\((.*?)\)\s*\{`)
+	sigs := map[string]int{}
+	files, _ := filepath.Glob("*.cu")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+			sigs[m[1]] = strings.Count(m[2], ",") + 1
+		}
+	}
+	return sigs
+}
+
+// TestPTXMatchesSources: the committed PTX has exactly the kernels of the .cu
+// files, each with the source's number of parameters — a kernel added or a
+// signature changed without `go generate ./kernels/cuda` fails here, where no
+// nvcc is needed (scripts/check-ptx.sh compares the PTX byte for byte).
+func TestPTXMatchesSources(t *testing.T) {
+	want := kernelSigs(t)
+	entry := regexp.MustCompile(`(?s)\.visible \.entry (\w+)\((.*?)\)`)
+	got := map[string]int{}
+	files, _ := filepath.Glob("ptx/*.ptx")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range entry.FindAllStringSubmatch(string(b), -1) {
+			got[m[1]] = strings.Count(m[2], ".param")
+		}
+	}
+	if len(want) == 0 {
+		t.Fatal("no kernels found in the .cu sources")
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("kernel %s: %d parameters in the source, %d in ptx/ (run go generate ./kernels/cuda)", k, n, got[k])
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("ptx/ has kernel %s that no .cu file defines (run go generate ./kernels/cuda)", k)
+		}
+	}
+}
+
+// TestLaunchedKernelsExist: every kernel name the launchers use is defined,
+// and the emulator's table lists every kernel.
+func TestLaunchedKernelsExist(t *testing.T) {
+	sigs := kernelSigs(t)
+	var used []string // kernel names in launch calls
+	files, _ := filepath.Glob("*.go")
+	name := regexp.MustCompile(`"(fom_\w+)"`)
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range name.FindAllStringSubmatch(string(b), -1) {
+			used = append(used, m[1])
+			if _, ok := sigs[m[1]]; !ok {
+				t.Errorf("%s launches %s, which no .cu file defines", f, m[1])
+			}
+		}
+	}
+	sort.Strings(used)
+	if len(used) == 0 {
+		t.Fatal("no launches found")
+	}
+	emu, err := os.ReadFile("emu/emu.cc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range sigs {
+		if !strings.Contains(string(emu), "EMU_KERNEL("+k+")") {
+			t.Errorf("emu/emu.cc's kernel table lacks %s", k)
+		}
+	}
+}
