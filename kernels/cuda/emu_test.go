@@ -213,18 +213,24 @@ func TestEmbeddingMatchesCPU(t *testing.T) {
 	})
 }
 
-func TestRMSNormMatchesCPU(t *testing.T) {
-	sameBits(t, "rmsnorm", func(be kernels.Backend) map[string][]float32 {
-		r := rand.New(rand.NewPCG(3, 4))
-		const n, c = 133, 37
+func rmsOp(n, c int) op {
+	return func(be kernels.Backend) map[string][]float32 {
+		r := rand.New(rand.NewPCG(uint64(n), uint64(c)))
 		x, w := up(be, randn(r, n*c, 2)), up(be, randn(r, c, 1))
 		out, rstd := be.Alloc(n*c), be.Alloc(n)
 		be.RMSNormForward(out, rstd, x, w, n, c, 1e-5)
 		dx, dw := up(be, randn(r, n*c, 1)), up(be, randn(r, c, 1))
 		be.RMSNormBackward(dx, dw, up(be, randn(r, n*c, 1)), x, w, rstd, n, c)
 		return map[string][]float32{"out": down(be, out), "rstd": down(be, rstd), "dx": down(be, dx), "dw": down(be, dw)}
-	})
+	}
 }
+
+func TestRMSNormMatchesCPU(t *testing.T) { sameBits(t, "rmsnorm", rmsOp(133, 37)) }
+
+// TestRMSNormBF16: the bf16 path sums rows with a warp each and the weight
+// gradient in two stages (row chunks, then chunks in order) once there are
+// more than 512 rows.
+func TestRMSNormBF16(t *testing.T) { closeRel(t, "rmsnorm bf16", 1e-5, false, rmsOp(1100, 40)) }
 
 func TestRoPEMatchesCPU(t *testing.T) {
 	sameBits(t, "rope", func(be kernels.Backend) map[string][]float32 {
@@ -240,22 +246,6 @@ func TestRoPEMatchesCPU(t *testing.T) {
 		fwd := down(be, x)
 		be.RoPEBackward(x, p, n, heads, hd, 500000)
 		return map[string][]float32{"fwd": fwd, "bwd": down(be, x)}
-	})
-}
-
-// TestRMSNormBF16: the bf16 path sums rows with a warp each and the weight
-// gradient in two stages (row chunks, then chunks in order) once there are
-// more than 512 rows.
-func TestRMSNormBF16(t *testing.T) {
-	closeRel(t, "rmsnorm bf16", 1e-5, false, func(be kernels.Backend) map[string][]float32 {
-		r := rand.New(rand.NewPCG(3, 5))
-		const n, c = 1100, 40
-		x, w := up(be, randn(r, n*c, 2)), up(be, randn(r, c, 1))
-		out, rstd := be.Alloc(n*c), be.Alloc(n)
-		be.RMSNormForward(out, rstd, x, w, n, c, 1e-5)
-		dx, dw := up(be, randn(r, n*c, 1)), up(be, randn(r, c, 1))
-		be.RMSNormBackward(dx, dw, up(be, randn(r, n*c, 1)), x, w, rstd, n, c)
-		return map[string][]float32{"out": down(be, out), "rstd": down(be, rstd), "dx": down(be, dx), "dw": down(be, dw)}
 	})
 }
 
