@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"strconv"
 	"strings"
 
@@ -48,11 +47,8 @@ func (d *deviceFlags) open(e *env, threads int, path string) (kernels.Backend, e
 			return nil, usagef("--precision %q: want fp32 or bf16", d.precision)
 		}
 		be, err := cuda.Open(cuda.Options{Device: ordinal, Precision: p})
-		if errors.Is(err, cuda.ErrNotBuilt) {
-			return nil, err
-		}
 		if err != nil {
-			return nil, err
+			return nil, err // ErrNotBuilt says how to get a CUDA build
 		}
 		e.logf("fomnet: computing on %s", be.Name())
 		return be, nil
