@@ -68,6 +68,28 @@ func header(dst []byte, magic string, n int) []byte {
 	return binary.LittleEndian.AppendUint32(dst, uint32(n))
 }
 
+// blockPayload checks a blockwise codec's encoding of n elements: header,
+// block size in range, and a payload of one 4-byte scale per block plus
+// values bytes of packed values. It returns the block size and the payload.
+func blockPayload(b []byte, magic, name string, n, values int) (int, []byte, error) {
+	p, err := checkHeader(b, magic, n)
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(p) < 4 {
+		return 0, nil, fmt.Errorf("%w: %s block size missing", ErrDecode, name)
+	}
+	block := int(binary.LittleEndian.Uint32(p))
+	if block < 1 || block > 1<<20 {
+		return 0, nil, fmt.Errorf("%w: %s block %d out of range", ErrDecode, name, block)
+	}
+	p = p[4:]
+	if want := 4*((n+block-1)/block) + values; len(p) != want {
+		return 0, nil, fmt.Errorf("%w: %s payload of %d bytes; %d elements in blocks of %d need %d", ErrDecode, name, len(p), n, block, want)
+	}
+	return block, p, nil
+}
+
 func checkHeader(b []byte, magic string, n int) ([]byte, error) {
 	if len(b) < 8 || string(b[:4]) != magic {
 		return nil, fmt.Errorf("%w: want magic %q", ErrDecode, magic)
@@ -148,21 +170,9 @@ func (c Int8) Encode(dst []byte, x []float32) []byte {
 }
 
 func (c Int8) Decode(dst []float32, b []byte) error {
-	p, err := checkHeader(b, magicInt8, len(dst))
+	block, p, err := blockPayload(b, magicInt8, "int8", len(dst), len(dst))
 	if err != nil {
 		return err
-	}
-	if len(p) < 4 {
-		return fmt.Errorf("%w: int8 block size missing", ErrDecode)
-	}
-	block := int(binary.LittleEndian.Uint32(p))
-	if block < 1 || block > 1<<20 {
-		return fmt.Errorf("%w: int8 block %d out of range", ErrDecode, block)
-	}
-	p = p[4:]
-	nb := (len(dst) + block - 1) / block
-	if len(p) != len(dst)+4*nb {
-		return fmt.Errorf("%w: int8 payload of %d bytes; %d elements in blocks of %d need %d", ErrDecode, len(p), len(dst), block, len(dst)+4*nb)
 	}
 	for b0, k := 0, 0; b0 < len(dst); b0 += block {
 		scale := math.Float32frombits(binary.LittleEndian.Uint32(p[k:]))
@@ -227,24 +237,12 @@ func (c Int4) Encode(dst []byte, x []float32) []byte {
 }
 
 func (c Int4) Decode(dst []float32, b []byte) error {
-	p, err := checkHeader(b, magicInt4, len(dst))
+	block, p, err := blockPayload(b, magicInt4, "int4", len(dst), (len(dst)+1)/2)
 	if err != nil {
 		return err
 	}
-	if len(p) < 4 {
-		return fmt.Errorf("%w: int4 block size missing", ErrDecode)
-	}
-	block := int(binary.LittleEndian.Uint32(p))
-	if block < 1 || block > 1<<20 {
-		return fmt.Errorf("%w: int4 block %d out of range", ErrDecode, block)
-	}
-	p = p[4:]
 	nb := (len(dst) + block - 1) / block
-	if len(p) != 4*nb+(len(dst)+1)/2 {
-		return fmt.Errorf("%w: int4 payload of %d bytes; %d elements in blocks of %d need %d", ErrDecode, len(p), len(dst), block, 4*nb+(len(dst)+1)/2)
-	}
-	scales := p[:4*nb]
-	vals := p[4*nb:]
+	scales, vals := p[:4*nb], p[4*nb:]
 	for i := range dst {
 		scale := math.Float32frombits(binary.LittleEndian.Uint32(scales[4*(i/block):]))
 		if !(scale >= 0) || math.IsInf(float64(scale*7), 0) {
@@ -323,22 +321,11 @@ func (c Int2) Encode(dst []byte, x []float32) []byte {
 }
 
 func (c Int2) Decode(dst []float32, b []byte) error {
-	p, err := checkHeader(b, magicInt2, len(dst))
+	block, p, err := blockPayload(b, magicInt2, "int2", len(dst), (len(dst)+3)/4)
 	if err != nil {
 		return err
 	}
-	if len(p) < 4 {
-		return fmt.Errorf("%w: int2 block size missing", ErrDecode)
-	}
-	block := int(binary.LittleEndian.Uint32(p))
-	if block < 1 || block > 1<<20 {
-		return fmt.Errorf("%w: int2 block %d out of range", ErrDecode, block)
-	}
-	p = p[4:]
 	nb := (len(dst) + block - 1) / block
-	if want := 4*nb + (len(dst)+3)/4; len(p) != want {
-		return fmt.Errorf("%w: int2 payload of %d bytes; %d elements in blocks of %d need %d", ErrDecode, len(p), len(dst), block, want)
-	}
 	scales, vals := p[:4*nb], p[4*nb:]
 	for i := range dst {
 		scale := math.Float32frombits(binary.LittleEndian.Uint32(scales[4*(i/block):]))

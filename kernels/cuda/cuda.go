@@ -58,8 +58,7 @@ type Backend struct {
 	delta         *buf // attention backward's D
 	colPart       *buf // partial column sums (bf16 path)
 	csr           *ibuf
-	ropeTab       map[ropeKey]*buf
-	ropeRows      map[ropeKey]int
+	ropeTab       map[ropeKey]*buf // rows = Len()/hd
 	sumsHost      []float64
 	embIDs, embSt []int32
 	embPos        []int32
@@ -79,7 +78,7 @@ func NewWith(dev Device, o Options) (*Backend, error) {
 	default:
 		return nil, fmt.Errorf("cuda: precision %q: want fp32 or bf16", o.Precision)
 	}
-	return &Backend{dev: dev, prec: o.Precision, ropeTab: map[ropeKey]*buf{}, ropeRows: map[ropeKey]int{}}, nil
+	return &Backend{dev: dev, prec: o.Precision, ropeTab: map[ropeKey]*buf{}}, nil
 }
 
 // Name is "cuda/<precision> <device>".

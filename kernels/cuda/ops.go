@@ -135,17 +135,19 @@ const colChunk = 256
 // least maxPos positions (computed on the host in float64, rounded to float32).
 func (b *Backend) ropeTable(hd int, theta float64, maxPos int) *buf {
 	key := ropeKey{hd, theta}
-	if t := b.ropeTab[key]; t != nil && b.ropeRows[key] >= maxPos {
-		return t
+	old := b.ropeTab[key]
+	if old != nil && old.n/hd >= maxPos {
+		return old
 	}
-	rows := max(maxPos, 2*b.ropeRows[key], 64)
-	tab := kernels.RoPETable(hd, theta, rows)
-	if old := b.ropeTab[key]; old != nil {
+	rows := max(maxPos, 64)
+	if old != nil {
+		rows = max(rows, 2*old.n/hd)
 		b.release(old.p)
 	}
+	tab := kernels.RoPETable(hd, theta, rows)
 	t := b.Alloc(len(tab)).(*buf)
 	b.Upload(t, tab)
-	b.ropeTab[key], b.ropeRows[key] = t, rows
+	b.ropeTab[key] = t
 	return t
 }
 
