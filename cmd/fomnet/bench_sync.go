@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -10,24 +11,27 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fomnet/fomnet/gradsync/simulate"
+	"github.com/fomnet/fomnet/kernels"
+	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/model"
 )
 
 func newBenchSyncCmd(e *env) *cobra.Command {
 	var (
-		quick   bool
-		asJSON  bool
-		workers int
-		steps   int
-		threads int
-		synth   int
-		outerLR float64
-		mom     float64
-		methods string
-		frac    float64
-		batch   int
-		seq     int
-		preset  string
+		quick    bool
+		asJSON   bool
+		workers  int
+		steps    int
+		threads  int
+		parallel int
+		synth    int
+		outerLR  float64
+		mom      float64
+		methods  string
+		frac     float64
+		batch    int
+		seq      int
+		preset   string
 	)
 	cmd := &cobra.Command{
 		Use:   "sync",
@@ -43,7 +47,9 @@ all-reduce of fp32 gradients each step (2·(K−1)/K·4·N); DiLoCo, each round,
 (K−1)/K of its encoded contribution to the partition reducers plus, as a
 reducer, its encoded aggregate partition to the K−1 others ((K−1)/K of one
 encoded vector). --quick uses the tiny preset and finishes in about two
-minutes on two cores; the default trains the demo preset and takes longer.`,
+minutes on two cores; the default trains the demo preset and takes longer.
+Methods are trained side by side (--parallel), each with its share of the
+compute threads; a method's result does not depend on how many ran at once.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o := simulate.DefaultOptions()
@@ -93,13 +99,32 @@ minutes on two cores; the default trains the demo preset and takes longer.`,
 				return err
 			}
 			train, val := corpus.Split(0.1, int32(c.EOS))
-			be, err := newBackend(e, threads, "auto")
-			if err != nil {
-				return err
+			if threads < 0 || parallel < 0 {
+				return usagef("--threads %d and --parallel %d must not be negative", threads, parallel)
 			}
-			defer be.Close()
-			e.logf("bench sync: %s preset, %d workers × %d steps of %d×%d tokens, %d methods, %d training tokens in the corpus",
-				o.Preset, o.Workers, o.Steps, o.Batch, o.Seq, len(o.Methods), len(train.Tokens))
+			total := threads
+			if total == 0 {
+				total = runtime.GOMAXPROCS(0)
+			}
+			lanes := parallel
+			if lanes == 0 {
+				lanes = min(total, len(o.Methods))
+			}
+			lanes = max(1, min(lanes, len(o.Methods)))
+			bes := make([]kernels.Backend, lanes)
+			for i := range bes {
+				be, err := cpu.New(cpu.Options{Threads: max(1, total/lanes), Path: "auto"})
+				if err != nil {
+					return usageError{err}
+				}
+				defer be.Close()
+				if n := be.Note(); n != "" && i == 0 {
+					e.logf("fomnet: note: %s", n)
+				}
+				bes[i] = be
+			}
+			e.logf("bench sync: %s preset, %d workers × %d steps of %d×%d tokens, %d methods (%d at a time, %d compute threads each), %d training tokens in the corpus",
+				o.Preset, o.Workers, o.Steps, o.Batch, o.Seq, len(o.Methods), lanes, max(1, total/lanes), len(train.Tokens))
 			var last time.Time
 			o.OnStep = func(m simulate.Method, step, steps int) {
 				if time.Since(last) >= 10*time.Second {
@@ -107,8 +132,8 @@ minutes on two cores; the default trains the demo preset and takes longer.`,
 					e.logf("  %-40s step %d/%d", m.String(), step, steps)
 				}
 			}
-			rows, err := simulate.Run(ctxOf(cmd), be, train, val, o, func(r simulate.Row) {
-				e.logf("  %-40s val %.4f  %s/worker  %.0f×  %.0fs", r.Method.String(), r.ValLoss, bytesHuman(int64(r.BytesPerWorker)), r.ReductionVsDDP, r.Seconds)
+			rows, err := simulate.RunParallel(ctxOf(cmd), bes, train, val, o, func(r simulate.Row) {
+				e.logf("  %-40s val %.4f  %s/worker  %s  %.0fs", r.Method.String(), r.ValLoss, bytesHuman(int64(r.BytesPerWorker)), reduction(r.ReductionVsDDP), r.Seconds)
 			})
 			if err != nil {
 				return err
@@ -146,7 +171,8 @@ minutes on two cores; the default trains the demo preset and takes longer.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON rows")
 	cmd.Flags().IntVar(&workers, "workers", 4, "simulated workers K")
 	cmd.Flags().IntVar(&steps, "steps", 0, "inner steps per worker (default: the mode's)")
-	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
+	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads in all, shared out among the methods trained at once (0: GOMAXPROCS)")
+	cmd.Flags().IntVar(&parallel, "parallel", 0, "methods trained at once, each on its own backend (0: one per thread, at most one per method)")
 	cmd.Flags().IntVar(&synth, "synthetic", 3000, "synthetic documents added to the built-in corpus")
 	cmd.Flags().Float64Var(&outerLR, "outer-lr", 0.7, "outer learning rate")
 	cmd.Flags().Float64Var(&mom, "momentum", 0.5, "outer Nesterov momentum")

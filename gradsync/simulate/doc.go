@@ -5,6 +5,7 @@
 // loss at equal tokens against the bytes each method would send.
 //
 //	rows, _ := simulate.Run(ctx, be, train, val, simulate.DefaultOptions(), nil)
+//	rows, _ = simulate.RunParallel(ctx, []kernels.Backend{be1, be2}, train, val, o, nil) // two methods at a time
 //
 // Bytes are counted as a bandwidth-optimal exchange would send them, per
 // worker: data-parallel training all-reduces fp32 gradients every step with

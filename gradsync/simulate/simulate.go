@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/fomnet/fomnet/gradsync"
@@ -110,8 +111,19 @@ type Row struct {
 
 // Run trains every method from the same initial parameters on the same
 // token budget and reports validation loss and bytes. progress, if set,
-// receives a line per finished method.
+// receives a row per finished method.
 func Run(ctx context.Context, be kernels.Backend, train, val *model.Corpus, o Options, progress func(Row)) ([]Row, error) {
+	return RunParallel(ctx, []kernels.Backend{be}, train, val, o, progress)
+}
+
+// RunParallel is Run with the methods spread over len(bes) backends, one
+// method at a time on each (a backend is not shared between goroutines).
+// The rows are Run's, in the order of o.Methods: a method's result depends
+// only on its inputs, never on which backend ran it or on its thread count.
+// o.OnStep and progress are called from one goroutine at a time; a row
+// finished before DDP's has no ReductionVsDDP in progress, only in the
+// result. On the first error the other methods are stopped.
+func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.Corpus, o Options, progress func(Row)) ([]Row, error) {
 	c, err := model.Preset(o.Preset)
 	if err != nil {
 		return nil, err
@@ -119,31 +131,91 @@ func Run(ctx context.Context, be kernels.Backend, train, val *model.Corpus, o Op
 	if o.Workers < 1 || o.Batch < 1 || o.Steps < 1 || o.Seq < 1 || o.Seq > c.MaxSeq {
 		return nil, fmt.Errorf("simulate: workers %d, batch %d, steps %d and seq %d (max %d) must be positive", o.Workers, o.Batch, o.Steps, o.Seq, c.MaxSeq)
 	}
-	var rows []Row
+	if len(bes) == 0 {
+		return nil, fmt.Errorf("simulate: no backend")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex // serialises OnStep, progress and the shared results
+	if onStep := o.OnStep; onStep != nil {
+		o.OnStep = func(m Method, step, steps int) {
+			mu.Lock()
+			defer mu.Unlock()
+			onStep(m, step, steps)
+		}
+	}
+	rows := make([]Row, len(o.Methods))
 	var ddpBytes float64
-	for _, m := range o.Methods {
-		start := time.Now()
-		var r Row
-		var err error
-		if m.Name == "ddp" {
-			r, err = runDDP(ctx, be, c, train, val, o)
-			ddpBytes = r.BytesPerWorker
-		} else {
-			r, err = runDiLoCo(ctx, be, c, train, val, o, m)
+	var firstErr error
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for _, be := range bes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				r, err := runMethod(ctx, be, c, train, val, o, o.Methods[i])
+				mu.Lock()
+				if err != nil {
+					if firstErr == nil {
+						firstErr = fmt.Errorf("%s: %w", o.Methods[i], err)
+					}
+					cancel()
+				} else {
+					rows[i] = r
+					if r.Name == "ddp" {
+						ddpBytes = r.BytesPerWorker
+					}
+					if ddpBytes > 0 && r.BytesPerWorker > 0 {
+						r.ReductionVsDDP = ddpBytes / r.BytesPerWorker
+					}
+					if progress != nil {
+						progress(r)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+send:
+	for i := range o.Methods {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break send
 		}
-		if err != nil {
-			return rows, fmt.Errorf("%s: %w", m, err)
-		}
-		r.Method, r.Workers, r.Seconds = m, o.Workers, time.Since(start).Seconds()
-		if ddpBytes > 0 && r.BytesPerWorker > 0 {
-			r.ReductionVsDDP = ddpBytes / r.BytesPerWorker
-		}
-		rows = append(rows, r)
-		if progress != nil {
-			progress(r)
+	}
+	close(next)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for i := range rows {
+		if ddpBytes > 0 && rows[i].BytesPerWorker > 0 {
+			rows[i].ReductionVsDDP = ddpBytes / rows[i].BytesPerWorker
 		}
 	}
 	return rows, nil
+}
+
+// runMethod trains one method and fills in its row but for ReductionVsDDP.
+func runMethod(ctx context.Context, be kernels.Backend, c model.Config, train, val *model.Corpus, o Options, m Method) (Row, error) {
+	start := time.Now()
+	var r Row
+	var err error
+	if m.Name == "ddp" {
+		r, err = runDDP(ctx, be, c, train, val, o)
+	} else {
+		r, err = runDiLoCo(ctx, be, c, train, val, o, m)
+	}
+	if err != nil {
+		return Row{}, err
+	}
+	r.Method, r.Workers, r.Seconds = m, o.Workers, time.Since(start).Seconds()
+	return r, nil
 }
 
 func schedule(o Options) kernels.Schedule {

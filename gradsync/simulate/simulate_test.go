@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/model"
 )
@@ -69,5 +70,59 @@ func TestBytesAccounting(t *testing.T) {
 	}
 	if rows[1].ReductionVsDDP < 100 {
 		t.Fatalf("reduction %v", rows[1].ReductionVsDDP)
+	}
+}
+
+// Methods trained side by side on separate backends (with other thread
+// counts) give the same rows, in the same order, as one after another on
+// one backend. Depends on the CPU kernels' determinism across thread counts.
+func TestRunParallelSameRows(t *testing.T) {
+	train, val := corpus(t)
+	o := QuickOptions()
+	o.Workers, o.Steps, o.Batch, o.Seq = 3, 12, 1, 32
+	o.Methods = []Method{{Name: "diloco", H: 4, Codec: "int8"}, {Name: "ddp"},
+		{Name: "diloco", H: 5, Codec: "int4", Aggregation: "trimmed-mean", Adversary: "scaled"}}
+	one := cpu.MustNew(cpu.Options{Threads: 1})
+	defer one.Close()
+	want, err := Run(context.Background(), one, train, val, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bes := []kernels.Backend{cpu.MustNew(cpu.Options{Threads: 2}), cpu.MustNew(cpu.Options{Threads: 1}), cpu.MustNew(cpu.Options{Threads: 3})}
+	for _, be := range bes {
+		defer be.Close()
+	}
+	var steps, finished int
+	o.OnStep = func(Method, int, int) { steps++ } // unsynchronised: the race detector checks RunParallel serialises it
+	got, err := RunParallel(context.Background(), bes, train, val, o, func(Row) { finished++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if steps != 3*o.Steps || finished != 3 {
+		t.Fatalf("OnStep called %d times, progress %d times", steps, finished)
+	}
+	for i := range want {
+		want[i].Seconds, got[i].Seconds = 0, 0
+		if want[i] != got[i] {
+			t.Errorf("row %d: one at a time %+v, side by side %+v", i, want[i], got[i])
+		}
+	}
+	if got[0].ReductionVsDDP <= 1 || got[1].ReductionVsDDP != 1 {
+		t.Errorf("reductions %v and %v: the DiLoCo row's is filled in though DDP ran after it", got[0].ReductionVsDDP, got[1].ReductionVsDDP)
+	}
+}
+
+func TestRunParallelStopsOnError(t *testing.T) {
+	train, val := corpus(t)
+	o := QuickOptions()
+	o.Workers, o.Steps, o.Batch, o.Seq = 2, 200, 1, 32
+	o.Methods = []Method{{Name: "ddp"}, {Name: "diloco", H: 4, Codec: "no-such-codec"}, {Name: "ddp"}}
+	bes := []kernels.Backend{cpu.MustNew(cpu.Options{Threads: 1}), cpu.MustNew(cpu.Options{Threads: 1})}
+	for _, be := range bes {
+		defer be.Close()
+	}
+	rows, err := RunParallel(context.Background(), bes, train, val, o, nil)
+	if err == nil || !strings.Contains(err.Error(), "no-such-codec") {
+		t.Fatalf("rows %v, err %v", rows, err)
 	}
 }
