@@ -24,6 +24,7 @@ func newBenchSyncCmd(e *env) *cobra.Command {
 		steps    int
 		threads  int
 		parallel int
+		aggEF    bool
 		synth    int
 		outerLR  float64
 		mom      float64
@@ -80,6 +81,7 @@ compute threads; a method's result does not depend on how many ran at once.`,
 			if cmd.Flags().Changed("topk-frac") {
 				o.Sync.TopKFrac = frac
 			}
+			o.AggregateFeedback = aggEF
 			if methods != "" {
 				ms, err := parseMethods(methods)
 				if err != nil {
@@ -172,6 +174,7 @@ compute threads; a method's result does not depend on how many ran at once.`,
 	cmd.Flags().IntVar(&workers, "workers", 4, "simulated workers K")
 	cmd.Flags().IntVar(&steps, "steps", 0, "inner steps per worker (default: the mode's)")
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads in all, shared out among the methods trained at once (0: GOMAXPROCS)")
+	cmd.Flags().BoolVar(&aggEF, "aggregate-feedback", false, "experiment: reducers keep what the codec dropped from the aggregate and add it to the next round's (the node's reducers do not)")
 	cmd.Flags().IntVar(&parallel, "parallel", 0, "methods trained at once, each on its own backend (0: one per thread, at most one per method)")
 	cmd.Flags().IntVar(&synth, "synthetic", 3000, "synthetic documents added to the built-in corpus")
 	cmd.Flags().Float64Var(&outerLR, "outer-lr", 0.7, "outer learning rate")

@@ -52,6 +52,10 @@ type Options struct {
 	// ExactAggregate skips encoding the aggregate (for experiments: the
 	// bytes are still counted as if it were encoded).
 	ExactAggregate bool
+	// AggregateFeedback gives each partition's reducer error feedback: what
+	// its codec dropped from the aggregate is added to the next round's
+	// (an experiment; the node's reducers do not do this).
+	AggregateFeedback bool
 	// OnStep, if set, is called after every step of every method (for
 	// progress reports).
 	OnStep func(m Method, step, steps int)
@@ -291,6 +295,10 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 		efs[k] = gradsync.NewErrorFeedback(codec, n)
 	}
 	parts := gradsync.Partitions(n, cfg.Partitions)
+	aggEFs := make([]*gradsync.ErrorFeedback, len(parts))
+	for i, p := range parts {
+		aggEFs[i] = gradsync.NewErrorFeedback(codec, p.Size)
+	}
 	local, delta, agg := make([]float32, n), make([]float32, n), make([]float32, n)
 	decoded := make([][]float32, o.Workers)
 	for k := range decoded {
@@ -349,7 +357,7 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 				return Row{}, err
 			}
 		}
-		for _, p := range parts {
+		for pi, p := range parts {
 			cs := make([]gradsync.Contribution, o.Workers)
 			for k := range cs {
 				cs[k] = gradsync.Contribution{ID: fmt.Sprintf("worker-%d", k), Tokens: int64(o.Batch * o.Seq), Delta: decoded[k][p.Offset : p.Offset+p.Size]}
@@ -358,7 +366,12 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 			if _, ok := gradsync.Aggregate(cfg, part, cs); !ok {
 				return Row{}, fmt.Errorf("round at step %d: no quorum", s+1)
 			}
-			msg := codec.Encode(nil, part)
+			var msg []byte
+			if o.AggregateFeedback {
+				msg = aggEFs[pi].Encode(nil, part)
+			} else {
+				msg = codec.Encode(nil, part)
+			}
 			aggBytes += len(msg)
 			if !o.ExactAggregate {
 				if err := codec.Decode(part, msg); err != nil {

@@ -126,3 +126,25 @@ func TestRunParallelStopsOnError(t *testing.T) {
 		t.Fatalf("rows %v, err %v", rows, err)
 	}
 }
+
+// Reducer error feedback sends the same bytes and changes the result.
+func TestAggregateFeedback(t *testing.T) {
+	be := cpu.MustNew(cpu.Options{})
+	defer be.Close()
+	train, val := corpus(t)
+	o := QuickOptions()
+	o.Workers, o.Steps, o.Batch, o.Seq = 3, 12, 1, 32
+	o.Methods = []Method{{Name: "diloco", H: 3, Codec: "int4"}}
+	plain, err := Run(context.Background(), be, train, val, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.AggregateFeedback = true
+	fed, err := Run(context.Background(), be, train, val, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain[0].BytesPerWorker != fed[0].BytesPerWorker || plain[0].ValLoss == fed[0].ValLoss {
+		t.Fatalf("without reducer feedback %+v, with %+v", plain[0], fed[0])
+	}
+}
