@@ -125,7 +125,7 @@ compute threads; a method's result does not depend on how many ran at once.`,
 				}
 				bes[i] = be
 			}
-			e.logf("bench sync: %s preset, %d workers × %d steps of %d×%d tokens, %d methods (%d at a time, %d compute threads each), %d training tokens in the corpus",
+			e.logf("bench sync: %s preset, %d workers × %d steps of %d×%d tokens, %d methods (%d at a time, compute threads each: %d), %d training tokens in the corpus",
 				o.Preset, o.Workers, o.Steps, o.Batch, o.Seq, len(o.Methods), lanes, max(1, total/lanes), len(train.Tokens))
 			var last time.Time
 			o.OnStep = func(m simulate.Method, step, steps int) {
