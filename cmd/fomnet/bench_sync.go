@@ -110,12 +110,13 @@ compute threads; a method's result does not depend on how many ran at once.`,
 			}
 			lanes := parallel
 			if lanes == 0 {
-				lanes = min(total, len(o.Methods))
+				lanes = total
 			}
 			lanes = max(1, min(lanes, len(o.Methods)))
+			perLane := max(1, total/lanes)
 			bes := make([]kernels.Backend, lanes)
 			for i := range bes {
-				be, err := cpu.New(cpu.Options{Threads: max(1, total/lanes), Path: "auto"})
+				be, err := cpu.New(cpu.Options{Threads: perLane, Path: "auto"})
 				if err != nil {
 					return usageError{err}
 				}
@@ -126,7 +127,7 @@ compute threads; a method's result does not depend on how many ran at once.`,
 				bes[i] = be
 			}
 			e.logf("bench sync: %s preset, %d workers × %d steps of %d×%d tokens, %d methods (%d at a time, compute threads each: %d), %d training tokens in the corpus",
-				o.Preset, o.Workers, o.Steps, o.Batch, o.Seq, len(o.Methods), lanes, max(1, total/lanes), len(train.Tokens))
+				o.Preset, o.Workers, o.Steps, o.Batch, o.Seq, len(o.Methods), lanes, perLane, len(train.Tokens))
 			var last time.Time
 			o.OnStep = func(m simulate.Method, step, steps int) {
 				if time.Since(last) >= 10*time.Second {

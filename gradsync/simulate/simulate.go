@@ -166,13 +166,11 @@ func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.C
 					}
 					cancel()
 				} else {
-					rows[i] = r
 					if r.Name == "ddp" {
 						ddpBytes = r.BytesPerWorker
 					}
-					if ddpBytes > 0 && r.BytesPerWorker > 0 {
-						r.ReductionVsDDP = ddpBytes / r.BytesPerWorker
-					}
+					rows[i] = r
+					r.setReduction(ddpBytes)
 					if progress != nil {
 						progress(r)
 					}
@@ -198,11 +196,16 @@ send:
 		return nil, err
 	}
 	for i := range rows {
-		if ddpBytes > 0 && rows[i].BytesPerWorker > 0 {
-			rows[i].ReductionVsDDP = ddpBytes / rows[i].BytesPerWorker
-		}
+		rows[i].setReduction(ddpBytes)
 	}
 	return rows, nil
+}
+
+// setReduction fills in ReductionVsDDP once DDP's bytes are known.
+func (r *Row) setReduction(ddpBytes float64) {
+	if ddpBytes > 0 && r.BytesPerWorker > 0 {
+		r.ReductionVsDDP = ddpBytes / r.BytesPerWorker
+	}
 }
 
 // runMethod trains one method and fills in its row but for ReductionVsDDP.
@@ -295,9 +298,11 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 		efs[k] = gradsync.NewErrorFeedback(codec, n)
 	}
 	parts := gradsync.Partitions(n, cfg.Partitions)
-	aggEFs := make([]*gradsync.ErrorFeedback, len(parts))
-	for i, p := range parts {
-		aggEFs[i] = gradsync.NewErrorFeedback(codec, p.Size)
+	var aggEFs []*gradsync.ErrorFeedback // reducers' residuals, with AggregateFeedback only
+	if o.AggregateFeedback {
+		for _, p := range parts {
+			aggEFs = append(aggEFs, gradsync.NewErrorFeedback(codec, p.Size))
+		}
 	}
 	local, delta, agg := make([]float32, n), make([]float32, n), make([]float32, n)
 	decoded := make([][]float32, o.Workers)
