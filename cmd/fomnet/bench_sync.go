@@ -33,6 +33,7 @@ func newBenchSyncCmd(e *env) *cobra.Command {
 		batch    int
 		seq      int
 		preset   string
+		dev      deviceFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "sync",
@@ -50,7 +51,10 @@ reducer, its encoded aggregate partition to the K−1 others ((K−1)/K of one
 encoded vector). --quick uses the tiny preset and finishes in about two
 minutes on two cores; the default trains the demo preset and takes longer.
 Methods are trained side by side (--parallel), each with its share of the
-compute threads; a method's result does not depend on how many ran at once.`,
+compute threads; a method's result does not depend on how many ran at once.
+With --device cuda (a binary built with -tags cuda) each method trained at
+once gets its own context on the GPU; in fp32 the results are the CPU's, bit
+for bit.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o := simulate.DefaultOptions()
@@ -96,11 +100,6 @@ compute threads; a method's result does not depend on how many ran at once.`,
 			if err != nil {
 				return err
 			}
-			corpus := &model.Corpus{}
-			if err := addBuiltin(corpus, c, synth, 1); err != nil {
-				return err
-			}
-			train, val := corpus.Split(0.1, int32(c.EOS))
 			if threads < 0 || parallel < 0 {
 				return usagef("--threads %d and --parallel %d must not be negative", threads, parallel)
 			}
@@ -116,16 +115,33 @@ compute threads; a method's result does not depend on how many ran at once.`,
 			perLane := max(1, total/lanes)
 			bes := make([]kernels.Backend, lanes)
 			for i := range bes {
-				be, err := cpu.New(cpu.Options{Threads: perLane, Path: "auto"})
-				if err != nil {
-					return usageError{err}
+				var be kernels.Backend
+				if dev.device != "cpu" || dev.precision != "fp32" {
+					// A GPU (each lane its own context and stream), or
+					// flags that open reports as wrong.
+					b, err := dev.open(e, perLane, "auto")
+					if err != nil {
+						return err
+					}
+					be = b
+				} else {
+					b, err := cpu.New(cpu.Options{Threads: perLane, Path: "auto"})
+					if err != nil {
+						return usageError{err}
+					}
+					if n := b.Note(); n != "" && i == 0 {
+						e.logf("fomnet: note: %s", n)
+					}
+					be = b
 				}
 				defer be.Close()
-				if n := be.Note(); n != "" && i == 0 {
-					e.logf("fomnet: note: %s", n)
-				}
 				bes[i] = be
 			}
+			corpus := &model.Corpus{}
+			if err := addBuiltin(corpus, c, synth, 1); err != nil {
+				return err
+			}
+			train, val := corpus.Split(0.1, int32(c.EOS))
 			e.logf("bench sync: %s preset, %d workers × %d steps of %d×%d tokens, %d methods (%d at a time, compute threads each: %d), %d training tokens in the corpus",
 				o.Preset, o.Workers, o.Steps, o.Batch, o.Seq, len(o.Methods), lanes, perLane, len(train.Tokens))
 			var last time.Time
@@ -170,6 +186,7 @@ compute threads; a method's result does not depend on how many ran at once.`,
 			return w.Flush()
 		},
 	}
+	dev.add(cmd.Flags())
 	cmd.Flags().BoolVar(&quick, "quick", false, "tiny preset, fewer steps and methods (about two minutes)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON rows")
 	cmd.Flags().IntVar(&workers, "workers", 4, "simulated workers K")

@@ -48,6 +48,8 @@ func TestUsageErrors(t *testing.T) {
 		{"train", "--builtin", "--device", "cuda:x"},
 		{"train", "--builtin", "--precision", "bf16"},
 		{"bench", "train", "--device", "cuda", "--precision", "fp8"},
+		{"bench", "sync", "--quick", "--device", "tpu"},
+		{"bench", "sync", "--quick", "--precision", "bf16"},
 	} {
 		_, errOut, code := fomnet(t, args...)
 		if code != exitUsage {
@@ -68,6 +70,7 @@ func TestDeviceCUDAWithoutTag(t *testing.T) {
 	for _, args := range [][]string{
 		{"bench", "train", "--preset", "tiny", "--seq", "32", "--device", "cuda"},
 		{"train", "--builtin", "--preset", "tiny", "--steps", "1", "--device", "cuda:1", "--precision", "bf16"},
+		{"bench", "sync", "--quick", "--steps", "1", "--device", "cuda"},
 	} {
 		_, errOut, code := fomnet(t, args...)
 		if code != exitError || !strings.Contains(errOut, "built without CUDA support") || !strings.Contains(errOut, "-tags cuda") {
