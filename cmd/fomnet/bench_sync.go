@@ -34,6 +34,7 @@ func newBenchSyncCmd(e *env) *cobra.Command {
 		seq      int
 		preset   string
 		dev      deviceFlags
+		evalRows int
 	)
 	cmd := &cobra.Command{
 		Use:   "sync",
@@ -84,6 +85,12 @@ for bit.`,
 			}
 			if cmd.Flags().Changed("topk-frac") {
 				o.Sync.TopKFrac = frac
+			}
+			if cmd.Flags().Changed("eval-rows") {
+				if evalRows < 0 {
+					return usagef("--eval-rows %d must not be negative", evalRows)
+				}
+				o.EvalRows = evalRows
 			}
 			o.AggregateFeedback = aggEF
 			if methods != "" {
@@ -194,6 +201,7 @@ for bit.`,
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads in all, shared out among the methods trained at once (0: GOMAXPROCS)")
 	cmd.Flags().BoolVar(&aggEF, "aggregate-feedback", false, "experiment: reducers keep what the codec dropped from the aggregate and add it to the next round's (the node's reducers do not)")
 	cmd.Flags().IntVar(&parallel, "parallel", 0, "methods trained at once, each on its own backend (0: one per thread, at most one per method)")
+	cmd.Flags().IntVar(&evalRows, "eval-rows", 0, "validation windows of --seq tokens scored (0: the whole held-out 10%; before 2026-11-26 the tables used 64)")
 	cmd.Flags().IntVar(&synth, "synthetic", 3000, "synthetic documents added to the built-in corpus")
 	cmd.Flags().Float64Var(&outerLR, "outer-lr", 0.7, "outer learning rate")
 	cmd.Flags().Float64Var(&mom, "momentum", 0.5, "outer Nesterov momentum")

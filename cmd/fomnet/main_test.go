@@ -50,6 +50,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bench", "train", "--device", "cuda", "--precision", "fp8"},
 		{"bench", "sync", "--quick", "--device", "tpu"},
 		{"bench", "sync", "--quick", "--precision", "bf16"},
+		{"bench", "sync", "--quick", "--eval-rows", "-1"},
 	} {
 		_, errOut, code := fomnet(t, args...)
 		if code != exitUsage {

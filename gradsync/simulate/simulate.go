@@ -48,7 +48,7 @@ type Options struct {
 	Seed     uint64
 	Sync     gradsync.Config // outer settings; H, Codec, Aggregation come from each Method
 	Methods  []Method
-	EvalRows int // validation sequences
+	EvalRows int // validation sequences of Seq tokens evaluated (0: the whole validation split)
 	// ExactAggregate skips encoding the aggregate (for experiments: the
 	// bytes are still counted as if it were encoded).
 	ExactAggregate bool
@@ -72,7 +72,7 @@ func (o Options) stepDone(m Method, s int) {
 // DiLoCo's 0.9: with runs of tens of rounds, 0.5 gave lower loss here.
 func DefaultOptions() Options {
 	o := Options{Preset: "demo", Workers: 4, Batch: 4, Seq: 128, Steps: 1000, LR: 2e-3, Warmup: 20, Seed: 1,
-		Sync: gradsync.DefaultConfig(), EvalRows: 64}
+		Sync: gradsync.DefaultConfig()}
 	o.Sync.Momentum = 0.5
 	o.Methods = []Method{{Name: "ddp"}}
 	for _, h := range []int{10, 50, 100, 250} {
@@ -91,7 +91,7 @@ func DefaultOptions() Options {
 // int4, and the adversarial pair.
 func QuickOptions() Options {
 	o := DefaultOptions()
-	o.Preset, o.Steps, o.Batch, o.Seq, o.EvalRows = "tiny", 600, 4, 64, 64
+	o.Preset, o.Steps, o.Batch, o.Seq = "tiny", 600, 4, 64
 	o.Methods = []Method{{Name: "ddp"}}
 	for _, c := range []string{"fp32", "int8", "int4", "topk"} {
 		o.Methods = append(o.Methods, Method{Name: "diloco", H: 50, Codec: c})
@@ -225,6 +225,16 @@ func runMethod(ctx context.Context, be kernels.Backend, c model.Config, train, v
 	return r, nil
 }
 
+// evalBatch is the validation batch: fixed, so every method (whatever its
+// training batch) is scored on the same windows.
+const evalBatch = 8
+
+// evaluate is the mean loss over the first EvalRows windows of Seq tokens
+// of the validation split (rounded up to whole batches), or over all of them.
+func evaluate(m *model.Model, val *model.Corpus, o Options) (float32, error) {
+	return model.Evaluate(m, val, evalBatch, o.Seq, (o.EvalRows+evalBatch-1)/evalBatch)
+}
+
 func schedule(o Options) kernels.Schedule {
 	return kernels.Schedule{Kind: kernels.ScheduleCosine, MaxLR: o.LR, MinLR: o.LR / 10, Warmup: o.Warmup, Total: o.Steps}
 }
@@ -260,7 +270,7 @@ func runDDP(ctx context.Context, be kernels.Backend, c model.Config, train, val 
 		}
 		o.stepDone(Method{Name: "ddp"}, s)
 	}
-	vl, err := model.Evaluate(m, val, o.Batch, o.Seq, (o.EvalRows+o.Batch-1)/o.Batch)
+	vl, err := evaluate(m, val, o)
 	if err != nil {
 		return Row{}, err
 	}
@@ -390,7 +400,7 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 			be.Upload(m.Params, global)
 		}
 	}
-	vl, err := model.Evaluate(workers[0], val, o.Batch, o.Seq, (o.EvalRows+o.Batch-1)/o.Batch)
+	vl, err := evaluate(workers[0], val, o)
 	if err != nil {
 		return Row{}, err
 	}

@@ -148,3 +148,53 @@ func TestAggregateFeedback(t *testing.T) {
 		t.Fatalf("without reducer feedback %+v, with %+v", plain[0], fed[0])
 	}
 }
+
+// The validation loss is over the whole held-out split by default, the same
+// windows whatever a method's training batch; EvalRows limits it to the first
+// windows.
+func TestEvaluateWindows(t *testing.T) {
+	be := cpu.MustNew(cpu.Options{})
+	defer be.Close()
+	_, val := corpus(t)
+	c, _ := model.Preset("tiny")
+	m, err := model.New(be, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(3)
+	const seq = 16
+	windows := (len(val.Tokens) - 1) / seq
+	if windows < 2*evalBatch {
+		t.Fatalf("validation split of %d tokens too small for the test", len(val.Tokens))
+	}
+	// Reference: each window alone, mean in float64.
+	per := make([]float64, windows)
+	tokens, targets := make([]int32, seq), make([]int32, seq)
+	for w := range per {
+		copy(tokens, val.Tokens[w*seq:])
+		copy(targets, val.Tokens[w*seq+1:])
+		l, err := m.Forward(tokens, targets, 1, seq, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		per[w] = float64(l)
+	}
+	mean := func(xs []float64) float64 {
+		s := 0.0
+		for _, x := range xs {
+			s += x
+		}
+		return s / float64(len(xs))
+	}
+	whole := windows / evalBatch * evalBatch // a last partial batch is left out
+	for _, tc := range []struct{ rows, batch, n int }{{0, 1, whole}, {0, 4, whole}, {evalBatch, 2, evalBatch}, {evalBatch + 1, 2, 2 * evalBatch}} {
+		o := Options{Seq: seq, Batch: tc.batch, EvalRows: tc.rows}
+		got, err := evaluate(m, val, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := mean(per[:tc.n]); math.Abs(float64(got)-want) > 1e-5*want {
+			t.Errorf("EvalRows %d, batch %d: %.7f, want the mean of the first %d windows %.7f", tc.rows, tc.batch, got, tc.n, want)
+		}
+	}
+}
