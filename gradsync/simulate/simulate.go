@@ -49,9 +49,6 @@ type Options struct {
 	Sync     gradsync.Config // outer settings; H, Codec, Aggregation come from each Method
 	Methods  []Method
 	EvalRows int // validation sequences of Seq tokens evaluated (0: the whole validation split)
-	// ExactAggregate skips encoding the aggregate (for experiments: the
-	// bytes are still counted as if it were encoded).
-	ExactAggregate bool
 	// AggregateFeedback gives each partition's reducer error feedback: what
 	// its codec dropped from the aggregate is added to the next round's
 	// (an experiment; the node's reducers do not do this).
@@ -388,10 +385,8 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 				msg = codec.Encode(nil, part)
 			}
 			aggBytes += len(msg)
-			if !o.ExactAggregate {
-				if err := codec.Decode(part, msg); err != nil {
-					return Row{}, err
-				}
+			if err := codec.Decode(part, msg); err != nil {
+				return Row{}, err
 			}
 		}
 		sent += (kf - 1) / kf * float64(contribBytes+aggBytes)
