@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/model/eval"
 	"github.com/fomnet/fomnet/sharding"
@@ -32,6 +31,7 @@ func newEvalCmd(e *env) *cobra.Command {
 		seq, batch  int
 		source      string
 		threads     int
+		dev         deviceFlags
 		asJSON      bool
 	)
 	cmd := &cobra.Command{
@@ -51,7 +51,10 @@ the scored tokens; comparable across tokenizers).
 translation among four, both directions, from the aligned pairs of the
 built-in corpus); --tasks FILE.jsonl runs a task file of lines
 {"context": …, "choices": […], "answer": i, "language": …}. Accuracy picks the
-choice of highest log-likelihood; acc_norm the highest per byte.`,
+choice of highest log-likelihood; acc_norm the highest per byte.
+
+--device cuda scores on a GPU (a binary built with -tags cuda); in fp32 the
+numbers are the CPU's.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usagef("eval takes one checkpoint (directory or CID), got %d arguments", len(args))
@@ -70,7 +73,7 @@ choice of highest log-likelihood; acc_norm the highest per byte.`,
 				return err
 			}
 			defer cleanup()
-			be, err := cpu.New(cpu.Options{Threads: threads})
+			be, err := dev.open(e, threads, "auto")
 			if err != nil {
 				return err
 			}
@@ -156,6 +159,7 @@ choice of highest log-likelihood; acc_norm the highest per byte.`,
 	fl.IntVar(&batch, "batch", 8, "windows per forward pass")
 	fl.StringVar(&source, "source", "natural", "source label of text files")
 	fl.IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
+	dev.add(fl)
 	fl.BoolVar(&asJSON, "json", false, "print JSON: results (language, source, tokens, bytes, loss, ppl, bpb) and tasks (task, language, n, acc, acc_norm)")
 	return cmd
 }

@@ -517,6 +517,14 @@ func TestEval(t *testing.T) {
 	if _, _, code := fomnet(t, "eval", tr.Checkpoint); code != exitUsage {
 		t.Fatalf("nothing to evaluate: exit %d", code)
 	}
+	if _, errOut, code := fomnet(t, "eval", tr.Checkpoint, "--tasks", "builtin", "--device", "tpu"); code != exitUsage || !strings.Contains(errOut, "--device") {
+		t.Fatalf("bad --device: exit %d %q", code, errOut)
+	}
+	if !cuda.Built {
+		if _, errOut, code := fomnet(t, "eval", tr.Checkpoint, "--tasks", "builtin", "--device", "cuda"); code != exitError || !strings.Contains(errOut, "-tags cuda") {
+			t.Fatalf("--device cuda without the tag: exit %d %q", code, errOut)
+		}
+	}
 }
 
 // checkpoint verify passes a swarm checkpoint (by directory and by CID,
