@@ -21,14 +21,27 @@ func corpus(t *testing.T) (*model.Corpus, *model.Corpus) {
 	return c.Split(0.1, model.ByteEOS)
 }
 
+// quick is QuickOptions over the test corpus with K workers, the given steps
+// and batch, and 32-token sequences.
+func quick(t *testing.T, workers, steps, batch int) (train, val *model.Corpus, o Options) {
+	train, val = corpus(t)
+	o = QuickOptions()
+	o.Workers, o.Steps, o.Batch, o.Seq = workers, steps, batch, 32
+	return train, val, o
+}
+
+// newCPU is a CPU backend closed when the test ends.
+func newCPU(t *testing.T) kernels.Backend {
+	be := cpu.MustNew(cpu.Options{})
+	t.Cleanup(func() { be.Close() })
+	return be
+}
+
 // With one worker, H = 1, fp32, outer lr 1 and no momentum, DiLoCo is
 // plain training: the outer step sets θ to the worker's parameters.
 func TestDiLoCoDegeneratesToDDP(t *testing.T) {
-	be := cpu.MustNew(cpu.Options{})
-	defer be.Close()
-	train, val := corpus(t)
-	o := QuickOptions()
-	o.Workers, o.Steps, o.Batch, o.Seq = 1, 20, 2, 32
+	be := newCPU(t)
+	train, val, o := quick(t, 1, 20, 2)
 	o.Sync.OuterLR, o.Sync.Momentum = 1, 0
 	o.Methods = []Method{{Name: "ddp"}, {Name: "diloco", H: 1, Codec: "fp32"}}
 	rows, err := Run(context.Background(), be, train, val, o, nil)
@@ -45,11 +58,8 @@ func TestDiLoCoDegeneratesToDDP(t *testing.T) {
 
 // Byte accounting follows the documented formulas.
 func TestBytesAccounting(t *testing.T) {
-	be := cpu.MustNew(cpu.Options{})
-	defer be.Close()
-	train, val := corpus(t)
-	o := QuickOptions()
-	o.Workers, o.Steps, o.Batch, o.Seq = 4, 20, 1, 32
+	be := newCPU(t)
+	train, val, o := quick(t, 4, 20, 1)
 	o.Methods = []Method{{Name: "ddp"}, {Name: "diloco", H: 10, Codec: "topk"}}
 	rows, err := Run(context.Background(), be, train, val, o, nil)
 	if err != nil {
@@ -77,9 +87,7 @@ func TestBytesAccounting(t *testing.T) {
 // counts) give the same rows, in the same order, as one after another on
 // one backend. Depends on the CPU kernels' determinism across thread counts.
 func TestRunParallelSameRows(t *testing.T) {
-	train, val := corpus(t)
-	o := QuickOptions()
-	o.Workers, o.Steps, o.Batch, o.Seq = 3, 12, 1, 32
+	train, val, o := quick(t, 3, 12, 1)
 	o.Methods = []Method{{Name: "diloco", H: 4, Codec: "int8"}, {Name: "ddp"},
 		{Name: "diloco", H: 5, Codec: "int4", Aggregation: "trimmed-mean", Adversary: "scaled"}}
 	one := cpu.MustNew(cpu.Options{Threads: 1})
@@ -113,9 +121,7 @@ func TestRunParallelSameRows(t *testing.T) {
 }
 
 func TestRunParallelStopsOnError(t *testing.T) {
-	train, val := corpus(t)
-	o := QuickOptions()
-	o.Workers, o.Steps, o.Batch, o.Seq = 2, 200, 1, 32
+	train, val, o := quick(t, 2, 200, 1)
 	o.Methods = []Method{{Name: "ddp"}, {Name: "diloco", H: 4, Codec: "no-such-codec"}, {Name: "ddp"}}
 	bes := []kernels.Backend{cpu.MustNew(cpu.Options{Threads: 1}), cpu.MustNew(cpu.Options{Threads: 1})}
 	for _, be := range bes {
@@ -129,11 +135,8 @@ func TestRunParallelStopsOnError(t *testing.T) {
 
 // Reducer error feedback sends the same bytes and changes the result.
 func TestAggregateFeedback(t *testing.T) {
-	be := cpu.MustNew(cpu.Options{})
-	defer be.Close()
-	train, val := corpus(t)
-	o := QuickOptions()
-	o.Workers, o.Steps, o.Batch, o.Seq = 3, 12, 1, 32
+	be := newCPU(t)
+	train, val, o := quick(t, 3, 12, 1)
 	o.Methods = []Method{{Name: "diloco", H: 3, Codec: "int4"}}
 	plain, err := Run(context.Background(), be, train, val, o, nil)
 	if err != nil {
@@ -153,8 +156,7 @@ func TestAggregateFeedback(t *testing.T) {
 // windows whatever a method's training batch; EvalRows limits it to the first
 // windows.
 func TestEvaluateWindows(t *testing.T) {
-	be := cpu.MustNew(cpu.Options{})
-	defer be.Close()
+	be := newCPU(t)
 	_, val := corpus(t)
 	c, _ := model.Preset("tiny")
 	m, err := model.New(be, c)
