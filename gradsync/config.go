@@ -11,6 +11,11 @@ import (
 type Config struct {
 	// H is the number of inner steps per round (default 100).
 	H int `json:"h"`
+	// WarmupRounds rounds of WarmupH inner steps each come first, then
+	// rounds of H (default none). Workers drift apart fastest early in
+	// training, so a run can spend some of its rounds there.
+	WarmupRounds int `json:"warmup_rounds,omitempty"`
+	WarmupH      int `json:"warmup_h,omitempty"`
 	// OuterLR and Momentum set the Nesterov outer optimizer (defaults 0.7
 	// and 0.9, as in DiLoCo).
 	OuterLR  float64 `json:"outer_lr"`
@@ -57,6 +62,9 @@ func (c Config) Validate() error {
 	if c.H < 1 {
 		bad("h %d must be at least 1", c.H)
 	}
+	if c.WarmupRounds < 0 || (c.WarmupRounds > 0 && c.WarmupH < 1) {
+		bad("warmup_rounds %d with warmup_h %d: want no warmup rounds, or warmup_h at least 1", c.WarmupRounds, c.WarmupH)
+	}
 	if !(c.OuterLR > 0) || math.IsInf(c.OuterLR, 0) {
 		bad("outer_lr %v must be positive", c.OuterLR)
 	}
@@ -93,6 +101,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("gradsync config: %w", err)
 	}
 	return nil
+}
+
+// RoundH is the number of inner steps of round r (from 0).
+func (c Config) RoundH(r int) int {
+	if r < c.WarmupRounds {
+		return c.WarmupH
+	}
+	return c.H
 }
 
 // NewCodec builds the configured codec.

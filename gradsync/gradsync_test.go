@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -421,6 +422,20 @@ func TestConfigAndPartitions(t *testing.T) {
 	c.H, c.Codec, c.Momentum = 0, "zip", 1
 	if err := c.Validate(); err == nil {
 		t.Fatal("bad config accepted")
+	}
+	c = DefaultConfig()
+	c.WarmupRounds = 2
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "warmup_h") {
+		t.Fatalf("warmup rounds without warmup_h: %v", err)
+	}
+	c.WarmupH, c.H = 5, 40
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for r, want := range []int{5, 5, 40, 40} {
+		if got := c.RoundH(r); got != want {
+			t.Fatalf("round %d: H %d, want %d", r, got, want)
+		}
 	}
 	ps := Partitions(10, 3)
 	if len(ps) != 3 || ps[0].Size != 4 || ps[2].Offset+ps[2].Size != 10 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -178,7 +179,7 @@ for bit.`,
 			for _, r := range rows {
 				h, codec, agg := "-", "-", "-"
 				if r.Name != "ddp" {
-					h, codec, agg = fmt.Sprint(r.H), r.Codec, r.Aggregation
+					h, codec, agg = r.HString(), r.Codec, r.Aggregation
 					if agg == "" {
 						agg = "mean-clip"
 					}
@@ -209,7 +210,7 @@ for bit.`,
 	cmd.Flags().IntVar(&seq, "seq", 0, "tokens per sequence (default: the mode's)")
 	cmd.Flags().StringVar(&preset, "preset", "demo", "model preset (default: demo, tiny with --quick)")
 	cmd.Flags().Float64Var(&frac, "topk-frac", 1.0/32, "share of each chunk the topk codec keeps")
-	cmd.Flags().StringVar(&methods, "methods", "", `methods to run instead of the mode's, e.g. "ddp,diloco:50:topk,diloco:50:int8:trimmed-mean:scaled"`)
+	cmd.Flags().StringVar(&methods, "methods", "", `methods to run instead of the mode's, e.g. "ddp,diloco:50:topk,diloco:50:int8:trimmed-mean:scaled"; H may be warmupHxrounds+H, e.g. diloco:60x10+420:int4`)
 	return cmd
 }
 
@@ -218,6 +219,31 @@ func reduction(x float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.0f×", x)
+}
+
+// parseH reads a method's H: "300", or "60x10+420" for 10 warmup rounds of
+// 60 inner steps and then rounds of 420.
+func parseH(s string) (simulate.Method, error) {
+	var m simulate.Method
+	pos := func(s string) (int, bool) {
+		n, err := strconv.Atoi(s)
+		return n, err == nil && n > 0
+	}
+	var ok bool
+	if w, rest, found := strings.Cut(s, "+"); found {
+		h, n, found := strings.Cut(w, "x")
+		var ok1, ok2, ok3 bool
+		m.WarmupH, ok1 = pos(h)
+		m.WarmupRounds, ok2 = pos(n)
+		m.H, ok3 = pos(rest)
+		ok = found && ok1 && ok2 && ok3
+	} else {
+		m.H, ok = pos(s)
+	}
+	if !ok {
+		return simulate.Method{}, fmt.Errorf("H %q: want a positive integer, or warmupHxrounds+H such as 60x10+420", s)
+	}
+	return m, nil
 }
 
 // parseMethods reads "ddp,diloco:H:codec[:aggregation[:adversary]],…".
@@ -229,11 +255,11 @@ func parseMethods(s string) ([]simulate.Method, error) {
 		case parts[0] == "ddp" && len(parts) == 1:
 			out = append(out, simulate.Method{Name: "ddp"})
 		case parts[0] == "diloco" && len(parts) >= 3 && len(parts) <= 5:
-			var h int
-			if _, err := fmt.Sscanf(parts[1], "%d", &h); err != nil || h < 1 {
-				return nil, fmt.Errorf("method %q: H must be a positive integer", f)
+			m, err := parseH(parts[1])
+			if err != nil {
+				return nil, fmt.Errorf("method %q: %w", f, err)
 			}
-			m := simulate.Method{Name: "diloco", H: h, Codec: parts[2]}
+			m.Name, m.Codec = "diloco", parts[2]
 			if len(parts) > 3 {
 				m.Aggregation = parts[3]
 			}

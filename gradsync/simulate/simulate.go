@@ -14,10 +14,13 @@ import (
 
 // Method is one training method to compare.
 type Method struct {
-	Name        string `json:"method"` // "ddp" or "diloco"
-	H           int    `json:"H"`      // inner steps per round (diloco)
-	Codec       string `json:"codec"`  // fp32, int8, topk (diloco)
-	Aggregation string `json:"aggregation,omitempty"`
+	Name string `json:"method"` // "ddp" or "diloco"
+	H    int    `json:"H"`      // inner steps per round (diloco)
+	// WarmupRounds rounds of WarmupH inner steps come before the rounds of H.
+	WarmupRounds int    `json:"warmup_rounds,omitempty"`
+	WarmupH      int    `json:"warmup_h,omitempty"`
+	Codec        string `json:"codec"` // fp32, int8, topk (diloco)
+	Aggregation  string `json:"aggregation,omitempty"`
 	// Adversary makes worker 0 send a bad Δ: "scaled" (−8·Δ) or "random".
 	Adversary string `json:"adversary,omitempty"`
 }
@@ -26,7 +29,7 @@ func (m Method) String() string {
 	if m.Name == "ddp" {
 		return "ddp"
 	}
-	s := fmt.Sprintf("diloco H=%d %s", m.H, m.Codec)
+	s := fmt.Sprintf("diloco H=%s %s", m.HString(), m.Codec)
 	if m.Aggregation != "" {
 		s += " " + m.Aggregation
 	}
@@ -34,6 +37,14 @@ func (m Method) String() string {
 		s += " adversary=" + m.Adversary
 	}
 	return s
+}
+
+// HString is H, preceded by the warmup rounds if any ("60x10+420").
+func (m Method) HString() string {
+	if m.WarmupRounds > 0 {
+		return fmt.Sprintf("%dx%d+%d", m.WarmupH, m.WarmupRounds, m.H)
+	}
+	return fmt.Sprint(m.H)
 }
 
 // Options set the comparison.
@@ -279,7 +290,7 @@ func runDDP(ctx context.Context, be kernels.Backend, c model.Config, train, val 
 
 func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, val *model.Corpus, o Options, meth Method) (Row, error) {
 	cfg := o.Sync
-	cfg.H, cfg.Codec = meth.H, meth.Codec
+	cfg.H, cfg.Codec, cfg.WarmupRounds, cfg.WarmupH = meth.H, meth.Codec, meth.WarmupRounds, meth.WarmupH
 	if meth.Aggregation != "" {
 		cfg.Aggregation = meth.Aggregation
 	}
@@ -321,6 +332,7 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 	rng := rand.New(rand.NewPCG(o.Seed, 99))
 	var sent float64
 	kf := float64(o.Workers)
+	round, roundEnd := 0, cfg.RoundH(0) // the step count at which the round ends
 	for s := 0; s < o.Steps; s++ {
 		for k, m := range workers {
 			if err := ctx.Err(); err != nil {
@@ -341,9 +353,11 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 			}
 		}
 		o.stepDone(meth, s)
-		if (s+1)%cfg.H != 0 && s+1 != o.Steps {
+		if s+1 != roundEnd && s+1 != o.Steps {
 			continue
 		}
+		round++
+		roundEnd = s + 1 + cfg.RoundH(round)
 		// Outer step: each worker encodes Δ with error feedback; each
 		// partition is aggregated from the decoded contributions, encoded
 		// again as its reducer would publish it, and decoded by everyone.

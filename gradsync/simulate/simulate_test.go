@@ -83,6 +83,34 @@ func TestBytesAccounting(t *testing.T) {
 	}
 }
 
+// Warmup rounds move the sync points: 5x4+100 over 20 steps is H=5 exactly;
+// 4x2+6 is also four rounds (4, 8, 14, 20) but at other steps; 3x2+100 is
+// three (3, 6 and the forced last one at 20).
+func TestWarmupRounds(t *testing.T) {
+	be := newCPU(t)
+	train, val, o := quick(t, 2, 20, 1)
+	o.Methods = []Method{{Name: "diloco", H: 5, Codec: "int8"},
+		{Name: "diloco", H: 100, WarmupRounds: 4, WarmupH: 5, Codec: "int8"},
+		{Name: "diloco", H: 6, WarmupRounds: 2, WarmupH: 4, Codec: "int8"},
+		{Name: "diloco", H: 100, WarmupRounds: 2, WarmupH: 3, Codec: "int8"}}
+	rows, err := Run(context.Background(), be, train, val, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows[1].ValLoss != rows[0].ValLoss || rows[1].BytesPerWorker != rows[0].BytesPerWorker {
+		t.Fatalf("5x4+100 %+v differs from H=5 %+v", rows[1], rows[0])
+	}
+	if rows[2].BytesPerWorker != rows[0].BytesPerWorker || rows[2].ValLoss == rows[0].ValLoss {
+		t.Fatalf("4x2+6 %+v: want H=5's bytes, another loss (H=5 %+v)", rows[2], rows[0])
+	}
+	if want := rows[0].BytesPerWorker * 3 / 4; math.Abs(rows[3].BytesPerWorker-want) > 1e-9*want {
+		t.Fatalf("3x2+100 bytes %v, want %v", rows[3].BytesPerWorker, want)
+	}
+	if got := rows[2].Method.HString(); got != "4x2+6" {
+		t.Fatalf("HString %q", got)
+	}
+}
+
 // Methods trained side by side on separate backends (with other thread
 // counts) give the same rows, in the same order, as one after another on
 // one backend. Depends on the CPU kernels' determinism across thread counts.
