@@ -111,6 +111,13 @@ func (c Config) RoundH(r int) int {
 	return c.H
 }
 
+// RoundStart is the number of inner steps before round r (from 0): the
+// first step of round r, and for r = rounds the length of a run.
+func (c Config) RoundStart(r int) int {
+	w := min(r, c.WarmupRounds)
+	return w*c.WarmupH + (r-w)*c.H
+}
+
 // NewCodec builds the configured codec.
 func (c Config) NewCodec() (Codec, error) { return NewCodec(c.Codec, c.Block, c.Chunk, c.TopKFrac) }
 

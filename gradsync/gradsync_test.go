@@ -432,10 +432,15 @@ func TestConfigAndPartitions(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	start := 0
 	for r, want := range []int{5, 5, 40, 40} {
 		if got := c.RoundH(r); got != want {
 			t.Fatalf("round %d: H %d, want %d", r, got, want)
 		}
+		if got := c.RoundStart(r); got != start {
+			t.Fatalf("round %d starts at %d, want %d", r, got, start)
+		}
+		start += want
 	}
 	ps := Partitions(10, 3)
 	if len(ps) != 3 || ps[0].Size != 4 || ps[2].Offset+ps[2].Size != 10 {

@@ -51,6 +51,12 @@ func TestRunSpecRoundTrip(t *testing.T) {
 	if c.Dim == 0 || got.TrainConfig().Steps != 100 {
 		t.Fatalf("model %+v, steps %d", c, got.TrainConfig().Steps)
 	}
+	// Warmup rounds shorten the run: 2 rounds of 5 steps, then 3 of 20.
+	w := *got
+	w.Sync.WarmupRounds, w.Sync.WarmupH = 2, 5
+	if steps := w.TrainConfig().Steps; steps != 70 {
+		t.Fatalf("with warmup rounds, steps %d, want 70", steps)
+	}
 	// Any change is a different run.
 	r.Seed++
 	_, id3, _ := EncodeRunSpec(r)

@@ -47,7 +47,8 @@ type RunSpec struct {
 type InnerSpec struct {
 	Batch int `json:"batch"`
 	Seq   int `json:"seq"`
-	// LR schedule over the whole run (Rounds × H inner steps).
+	// LR schedule over the whole run (Rounds rounds of H inner steps, the
+	// sync's warmup rounds shorter).
 	Schedule    string  `json:"schedule"` // constant, cosine, wsd
 	MaxLR       float64 `json:"max_lr"`
 	MinLR       float64 `json:"min_lr"`
@@ -73,7 +74,7 @@ func (r *RunSpec) ModelConfig() (model.Config, error) {
 func (r *RunSpec) TrainConfig() model.TrainConfig {
 	tc := model.DefaultTrainConfig()
 	tc.Batch, tc.Seq, tc.Seed = r.Inner.Batch, r.Inner.Seq, r.Seed
-	tc.Steps = r.Rounds * r.Sync.H
+	tc.Steps = r.Sync.RoundStart(r.Rounds)
 	tc.Schedule = kernels.Schedule{Kind: r.Inner.Schedule, MaxLR: r.Inner.MaxLR, MinLR: r.Inner.MinLR,
 		Warmup: r.Inner.Warmup, Total: tc.Steps, DecayFrac: r.Inner.DecayFrac}
 	tc.Optim.WeightDecay = float32(r.Inner.WeightDecay)

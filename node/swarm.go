@@ -593,7 +593,8 @@ const quorumWaits = 5
 // partitions this node is first in line for, apply the aggregates, write
 // and announce the checkpoint, and follow the majority's.
 func (p *Participant) runRound(ctx context.Context) error {
-	r, H := p.round, p.sync.H
+	r := p.round
+	H, first := p.sync.RoundH(r-1), p.sync.RoundStart(r-1)
 	// Gossipsub does not replay: a peer that was away (restarting, joining)
 	// when a message went out never gets it. While this node waits in a
 	// round, it repeats what it published in it; receivers are idempotent.
@@ -612,7 +613,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		step := (r-1)*H + s
+		step := first + s
 		if err := train.Batch(seed, step, B, T, tokens, targets); err != nil {
 			return err
 		}

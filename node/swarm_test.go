@@ -57,12 +57,22 @@ func TestSwarmRoundsConverge(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	spec := smallRun(t, c, rounds)
+	spec.Sync.WarmupRounds, spec.Sync.WarmupH = 1, 2 // round 1 is 2 steps, then H = 4
 	runID, err := c.Nodes[0].CreateRun(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var log checkpointLog
-	parts := openAll(t, c, runID, n, func(_ int, e node.RoundEvent) { log.record(e) })
+	var stepsMu sync.Mutex
+	steps := map[int]int{} // round → inner steps trained
+	parts := openAll(t, c, runID, n, func(_ int, e node.RoundEvent) {
+		log.record(e)
+		if e.Phase == "train" {
+			stepsMu.Lock()
+			steps[e.Round] = max(steps[e.Round], e.Step)
+			stepsMu.Unlock()
+		}
+	})
 	for i, p := range parts {
 		if !p.Base().Equals(parts[0].Base()) {
 			t.Fatalf("genesis %s on node %d, %s on node 0", p.Base(), i, parts[0].Base())
@@ -79,6 +89,11 @@ func TestSwarmRoundsConverge(t *testing.T) {
 	if log.adopted != 0 {
 		t.Fatalf("%d adoptions: honest nodes disagreed", log.adopted)
 	}
+	stepsMu.Lock()
+	if steps[1] != 2 || steps[2] != 4 || steps[3] != 4 {
+		t.Fatalf("inner steps per round %v, want 2, 4, 4", steps)
+	}
+	stepsMu.Unlock()
 	sameBase(t, parts)
 	end, _ := parts[0].ValLoss()
 	t.Logf("val loss %v → %v", start, end)

@@ -328,8 +328,23 @@ func TestBenchSyncJSON(t *testing.T) {
 	if rows[2]["reduction_vs_ddp"].(float64) <= rows[1]["reduction_vs_ddp"].(float64) {
 		t.Errorf("topk should send less than int8: %v", rows)
 	}
-	if _, _, code := fomnet(t, "bench", "sync", "--methods", "diloco:0:int8"); code != exitUsage {
-		t.Errorf("bad method: exit %d", code)
+	for _, m := range []string{"diloco:0:int8", "diloco:300abc:int8", "diloco:60x10:int4", "diloco:60x0+420:int4", "diloco:x10+420:int4"} {
+		if _, errOut, code := fomnet(t, "bench", "sync", "--methods", m); code != exitUsage || !strings.Contains(errOut, "H") {
+			t.Errorf("bad method %s: exit %d %q", m, code, errOut)
+		}
+	}
+}
+
+func TestParseH(t *testing.T) {
+	ms, err := parseMethods("diloco:300:int4,diloco:60x10+420:int4:trimmed-mean")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := ms[0]; m.H != 300 || m.WarmupRounds != 0 || m.HString() != "300" {
+		t.Fatalf("%+v", m)
+	}
+	if m := ms[1]; m.H != 420 || m.WarmupRounds != 10 || m.WarmupH != 60 || m.Aggregation != "trimmed-mean" || m.HString() != "60x10+420" {
+		t.Fatalf("%+v", m)
 	}
 }
 

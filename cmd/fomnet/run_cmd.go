@@ -64,6 +64,7 @@ func newRunCreateCmd(e *env) *cobra.Command {
 		f                                nodeFlags
 		data, preset, name, codec, sched string
 		rounds, h, batch, seq, warmup    int
+		warmupRounds, warmupH            int
 		seed                             uint64
 		maxLR, minLR, outerLR, momentum  float64
 		deadline                         time.Duration
@@ -88,6 +89,7 @@ first). Nodes take part with fomnet join RUN-ID.`,
 			}
 			sc := gradsync.DefaultConfig()
 			sc.H, sc.Codec, sc.OuterLR, sc.Momentum, sc.RoundDeadline, sc.Quorum = h, codec, outerLR, momentum, deadline, quorum
+			sc.WarmupRounds, sc.WarmupH = warmupRounds, warmupH
 			if err := sc.Validate(); err != nil {
 				return usageError{err}
 			}
@@ -130,6 +132,8 @@ first). Nodes take part with fomnet join RUN-ID.`,
 	fl.StringVar(&name, "name", "fomnet run", "a name for people")
 	fl.IntVar(&rounds, "rounds", 100, "outer rounds")
 	fl.IntVar(&h, "h", 100, "inner steps per round")
+	fl.IntVar(&warmupRounds, "warmup-rounds", 0, "first rounds of --warmup-h inner steps, before the rounds of --h")
+	fl.IntVar(&warmupH, "warmup-h", 0, "inner steps in each warmup round")
 	fl.IntVar(&batch, "batch", 8, "sequences per inner step")
 	fl.IntVar(&seq, "seq", 256, "tokens per sequence")
 	fl.StringVar(&sched, "schedule", "cosine", "inner LR schedule over the whole run: constant, cosine, wsd")
@@ -173,7 +177,11 @@ func newRunShowCmd(e *env) *cobra.Command {
 					fmt.Fprintf(tw, "tokenizer\t%s\n", spec.Tokenizer.CID)
 				}
 				fmt.Fprintf(tw, "stage\t%s\n", spec.Stage)
-				fmt.Fprintf(tw, "rounds\t%d × H=%d inner steps of %d×%d tokens, %d shard visits per round\n", spec.Rounds, spec.Sync.H, spec.Inner.Batch, spec.Inner.Seq, spec.Inner.ShardsPerRound)
+				hs := fmt.Sprintf("H=%d", spec.Sync.H)
+				if w := spec.Sync.WarmupRounds; w > 0 {
+					hs = fmt.Sprintf("H=%d (the first %d: %d)", spec.Sync.H, w, spec.Sync.WarmupH)
+				}
+				fmt.Fprintf(tw, "rounds\t%d × %s inner steps of %d×%d tokens, %d shard visits per round\n", spec.Rounds, hs, spec.Inner.Batch, spec.Inner.Seq, spec.Inner.ShardsPerRound)
 				fmt.Fprintf(tw, "inner LR\t%s %.2g → %.2g, warmup %d\n", spec.Inner.Schedule, spec.Inner.MaxLR, spec.Inner.MinLR, spec.Inner.Warmup)
 				fmt.Fprintf(tw, "sync\t%s codec, %d partitions, %s, outer lr %.2g momentum %.2g, quorum %d, deadline %s\n",
 					spec.Sync.Codec, spec.Sync.Partitions, spec.Sync.Aggregation, spec.Sync.OuterLR, spec.Sync.Momentum, spec.Sync.Quorum,

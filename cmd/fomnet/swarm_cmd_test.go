@@ -213,7 +213,7 @@ func TestRunCommands(t *testing.T) {
 		t.Fatal(errs)
 	}
 	out, errs, code := fomnet(t, "run", "create", "--home", a, "--data", ds, "--preset", "tiny", "--rounds", "2", "--h", "3",
-		"--batch", "2", "--seq", "32", "--warmup", "1", "--deadline", "20s", "--json")
+		"--warmup-rounds", "1", "--warmup-h", "2", "--batch", "2", "--seq", "32", "--warmup", "1", "--deadline", "20s", "--json")
 	var created map[string]string
 	if code != 0 || json.Unmarshal([]byte(out), &created) != nil || !strings.HasPrefix(created["run_id"], "bagu") {
 		t.Fatalf("run create: %d %q %s", code, out, errs)
@@ -221,11 +221,15 @@ func TestRunCommands(t *testing.T) {
 	run := created["run_id"]
 	out, errs, code = fomnet(t, "run", "show", "--home", a, run, "--json")
 	var spec node.RunSpec
-	if code != 0 || json.Unmarshal([]byte(out), &spec) != nil || spec.Rounds != 2 || spec.Sync.H != 3 {
+	if code != 0 || json.Unmarshal([]byte(out), &spec) != nil || spec.Rounds != 2 || spec.Sync.H != 3 ||
+		spec.Sync.WarmupRounds != 1 || spec.Sync.WarmupH != 2 {
 		t.Fatalf("run show: %d %q %s", code, out, errs)
 	}
 	if _, _, code := fomnet(t, "run", "create", "--home", a, "--data", "nope"); code != 2 {
 		t.Fatalf("bad --data: exit %d", code)
+	}
+	if _, errs, code := fomnet(t, "run", "create", "--home", a, "--data", ds, "--warmup-rounds", "2"); code != 2 || !strings.Contains(errs, "warmup_h") {
+		t.Fatalf("--warmup-rounds without --warmup-h: exit %d, %s", code, errs)
 	}
 
 	homes := []string{initHome(t), initHome(t)}
