@@ -12,8 +12,8 @@ type Config struct {
 	// H is the number of inner steps per round (default 100).
 	H int `json:"h"`
 	// WarmupRounds rounds of WarmupH inner steps each come first, then
-	// rounds of H (default none). Workers drift apart fastest early in
-	// training, so a run can spend some of its rounds there.
+	// rounds of H (default none). WarmupH may be shorter or longer than H.
+	// On the demo preset evenly spaced rounds did best (docs/BENCHMARKS.md).
 	WarmupRounds int `json:"warmup_rounds,omitempty"`
 	WarmupH      int `json:"warmup_h,omitempty"`
 	// OuterLR and Momentum set the Nesterov outer optimizer (defaults 0.7

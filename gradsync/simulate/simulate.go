@@ -332,7 +332,7 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 	rng := rand.New(rand.NewPCG(o.Seed, 99))
 	var sent float64
 	kf := float64(o.Workers)
-	round, roundEnd := 0, cfg.RoundH(0) // the step count at which the round ends
+	round := 0
 	for s := 0; s < o.Steps; s++ {
 		for k, m := range workers {
 			if err := ctx.Err(); err != nil {
@@ -353,11 +353,10 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 			}
 		}
 		o.stepDone(meth, s)
-		if s+1 != roundEnd && s+1 != o.Steps {
+		if s+1 != cfg.RoundStart(round+1) && s+1 != o.Steps {
 			continue
 		}
 		round++
-		roundEnd = s + 1 + cfg.RoundH(round)
 		// Outer step: each worker encodes Δ with error feedback; each
 		// partition is aggregated from the decoded contributions, encoded
 		// again as its reducer would publish it, and decoded by everyone.
