@@ -47,8 +47,8 @@ type RunSpec struct {
 type InnerSpec struct {
 	Batch int `json:"batch"`
 	Seq   int `json:"seq"`
-	// LR schedule over the whole run (Rounds rounds of H inner steps, the
-	// sync's warmup rounds shorter).
+	// LR schedule over the whole run (Sync.RoundStart(Rounds) inner steps:
+	// Rounds rounds of H, the first Sync.WarmupRounds of them WarmupH).
 	Schedule    string  `json:"schedule"` // constant, cosine, wsd
 	MaxLR       float64 `json:"max_lr"`
 	MinLR       float64 `json:"min_lr"`

@@ -90,10 +90,11 @@ func TestSwarmRoundsConverge(t *testing.T) {
 		t.Fatalf("%d adoptions: honest nodes disagreed", log.adopted)
 	}
 	stepsMu.Lock()
-	if steps[1] != 2 || steps[2] != 4 || steps[3] != 4 {
-		t.Fatalf("inner steps per round %v, want 2, 4, 4", steps)
-	}
+	got := []int{steps[1], steps[2], steps[3]}
 	stepsMu.Unlock()
+	if got[0] != 2 || got[1] != 4 || got[2] != 4 {
+		t.Fatalf("inner steps per round %v, want 2, 4, 4", got)
+	}
 	sameBase(t, parts)
 	end, _ := parts[0].ValLoss()
 	t.Logf("val loss %v → %v", start, end)
