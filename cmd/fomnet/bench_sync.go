@@ -29,6 +29,7 @@ func newBenchSyncCmd(e *env) *cobra.Command {
 		synth    int
 		outerLR  float64
 		mom      float64
+		lr       float64
 		methods  string
 		frac     float64
 		batch    int
@@ -68,6 +69,12 @@ for bit.`,
 			}
 			if cmd.Flags().Changed("steps") {
 				o.Steps = steps
+			}
+			if cmd.Flags().Changed("lr") {
+				if !(lr > 0) || math.IsInf(lr, 0) {
+					return usagef("--lr %v must be a positive number", lr)
+				}
+				o.LR = lr
 			}
 			if cmd.Flags().Changed("outer-lr") {
 				o.Sync.OuterLR = outerLR
@@ -150,8 +157,8 @@ for bit.`,
 				return err
 			}
 			train, val := corpus.Split(0.1, int32(c.EOS))
-			e.logf("bench sync: %s preset, %d workers × %d steps of %d×%d tokens, %d methods (%d at a time, compute threads each: %d), %d training tokens in the corpus",
-				o.Preset, o.Workers, o.Steps, o.Batch, o.Seq, len(o.Methods), lanes, perLane, len(train.Tokens))
+			e.logf("bench sync: %s preset, %d workers × %d steps of %d×%d tokens, lr %g, outer lr %g, momentum %g, %d methods (%d at a time, compute threads each: %d), %d training tokens in the corpus",
+				o.Preset, o.Workers, o.Steps, o.Batch, o.Seq, o.LR, o.Sync.OuterLR, o.Sync.Momentum, len(o.Methods), lanes, perLane, len(train.Tokens))
 			var last time.Time
 			o.OnStep = func(m simulate.Method, step, steps int) {
 				if time.Since(last) >= 10*time.Second {
@@ -204,6 +211,7 @@ for bit.`,
 	cmd.Flags().IntVar(&parallel, "parallel", 0, "methods trained at once, each on its own backend (0: one per thread, at most one per method)")
 	cmd.Flags().IntVar(&evalRows, "eval-rows", 0, "validation windows of --seq tokens scored (0: the whole held-out 10%; before 2026-11-26 the tables used 64)")
 	cmd.Flags().IntVar(&synth, "synthetic", 3000, "synthetic documents added to the built-in corpus")
+	cmd.Flags().Float64Var(&lr, "lr", 2e-3, "peak learning rate of DDP and of the workers' inner steps (cosine schedule)")
 	cmd.Flags().Float64Var(&outerLR, "outer-lr", 0.7, "outer learning rate")
 	cmd.Flags().Float64Var(&mom, "momentum", 0.5, "outer Nesterov momentum")
 	cmd.Flags().IntVar(&batch, "batch", 4, "sequences per worker per step")

@@ -51,6 +51,9 @@ func TestUsageErrors(t *testing.T) {
 		{"bench", "sync", "--quick", "--device", "tpu"},
 		{"bench", "sync", "--quick", "--precision", "bf16"},
 		{"bench", "sync", "--quick", "--eval-rows", "-1"},
+		{"bench", "sync", "--quick", "--lr", "0"},
+		{"bench", "sync", "--quick", "--lr", "NaN"},
+		{"bench", "sync", "--quick", "--lr", "+Inf"},
 	} {
 		_, errOut, code := fomnet(t, args...)
 		if code != exitUsage {
@@ -332,6 +335,34 @@ func TestBenchSyncJSON(t *testing.T) {
 		if _, errOut, code := fomnet(t, "bench", "sync", "--methods", m); code != exitUsage || !strings.Contains(errOut, "H") {
 			t.Errorf("bad method %s: exit %d %q", m, code, errOut)
 		}
+	}
+}
+
+// TestBenchSyncLR checks that --lr reaches both DDP and the workers' inner
+// steps: each method's loss moves with it, and the log says which lr ran.
+func TestBenchSyncLR(t *testing.T) {
+	loss := func(lr string) (ddp, diloco float64) {
+		t.Helper()
+		out, errOut, code := fomnet(t, "bench", "sync", "--quick", "--steps", "4", "--synthetic", "50", "--json",
+			"--methods", "ddp,diloco:2:fp32", "--lr", lr)
+		if code != 0 {
+			t.Fatalf("--lr %s: exit %d: %s", lr, code, errOut)
+		}
+		if !strings.Contains(errOut, "lr "+lr+",") {
+			t.Errorf("--lr %s: the log does not say so: %q", lr, errOut)
+		}
+		var rows []struct {
+			ValLoss float64 `json:"val_loss"`
+		}
+		if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 2 {
+			t.Fatalf("--lr %s: %v %s", lr, err, out)
+		}
+		return rows[0].ValLoss, rows[1].ValLoss
+	}
+	d1, l1 := loss("0.002")
+	d2, l2 := loss("0.0005")
+	if d1 == d2 || l1 == l2 {
+		t.Fatalf("--lr changed nothing: ddp %v, %v; diloco %v, %v", d1, d2, l1, l2)
 	}
 }
 
