@@ -13,7 +13,6 @@ import (
 
 	"github.com/fomnet/fomnet/gradsync/simulate"
 	"github.com/fomnet/fomnet/kernels"
-	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/model"
 )
 
@@ -130,24 +129,10 @@ for bit.`,
 			perLane := max(1, total/lanes)
 			bes := make([]kernels.Backend, lanes)
 			for i := range bes {
-				var be kernels.Backend
-				if dev.device != "cpu" || dev.precision != "fp32" {
-					// A GPU (each lane its own context and stream), or
-					// flags that open reports as wrong.
-					b, err := dev.open(e, perLane, "auto")
-					if err != nil {
-						return err
-					}
-					be = b
-				} else {
-					b, err := cpu.New(cpu.Options{Threads: perLane, Path: "auto"})
-					if err != nil {
-						return usageError{err}
-					}
-					if n := b.Note(); n != "" && i == 0 {
-						e.logf("fomnet: note: %s", n)
-					}
-					be = b
+				// On a GPU each lane gets its own context and stream.
+				be, err := dev.open(e, perLane, "auto")
+				if err != nil {
+					return err
 				}
 				defer be.Close()
 				bes[i] = be

@@ -15,6 +15,7 @@ import (
 type deviceFlags struct {
 	device    string
 	precision string
+	said      bool // open has logged where it computes (once per command)
 }
 
 func (d *deviceFlags) add(fs *pflag.FlagSet) {
@@ -25,14 +26,24 @@ func (d *deviceFlags) add(fs *pflag.FlagSet) {
 // cuda reports whether the flags ask for a GPU.
 func (d *deviceFlags) cuda() bool { return d.device == "cuda" || strings.HasPrefix(d.device, "cuda:") }
 
-// open starts the backend the flags ask for (threads and path apply to the CPU).
+// open starts the backend the flags ask for (threads and path apply to the
+// CPU). It says where it computes the first time only, so a command that
+// opens one backend per lane logs it once.
 func (d *deviceFlags) open(e *env, threads int, path string) (kernels.Backend, error) {
 	switch {
 	case d.device == "cpu" || d.device == "":
 		if d.precision != "fp32" {
 			return nil, usagef("--precision %s applies to --device cuda; the CPU backend computes in fp32", d.precision)
 		}
-		return newBackend(e, threads, path)
+		be, err := cpuBackend(threads, path)
+		if err != nil {
+			return nil, err
+		}
+		if n := be.Note(); n != "" && !d.said {
+			e.logf("fomnet: note: %s", n)
+		}
+		d.said = true
+		return be, nil
 	case d.cuda():
 		ordinal := 0
 		if s, ok := strings.CutPrefix(d.device, "cuda:"); ok {
@@ -50,7 +61,10 @@ func (d *deviceFlags) open(e *env, threads int, path string) (kernels.Backend, e
 		if err != nil {
 			return nil, err // ErrNotBuilt says how to get a CUDA build
 		}
-		e.logf("fomnet: computing on %s", be.Name())
+		if !d.said {
+			e.logf("fomnet: computing on %s", be.Name())
+		}
+		d.said = true
 		return be, nil
 	default:
 		return nil, usagef("--device %q: want cpu, cuda or cuda:N", d.device)

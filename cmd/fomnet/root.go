@@ -118,15 +118,24 @@ func noArgs(cmd *cobra.Command, args []string) error {
 
 // newBackend starts the CPU backend with the requested threads and path.
 func newBackend(e *env, threads int, path string) (*cpu.Backend, error) {
+	be, err := cpuBackend(threads, path)
+	if err != nil {
+		return nil, err
+	}
+	if n := be.Note(); n != "" {
+		e.logf("fomnet: note: %s", n)
+	}
+	return be, nil
+}
+
+// cpuBackend starts the CPU backend; bad flags are usage errors.
+func cpuBackend(threads int, path string) (*cpu.Backend, error) {
 	if threads < 0 {
 		return nil, usagef("--threads %d must not be negative", threads)
 	}
 	be, err := cpu.New(cpu.Options{Threads: threads, Path: path})
 	if err != nil {
 		return nil, usageError{err}
-	}
-	if n := be.Note(); n != "" {
-		e.logf("fomnet: note: %s", n)
 	}
 	return be, nil
 }
