@@ -24,6 +24,7 @@ func newDemoCmd(e *env) *cobra.Command {
 		o       node.DemoOptions
 		threads int
 		asJSON  bool
+		dev     deviceFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -39,7 +40,9 @@ same CID on every node, printed each round.
 At the end it prints the final checkpoint CID, the validation loss per
 language at the start and the end, the bytes the swarm moved, and a greedy
 continuation of a Korean and an English prompt. Node identities derive from
---seed, so the same flags give the same checkpoint CIDs on any machine.`,
+--seed, so the same flags give the same checkpoint CIDs on any machine.
+With --device cuda (a binary built with -tags cuda) every node trains on the
+GPU, each in its own context; in fp32 the results are the CPU's, bit for bit.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Nodes < 1 || o.Nodes > 16 {
@@ -51,6 +54,9 @@ continuation of a Korean and an English prompt. Node identities derive from
 			if _, err := model.Preset(o.Preset); err != nil {
 				return usageError{err}
 			}
+			if _, _, err := dev.check(); err != nil {
+				return err
+			}
 			tmp := ""
 			if o.Dir == "" {
 				var err error
@@ -59,7 +65,7 @@ continuation of a Korean and an English prompt. Node identities derive from
 				}
 				o.Dir = tmp
 			}
-			o.NewBackend = func() (kernels.Backend, error) { return newBackend(e, threads, "auto") }
+			o.NewBackend = func() (kernels.Backend, error) { return dev.open(e, threads, "auto") }
 			o.Progress = e.logf
 			res, err := node.RunDemo(ctxOf(cmd), o)
 			if tmp != "" {
@@ -116,7 +122,8 @@ continuation of a Korean and an English prompt. Node identities derive from
 	f.StringVar(&o.Codec, "codec", "int8", "pseudo-gradient codec: fp32, int8, int4, int2, topk")
 	f.Uint64Var(&o.Seed, "seed", 1, "seed for identities, weights, batches")
 	f.StringVar(&o.Dir, "dir", "", "directory for the nodes' homes (default: a new temporary directory)")
-	f.IntVar(&threads, "threads", 1, "compute threads per node")
+	f.IntVar(&threads, "threads", 1, "compute threads per node (CPU)")
+	dev.add(f)
 	f.BoolVar(&asJSON, "json", false, "print a JSON summary")
 	return cmd
 }

@@ -52,6 +52,9 @@ func TestUsageErrors(t *testing.T) {
 		{"bench", "sync", "--quick", "--precision", "bf16"},
 		{"bench", "sync", "--quick", "--eval-rows", "-1"},
 		{"bench", "sync", "--quick", "--lr", "0"},
+		{"demo", "--device", "tpu"},
+		{"demo", "--precision", "bf16"},
+		{"demo", "--device", "cuda:x"},
 		{"bench", "sync", "--quick", "--lr", "NaN"},
 		{"bench", "sync", "--quick", "--lr", "+Inf"},
 	} {
@@ -75,6 +78,7 @@ func TestDeviceCUDAWithoutTag(t *testing.T) {
 		{"bench", "train", "--preset", "tiny", "--seq", "32", "--device", "cuda"},
 		{"train", "--builtin", "--preset", "tiny", "--steps", "1", "--device", "cuda:1", "--precision", "bf16"},
 		{"bench", "sync", "--quick", "--steps", "1", "--device", "cuda"},
+		{"demo", "--preset", "tiny", "--vocab", "320", "--synthetic", "0", "--nodes", "1", "--rounds", "1", "--h", "1", "--device", "cuda"},
 	} {
 		_, errOut, code := fomnet(t, args...)
 		if code != exitError || !strings.Contains(errOut, "built without CUDA support") || !strings.Contains(errOut, "-tags cuda") {
