@@ -11,10 +11,11 @@
 #   scripts/gpu-check.sh build        (here: builds .gpu/fomnet with -tags cuda)
 #   scripts/gpu-sync.sh [SECONDS]     (on the GPU machine, carry [".gpu"])
 #
-# First a check: a short DDP and DiLoCo run on the CPU and on the GPU, whose
-# JSON rows must agree bit for bit (val_loss and bytes). Then the sweep: each
-# experiment is its own process (its own CUDA context), all at once, each
-# stopped SECONDS (default 420) after the script started. Rows are logged as
+# First a check (CHECK=0 skips it): a short DDP and DiLoCo run on the CPU
+# and on the GPU, whose JSON rows must agree bit for bit (val_loss and
+# bytes). Then a pace probe (one process alone, four at once) says how many
+# experiments fit; each is its own process (its own CUDA context), all at
+# once, each stopped SECONDS (default 420) after the script started. Rows are logged as
 # each method finishes; everything goes to ${OUT:-.gpu/out}/log.txt, the
 # JSON rows to results.txt.
 set -uo pipefail
@@ -31,6 +32,7 @@ nvidia-smi -L >>"$log" 2>&1
 
 common=(bench sync --preset demo --seq 64 --json)
 
+if [ "${CHECK:-1}" = 1 ]; then
 echo "== check: 60 steps, CPU vs GPU (fp32)" >>"$log"
 m=ddp,diloco:30:int4,diloco:30:int2
 timeout 150 $B "${common[@]}" --batch 2 --steps 60 --methods $m --threads 12 >"$tmp/check-cpu.json" 2>>"$log" &
@@ -46,34 +48,45 @@ for x, y in zip(a, b):
     print(f'check {x["method"]:>7} H={x["H"]} {x["codec"]:5} cpu {x["val_loss"]!r} ({x["seconds"]:.1f}s) gpu {y["val_loss"]!r} ({y["seconds"]:.1f}s) {"IDENTICAL" if same else "DIFFERENT"}')
 print("check rows:", len(a), len(b))
 PY
+fi
 
 # name | flags: 9000 steps of 2×64 tokens per worker unless the flags say
-# otherwise; in order of priority.
+# otherwise; in order of priority. EXPERIMENTS (a file of such lines)
+# replaces the list.
 experiments=(
-	"lr0.5-m0.5|--methods diloco:300:int4 --outer-lr 0.5"
-	"b4-4500|--methods ddp,diloco:300:int4 --batch 4 --steps 4500"
-	"lr1.0-m0|--methods diloco:300:int4 --outer-lr 1.0 --momentum 0"
-	"lr0.6-m0.5|--methods diloco:300:int4 --outer-lr 0.6"
-	"int2-h140|--methods diloco:140:int2"
-	"lr0.7-m0.3|--methods diloco:300:int4 --momentum 0.3"
-	"base-lr0.7-m0.5|--methods diloco:300:int4"
-	"ddp-9000|--methods ddp"
+	"lr5e-4-o1.0|--methods diloco:300:int4 --lr 5e-4 --outer-lr 1.0"
+	"lr5e-4-o0.5|--methods diloco:300:int4 --lr 5e-4 --outer-lr 0.5"
+	"lr5e-4-int8|--methods diloco:300:int8 --lr 5e-4"
+	"lr5e-4-o0.85|--methods diloco:300:int4 --lr 5e-4 --outer-lr 0.85"
 )
-# How many fit: one DiLoCo run's pace alone on the GPU (20 and 80 steps,
-# the difference), scaled to 9000 steps, assuming (pessimistically) that
-# contexts share the GPU in turn.
-for n in 20 80; do
-	timeout 60 $B "${common[@]}" --batch 2 --steps $n --methods diloco:20:int4 --device cuda >"$tmp/pace$n.json" 2>>"$log"
-done
-per=$(python3 -c 'import json,sys; a,b=(json.load(open(p))[0]["seconds"] for p in sys.argv[1:]); print(int((b-a)/60*9000*1.05)+1)' "$tmp/pace20.json" "$tmp/pace80.json" 2>>"$log" || echo 0)
-left=$((budget - (SECONDS - start) - 10))
-n=${#experiments[@]}
-if [ "${per:-0}" -gt 0 ]; then
-	n=$((left / per))
-	n=$((n < 1 ? 1 : n > ${#experiments[@]} ? ${#experiments[@]} : n))
+if [ -n "${EXPERIMENTS:-}" ]; then
+	mapfile -t experiments <"$EXPERIMENTS"
 fi
+# How many fit: the pace of one DiLoCo process alone and of four at once
+# (150 steps each; the JSON's seconds include the final evaluation, so the
+# pace is a little pessimistic). With n processes a step takes about
+# max(alone, n × four-at-once / 4), as if the GPU's share were the limit.
+pace() { # pace N: seconds a step with N processes at once
+	local i
+	for ((i = 0; i < $1; i++)); do
+		timeout 90 $B "${common[@]}" --batch 2 --steps 150 --methods diloco:50:int4 --device cuda >"$tmp/pace$1-$i.json" 2>>"$log" &
+	done
+	wait
+	python3 -c 'import json,sys; print(max(json.load(open(p))[0]["seconds"] for p in sys.argv[1:])/150)' "$tmp"/pace$1-*.json 2>>"$log" || echo 0
+}
+p1=$(pace 1)
+p4=$(pace 4)
+left=$((budget - (SECONDS - start) - 15))
+n=$(python3 -c '
+import sys
+p1, p4, left, most = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+n = 1
+for k in range(1, most + 1):
+    if p1 > 0 and p4 > 0 and 9000 * max(p1, k * p4 / 4) * 1.05 <= left:
+        n = k
+print(n)' "$p1" "$p4" "$left" "${#experiments[@]}")
 experiments=("${experiments[@]:0:n}")
-echo "== sweep: one 9000-step DiLoCo run alone ≈ ${per} s; ${#experiments[@]} experiments, stopped after $left s" >>"$log"
+echo "== sweep: a step alone ${p1} s, four at once ${p4} s; ${#experiments[@]} experiments, stopped after $left s" >>"$log"
 for e in "${experiments[@]}"; do
 	name=${e%%|*}
 	read -r -a flags <<<"${e#*|}"
