@@ -51,8 +51,8 @@ PY
 fi
 
 # name | flags: 9000 steps of 2×64 tokens per worker unless the flags say
-# otherwise; in order of priority. EXPERIMENTS (a file of such lines)
-# replaces the list.
+# otherwise; in order of priority. EXPERIMENTS (a file of such lines;
+# blank lines and lines starting with # are skipped) replaces the list.
 # (Next: does DiLoCo stay ~0.182 when it syncs every 10 steps? Then local
 # AdamW on small batches, not the interval, is the demo gap.)
 experiments=(
@@ -61,12 +61,14 @@ experiments=(
 	"lr5e-4-o0.85|--methods diloco:300:int4 --lr 5e-4 --outer-lr 0.85"
 )
 if [ -n "${EXPERIMENTS:-}" ]; then
-	mapfile -t experiments <"$EXPERIMENTS"
+	mapfile -t experiments < <(grep -v -e '^[[:space:]]*$' -e '^#' "$EXPERIMENTS")
 fi
 # How many fit: the pace of one DiLoCo process alone and of four at once
 # (150 steps each; the JSON's seconds include the final evaluation, so the
 # pace is a little pessimistic). With n processes a step takes about
-# max(alone, n × four-at-once / 4), as if the GPU's share were the limit.
+# max(alone, n × four-at-once / 4), as if the GPU's share were the limit;
+# the fit assumes 9000 steps at the probe's cost, so an experiment that
+# syncs far more often, or sets other --steps or --batch, may not finish.
 pace() { # pace N: seconds a step with N processes at once
 	local i
 	for ((i = 0; i < $1; i++)); do
