@@ -36,6 +36,7 @@ func newBenchSyncCmd(e *env) *cobra.Command {
 		preset   string
 		dev      deviceFlags
 		evalRows int
+		optim    = model.DefaultOptim()
 	)
 	cmd := &cobra.Command{
 		Use:   "sync",
@@ -100,6 +101,11 @@ for bit.`,
 				o.EvalRows = evalRows
 			}
 			o.AggregateFeedback = aggEF
+			if !(optim.Beta1 >= 0 && optim.Beta1 < 1 && optim.Beta2 >= 0 && optim.Beta2 < 1) || !(optim.Eps > 0) || !(optim.WeightDecay >= 0) || !(optim.ClipNorm >= 0) {
+				return usagef("--beta1 %v and --beta2 %v must lie in [0, 1), --eps %v must be positive, --weight-decay %v and --clip %v must not be negative",
+					optim.Beta1, optim.Beta2, optim.Eps, optim.WeightDecay, optim.ClipNorm)
+			}
+			o.Optim = optim
 			if methods != "" {
 				ms, err := parseMethods(methods)
 				if err != nil {
@@ -142,8 +148,9 @@ for bit.`,
 				return err
 			}
 			train, val := corpus.Split(0.1, int32(c.EOS))
-			e.logf("bench sync: %s preset, %d workers × %d steps of %d×%d tokens, lr %g, outer lr %g, momentum %g, %d methods (%d at a time, compute threads each: %d), %d training tokens in the corpus",
-				o.Preset, o.Workers, o.Steps, o.Batch, o.Seq, o.LR, o.Sync.OuterLR, o.Sync.Momentum, len(o.Methods), lanes, perLane, len(train.Tokens))
+			e.logf("bench sync: %s preset, %d workers × %d steps of %d×%d tokens, lr %g (AdamW β %g, %g, ε %g, weight decay %g, clip %g), outer lr %g, momentum %g, %d methods (%d at a time, compute threads each: %d), %d training tokens in the corpus",
+				o.Preset, o.Workers, o.Steps, o.Batch, o.Seq, o.LR, o.Optim.Beta1, o.Optim.Beta2, o.Optim.Eps, o.Optim.WeightDecay, o.Optim.ClipNorm,
+				o.Sync.OuterLR, o.Sync.Momentum, len(o.Methods), lanes, perLane, len(train.Tokens))
 			var last time.Time
 			o.OnStep = func(m simulate.Method, step, steps int) {
 				if time.Since(last) >= 10*time.Second {
@@ -197,6 +204,11 @@ for bit.`,
 	cmd.Flags().IntVar(&evalRows, "eval-rows", 0, "validation windows of --seq tokens scored (0: the whole held-out 10%; before 2026-11-26 the tables used 64)")
 	cmd.Flags().IntVar(&synth, "synthetic", 3000, "synthetic documents added to the built-in corpus")
 	cmd.Flags().Float64Var(&lr, "lr", 2e-3, "peak learning rate of DDP and of the workers' inner steps (cosine schedule)")
+	cmd.Flags().Float32Var(&optim.Beta1, "beta1", optim.Beta1, "AdamW β1 of DDP and of the workers' inner steps")
+	cmd.Flags().Float32Var(&optim.Beta2, "beta2", optim.Beta2, "AdamW β2 of DDP and of the workers' inner steps")
+	cmd.Flags().Float32Var(&optim.Eps, "eps", optim.Eps, "AdamW ε of DDP and of the workers' inner steps")
+	cmd.Flags().Float32Var(&optim.WeightDecay, "weight-decay", optim.WeightDecay, "AdamW weight decay of DDP and of the workers' inner steps")
+	cmd.Flags().Float64Var(&optim.ClipNorm, "clip", optim.ClipNorm, "gradient-norm clip of DDP's and the workers' steps (0: none)")
 	cmd.Flags().Float64Var(&outerLR, "outer-lr", 0.7, "outer learning rate")
 	cmd.Flags().Float64Var(&mom, "momentum", 0.5, "outer Nesterov momentum")
 	cmd.Flags().IntVar(&batch, "batch", 4, "sequences per worker per step")

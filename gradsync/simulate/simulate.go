@@ -60,6 +60,9 @@ type Options struct {
 	Sync     gradsync.Config // outer settings; H, Codec, Aggregation come from each Method
 	Methods  []Method
 	EvalRows int // validation sequences of Seq tokens evaluated (0: the whole validation split)
+	// Optim is AdamW's settings for DDP's steps and the workers' inner
+	// steps alike (the zero value: model.DefaultOptim()).
+	Optim model.OptimConfig
 	// AggregateFeedback gives each partition's reducer error feedback: what
 	// its codec dropped from the aggregate is added to the next round's
 	// (an experiment; the node's reducers do not do this).
@@ -67,6 +70,14 @@ type Options struct {
 	// OnStep, if set, is called after every step of every method (for
 	// progress reports).
 	OnStep func(m Method, step, steps int)
+}
+
+// optim is o.Optim, or model.DefaultOptim() where it is unset.
+func (o Options) optim() model.OptimConfig {
+	if o.Optim == (model.OptimConfig{}) {
+		return model.DefaultOptim()
+	}
+	return o.Optim
 }
 
 func (o Options) stepDone(m Method, s int) {
@@ -80,7 +91,7 @@ func (o Options) stepDone(m Method, s int) {
 // DiLoCo's 0.9: with runs of tens of rounds, 0.5 gave lower loss here.
 func DefaultOptions() Options {
 	o := Options{Preset: "demo", Workers: 4, Batch: 4, Seq: 128, Steps: 1000, LR: 2e-3, Warmup: 20, Seed: 1,
-		Sync: gradsync.DefaultConfig()}
+		Sync: gradsync.DefaultConfig(), Optim: model.DefaultOptim()}
 	o.Sync.Momentum = 0.5
 	o.Methods = []Method{{Name: "ddp"}}
 	for _, h := range []int{10, 50, 100, 250} {
@@ -145,6 +156,10 @@ func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.C
 	}
 	if len(bes) == 0 {
 		return nil, fmt.Errorf("simulate: no backend")
+	}
+	if op := o.optim(); !(op.Beta1 >= 0 && op.Beta1 < 1 && op.Beta2 >= 0 && op.Beta2 < 1 && op.Eps > 0 && op.WeightDecay >= 0 && op.ClipNorm >= 0) {
+		return nil, fmt.Errorf("simulate: AdamW β1 %v and β2 %v must lie in [0, 1), ε %v must be positive, weight decay %v and clip %v not negative",
+			op.Beta1, op.Beta2, op.Eps, op.WeightDecay, op.ClipNorm)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -273,7 +288,7 @@ func runDDP(ctx context.Context, be kernels.Backend, c model.Config, train, val 
 		if err := m.Backward(); err != nil {
 			return Row{}, err
 		}
-		if _, err := m.Step(sched.LR(s), model.DefaultOptim()); err != nil {
+		if _, err := m.Step(sched.LR(s), o.optim()); err != nil {
 			return Row{}, err
 		}
 		o.stepDone(Method{Name: "ddp"}, s)
@@ -348,7 +363,7 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 			if err := m.Backward(); err != nil {
 				return Row{}, err
 			}
-			if _, err := m.Step(sched.LR(s), model.DefaultOptim()); err != nil {
+			if _, err := m.Step(sched.LR(s), o.optim()); err != nil {
 				return Row{}, err
 			}
 		}

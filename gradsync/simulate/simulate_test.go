@@ -228,3 +228,38 @@ func TestEvaluateWindows(t *testing.T) {
 		}
 	}
 }
+
+// Options.Optim reaches DDP's steps and the workers' alike: unset means
+// model.DefaultOptim(), another β2 changes both losses, and a β1 out of
+// range is refused before any training.
+func TestOptimSettings(t *testing.T) {
+	be := newCPU(t)
+	train, val, o := quick(t, 2, 12, 1)
+	o.Methods = []Method{{Name: "ddp"}, {Name: "diloco", H: 4, Codec: "fp32"}}
+	run := func(op model.OptimConfig) []Row {
+		t.Helper()
+		o.Optim = op
+		rows, err := Run(context.Background(), be, train, val, o, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rows
+	}
+	def, unset := run(model.DefaultOptim()), run(model.OptimConfig{})
+	for i := range def {
+		if def[i].ValLoss != unset[i].ValLoss {
+			t.Fatalf("%s: unset Optim %v, DefaultOptim %v", def[i].Method, unset[i].ValLoss, def[i].ValLoss)
+		}
+	}
+	op := model.DefaultOptim()
+	op.Beta2 = 0.99
+	for i, r := range run(op) {
+		if r.ValLoss == def[i].ValLoss {
+			t.Fatalf("%s: β2 0.99 gave the default's loss %v", r.Method, r.ValLoss)
+		}
+	}
+	o.Optim.Beta1 = 1
+	if _, err := Run(context.Background(), be, train, val, o, nil); err == nil || !strings.Contains(err.Error(), "β1") {
+		t.Fatalf("β1 1: err %v", err)
+	}
+}
