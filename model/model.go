@@ -414,6 +414,21 @@ func DefaultOptim() OptimConfig {
 	return OptimConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, ClipNorm: 1}
 }
 
+// Validate reports a setting out of range: β1 and β2 must lie in [0, 1),
+// ε be positive, weight decay and the clip threshold finite and not
+// negative.
+func (o OptimConfig) Validate() error {
+	switch {
+	case !(o.Beta1 >= 0 && o.Beta1 < 1) || !(o.Beta2 >= 0 && o.Beta2 < 1):
+		return fmt.Errorf("adamw beta1 %v and beta2 %v must lie in [0, 1)", o.Beta1, o.Beta2)
+	case !(o.Eps > 0) || math.IsInf(float64(o.Eps), 0):
+		return fmt.Errorf("adamw eps %v must be positive", o.Eps)
+	case !(o.WeightDecay >= 0) || math.IsInf(float64(o.WeightDecay), 0) || !(o.ClipNorm >= 0) || math.IsInf(o.ClipNorm, 0):
+		return fmt.Errorf("adamw weight decay %v and clip norm %v must be finite and not negative", o.WeightDecay, o.ClipNorm)
+	}
+	return nil
+}
+
 // Step applies one AdamW step with learning rate lr to the gradients clipped
 // to o.ClipNorm (the clipping factor is folded into the update; Grads keep
 // their unclipped values). It returns the gradient norm before clipping. A

@@ -43,6 +43,9 @@ func (tc TrainConfig) Validate(c Config) error {
 	case tc.EvalEvery < 0 || tc.EvalBatches < 0:
 		return fmt.Errorf("train: eval-every %d and eval batches %d must not be negative", tc.EvalEvery, tc.EvalBatches)
 	}
+	if err := tc.Optim.Validate(); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
 	s := tc.Schedule
 	s.Total = tc.Steps
 	s.Warmup = min(s.Warmup, tc.Steps)

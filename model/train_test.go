@@ -104,3 +104,30 @@ func TestTopPSmallIsGreedy(t *testing.T) {
 		t.Fatalf("top-p 1e-9 sampled %q, greedy %q", DecodeBytes(nucleus), DecodeBytes(greedy))
 	}
 }
+
+// AdamW settings out of range are refused with the setting's name; the
+// defaults pass.
+func TestOptimValidate(t *testing.T) {
+	if err := DefaultOptim().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, mutate := range map[string]func(*OptimConfig){
+		"beta1":        func(o *OptimConfig) { o.Beta1 = 1 },
+		"beta2":        func(o *OptimConfig) { o.Beta2 = float32(math.NaN()) },
+		"eps":          func(o *OptimConfig) { o.Eps = 0 },
+		"weight decay": func(o *OptimConfig) { o.WeightDecay = -0.1 },
+		"clip":         func(o *OptimConfig) { o.ClipNorm = math.Inf(1) },
+	} {
+		o := DefaultOptim()
+		mutate(&o)
+		if err := o.Validate(); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: %v", name, err)
+		}
+		tc := DefaultTrainConfig()
+		tc.Optim, tc.Seq = o, 64
+		c, _ := Preset("tiny")
+		if err := tc.Validate(c); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("train config with bad %s: %v", name, err)
+		}
+	}
+}

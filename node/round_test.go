@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/sharding"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -70,6 +71,36 @@ func TestRunSpecRoundTrip(t *testing.T) {
 	}
 }
 
+// The inner AdamW betas are optional: a spec without them encodes without
+// the keys (so specs written before they existed keep their run IDs) and
+// trains with model.DefaultOptim()'s; set, they reach the train config and
+// make another run.
+func TestRunSpecBetas(t *testing.T) {
+	r := testRun(t)
+	b, id, err := EncodeRunSpec(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte("beta")) {
+		t.Fatalf("spec without betas encodes them: %s", b)
+	}
+	if op := r.TrainConfig().Optim; op != model.DefaultOptim() {
+		t.Fatalf("optim %+v, want the default", op)
+	}
+	r.Inner.Beta1, r.Inner.Beta2 = 0.95, 0.99
+	b2, id2, err := EncodeRunSpec(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeRunSpec(b2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op := got.TrainConfig().Optim; op.Beta1 != 0.95 || op.Beta2 != 0.99 || id2.Equals(id) {
+		t.Fatalf("optim %+v, run ID %s (without betas %s)", op, id2, id)
+	}
+}
+
 func TestRunSpecErrorsNameTheField(t *testing.T) {
 	for field, mutate := range map[string]func(*RunSpec){
 		"format":  func(r *RunSpec) { r.Format = "x" },
@@ -79,6 +110,9 @@ func TestRunSpecErrorsNameTheField(t *testing.T) {
 		"inner":   func(r *RunSpec) { r.Inner.Batch = 0 },
 		"model":   func(r *RunSpec) { r.Model = []byte(`{"hidden_size":-1}`) },
 		"stage":   func(r *RunSpec) { r.Stage = "" },
+		"beta1":   func(r *RunSpec) { r.Inner.Beta1 = 1 },
+		"beta2":   func(r *RunSpec) { r.Inner.Beta2 = -0.5 },
+		"clip":    func(r *RunSpec) { r.Inner.ClipNorm = -1 },
 	} {
 		r := testRun(t)
 		mutate(r)

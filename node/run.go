@@ -56,6 +56,11 @@ type InnerSpec struct {
 	DecayFrac   float64 `json:"decay_frac,omitempty"`
 	WeightDecay float64 `json:"weight_decay"`
 	ClipNorm    float64 `json:"clip_norm"`
+	// Beta1 and Beta2 are AdamW's moment decays; absent (0) means
+	// model.DefaultOptim()'s 0.9 and 0.95. With small per-worker batches
+	// DiLoCo did better with 0.95 and 0.99 (docs/BENCHMARKS.md).
+	Beta1 float64 `json:"beta1,omitempty"`
+	Beta2 float64 `json:"beta2,omitempty"`
 	// ShardsPerRound is how many shard visits the data pipeline's schedule
 	// hands out per round, spread over the round's participants.
 	ShardsPerRound int `json:"shards_per_round"`
@@ -79,6 +84,12 @@ func (r *RunSpec) TrainConfig() model.TrainConfig {
 		Warmup: r.Inner.Warmup, Total: tc.Steps, DecayFrac: r.Inner.DecayFrac}
 	tc.Optim.WeightDecay = float32(r.Inner.WeightDecay)
 	tc.Optim.ClipNorm = r.Inner.ClipNorm
+	if r.Inner.Beta1 != 0 {
+		tc.Optim.Beta1 = float32(r.Inner.Beta1)
+	}
+	if r.Inner.Beta2 != 0 {
+		tc.Optim.Beta2 = float32(r.Inner.Beta2)
+	}
 	return tc
 }
 
@@ -110,6 +121,9 @@ func (r *RunSpec) Validate() error {
 	}
 	if err := r.Sync.Validate(); err != nil {
 		return fmt.Errorf("run: sync: %w", err)
+	}
+	if !(r.Inner.Beta1 >= 0 && r.Inner.Beta1 < 1) || !(r.Inner.Beta2 >= 0 && r.Inner.Beta2 < 1) {
+		return fmt.Errorf("run: inner beta1 %v and beta2 %v must lie in [0, 1) (0: the default)", r.Inner.Beta1, r.Inner.Beta2)
 	}
 	tc := r.TrainConfig()
 	if err := tc.Validate(c); err != nil {

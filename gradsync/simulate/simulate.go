@@ -157,9 +157,8 @@ func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.C
 	if len(bes) == 0 {
 		return nil, fmt.Errorf("simulate: no backend")
 	}
-	if op := o.optim(); !(op.Beta1 >= 0 && op.Beta1 < 1 && op.Beta2 >= 0 && op.Beta2 < 1 && op.Eps > 0 && op.WeightDecay >= 0 && op.ClipNorm >= 0) {
-		return nil, fmt.Errorf("simulate: AdamW β1 %v and β2 %v must lie in [0, 1), ε %v must be positive, weight decay %v and clip %v not negative",
-			op.Beta1, op.Beta2, op.Eps, op.WeightDecay, op.ClipNorm)
+	if err := o.optim().Validate(); err != nil {
+		return nil, fmt.Errorf("simulate: %w", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -259,7 +259,7 @@ func TestOptimSettings(t *testing.T) {
 		}
 	}
 	o.Optim.Beta1 = 1
-	if _, err := Run(context.Background(), be, train, val, o, nil); err == nil || !strings.Contains(err.Error(), "β1") {
+	if _, err := Run(context.Background(), be, train, val, o, nil); err == nil || !strings.Contains(err.Error(), "beta1") {
 		t.Fatalf("β1 1: err %v", err)
 	}
 }
