@@ -53,12 +53,13 @@ fi
 # name | flags: 9000 steps of 2×64 tokens per worker unless the flags say
 # otherwise; in order of priority. EXPERIMENTS (a file of such lines;
 # blank lines and lines starting with # are skipped) replaces the list.
-# (Next: does DiLoCo stay ~0.182 when it syncs every 10 steps? Then local
-# AdamW on small batches, not the interval, is the demo gap.)
+# (Next, after the AdamW β runs of docs/BENCHMARKS.md: DiLoCo with β2
+# 0.999, then 4×64 tokens per worker for DDP and DiLoCo — twice a run's
+# cost, which the fit below does not know.)
 experiments=(
-	"h10-fp32|--methods diloco:10:fp32 --lr 5e-4"
-	"lr5e-4-o0.5|--methods diloco:300:int4 --lr 5e-4 --outer-lr 0.5"
-	"lr5e-4-o0.85|--methods diloco:300:int4 --lr 5e-4 --outer-lr 0.85"
+	"b195-999|--methods diloco:300:int4 --lr 5e-4 --beta1 0.95 --beta2 0.999"
+	"ddp-batch4|--methods ddp --lr 5e-4 --batch 4"
+	"b195-batch4|--methods diloco:300:int4 --lr 5e-4 --beta1 0.95 --beta2 0.99 --batch 4"
 )
 if [ -n "${EXPERIMENTS:-}" ]; then
 	mapfile -t experiments < <(grep -v -e '^[[:space:]]*$' -e '^#' "$EXPERIMENTS")
