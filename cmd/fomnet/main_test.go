@@ -344,29 +344,38 @@ func TestBenchSyncJSON(t *testing.T) {
 
 // TestBenchSyncLR checks that --lr reaches both DDP and the workers' inner
 // steps: each method's loss moves with it, and the log says which lr ran.
+// --lr and the AdamW flags reach DDP and DiLoCo and the log says so.
 func TestBenchSyncLR(t *testing.T) {
-	loss := func(lr string) (ddp, diloco float64) {
+	loss := func(lr, logged string, extra ...string) (ddp, diloco float64) {
 		t.Helper()
-		out, errOut, code := fomnet(t, "bench", "sync", "--quick", "--steps", "4", "--synthetic", "50", "--json",
-			"--methods", "ddp,diloco:2:fp32", "--lr", lr)
+		args := append([]string{"bench", "sync", "--quick", "--steps", "4", "--synthetic", "50", "--json",
+			"--methods", "ddp,diloco:2:fp32", "--lr", lr}, extra...)
+		out, errOut, code := fomnet(t, args...)
 		if code != 0 {
-			t.Fatalf("--lr %s: exit %d: %s", lr, code, errOut)
+			t.Fatalf("--lr %s %v: exit %d: %s", lr, extra, code, errOut)
 		}
-		if !strings.Contains(errOut, "lr "+lr+",") {
-			t.Errorf("--lr %s: the log does not say so: %q", lr, errOut)
+		if !strings.Contains(errOut, logged) {
+			t.Errorf("--lr %s %v: the log does not say %q: %q", lr, extra, logged, errOut)
 		}
 		var rows []struct {
 			ValLoss float64 `json:"val_loss"`
 		}
 		if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 2 {
-			t.Fatalf("--lr %s: %v %s", lr, err, out)
+			t.Fatalf("--lr %s %v: %v %s", lr, extra, err, out)
 		}
 		return rows[0].ValLoss, rows[1].ValLoss
 	}
-	d1, l1 := loss("0.002")
-	d2, l2 := loss("0.0005")
+	d1, l1 := loss("0.002", "lr 0.002 (AdamW β 0.9, 0.95,")
+	d2, l2 := loss("0.0005", "lr 0.0005 (")
 	if d1 == d2 || l1 == l2 {
 		t.Fatalf("--lr changed nothing: ddp %v, %v; diloco %v, %v", d1, d2, l1, l2)
+	}
+	d3, l3 := loss("0.002", "(AdamW β 0.95, 0.99,", "--beta1", "0.95", "--beta2", "0.99")
+	if d3 == d1 || l3 == l1 {
+		t.Fatalf("--beta1/--beta2 changed nothing: ddp %v, %v; diloco %v, %v", d1, d3, l1, l3)
+	}
+	if _, errOut, code := fomnet(t, "bench", "sync", "--quick", "--beta2", "1"); code != 2 || !strings.Contains(errOut, "--beta2 1") {
+		t.Fatalf("--beta2 1: exit %d: %s", code, errOut)
 	}
 }
 

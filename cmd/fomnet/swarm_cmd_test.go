@@ -231,6 +231,14 @@ func TestRunCommands(t *testing.T) {
 	if _, errs, code := fomnet(t, "run", "create", "--home", a, "--data", ds, "--warmup-rounds", "2"); code != 2 || !strings.Contains(errs, "warmup_h") {
 		t.Fatalf("--warmup-rounds without --warmup-h: exit %d, %s", code, errs)
 	}
+	if _, errs, code := fomnet(t, "run", "create", "--home", a, "--data", ds, "--beta1", "1.5"); code != 2 || !strings.Contains(errs, "beta1") {
+		t.Fatalf("--beta1 1.5: exit %d, %s", code, errs)
+	}
+	if out, errs, code := fomnet(t, "run", "create", "--home", a, "--data", ds, "--preset", "tiny", "--seq", "32", "--beta2", "0.99"); code != 0 {
+		t.Fatalf("--beta2 0.99: exit %d, %s", code, errs)
+	} else if shown, errs, code := fomnet(t, "run", "show", "--home", a, strings.TrimSpace(out)); code != 0 || !strings.Contains(shown, "β 0.9, 0.99") {
+		t.Fatalf("run show of a --beta2 0.99 run: exit %d, %q %s", code, shown, errs)
+	}
 
 	homes := []string{initHome(t), initHome(t)}
 	results := make([]string, 2)
