@@ -122,9 +122,6 @@ func (r *RunSpec) Validate() error {
 	if err := r.Sync.Validate(); err != nil {
 		return fmt.Errorf("run: sync: %w", err)
 	}
-	if !(r.Inner.Beta1 >= 0 && r.Inner.Beta1 < 1) || !(r.Inner.Beta2 >= 0 && r.Inner.Beta2 < 1) {
-		return fmt.Errorf("run: inner beta1 %v and beta2 %v must lie in [0, 1) (0: the default)", r.Inner.Beta1, r.Inner.Beta2)
-	}
 	tc := r.TrainConfig()
 	if err := tc.Validate(c); err != nil {
 		return fmt.Errorf("run: inner: %w", err)

@@ -101,8 +101,8 @@ for bit.`,
 				o.EvalRows = evalRows
 			}
 			o.AggregateFeedback = aggEF
-			if !(optim.Beta1 >= 0 && optim.Beta1 < 1 && optim.Beta2 >= 0 && optim.Beta2 < 1) || !(optim.Eps > 0) || !(optim.WeightDecay >= 0) || !(optim.ClipNorm >= 0) {
-				return usagef("--beta1 %v and --beta2 %v must lie in [0, 1), --eps %v must be positive, --weight-decay %v and --clip %v must not be negative",
+			if optim.Validate() != nil {
+				return usagef("--beta1 %v and --beta2 %v must lie in [0, 1), --eps %v must be positive, --weight-decay %v and --clip %v must be finite and not negative",
 					optim.Beta1, optim.Beta2, optim.Eps, optim.WeightDecay, optim.ClipNorm)
 			}
 			o.Optim = optim
