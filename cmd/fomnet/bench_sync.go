@@ -116,6 +116,11 @@ for bit.`,
 			if o.Workers < 1 || o.Steps < 1 || synth < 0 {
 				return usagef("--workers %d, --steps %d must be positive and --synthetic %d not negative", o.Workers, o.Steps, synth)
 			}
+			for _, m := range o.Methods {
+				if m.Accum > 0 && o.Steps%m.Accum != 0 {
+					return usagef("--methods: %s: accum=%d does not divide --steps %d", m, m.Accum, o.Steps)
+				}
+			}
 			c, err := model.Preset(o.Preset)
 			if err != nil {
 				return err
@@ -168,13 +173,11 @@ for bit.`,
 				return e.printJSON(rows)
 			}
 			var ddp float64
-			for _, r := range rows {
-				if r.Name == "ddp" {
-					ddp = r.ValLoss
-				}
+			if i := simulate.ReferenceDDP(o.Methods); i >= 0 {
+				ddp = rows[i].ValLoss
 			}
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintf(w, "method\tH\tcodec\taggregation\tadversary\tworkers\tval loss\tvs DDP\tbytes/worker\treduction vs DDP\t\n")
+			fmt.Fprintf(w, "method\tH\tcodec\taggregation\tadversary\taccum\tworkers\tval loss\tvs DDP\tbytes/worker\treduction vs DDP\t\n")
 			for _, r := range rows {
 				h, codec, agg := "-", "-", "-"
 				if r.Name != "ddp" {
@@ -187,8 +190,12 @@ for bit.`,
 				if adv == "" {
 					adv = "-"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%.4f\t%.3f×\t%s\t%s\t\n", r.Name, h, codec, agg, adv, r.Workers, r.ValLoss,
-					r.ValLoss/ddp, bytesHuman(int64(r.BytesPerWorker)), reduction(r.ReductionVsDDP))
+				vs := "-"
+				if ddp > 0 {
+					vs = fmt.Sprintf("%.3f×", r.ValLoss/ddp)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.4f\t%s\t%s\t%s\t\n", r.Name, h, codec, agg, adv, max(1, r.Accum), r.Workers, r.ValLoss,
+					vs, bytesHuman(int64(r.BytesPerWorker)), reduction(r.ReductionVsDDP))
 			}
 			return w.Flush()
 		},
@@ -215,7 +222,7 @@ for bit.`,
 	cmd.Flags().IntVar(&seq, "seq", 0, "tokens per sequence (default: the mode's)")
 	cmd.Flags().StringVar(&preset, "preset", "demo", "model preset (default: demo, tiny with --quick)")
 	cmd.Flags().Float64Var(&frac, "topk-frac", 1.0/32, "share of each chunk the topk codec keeps")
-	cmd.Flags().StringVar(&methods, "methods", "", `methods to run instead of the mode's, e.g. "ddp,diloco:50:topk,diloco:50:int8:trimmed-mean:scaled"; H may be warmupHxrounds+H, e.g. diloco:60x10+420:int4`)
+	cmd.Flags().StringVar(&methods, "methods", "", `methods to run instead of the mode's, e.g. "ddp,diloco:50:topk,diloco:50:int8:trimmed-mean:scaled"; H may be warmupHxrounds+H, e.g. diloco:60x10+420:int4; a method ending in :accum=N takes one optimizer step per N steps' batches (same tokens; H counts optimizer steps), e.g. diloco:150:int4:accum=2; "vs DDP" and the reduction compare with the first ddp`)
 	return cmd
 }
 
@@ -251,17 +258,27 @@ func parseH(s string) (simulate.Method, error) {
 	return m, nil
 }
 
-// parseMethods reads "ddp,diloco:H:codec[:aggregation[:adversary]],…".
+// parseMethods reads "ddp,diloco:H:codec[:aggregation[:adversary]],…",
+// where each method may end in ":accum=N".
 func parseMethods(s string) ([]simulate.Method, error) {
 	var out []simulate.Method
 	for _, f := range strings.Split(s, ",") {
 		parts := strings.Split(strings.TrimSpace(f), ":")
+		accum := 0
+		if last := parts[len(parts)-1]; strings.HasPrefix(last, "accum=") {
+			n, err := strconv.Atoi(strings.TrimPrefix(last, "accum="))
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("method %q: %s: want accum=N with N a positive integer", f, last)
+			}
+			accum, parts = n, parts[:len(parts)-1]
+		}
+		var m simulate.Method
 		switch {
 		case parts[0] == "ddp" && len(parts) == 1:
-			out = append(out, simulate.Method{Name: "ddp"})
+			m.Name = "ddp"
 		case parts[0] == "diloco" && len(parts) >= 3 && len(parts) <= 5:
-			m, err := parseH(parts[1])
-			if err != nil {
+			var err error
+			if m, err = parseH(parts[1]); err != nil {
 				return nil, fmt.Errorf("method %q: %w", f, err)
 			}
 			m.Name, m.Codec = "diloco", parts[2]
@@ -271,10 +288,11 @@ func parseMethods(s string) ([]simulate.Method, error) {
 			if len(parts) > 4 {
 				m.Adversary = parts[4]
 			}
-			out = append(out, m)
 		default:
-			return nil, fmt.Errorf("method %q: want ddp or diloco:H:codec[:aggregation[:adversary]]", f)
+			return nil, fmt.Errorf("method %q: want ddp or diloco:H:codec[:aggregation[:adversary]], either ending in :accum=N if it accumulates", f)
 		}
+		m.Accum = accum
+		out = append(out, m)
 	}
 	return out, nil
 }

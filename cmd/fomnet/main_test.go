@@ -380,15 +380,55 @@ func TestBenchSyncLR(t *testing.T) {
 }
 
 func TestParseH(t *testing.T) {
-	ms, err := parseMethods("diloco:300:int4,diloco:60x10+420:int4:trimmed-mean")
+	ms, err := parseMethods("diloco:300:int4,diloco:60x10+420:int4:trimmed-mean,ddp:accum=2,diloco:150:int4:mean:scaled:accum=3")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := ms[0]; m.H != 300 || m.WarmupRounds != 0 || m.HString() != "300" {
+	if m := ms[0]; m.H != 300 || m.WarmupRounds != 0 || m.HString() != "300" || m.Accum != 0 {
 		t.Fatalf("%+v", m)
 	}
 	if m := ms[1]; m.H != 420 || m.WarmupRounds != 10 || m.WarmupH != 60 || m.Aggregation != "trimmed-mean" || m.HString() != "60x10+420" {
 		t.Fatalf("%+v", m)
+	}
+	if m := ms[2]; m.Name != "ddp" || m.Accum != 2 {
+		t.Fatalf("%+v", m)
+	}
+	if m := ms[3]; m.H != 150 || m.Codec != "int4" || m.Aggregation != "mean" || m.Adversary != "scaled" || m.Accum != 3 {
+		t.Fatalf("%+v", m)
+	}
+	for _, bad := range []string{"ddp:accum=0", "ddp:accum=x", "diloco:150:int4:accum=-1", "ddp:accum=2:x", "diloco:150:accum=2"} {
+		if _, err := parseMethods(bad); err == nil {
+			t.Errorf("%s: no error", bad)
+		}
+	}
+}
+
+// A method with accum=N runs in bench sync: the JSON row carries it, DDP
+// with accum 2 sends half the bytes of the first DDP (the reference), and an
+// accum that does not divide --steps is a usage error.
+func TestBenchSyncAccum(t *testing.T) {
+	out, errOut, code := fomnet(t, "bench", "sync", "--quick", "--steps", "4", "--synthetic", "50", "--json",
+		"--methods", "ddp,ddp:accum=2,diloco:1:int4:accum=2")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var rows []struct {
+		Method string  `json:"method"`
+		Accum  int     `json:"accum"`
+		Red    float64 `json:"reduction_vs_ddp"`
+		Tokens int64   `json:"tokens"`
+	}
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 3 {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if rows[0].Accum != 0 || rows[1].Accum != 2 || rows[2].Accum != 2 || rows[1].Red != 2 || rows[1].Tokens != rows[0].Tokens {
+		t.Fatalf("%+v", rows)
+	}
+	if !strings.Contains(errOut, "diloco H=1 int4 accum=2") {
+		t.Errorf("the log does not name the accum: %s", errOut)
+	}
+	if _, errOut, code := fomnet(t, "bench", "sync", "--quick", "--steps", "5", "--methods", "ddp:accum=2"); code != exitUsage || !strings.Contains(errOut, "accum=2 does not divide --steps 5") {
+		t.Fatalf("accum=2 over 5 steps: exit %d: %s", code, errOut)
 	}
 }
 

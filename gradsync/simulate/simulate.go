@@ -23,18 +23,31 @@ type Method struct {
 	Aggregation  string `json:"aggregation,omitempty"`
 	// Adversary makes worker 0 send a bad Δ: "scaled" (−8·Δ) or "random".
 	Adversary string `json:"adversary,omitempty"`
+	// Accum is gradient accumulation: one optimizer step for every Accum
+	// of the comparison's steps, on their batches together (0 or 1: a step
+	// each). The tokens are the same, batch for batch; there are 1/Accum as
+	// many optimizer steps, and H and the learning-rate schedule (warmup
+	// included) count those. For DDP, Accum 2 is a global batch twice as
+	// large and half as many all-reduces.
+	Accum int `json:"accum,omitempty"`
 }
 
+// accum is m.Accum, at least 1.
+func (m Method) accum() int { return max(1, m.Accum) }
+
 func (m Method) String() string {
-	if m.Name == "ddp" {
-		return "ddp"
+	s := "ddp"
+	if m.Name != "ddp" {
+		s = fmt.Sprintf("diloco H=%s %s", m.HString(), m.Codec)
+		if m.Aggregation != "" {
+			s += " " + m.Aggregation
+		}
+		if m.Adversary != "" {
+			s += " adversary=" + m.Adversary
+		}
 	}
-	s := fmt.Sprintf("diloco H=%s %s", m.HString(), m.Codec)
-	if m.Aggregation != "" {
-		s += " " + m.Aggregation
-	}
-	if m.Adversary != "" {
-		s += " adversary=" + m.Adversary
+	if m.accum() > 1 {
+		s += fmt.Sprintf(" accum=%d", m.accum())
 	}
 	return s
 }
@@ -133,7 +146,8 @@ type Row struct {
 }
 
 // Run trains every method from the same initial parameters on the same
-// token budget and reports validation loss and bytes. progress, if set,
+// token budget and reports validation loss and bytes. ReductionVsDDP
+// compares with the first DDP method (ReferenceDDP). progress, if set,
 // receives a row per finished method.
 func Run(ctx context.Context, be kernels.Backend, train, val *model.Corpus, o Options, progress func(Row)) ([]Row, error) {
 	return RunParallel(ctx, []kernels.Backend{be}, train, val, o, progress)
@@ -144,7 +158,7 @@ func Run(ctx context.Context, be kernels.Backend, train, val *model.Corpus, o Op
 // The rows are Run's, in the order of o.Methods: a method's result depends
 // only on its inputs, never on which backend ran it or on its thread count.
 // o.OnStep and progress are called from one goroutine at a time; a row
-// finished before DDP's has no ReductionVsDDP in progress, only in the
+// finished before the reference DDP's has no ReductionVsDDP in progress, only in the
 // result. On the first error the other methods are stopped.
 func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.Corpus, o Options, progress func(Row)) ([]Row, error) {
 	c, err := model.Preset(o.Preset)
@@ -160,6 +174,11 @@ func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.C
 	if err := o.optim().Validate(); err != nil {
 		return nil, fmt.Errorf("simulate: %w", err)
 	}
+	for _, m := range o.Methods {
+		if m.Accum < 0 || o.Steps%m.accum() != 0 {
+			return nil, fmt.Errorf("simulate: %s: accum %d must be positive and divide the %d steps", m, m.Accum, o.Steps)
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var mu sync.Mutex // serialises OnStep, progress and the shared results
@@ -171,6 +190,7 @@ func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.C
 		}
 	}
 	rows := make([]Row, len(o.Methods))
+	ref := ReferenceDDP(o.Methods)
 	var ddpBytes float64
 	var firstErr error
 	next := make(chan int)
@@ -188,7 +208,7 @@ func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.C
 					}
 					cancel()
 				} else {
-					if r.Name == "ddp" {
+					if i == ref {
 						ddpBytes = r.BytesPerWorker
 					}
 					rows[i] = r
@@ -223,6 +243,17 @@ send:
 	return rows, nil
 }
 
+// ReferenceDDP is the index of the DDP method that rows' ReductionVsDDP
+// compares with: the first "ddp" in ms, or -1 if none.
+func ReferenceDDP(ms []Method) int {
+	for i, m := range ms {
+		if m.Name == "ddp" {
+			return i
+		}
+	}
+	return -1
+}
+
 // setReduction fills in ReductionVsDDP once DDP's bytes are known.
 func (r *Row) setReduction(ddpBytes float64) {
 	if ddpBytes > 0 && r.BytesPerWorker > 0 {
@@ -236,7 +267,7 @@ func runMethod(ctx context.Context, be kernels.Backend, c model.Config, train, v
 	var r Row
 	var err error
 	if m.Name == "ddp" {
-		r, err = runDDP(ctx, be, c, train, val, o)
+		r, err = runDDP(ctx, be, c, train, val, o, m)
 	} else {
 		r, err = runDiLoCo(ctx, be, c, train, val, o, m)
 	}
@@ -257,26 +288,42 @@ func evaluate(m *model.Model, val *model.Corpus, o Options) (float32, error) {
 	return model.Evaluate(m, val, evalBatch, o.Seq, (o.EvalRows+evalBatch-1)/evalBatch)
 }
 
-func schedule(o Options) kernels.Schedule {
-	return kernels.Schedule{Kind: kernels.ScheduleCosine, MaxLR: o.LR, MinLR: o.LR / 10, Warmup: o.Warmup, Total: o.Steps}
+// schedule is the learning rate of a method's optimizer steps: o.Steps/a of
+// them, a of the comparison's steps each.
+func schedule(o Options, a int) kernels.Schedule {
+	return kernels.Schedule{Kind: kernels.ScheduleCosine, MaxLR: o.LR, MinLR: o.LR / 10, Warmup: o.Warmup / a, Total: o.Steps / a}
 }
 
-func runDDP(ctx context.Context, be kernels.Backend, c model.Config, train, val *model.Corpus, o Options) (Row, error) {
+// batches fills tokens and targets with worker k's batches of steps
+// [s, s+a), one after another: its share of an optimizer step.
+func batches(train *model.Corpus, o Options, k, s, a int, tokens, targets []int32) error {
+	n := o.Batch * o.Seq
+	for i := 0; i < a; i++ {
+		if err := train.Batch(o.Seed+uint64(k)*7919, s+i, o.Batch, o.Seq, tokens[i*n:(i+1)*n], targets[i*n:(i+1)*n]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func runDDP(ctx context.Context, be kernels.Backend, c model.Config, train, val *model.Corpus, o Options, meth Method) (Row, error) {
 	m, err := model.New(be, c)
 	if err != nil {
 		return Row{}, err
 	}
 	m.Init(o.Seed)
-	b := o.Workers * o.Batch // averaging K workers' gradients = one batch K times larger
+	a := meth.accum()
+	per := a * o.Batch * o.Seq   // one worker's tokens in an optimizer step
+	b := o.Workers * a * o.Batch // averaging K workers' gradients = one batch K times larger
 	tokens, targets := make([]int32, b*o.Seq), make([]int32, b*o.Seq)
-	sched := schedule(o)
-	for s := 0; s < o.Steps; s++ {
+	sched := schedule(o, a)
+	for j := 0; j < o.Steps/a; j++ {
 		if err := ctx.Err(); err != nil {
 			return Row{}, err
 		}
-		// The same sequences the K DiLoCo workers see at this step.
+		// The same sequences the K DiLoCo workers see at these steps.
 		for k := 0; k < o.Workers; k++ {
-			if err := train.Batch(o.Seed+uint64(k)*7919, s, o.Batch, o.Seq, tokens[k*o.Batch*o.Seq:], targets[k*o.Batch*o.Seq:]); err != nil {
+			if err := batches(train, o, k, j*a, a, tokens[k*per:], targets[k*per:]); err != nil {
 				return Row{}, err
 			}
 		}
@@ -287,10 +334,10 @@ func runDDP(ctx context.Context, be kernels.Backend, c model.Config, train, val 
 		if err := m.Backward(); err != nil {
 			return Row{}, err
 		}
-		if _, err := m.Step(sched.LR(s), o.optim()); err != nil {
+		if _, err := m.Step(sched.LR(j), o.optim()); err != nil {
 			return Row{}, err
 		}
-		o.stepDone(Method{Name: "ddp"}, s)
+		o.stepDone(meth, (j+1)*a-1)
 	}
 	vl, err := evaluate(m, val, o)
 	if err != nil {
@@ -298,8 +345,8 @@ func runDDP(ctx context.Context, be kernels.Backend, c model.Config, train, val 
 	}
 	n := float64(m.Layout.Size)
 	k := float64(o.Workers)
-	return Row{ValLoss: float64(vl), BytesPerWorker: float64(o.Steps) * 2 * (k - 1) / k * 4 * n,
-		Tokens: int64(o.Steps) * int64(b*o.Seq)}, nil
+	return Row{ValLoss: float64(vl), BytesPerWorker: float64(o.Steps/a) * 2 * (k - 1) / k * 4 * n,
+		Tokens: int64(o.Steps) * int64(o.Workers*o.Batch*o.Seq)}, nil
 }
 
 func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, val *model.Corpus, o Options, meth Method) (Row, error) {
@@ -341,22 +388,24 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 	for k := range decoded {
 		decoded[k] = make([]float32, n)
 	}
-	tokens, targets := make([]int32, o.Batch*o.Seq), make([]int32, o.Batch*o.Seq)
-	sched := schedule(o)
+	a := meth.accum()
+	inner := o.Steps / a // optimizer steps per worker
+	tokens, targets := make([]int32, a*o.Batch*o.Seq), make([]int32, a*o.Batch*o.Seq)
+	sched := schedule(o, a)
 	rng := rand.New(rand.NewPCG(o.Seed, 99))
 	var sent float64
 	kf := float64(o.Workers)
 	round := 0
-	for s := 0; s < o.Steps; s++ {
+	for s := 0; s < inner; s++ {
 		for k, m := range workers {
 			if err := ctx.Err(); err != nil {
 				return Row{}, err
 			}
-			if err := train.Batch(o.Seed+uint64(k)*7919, s, o.Batch, o.Seq, tokens, targets); err != nil {
+			if err := batches(train, o, k, s*a, a, tokens, targets); err != nil {
 				return Row{}, err
 			}
 			m.ZeroGrad()
-			if _, err := m.Forward(tokens, targets, o.Batch, o.Seq, true); err != nil {
+			if _, err := m.Forward(tokens, targets, a*o.Batch, o.Seq, true); err != nil {
 				return Row{}, err
 			}
 			if err := m.Backward(); err != nil {
@@ -366,8 +415,8 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 				return Row{}, err
 			}
 		}
-		o.stepDone(meth, s)
-		if s+1 != cfg.RoundStart(round+1) && s+1 != o.Steps {
+		o.stepDone(meth, (s+1)*a-1)
+		if s+1 != cfg.RoundStart(round+1) && s+1 != inner {
 			continue
 		}
 		round++
@@ -399,7 +448,7 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 		for pi, p := range parts {
 			cs := make([]gradsync.Contribution, o.Workers)
 			for k := range cs {
-				cs[k] = gradsync.Contribution{ID: fmt.Sprintf("worker-%d", k), Tokens: int64(o.Batch * o.Seq), Delta: decoded[k][p.Offset : p.Offset+p.Size]}
+				cs[k] = gradsync.Contribution{ID: fmt.Sprintf("worker-%d", k), Tokens: int64(a * o.Batch * o.Seq), Delta: decoded[k][p.Offset : p.Offset+p.Size]}
 			}
 			part := agg[p.Offset : p.Offset+p.Size]
 			if _, ok := gradsync.Aggregate(cfg, part, cs); !ok {

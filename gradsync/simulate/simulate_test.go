@@ -263,3 +263,86 @@ func TestOptimSettings(t *testing.T) {
 		t.Fatalf("β1 1: err %v", err)
 	}
 }
+
+// Accum is gradient accumulation over the comparison's own batches. Against
+// a step written out here (one AdamW step on worker 0's batches of steps 0
+// and 1 together), DDP with accum 2 over 2 steps and one worker is the same
+// to the bit; DiLoCo at K=1, H=1, fp32 with outer lr 1 and no momentum is
+// that DDP too. With more workers, DDP with accum 2 sends half the bytes,
+// DiLoCo with accum 2 and H=2 the bytes of H=4 without it (the same
+// rounds), every method sees the same tokens, an explicit accum 1 is
+// accum 0's run, and an accum that does not divide the steps is refused.
+func TestAccum(t *testing.T) {
+	be := newCPU(t)
+	train, val, o := quick(t, 1, 2, 2)
+	o.Warmup = 4
+	o.Sync.OuterLR, o.Sync.Momentum = 1, 0
+	o.Methods = []Method{{Name: "ddp", Accum: 2}, {Name: "diloco", H: 1, Codec: "fp32", Accum: 2}}
+	rows, err := Run(context.Background(), be, train, val, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := model.Preset(o.Preset)
+	m, err := model.New(be, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(o.Seed)
+	n := o.Batch * o.Seq
+	tokens, targets := make([]int32, 2*n), make([]int32, 2*n)
+	for s := 0; s < 2; s++ {
+		if err := train.Batch(o.Seed, s, o.Batch, o.Seq, tokens[s*n:], targets[s*n:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.ZeroGrad()
+	if _, err := m.Forward(tokens, targets, 2*o.Batch, o.Seq, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Backward(); err != nil {
+		t.Fatal(err)
+	}
+	lr := kernels.Schedule{Kind: kernels.ScheduleCosine, MaxLR: o.LR, MinLR: o.LR / 10, Warmup: 2, Total: 1}.LR(0)
+	if _, err := m.Step(lr, model.DefaultOptim()); err != nil {
+		t.Fatal(err)
+	}
+	want, err := evaluate(m, val, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows[0].ValLoss != float64(want) {
+		t.Fatalf("DDP accum 2: %v, the step written out: %v", rows[0].ValLoss, want)
+	}
+	if d := math.Abs(rows[0].ValLoss - rows[1].ValLoss); d > 1e-4 {
+		t.Fatalf("DDP accum 2 %.6f vs DiLoCo(K=1,H=1) accum 2 %.6f", rows[0].ValLoss, rows[1].ValLoss)
+	}
+
+	train, val, o = quick(t, 3, 8, 1)
+	o.Methods = []Method{{Name: "ddp"}, {Name: "ddp", Accum: 2}, {Name: "diloco", H: 4, Codec: "int8"},
+		{Name: "diloco", H: 2, Codec: "int8", Accum: 2}, {Name: "diloco", H: 4, Codec: "int8", Accum: 1}}
+	rows, err = Run(context.Background(), be, train, val, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows[1:] {
+		if r.Tokens != rows[0].Tokens {
+			t.Errorf("%s: %d tokens, DDP %d", r.Method, r.Tokens, rows[0].Tokens)
+		}
+	}
+	if rows[1].BytesPerWorker != rows[0].BytesPerWorker/2 || rows[1].ReductionVsDDP != 2 {
+		t.Errorf("DDP accum 2: %v bytes (%v×), DDP %v", rows[1].BytesPerWorker, rows[1].ReductionVsDDP, rows[0].BytesPerWorker)
+	}
+	if rows[3].BytesPerWorker != rows[2].BytesPerWorker || rows[3].ValLoss == rows[2].ValLoss || rows[1].ValLoss == rows[0].ValLoss {
+		t.Errorf("accum 2 should keep the rounds' bytes and change the loss: %+v %+v", rows[3], rows[2])
+	}
+	if rows[4].ValLoss != rows[2].ValLoss || rows[4].BytesPerWorker != rows[2].BytesPerWorker {
+		t.Errorf("accum 1 %+v differs from accum 0 %+v", rows[4], rows[2])
+	}
+	if got := rows[3].Method.String(); got != "diloco H=2 int8 accum=2" {
+		t.Errorf("String %q", got)
+	}
+	o.Methods = []Method{{Name: "diloco", H: 2, Codec: "int8", Accum: 3}}
+	if _, err := Run(context.Background(), be, train, val, o, nil); err == nil || !strings.Contains(err.Error(), "accum 3") {
+		t.Fatalf("accum 3 over 8 steps: err %v", err)
+	}
+}
