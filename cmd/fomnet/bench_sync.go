@@ -177,7 +177,7 @@ for bit.`,
 				ddp = rows[i].ValLoss
 			}
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintf(w, "method\tH\tcodec\taggregation\tadversary\taccum\tworkers\tval loss\tvs DDP\tbytes/worker\treduction vs DDP\t\n")
+			fmt.Fprintf(w, "method\tH\tcodec\taggregation\tadversary\taccum\tβ1,β2\tworkers\tval loss\tvs DDP\tbytes/worker\treduction vs DDP\t\n")
 			for _, r := range rows {
 				h, codec, agg := "-", "-", "-"
 				if r.Name != "ddp" {
@@ -194,7 +194,8 @@ for bit.`,
 				if ddp > 0 {
 					vs = fmt.Sprintf("%.3f×", r.ValLoss/ddp)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.4f\t%s\t%s\t%s\t\n", r.Name, h, codec, agg, adv, max(1, r.Accum), r.Workers, r.ValLoss,
+				op := r.Method.Optim(o)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%v,%v\t%d\t%.4f\t%s\t%s\t%s\t\n", r.Name, h, codec, agg, adv, max(1, r.Accum), op.Beta1, op.Beta2, r.Workers, r.ValLoss,
 					vs, bytesHuman(int64(r.BytesPerWorker)), reduction(r.ReductionVsDDP))
 			}
 			return w.Flush()
@@ -222,7 +223,7 @@ for bit.`,
 	cmd.Flags().IntVar(&seq, "seq", 0, "tokens per sequence (default: the mode's)")
 	cmd.Flags().StringVar(&preset, "preset", "demo", "model preset (default: demo, tiny with --quick)")
 	cmd.Flags().Float64Var(&frac, "topk-frac", 1.0/32, "share of each chunk the topk codec keeps")
-	cmd.Flags().StringVar(&methods, "methods", "", `methods to run instead of the mode's, e.g. "ddp,diloco:50:topk,diloco:50:int8:trimmed-mean:scaled"; H may be warmupHxrounds+H, e.g. diloco:60x10+420:int4; a method ending in :accum=N takes one optimizer step per N steps' batches (same tokens; H counts optimizer steps), e.g. diloco:150:int4:accum=2; "vs DDP" and the reduction compare with the first ddp`)
+	cmd.Flags().StringVar(&methods, "methods", "", `methods to run instead of the mode's, e.g. "ddp,diloco:50:topk,diloco:50:int8:trimmed-mean:scaled"; H may be warmupHxrounds+H, e.g. diloco:60x10+420:int4; a method may end in settings: :accum=N takes one optimizer step per N steps' batches (same tokens; H counts optimizer steps), :beta1=B and :beta2=B replace --beta1/--beta2 for that method, e.g. ddp,diloco:150:int4:accum=2:beta1=0.95:beta2=0.99; "vs DDP" and the reduction compare with the first ddp`)
 	return cmd
 }
 
@@ -258,19 +259,50 @@ func parseH(s string) (simulate.Method, error) {
 	return m, nil
 }
 
+// methodOptions is the key=value settings a method may end with.
+type methodOptions struct {
+	accum        int
+	beta1, beta2 float32
+}
+
+// parseMethodOption reads one of them into mo.
+func parseMethodOption(mo *methodOptions, kv string) error {
+	k, v, _ := strings.Cut(kv, "=")
+	switch k {
+	case "accum":
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("%s: want accum=N with N a positive integer", kv)
+		}
+		mo.accum = n
+	case "beta1", "beta2":
+		b, err := strconv.ParseFloat(v, 32)
+		if err != nil || !(b > 0 && b < 1) {
+			return fmt.Errorf("%s: want %s=B with 0 < B < 1 (for 0, set --%s 0 for every method)", kv, k, k)
+		}
+		if k == "beta1" {
+			mo.beta1 = float32(b)
+		} else {
+			mo.beta2 = float32(b)
+		}
+	default:
+		return fmt.Errorf("%s: unknown setting (want accum=, beta1= or beta2=)", kv)
+	}
+	return nil
+}
+
 // parseMethods reads "ddp,diloco:H:codec[:aggregation[:adversary]],…",
-// where each method may end in ":accum=N".
+// where each method may end in settings ":accum=N", ":beta1=B", ":beta2=B".
 func parseMethods(s string) ([]simulate.Method, error) {
 	var out []simulate.Method
 	for _, f := range strings.Split(s, ",") {
 		parts := strings.Split(strings.TrimSpace(f), ":")
-		accum := 0
-		if last := parts[len(parts)-1]; strings.HasPrefix(last, "accum=") {
-			n, err := strconv.Atoi(strings.TrimPrefix(last, "accum="))
-			if err != nil || n < 1 {
-				return nil, fmt.Errorf("method %q: %s: want accum=N with N a positive integer", f, last)
+		var mo methodOptions
+		for len(parts) > 1 && strings.Contains(parts[len(parts)-1], "=") {
+			if err := parseMethodOption(&mo, parts[len(parts)-1]); err != nil {
+				return nil, fmt.Errorf("method %q: %w", f, err)
 			}
-			accum, parts = n, parts[:len(parts)-1]
+			parts = parts[:len(parts)-1]
 		}
 		var m simulate.Method
 		switch {
@@ -289,9 +321,9 @@ func parseMethods(s string) ([]simulate.Method, error) {
 				m.Adversary = parts[4]
 			}
 		default:
-			return nil, fmt.Errorf("method %q: want ddp or diloco:H:codec[:aggregation[:adversary]], either ending in :accum=N if it accumulates", f)
+			return nil, fmt.Errorf("method %q: want ddp or diloco:H:codec[:aggregation[:adversary]], either followed by settings such as :accum=2:beta2=0.99", f)
 		}
-		m.Accum = accum
+		m.Accum, m.Beta1, m.Beta2 = mo.accum, mo.beta1, mo.beta2
 		out = append(out, m)
 	}
 	return out, nil

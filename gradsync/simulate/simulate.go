@@ -30,10 +30,27 @@ type Method struct {
 	// included) count those. For DDP, Accum 2 is a global batch twice as
 	// large and half as many all-reduces.
 	Accum int `json:"accum,omitempty"`
+	// Beta1 and Beta2, where not 0, replace Options.Optim's AdamW betas for
+	// this method's steps (so that DDP and DiLoCo can each run with their
+	// own best in one comparison).
+	Beta1 float32 `json:"beta1,omitempty"`
+	Beta2 float32 `json:"beta2,omitempty"`
 }
 
 // accum is m.Accum, at least 1.
 func (m Method) accum() int { return max(1, m.Accum) }
+
+// Optim is the method's AdamW settings: o's, with m's betas where set.
+func (m Method) Optim(o Options) model.OptimConfig {
+	c := o.optim()
+	if m.Beta1 != 0 {
+		c.Beta1 = m.Beta1
+	}
+	if m.Beta2 != 0 {
+		c.Beta2 = m.Beta2
+	}
+	return c
+}
 
 func (m Method) String() string {
 	s := "ddp"
@@ -48,6 +65,12 @@ func (m Method) String() string {
 	}
 	if m.accum() > 1 {
 		s += fmt.Sprintf(" accum=%d", m.accum())
+	}
+	if m.Beta1 != 0 {
+		s += fmt.Sprintf(" beta1=%v", m.Beta1)
+	}
+	if m.Beta2 != 0 {
+		s += fmt.Sprintf(" beta2=%v", m.Beta2)
 	}
 	return s
 }
@@ -177,6 +200,9 @@ func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.C
 	for _, m := range o.Methods {
 		if m.Accum < 0 || o.Steps%m.accum() != 0 {
 			return nil, fmt.Errorf("simulate: %s: accum %d must be positive and divide the %d steps", m, m.Accum, o.Steps)
+		}
+		if err := m.Optim(o).Validate(); err != nil {
+			return nil, fmt.Errorf("simulate: %s: %w", m, err)
 		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -334,7 +360,7 @@ func runDDP(ctx context.Context, be kernels.Backend, c model.Config, train, val 
 		if err := m.Backward(); err != nil {
 			return Row{}, err
 		}
-		if _, err := m.Step(sched.LR(j), o.optim()); err != nil {
+		if _, err := m.Step(sched.LR(j), meth.Optim(o)); err != nil {
 			return Row{}, err
 		}
 		o.stepDone(meth, (j+1)*a-1)
@@ -389,6 +415,7 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 		decoded[k] = make([]float32, n)
 	}
 	a := meth.accum()
+	op := meth.Optim(o)
 	inner := o.Steps / a // optimizer steps per worker
 	tokens, targets := make([]int32, a*o.Batch*o.Seq), make([]int32, a*o.Batch*o.Seq)
 	sched := schedule(o, a)
@@ -411,7 +438,7 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 			if err := m.Backward(); err != nil {
 				return Row{}, err
 			}
-			if _, err := m.Step(sched.LR(s), o.optim()); err != nil {
+			if _, err := m.Step(sched.LR(s), op); err != nil {
 				return Row{}, err
 			}
 		}

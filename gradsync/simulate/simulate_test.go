@@ -346,3 +346,34 @@ func TestAccum(t *testing.T) {
 		t.Fatalf("accum 3 over 8 steps: err %v", err)
 	}
 }
+
+// A method's own betas are the run's AdamW with those betas, to the bit,
+// and leave the other methods alone; a β out of range is refused.
+func TestMethodBetas(t *testing.T) {
+	be := newCPU(t)
+	train, val, o := quick(t, 2, 12, 1)
+	o.Methods = []Method{{Name: "ddp"}, {Name: "diloco", H: 4, Codec: "int4", Beta1: 0.95, Beta2: 0.99}}
+	mixed, err := Run(context.Background(), be, train, val, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Methods = []Method{{Name: "ddp"}, {Name: "diloco", H: 4, Codec: "int4"}}
+	def, err := Run(context.Background(), be, train, val, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Optim = model.DefaultOptim()
+	o.Optim.Beta1, o.Optim.Beta2 = 0.95, 0.99
+	all, err := Run(context.Background(), be, train, val, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mixed[0].ValLoss != def[0].ValLoss || mixed[1].ValLoss != all[1].ValLoss || mixed[1].ValLoss == def[1].ValLoss {
+		t.Fatalf("ddp %v (default %v); diloco with its own betas %v, with the run's %v, default %v",
+			mixed[0].ValLoss, def[0].ValLoss, mixed[1].ValLoss, all[1].ValLoss, def[1].ValLoss)
+	}
+	o.Methods = []Method{{Name: "ddp", Beta2: 1}}
+	if _, err := Run(context.Background(), be, train, val, o, nil); err == nil || !strings.Contains(err.Error(), "beta2 1") {
+		t.Fatalf("β2 1: err %v", err)
+	}
+}
