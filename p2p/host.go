@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -340,6 +342,38 @@ func (h *Host) Bootstrap(ctx context.Context) error {
 		return fmt.Errorf("none of the %d bootstrap peers could be reached", failed)
 	}
 	return nil
+}
+
+// connectRetries is how many times Connect dials again after a failure.
+const connectRetries = 3
+
+// Connect connects to pi unless a connection to it exists: the libp2p
+// host's Connect, retried. Two hosts that dial each other at once over TCP
+// with reused ports (libp2p's default, which NAT traversal needs) can meet
+// as one TCP connection, a simultaneous open, on which both ends start the
+// security handshake as its initiator, and both dials fail ("noise: message
+// is too short"). Each retry first waits a random 20–200 ms, so the two
+// ends do not collide again, and clears the dial backoff the failure left.
+// A connection the peer made meanwhile ends the retries.
+func (h *Host) Connect(ctx context.Context, pi peer.AddrInfo) error {
+	err := h.Host.Connect(ctx, pi)
+	for try := 0; err != nil && try < connectRetries && ctx.Err() == nil; try++ {
+		if h.Network().Connectedness(pi.ID) == network.Connected {
+			return nil
+		}
+		wait := time.NewTimer(time.Duration(20+rand.IntN(180)) * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			wait.Stop()
+			return err
+		case <-wait.C:
+		}
+		if sw, ok := h.Network().(*swarm.Swarm); ok {
+			sw.Backoff().Clear(pi.ID)
+		}
+		err = h.Host.Connect(ctx, pi)
+	}
+	return err
 }
 
 // ConnectAddr connects to the peer at a multiaddr ending in /p2p/<id>.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -323,6 +324,45 @@ func TestGossipValidator(t *testing.T) {
 	}
 	if _, err := hs[1].Join("v", nil); err == nil {
 		t.Fatal("joined the same topic twice")
+	}
+}
+
+// Two hosts that dial each other at the same moment both succeed. Over TCP
+// with reused ports the two dials can meet as one connection on which both
+// ends are initiators, and the security handshake fails; Connect must not
+// report that as a failure to connect when a connection to the peer exists
+// or can still be made. Pairs are tried many times because the race is rare.
+func TestSimultaneousConnect(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const pairs = 40
+	for p := 0; p < pairs; p++ {
+		var hs [2]*Host
+		for i := range hs {
+			k, _, _ := crypto.GenerateEd25519Key(nil)
+			h, err := New(ctx, Options{Identity: k, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			hs[i] = h
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i := range hs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				o := hs[1-i]
+				errs[i] = hs[i].Connect(ctx, peer.AddrInfo{ID: o.ID(), Addrs: o.Addrs()})
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("pair %d, host %d: %v", p, i, err)
+			}
+		}
 	}
 }
 
