@@ -181,8 +181,8 @@ func Run(ctx context.Context, be kernels.Backend, train, val *model.Corpus, o Op
 // The rows are Run's, in the order of o.Methods: a method's result depends
 // only on its inputs, never on which backend ran it or on its thread count.
 // o.OnStep and progress are called from one goroutine at a time; a row
-// finished before the reference DDP's has no ReductionVsDDP in progress, only in the
-// result. On the first error the other methods are stopped.
+// finished before the reference DDP's has no ReductionVsDDP in progress,
+// only in the result. On the first error the other methods are stopped.
 func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.Corpus, o Options, progress func(Row)) ([]Row, error) {
 	c, err := model.Preset(o.Preset)
 	if err != nil {
@@ -338,7 +338,7 @@ func runDDP(ctx context.Context, be kernels.Backend, c model.Config, train, val 
 		return Row{}, err
 	}
 	m.Init(o.Seed)
-	a := meth.accum()
+	a, op := meth.accum(), meth.Optim(o)
 	per := a * o.Batch * o.Seq   // one worker's tokens in an optimizer step
 	b := o.Workers * a * o.Batch // averaging K workers' gradients = one batch K times larger
 	tokens, targets := make([]int32, b*o.Seq), make([]int32, b*o.Seq)
@@ -360,7 +360,7 @@ func runDDP(ctx context.Context, be kernels.Backend, c model.Config, train, val 
 		if err := m.Backward(); err != nil {
 			return Row{}, err
 		}
-		if _, err := m.Step(sched.LR(j), meth.Optim(o)); err != nil {
+		if _, err := m.Step(sched.LR(j), op); err != nil {
 			return Row{}, err
 		}
 		o.stepDone(meth, (j+1)*a-1)
