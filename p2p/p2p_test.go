@@ -344,7 +344,7 @@ func TestSimultaneousConnect(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer h.Close()
+			t.Cleanup(func() { h.Close() })
 			hs[i] = h
 		}
 		var wg sync.WaitGroup
@@ -361,6 +361,11 @@ func TestSimultaneousConnect(t *testing.T) {
 		for i, err := range errs {
 			if err != nil {
 				t.Fatalf("pair %d, host %d: %v", p, i, err)
+			}
+		}
+		for _, h := range hs { // Close is idempotent: the cleanup closes them again
+			if err := h.Close(); err != nil {
+				t.Fatal(err)
 			}
 		}
 	}

@@ -342,9 +342,9 @@ func TestBenchSyncJSON(t *testing.T) {
 	}
 }
 
-// TestBenchSyncLR checks that --lr reaches both DDP and the workers' inner
-// steps: each method's loss moves with it, and the log says which lr ran.
-// --lr and the AdamW flags reach DDP and DiLoCo and the log says so.
+// TestBenchSyncLR checks that --lr and the AdamW flags reach both DDP and
+// the workers' inner steps: each method's loss moves with them, and the log
+// says which settings ran.
 func TestBenchSyncLR(t *testing.T) {
 	loss := func(lr, logged string, extra ...string) (ddp, diloco float64) {
 		t.Helper()
