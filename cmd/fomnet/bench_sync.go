@@ -195,7 +195,11 @@ for bit.`,
 					vs = fmt.Sprintf("%.3f×", r.ValLoss/ddp)
 				}
 				op := r.Method.Optim(o)
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%v,%v\t%d\t%.4f\t%s\t%s\t%s\t\n", r.Name, h, codec, agg, adv, max(1, r.Accum), op.Beta1, op.Beta2, r.Workers, r.ValLoss,
+				name := r.Name
+				if r.VCorr != 0 {
+					name += fmt.Sprintf(" vcorr=%v", r.VCorr)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%v,%v\t%d\t%.4f\t%s\t%s\t%s\t\n", name, h, codec, agg, adv, max(1, r.Accum), op.Beta1, op.Beta2, r.Workers, r.ValLoss,
 					vs, bytesHuman(int64(r.BytesPerWorker)), reduction(r.ReductionVsDDP))
 			}
 			return w.Flush()
@@ -223,7 +227,7 @@ for bit.`,
 	cmd.Flags().IntVar(&seq, "seq", 0, "tokens per sequence (default: the mode's)")
 	cmd.Flags().StringVar(&preset, "preset", "demo", "model preset (default: demo, tiny with --quick)")
 	cmd.Flags().Float64Var(&frac, "topk-frac", 1.0/32, "share of each chunk the topk codec keeps")
-	cmd.Flags().StringVar(&methods, "methods", "", `methods to run instead of the mode's, e.g. "ddp,diloco:50:topk,diloco:50:int8:trimmed-mean:scaled"; H may be warmupHxrounds+H, e.g. diloco:60x10+420:int4; a method may end in settings: :accum=N takes one optimizer step per N steps' batches (same tokens; H counts optimizer steps), :beta1=B and :beta2=B replace --beta1/--beta2 for that method, e.g. ddp,diloco:150:int4:accum=2:beta1=0.95:beta2=0.99; "vs DDP" and the reduction compare with the first ddp`)
+	cmd.Flags().StringVar(&methods, "methods", "", `methods to run instead of the mode's, e.g. "ddp,diloco:50:topk,diloco:50:int8:trimmed-mean:scaled"; H may be warmupHxrounds+H, e.g. diloco:60x10+420:int4; a method may end in settings: :accum=N takes one optimizer step per N steps' batches (same tokens; H counts optimizer steps), :beta1=B and :beta2=B replace --beta1/--beta2 for that method, :vcorr=K gives DiLoCo's workers AdamW whose second moment estimates that of K batches' mean gradient from the two halves of each batch (an experiment), e.g. ddp,diloco:150:int4:accum=2:beta1=0.95:beta2=0.99; "vs DDP" and the reduction compare with the first ddp`)
 	return cmd
 }
 
@@ -263,6 +267,7 @@ func parseH(s string) (simulate.Method, error) {
 type methodOptions struct {
 	accum        int
 	beta1, beta2 float32
+	vcorr        float64
 }
 
 // parseMethodOption reads one of them into mo.
@@ -285,8 +290,14 @@ func parseMethodOption(mo *methodOptions, kv string) error {
 		} else {
 			mo.beta2 = float32(b)
 		}
+	case "vcorr":
+		k, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(k >= 1) || math.IsInf(k, 0) {
+			return fmt.Errorf("%s: want vcorr=K with K at least 1 (usually --workers)", kv)
+		}
+		mo.vcorr = k
 	default:
-		return fmt.Errorf("%s: unknown setting (want accum=, beta1= or beta2=)", kv)
+		return fmt.Errorf("%s: unknown setting (want accum=, beta1=, beta2= or vcorr=)", kv)
 	}
 	return nil
 }
@@ -323,7 +334,10 @@ func parseMethods(s string) ([]simulate.Method, error) {
 		default:
 			return nil, fmt.Errorf("method %q: want ddp or diloco:H:codec[:aggregation[:adversary]], either followed by settings such as :accum=2:beta2=0.99", f)
 		}
-		m.Accum, m.Beta1, m.Beta2 = mo.accum, mo.beta1, mo.beta2
+		m.Accum, m.Beta1, m.Beta2, m.VCorr = mo.accum, mo.beta1, mo.beta2, mo.vcorr
+		if m.VCorr != 0 && m.Name == "ddp" {
+			return nil, fmt.Errorf("method %q: vcorr is for DiLoCo's workers", f)
+		}
 		out = append(out, m)
 	}
 	return out, nil

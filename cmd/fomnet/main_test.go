@@ -403,10 +403,18 @@ func TestParseH(t *testing.T) {
 	if m := ms[0]; m.Beta1 != 0 || m.Beta2 != 0.99 || m.Accum != 0 {
 		t.Fatalf("%+v", m)
 	}
-	if m := ms[1]; m.H != 300 || m.Beta1 != 0.95 || m.Beta2 != 0.999 || m.Accum != 2 {
+	if m := ms[1]; m.H != 300 || m.Beta1 != 0.95 || m.Beta2 != 0.999 || m.Accum != 2 || m.VCorr != 0 {
 		t.Fatalf("%+v", m)
 	}
-	for _, bad := range []string{"ddp:accum=0", "ddp:accum=x", "diloco:150:int4:accum=-1", "ddp:accum=2:x", "diloco:150:accum=2",
+	ms, err = parseMethods("diloco:300:int4:vcorr=4:beta2=0.99")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := ms[0]; m.VCorr != 4 || m.Beta2 != 0.99 {
+		t.Fatalf("%+v", m)
+	}
+	for _, bad := range []string{"ddp:vcorr=4", "diloco:300:int4:vcorr=0.5", "diloco:300:int4:vcorr=Inf", "diloco:300:int4:vcorr=x",
+		"ddp:accum=0", "ddp:accum=x", "diloco:150:int4:accum=-1", "ddp:accum=2:x", "diloco:150:accum=2",
 		"ddp:beta1=1", "ddp:beta2=0", "ddp:beta2=abc", "ddp:lr=2", "diloco:150:int4:beta1=NaN"} {
 		if _, err := parseMethods(bad); err == nil {
 			t.Errorf("%s: no error", bad)
@@ -414,12 +422,13 @@ func TestParseH(t *testing.T) {
 	}
 }
 
-// A method with accum=N or its own β runs in bench sync: the JSON row
-// carries them, DDP with accum 2 sends half the bytes of the first DDP (the
-// reference), and an accum that does not divide --steps is a usage error.
+// A method with accum=N, its own β or vcorr=K runs in bench sync: the JSON
+// row carries them, DDP with accum 2 sends half the bytes of the first DDP
+// (the reference), and an accum that does not divide --steps is a usage
+// error.
 func TestBenchSyncAccum(t *testing.T) {
 	out, errOut, code := fomnet(t, "bench", "sync", "--quick", "--steps", "4", "--synthetic", "50", "--json",
-		"--methods", "ddp,ddp:accum=2,diloco:1:int4:accum=2:beta2=0.99")
+		"--methods", "ddp,ddp:accum=2,diloco:1:int4:accum=2:beta2=0.99,diloco:2:int4:vcorr=4")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -429,16 +438,21 @@ func TestBenchSyncAccum(t *testing.T) {
 		Red    float64 `json:"reduction_vs_ddp"`
 		Tokens int64   `json:"tokens"`
 		Beta2  float64 `json:"beta2"`
+		VCorr  float64 `json:"vcorr"`
+		Loss   float64 `json:"val_loss"`
 	}
-	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 3 {
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 4 {
 		t.Fatalf("%v: %s", err, out)
 	}
 	if rows[0].Accum != 0 || rows[1].Accum != 2 || rows[2].Accum != 2 || rows[1].Red != 2 || rows[1].Tokens != rows[0].Tokens ||
-		rows[0].Beta2 != 0 || float32(rows[2].Beta2) != 0.99 {
+		rows[0].Beta2 != 0 || float32(rows[2].Beta2) != 0.99 || rows[2].VCorr != 0 || rows[3].VCorr != 4 || !(rows[3].Loss > 0) {
 		t.Fatalf("%+v", rows)
 	}
 	if !strings.Contains(errOut, "diloco H=1 int4 accum=2 beta2=0.99") {
 		t.Errorf("the log does not name the accum: %s", errOut)
+	}
+	if !strings.Contains(errOut, "diloco H=2 int4 vcorr=4") {
+		t.Errorf("the log does not name vcorr: %s", errOut)
 	}
 	if _, errOut, code := fomnet(t, "bench", "sync", "--quick", "--steps", "5", "--methods", "ddp:accum=2"); code != exitUsage || !strings.Contains(errOut, "accum=2 does not divide --steps 5") {
 		t.Fatalf("accum=2 over 5 steps: exit %d: %s", code, errOut)

@@ -3,6 +3,7 @@ package simulate
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -35,6 +36,11 @@ type Method struct {
 	// own best in one comparison).
 	Beta1 float32 `json:"beta1,omitempty"`
 	Beta2 float32 `json:"beta2,omitempty"`
+	// VCorr, where at least 1, gives DiLoCo's workers AdamW with the
+	// noise-corrected second moment (vcorr.go): each estimates the running
+	// square of the mean gradient of VCorr batches like its own (usually
+	// the number of workers, as DDP sees) from the two halves of its batch.
+	VCorr float64 `json:"vcorr,omitempty"`
 }
 
 // accum is m.Accum, at least 1.
@@ -71,6 +77,9 @@ func (m Method) String() string {
 	}
 	if m.Beta2 != 0 {
 		s += fmt.Sprintf(" beta2=%v", m.Beta2)
+	}
+	if m.VCorr != 0 {
+		s += fmt.Sprintf(" vcorr=%v", m.VCorr)
 	}
 	return s
 }
@@ -203,6 +212,9 @@ func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.C
 		}
 		if err := m.Optim(o).Validate(); err != nil {
 			return nil, fmt.Errorf("simulate: %s: %w", m, err)
+		}
+		if m.VCorr != 0 && (m.Name == "ddp" || !(m.VCorr >= 1) || math.IsInf(m.VCorr, 0) || (m.accum()*o.Batch)%2 != 0) {
+			return nil, fmt.Errorf("simulate: %s: vcorr %v must be at least 1, for DiLoCo, with an even batch (%d sequences)", m, m.VCorr, m.accum()*o.Batch)
 		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -423,6 +435,12 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 	var sent float64
 	kf := float64(o.Workers)
 	round := 0
+	var vc []*vcorrState
+	if meth.VCorr >= 1 {
+		for _, m := range workers {
+			vc = append(vc, newVCorrState(m, meth.VCorr))
+		}
+	}
 	for s := 0; s < inner; s++ {
 		for k, m := range workers {
 			if err := ctx.Err(); err != nil {
@@ -430,6 +448,12 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 			}
 			if err := batches(train, o, k, s*a, a, tokens, targets); err != nil {
 				return Row{}, err
+			}
+			if vc != nil {
+				if err := vc[k].step(be, m, tokens, targets, a*o.Batch, o.Seq, sched.LR(s), op); err != nil {
+					return Row{}, err
+				}
+				continue
 			}
 			m.ZeroGrad()
 			if _, err := m.Forward(tokens, targets, a*o.Batch, o.Seq, true); err != nil {
