@@ -164,7 +164,7 @@ for bit.`,
 				}
 			}
 			rows, err := simulate.RunParallel(ctxOf(cmd), bes, train, val, o, func(r simulate.Row) {
-				e.logf("  %-40s val %.4f  %s/worker  %s  %.0fs", r.Method.String(), r.ValLoss, bytesHuman(int64(r.BytesPerWorker)), reduction(r.ReductionVsDDP), r.Seconds)
+				e.logf("  %-40s val %.4f (train %.4f)  %s/worker  %s  %.0fs", r.Method.String(), r.ValLoss, r.TrainLoss, bytesHuman(int64(r.BytesPerWorker)), reduction(r.ReductionVsDDP), r.Seconds)
 			})
 			if err != nil {
 				return err
@@ -177,7 +177,7 @@ for bit.`,
 				ddp = rows[i].ValLoss
 			}
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintf(w, "method\tH\tcodec\taggregation\tadversary\taccum\tβ1,β2\tworkers\tval loss\tvs DDP\tbytes/worker\treduction vs DDP\t\n")
+			fmt.Fprintf(w, "method\tH\tcodec\taggregation\tadversary\taccum\tβ1,β2\tworkers\tval loss\tvs DDP\ttrain loss\tbytes/worker\treduction vs DDP\t\n")
 			for _, r := range rows {
 				h, codec, agg := "-", "-", "-"
 				if r.Name != "ddp" {
@@ -199,8 +199,8 @@ for bit.`,
 				if r.VCorr != 0 {
 					name += fmt.Sprintf(" vcorr=%v", r.VCorr)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%v,%v\t%d\t%.4f\t%s\t%s\t%s\t\n", name, h, codec, agg, adv, max(1, r.Accum), op.Beta1, op.Beta2, r.Workers, r.ValLoss,
-					vs, bytesHuman(int64(r.BytesPerWorker)), reduction(r.ReductionVsDDP))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%v,%v\t%d\t%.4f\t%s\t%.4f\t%s\t%s\t\n", name, h, codec, agg, adv, max(1, r.Accum), op.Beta1, op.Beta2, r.Workers, r.ValLoss,
+					vs, r.TrainLoss, bytesHuman(int64(r.BytesPerWorker)), reduction(r.ReductionVsDDP))
 			}
 			return w.Flush()
 		},

@@ -169,8 +169,11 @@ func QuickOptions() Options {
 // Row is one method's result.
 type Row struct {
 	Method
-	Workers        int     `json:"workers"`
-	ValLoss        float64 `json:"val_loss"`
+	Workers int     `json:"workers"`
+	ValLoss float64 `json:"val_loss"`
+	// TrainLoss is the loss on as many windows from the start of the
+	// training split as ValLoss scores of the validation split.
+	TrainLoss      float64 `json:"train_loss"`
 	BytesPerWorker float64 `json:"bytes_per_worker"`
 	ReductionVsDDP float64 `json:"reduction_vs_ddp"`
 	Tokens         int64   `json:"tokens"`
@@ -326,6 +329,32 @@ func evaluate(m *model.Model, val *model.Corpus, o Options) (float32, error) {
 	return model.Evaluate(m, val, evalBatch, o.Seq, (o.EvalRows+evalBatch-1)/evalBatch)
 }
 
+// trainLoss is the mean loss over the first windows of the training split,
+// as many batches of them as evaluate scores of the validation split: set
+// beside the validation loss, it tells a gap in fitting the data from a gap
+// in generalising.
+func trainLoss(m *model.Model, train, val *model.Corpus, o Options) (float32, error) {
+	nb := (o.EvalRows + evalBatch - 1) / evalBatch
+	if o.EvalRows == 0 {
+		nb = max(1, (len(val.Tokens)-1)/o.Seq/evalBatch)
+	}
+	return model.Evaluate(m, train, evalBatch, o.Seq, nb)
+}
+
+// score fills in r's validation and training losses of m.
+func score(r *Row, m *model.Model, train, val *model.Corpus, o Options) error {
+	vl, err := evaluate(m, val, o)
+	if err != nil {
+		return err
+	}
+	tl, err := trainLoss(m, train, val, o)
+	if err != nil {
+		return err
+	}
+	r.ValLoss, r.TrainLoss = float64(vl), float64(tl)
+	return nil
+}
+
 // schedule is the learning rate of a method's optimizer steps: o.Steps/a of
 // them, a of the comparison's steps each.
 func schedule(o Options, a int) kernels.Schedule {
@@ -377,14 +406,11 @@ func runDDP(ctx context.Context, be kernels.Backend, c model.Config, train, val 
 		}
 		o.stepDone(meth, (j+1)*a-1)
 	}
-	vl, err := evaluate(m, val, o)
-	if err != nil {
-		return Row{}, err
-	}
 	n := float64(m.Layout.Size)
 	k := float64(o.Workers)
-	return Row{ValLoss: float64(vl), BytesPerWorker: float64(o.Steps/a) * 2 * (k - 1) / k * 4 * n,
-		Tokens: int64(o.Steps) * int64(o.Workers*o.Batch*o.Seq)}, nil
+	r := Row{BytesPerWorker: float64(o.Steps/a) * 2 * (k - 1) / k * 4 * n, Tokens: int64(o.Steps) * int64(o.Workers*o.Batch*o.Seq)}
+	err = score(&r, m, train, val, o)
+	return r, err
 }
 
 func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, val *model.Corpus, o Options, meth Method) (Row, error) {
@@ -522,9 +548,7 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 			be.Upload(m.Params, global)
 		}
 	}
-	vl, err := evaluate(workers[0], val, o)
-	if err != nil {
-		return Row{}, err
-	}
-	return Row{ValLoss: float64(vl), BytesPerWorker: sent, Tokens: int64(o.Steps) * int64(o.Workers*o.Batch*o.Seq)}, nil
+	r := Row{BytesPerWorker: sent, Tokens: int64(o.Steps) * int64(o.Workers*o.Batch*o.Seq)}
+	err := score(&r, workers[0], train, val, o)
+	return r, err
 }

@@ -185,7 +185,7 @@ func TestAggregateFeedback(t *testing.T) {
 // windows.
 func TestEvaluateWindows(t *testing.T) {
 	be := newCPU(t)
-	_, val := corpus(t)
+	train, val := corpus(t)
 	c, _ := model.Preset("tiny")
 	m, err := model.New(be, c)
 	if err != nil {
@@ -198,17 +198,21 @@ func TestEvaluateWindows(t *testing.T) {
 		t.Fatalf("validation split of %d tokens too small for the test", len(val.Tokens))
 	}
 	// Reference: each window alone, mean in float64.
-	per := make([]float64, windows)
-	tokens, targets := make([]int32, seq), make([]int32, seq)
-	for w := range per {
-		copy(tokens, val.Tokens[w*seq:])
-		copy(targets, val.Tokens[w*seq+1:])
-		l, err := m.Forward(tokens, targets, 1, seq, false)
-		if err != nil {
-			t.Fatal(err)
+	alone := func(c *model.Corpus, n int) []float64 {
+		per := make([]float64, n)
+		tokens, targets := make([]int32, seq), make([]int32, seq)
+		for w := range per {
+			copy(tokens, c.Tokens[w*seq:])
+			copy(targets, c.Tokens[w*seq+1:])
+			l, err := m.Forward(tokens, targets, 1, seq, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			per[w] = float64(l)
 		}
-		per[w] = float64(l)
+		return per
 	}
+	per := alone(val, windows)
 	mean := func(xs []float64) float64 {
 		s := 0.0
 		for _, x := range xs {
@@ -225,6 +229,14 @@ func TestEvaluateWindows(t *testing.T) {
 		}
 		if want := mean(per[:tc.n]); math.Abs(float64(got)-want) > 1e-5*want {
 			t.Errorf("EvalRows %d, batch %d: %.7f, want the mean of the first %d windows %.7f", tc.rows, tc.batch, got, tc.n, want)
+		}
+		// The training loss is over as many windows, from the training split.
+		got, err = trainLoss(m, train, val, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := mean(alone(train, tc.n)); math.Abs(float64(got)-want) > 1e-5*want {
+			t.Errorf("EvalRows %d, batch %d: training loss %.7f, want the mean of the first %d training windows %.7f", tc.rows, tc.batch, got, tc.n, want)
 		}
 	}
 }
