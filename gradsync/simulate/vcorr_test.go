@@ -97,9 +97,10 @@ func TestVCorrUpdate(t *testing.T) {
 	}
 }
 
-// The corrected moment estimates the square of the mean of k gradients:
-// on gradients μ + noise of known variance, the uncorrected running mean
-// of g² sits near μ² + σ², the corrected one near μ² + σ²/k.
+// The estimator is right: on gradients μ + noise of known variance, the
+// running mean of g² that vcorrUpdate keeps sits near μ² + σ², and its
+// running means combined by the formula of vcorr.go (which TestVCorrUpdate
+// holds the code to) near μ² + σ²/k, the mean of k gradients' square.
 func TestVCorrEstimatesMeanGradient(t *testing.T) {
 	const n, k = 400, 4.0
 	rng := rand.New(rand.NewPCG(5, 6))
