@@ -43,10 +43,16 @@ type vcorrState struct {
 	decay     []bool // per parameter, from the layout
 }
 
-func newVCorrState(m *model.Model, k float64) *vcorrState {
-	n := m.Layout.Size
-	s := &vcorrState{k: k, p: make([]float32, n), gA: make([]float32, n), gB: make([]float32, n),
+// newVCorrBuffers is the state of n parameters, zero, none decaying.
+func newVCorrBuffers(n int, k float64) *vcorrState {
+	return &vcorrState{k: k, p: make([]float32, n), gA: make([]float32, n), gB: make([]float32, n),
 		m: make([]float32, n), v1: make([]float32, n), v2: make([]float32, n), decay: make([]bool, n)}
+}
+
+// newVCorrState is the state of model m's parameters, decaying as its
+// layout says.
+func newVCorrState(m *model.Model, k float64) *vcorrState {
+	s := newVCorrBuffers(m.Layout.Size, k)
 	for _, t := range m.Layout.Tensors {
 		for i := t.Offset; i < t.Offset+t.Size; i++ {
 			s.decay[i] = t.Decay
@@ -56,12 +62,9 @@ func newVCorrState(m *model.Model, k float64) *vcorrState {
 }
 
 // step takes one optimizer step of worker mod on the batch tokens/targets
-// of rows sequences of seq tokens (rows even): a forward and backward pass
-// on each half, then vcorrUpdate on the host.
+// of rows sequences of seq tokens (rows even, as RunParallel checks): a
+// forward and backward pass on each half, then vcorrUpdate on the host.
 func (s *vcorrState) step(be kernels.Backend, mod *model.Model, tokens, targets []int32, rows, seq int, lr float64, o model.OptimConfig) error {
-	if rows%2 != 0 {
-		return fmt.Errorf("vcorr: the batch of %d sequences does not split into two halves", rows)
-	}
 	h := rows / 2 * seq
 	for i, g := range [][]float32{s.gA, s.gB} {
 		mod.ZeroGrad()

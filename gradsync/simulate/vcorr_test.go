@@ -56,8 +56,7 @@ func TestVCorrUpdate(t *testing.T) {
 	for _, clip := range []float64{0, 0.5} {
 		o := model.DefaultOptim()
 		o.ClipNorm = clip
-		s := &vcorrState{k: 4, p: make([]float32, n), gA: make([]float32, n), gB: make([]float32, n),
-			m: make([]float32, n), v1: make([]float32, n), v2: make([]float32, n), decay: make([]bool, n)}
+		s := newVCorrBuffers(n, 4)
 		ref := &vcorrRef{p: make([]float64, n), m: make([]float64, n), v1: make([]float64, n), v2: make([]float64, n)}
 		for i := range s.p {
 			s.p[i] = float32(rng.NormFloat64())
@@ -90,8 +89,8 @@ func TestVCorrUpdate(t *testing.T) {
 			t.Fatalf("clip %v: the floor was never reached; the test does not cover it", clip)
 		}
 	}
-	s := &vcorrState{k: 2, p: make([]float32, 1), gA: []float32{float32(math.NaN())}, gB: []float32{0},
-		m: make([]float32, 1), v1: make([]float32, 1), v2: make([]float32, 1), decay: make([]bool, 1), t: 1}
+	s := newVCorrBuffers(1, 2)
+	s.gA[0], s.t = float32(math.NaN()), 1
 	if err := vcorrUpdate(s, 1e-2, model.DefaultOptim()); err == nil {
 		t.Fatal("a NaN gradient was stepped on")
 	}
@@ -106,8 +105,7 @@ func TestVCorrEstimatesMeanGradient(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	o := model.DefaultOptim()
 	o.Beta2, o.ClipNorm, o.WeightDecay = 0.999, 0, 0
-	s := &vcorrState{k: k, p: make([]float32, n), gA: make([]float32, n), gB: make([]float32, n),
-		m: make([]float32, n), v1: make([]float32, n), v2: make([]float32, n), decay: make([]bool, n)}
+	s := newVCorrBuffers(n, k)
 	mu := make([]float64, n)
 	for i := range mu {
 		mu[i] = 0.3 * float64(i%4) // 0: noise only
