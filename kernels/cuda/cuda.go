@@ -57,6 +57,7 @@ type Backend struct {
 	lanes, sums   *buf // float64 scratch of SumSquares (counted in float32 pairs)
 	delta         *buf // attention backward's D
 	colPart       *buf // partial column sums (bf16 path)
+	bfA, bfB      *buf // bfloat16 operands of matrix products (bf16 path)
 	csr           *ibuf
 	ropeTab       map[ropeKey]*buf // rows = Len()/hd
 	sumsHost      []float64
@@ -296,6 +297,11 @@ func flag(v bool) uint64 {
 const block1D = 256
 
 func (b *Backend) launch(kernel string, grid [3]int, block int, args ...uint64) {
+	b.launchShared(kernel, grid, block, 0, args...)
+}
+
+// launchShared runs a kernel with shared bytes of dynamic shared memory.
+func (b *Backend) launchShared(kernel string, grid [3]int, block, shared int, args ...uint64) {
 	if !b.ok() {
 		return
 	}
@@ -304,7 +310,7 @@ func (b *Backend) launch(kernel string, grid [3]int, block int, args ...uint64) 
 			return // nothing to do
 		}
 	}
-	b.fail(kernel, b.dev.Launch(kernel, grid, [3]int{block, 1, 1}, args))
+	b.fail(kernel, b.dev.Launch(kernel, grid, [3]int{block, 1, 1}, shared, args))
 }
 
 // launch1D runs a kernel with one thread per element of n.

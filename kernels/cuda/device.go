@@ -26,10 +26,11 @@ type Device interface {
 	CopyDev(dst, src uint64, bytes int64) error
 	// Clear sets bytes of device memory to zero.
 	Clear(dst uint64, bytes int64) error
-	// Launch runs a kernel of fomnet's PTX modules. Each argument is 64 bits
-	// as the kernel's parameter list needs it: pointers and long longs whole,
-	// ints and floats in the low 32 bits.
-	Launch(kernel string, grid, block [3]int, args []uint64) error
+	// Launch runs a kernel of fomnet's PTX modules with shared bytes of
+	// dynamic shared memory. Each argument is 64 bits as the kernel's
+	// parameter list needs it: pointers and long longs whole, ints and floats
+	// in the low 32 bits.
+	Launch(kernel string, grid, block [3]int, shared int, args []uint64) error
 	// Close releases the device; it is idempotent.
 	Close() error
 }

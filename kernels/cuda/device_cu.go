@@ -47,10 +47,11 @@ type cuDevice struct {
 	stream cu.Stream
 	mods   []cu.Module
 	fns    map[string]cu.Function
+	shared map[string]int // the dynamic shared memory each kernel was allowed beyond 48 KiB
 }
 
 func openDevice(ordinal int) (*cuDevice, error) {
-	d := &cuDevice{work: make(chan func()), done: make(chan struct{}), fns: map[string]cu.Function{}}
+	d := &cuDevice{work: make(chan func()), done: make(chan struct{}), fns: map[string]cu.Function{}, shared: map[string]int{}}
 	errc := make(chan error, 1)
 	go d.loop(ordinal, errc)
 	if err := <-errc; err != nil {
@@ -204,7 +205,7 @@ func (d *cuDevice) Clear(dst uint64, bytes int64) error {
 	return d.do(func() error { return cu.MemsetD8Async(cu.DevicePtr(dst), 0, bytes, d.stream) })
 }
 
-func (d *cuDevice) Launch(kernel string, grid, block [3]int, args []uint64) error {
+func (d *cuDevice) Launch(kernel string, grid, block [3]int, shared int, args []uint64) error {
 	fn, ok := d.fns[kernel]
 	if !ok {
 		return fmt.Errorf("no kernel %s in the embedded PTX", kernel)
@@ -214,7 +215,15 @@ func (d *cuDevice) Launch(kernel string, grid, block [3]int, args []uint64) erro
 		params[i] = unsafe.Pointer(&args[i])
 	}
 	return d.do(func() error {
-		return fn.Launch(grid[0], grid[1], grid[2], block[0], block[1], block[2], 0, d.stream, params)
+		// More than 48 KiB of dynamic shared memory needs the kernel's
+		// permission first (once per kernel and size).
+		if shared > 48<<10 && d.shared[kernel] < shared {
+			if err := setMaxDynamicShared(fn, shared); err != nil {
+				return fmt.Errorf("allowing %d bytes of shared memory: %w", shared, err)
+			}
+			d.shared[kernel] = shared
+		}
+		return fn.Launch(grid[0], grid[1], grid[2], block[0], block[1], block[2], shared, d.stream, params)
 	})
 }
 

@@ -396,12 +396,12 @@ type failing struct {
 	left int
 }
 
-func (f *failing) Launch(k string, g, b [3]int, a []uint64) error {
+func (f *failing) Launch(k string, g, b [3]int, shared int, a []uint64) error {
 	if f.left == 0 {
 		return errors.New("CUDA_ERROR_LAUNCH_FAILED")
 	}
 	f.left--
-	return f.Device.Launch(k, g, b, a)
+	return f.Device.Launch(k, g, b, shared, a)
 }
 
 func TestDeviceErrorsAreReturned(t *testing.T) {

@@ -19,7 +19,7 @@ func (b *Backend) Matmul(c, a, bm kernels.Buffer, m, n, k int, transA, transB, a
 		return
 	}
 	if b.prec == BF16 {
-		b.launch("fom_matmul_bf16", [3]int{(n + 127) / 128, (m + 127) / 128, 1}, 256, args...)
+		b.matmulBF16(cd, ad, bd, m, n, k, transA, transB, acc)
 		return
 	}
 	b.launch("fom_matmul_f32", [3]int{(n + 63) / 64, (m + 63) / 64, 1}, 256, args...)

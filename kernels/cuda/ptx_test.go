@@ -1,6 +1,8 @@
 package cuda
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,7 +14,7 @@ import (
 // kernelSigs maps each kernel of the .cu sources to its parameter count.
 func kernelSigs(t *testing.T) map[string]int {
 	t.Helper()
-	re := regexp.MustCompile(`(?s)FOM_KERNEL void (\w+)\((.*?)\)\s*\{`)
+	re := regexp.MustCompile(`(?s)FOM_KERNEL void (?:__launch_bounds__\(\d+\)\s*)?(\w+)\((.*?)\)\s*\{`)
 	sigs := map[string]int{}
 	files, _ := filepath.Glob("*.cu")
 	for _, f := range files {
@@ -93,6 +95,52 @@ func TestLaunchedKernelsExist(t *testing.T) {
 	for k := range sigs {
 		if !strings.Contains(string(emu), "EMU_KERNEL("+k+")") {
 			t.Errorf("emu/emu.cc's kernel table lacks %s", k)
+		}
+	}
+}
+
+// ptxSourcesHash is scripts/gen-ptx.sh's hash of a .cu file's sources: the
+// file's name and bytes, then each .cuh header's (in name order), each name
+// followed by a NUL byte.
+func ptxSourcesHash(t *testing.T, cu string) string {
+	t.Helper()
+	h := sha256.New()
+	add := func(name string) {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Write([]byte(name + "\x00"))
+		h.Write(b)
+	}
+	add(cu)
+	headers, _ := filepath.Glob("*.cuh")
+	sort.Strings(headers)
+	for _, f := range headers {
+		add(f)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// TestPTXIsCurrent: each PTX file records the hash of the sources it was
+// generated from, and it is the hash of today's sources: a kernel edited
+// without `go generate ./kernels/cuda` (which needs nvcc) fails here.
+func TestPTXIsCurrent(t *testing.T) {
+	sources, _ := filepath.Glob("*.cu")
+	if len(sources) == 0 {
+		t.Fatal("no .cu sources")
+	}
+	for _, cu := range sources {
+		ptx := "ptx/" + strings.TrimSuffix(cu, ".cu") + ".ptx"
+		b, err := os.ReadFile(ptx)
+		if err != nil {
+			t.Errorf("%s has no PTX: %v (run go generate ./kernels/cuda)", cu, err)
+			continue
+		}
+		first, _, _ := strings.Cut(string(b), "\n")
+		got, ok := strings.CutPrefix(first, "// fomnet-sources: ")
+		if want := ptxSourcesHash(t, cu); !ok || got != want {
+			t.Errorf("%s was generated from other sources than today's %s (recorded %q, now %s): run go generate ./kernels/cuda", ptx, cu, first, want)
 		}
 	}
 }

@@ -114,8 +114,9 @@ func (d *Device) Clear(dst uint64, bytes int64) error {
 	return nil
 }
 
-// Launch runs a kernel, block after block.
-func (d *Device) Launch(kernel string, grid, block [3]int, args []uint64) error {
+// Launch runs a kernel, block after block, with shared bytes of dynamic
+// shared memory.
+func (d *Device) Launch(kernel string, grid, block [3]int, shared int, args []uint64) error {
 	name := C.CString(kernel)
 	defer C.free(unsafe.Pointer(name))
 	var a *C.uint64_t
@@ -125,7 +126,7 @@ func (d *Device) Launch(kernel string, grid, block [3]int, args []uint64) error 
 		copy(unsafe.Slice((*uint64)(unsafe.Pointer(a)), len(args)), args)
 	}
 	var msg [256]C.char
-	rc := C.emu_launch(name, C.uint(grid[0]), C.uint(grid[1]), C.uint(grid[2]), C.uint(block[0]), C.uint(block[1]), C.uint(block[2]),
+	rc := C.emu_launch(name, C.uint(grid[0]), C.uint(grid[1]), C.uint(grid[2]), C.uint(block[0]), C.uint(block[1]), C.uint(block[2]), C.uint(shared),
 		a, C.int(len(args)), &msg[0], C.int(len(msg)))
 	if rc != 0 {
 		return errors.New(C.GoString(&msg[0]))

@@ -4,7 +4,7 @@
 extern "C" {
 #endif
 int emu_launch(const char *name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-               const uint64_t *args, int nargs, char *err, int errlen);
+               unsigned shared, const uint64_t *args, int nargs, char *err, int errlen);
 #ifdef __cplusplus
 }
 #endif

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "7d67080e7013985cb8a9d7c2f3723376be6074f56b21987f8d316141313dc2bd"
+const SourcesSHA256 = "2761d4f6560e8887aa7629500ec241445df911d5cde8309e2d54317083f2d146"

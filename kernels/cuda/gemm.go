@@ -1,0 +1,138 @@
+package cuda
+
+import (
+	"fmt"
+
+	"github.com/fomnet/fomnet/kernels"
+)
+
+// gemmConfig is one of gemm.cu's kernels: a bm×bn block tile, K in steps
+// of bk through a ring of stages, with threads threads.
+type gemmConfig struct {
+	name                   string
+	bm, bn, bk, stages, nt int
+}
+
+// gemmConfigs lists gemm.cu's kernels; the first is the default for large
+// products.
+var gemmConfigs = []gemmConfig{
+	{"fom_gemm_128x256", 128, 256, 32, 3, 256},
+	{"fom_gemm_128x128", 128, 128, 32, 4, 128},
+	{"fom_gemm_128x128k64", 128, 128, 64, 3, 128},
+	{"fom_gemm_64x128", 64, 128, 32, 4, 128},
+}
+
+// shared is the dynamic shared memory the kernel uses: per stage, each
+// operand's tile in the larger of its two layouts, rows padded by 8
+// bfloat16 (gemm.cu's FOM_GEMM_SPAN).
+func (g gemmConfig) shared() int {
+	span := func(r int) int { return max(r*(g.bk+8), g.bk*(r+8)) }
+	return 2 * g.stages * (span(g.bm) + span(g.bn))
+}
+
+func (g gemmConfig) tiles(m, n int) int { return ((m + g.bm - 1) / g.bm) * ((n + g.bn - 1) / g.bn) }
+
+// GEMMConfigs names the bf16 GEMM kernels (for benchmarks and tests).
+func GEMMConfigs() []string {
+	var s []string
+	for _, g := range gemmConfigs {
+		s = append(s, g.name)
+	}
+	return s
+}
+
+// pickGEMM chooses the kernel for an m×n product: the large tile when it
+// still makes two waves of blocks on a large GPU (132 multiprocessors), the
+// 128×128 tile while it makes one, else the small tile.
+func pickGEMM(m, n int) gemmConfig {
+	switch {
+	case gemmConfigs[0].tiles(m, n) >= 264:
+		return gemmConfigs[0]
+	case gemmConfigs[1].tiles(m, n) >= 132:
+		return gemmConfigs[1]
+	}
+	return gemmConfigs[3]
+}
+
+// BF16Matrix is a bfloat16 matrix on the device: rows × cols stored
+// row-major with a leading dimension Ld, a multiple of 8 (16-byte rows),
+// padded with zeros.
+type BF16Matrix struct {
+	p              uint64
+	Rows, Cols, Ld int
+}
+
+func roundUp8(n int) int { return (n + 7) &^ 7 }
+
+// toBF16 rounds x, a rows×cols float32 matrix, to bfloat16 into the scratch
+// buffer in *slot.
+func (b *Backend) toBF16(slot **buf, x *buf, rows, cols int) BF16Matrix {
+	ld := roundUp8(cols)
+	s := b.scratch(slot, (rows*ld+1)/2)
+	b.launch1D("fom_to_bf16", rows*ld/8, s.p, ptr(x), i64(rows), i64(cols), i64(ld))
+	return BF16Matrix{p: s.p, Rows: rows, Cols: cols, Ld: ld}
+}
+
+// ToBF16 returns a new bfloat16 copy of x as a rows×cols matrix (for
+// benchmarks and tests of GEMMBF16; the backend's Matmul converts into
+// scratch memory itself).
+func (b *Backend) ToBF16(x kernels.Buffer, rows, cols int) BF16Matrix {
+	d := b.fb(x)
+	need("bf16 source", d.n, rows*cols)
+	var slot *buf
+	return b.toBF16(&slot, d, rows, cols)
+}
+
+// matmulBF16 is the bf16 path's Matmul: A and B are rounded to bfloat16
+// into scratch memory, then multiplied on tensor cores.
+func (b *Backend) matmulBF16(c, a, bm *buf, m, n, k int, ta, tb, acc bool) {
+	ar, ac := m, k
+	if ta {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if tb {
+		br, bc = n, k
+	}
+	am := b.toBF16(&b.bfA, a, ar, ac)
+	bb := b.toBF16(&b.bfB, bm, br, bc)
+	b.gemm(pickGEMM(m, n), c.p, am, bb, m, n, k, ta, tb, acc, false)
+}
+
+// GEMMBF16 computes c = (acc ? c : 0) + op(a)·op(bm) with the named kernel
+// (one of GEMMConfigs), a and bm as stored (transposed when ta, tb). With
+// outBF16, c receives m×n bfloat16 (it needs m·n/2 float32s) and acc must
+// be false.
+func (b *Backend) GEMMBF16(config string, c kernels.Buffer, a, bm BF16Matrix, m, n, k int, ta, tb, acc, outBF16 bool) {
+	cd := b.fb(c)
+	want := m * n
+	if outBF16 {
+		want = (m*n + 1) / 2
+	}
+	if cd.n < want || acc && outBF16 {
+		panic(fmt.Errorf("%w: bf16 gemm output of %d elements for %d×%d (bf16 %v, acc %v)", kernels.ErrShape, cd.n, m, n, outBF16, acc))
+	}
+	ar, ac := m, k
+	if ta {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if tb {
+		br, bc = n, k
+	}
+	if a.Rows != ar || a.Cols != ac || bm.Rows != br || bm.Cols != bc {
+		panic(fmt.Errorf("%w: bf16 gemm %d×%d×%d of a %d×%d and b %d×%d", kernels.ErrShape, m, n, k, a.Rows, a.Cols, bm.Rows, bm.Cols))
+	}
+	for _, g := range gemmConfigs {
+		if g.name == config {
+			b.gemm(g, cd.p, a, bm, m, n, k, ta, tb, acc, outBF16)
+			return
+		}
+	}
+	panic(fmt.Errorf("%w: no bf16 gemm kernel %q", kernels.ErrUnsupported, config))
+}
+
+func (b *Backend) gemm(g gemmConfig, c uint64, a, bm BF16Matrix, m, n, k int, ta, tb, acc, outBF16 bool) {
+	b.launchShared(g.name, [3]int{g.tiles(m, n), 1, 1}, g.nt, g.shared(), c, a.p, bm.p, i64(m), i64(n), i64(k),
+		i64(a.Ld), i64(bm.Ld), flag(ta), flag(tb), flag(acc), flag(outBF16))
+}
