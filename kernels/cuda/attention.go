@@ -34,16 +34,51 @@ func (b *Backend) checkAttn(q, k, v, out, lse *buf, ds *ibuf, s kernels.AttnShap
 
 const attnBlock = 64
 
-// tensorCores reports whether attention of this shape runs on the WMMA
-// kernels (the bf16 path, head dimensions that are multiples of 16).
+// tensorCores reports whether attention of this shape runs on flash.cu's
+// tensor-core kernels (the bf16 path, head dimensions that are multiples of
+// 16).
 func (b *Backend) tensorCores(s kernels.AttnShape) bool { return b.prec == BF16 && s.HD%16 == 0 }
 
-func (b *Backend) attnArgs(s kernels.AttnShape) []uint64 {
-	a := []uint64{i32(s.B), i32(s.T), i32(s.NH), i32(s.KVH), i32(s.HD), f32(float32(1 / math.Sqrt(float64(s.HD))))}
-	if !b.tensorCores(s) {
-		a = append(a, flag(b.prec == BF16)) // the scalar kernels round to bf16 on this flag
+// flashHDP is the head dimension flash.cu's kernel computes with: 64 or 128.
+func flashHDP(hd int) int {
+	if hd <= 64 {
+		return 64
 	}
-	return a
+	return 128
+}
+
+// flashShared is the dynamic shared memory of flash.cu's kernels (kernel
+// fwd, dkdv or dq), tiles of rows of HDP+8 bfloat16: the forward pass holds
+// 64 query rows and two stages of 64 keys and values; dq 64 query and dout
+// rows and the same two stages; dkdv 64 keys and values and two stages of BQ
+// query and dout rows (BQ 32 for HDP 128, else 64).
+func flashShared(kernel string, hdp int) int {
+	rows := map[string]int{"fwd": 64 + 4*64, "dq": 2*64 + 4*64, "dkdv": 2*64 + 4*64}[kernel]
+	if kernel == "dkdv" && hdp == 128 {
+		rows = 2*64 + 4*32
+	}
+	return 2 * rows * (hdp + 8)
+}
+
+// flashInputs rounds the attention operands to bfloat16 (scratch memory).
+func (b *Backend) flashInputs(s kernels.AttnShape, q, k, v *buf) (bq, bk, bv BF16Matrix) {
+	return b.toBF16(&b.bfQ, q, s.B*s.T*s.NH, s.HD), b.toBF16(&b.bfK, k, s.B*s.T*s.KVH, s.HD), b.toBF16(&b.bfV, v, s.B*s.T*s.KVH, s.HD)
+}
+
+func (b *Backend) flash(kernel string, s kernels.AttnShape, args ...uint64) {
+	hdp := flashHDP(s.HD)
+	nb := (s.T + 63) / 64
+	heads := s.NH
+	if kernel == "dkdv" {
+		heads = s.KVH
+	}
+	args = append(args, i32(s.B), i32(s.T), i32(s.NH), i32(s.KVH), i32(s.HD), f32(float32(1/math.Sqrt(float64(s.HD)))))
+	b.launchShared(fmt.Sprintf("fom_flash_%s_%d", kernel, hdp), [3]int{nb, heads, s.B}, 128, flashShared(kernel, hdp), args...)
+}
+
+func (b *Backend) attnArgs(s kernels.AttnShape) []uint64 {
+	// The scalar kernels round to bf16 on the last flag.
+	return []uint64{i32(s.B), i32(s.T), i32(s.NH), i32(s.KVH), i32(s.HD), f32(float32(1 / math.Sqrt(float64(s.HD)))), flag(b.prec == BF16)}
 }
 
 // AttentionForward computes causal, document-masked attention and the per-row
@@ -53,7 +88,8 @@ func (b *Backend) AttentionForward(out, lse, q, k, v kernels.Buffer, docStart ke
 	b.checkAttn(qd, kd, vd, o, l, ds, s)
 	args := append([]uint64{ptr(o), ptr(l), ptr(qd), ptr(kd), ptr(vd), iptr(ds)}, b.attnArgs(s)...)
 	if b.tensorCores(s) {
-		b.launch("fom_attn_fwd_tc", [3]int{(s.T + 63) / 64, s.NH, s.B}, 128, args...)
+		bq, bk, bv := b.flashInputs(s, qd, kd, vd)
+		b.flash("fwd", s, ptr(o), ptr(l), bq.p, bk.p, bv.p, iptr(ds))
 		return
 	}
 	b.launch("fom_attn_fwd", [3]int{(s.T + attnBlock - 1) / attnBlock, s.NH, s.B}, attnBlock, args...)
@@ -73,9 +109,11 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse kernels.
 	b.launch("fom_attn_delta", [3]int{nb, s.NH, s.B}, attnBlock, ptr(D), ptr(o), ptr(do), i32(s.B), i32(s.T), i32(s.NH), i32(s.HD))
 	common := append([]uint64{ptr(do), ptr(qd), ptr(kd), ptr(vd), ptr(l), ptr(D), iptr(ds)}, b.attnArgs(s)...)
 	if b.tensorCores(s) {
-		nt := (s.T + 31) / 32
-		b.launch("fom_attn_dkdv_tc", [3]int{nt, s.KVH, s.B}, 64, append([]uint64{ptr(gk), ptr(gv)}, common...)...)
-		b.launch("fom_attn_dq_tc", [3]int{nt, s.NH, s.B}, 64, append([]uint64{ptr(gq)}, common...)...)
+		bq, bk, bv := b.flashInputs(s, qd, kd, vd)
+		bdo := b.toBF16(&b.bfDO, do, s.B*s.T*s.NH, s.HD)
+		rest := []uint64{bdo.p, bq.p, bk.p, bv.p, ptr(l), ptr(D), iptr(ds)}
+		b.flash("dkdv", s, append([]uint64{ptr(gk), ptr(gv)}, rest...)...)
+		b.flash("dq", s, append([]uint64{ptr(gq)}, rest...)...)
 		return
 	}
 	b.launch("fom_attn_dkdv", [3]int{nb, s.KVH, s.B}, attnBlock, append([]uint64{ptr(gk), ptr(gv)}, common...)...)

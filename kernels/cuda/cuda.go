@@ -58,6 +58,8 @@ type Backend struct {
 	delta         *buf // attention backward's D
 	colPart       *buf // partial column sums (bf16 path)
 	bfA, bfB      *buf // bfloat16 operands of matrix products (bf16 path)
+	bfQ, bfK, bfV *buf // bfloat16 operands of attention (bf16 path)
+	bfDO          *buf
 	csr           *ibuf
 	ropeTab       map[ropeKey]*buf // rows = Len()/hd
 	sumsHost      []float64

@@ -8,9 +8,7 @@
 // exactly one copy per block because blocks do not overlap. Arithmetic
 // intrinsics map to IEEE operations (compile with -ffp-contract=off so that
 // nothing is fused that the kernel did not fuse); bfloat16 conversions round
-// to nearest even; WMMA fragments hold whole tiles (the hardware spreads them
-// over a warp in an unspecified layout that kernels may not depend on, so a
-// whole copy per thread is a faithful model).
+// to nearest even.
 //
 // Warp-level operations (the tensor-core kernels of gemm.cu and flash.cu):
 // a warp is 32 threads consecutive in threadIdx order. A warp-collective
@@ -143,78 +141,6 @@ static inline float __bfloat162float(__nv_bfloat16 h) {
 static inline float emu_tofloat(float f) { return f; }
 static inline float emu_tofloat(__nv_bfloat16 h) { return __bfloat162float(h); }
 
-// WMMA operations are warp-collective and a warp's lanes hold the same tile,
-// so only lane 0 of each warp does the work; the other lanes' fragments are
-// never read (stores are collective too). Same results, 32 times less work.
-static inline bool emu_lane0(void) {
-	return ((threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x) % 32 == 0;
-}
-
-namespace nvcuda {
-namespace wmma {
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-struct row_major {};
-struct col_major {};
-enum layout_t { mem_row_major, mem_col_major };
-
-template <class Use, int M, int N, int K, class T, class Layout = void>
-struct fragment {
-	enum { rows = std::is_same<Use, matrix_b>::value ? K : M,
-	       cols = std::is_same<Use, matrix_a>::value ? K : N };
-	T x[rows * cols];
-};
-
-template <class Use, int M, int N, int K, class T, class L>
-inline void fill_fragment(fragment<Use, M, N, K, T, L> &f, T v) {
-	if (!emu_lane0()) return;
-	for (auto &e : f.x) e = v;
-}
-
-template <class Use, int M, int N, int K, class T>
-inline void load_matrix_sync(fragment<Use, M, N, K, T, row_major> &f, const T *p, unsigned ldm) {
-	typedef fragment<Use, M, N, K, T, row_major> F;
-	if (!emu_lane0()) return;
-	for (int r = 0; r < F::rows; r++)
-		for (int c = 0; c < F::cols; c++) f.x[r * F::cols + c] = p[r * ldm + c];
-}
-
-template <class Use, int M, int N, int K, class T>
-inline void load_matrix_sync(fragment<Use, M, N, K, T, col_major> &f, const T *p, unsigned ldm) {
-	typedef fragment<Use, M, N, K, T, col_major> F;
-	if (!emu_lane0()) return;
-	for (int r = 0; r < F::rows; r++)
-		for (int c = 0; c < F::cols; c++) f.x[r * F::cols + c] = p[c * ldm + r];
-}
-
-template <int M, int N, int K, class TA, class LA, class LB>
-inline void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N, K, TA, LA> &a,
-                     const fragment<matrix_b, M, N, K, TA, LB> &b, const fragment<accumulator, M, N, K, float> &c) {
-	if (!emu_lane0()) return;
-	float t[M * N];
-	for (int i = 0; i < M; i++)
-		for (int j = 0; j < N; j++) {
-			float s = c.x[i * N + j];
-			for (int k = 0; k < K; k++) s = fmaf(emu_tofloat(a.x[i * K + k]), emu_tofloat(b.x[k * N + j]), s);
-			t[i * N + j] = s;
-		}
-	memcpy(d.x, t, sizeof t);
-}
-
-template <int M, int N, int K>
-inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f, unsigned ldm, layout_t l) {
-	if (!emu_lane0()) return;
-	for (int r = 0; r < M; r++)
-		for (int c = 0; c < N; c++) {
-			if (l == mem_row_major)
-				p[r * ldm + c] = f.x[r * N + c];
-			else
-				p[c * ldm + r] = f.x[r * N + c];
-		}
-}
-} // namespace wmma
-} // namespace nvcuda
 
 // emu_bf16x2: element e (0 = low half) of a register holding two bfloat16.
 static inline float emu_bf16x2(uint32_t r, int e) { return __int_as_float((int)(e ? r & 0xffff0000u : r << 16)); }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../attention.cu"
+#include "../flash.cu"
 #include "../gemm.cu"
 #include "../matmul.cu"
 #include "../ops.cu"
@@ -140,11 +141,13 @@ const Entry kTable[] = {
     EMU_KERNEL(fom_rms_bwd_rows), EMU_KERNEL(fom_rms_bwd_weight), EMU_KERNEL(fom_rope),
     EMU_KERNEL(fom_xent),         EMU_KERNEL(fom_matmul_f32),   
     EMU_KERNEL(fom_attn_fwd),     EMU_KERNEL(fom_attn_delta),   EMU_KERNEL(fom_attn_dkdv),
-    EMU_KERNEL(fom_attn_dq),      EMU_KERNEL(fom_attn_fwd_tc),  EMU_KERNEL(fom_attn_dkdv_tc),
-    EMU_KERNEL(fom_attn_dq_tc),   EMU_KERNEL(fom_rms_bwd_weight_part), EMU_KERNEL(fom_colsum_add),
+    EMU_KERNEL(fom_attn_dq),        
+       EMU_KERNEL(fom_rms_bwd_weight_part), EMU_KERNEL(fom_colsum_add),
     EMU_KERNEL(fom_rms_fwd_warp), EMU_KERNEL(fom_rms_bwd_rows_warp), EMU_KERNEL(fom_gemm_128x256),
     EMU_KERNEL(fom_gemm_128x128), EMU_KERNEL(fom_gemm_128x128k64), EMU_KERNEL(fom_gemm_64x128),
-    EMU_KERNEL(fom_to_bf16),
+    EMU_KERNEL(fom_to_bf16),      EMU_KERNEL(fom_flash_fwd_64), EMU_KERNEL(fom_flash_fwd_128),
+    EMU_KERNEL(fom_flash_dkdv_64), EMU_KERNEL(fom_flash_dkdv_128), EMU_KERNEL(fom_flash_dq_64),
+    EMU_KERNEL(fom_flash_dq_128),
 };
 
 } // namespace

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "2761d4f6560e8887aa7629500ec241445df911d5cde8309e2d54317083f2d146"
+const SourcesSHA256 = "29495017fac002f8f1f453f5a5865850126f7dfd7da0d854f821ec5a1e1b972a"
