@@ -1,56 +1,102 @@
 #!/usr/bin/env bash
-# gpu-check.sh — the CUDA backend's checks on a real GPU, in two halves:
+# gpu-check.sh — the CUDA backend's checks and benchmarks on a real GPU, in
+# two halves:
 #
 #   scripts/gpu-check.sh build    (here: needs Go and scripts/cuda-apt.sh headers)
 #       builds .gpu/cuda.test (kernels/cuda's tests and benchmarks, -tags cuda)
-#       and .gpu/fomnet (the CLI, -tags cuda)
-#   scripts/gpu-check.sh run      (on the GPU machine: needs only the driver)
-#       every op against the CPU backend (fp32 bit for bit, bf16 within 1e-2),
-#       the tiny model's 200-step loss curve, GEMM TFLOP/s, a gpt2-small-like
-#       training step's MFU, and `fomnet bench train --device cuda` in both
-#       precisions, and cuBLAS (through PyTorch, where the machine has it)
-#       at the same GEMM sizes for comparison; output under ${OUT:-.gpu/out}
+#       and .gpu/fomnet (the CLI, -tags cuda), stripped
+#   scripts/gpu-check.sh run      (on the GPU machine: needs only the driver;
+#                                  uses its nvcc, ptxas, PyTorch and
+#                                  compute-sanitizer where it has them)
+#
+# run, in order, each step with its own time limit (about 7 minutes in all
+# at most; 4 to 5 on an H200), writing under ${OUT:-.gpu/out} (at most 8
+# files, as the device tool returns):
+#   summary.txt     nvidia-smi, each step's exit status and time
+#   ptxas.txt       the GPU machine's ptxas on the committed PTX (registers,
+#                   spills; sm_90a for *_sm90a.ptx) and its nvcc's own sm_90a
+#                   PTX of gemm_sm90a.cu
+#   tests.txt       TestGPUHopperGEMM alone first (if it fails the rest runs
+#                   with FOMNET_CUDA_SM90A=0), then every kernels/cuda test
+#                   on the emulator and the GPU
+#   bench.txt       BenchmarkGPUGEMMKernels (each kernel, bf16 in and out)
+#                   and `fomnet bench kernels --device cuda` (what Matmul and
+#                   attention cost through the backend, conversions included)
+#   yardsticks.txt  cuBLAS and FlashAttention through PyTorch at the same
+#                   shapes (scripts/gpu-yardsticks.py)
+#   train.txt       `fomnet bench train --device cuda` gpt2-small-like 16×1024
+#                   in bf16 and fp32 (MFU, per-op breakdown)
+#   sanitizer.txt   compute-sanitizer memcheck and racecheck on the
+#                   tensor-core kernels' tests
+#   ncu.txt         Nsight Compute's speed-of-light, memory and warp-state
+#                   sections for the 8192³ NT GEMM and the flash kernels
 #
 # With the device tool: build here, then run `bash scripts/gpu-check.sh run`
 # there with carry [".gpu"].
-set -euo pipefail
+set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 case "${1:-}" in
 build)
+	set -e
 	hdr=${CUDA_HEADERS:-$root/.ci/cuda}
 	bash scripts/cuda-apt.sh headers "$hdr"
 	export CGO_CFLAGS="-I$hdr/usr/include" CGO_LDFLAGS="-L$hdr/usr/lib/x86_64-linux-gnu/stubs"
 	mkdir -p .gpu
-	go test -tags cuda -c -o .gpu/cuda.test ./kernels/cuda
-	go build -tags cuda -o .gpu/fomnet ./cmd/fomnet
+	go test -tags cuda -c -ldflags='-s -w' -o .gpu/cuda.test ./kernels/cuda
+	go build -tags cuda -ldflags='-s -w' -o .gpu/fomnet ./cmd/fomnet
 	ls -la .gpu
 	;;
 run)
 	out=${OUT:-$root/.gpu/out}
 	mkdir -p "$out"
-	nvidia-smi >"$out/nvidia-smi.txt" 2>&1 || true
-	(cd kernels/cuda && ../../.gpu/cuda.test -test.v -test.count=1 -test.timeout=8m) 2>&1 | tee "$out/tests.txt"
-	(cd kernels/cuda && ../../.gpu/cuda.test -test.run='^$' -test.bench=GPU -test.benchtime=20x) 2>&1 | tee "$out/bench.txt"
-	# cuBLAS on the same GPU, through the machine's PyTorch where it has one:
-	# the yardstick for BenchmarkGPUGEMM.
-	python3 - <<'PY' 2>&1 | tee "$out/cublas.txt" || true
-import time, torch
-for dt, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32 (no TF32)")):
-    torch.backends.cuda.matmul.allow_tf32 = False
-    for n in (4096, 8192):
-        a = torch.randn(n, n, device="cuda", dtype=dt); b = torch.randn(n, n, device="cuda", dtype=dt)
-        for _ in range(3): a @ b.T
-        torch.cuda.synchronize(); t = time.time()
-        for _ in range(10): a @ b.T
-        torch.cuda.synchronize()
-        print(f"cuBLAS {name} {n}^3: {2*n**3*10/(time.time()-t)/1e12:.1f} TFLOP/s")
-PY
+	sum=$out/summary.txt
+	nvidia-smi >"$sum" 2>&1
+	# step NAME LIMIT FILE CMD...: run CMD with a time limit, appending its
+	# output to FILE and its status and time to the summary.
+	step() {
+		local name=$1 limit=$2 file=$3
+		shift 3
+		echo "== $name" >>"$file"
+		local t0=$SECONDS
+		timeout -k 10 "$limit" "$@" >>"$file" 2>&1
+		local rc=$?
+		echo "step $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$sum"
+		return $rc
+	}
+	T=$root/.gpu/cuda.test
+	F=$root/.gpu/fomnet
+	cd kernels/cuda
+	step ptxas 60 "$out/ptxas.txt" bash -c '
+		for f in ptx/*.ptx; do
+			case $f in *_sm90a.ptx) a=sm_90a ;; *) a=sm_90 ;; esac
+			echo "-- $f ($a)"; ptxas -arch=$a -v -o /dev/null "$f" 2>&1 | grep -E "error|Compiling|registers|spill" | paste - - - 
+		done
+		echo "-- nvcc $(nvcc --version | tail -1): gemm_sm90a.cu for compute_90a"
+		nvcc -ptx -gencode=arch=compute_90a,code=compute_90a -O3 -std=c++17 -o /tmp/g90.ptx gemm_sm90a.cu &&
+			ptxas -arch=sm_90a -v -o /dev/null /tmp/g90.ptx 2>&1 | grep -E "error|registers|spill"'
+	if ! step hopper 90 "$out/tests.txt" "$T" -test.v -test.run '^TestGPUHopperGEMM$' -test.count=1; then
+		export FOMNET_CUDA_SM90A=0
+		echo "the sm_90a kernel failed: the rest runs with FOMNET_CUDA_SM90A=0" | tee -a "$sum"
+	fi
+	step tests 240 "$out/tests.txt" "$T" -test.v -test.count=1 -test.timeout=230s
+	step gemm-kernels 150 "$out/bench.txt" "$T" -test.run '^$' -test.bench '^BenchmarkGPUGEMMKernels$' -test.benchtime 20x
+	cd "$root"
+	step bench-kernels 120 "$out/bench.txt" "$F" bench kernels --device cuda --precision bf16 --min-time 100ms --json
+	step yardsticks 150 "$out/yardsticks.txt" env PYTHONUNBUFFERED=1 python3 scripts/gpu-yardsticks.py
 	for p in bf16 fp32; do
-		.gpu/fomnet bench train --device cuda --precision $p --preset gpt2-small-like --batch 16 --seq 1024 --steps 5 --json \
-			>"$out/bench-train-$p.json" 2>"$out/bench-train-$p.log" || true
-		cat "$out/bench-train-$p.json"
+		step "train-$p" 120 "$out/train.txt" "$F" bench train --device cuda --precision $p --preset gpt2-small-like --batch 16 --seq 1024 --steps 5
 	done
+	cd kernels/cuda
+	step memcheck 120 "$out/sanitizer.txt" compute-sanitizer --tool memcheck "$T" -test.run 'TestGEMMBF16Configs|TestFlashAttentionRows|TestGPUHopperGEMM' -test.count=1
+	step racecheck 120 "$out/sanitizer.txt" compute-sanitizer --tool racecheck "$T" -test.run 'TestFlashAttentionRows|TestGPUHopperGEMM' -test.count=1
+	sections=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy)
+	step ncu-gemm 90 "$out/ncu.txt" ncu --clock-control none -k 'regex:fom_gemm' -c 4 "${sections[@]}" \
+		"$T" -test.run '^$' -test.bench 'GPUGEMMKernels/fom_gemm(_128x256|90_128x256)/NT/8192x8192x8192' -test.benchtime 1x
+	cd "$root"
+	step ncu-flash 90 "$out/ncu.txt" ncu --clock-control none -k 'regex:fom_flash' -c 3 "${sections[@]}" \
+		"$F" bench kernels --device cuda --precision bf16 --quick --min-time 1ms
+	echo "done" >>"$sum"
 	;;
 *)
 	echo "usage: gpu-check.sh build | run" >&2

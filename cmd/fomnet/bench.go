@@ -21,16 +21,43 @@ func newBenchCmd(e *env) *cobra.Command {
 }
 
 type benchKernelsOut struct {
-	Backend    string                `json:"backend"`
-	Threads    int                   `json:"threads"`
-	PeakGFLOPS float64               `json:"peak_gflops"`
-	GEMM       []gemmRow             `json:"gemm"`
-	Attention  []cpu.AttentionResult `json:"attention"`
+	Backend    string                    `json:"backend"`
+	Threads    int                       `json:"threads"`
+	PeakGFLOPS float64                   `json:"peak_gflops"`
+	PeakSource string                    `json:"peak_source"` // "measured" (CPU FMA) or "datasheet" (GPU)
+	GEMM       []gemmRow                 `json:"gemm"`
+	Attention  []kernels.AttentionResult `json:"attention"`
 }
 
 type gemmRow struct {
-	cpu.GEMMResult
+	kernels.GEMMResult
 	Fraction float64 `json:"fraction_of_peak"`
+}
+
+// kernelShapes are the shapes bench kernels measures: on the CPU small
+// transformer products (M = 256…2048 tokens); on a GPU those of a
+// gpt2-small-like step at 16×1024 tokens, the lm_head, square products and
+// attention at 1024 and 4096 tokens with head dimensions 64 and 128.
+func kernelShapes(gpu, quick bool) (gemm [][3]int, attn []kernels.AttnShape) {
+	if gpu {
+		gemm = [][3]int{{16384, 768, 3072}, {16384, 3072, 768}, {16384, 768, 768}, {16384, 50304, 768}, {4096, 4096, 4096}, {8192, 8192, 8192}}
+		attn = []kernels.AttnShape{{B: 16, T: 1024, NH: 12, KVH: 12, HD: 64}, {B: 8, T: 1024, NH: 16, KVH: 16, HD: 128},
+			{B: 4, T: 4096, NH: 12, KVH: 12, HD: 64}, {B: 2, T: 4096, NH: 16, KVH: 16, HD: 128}}
+		if quick {
+			gemm, attn = gemm[:1], attn[:1]
+		}
+		return gemm, attn
+	}
+	for _, m := range []int{256, 1024, 2048} {
+		for _, x := range [][2]int{{256, 256}, {256, 704}, {768, 768}, {768, 2048}, {2048, 768}, {768, 3072}} {
+			gemm = append(gemm, [3]int{m, x[1], x[0]})
+		}
+	}
+	attn = []kernels.AttnShape{{B: 8, T: 256, NH: 8, KVH: 4, HD: 32}, {B: 4, T: 64, NH: 12, KVH: 12, HD: 64}, {B: 1, T: 1024, NH: 12, KVH: 12, HD: 64}}
+	if quick {
+		gemm = [][3]int{{256, 256, 256}, {256, 768, 768}}
+	}
+	return gemm, attn
 }
 
 func newBenchKernelsCmd(e *env) *cobra.Command {
@@ -40,64 +67,83 @@ func newBenchKernelsCmd(e *env) *cobra.Command {
 		asJSON  bool
 		quick   bool
 		minTime time.Duration
+		dev     deviceFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "kernels",
 		Short: "GFLOP/s of GEMM at transformer shapes and of attention",
-		Long: `Measure GEMM at transformer shapes (M = 256…2048 tokens, K and N = 256…3072) in
-the three transpositions a training step uses — NT (forward x·Wᵀ), NN (input
-gradient) and TN (weight gradient) — and fused causal attention forward and
-backward, against the machine's measured FMA peak.`,
+		Long: `Measure GEMM at transformer shapes in the three transpositions a training
+step uses — NT (forward x·Wᵀ), NN (input gradient) and TN (weight gradient) —
+and fused causal attention forward and backward. On the CPU the shapes are
+small (M = 256…2048 tokens) and the peak is this machine's measured FMA peak;
+with --device cuda they are a gpt2-small-like step's at 16×1024 tokens, its
+lm_head, 4096³ and 8192³, and attention at 1024 and 4096 tokens, against the
+GPU's datasheet dense peak for --precision. A GPU product includes rounding
+its float32 operands to bfloat16 (the bf16 path's Matmul does that on each
+call).`,
+		Example: `  fomnet bench kernels --quick
+  fomnet bench kernels --device cuda --precision bf16 --json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			be, err := newBackend(e, threads, path)
+			be, err := dev.open(e, threads, path)
 			if err != nil {
 				return err
 			}
 			defer be.Close()
-			out := benchKernelsOut{Backend: be.Name(), Threads: be.Threads(), PeakGFLOPS: cpu.PeakGFLOPS(be.Threads(), 300*time.Millisecond)}
-			ms := []int{256, 1024, 2048}
-			kn := [][2]int{{256, 256}, {256, 704}, {768, 768}, {768, 2048}, {2048, 768}, {768, 3072}}
-			if quick {
-				ms, kn = []int{256}, [][2]int{{256, 256}, {768, 768}}
+			measure := func() float64 { return cpu.PeakGFLOPS(be.Threads(), 300*time.Millisecond) }
+			out := benchKernelsOut{Backend: be.Name(), Threads: be.Threads(), PeakSource: "measured"}
+			if dev.cuda() {
+				measure = func() float64 { return 1e3 * cuda.PeakTFLOPS(be.Name(), cuda.Precision(dev.precision)) }
+				out.PeakSource = "datasheet"
 			}
-			for _, m := range ms {
-				for _, x := range kn {
-					for _, op := range []string{"NT", "NN", "TN"} {
-						if err := ctxOf(cmd).Err(); err != nil {
-							return err
-						}
-						r := cpu.BenchGEMM(be, m, x[1], x[0], op, minTime)
-						out.GEMM = append(out.GEMM, gemmRow{GEMMResult: r})
-						if !asJSON {
-							e.logf("gemm %s M=%d N=%d K=%d: %.1f GFLOP/s", op, m, x[1], x[0], r.GFLOPS)
-						}
+			out.PeakGFLOPS = measure()
+			gemms, attns := kernelShapes(dev.cuda(), quick)
+			for _, g := range gemms {
+				for _, op := range []string{"NT", "NN", "TN"} {
+					if err := ctxOf(cmd).Err(); err != nil {
+						return err
+					}
+					r := kernels.BenchGEMM(be, g[0], g[1], g[2], op, minTime)
+					if err := kernels.Err(be); err != nil {
+						return err
+					}
+					out.GEMM = append(out.GEMM, gemmRow{GEMMResult: r})
+					if !asJSON {
+						e.logf("gemm %s M=%d N=%d K=%d: %.1f GFLOP/s", op, r.M, r.N, r.K, r.GFLOPS)
 					}
 				}
 			}
-			for _, s := range []kernels.AttnShape{{B: 8, T: 256, NH: 8, KVH: 4, HD: 32}, {B: 4, T: 64, NH: 12, KVH: 12, HD: 64}, {B: 1, T: 1024, NH: 12, KVH: 12, HD: 64}} {
-				out.Attention = append(out.Attention, cpu.BenchAttention(be, s, minTime))
+			for _, s := range attns {
+				if err := ctxOf(cmd).Err(); err != nil {
+					return err
+				}
+				out.Attention = append(out.Attention, kernels.BenchAttention(be, s, minTime))
+				if err := kernels.Err(be); err != nil {
+					return err
+				}
 			}
 			// Measure the peak again and keep the higher figure: a neighbour
 			// busy during one measurement only ever lowers it.
-			out.PeakGFLOPS = max(out.PeakGFLOPS, cpu.PeakGFLOPS(be.Threads(), 300*time.Millisecond))
+			out.PeakGFLOPS = max(out.PeakGFLOPS, measure())
 			for i := range out.GEMM {
-				out.GEMM[i].Fraction = out.GEMM[i].GFLOPS / out.PeakGFLOPS
+				if out.PeakGFLOPS > 0 {
+					out.GEMM[i].Fraction = out.GEMM[i].GFLOPS / out.PeakGFLOPS
+				}
 			}
 			if asJSON {
 				return e.printJSON(out)
 			}
-			fmt.Fprintf(e.stdout, "%s, %d threads, measured FMA peak %.1f GFLOP/s\n", out.Backend, out.Threads, out.PeakGFLOPS)
+			fmt.Fprintf(e.stdout, "%s, %d threads, %s peak %.1f GFLOP/s\n", out.Backend, out.Threads, out.PeakSource, out.PeakGFLOPS)
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintf(w, "op\tM\tN\tK\tms\tGFLOP/s\t%% peak\t\n")
 			for _, r := range out.GEMM {
-				fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.2f\t%.1f\t%.0f%%\t\n", r.Op, r.M, r.N, r.K, r.MS, r.GFLOPS, 100*r.Fraction)
+				fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.3f\t%.1f\t%.0f%%\t\n", r.Op, r.M, r.N, r.K, r.MS, r.GFLOPS, 100*r.Fraction)
 			}
 			fmt.Fprintf(w, "\t\t\t\t\t\t\t\n")
 			fmt.Fprintf(w, "attention B×T×NH/KVH×HD\tfwd ms\tfwd GFLOP/s\tbwd ms\tbwd GFLOP/s\t\n")
 			for _, a := range out.Attention {
 				s := a.Shape
-				fmt.Fprintf(w, "%d×%d×%d/%d×%d\t%.2f\t%.1f\t%.2f\t%.1f\t\n", s.B, s.T, s.NH, s.KVH, s.HD, a.FwdMS, a.FwdGFLOPS, a.BwdMS, a.BwdGFLOPS)
+				fmt.Fprintf(w, "%d×%d×%d/%d×%d\t%.3f\t%.1f\t%.3f\t%.1f\t\n", s.B, s.T, s.NH, s.KVH, s.HD, a.FwdMS, a.FwdGFLOPS, a.BwdMS, a.BwdGFLOPS)
 			}
 			return w.Flush()
 		},
@@ -107,6 +153,7 @@ backward, against the machine's measured FMA peak.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&quick, "quick", false, "measure a few shapes only")
 	cmd.Flags().DurationVar(&minTime, "min-time", 200*time.Millisecond, "time to spend per shape")
+	dev.add(cmd.Flags())
 	return cmd
 }
 

@@ -78,6 +78,9 @@ func (d *deviceFlags) open(e *env, threads int, path string) (kernels.Backend, e
 	}
 	if !d.said {
 		e.logf("fomnet: computing on %s", be.Name())
+		if n := be.Note(); n != "" {
+			e.logf("fomnet: note: %s", n)
+		}
 	}
 	d.said = true
 	return be, nil

@@ -65,6 +65,13 @@ func (b *Backend) flashInputs(s kernels.AttnShape, q, k, v *buf) (bq, bk, bv BF1
 	return b.toBF16(&b.bfQ, q, s.B*s.T*s.NH, s.HD), b.toBF16(&b.bfK, k, s.B*s.T*s.KVH, s.HD), b.toBF16(&b.bfV, v, s.B*s.T*s.KVH, s.HD)
 }
 
+// flashKernels names flash.cu's kernels by pass and HDP.
+var flashKernels = map[string]map[int]string{
+	"fwd":  {64: "fom_flash_fwd_64", 128: "fom_flash_fwd_128"},
+	"dkdv": {64: "fom_flash_dkdv_64", 128: "fom_flash_dkdv_128"},
+	"dq":   {64: "fom_flash_dq_64", 128: "fom_flash_dq_128"},
+}
+
 func (b *Backend) flash(kernel string, s kernels.AttnShape, args ...uint64) {
 	hdp := flashHDP(s.HD)
 	nb := (s.T + 63) / 64
@@ -73,7 +80,7 @@ func (b *Backend) flash(kernel string, s kernels.AttnShape, args ...uint64) {
 		heads = s.KVH
 	}
 	args = append(args, i32(s.B), i32(s.T), i32(s.NH), i32(s.KVH), i32(s.HD), f32(float32(1/math.Sqrt(float64(s.HD)))))
-	b.launchShared(fmt.Sprintf("fom_flash_%s_%d", kernel, hdp), [3]int{nb, heads, s.B}, 128, flashShared(kernel, hdp), args...)
+	b.launchShared(flashKernels[kernel][hdp], [3]int{nb, heads, s.B}, 128, flashShared(kernel, hdp), args...)
 }
 
 func (b *Backend) attnArgs(s kernels.AttnShape) []uint64 {

@@ -87,6 +87,15 @@ func NewWith(dev Device, o Options) (*Backend, error) {
 // Name is "cuda/<precision> <device>".
 func (b *Backend) Name() string { return "cuda/" + string(b.prec) + " " + b.dev.Name() }
 
+// Note says what the device left out (an sm_90a module the driver could not
+// load, whose kernels are then not used), or "".
+func (b *Backend) Note() string {
+	if n, ok := b.dev.(interface{ Note() string }); ok {
+		return n.Note()
+	}
+	return ""
+}
+
 // Precision reports the backend's arithmetic.
 func (b *Backend) Precision() Precision { return b.prec }
 

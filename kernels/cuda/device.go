@@ -31,6 +31,9 @@ type Device interface {
 	// parameter list needs it: pointers and long longs whole, ints and floats
 	// in the low 32 bits.
 	Launch(kernel string, grid, block [3]int, shared int, args []uint64) error
+	// Has reports whether the device can run the kernel (sm_90a kernels exist
+	// only on compute-capability-9.0 GPUs, and not in the emulator).
+	Has(kernel string) bool
 	// Close releases the device; it is idempotent.
 	Close() error
 }

@@ -5,9 +5,11 @@ package cuda
 import (
 	"embed"
 	"fmt"
+	"os"
 	"regexp"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -48,6 +50,7 @@ type cuDevice struct {
 	mods   []cu.Module
 	fns    map[string]cu.Function
 	shared map[string]int // the dynamic shared memory each kernel was allowed beyond 48 KiB
+	notes  []string       // what the device left out (a module it could not load)
 }
 
 func openDevice(ordinal int) (*cuDevice, error) {
@@ -113,11 +116,25 @@ func (d *cuDevice) init(ordinal int) error {
 		return err
 	}
 	for _, f := range files {
+		// Modules for sm_90a (wgmma) load on compute capability 9.0 only,
+		// and a driver that cannot load them leaves the sm_80 kernels.
+		hopper := strings.HasSuffix(f.Name(), "_sm90a.ptx")
+		if hopper && (major != 9 || minor != 0) {
+			continue
+		}
+		if hopper && os.Getenv("FOMNET_CUDA_SM90A") == "0" {
+			d.notes = append(d.notes, f.Name()+" left out (FOMNET_CUDA_SM90A=0)")
+			continue
+		}
 		src, err := ptxFS.ReadFile("ptx/" + f.Name())
 		if err != nil {
 			return err
 		}
 		mod, err := cu.LoadData(string(src))
+		if err != nil && hopper {
+			d.notes = append(d.notes, fmt.Sprintf("%s not loaded, its kernels are not used: %v", f.Name(), err))
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("cuda: %s: loading %s (the driver must support PTX 7.8, CUDA 11.8 or newer): %w", d.name, f.Name(), err)
 		}
@@ -159,6 +176,14 @@ func (d *cuDevice) do(f func() error) error {
 }
 
 func (d *cuDevice) Name() string { return d.name }
+
+// Note says what the device left out, or "".
+func (d *cuDevice) Note() string { return strings.Join(d.notes, "; ") }
+
+func (d *cuDevice) Has(kernel string) bool {
+	_, ok := d.fns[kernel]
+	return ok
+}
 
 // Kernels lists the loaded kernels.
 func (d *cuDevice) Kernels() []string {

@@ -6,37 +6,54 @@ import (
 	"github.com/fomnet/fomnet/kernels"
 )
 
-// gemmConfig is one of gemm.cu's kernels: a bm×bn block tile, K in steps
-// of bk through a ring of stages, with threads threads.
+// gemmConfig is one of the bf16 GEMM kernels: a bm×bn block tile, K in
+// steps of bk through a ring of stages, with nt threads.
 type gemmConfig struct {
 	name                   string
 	bm, bn, bk, stages, nt int
+	// hopper: gemm_sm90a.cu's wgmma kernel: NT only (A [M][K], B [N][K]),
+	// K-major 128-byte-swizzled tiles, on compute capability 9.0 only.
+	hopper bool
 }
 
-// gemmConfigs lists gemm.cu's kernels; the first is the default for large
-// products.
+// gemmConfigs lists the bf16 GEMM kernels; pickGEMM chooses among the
+// first three for Matmul.
 var gemmConfigs = []gemmConfig{
-	{"fom_gemm_128x256", 128, 256, 32, 3, 256},
-	{"fom_gemm_128x128", 128, 128, 32, 4, 128},
-	{"fom_gemm_128x128k64", 128, 128, 64, 3, 128},
-	{"fom_gemm_64x128", 64, 128, 32, 4, 128},
+	{name: "fom_gemm_128x256", bm: 128, bn: 256, bk: 32, stages: 3, nt: 256},
+	{name: "fom_gemm_128x128", bm: 128, bn: 128, bk: 32, stages: 4, nt: 128},
+	{name: "fom_gemm_64x128", bm: 64, bn: 128, bk: 32, stages: 4, nt: 128},
+	{name: "fom_gemm_128x128k64", bm: 128, bn: 128, bk: 64, stages: 3, nt: 128},
+	{name: "fom_gemm90_128x256", bm: 128, bn: 256, bk: 64, stages: 4, nt: 256, hopper: true},
 }
 
-// shared is the dynamic shared memory the kernel uses: per stage, each
-// operand's tile in the larger of its two layouts, rows padded by 8
-// bfloat16 (gemm.cu's FOM_GEMM_SPAN).
+// shared is the dynamic shared memory the kernel uses. gemm.cu: per stage,
+// each operand's tile in the larger of its two layouts, rows padded by 8
+// bfloat16 (its FOM_GEMM_SPAN). gemm_sm90a.cu: per stage, 128-byte rows
+// of both tiles, and 1 KiB to align them on 1024 bytes.
 func (g gemmConfig) shared() int {
+	if g.hopper {
+		return g.stages*(g.bm+g.bn)*2*g.bk + 1024
+	}
 	span := func(r int) int { return max(r*(g.bk+8), g.bk*(r+8)) }
 	return 2 * g.stages * (span(g.bm) + span(g.bn))
 }
 
 func (g gemmConfig) tiles(m, n int) int { return ((m + g.bm - 1) / g.bm) * ((n + g.bn - 1) / g.bn) }
 
-// GEMMConfigs names the bf16 GEMM kernels (for benchmarks and tests).
-func GEMMConfigs() []string {
-	var s []string
+// GEMMConfig describes a bf16 GEMM kernel (for benchmarks and tests).
+type GEMMConfig struct {
+	Name string
+	// NTOnly: the kernel takes only A [M][K] with B [N][K] (ta false, tb true).
+	NTOnly bool
+}
+
+// GEMMConfigs lists the bf16 GEMM kernels this backend's device has.
+func (b *Backend) GEMMConfigs() []GEMMConfig {
+	var s []GEMMConfig
 	for _, g := range gemmConfigs {
-		s = append(s, g.name)
+		if b.dev.Has(g.name) {
+			s = append(s, GEMMConfig{Name: g.name, NTOnly: g.hopper})
+		}
 	}
 	return s
 }
@@ -51,7 +68,7 @@ func pickGEMM(m, n int) gemmConfig {
 	case gemmConfigs[1].tiles(m, n) >= 132:
 		return gemmConfigs[1]
 	}
-	return gemmConfigs[3]
+	return gemmConfigs[2]
 }
 
 // BF16Matrix is a bfloat16 matrix on the device: rows × cols stored
@@ -125,6 +142,9 @@ func (b *Backend) GEMMBF16(config string, c kernels.Buffer, a, bm BF16Matrix, m,
 	}
 	for _, g := range gemmConfigs {
 		if g.name == config {
+			if g.hopper && (ta || !tb) {
+				panic(fmt.Errorf("%w: %s takes only A [M][K] and B [N][K]", kernels.ErrUnsupported, config))
+			}
 			b.gemm(g, cd.p, a, bm, m, n, k, ta, tb, acc, outBF16)
 			return
 		}

@@ -11,6 +11,7 @@ package cuda_test
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -121,5 +122,83 @@ func BenchmarkGPUTrainStep(b *testing.B) {
 				b.ReportMetric(res.GFLOPS/1e3/pk, "MFU")
 			}
 		})
+	}
+}
+
+// TestGPUHopperGEMM: the sm_90a wgmma kernel (NT only) against float64 on
+// shapes with partial tiles, several K tiles and odd sizes, run on its own
+// first by scripts/gpu-check.sh (a kernel the emulator cannot check).
+func TestGPUHopperGEMM(t *testing.T) {
+	be := gpuBackend(t, cuda.BF16)
+	const cfg = "fom_gemm90_128x256"
+	has := false
+	for _, g := range be.GEMMConfigs() {
+		has = has || g.Name == cfg
+	}
+	if !has {
+		t.Skipf("%s: no sm_90a kernels here (%s)", be.Name(), be.Note())
+	}
+	for _, s := range [][3]int{{130, 260, 100}, {33, 17, 9}, {512, 768, 320}, {256, 512, 1024}} {
+		m, n, k := s[0], s[1], s[2]
+		r := rand.New(rand.NewPCG(uint64(m), uint64(k)))
+		a, b := randn(r, m*k, 1), randn(r, k*n, 1)
+		ref, mag := gemmRef(a, b, m, n, k, false, true)
+		am, bm := be.ToBF16(up(be, a), m, k), be.ToBF16(up(be, b), n, k)
+		c := be.Alloc(m * n)
+		be.GEMMBF16(cfg, c, am, bm, m, n, k, false, true, false, false)
+		if err := be.Err(); err != nil {
+			t.Fatalf("%dx%dx%d: %v", m, n, k, err)
+		}
+		checkGEMM(t, fmt.Sprintf("%s %dx%dx%d", cfg, m, n, k), down(be, c), ref, mag, nil, 2e-5)
+	}
+}
+
+// gemmBenchShapes: a gpt2-small-like step at 16×1024 tokens (the MLP, the
+// attention projections, the lm_head) and square products.
+var gemmBenchShapes = [][3]int{{16384, 768, 3072}, {16384, 3072, 768}, {16384, 768, 768}, {16384, 50304, 768}, {4096, 4096, 4096}, {8192, 8192, 8192}}
+
+// BenchmarkGPUGEMMKernels reports TFLOP/s of each bf16 GEMM kernel with
+// bf16 operands already on the device and bf16 output, the work cuBLAS does
+// for a bf16 torch.matmul (scripts/gpu-yardsticks.py measures that beside
+// it), in the three transpositions of a training step.
+func BenchmarkGPUGEMMKernels(b *testing.B) {
+	be := gpuBackend(b, cuda.BF16)
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, s := range gemmBenchShapes {
+		m, n, k := s[0], s[1], s[2]
+		a, bb := up(be, randn(r, m*k, 1)), up(be, randn(r, k*n, 1))
+		c := be.Alloc((m*n + 1) / 2)
+		for _, op := range []string{"NT", "NN", "TN"} {
+			ta, tb := op[0] == 'T', op[1] == 'T'
+			ar, ac, br, bc := m, k, k, n
+			if ta {
+				ar, ac = k, m
+			}
+			if tb {
+				br, bc = n, k
+			}
+			am, bm := be.ToBF16(a, ar, ac), be.ToBF16(bb, br, bc)
+			for _, g := range be.GEMMConfigs() {
+				if g.NTOnly && op != "NT" {
+					continue
+				}
+				b.Run(fmt.Sprintf("%s/%s/%dx%dx%d", g.Name, op, m, n, k), func(b *testing.B) {
+					run := func() { be.GEMMBF16(g.Name, c, am, bm, m, n, k, ta, tb, false, true) }
+					run()
+					if err := be.Sync(); err != nil {
+						b.Fatal(err)
+					}
+					b.ResetTimer()
+					start := time.Now()
+					for i := 0; i < b.N; i++ {
+						run()
+					}
+					if err := be.Sync(); err != nil {
+						b.Fatal(err)
+					}
+					b.ReportMetric(2*float64(m)*float64(n)*float64(k)*float64(b.N)/time.Since(start).Seconds()/1e12, "TFLOP/s")
+				})
+			}
+		}
 	}
 }

@@ -245,6 +245,12 @@ std::string run_block(Launch &l, unsigned nt) {
 
 } // namespace
 
+extern "C" int emu_has(const char *name) {
+	for (const Entry &x : kTable)
+		if (strcmp(x.name, name) == 0) return 1;
+	return 0;
+}
+
 extern "C" int emu_launch(const char *name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                           unsigned bz, unsigned shared, const uint64_t *args, int nargs, char *err, int errlen) {
 	const Entry *e = nullptr;

@@ -134,6 +134,14 @@ func (d *Device) Launch(kernel string, grid, block [3]int, shared int, args []ui
 	return nil
 }
 
+// Has reports whether the emulator has the kernel (it has every kernel of
+// the .cu files but the sm_90a ones).
+func (d *Device) Has(kernel string) bool {
+	name := C.CString(kernel)
+	defer C.free(unsafe.Pointer(name))
+	return C.emu_has(name) != 0
+}
+
 // Close frees what is still allocated. It is idempotent.
 func (d *Device) Close() error {
 	d.mu.Lock()

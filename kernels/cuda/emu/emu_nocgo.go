@@ -16,12 +16,13 @@ type Device struct{}
 // New reports ErrNoCgo.
 func New() (*Device, error) { return nil, ErrNoCgo }
 
-func (*Device) Name() string                                  { return "emulator (unavailable)" }
-func (*Device) Alloc(int64) (uint64, error)                   { return 0, ErrNoCgo }
-func (*Device) Free(uint64) error                             { return ErrNoCgo }
-func (*Device) CopyIn(uint64, unsafe.Pointer, int64) error    { return ErrNoCgo }
-func (*Device) CopyOut(unsafe.Pointer, uint64, int64) error   { return ErrNoCgo }
-func (*Device) CopyDev(uint64, uint64, int64) error           { return ErrNoCgo }
-func (*Device) Clear(uint64, int64) error                     { return ErrNoCgo }
-func (*Device) Launch(string, [3]int, [3]int, []uint64) error { return ErrNoCgo }
-func (*Device) Close() error                                  { return nil }
+func (*Device) Name() string                                       { return "emulator (unavailable)" }
+func (*Device) Alloc(int64) (uint64, error)                        { return 0, ErrNoCgo }
+func (*Device) Free(uint64) error                                  { return ErrNoCgo }
+func (*Device) CopyIn(uint64, unsafe.Pointer, int64) error         { return ErrNoCgo }
+func (*Device) CopyOut(unsafe.Pointer, uint64, int64) error        { return ErrNoCgo }
+func (*Device) CopyDev(uint64, uint64, int64) error                { return ErrNoCgo }
+func (*Device) Clear(uint64, int64) error                          { return ErrNoCgo }
+func (*Device) Launch(string, [3]int, [3]int, int, []uint64) error { return ErrNoCgo }
+func (*Device) Has(string) bool                                    { return false }
+func (*Device) Close() error                                       { return nil }

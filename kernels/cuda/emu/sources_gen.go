@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "29495017fac002f8f1f453f5a5865850126f7dfd7da0d854f821ec5a1e1b972a"
+const SourcesSHA256 = "f9f439e9ef686c8cc9b67b91403185a6249ea0dd8d2123da4a2917bd63d060be"
