@@ -11,7 +11,8 @@
 #
 # run, in order, each step with its own time limit (about 7 minutes in all
 # at most; 4 to 5 on an H200), writing under ${OUT:-.gpu/out} (at most 8
-# files, as the device tool returns):
+# files, as the device tool returns). STEPS="name …" runs only the steps
+# named (default: all), TESTS=REGEX only those tests in the tests step.
 #   summary.txt     nvidia-smi, each step's exit status and time
 #   ptxas.txt       the GPU machine's ptxas on the committed PTX (registers,
 #                   spills; sm_90a for *_sm90a.ptx) and its nvcc's own sm_90a
@@ -25,11 +26,12 @@
 #   yardsticks.txt  cuBLAS and FlashAttention through PyTorch at the same
 #                   shapes (scripts/gpu-yardsticks.py)
 #   train.txt       `fomnet bench train --device cuda` gpt2-small-like 16×1024
-#                   in bf16 and fp32 (MFU, per-op breakdown)
+#                   in bf16 (as chosen, and without the sm_90a kernels) and
+#                   fp32 (MFU, per-op breakdown)
 #   sanitizer.txt   compute-sanitizer memcheck and racecheck on the
 #                   tensor-core kernels' tests
 #   ncu.txt         Nsight Compute's speed-of-light, memory and warp-state
-#                   sections for the 8192³ NT GEMM and the flash kernels
+#                   sections for the 8192³ NT GEMMs and the flash kernels
 #
 # With the device tool: build here, then run `bash scripts/gpu-check.sh run`
 # there with carry [".gpu"].
@@ -52,11 +54,15 @@ run)
 	mkdir -p "$out"
 	sum=$out/summary.txt
 	nvidia-smi >"$sum" 2>&1
-	# step NAME LIMIT FILE CMD...: run CMD with a time limit, appending its
-	# output to FILE and its status and time to the summary.
+	all="ptxas hopper tests gemm-kernels bench-kernels yardsticks train-bf16 train-bf16-sm80 train-fp32 memcheck racecheck ncu-gemm ncu-flash"
+	steps=" ${STEPS:-$all} "
+	# step NAME LIMIT FILE CMD...: run CMD with a time limit (when STEPS
+	# names it), appending its output to FILE and its status and time to
+	# the summary.
 	step() {
 		local name=$1 limit=$2 file=$3
 		shift 3
+		[[ $steps == *" $name "* ]] || return 0
 		echo "== $name" >>"$file"
 		local t0=$SECONDS
 		timeout -k 10 "$limit" "$@" >>"$file" 2>&1
@@ -66,33 +72,34 @@ run)
 	}
 	T=$root/.gpu/cuda.test
 	F=$root/.gpu/fomnet
+	train=(bench train --device cuda --preset gpt2-small-like --batch 16 --seq 1024 --steps 5)
 	cd kernels/cuda
 	step ptxas 60 "$out/ptxas.txt" bash -c '
 		for f in ptx/*.ptx; do
 			case $f in *_sm90a.ptx) a=sm_90a ;; *) a=sm_90 ;; esac
-			echo "-- $f ($a)"; ptxas -arch=$a -v -o /dev/null "$f" 2>&1 | grep -E "error|Compiling|registers|spill" | paste - - - 
+			echo "-- $f ($a)"; ptxas -arch=$a -v -o /dev/null "$f" 2>&1 | grep -E "error|warn|Compiling|registers|spill" | paste - - -
 		done
 		echo "-- nvcc $(nvcc --version | tail -1): gemm_sm90a.cu for compute_90a"
 		nvcc -ptx -gencode=arch=compute_90a,code=compute_90a -O3 -std=c++17 -o /tmp/g90.ptx gemm_sm90a.cu &&
-			ptxas -arch=sm_90a -v -o /dev/null /tmp/g90.ptx 2>&1 | grep -E "error|registers|spill"'
+			ptxas -arch=sm_90a -v -o /dev/null /tmp/g90.ptx 2>&1 | grep -E "error|warn|registers|spill"'
 	if ! step hopper 90 "$out/tests.txt" "$T" -test.v -test.run '^TestGPUHopperGEMM$' -test.count=1; then
 		export FOMNET_CUDA_SM90A=0
-		echo "the sm_90a kernel failed: the rest runs with FOMNET_CUDA_SM90A=0" | tee -a "$sum"
+		echo "the sm_90a kernels failed: the rest runs with FOMNET_CUDA_SM90A=0" | tee -a "$sum"
 	fi
-	step tests 200 "$out/tests.txt" "$T" -test.v -test.count=1 -test.timeout=190s
+	step tests 200 "$out/tests.txt" "$T" -test.v -test.count=1 -test.timeout=190s -test.run "${TESTS:-.}"
 	step gemm-kernels 150 "$out/bench.txt" "$T" -test.run '^$' -test.bench '^BenchmarkGPUGEMMKernels$' -test.benchtime 20x
 	cd "$root"
 	step bench-kernels 120 "$out/bench.txt" "$F" bench kernels --device cuda --precision bf16 --min-time 100ms --json
 	step yardsticks 150 "$out/yardsticks.txt" env PYTHONUNBUFFERED=1 python3 scripts/gpu-yardsticks.py
-	for p in bf16 fp32; do
-		step "train-$p" 120 "$out/train.txt" "$F" bench train --device cuda --precision $p --preset gpt2-small-like --batch 16 --seq 1024 --steps 5
-	done
+	step train-bf16 120 "$out/train.txt" "$F" "${train[@]}" --precision bf16
+	step train-bf16-sm80 120 "$out/train.txt" env FOMNET_CUDA_SM90A=0 "$F" "${train[@]}" --precision bf16
+	step train-fp32 120 "$out/train.txt" "$F" "${train[@]}" --precision fp32
 	cd kernels/cuda
 	step memcheck 90 "$out/sanitizer.txt" compute-sanitizer --tool memcheck "$T" -test.run 'TestGEMMBF16Configs|TestFlashAttentionRows|TestGPUHopperGEMM' -test.count=1
 	step racecheck 90 "$out/sanitizer.txt" compute-sanitizer --tool racecheck "$T" -test.run 'TestFlashAttentionRows|TestGPUHopperGEMM' -test.count=1
 	sections=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy)
-	step ncu-gemm 90 "$out/ncu.txt" ncu --clock-control none -k 'regex:fom_gemm' -c 4 "${sections[@]}" \
-		"$T" -test.run '^$' -test.bench 'GPUGEMMKernels/fom_gemm(_128x256|90_128x256)/NT/8192x8192x8192' -test.benchtime 1x
+	step ncu-gemm 90 "$out/ncu.txt" ncu --clock-control none -k 'regex:fom_gemm' -c 6 "${sections[@]}" \
+		"$T" -test.run '^$' -test.bench 'GPUGEMMKernels/fom_gemm(_128x128|90_128x256|90tma_128x256)/NT/8192x8192x8192' -test.benchtime 1x
 	cd "$root"
 	step ncu-flash 90 "$out/ncu.txt" ncu --clock-control none -k 'regex:fom_flash' -c 3 "${sections[@]}" \
 		"$F" bench kernels --device cuda --precision bf16 --quick --min-time 1ms

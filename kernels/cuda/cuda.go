@@ -60,6 +60,7 @@ type Backend struct {
 	bfA, bfB      *buf // bfloat16 operands of matrix products (bf16 path)
 	bfQ, bfK, bfV *buf // bfloat16 operands of attention (bf16 path)
 	bfDO          *buf
+	tensorMaps    map[tensorMapKey]uint64 // device copies of TMA tensor maps
 	csr           *ibuf
 	ropeTab       map[ropeKey]*buf // rows = Len()/hd
 	sumsHost      []float64

@@ -181,24 +181,15 @@ FOM_DEV void fom_gemm(void *C, const fom_bf16_t *A, const fom_bf16_t *B, long lo
 #undef FOM_GEMM_CASE
 }
 
-// The configurations (name: BM×BN, BK, warps, stages). gemm.go's table
-// gives each one's threads and shared memory.
-FOM_KERNEL void __launch_bounds__(256) fom_gemm_128x256(void *C, const fom_bf16_t *A, const fom_bf16_t *B, long long M,
-                                                        long long N, long long K, long long lda, long long ldb, int ta,
-                                                        int tb, int acc, int cbf) {
-	fom_gemm<128, 256, 32, 2, 4, 3>(C, A, B, M, N, K, lda, ldb, ta, tb, acc, cbf);
-}
-
+// The configurations (name: BM×BN; BK 32, 2×2 warps, 4 stages). gemm.go's
+// table gives each one's threads and shared memory. On an H200, 128×128 was
+// the fastest of 128×256 (3 stages, 8 warps), 128×128 with BK 64 and 64×128
+// at most shapes measured and within 4% of the fastest at the others
+// (docs/BENCHMARKS.md); 64×128 makes more blocks for small products.
 FOM_KERNEL void __launch_bounds__(128) fom_gemm_128x128(void *C, const fom_bf16_t *A, const fom_bf16_t *B, long long M,
                                                         long long N, long long K, long long lda, long long ldb, int ta,
                                                         int tb, int acc, int cbf) {
 	fom_gemm<128, 128, 32, 2, 2, 4>(C, A, B, M, N, K, lda, ldb, ta, tb, acc, cbf);
-}
-
-FOM_KERNEL void __launch_bounds__(128) fom_gemm_128x128k64(void *C, const fom_bf16_t *A, const fom_bf16_t *B, long long M,
-                                                           long long N, long long K, long long lda, long long ldb, int ta,
-                                                           int tb, int acc, int cbf) {
-	fom_gemm<128, 128, 64, 2, 2, 3>(C, A, B, M, N, K, lda, ldb, ta, tb, acc, cbf);
 }
 
 FOM_KERNEL void __launch_bounds__(128) fom_gemm_64x128(void *C, const fom_bf16_t *A, const fom_bf16_t *B, long long M,

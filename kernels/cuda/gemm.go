@@ -1,7 +1,9 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/fomnet/fomnet/kernels"
 )
@@ -11,28 +13,42 @@ import (
 type gemmConfig struct {
 	name                   string
 	bm, bn, bk, stages, nt int
-	// hopper: gemm_sm90a.cu's wgmma kernel: NT only (A [M][K], B [N][K]),
-	// K-major 128-byte-swizzled tiles, on compute capability 9.0 only.
-	hopper bool
+	// hopper: one of gemm_sm90a.cu's wgmma kernels: NT only (A [M][K], B
+	// [N][K]), K-major 128-byte-swizzled tiles, compute capability 9.0 only;
+	// tma: it reads its operands through tensor maps.
+	hopper, tma bool
 }
 
-// gemmConfigs lists the bf16 GEMM kernels; pickGEMM chooses among the
-// first three for Matmul.
+// gemmConfigs lists the bf16 GEMM kernels (pickGEMM chooses for Matmul).
 var gemmConfigs = []gemmConfig{
-	{name: "fom_gemm_128x256", bm: 128, bn: 256, bk: 32, stages: 3, nt: 256},
 	{name: "fom_gemm_128x128", bm: 128, bn: 128, bk: 32, stages: 4, nt: 128},
 	{name: "fom_gemm_64x128", bm: 64, bn: 128, bk: 32, stages: 4, nt: 128},
-	{name: "fom_gemm_128x128k64", bm: 128, bn: 128, bk: 64, stages: 3, nt: 128},
 	{name: "fom_gemm90_128x256", bm: 128, bn: 256, bk: 64, stages: 4, nt: 256, hopper: true},
+	{name: "fom_gemm90tma_128x256", bm: 128, bn: 256, bk: 64, stages: 4, nt: 384, hopper: true, tma: true},
+}
+
+// gemmByName returns the configuration of a kernel.
+func gemmByName(name string) gemmConfig {
+	for _, g := range gemmConfigs {
+		if g.name == name {
+			return g
+		}
+	}
+	panic("cuda: no gemm configuration " + name)
 }
 
 // shared is the dynamic shared memory the kernel uses. gemm.cu: per stage,
 // each operand's tile in the larger of its two layouts, rows padded by 8
 // bfloat16 (its FOM_GEMM_SPAN). gemm_sm90a.cu: per stage, 128-byte rows
-// of both tiles, and 1 KiB to align them on 1024 bytes.
+// of both tiles, 1 KiB to align them on 1024 bytes, and with tma two
+// mbarriers (8 bytes) per stage.
 func (g gemmConfig) shared() int {
 	if g.hopper {
-		return g.stages*(g.bm+g.bn)*2*g.bk + 1024
+		s := g.stages*(g.bm+g.bn)*2*g.bk + 1024
+		if g.tma {
+			s += 16 * g.stages
+		}
+		return s
 	}
 	span := func(r int) int { return max(r*(g.bk+8), g.bk*(r+8)) }
 	return 2 * g.stages * (span(g.bm) + span(g.bn))
@@ -51,24 +67,72 @@ type GEMMConfig struct {
 func (b *Backend) GEMMConfigs() []GEMMConfig {
 	var s []GEMMConfig
 	for _, g := range gemmConfigs {
-		if b.dev.Has(g.name) {
+		if b.dev.Has(g.name) && (!g.tma || b.hasTMA()) {
 			s = append(s, GEMMConfig{Name: g.name, NTOnly: g.hopper})
 		}
 	}
 	return s
 }
 
-// pickGEMM chooses the kernel for an m×n product: the large tile when it
-// still makes two waves of blocks on a large GPU (132 multiprocessors), the
-// 128×128 tile while it makes one, else the small tile.
-func pickGEMM(m, n int) gemmConfig {
-	switch {
-	case gemmConfigs[0].tiles(m, n) >= 264:
-		return gemmConfigs[0]
-	case gemmConfigs[1].tiles(m, n) >= 132:
-		return gemmConfigs[1]
+// tensorMapper is a Device that encodes TMA tensor maps (the CUDA driver's).
+type tensorMapper interface {
+	TensorMap(p uint64, rows, cols, ld, boxRows, boxCols int) ([]byte, error)
+}
+
+type tensorMapKey struct {
+	p                       uint64
+	rows, cols, ld, boxRows int
+}
+
+// tensorMap returns the device address of the tensor map of m for copies of
+// boxRows × 64 (made once per matrix and box; a map only records the
+// address and the shape, so a reused address with the same shape reuses it).
+func (b *Backend) tensorMap(m BF16Matrix, boxRows int) uint64 {
+	key := tensorMapKey{m.p, m.Rows, m.Cols, m.Ld, boxRows}
+	if p, ok := b.tensorMaps[key]; ok || !b.ok() {
+		return p
 	}
-	return gemmConfigs[2]
+	enc, ok := b.dev.(tensorMapper)
+	if !ok {
+		b.fail("tensor map", errors.New("this device has no tensor maps"))
+		return 0
+	}
+	tm, err := enc.TensorMap(m.p, m.Rows, m.Cols, m.Ld, boxRows, 64)
+	if err != nil {
+		b.fail("tensor map", err)
+		return 0
+	}
+	p := b.alloc(int64(len(tm)))
+	if b.ok() {
+		b.fail("tensor map upload", b.dev.CopyIn(p, unsafe.Pointer(&tm[0]), int64(len(tm))))
+	}
+	if b.tensorMaps == nil {
+		b.tensorMaps = map[tensorMapKey]uint64{}
+	}
+	b.tensorMaps[key] = p
+	return p
+}
+
+// pickGEMM chooses the kernel for an m×n product: on a Hopper GPU the TMA
+// wgmma kernel for NT products that fill a wave of blocks (132
+// multiprocessors on an H200); else the 128×128 tile while it makes a wave,
+// and the 64×128 tile for smaller products.
+func (b *Backend) pickGEMM(m, n int, ta, tb bool) gemmConfig {
+	big := gemmByName("fom_gemm_128x128")
+	if tma := gemmByName("fom_gemm90tma_128x256"); !ta && tb && tma.tiles(m, n) >= 132 && b.hasTMA() {
+		return tma
+	}
+	if big.tiles(m, n) >= 132 {
+		return big
+	}
+	return gemmByName("fom_gemm_64x128")
+}
+
+// hasTMA reports whether the device runs the TMA wgmma kernel (a Hopper
+// GPU whose driver loaded the sm_90a module).
+func (b *Backend) hasTMA() bool {
+	_, maps := b.dev.(tensorMapper)
+	return maps && b.dev.Has("fom_gemm90tma_128x256")
 }
 
 // BF16Matrix is a bfloat16 matrix on the device: rows × cols stored
@@ -113,7 +177,7 @@ func (b *Backend) matmulBF16(c, a, bm *buf, m, n, k int, ta, tb, acc bool) {
 	}
 	am := b.toBF16(&b.bfA, a, ar, ac)
 	bb := b.toBF16(&b.bfB, bm, br, bc)
-	b.gemm(pickGEMM(m, n), c.p, am, bb, m, n, k, ta, tb, acc, false)
+	b.gemm(b.pickGEMM(m, n, ta, tb), c.p, am, bb, m, n, k, ta, tb, acc, false)
 }
 
 // GEMMBF16 computes c = (acc ? c : 0) + op(a)·op(bm) with the named kernel
@@ -153,6 +217,11 @@ func (b *Backend) GEMMBF16(config string, c kernels.Buffer, a, bm BF16Matrix, m,
 }
 
 func (b *Backend) gemm(g gemmConfig, c uint64, a, bm BF16Matrix, m, n, k int, ta, tb, acc, outBF16 bool) {
+	if g.tma {
+		ma, mb := b.tensorMap(a, g.bm), b.tensorMap(bm, g.bn)
+		b.launchShared(g.name, [3]int{g.tiles(m, n), 1, 1}, g.nt, g.shared(), c, ma, mb, i64(m), i64(n), i64(k), flag(acc), flag(outBF16))
+		return
+	}
 	b.launchShared(g.name, [3]int{g.tiles(m, n), 1, 1}, g.nt, g.shared(), c, a.p, bm.p, i64(m), i64(n), i64(k),
 		i64(a.Ld), i64(bm.Ld), flag(ta), flag(tb), flag(acc), flag(outBF16))
 }

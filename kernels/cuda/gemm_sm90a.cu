@@ -1,28 +1,38 @@
-// gemm_sm90a.cu — an experimental bf16 GEMM for Hopper (sm_90a): wgmma
-// (warpgroup matrix multiply-accumulate) reading both operands from shared
-// memory through matrix descriptors, 128-byte-swizzled tiles filled by
-// cp.async through a 4-stage ring. Only the NT case (A [M][K], B [N][K], both
-// K-major, the forward x·Wᵀ), the others stay on gemm.cu. The emulator cannot
-// run wgmma: this kernel is checked on a GPU (TestGEMMBF16Configs compares
-// every configuration with float64 there) and is not chosen by Matmul until
-// it has been.
+// gemm_sm90a.cu — bf16 GEMMs for Hopper (sm_90a) on wgmma (warpgroup
+// matrix multiply-accumulate), reading both operands from shared memory
+// through matrix descriptors. Only the NT case (A [M][K], B [N][K], both
+// K-major: the forward x·Wᵀ); the others stay on gemm.cu. The emulator cannot
+// run these kernels: TestGPUHopperGEMM checks them on a GPU against float64,
+// and Matmul does not choose them until they have been measured there.
 //
-// Contract as gemm.cu's (bf16 operands with leading dimensions multiples of
-// 8, zero-padded along K; C float32, or bf16 with cbf).
+// Both compute a 128×256 tile of C per block with two consumer warpgroups,
+// each 64×256 with wgmma m64n256k16 (128 float32 accumulators per thread),
+// K in steps of 64: one 128-byte row per tile row, its eight 16-byte chunks
+// stored at chunk c ^ (row % 8) — the 128-byte swizzle the descriptors name.
+// Tiles start on 1024-byte boundaries. Each consumer keeps one K step of
+// wgmma in flight while it issues the next.
 //
-// Tiles: 128×256 of C per block of two warpgroups (256 threads), each
-// warpgroup 64×256 with wgmma m64n256k16 (128 float32 accumulators per
-// thread); K in steps of 64 (one 128-byte row per tile row). A stage is the
-// A tile (128 rows × 128 bytes) and the B tile (256 rows × 128 bytes), each
-// row's eight 16-byte chunks stored at chunk c ^ (row % 8): the 128-byte
-// swizzle the descriptors name, which also keeps ldmatrix-free wgmma reads
-// free of bank conflicts. Tiles start on 1024-byte boundaries.
+//   fom_gemm90_128x256: every thread copies with cp.async into a 4-stage
+//     ring, a block barrier per K step (gemm.cu's contract: bf16 operands,
+//     leading dimensions multiples of 8, zero-padded along K).
+//   fom_gemm90tma_128x256: warp-specialised. A producer warpgroup (its
+//     registers given up with setmaxnreg) has one thread issue bulk tensor
+//     copies (TMA) of both tiles into a 4-stage ring, each stage's arrival
+//     counted by an mbarrier ("full"); the consumers wait on it, and free the
+//     stage on a second mbarrier ("empty") once their wgmma has read it. No
+//     block barrier in the loop. The operands are described by tensor maps
+//     in device memory (Backend.tensorMap), which zero-fill outside the
+//     matrices.
+//
+// C is float32 (accumulated into with acc) or bfloat16 (cbf).
 #include "mma.cuh"
 
 #define FOM90_BM 128
 #define FOM90_BN 256
 #define FOM90_BK 64
 #define FOM90_ST 4
+#define FOM90_SA (FOM90_BM * 128) // bytes of a stage's A tile
+#define FOM90_SB (FOM90_BN * 128)
 
 // fom_desc: the wgmma matrix descriptor of a K-major, 128-byte-swizzled tile
 // at p: start address >> 4 (bits 0–13), leading byte offset 16 (unused by
@@ -58,57 +68,29 @@ FOM_DEV void fom_wgmma(float *d, uint64_t da, uint64_t db) {
 	             : "l"(da), "l"(db));
 }
 
-// fom_swz_tile issues the cp.async copies of rows r0.. (of rows, below
-// rmax) of a K-major matrix, 64 columns from k0 (below kmax), into a
-// swizzled tile.
-FOM_DEV void fom_swz_tile(char *dst, const fom_bf16_t *src, long long ld, int rows, long long r0, long long rmax,
-                          long long k0, long long kmax) {
-	for (int e = threadIdx.x; e < rows * 8; e += 256) {
-		int r = e / 8, c = e % 8;
-		bool ok = r0 + r < rmax && k0 + c * 8 < kmax;
-		fom_cp16(dst + r * 128 + ((c ^ (r & 7)) << 4), ok ? src + (r0 + r) * ld + k0 + c * 8 : src, ok ? 16 : 0);
-	}
+// fom_wgmma_tile issues the four K steps of one stage for warpgroup wg's 64
+// rows and commits them as one group.
+FOM_DEV void fom_wgmma_tile(float *d, const char *st, int wg) {
+	asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+	for (int k = 0; k < FOM90_BK / 16; k++) fom_wgmma(d, fom_desc(st + wg * 64 * 128 + k * 32), fom_desc(st + FOM90_SA + k * 32));
+	asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
 
-FOM_KERNEL void __launch_bounds__(256, 1) fom_gemm90_128x256(void *C, const fom_bf16_t *A, const fom_bf16_t *B, long long M,
-                                                              long long N, long long K, long long lda, long long ldb, int ta,
-                                                              int tb, int acc, int cbf) {
-	FOM_DYN_SMEM(char, raw);
-	// 1024-byte alignment for the swizzle pattern (the launch adds 1 KiB).
-	char *sm = raw + ((1024 - (fom_smem(raw) & 1023)) & 1023);
-	constexpr int SA = FOM90_BM * 128, SB = FOM90_BN * 128;
+template <int N> FOM_DEV void fom_wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+
+// fom90_tile: this block's (m0, n0), walking tiles in groups of 8 tile rows.
+FOM_DEV void fom90_tile(long long M, long long N, long long *m0, long long *n0) {
 	long long tm = (M + FOM90_BM - 1) / FOM90_BM, tn = (N + FOM90_BN - 1) / FOM90_BN, id = blockIdx.x;
 	long long per = 8 * tn, first = id / per * 8, rows = tm - first < 8 ? tm - first : 8;
-	long long m0 = (first + id % per % rows) * FOM90_BM, n0 = id % per / rows * FOM90_BN;
-	long long kt = (K + FOM90_BK - 1) / FOM90_BK;
-	auto load = [&](long long t) {
-		char *st = sm + t % FOM90_ST * (SA + SB);
-		fom_swz_tile(st, A, lda, FOM90_BM, m0, M, t * FOM90_BK, K);
-		fom_swz_tile(st + SA, B, ldb, FOM90_BN, n0, N, t * FOM90_BK, K);
-	};
-	for (int s = 0; s < FOM90_ST - 1; s++) {
-		if (s < kt) load(s);
-		fom_cp_commit();
-	}
-	int wg = threadIdx.x / 128;
-	float d[128];
-#pragma unroll
-	for (int i = 0; i < 128; i++) d[i] = 0.0f;
-	for (long long t = 0; t < kt; t++) {
-		fom_cp_wait<FOM90_ST - 2>();
-		asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); // cp.async's writes, then wgmma's reads
-		__syncthreads();
-		if (t + FOM90_ST - 1 < kt) load(t + FOM90_ST - 1);
-		fom_cp_commit();
-		const char *st = sm + t % FOM90_ST * (SA + SB);
-		asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-		for (int k = 0; k < FOM90_BK / 16; k++)
-			fom_wgmma(d, fom_desc(st + wg * 64 * 128 + k * 32), fom_desc(st + SA + k * 32));
-		asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-		asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-	}
-	int lane = threadIdx.x % 32, w = threadIdx.x / 32 % 4;
+	*m0 = (first + id % per % rows) * FOM90_BM, *n0 = id % per / rows * FOM90_BN;
+}
+
+// fom90_store writes warpgroup wg's 64×256 accumulators (t: its thread
+// index 0..127) to C at (m0 + 64·wg, n0).
+FOM_DEV void fom90_store(void *C, long long M, long long N, int acc, int cbf, const float *d, long long m0, long long n0,
+                         int wg, int t) {
+	int lane = t % 32, w = t / 32;
 	long long mrow = m0 + wg * 64 + w * 16 + lane / 4;
 	bool pairs = N % 2 == 0 && ((size_t)C & 7) == 0;
 #pragma unroll
@@ -138,4 +120,128 @@ FOM_KERNEL void __launch_bounds__(256, 1) fom_gemm90_128x256(void *C, const fom_
 				if (c + 1 < N) p[1] = acc ? p[1] + v1 : v1;
 			}
 		}
+}
+
+// fom_align1024: the first 1024-byte boundary of dynamic shared memory (the
+// launch adds 1 KiB).
+FOM_DEV char *fom_align1024(char *raw) { return raw + ((1024 - (fom_smem(raw) & 1023)) & 1023); }
+
+// fom_swz_tile issues the cp.async copies of rows r0.. (of rows, below
+// rmax) of a K-major matrix, 64 columns from k0 (below kmax), into a
+// swizzled tile.
+FOM_DEV void fom_swz_tile(char *dst, const fom_bf16_t *src, long long ld, int rows, long long r0, long long rmax,
+                          long long k0, long long kmax) {
+	for (int e = threadIdx.x; e < rows * 8; e += 256) {
+		int r = e / 8, c = e % 8;
+		bool ok = r0 + r < rmax && k0 + c * 8 < kmax;
+		fom_cp16(dst + r * 128 + ((c ^ (r & 7)) << 4), ok ? src + (r0 + r) * ld + k0 + c * 8 : src, ok ? 16 : 0);
+	}
+}
+
+FOM_KERNEL void __launch_bounds__(256, 1) fom_gemm90_128x256(void *C, const fom_bf16_t *A, const fom_bf16_t *B, long long M,
+                                                              long long N, long long K, long long lda, long long ldb, int ta,
+                                                              int tb, int acc, int cbf) {
+	FOM_DYN_SMEM(char, raw);
+	char *sm = fom_align1024(raw);
+	long long m0, n0;
+	fom90_tile(M, N, &m0, &n0);
+	long long kt = (K + FOM90_BK - 1) / FOM90_BK;
+	auto load = [&](long long t) {
+		char *st = sm + t % FOM90_ST * (FOM90_SA + FOM90_SB);
+		fom_swz_tile(st, A, lda, FOM90_BM, m0, M, t * FOM90_BK, K);
+		fom_swz_tile(st + FOM90_SA, B, ldb, FOM90_BN, n0, N, t * FOM90_BK, K);
+	};
+	// Two tiles ahead: the stage refilled at step t was read by the wgmma
+	// of step t−2, which the wait of step t−1 has seen complete.
+	for (int s = 0; s < FOM90_ST - 2; s++) {
+		if (s < kt) load(s);
+		fom_cp_commit();
+	}
+	int wg = threadIdx.x / 128;
+	float d[128];
+#pragma unroll
+	for (int i = 0; i < 128; i++) d[i] = 0.0f;
+	for (long long t = 0; t < kt; t++) {
+		fom_cp_wait<FOM90_ST - 3>();
+		asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); // cp.async's writes, then wgmma's reads
+		__syncthreads();
+		if (t + FOM90_ST - 2 < kt) load(t + FOM90_ST - 2);
+		fom_cp_commit();
+		fom_wgmma_tile(d, sm + t % FOM90_ST * (FOM90_SA + FOM90_SB), wg);
+		fom_wgmma_wait<1>();
+	}
+	fom_wgmma_wait<0>();
+	fom90_store(C, M, N, acc, cbf, d, m0, n0, wg, threadIdx.x % 128);
+}
+
+// mbarrier operations on a barrier in shared memory.
+FOM_DEV void fom_mbar_init(uint64_t *b, int count) {
+	asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(fom_smem(b)), "r"(count) : "memory");
+}
+FOM_DEV void fom_mbar_expect(uint64_t *b, int bytes) {
+	asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(fom_smem(b)), "r"(bytes) : "memory");
+}
+FOM_DEV void fom_mbar_arrive(uint64_t *b) {
+	asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(fom_smem(b)) : "memory");
+}
+FOM_DEV void fom_mbar_wait(uint64_t *b, int parity) {
+	asm volatile("{\n.reg .pred P;\nFOM_WAIT_%=:\n"
+	             "mbarrier.try_wait.parity.shared::cta.b64 P, [%0], %1;\n"
+	             "@!P bra FOM_WAIT_%=;\n}\n" ::"r"(fom_smem(b)),
+	             "r"(parity)
+	             : "memory");
+}
+
+// fom_tma_load copies the box at (x, y) (x along the contiguous dimension)
+// of the tensor map at tm into shared memory at dst, completing on b.
+FOM_DEV void fom_tma_load(void *dst, const void *tm, int x, int y, uint64_t *b) {
+	asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+	                 fom_smem(dst)),
+	             "l"(tm), "r"(x), "r"(y), "r"(fom_smem(b))
+	             : "memory");
+}
+
+FOM_KERNEL void __launch_bounds__(384, 1) fom_gemm90tma_128x256(void *C, const void *tmA, const void *tmB, long long M,
+                                                                 long long N, long long K, int acc, int cbf) {
+	FOM_DYN_SMEM(char, raw);
+	char *sm = fom_align1024(raw);
+	uint64_t *full = (uint64_t *)(sm + FOM90_ST * (FOM90_SA + FOM90_SB)), *empty = full + FOM90_ST;
+	if (threadIdx.x == 0) {
+		for (int s = 0; s < FOM90_ST; s++) {
+			fom_mbar_init(&full[s], 1);
+			fom_mbar_init(&empty[s], 256);
+		}
+		asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+	}
+	__syncthreads();
+	long long m0, n0;
+	fom90_tile(M, N, &m0, &n0);
+	int kt = (int)((K + FOM90_BK - 1) / FOM90_BK), wg = threadIdx.x / 128;
+	if (wg == 0) {
+		asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+		if (threadIdx.x == 0) {
+			for (int t = 0; t < kt; t++) {
+				int s = t % FOM90_ST;
+				fom_mbar_wait(&empty[s], (t / FOM90_ST & 1) ^ 1); // a fresh barrier's "previous phase" is complete
+				char *st = sm + s * (FOM90_SA + FOM90_SB);
+				fom_mbar_expect(&full[s], FOM90_SA + FOM90_SB);
+				fom_tma_load(st, tmA, t * FOM90_BK, (int)m0, &full[s]);
+				fom_tma_load(st + FOM90_SA, tmB, t * FOM90_BK, (int)n0, &full[s]);
+			}
+		}
+		return;
+	}
+	asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+	float d[128];
+#pragma unroll
+	for (int i = 0; i < 128; i++) d[i] = 0.0f;
+	for (int t = 0; t < kt; t++) {
+		int s = t % FOM90_ST;
+		fom_mbar_wait(&full[s], t / FOM90_ST & 1);
+		fom_wgmma_tile(d, sm + s * (FOM90_SA + FOM90_SB), wg - 1);
+		fom_wgmma_wait<1>();
+		if (t > 0) fom_mbar_arrive(&empty[(t - 1) % FOM90_ST]);
+	}
+	fom_wgmma_wait<0>();
+	fom90_store(C, M, N, acc, cbf, d, m0, n0, wg - 1, threadIdx.x % 128);
 }

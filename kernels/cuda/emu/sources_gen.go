@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "f9f439e9ef686c8cc9b67b91403185a6249ea0dd8d2123da4a2917bd63d060be"
+const SourcesSHA256 = "41639cd3a12ba547679f59cbd8fe7f9d2d9431dc9427cf49fe76519f389d1e17"
