@@ -61,6 +61,7 @@ type Backend struct {
 	bfQ, bfK, bfV *buf // bfloat16 operands of attention (bf16 path)
 	bfDO          *buf
 	tensorMaps    map[tensorMapKey]uint64 // device copies of TMA tensor maps
+	mnStrides     [2]int                  // gemm.go's mnStrides, unless a test set others
 	csr           *ibuf
 	ropeTab       map[ropeKey]*buf // rows = Len()/hd
 	sumsHost      []float64
@@ -82,7 +83,7 @@ func NewWith(dev Device, o Options) (*Backend, error) {
 	default:
 		return nil, fmt.Errorf("cuda: precision %q: want fp32 or bf16", o.Precision)
 	}
-	return &Backend{dev: dev, prec: o.Precision, ropeTab: map[ropeKey]*buf{}}, nil
+	return &Backend{dev: dev, prec: o.Precision, ropeTab: map[ropeKey]*buf{}, mnStrides: mnStrides}, nil
 }
 
 // Name is "cuda/<precision> <device>".

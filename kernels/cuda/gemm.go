@@ -13,9 +13,9 @@ import (
 type gemmConfig struct {
 	name                   string
 	bm, bn, bk, stages, nt int
-	// hopper: one of gemm_sm90a.cu's wgmma kernels: NT only (A [M][K], B
-	// [N][K]), K-major 128-byte-swizzled tiles, compute capability 9.0 only;
-	// tma: it reads its operands through tensor maps.
+	// hopper: one of gemm_sm90a.cu's wgmma kernels (compute capability 9.0
+	// only); tma: it reads its operands through tensor maps and takes every
+	// transposition, else it takes only NT (A [M][K], B [N][K]).
 	hopper, tma bool
 }
 
@@ -68,7 +68,7 @@ func (b *Backend) GEMMConfigs() []GEMMConfig {
 	var s []GEMMConfig
 	for _, g := range gemmConfigs {
 		if b.dev.Has(g.name) && (!g.tma || b.hasTMA()) {
-			s = append(s, GEMMConfig{Name: g.name, NTOnly: g.hopper})
+			s = append(s, GEMMConfig{Name: g.name, NTOnly: g.hopper && !g.tma})
 		}
 	}
 	return s
@@ -127,6 +127,17 @@ func (b *Backend) pickGEMM(m, n int, ta, tb bool) gemmConfig {
 	}
 	return gemmByName("fom_gemm_64x128")
 }
+
+// mnStrides are the wgmma descriptor strides of M/N-major tiles in
+// gemm_sm90a.cu's TMA kernel: bytes between 64-element chunks along M (N)
+// (its boxes lie 8 KiB apart) and between groups of 8 K rows (128-byte rows),
+// as PTX's "leading" and "stride dimension byte offsets" of swizzled
+// MN-major layouts read.
+var mnStrides = [2]int{8192, 1024}
+
+// SetHopperMNStrides replaces the descriptor strides of M/N-major tiles of
+// the TMA kernel (a probe for tests on a GPU: TestGPUHopperMNStrides).
+func (b *Backend) SetHopperMNStrides(lbo, sbo int) { b.mnStrides = [2]int{lbo, sbo} }
 
 // hasTMA reports whether the device runs the TMA wgmma kernel (a Hopper
 // GPU whose driver loaded the sm_90a module).
@@ -206,7 +217,7 @@ func (b *Backend) GEMMBF16(config string, c kernels.Buffer, a, bm BF16Matrix, m,
 	}
 	for _, g := range gemmConfigs {
 		if g.name == config {
-			if g.hopper && (ta || !tb) {
+			if g.hopper && !g.tma && (ta || !tb) {
 				panic(fmt.Errorf("%w: %s takes only A [M][K] and B [N][K]", kernels.ErrUnsupported, config))
 			}
 			b.gemm(g, cd.p, a, bm, m, n, k, ta, tb, acc, outBF16)
@@ -218,8 +229,18 @@ func (b *Backend) GEMMBF16(config string, c kernels.Buffer, a, bm BF16Matrix, m,
 
 func (b *Backend) gemm(g gemmConfig, c uint64, a, bm BF16Matrix, m, n, k int, ta, tb, acc, outBF16 bool) {
 	if g.tma {
-		ma, mb := b.tensorMap(a, g.bm), b.tensorMap(bm, g.bn)
-		b.launchShared(g.name, [3]int{g.tiles(m, n), 1, 1}, g.nt, g.shared(), c, ma, mb, i64(m), i64(n), i64(k), flag(acc), flag(outBF16))
+		// K-major operands come in boxes of all the tile's rows × 64 K,
+		// M/N-major ones in boxes of 64 K rows × 64.
+		boxA, boxB := g.bm, g.bn
+		if ta {
+			boxA = 64
+		}
+		if !tb {
+			boxB = 64
+		}
+		ma, mb := b.tensorMap(a, boxA), b.tensorMap(bm, boxB)
+		b.launchShared(g.name, [3]int{g.tiles(m, n), 1, 1}, g.nt, g.shared(), c, ma, mb, i64(m), i64(n), i64(k),
+			flag(ta), flag(tb), flag(acc), flag(outBF16), i32(b.mnStrides[0]), i32(b.mnStrides[1]))
 		return
 	}
 	b.launchShared(g.name, [3]int{g.tiles(m, n), 1, 1}, g.nt, g.shared(), c, a.p, bm.p, i64(m), i64(n), i64(k),

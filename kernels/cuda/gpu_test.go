@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,16 +136,17 @@ func BenchmarkGPUTrainStep(b *testing.B) {
 	}
 }
 
-// TestGPUHopperGEMM: the sm_90a wgmma kernels (NT only) against float64 on
-// shapes with partial tiles, several K tiles and odd sizes, run on their own
-// first by scripts/gpu-check.sh (kernels the emulator cannot check).
+// TestGPUHopperGEMM: the sm_90a wgmma kernels in the NT case (the one
+// Matmul gives them) against float64 on shapes with partial tiles, several
+// K tiles and odd sizes; run on its own first by scripts/gpu-check.sh
+// (kernels the emulator cannot check).
 func TestGPUHopperGEMM(t *testing.T) {
 	be := gpuBackend(t, cuda.BF16)
 	n := 0
 	for _, g := range be.GEMMConfigs() {
-		if g.NTOnly {
+		if strings.HasPrefix(g.Name, "fom_gemm90") {
 			n++
-			t.Run(g.Name, func(t *testing.T) { hopperGEMM(t, be, g.Name) })
+			t.Run(g.Name, func(t *testing.T) { hopperGEMM(t, be, g.Name, false, true) })
 		}
 	}
 	if n == 0 {
@@ -152,19 +154,76 @@ func TestGPUHopperGEMM(t *testing.T) {
 	}
 }
 
-func hopperGEMM(t *testing.T, be *cuda.Backend, cfg string) {
-	for _, s := range [][3]int{{130, 260, 100}, {33, 17, 9}, {512, 768, 320}, {256, 512, 1024}} {
+// TestGPUHopperTransposed: the TMA kernel with M- or N-major operands (NN,
+// TN, TT), against float64.
+func TestGPUHopperTransposed(t *testing.T) {
+	be := gpuBackend(t, cuda.BF16)
+	cfg := hopperTMA(t, be)
+	for _, tr := range [][2]bool{{false, false}, {true, false}, {true, true}} {
+		t.Run(fmt.Sprintf("ta=%v,tb=%v", tr[0], tr[1]), func(t *testing.T) { hopperGEMM(t, be, cfg, tr[0], tr[1]) })
+	}
+}
+
+// TestGPUHopperMNStrides probes the wgmma descriptor strides of M/N-major
+// tiles: the documented reading (64-element chunks 8 KiB apart, 8-row K
+// groups 1024 bytes apart) and its swap, in NN and TN, each on a backend
+// of its own (a wrong stride may fault and end its context). It logs which
+// pass and fails when neither does.
+func TestGPUHopperMNStrides(t *testing.T) {
+	cfg := hopperTMA(t, gpuBackend(t, cuda.BF16))
+	passed := 0
+	for _, st := range [][2]int{{8192, 1024}, {1024, 8192}} {
+		for _, tr := range [][2]bool{{false, false}, {true, false}} {
+			be := gpuBackend(t, cuda.BF16)
+			be.SetHopperMNStrides(st[0], st[1])
+			ok := t.Run(fmt.Sprintf("lbo=%d,sbo=%d,ta=%v,tb=%v", st[0], st[1], tr[0], tr[1]), func(t *testing.T) {
+				hopperGEMMShapes(t, be, cfg, tr[0], tr[1], [][3]int{{256, 512, 192}})
+			})
+			t.Logf("strides lbo %d sbo %d, ta=%v tb=%v: pass %v", st[0], st[1], tr[0], tr[1], ok)
+			if ok {
+				passed++
+			}
+		}
+	}
+	if passed == 0 {
+		t.Error("no descriptor strides give M/N-major products")
+	}
+}
+
+func hopperTMA(t *testing.T, be *cuda.Backend) string {
+	for _, g := range be.GEMMConfigs() {
+		if g.Name == "fom_gemm90tma_128x256" {
+			return g.Name
+		}
+	}
+	t.Skipf("%s: no TMA kernel here (%s)", be.Name(), be.Note())
+	return ""
+}
+
+func hopperGEMM(t *testing.T, be *cuda.Backend, cfg string, ta, tb bool) {
+	hopperGEMMShapes(t, be, cfg, ta, tb, [][3]int{{130, 260, 100}, {33, 17, 9}, {512, 768, 320}, {256, 512, 1024}})
+}
+
+func hopperGEMMShapes(t *testing.T, be *cuda.Backend, cfg string, ta, tb bool, shapes [][3]int) {
+	for _, s := range shapes {
 		m, n, k := s[0], s[1], s[2]
 		r := rand.New(rand.NewPCG(uint64(m), uint64(k)))
 		a, b := randn(r, m*k, 1), randn(r, k*n, 1)
-		ref, mag := gemmRef(a, b, m, n, k, false, true)
-		am, bm := be.ToBF16(up(be, a), m, k), be.ToBF16(up(be, b), n, k)
+		ref, mag := gemmRef(a, b, m, n, k, ta, tb)
+		ar, ac, br, bc := m, k, k, n
+		if ta {
+			ar, ac = k, m
+		}
+		if tb {
+			br, bc = n, k
+		}
+		am, bm := be.ToBF16(up(be, a), ar, ac), be.ToBF16(up(be, b), br, bc)
 		c := be.Alloc(m * n)
-		be.GEMMBF16(cfg, c, am, bm, m, n, k, false, true, false, false)
+		be.GEMMBF16(cfg, c, am, bm, m, n, k, ta, tb, false, false)
 		if err := be.Err(); err != nil {
 			t.Fatalf("%dx%dx%d: %v", m, n, k, err)
 		}
-		checkGEMM(t, fmt.Sprintf("%s %dx%dx%d", cfg, m, n, k), down(be, c), ref, mag, nil, 2e-5)
+		checkGEMM(t, fmt.Sprintf("%s %dx%dx%d ta=%v tb=%v", cfg, m, n, k, ta, tb), down(be, c), ref, mag, nil, 2e-5)
 	}
 }
 

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "41639cd3a12ba547679f59cbd8fe7f9d2d9431dc9427cf49fe76519f389d1e17"
+const SourcesSHA256 = "4deed15cce1ddf6b5803039170151c1593365772d17097d2290da8f5270d67b4"
