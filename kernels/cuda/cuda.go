@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -62,6 +63,8 @@ type Backend struct {
 	bfDO          *buf
 	tensorMaps    map[tensorMapKey]uint64 // device copies of TMA tensor maps
 	mnStrides     [2]int                  // gemm.go's mnStrides, unless a test set others
+	tmaChecked    [4]int8                 // per transposition: 0 unchecked, 1 the TMA kernel agreed, −1 not
+	notes         []string                // what the backend left out (Note)
 	csr           *ibuf
 	ropeTab       map[ropeKey]*buf // rows = Len()/hd
 	sumsHost      []float64
@@ -89,13 +92,14 @@ func NewWith(dev Device, o Options) (*Backend, error) {
 // Name is "cuda/<precision> <device>".
 func (b *Backend) Name() string { return "cuda/" + string(b.prec) + " " + b.dev.Name() }
 
-// Note says what the device left out (an sm_90a module the driver could not
-// load, whose kernels are then not used), or "".
+// Note says what the device or the backend left out (an sm_90a module the
+// driver could not load, a kernel that failed its check), or "".
 func (b *Backend) Note() string {
-	if n, ok := b.dev.(interface{ Note() string }); ok {
-		return n.Note()
+	notes := b.notes
+	if n, ok := b.dev.(interface{ Note() string }); ok && n.Note() != "" {
+		notes = append([]string{n.Note()}, notes...)
 	}
-	return ""
+	return strings.Join(notes, "; ")
 }
 
 // Precision reports the backend's arithmetic.

@@ -115,11 +115,13 @@ func (b *Backend) tensorMap(m BF16Matrix, boxRows int) uint64 {
 
 // pickGEMM chooses the kernel for an m×n product: on a Hopper GPU the TMA
 // wgmma kernel for NT products that fill a wave of blocks (132
-// multiprocessors on an H200); else the 128×128 tile while it makes a wave,
-// and the 64×128 tile for smaller products.
+// multiprocessors on an H200), once it has passed its check on this device
+// (tmaAgrees); else the 128×128 tile while it makes a wave, and the 64×128
+// tile for smaller products. (The TMA kernel's other transpositions have not
+// yet run on a GPU: they wait for TestGPUHopperTransposed.)
 func (b *Backend) pickGEMM(m, n int, ta, tb bool) gemmConfig {
 	big := gemmByName("fom_gemm_128x128")
-	if tma := gemmByName("fom_gemm90tma_128x256"); !ta && tb && tma.tiles(m, n) >= 132 && b.hasTMA() {
+	if tma := gemmByName("fom_gemm90tma_128x256"); !ta && tb && tma.tiles(m, n) >= 132 && b.hasTMA() && b.tmaAgrees(ta, tb) {
 		return tma
 	}
 	if big.tiles(m, n) >= 132 {
@@ -138,6 +140,90 @@ var mnStrides = [2]int{8192, 1024}
 // SetHopperMNStrides replaces the descriptor strides of M/N-major tiles of
 // the TMA kernel (a probe for tests on a GPU: TestGPUHopperMNStrides).
 func (b *Backend) SetHopperMNStrides(lbo, sbo int) { b.mnStrides = [2]int{lbo, sbo} }
+
+// tmaAgrees reports whether the TMA kernel computes a product in
+// transposition (ta, tb) exactly as it must, checking once per backend on a
+// 200×300×136 product (partial tiles, K not a multiple of 64) whose
+// operands are multiples of 1/8 in [−1, 1]: exact in bfloat16, with every
+// sum exact in float32, so any correct kernel gives the same bits, whatever
+// its order of accumulation. A kernel that disagrees is not used by this
+// backend, and Note says so.
+func (b *Backend) tmaAgrees(ta, tb bool) bool {
+	i := 0
+	if ta {
+		i |= 1
+	}
+	if tb {
+		i |= 2
+	}
+	if b.tmaChecked[i] == 0 {
+		b.tmaChecked[i] = -1
+		if b.checkTMA(ta, tb) {
+			b.tmaChecked[i] = 1
+		} else if b.ok() {
+			b.notes = append(b.notes, fmt.Sprintf("the sm_90a TMA GEMM (ta=%v, tb=%v) disagreed with its check on this device; its products run on the sm_80 kernels", ta, tb))
+		}
+	}
+	return b.tmaChecked[i] > 0
+}
+
+func (b *Backend) checkTMA(ta, tb bool) bool {
+	const m, n, k = 200, 300, 136
+	val := func(i, salt int) float32 { return float32((i*7+salt)%17-8) / 8 }
+	ar, ac, br, bc := m, k, k, n
+	if ta {
+		ar, ac = k, m
+	}
+	if tb {
+		br, bc = n, k
+	}
+	a, bb := make([]float32, m*k), make([]float32, k*n)
+	for i := range a {
+		a[i] = val(i, 3)
+	}
+	for i := range bb {
+		bb[i] = val(i, 5)
+	}
+	var fa, fb, sa, sb *buf
+	defer func() {
+		for _, x := range []*buf{fa, fb, sa, sb} {
+			if x != nil {
+				b.release(x.p)
+			}
+		}
+	}()
+	fa, fb = b.scratch(&fa, m*k), b.scratch(&fb, k*n)
+	c := b.Alloc(m * n).(*buf)
+	defer b.release(c.p)
+	b.Upload(fa, a)
+	b.Upload(fb, bb)
+	am, bm := b.toBF16(&sa, fa, ar, ac), b.toBF16(&sb, fb, br, bc)
+	b.gemm(gemmByName("fom_gemm90tma_128x256"), c.p, am, bm, m, n, k, ta, tb, false, false)
+	got := make([]float32, m*n)
+	b.Download(got, c)
+	if !b.ok() {
+		return false
+	}
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s float64
+			for p := 0; p < k; p++ {
+				x, y := a[i*k+p], bb[p*n+j]
+				if ta {
+					x = a[p*m+i]
+				}
+				if tb {
+					y = bb[j*k+p]
+				}
+				s += float64(x) * float64(y)
+			}
+			if got[i*n+j] != float32(s) {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // hasTMA reports whether the device runs the TMA wgmma kernel (a Hopper
 // GPU whose driver loaded the sm_90a module).

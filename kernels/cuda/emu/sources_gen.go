@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "4deed15cce1ddf6b5803039170151c1593365772d17097d2290da8f5270d67b4"
+const SourcesSHA256 = "7bea4b63758f89bd15564cf03756235dcec80dc2e93724e13d25480eee1ee383"
