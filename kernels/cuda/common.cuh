@@ -6,7 +6,9 @@
 // CI checks the kernels' arithmetic without a GPU. Kernels therefore use only
 // what the emulator provides: threadIdx/blockIdx/blockDim/gridDim,
 // __syncthreads, statically sized __shared__ arrays, the __*_rn intrinsics,
-// bf16 conversions and the WMMA API.
+// bf16 conversions, and mma.cuh's warp-level primitives (mma.sync, ldmatrix,
+// cp.async, shuffles, dynamic shared memory). *_sm90a.cu files (wgmma, TMA)
+// are the exception: the emulator does not compile them.
 //
 // fp32 kernels reproduce the CPU backend's arithmetic definitions (kernels/cpu:
 // vec.go, ops.go, attention.go) operation for operation: the same roundings,

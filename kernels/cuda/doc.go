@@ -4,12 +4,16 @@
 //
 // Layout. The kernels are CUDA C files beside their Go launchers, named as in
 // kernels/cpu: vec.cu (scale, sums of squares, AdamW, SwiGLU), ops.cu
-// (embedding, RMSNorm, RoPE, softmax cross-entropy), matmul.cu, attention.cu,
-// with common.cuh. `go generate ./kernels/cuda` compiles them to PTX for
-// sm_80 (scripts/gen-ptx.sh, nvcc from CUDA 11.8); the PTX in ptx/ is
-// committed and embedded, so at run time only the driver (libcuda) is needed
-// and the driver JITs the PTX for newer GPUs (sm_90 included).
-// scripts/check-ptx.sh checks that the committed PTX is current.
+// (embedding, RMSNorm, RoPE, softmax cross-entropy), matmul.cu and
+// attention.cu (the fp32 path), gemm.cu and flash.cu (the bf16 path's
+// tensor-core matrix products and attention, sm_80 and newer), gemm_sm90a.cu
+// (Hopper's wgmma and TMA), with common.cuh and mma.cuh (warp-level
+// primitives). `go generate ./kernels/cuda` compiles them to PTX
+// (scripts/gen-ptx.sh: sm_80, and sm_90a for *_sm90a.cu); the PTX in ptx/
+// is committed and embedded, so at run time only the driver (libcuda) is
+// needed and the driver JITs the PTX for the GPU. Each PTX file records the
+// hash of its sources (TestPTXIsCurrent); scripts/check-ptx.sh regenerates
+// and compares with nvcc.
 //
 // Build tags. The Backend over an abstract Device (cuda.go, device.go, and
 // the launchers ops.go, matmul.go and attention.go) builds everywhere. device_cu.go, the Device on the CUDA driver, and
@@ -29,10 +33,12 @@
 // verification relies on. The price is that attention is computed one row per
 // thread with three passes over the keys. The bf16 path (Options.Precision =
 // BF16) rounds the inputs of matrix products and attention to bfloat16 and
-// multiplies on tensor cores (WMMA, float32 accumulation; attention on tensor
-// cores where the head dimension is a multiple of 16); master weights,
-// AdamW state, every other operation and the loss stay float32. It is faster
-// and agrees with the CPU to bfloat16 precision, not bit for bit.
+// multiplies on tensor cores with float32 accumulation (mma.sync; wgmma with
+// TMA for NT products on Hopper once the kernel has passed its check on the
+// device; flash-style attention where the head dimension is a multiple of
+// 16); master weights, AdamW state, every other operation and the loss stay
+// float32. It is faster and agrees with the CPU to bfloat16 precision, not
+// bit for bit.
 //
 // Concurrency. A CUDA context is bound to an OS thread; the Device owns one
 // goroutine locked to its thread and every driver call runs there. The Backend

@@ -10,11 +10,20 @@
 // It is slow — a fiber switch per thread per barrier — and meant for test
 // shapes, not for training.
 //
+// Warp-level operations follow PTX's definitions: mma.sync, ldmatrix and
+// shuffles exchange operands through a per-warp staging area at a warp
+// barrier, and each lane computes its results from the documented fragment
+// layouts; cp.async copies wait in a per-thread queue until the thread waits
+// for their group. Each warp runs as far as it can before the next starts,
+// so a kernel that reads what other warps write without a barrier reads
+// stale memory here.
+//
 // What it does not check: anything about real hardware — memory coalescing,
-// occupancy, warp scheduling, races between threads of a block that the
-// fibers happen to order, and how tensor cores lay fragments out (WMMA hides
-// that layout from kernels, and the emulator models a fragment as a whole
-// tile). Those need the GPU tests in kernels/cuda (built with -tags cuda).
+// occupancy, timing, bank conflicts, the accumulation order inside a tensor
+// core (modelled as float32 FMAs in k order), races the warp order above does
+// not expose, and Hopper's wgmma and TMA, which it does not model at all
+// (*_sm90a.cu is not compiled here). Those need the GPU tests in
+// kernels/cuda (built with -tags cuda).
 //
 // The package needs cgo and a C++ compiler; without cgo, New reports that.
 package emu

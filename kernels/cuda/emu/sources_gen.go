@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "7bea4b63758f89bd15564cf03756235dcec80dc2e93724e13d25480eee1ee383"
+const SourcesSHA256 = "615bd97977752bab51b03771b745d9ddb23e796ad045bbe61a2c2e8fbab2a53b"
