@@ -78,6 +78,74 @@ FOM_DEV void fom_pfrag(uint32_t *a, const float *c0, const float *c1) {
 	a[2] = fom_pack(c1[0], c1[1]), a[3] = fom_pack(c1[2], c1[3]);
 }
 
+// fom_kv_step starts the copies of key block j+1 (of nkb, the first at key
+// kfirst) into the other stage of the K/V double buffer at skv, waits until
+// block j has landed for every thread of the block, and returns block j's K
+// tile (its V tile follows BC rows later).
+template <int BC, class Tile>
+FOM_DEV const fom_bf16_t *fom_kv_step(fom_bf16_t *skv, const fom_bf16_t *kh, const fom_bf16_t *vh, long long kvs, int j,
+                                      int nkb, int kfirst, int T, int HD) {
+	constexpr int LD = Tile::LD;
+	if (j + 1 < nkb) {
+		fom_bf16_t *nx = skv + (j + 1) % 2 * 2 * BC * LD;
+		int k1 = kfirst + (j + 1) * BC;
+		Tile::template load<BC>(nx, kh, kvs, k1, T, HD);
+		Tile::template load<BC>(nx + BC * LD, vh, kvs, k1, T, HD);
+	}
+	fom_cp_commit();
+	fom_cp_wait<1>();
+	__syncthreads();
+	return skv + j % 2 * 2 * BC * LD;
+}
+
+// fom_mma_abt2 computes two products side by side for one warp's 16 rows:
+// s = A1·B1ᵀ and t = A2·B2ᵀ, with A1 (A2) the rows row..row+15 of the tile
+// at a1 (a2) and B1 (B2) the NB rows of the tile at b1 (b2), all HDP wide —
+// Sᵀ and dPᵀ in dkdv, S and dP in dq.
+template <int HDP, int NB, class Tile>
+FOM_DEV void fom_mma_abt2(float (&s)[NB / 8][4], float (&t)[NB / 8][4], const fom_bf16_t *a1, const fom_bf16_t *a2,
+                          const fom_bf16_t *b1, const fom_bf16_t *b2, int row) {
+#pragma unroll
+	for (int i = 0; i < NB / 8; i++)
+#pragma unroll
+		for (int e = 0; e < 4; e++) s[i][e] = t[i][e] = 0.0f;
+#pragma unroll
+	for (int kk = 0; kk < HDP / 16; kk++) {
+		uint32_t f1[4], f2[4];
+		Tile::a(f1, a1, row, kk * 16);
+		Tile::a(f2, a2, row, kk * 16);
+#pragma unroll
+		for (int p = 0; p < NB / 16; p++) {
+			uint32_t bf[2][2];
+			Tile::bn(bf, b1, p * 16, kk * 16);
+			fom_mma(s[2 * p], f1, bf[0]);
+			fom_mma(s[2 * p + 1], f1, bf[1]);
+			Tile::bn(bf, b2, p * 16, kk * 16);
+			fom_mma(t[2 * p], f2, bf[0]);
+			fom_mma(t[2 * p + 1], f2, bf[1]);
+		}
+	}
+}
+
+// fom_mma_acc: o (16 rows × HDP) += P·X, where P (16 × 16·KT) is held as
+// accumulators p (a product's result, e.g. probabilities) and X is the
+// 16·KT × HDP tile at s stored [k][n] — P·V, Pᵀ·dO, dSᵀ·Q and dS·K alike.
+template <int HDP, int KT, class Tile>
+FOM_DEV void fom_mma_acc(float (&o)[HDP / 8][4], const float (&p)[2 * KT][4], const fom_bf16_t *s) {
+#pragma unroll
+	for (int kk = 0; kk < KT; kk++) {
+		uint32_t a[4];
+		fom_pfrag(a, p[2 * kk], p[2 * kk + 1]);
+#pragma unroll
+		for (int n = 0; n < HDP / 16; n++) {
+			uint32_t bf[2][2];
+			Tile::bk(bf, s, kk * 16, n * 16);
+			fom_mma(o[2 * n], a, bf[0]);
+			fom_mma(o[2 * n + 1], a, bf[1]);
+		}
+	}
+}
+
 FOM_DEV float fom_quad_max(float x) {
 	x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
 	return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
@@ -129,18 +197,10 @@ FOM_DEV void fom_flash_fwd(float *out, float *lse, const fom_bf16_t *q, const fo
 	uint32_t qf[HDP / 16][4];
 	for (int j = 0; j < nkb; j++) {
 		int k0 = kfirst + j * BC;
-		if (j + 1 < nkb) {
-			fom_bf16_t *nx = skv + (j + 1) % 2 * 2 * BC * LD;
-			Tile::template load<BC>(nx, kh, kvs, k0 + BC, T, HD);
-			Tile::template load<BC>(nx + BC * LD, vh, kvs, k0 + BC, T, HD);
-		}
-		fom_cp_commit();
-		fom_cp_wait<1>();
-		__syncthreads();
+		const fom_bf16_t *sk = fom_kv_step<BC, Tile>(skv, kh, vh, kvs, j, nkb, kfirst, T, HD), *sv = sk + BC * LD;
 		if (j == 0)
 #pragma unroll
 			for (int kk = 0; kk < HDP / 16; kk++) Tile::a(qf[kk], sq, warp * 16, kk * 16);
-		const fom_bf16_t *sk = skv + j % 2 * 2 * BC * LD, *sv = sk + BC * LD;
 		float s[BC / 8][4];
 #pragma unroll
 		for (int i = 0; i < BC / 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
@@ -184,18 +244,7 @@ FOM_DEV void fom_flash_fwd(float *out, float *lse, const fom_bf16_t *q, const fo
 				sum[e / 2] += p;
 			}
 		l[0] += sum[0], l[1] += sum[1];
-#pragma unroll
-		for (int kk = 0; kk < BC / 16; kk++) {
-			uint32_t pa[4];
-			fom_pfrag(pa, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-			for (int p = 0; p < HDP / 16; p++) {
-				uint32_t bf[2][2];
-				Tile::bk(bf, sv, kk * 16, p * 16);
-				fom_mma(o[2 * p], pa, bf[0]);
-				fom_mma(o[2 * p + 1], pa, bf[1]);
-			}
-		}
+		fom_mma_acc<HDP, BC / 16, Tile>(o, s, sv);
 		__syncthreads(); // every warp is done with this stage before it is refilled
 	}
 #pragma unroll
@@ -278,26 +327,7 @@ FOM_DEV void fom_flash_dkdv(float *dk, float *dv, const fom_bf16_t *dout, const 
 		const fom_bf16_t *sq = sqd + t % 2 * 2 * BQ * LD, *sdo = sq + BQ * LD;
 		const float *lrow = lse + ((long long)b * NH + h) * T, *drow = D + ((long long)b * NH + h) * T;
 		float s[NQ][4], dp[NQ][4];
-#pragma unroll
-		for (int i = 0; i < NQ; i++)
-#pragma unroll
-			for (int e = 0; e < 4; e++) s[i][e] = dp[i][e] = 0.0f;
-#pragma unroll
-		for (int kk = 0; kk < HDP / 16; kk++) {
-			uint32_t ka[4], va[4];
-			Tile::a(ka, sk, warp * 16, kk * 16);
-			Tile::a(va, sv, warp * 16, kk * 16);
-#pragma unroll
-			for (int p = 0; p < BQ / 16; p++) {
-				uint32_t bf[2][2];
-				Tile::bn(bf, sq, p * 16, kk * 16);
-				fom_mma(s[2 * p], ka, bf[0]);
-				fom_mma(s[2 * p + 1], ka, bf[1]);
-				Tile::bn(bf, sdo, p * 16, kk * 16);
-				fom_mma(dp[2 * p], va, bf[0]);
-				fom_mma(dp[2 * p + 1], va, bf[1]);
-			}
-		}
+		fom_mma_abt2<HDP, BQ, Tile>(s, dp, sk, sv, sq, sdo, warp * 16);
 		// Pᵀ and dSᵀ in place of Sᵀ and dPᵀ.
 #pragma unroll
 		for (int i = 0; i < NQ; i++)
@@ -312,22 +342,8 @@ FOM_DEV void fom_flash_dkdv(float *dk, float *dv, const fom_bf16_t *dout, const 
 				s[i][e] = p;
 				dp[i][e] = p * (dp[i][e] - dd);
 			}
-#pragma unroll
-		for (int kq = 0; kq < BQ / 16; kq++) {
-			uint32_t pa[4], da[4];
-			fom_pfrag(pa, s[2 * kq], s[2 * kq + 1]);
-			fom_pfrag(da, dp[2 * kq], dp[2 * kq + 1]);
-#pragma unroll
-			for (int p = 0; p < HDP / 16; p++) {
-				uint32_t bf[2][2];
-				Tile::bk(bf, sdo, kq * 16, p * 16);
-				fom_mma(gv[2 * p], pa, bf[0]);
-				fom_mma(gv[2 * p + 1], pa, bf[1]);
-				Tile::bk(bf, sq, kq * 16, p * 16);
-				fom_mma(gk[2 * p], da, bf[0]);
-				fom_mma(gk[2 * p + 1], da, bf[1]);
-			}
-		}
+		fom_mma_acc<HDP, BQ / 16, Tile>(gv, s, sdo);
+		fom_mma_acc<HDP, BQ / 16, Tile>(gk, dp, sq);
 		__syncthreads();
 	}
 #pragma unroll
@@ -386,36 +402,9 @@ FOM_DEV void fom_flash_dq(float *dq, const fom_bf16_t *dout, const fom_bf16_t *q
 	for (int i = 0; i < NO; i++) gq[i][0] = gq[i][1] = gq[i][2] = gq[i][3] = 0.0f;
 	for (int j = 0; j < nkb; j++) {
 		int k0 = kfirst + j * BC;
-		if (j + 1 < nkb) {
-			fom_bf16_t *nx = skv + (j + 1) % 2 * 2 * BC * LD;
-			Tile::template load<BC>(nx, kh, kvs, k0 + BC, T, HD);
-			Tile::template load<BC>(nx + BC * LD, vh, kvs, k0 + BC, T, HD);
-		}
-		fom_cp_commit();
-		fom_cp_wait<1>();
-		__syncthreads();
-		const fom_bf16_t *sk = skv + j % 2 * 2 * BC * LD, *sv = sk + BC * LD;
+		const fom_bf16_t *sk = fom_kv_step<BC, Tile>(skv, kh, vh, kvs, j, nkb, kfirst, T, HD), *sv = sk + BC * LD;
 		float s[BC / 8][4], dp[BC / 8][4];
-#pragma unroll
-		for (int i = 0; i < BC / 8; i++)
-#pragma unroll
-			for (int e = 0; e < 4; e++) s[i][e] = dp[i][e] = 0.0f;
-#pragma unroll
-		for (int kk = 0; kk < HDP / 16; kk++) {
-			uint32_t qa[4], da[4];
-			Tile::a(qa, sq, warp * 16, kk * 16);
-			Tile::a(da, sdo, warp * 16, kk * 16);
-#pragma unroll
-			for (int p = 0; p < BC / 16; p++) {
-				uint32_t bf[2][2];
-				Tile::bn(bf, sk, p * 16, kk * 16);
-				fom_mma(s[2 * p], qa, bf[0]);
-				fom_mma(s[2 * p + 1], qa, bf[1]);
-				Tile::bn(bf, sv, p * 16, kk * 16);
-				fom_mma(dp[2 * p], da, bf[0]);
-				fom_mma(dp[2 * p + 1], da, bf[1]);
-			}
-		}
+		fom_mma_abt2<HDP, BC, Tile>(s, dp, sq, sdo, sk, sv, warp * 16);
 		bool full = k0 + BC - 1 <= q0 && k0 >= dlast;
 #pragma unroll
 		for (int i = 0; i < BC / 8; i++)
@@ -425,18 +414,7 @@ FOM_DEV void fom_flash_dq(float *dq, const fom_bf16_t *dout, const fom_bf16_t *q
 				if (!full && !fom_sees(row[e / 2], dst[e / 2], k0 + i * 8 + lane % 4 * 2 + e % 2)) p = 0.0f;
 				dp[i][e] = p * (dp[i][e] - dr[e / 2]);
 			}
-#pragma unroll
-		for (int kk = 0; kk < BC / 16; kk++) {
-			uint32_t sa[4];
-			fom_pfrag(sa, dp[2 * kk], dp[2 * kk + 1]);
-#pragma unroll
-			for (int p = 0; p < HDP / 16; p++) {
-				uint32_t bf[2][2];
-				Tile::bk(bf, sk, kk * 16, p * 16);
-				fom_mma(gq[2 * p], sa, bf[0]);
-				fom_mma(gq[2 * p + 1], sa, bf[1]);
-			}
-		}
+		fom_mma_acc<HDP, BC / 16, Tile>(gq, dp, sk);
 		__syncthreads();
 	}
 #pragma unroll

@@ -100,9 +100,7 @@ template <int BM, int BN, int BK, int WGM, int WGN, int ST, bool TA, bool TB> st
 	FOM_MEM void store(void *C, int accum, int cbf, const float (&acc)[FM][FN][4]) {
 		int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 		long long mw = m0 + warp / WGN * WM + lane / 4, nw = n0 + warp % WGN * WN + lane % 4 * 2;
-		// Pairs of outputs are stored at once where they are aligned: N even
-		// (then m·N + n is even) and C on an 8-byte boundary.
-		bool pairs = N % 2 == 0 && ((size_t)C & 7) == 0;
+		bool pairs = fom_pairs(C, N);
 #pragma unroll
 		for (int i = 0; i < FM; i++)
 #pragma unroll
@@ -111,26 +109,7 @@ template <int BM, int BN, int BK, int WGM, int WGN, int ST, bool TA, bool TB> st
 				for (int h = 0; h < 2; h++) {
 					long long m = mw + i * 16 + h * 8, c = nw + n * 8;
 					if (m >= M || c >= N) continue;
-					float v0 = acc[i][n][2 * h], v1 = acc[i][n][2 * h + 1];
-					long long o = m * N + c;
-					if (cbf) {
-						fom_bf16_t *p = (fom_bf16_t *)C + o;
-						if (pairs)
-							*(uint32_t *)p = fom_pack(v0, v1);
-						else {
-							p[0] = fom_bf16_bits(v0);
-							if (c + 1 < N) p[1] = fom_bf16_bits(v1);
-						}
-						continue;
-					}
-					float *p = (float *)C + o;
-					if (pairs) {
-						float2 w = accum ? *(float2 *)p : make_float2(0.0f, 0.0f);
-						*(float2 *)p = make_float2(__fadd_rn(w.x, v0), __fadd_rn(w.y, v1));
-					} else {
-						p[0] = accum ? __fadd_rn(p[0], v0) : v0;
-						if (c + 1 < N) p[1] = accum ? __fadd_rn(p[1], v1) : v1;
-					}
+					fom_store2(C, m * N + c, pairs, c + 1 < N, accum, cbf, acc[i][n][2 * h], acc[i][n][2 * h + 1]);
 				}
 	}
 

@@ -170,13 +170,7 @@ func (b *Backend) tmaAgrees(ta, tb bool) bool {
 func (b *Backend) checkTMA(ta, tb bool) bool {
 	const m, n, k = 200, 300, 136
 	val := func(i, salt int) float32 { return float32((i*7+salt)%17-8) / 8 }
-	ar, ac, br, bc := m, k, k, n
-	if ta {
-		ar, ac = k, m
-	}
-	if tb {
-		br, bc = n, k
-	}
+	ar, ac, br, bc := stored(m, n, k, ta, tb)
 	a, bb := make([]float32, m*k), make([]float32, k*n)
 	for i := range a {
 		a[i] = val(i, 3)
@@ -261,17 +255,23 @@ func (b *Backend) ToBF16(x kernels.Buffer, rows, cols int) BF16Matrix {
 	return b.toBF16(&slot, d, rows, cols)
 }
 
-// matmulBF16 is the bf16 path's Matmul: A and B are rounded to bfloat16
-// into scratch memory, then multiplied on tensor cores.
-func (b *Backend) matmulBF16(c, a, bm *buf, m, n, k int, ta, tb, acc bool) {
-	ar, ac := m, k
+// stored returns the shapes A and B are stored in for an m×n×k product
+// (transposed when ta, tb): A ar×ac, B br×bc.
+func stored(m, n, k int, ta, tb bool) (ar, ac, br, bc int) {
+	ar, ac, br, bc = m, k, k, n
 	if ta {
 		ar, ac = k, m
 	}
-	br, bc := k, n
 	if tb {
 		br, bc = n, k
 	}
+	return ar, ac, br, bc
+}
+
+// matmulBF16 is the bf16 path's Matmul: A and B are rounded to bfloat16
+// into scratch memory, then multiplied on tensor cores.
+func (b *Backend) matmulBF16(c, a, bm *buf, m, n, k int, ta, tb, acc bool) {
+	ar, ac, br, bc := stored(m, n, k, ta, tb)
 	am := b.toBF16(&b.bfA, a, ar, ac)
 	bb := b.toBF16(&b.bfB, bm, br, bc)
 	b.gemm(b.pickGEMM(m, n, ta, tb), c.p, am, bb, m, n, k, ta, tb, acc, false)
@@ -290,14 +290,7 @@ func (b *Backend) GEMMBF16(config string, c kernels.Buffer, a, bm BF16Matrix, m,
 	if cd.n < want || acc && outBF16 {
 		panic(fmt.Errorf("%w: bf16 gemm output of %d elements for %d×%d (bf16 %v, acc %v)", kernels.ErrShape, cd.n, m, n, outBF16, acc))
 	}
-	ar, ac := m, k
-	if ta {
-		ar, ac = k, m
-	}
-	br, bc := k, n
-	if tb {
-		br, bc = n, k
-	}
+	ar, ac, br, bc := stored(m, n, k, ta, tb)
 	if a.Rows != ar || a.Cols != ac || bm.Rows != br || bm.Cols != bc {
 		panic(fmt.Errorf("%w: bf16 gemm %d×%d×%d of a %d×%d and b %d×%d", kernels.ErrShape, m, n, k, a.Rows, a.Cols, bm.Rows, bm.Cols))
 	}

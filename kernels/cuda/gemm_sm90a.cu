@@ -103,33 +103,14 @@ FOM_DEV void fom90_store(void *C, long long M, long long N, int acc, int cbf, co
                          int wg, int t) {
 	int lane = t % 32, w = t / 32;
 	long long mrow = m0 + wg * 64 + w * 16 + lane / 4;
-	bool pairs = N % 2 == 0 && ((size_t)C & 7) == 0;
+	bool pairs = fom_pairs(C, N);
 #pragma unroll
 	for (int j = 0; j < 32; j++)
 #pragma unroll
 		for (int h = 0; h < 2; h++) {
 			long long m = mrow + h * 8, c = n0 + j * 8 + lane % 4 * 2;
 			if (m >= M || c >= N) continue;
-			float v0 = d[4 * j + 2 * h], v1 = d[4 * j + 2 * h + 1];
-			long long o = m * N + c;
-			if (cbf) {
-				fom_bf16_t *p = (fom_bf16_t *)C + o;
-				if (pairs)
-					*(uint32_t *)p = fom_pack(v0, v1);
-				else {
-					p[0] = fom_bf16_bits(v0);
-					if (c + 1 < N) p[1] = fom_bf16_bits(v1);
-				}
-				continue;
-			}
-			float *p = (float *)C + o;
-			if (pairs) {
-				float2 x = acc ? *(float2 *)p : make_float2(0.0f, 0.0f);
-				*(float2 *)p = make_float2(x.x + v0, x.y + v1);
-			} else {
-				p[0] = acc ? p[0] + v0 : v0;
-				if (c + 1 < N) p[1] = acc ? p[1] + v1 : v1;
-			}
+			fom_store2(C, m * N + c, pairs, c + 1 < N, acc, cbf, d[4 * j + 2 * h], d[4 * j + 2 * h + 1]);
 		}
 }
 

@@ -60,13 +60,7 @@ func TestGEMMBF16Configs(t *testing.T) {
 					name := fmt.Sprintf("%s %s %dx%dx%d ta=%v tb=%v", tg.name, cfg, m, n, k, ta, tb)
 					r := rand.New(rand.NewPCG(uint64(m*n), uint64(k+tr)))
 					a, b, c0 := randn(r, m*k, 1), randn(r, k*n, 1), randn(r, m*n+1, 1)
-					ar, ac, br, bc := m, k, k, n
-					if ta {
-						ar, ac = k, m
-					}
-					if tb {
-						br, bc = n, k
-					}
+					ar, ac, br, bc := cuda.StoredShapes(m, n, k, ta, tb)
 					ref, mag := gemmRef(a, b, m, n, k, ta, tb)
 					am, bm := be.ToBF16(up(be, a), ar, ac), be.ToBF16(up(be, b), br, bc)
 					// Accumulating into a view one float off an aligned buffer.

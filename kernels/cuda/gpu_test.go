@@ -210,13 +210,7 @@ func hopperGEMMShapes(t *testing.T, be *cuda.Backend, cfg string, ta, tb bool, s
 		r := rand.New(rand.NewPCG(uint64(m), uint64(k)))
 		a, b := randn(r, m*k, 1), randn(r, k*n, 1)
 		ref, mag := gemmRef(a, b, m, n, k, ta, tb)
-		ar, ac, br, bc := m, k, k, n
-		if ta {
-			ar, ac = k, m
-		}
-		if tb {
-			br, bc = n, k
-		}
+		ar, ac, br, bc := cuda.StoredShapes(m, n, k, ta, tb)
 		am, bm := be.ToBF16(up(be, a), ar, ac), be.ToBF16(up(be, b), br, bc)
 		c := be.Alloc(m * n)
 		be.GEMMBF16(cfg, c, am, bm, m, n, k, ta, tb, false, false)
@@ -244,13 +238,7 @@ func BenchmarkGPUGEMMKernels(b *testing.B) {
 		c := be.Alloc((m*n + 1) / 2)
 		for _, op := range []string{"NT", "NN", "TN"} {
 			ta, tb := op[0] == 'T', op[1] == 'T'
-			ar, ac, br, bc := m, k, k, n
-			if ta {
-				ar, ac = k, m
-			}
-			if tb {
-				br, bc = n, k
-			}
+			ar, ac, br, bc := cuda.StoredShapes(m, n, k, ta, tb)
 			am, bm := be.ToBF16(a, ar, ac), be.ToBF16(bb, br, bc)
 			for _, g := range be.GEMMConfigs() {
 				if g.NTOnly && op != "NT" {

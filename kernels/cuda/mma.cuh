@@ -71,6 +71,35 @@ FOM_DEV uint32_t fom_pack(float lo, float hi) {
 // fom_bf16_bits rounds x to bfloat16 and returns its bits.
 FOM_DEV fom_bf16_t fom_bf16_bits(float x) { return (fom_bf16_t)(fom_pack(x, 0.0f) & 0xffff); }
 
+// fom_pairs: a GEMM epilogue may store pairs of outputs at once — N is even
+// (so m·N + n is even for even n) and C lies on an 8-byte boundary.
+FOM_DEV bool fom_pairs(const void *C, long long N) { return N % 2 == 0 && ((size_t)C & 7) == 0; }
+
+// fom_store2 writes the outputs v0, v1 of a GEMM epilogue to elements o and
+// o+1 of C (the second only when both is set: it lies inside the row): as
+// bfloat16 with cbf, else float32, added to C's values with acc. pairs: the
+// two are aligned for one 8-byte (4-byte) store.
+FOM_DEV void fom_store2(void *C, long long o, bool pairs, bool both, int acc, int cbf, float v0, float v1) {
+	if (cbf) {
+		fom_bf16_t *p = (fom_bf16_t *)C + o;
+		if (pairs) {
+			*(uint32_t *)p = fom_pack(v0, v1);
+			return;
+		}
+		p[0] = fom_bf16_bits(v0);
+		if (both) p[1] = fom_bf16_bits(v1);
+		return;
+	}
+	float *p = (float *)C + o;
+	if (pairs) {
+		float2 w = acc ? *(float2 *)p : make_float2(0.0f, 0.0f);
+		*(float2 *)p = make_float2(__fadd_rn(w.x, v0), __fadd_rn(w.y, v1));
+		return;
+	}
+	p[0] = acc ? __fadd_rn(p[0], v0) : v0;
+	if (both) p[1] = acc ? __fadd_rn(p[1], v1) : v1;
+}
+
 // FOM_DYN_SMEM declares the block's dynamic shared memory as a T *name
 // (16-byte aligned; its size is the launch's).
 #ifdef __CUDACC__

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "615bd97977752bab51b03771b745d9ddb23e796ad045bbe61a2c2e8fbab2a53b"
+const SourcesSHA256 = "8c754f93542b0479bb1f4ae256e3473af5becd9606612969a0d525bcb419e815"

@@ -1,0 +1,4 @@
+package cuda
+
+// StoredShapes is stored, for the external tests.
+var StoredShapes = stored
