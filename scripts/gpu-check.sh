@@ -98,8 +98,8 @@ run)
 	step memcheck 90 "$out/sanitizer.txt" compute-sanitizer --tool memcheck "$T" -test.run 'TestGEMMBF16Configs|TestFlashAttentionRows|TestGPUHopperGEMM' -test.count=1
 	step racecheck 90 "$out/sanitizer.txt" compute-sanitizer --tool racecheck "$T" -test.run 'TestFlashAttentionRows|TestGPUHopperGEMM' -test.count=1
 	sections=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy)
-	step ncu-gemm 90 "$out/ncu.txt" ncu --clock-control none -k 'regex:fom_gemm' -c 6 "${sections[@]}" \
-		"$T" -test.run '^$' -test.bench 'GPUGEMMKernels/fom_gemm(_128x128|90_128x256|90tma_128x256)/NT/8192x8192x8192' -test.benchtime 1x
+	step ncu-gemm 90 "$out/ncu.txt" ncu --clock-control none -k 'regex:fom_gemm' -c 4 "${sections[@]}" \
+		"$T" -test.run '^$' -test.bench 'GPUGEMMKernels/fom_gemm(_128x128|90tma_128x256)/NT/8192x8192x8192' -test.benchtime 1x
 	cd "$root"
 	step ncu-flash 90 "$out/ncu.txt" ncu --clock-control none -k 'regex:fom_flash' -c 3 "${sections[@]}" \
 		"$F" bench kernels --device cuda --precision bf16 --quick --min-time 1ms

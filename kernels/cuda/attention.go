@@ -53,8 +53,11 @@ func flashHDP(hd int) int {
 // rows and the same two stages; dkdv 64 keys and values and two stages of BQ
 // query and dout rows (BQ 32 for HDP 128, else 64).
 func flashShared(kernel string, hdp int) int {
-	rows := map[string]int{"fwd": 64 + 4*64, "dq": 2*64 + 4*64, "dkdv": 2*64 + 4*64}[kernel]
-	if kernel == "dkdv" && hdp == 128 {
+	rows := 2*64 + 4*64 // dq, and dkdv for HDP 64
+	switch {
+	case kernel == "fwd":
+		rows = 64 + 4*64
+	case kernel == "dkdv" && hdp == 128:
 		rows = 2*64 + 4*32
 	}
 	return 2 * rows * (hdp + 8)
@@ -93,12 +96,12 @@ func (b *Backend) attnArgs(s kernels.AttnShape) []uint64 {
 func (b *Backend) AttentionForward(out, lse, q, k, v kernels.Buffer, docStart kernels.IntBuffer, s kernels.AttnShape) {
 	o, l, qd, kd, vd, ds := b.fb(out), b.fb(lse), b.fb(q), b.fb(k), b.fb(v), b.ib(docStart)
 	b.checkAttn(qd, kd, vd, o, l, ds, s)
-	args := append([]uint64{ptr(o), ptr(l), ptr(qd), ptr(kd), ptr(vd), iptr(ds)}, b.attnArgs(s)...)
 	if b.tensorCores(s) {
 		bq, bk, bv := b.flashInputs(s, qd, kd, vd)
 		b.flash("fwd", s, ptr(o), ptr(l), bq.p, bk.p, bv.p, iptr(ds))
 		return
 	}
+	args := append([]uint64{ptr(o), ptr(l), ptr(qd), ptr(kd), ptr(vd), iptr(ds)}, b.attnArgs(s)...)
 	b.launch("fom_attn_fwd", [3]int{(s.T + attnBlock - 1) / attnBlock, s.NH, s.B}, attnBlock, args...)
 }
 
@@ -114,7 +117,6 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse kernels.
 	D := b.scratch(&b.delta, s.B*s.NH*s.T)
 	nb := (s.T + attnBlock - 1) / attnBlock
 	b.launch("fom_attn_delta", [3]int{nb, s.NH, s.B}, attnBlock, ptr(D), ptr(o), ptr(do), i32(s.B), i32(s.T), i32(s.NH), i32(s.HD))
-	common := append([]uint64{ptr(do), ptr(qd), ptr(kd), ptr(vd), ptr(l), ptr(D), iptr(ds)}, b.attnArgs(s)...)
 	if b.tensorCores(s) {
 		bq, bk, bv := b.flashInputs(s, qd, kd, vd)
 		bdo := b.toBF16(&b.bfDO, do, s.B*s.T*s.NH, s.HD)
@@ -123,6 +125,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse kernels.
 		b.flash("dq", s, append([]uint64{ptr(gq)}, rest...)...)
 		return
 	}
+	common := append([]uint64{ptr(do), ptr(qd), ptr(kd), ptr(vd), ptr(l), ptr(D), iptr(ds)}, b.attnArgs(s)...)
 	b.launch("fom_attn_dkdv", [3]int{nb, s.KVH, s.B}, attnBlock, append([]uint64{ptr(gk), ptr(gv)}, common...)...)
 	b.launch("fom_attn_dq", [3]int{nb, s.NH, s.B}, attnBlock, append([]uint64{ptr(gq)}, common...)...)
 }

@@ -39,9 +39,10 @@ template <int BM, int BN, int BK, int WGM, int WGN, int ST, bool TA, bool TB> st
 	long long M, N, K, lda, ldb, m0, n0;
 	fom_bf16_t *smem;
 
-	// load issues the copies of K tile kt into stage s. rows×cols is the
-	// tile as stored (cols contiguous, in chunks of 8); (r, c) is valid
-	// while r < rmax and c < cmax.
+	// tile issues the copies of a rows×cols tile as stored (cols contiguous,
+	// in chunks of 8) from (r0, c0) of the matrix at src (row stride lds)
+	// into dst (row stride ld); element (r, c) is read while r < rmax and
+	// c < cmax, and zero-filled beyond.
 	FOM_MEM static void tile(fom_bf16_t *dst, int ld, const fom_bf16_t *src, long long lds, int rows, int cols,
 	                         long long r0, long long c0, long long rmax, long long cmax) {
 		const int chunks = cols / 8;
@@ -52,6 +53,7 @@ template <int BM, int BN, int BK, int WGM, int WGN, int ST, bool TA, bool TB> st
 			fom_cp16(dst + r * ld + c, ok ? src + (r0 + r) * lds + c0 + c : src, ok ? 16 : 0);
 		}
 	}
+	// load issues the copies of K tile kt into stage s.
 	FOM_MEM void load(int s, long long kt) {
 		fom_bf16_t *sa = smem + s * (SA + SB), *sb = sa + SA;
 		long long k0 = kt * BK;

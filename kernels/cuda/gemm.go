@@ -3,6 +3,7 @@ package cuda
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"unsafe"
 
 	"github.com/fomnet/fomnet/kernels"
@@ -13,42 +14,37 @@ import (
 type gemmConfig struct {
 	name                   string
 	bm, bn, bk, stages, nt int
-	// hopper: one of gemm_sm90a.cu's wgmma kernels (compute capability 9.0
-	// only); tma: it reads its operands through tensor maps and takes every
-	// transposition, else it takes only NT (A [M][K], B [N][K]).
-	hopper, tma bool
+	// tma: gemm_sm90a.cu's wgmma kernel (compute capability 9.0 only),
+	// reading its operands through tensor maps.
+	tma bool
 }
 
-// gemmConfigs lists the bf16 GEMM kernels (pickGEMM chooses for Matmul).
-var gemmConfigs = []gemmConfig{
-	{name: "fom_gemm_128x128", bm: 128, bn: 128, bk: 32, stages: 4, nt: 128},
-	{name: "fom_gemm_64x128", bm: 64, bn: 128, bk: 32, stages: 4, nt: 128},
-	{name: "fom_gemm90_128x256", bm: 128, bn: 256, bk: 64, stages: 4, nt: 256, hopper: true},
-	{name: "fom_gemm90tma_128x256", bm: 128, bn: 256, bk: 64, stages: 4, nt: 384, hopper: true, tma: true},
-}
+// The bf16 GEMM kernels (pickGEMM chooses among them for Matmul).
+var (
+	gemmBig     = gemmConfig{name: "fom_gemm_128x128", bm: 128, bn: 128, bk: 32, stages: 4, nt: 128}
+	gemmSmall   = gemmConfig{name: "fom_gemm_64x128", bm: 64, bn: 128, bk: 32, stages: 4, nt: 128}
+	gemmTMA     = gemmConfig{name: "fom_gemm90tma_128x256", bm: 128, bn: 256, bk: 64, stages: 4, nt: 384, tma: true}
+	gemmConfigs = []gemmConfig{gemmBig, gemmSmall, gemmTMA}
+)
 
 // gemmByName returns the configuration of a kernel.
-func gemmByName(name string) gemmConfig {
+func gemmByName(name string) (gemmConfig, bool) {
 	for _, g := range gemmConfigs {
 		if g.name == name {
-			return g
+			return g, true
 		}
 	}
-	panic("cuda: no gemm configuration " + name)
+	return gemmConfig{}, false
 }
 
 // shared is the dynamic shared memory the kernel uses. gemm.cu: per stage,
 // each operand's tile in the larger of its two layouts, rows padded by 8
 // bfloat16 (its FOM_GEMM_SPAN). gemm_sm90a.cu: per stage, 128-byte rows
-// of both tiles, 1 KiB to align them on 1024 bytes, and with tma two
-// mbarriers (8 bytes) per stage.
+// of both tiles, 1 KiB to align them on 1024 bytes, and two mbarriers (8
+// bytes each) per stage.
 func (g gemmConfig) shared() int {
-	if g.hopper {
-		s := g.stages*(g.bm+g.bn)*2*g.bk + 1024
-		if g.tma {
-			s += 16 * g.stages
-		}
-		return s
+	if g.tma {
+		return g.stages*(g.bm+g.bn)*2*g.bk + 1024 + 16*g.stages
 	}
 	span := func(r int) int { return max(r*(g.bk+8), g.bk*(r+8)) }
 	return 2 * g.stages * (span(g.bm) + span(g.bn))
@@ -56,19 +52,13 @@ func (g gemmConfig) shared() int {
 
 func (g gemmConfig) tiles(m, n int) int { return ((m + g.bm - 1) / g.bm) * ((n + g.bn - 1) / g.bn) }
 
-// GEMMConfig describes a bf16 GEMM kernel (for benchmarks and tests).
-type GEMMConfig struct {
-	Name string
-	// NTOnly: the kernel takes only A [M][K] with B [N][K] (ta false, tb true).
-	NTOnly bool
-}
-
-// GEMMConfigs lists the bf16 GEMM kernels this backend's device has.
-func (b *Backend) GEMMConfigs() []GEMMConfig {
-	var s []GEMMConfig
+// GEMMConfigs names the bf16 GEMM kernels this backend's device has (for
+// benchmarks and tests).
+func (b *Backend) GEMMConfigs() []string {
+	var s []string
 	for _, g := range gemmConfigs {
 		if b.dev.Has(g.name) && (!g.tma || b.hasTMA()) {
-			s = append(s, GEMMConfig{Name: g.name, NTOnly: g.hopper && !g.tma})
+			s = append(s, g.name)
 		}
 	}
 	return s
@@ -120,14 +110,13 @@ func (b *Backend) tensorMap(m BF16Matrix, boxRows int) uint64 {
 // tile for smaller products. (The TMA kernel's other transpositions have not
 // yet run on a GPU: they wait for TestGPUHopperTransposed.)
 func (b *Backend) pickGEMM(m, n int, ta, tb bool) gemmConfig {
-	big := gemmByName("fom_gemm_128x128")
-	if tma := gemmByName("fom_gemm90tma_128x256"); !ta && tb && tma.tiles(m, n) >= 132 && b.hasTMA() && b.tmaAgrees(ta, tb) {
-		return tma
+	if !ta && tb && gemmTMA.tiles(m, n) >= 132 && b.hasTMA() && b.tmaAgrees(ta, tb) {
+		return gemmTMA
 	}
-	if big.tiles(m, n) >= 132 {
-		return big
+	if gemmBig.tiles(m, n) >= 132 {
+		return gemmBig
 	}
-	return gemmByName("fom_gemm_64x128")
+	return gemmSmall
 }
 
 // mnStrides are the wgmma descriptor strides of M/N-major tiles in
@@ -146,8 +135,9 @@ func (b *Backend) SetHopperMNStrides(lbo, sbo int) { b.mnStrides = [2]int{lbo, s
 // 200×300×136 product (partial tiles, K not a multiple of 64) whose
 // operands are multiples of 1/8 in [−1, 1]: exact in bfloat16, with every
 // sum exact in float32, so any correct kernel gives the same bits, whatever
-// its order of accumulation. A kernel that disagrees is not used by this
-// backend, and Note says so.
+// its order of accumulation — those of gemm.cu's kernel, which CI checks on
+// the emulator. A kernel that disagrees is not used by this backend, and
+// Note says so.
 func (b *Backend) tmaAgrees(ta, tb bool) bool {
 	i := 0
 	if ta {
@@ -169,61 +159,46 @@ func (b *Backend) tmaAgrees(ta, tb bool) bool {
 
 func (b *Backend) checkTMA(ta, tb bool) bool {
 	const m, n, k = 200, 300, 136
-	val := func(i, salt int) float32 { return float32((i*7+salt)%17-8) / 8 }
-	ar, ac, br, bc := stored(m, n, k, ta, tb)
-	a, bb := make([]float32, m*k), make([]float32, k*n)
-	for i := range a {
-		a[i] = val(i, 3)
+	exact := func(n, salt int) []float32 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32((i*7+salt)%17-8) / 8
+		}
+		return x
 	}
-	for i := range bb {
-		bb[i] = val(i, 5)
-	}
-	var fa, fb, sa, sb *buf
+	var bufs []*buf
 	defer func() {
-		for _, x := range []*buf{fa, fb, sa, sb} {
+		for _, x := range bufs {
 			if x != nil {
 				b.release(x.p)
 			}
 		}
 	}()
-	fa, fb = b.scratch(&fa, m*k), b.scratch(&fb, k*n)
-	c := b.Alloc(m * n).(*buf)
-	defer b.release(c.p)
-	b.Upload(fa, a)
-	b.Upload(fb, bb)
+	alloc := func(n int) *buf {
+		x := b.Alloc(n).(*buf)
+		bufs = append(bufs, x)
+		return x
+	}
+	fa, fb, want, got := alloc(m*k), alloc(k*n), alloc(m*n), alloc(m*n)
+	b.Upload(fa, exact(m*k, 3))
+	b.Upload(fb, exact(k*n, 5))
+	ar, ac, br, bc := stored(m, n, k, ta, tb)
+	var sa, sb *buf
 	am, bm := b.toBF16(&sa, fa, ar, ac), b.toBF16(&sb, fb, br, bc)
-	b.gemm(gemmByName("fom_gemm90tma_128x256"), c.p, am, bm, m, n, k, ta, tb, false, false)
-	got := make([]float32, m*n)
-	b.Download(got, c)
-	if !b.ok() {
-		return false
-	}
-	for i := 0; i < m; i++ {
-		for j := 0; j < n; j++ {
-			var s float64
-			for p := 0; p < k; p++ {
-				x, y := a[i*k+p], bb[p*n+j]
-				if ta {
-					x = a[p*m+i]
-				}
-				if tb {
-					y = bb[j*k+p]
-				}
-				s += float64(x) * float64(y)
-			}
-			if got[i*n+j] != float32(s) {
-				return false
-			}
-		}
-	}
-	return true
+	bufs = append(bufs, sa, sb)
+	b.gemm(gemmBig, want.p, am, bm, m, n, k, ta, tb, false, false)
+	b.gemm(gemmTMA, got.p, am, bm, m, n, k, ta, tb, false, false)
+	w, g := make([]float32, m*n), make([]float32, m*n)
+	b.Download(w, want)
+	b.Download(g, got)
+	return b.ok() && slices.Equal(w, g)
 }
 
 // hasTMA reports whether the device runs the TMA wgmma kernel (a Hopper
 // GPU whose driver loaded the sm_90a module).
 func (b *Backend) hasTMA() bool {
 	_, maps := b.dev.(tensorMapper)
-	return maps && b.dev.Has("fom_gemm90tma_128x256")
+	return maps && b.dev.Has(gemmTMA.name)
 }
 
 // BF16Matrix is a bfloat16 matrix on the device: rows × cols stored
@@ -294,16 +269,11 @@ func (b *Backend) GEMMBF16(config string, c kernels.Buffer, a, bm BF16Matrix, m,
 	if a.Rows != ar || a.Cols != ac || bm.Rows != br || bm.Cols != bc {
 		panic(fmt.Errorf("%w: bf16 gemm %d×%d×%d of a %d×%d and b %d×%d", kernels.ErrShape, m, n, k, a.Rows, a.Cols, bm.Rows, bm.Cols))
 	}
-	for _, g := range gemmConfigs {
-		if g.name == config {
-			if g.hopper && !g.tma && (ta || !tb) {
-				panic(fmt.Errorf("%w: %s takes only A [M][K] and B [N][K]", kernels.ErrUnsupported, config))
-			}
-			b.gemm(g, cd.p, a, bm, m, n, k, ta, tb, acc, outBF16)
-			return
-		}
+	g, ok := gemmByName(config)
+	if !ok {
+		panic(fmt.Errorf("%w: no bf16 gemm kernel %q", kernels.ErrUnsupported, config))
 	}
-	panic(fmt.Errorf("%w: no bf16 gemm kernel %q", kernels.ErrUnsupported, config))
+	b.gemm(g, cd.p, a, bm, m, n, k, ta, tb, acc, outBF16)
 }
 
 func (b *Backend) gemm(g gemmConfig, c uint64, a, bm BF16Matrix, m, n, k int, ta, tb, acc, outBF16 bool) {

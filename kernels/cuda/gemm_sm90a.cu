@@ -1,29 +1,26 @@
-// gemm_sm90a.cu — bf16 GEMMs for Hopper (sm_90a) on wgmma (warpgroup
+// gemm_sm90a.cu — a bf16 GEMM for Hopper (sm_90a) on wgmma (warpgroup
 // matrix multiply-accumulate), reading both operands from shared memory
-// through matrix descriptors. The emulator cannot run these kernels:
-// TestGPUHopperGEMM checks them on a GPU against float64, and Matmul chooses
-// them only where they have passed there (gemm.go's pickGEMM).
+// through matrix descriptors. The emulator cannot run it: TestGPUHopper*
+// check it on a GPU against float64, and Matmul uses it only after it has
+// reproduced an exactly computable product on the device (gemm.go).
 //
-// Both compute a 128×256 tile of C per block with two consumer warpgroups,
+// It computes a 128×256 tile of C per block with two consumer warpgroups,
 // each 64×256 with wgmma m64n256k16 (128 float32 accumulators per thread),
 // K in steps of 64: one 128-byte row per tile row, its eight 16-byte chunks
 // stored at chunk c ^ (row % 8) — the 128-byte swizzle the descriptors name.
 // Tiles start on 1024-byte boundaries. Each consumer keeps one K step of
 // wgmma in flight while it issues the next.
 //
-//   fom_gemm90_128x256: the NT case only (A [M][K], B [N][K], both
-//     K-major). Every thread copies with cp.async into a 4-stage ring, a
-//     block barrier per K step (gemm.cu's contract: bf16 operands, leading
-//     dimensions multiples of 8, zero-padded along K).
-//   fom_gemm90tma_128x256: warp-specialised. A producer warpgroup (its
-//     registers given up with setmaxnreg) has one thread issue bulk tensor
-//     copies (TMA) of both tiles into a 4-stage ring, each stage's arrival
-//     counted by an mbarrier ("full"); the consumers wait on it, and free the
-//     stage on a second mbarrier ("empty") once their wgmma has read it. No
-//     block barrier in the loop. The operands are described by tensor maps
-//     in device memory (Backend.tensorMap), which zero-fill outside the
-//     matrices. Every transposition: an operand stored with M (N)
-//     contiguous is read M- (N-) major by wgmma, from boxes of 64 K rows.
+// It is warp-specialised. A producer warpgroup (its registers given up with
+// setmaxnreg) has one thread issue bulk tensor copies (TMA) of both tiles
+// into a 4-stage ring, each stage's arrival counted by an mbarrier ("full");
+// the consumers wait on it, and free the stage on a second mbarrier
+// ("empty") once their wgmma has read it. No block barrier in the loop. The
+// operands are described by tensor maps in device memory (Backend.tensorMap),
+// which zero-fill outside the matrices. Every transposition: an operand
+// stored with M (N) contiguous is read M- (N-) major by wgmma, from boxes of
+// 64 K rows. (A first version fed by cp.async from every thread, with a block
+// barrier per K step, reached half the speed; docs/BENCHMARKS.md.)
 //
 // C is float32 (accumulated into with acc) or bfloat16 (cbf).
 #include "mma.cuh"
@@ -78,16 +75,6 @@ FOM_DEV uint64_t fom_desc_mn(const void *p, int lbo, int sbo) {
 	return ((a & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(sbo >> 4) << 32) | (1ull << 62);
 }
 
-// fom_wgmma_tile issues the four K steps of one stage (K-major tiles) for
-// warpgroup wg's 64 rows and commits them as one group.
-FOM_DEV void fom_wgmma_tile(float *d, const char *st, int wg) {
-	asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-	for (int k = 0; k < FOM90_BK / 16; k++)
-		fom_wgmma<false, false>(d, fom_desc(st + wg * 64 * 128 + k * 32), fom_desc(st + FOM90_SA + k * 32));
-	asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-
 template <int N> FOM_DEV void fom_wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 
 // fom90_tile: this block's (m0, n0), walking tiles in groups of 8 tile rows.
@@ -117,54 +104,6 @@ FOM_DEV void fom90_store(void *C, long long M, long long N, int acc, int cbf, co
 // fom_align1024: the first 1024-byte boundary of dynamic shared memory (the
 // launch adds 1 KiB).
 FOM_DEV char *fom_align1024(char *raw) { return raw + ((1024 - (fom_smem(raw) & 1023)) & 1023); }
-
-// fom_swz_tile issues the cp.async copies of rows r0.. (of rows, below
-// rmax) of a K-major matrix, 64 columns from k0 (below kmax), into a
-// swizzled tile.
-FOM_DEV void fom_swz_tile(char *dst, const fom_bf16_t *src, long long ld, int rows, long long r0, long long rmax,
-                          long long k0, long long kmax) {
-	for (int e = threadIdx.x; e < rows * 8; e += 256) {
-		int r = e / 8, c = e % 8;
-		bool ok = r0 + r < rmax && k0 + c * 8 < kmax;
-		fom_cp16(dst + r * 128 + ((c ^ (r & 7)) << 4), ok ? src + (r0 + r) * ld + k0 + c * 8 : src, ok ? 16 : 0);
-	}
-}
-
-FOM_KERNEL void __launch_bounds__(256, 1) fom_gemm90_128x256(void *C, const fom_bf16_t *A, const fom_bf16_t *B, long long M,
-                                                              long long N, long long K, long long lda, long long ldb, int ta,
-                                                              int tb, int acc, int cbf) {
-	FOM_DYN_SMEM(char, raw);
-	char *sm = fom_align1024(raw);
-	long long m0, n0;
-	fom90_tile(M, N, &m0, &n0);
-	long long kt = (K + FOM90_BK - 1) / FOM90_BK;
-	auto load = [&](long long t) {
-		char *st = sm + t % FOM90_ST * (FOM90_SA + FOM90_SB);
-		fom_swz_tile(st, A, lda, FOM90_BM, m0, M, t * FOM90_BK, K);
-		fom_swz_tile(st + FOM90_SA, B, ldb, FOM90_BN, n0, N, t * FOM90_BK, K);
-	};
-	// Two tiles ahead: the stage refilled at step t was read by the wgmma
-	// of step t−2, which the wait of step t−1 has seen complete.
-	for (int s = 0; s < FOM90_ST - 2; s++) {
-		if (s < kt) load(s);
-		fom_cp_commit();
-	}
-	int wg = threadIdx.x / 128;
-	float d[128];
-#pragma unroll
-	for (int i = 0; i < 128; i++) d[i] = 0.0f;
-	for (long long t = 0; t < kt; t++) {
-		fom_cp_wait<FOM90_ST - 3>();
-		asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); // cp.async's writes, then wgmma's reads
-		__syncthreads();
-		if (t + FOM90_ST - 2 < kt) load(t + FOM90_ST - 2);
-		fom_cp_commit();
-		fom_wgmma_tile(d, sm + t % FOM90_ST * (FOM90_SA + FOM90_SB), wg);
-		fom_wgmma_wait<1>();
-	}
-	fom_wgmma_wait<0>();
-	fom90_store(C, M, N, acc, cbf, d, m0, n0, wg, threadIdx.x % 128);
-}
 
 // mbarrier operations on a barrier in shared memory.
 FOM_DEV void fom_mbar_init(uint64_t *b, int count) {

@@ -30,7 +30,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <type_traits>
 
 struct dim3 {
 	unsigned x, y, z;
@@ -57,9 +56,6 @@ struct __align__(16) uint4 {
 struct __align__(8) float2 {
 	float x, y;
 };
-struct __align__(8) uint2 {
-	unsigned x, y;
-};
 static inline float2 make_float2(float x, float y) { return {x, y}; }
 
 // Warp primitives, implemented by the scheduler (emu.cc).
@@ -71,8 +67,6 @@ void *emu_dyn_smem(void);
 void emu_cp_async(void *dst, const void *src, int src_bytes);
 void emu_cp_commit(void);
 void emu_cp_wait(int pending);
-
-#define __syncwarp(...) emu_syncwarp()
 
 // emu_exchange publishes n words of this lane's and returns the warp's
 // staging area ([32][EMU_STAGE_WORDS]) once every lane has published.
@@ -92,7 +86,6 @@ template <class T> static inline T emu_shfl(T v, int src) {
 	return v;
 }
 template <class T> static inline T __shfl_xor_sync(unsigned, T v, int mask) { return emu_shfl(v, emu_lane() ^ mask); }
-template <class T> static inline T __shfl_sync(unsigned, T v, int src) { return emu_shfl(v, src); }
 
 static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
 static inline float __fmul_rn(float a, float b) { return a * b; }
@@ -138,8 +131,6 @@ static inline float __bfloat162float(__nv_bfloat16 h) {
 	return f;
 }
 
-static inline float emu_tofloat(float f) { return f; }
-static inline float emu_tofloat(__nv_bfloat16 h) { return __bfloat162float(h); }
 
 
 // emu_bf16x2: element e (0 = low half) of a register holding two bfloat16.

@@ -72,8 +72,7 @@ struct Launch {
 	ucontext_t sched;
 	std::vector<Fiber> fibers;
 	std::vector<uint32_t> stage; // per warp: two areas of [32][EMU_STAGE_WORDS]
-	std::vector<unsigned char> dyn; // dynamic shared memory and its guard
-	size_t dyn_bytes;
+	std::vector<unsigned char> dyn; // dynamic shared memory, then kGuard bytes of guard
 	char *stacks;
 	void (*body)(const uint64_t *);
 	const uint64_t *args;
@@ -135,19 +134,17 @@ struct Entry {
 template <class... A> constexpr int emu_nargs(void (*)(A...)) { return sizeof...(A); }
 
 const Entry kTable[] = {
-    EMU_KERNEL(fom_scale),        EMU_KERNEL(fom_sumsq_lanes),  EMU_KERNEL(fom_sum_lanes),
-    EMU_KERNEL(fom_adamw),        EMU_KERNEL(fom_swiglu_fwd),   EMU_KERNEL(fom_swiglu_bwd),
-    EMU_KERNEL(fom_embed_fwd),    EMU_KERNEL(fom_embed_bwd),    EMU_KERNEL(fom_rms_fwd),
-    EMU_KERNEL(fom_rms_bwd_rows), EMU_KERNEL(fom_rms_bwd_weight), EMU_KERNEL(fom_rope),
-    EMU_KERNEL(fom_xent),         EMU_KERNEL(fom_matmul_f32),   
-    EMU_KERNEL(fom_attn_fwd),     EMU_KERNEL(fom_attn_delta),   EMU_KERNEL(fom_attn_dkdv),
-    EMU_KERNEL(fom_attn_dq),        
-       EMU_KERNEL(fom_rms_bwd_weight_part), EMU_KERNEL(fom_colsum_add),
-    EMU_KERNEL(fom_rms_fwd_warp), EMU_KERNEL(fom_rms_bwd_rows_warp), 
-    EMU_KERNEL(fom_gemm_128x128),  EMU_KERNEL(fom_gemm_64x128),
-    EMU_KERNEL(fom_to_bf16),      EMU_KERNEL(fom_flash_fwd_64), EMU_KERNEL(fom_flash_fwd_128),
-    EMU_KERNEL(fom_flash_dkdv_64), EMU_KERNEL(fom_flash_dkdv_128), EMU_KERNEL(fom_flash_dq_64),
-    EMU_KERNEL(fom_flash_dq_128),
+    EMU_KERNEL(fom_scale),         EMU_KERNEL(fom_sumsq_lanes),         EMU_KERNEL(fom_sum_lanes),
+    EMU_KERNEL(fom_adamw),         EMU_KERNEL(fom_swiglu_fwd),          EMU_KERNEL(fom_swiglu_bwd),
+    EMU_KERNEL(fom_embed_fwd),     EMU_KERNEL(fom_embed_bwd),           EMU_KERNEL(fom_rms_fwd),
+    EMU_KERNEL(fom_rms_bwd_rows),  EMU_KERNEL(fom_rms_bwd_weight),      EMU_KERNEL(fom_rope),
+    EMU_KERNEL(fom_xent),          EMU_KERNEL(fom_matmul_f32),          EMU_KERNEL(fom_attn_fwd),
+    EMU_KERNEL(fom_attn_delta),    EMU_KERNEL(fom_attn_dkdv),           EMU_KERNEL(fom_attn_dq),
+    EMU_KERNEL(fom_rms_fwd_warp),  EMU_KERNEL(fom_rms_bwd_weight_part), EMU_KERNEL(fom_colsum_add),
+    EMU_KERNEL(fom_rms_bwd_rows_warp),
+    EMU_KERNEL(fom_gemm_128x128),  EMU_KERNEL(fom_gemm_64x128),         EMU_KERNEL(fom_to_bf16),
+    EMU_KERNEL(fom_flash_fwd_64),  EMU_KERNEL(fom_flash_fwd_128),       EMU_KERNEL(fom_flash_dkdv_64),
+    EMU_KERNEL(fom_flash_dkdv_128), EMU_KERNEL(fom_flash_dq_64),        EMU_KERNEL(fom_flash_dq_128),
 };
 
 } // namespace
@@ -275,7 +272,6 @@ extern "C" int emu_launch(const char *name, unsigned gx, unsigned gy, unsigned g
 	l.args = args;
 	l.fibers.resize(nt);
 	l.stage.assign((size_t)(nt + 31) / 32 * 2 * 32 * EMU_STAGE_WORDS, 0);
-	l.dyn_bytes = shared;
 	l.dyn.assign(shared + kGuard, kGuardByte);
 	l.stacks = stacks_for(nt * kStack);
 	if (!l.stacks) {
@@ -309,7 +305,7 @@ extern "C" int emu_launch(const char *name, unsigned gx, unsigned gy, unsigned g
 					rc = -1;
 				}
 				for (size_t i = 0; i < kGuard && rc == 0; i++)
-					if (l.dyn[l.dyn_bytes + i] != kGuardByte) {
+					if (l.dyn[shared + i] != kGuardByte) {
 						snprintf(err, errlen, "emu: %s: block (%u,%u,%u) wrote past its %u bytes of dynamic shared memory",
 						         name, x, y, z, shared);
 						rc = -1;

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "8c754f93542b0479bb1f4ae256e3473af5becd9606612969a0d525bcb419e815"
+const SourcesSHA256 = "6f92d1e65dfc249940a923fe03a4f937f19743b292c9a0c185cbbf9f45c06d2b"
