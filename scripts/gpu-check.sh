@@ -18,9 +18,11 @@
 #                   spills; sm_90a for *_sm90a.ptx) and its nvcc's own sm_90a
 #                   PTX of gemm_sm90a.cu
 #   tests.txt       TestGPUHopperGEMM alone first (if it fails the rest runs
-#                   with FOMNET_CUDA_SM90A=0), then every kernels/cuda test
-#                   on the emulator and the GPU
-#   bench.txt       BenchmarkGPUGEMMKernels (each kernel, bf16 in and out)
+#                   with FOMNET_CUDA_SM90A=0), the TMA kernel's M/N-major
+#                   tests, then every kernels/cuda test on the emulator and
+#                   the GPU
+#   bench.txt       BenchmarkGPUGEMMKernels (each kernel, bf16 in and out;
+#                   NT, then NN and TN)
 #                   and `fomnet bench kernels --device cuda` (what Matmul and
 #                   attention cost through the backend, conversions included)
 #   yardsticks.txt  cuBLAS and FlashAttention through PyTorch at the same
@@ -54,7 +56,7 @@ run)
 	mkdir -p "$out"
 	sum=$out/summary.txt
 	nvidia-smi >"$sum" 2>&1
-	all="ptxas hopper tests gemm-kernels bench-kernels yardsticks train-bf16 train-bf16-sm80 train-fp32 memcheck racecheck ncu-gemm ncu-flash"
+	all="ptxas hopper hopper-mn tests gemm-kernels gemm-kernels-mn bench-kernels yardsticks train-bf16 train-bf16-sm80 train-fp32 memcheck racecheck ncu-gemm ncu-flash"
 	steps=" ${STEPS:-$all} "
 	# step NAME LIMIT FILE CMD...: run CMD with a time limit (when STEPS
 	# names it), appending its output to FILE and its status and time to
@@ -86,8 +88,11 @@ run)
 		export FOMNET_CUDA_SM90A=0
 		echo "the sm_90a kernels failed: the rest runs with FOMNET_CUDA_SM90A=0" | tee -a "$sum"
 	fi
+	step hopper-mn 90 "$out/tests.txt" "$T" -test.v -test.run '^TestGPUHopper(Transposed|MNStrides)$' -test.count=1
 	step tests 200 "$out/tests.txt" "$T" -test.v -test.count=1 -test.timeout=190s -test.run "${TESTS:-.}"
-	step gemm-kernels 150 "$out/bench.txt" "$T" -test.run '^$' -test.bench '^BenchmarkGPUGEMMKernels$' -test.benchtime 20x
+	# NT first, apart: a fault in an M/N-major kernel ends its process.
+	step gemm-kernels 150 "$out/bench.txt" "$T" -test.run '^$' -test.bench '^BenchmarkGPUGEMMKernels$/./NT/' -test.benchtime 20x
+	step gemm-kernels-mn 150 "$out/bench.txt" "$T" -test.run '^$' -test.bench '^BenchmarkGPUGEMMKernels$/./(NN|TN)/' -test.benchtime 20x
 	cd "$root"
 	step bench-kernels 120 "$out/bench.txt" "$F" bench kernels --device cuda --precision bf16 --min-time 100ms --json
 	step yardsticks 150 "$out/yardsticks.txt" env PYTHONUNBUFFERED=1 python3 scripts/gpu-yardsticks.py

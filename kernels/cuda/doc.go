@@ -34,8 +34,8 @@
 // thread with three passes over the keys. The bf16 path (Options.Precision =
 // BF16) rounds the inputs of matrix products and attention to bfloat16 and
 // multiplies on tensor cores with float32 accumulation (mma.sync; wgmma with
-// TMA for NT products on Hopper once the kernel has passed its check on the
-// device; flash-style attention where the head dimension is a multiple of
+// TMA on Hopper in each transposition once the kernel has passed its check
+// in it on the device; flash-style attention where the head dimension is a multiple of
 // 16); master weights, AdamW state, every other operation and the loss stay
 // float32. It is faster and agrees with the CPU to bfloat16 precision, not
 // bit for bit.

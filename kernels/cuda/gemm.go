@@ -104,13 +104,12 @@ func (b *Backend) tensorMap(m BF16Matrix, boxRows int) uint64 {
 }
 
 // pickGEMM chooses the kernel for an m×n product: on a Hopper GPU the TMA
-// wgmma kernel for NT products that fill a wave of blocks (132
-// multiprocessors on an H200), once it has passed its check on this device
-// (tmaAgrees); else the 128×128 tile while it makes a wave, and the 64×128
-// tile for smaller products. (The TMA kernel's other transpositions have not
-// yet run on a GPU: they wait for TestGPUHopperTransposed.)
+// wgmma kernel for products that fill a wave of blocks (132
+// multiprocessors on an H200), once it has passed its check in that
+// transposition on this device (tmaAgrees); else the 128×128 tile while it
+// makes a wave, and the 64×128 tile for smaller products.
 func (b *Backend) pickGEMM(m, n int, ta, tb bool) gemmConfig {
-	if !ta && tb && gemmTMA.tiles(m, n) >= 132 && b.hasTMA() && b.tmaAgrees(ta, tb) {
+	if gemmTMA.tiles(m, n) >= 132 && b.hasTMA() && b.tmaAgrees(ta, tb) {
 		return gemmTMA
 	}
 	if gemmBig.tiles(m, n) >= 132 {

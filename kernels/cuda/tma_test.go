@@ -59,24 +59,25 @@ func (f *fakeTMA) Launch(k string, grid, block [3]int, shared int, args []uint64
 		[]uint64{args[0], le.Uint64(ma[:]), le.Uint64(mb[:]), args[3], args[4], args[5], le.Uint64(ma[8:]), le.Uint64(mb[8:]), args[6], args[7], args[8], args[9]})
 }
 
-// TestTMAPathOnStandIn: on a device with a working TMA kernel, an NT product
-// large enough for it goes through it after its check (two launches) and
-// gives the same bits as the sm_80 kernel; with a broken one, the check
-// fails once, the products still come out right on the sm_80 kernel, and
-// Note says why.
+// TestTMAPathOnStandIn: on a device with a working TMA kernel, products
+// large enough for it go through it after its check in their transposition
+// (NT and NN: a check and two products each) and give the same bits as the
+// sm_80 kernel; with a broken one, each transposition's check fails once,
+// the products still come out right on the sm_80 kernel, and Note says why.
 func TestTMAPathOnStandIn(t *testing.T) {
 	const m, n, k = 1536, 2816, 16 // 12 × 11 = 132 blocks of 128×256: a wave
 	r := rand.New(rand.NewPCG(3, 4))
 	a, b := randn(r, m*k, 1), randn(r, n*k, 1)
-	product := func(be *cuda.Backend) []float32 {
+	product := func(be *cuda.Backend, tb bool) []float32 {
 		c := be.Alloc(m * n)
-		be.Matmul(c, up(be, a), up(be, b), m, n, k, false, true, false)
+		be.Matmul(c, up(be, a), up(be, b), m, n, k, false, tb, false)
 		if err := be.Err(); err != nil {
 			t.Fatal(err)
 		}
 		return down(be, c)
 	}
-	want := product(emuBackend(t, cuda.BF16))
+	ref := emuBackend(t, cuda.BF16)
+	want := [][]float32{product(ref, true), product(ref, false)}
 	for _, broken := range []bool{false, true} {
 		d, err := emu.New()
 		if err != nil {
@@ -88,17 +89,17 @@ func TestTMAPathOnStandIn(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer be.Close()
-		for i := 0; i < 2; i++ {
-			got := product(be)
-			for j := range want {
-				if math.Float32bits(got[j]) != math.Float32bits(want[j]) {
-					t.Fatalf("broken %v, product %d: [%d] = %v, want %v", broken, i, j, got[j], want[j])
+		for i := 0; i < 4; i++ {
+			got := product(be, i < 2)
+			for j, w := range want[i/2] {
+				if math.Float32bits(got[j]) != math.Float32bits(w) {
+					t.Fatalf("broken %v, product %d: [%d] = %v, want %v", broken, i, j, got[j], w)
 				}
 			}
 		}
-		wantLaunches, note := 3, "" // the check, then both products
+		wantLaunches, note := 6, "" // per transposition the check, then both products
 		if broken {
-			wantLaunches, note = 1, "disagreed with its check"
+			wantLaunches, note = 2, "disagreed with its check"
 		}
 		if f.launches != wantLaunches {
 			t.Errorf("broken %v: %d TMA launches, want %d", broken, f.launches, wantLaunches)
