@@ -38,3 +38,10 @@ func PseudoGradient(dst, global, local []float32) {
 		dst[i] = global[i] - local[i]
 	}
 }
+
+// Clone returns an independent copy.
+func (o *OuterOptimizer) Clone() *OuterOptimizer {
+	c := *o
+	c.Buf = append([]float32(nil), o.Buf...)
+	return &c
+}

@@ -115,8 +115,14 @@ func CheckCheckpoint(ctx context.Context, dir string, resolve func(context.Conte
 	for i, l := range rec.Contributions {
 		links = append(links, named{fmt.Sprintf("contribution %d", i), l})
 	}
-	for i, l := range rec.Aggregates {
-		links = append(links, named{fmt.Sprintf("aggregate %d", i), l})
+	for i, a := range rec.Aggregates {
+		links = append(links, named{fmt.Sprintf("aggregate %d", i), a.CID})
+		for _, j := range append(append([]int(nil), a.Inputs...), a.Included...) {
+			if j < 0 || j >= len(rec.Contributions) {
+				bad("round.json: aggregate %d names contribution %d of %d", i, j, len(rec.Contributions))
+				break
+			}
+		}
 	}
 	for i, l := range rec.Shards {
 		links = append(links, named{fmt.Sprintf("shard %d", i), l})

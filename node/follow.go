@@ -198,8 +198,9 @@ func (n *Node) mirrorChain(ctx context.Context, run cid.Cid, r int, ck, stop cid
 	return nil
 }
 
-// maxRoundRecord bounds a round.json read from the network.
-const maxRoundRecord = 16 << 20
+// maxRoundRecord bounds a round.json read from the network: a link per
+// contribution (at most MaxParticipants) and shard, indices per partition.
+const maxRoundRecord = 4 << 20
 
 // readRoundRecord reads round.json from the checkpoint directory ck.
 func (n *Node) readRoundRecord(ctx context.Context, ck cid.Cid) (*roundRecord, error) {
@@ -237,7 +238,13 @@ func decodeRoundRecord(b []byte) (*roundRecord, error) {
 	if rec.Round < 0 {
 		return nil, fmt.Errorf("round.json: round %d", rec.Round)
 	}
-	links := append(append(append([]sharding.Link{rec.Run}, rec.Contributions...), rec.Aggregates...), rec.Shards...)
+	if rec.Format != RoundFormat {
+		return nil, fmt.Errorf("round.json: format %q, want %q", rec.Format, RoundFormat)
+	}
+	links := append(append([]sharding.Link{rec.Run}, rec.Contributions...), rec.Shards...)
+	for _, a := range rec.Aggregates {
+		links = append(links, a.CID)
+	}
 	if rec.Base != nil {
 		links = append(links, *rec.Base)
 	}

@@ -43,8 +43,9 @@ type RoundMsg struct {
 	Tokens int64 `json:"tokens,omitempty"`
 	// Partition (aggregate): which partition CID aggregates.
 	Partition int `json:"partition,omitempty"`
-	// Included (aggregate): the contribution CIDs aggregated, sorted.
-	Included []string `json:"included,omitempty"`
+	// Inputs (aggregate): the contributions it aggregated (before the
+	// aggregation's own rejections), sorted: anyone can recompute it.
+	Inputs []string `json:"inputs,omitempty"`
 }
 
 const maxRoundMsg = 96 << 10
@@ -95,29 +96,29 @@ func (m RoundMsg) check() error {
 	}
 	switch m.Type {
 	case MsgContribution:
-		if m.Tokens <= 0 || m.Partition != 0 || len(m.Included) != 0 {
+		if m.Tokens <= 0 || m.Partition != 0 || len(m.Inputs) != 0 {
 			return bad("contribution needs tokens > 0 and no partition or included list")
 		}
 	case MsgAggregate:
 		if m.Partition < 0 || m.Partition > 4096 || m.Tokens != 0 {
 			return bad("aggregate partition %d out of range", m.Partition)
 		}
-		if len(m.Included) == 0 || len(m.Included) > MaxParticipants {
-			return bad("aggregate lists %d contributions", len(m.Included))
+		if len(m.Inputs) == 0 || len(m.Inputs) > MaxParticipants {
+			return bad("aggregate lists %d contributions", len(m.Inputs))
 		}
-		if !sort.StringsAreSorted(m.Included) {
-			return bad("aggregate's included list is not sorted")
+		if !sort.StringsAreSorted(m.Inputs) {
+			return bad("aggregate's inputs are not sorted")
 		}
-		for i, s := range m.Included {
+		for i, s := range m.Inputs {
 			if _, err := cid.Decode(s); err != nil {
-				return bad("included[%d] %q: %v", i, s, err)
+				return bad("inputs[%d] %q: %v", i, s, err)
 			}
-			if i > 0 && s == m.Included[i-1] {
-				return bad("included[%d] listed twice", i)
+			if i > 0 && s == m.Inputs[i-1] {
+				return bad("inputs[%d] listed twice", i)
 			}
 		}
 	case MsgCheckpoint:
-		if m.Tokens != 0 || m.Partition != 0 || len(m.Included) != 0 {
+		if m.Tokens != 0 || m.Partition != 0 || len(m.Inputs) != 0 {
 			return bad("checkpoint carries only its CID")
 		}
 	default:

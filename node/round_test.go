@@ -141,7 +141,7 @@ func FuzzDecodeRunSpec(f *testing.F) {
 func TestRoundMsg(t *testing.T) {
 	ok := []RoundMsg{
 		{Type: MsgContribution, Run: testCID1, Round: 3, Base: testCID2, CID: testCID1, Tokens: 100},
-		{Type: MsgAggregate, Run: testCID1, Round: 3, Base: testCID2, CID: testCID1, Partition: 5, Included: []string{testCID1, testCID2}},
+		{Type: MsgAggregate, Run: testCID1, Round: 3, Base: testCID2, CID: testCID1, Partition: 5, Inputs: []string{testCID1, testCID2}},
 		{Type: MsgCheckpoint, Run: testCID1, Round: 3, Base: testCID2, CID: testCID2},
 	}
 	for _, m := range ok {
@@ -159,8 +159,8 @@ func TestRoundMsg(t *testing.T) {
 		{Type: MsgContribution, Run: "x", Base: testCID2, CID: testCID1, Tokens: 1},
 		{Type: MsgContribution, Run: testCID1, Base: testCID2, CID: testCID1},
 		{Type: MsgContribution, Run: testCID1, Round: -1, Base: testCID2, CID: testCID1, Tokens: 1},
-		{Type: MsgAggregate, Run: testCID1, Base: testCID2, CID: testCID1, Included: []string{testCID2, testCID1}},
-		{Type: MsgAggregate, Run: testCID1, Base: testCID2, CID: testCID1, Included: []string{testCID1, testCID1}},
+		{Type: MsgAggregate, Run: testCID1, Base: testCID2, CID: testCID1, Inputs: []string{testCID2, testCID1}},
+		{Type: MsgAggregate, Run: testCID1, Base: testCID2, CID: testCID1, Inputs: []string{testCID1, testCID1}},
 		{Type: MsgAggregate, Run: testCID1, Base: testCID2, CID: testCID1},
 		{Type: MsgCheckpoint, Run: testCID1, Base: testCID2, CID: testCID1, Tokens: 5},
 	}
@@ -175,7 +175,7 @@ func TestRoundMsg(t *testing.T) {
 }
 
 func FuzzDecodeRoundMsg(f *testing.F) {
-	b, _ := EncodeRoundMsg(RoundMsg{Type: MsgAggregate, Run: testCID1, Round: 3, Base: testCID2, CID: testCID1, Partition: 5, Included: []string{testCID1, testCID2}})
+	b, _ := EncodeRoundMsg(RoundMsg{Type: MsgAggregate, Run: testCID1, Round: 3, Base: testCID2, CID: testCID1, Partition: 5, Inputs: []string{testCID1, testCID2}})
 	f.Add(b)
 	f.Add([]byte(`{"type":"contribution"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {

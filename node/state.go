@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -15,8 +14,6 @@ import (
 	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/gradsync"
 	"github.com/fomnet/fomnet/internal/fsutil"
-	"github.com/fomnet/fomnet/model"
-	"github.com/ipfs/go-cid"
 )
 
 // A participant's own state, beside its checkpoints in RunOptions.Dir:
@@ -116,17 +113,21 @@ func (p *Participant) resume() (int, error) {
 		if r == 0 {
 			break
 		}
-		dir := filepath.Join(p.opts.Dir, fmt.Sprintf("round-%06d", r))
-		if err := p.loadCheckpointDir(dir); err != nil {
+		dir := p.roundDir(r)
+		st, err := p.readState(dir)
+		if err == nil && st.round != r {
+			err = fmt.Errorf("round.json says round %d", st.round)
+		}
+		if err != nil {
 			p.opts.Logf("run %s: checkpoint of round %d unusable (%v); trying an older one", p.id, r, err)
 			continue
 		}
-		ck, err := p.n.Store.Add(context.Background(), dir, contentstore.AddOptions{Pin: true, Name: fmt.Sprintf("run %s round %d", p.id, r)})
+		// This node computed it (or recomputed it before adopting it).
+		st.ck, err = p.n.Store.Add(context.Background(), dir, contentstore.AddOptions{Pin: true, Name: fmt.Sprintf("run %s round %d", p.id, r)})
 		if err != nil {
 			return 0, err
 		}
-		p.base, p.round = ck, r+1
-		p.n.settled.set(p.id, r, ck, p.loadedBase)
+		p.setCurrent(st)
 		if b, err := os.ReadFile(p.efPath()); err == nil {
 			if er, err := DecodeEFState(b, p.efs); err != nil || er != r {
 				p.opts.Logf("run %s: error-feedback state not restored (round %d, %v); starting with zero residuals", p.id, er, err)
@@ -138,39 +139,4 @@ func (p *Participant) resume() (int, error) {
 		return r, nil
 	}
 	return 0, nil
-}
-
-// loadCheckpointDir reads a checkpoint's weights and outer state.
-func (p *Participant) loadCheckpointDir(dir string) error {
-	m, _, err := model.Load(p.opts.Backend, dir)
-	if err != nil {
-		return err
-	}
-	if m.Layout.Size != len(p.global) {
-		return fmt.Errorf("%d parameters, the run has %d", m.Layout.Size, len(p.global))
-	}
-	ob, err := os.ReadFile(filepath.Join(dir, "outer.bin"))
-	if err != nil {
-		return err
-	}
-	outer := gradsync.NewOuterOptimizer(p.sync, len(p.global))
-	if err := outer.UnmarshalBinary(ob); err != nil {
-		return err
-	}
-	rb, err := os.ReadFile(filepath.Join(dir, "round.json"))
-	if err != nil {
-		return err
-	}
-	var rec roundRecord
-	if err := json.Unmarshal(rb, &rec); err != nil {
-		return fmt.Errorf("round.json: %w", err)
-	}
-	p.opts.Backend.Download(p.global, m.Params)
-	p.outer = outer
-	p.members = toPeerIDs(rec.Participants)
-	p.loadedBase = cid.Undef
-	if rec.Base != nil {
-		p.loadedBase, _ = rec.Base.Cid()
-	}
-	return nil
 }

@@ -2,13 +2,13 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -121,6 +121,8 @@ type Participant struct {
 	m       *model.Model
 	global  []float32
 	outer   *gradsync.OuterOptimizer
+	rec     *roundRecord // the base checkpoint's round record
+	ru      *rules
 	parts   []gradsync.Range
 	efs     []*gradsync.ErrorFeedback
 	shards  []*model.Corpus // each shard's training rows
@@ -136,9 +138,19 @@ type Participant struct {
 
 	base  cid.Cid // checkpoint the current round starts from
 	round int     // current round (rounds are numbered from 1)
-	// loadedBase is the base named by the round.json loadCheckpointDir
-	// read last.
-	loadedBase cid.Cid
+	// verified: the checkpoints this node settled on (CID → round), each
+	// computed here; a candidate's lineage must reach one of them.
+	verified map[string]int
+	// inputs caches this round's fetched contributions (or why not).
+	inMu    sync.Mutex
+	inputs  map[string]inputResult
+	scratch int // names scratch checkpoint directories
+
+	rejMu      sync.Mutex
+	rejections map[string]int
+	// tamper, set only by tests (export_test.go), rewrites the aggregates
+	// this node publishes: a lying reducer built from the node's own code.
+	tamper func(partition int, enc []byte) []byte
 
 	topic *p2p.Topic
 	sub   *p2p.Subscription
@@ -211,15 +223,17 @@ func (n *Node) OpenRun(ctx context.Context, id cid.Cid, o RunOptions) (*Particip
 	o.Backend.Download(p.global, p.m.Params)
 	p.outer = gradsync.NewOuterOptimizer(sc, nParams)
 	p.parts = gradsync.Partitions(nParams, sc.Partitions)
+	p.ru = &rules{run: id, spec: spec, sync: sc, codec: codec, parts: p.parts, n: nParams}
+	p.verified = map[string]int{}
 	for _, r := range p.parts {
 		p.efs = append(p.efs, gradsync.NewErrorFeedback(codec, r.Size))
 	}
-	p.base, err = p.writeCheckpoint(ctx, 0, cid.Undef, nil, nil, nil, nil)
-	if err != nil {
+	if err := p.removeScratch(); err != nil {
 		return nil, err
 	}
-	n.settled.set(id, 0, p.base, cid.Undef)
-	p.round = 1
+	if err := p.genesis(ctx); err != nil {
+		return nil, err
+	}
 	if r, err := p.resume(); err != nil {
 		return nil, err
 	} else if r > 0 {
@@ -277,8 +291,13 @@ func (p *Participant) discoverLoop() {
 	}
 }
 
-// Genesis returns the CID of the run's round-0 checkpoint.
-func (p *Participant) Base() cid.Cid { return p.base }
+// Base returns the checkpoint this node settled on last (the next round's
+// base). Safe to call while the participant runs.
+func (p *Participant) Base() cid.Cid {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.base
+}
 
 // Close leaves the run's topic and stops the reader. Idempotent.
 func (p *Participant) Close() {
@@ -449,10 +468,11 @@ func (p *Participant) Model() *model.Model {
 // CatchUp brings a node that joins a run in progress (or restarts after
 // the swarm moved on) to the swarm's newest checkpoint: it waits up to
 // wait for checkpoint announcements of rounds this node has not done,
-// gathers them for a moment, fetches the checkpoint most peers announced
-// for the newest round, adopts it and continues from the round after. It
-// reports whether it moved; with no announcement in time (a new run, or
-// this node is current) it stays where it is.
+// gathers them for a moment, then verifies the candidates by recomputing
+// them from the run's genesis (or the newest checkpoint it holds) and
+// adopts the best that verifies (fork choice: see verify.go). It reports
+// whether it moved; with no announcement in time (a new run, or this node
+// is current) it stays where it is.
 func (p *Participant) CatchUp(ctx context.Context, wait time.Duration) (bool, error) {
 	p.mu.Lock()
 	p.catchingUp = true
@@ -462,8 +482,7 @@ func (p *Participant) CatchUp(ctx context.Context, wait time.Duration) (bool, er
 		p.catchingUp = false
 		p.mu.Unlock()
 	}()
-	votes := map[int]map[string]int{}
-	newest := -1
+	var cands []candidate
 	var keep []inMsg
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -477,47 +496,27 @@ func (p *Participant) CatchUp(ctx context.Context, wait time.Duration) (bool, er
 				p.requeue(keep)
 				return false, nil
 			}
-			best, n := "", 0
-			for c, v := range votes[newest] {
-				if v > n || (v == n && c < best) {
-					best, n = c, v
-				}
-			}
-			ck, err := cid.Decode(best)
+			moved, err := p.adoptBest(ctx, cands, "catching up")
 			if err != nil {
 				return false, err
 			}
-			p.opts.Logf("run %s: catching up: adopting the checkpoint of round %d, %s (%d announcements)", p.id, newest, ck, n)
-			if err := p.adopt(ctx, newest, ck); err != nil {
-				return false, err
-			}
-			p.mu.Lock()
-			p.base, p.round = ck, newest+1
-			p.mu.Unlock()
-			p.n.settled.set(p.id, newest, ck, p.loadedBase)
-			for _, e := range p.efs {
-				clear(e.Residual) // the residual belonged to another base
-			}
 			var later []inMsg
 			for _, im := range keep {
-				if im.m.Round > newest {
+				if im.m.Round >= p.round {
 					later = append(later, im)
 				}
 			}
 			p.requeue(later)
-			p.event(RoundEvent{Phase: "adopted", CID: ck.String()})
-			return true, nil
+			return moved, nil
 		case im := <-p.inbox:
 			m := im.m
 			if m.Type != MsgCheckpoint || m.Round < p.round {
 				keep = append(keep, im)
 				continue
 			}
-			if votes[m.Round] == nil {
-				votes[m.Round] = map[string]int{}
+			if ck, err := cid.Decode(m.CID); err == nil && len(cands) < 4*maxCandidates {
+				cands = append(cands, candidate{m.Round, ck})
 			}
-			votes[m.Round][m.CID]++
-			newest = max(newest, m.Round)
 			if !gathering {
 				// Give the round's other announcements a moment to arrive.
 				gathering = true
@@ -537,8 +536,13 @@ func (p *Participant) requeue(ms []inMsg) {
 	}
 }
 
-// Round is the number of the next round to run.
-func (p *Participant) Round() int { return p.round }
+// Round is the number of the next round to run. Safe to call while the
+// participant runs.
+func (p *Participant) Round() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.round
+}
 
 // RunRounds runs rounds until the run's last round or ctx ends.
 func (p *Participant) RunRounds(ctx context.Context, upto int) error {
@@ -590,87 +594,33 @@ func peerSeed(seed uint64, id peer.ID) uint64 {
 const quorumWaits = 5
 
 // runRound: train H inner steps, publish the contribution, reduce the
-// partitions this node is first in line for, apply the aggregates, write
-// and announce the checkpoint, and follow the majority's.
+// partitions this node is first in line for, verify the others'
+// aggregates by recomputing them, apply the round's transition, announce
+// the checkpoint, and settle on the best verified checkpoint of the round.
 func (p *Participant) runRound(ctx context.Context) error {
 	r := p.round
-	H, first := p.sync.RoundH(r-1), p.sync.RoundStart(r-1)
 	// Gossipsub does not replay: a peer that was away (restarting, joining)
 	// when a message went out never gets it. While this node waits in a
 	// round, it repeats what it published in it; receivers are idempotent.
 	p.sent = p.sent[:0]
-	w := p.newRoundWait(r)
+	p.resetInputs()
+	w := p.newRoundWait(ctx, r)
 	defer w.stop()
-	tc := p.spec.TrainConfig()
-	be := p.opts.Backend
-	be.Upload(p.m.Params, p.global)
-	B, T := p.spec.Inner.Batch, p.spec.Inner.Seq
-	tokens, targets := make([]int32, B*T), make([]int32, B*T)
-	seed := peerSeed(p.spec.Seed, p.self)
-	train, shards := p.roundData(r)
-	var loss float32
-	for s := 0; s < H; s++ {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		step := first + s
-		if err := train.Batch(seed, step, B, T, tokens, targets); err != nil {
-			return err
-		}
-		p.m.ZeroGrad()
-		l, err := p.m.Forward(tokens, targets, B, T, true)
-		if err != nil {
-			return err
-		}
-		if err := p.m.Backward(); err != nil {
-			return err
-		}
-		if _, err := p.m.Step(tc.Schedule.LR(step), tc.Optim); err != nil {
-			return err
-		}
-		loss = l
-		p.event(RoundEvent{Phase: "train", Step: s + 1, Steps: H, Loss: l})
-	}
-	_ = loss
-
-	// Contribution: Δ = global − local, each partition encoded with error
-	// feedback as a raw block, under a dag-json root.
-	local := make([]float32, len(p.global))
-	be.Download(local, p.m.Params)
-	delta := make([]float32, len(p.global))
-	gradsync.PseudoGradient(delta, p.global, local)
-	contrib := &Contribution{Format: ContributionFormat, Run: sharding.LinkTo(p.id), Round: r, Base: sharding.LinkTo(p.base),
-		Peer: p.self.String(), Tokens: int64(H * B * T), Codec: p.sync.Codec, Params: len(p.global), Shards: shards}
-	encBytes := 0
-	for i, pr := range p.parts {
-		enc := p.efs[i].Encode(nil, delta[pr.Offset:pr.Offset+pr.Size])
-		encBytes += len(enc)
-		k, err := contentstore.BlockCID(contentstore.CodecRaw, enc)
-		if err != nil {
-			return err
-		}
-		if err := p.n.Store.PutBlock(ctx, k, enc); err != nil {
-			return err
-		}
-		contrib.Partitions = append(contrib.Partitions, sharding.LinkTo(k))
-	}
-	cb, ccid, err := EncodeContribution(contrib)
+	ccid, err := p.train(ctx, r)
 	if err != nil {
 		return err
 	}
-	if err := p.n.Store.PutBlock(ctx, ccid, cb); err != nil {
-		return err
+	own, err := p.input(ctx, ccid, r, p.base)
+	if err != nil {
+		return fmt.Errorf("own contribution: %w", err)
 	}
-	if err := p.publish(ctx, RoundMsg{Type: MsgContribution, Run: p.id.String(), Round: r, Base: p.base.String(), CID: ccid.String(), Tokens: contrib.Tokens}); err != nil {
-		return err
-	}
-	if err := p.saveEF(r); err != nil {
-		return fmt.Errorf("saving error-feedback state: %w", err)
-	}
-	p.event(RoundEvent{Phase: "contributed", CID: ccid.String(), EncodedBytes: encBytes, RawBytes: 4 * len(p.global)})
 
-	// Collect the round's contributions.
-	contribs := map[peer.ID]RoundMsg{p.self: {Type: MsgContribution, CID: ccid.String(), Tokens: contrib.Tokens}}
+	// Collect the round's contributions. Membership costs work: a
+	// contribution counts once this node has fetched and admitted it
+	// (fetches run beside the wait, one per author).
+	admitted := map[peer.ID]*input{p.self: own}
+	asked := map[peer.ID]bool{p.self: true}
+	collecting := true
 	expect := p.opts.Expect
 	switch {
 	case expect > 0:
@@ -682,23 +632,41 @@ func (p *Participant) runRound(ctx context.Context) error {
 	// The round closes once it has every member's contribution and at
 	// least expect in all, or at the deadline with a quorum.
 	complete := func() bool {
-		if len(contribs) < expect {
+		if len(admitted) < expect {
 			return false
 		}
 		for _, id := range p.members {
-			if _, ok := contribs[id]; !ok {
+			if _, ok := admitted[id]; !ok {
 				return false
 			}
 		}
 		return true
 	}
+	base := p.base
 	collect := func(im inMsg) bool {
 		if im.m.Round != r || im.m.Type != MsgContribution {
 			return false
 		}
-		if im.m.Base == p.base.String() {
-			contribs[im.from] = im.m
+		k, err := cid.Decode(im.m.CID)
+		if err != nil || im.m.Base != base.String() || asked[im.from] || len(asked) >= MaxParticipants {
+			return true
 		}
+		from := im.from
+		asked[from] = true
+		w.background(func(ctx context.Context) func() {
+			in, err := p.input(ctx, k, r, base)
+			if err == nil && in.c.Peer != from.String() {
+				err = rejected(RejectRound, fmt.Errorf("contribution %s names peer %s", k, in.c.Peer))
+			}
+			return func() {
+				switch {
+				case err != nil:
+					p.refuse(err, fmt.Sprintf("round %d: contribution %s from %s", r, k, from))
+				case collecting:
+					admitted[from] = in
+				}
+			}
+		})
 		return true
 	}
 	// Past the deadline without a quorum (peers restarting, say), the
@@ -715,35 +683,33 @@ func (p *Participant) runRound(ctx context.Context) error {
 		if moved, err := p.adoptSettled(ctx, r); err != nil || moved {
 			return err
 		}
-		if len(contribs) >= p.sync.Quorum {
+		if len(admitted) >= p.sync.Quorum {
 			break
 		}
 		if wait == quorumWaits {
-			return fmt.Errorf("%d contributions after %d deadlines, quorum %d", len(contribs), wait+1, p.sync.Quorum)
+			return fmt.Errorf("%d contributions after %d deadlines, quorum %d", len(admitted), wait+1, p.sync.Quorum)
 		}
-		p.opts.Logf("round %d: %d contributions by the deadline, quorum %d; waiting", r, len(contribs), p.sync.Quorum)
+		p.opts.Logf("round %d: %d contributions by the deadline, quorum %d; waiting", r, len(admitted), p.sync.Quorum)
 	}
-	participants := make([]peer.ID, 0, len(contribs))
-	for id := range contribs {
-		participants = append(participants, id)
-	}
-	sort.Slice(participants, func(i, j int) bool { return participants[i] < participants[j] })
-	// Reducer order per partition: the members (agreed through the base
-	// checkpoint) first, then the other contributors this node saw.
+	collecting = false
+	// Reducers: the members (agreed through the base checkpoint) first,
+	// then the other authors of admitted contributions.
 	isMember := map[peer.ID]bool{}
 	for _, id := range p.members {
 		isMember[id] = true
 	}
 	var others []peer.ID
-	for _, id := range participants {
+	for id := range admitted {
 		if !isMember[id] {
 			others = append(others, id)
 		}
 	}
+	sort.Slice(others, func(i, j int) bool { return others[i] < others[j] })
 	order := make([][]peer.ID, len(p.parts))
 	for pi := range p.parts {
 		order[pi] = append(Reducers(p.id, r, pi, p.members), Reducers(p.id, r, pi, others)...)
 	}
+	mine := inputList(admitted)
 
 	// Reduce the partitions this node is first in line for.
 	reduced := 0
@@ -751,37 +717,154 @@ func (p *Participant) runRound(ctx context.Context) error {
 		if order[pi][0] != p.self {
 			continue
 		}
-		if err := p.reduce(ctx, r, pi, contribs); err != nil {
+		if err := p.reduce(ctx, r, pi, mine); err != nil {
 			return err
 		}
 		reduced++
 	}
 	p.event(RoundEvent{Phase: "aggregated", Partitions: reduced})
 
-	// Gather one aggregate per partition: from the first reducer in line,
-	// or (after the deadline) from the best-placed one that published.
-	aggs := make([]*RoundMsg, len(p.parts))
+	inputs, err := p.gatherAggregates(ctx, w, r, order, mine)
+	if err != nil || inputs == nil {
+		return err
+	}
+	// Apply: the round's transition on a copy of the base state.
+	s := p.current().clone()
+	rec, _, err := p.ru.transition(s.global, s.outer, r, p.base, newRoundInput(inputs))
+	if err != nil {
+		return err
+	}
+	dir, ck, err := p.writeCheckpoint(ctx, rec, s.global, s.outer, "scratch-")
+	if err != nil {
+		return err
+	}
+	s.round, s.ck, s.rec, s.dir = r, ck, rec, dir
+	p.event(RoundEvent{Phase: "checkpoint", CID: ck.String(), Contributions: rec.includedCount()})
+	if err := p.publish(ctx, RoundMsg{Type: MsgCheckpoint, Run: p.id.String(), Round: r, Base: p.base.String(), CID: ck.String()}); err != nil {
+		return err
+	}
+	best, err := p.vote(ctx, w, r, s, admitted)
+	if err != nil {
+		return err
+	}
+	// Messages of later rounds go back to the inbox.
+	w.finish()
+	if !best.ck.Equals(ck) {
+		p.opts.Logf("round %d: %s (%d contributions) is the better checkpoint of the round, recomputed here; mine, %s, had %d",
+			r, best.ck, best.rec.includedCount(), ck, rec.includedCount())
+		os.RemoveAll(dir)
+		for _, e := range p.efs {
+			clear(e.Residual)
+		}
+		p.event(RoundEvent{Phase: "adopted", CID: best.ck.String()})
+	}
+	return p.settle(ctx, best)
+}
+
+// train runs round r's inner steps from the global weights and publishes
+// the contribution (Δ = global − local, each partition encoded with error
+// feedback as a raw block, under a dag-json root); it returns its CID.
+func (p *Participant) train(ctx context.Context, r int) (cid.Cid, error) {
+	H, first := p.sync.RoundH(r-1), p.sync.RoundStart(r-1)
+	tc := p.spec.TrainConfig()
+	be := p.opts.Backend
+	be.Upload(p.m.Params, p.global)
+	B, T := p.spec.Inner.Batch, p.spec.Inner.Seq
+	tokens, targets := make([]int32, B*T), make([]int32, B*T)
+	seed := peerSeed(p.spec.Seed, p.self)
+	train, shards := p.roundData(r)
+	for s := 0; s < H; s++ {
+		if err := ctx.Err(); err != nil {
+			return cid.Undef, err
+		}
+		step := first + s
+		if err := train.Batch(seed, step, B, T, tokens, targets); err != nil {
+			return cid.Undef, err
+		}
+		p.m.ZeroGrad()
+		l, err := p.m.Forward(tokens, targets, B, T, true)
+		if err != nil {
+			return cid.Undef, err
+		}
+		if err := p.m.Backward(); err != nil {
+			return cid.Undef, err
+		}
+		if _, err := p.m.Step(tc.Schedule.LR(step), tc.Optim); err != nil {
+			return cid.Undef, err
+		}
+		p.event(RoundEvent{Phase: "train", Step: s + 1, Steps: H, Loss: l})
+	}
+	local := make([]float32, len(p.global))
+	be.Download(local, p.m.Params)
+	delta := make([]float32, len(p.global))
+	gradsync.PseudoGradient(delta, p.global, local)
+	contrib := &Contribution{Format: ContributionFormat, Run: sharding.LinkTo(p.id), Round: r, Base: sharding.LinkTo(p.base),
+		Peer: p.self.String(), Tokens: p.spec.RoundTokens(r), Codec: p.sync.Codec, Params: len(p.global), Shards: shards}
+	encBytes := 0
+	for i, pr := range p.parts {
+		enc := p.efs[i].Encode(nil, delta[pr.Offset:pr.Offset+pr.Size])
+		encBytes += len(enc)
+		k, err := contentstore.BlockCID(contentstore.CodecRaw, enc)
+		if err != nil {
+			return cid.Undef, err
+		}
+		if err := p.n.Store.PutBlock(ctx, k, enc); err != nil {
+			return cid.Undef, err
+		}
+		contrib.Partitions = append(contrib.Partitions, sharding.LinkTo(k))
+	}
+	cb, ccid, err := EncodeContribution(contrib)
+	if err != nil {
+		return cid.Undef, err
+	}
+	if err := p.n.Store.PutBlock(ctx, ccid, cb); err != nil {
+		return cid.Undef, err
+	}
+	if err := p.publish(ctx, RoundMsg{Type: MsgContribution, Run: p.id.String(), Round: r, Base: p.base.String(), CID: ccid.String(), Tokens: contrib.Tokens}); err != nil {
+		return cid.Undef, err
+	}
+	if err := p.saveEF(r); err != nil {
+		return cid.Undef, fmt.Errorf("saving error-feedback state: %w", err)
+	}
+	p.event(RoundEvent{Phase: "contributed", CID: ccid.String(), EncodedBytes: encBytes, RawBytes: 4 * len(p.global)})
+	return ccid, nil
+}
+
+// gatherAggregates waits for one verified aggregate per partition: from
+// the first reducer in line, or (after the deadline) from the best-placed
+// one whose aggregate this node could recompute. It returns each
+// partition's inputs (nil when this node moved to the peers' checkpoint
+// meanwhile).
+func (p *Participant) gatherAggregates(ctx context.Context, w *roundWait, r int, order [][]peer.ID, mine []*input) ([][]*input, error) {
+	inputs := make([][]*input, len(p.parts))
 	rank := make([]int, len(p.parts))
 	missing := len(p.parts)
 	for pi := range p.parts {
 		rank[pi] = len(order[pi])
 	}
+	refused := map[string]bool{} // aggregates found wrong (repeats are not checked again)
 	take := func(im inMsg) bool {
 		m := im.m
 		if m.Round != r || m.Type != MsgAggregate {
 			return false
 		}
-		if m.Base != p.base.String() || m.Partition >= len(p.parts) {
+		if m.Base != p.base.String() || m.Partition >= len(p.parts) || refused[m.CID] {
 			return true
 		}
 		for k, id := range order[m.Partition] {
-			if id == im.from && k < rank[m.Partition] {
-				if aggs[m.Partition] == nil {
-					missing--
-				}
-				mm := m
-				aggs[m.Partition], rank[m.Partition] = &mm, k
+			if id != im.from || k >= rank[m.Partition] {
+				continue
 			}
+			ins, err := p.checkAggregate(ctx, r, m)
+			if err != nil {
+				refused[m.CID] = true
+				p.refuse(err, fmt.Sprintf("round %d: aggregate of partition %d from %s", r, m.Partition, im.from))
+				break
+			}
+			if inputs[m.Partition] == nil {
+				missing--
+			}
+			inputs[m.Partition], rank[m.Partition] = ins, k
 		}
 		return true
 	}
@@ -792,7 +875,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 	level := 0
 	settled := func() bool {
 		for pi := range p.parts {
-			if aggs[pi] == nil || rank[pi] > level {
+			if inputs[pi] == nil || rank[pi] > level {
 				return false
 			}
 		}
@@ -801,126 +884,75 @@ func (p *Participant) runRound(ctx context.Context) error {
 	for {
 		ok, err := w.until(ctx, settled, take)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if ok || missing == 0 {
-			break
+			return inputs, nil
 		}
 		if moved, err := p.adoptSettled(ctx, r); err != nil || moved {
-			return err
+			return nil, err
 		}
 		level++
 		if level >= len(order[0]) {
-			return fmt.Errorf("%d of %d partitions have no aggregate after every reducer's deadline", missing, len(p.parts))
+			return nil, fmt.Errorf("%d of %d partitions have no verified aggregate after every reducer's deadline", missing, len(p.parts))
 		}
 		for pi := range p.parts {
-			if aggs[pi] == nil && order[pi][level] == p.self {
-				p.opts.Logf("round %d: reducer %s of partition %d is silent; reducing it", r, order[pi][level-1], pi)
-				if err := p.reduce(ctx, r, pi, contribs); err != nil {
-					return err
+			if inputs[pi] == nil && order[pi][level] == p.self {
+				p.opts.Logf("round %d: no verified aggregate of partition %d from %s; reducing it", r, pi, order[pi][level-1])
+				if err := p.reduce(ctx, r, pi, mine); err != nil {
+					return nil, err
 				}
 			}
 		}
 	}
-	// Apply: decode every aggregate partition, one outer step.
-	agg := make([]float32, len(p.global))
-	included := map[string]bool{}
-	var aggCIDs []string
-	for pi, pr := range p.parts {
-		k, _ := cid.Decode(aggs[pi].CID)
-		b, err := p.n.Store.Block(ctx, k)
-		if err != nil {
-			return fmt.Errorf("aggregate of partition %d: %w", pi, err)
-		}
-		if err := p.codec.Decode(agg[pr.Offset:pr.Offset+pr.Size], b.RawData()); err != nil {
-			return fmt.Errorf("aggregate of partition %d from %s: %w", pi, order[pi][rank[pi]], err)
-		}
-		for _, c := range aggs[pi].Included {
-			included[c] = true
-		}
-		aggCIDs = append(aggCIDs, aggs[pi].CID)
-	}
-	p.outer.Step(p.global, agg)
-	inc := make([]string, 0, len(included))
-	for c := range included {
-		inc = append(inc, c)
-	}
-	sort.Strings(inc)
-	usedShards, authors, err := p.describe(ctx, inc)
-	if err != nil {
-		return err
-	}
-	ck, err := p.writeCheckpoint(ctx, r, p.base, inc, aggCIDs, usedShards, authors)
-	if err != nil {
-		return err
-	}
-	p.event(RoundEvent{Phase: "checkpoint", CID: ck.String(), Contributions: len(inc)})
-	if err := p.publish(ctx, RoundMsg{Type: MsgCheckpoint, Run: p.id.String(), Round: r, Base: p.base.String(), CID: ck.String()}); err != nil {
-		return err
-	}
+}
 
-	// Follow the majority: wait (briefly) for the participants' checkpoint
-	// announcements; if most honest nodes computed another checkpoint, take
-	// theirs.
-	votes := map[string]int{ck.String(): 1}
-	voted := map[peer.ID]bool{p.self: true}
+// vote settles round r: it gathers the checkpoints announced for the round
+// on this node's base (asking the participants that did not announce),
+// recomputes those that differ from its own, s, and returns the best by
+// fork choice. Announcements are candidates, never votes.
+func (p *Participant) vote(ctx context.Context, w *roundWait, r int, s *state, participants map[peer.ID]*input) (*state, error) {
+	announced := map[peer.ID]cid.Cid{p.self: s.ck}
 	count := func(im inMsg) bool {
 		if im.m.Round != r || im.m.Type != MsgCheckpoint {
 			return false
 		}
-		if im.m.Base == p.base.String() && !voted[im.from] && contribs[im.from].CID != "" {
-			voted[im.from] = true
-			votes[im.m.CID]++
+		if k, err := cid.Decode(im.m.CID); err == nil && im.m.Base == p.base.String() && len(announced) < MaxParticipants {
+			announced[im.from] = k
 		}
 		return true
 	}
-	// Not every participant may vote (one may have crashed): the deadline
-	// ends the wait.
-	if _, err := w.until(ctx, func() bool { return len(voted) >= len(participants) }, count); err != nil {
-		return err
-	}
-	if len(voted) < len(participants) {
-		// Gossip does not repeat a vote published while this node was
-		// away: ask those who did not vote.
-		var ask []peer.ID
-		for _, id := range participants {
-			if !voted[id] {
-				ask = append(ask, id)
+	heard := func() bool {
+		for id := range participants {
+			if _, ok := announced[id]; !ok {
+				return false
 			}
 		}
-		for id, a := range p.n.askAll(ctx, ask, p.id, r) {
-			if a.Checkpoint != "" && a.Base == p.base.String() {
-				voted[id] = true
-				votes[a.Checkpoint]++
-			}
+		return true
+	}
+	// Not every participant may announce (one may have crashed): the
+	// deadline ends the wait.
+	if _, err := w.until(ctx, heard, count); err != nil {
+		return nil, err
+	}
+	var ask []peer.ID
+	for id := range participants {
+		if _, ok := announced[id]; !ok {
+			ask = append(ask, id)
 		}
 	}
-	best, adopted := ck.String(), false
-	for c, v := range votes {
-		if v > votes[best] || (v == votes[best] && c < best) {
-			best = c
+	for id, a := range p.n.askAll(ctx, ask, p.id, r) {
+		if k, err := cid.Decode(a.Checkpoint); err == nil && a.Base == p.base.String() {
+			announced[id] = k
 		}
 	}
-	if best != ck.String() {
-		p.opts.Logf("WARNING: round %d: my checkpoint %s is in the minority (%d of %d votes); adopting %s (%d votes)",
-			r, ck, votes[ck.String()], len(voted), best, votes[best])
-		bk, _ := cid.Decode(best)
-		if err := p.adopt(ctx, r, bk); err != nil {
-			return fmt.Errorf("adopting the majority checkpoint %s: %w", best, err)
+	var cs []candidate
+	for _, k := range announced {
+		if !k.Equals(s.ck) {
+			cs = append(cs, candidate{r, k})
 		}
-		ck, adopted = bk, true
-		p.event(RoundEvent{Phase: "adopted", CID: best})
 	}
-	// Messages of later rounds go back to the inbox.
-	w.finish()
-	if !adopted {
-		p.members = toPeerIDs(authors) // adopt loaded the majority's
-	}
-	p.n.settled.set(p.id, r, ck, p.base)
-	p.mu.Lock()
-	p.base, p.round = ck, r+1
-	p.mu.Unlock()
-	return nil
+	return p.choose(ctx, s, cs, fmt.Sprintf("round %d", r))
 }
 
 // runPeers are the peers to ask about the run: its members and the peers
@@ -942,45 +974,24 @@ func (p *Participant) runPeers() []peer.ID {
 	return out
 }
 
-// adoptSettled asks the run's peers whether they have settled round r. If
-// most of those taking part settled it from this node's base, this node is
-// behind — it restarted, or the others closed the round without it — and
-// gossip will not repeat what it missed: it adopts their checkpoint (or,
-// when most agree on a newer one, that) and reports that it moved.
+// adoptSettled asks the run's peers where they stand: which checkpoint
+// they settled round r on, and their newest. Gossip does not repeat what a
+// node missed (it restarted, or the others closed the round without it),
+// so it pulls. Every checkpoint named is only a candidate: adoptBest
+// recomputes each before taking the best. It reports whether this node
+// moved.
 func (p *Participant) adoptSettled(ctx context.Context, r int) (bool, error) {
 	as := p.n.askAll(ctx, p.runPeers(), p.id, r)
-	peers := inRun(as)
-	need := peers/2 + 1
-	best, votes := majority(as, func(a StatusResponse) string {
-		if a.Checkpoint != "" && a.Base == p.base.String() {
-			return a.Checkpoint
+	var cs []candidate
+	for _, a := range as {
+		if k, err := cid.Decode(a.Checkpoint); err == nil {
+			cs = append(cs, candidate{r, k})
 		}
-		return ""
-	})
-	if peers == 0 || votes < need {
-		return false, nil
+		if k, err := cid.Decode(a.NewestCID); err == nil && a.Newest >= r {
+			cs = append(cs, candidate{a.Newest, k})
+		}
 	}
-	round := r
-	if nr, nk, nv := newestMajority(as, r); nv >= need {
-		round, best, votes = nr, nk, nv
-	}
-	ck, err := cid.Decode(best)
-	if err != nil {
-		return false, err
-	}
-	p.opts.Logf("run %s: %d of %d peers in the run settled round %d on %s; this node is behind and adopts it", p.id, votes, peers, round, ck)
-	if err := p.adopt(ctx, round, ck); err != nil {
-		return false, fmt.Errorf("adopting %s, round %d of the peers: %w", ck, round, err)
-	}
-	if err := p.saveEF(round); err != nil {
-		return false, fmt.Errorf("saving error-feedback state: %w", err)
-	}
-	p.n.settled.set(p.id, round, ck, p.loadedBase)
-	p.event(RoundEvent{Phase: "adopted", Round: round, CID: ck.String()})
-	p.mu.Lock()
-	p.base, p.round = ck, round+1
-	p.mu.Unlock()
-	return true, nil
+	return p.adoptBest(ctx, cs, "the run's peers")
 }
 
 func toPeerIDs(ss []string) []peer.ID {
@@ -1005,11 +1016,34 @@ type roundWait struct {
 	pending  []inMsg
 	deadline *time.Timer
 	resend   *time.Ticker
+	// Fetches run beside the wait; their results come back as functions
+	// run on the waiting goroutine. stop cancels and waits for them.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	results chan func()
+	wg      sync.WaitGroup
 }
 
-func (p *Participant) newRoundWait(r int) *roundWait {
-	return &roundWait{p: p, r: r, deadline: time.NewTimer(p.sync.RoundDeadline),
-		resend: time.NewTicker(min(max(p.sync.RoundDeadline/4, 250*time.Millisecond), 5*time.Second))}
+func (p *Participant) newRoundWait(ctx context.Context, r int) *roundWait {
+	w := &roundWait{p: p, r: r, deadline: time.NewTimer(p.sync.RoundDeadline),
+		resend:  time.NewTicker(min(max(p.sync.RoundDeadline/4, 250*time.Millisecond), 5*time.Second)),
+		results: make(chan func(), 64)}
+	w.ctx, w.cancel = context.WithCancel(ctx)
+	return w
+}
+
+// background runs f beside the wait; the function f returns runs later on
+// the waiting goroutine (inside until), so it may touch the round's state.
+func (w *roundWait) background(f func(ctx context.Context) func()) {
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		done := f(w.ctx)
+		select {
+		case w.results <- done:
+		case <-w.ctx.Done():
+		}
+	}()
 }
 
 // until restarts the round deadline and feeds messages (pending ones
@@ -1032,6 +1066,8 @@ func (w *roundWait) until(ctx context.Context, done func() bool, handle func(inM
 			w.p.resend(ctx)
 		case <-w.deadline.C:
 			return false, nil
+		case f := <-w.results:
+			f()
 		case im := <-w.p.inbox:
 			if !handle(im) && im.m.Round >= w.r {
 				w.pending = append(w.pending, im)
@@ -1054,6 +1090,8 @@ func (w *roundWait) finish() {
 }
 
 func (w *roundWait) stop() {
+	w.cancel()
+	w.wg.Wait()
 	w.deadline.Stop()
 	w.resend.Stop()
 }
@@ -1076,168 +1114,161 @@ func (p *Participant) resend(ctx context.Context) {
 	}
 }
 
-// reduce fetches partition pi of every contribution, aggregates, stores
-// the result (encoded with the run's codec, as it travels) and publishes it.
-func (p *Participant) reduce(ctx context.Context, r, pi int, contribs map[peer.ID]RoundMsg) error {
-	pr := p.parts[pi]
-	var cs []gradsync.Contribution
-	for from, m := range contribs {
-		k, _ := cid.Decode(m.CID)
-		b, err := p.n.Store.Block(ctx, k)
-		if err != nil {
-			p.opts.Logf("round %d: contribution %s from %s: %v", r, m.CID, from, err)
-			continue
-		}
-		c, err := DecodeContribution(b.RawData())
-		if err != nil || c.Peer != from.String() || c.Round != r || c.Base.CID != p.base.String() ||
-			c.Run.CID != p.id.String() || c.Params != len(p.global) || len(c.Partitions) != len(p.parts) || c.Codec != p.sync.Codec {
-			p.opts.Logf("round %d: contribution %s from %s refused: does not match the round (%v)", r, m.CID, from, err)
-			continue
-		}
-		pk, _ := c.Partitions[pi].Cid()
-		pb, err := p.n.Store.Block(ctx, pk)
-		if err != nil {
-			p.opts.Logf("round %d: partition %d of %s: %v", r, pi, m.CID, err)
-			continue
-		}
-		d := make([]float32, pr.Size)
-		if err := p.codec.Decode(d, pb.RawData()); err != nil {
-			p.opts.Logf("round %d: partition %d of %s refused: %v", r, pi, m.CID, err)
-			continue
-		}
-		cs = append(cs, gradsync.Contribution{ID: m.CID, Tokens: c.Tokens, Delta: d})
+// inputResult is a fetched contribution, or why it is not one.
+type inputResult struct {
+	in  *input
+	err error
+}
+
+// input fetches and admits contribution k for round r on base, once per
+// round (the answer, good or bad, is kept until the round ends). Safe for
+// concurrent use.
+func (p *Participant) input(ctx context.Context, k cid.Cid, r int, base cid.Cid) (*input, error) {
+	key := k.String() + "@" + base.String()
+	p.inMu.Lock()
+	res, ok := p.inputs[key]
+	p.inMu.Unlock()
+	if ok {
+		return res.in, res.err
 	}
-	out := make([]float32, pr.Size)
-	rep, ok := gradsync.Aggregate(p.sync, out, cs)
-	if !ok {
-		return fmt.Errorf("partition %d: no quorum among %d contributions", pi, len(cs))
-	}
-	var inc []string
-	for _, c := range cs {
-		if _, bad := rep.Rejected[c.ID]; !bad {
-			inc = append(inc, c.ID)
+	in, err := p.ru.fetchInput(ctx, p.n.Store, k, r, base)
+	if ctx.Err() == nil {
+		p.inMu.Lock()
+		if p.inputs == nil {
+			p.inputs = map[string]inputResult{}
 		}
+		p.inputs[key] = inputResult{in, err}
+		p.inMu.Unlock()
 	}
-	sort.Strings(inc)
-	enc := p.codec.Encode(nil, out)
-	k, err := contentstore.BlockCID(contentstore.CodecRaw, enc)
+	return in, err
+}
+
+func (p *Participant) resetInputs() {
+	p.inMu.Lock()
+	p.inputs = nil
+	p.inMu.Unlock()
+}
+
+// inputList returns the admitted contributions sorted by CID.
+func inputList(m map[peer.ID]*input) []*input {
+	out := make([]*input, 0, len(m))
+	for _, in := range m {
+		out = append(out, in)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].cid.String() < out[j].cid.String() })
+	return out
+}
+
+// reduce aggregates partition pi over the inputs, stores the result
+// (encoded with the run's codec, as it travels) and publishes it with the
+// list of its inputs, from which anyone can recompute it.
+func (p *Participant) reduce(ctx context.Context, r, pi int, ins []*input) error {
+	enc, k, _, err := p.ru.aggregate(pi, ins)
 	if err != nil {
 		return err
+	}
+	if p.tamper != nil {
+		enc = p.tamper(pi, enc)
+		if k, err = contentstore.BlockCID(contentstore.CodecRaw, enc); err != nil {
+			return err
+		}
 	}
 	if err := p.n.Store.PutBlock(ctx, k, enc); err != nil {
 		return err
 	}
-	return p.publish(ctx, RoundMsg{Type: MsgAggregate, Run: p.id.String(), Round: r, Base: p.base.String(), CID: k.String(), Partition: pi, Included: inc})
+	names := make([]string, len(ins))
+	for i, in := range ins {
+		names[i] = in.cid.String()
+	}
+	return p.publish(ctx, RoundMsg{Type: MsgAggregate, Run: p.id.String(), Round: r, Base: p.base.String(), CID: k.String(), Partition: pi, Inputs: names})
 }
 
-// roundRecord is a checkpoint's round.json.
-type roundRecord struct {
-	Run           sharding.Link   `json:"run"`
-	Round         int             `json:"round"`
-	Base          *sharding.Link  `json:"base,omitempty"`
-	Contributions []sharding.Link `json:"contributions"`
-	Aggregates    []sharding.Link `json:"aggregates"`
-	// Shards the included contributions trained on.
-	Shards []sharding.Link `json:"shards"`
-	// Participants are the included contributions' authors, sorted: the
-	// members who order the next round's reducers.
-	Participants []string `json:"participants"`
-}
-
-// describe returns the sorted union of the shards the given contributions
-// trained on and their sorted authors (fetching root blocks where needed).
-func (p *Participant) describe(ctx context.Context, contribs []string) (shards, authors []string, err error) {
-	set, who := map[string]bool{}, map[string]bool{}
-	for _, c := range contribs {
-		k, err := cid.Decode(c)
+// checkAggregate recomputes an announced aggregate from the inputs it
+// lists and returns them if it matches. A mismatch is evidence against its
+// reducer: the inputs and the aggregate are public and content-addressed,
+// so anyone can recompute the same.
+func (p *Participant) checkAggregate(ctx context.Context, r int, m RoundMsg) ([]*input, error) {
+	ins := make([]*input, 0, len(m.Inputs))
+	for _, s := range m.Inputs {
+		k, err := cid.Decode(s)
 		if err != nil {
-			return nil, nil, err
+			return nil, rejected(RejectAggregate, err)
 		}
-		b, err := p.n.Store.Block(ctx, k)
+		in, err := p.input(ctx, k, r, p.base)
 		if err != nil {
-			return nil, nil, fmt.Errorf("contribution %s: %w", c, err)
+			return nil, rejected(RejectAggregate, fmt.Errorf("input %s: %w", s, err))
 		}
-		con, err := DecodeContribution(b.RawData())
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, l := range con.Shards {
-			set[l.CID] = true
-		}
-		who[con.Peer] = true
+		ins = append(ins, in)
 	}
-	keys := func(m map[string]bool) []string {
-		out := make([]string, 0, len(m))
-		for s := range m {
-			out = append(out, s)
-		}
-		sort.Strings(out)
-		return out
-	}
-	return keys(set), keys(who), nil
-}
-
-// writeCheckpoint writes the current global weights and outer state as
-// the checkpoint directory of round r, adds and pins it, and returns its
-// CID. Every byte depends only on the run and the aggregates applied, so
-// honest nodes get the same CID.
-func (p *Participant) writeCheckpoint(ctx context.Context, r int, base cid.Cid, contribs, aggs, shards, authors []string) (cid.Cid, error) {
-	rec := roundRecord{Run: sharding.LinkTo(p.id), Round: r, Contributions: []sharding.Link{}, Aggregates: []sharding.Link{},
-		Shards: []sharding.Link{}, Participants: append([]string{}, authors...)}
-	for _, c := range shards {
-		rec.Shards = append(rec.Shards, sharding.Link{CID: c})
-	}
-	if base.Defined() {
-		l := sharding.LinkTo(base)
-		rec.Base = &l
-	}
-	for _, c := range contribs {
-		rec.Contributions = append(rec.Contributions, sharding.Link{CID: c})
-	}
-	for _, c := range aggs {
-		rec.Aggregates = append(rec.Aggregates, sharding.Link{CID: c})
-	}
-	rj, err := json.MarshalIndent(rec, "", "  ")
+	_, k, _, err := p.ru.aggregate(m.Partition, ins)
 	if err != nil {
-		return cid.Undef, err
+		return nil, rejected(RejectAggregate, err)
 	}
-	outer, err := p.outer.MarshalBinary()
-	if err != nil {
-		return cid.Undef, err
+	if k.String() != m.CID {
+		return nil, rejected(RejectAggregate, fmt.Errorf("announced %s; its %d inputs give %s", m.CID, len(ins), k))
 	}
-	dir := filepath.Join(p.opts.Dir, fmt.Sprintf("round-%06d", r))
-	if _, err := os.Stat(dir); err == nil {
-		if err := os.RemoveAll(dir); err != nil {
-			return cid.Undef, err
-		}
-	}
-	meta := map[string]string{"run": p.id.String(), "round": fmt.Sprint(r)}
-	if err := model.SaveWeights(dir, p.cfg, p.global, meta,
-		model.File{Name: "tokenizer.json", Data: p.tokJSON},
-		model.File{Name: "outer.bin", Data: outer},
-		model.File{Name: "round.json", Data: append(rj, '\n')}); err != nil {
-		return cid.Undef, err
-	}
-	return p.n.Store.Add(ctx, dir, contentstore.AddOptions{Pin: true, Name: fmt.Sprintf("run %s round %d", p.id, r)})
+	return ins, nil
 }
 
-// adopt replaces the global weights and outer state with checkpoint ck's,
-// which becomes this node's copy of round r.
-func (p *Participant) adopt(ctx context.Context, r int, ck cid.Cid) error {
-	dir := filepath.Join(p.opts.Dir, "adopt-"+ck.String())
+// writeCheckpoint writes a checkpoint directory (weights, outer state,
+// tokenizer, round record) under a scratch name starting with prefix, adds
+// it to the store unpinned and returns the directory and CID. Every byte
+// depends only on the run and the round's inputs, so honest nodes get the
+// same CID.
+func (p *Participant) writeCheckpoint(ctx context.Context, rec *roundRecord, global []float32, outer *gradsync.OuterOptimizer, prefix string) (string, cid.Cid, error) {
+	rj, err := rec.marshal()
+	if err != nil {
+		return "", cid.Undef, err
+	}
+	ob, err := outer.MarshalBinary()
+	if err != nil {
+		return "", cid.Undef, err
+	}
+	p.scratch++
+	dir := filepath.Join(p.opts.Dir, fmt.Sprintf("%sround-%06d-%d", prefix, rec.Round, p.scratch))
 	os.RemoveAll(dir)
-	if err := p.n.Store.Get(ctx, ck, dir, nil); err != nil {
+	meta := map[string]string{"run": p.id.String(), "round": fmt.Sprint(rec.Round)}
+	if err := model.SaveWeights(dir, p.cfg, global, meta,
+		model.File{Name: "tokenizer.json", Data: p.tokJSON},
+		model.File{Name: "outer.bin", Data: ob},
+		model.File{Name: "round.json", Data: rj}); err != nil {
+		return "", cid.Undef, err
+	}
+	ck, err := p.n.Store.Add(ctx, dir, contentstore.AddOptions{})
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", cid.Undef, err
+	}
+	return dir, ck, nil
+}
+
+// genesis writes the run's round-0 checkpoint (deterministic from the
+// spec) and settles on it.
+func (p *Participant) genesis(ctx context.Context) error {
+	rec := &roundRecord{Format: RoundFormat, Run: sharding.LinkTo(p.id), Contributions: []sharding.Link{},
+		Aggregates: []aggregateRecord{}, Shards: []sharding.Link{}, Participants: []string{}}
+	dir, ck, err := p.writeCheckpoint(ctx, rec, p.global, p.outer, "scratch-")
+	if err != nil {
 		return err
 	}
-	if err := p.n.Store.Pin(ctx, ck, fmt.Sprintf("run %s round %d", p.id, r)); err != nil {
+	return p.settle(ctx, &state{round: 0, ck: ck, global: p.global, outer: p.outer, rec: rec, dir: dir})
+}
+
+// removeScratch removes the scratch directories a killed process left.
+func (p *Participant) removeScratch() error {
+	ents, err := os.ReadDir(p.opts.Dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
 		return err
 	}
-	if err := p.loadCheckpointDir(dir); err != nil {
-		return fmt.Errorf("checkpoint %s: %w", ck, err)
+	for _, e := range ents {
+		if n := e.Name(); strings.HasPrefix(n, "scratch-") || strings.HasPrefix(n, "verify-") || strings.HasPrefix(n, "adopt-") {
+			if err := os.RemoveAll(filepath.Join(p.opts.Dir, n)); err != nil {
+				return err
+			}
+		}
 	}
-	final := filepath.Join(p.opts.Dir, fmt.Sprintf("round-%06d", r))
-	if err := os.RemoveAll(final); err != nil {
-		return err
-	}
-	return os.Rename(dir, final)
+	return nil
 }

@@ -1,0 +1,485 @@
+package node_test
+
+// The adversarial suite: real nodes on loopback, an attacker built from
+// the project's own node code and message types, each attack as issue 22
+// describes it. Every test checks that the honest nodes (and a joiner that
+// arrives during the attack) end on one checkpoint made of honest
+// contributions, that none adopted a forged checkpoint, and that the
+// rejections were counted.
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/model"
+	"github.com/fomnet/fomnet/node"
+	"github.com/fomnet/fomnet/node/nodetest"
+	"github.com/fomnet/fomnet/p2p"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// attacker is a node on the run's topic that is not a participant: it
+// reads every round message and publishes what it likes, signed with its
+// own key.
+type attacker struct {
+	nd    *node.Node
+	topic *p2p.Topic
+	sub   *p2p.Subscription
+}
+
+func newAttacker(t *testing.T, nd *node.Node, run cid.Cid) *attacker {
+	t.Helper()
+	topic, err := nd.Host.Join(node.RunTopic(run), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := topic.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Cancel(); topic.Close() })
+	return &attacker{nd: nd, topic: topic, sub: sub}
+}
+
+func (a *attacker) publish(ctx context.Context, m node.RoundMsg) {
+	b, err := node.EncodeRoundMsg(m)
+	if err == nil {
+		a.topic.Publish(ctx, b, 0)
+	}
+}
+
+// watch calls f for every round message from another peer until ctx ends.
+func (a *attacker) watch(ctx context.Context, wg *sync.WaitGroup, f func(from peer.ID, m node.RoundMsg)) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			msg, err := a.sub.Next(ctx)
+			if err != nil {
+				return
+			}
+			if m, err := node.DecodeRoundMsg(msg.Data); err == nil && msg.From != a.nd.Host.ID() {
+				f(msg.From, m)
+			}
+		}
+	}()
+}
+
+// answerStatus makes nd answer every status request with f's answer.
+func answerStatus(nd *node.Node, f func(q node.StatusRequest) node.StatusResponse) {
+	nd.Host.SetStreamHandler(node.StatusProtocol, func(s network.Stream) {
+		defer s.Close()
+		b, err := io.ReadAll(io.LimitReader(s, 4096))
+		if err != nil {
+			s.Reset()
+			return
+		}
+		var q node.StatusRequest
+		if json.Unmarshal(b, &q) != nil {
+			s.Reset()
+			return
+		}
+		out, _ := json.Marshal(f(q))
+		s.Write(out)
+	})
+}
+
+// forge copies checkpoint ck (fetched as any peer would) with its weights
+// negated — a plausible checkpoint of the right shape, not the round's —
+// and, when round ≥ 0, round.json's round rewritten; it returns the
+// forged checkpoint's CID, pinned in nd's store.
+func forge(ctx context.Context, tmp string, nd *node.Node, spec *node.RunSpec, ck cid.Cid, round int) (cid.Cid, error) {
+	src := filepath.Join(tmp, "src")
+	if err := nd.Store.Get(ctx, ck, src, nil); err != nil {
+		return cid.Undef, err
+	}
+	mc, _ := spec.ModelConfig()
+	files := map[string][]byte{}
+	for _, name := range []string{"model.safetensors", "tokenizer.json", "outer.bin", "round.json"} {
+		b, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil {
+			return cid.Undef, err
+		}
+		files[name] = b
+	}
+	w, meta, err := model.ReadWeights(mc, files["model.safetensors"])
+	if err != nil {
+		return cid.Undef, err
+	}
+	for i := range w {
+		w[i] = -w[i]
+	}
+	rj := files["round.json"]
+	if round >= 0 {
+		var rec map[string]any
+		if err := json.Unmarshal(rj, &rec); err != nil {
+			return cid.Undef, err
+		}
+		rec["round"] = round
+		rj, _ = json.MarshalIndent(rec, "", "  ")
+	}
+	dst := filepath.Join(tmp, "forged")
+	if err := model.SaveWeights(dst, mc, w, meta, model.File{Name: "tokenizer.json", Data: files["tokenizer.json"]},
+		model.File{Name: "outer.bin", Data: files["outer.bin"]}, model.File{Name: "round.json", Data: rj}); err != nil {
+		return cid.Undef, err
+	}
+	return nd.Store.Add(ctx, dst, contentstore.AddOptions{Pin: true, Name: "forged"})
+}
+
+// roundRecordOf reads round.json of a checkpoint this node holds.
+func roundRecordOf(t *testing.T, ctx context.Context, nd *node.Node, ck cid.Cid) (rec struct {
+	Round         int
+	Contributions []struct {
+		CID string `json:"/"`
+	}
+	Participants []string
+}) {
+	t.Helper()
+	f, err := nd.Store.Lookup(ctx, ck, "round.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := nd.Store.Open(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := json.NewDecoder(r).Decode(&rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// honestOnly fails the test unless every round of the lineage ending at
+// ck includes honest contributions alone (which of them made each
+// round's deadline depends on timing).
+func honestOnly(t *testing.T, ctx context.Context, nd *node.Node, ck cid.Cid, rounds int, honest map[string]bool) {
+	t.Helper()
+	for r := rounds; r >= 1; r-- {
+		rec := roundRecordOf(t, ctx, nd, ck)
+		if rec.Round != r {
+			t.Fatalf("lineage: round %d where %d was expected", rec.Round, r)
+		}
+		if len(rec.Participants) == 0 {
+			t.Fatalf("round %d includes no contribution", r)
+		}
+		for _, id := range rec.Participants {
+			if !honest[id] {
+				t.Fatalf("round %d includes %s, not an honest node", r, id)
+			}
+		}
+		f, _ := nd.Store.Lookup(ctx, ck, "round.json")
+		rd, _ := nd.Store.Open(ctx, f)
+		var full struct {
+			Base struct {
+				CID string `json:"/"`
+			} `json:"base"`
+		}
+		json.NewDecoder(rd).Decode(&full)
+		rd.Close()
+		ck, _ = cid.Decode(full.Base.CID)
+	}
+}
+
+// byzantineRun is three honest participants, k attacker identities and a
+// joiner that arrives after round 1.
+type byzantineRun struct {
+	c       *nodetest.Cluster
+	spec    *node.RunSpec
+	run     cid.Cid
+	honest  []*node.Participant
+	sybils  []*node.Node
+	joinerN *node.Node
+	log     checkpointLog
+	ids     map[string]bool
+}
+
+const byzHonest, byzRounds = 3, 3
+
+func newByzantineRun(t *testing.T, ctx context.Context, sybils int) *byzantineRun {
+	t.Helper()
+	c := nodetest.New(t, byzHonest+1+sybils, nodetest.Options{})
+	c.ConnectAll()
+	spec := smallRun(t, c, byzRounds)
+	spec.Sync.RoundDeadline = 10 * time.Second
+	run, err := c.Nodes[0].CreateRun(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &byzantineRun{c: c, spec: spec, run: run, ids: map[string]bool{}}
+	b.joinerN = c.Nodes[byzHonest]
+	b.ids[b.joinerN.Host.ID().String()] = true
+	b.sybils = append([]*node.Node(nil), c.Nodes[byzHonest+1:]...)
+	for i := 0; i < byzHonest; i++ {
+		nd := c.Nodes[i]
+		b.ids[nd.Host.ID().String()] = true
+		b.honest = append(b.honest, openOne(t, nd, run, byzHonest, func(e node.RoundEvent) { b.log.record(e) }))
+	}
+	return b
+}
+
+// finish runs the honest nodes to the end, lets the joiner catch up after
+// round 1 and run the rest, and checks the outcome.
+func (b *byzantineRun) finish(t *testing.T, ctx context.Context) []*node.Participant {
+	t.Helper()
+	var joiner *node.Participant
+	joined := make(chan error, 1)
+	go func() {
+		// The joiner opens the run once round 1 is settled.
+		for b.honest[0].Round() < 2 && ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+		}
+		joiner = openOne(t, b.joinerN, b.run, byzHonest+1, func(e node.RoundEvent) { b.log.record(e) })
+		if _, err := joiner.CatchUp(ctx, 10*time.Second); err != nil {
+			joined <- err
+			return
+		}
+		joined <- joiner.RunRounds(ctx, byzRounds)
+	}()
+	for i, err := range runAll(b.honest, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, byzRounds) }) {
+		if err != nil {
+			t.Fatalf("honest node %d: %v", i, err)
+		}
+	}
+	if err := <-joined; err != nil {
+		t.Fatalf("joiner: %v", err)
+	}
+	all := append(append([]*node.Participant(nil), b.honest...), joiner)
+	sameBase(t, all)
+	if joiner.Round() != byzRounds+1 {
+		t.Fatalf("the joiner is at round %d", joiner.Round())
+	}
+	return all
+}
+
+// Forged checkpoints, announced on the topic and given in status answers,
+// by one attacker and by twelve Sybil identities: for round 999999 and for
+// each round of the run on the honest base (as end-of-round votes). No
+// honest node and no joiner adopts one; every round's checkpoint is made
+// of the honest contributions; the forgeries are counted.
+func TestByzantineForgedCheckpoints(t *testing.T) {
+	for _, sybils := range []int{1, 12} {
+		t.Run(fmt.Sprintf("%d attackers", sybils), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			b := newByzantineRun(t, ctx, sybils)
+			var mu sync.Mutex
+			seen, fakes := map[string]bool{}, map[string]bool{}
+			newest, newestBase := cid.Undef, ""
+			atk := newAttacker(t, b.sybils[0], b.run)
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			actx, stop := context.WithCancel(ctx)
+			defer stop()
+			sybil := map[peer.ID]bool{}
+			for _, nd := range b.sybils {
+				sybil[nd.Host.ID()] = true
+			}
+			// Every Sybil answers status requests with the newest forgery.
+			for _, nd := range b.sybils {
+				answerStatus(nd, func(q node.StatusRequest) node.StatusResponse {
+					mu.Lock()
+					defer mu.Unlock()
+					a := node.StatusResponse{Run: q.Run, Round: q.Round, Newest: -1}
+					if newest.Defined() {
+						a.Checkpoint, a.Base, a.Newest, a.NewestCID = newest.String(), newestBase, 999999, newest.String()
+					}
+					return a
+				})
+			}
+			var tops []*attacker
+			for _, nd := range b.sybils[1:] {
+				tops = append(tops, newAttacker(t, nd, b.run))
+			}
+			atk.watch(actx, &wg, func(from peer.ID, m node.RoundMsg) {
+				mu.Lock()
+				skip := seen[m.CID] || m.Type != node.MsgCheckpoint || sybil[from]
+				seen[m.CID] = true
+				mu.Unlock()
+				if skip {
+					return
+				}
+				ck, _ := cid.Decode(m.CID)
+				same, err1 := forge(actx, t.TempDir(), atk.nd, b.spec, ck, -1)
+				far, err2 := forge(actx, t.TempDir(), atk.nd, b.spec, ck, 999999)
+				if err1 != nil || err2 != nil {
+					if actx.Err() == nil {
+						t.Errorf("forging %s: %v, %v", ck, err1, err2)
+					}
+					return
+				}
+				mu.Lock()
+				fakes[same.String()], fakes[far.String()] = true, true
+				newest, newestBase = same, m.Base
+				mu.Unlock()
+				for _, a := range append([]*attacker{atk}, tops...) {
+					a.publish(actx, node.RoundMsg{Type: node.MsgCheckpoint, Run: m.Run, Round: m.Round, Base: m.Base, CID: same.String()})
+					a.publish(actx, node.RoundMsg{Type: node.MsgCheckpoint, Run: m.Run, Round: 999999, Base: m.Base, CID: far.String()})
+				}
+			})
+			all := b.finish(t, ctx)
+			stop()
+			mu.Lock()
+			defer mu.Unlock()
+			if len(fakes) == 0 {
+				t.Fatal("the attacker forged nothing")
+			}
+			b.log.mu.Lock()
+			for r, cks := range b.log.cids {
+				for ck := range cks {
+					if fakes[ck] {
+						t.Fatalf("round %d: an honest node took the forged %s", r, ck)
+					}
+				}
+			}
+			b.log.mu.Unlock()
+			b.log.agreed(t, byzRounds)
+			honestOnly(t, ctx, b.c.Nodes[0], all[0].Base(), byzRounds, b.ids)
+			refused := 0
+			for _, p := range all {
+				rj := p.Rejections()
+				refused += rj[node.RejectCandidate] + rj[node.RejectLineage] + rj[node.RejectFetch]
+			}
+			if refused == 0 {
+				t.Fatal("no forged checkpoint was counted as refused")
+			}
+			t.Logf("refusals: %v (joiner)", all[len(all)-1].Rejections())
+		})
+	}
+}
+
+// Contributions that claim more tokens than the spec's round trains — the
+// honest Δ copied, declaring 2^40 tokens — are refused with a counted
+// reason; every round includes the honest contributions alone.
+func TestByzantineTokenClaims(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	b := newByzantineRun(t, ctx, 1)
+	atk := newAttacker(t, b.sybils[0], b.run)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	actx, stop := context.WithCancel(ctx)
+	defer stop()
+	var mu sync.Mutex
+	done := map[string]bool{}
+	var last *node.Contribution // the newest honest contribution seen
+	// claim publishes, once per round and base, the honest Δ of last as
+	// the attacker's own, declaring 2^40 tokens.
+	claim := func(round int, base string) {
+		mu.Lock()
+		con := last
+		skip := con == nil || done[base] || round > byzRounds
+		done[base] = true
+		mu.Unlock()
+		if skip {
+			return
+		}
+		c := *con
+		c.Round, c.Base.CID, c.Peer, c.Tokens = round, base, atk.nd.Host.ID().String(), 1<<40
+		raw, k, err := node.EncodeContribution(&c)
+		if err != nil {
+			t.Errorf("forging a contribution: %v", err)
+			return
+		}
+		atk.nd.Store.PutBlock(actx, k, raw)
+		atk.publish(actx, node.RoundMsg{Type: node.MsgContribution, Run: b.run.String(), Round: round, Base: base, CID: k.String(), Tokens: 1 << 40})
+	}
+	atk.watch(actx, &wg, func(_ peer.ID, m node.RoundMsg) {
+		switch m.Type {
+		case node.MsgContribution:
+			k, _ := cid.Decode(m.CID)
+			blk, err := atk.nd.Store.Block(actx, k)
+			if err != nil {
+				return
+			}
+			con, err := node.DecodeContribution(blk.RawData())
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			last = con
+			mu.Unlock()
+			claim(m.Round, m.Base)
+		case node.MsgCheckpoint:
+			// Early for the next round: before the honest nodes train it.
+			claim(m.Round+1, m.CID)
+		}
+	})
+	all := b.finish(t, ctx)
+	stop()
+	b.log.agreed(t, byzRounds)
+	honestOnly(t, ctx, b.c.Nodes[0], all[0].Base(), byzRounds, b.ids)
+	n := 0
+	for _, p := range b.honest {
+		n += p.Rejections()[node.RejectSpecTokens]
+	}
+	if n == 0 {
+		t.Fatal("no contribution was refused for its token count")
+	}
+}
+
+// A lying reducer — a participant whose every published aggregate has one
+// int8 block scale of 2e36 (it decodes; one outer step would make the
+// weights infinite) — is caught by recomputation: the honest nodes refuse
+// its aggregates, take the next reducer's, and agree on finite weights.
+func TestByzantineLyingReducer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := nodetest.New(t, byzHonest+1, nodetest.Options{})
+	c.ConnectAll()
+	spec := smallRun(t, c, byzRounds)
+	spec.Sync.Codec, spec.Sync.RoundDeadline = "int8", 3*time.Second
+	run, err := c.Nodes[0].CreateRun(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log checkpointLog
+	ps := openAll(t, c, run, byzHonest+1, func(_ int, e node.RoundEvent) { log.record(e) })
+	liar := ps[byzHonest]
+	node.Tamper(liar, func(_ int, enc []byte) []byte {
+		out := append([]byte(nil), enc...)
+		// int8: magic, count, block, then the first block's scale.
+		binary.LittleEndian.PutUint32(out[12:], math.Float32bits(2e36))
+		return out
+	})
+	errs := runAll(ps, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, byzRounds) })
+	for i, err := range errs[:byzHonest] {
+		if err != nil {
+			t.Fatalf("honest node %d: %v", i, err)
+		}
+	}
+	sameBase(t, ps[:byzHonest])
+	refused := 0
+	for _, p := range ps[:byzHonest] {
+		refused += p.Rejections()[node.RejectAggregate]
+	}
+	if refused == 0 {
+		t.Fatal("no aggregate of the lying reducer was refused")
+	}
+	loss, err := ps[0].ValLoss()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range loss {
+		if math.IsNaN(v) || math.IsInf(v, 0) || v > 10 {
+			t.Fatalf("validation loss %s = %v after the run", k, v)
+		}
+	}
+	// The liar trained honestly: its contributions count, its lies do not.
+	rec := roundRecordOf(t, ctx, c.Nodes[0], ps[0].Base())
+	if len(rec.Participants) != byzHonest+1 {
+		t.Fatalf("the last round includes %v", rec.Participants)
+	}
+}

@@ -1,0 +1,356 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/sharding"
+	"github.com/ipfs/go-cid"
+)
+
+// The round transition. A round's checkpoint is a pure function of its base
+// checkpoint and the contributions its round record lists: per partition,
+// gradsync.Aggregate over that partition's inputs, encoded with the run's
+// codec and decoded back (as an aggregate travels), then one outer step.
+// Every role that accepts a checkpoint — the participants closing a round,
+// a node catching up, the vote at the end of a round — recomputes it with
+// transition from a base it has itself verified and compares CIDs; none
+// counts who announced it.
+
+// RoundFormat names round.json's schema.
+const RoundFormat = "fomnet-round/2"
+
+// roundRecord is a checkpoint's round.json: what its round did, enough for
+// anyone holding the base and the contributions to recompute it.
+type roundRecord struct {
+	Format string         `json:"format"`
+	Run    sharding.Link  `json:"run"`
+	Round  int            `json:"round"`
+	Base   *sharding.Link `json:"base,omitempty"`
+	// Contributions are every contribution an aggregate took as input,
+	// sorted by CID.
+	Contributions []sharding.Link `json:"contributions"`
+	// Aggregates: one per partition.
+	Aggregates []aggregateRecord `json:"aggregates"`
+	// Shards the included contributions trained on, sorted.
+	Shards []sharding.Link `json:"shards"`
+	// Participants are the included contributions' authors, sorted: the
+	// members who order the next round's reducers.
+	Participants []string `json:"participants"`
+	// Rejected: why inputs were left out of an aggregate (contribution
+	// CID → partition → reason), as gradsync.Aggregate decided.
+	Rejected map[string]map[int]string `json:"rejected,omitempty"`
+}
+
+// aggregateRecord is one partition's aggregate: its block, and the
+// contributions (indices into roundRecord.Contributions, ascending) it
+// took as input and included.
+type aggregateRecord struct {
+	CID      sharding.Link `json:"cid"`
+	Inputs   []int         `json:"inputs"`
+	Included []int         `json:"included"`
+}
+
+// Reasons a node leaves something out, counted per participant
+// (Participant.Rejections) beside gradsync's aggregation reasons.
+const (
+	RejectRound      = "wrong_round"       // a contribution for another run, round or base
+	RejectShape      = "wrong_shape"       // params, partitions or codec not the run's
+	RejectSpecTokens = "tokens_not_spec"   // a token count other than the spec's for the round
+	RejectFetch      = "not_fetched"       // not fetched within its deadline and budget
+	RejectAggregate  = "aggregate_wrong"   // an aggregate that does not follow from its inputs
+	RejectCandidate  = "checkpoint_wrong"  // a checkpoint that does not follow from its record
+	RejectLineage    = "lineage_unknown"   // a checkpoint whose lineage is not this run's
+	RejectNonFinite  = "weights_nonfinite" // a round whose outer step left non-finite weights
+)
+
+// RoundTokens is the token count every contribution to round r (from 1)
+// trains and must declare: the round's H inner steps of batch × seq.
+func (s *RunSpec) RoundTokens(r int) int64 {
+	return int64(s.Sync.RoundH(r-1)) * int64(s.Inner.Batch) * int64(s.Inner.Seq)
+}
+
+// rules are a run's fixed parameters of the round transition.
+type rules struct {
+	run   cid.Cid
+	spec  *RunSpec
+	sync  gradsync.Config
+	codec gradsync.Codec
+	parts []gradsync.Range
+	n     int // parameters
+}
+
+// admit says whether contribution c may be an input of round r on base:
+// the run's, for that round and base, in the run's shape and codec, and
+// declaring the spec's token count. It is the one place this rule lives.
+func (ru *rules) admit(c *Contribution, r int, base cid.Cid) (reason string, err error) {
+	switch {
+	case c.Run.CID != ru.run.String() || c.Round != r || c.Base.CID != base.String():
+		return RejectRound, fmt.Errorf("contribution for run %s round %d base %s, not round %d on %s", c.Run.CID, c.Round, c.Base.CID, r, base)
+	case c.Params != ru.n || len(c.Partitions) != len(ru.parts) || c.Codec != ru.sync.Codec:
+		return RejectShape, fmt.Errorf("contribution of %d parameters in %d partitions (%s), the run has %d in %d (%s)",
+			c.Params, len(c.Partitions), c.Codec, ru.n, len(ru.parts), ru.sync.Codec)
+	case c.Tokens != ru.spec.RoundTokens(r):
+		return RejectSpecTokens, fmt.Errorf("contribution declares %d tokens; round %d trains %d", c.Tokens, r, ru.spec.RoundTokens(r))
+	}
+	return "", nil
+}
+
+// input is a contribution admitted to a round: its CID, root and the
+// encoded bytes of each partition.
+type input struct {
+	cid   cid.Cid
+	c     *Contribution
+	parts [][]byte
+}
+
+// errRejected carries a counted reason.
+type errRejected struct {
+	reason string
+	err    error
+}
+
+func (e *errRejected) Error() string { return e.err.Error() }
+func (e *errRejected) Unwrap() error { return e.err }
+
+func rejected(reason string, err error) error { return &errRejected{reason, err} }
+
+// reasonOf returns the counted reason of err ("" when it has none).
+func reasonOf(err error) string {
+	var r *errRejected
+	if errors.As(err, &r) {
+		return r.reason
+	}
+	return ""
+}
+
+// maxFetchWait bounds one fetch a peer's message makes this node do.
+const maxFetchWait = 30 * time.Second
+
+// fetchWait is how long a fetch named by a peer may take: the round
+// deadline, at most maxFetchWait.
+func (ru *rules) fetchWait() time.Duration { return min(ru.sync.RoundDeadline, maxFetchWait) }
+
+// fetchInput fetches contribution k for round r on base and admits it:
+// its root (at most 1 MiB) and every partition, each exactly the size the
+// run's codec gives its partition, within fetchWait.
+func (ru *rules) fetchInput(ctx context.Context, st *contentstore.Store, k cid.Cid, r int, base cid.Cid) (*input, error) {
+	if k.Prefix().Codec != contentstore.CodecDagJSON {
+		return nil, rejected(RejectShape, fmt.Errorf("contribution %s is not a dag-json block", k))
+	}
+	ctx, cancel := context.WithTimeout(ctx, ru.fetchWait())
+	defer cancel()
+	b, err := st.Block(ctx, k)
+	if err != nil {
+		return nil, rejected(RejectFetch, fmt.Errorf("contribution %s: %w", k, err))
+	}
+	c, err := DecodeContribution(b.RawData())
+	if err != nil {
+		return nil, rejected(RejectShape, fmt.Errorf("contribution %s: %w", k, err))
+	}
+	if reason, err := ru.admit(c, r, base); err != nil {
+		return nil, rejected(reason, fmt.Errorf("contribution %s: %w", k, err))
+	}
+	in := &input{cid: k, c: c, parts: make([][]byte, len(ru.parts))}
+	for i, l := range c.Partitions {
+		pk, _ := l.Cid()
+		pb, err := st.Block(ctx, pk)
+		if err != nil {
+			return nil, rejected(RejectFetch, fmt.Errorf("contribution %s partition %d: %w", k, i, err))
+		}
+		if want := ru.codec.EncodedLen(ru.parts[i].Size); len(pb.RawData()) != want {
+			return nil, rejected(RejectShape, fmt.Errorf("contribution %s partition %d: %d bytes, the codec gives %d", k, i, len(pb.RawData()), want))
+		}
+		in.parts[i] = pb.RawData()
+	}
+	return in, nil
+}
+
+// aggregate computes partition pi's aggregate of ins (in any order): the
+// encoded block as it travels, its CID, and the inputs it included. A
+// partition that fails to decode is left out as gradsync leaves out
+// non-finite values.
+func (ru *rules) aggregate(pi int, ins []*input) (enc []byte, k cid.Cid, rep gradsync.AggReport, err error) {
+	pr := ru.parts[pi]
+	cs := make([]gradsync.Contribution, 0, len(ins))
+	bad := map[string]string{}
+	for _, in := range ins {
+		d := make([]float32, pr.Size)
+		if err := ru.codec.Decode(d, in.parts[pi]); err != nil {
+			bad[in.cid.String()] = gradsync.RejectNonFinite
+			continue
+		}
+		// Every admitted contribution declares the spec's count: equal
+		// weights, whatever a peer claims.
+		cs = append(cs, gradsync.Contribution{ID: in.cid.String(), Tokens: in.c.Tokens, Delta: d})
+	}
+	out := make([]float32, pr.Size)
+	rep, ok := gradsync.Aggregate(ru.sync, out, cs)
+	for id, why := range bad {
+		rep.Rejected[id] = why
+	}
+	if !ok {
+		return nil, cid.Undef, rep, fmt.Errorf("partition %d: %d of %d inputs usable, quorum %d", pi, len(rep.Included), len(ins), ru.sync.Quorum)
+	}
+	enc = ru.codec.Encode(nil, out)
+	k, err = contentstore.BlockCID(contentstore.CodecRaw, enc)
+	return enc, k, rep, err
+}
+
+// roundInput is what a round's transition takes besides its base state:
+// the contributions, and per partition those it aggregates.
+type roundInput struct {
+	ins    []*input // by CID
+	inputs [][]int  // per partition: indices into ins, ascending
+}
+
+// newRoundInput collects per-partition input lists of contributions into
+// one sorted set.
+func newRoundInput(perPart [][]*input) roundInput {
+	byCID := map[string]*input{}
+	for _, ins := range perPart {
+		for _, in := range ins {
+			byCID[in.cid.String()] = in
+		}
+	}
+	var ri roundInput
+	for _, in := range byCID {
+		ri.ins = append(ri.ins, in)
+	}
+	sort.Slice(ri.ins, func(i, j int) bool { return ri.ins[i].cid.String() < ri.ins[j].cid.String() })
+	idx := map[string]int{}
+	for i, in := range ri.ins {
+		idx[in.cid.String()] = i
+	}
+	for _, ins := range perPart {
+		var l []int
+		for _, in := range ins {
+			l = append(l, idx[in.cid.String()])
+		}
+		sort.Ints(l)
+		l = compactInts(l)
+		ri.inputs = append(ri.inputs, l)
+	}
+	return ri
+}
+
+func compactInts(l []int) []int {
+	out := l[:0]
+	for i, v := range l {
+		if i == 0 || v != l[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// transition applies round r on base to global and outer (in place) with
+// the inputs in ri, and returns the round's record and the encoded
+// aggregates. Same base state, same inputs: the same bytes, in any order
+// of arrival. A round whose outer step leaves a non-finite weight is
+// refused (global and outer are then unusable: the caller restores them).
+func (ru *rules) transition(global []float32, outer *gradsync.OuterOptimizer, r int, base cid.Cid, ri roundInput) (*roundRecord, [][]byte, error) {
+	if len(ri.inputs) != len(ru.parts) {
+		return nil, nil, fmt.Errorf("round %d: inputs for %d partitions, the run has %d", r, len(ri.inputs), len(ru.parts))
+	}
+	rec := &roundRecord{Format: RoundFormat, Run: sharding.LinkTo(ru.run), Round: r, Contributions: []sharding.Link{},
+		Aggregates: []aggregateRecord{}, Shards: []sharding.Link{}, Participants: []string{}}
+	if base.Defined() {
+		l := sharding.LinkTo(base)
+		rec.Base = &l
+	}
+	for _, in := range ri.ins {
+		rec.Contributions = append(rec.Contributions, sharding.LinkTo(in.cid))
+	}
+	idx := map[string]int{}
+	for i, in := range ri.ins {
+		idx[in.cid.String()] = i
+	}
+	delta := make([]float32, len(global))
+	encs := make([][]byte, len(ru.parts))
+	included := map[int]bool{}
+	for pi, pr := range ru.parts {
+		ins := make([]*input, 0, len(ri.inputs[pi]))
+		for _, i := range ri.inputs[pi] {
+			if i < 0 || i >= len(ri.ins) {
+				return nil, nil, fmt.Errorf("round %d partition %d: input %d of %d", r, pi, i, len(ri.ins))
+			}
+			ins = append(ins, ri.ins[i])
+		}
+		enc, k, rep, err := ru.aggregate(pi, ins)
+		if err != nil {
+			return nil, nil, fmt.Errorf("round %d: %w", r, err)
+		}
+		if err := ru.codec.Decode(delta[pr.Offset:pr.Offset+pr.Size], enc); err != nil {
+			return nil, nil, fmt.Errorf("round %d partition %d: own aggregate: %w", r, pi, err)
+		}
+		ar := aggregateRecord{CID: sharding.LinkTo(k), Inputs: ri.inputs[pi], Included: []int{}}
+		for _, id := range rep.Included {
+			ar.Included = append(ar.Included, idx[id])
+			included[idx[id]] = true
+		}
+		sort.Ints(ar.Included)
+		for id, why := range rep.Rejected {
+			if rec.Rejected == nil {
+				rec.Rejected = map[string]map[int]string{}
+			}
+			if rec.Rejected[id] == nil {
+				rec.Rejected[id] = map[int]string{}
+			}
+			rec.Rejected[id][pi] = why
+		}
+		rec.Aggregates = append(rec.Aggregates, ar)
+		encs[pi] = enc
+	}
+	outer.Step(global, delta)
+	for i, v := range global {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, nil, rejected(RejectNonFinite, fmt.Errorf("round %d: weight %d is %v after the outer step", r, i, v))
+		}
+	}
+	shards, who := map[string]bool{}, map[string]bool{}
+	for i := range included {
+		for _, l := range ri.ins[i].c.Shards {
+			shards[l.CID] = true
+		}
+		who[ri.ins[i].c.Peer] = true
+	}
+	for _, s := range sortedKeys(shards) {
+		rec.Shards = append(rec.Shards, sharding.Link{CID: s})
+	}
+	rec.Participants = append(rec.Participants, sortedKeys(who)...)
+	return rec, encs, nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for s := range m {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// includedCount is how many contributions a round included (fork choice).
+func (rec *roundRecord) includedCount() int {
+	inc := map[int]bool{}
+	for _, a := range rec.Aggregates {
+		for _, i := range a.Included {
+			inc[i] = true
+		}
+	}
+	return len(inc)
+}
+
+// marshal is round.json's bytes.
+func (rec *roundRecord) marshal() ([]byte, error) {
+	b, err := json.MarshalIndent(rec, "", "  ")
+	return append(b, '\n'), err
+}

@@ -1,0 +1,410 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/model"
+	"github.com/ipfs/go-cid"
+)
+
+// Adoption by verification. A node takes a checkpoint someone announced
+// only after recomputing it: it reads the round records back from the
+// checkpoint to one it holds verified (its own settled rounds, back to the
+// genesis the run ID fixes), then replays each round with transition from
+// the contributions the record lists and compares CIDs. What it adopts is
+// its own computation; a peer's say-so, or how many peers say it, never
+// decides.
+//
+// Fork choice, among verified candidates: the newest round; within a
+// round, the one that included the most contributions; then the smallest
+// CID. It counts verified work, never peer IDs or messages.
+
+// maxCandidates bounds how many announced checkpoints one catch-up
+// verifies (each may cost a fetch deadline when its author withholds the
+// contributions it lists).
+const maxCandidates = 8
+
+// state is a checkpoint's weights and outer-optimizer state, as verified.
+type state struct {
+	round  int
+	ck     cid.Cid
+	global []float32
+	outer  *gradsync.OuterOptimizer
+	rec    *roundRecord
+	dir    string // the checkpoint's directory on disk
+}
+
+func (s *state) clone() *state {
+	c := *s
+	c.global = append([]float32(nil), s.global...)
+	c.outer = s.outer.Clone()
+	return &c
+}
+
+// readState reads a checkpoint directory this node wrote: weights in the
+// run's shape, outer state and round record.
+func (p *Participant) readState(dir string) (*state, error) {
+	wb, err := os.ReadFile(filepath.Join(dir, "model.safetensors"))
+	if err != nil {
+		return nil, err
+	}
+	global, _, err := model.ReadWeights(p.cfg, wb)
+	if err != nil {
+		return nil, err
+	}
+	ob, err := os.ReadFile(filepath.Join(dir, "outer.bin"))
+	if err != nil {
+		return nil, err
+	}
+	outer := gradsync.NewOuterOptimizer(p.sync, len(global))
+	if err := outer.UnmarshalBinary(ob); err != nil {
+		return nil, err
+	}
+	if len(outer.Buf) != len(global) {
+		return nil, fmt.Errorf("outer.bin holds %d momenta for %d parameters", len(outer.Buf), len(global))
+	}
+	rb, err := os.ReadFile(filepath.Join(dir, "round.json"))
+	if err != nil {
+		return nil, err
+	}
+	rec, err := decodeRoundRecord(rb)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Run.CID != p.id.String() {
+		return nil, fmt.Errorf("round.json names run %s", rec.Run.CID)
+	}
+	return &state{round: rec.Round, global: global, outer: outer, rec: rec, dir: dir}, nil
+}
+
+// current is this node's settled state (its base).
+func (p *Participant) current() *state {
+	return &state{round: p.round - 1, ck: p.base, global: p.global, outer: p.outer, rec: p.rec}
+}
+
+// setCurrent makes s this node's settled state.
+func (p *Participant) setCurrent(s *state) {
+	p.global, p.outer, p.rec = s.global, s.outer, s.rec
+	p.members = toPeerIDs(s.rec.Participants)
+	base := cid.Undef
+	if s.rec.Base != nil {
+		base, _ = s.rec.Base.Cid()
+	}
+	// round-NNNNNN from this round on no longer hold what they did.
+	for k, r := range p.verified {
+		if r >= s.round {
+			delete(p.verified, k)
+		}
+	}
+	p.verified[s.ck.String()] = s.round
+	p.n.settled.set(p.id, s.round, s.ck, base)
+	p.mu.Lock()
+	p.base, p.round = s.ck, s.round+1
+	p.mu.Unlock()
+}
+
+// roundDir is where this node keeps its settled checkpoint of round r.
+func (p *Participant) roundDir(r int) string {
+	return filepath.Join(p.opts.Dir, fmt.Sprintf("round-%06d", r))
+}
+
+// known returns the state of a checkpoint this node holds verified.
+func (p *Participant) known(ck cid.Cid) (*state, bool) {
+	r, ok := p.verified[ck.String()]
+	if !ok {
+		return nil, false
+	}
+	if ck.Equals(p.base) {
+		return p.current(), true
+	}
+	s, err := p.readState(p.roundDir(r))
+	if err != nil {
+		return nil, false
+	}
+	s.ck = ck
+	return s, true
+}
+
+type candidate struct {
+	round int
+	ck    cid.Cid
+}
+
+// readRecordOf fetches round.json of checkpoint ck (bounded in time and
+// size) and checks it names this run and round r.
+func (p *Participant) readRecordOf(ctx context.Context, ck cid.Cid, r int) (*roundRecord, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.ru.fetchWait())
+	defer cancel()
+	rec, err := p.n.readRoundRecord(ctx, ck)
+	if err != nil {
+		return nil, rejected(RejectFetch, fmt.Errorf("checkpoint %s: %w", ck, err))
+	}
+	if rec.Run.CID != p.id.String() || rec.Round != r || (r > 0) != (rec.Base != nil) {
+		return nil, rejected(RejectLineage, fmt.Errorf("checkpoint %s: round.json says run %s round %d, want run %s round %d", ck, rec.Run.CID, rec.Round, p.id, r))
+	}
+	return rec, nil
+}
+
+// verify recomputes candidate c from a checkpoint this node holds
+// verified and returns its state, or why it is refused. The walk back
+// reads one round.json per round (at most the run's rounds); the replay
+// fetches each round's contributions.
+func (p *Participant) verify(ctx context.Context, c candidate) (*state, error) {
+	if c.round < 1 || c.round > p.spec.Rounds {
+		return nil, rejected(RejectLineage, fmt.Errorf("round %d outside the run's 1..%d", c.round, p.spec.Rounds))
+	}
+	type link struct {
+		ck  cid.Cid
+		rec *roundRecord
+	}
+	var chain []link // newest first
+	ck, r := c.ck, c.round
+	var from *state
+	for {
+		if s, ok := p.known(ck); ok {
+			if s.round != r {
+				return nil, rejected(RejectLineage, fmt.Errorf("checkpoint %s is round %d here, round %d in the candidate's lineage", ck, s.round, r))
+			}
+			from = s
+			break
+		}
+		if r == 0 {
+			return nil, rejected(RejectLineage, fmt.Errorf("lineage of %s reaches a genesis %s that is not the run's", c.ck, ck))
+		}
+		rec, err := p.readRecordOf(ctx, ck, r)
+		if err != nil {
+			return nil, err
+		}
+		chain = append(chain, link{ck, rec})
+		if ck, err = rec.Base.Cid(); err != nil {
+			return nil, rejected(RejectLineage, err)
+		}
+		r--
+	}
+	s := from.clone()
+	for i := len(chain) - 1; i >= 0; i-- {
+		l := chain[i]
+		next, err := p.replay(ctx, s, l.rec)
+		if err != nil {
+			return nil, err
+		}
+		if !next.ck.Equals(l.ck) {
+			os.RemoveAll(next.dir)
+			return nil, rejected(RejectCandidate, fmt.Errorf("round %d: its record gives %s, not %s", l.rec.Round, next.ck, l.ck))
+		}
+		if s.dir != "" && s.dir != from.dir {
+			os.RemoveAll(s.dir)
+		}
+		s = next
+	}
+	return s, nil
+}
+
+// replay applies the round rec describes to s (which it consumes) and
+// writes the resulting checkpoint into a scratch directory.
+func (p *Participant) replay(ctx context.Context, s *state, rec *roundRecord) (*state, error) {
+	r := rec.Round
+	if len(rec.Aggregates) != len(p.ru.parts) || len(rec.Contributions) == 0 || len(rec.Contributions) > MaxParticipants {
+		return nil, rejected(RejectCandidate, fmt.Errorf("round %d: %d aggregates and %d contributions", r, len(rec.Aggregates), len(rec.Contributions)))
+	}
+	ri := roundInput{}
+	for i, l := range rec.Contributions {
+		k, err := l.Cid()
+		if err != nil {
+			return nil, rejected(RejectCandidate, err)
+		}
+		if i > 0 && l.CID <= rec.Contributions[i-1].CID {
+			return nil, rejected(RejectCandidate, fmt.Errorf("round %d: contributions not sorted and unique", r))
+		}
+		in, err := p.input(ctx, k, r, s.ck)
+		if err != nil {
+			return nil, err
+		}
+		ri.ins = append(ri.ins, in)
+	}
+	for pi, a := range rec.Aggregates {
+		if !sort.IntsAreSorted(a.Inputs) || len(compactInts(append([]int(nil), a.Inputs...))) != len(a.Inputs) {
+			return nil, rejected(RejectCandidate, fmt.Errorf("round %d partition %d: inputs not ascending and unique", r, pi))
+		}
+		ri.inputs = append(ri.inputs, a.Inputs)
+	}
+	got, _, err := p.ru.transition(s.global, s.outer, r, s.ck, ri)
+	if err != nil {
+		if reasonOf(err) == "" {
+			err = rejected(RejectCandidate, err)
+		}
+		return nil, err
+	}
+	dir, ck, err := p.writeCheckpoint(ctx, got, s.global, s.outer, "verify-")
+	if err != nil {
+		return nil, err
+	}
+	return &state{round: r, ck: ck, global: s.global, outer: s.outer, rec: got, dir: dir}, nil
+}
+
+// better is the fork-choice order: newer round, then more included
+// contributions, then the smaller CID.
+func better(a, b *state) bool {
+	if a.round != b.round {
+		return a.round > b.round
+	}
+	if na, nb := a.rec.includedCount(), b.rec.includedCount(); na != nb {
+		return na > nb
+	}
+	return a.ck.String() < b.ck.String()
+}
+
+// choose verifies candidates (newest first, at most maxCandidates of them,
+// those this node holds skipped) and returns the best of them and start
+// by fork choice (start itself when none is better). Scratch directories
+// of those not chosen are removed.
+func (p *Participant) choose(ctx context.Context, start *state, cs []candidate, why string) (*state, error) {
+	seen := map[string]bool{}
+	var todo []candidate
+	for _, c := range cs {
+		if _, ok := p.verified[c.ck.String()]; ok || seen[c.ck.String()] || c.round < start.round {
+			continue
+		}
+		seen[c.ck.String()] = true
+		todo = append(todo, c)
+	}
+	sort.Slice(todo, func(i, j int) bool {
+		if todo[i].round != todo[j].round {
+			return todo[i].round > todo[j].round
+		}
+		return todo[i].ck.String() < todo[j].ck.String()
+	})
+	if len(todo) > maxCandidates {
+		p.count(RejectLineage, len(todo)-maxCandidates)
+		todo = todo[:maxCandidates]
+	}
+	best := start
+	drop := func(s *state) {
+		if s.dir != "" && s.dir != p.roundDir(s.round) {
+			os.RemoveAll(s.dir)
+		}
+	}
+	for _, c := range todo {
+		if c.round < best.round {
+			break // sorted: nothing later can win
+		}
+		s, err := p.verify(ctx, c)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			p.refuse(err, fmt.Sprintf("%s: checkpoint %s of round %d", why, c.ck, c.round))
+			continue
+		}
+		if better(s, best) {
+			if best != start {
+				drop(best)
+			}
+			best = s
+		} else {
+			drop(s)
+		}
+	}
+	return best, nil
+}
+
+// adoptBest adopts the best of the candidates that verifies (choose), if
+// it is better than where this node stands, and reports whether it moved.
+func (p *Participant) adoptBest(ctx context.Context, cs []candidate, why string) (bool, error) {
+	best, err := p.choose(ctx, p.current(), cs, why)
+	if err != nil || best.ck.Equals(p.base) {
+		return false, err
+	}
+	p.opts.Logf("run %s: %s: adopting round %d, %s, recomputed here from its contributions", p.id, why, best.round, best.ck)
+	if err := p.settle(ctx, best); err != nil {
+		return false, err
+	}
+	for _, e := range p.efs {
+		clear(e.Residual) // the residual belonged to another base
+	}
+	if err := p.saveEF(best.round); err != nil {
+		return false, fmt.Errorf("saving error-feedback state: %w", err)
+	}
+	p.event(RoundEvent{Phase: "adopted", Round: best.round, CID: best.ck.String()})
+	return true, nil
+}
+
+// settle makes a verified state this node's: its directory becomes
+// round-NNNNNN (synced), it is pinned, and it is the base of the next round.
+func (p *Participant) settle(ctx context.Context, s *state) error {
+	final := p.roundDir(s.round)
+	if s.dir != final {
+		if err := os.RemoveAll(final); err != nil {
+			return err
+		}
+		if err := os.Rename(s.dir, final); err != nil {
+			return err
+		}
+		if err := syncDir(p.opts.Dir); err != nil {
+			return err
+		}
+		s.dir = final
+	}
+	if err := p.n.Store.Pin(ctx, s.ck, fmt.Sprintf("run %s round %d", p.id, s.round)); err != nil {
+		return err
+	}
+	p.setCurrent(s)
+	return nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// refuse logs why something a peer sent was left out and counts it.
+func (p *Participant) refuse(err error, what string) {
+	reason := reasonOf(err)
+	if reason == "" {
+		reason = "other"
+	}
+	p.count(reason, 1)
+	p.opts.Logf("run %s: %s refused (%s): %s", p.id, sanitize(what), reason, sanitize(err.Error()))
+}
+
+func (p *Participant) count(reason string, n int) {
+	p.rejMu.Lock()
+	defer p.rejMu.Unlock()
+	if p.rejections == nil {
+		p.rejections = map[string]int{}
+	}
+	p.rejections[reason] += n
+}
+
+// Rejections counts, by reason, what this participant refused from its
+// peers: contributions, aggregates and checkpoints.
+func (p *Participant) Rejections() map[string]int {
+	p.rejMu.Lock()
+	defer p.rejMu.Unlock()
+	out := map[string]int{}
+	for k, v := range p.rejections {
+		out[k] = v
+	}
+	return out
+}
+
+// sanitize strips control characters from text that came from a peer
+// before it is logged.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
+}
