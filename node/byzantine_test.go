@@ -193,24 +193,24 @@ func honestOnly(t *testing.T, ctx context.Context, nd *node.Node, ck cid.Cid, ro
 	}
 }
 
-// byzantineRun is three honest participants, k attacker identities and a
-// joiner that arrives after round 1.
+// byzantineRun is three honest participants, k attacker identities, and a
+// joiner and a follower that arrive after round 1.
 type byzantineRun struct {
-	c       *nodetest.Cluster
-	spec    *node.RunSpec
-	run     cid.Cid
-	honest  []*node.Participant
-	sybils  []*node.Node
-	joinerN *node.Node
-	log     checkpointLog
-	ids     map[string]bool
+	c                  *nodetest.Cluster
+	spec               *node.RunSpec
+	run                cid.Cid
+	honest             []*node.Participant
+	sybils             []*node.Node
+	joinerN, followerN *node.Node
+	log                checkpointLog
+	ids                map[string]bool
 }
 
 const byzHonest, byzRounds = 3, 3
 
 func newByzantineRun(t *testing.T, ctx context.Context, sybils int) *byzantineRun {
 	t.Helper()
-	c := nodetest.New(t, byzHonest+1+sybils, nodetest.Options{})
+	c := nodetest.New(t, byzHonest+2+sybils, nodetest.Options{})
 	c.ConnectAll()
 	spec := smallRun(t, c, byzRounds)
 	spec.Sync.RoundDeadline = 10 * time.Second
@@ -219,9 +219,9 @@ func newByzantineRun(t *testing.T, ctx context.Context, sybils int) *byzantineRu
 		t.Fatal(err)
 	}
 	b := &byzantineRun{c: c, spec: spec, run: run, ids: map[string]bool{}}
-	b.joinerN = c.Nodes[byzHonest]
+	b.joinerN, b.followerN = c.Nodes[byzHonest], c.Nodes[byzHonest+1]
 	b.ids[b.joinerN.Host.ID().String()] = true
-	b.sybils = append([]*node.Node(nil), c.Nodes[byzHonest+1:]...)
+	b.sybils = append([]*node.Node(nil), c.Nodes[byzHonest+2:]...)
 	for i := 0; i < byzHonest; i++ {
 		nd := c.Nodes[i]
 		b.ids[nd.Host.ID().String()] = true
@@ -231,16 +231,31 @@ func newByzantineRun(t *testing.T, ctx context.Context, sybils int) *byzantineRu
 }
 
 // finish runs the honest nodes to the end, lets the joiner catch up after
-// round 1 and run the rest, and checks the outcome.
+// round 1 and run the rest, starts the follower then too, and checks that
+// they all end on the honest nodes' checkpoint.
 func (b *byzantineRun) finish(t *testing.T, ctx context.Context) []*node.Participant {
 	t.Helper()
 	var joiner *node.Participant
 	joined := make(chan error, 1)
+	var mu sync.Mutex
+	mirrored := map[int]cid.Cid{}
+	fctx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	followed := make(chan error, 1)
 	go func() {
-		// The joiner opens the run once round 1 is settled.
+		// The joiner and the follower start once round 1 is settled.
 		for b.honest[0].Round() < 2 && ctx.Err() == nil {
 			time.Sleep(50 * time.Millisecond)
 		}
+		go func() {
+			followed <- b.followerN.FollowRun(fctx, b.run, node.FollowOptions{Interval: 300 * time.Millisecond, Logf: t.Logf,
+				Mirrored: func(r int, ck cid.Cid) {
+					mu.Lock()
+					mirrored[r] = ck
+					mu.Unlock()
+					b.log.record(node.RoundEvent{Phase: "adopted", Round: r, CID: ck.String()})
+				}})
+		}()
 		joiner = openOne(t, b.joinerN, b.run, byzHonest+1, func(e node.RoundEvent) { b.log.record(e) })
 		if _, err := joiner.CatchUp(ctx, 10*time.Second); err != nil {
 			joined <- err
@@ -260,6 +275,21 @@ func (b *byzantineRun) finish(t *testing.T, ctx context.Context) []*node.Partici
 	sameBase(t, all)
 	if joiner.Round() != byzRounds+1 {
 		t.Fatalf("the joiner is at round %d", joiner.Round())
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		mu.Lock()
+		got := mirrored[byzRounds]
+		mu.Unlock()
+		if got.Equals(all[0].Base()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower has %v, not the final %s", mirrored, all[0].Base())
+		}
+	}
+	stopFollow()
+	if err := <-followed; err != nil {
+		t.Fatalf("follower: %v", err)
 	}
 	return all
 }

@@ -111,6 +111,33 @@ func (n *Node) LoadDataset(ctx context.Context, dsCID cid.Cid, progress contents
 	return d, nil
 }
 
+// loadDatasetHead is LoadDataset without the shards: the manifest and the
+// tokenizer, all a follower needs.
+func (n *Node) loadDatasetHead(ctx context.Context, dsCID cid.Cid, _ contentstore.Progress) (*Dataset, error) {
+	mb, err := n.Store.Block(ctx, dsCID)
+	if err != nil {
+		return nil, err
+	}
+	man, err := sharding.DecodeManifest(mb.RawData())
+	if err != nil {
+		return nil, fmt.Errorf("dataset %s: %w", dsCID, err)
+	}
+	tc, err := man.Tokenizer.Cid()
+	if err != nil {
+		return nil, fmt.Errorf("dataset %s: tokenizer: %w", dsCID, err)
+	}
+	f, err := n.Store.Open(ctx, tc)
+	if err != nil {
+		return nil, fmt.Errorf("dataset %s: tokenizer: %w", dsCID, err)
+	}
+	defer f.Close()
+	d := &Dataset{CID: dsCID, Manifest: man}
+	if d.Tokenizer, err = io.ReadAll(io.LimitReader(f, 64<<20)); err != nil {
+		return nil, fmt.Errorf("dataset %s: tokenizer: %w", dsCID, err)
+	}
+	return d, nil
+}
+
 // PrepareBuiltinDataset prepares the project's built-in bilingual corpus
 // plus synthetic documents as a dataset in dir (as `fomnet data prepare
 // --builtin --synthetic N` does): a tokenizer of vocab tokens trained on

@@ -6,13 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/fomnet/fomnet/p2p"
+	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/sharding"
 )
 
@@ -27,15 +29,14 @@ type FollowOptions struct {
 }
 
 // FollowRun mirrors the checkpoints of run as they appear, until ctx ends.
-// It listens on the run's topic (and relays it) for checkpoint
-// announcements, finds the run's participants on the DHT, and asks them
-// (StatusProtocol) for their newest settled checkpoint; when most of those
-// that answer agree on one it has not mirrored, it mirrors it and every
-// earlier round it lacks, following round.json's base links: fetch,
-// verify, pin as "run <id> round <r>" and provide. Each checkpoint's
-// round.json must name the run and the round the peers reported, and link
-// the previous round as its base. The pins are its state: a restarted
-// follower continues where it stopped.
+// A follower is a participant that trains nothing: it listens on the run's
+// topic (and relays it), asks the run's peers where they stand, and takes
+// each checkpoint announced only after recomputing it, and every round
+// before it that it lacks, from the contributions the round records list
+// (adoption by verification, as participants do). Each round's checkpoint
+// is kept in HOME/runs/<run>/round-NNNNNN, pinned as "run <id> round <r>"
+// and provided. That directory is its state: a restarted follower
+// continues where it stopped, pinning again what it had computed.
 func (n *Node) FollowRun(ctx context.Context, run cid.Cid, o FollowOptions) error {
 	if n.Host == nil {
 		return ErrOffline
@@ -46,73 +47,55 @@ func (n *Node) FollowRun(ctx context.Context, run cid.Cid, o FollowOptions) erro
 	if o.Logf == nil {
 		o.Logf = n.logf
 	}
-	poke := make(chan struct{}, 1)
-	topic, err := n.Host.Join(RunTopic(run), func(_ context.Context, _ peer.ID, data []byte) error {
-		m, err := DecodeRoundMsg(data)
-		if err != nil {
-			return err
-		}
-		if m.Run != run.String() {
-			return fmt.Errorf("wrong run %s", m.Run)
-		}
-		if m.Type == MsgCheckpoint {
-			select {
-			case poke <- struct{}{}:
-			default:
-			}
-		}
-		return nil
-	})
+	_, err := os.Stat(filepath.Join(n.Home, "runs", run.String()))
+	fresh := err != nil
+	p, err := n.openRun(ctx, run, RunOptions{Logf: o.Logf}, true)
 	if err != nil {
 		return err
 	}
-	defer topic.Close()
-	sub, err := topic.Subscribe()
-	if err != nil {
+	defer p.Close()
+	p.onSettle = func(r int, ck cid.Cid) {
+		o.Logf("follow %s: mirrored round %d, %s", run, r, ck)
+		if o.Mirrored != nil {
+			o.Mirrored(r, ck)
+		}
+	}
+	if fresh {
+		g, _ := p.genesisCID()
+		p.onSettle(0, g)
+	}
+	if err := p.repin(ctx); err != nil {
 		return err
 	}
-	drained := make(chan struct{})
-	defer func() {
-		sub.Cancel()
-		<-drained
-	}()
-	go func() { // drain: the validator above does the listening
-		defer close(drained)
-		for {
-			if _, err := sub.Next(ctx); err != nil {
-				return
-			}
-		}
-	}()
 	tick := time.NewTicker(o.Interval)
 	defer tick.Stop()
-	// complete is the newest checkpoint whose whole chain back to genesis
-	// is mirrored (undefined until the first walk, which also fills gaps an
-	// interrupted follower left).
-	complete := cid.Undef
 	for {
-		n.findRunPeers(ctx, run)
-		round, ck, ok := n.newestAgreed(ctx, run, topic)
-		if ok && !ck.Equals(complete) {
-			if !n.Store.IsPinned(ck) {
-				o.Logf("follow %s: the run's peers settled round %d on %s", run, round, ck)
-			}
-			if err := n.mirrorChain(ctx, run, round, ck, complete, o); err != nil {
-				if ctx.Err() != nil {
-					return nil
+		// Announcements since the last look, then the peers' answers.
+		var cs []candidate
+	drain:
+		for {
+			select {
+			case im := <-p.inbox:
+				if k, err := cid.Decode(im.m.CID); err == nil && im.m.Type == MsgCheckpoint && len(cs) < 4*maxCandidates {
+					cs = append(cs, candidate{im.m.Round, k})
 				}
-				o.Logf("follow %s: %v (will try again)", run, err)
-			} else {
-				complete = ck
+			default:
+				break drain
 			}
+		}
+		if _, err := p.adoptBest(ctx, cs, "announced"); err != nil && ctx.Err() == nil {
+			o.Logf("follow %s: %v (will try again)", run, err)
+		}
+		if _, err := p.adoptSettled(ctx, p.Round()); err != nil && ctx.Err() == nil {
+			o.Logf("follow %s: %v (will try again)", run, err)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-		case <-poke:
-			// A checkpoint was announced; give the round's other
-			// announcements a moment, then ask.
+		case im := <-p.inbox:
+			p.requeue([]inMsg{im})
+			// A round message: give the round's others a moment.
 			select {
 			case <-ctx.Done():
 				return nil
@@ -122,78 +105,30 @@ func (n *Node) FollowRun(ctx context.Context, run cid.Cid, o FollowOptions) erro
 	}
 }
 
-// findRunPeers connects to the run's participants (DHT providers of the
-// run ID) that are not connected yet.
-func (n *Node) findRunPeers(ctx context.Context, run cid.Cid) {
-	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	h := n.Host
-	for ai := range h.DHT.FindProvidersAsync(fctx, run, 64) {
-		if ai.ID == h.ID() || h.Network().Connectedness(ai.ID) == network.Connected || len(ai.Addrs) == 0 {
+// repin pins again the checkpoints this node settled on (their CIDs are
+// in round-NNNNNN.cid beside them) that are no longer pinned — a follower
+// stopped in the middle of a walk, or a user's unpin — reporting each
+// through onSettle.
+func (p *Participant) repin(ctx context.Context) error {
+	for r := 0; r < p.Round(); r++ {
+		b, err := os.ReadFile(p.roundDir(r) + ".cid")
+		if err != nil {
 			continue
 		}
-		_ = h.Connect(fctx, ai)
-	}
-}
-
-// newestAgreed asks the run's peers (those on its topic, else every
-// connected peer) for their newest settled checkpoint and returns the one
-// most of those taking part agree on.
-func (n *Node) newestAgreed(ctx context.Context, run cid.Cid, topic *p2p.Topic) (int, cid.Cid, bool) {
-	ps := topic.Peers()
-	if len(ps) == 0 {
-		ps = n.Host.Network().Peers()
-	}
-	as := n.askAll(ctx, ps, run, 0)
-	peers := inRun(as)
-	r, best, votes := newestMajority(as, -1)
-	if peers == 0 || votes < peers/2+1 {
-		return 0, cid.Undef, false
-	}
-	ck, err := cid.Decode(best)
-	if err != nil {
-		return 0, cid.Undef, false
-	}
-	return r, ck, true
-}
-
-// mirrorChain mirrors ck (round r) and then its bases, back to stop (a
-// checkpoint whose chain is known complete) or genesis. Checkpoints already
-// pinned are not fetched again; their round.json is read from the store.
-func (n *Node) mirrorChain(ctx context.Context, run cid.Cid, r int, ck, stop cid.Cid, o FollowOptions) error {
-	for !ck.Equals(stop) {
-		fresh := !n.Store.IsPinned(ck)
-		if fresh {
-			if _, err := n.mirrorAs(ctx, ck, fmt.Sprintf("run %s round %d", run, r), nil); err != nil {
-				return fmt.Errorf("round %d checkpoint %s: %w", r, ck, err)
-			}
+		ck, err := cid.Decode(strings.TrimSpace(string(b)))
+		if err != nil || p.n.Store.IsPinned(ck) {
+			continue
 		}
-		rec, err := n.readRoundRecord(ctx, ck)
+		got, err := p.n.Store.Add(ctx, p.roundDir(r), contentstore.AddOptions{Pin: true, Name: fmt.Sprintf("run %s round %d", p.id, r)})
 		if err != nil {
-			if fresh {
-				n.Store.Unpin(ck)
-			}
-			return fmt.Errorf("round %d checkpoint %s: %w", r, ck, err)
+			return err
 		}
-		if rec.Run.CID != run.String() || rec.Round != r {
-			if fresh {
-				n.Store.Unpin(ck)
-			}
-			return fmt.Errorf("checkpoint %s: round.json says run %s round %d, the peers said run %s round %d", ck, rec.Run.CID, rec.Round, run, r)
+		if !got.Equals(ck) {
+			return fmt.Errorf("%s holds %s, not %s", p.roundDir(r), got, ck)
 		}
-		if fresh {
-			o.Logf("follow %s: mirrored round %d, %s", run, r, ck)
-			if o.Mirrored != nil {
-				o.Mirrored(r, ck)
-			}
+		if p.onSettle != nil {
+			p.onSettle(r, ck)
 		}
-		if rec.Base == nil {
-			return nil
-		}
-		if ck, err = rec.Base.Cid(); err != nil {
-			return fmt.Errorf("checkpoint of round %d: base %q: %w", r, rec.Base.CID, err)
-		}
-		r--
 	}
 	return nil
 }
@@ -259,4 +194,13 @@ func decodeRoundRecord(b []byte) (*roundRecord, error) {
 		}
 	}
 	return &rec, nil
+}
+
+// genesisCID is the CID of the run's round-0 checkpoint, as settled here.
+func (p *Participant) genesisCID() (cid.Cid, error) {
+	b, err := os.ReadFile(p.roundDir(0) + ".cid")
+	if err != nil {
+		return cid.Undef, err
+	}
+	return cid.Decode(strings.TrimSpace(string(b)))
 }

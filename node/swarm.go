@@ -15,6 +15,7 @@ import (
 	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/gradsync"
 	"github.com/fomnet/fomnet/kernels"
+	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/p2p"
 	"github.com/fomnet/fomnet/sharding"
@@ -159,6 +160,12 @@ type Participant struct {
 
 	mu         sync.Mutex // guards round, base and catchingUp for the validator
 	catchingUp bool
+	// following: a follower (FollowRun), which trains nothing and takes
+	// announcements of any round ahead as candidates.
+	following  bool
+	ownBackend kernels.Backend // a follower's own backend, closed with it
+	// onSettle, if set, is told of each checkpoint this node settles on.
+	onSettle func(round int, ck cid.Cid)
 	// checkedBehind: since it opened the run, this node has asked its
 	// peers whether it is behind them.
 	checkedBehind bool
@@ -176,12 +183,39 @@ type inMsg struct {
 // and the dataset, builds the genesis checkpoint (deterministic from the
 // seed, so every node gets the same CID) and joins the run's topic.
 func (n *Node) OpenRun(ctx context.Context, id cid.Cid, o RunOptions) (*Participant, error) {
-	if n.Host == nil {
-		return nil, ErrOffline
-	}
 	if o.Backend == nil {
 		return nil, errors.New("run: RunOptions.Backend is required")
 	}
+	return n.openRun(ctx, id, o, false)
+}
+
+// openRun is OpenRun; a follower (follow) verifies and mirrors rounds
+// without training: it fetches the dataset's manifest and tokenizer only
+// and computes on a one-thread CPU backend of its own.
+func (n *Node) openRun(ctx context.Context, id cid.Cid, o RunOptions, follow bool) (*Participant, error) {
+	if n.Host == nil {
+		return nil, ErrOffline
+	}
+	var own kernels.Backend
+	if follow {
+		be, err := cpu.New(cpu.Options{Threads: 1})
+		if err != nil {
+			return nil, err
+		}
+		own, o.Backend = be, be
+	}
+	p, err := n.openRunWith(ctx, id, o, follow)
+	if err != nil {
+		if own != nil {
+			own.Close()
+		}
+		return nil, err
+	}
+	p.ownBackend = own
+	return p, nil
+}
+
+func (n *Node) openRunWith(ctx context.Context, id cid.Cid, o RunOptions, follow bool) (*Participant, error) {
 	if o.Logf == nil {
 		o.Logf = n.logf
 	}
@@ -201,7 +235,11 @@ func (n *Node) OpenRun(ctx context.Context, id cid.Cid, o RunOptions) (*Particip
 		return nil, err
 	}
 	dsCID, _ := spec.Dataset.Cid()
-	ds, err := n.LoadDataset(ctx, dsCID, nil)
+	load := n.LoadDataset
+	if follow {
+		load = n.loadDatasetHead
+	}
+	ds, err := load(ctx, dsCID, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -209,9 +247,11 @@ func (n *Node) OpenRun(ctx context.Context, id cid.Cid, o RunOptions) (*Particip
 		return nil, fmt.Errorf("run %s: its tokenizer %s is not its dataset's (%s)", id, spec.Tokenizer.CID, ds.Manifest.Tokenizer.CID)
 	}
 	p := &Participant{n: n, id: id, spec: spec, cfg: cfg, sync: sc, codec: codec, opts: o, self: n.Host.ID(),
-		tokJSON: ds.Tokenizer, inbox: make(chan inMsg, 4096)}
-	if err := p.loadData(ds); err != nil {
-		return nil, err
+		tokJSON: ds.Tokenizer, inbox: make(chan inMsg, 4096), following: follow}
+	if !follow {
+		if err := p.loadData(ds); err != nil {
+			return nil, err
+		}
 	}
 	p.m, err = model.New(o.Backend, cfg)
 	if err != nil {
@@ -239,7 +279,7 @@ func (n *Node) OpenRun(ctx context.Context, id cid.Cid, o RunOptions) (*Particip
 	} else if r > 0 {
 		o.Logf("run %s: resumed from this node's checkpoint of round %d (%s)", id, r, p.base)
 	}
-	if wasHere {
+	if wasHere && !follow {
 		// Back in the run (a restart?): let the peers' gossip caches
 		// forget this peer ID's earlier messages before rejoining.
 		if err := n.Host.WaitGossipCachesExpired(ctx); err != nil {
@@ -309,6 +349,9 @@ func (p *Participant) Close() {
 	p.wg.Wait()
 	p.topic.Close()
 	p.cancel = nil
+	if p.ownBackend != nil {
+		p.ownBackend.Close()
+	}
 }
 
 func (p *Participant) readLoop() {
@@ -344,7 +387,7 @@ func (p *Participant) validate(_ context.Context, from peer.ID, data []byte) err
 	round, base, catchingUp := p.round, p.base, p.catchingUp
 	p.mu.Unlock()
 	switch {
-	case catchingUp && m.Round >= round-1:
+	case (catchingUp || p.following) && m.Round >= round-1:
 		return nil // kept for when this node knows which round it is in
 	case m.Round < round-1 || m.Round > round+1:
 		return p2p.ErrIgnore // another round: late, or from a node ahead of us
@@ -730,8 +773,11 @@ func (p *Participant) runRound(ctx context.Context) error {
 	}
 	// Apply: the round's transition on a copy of the base state.
 	s := p.current().clone()
-	rec, _, err := p.ru.transition(s.global, s.outer, r, p.base, newRoundInput(inputs))
+	rec, encs, err := p.ru.transition(s.global, s.outer, r, p.base, newRoundInput(inputs))
 	if err != nil {
+		return err
+	}
+	if err := p.storeAggregates(ctx, encs); err != nil {
 		return err
 	}
 	dir, ck, err := p.writeCheckpoint(ctx, rec, s.global, s.outer, "scratch-")
@@ -749,16 +795,18 @@ func (p *Participant) runRound(ctx context.Context) error {
 	}
 	// Messages of later rounds go back to the inbox.
 	w.finish()
-	if !best.ck.Equals(ck) {
+	if best != nil {
+		tip := best.tip()
 		p.opts.Logf("round %d: %s (%d contributions) is the better checkpoint of the round, recomputed here; mine, %s, had %d",
-			r, best.ck, best.rec.includedCount(), ck, rec.includedCount())
+			r, tip.ck, tip.rec.includedCount(), ck, rec.includedCount())
 		os.RemoveAll(dir)
 		for _, e := range p.efs {
 			clear(e.Residual)
 		}
-		p.event(RoundEvent{Phase: "adopted", CID: best.ck.String()})
+		p.event(RoundEvent{Phase: "adopted", CID: tip.ck.String()})
+		return p.settle(ctx, best)
 	}
-	return p.settle(ctx, best)
+	return p.settle(ctx, lineage{s})
 }
 
 // train runs round r's inner steps from the global weights and publishes
@@ -910,8 +958,8 @@ func (p *Participant) gatherAggregates(ctx context.Context, w *roundWait, r int,
 // vote settles round r: it gathers the checkpoints announced for the round
 // on this node's base (asking the participants that did not announce),
 // recomputes those that differ from its own, s, and returns the best by
-// fork choice. Announcements are candidates, never votes.
-func (p *Participant) vote(ctx context.Context, w *roundWait, r int, s *state, participants map[peer.ID]*input) (*state, error) {
+// fork choice if it is not s. Announcements are candidates, never votes.
+func (p *Participant) vote(ctx context.Context, w *roundWait, r int, s *state, participants map[peer.ID]*input) (lineage, error) {
 	announced := map[peer.ID]cid.Cid{p.self: s.ck}
 	count := func(im inMsg) bool {
 		if im.m.Round != r || im.m.Type != MsgCheckpoint {
@@ -1210,6 +1258,21 @@ func (p *Participant) checkAggregate(ctx context.Context, r int, m RoundMsg) ([]
 	return ins, nil
 }
 
+// storeAggregates keeps a round's aggregate blocks (recomputed here), so
+// the links of its round record resolve from this node.
+func (p *Participant) storeAggregates(ctx context.Context, encs [][]byte) error {
+	for _, enc := range encs {
+		k, err := contentstore.BlockCID(contentstore.CodecRaw, enc)
+		if err != nil {
+			return err
+		}
+		if err := p.n.Store.PutBlock(ctx, k, enc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // writeCheckpoint writes a checkpoint directory (weights, outer state,
 // tokenizer, round record) under a scratch name starting with prefix, adds
 // it to the store unpinned and returns the directory and CID. Every byte
@@ -1251,7 +1314,7 @@ func (p *Participant) genesis(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return p.settle(ctx, &state{round: 0, ck: ck, global: p.global, outer: p.outer, rec: rec, dir: dir})
+	return p.settle(ctx, lineage{{round: 0, ck: ck, global: p.global, outer: p.outer, rec: rec, dir: dir}})
 }
 
 // removeScratch removes the scratch directories a killed process left.

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/internal/fsutil"
 	"github.com/fomnet/fomnet/model"
 	"github.com/ipfs/go-cid"
 )
@@ -155,7 +156,7 @@ func (p *Participant) readRecordOf(ctx context.Context, ck cid.Cid, r int) (*rou
 // verified and returns its state, or why it is refused. The walk back
 // reads one round.json per round (at most the run's rounds); the replay
 // fetches each round's contributions.
-func (p *Participant) verify(ctx context.Context, c candidate) (*state, error) {
+func (p *Participant) verify(ctx context.Context, c candidate) (lineage, error) {
 	if c.round < 1 || c.round > p.spec.Rounds {
 		return nil, rejected(RejectLineage, fmt.Errorf("round %d outside the run's 1..%d", c.round, p.spec.Rounds))
 	}
@@ -188,22 +189,40 @@ func (p *Participant) verify(ctx context.Context, c candidate) (*state, error) {
 		r--
 	}
 	s := from.clone()
+	var out lineage
 	for i := len(chain) - 1; i >= 0; i-- {
 		l := chain[i]
 		next, err := p.replay(ctx, s, l.rec)
+		if err == nil && !next.ck.Equals(l.ck) {
+			os.RemoveAll(next.dir)
+			err = rejected(RejectCandidate, fmt.Errorf("round %d: its record gives %s, not %s", l.rec.Round, next.ck, l.ck))
+		}
 		if err != nil {
+			p.drop(out)
 			return nil, err
 		}
-		if !next.ck.Equals(l.ck) {
-			os.RemoveAll(next.dir)
-			return nil, rejected(RejectCandidate, fmt.Errorf("round %d: its record gives %s, not %s", l.rec.Round, next.ck, l.ck))
+		if len(out) > 0 {
+			out[len(out)-1].global, out[len(out)-1].outer = nil, nil // consumed by the replay
 		}
-		if s.dir != "" && s.dir != from.dir {
-			os.RemoveAll(s.dir)
-		}
+		out = append(out, next)
 		s = next
 	}
-	return s, nil
+	return out, nil
+}
+
+// lineage is a run of verified checkpoints, oldest first; only the last
+// (its tip) keeps its weights in memory, the others their directories.
+type lineage []*state
+
+func (l lineage) tip() *state { return l[len(l)-1] }
+
+// drop removes the scratch directories of a lineage not taken.
+func (p *Participant) drop(l lineage) {
+	for _, s := range l {
+		if s.dir != "" && s.dir != p.roundDir(s.round) {
+			os.RemoveAll(s.dir)
+		}
+	}
 }
 
 // replay applies the round rec describes to s (which it consumes) and
@@ -234,11 +253,14 @@ func (p *Participant) replay(ctx context.Context, s *state, rec *roundRecord) (*
 		}
 		ri.inputs = append(ri.inputs, a.Inputs)
 	}
-	got, _, err := p.ru.transition(s.global, s.outer, r, s.ck, ri)
+	got, encs, err := p.ru.transition(s.global, s.outer, r, s.ck, ri)
 	if err != nil {
 		if reasonOf(err) == "" {
 			err = rejected(RejectCandidate, err)
 		}
+		return nil, err
+	}
+	if err := p.storeAggregates(ctx, encs); err != nil {
 		return nil, err
 	}
 	dir, ck, err := p.writeCheckpoint(ctx, got, s.global, s.outer, "verify-")
@@ -261,10 +283,10 @@ func better(a, b *state) bool {
 }
 
 // choose verifies candidates (newest first, at most maxCandidates of them,
-// those this node holds skipped) and returns the best of them and start
-// by fork choice (start itself when none is better). Scratch directories
-// of those not chosen are removed.
-func (p *Participant) choose(ctx context.Context, start *state, cs []candidate, why string) (*state, error) {
+// those this node holds skipped) and returns the best lineage by fork
+// choice, or nil when none is better than start. Scratch directories of
+// those not chosen are removed.
+func (p *Participant) choose(ctx context.Context, start *state, cs []candidate, why string) (lineage, error) {
 	seen := map[string]bool{}
 	var todo []candidate
 	for _, c := range cs {
@@ -284,31 +306,33 @@ func (p *Participant) choose(ctx context.Context, start *state, cs []candidate, 
 		p.count(RejectLineage, len(todo)-maxCandidates)
 		todo = todo[:maxCandidates]
 	}
-	best := start
-	drop := func(s *state) {
-		if s.dir != "" && s.dir != p.roundDir(s.round) {
-			os.RemoveAll(s.dir)
-		}
-	}
+	var best lineage
 	for _, c := range todo {
-		if c.round < best.round {
-			break // sorted: nothing later can win
+		if b := start; best != nil {
+			if b = best.tip(); c.round < b.round {
+				break // sorted: nothing later can win
+			}
+		} else if c.round < b.round {
+			break
 		}
-		s, err := p.verify(ctx, c)
+		l, err := p.verify(ctx, c)
 		if err != nil {
 			if ctx.Err() != nil {
+				p.drop(best)
 				return nil, ctx.Err()
 			}
 			p.refuse(err, fmt.Sprintf("%s: checkpoint %s of round %d", why, c.ck, c.round))
 			continue
 		}
-		if better(s, best) {
-			if best != start {
-				drop(best)
-			}
-			best = s
+		cur := start
+		if best != nil {
+			cur = best.tip()
+		}
+		if better(l.tip(), cur) {
+			p.drop(best)
+			best = l
 		} else {
-			drop(s)
+			p.drop(l)
 		}
 	}
 	return best, nil
@@ -318,43 +342,62 @@ func (p *Participant) choose(ctx context.Context, start *state, cs []candidate, 
 // it is better than where this node stands, and reports whether it moved.
 func (p *Participant) adoptBest(ctx context.Context, cs []candidate, why string) (bool, error) {
 	best, err := p.choose(ctx, p.current(), cs, why)
-	if err != nil || best.ck.Equals(p.base) {
+	if err != nil || best == nil {
 		return false, err
 	}
-	p.opts.Logf("run %s: %s: adopting round %d, %s, recomputed here from its contributions", p.id, why, best.round, best.ck)
+	tip := best.tip()
+	p.opts.Logf("run %s: %s: adopting round %d, %s, recomputed here from its contributions", p.id, why, tip.round, tip.ck)
 	if err := p.settle(ctx, best); err != nil {
 		return false, err
 	}
 	for _, e := range p.efs {
 		clear(e.Residual) // the residual belonged to another base
 	}
-	if err := p.saveEF(best.round); err != nil {
+	if err := p.saveEF(tip.round); err != nil {
 		return false, fmt.Errorf("saving error-feedback state: %w", err)
 	}
-	p.event(RoundEvent{Phase: "adopted", Round: best.round, CID: best.ck.String()})
+	p.event(RoundEvent{Phase: "adopted", Round: tip.round, CID: tip.ck.String()})
 	return true, nil
 }
 
-// settle makes a verified state this node's: its directory becomes
-// round-NNNNNN (synced), it is pinned, and it is the base of the next round.
-func (p *Participant) settle(ctx context.Context, s *state) error {
-	final := p.roundDir(s.round)
-	if s.dir != final {
-		if err := os.RemoveAll(final); err != nil {
-			return err
+// settle makes a verified lineage this node's: each checkpoint's
+// directory becomes round-NNNNNN (its CID beside it in round-NNNNNN.cid),
+// synced and pinned, and the tip is the base of the next round.
+func (p *Participant) settle(ctx context.Context, l lineage) error {
+	for _, s := range l {
+		final := p.roundDir(s.round)
+		if s.dir != final {
+			if err := os.RemoveAll(final); err != nil {
+				return err
+			}
+			if err := os.Rename(s.dir, final); err != nil {
+				return err
+			}
+			s.dir = final
 		}
-		if err := os.Rename(s.dir, final); err != nil {
+		if err := fsutil.WriteFile(final+".cid", []byte(s.ck.String()+"\n")); err != nil {
 			return err
 		}
 		if err := syncDir(p.opts.Dir); err != nil {
 			return err
 		}
-		s.dir = final
+		if err := p.n.Store.Pin(ctx, s.ck, fmt.Sprintf("run %s round %d", p.id, s.round)); err != nil {
+			return err
+		}
+		if s.global == nil { // a checkpoint on the way to the tip
+			p.verified[s.ck.String()] = s.round
+			base := cid.Undef
+			if s.rec.Base != nil {
+				base, _ = s.rec.Base.Cid()
+			}
+			p.n.settled.set(p.id, s.round, s.ck, base)
+		} else {
+			p.setCurrent(s)
+		}
+		if p.onSettle != nil {
+			p.onSettle(s.round, s.ck)
+		}
 	}
-	if err := p.n.Store.Pin(ctx, s.ck, fmt.Sprintf("run %s round %d", p.id, s.round)); err != nil {
-		return err
-	}
-	p.setCurrent(s)
 	return nil
 }
 
