@@ -513,3 +513,81 @@ func TestByzantineLyingReducer(t *testing.T) {
 		t.Fatalf("the last round includes %v", rec.Participants)
 	}
 }
+
+// A flood — one attacker publishing about 2,000 valid-looking messages a
+// second on the run's topic (contributions and checkpoints naming blocks
+// nobody holds, aggregates with made-up inputs) for the whole run — is
+// absorbed: each sender is held to its rate and its own queue, the
+// honest nodes, a joiner and a follower end on one honest lineage, and the
+// drops are counted.
+func TestByzantineFlood(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	b := newByzantineRun(t, ctx, 1)
+	atk := newAttacker(t, b.sybils[0], b.run)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	actx, stop := context.WithCancel(ctx)
+	defer stop()
+	var mu sync.Mutex
+	round, base := 1, ""
+	atk.watch(actx, &wg, func(_ peer.ID, m node.RoundMsg) {
+		mu.Lock()
+		defer mu.Unlock()
+		if m.Type == node.MsgContribution && m.Round >= round {
+			round, base = m.Round, m.Base
+		}
+	})
+	sent := 0
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for n := 0; ; n++ {
+			select {
+			case <-actx.Done():
+				return
+			case <-tick.C:
+			}
+			mu.Lock()
+			r, bs := round, base
+			mu.Unlock()
+			if bs == "" {
+				continue
+			}
+			for i := 0; i < 20; i++ {
+				junk := binary.BigEndian.AppendUint64(nil, uint64(n*20+i))
+				jc, _ := contentstore.BlockCID(contentstore.CodecDagJSON, junk)
+				jr, _ := contentstore.BlockCID(contentstore.CodecRaw, junk)
+				var m node.RoundMsg
+				switch i % 3 {
+				case 0:
+					m = node.RoundMsg{Type: node.MsgContribution, Tokens: 1, CID: jc.String()}
+				case 1:
+					m = node.RoundMsg{Type: node.MsgAggregate, Partition: i % 4, CID: jr.String(), Inputs: []string{jc.String()}}
+				default:
+					m = node.RoundMsg{Type: node.MsgCheckpoint, CID: jc.String()}
+				}
+				m.Run, m.Round, m.Base = b.run.String(), r, bs
+				atk.publish(actx, m)
+				sent++
+			}
+		}
+	}()
+	all := b.finish(t, ctx)
+	stop()
+	wg.Wait()
+	b.log.agreed(t, byzRounds)
+	honestOnly(t, ctx, b.c.Nodes[0], all[0].Base(), byzRounds, b.ids)
+	drops := map[string]int{}
+	for _, p := range all {
+		for k, v := range p.Rejections() {
+			drops[k] += v
+		}
+	}
+	t.Logf("the attacker sent %d messages; the participants counted %v", sent, drops)
+	if drops[node.DropRate]+drops[node.DropQueueFull] == 0 {
+		t.Fatal("nothing of the flood was dropped for its rate")
+	}
+}

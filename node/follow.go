@@ -71,19 +71,15 @@ func (n *Node) FollowRun(ctx context.Context, run cid.Cid, o FollowOptions) erro
 	defer tick.Stop()
 	for {
 		// Announcements since the last look, then the peers' answers.
-		var cs []candidate
-	drain:
+		cs := announced{}
 		for {
-			select {
-			case im := <-p.inbox:
-				if k, err := cid.Decode(im.m.CID); err == nil && im.m.Type == MsgCheckpoint && len(cs) < 4*maxCandidates {
-					cs = append(cs, candidate{im.m.Round, k})
-				}
-			default:
-				break drain
+			im, ok := p.mail.get()
+			if !ok {
+				break
 			}
+			cs.add(im.from, im.m)
 		}
-		if _, err := p.adoptBest(ctx, cs, "announced"); err != nil && ctx.Err() == nil {
+		if _, err := p.adoptBest(ctx, cs.list(), "announced"); err != nil && ctx.Err() == nil {
 			o.Logf("follow %s: %v (will try again)", run, err)
 		}
 		if _, err := p.adoptSettled(ctx, p.Round()); err != nil && ctx.Err() == nil {
@@ -93,8 +89,8 @@ func (n *Node) FollowRun(ctx context.Context, run cid.Cid, o FollowOptions) erro
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-		case im := <-p.inbox:
-			p.requeue([]inMsg{im})
+		case <-p.mail.ready:
+			p.mail.signal() // still queued: the next drain takes them
 			// A round message: give the round's others a moment.
 			select {
 			case <-ctx.Done():

@@ -155,7 +155,8 @@ type Participant struct {
 
 	topic *p2p.Topic
 	sub   *p2p.Subscription
-	inbox chan inMsg
+	mail  *mailbox // round messages, queued per sender
+	lim   limiter  // each sender's message rate
 	sent  [][]byte // this round's published messages, repeated while waiting
 
 	mu         sync.Mutex // guards round, base and catchingUp for the validator
@@ -247,7 +248,8 @@ func (n *Node) openRunWith(ctx context.Context, id cid.Cid, o RunOptions, follow
 		return nil, fmt.Errorf("run %s: its tokenizer %s is not its dataset's (%s)", id, spec.Tokenizer.CID, ds.Manifest.Tokenizer.CID)
 	}
 	p := &Participant{n: n, id: id, spec: spec, cfg: cfg, sync: sc, codec: codec, opts: o, self: n.Host.ID(),
-		tokJSON: ds.Tokenizer, inbox: make(chan inMsg, 4096), following: follow}
+		tokJSON: ds.Tokenizer, following: follow}
+	p.mail = newMailbox(func(reason string) { p.count(reason, 1) })
 	if !follow {
 		if err := p.loadData(ds); err != nil {
 			return nil, err
@@ -365,11 +367,7 @@ func (p *Participant) readLoop() {
 		if err != nil {
 			continue
 		}
-		select {
-		case p.inbox <- inMsg{from: m.From, m: rm}:
-		case <-p.ctx.Done():
-			return
-		}
+		p.mail.put(inMsg{from: m.From, m: rm})
 	}
 }
 
@@ -382,6 +380,10 @@ func (p *Participant) validate(_ context.Context, from peer.ID, data []byte) err
 	}
 	if m.Run != p.id.String() {
 		return fmt.Errorf("wrong run %s", m.Run)
+	}
+	if from != p.self && !p.lim.allow(from) {
+		p.count(DropRate, 1)
+		return p2p.ErrIgnore
 	}
 	p.mu.Lock()
 	round, base, catchingUp := p.round, p.base, p.catchingUp
@@ -525,7 +527,7 @@ func (p *Participant) CatchUp(ctx context.Context, wait time.Duration) (bool, er
 		p.catchingUp = false
 		p.mu.Unlock()
 	}()
-	var cands []candidate
+	cands := announced{}
 	var keep []inMsg
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -539,7 +541,7 @@ func (p *Participant) CatchUp(ctx context.Context, wait time.Duration) (bool, er
 				p.requeue(keep)
 				return false, nil
 			}
-			moved, err := p.adoptBest(ctx, cands, "catching up")
+			moved, err := p.adoptBest(ctx, cands.list(), "catching up")
 			if err != nil {
 				return false, err
 			}
@@ -551,31 +553,36 @@ func (p *Participant) CatchUp(ctx context.Context, wait time.Duration) (bool, er
 			}
 			p.requeue(later)
 			return moved, nil
-		case im := <-p.inbox:
-			m := im.m
-			if m.Type != MsgCheckpoint || m.Round < p.round {
-				keep = append(keep, im)
-				continue
-			}
-			if ck, err := cid.Decode(m.CID); err == nil && len(cands) < 4*maxCandidates {
-				cands = append(cands, candidate{m.Round, ck})
-			}
-			if !gathering {
-				// Give the round's other announcements a moment to arrive.
-				gathering = true
-				timer.Reset(500 * time.Millisecond)
+		case <-p.mail.ready:
+			for {
+				im, ok := p.mail.get()
+				if !ok {
+					break
+				}
+				m := im.m
+				if m.Type != MsgCheckpoint || m.Round < p.round {
+					if len(keep) < maxPending {
+						keep = append(keep, im)
+					} else {
+						p.count(DropPending, 1)
+					}
+					continue
+				}
+				cands.add(im.from, m)
+				if !gathering {
+					// Give the round's other announcements a moment to arrive.
+					gathering = true
+					timer.Reset(500 * time.Millisecond)
+				}
 			}
 		}
 	}
 }
 
-// requeue puts messages back into the inbox (dropping them if it is full).
+// requeue puts messages back into the mailbox.
 func (p *Participant) requeue(ms []inMsg) {
 	for _, im := range ms {
-		select {
-		case p.inbox <- im:
-		default:
-		}
+		p.mail.put(im)
 	}
 }
 
@@ -793,7 +800,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Messages of later rounds go back to the inbox.
+	// Messages of later rounds go back to the mailbox.
 	w.finish()
 	if best != nil {
 		tip := best.tip()
@@ -965,7 +972,8 @@ func (p *Participant) vote(ctx context.Context, w *roundWait, r int, s *state, p
 		if im.m.Round != r || im.m.Type != MsgCheckpoint {
 			return false
 		}
-		if k, err := cid.Decode(im.m.CID); err == nil && im.m.Base == p.base.String() && len(announced) < MaxParticipants {
+		// Only the round's admitted contributors have standing here.
+		if k, err := cid.Decode(im.m.CID); err == nil && im.m.Base == p.base.String() && participants[im.from] != nil {
 			announced[im.from] = k
 		}
 		return true
@@ -997,7 +1005,7 @@ func (p *Participant) vote(ctx context.Context, w *roundWait, r int, s *state, p
 	var cs []candidate
 	for _, k := range announced {
 		if !k.Equals(s.ck) {
-			cs = append(cs, candidate{r, k})
+			cs = append(cs, candidate{round: r, ck: k})
 		}
 	}
 	return p.choose(ctx, s, cs, fmt.Sprintf("round %d", r))
@@ -1032,11 +1040,11 @@ func (p *Participant) adoptSettled(ctx context.Context, r int) (bool, error) {
 	as := p.n.askAll(ctx, p.runPeers(), p.id, r)
 	var cs []candidate
 	for _, a := range as {
-		if k, err := cid.Decode(a.Checkpoint); err == nil {
-			cs = append(cs, candidate{r, k})
-		}
-		if k, err := cid.Decode(a.NewestCID); err == nil && a.Newest >= r {
-			cs = append(cs, candidate{a.Newest, k})
+		// One candidate per peer: its newest (else its round r).
+		if k, err := cid.Decode(a.NewestCID); err == nil && a.Newest > r {
+			cs = append(cs, candidate{round: a.Newest, ck: k})
+		} else if k, err := cid.Decode(a.Checkpoint); err == nil {
+			cs = append(cs, candidate{round: r, ck: k})
 		}
 	}
 	return p.adoptBest(ctx, cs, "the run's peers")
@@ -1055,7 +1063,7 @@ func toPeerIDs(ss []string) []peer.ID {
 
 // roundWait pumps one round's messages through its phases: a message a
 // phase does not use stays pending for the next phase, and at the end of
-// the round those of later rounds go back to the inbox. While it waits it
+// the round those of later rounds go back to the mailbox. While it waits it
 // repeats what this node published in the round (gossipsub does not replay
 // to a peer that was away; receivers are idempotent).
 type roundWait struct {
@@ -1116,16 +1124,32 @@ func (w *roundWait) until(ctx context.Context, done func() bool, handle func(inM
 			return false, nil
 		case f := <-w.results:
 			f()
-		case im := <-w.p.inbox:
-			if !handle(im) && im.m.Round >= w.r {
-				w.pending = append(w.pending, im)
+		case <-w.p.mail.ready:
+			for !done() {
+				im, ok := w.p.mail.get()
+				if !ok {
+					break
+				}
+				if !handle(im) && im.m.Round >= w.r {
+					w.keep(im)
+				}
 			}
 		}
 	}
 	return true, nil
 }
 
-// finish returns the pending messages of later rounds to the inbox.
+// keep holds a message for a later phase of the round (at most
+// maxPending; beyond that the oldest go).
+func (w *roundWait) keep(im inMsg) {
+	if len(w.pending) >= maxPending {
+		w.pending = w.pending[1:]
+		w.p.count(DropPending, 1)
+	}
+	w.pending = append(w.pending, im)
+}
+
+// finish returns the pending messages of later rounds to the mailbox.
 func (w *roundWait) finish() {
 	var later []inMsg
 	for _, im := range w.pending {

@@ -7,11 +7,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/fomnet/fomnet/gradsync"
 	"github.com/fomnet/fomnet/internal/fsutil"
 	"github.com/fomnet/fomnet/model"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Adoption by verification. A node takes a checkpoint someone announced
@@ -132,9 +134,61 @@ func (p *Participant) known(ck cid.Cid) (*state, bool) {
 	return s, true
 }
 
+// candidate is a checkpoint someone named for a round; rec is its round
+// record once fetched.
 type candidate struct {
 	round int
 	ck    cid.Cid
+	rec   *roundRecord
+}
+
+// announced keeps one candidate per sender: its newest.
+type announced map[peer.ID]candidate
+
+func (a announced) add(from peer.ID, m RoundMsg) {
+	k, err := cid.Decode(m.CID)
+	if err != nil || m.Type != MsgCheckpoint {
+		return
+	}
+	if c, ok := a[from]; !ok || m.Round > c.round {
+		a[from] = candidate{round: m.Round, ck: k}
+	}
+}
+
+func (a announced) list() []candidate {
+	out := make([]candidate, 0, len(a))
+	for _, c := range a {
+		out = append(out, c)
+	}
+	return out
+}
+
+// prefetch reads the round records of cs at once, under one fetch
+// deadline, and returns those that name this run and their round; the
+// others are refused. A candidate nobody serves costs one deadline per
+// decision, however many there are.
+func (p *Participant) prefetch(ctx context.Context, cs []candidate, why string) []candidate {
+	errs := make([]error, len(cs))
+	var wg sync.WaitGroup
+	for i := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cs[i].rec, errs[i] = p.readRecordOf(ctx, cs[i].ck, cs[i].round)
+		}()
+	}
+	wg.Wait()
+	var out []candidate
+	for i, c := range cs {
+		if errs[i] != nil {
+			if ctx.Err() == nil {
+				p.refuse(errs[i], fmt.Sprintf("%s: checkpoint %s of round %d", why, c.ck, c.round))
+			}
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // readRecordOf fetches round.json of checkpoint ck (bounded in time and
@@ -178,11 +232,15 @@ func (p *Participant) verify(ctx context.Context, c candidate) (lineage, error) 
 		if r == 0 {
 			return nil, rejected(RejectLineage, fmt.Errorf("lineage of %s reaches a genesis %s that is not the run's", c.ck, ck))
 		}
-		rec, err := p.readRecordOf(ctx, ck, r)
-		if err != nil {
-			return nil, err
+		rec := c.rec
+		if len(chain) > 0 || rec == nil {
+			var err error
+			if rec, err = p.readRecordOf(ctx, ck, r); err != nil {
+				return nil, err
+			}
 		}
 		chain = append(chain, link{ck, rec})
+		var err error
 		if ck, err = rec.Base.Cid(); err != nil {
 			return nil, rejected(RejectLineage, err)
 		}
@@ -306,6 +364,7 @@ func (p *Participant) choose(ctx context.Context, start *state, cs []candidate, 
 		p.count(RejectLineage, len(todo)-maxCandidates)
 		todo = todo[:maxCandidates]
 	}
+	todo = p.prefetch(ctx, todo, why)
 	var best lineage
 	for _, c := range todo {
 		if b := start; best != nil {
