@@ -146,8 +146,71 @@ func (s *Store) Get(ctx context.Context, c cid.Cid, out string, progress Progres
 	return s.WriteOut(ctx, c, out)
 }
 
+// ErrTooLarge reports content that would not fit where it is written.
+var ErrTooLarge = errors.New("contentstore: content does not fit")
+
+// DeclaredSize returns how many bytes writing the UnixFS file or directory
+// c (stored locally) writes: its files' sizes as its nodes declare them,
+// every repeated link counted again, as writing it would. Each distinct
+// node is read once, so a small DAG whose links repeat blocks (its written
+// size growing exponentially with depth) costs little to measure; past
+// limit it stops with ErrTooLarge.
+func (s *Store) DeclaredSize(ctx context.Context, c cid.Cid, limit int64) (int64, error) {
+	nd, err := s.off.Get(ctx, c)
+	if err != nil {
+		return 0, fmt.Errorf("contentstore: %s: %w", c, err)
+	}
+	return s.declared(ctx, nd, limit, map[cid.Cid]int64{})
+}
+
+func (s *Store) declared(ctx context.Context, nd ipld.Node, limit int64, seen map[cid.Cid]int64) (int64, error) {
+	if n, ok := seen[nd.Cid()]; ok {
+		return n, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	size := int64(len(nd.RawData())) // a raw leaf
+	if pn, ok := nd.(*merkledag.ProtoNode); ok {
+		fsn, err := unixfs.FSNodeFromBytes(pn.Data())
+		if err != nil {
+			return 0, fmt.Errorf("%s: not UnixFS: %w", nd.Cid(), err)
+		}
+		switch fsn.Type() {
+		case unixfs.TDirectory, unixfs.THAMTShard:
+			d, err := uio.NewDirectoryFromNode(s.off, nd)
+			if err != nil {
+				return 0, err
+			}
+			size = 0
+			err = d.ForEachLink(ctx, func(l *ipld.Link) error {
+				child, err := l.GetNode(ctx, s.off)
+				if err != nil {
+					return err
+				}
+				n, err := s.declared(ctx, child, limit, seen)
+				if size += n; err == nil && size > limit {
+					err = fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
+				}
+				return err
+			})
+			if err != nil {
+				return 0, err
+			}
+		default:
+			size = int64(fsn.FileSize())
+		}
+	}
+	if size > limit {
+		return 0, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
+	}
+	seen[nd.Cid()] = size
+	return size, nil
+}
+
 // WriteOut writes the UnixFS file or directory c, which must be stored
-// locally, to out (see Get).
+// locally, to out (see Get). It first adds up what c declares it holds and
+// refuses, writing nothing, what would not fit in the space left there.
 func (s *Store) WriteOut(ctx context.Context, c cid.Cid, out string) error {
 	if st, err := os.Lstat(out); err == nil && st.IsDir() {
 		return fmt.Errorf("contentstore: %s already exists and is a directory", out)
@@ -157,6 +220,14 @@ func (s *Store) WriteOut(ctx context.Context, c cid.Cid, out string) error {
 		return fmt.Errorf("contentstore: %s: %w", c, err)
 	}
 	dir := filepath.Dir(out)
+	if free, ok := freeSpace(dir); ok {
+		if _, err := s.DeclaredSize(ctx, c, free); err != nil {
+			if errors.Is(err, ErrTooLarge) {
+				return fmt.Errorf("contentstore: %s declares more than the %d bytes free at %s: %w", c, free, dir, ErrTooLarge)
+			}
+			return fmt.Errorf("contentstore: %s: %w", c, err)
+		}
+	}
 	tmp, err := os.MkdirTemp(dir, "."+filepath.Base(out)+".part-")
 	if err != nil {
 		return fmt.Errorf("contentstore: writing %s: %w", out, err)

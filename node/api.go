@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -139,12 +140,10 @@ func startAPI(n *Node, listen string) (*apiServer, error) {
 	return a, nil
 }
 
-// writePrivate writes a 0600 file atomically.
+// writePrivate writes a 0600 file atomically (never readable by others,
+// not even for a moment).
 func writePrivate(path string, data []byte) error {
-	if err := fsutil.WriteFile(path, data); err != nil {
-		return err
-	}
-	return os.Chmod(path, 0o600)
+	return fsutil.WriteFilePrivate(path, data)
 }
 
 func (a *apiServer) close() error {
@@ -163,7 +162,7 @@ func (a *apiServer) close() error {
 }
 
 func (a *apiServer) serve(n *Node, w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer "+a.token {
+	if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+a.token)) != 1 {
 		http.Error(w, "missing or wrong API token (read it from the node's api file)", http.StatusUnauthorized)
 		return
 	}

@@ -208,12 +208,12 @@ type byzantineRun struct {
 
 const byzHonest, byzRounds = 3, 3
 
-func newByzantineRun(t *testing.T, ctx context.Context, sybils int) *byzantineRun {
+func newByzantineRun(t *testing.T, ctx context.Context, sybils int, deadline time.Duration) *byzantineRun {
 	t.Helper()
 	c := nodetest.New(t, byzHonest+2+sybils, nodetest.Options{})
 	c.ConnectAll()
 	spec := smallRun(t, c, byzRounds)
-	spec.Sync.RoundDeadline = 10 * time.Second
+	spec.Sync.RoundDeadline = deadline
 	run, err := c.Nodes[0].CreateRun(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -304,7 +304,7 @@ func TestByzantineForgedCheckpoints(t *testing.T) {
 		t.Run(fmt.Sprintf("%d attackers", sybils), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
-			b := newByzantineRun(t, ctx, sybils)
+			b := newByzantineRun(t, ctx, sybils, 10*time.Second)
 			var mu sync.Mutex
 			seen, fakes := map[string]bool{}, map[string]bool{}
 			newest, newestBase := cid.Undef, ""
@@ -396,7 +396,7 @@ func TestByzantineForgedCheckpoints(t *testing.T) {
 func TestByzantineTokenClaims(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	b := newByzantineRun(t, ctx, 1)
+	b := newByzantineRun(t, ctx, 1, 10*time.Second)
 	atk := newAttacker(t, b.sybils[0], b.run)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -523,7 +523,7 @@ func TestByzantineLyingReducer(t *testing.T) {
 func TestByzantineFlood(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	b := newByzantineRun(t, ctx, 1)
+	b := newByzantineRun(t, ctx, 1, 10*time.Second)
 	atk := newAttacker(t, b.sybils[0], b.run)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -589,5 +589,99 @@ func TestByzantineFlood(t *testing.T) {
 	t.Logf("the attacker sent %d messages; the participants counted %v", sent, drops)
 	if drops[node.DropRate]+drops[node.DropQueueFull] == 0 {
 		t.Fatal("nothing of the flood was dropped for its rate")
+	}
+}
+
+// A lazy worker republishes another node's contribution as its own (the
+// same partition blocks) and a stale one sends a contribution on the
+// previous round's base: the copy counts once (copied_delta, in the round
+// records), the stale one is refused (wrong_round), and the run agrees on
+// a lineage that lowers the validation loss.
+func TestByzantineLazyAndStale(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// Its copies are admissible, so they count towards closing a round
+	// and the attacker is in line to reduce (and stays silent): views of
+	// round 1 differ, deadlines pass, and fork choice reconciles.
+	b := newByzantineRun(t, ctx, 1, 4*time.Second)
+	atk := newAttacker(t, b.sybils[0], b.run)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	actx, stop := context.WithCancel(ctx)
+	defer stop()
+	var mu sync.Mutex
+	done, prevBase := map[int]bool{}, map[int]string{}
+	start, _ := b.honest[0].ValLoss()
+	atk.watch(actx, &wg, func(_ peer.ID, m node.RoundMsg) {
+		if m.Type == node.MsgCheckpoint {
+			mu.Lock()
+			prevBase[m.Round+1] = m.Base
+			mu.Unlock()
+			return
+		}
+		mu.Lock()
+		skip := done[m.Round] || m.Type != node.MsgContribution
+		done[m.Round] = true
+		stale := prevBase[m.Round]
+		mu.Unlock()
+		if skip {
+			return
+		}
+		k, _ := cid.Decode(m.CID)
+		blk, err := atk.nd.Store.Block(actx, k)
+		if err != nil {
+			return
+		}
+		con, err := node.DecodeContribution(blk.RawData())
+		if err != nil {
+			return
+		}
+		con.Peer = atk.nd.Host.ID().String()
+		for _, c := range []node.Contribution{*con, func() node.Contribution { c := *con; c.Base.CID = stale; return c }()} {
+			if c.Base.CID == "" {
+				continue
+			}
+			raw, kk, err := node.EncodeContribution(&c)
+			if err != nil {
+				continue
+			}
+			atk.nd.Store.PutBlock(actx, kk, raw)
+			atk.publish(actx, node.RoundMsg{Type: node.MsgContribution, Run: m.Run, Round: m.Round, Base: c.Base.CID, CID: kk.String(), Tokens: c.Tokens})
+		}
+	})
+	all := b.finish(t, ctx) // every node ends on one checkpoint
+	stop()
+	copied := 0
+	for ck, r := all[0].Base(), byzRounds; r >= 1; r-- {
+		f, _ := b.c.Nodes[0].Store.Lookup(ctx, ck, "round.json")
+		rd, _ := b.c.Nodes[0].Store.Open(ctx, f)
+		var rec struct {
+			Base struct {
+				CID string `json:"/"`
+			} `json:"base"`
+			Rejected map[string]map[string]string
+		}
+		json.NewDecoder(rd).Decode(&rec)
+		rd.Close()
+		for _, parts := range rec.Rejected {
+			for _, why := range parts {
+				if why == node.RejectCopied {
+					copied++
+				}
+			}
+		}
+		ck, _ = cid.Decode(rec.Base.CID)
+	}
+	stale := 0
+	for _, p := range all {
+		stale += p.Rejections()[node.RejectRound]
+	}
+	t.Logf("copied partitions left out: %d; stale contributions refused: %d", copied, stale)
+	if copied == 0 || stale == 0 {
+		t.Fatalf("copied %d, stale %d: the lazy or the stale worker went unnoticed", copied, stale)
+	}
+	end, _ := all[0].ValLoss()
+	if !(end["en"] < start["en"]) {
+		t.Fatalf("validation loss %v → %v", start["en"], end["en"])
 	}
 }

@@ -1,9 +1,7 @@
 package node
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -12,10 +10,8 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fomnet/fomnet/contentstore"
-	"github.com/fomnet/fomnet/sharding"
 )
 
 // FollowOptions configure FollowRun.
@@ -152,44 +148,6 @@ func (n *Node) readRoundRecord(ctx context.Context, ck cid.Cid) (*roundRecord, e
 		return nil, fmt.Errorf("round.json is larger than %d bytes", maxRoundRecord)
 	}
 	return decodeRoundRecord(b)
-}
-
-// decodeRoundRecord parses round.json strictly: known fields only, one
-// JSON value, every link a CID, participants peer IDs, rounds from 0.
-func decodeRoundRecord(b []byte) (*roundRecord, error) {
-	var rec roundRecord
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&rec); err != nil {
-		return nil, fmt.Errorf("round.json: %w", err)
-	}
-	if d.More() {
-		return nil, fmt.Errorf("round.json: data after the JSON object")
-	}
-	if rec.Round < 0 {
-		return nil, fmt.Errorf("round.json: round %d", rec.Round)
-	}
-	if rec.Format != RoundFormat {
-		return nil, fmt.Errorf("round.json: format %q, want %q", rec.Format, RoundFormat)
-	}
-	links := append(append([]sharding.Link{rec.Run}, rec.Contributions...), rec.Shards...)
-	for _, a := range rec.Aggregates {
-		links = append(links, a.CID)
-	}
-	if rec.Base != nil {
-		links = append(links, *rec.Base)
-	}
-	for _, l := range links {
-		if _, err := l.Cid(); err != nil {
-			return nil, fmt.Errorf("round.json: link %q is not a CID", l.CID)
-		}
-	}
-	for _, p := range rec.Participants {
-		if _, err := peer.Decode(p); err != nil {
-			return nil, fmt.Errorf("round.json: participant %q: %v", p, err)
-		}
-	}
-	return &rec, nil
 }
 
 // genesisCID is the CID of the run's round-0 checkpoint, as settled here.

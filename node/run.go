@@ -116,6 +116,11 @@ func (r *RunSpec) Validate() error {
 	if r.Stage == "" {
 		return fmt.Errorf("run: stage is empty")
 	}
+	for what, v := range map[string]string{"name": r.Name, "stage": r.Stage} {
+		if sanitize(v) != v || len(v) > 256 {
+			return fmt.Errorf("run: %s %q has control characters or exceeds 256 bytes", what, v)
+		}
+	}
 	if r.Inner.ShardsPerRound < 1 || r.Inner.ShardsPerRound > 1<<16 {
 		return fmt.Errorf("run: inner shards_per_round %d outside 1..65536", r.Inner.ShardsPerRound)
 	}

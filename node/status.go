@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"sync"
 	"time"
 
@@ -241,59 +240,4 @@ func (n *Node) askAll(ctx context.Context, ps []peer.ID, run cid.Cid, r int) map
 	}
 	wg.Wait()
 	return out
-}
-
-// majority returns the value most answers hold (ties: the smallest) and
-// how many hold it, over the answers key selects ("" = no vote).
-func majority(as map[peer.ID]StatusResponse, key func(StatusResponse) string) (string, int) {
-	votes := map[string]int{}
-	for _, a := range as {
-		if k := key(a); k != "" {
-			votes[k]++
-		}
-	}
-	keys := make([]string, 0, len(votes))
-	for k := range votes {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	best, n := "", 0
-	for _, k := range keys {
-		if votes[k] > n {
-			best, n = k, votes[k]
-		}
-	}
-	return best, n
-}
-
-// inRun counts the answers of peers that take part in the run.
-func inRun(as map[peer.ID]StatusResponse) int {
-	n := 0
-	for _, a := range as {
-		if a.Newest >= 0 {
-			n++
-		}
-	}
-	return n
-}
-
-// newestMajority returns the newest checkpoint most answers name, among
-// those of rounds above `above`, with its round and votes (a checkpoint's
-// CID fixes its round: round.json names it).
-func newestMajority(as map[peer.ID]StatusResponse, above int) (round int, ck string, votes int) {
-	ck, votes = majority(as, func(a StatusResponse) string {
-		if a.Newest > above {
-			return a.NewestCID
-		}
-		return ""
-	})
-	if ck == "" {
-		return 0, "", 0
-	}
-	for _, a := range as {
-		if a.NewestCID == ck {
-			round = a.Newest
-		}
-	}
-	return round, ck, votes
 }

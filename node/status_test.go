@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 func TestStatusMessages(t *testing.T) {
@@ -74,24 +73,6 @@ func TestSettledAnswers(t *testing.T) {
 	}
 }
 
-func TestMajority(t *testing.T) {
-	ps := testPeers(t, 4)
-	as := map[peer.ID]StatusResponse{
-		ps[0]: {Checkpoint: testCID2}, ps[1]: {Checkpoint: testCID1}, ps[2]: {Checkpoint: testCID2}, ps[3]: {},
-	}
-	k := func(a StatusResponse) string { return a.Checkpoint }
-	if best, n := majority(as, k); best != testCID2 || n != 2 {
-		t.Fatalf("majority %s × %d", best, n)
-	}
-	as[ps[3]] = StatusResponse{Checkpoint: testCID1}
-	if best, n := majority(as, k); best != min(testCID1, testCID2) || n != 2 {
-		t.Fatalf("tie: %s × %d, want the smaller", best, n)
-	}
-	if best, n := majority(nil, k); best != "" || n != 0 {
-		t.Fatalf("no answers: %q × %d", best, n)
-	}
-}
-
 func FuzzDecodeStatus(f *testing.F) {
 	b, _ := json.Marshal(StatusResponse{Run: testCID1, Round: 4, Checkpoint: testCID2, Base: testCID1, Newest: 5, NewestCID: testCID2})
 	f.Add(b)
@@ -115,32 +96,23 @@ func FuzzDecodeStatus(f *testing.F) {
 }
 
 func FuzzDecodeRoundRecord(f *testing.F) {
-	f.Add([]byte(`{"run":{"/":"` + testCID1 + `"},"round":2,"base":{"/":"` + testCID2 + `"},"contributions":[{"/":"` + testCID1 + `"}],"aggregates":[],"shards":[],"participants":[]}`))
+	f.Add([]byte(`{"format":"fomnet-round/2","run":{"/":"` + testCID1 + `"},"round":2,"base":{"/":"` + testCID2 + `"},"contributions":[{"/":"` + testCID1 + `"}],"aggregates":[{"cid":{"/":"` + testCID2 + `"},"inputs":[0],"included":[0]}],"shards":[],"participants":[],"rejected":{"` + testCID1 + `":{"1":"copied_delta"}}}`))
+	f.Add([]byte(`{"format":"fomnet-round/2","run":{"/":"` + testCID1 + `"},"round":1,"contributions":[],"aggregates":[{"cid":{"/":"` + testCID2 + `"},"inputs":[1,0],"included":[]}]}`))
 	f.Add([]byte(`{"run":{"/":"x"}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rec, err := decodeRoundRecord(b)
 		if err != nil {
 			return
 		}
-		if _, err := rec.Run.Cid(); err != nil || rec.Round < 0 {
+		if _, err := rec.Run.Cid(); err != nil || rec.Round < 0 || rec.Format != RoundFormat {
 			t.Fatalf("accepted %+v", rec)
 		}
+		for _, a := range rec.Aggregates {
+			for i, j := range append(append([]int(nil), a.Inputs...), a.Included...) {
+				if j < 0 || j >= len(rec.Contributions) {
+					t.Fatalf("accepted index %d (%d) of %d contributions", j, i, len(rec.Contributions))
+				}
+			}
+		}
 	})
-}
-
-func TestNewestMajority(t *testing.T) {
-	ps := testPeers(t, 4)
-	as := map[peer.ID]StatusResponse{
-		ps[0]: {Newest: 3, NewestCID: testCID1}, ps[1]: {Newest: 3, NewestCID: testCID1},
-		ps[2]: {Newest: 2, NewestCID: testCID2}, ps[3]: {Newest: -1},
-	}
-	if n := inRun(as); n != 3 {
-		t.Fatalf("in run: %d", n)
-	}
-	if r, ck, v := newestMajority(as, -1); r != 3 || ck != testCID1 || v != 2 {
-		t.Fatalf("newest %d %s × %d", r, ck, v)
-	}
-	if r, ck, v := newestMajority(as, 3); ck != "" || v != 0 || r != 0 {
-		t.Fatalf("above round 3: %d %q × %d", r, ck, v)
-	}
 }

@@ -394,6 +394,7 @@ func (p *Participant) validate(_ context.Context, from peer.ID, data []byte) err
 	case m.Round < round-1 || m.Round > round+1:
 		return p2p.ErrIgnore // another round: late, or from a node ahead of us
 	case m.Round == round && m.Type == MsgContribution && m.Base != base.String():
+		p.count(RejectRound, 1)
 		return fmt.Errorf("contribution for round %d on base %s, not %s", m.Round, m.Base, base)
 	}
 	return nil

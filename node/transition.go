@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"github.com/fomnet/fomnet/gradsync"
 	"github.com/fomnet/fomnet/sharding"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // The round transition. A round's checkpoint is a pure function of its base
@@ -69,6 +71,7 @@ const (
 	RejectCandidate  = "checkpoint_wrong"  // a checkpoint that does not follow from its record
 	RejectLineage    = "lineage_unknown"   // a checkpoint whose lineage is not this run's
 	RejectNonFinite  = "weights_nonfinite" // a round whose outer step left non-finite weights
+	RejectCopied     = "copied_delta"      // a partition block another input also holds
 )
 
 // RoundTokens is the token count every contribution to round r (from 1)
@@ -176,12 +179,23 @@ func (ru *rules) fetchInput(ctx context.Context, st *contentstore.Store, k cid.C
 // aggregate computes partition pi's aggregate of ins (in any order): the
 // encoded block as it travels, its CID, and the inputs it included. A
 // partition that fails to decode is left out as gradsync leaves out
-// non-finite values.
+// non-finite values; a copied one counts once.
 func (ru *rules) aggregate(pi int, ins []*input) (enc []byte, k cid.Cid, rep gradsync.AggReport, err error) {
 	pr := ru.parts[pi]
 	cs := make([]gradsync.Contribution, 0, len(ins))
 	bad := map[string]string{}
-	for _, in := range ins {
+	// A partition block that several inputs share (one copied another's
+	// work) counts once: for the input with the smallest CID.
+	sorted := append([]*input(nil), ins...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].cid.String() < sorted[j].cid.String() })
+	first := map[string]bool{}
+	for _, in := range sorted {
+		block := in.c.Partitions[pi].CID
+		if first[block] {
+			bad[in.cid.String()] = RejectCopied
+			continue
+		}
+		first[block] = true
 		d := make([]float32, pr.Size)
 		if err := ru.codec.Decode(d, in.parts[pi]); err != nil {
 			bad[in.cid.String()] = gradsync.RejectNonFinite
@@ -336,6 +350,54 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// decodeRoundRecord parses round.json strictly: known fields only, one
+// JSON value, this format, every link a CID, participants peer IDs, rounds
+// from 0, each aggregate's indices ascending and in range.
+func decodeRoundRecord(b []byte) (*roundRecord, error) {
+	var rec roundRecord
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&rec); err != nil {
+		return nil, fmt.Errorf("round.json: %w", err)
+	}
+	if d.More() {
+		return nil, fmt.Errorf("round.json: data after the JSON object")
+	}
+	if rec.Round < 0 {
+		return nil, fmt.Errorf("round.json: round %d", rec.Round)
+	}
+	if rec.Format != RoundFormat {
+		return nil, fmt.Errorf("round.json: format %q, want %q", rec.Format, RoundFormat)
+	}
+	links := append(append([]sharding.Link{rec.Run}, rec.Contributions...), rec.Shards...)
+	for _, a := range rec.Aggregates {
+		links = append(links, a.CID)
+	}
+	if rec.Base != nil {
+		links = append(links, *rec.Base)
+	}
+	for _, l := range links {
+		if _, err := l.Cid(); err != nil {
+			return nil, fmt.Errorf("round.json: link %q is not a CID", l.CID)
+		}
+	}
+	for _, p := range rec.Participants {
+		if _, err := peer.Decode(p); err != nil {
+			return nil, fmt.Errorf("round.json: participant %q: %v", p, err)
+		}
+	}
+	for pi, a := range rec.Aggregates {
+		for what, l := range map[string][]int{"inputs": a.Inputs, "included": a.Included} {
+			for i, j := range l {
+				if j < 0 || j >= len(rec.Contributions) || (i > 0 && j <= l[i-1]) {
+					return nil, fmt.Errorf("round.json: aggregate %d: %s not ascending indices of the %d contributions", pi, what, len(rec.Contributions))
+				}
+			}
+		}
+	}
+	return &rec, nil
 }
 
 // includedCount is how many contributions a round included (fork choice).

@@ -437,7 +437,7 @@ func (p *Participant) settle(ctx context.Context, l lineage) error {
 		if err := fsutil.WriteFile(final+".cid", []byte(s.ck.String()+"\n")); err != nil {
 			return err
 		}
-		if err := syncDir(p.opts.Dir); err != nil {
+		if err := fsutil.SyncDir(p.opts.Dir); err != nil {
 			return err
 		}
 		if err := p.n.Store.Pin(ctx, s.ck, fmt.Sprintf("run %s round %d", p.id, s.round)); err != nil {
@@ -458,15 +458,6 @@ func (p *Participant) settle(ctx context.Context, l lineage) error {
 		}
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 // refuse logs why something a peer sent was left out and counts it.

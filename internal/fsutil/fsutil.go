@@ -15,10 +15,23 @@ func WriteFile(path string, data []byte) error {
 	})
 }
 
+// WriteFilePrivate is WriteFile for a file only its owner may read (mode
+// 0600 from the moment it exists: the temporary file is created so).
+func WriteFilePrivate(path string, data []byte) error {
+	return writeFileMode(path, 0o600, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
 // WriteFileFunc atomically replaces path (mode 0644) with what write
 // writes: into a temporary file beside it, fsynced, then renamed; on error
 // nothing is left behind and path is untouched.
 func WriteFileFunc(path string, write func(io.Writer) error) error {
+	return writeFileMode(path, 0o644, write)
+}
+
+func writeFileMode(path string, mode os.FileMode, write func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
 	if err != nil {
@@ -29,7 +42,7 @@ func WriteFileFunc(path string, write func(io.Writer) error) error {
 		tmp.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return err
 	}
