@@ -204,6 +204,12 @@ type byzantineRun struct {
 	joinerN, followerN *node.Node
 	log                checkpointLog
 	ids                map[string]bool
+	// atk is the first attacker identity on the topic; what the attack
+	// starts runs under actx and wg, stopped and waited for at cleanup.
+	atk  *attacker
+	actx context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
 }
 
 const byzHonest, byzRounds = 3, 3
@@ -227,6 +233,9 @@ func newByzantineRun(t *testing.T, ctx context.Context, sybils int, deadline tim
 		b.ids[nd.Host.ID().String()] = true
 		b.honest = append(b.honest, openOne(t, nd, run, byzHonest, func(e node.RoundEvent) { b.log.record(e) }))
 	}
+	b.atk = newAttacker(t, b.sybils[0], run)
+	b.actx, b.stop = context.WithCancel(ctx)
+	t.Cleanup(func() { b.stop(); b.wg.Wait() })
 	return b
 }
 
@@ -308,11 +317,7 @@ func TestByzantineForgedCheckpoints(t *testing.T) {
 			var mu sync.Mutex
 			seen, fakes := map[string]bool{}, map[string]bool{}
 			newest, newestBase := cid.Undef, ""
-			atk := newAttacker(t, b.sybils[0], b.run)
-			var wg sync.WaitGroup
-			defer wg.Wait()
-			actx, stop := context.WithCancel(ctx)
-			defer stop()
+			atk, actx, stop := b.atk, b.actx, b.stop
 			sybil := map[peer.ID]bool{}
 			for _, nd := range b.sybils {
 				sybil[nd.Host.ID()] = true
@@ -333,7 +338,7 @@ func TestByzantineForgedCheckpoints(t *testing.T) {
 			for _, nd := range b.sybils[1:] {
 				tops = append(tops, newAttacker(t, nd, b.run))
 			}
-			atk.watch(actx, &wg, func(from peer.ID, m node.RoundMsg) {
+			atk.watch(actx, &b.wg, func(from peer.ID, m node.RoundMsg) {
 				mu.Lock()
 				skip := seen[m.CID] || m.Type != node.MsgCheckpoint || sybil[from]
 				seen[m.CID] = true
@@ -397,11 +402,7 @@ func TestByzantineTokenClaims(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	b := newByzantineRun(t, ctx, 1, 10*time.Second)
-	atk := newAttacker(t, b.sybils[0], b.run)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	actx, stop := context.WithCancel(ctx)
-	defer stop()
+	atk, actx, stop := b.atk, b.actx, b.stop
 	var mu sync.Mutex
 	done := map[string]bool{}
 	var last *node.Contribution // the newest honest contribution seen
@@ -426,7 +427,7 @@ func TestByzantineTokenClaims(t *testing.T) {
 		atk.nd.Store.PutBlock(actx, k, raw)
 		atk.publish(actx, node.RoundMsg{Type: node.MsgContribution, Run: b.run.String(), Round: round, Base: base, CID: k.String(), Tokens: 1 << 40})
 	}
-	atk.watch(actx, &wg, func(_ peer.ID, m node.RoundMsg) {
+	atk.watch(actx, &b.wg, func(_ peer.ID, m node.RoundMsg) {
 		switch m.Type {
 		case node.MsgContribution:
 			k, _ := cid.Decode(m.CID)
@@ -524,14 +525,10 @@ func TestByzantineFlood(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	b := newByzantineRun(t, ctx, 1, 10*time.Second)
-	atk := newAttacker(t, b.sybils[0], b.run)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	actx, stop := context.WithCancel(ctx)
-	defer stop()
+	atk, actx, stop := b.atk, b.actx, b.stop
 	var mu sync.Mutex
 	round, base := 1, ""
-	atk.watch(actx, &wg, func(_ peer.ID, m node.RoundMsg) {
+	atk.watch(actx, &b.wg, func(_ peer.ID, m node.RoundMsg) {
 		mu.Lock()
 		defer mu.Unlock()
 		if m.Type == node.MsgContribution && m.Round >= round {
@@ -539,9 +536,9 @@ func TestByzantineFlood(t *testing.T) {
 		}
 	})
 	sent := 0
-	wg.Add(1)
+	b.wg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer b.wg.Done()
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		for n := 0; ; n++ {
@@ -577,7 +574,7 @@ func TestByzantineFlood(t *testing.T) {
 	}()
 	all := b.finish(t, ctx)
 	stop()
-	wg.Wait()
+	b.wg.Wait()
 	b.log.agreed(t, byzRounds)
 	honestOnly(t, ctx, b.c.Nodes[0], all[0].Base(), byzRounds, b.ids)
 	drops := map[string]int{}
@@ -604,15 +601,11 @@ func TestByzantineLazyAndStale(t *testing.T) {
 	// and the attacker is in line to reduce (and stays silent): views of
 	// round 1 differ, deadlines pass, and fork choice reconciles.
 	b := newByzantineRun(t, ctx, 1, 4*time.Second)
-	atk := newAttacker(t, b.sybils[0], b.run)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	actx, stop := context.WithCancel(ctx)
-	defer stop()
+	atk, actx, stop := b.atk, b.actx, b.stop
 	var mu sync.Mutex
 	done, prevBase := map[int]bool{}, map[int]string{}
 	start, _ := b.honest[0].ValLoss()
-	atk.watch(actx, &wg, func(_ peer.ID, m node.RoundMsg) {
+	atk.watch(actx, &b.wg, func(_ peer.ID, m node.RoundMsg) {
 		if m.Type == node.MsgCheckpoint {
 			mu.Lock()
 			prevBase[m.Round+1] = m.Base

@@ -73,13 +73,9 @@ func (n *Node) LoadDataset(ctx context.Context, dsCID cid.Cid, progress contents
 	if err := n.Store.Fetch(ctx, dsCID, progress); err != nil {
 		return nil, err
 	}
-	mb, err := n.Store.Block(ctx, dsCID)
+	d, err := n.loadDatasetHead(ctx, dsCID, progress)
 	if err != nil {
 		return nil, err
-	}
-	man, err := sharding.DecodeManifest(mb.RawData())
-	if err != nil {
-		return nil, fmt.Errorf("dataset %s: %w", dsCID, err)
 	}
 	read := func(l sharding.Link) ([]byte, error) {
 		c, err := l.Cid()
@@ -93,11 +89,7 @@ func (n *Node) LoadDataset(ctx context.Context, dsCID cid.Cid, progress contents
 		defer f.Close()
 		return io.ReadAll(f)
 	}
-	d := &Dataset{CID: dsCID, Manifest: man}
-	if d.Tokenizer, err = read(man.Tokenizer); err != nil {
-		return nil, fmt.Errorf("dataset %s: tokenizer: %w", dsCID, err)
-	}
-	for i, s := range man.Shards {
+	for i, s := range d.Manifest.Shards {
 		b, err := read(s.CID)
 		if err != nil {
 			return nil, fmt.Errorf("dataset %s: shard %d: %w", dsCID, i, err)
