@@ -405,8 +405,9 @@ running the daemon keeps serving it; otherwise this command starts a node and
 keeps serving until interrupted (--exit: stop once everything is mirrored).
 
 --follow RUN-ID mirrors a training run as it goes: every checkpoint its
-participants settle (asked over the run's topic and the status protocol, the
-one most of them agree on), and every earlier round it lacks, pinned as
+participants announce (heard on the run's topic, asked over the status
+protocol), and every earlier round it lacks, each recomputed here from the
+round's contributions before it is kept (a peer's word is never taken), pinned as
 "run <id> round <r>" (see fomnet checkpoint ls) and served. With a daemon
 running, the daemon follows the run in the background, also after restarts
 (--unfollow RUN-ID stops it; what was mirrored stays pinned). Without one,
