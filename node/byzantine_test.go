@@ -77,6 +77,34 @@ func (a *attacker) watch(ctx context.Context, wg *sync.WaitGroup, f func(from pe
 	}()
 }
 
+// contribution fetches and decodes the contribution an announcement names.
+func (a *attacker) contribution(ctx context.Context, m node.RoundMsg) (*node.Contribution, bool) {
+	k, err := cid.Decode(m.CID)
+	if err != nil {
+		return nil, false
+	}
+	blk, err := a.nd.Store.Block(ctx, k)
+	if err != nil {
+		return nil, false
+	}
+	con, err := node.DecodeContribution(blk.RawData())
+	return con, err == nil
+}
+
+// contribute stores c (as the attacker's) and announces it.
+func (a *attacker) contribute(ctx context.Context, c node.Contribution) error {
+	c.Peer = a.nd.Host.ID().String()
+	raw, k, err := node.EncodeContribution(&c)
+	if err != nil {
+		return err
+	}
+	if err := a.nd.Store.PutBlock(ctx, k, raw); err != nil {
+		return err
+	}
+	a.publish(ctx, node.RoundMsg{Type: node.MsgContribution, Run: c.Run.CID, Round: c.Round, Base: c.Base.CID, CID: k.String(), Tokens: c.Tokens})
+	return nil
+}
+
 // answerStatus makes nd answer every status request with f's answer.
 func answerStatus(nd *node.Node, f func(q node.StatusRequest) node.StatusResponse) {
 	nd.Host.SetStreamHandler(node.StatusProtocol, func(s network.Stream) {
@@ -138,28 +166,45 @@ func forge(ctx context.Context, tmp string, nd *node.Node, spec *node.RunSpec, c
 	return nd.Store.Add(ctx, dst, contentstore.AddOptions{Pin: true, Name: "forged"})
 }
 
-// roundRecordOf reads round.json of a checkpoint this node holds.
-func roundRecordOf(t *testing.T, ctx context.Context, nd *node.Node, ck cid.Cid) (rec struct {
-	Round         int
-	Contributions []struct {
+// record is what the tests read of a round.json.
+type record struct {
+	Round int
+	Base  struct {
 		CID string `json:"/"`
 	}
 	Participants []string
-}) {
+	Rejected     map[string]map[string]string
+}
+
+// lineageOf reads the round records of the lineage ending at ck (round
+// rounds) back to round 1, newest first, as nd holds them.
+func lineageOf(t *testing.T, ctx context.Context, nd *node.Node, ck cid.Cid, rounds int) []record {
 	t.Helper()
-	f, err := nd.Store.Lookup(ctx, ck, "round.json")
-	if err != nil {
-		t.Fatal(err)
+	var out []record
+	for r := rounds; r >= 1; r-- {
+		f, err := nd.Store.Lookup(ctx, ck, "round.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd, err := nd.Store.Open(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec record
+		err = json.NewDecoder(rd).Decode(&rec)
+		rd.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Round != r {
+			t.Fatalf("lineage: round %d where %d was expected", rec.Round, r)
+		}
+		out = append(out, rec)
+		if ck, err = cid.Decode(rec.Base.CID); err != nil {
+			t.Fatalf("round %d: base %q: %v", r, rec.Base.CID, err)
+		}
 	}
-	r, err := nd.Store.Open(ctx, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	if err := json.NewDecoder(r).Decode(&rec); err != nil {
-		t.Fatal(err)
-	}
-	return rec
+	return out
 }
 
 // honestOnly fails the test unless every round of the lineage ending at
@@ -167,29 +212,15 @@ func roundRecordOf(t *testing.T, ctx context.Context, nd *node.Node, ck cid.Cid)
 // round's deadline depends on timing).
 func honestOnly(t *testing.T, ctx context.Context, nd *node.Node, ck cid.Cid, rounds int, honest map[string]bool) {
 	t.Helper()
-	for r := rounds; r >= 1; r-- {
-		rec := roundRecordOf(t, ctx, nd, ck)
-		if rec.Round != r {
-			t.Fatalf("lineage: round %d where %d was expected", rec.Round, r)
-		}
+	for _, rec := range lineageOf(t, ctx, nd, ck, rounds) {
 		if len(rec.Participants) == 0 {
-			t.Fatalf("round %d includes no contribution", r)
+			t.Fatalf("round %d includes no contribution", rec.Round)
 		}
 		for _, id := range rec.Participants {
 			if !honest[id] {
-				t.Fatalf("round %d includes %s, not an honest node", r, id)
+				t.Fatalf("round %d includes %s, not an honest node", rec.Round, id)
 			}
 		}
-		f, _ := nd.Store.Lookup(ctx, ck, "round.json")
-		rd, _ := nd.Store.Open(ctx, f)
-		var full struct {
-			Base struct {
-				CID string `json:"/"`
-			} `json:"base"`
-		}
-		json.NewDecoder(rd).Decode(&full)
-		rd.Close()
-		ck, _ = cid.Decode(full.Base.CID)
 	}
 }
 
@@ -418,25 +449,16 @@ func TestByzantineTokenClaims(t *testing.T) {
 			return
 		}
 		c := *con
-		c.Round, c.Base.CID, c.Peer, c.Tokens = round, base, atk.nd.Host.ID().String(), 1<<40
-		raw, k, err := node.EncodeContribution(&c)
-		if err != nil {
+		c.Round, c.Base.CID, c.Tokens = round, base, 1<<40
+		if err := atk.contribute(actx, c); err != nil && actx.Err() == nil {
 			t.Errorf("forging a contribution: %v", err)
-			return
 		}
-		atk.nd.Store.PutBlock(actx, k, raw)
-		atk.publish(actx, node.RoundMsg{Type: node.MsgContribution, Run: b.run.String(), Round: round, Base: base, CID: k.String(), Tokens: 1 << 40})
 	}
 	atk.watch(actx, &b.wg, func(_ peer.ID, m node.RoundMsg) {
 		switch m.Type {
 		case node.MsgContribution:
-			k, _ := cid.Decode(m.CID)
-			blk, err := atk.nd.Store.Block(actx, k)
-			if err != nil {
-				return
-			}
-			con, err := node.DecodeContribution(blk.RawData())
-			if err != nil {
+			con, ok := atk.contribution(actx, m)
+			if !ok {
 				return
 			}
 			mu.Lock()
@@ -509,7 +531,7 @@ func TestByzantineLyingReducer(t *testing.T) {
 		}
 	}
 	// The liar trained honestly: its contributions count, its lies do not.
-	rec := roundRecordOf(t, ctx, c.Nodes[0], ps[0].Base())
+	rec := lineageOf(t, ctx, c.Nodes[0], ps[0].Base(), byzRounds)[0]
 	if len(rec.Participants) != byzHonest+1 {
 		t.Fatalf("the last round includes %v", rec.Participants)
 	}
@@ -620,42 +642,21 @@ func TestByzantineLazyAndStale(t *testing.T) {
 		if skip {
 			return
 		}
-		k, _ := cid.Decode(m.CID)
-		blk, err := atk.nd.Store.Block(actx, k)
-		if err != nil {
+		con, ok := atk.contribution(actx, m)
+		if !ok {
 			return
 		}
-		con, err := node.DecodeContribution(blk.RawData())
-		if err != nil {
-			return
-		}
-		con.Peer = atk.nd.Host.ID().String()
-		for _, c := range []node.Contribution{*con, func() node.Contribution { c := *con; c.Base.CID = stale; return c }()} {
-			if c.Base.CID == "" {
-				continue
-			}
-			raw, kk, err := node.EncodeContribution(&c)
-			if err != nil {
-				continue
-			}
-			atk.nd.Store.PutBlock(actx, kk, raw)
-			atk.publish(actx, node.RoundMsg{Type: node.MsgContribution, Run: m.Run, Round: m.Round, Base: c.Base.CID, CID: kk.String(), Tokens: c.Tokens})
+		atk.contribute(actx, *con) // a copy of its work
+		if stale != "" {
+			c := *con
+			c.Base.CID = stale // the previous round's base
+			atk.contribute(actx, c)
 		}
 	})
 	all := b.finish(t, ctx) // every node ends on one checkpoint
 	stop()
 	copied := 0
-	for ck, r := all[0].Base(), byzRounds; r >= 1; r-- {
-		f, _ := b.c.Nodes[0].Store.Lookup(ctx, ck, "round.json")
-		rd, _ := b.c.Nodes[0].Store.Open(ctx, f)
-		var rec struct {
-			Base struct {
-				CID string `json:"/"`
-			} `json:"base"`
-			Rejected map[string]map[string]string
-		}
-		json.NewDecoder(rd).Decode(&rec)
-		rd.Close()
+	for _, rec := range lineageOf(t, ctx, b.c.Nodes[0], all[0].Base(), byzRounds) {
 		for _, parts := range rec.Rejected {
 			for _, why := range parts {
 				if why == node.RejectCopied {
@@ -663,7 +664,6 @@ func TestByzantineLazyAndStale(t *testing.T) {
 				}
 			}
 		}
-		ck, _ = cid.Decode(rec.Base.CID)
 	}
 	stale := 0
 	for _, p := range all {

@@ -70,16 +70,8 @@ func EncodeRoundMsg(m RoundMsg) ([]byte, error) {
 // base is the validator's business.
 func DecodeRoundMsg(b []byte) (RoundMsg, error) {
 	var m RoundMsg
-	if len(b) > maxRoundMsg {
-		return m, fmt.Errorf("round message: %d bytes exceeds %d", len(b), maxRoundMsg)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
+	if err := decodeStrict(b, maxRoundMsg, &m); err != nil {
 		return m, fmt.Errorf("round message: %w", err)
-	}
-	if dec.More() {
-		return m, fmt.Errorf("round message: trailing data")
 	}
 	return m, m.check()
 }
@@ -166,13 +158,8 @@ func EncodeContribution(c *Contribution) ([]byte, cid.Cid, error) {
 
 // DecodeContribution parses a contribution root block.
 func DecodeContribution(b []byte) (*Contribution, error) {
-	if len(b) > 1<<20 {
-		return nil, fmt.Errorf("contribution: %d bytes exceeds 1 MiB", len(b))
-	}
 	var c Contribution
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
+	if err := decodeStrict(b, 1<<20, &c); err != nil {
 		return nil, fmt.Errorf("contribution: %w", err)
 	}
 	if err := c.check(); err != nil {

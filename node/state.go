@@ -123,11 +123,13 @@ func (p *Participant) resume() (int, error) {
 			continue
 		}
 		// This node computed it (or recomputed it before adopting it).
-		st.ck, err = p.n.Store.Add(context.Background(), dir, contentstore.AddOptions{Pin: true, Name: fmt.Sprintf("run %s round %d", p.id, r)})
-		if err != nil {
+		ctx := context.Background()
+		if st.ck, err = p.n.Store.Add(ctx, dir, contentstore.AddOptions{}); err != nil {
 			return 0, err
 		}
-		p.setCurrent(st)
+		if err := p.settle(ctx, lineage{st}); err != nil {
+			return 0, err
+		}
 		if b, err := os.ReadFile(p.efPath()); err == nil {
 			if er, err := DecodeEFState(b, p.efs); err != nil || er != r {
 				p.opts.Logf("run %s: error-feedback state not restored (round %d, %v); starting with zero residuals", p.id, er, err)

@@ -50,9 +50,12 @@ type StatusResponse struct {
 	NewestCID  string `json:"newest_cid,omitempty"`
 }
 
-func decodeStrict(b []byte, v any) error {
-	if len(b) > maxStatusMsg {
-		return fmt.Errorf("%d bytes, the limit is %d", len(b), maxStatusMsg)
+// decodeStrict parses b, at most limit bytes, as one JSON value of v's
+// type with no unknown fields and nothing after it: how every message
+// and record from a peer is read.
+func decodeStrict(b []byte, limit int, v any) error {
+	if len(b) > limit {
+		return fmt.Errorf("%d bytes, the limit is %d", len(b), limit)
 	}
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
@@ -78,7 +81,7 @@ func checkCID(field, s string, optional bool) error {
 // DecodeStatusRequest parses and checks a status request.
 func DecodeStatusRequest(b []byte) (StatusRequest, error) {
 	var q StatusRequest
-	if err := decodeStrict(b, &q); err != nil {
+	if err := decodeStrict(b, maxStatusMsg, &q); err != nil {
 		return q, fmt.Errorf("status request: %w", err)
 	}
 	if err := checkCID("run", q.Run, false); err != nil {
@@ -93,7 +96,7 @@ func DecodeStatusRequest(b []byte) (StatusRequest, error) {
 // DecodeStatusResponse parses and checks a status response.
 func DecodeStatusResponse(b []byte) (StatusResponse, error) {
 	var s StatusResponse
-	if err := decodeStrict(b, &s); err != nil {
+	if err := decodeStrict(b, maxStatusMsg, &s); err != nil {
 		return s, fmt.Errorf("status response: %w", err)
 	}
 	for _, f := range []struct {

@@ -804,15 +804,8 @@ func (p *Participant) runRound(ctx context.Context) error {
 	// Messages of later rounds go back to the mailbox.
 	w.finish()
 	if best != nil {
-		tip := best.tip()
-		p.opts.Logf("round %d: %s (%d contributions) is the better checkpoint of the round, recomputed here; mine, %s, had %d",
-			r, tip.ck, tip.rec.includedCount(), ck, rec.includedCount())
 		os.RemoveAll(dir)
-		for _, e := range p.efs {
-			clear(e.Residual)
-		}
-		p.event(RoundEvent{Phase: "adopted", CID: tip.ck.String()})
-		return p.settle(ctx, best)
+		return p.adopt(ctx, best, fmt.Sprintf("round %d: better than mine, %s (%d contributions)", r, ck, rec.includedCount()))
 	}
 	return p.settle(ctx, lineage{s})
 }
@@ -1216,10 +1209,12 @@ func (p *Participant) input(ctx context.Context, k cid.Cid, r int, base cid.Cid)
 	return in, err
 }
 
+// resetInputs forgets the previous round's contributions and aggregates.
 func (p *Participant) resetInputs() {
 	p.inMu.Lock()
 	p.inputs = nil
 	p.inMu.Unlock()
+	p.ru.forget()
 }
 
 // inputList returns the admitted contributions sorted by CID.

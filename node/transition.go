@@ -1,13 +1,13 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/fomnet/fomnet/contentstore"
@@ -88,7 +88,21 @@ type rules struct {
 	codec gradsync.Codec
 	parts []gradsync.Range
 	n     int // parameters
+	// memo keeps this round's aggregates by partition and inputs: a
+	// reducer's own, then its check of the same and the transition's,
+	// are computed once. It changes no result; forget empties it.
+	memo map[string]aggregated
 }
+
+type aggregated struct {
+	enc []byte
+	k   cid.Cid
+	rep gradsync.AggReport
+	err error
+}
+
+// forget empties the memo (each round, and beyond a bound).
+func (ru *rules) forget() { ru.memo = nil }
 
 // admit says whether contribution c may be an input of round r on base:
 // the run's, for that round and base, in the run's shape and codec, and
@@ -181,6 +195,25 @@ func (ru *rules) fetchInput(ctx context.Context, st *contentstore.Store, k cid.C
 // partition that fails to decode is left out as gradsync leaves out
 // non-finite values; a copied one counts once.
 func (ru *rules) aggregate(pi int, ins []*input) (enc []byte, k cid.Cid, rep gradsync.AggReport, err error) {
+	key := make([]string, 0, len(ins)+1)
+	for _, in := range ins {
+		key = append(key, in.cid.String())
+	}
+	sort.Strings(key)
+	key = append(key, fmt.Sprint(pi))
+	id := strings.Join(key, " ")
+	if a, ok := ru.memo[id]; ok {
+		return a.enc, a.k, a.rep, a.err
+	}
+	enc, k, rep, err = ru.aggregateOnce(pi, ins)
+	if ru.memo == nil || len(ru.memo) >= 4*len(ru.parts) {
+		ru.memo = map[string]aggregated{}
+	}
+	ru.memo[id] = aggregated{enc, k, rep, err}
+	return enc, k, rep, err
+}
+
+func (ru *rules) aggregateOnce(pi int, ins []*input) (enc []byte, k cid.Cid, rep gradsync.AggReport, err error) {
 	pr := ru.parts[pi]
 	cs := make([]gradsync.Contribution, 0, len(ins))
 	bad := map[string]string{}
@@ -354,16 +387,12 @@ func sortedKeys(m map[string]bool) []string {
 
 // decodeRoundRecord parses round.json strictly: known fields only, one
 // JSON value, this format, every link a CID, participants peer IDs, rounds
-// from 0, each aggregate's indices ascending and in range.
+// from 0, contributions sorted and unique, each aggregate's indices
+// ascending and in range.
 func decodeRoundRecord(b []byte) (*roundRecord, error) {
 	var rec roundRecord
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&rec); err != nil {
+	if err := decodeStrict(b, maxRoundRecord, &rec); err != nil {
 		return nil, fmt.Errorf("round.json: %w", err)
-	}
-	if d.More() {
-		return nil, fmt.Errorf("round.json: data after the JSON object")
 	}
 	if rec.Round < 0 {
 		return nil, fmt.Errorf("round.json: round %d", rec.Round)
@@ -386,6 +415,14 @@ func decodeRoundRecord(b []byte) (*roundRecord, error) {
 	for _, p := range rec.Participants {
 		if _, err := peer.Decode(p); err != nil {
 			return nil, fmt.Errorf("round.json: participant %q: %v", p, err)
+		}
+	}
+	if len(rec.Contributions) > MaxParticipants {
+		return nil, fmt.Errorf("round.json: %d contributions, at most %d", len(rec.Contributions), MaxParticipants)
+	}
+	for i, l := range rec.Contributions {
+		if i > 0 && l.CID <= rec.Contributions[i-1].CID {
+			return nil, fmt.Errorf("round.json: contributions not sorted and unique")
 		}
 	}
 	for pi, a := range rec.Aggregates {

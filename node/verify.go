@@ -91,10 +91,9 @@ func (p *Participant) current() *state {
 	return &state{round: p.round - 1, ck: p.base, global: p.global, outer: p.outer, rec: p.rec}
 }
 
-// setCurrent makes s this node's settled state.
-func (p *Participant) setCurrent(s *state) {
-	p.global, p.outer, p.rec = s.global, s.outer, s.rec
-	p.members = toPeerIDs(s.rec.Participants)
+// settled records that this node holds s verified as its round s.round
+// (what round-NNNNNN holds, and what it answers status requests with).
+func (p *Participant) settled(s *state) {
 	base := cid.Undef
 	if s.rec.Base != nil {
 		base, _ = s.rec.Base.Cid()
@@ -107,6 +106,12 @@ func (p *Participant) setCurrent(s *state) {
 	}
 	p.verified[s.ck.String()] = s.round
 	p.n.settled.set(p.id, s.round, s.ck, base)
+}
+
+// setCurrent makes s, settled, the base of this node's next round.
+func (p *Participant) setCurrent(s *state) {
+	p.global, p.outer, p.rec = s.global, s.outer, s.rec
+	p.members = toPeerIDs(s.rec.Participants)
 	p.mu.Lock()
 	p.base, p.round = s.ck, s.round+1
 	p.mu.Unlock()
@@ -206,14 +211,11 @@ func (p *Participant) readRecordOf(ctx context.Context, ck cid.Cid, r int) (*rou
 	return rec, nil
 }
 
-// verify recomputes candidate c from a checkpoint this node holds
-// verified and returns its state, or why it is refused. The walk back
-// reads one round.json per round (at most the run's rounds); the replay
-// fetches each round's contributions.
+// verify recomputes candidate c (of a round within the run) from a
+// checkpoint this node holds verified and returns the lineage, or why it
+// is refused. The walk back reads one round.json per round (at most the
+// run's rounds); the replay fetches each round's contributions.
 func (p *Participant) verify(ctx context.Context, c candidate) (lineage, error) {
-	if c.round < 1 || c.round > p.spec.Rounds {
-		return nil, rejected(RejectLineage, fmt.Errorf("round %d outside the run's 1..%d", c.round, p.spec.Rounds))
-	}
 	type link struct {
 		ck  cid.Cid
 		rec *roundRecord
@@ -286,29 +288,22 @@ func (p *Participant) drop(l lineage) {
 // replay applies the round rec describes to s (which it consumes) and
 // writes the resulting checkpoint into a scratch directory.
 func (p *Participant) replay(ctx context.Context, s *state, rec *roundRecord) (*state, error) {
+	// decodeRoundRecord checked its form: links, sorted contributions,
+	// ascending indices in range.
 	r := rec.Round
-	if len(rec.Aggregates) != len(p.ru.parts) || len(rec.Contributions) == 0 || len(rec.Contributions) > MaxParticipants {
+	if len(rec.Aggregates) != len(p.ru.parts) || len(rec.Contributions) == 0 {
 		return nil, rejected(RejectCandidate, fmt.Errorf("round %d: %d aggregates and %d contributions", r, len(rec.Aggregates), len(rec.Contributions)))
 	}
 	ri := roundInput{}
-	for i, l := range rec.Contributions {
-		k, err := l.Cid()
-		if err != nil {
-			return nil, rejected(RejectCandidate, err)
-		}
-		if i > 0 && l.CID <= rec.Contributions[i-1].CID {
-			return nil, rejected(RejectCandidate, fmt.Errorf("round %d: contributions not sorted and unique", r))
-		}
+	for _, l := range rec.Contributions {
+		k, _ := l.Cid()
 		in, err := p.input(ctx, k, r, s.ck)
 		if err != nil {
 			return nil, err
 		}
 		ri.ins = append(ri.ins, in)
 	}
-	for pi, a := range rec.Aggregates {
-		if !sort.IntsAreSorted(a.Inputs) || len(compactInts(append([]int(nil), a.Inputs...))) != len(a.Inputs) {
-			return nil, rejected(RejectCandidate, fmt.Errorf("round %d partition %d: inputs not ascending and unique", r, pi))
-		}
+	for _, a := range rec.Aggregates {
 		ri.inputs = append(ri.inputs, a.Inputs)
 	}
 	got, encs, err := p.ru.transition(s.global, s.outer, r, s.ck, ri)
@@ -351,6 +346,11 @@ func (p *Participant) choose(ctx context.Context, start *state, cs []candidate, 
 		if _, ok := p.verified[c.ck.String()]; ok || seen[c.ck.String()] || c.round < start.round {
 			continue
 		}
+		if c.round < 1 || c.round > p.spec.Rounds {
+			p.refuse(rejected(RejectLineage, fmt.Errorf("round %d outside the run's 1..%d", c.round, p.spec.Rounds)),
+				fmt.Sprintf("%s: checkpoint %s", why, c.ck))
+			continue
+		}
 		seen[c.ck.String()] = true
 		todo = append(todo, c)
 	}
@@ -367,12 +367,12 @@ func (p *Participant) choose(ctx context.Context, start *state, cs []candidate, 
 	todo = p.prefetch(ctx, todo, why)
 	var best lineage
 	for _, c := range todo {
-		if b := start; best != nil {
-			if b = best.tip(); c.round < b.round {
-				break // sorted: nothing later can win
-			}
-		} else if c.round < b.round {
-			break
+		cur := start
+		if best != nil {
+			cur = best.tip()
+		}
+		if c.round < cur.round {
+			break // sorted: nothing later can win
 		}
 		l, err := p.verify(ctx, c)
 		if err != nil {
@@ -382,10 +382,6 @@ func (p *Participant) choose(ctx context.Context, start *state, cs []candidate, 
 			}
 			p.refuse(err, fmt.Sprintf("%s: checkpoint %s of round %d", why, c.ck, c.round))
 			continue
-		}
-		cur := start
-		if best != nil {
-			cur = best.tip()
 		}
 		if better(l.tip(), cur) {
 			p.drop(best)
@@ -404,19 +400,27 @@ func (p *Participant) adoptBest(ctx context.Context, cs []candidate, why string)
 	if err != nil || best == nil {
 		return false, err
 	}
-	tip := best.tip()
-	p.opts.Logf("run %s: %s: adopting round %d, %s, recomputed here from its contributions", p.id, why, tip.round, tip.ck)
-	if err := p.settle(ctx, best); err != nil {
-		return false, err
+	return true, p.adopt(ctx, best, why)
+}
+
+// adopt settles on a lineage other than this node's own computation: the
+// error-feedback residuals, which belonged to another base, start again
+// from zero.
+func (p *Participant) adopt(ctx context.Context, l lineage, why string) error {
+	tip := l.tip()
+	p.opts.Logf("run %s: %s: adopting round %d, %s (%d contributions), recomputed here from its contributions",
+		p.id, why, tip.round, tip.ck, tip.rec.includedCount())
+	if err := p.settle(ctx, l); err != nil {
+		return err
 	}
 	for _, e := range p.efs {
-		clear(e.Residual) // the residual belonged to another base
+		clear(e.Residual)
 	}
 	if err := p.saveEF(tip.round); err != nil {
-		return false, fmt.Errorf("saving error-feedback state: %w", err)
+		return fmt.Errorf("saving error-feedback state: %w", err)
 	}
 	p.event(RoundEvent{Phase: "adopted", Round: tip.round, CID: tip.ck.String()})
-	return true, nil
+	return nil
 }
 
 // settle makes a verified lineage this node's: each checkpoint's
@@ -443,14 +447,8 @@ func (p *Participant) settle(ctx context.Context, l lineage) error {
 		if err := p.n.Store.Pin(ctx, s.ck, fmt.Sprintf("run %s round %d", p.id, s.round)); err != nil {
 			return err
 		}
-		if s.global == nil { // a checkpoint on the way to the tip
-			p.verified[s.ck.String()] = s.round
-			base := cid.Undef
-			if s.rec.Base != nil {
-				base, _ = s.rec.Base.Cid()
-			}
-			p.n.settled.set(p.id, s.round, s.ck, base)
-		} else {
+		p.settled(s)
+		if s == l.tip() {
 			p.setCurrent(s)
 		}
 		if p.onSettle != nil {
