@@ -493,7 +493,10 @@ func TestByzantineLyingReducer(t *testing.T) {
 	c := nodetest.New(t, byzHonest+1, nodetest.Options{})
 	c.ConnectAll()
 	spec := smallRun(t, c, byzRounds)
-	spec.Sync.Codec, spec.Sync.RoundDeadline = "int8", 3*time.Second
+	// 16 partitions: the liar is first in line for none of a round's
+	// partitions with odds 0.75^16 (1%), so it lies in almost every round
+	// (with 4, it missed all three rounds about one run in 30).
+	spec.Sync.Codec, spec.Sync.RoundDeadline, spec.Sync.Partitions = "int8", 3*time.Second, 16
 	run, err := c.Nodes[0].CreateRun(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
