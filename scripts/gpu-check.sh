@@ -12,15 +12,17 @@
 # run, in order, each step with its own time limit (about 7 minutes in all
 # at most; 4 to 5 on an H200), writing under ${OUT:-.gpu/out} (at most 8
 # files, as the device tool returns). STEPS="name …" runs only the steps
-# named (default: all), TESTS=REGEX only those tests in the tests step.
+# named (default: all), TESTS=REGEX only those tests in the tests step
+# (default ^TestGPU: the emulator's tests run in CI, and all of them together
+# outlast the step's limit there).
 #   summary.txt     nvidia-smi, each step's exit status and time
 #   ptxas.txt       the GPU machine's ptxas on the committed PTX (registers,
 #                   spills; sm_90a for *_sm90a.ptx) and its nvcc's own sm_90a
 #                   PTX of gemm_sm90a.cu
 #   tests.txt       TestGPUHopperGEMM alone first (if it fails the rest runs
 #                   with FOMNET_CUDA_SM90A=0), the TMA kernel's M/N-major
-#                   tests, then every kernels/cuda test on the emulator and
-#                   the GPU
+#                   tests, then every TestGPU* test (GPU beside emulator and
+#                   CPU)
 #   bench.txt       BenchmarkGPUGEMMKernels (each kernel, bf16 in and out;
 #                   NT, then NN and TN)
 #                   and `fomnet bench kernels --device cuda` (what Matmul and
@@ -89,7 +91,7 @@ run)
 		echo "the sm_90a kernels failed: the rest runs with FOMNET_CUDA_SM90A=0" | tee -a "$sum"
 	fi
 	step hopper-mn 90 "$out/tests.txt" "$T" -test.v -test.run '^TestGPUHopper(Transposed|MNStrides)$' -test.count=1
-	step tests 200 "$out/tests.txt" "$T" -test.v -test.count=1 -test.timeout=190s -test.run "${TESTS:-.}"
+	step tests 200 "$out/tests.txt" "$T" -test.v -test.count=1 -test.timeout=190s -test.run "${TESTS:-^TestGPU}"
 	# NT first, apart: a fault in an M/N-major kernel ends its process.
 	step gemm-kernels 150 "$out/bench.txt" "$T" -test.run '^$' -test.bench '^BenchmarkGPUGEMMKernels$/./NT/' -test.benchtime 20x
 	step gemm-kernels-mn 150 "$out/bench.txt" "$T" -test.run '^$' -test.bench '^BenchmarkGPUGEMMKernels$/./(NN|TN)/' -test.benchtime 20x
