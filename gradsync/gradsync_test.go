@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -309,7 +310,7 @@ func TestMeanClipMatchesReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(6, 6))
 	cs := contribs(r, 4, 200)
 	cfg := DefaultConfig()
-	cfg.ClipMultiple = 100
+	cfg.Aggregation, cfg.ClipMultiple = "mean-clip", 100
 	got := make([]float32, 200)
 	rep, _ := Aggregate(cfg, got, cs)
 	if rep.Clipped != 0 || len(rep.Included) != 4 {
@@ -319,6 +320,38 @@ func TestMeanClipMatchesReference(t *testing.T) {
 	for i := range got {
 		if math.Abs(want[i]-float64(got[i])) > 1e-6 {
 			t.Fatalf("element %d: %v, want %v", i, got[i], want[i])
+		}
+	}
+}
+
+// TestTrimmedMeanMatchesReference: the default rule against a float64
+// reference written from its definition (per coordinate, drop ⌈0.2·n⌉ of
+// the lowest and of the highest values, average the rest), for n = 2…7.
+func TestTrimmedMeanMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(6, 7))
+	for n := 2; n <= 7; n++ {
+		cs := contribs(r, n, 64)
+		got := make([]float32, 64)
+		if _, ok := Aggregate(DefaultConfig(), got, cs); !ok {
+			t.Fatal("no quorum")
+		}
+		drop := int(math.Ceil(0.2 * float64(n)))
+		if 2*drop >= n {
+			drop = (n - 1) / 2
+		}
+		for i := range got {
+			var col []float64
+			for _, c := range cs {
+				col = append(col, float64(c.Delta[i]))
+			}
+			slices.Sort(col)
+			var want float64
+			for _, v := range col[drop : n-drop] {
+				want += v / float64(n-2*drop)
+			}
+			if math.Abs(want-float64(got[i])) > 1e-6 {
+				t.Fatalf("n %d, element %d: %v, want %v", n, i, got[i], want)
+			}
 		}
 	}
 }
@@ -387,6 +420,87 @@ func TestRobustAggregation(t *testing.T) {
 			t.Errorf("%s: %.2f relative distance from the honest mean", agg, rel)
 		}
 	}
+}
+
+// TestRobustAggregationCrafted: one attacker among n sends a
+// crafted-but-plausible Δ (the right norm in the opposite direction; the
+// right direction slightly scaled; the honest mean minus one standard
+// deviation per coordinate, "a little is enough") or a crude one (−8·Δ).
+// Every robust rule keeps the aggregate pointing the honest way (cosine
+// with the honest mean above 0.5) at 0.4 to 1.5 times its length; the
+// plain mean does not (the test can fail).
+func TestRobustAggregationCrafted(t *testing.T) {
+	const dim = 2000
+	for _, honest := range []int{3, 7} {
+		r := rand.New(rand.NewPCG(9, uint64(honest)))
+		base := randVec(r, dim, 0.1)
+		var cs []Contribution
+		sum, sq := make([]float64, dim), make([]float64, dim)
+		for i := 0; i < honest; i++ {
+			d := make([]float32, dim)
+			for j := range d {
+				d[j] = base[j] + float32(r.NormFloat64()*0.1) // noise as large as the signal
+				sum[j] += float64(d[j])
+				sq[j] += float64(d[j]) * float64(d[j])
+			}
+			cs = append(cs, Contribution{ID: fmt.Sprintf("h%d", i), Tokens: 100, Delta: d})
+		}
+		mean := make([]float32, dim)
+		for j := range mean {
+			mean[j] = float32(sum[j] / float64(honest))
+		}
+		attacks := []struct {
+			name string
+			f    func(j int) float32
+		}{
+			{"opposite", func(j int) float32 { return -cs[0].Delta[j] }},
+			{"inflated", func(j int) float32 { return 1.5 * cs[0].Delta[j] }},
+			{"alie", func(j int) float32 {
+				mu := sum[j] / float64(honest)
+				return float32(mu - math.Sqrt(max(sq[j]/float64(honest)-mu*mu, 0)))
+			}},
+			{"scaled", func(j int) float32 { return -8 * cs[0].Delta[j] }},
+		}
+		for _, a := range attacks {
+			name, f := a.name, a.f
+			evil := make([]float32, dim)
+			for j := range evil {
+				evil[j] = f(j)
+			}
+			all := append(slices.Clone(cs), Contribution{ID: "evil", Tokens: 100, Delta: evil})
+			for _, agg := range []string{"mean-clip", "trimmed-mean", "centered-clip", "mean"} {
+				cfg := DefaultConfig()
+				cfg.Aggregation = agg
+				got := make([]float32, dim)
+				Aggregate(cfg, got, all)
+				cos, ratio := cosine(got, mean), norm(got)/norm(mean)
+				t.Logf("%d honest, %s, %s: cosine %.3f, length %.2f× the honest mean's", honest, name, agg, cos, ratio)
+				robust := agg != "mean"
+				if robust && (cos < 0.5 || ratio < 0.4 || ratio > 1.5) {
+					t.Errorf("%d honest, %s: %s moved to cosine %.3f, length %.2f×", honest, name, agg, cos, ratio)
+				}
+				if !robust && name == "scaled" && cos > 0 {
+					t.Errorf("%d honest: the plain mean withstood −8·Δ (cosine %.3f): the attack is too weak to test anything", honest, cos)
+				}
+			}
+		}
+	}
+}
+
+func cosine(a, b []float32) float64 {
+	var ab float64
+	for i := range a {
+		ab += float64(a[i]) * float64(b[i])
+	}
+	return ab / (norm(a) * norm(b))
+}
+
+func norm(a []float32) float64 {
+	var s float64
+	for _, v := range a {
+		s += float64(v) * float64(v)
+	}
+	return math.Sqrt(s)
 }
 
 func TestOuterStep(t *testing.T) {

@@ -183,7 +183,7 @@ for bit.`,
 				if r.Name != "ddp" {
 					h, codec, agg = r.HString(), r.Codec, r.Aggregation
 					if agg == "" {
-						agg = "mean-clip"
+						agg = o.Sync.Aggregation
 					}
 				}
 				adv := r.Adversary
@@ -227,7 +227,7 @@ for bit.`,
 	cmd.Flags().IntVar(&seq, "seq", 0, "tokens per sequence (default: the mode's)")
 	cmd.Flags().StringVar(&preset, "preset", "demo", "model preset (default: demo, tiny with --quick)")
 	cmd.Flags().Float64Var(&frac, "topk-frac", 1.0/32, "share of each chunk the topk codec keeps")
-	cmd.Flags().StringVar(&methods, "methods", "", `methods to run instead of the mode's, e.g. "ddp,diloco:50:topk,diloco:50:int8:trimmed-mean:scaled"; H may be warmupHxrounds+H, e.g. diloco:60x10+420:int4; a method may end in settings: :accum=N takes one optimizer step per N steps' batches (same tokens; H counts optimizer steps), :beta1=B and :beta2=B replace --beta1/--beta2 for that method, :vcorr=K gives DiLoCo's workers AdamW whose second moment estimates that of K batches' mean gradient from the two halves of each batch (an experiment), e.g. ddp,diloco:150:int4:accum=2:beta1=0.95:beta2=0.99; "vs DDP" and the reduction compare with the first ddp`)
+	cmd.Flags().StringVar(&methods, "methods", "", `methods to run instead of the mode's, e.g. "ddp,diloco:50:topk,diloco:50:int8:trimmed-mean:scaled" (adversaries: scaled, random, opposite, inflated, alie — worker 0 sends that in place of its Δ); H may be warmupHxrounds+H, e.g. diloco:60x10+420:int4; a method may end in settings: :accum=N takes one optimizer step per N steps' batches (same tokens; H counts optimizer steps), :beta1=B and :beta2=B replace --beta1/--beta2 for that method, :vcorr=K gives DiLoCo's workers AdamW whose second moment estimates that of K batches' mean gradient from the two halves of each batch (an experiment), e.g. ddp,diloco:150:int4:accum=2:beta1=0.95:beta2=0.99; "vs DDP" and the reduction compare with the first ddp`)
 	return cmd
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,7 +23,8 @@ type Method struct {
 	WarmupH      int    `json:"warmup_h,omitempty"`
 	Codec        string `json:"codec"` // fp32, int8, topk (diloco)
 	Aggregation  string `json:"aggregation,omitempty"`
-	// Adversary makes worker 0 send a bad Δ: "scaled" (−8·Δ) or "random".
+	// Adversary makes worker 0 send a bad Δ in place of its own (one of
+	// Adversaries).
 	Adversary string `json:"adversary,omitempty"`
 	// Accum is gradient accumulation: one optimizer step for every Accum
 	// of the comparison's steps, on their batches together (0 or 1: a step
@@ -42,6 +44,15 @@ type Method struct {
 	// the number of workers, as DDP sees) from the two halves of its batch.
 	VCorr float64 `json:"vcorr,omitempty"`
 }
+
+// Adversaries are the bad pseudo-gradients worker 0 can send: crude ones
+// (scaled: −8·Δ; random: Gaussian noise of σ 0.05) and crafted-but-plausible
+// ones that no norm or shape check can tell from honest work (opposite: −Δ,
+// the right norm in the wrong direction; inflated: 1.5·Δ, inside mean-clip's
+// clipping radius; alie: per coordinate the honest workers' mean minus one
+// standard deviation, "a little is enough", Baruch et al. 2019, sitting
+// inside their spread so that trimming and medians keep it).
+var Adversaries = []string{"scaled", "random", "opposite", "inflated", "alie"}
 
 // accum is m.Accum, at least 1.
 func (m Method) accum() int { return max(1, m.Accum) }
@@ -215,6 +226,9 @@ func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.C
 		}
 		if err := m.Optim(o).Validate(); err != nil {
 			return nil, fmt.Errorf("simulate: %s: %w", m, err)
+		}
+		if m.Adversary != "" && (m.Name == "ddp" || !slices.Contains(Adversaries, m.Adversary)) {
+			return nil, fmt.Errorf("simulate: %s: adversary %q (want one of %v, for DiLoCo)", m, m.Adversary, Adversaries)
 		}
 		if m.VCorr != 0 && (m.Name == "ddp" || !(m.VCorr >= 1) || math.IsInf(m.VCorr, 0) || (m.accum()*o.Batch)%2 != 0) {
 			return nil, fmt.Errorf("simulate: %s: vcorr %v must be at least 1, for DiLoCo, with an even batch (%d sequences)", m, m.VCorr, m.accum()*o.Batch)
@@ -448,6 +462,11 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 		}
 	}
 	local, delta, agg := make([]float32, n), make([]float32, n), make([]float32, n)
+	order := make([]int, 0, o.Workers)
+	for k := 1; k <= o.Workers; k++ {
+		order = append(order, k%o.Workers)
+	}
+	honest := newMoments(meth.Adversary == "alie", n)
 	decoded := make([][]float32, o.Workers)
 	for k := range decoded {
 		decoded[k] = make([]float32, n)
@@ -501,20 +520,14 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 		// partition is aggregated from the decoded contributions, encoded
 		// again as its reducer would publish it, and decoded by everyone.
 		var contribBytes, aggBytes int
-		for k, m := range workers {
-			be.Download(local, m.Params)
+		honest.reset()
+		for _, k := range order { // the adversary last: alie needs the others
+			be.Download(local, workers[k].Params)
 			gradsync.PseudoGradient(delta, global, local)
 			if k == 0 {
-				switch meth.Adversary {
-				case "scaled":
-					for i := range delta {
-						delta[i] *= -8
-					}
-				case "random":
-					for i := range delta {
-						delta[i] = float32(rng.NormFloat64() * 0.05)
-					}
-				}
+				adversary(meth.Adversary, delta, honest, rng)
+			} else {
+				honest.add(delta)
 			}
 			msg := efs[k].Encode(nil, delta)
 			contribBytes = len(msg)
