@@ -102,6 +102,13 @@ type RunOptions struct {
 	// closing early (the swarm's size when known); otherwise the round
 	// waits for every peer subscribed to the run's topic.
 	Expect int
+	// KeepRounds, if > 0, keeps the directories of the newest KeepRounds
+	// settled rounds (and round 0, the genesis) and removes older ones
+	// once a newer round settles. The checkpoints stay pinned in the
+	// store, so this node still serves (and verifies from) the whole
+	// lineage; a directory is the checkpoint's working copy, as large as
+	// the model and its outer state. 0 keeps every directory.
+	KeepRounds int
 	// Events receives progress (nil: none).
 	Events func(RoundEvent)
 	// Logf receives log lines (nil: the node's).
@@ -453,13 +460,23 @@ func (p *Participant) loadData(ds *Dataset) error {
 }
 
 // roundData returns the training rows of the shards the data pipeline's
-// schedule assigns this node in round r (among the peers it sees on the
-// run's topic), and those shards' links. A node assigned nothing, or too
-// little to fill one sequence, trains on every shard.
+// schedule assigns this node in round r, and those shards' links. Shards
+// are shared among this node and the round's members (the authors of the
+// contributions its base included: peers that did work), so a crowd of
+// identities that trains nothing cannot thin the data; in round 1, with
+// no members yet, among the peers this node sees on the run's topic. A
+// node assigned nothing, or too little to fill one sequence, trains on
+// every shard.
 func (p *Participant) roundData(r int) (*model.Corpus, []sharding.Link) {
+	peers := p.members
+	if len(peers) == 0 {
+		peers = p.topic.Peers()
+	}
 	view := []string{p.self.String()}
-	for _, id := range p.topic.Peers() {
-		view = append(view, id.String())
+	for _, id := range peers {
+		if id != p.self {
+			view = append(view, id.String())
+		}
 	}
 	items := p.sched.Assign(r-1, view)[p.self.String()]
 	pick := map[int]bool{}
