@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 
 	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/gradsync"
@@ -94,19 +93,9 @@ var roundDirRE = regexp.MustCompile(`^round-(\d{6})$`)
 // (and the error-feedback state that follows it), so a restarted node
 // continues where it stopped. It reports the round resumed from (0: none).
 func (p *Participant) resume() (int, error) {
-	ents, err := os.ReadDir(p.opts.Dir)
+	rounds, err := p.roundDirs()
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return 0, nil
-		}
 		return 0, err
-	}
-	var rounds []int
-	for _, e := range ents {
-		if m := roundDirRE.FindStringSubmatch(e.Name()); m != nil && e.IsDir() {
-			r, _ := strconv.Atoi(m[1])
-			rounds = append(rounds, r)
-		}
 	}
 	sort.Sort(sort.Reverse(sort.IntSlice(rounds)))
 	for _, r := range rounds {

@@ -3,8 +3,11 @@ package node_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -190,12 +193,19 @@ func openAll(t *testing.T, c *nodetest.Cluster, runID cid.Cid, expect int, ev fu
 // test ends.
 func openOne(t *testing.T, nd *node.Node, runID cid.Cid, expect int, ev func(node.RoundEvent)) *node.Participant {
 	t.Helper()
+	return openWith(t, nd, runID, node.RunOptions{Expect: expect, Events: ev})
+}
+
+// openWith opens the run on nd with o and a 1-thread backend.
+func openWith(t *testing.T, nd *node.Node, runID cid.Cid, o node.RunOptions) *node.Participant {
+	t.Helper()
 	be, err := cpu.New(cpu.Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { be.Close() })
-	p, err := nd.OpenRun(context.Background(), runID, node.RunOptions{Backend: be, Expect: expect, Logf: t.Logf, Events: ev})
+	o.Backend, o.Logf = be, t.Logf
+	p, err := nd.OpenRun(context.Background(), runID, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,12 +275,17 @@ func TestSwarmLateJoiner(t *testing.T) {
 	firstDone := make(chan struct{})
 	var once sync.Once
 	// The first three expect the fourth: rounds close at the deadline
-	// (with a quorum) until it takes part.
-	ps := openAll(t, c, runID, n, func(i int, e node.RoundEvent) {
-		if e.Phase == "checkpoint" && e.Round == 1 {
-			once.Do(func() { close(firstDone) })
-		}
-	})
+	// (with a quorum) until it takes part. They keep only their newest
+	// round's directory: the joiner verifies the lineage from what their
+	// stores keep pinned.
+	var ps []*node.Participant
+	for _, nd := range c.Nodes[:3] {
+		ps = append(ps, openWith(t, nd, runID, node.RunOptions{Expect: n, KeepRounds: 1, Events: func(e node.RoundEvent) {
+			if e.Phase == "checkpoint" && e.Round == 1 {
+				once.Do(func() { close(firstDone) })
+			}
+		}}))
+	}
 	c.Nodes[3] = late
 	var wg sync.WaitGroup
 	errs := make([]error, n)
@@ -308,6 +323,22 @@ func TestSwarmLateJoiner(t *testing.T) {
 		}
 	}
 	sameBase(t, append(ps[:3], p3))
+	// Node 0 kept round 0's and the last round's directories, and every
+	// round's CID file and pin.
+	dir := filepath.Join(c.Homes[0], "runs", runID.String())
+	for r := 0; r <= rounds; r++ {
+		_, err := os.Stat(filepath.Join(dir, fmt.Sprintf("round-%06d", r)))
+		if kept := r == 0 || r == rounds; kept != (err == nil) {
+			t.Fatalf("round %d's directory: kept %v, stat %v", r, kept, err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("round-%06d.cid", r)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ck, err := cid.Decode(strings.TrimSpace(string(b))); err != nil || !c.Nodes[0].Store.IsPinned(ck) {
+			t.Fatalf("round %d's checkpoint %s is not pinned (%v)", r, b, err)
+		}
+	}
 }
 
 // Nodes restarted from disk resume from their newest checkpoint, with

@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -455,7 +457,54 @@ func (p *Participant) settle(ctx context.Context, l lineage) error {
 			p.onSettle(s.round, s.ck)
 		}
 	}
+	return p.prune(l.tip().round)
+}
+
+// prune removes the directories of settled rounds older than the newest
+// opts.KeepRounds up to newest, round 0 apart; their CID files and pins
+// stay (see RunOptions.KeepRounds).
+func (p *Participant) prune(newest int) error {
+	if p.opts.KeepRounds <= 0 {
+		return nil
+	}
+	rounds, err := p.roundDirs()
+	if err != nil {
+		return err
+	}
+	for _, r := range rounds {
+		if r == 0 || r > newest-p.opts.KeepRounds {
+			continue
+		}
+		if err := os.RemoveAll(p.roundDir(r)); err != nil {
+			return fmt.Errorf("pruning round %d: %w", r, err)
+		}
+		for ck, vr := range p.verified {
+			if vr == r {
+				delete(p.verified, ck)
+			}
+		}
+	}
 	return nil
+}
+
+// roundDirs lists the rounds whose round-NNNNNN directories this node
+// holds.
+func (p *Participant) roundDirs() ([]int, error) {
+	ents, err := os.ReadDir(p.opts.Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rounds []int
+	for _, e := range ents {
+		if m := roundDirRE.FindStringSubmatch(e.Name()); m != nil && e.IsDir() {
+			r, _ := strconv.Atoi(m[1])
+			rounds = append(rounds, r)
+		}
+	}
+	return rounds, nil
 }
 
 // refuse logs why something a peer sent was left out and counts it.

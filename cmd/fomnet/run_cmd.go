@@ -212,6 +212,7 @@ func newJoinCmd(e *env) *cobra.Command {
 		f       nodeFlags
 		threads int
 		expect  int
+		keep    int
 		upto    int
 		dev     deviceFlags
 	)
@@ -243,7 +244,7 @@ Progress goes to stderr; the final checkpoint CID to stdout.`,
 			}
 			defer be.Close()
 			var last time.Time
-			p, err := n.OpenRun(ctx, id, node.RunOptions{Backend: be, Expect: expect, Logf: e.logf, Events: func(ev node.RoundEvent) {
+			p, err := n.OpenRun(ctx, id, node.RunOptions{Backend: be, Expect: expect, KeepRounds: keep, Logf: e.logf, Events: func(ev node.RoundEvent) {
 				switch ev.Phase {
 				case "train":
 					if time.Since(last) > 2*time.Second || ev.Step == ev.Steps {
@@ -280,6 +281,7 @@ Progress goes to stderr; the final checkpoint CID to stdout.`,
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
 	dev.add(cmd.Flags())
 	cmd.Flags().IntVar(&expect, "expect", 0, "contributions a round waits for before closing early (0: every peer on the run's topic)")
+	cmd.Flags().IntVar(&keep, "keep-rounds", 0, "keep the checkpoint directories of the newest N rounds (and round 0) under runs/RUN-ID, removing older ones; every checkpoint stays pinned in the store (0: keep all)")
 	cmd.Flags().IntVar(&upto, "until", 1<<30, "stop after this round (default: the run's last)")
 	return cmd
 }
