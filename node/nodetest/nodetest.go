@@ -2,10 +2,16 @@ package nodetest
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/fomnet/fomnet/node"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -21,6 +27,11 @@ type Options struct {
 	TCPOnly bool
 	// Logf, if set, receives every node's log lines (t.Logf is typical).
 	Logf func(format string, args ...any)
+	// KeySeed, if not 0, derives node i's identity from (KeySeed, i), so
+	// that two clusters with one seed have the same peer IDs (and so the
+	// same shards in a run): a run can be compared with a rerun. Two such
+	// clusters must not run at once.
+	KeySeed uint64
 }
 
 // Cluster is a set of nodes that stop when the test ends.
@@ -44,6 +55,9 @@ func New(tb testing.TB, n int, o Options) *Cluster {
 		}
 		cfg.Network.DHTMode = "server"
 		cfg.API.Listen = "127.0.0.1:0"
+		if o.KeySeed != 0 {
+			writeIdentity(tb, filepath.Join(home, node.IdentityFile), o.KeySeed, i)
+		}
 		if _, err := node.Init(home, cfg); err != nil {
 			tb.Fatal(err)
 		}
@@ -124,5 +138,22 @@ func (c *Cluster) ConnectAll() {
 				c.Connect(i, j)
 			}
 		}
+	}
+}
+
+// writeIdentity writes the Ed25519 identity derived from (seed, i) to path.
+func writeIdentity(tb testing.TB, path string, seed uint64, i int) {
+	tb.Helper()
+	sum := sha256.Sum256(fmt.Appendf(nil, "nodetest identity %d %d", seed, i))
+	k, err := crypto.UnmarshalEd25519PrivateKey(ed25519.NewKeyFromSeed(sum[:]))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	raw, err := crypto.MarshalPrivateKey(k)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		tb.Fatal(err)
 	}
 }
