@@ -241,9 +241,11 @@ type byzantineRun struct {
 	ref       outcome
 	idle      bool
 	tolerance float64 // see sameAsHonest
-	// atk is the first attacker identity on the topic; what the attack
-	// starts runs under actx and wg, stopped and waited for at cleanup.
+	// atks are the attacker identities on the topic, atk the first;
+	// what the attack starts runs under actx and wg, stopped and waited
+	// for at cleanup.
 	atk  *attacker
+	atks []*attacker
 	actx context.Context
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -277,12 +279,12 @@ func newByzantineRun(t *testing.T, ctx context.Context, sybils int, deadline tim
 		b.ids[nd.Host.ID().String()] = true
 		b.honest = append(b.honest, openOne(t, nd, run, byzHonest, func(e node.RoundEvent) { b.log.record(e) }))
 	}
-	b.atk = newAttacker(t, b.sybils[0], run)
-	if idle {
-		for _, nd := range b.sybils[1:] {
-			newAttacker(t, nd, run) // on the topic, silent
-		}
+	// Every attacker identity is on the topic from the start (silent in
+	// the idle run), as round 1's shares of the data count topic peers.
+	for _, nd := range b.sybils {
+		b.atks = append(b.atks, newAttacker(t, nd, run))
 	}
+	b.atk = b.atks[0]
 	b.actx, b.stop = context.WithCancel(ctx)
 	t.Cleanup(func() { b.stop(); b.wg.Wait() })
 	return b
@@ -297,6 +299,13 @@ func (b *byzantineRun) finish(t *testing.T, ctx context.Context) []*node.Partici
 	joined := make(chan error, 1)
 	var mu sync.Mutex
 	mirrored := map[int]cid.Cid{}
+	// The honest nodes see every attacker identity before round 1 (its
+	// data shares count them), in the attacked run as in the reference.
+	for _, a := range b.atks {
+		if err := a.topic.WaitPeers(ctx, byzHonest); err != nil {
+			t.Fatal(err)
+		}
+	}
 	fctx, stopFollow := context.WithCancel(ctx)
 	defer stopFollow()
 	followed := make(chan error, 1)
@@ -470,10 +479,7 @@ func TestByzantineForgedCheckpoints(t *testing.T) {
 					return a
 				})
 			}
-			var tops []*attacker
-			for _, nd := range b.sybils[1:] {
-				tops = append(tops, newAttacker(t, nd, b.run))
-			}
+			tops := b.atks[1:]
 			atk.watch(actx, &b.wg, func(from peer.ID, m node.RoundMsg) {
 				mu.Lock()
 				skip := seen[m.CID] || m.Type != node.MsgCheckpoint || sybil[from]
