@@ -6,19 +6,17 @@ import (
 )
 
 // moments keeps per-coordinate sums of the honest workers' pseudo-gradients
-// in a round (only when an adversary needs them).
+// in a round; a zero moments (no adversary needs them) keeps nothing.
 type moments struct {
-	on      bool
 	n       int
 	sum, sq []float64
 }
 
 func newMoments(on bool, size int) *moments {
-	m := &moments{on: on}
-	if on {
-		m.sum, m.sq = make([]float64, size), make([]float64, size)
+	if !on {
+		return &moments{}
 	}
-	return m
+	return &moments{sum: make([]float64, size), sq: make([]float64, size)}
 }
 
 func (m *moments) reset() {
@@ -28,7 +26,7 @@ func (m *moments) reset() {
 }
 
 func (m *moments) add(d []float32) {
-	if !m.on {
+	if m.sum == nil {
 		return
 	}
 	m.n++

@@ -389,3 +389,28 @@ func TestMethodBetas(t *testing.T) {
 		t.Fatalf("β2 1: err %v", err)
 	}
 }
+
+// Every adversary changes what worker 0 sends (the honest run's rows
+// differ from each attacked one's), and an unknown one is refused.
+func TestAdversaries(t *testing.T) {
+	train, val, o := quick(t, 3, 12, 1)
+	o.Methods = []Method{{Name: "diloco", H: 4, Codec: "int8", Aggregation: "mean"}}
+	for _, a := range Adversaries {
+		o.Methods = append(o.Methods, Method{Name: "diloco", H: 4, Codec: "int8", Aggregation: "mean", Adversary: a})
+	}
+	be := cpu.MustNew(cpu.Options{Threads: 1})
+	defer be.Close()
+	rows, err := Run(context.Background(), be, train, val, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rows[1:] {
+		if r.ValLoss == rows[0].ValLoss {
+			t.Errorf("adversary %s: validation loss %v, the same as without it", Adversaries[i], r.ValLoss)
+		}
+	}
+	o.Methods = []Method{{Name: "diloco", H: 4, Codec: "int8", Adversary: "sleepy"}}
+	if _, err := Run(context.Background(), be, train, val, o, nil); err == nil || !strings.Contains(err.Error(), "sleepy") {
+		t.Fatalf("unknown adversary: %v", err)
+	}
+}
