@@ -61,8 +61,9 @@ func (a *attacker) publish(ctx context.Context, m node.RoundMsg) {
 	}
 }
 
-// watch calls f for every round message from another peer until ctx ends.
-func (a *attacker) watch(ctx context.Context, wg *sync.WaitGroup, f func(from peer.ID, m node.RoundMsg)) {
+// watch calls f for every round message from another peer (as received,
+// and decoded) until ctx ends.
+func (a *attacker) watch(ctx context.Context, wg *sync.WaitGroup, f func(msg p2p.Message, m node.RoundMsg)) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -72,7 +73,7 @@ func (a *attacker) watch(ctx context.Context, wg *sync.WaitGroup, f func(from pe
 				return
 			}
 			if m, err := node.DecodeRoundMsg(msg.Data); err == nil && msg.From != a.nd.Host.ID() {
-				f(msg.From, m)
+				f(msg, m)
 			}
 		}
 	}()
@@ -480,9 +481,9 @@ func TestByzantineForgedCheckpoints(t *testing.T) {
 				})
 			}
 			tops := b.atks[1:]
-			atk.watch(actx, &b.wg, func(from peer.ID, m node.RoundMsg) {
+			atk.watch(actx, &b.wg, func(msg p2p.Message, m node.RoundMsg) {
 				mu.Lock()
-				skip := seen[m.CID] || m.Type != node.MsgCheckpoint || sybil[from]
+				skip := seen[m.CID] || m.Type != node.MsgCheckpoint || sybil[msg.From]
 				seen[m.CID] = true
 				mu.Unlock()
 				if skip {
@@ -565,7 +566,7 @@ func TestByzantineTokenClaims(t *testing.T) {
 			t.Errorf("forging a contribution: %v", err)
 		}
 	}
-	atk.watch(actx, &b.wg, func(_ peer.ID, m node.RoundMsg) {
+	atk.watch(actx, &b.wg, func(_ p2p.Message, m node.RoundMsg) {
 		switch m.Type {
 		case node.MsgContribution:
 			con, ok := atk.contribution(actx, m)
@@ -602,10 +603,11 @@ func TestByzantineLyingReducer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	ref := reference(t, "lying-reducer run", func(t *testing.T, ctx context.Context) outcome {
-		c, ps := lyingRun(t, ctx, false)
-		return outcomeOf(t, ctx, c.Nodes[0], ps[0])
+		l := lyingRun(t, ctx, false)
+		return outcomeOf(t, ctx, l.c.Nodes[0], l.ps[0])
 	})
-	c, ps := lyingRun(t, ctx, true)
+	l := lyingRun(t, ctx, true)
+	c, ps := l.c, l.ps
 	refused := 0
 	for _, p := range ps[:byzHonest] {
 		refused += p.Rejections()[node.RejectAggregate]
@@ -619,14 +621,73 @@ func TestByzantineLyingReducer(t *testing.T) {
 		t.Fatalf("the last round includes %v", rec.Participants)
 	}
 	sameAsHonest(t, ref, outcomeOf(t, ctx, c.Nodes[0], ps[0]), 0.02)
+	checkEvidence(t, ctx, l)
 }
 
-// lyingRun runs three honest participants and a fourth that trains
-// honestly and, if lie, publishes every aggregate with one int8 block
-// scale of 2e36; the honest ones must end on one checkpoint.
-func lyingRun(t *testing.T, ctx context.Context, lie bool) (*nodetest.Cluster, []*node.Participant) {
+// checkEvidence: the honest nodes kept evidence against the liar, which
+// another honest node re-checks to the liar's identity; the same evidence
+// with its claim or its signed message altered, and evidence quoting an
+// honest reducer's announcement, prove nothing.
+func checkEvidence(t *testing.T, ctx context.Context, l *lying) {
 	t.Helper()
-	c := nodetest.New(t, byzHonest+1, nodetest.Options{KeySeed: 22})
+	liar := l.c.Nodes[byzHonest].Host.ID()
+	var ev *node.Evidence
+	for i, p := range l.ps[:byzHonest] {
+		for _, k := range p.Evidence() {
+			blk, err := l.c.Nodes[i].Store.Block(ctx, k)
+			if err != nil {
+				t.Fatalf("evidence %s: %v", k, err)
+			}
+			if ev, err = node.DecodeEvidence(blk.RawData()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if ev == nil {
+		t.Fatal("no evidence against the lying reducer")
+	}
+	checker := l.ps[(byzHonest-1)%byzHonest]
+	if who, err := checker.CheckEvidence(ctx, ev); err != nil || who != liar {
+		t.Fatalf("evidence re-checked: %s, %v; the liar is %s", who, err, liar)
+	}
+	_, _, data, _ := p2p.OpenSigned(ev.Message)
+	announced, _ := node.DecodeRoundMsg(data)
+	claim := *ev
+	claim.Recomputed = announced.CID // "its inputs give what it announced"
+	cut := *ev
+	cut.Message = append([]byte(nil), ev.Message...)
+	cut.Message[len(cut.Message)/2] ^= 1
+	l.mu.Lock()
+	honest := l.honest
+	l.mu.Unlock()
+	if honest == nil {
+		t.Fatal("the observer saw no honest aggregate")
+	}
+	framed := node.Evidence{Format: node.EvidenceFormat, Message: honest, Recomputed: ev.Recomputed}
+	for name, e := range map[string]*node.Evidence{"altered claim": &claim, "altered message": &cut, "an honest reducer framed": &framed} {
+		if who, err := checker.CheckEvidence(ctx, e); err == nil {
+			t.Errorf("%s: evidence against %s accepted", name, who)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+}
+
+// lying is a run of three honest participants and a fourth, ps[byzHonest],
+// that trains honestly and, if it lies, publishes every aggregate with one
+// int8 block scale of 2e36; an observer on the topic keeps the signed
+// envelope of an honest reducer's aggregate.
+type lying struct {
+	c      *nodetest.Cluster
+	ps     []*node.Participant
+	mu     sync.Mutex
+	honest []byte
+}
+
+// lyingRun runs it; the honest participants must end on one checkpoint.
+func lyingRun(t *testing.T, ctx context.Context, lie bool) *lying {
+	t.Helper()
+	c := nodetest.New(t, byzHonest+2, nodetest.Options{KeySeed: 22})
 	c.ConnectAll()
 	spec := smallRun(t, c, byzRounds)
 	// 16 partitions: the liar is first in line for none of a round's
@@ -637,24 +698,45 @@ func lyingRun(t *testing.T, ctx context.Context, lie bool) (*nodetest.Cluster, [
 	if err != nil {
 		t.Fatal(err)
 	}
+	l := &lying{c: c}
+	obs := c.Nodes[byzHonest+1]
+	c.Nodes[byzHonest+1] = nil // not a participant
 	var log checkpointLog
-	ps := openAll(t, c, run, byzHonest+1, func(_ int, e node.RoundEvent) { log.record(e) })
+	l.ps = openAll(t, c, run, byzHonest+1, func(_ int, e node.RoundEvent) { log.record(e) })[:byzHonest+1]
+	c.Nodes[byzHonest+1] = obs
+	watcher := newAttacker(t, obs, run)
+	if err := watcher.topic.WaitPeers(ctx, byzHonest+1); err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { stop(); wg.Wait() }()
+	watcher.watch(wctx, &wg, func(msg p2p.Message, m node.RoundMsg) {
+		if m.Type != node.MsgAggregate || msg.From == c.Nodes[byzHonest].Host.ID() {
+			return
+		}
+		if env, err := msg.Signed(); err == nil {
+			l.mu.Lock()
+			l.honest = env
+			l.mu.Unlock()
+		}
+	})
 	if lie {
-		node.Tamper(ps[byzHonest], func(_ int, enc []byte) []byte {
+		node.Tamper(l.ps[byzHonest], func(_ int, enc []byte) []byte {
 			out := append([]byte(nil), enc...)
 			// int8: magic, count, block, then the first block's scale.
 			binary.LittleEndian.PutUint32(out[12:], math.Float32bits(2e36))
 			return out
 		})
 	}
-	errs := runAll(ps, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, byzRounds) })
+	errs := runAll(l.ps, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, byzRounds) })
 	for i, err := range errs[:byzHonest] {
 		if err != nil {
 			t.Fatalf("honest node %d: %v", i, err)
 		}
 	}
-	sameBase(t, ps[:byzHonest])
-	return c, ps
+	sameBase(t, l.ps[:byzHonest])
+	return l
 }
 
 // A flood — one attacker publishing about 2,000 valid-looking messages a
@@ -670,7 +752,7 @@ func TestByzantineFlood(t *testing.T) {
 	atk, actx, stop := b.atk, b.actx, b.stop
 	var mu sync.Mutex
 	round, base := 1, ""
-	atk.watch(actx, &b.wg, func(_ peer.ID, m node.RoundMsg) {
+	atk.watch(actx, &b.wg, func(_ p2p.Message, m node.RoundMsg) {
 		mu.Lock()
 		defer mu.Unlock()
 		if m.Type == node.MsgContribution && m.Round >= round {
@@ -751,7 +833,7 @@ func TestByzantineLazyAndStale(t *testing.T) {
 	var mu sync.Mutex
 	done, prevBase := map[int]bool{}, map[int]string{}
 	start, _ := b.honest[0].ValLoss()
-	atk.watch(actx, &b.wg, func(_ peer.ID, m node.RoundMsg) {
+	atk.watch(actx, &b.wg, func(_ p2p.Message, m node.RoundMsg) {
 		if m.Type == node.MsgCheckpoint {
 			mu.Lock()
 			prevBase[m.Round+1] = m.Base

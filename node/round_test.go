@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"fmt"
+	"github.com/fomnet/fomnet/contentstore"
 	"strings"
 	"testing"
 
@@ -275,4 +276,45 @@ func TestReducers(t *testing.T) {
 	if fmt.Sprint(Reducers(run, 4, 0, ps)) == fmt.Sprint(Reducers(run, 5, 0, ps)) && fmt.Sprint(Reducers(run, 4, 1, ps)) == fmt.Sprint(Reducers(run, 5, 1, ps)) {
 		t.Fatal("reducer order does not change between rounds")
 	}
+}
+
+func TestEvidenceRecord(t *testing.T) {
+	e := Evidence{Format: EvidenceFormat, Message: []byte{1, 2, 3}, Recomputed: testCID1}
+	b, k, err := EncodeEvidence(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeEvidence(b)
+	if err != nil || !bytes.Equal(got.Message, e.Message) || got.Recomputed != e.Recomputed {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	if again, _ := contentstore.BlockCID(contentstore.CodecRaw, b); !again.Equals(k) {
+		t.Fatalf("CID %s, the bytes hash to %s", k, again)
+	}
+	for name, bad := range map[string]string{
+		"format":     `{"format":"fomnet-evidence/0","message":"AQID","recomputed":"` + testCID1 + `"}`,
+		"no message": `{"format":"fomnet-evidence/1","message":"","recomputed":"` + testCID1 + `"}`,
+		"bad cid":    `{"format":"fomnet-evidence/1","message":"AQID","recomputed":"bafy"}`,
+		"unknown":    `{"format":"fomnet-evidence/1","message":"AQID","recomputed":"` + testCID1 + `","x":1}`,
+		"too large":  `{"format":"fomnet-evidence/1","message":"` + strings.Repeat("A", maxEvidence) + `"}`,
+	} {
+		if _, err := DecodeEvidence([]byte(bad)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func FuzzDecodeEvidence(f *testing.F) {
+	b, _, _ := EncodeEvidence(Evidence{Format: EvidenceFormat, Message: []byte("signed"), Recomputed: testCID1})
+	f.Add(b)
+	f.Add([]byte(`{"format":"fomnet-evidence/1"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := DecodeEvidence(b)
+		if err != nil {
+			return
+		}
+		if _, _, err := EncodeEvidence(*e); err != nil {
+			t.Fatalf("accepted evidence does not re-encode: %v", err)
+		}
+	})
 }

@@ -126,18 +126,20 @@ type Participant struct {
 	opts  RunOptions
 	self  peer.ID
 
-	m       *model.Model
-	global  []float32
-	outer   *gradsync.OuterOptimizer
-	rec     *roundRecord // the base checkpoint's round record
-	ru      *rules
-	parts   []gradsync.Range
-	efs     []*gradsync.ErrorFeedback
-	shards  []*model.Corpus // each shard's training rows
-	sched   *sharding.Schedule
-	man     *sharding.Manifest
-	val     map[string]*model.Corpus
-	tokJSON []byte
+	m      *model.Model
+	global []float32
+	outer  *gradsync.OuterOptimizer
+	rec    *roundRecord // the base checkpoint's round record
+	ru     *rules
+	// evidence is what this node found against reducers.
+	evidence evidenceLog
+	parts    []gradsync.Range
+	efs      []*gradsync.ErrorFeedback
+	shards   []*model.Corpus // each shard's training rows
+	sched    *sharding.Schedule
+	man      *sharding.Manifest
+	val      map[string]*model.Corpus
+	tokJSON  []byte
 
 	// members are the authors of the contributions the base checkpoint
 	// included (from its round.json): every honest node agrees on them,
@@ -185,6 +187,7 @@ type Participant struct {
 type inMsg struct {
 	from peer.ID
 	m    RoundMsg
+	raw  p2p.Message // as signed (evidence quotes it)
 }
 
 // OpenRun prepares this node to take part in run id: it fetches the spec
@@ -374,7 +377,7 @@ func (p *Participant) readLoop() {
 		if err != nil {
 			continue
 		}
-		p.mail.put(inMsg{from: m.From, m: rm})
+		p.mail.put(inMsg{from: m.From, m: rm, raw: m})
 	}
 }
 
@@ -921,10 +924,13 @@ func (p *Participant) gatherAggregates(ctx context.Context, w *roundWait, r int,
 			if id != im.from || k >= rank[m.Partition] {
 				continue
 			}
-			ins, err := p.checkAggregate(ctx, r, m)
+			ins, wrong, err := p.checkAggregate(ctx, r, m)
 			if err != nil {
 				refused[m.CID] = true
 				p.refuse(err, fmt.Sprintf("round %d: aggregate of partition %d from %s", r, m.Partition, im.from))
+				if wrong.Defined() {
+					p.accuse(ctx, im, wrong)
+				}
 				break
 			}
 			if inputs[m.Partition] == nil {
@@ -1269,30 +1275,40 @@ func (p *Participant) reduce(ctx context.Context, r, pi int, ins []*input) error
 }
 
 // checkAggregate recomputes an announced aggregate from the inputs it
-// lists and returns them if it matches. A mismatch is evidence against its
-// reducer: the inputs and the aggregate are public and content-addressed,
-// so anyone can recompute the same.
-func (p *Participant) checkAggregate(ctx context.Context, r int, m RoundMsg) ([]*input, error) {
+// lists and returns them if it matches. On a mismatch it also returns what
+// the inputs give (defined only then): evidence against the reducer (see
+// evidence.go).
+func (p *Participant) checkAggregate(ctx context.Context, r int, m RoundMsg) ([]*input, cid.Cid, error) {
+	ins, k, err := p.recompute(ctx, m, func(ctx context.Context, c cid.Cid) (*input, error) { return p.input(ctx, c, r, p.base) })
+	if err != nil {
+		return nil, cid.Undef, rejected(RejectAggregate, err)
+	}
+	if k.String() != m.CID {
+		return nil, k, rejected(RejectAggregate, fmt.Errorf("announced %s; its %d inputs give %s", m.CID, len(ins), k))
+	}
+	return ins, cid.Undef, nil
+}
+
+// recompute fetches and admits the inputs aggregate announcement m lists
+// (with fetch) and returns them and the CID of the aggregate they give.
+func (p *Participant) recompute(ctx context.Context, m RoundMsg, fetch func(context.Context, cid.Cid) (*input, error)) ([]*input, cid.Cid, error) {
+	if m.Partition < 0 || m.Partition >= len(p.parts) {
+		return nil, cid.Undef, fmt.Errorf("partition %d of %d", m.Partition, len(p.parts))
+	}
 	ins := make([]*input, 0, len(m.Inputs))
 	for _, s := range m.Inputs {
 		k, err := cid.Decode(s)
 		if err != nil {
-			return nil, rejected(RejectAggregate, err)
+			return nil, cid.Undef, err
 		}
-		in, err := p.input(ctx, k, r, p.base)
+		in, err := fetch(ctx, k)
 		if err != nil {
-			return nil, rejected(RejectAggregate, fmt.Errorf("input %s: %w", s, err))
+			return nil, cid.Undef, fmt.Errorf("input %s: %w", s, err)
 		}
 		ins = append(ins, in)
 	}
 	_, k, _, err := p.ru.aggregate(m.Partition, ins)
-	if err != nil {
-		return nil, rejected(RejectAggregate, err)
-	}
-	if k.String() != m.CID {
-		return nil, rejected(RejectAggregate, fmt.Errorf("announced %s; its %d inputs give %s", m.CID, len(ins), k))
-	}
-	return ins, nil
+	return ins, k, err
 }
 
 // storeAggregates keeps a round's aggregate blocks (recomputed here), so

@@ -8,6 +8,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fomnet/fomnet/contentstore"
@@ -90,8 +91,10 @@ type rules struct {
 	n     int // parameters
 	// memo keeps this round's aggregates by partition and inputs: a
 	// reducer's own, then its check of the same and the transition's,
-	// are computed once. It changes no result; forget empties it.
-	memo map[string]aggregated
+	// are computed once. It changes no result; forget empties it. memoMu
+	// guards it (evidence is checked beside the rounds).
+	memoMu sync.Mutex
+	memo   map[string]aggregated
 }
 
 type aggregated struct {
@@ -102,7 +105,11 @@ type aggregated struct {
 }
 
 // forget empties the memo (each round, and beyond a bound).
-func (ru *rules) forget() { ru.memo = nil }
+func (ru *rules) forget() {
+	ru.memoMu.Lock()
+	ru.memo = nil
+	ru.memoMu.Unlock()
+}
 
 // admit says whether contribution c may be an input of round r on base:
 // the run's, for that round and base, in the run's shape and codec, and
@@ -202,10 +209,15 @@ func (ru *rules) aggregate(pi int, ins []*input) (enc []byte, k cid.Cid, rep gra
 	sort.Strings(key)
 	key = append(key, fmt.Sprint(pi))
 	id := strings.Join(key, " ")
-	if a, ok := ru.memo[id]; ok {
+	ru.memoMu.Lock()
+	a, ok := ru.memo[id]
+	ru.memoMu.Unlock()
+	if ok {
 		return a.enc, a.k, a.rep, a.err
 	}
 	enc, k, rep, err = ru.aggregateOnce(pi, ins)
+	ru.memoMu.Lock()
+	defer ru.memoMu.Unlock()
 	if ru.memo == nil || len(ru.memo) >= 4*len(ru.parts) {
 		ru.memo = map[string]aggregated{}
 	}

@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"google.golang.org/protobuf/proto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -521,4 +524,96 @@ func TestGossipAfterQuickRestart(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A received message's signed envelope opens anywhere to its author,
+// topic and data; a changed byte of the data, another author, or a cut
+// envelope does not open.
+func TestSignedEnvelope(t *testing.T) {
+	hs := newHosts(t, 2, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var topics []*Topic
+	for _, h := range hs {
+		tp, err := h.Join("fomnet/signed", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		topics = append(topics, tp)
+	}
+	if _, err := topics[0].Subscribe(); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := topics[1].Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := topics[0].Publish(ctx, []byte("aggregate 7"), 1); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := m.Signed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, topic, data, err := OpenSigned(env)
+	if err != nil || from != hs[0].ID() || topic != "fomnet/signed" || string(data) != "aggregate 7" {
+		t.Fatalf("opened: %s %q %q %v", from, topic, data, err)
+	}
+	var e pb.Message
+	if err := proto.Unmarshal(env, &e); err != nil {
+		t.Fatal(err)
+	}
+	forged := func(f func(*pb.Message)) []byte {
+		c := proto.CloneOf(&e)
+		f(c)
+		b, _ := proto.Marshal(c)
+		return b
+	}
+	other := []byte(hs[1].ID())
+	for name, b := range map[string][]byte{
+		"changed data":   forged(func(c *pb.Message) { c.Data = []byte("aggregate 8") }),
+		"another author": forged(func(c *pb.Message) { c.From = other }),
+		"no signature":   forged(func(c *pb.Message) { c.Signature = nil }),
+		"cut":            env[:len(env)-3],
+	} {
+		if _, _, _, err := OpenSigned(b); err == nil {
+			t.Errorf("%s: opened", name)
+		}
+	}
+}
+
+// signedSeed is an envelope signed as pubsub signs one (a seed for the
+// fuzzer, with no network).
+func signedSeed(t testing.TB) []byte {
+	k, _, err := crypto.GenerateEd25519Key(bytes.NewReader(bytes.Repeat([]byte{7}, 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := peer.IDFromPrivateKey(k)
+	topic := "fomnet/run/x"
+	m := &pb.Message{From: []byte(id), Data: []byte(`{"type":"aggregate"}`), Seqno: []byte{0, 0, 0, 1}, Topic: &topic}
+	body, _ := proto.Marshal(m)
+	if m.Signature, err = k.Sign(append([]byte(pubsub.SignPrefix), body...)); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := proto.Marshal(m)
+	if from, _, _, err := OpenSigned(b); err != nil || from != id {
+		t.Fatalf("seed does not open: %s %v", from, err)
+	}
+	return b
+}
+
+func FuzzOpenSigned(f *testing.F) {
+	f.Add(signedSeed(f))
+	f.Add([]byte{0x0a, 0x00})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		from, _, _, err := OpenSigned(b)
+		if err == nil && from == "" {
+			t.Fatal("opened with no author")
+		}
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -25,6 +26,7 @@ type Validator func(ctx context.Context, from peer.ID, data []byte) error
 type Message struct {
 	From peer.ID // author, authenticated by the message signature
 	Data []byte
+	env  *pb.Message // as received, signature included (see Signed)
 }
 
 // GossipCacheTTL is how long gossipsub peers keep offering a message
@@ -183,7 +185,7 @@ func (s *Subscription) Next(ctx context.Context) (Message, error) {
 	if err != nil {
 		return Message{}, err
 	}
-	return Message{From: m.GetFrom(), Data: m.Data}, nil
+	return Message{From: m.GetFrom(), Data: m.Data, env: m.Message}, nil
 }
 
 // Cancel stops the subscription.
