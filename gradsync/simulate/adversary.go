@@ -47,6 +47,8 @@ func adversary(kind string, delta []float32, honest *moments, rng *rand.Rand) {
 		scale(delta, -1)
 	case "inflated":
 		scale(delta, 1.5)
+	case "zero":
+		clear(delta)
 	case "random":
 		for i := range delta {
 			delta[i] = float32(rng.NormFloat64() * 0.05)

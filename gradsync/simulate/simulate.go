@@ -46,13 +46,14 @@ type Method struct {
 }
 
 // Adversaries are the bad pseudo-gradients worker 0 can send: crude ones
-// (scaled: −8·Δ; random: Gaussian noise of σ 0.05) and crafted-but-plausible
+// (scaled: −8·Δ; random: Gaussian noise of σ 0.05), a lazy one (zero: no
+// update, no work) and crafted-but-plausible
 // ones that no norm or shape check can tell from honest work (opposite: −Δ,
 // the right norm in the wrong direction; inflated: 1.5·Δ, inside mean-clip's
 // clipping radius; alie: per coordinate the honest workers' mean minus one
 // standard deviation, "a little is enough", Baruch et al. 2019, sitting
 // inside their spread so that trimming and medians keep it).
-var Adversaries = []string{"scaled", "random", "opposite", "inflated", "alie"}
+var Adversaries = []string{"scaled", "random", "zero", "opposite", "inflated", "alie"}
 
 // accum is m.Accum, at least 1.
 func (m Method) accum() int { return max(1, m.Accum) }
