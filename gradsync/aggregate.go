@@ -19,6 +19,11 @@ const (
 	RejectNorm      = "norm_outlier"
 	RejectTokens    = "bad_token_count"
 	RejectDup       = "duplicate"
+	// RejectCopy: a delta that is a scaled copy (any factor, either sign)
+	// of another's, or the original of one (see dropCopies).
+	RejectCopy = "copied_delta"
+	// RejectZero: an all-zero delta where another is not.
+	RejectZero = "zero_delta"
 )
 
 // AggReport says which contributions an aggregate includes and why others
@@ -67,6 +72,10 @@ func Aggregate(cfg Config, dst []float32, contribs []Contribution) (AggReport, b
 		norms[c.ID] = math.Sqrt(ss)
 		ok = append(ok, c)
 	}
+	// The plain mean is the undefended yardstick: it keeps everything.
+	if cfg.Aggregation != "mean" {
+		ok = dropCopies(ok, norms, rep.Rejected)
+	}
 	// Reject far outliers against the median norm (only with enough peers
 	// for a median to mean something).
 	if len(ok) >= 3 && cfg.Aggregation != "mean" {
@@ -99,6 +108,124 @@ func Aggregate(cfg Config, dst []float32, contribs []Contribution) (AggReport, b
 		rep.Clipped = meanClip(dst, ok, norms, cfg.ClipMultiple)
 	}
 	return rep, true
+}
+
+// copyResidual bounds, for a copy, the part of its delta that the delta it
+// copies does not explain (relative to its norm): a scaled float32 or int8
+// copy leaves rounding of about 1e-7; independent training, even on the
+// same data, leaves orders of magnitude more.
+const copyResidual = 1e-3
+
+// dropCopies leaves out (in rejected) the contributions of cs, sorted by
+// ID, that add no work of their own. An all-zero delta is left out unless
+// every delta is zero. Deltas that are scaled copies of one another — the
+// same pattern of signs up to one flip, and each within copyResidual of
+// the first's direction — form a group of which one counts: the smallest
+// in norm (the earliest in ID order among equals), so a copy can replace
+// its original only by a smaller step in the same direction; a group with
+// deltas of both signs (a copy turned against its original) counts none.
+// Only deltas with the same sign pattern are compared: one pass over each
+// when nobody copies.
+func dropCopies(cs []Contribution, norms map[string]float64, rejected map[string]string) []Contribution {
+	nonzero := false
+	for _, c := range cs {
+		nonzero = nonzero || norms[c.ID] > 0
+	}
+	type group struct {
+		members []int
+		twoWays bool
+	}
+	var groups []*group
+	bySigns := map[uint64][]*group{}
+	out := map[int]bool{}
+	for i, c := range cs {
+		if norms[c.ID] == 0 {
+			if nonzero {
+				rejected[c.ID], out[i] = RejectZero, true
+			}
+			continue
+		}
+		key := signKey(c.Delta)
+		var g *group
+		for _, o := range bySigns[key] {
+			first := cs[o.members[0]]
+			cos := cosine(first.Delta, c.Delta, norms[first.ID], norms[c.ID])
+			if 1-cos*cos <= copyResidual*copyResidual {
+				g = o
+				g.twoWays = g.twoWays || cos < 0
+				break
+			}
+		}
+		if g == nil {
+			g = &group{}
+			groups = append(groups, g)
+			bySigns[key] = append(bySigns[key], g)
+		}
+		g.members = append(g.members, i)
+	}
+	for _, g := range groups {
+		keep := -1
+		if !g.twoWays {
+			keep = g.members[0]
+			for _, i := range g.members {
+				if norms[cs[i].ID] < norms[cs[keep].ID] {
+					keep = i
+				}
+			}
+		}
+		for _, i := range g.members {
+			if i != keep {
+				rejected[cs[i].ID], out[i] = RejectCopy, true
+			}
+		}
+	}
+	kept := cs[:0]
+	for i, c := range cs {
+		if !out[i] {
+			kept = append(kept, c)
+		}
+	}
+	return kept
+}
+
+// signKey hashes d's pattern of signs (negative, zero, positive), flipped
+// so that its first non-zero value counts as positive.
+func signKey(d []float32) uint64 {
+	flip := false
+	for _, v := range d {
+		if v != 0 {
+			flip = v < 0
+			break
+		}
+	}
+	const prime = 0x100000001b3
+	h, word := uint64(0xcbf29ce484222325), uint64(0)
+	for i, v := range d {
+		s := uint64(0)
+		if v != 0 {
+			s = 1
+			if (v < 0) != flip {
+				s = 2
+			}
+		}
+		word = word<<2 | s
+		if i%32 == 31 || i == len(d)-1 {
+			h = (h ^ word) * prime
+			word = 0
+		}
+	}
+	return h
+}
+
+// cosine is the cosine of the angle between a and b (norms na, nb).
+// Products of float32 values are exact in float64, so the sum is the same
+// on every machine.
+func cosine(a, b []float32, na, nb float64) float64 {
+	var dot float64
+	for i, v := range a {
+		dot += float64(v) * float64(b[i])
+	}
+	return dot / (na * nb)
 }
 
 func medianNorm(cs []Contribution, norms map[string]float64) float64 {

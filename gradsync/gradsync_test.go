@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -388,6 +389,58 @@ func TestAggregateRejects(t *testing.T) {
 	}
 }
 
+// TestAggregateDropsCopies: through every codec, scaled copies of another
+// contribution and zero updates are left out — of a copy and its original
+// the smaller counts, neither when one is turned against the other —
+// while honest contributions that agree closely (one direction plus 2% of
+// their own) all count; all-zero partitions are kept.
+func TestAggregateDropsCopies(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	shared := randVec(r, 1024, 0.1)
+	for _, c := range codecs(t) {
+		var cs []Contribution
+		for i := 0; i < 5; i++ {
+			d := make([]float32, len(shared))
+			for j := range d {
+				d[j] = shared[j] + float32(r.NormFloat64()*0.002)
+			}
+			out := make([]float32, len(d))
+			if err := c.Decode(out, c.Encode(nil, d)); err != nil {
+				t.Fatal(err)
+			}
+			cs = append(cs, Contribution{ID: fmt.Sprintf("honest-%d", i), Tokens: 1, Delta: out})
+		}
+		// What a copier's bytes decode to: the original's values, scaled.
+		scaled := func(d []float32, k float32) []float32 {
+			out := make([]float32, len(d))
+			for j, v := range d {
+				out[j] = k * v
+			}
+			return out
+		}
+		cs = append(cs,
+			Contribution{ID: "lazy-1.1", Tokens: 1, Delta: scaled(cs[0].Delta, 1.1)},
+			Contribution{ID: "lazy-8", Tokens: 1, Delta: scaled(cs[0].Delta, 8)},
+			Contribution{ID: "lazy-neg", Tokens: 1, Delta: scaled(cs[1].Delta, -2)},
+			Contribution{ID: "lazy-same", Tokens: 1, Delta: cs[2].Delta},
+			Contribution{ID: "lazy-zero", Tokens: 1, Delta: make([]float32, len(shared))},
+			Contribution{ID: "a-smaller-copy", Tokens: 1, Delta: scaled(cs[3].Delta, 0.5)})
+		rep, ok := Aggregate(DefaultConfig(), make([]float32, len(shared)), cs)
+		if !ok {
+			t.Fatalf("%s: no quorum", c.Name())
+		}
+		want := map[string]string{"lazy-1.1": RejectCopy, "lazy-8": RejectCopy, "lazy-neg": RejectCopy, "honest-1": RejectCopy,
+			"lazy-same": RejectCopy, "lazy-zero": RejectZero, "honest-3": RejectCopy}
+		if !maps.Equal(rep.Rejected, want) {
+			t.Errorf("%s: rejected %v, want %v", c.Name(), rep.Rejected, want)
+		}
+	}
+	zeros := []Contribution{{ID: "a", Tokens: 1, Delta: make([]float32, 8)}, {ID: "b", Tokens: 1, Delta: make([]float32, 8)}}
+	if rep, ok := Aggregate(DefaultConfig(), make([]float32, 8), zeros); !ok || len(rep.Included) != 2 {
+		t.Errorf("all-zero partition: %+v, %v", rep, ok)
+	}
+}
+
 // TestRobustAggregation: one attacker sends a scaled Δ (just under the
 // rejection threshold); robust rules stay close to the honest mean.
 func TestRobustAggregation(t *testing.T) {
@@ -423,8 +476,8 @@ func TestRobustAggregation(t *testing.T) {
 }
 
 // TestRobustAggregationCrafted: one attacker among n sends a
-// crafted-but-plausible Δ (the right norm in the opposite direction; the
-// right direction slightly scaled; the honest mean minus one standard
+// crafted-but-plausible Δ (its own, of the right norm in the opposite
+// direction; in the right direction slightly scaled; the honest mean minus one standard
 // deviation per coordinate, "a little is enough") or a crude one (−8·Δ).
 // Every robust rule keeps the aggregate pointing the honest way (cosine
 // with the honest mean above 0.5) at 0.4 to 1.5 times its length; the
@@ -449,17 +502,23 @@ func TestRobustAggregationCrafted(t *testing.T) {
 		for j := range mean {
 			mean[j] = float32(sum[j] / float64(honest))
 		}
+		// The attacker's own honest Δ, which it turns (another's, scaled,
+		// would be left out as a copy: TestAggregateDropsCopies).
+		own := make([]float32, dim)
+		for j := range own {
+			own[j] = base[j] + float32(r.NormFloat64()*0.1)
+		}
 		attacks := []struct {
 			name string
 			f    func(j int) float32
 		}{
-			{"opposite", func(j int) float32 { return -cs[0].Delta[j] }},
-			{"inflated", func(j int) float32 { return 1.5 * cs[0].Delta[j] }},
+			{"opposite", func(j int) float32 { return -own[j] }},
+			{"inflated", func(j int) float32 { return 1.5 * own[j] }},
 			{"alie", func(j int) float32 {
 				mu := sum[j] / float64(honest)
 				return float32(mu - math.Sqrt(max(sq[j]/float64(honest)-mu*mu, 0)))
 			}},
-			{"scaled", func(j int) float32 { return -8 * cs[0].Delta[j] }},
+			{"scaled", func(j int) float32 { return -8 * own[j] }},
 		}
 		for _, a := range attacks {
 			name, f := a.name, a.f
@@ -473,26 +532,17 @@ func TestRobustAggregationCrafted(t *testing.T) {
 				cfg.Aggregation = agg
 				got := make([]float32, dim)
 				Aggregate(cfg, got, all)
-				cos, ratio := cosine(got, mean), norm(got)/norm(mean)
+				cos, ratio := cosine(got, mean, norm(got), norm(mean)), norm(got)/norm(mean)
 				t.Logf("%d honest, %s, %s: cosine %.3f, length %.2f× the honest mean's", honest, name, agg, cos, ratio)
-				robust := agg != "mean"
-				if robust && (cos < 0.5 || ratio < 0.4 || ratio > 1.5) {
+				held := cos >= 0.5 && ratio >= 0.4 && ratio <= 1.5
+				if robust := agg != "mean"; robust && !held {
 					t.Errorf("%d honest, %s: %s moved to cosine %.3f, length %.2f×", honest, name, agg, cos, ratio)
-				}
-				if !robust && name == "scaled" && cos > 0 {
+				} else if !robust && name == "scaled" && held {
 					t.Errorf("%d honest: the plain mean withstood −8·Δ (cosine %.3f): the attack is too weak to test anything", honest, cos)
 				}
 			}
 		}
 	}
-}
-
-func cosine(a, b []float32) float64 {
-	var ab float64
-	for i := range a {
-		ab += float64(a[i]) * float64(b[i])
-	}
-	return ab / (norm(a) * norm(b))
 }
 
 func norm(a []float32) float64 {
@@ -575,6 +625,33 @@ func BenchmarkEncode10M(b *testing.B) {
 			b.ReportMetric(BytesPerParam(c, len(x)), "bytes/param")
 		})
 	}
+}
+
+// BenchmarkAggregate: one partition of 1M parameters from 8 contributions
+// by each rule, and the copy check alone (one pass over each delta), side
+// by side.
+func BenchmarkAggregate(b *testing.B) {
+	r := rand.New(rand.NewPCG(11, 11))
+	cs := contribs(r, 8, 1<<20)
+	dst := make([]float32, 1<<20)
+	for _, agg := range []string{"mean", "mean-clip", "trimmed-mean", "centered-clip"} {
+		cfg := DefaultConfig()
+		cfg.Aggregation = agg
+		b.Run(agg, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				Aggregate(cfg, dst, cs)
+			}
+		})
+	}
+	norms := map[string]float64{}
+	for _, c := range cs {
+		norms[c.ID] = norm(c.Delta)
+	}
+	b.Run("copy-check", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			dropCopies(slices.Clone(cs), norms, map[string]string{})
+		}
+	})
 }
 
 // "mean" is the undefended token-weighted mean: nothing clipped or rejected.

@@ -22,10 +22,12 @@ import (
 	"time"
 
 	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/gradsync"
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/node"
 	"github.com/fomnet/fomnet/node/nodetest"
 	"github.com/fomnet/fomnet/p2p"
+	"github.com/fomnet/fomnet/sharding"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -237,6 +239,11 @@ type byzantineRun struct {
 	joinerN, followerN *node.Node
 	log                checkpointLog
 	ids                map[string]bool
+	// liar is the lying reducer (byzSetup.liar), on node liarN; expect
+	// is how many contributions the honest nodes expect in a round.
+	liar   *node.Participant
+	liarN  *node.Node
+	expect int
 	// ref is where the same run ended with its attacker identities on
 	// the run's topic, silent (idle: this is that run).
 	ref       outcome
@@ -254,31 +261,60 @@ type byzantineRun struct {
 
 const byzHonest, byzRounds = 3, 3
 
-func newByzantineRun(t *testing.T, ctx context.Context, sybils int, deadline time.Duration, idle bool) *byzantineRun {
+// byzSetup is what a byzantineRun has besides its honest nodes.
+type byzSetup struct {
+	sybils   int           // attacker identities on the topic
+	deadline time.Duration // the run's round deadline
+	// liar adds a participant that trains honestly and, unless the run is
+	// idle, publishes every aggregate with one int8 block scale of 2e36
+	// (16 partitions: it is first in line for some in almost every round).
+	liar bool
+}
+
+func newByzantineRun(t *testing.T, ctx context.Context, s byzSetup, idle bool) *byzantineRun {
 	t.Helper()
 	var ref outcome
 	if !idle {
-		ref = reference(t, fmt.Sprintf("run (%d idle identities, deadline %v)", sybils, deadline), func(t *testing.T, ctx context.Context) outcome {
-			b := newByzantineRun(t, ctx, sybils, deadline, true)
+		ref = reference(t, fmt.Sprintf("run (%+v)", s), func(t *testing.T, ctx context.Context) outcome {
+			b := newByzantineRun(t, ctx, s, true)
 			return outcomeOf(t, ctx, b.c.Nodes[0], b.finish(t, ctx)[0])
 		})
 	}
-	c := nodetest.New(t, byzHonest+2+sybils, nodetest.Options{KeySeed: 22})
+	liars := 0
+	if s.liar {
+		liars = 1
+	}
+	c := nodetest.New(t, byzHonest+2+s.sybils+liars, nodetest.Options{KeySeed: 22})
 	c.ConnectAll()
 	spec := smallRun(t, c, byzRounds)
-	spec.Sync.RoundDeadline = deadline
+	spec.Sync.RoundDeadline = s.deadline
+	if s.liar {
+		spec.Sync.Codec, spec.Sync.Partitions = "int8", 16
+	}
 	run, err := c.Nodes[0].CreateRun(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &byzantineRun{c: c, spec: spec, run: run, ids: map[string]bool{}, ref: ref, idle: idle, tolerance: 0.02}
+	b := &byzantineRun{c: c, spec: spec, run: run, ids: map[string]bool{}, ref: ref, idle: idle, tolerance: 0.02, expect: byzHonest + liars}
 	b.joinerN, b.followerN = c.Nodes[byzHonest], c.Nodes[byzHonest+1]
 	b.ids[b.joinerN.Host.ID().String()] = true
-	b.sybils = append([]*node.Node(nil), c.Nodes[byzHonest+2:]...)
+	b.sybils = append([]*node.Node(nil), c.Nodes[byzHonest+2:byzHonest+2+s.sybils]...)
 	for i := 0; i < byzHonest; i++ {
 		nd := c.Nodes[i]
 		b.ids[nd.Host.ID().String()] = true
-		b.honest = append(b.honest, openOne(t, nd, run, byzHonest, func(e node.RoundEvent) { b.log.record(e) }))
+		b.honest = append(b.honest, openOne(t, nd, run, b.expect, func(e node.RoundEvent) { b.log.record(e) }))
+	}
+	if s.liar {
+		b.liarN = c.Nodes[len(c.Nodes)-1]
+		b.liar = openOne(t, b.liarN, run, b.expect, func(e node.RoundEvent) { b.log.record(e) })
+		if !idle {
+			node.Tamper(b.liar, func(_ int, enc []byte) []byte {
+				out := append([]byte(nil), enc...)
+				// int8: magic, count, block, then the first block's scale.
+				binary.LittleEndian.PutUint32(out[12:], math.Float32bits(2e36))
+				return out
+			})
+		}
 	}
 	// Every attacker identity is on the topic from the start (silent in
 	// the idle run), as round 1's shares of the data count topic peers.
@@ -324,15 +360,19 @@ func (b *byzantineRun) finish(t *testing.T, ctx context.Context) []*node.Partici
 					b.log.record(node.RoundEvent{Phase: "adopted", Round: r, CID: ck.String()})
 				}})
 		}()
-		joiner = openOne(t, b.joinerN, b.run, byzHonest+1, func(e node.RoundEvent) { b.log.record(e) })
+		joiner = openOne(t, b.joinerN, b.run, b.expect+1, func(e node.RoundEvent) { b.log.record(e) })
 		if _, err := joiner.CatchUp(ctx, 10*time.Second); err != nil {
 			joined <- err
 			return
 		}
 		joined <- joiner.RunRounds(ctx, byzRounds)
 	}()
-	for i, err := range runAll(b.honest, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, byzRounds) }) {
-		if err != nil {
+	ps := b.honest
+	if b.liar != nil {
+		ps = append(slices.Clone(ps), b.liar)
+	}
+	for i, err := range runAll(ps, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, byzRounds) }) {
+		if err != nil && i < byzHonest {
 			t.Fatalf("honest node %d: %v", i, err)
 		}
 	}
@@ -459,7 +499,7 @@ func TestByzantineForgedCheckpoints(t *testing.T) {
 		t.Run(fmt.Sprintf("%d attackers", sybils), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
-			b := newByzantineRun(t, ctx, sybils, 10*time.Second, false)
+			b := newByzantineRun(t, ctx, byzSetup{sybils: sybils, deadline: 10 * time.Second}, false)
 			var mu sync.Mutex
 			seen, fakes := map[string]bool{}, map[string]bool{}
 			newest, newestBase := cid.Undef, ""
@@ -544,7 +584,7 @@ func TestByzantineForgedCheckpoints(t *testing.T) {
 func TestByzantineTokenClaims(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	b := newByzantineRun(t, ctx, 1, 10*time.Second, false)
+	b := newByzantineRun(t, ctx, byzSetup{sybils: 1, deadline: 10 * time.Second}, false)
 	atk, actx, stop := b.atk, b.actx, b.stop
 	var mu sync.Mutex
 	done := map[string]bool{}
@@ -602,39 +642,52 @@ func TestByzantineTokenClaims(t *testing.T) {
 func TestByzantineLyingReducer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	ref := reference(t, "lying-reducer run", func(t *testing.T, ctx context.Context) outcome {
-		l := lyingRun(t, ctx, false)
-		return outcomeOf(t, ctx, l.c.Nodes[0], l.ps[0])
+	b := newByzantineRun(t, ctx, byzSetup{sybils: 1, deadline: 3 * time.Second, liar: true}, false)
+	// The attacker identity only watches: it keeps the signed envelope
+	// of an honest reducer's aggregate.
+	var mu sync.Mutex
+	var honest []byte
+	b.atk.watch(b.actx, &b.wg, func(msg p2p.Message, m node.RoundMsg) {
+		if m.Type != node.MsgAggregate || msg.From == b.liarN.Host.ID() {
+			return
+		}
+		if env, err := msg.Signed(); err == nil {
+			mu.Lock()
+			honest = env
+			mu.Unlock()
+		}
 	})
-	l := lyingRun(t, ctx, true)
-	c, ps := l.c, l.ps
+	all := b.finish(t, ctx) // the honest nodes, the joiner and the follower agree
+	b.stop()
+	b.wg.Wait()
 	refused := 0
-	for _, p := range ps[:byzHonest] {
+	for _, p := range all {
 		refused += p.Rejections()[node.RejectAggregate]
 	}
 	if refused == 0 {
 		t.Fatal("no aggregate of the lying reducer was refused")
 	}
 	// The liar trained honestly: its contributions count, its lies do not.
-	rec := lineageOf(t, ctx, c.Nodes[0], ps[0].Base(), byzRounds)[0]
-	if len(rec.Participants) != byzHonest+1 {
-		t.Fatalf("the last round includes %v", rec.Participants)
+	rec := lineageOf(t, ctx, b.c.Nodes[0], all[0].Base(), byzRounds)[0]
+	if !slices.Contains(rec.Participants, b.liarN.Host.ID().String()) {
+		t.Fatalf("the last round includes %v, not the liar's honest work", rec.Participants)
 	}
-	sameAsHonest(t, ref, outcomeOf(t, ctx, c.Nodes[0], ps[0]), 0.02)
-	checkEvidence(t, ctx, l)
+	checkEvidence(t, ctx, b, all, honest)
 }
 
-// checkEvidence: the honest nodes kept evidence against the liar, which
-// another honest node re-checks to the liar's identity; the same evidence
-// with its claim or its signed message altered, and evidence quoting an
-// honest reducer's announcement, prove nothing.
-func checkEvidence(t *testing.T, ctx context.Context, l *lying) {
+// checkEvidence: the honest nodes (ps, on b's nodes in order, the joiner
+// last) kept evidence against the liar, which another honest node
+// re-checks to the liar's identity; the same evidence with its claim or
+// its signed message altered, and evidence quoting an honest reducer's
+// signed announcement, honest, prove nothing.
+func checkEvidence(t *testing.T, ctx context.Context, b *byzantineRun, ps []*node.Participant, honest []byte) {
 	t.Helper()
-	liar := l.c.Nodes[byzHonest].Host.ID()
+	liar := b.liarN.Host.ID()
+	nodes := append(b.c.Nodes[:byzHonest:byzHonest], b.joinerN)
 	var ev *node.Evidence
-	for i, p := range l.ps[:byzHonest] {
+	for i, p := range ps {
 		for _, k := range p.Evidence() {
-			blk, err := l.c.Nodes[i].Store.Block(ctx, k)
+			blk, err := nodes[i].Store.Block(ctx, k)
 			if err != nil {
 				t.Fatalf("evidence %s: %v", k, err)
 			}
@@ -646,7 +699,7 @@ func checkEvidence(t *testing.T, ctx context.Context, l *lying) {
 	if ev == nil {
 		t.Fatal("no evidence against the lying reducer")
 	}
-	checker := l.ps[(byzHonest-1)%byzHonest]
+	checker := ps[byzHonest-1]
 	if who, err := checker.CheckEvidence(ctx, ev); err != nil || who != liar {
 		t.Fatalf("evidence re-checked: %s, %v; the liar is %s", who, err, liar)
 	}
@@ -657,9 +710,6 @@ func checkEvidence(t *testing.T, ctx context.Context, l *lying) {
 	cut := *ev
 	cut.Message = append([]byte(nil), ev.Message...)
 	cut.Message[len(cut.Message)/2] ^= 1
-	l.mu.Lock()
-	honest := l.honest
-	l.mu.Unlock()
 	if honest == nil {
 		t.Fatal("the observer saw no honest aggregate")
 	}
@@ -673,82 +723,18 @@ func checkEvidence(t *testing.T, ctx context.Context, l *lying) {
 	}
 }
 
-// lying is a run of three honest participants and a fourth, ps[byzHonest],
-// that trains honestly and, if it lies, publishes every aggregate with one
-// int8 block scale of 2e36; an observer on the topic keeps the signed
-// envelope of an honest reducer's aggregate.
-type lying struct {
-	c      *nodetest.Cluster
-	ps     []*node.Participant
-	mu     sync.Mutex
-	honest []byte
-}
-
-// lyingRun runs it; the honest participants must end on one checkpoint.
-func lyingRun(t *testing.T, ctx context.Context, lie bool) *lying {
-	t.Helper()
-	c := nodetest.New(t, byzHonest+2, nodetest.Options{KeySeed: 22})
-	c.ConnectAll()
-	spec := smallRun(t, c, byzRounds)
-	// 16 partitions: the liar is first in line for none of a round's
-	// partitions with odds 0.75^16 (1%), so it lies in almost every round
-	// (with 4, it missed all three rounds about one run in 30).
-	spec.Sync.Codec, spec.Sync.RoundDeadline, spec.Sync.Partitions = "int8", 3*time.Second, 16
-	run, err := c.Nodes[0].CreateRun(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &lying{c: c}
-	obs := c.Nodes[byzHonest+1]
-	c.Nodes[byzHonest+1] = nil // not a participant
-	var log checkpointLog
-	l.ps = openAll(t, c, run, byzHonest+1, func(_ int, e node.RoundEvent) { log.record(e) })[:byzHonest+1]
-	c.Nodes[byzHonest+1] = obs
-	watcher := newAttacker(t, obs, run)
-	if err := watcher.topic.WaitPeers(ctx, byzHonest+1); err != nil {
-		t.Fatal(err)
-	}
-	wctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() { stop(); wg.Wait() }()
-	watcher.watch(wctx, &wg, func(msg p2p.Message, m node.RoundMsg) {
-		if m.Type != node.MsgAggregate || msg.From == c.Nodes[byzHonest].Host.ID() {
-			return
-		}
-		if env, err := msg.Signed(); err == nil {
-			l.mu.Lock()
-			l.honest = env
-			l.mu.Unlock()
-		}
-	})
-	if lie {
-		node.Tamper(l.ps[byzHonest], func(_ int, enc []byte) []byte {
-			out := append([]byte(nil), enc...)
-			// int8: magic, count, block, then the first block's scale.
-			binary.LittleEndian.PutUint32(out[12:], math.Float32bits(2e36))
-			return out
-		})
-	}
-	errs := runAll(l.ps, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, byzRounds) })
-	for i, err := range errs[:byzHonest] {
-		if err != nil {
-			t.Fatalf("honest node %d: %v", i, err)
-		}
-	}
-	sameBase(t, l.ps[:byzHonest])
-	return l
-}
-
 // A flood — one attacker publishing about 2,000 valid-looking messages a
 // second on the run's topic (contributions and checkpoints naming blocks
 // nobody holds, aggregates with made-up inputs) for the whole run — is
-// absorbed: each sender is held to its rate and its own queue, the
-// honest nodes, a joiner and a follower end on one honest lineage, and the
-// drops are counted.
+// absorbed: each sender is held to its rate and its own queue, its
+// aggregates and checkpoints are neither taken nor forwarded (none of its
+// contributions was admitted: it has no standing), the honest nodes, a
+// joiner and a follower end on one honest lineage, and the drops are
+// counted.
 func TestByzantineFlood(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	b := newByzantineRun(t, ctx, 1, 10*time.Second, false)
+	b := newByzantineRun(t, ctx, byzSetup{sybils: 1, deadline: 10 * time.Second}, false)
 	atk, actx, stop := b.atk, b.actx, b.stop
 	var mu sync.Mutex
 	round, base := 1, ""
@@ -811,25 +797,35 @@ func TestByzantineFlood(t *testing.T) {
 	if drops[node.DropRate]+drops[node.DropQueueFull] == 0 {
 		t.Fatal("nothing of the flood was dropped for its rate")
 	}
+	if drops[node.DropStanding] == 0 {
+		t.Fatal("no aggregate or checkpoint of the flood was dropped for want of standing")
+	}
 }
 
-// A lazy worker republishes another node's contribution as its own (the
-// same partition blocks) and a stale one sends a contribution on the
-// previous round's base: the copy counts once (copied_delta, in the round
-// records), the stale one is refused (wrong_round), and the run agrees on
-// a lineage that lowers the validation loss.
+// A lazy worker republishes another node's contribution as its own —
+// an exact copy in round 1, the same scaled by 0.9 in round 2, a zero
+// update in round 3 — and a stale one sends a contribution on the
+// previous round's base: of a copy and its original one counts
+// (copied_delta, in the round records), the zero update none
+// (zero_delta), the stale one is refused (wrong_round), and the run agrees
+// on a lineage within bounds of the attacker-free run's.
 func TestByzantineLazyAndStale(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	// Its copies are admissible, so they count towards closing a round
 	// and the attacker is in line to reduce (and stays silent): views of
 	// round 1 differ, deadlines pass, and fork choice reconciles.
-	b := newByzantineRun(t, ctx, 1, 4*time.Second, false)
+	b := newByzantineRun(t, ctx, byzSetup{sybils: 1, deadline: 4 * time.Second}, false)
 	// Bounded, not equal: before a run has members (round 1), the copy
 	// counts towards closing the round, which can close without one
-	// honest contribution (the threat model's known limit).
+	// honest contribution (the threat model's known limit); a smaller
+	// copy counts in place of its original.
 	b.tolerance = 0.1
 	atk, actx, stop := b.atk, b.actx, b.stop
+	codec, err := b.spec.Sync.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var mu sync.Mutex
 	done, prevBase := map[int]bool{}, map[int]string{}
 	start, _ := b.honest[0].ValLoss()
@@ -852,7 +848,14 @@ func TestByzantineLazyAndStale(t *testing.T) {
 		if !ok {
 			return
 		}
-		atk.contribute(actx, *con) // a copy of its work
+		c := *con // round 1: a copy of its work
+		if scale := map[int]float32{2: 0.9, 3: 0}; m.Round > 1 {
+			if err := atk.rescale(actx, &c, codec, scale[m.Round]); err != nil {
+				t.Errorf("round %d: %v", m.Round, err)
+				return
+			}
+		}
+		atk.contribute(actx, c)
 		if stale != "" {
 			c := *con
 			c.Base.CID = stale // the previous round's base
@@ -861,13 +864,12 @@ func TestByzantineLazyAndStale(t *testing.T) {
 	})
 	all := b.finish(t, ctx) // every node ends on one checkpoint
 	stop()
-	copied := 0
+	left := map[string]int{}
 	for _, rec := range lineageOf(t, ctx, b.c.Nodes[0], all[0].Base(), byzRounds) {
+		t.Logf("round %d: %d authors, left out %v", rec.Round, len(rec.Participants), rec.Rejected)
 		for _, parts := range rec.Rejected {
 			for _, why := range parts {
-				if why == node.RejectCopied {
-					copied++
-				}
+				left[why]++
 			}
 		}
 	}
@@ -875,12 +877,50 @@ func TestByzantineLazyAndStale(t *testing.T) {
 	for _, p := range all {
 		stale += p.Rejections()[node.RejectRound]
 	}
-	t.Logf("copied partitions left out: %d; stale contributions refused: %d", copied, stale)
-	if copied == 0 || stale == 0 {
-		t.Fatalf("copied %d, stale %d: the lazy or the stale worker went unnoticed", copied, stale)
+	t.Logf("partitions left out: %v; stale contributions refused: %d", left, stale)
+	if left[node.RejectCopied] == 0 || left[node.RejectZero] == 0 || stale == 0 {
+		t.Fatalf("left out %v, stale %d: a lazy or the stale worker went unnoticed", left, stale)
 	}
 	end, _ := all[0].ValLoss()
 	if !(end["en"] < start["en"]) {
 		t.Fatalf("validation loss %v → %v", start["en"], end["en"])
 	}
+}
+
+// rescale makes c's partitions its own: each decoded with codec, scaled
+// by k, encoded and stored.
+func (a *attacker) rescale(ctx context.Context, c *node.Contribution, codec gradsync.Codec, k float32) error {
+	parts := append([]sharding.Link(nil), c.Partitions...)
+	for i, l := range parts {
+		pk, err := l.Cid()
+		if err != nil {
+			return err
+		}
+		blk, err := a.nd.Store.Block(ctx, pk)
+		if err != nil {
+			return err
+		}
+		raw := blk.RawData()
+		if len(raw) < 8 {
+			return fmt.Errorf("partition %d: %d bytes", i, len(raw))
+		}
+		d := make([]float32, binary.LittleEndian.Uint32(raw[4:])) // every codec: magic, count
+		if err := codec.Decode(d, raw); err != nil {
+			return err
+		}
+		for j := range d {
+			d[j] *= k
+		}
+		enc := codec.Encode(nil, d)
+		nk, err := contentstore.BlockCID(contentstore.CodecRaw, enc)
+		if err != nil {
+			return err
+		}
+		if err := a.nd.Store.PutBlock(ctx, nk, enc); err != nil {
+			return err
+		}
+		parts[i] = sharding.LinkTo(nk)
+	}
+	c.Partitions = parts
+	return nil
 }

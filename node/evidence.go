@@ -114,10 +114,18 @@ func (p *Participant) CheckEvidence(ctx context.Context, e *Evidence) (peer.ID, 
 }
 
 // evidenceLog is what a participant has found against reducers: the CIDs
-// of the evidence blocks it stored.
+// of the evidence blocks it stored, and whom they prove wrong.
 type evidenceLog struct {
-	mu   sync.Mutex
-	cids []cid.Cid
+	mu      sync.Mutex
+	cids    []cid.Cid
+	against map[peer.ID]bool
+}
+
+// proven says whether this node holds evidence against id (never itself).
+func (p *Participant) proven(id peer.ID) bool {
+	p.evidence.mu.Lock()
+	defer p.evidence.mu.Unlock()
+	return id != p.self && p.evidence.against[id]
 }
 
 // accuse keeps evidence that im's sender announced an aggregate whose
@@ -130,6 +138,10 @@ func (p *Participant) accuse(ctx context.Context, im inMsg, recomputed cid.Cid) 
 	}
 	p.evidence.mu.Lock()
 	p.evidence.cids = append(p.evidence.cids, k)
+	if p.evidence.against == nil {
+		p.evidence.against = map[peer.ID]bool{}
+	}
+	p.evidence.against[im.from] = true
 	p.evidence.mu.Unlock()
 	p.opts.Logf("run %s: evidence %s: %s announced %s for partition %d of round %d; its inputs give %s", p.id, k, im.from, sanitize(im.m.CID), im.m.Partition, im.m.Round, recomputed)
 }

@@ -30,6 +30,7 @@ const (
 	DropQueueFull = "queue_full"   // a sender's queue was full
 	DropRate      = "rate_limited" // a sender exceeded msgRate
 	DropPending   = "pending_full" // a round kept too many for later
+	DropStanding  = "no_standing"  // an aggregate or checkpoint from a peer with no part in the round
 )
 
 type mailbox struct {

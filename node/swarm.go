@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -168,8 +169,12 @@ type Participant struct {
 	lim   limiter  // each sender's message rate
 	sent  [][]byte // this round's published messages, repeated while waiting
 
-	mu         sync.Mutex // guards round, base and catchingUp for the validator
+	mu         sync.Mutex // guards round, base, catchingUp and standing for the validator
 	catchingUp bool
+	// standing: the peers whose aggregates and checkpoints of the current
+	// round this node takes and forwards — the base's members and the
+	// authors of contributions it admitted in the round.
+	standing map[peer.ID]bool
 	// following: a follower (FollowRun), which trains nothing and takes
 	// announcements of any round ahead as candidates.
 	following  bool
@@ -396,7 +401,7 @@ func (p *Participant) validate(_ context.Context, from peer.ID, data []byte) err
 		return p2p.ErrIgnore
 	}
 	p.mu.Lock()
-	round, base, catchingUp := p.round, p.base, p.catchingUp
+	round, base, catchingUp, standing := p.round, p.base, p.catchingUp, p.standing[from]
 	p.mu.Unlock()
 	switch {
 	case (catchingUp || p.following) && m.Round >= round-1:
@@ -406,8 +411,23 @@ func (p *Participant) validate(_ context.Context, from peer.ID, data []byte) err
 	case m.Round == round && m.Type == MsgContribution && m.Base != base.String():
 		p.count(RejectRound, 1)
 		return fmt.Errorf("contribution for round %d on base %s, not %s", m.Round, m.Base, base)
+	case m.Round == round && (m.Type == MsgAggregate || m.Type == MsgCheckpoint) && from != p.self && !standing:
+		// Not yet, perhaps: the sender repeats it while its round lasts.
+		p.count(DropStanding, 1)
+		return p2p.ErrIgnore
 	}
 	return nil
+}
+
+// grant gives from standing in the current round (its contribution was
+// admitted).
+func (p *Participant) grant(from peer.ID) {
+	p.mu.Lock()
+	if p.standing == nil {
+		p.standing = map[peer.ID]bool{}
+	}
+	p.standing[from] = true
+	p.mu.Unlock()
 }
 
 // loadData splits the dataset's rows: every tenth row of each shard (the
@@ -735,6 +755,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 					p.refuse(err, fmt.Sprintf("round %d: contribution %s from %s", r, k, from))
 				case collecting:
 					admitted[from] = in
+					p.grant(from)
 				}
 			}
 		})
@@ -763,23 +784,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 		p.opts.Logf("round %d: %d contributions by the deadline, quorum %d; waiting", r, len(admitted), p.sync.Quorum)
 	}
 	collecting = false
-	// Reducers: the members (agreed through the base checkpoint) first,
-	// then the other authors of admitted contributions.
-	isMember := map[peer.ID]bool{}
-	for _, id := range p.members {
-		isMember[id] = true
-	}
-	var others []peer.ID
-	for id := range admitted {
-		if !isMember[id] {
-			others = append(others, id)
-		}
-	}
-	sort.Slice(others, func(i, j int) bool { return others[i] < others[j] })
-	order := make([][]peer.ID, len(p.parts))
-	for pi := range p.parts {
-		order[pi] = append(Reducers(p.id, r, pi, p.members), Reducers(p.id, r, pi, others)...)
-	}
+	order := p.reducerOrder(r, admitted)
 	mine := inputList(admitted)
 
 	// Reduce the partitions this node is first in line for.
@@ -897,6 +902,31 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, error) {
 	}
 	p.event(RoundEvent{Phase: "contributed", CID: ccid.String(), EncodedBytes: encBytes, RawBytes: 4 * len(p.global)})
 	return ccid, nil
+}
+
+// reducerOrder gives each partition's reducers in round r: the members
+// (agreed through the base checkpoint) first, then the other authors of
+// admitted contributions — less those this node holds evidence against
+// (every honest node that checked the same lie leaves the liar out, so
+// they stop waiting a deadline for it; one that did not yet waits once).
+func (p *Participant) reducerOrder(r int, admitted map[peer.ID]*input) [][]peer.ID {
+	isMember := map[peer.ID]bool{}
+	for _, id := range p.members {
+		isMember[id] = true
+	}
+	var others []peer.ID
+	for id := range admitted {
+		if !isMember[id] {
+			others = append(others, id)
+		}
+	}
+	sort.Slice(others, func(i, j int) bool { return others[i] < others[j] })
+	order := make([][]peer.ID, len(p.parts))
+	for pi := range p.parts {
+		all := append(Reducers(p.id, r, pi, p.members), Reducers(p.id, r, pi, others)...)
+		order[pi] = slices.DeleteFunc(all, p.proven)
+	}
+	return order
 }
 
 // gatherAggregates waits for one verified aggregate per partition: from

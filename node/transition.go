@@ -72,7 +72,8 @@ const (
 	RejectCandidate  = "checkpoint_wrong"  // a checkpoint that does not follow from its record
 	RejectLineage    = "lineage_unknown"   // a checkpoint whose lineage is not this run's
 	RejectNonFinite  = "weights_nonfinite" // a round whose outer step left non-finite weights
-	RejectCopied     = "copied_delta"      // a partition block another input also holds
+	RejectCopied     = gradsync.RejectCopy // a partition that (scaled) copies another input's
+	RejectZero       = gradsync.RejectZero // an all-zero partition where others are not
 )
 
 // RoundTokens is the token count every contribution to round r (from 1)
@@ -200,7 +201,7 @@ func (ru *rules) fetchInput(ctx context.Context, st *contentstore.Store, k cid.C
 // aggregate computes partition pi's aggregate of ins (in any order): the
 // encoded block as it travels, its CID, and the inputs it included. A
 // partition that fails to decode is left out as gradsync leaves out
-// non-finite values; a copied one counts once.
+// non-finite values (and copies, and zero updates).
 func (ru *rules) aggregate(pi int, ins []*input) (enc []byte, k cid.Cid, rep gradsync.AggReport, err error) {
 	key := make([]string, 0, len(ins)+1)
 	for _, in := range ins {
@@ -229,18 +230,9 @@ func (ru *rules) aggregateOnce(pi int, ins []*input) (enc []byte, k cid.Cid, rep
 	pr := ru.parts[pi]
 	cs := make([]gradsync.Contribution, 0, len(ins))
 	bad := map[string]string{}
-	// A partition block that several inputs share (one copied another's
-	// work) counts once: for the input with the smallest CID.
-	sorted := append([]*input(nil), ins...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].cid.String() < sorted[j].cid.String() })
-	first := map[string]bool{}
-	for _, in := range sorted {
-		block := in.c.Partitions[pi].CID
-		if first[block] {
-			bad[in.cid.String()] = RejectCopied
-			continue
-		}
-		first[block] = true
+	// gradsync.Aggregate leaves out copies (the same block, or scaled)
+	// and zero updates.
+	for _, in := range ins {
 		d := make([]float32, pr.Size)
 		if err := ru.codec.Decode(d, in.parts[pi]); err != nil {
 			bad[in.cid.String()] = gradsync.RejectNonFinite

@@ -116,6 +116,10 @@ func (p *Participant) setCurrent(s *state) {
 	p.members = toPeerIDs(s.rec.Participants)
 	p.mu.Lock()
 	p.base, p.round = s.ck, s.round+1
+	p.standing = map[peer.ID]bool{}
+	for _, id := range p.members {
+		p.standing[id] = true
+	}
 	p.mu.Unlock()
 }
 
