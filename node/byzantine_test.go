@@ -244,6 +244,9 @@ type byzantineRun struct {
 	liar   *node.Participant
 	liarN  *node.Node
 	expect int
+	// admitted: attacker identities whose contributions can be admitted
+	// (each may stall one level of a round's reducer order).
+	admitted int
 	// ref is where the same run ended with its attacker identities on
 	// the run's topic, silent (idle: this is that run).
 	ref       outcome
@@ -295,7 +298,7 @@ func newByzantineRun(t *testing.T, ctx context.Context, s byzSetup, idle bool) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &byzantineRun{c: c, spec: spec, run: run, ids: map[string]bool{}, ref: ref, idle: idle, tolerance: 0.02, expect: byzHonest + liars}
+	b := &byzantineRun{c: c, spec: spec, run: run, ids: map[string]bool{}, ref: ref, idle: idle, tolerance: 0.02, expect: byzHonest + liars, admitted: liars}
 	b.joinerN, b.followerN = c.Nodes[byzHonest], c.Nodes[byzHonest+1]
 	b.ids[b.joinerN.Host.ID().String()] = true
 	b.sybils = append([]*node.Node(nil), c.Nodes[byzHonest+2:byzHonest+2+s.sybils]...)
@@ -402,7 +405,29 @@ func (b *byzantineRun) finish(t *testing.T, ctx context.Context) []*node.Partici
 	if !b.idle {
 		sameAsHonest(t, b.ref, outcomeOf(t, ctx, b.c.Nodes[0], all[0]), b.tolerance)
 	}
+	b.boundedWaits(t)
 	return all
+}
+
+// boundedWaits fails the test if an honest participant or the joiner
+// waited out more round deadlines in a round than the protocol allows it:
+// one collecting contributions (the quorum is one: its own), one per
+// reducer in line ahead of an honest one — none but the admitted attackers
+// (b.admitted) — plus one, and one for the participants' checkpoints.
+func (b *byzantineRun) boundedWaits(t *testing.T) {
+	t.Helper()
+	limit := 3 + b.admitted
+	b.log.mu.Lock()
+	defer b.log.mu.Unlock()
+	for i, nd := range append(b.c.Nodes[:byzHonest:byzHonest], b.joinerN) {
+		waits := b.log.deadlines[nd.Host.ID().String()]
+		t.Logf("participant %d: deadlines passed per round %v (at most %d allowed)", i, waits, limit)
+		for r, n := range waits {
+			if n > limit {
+				t.Errorf("participant %d waited out %d deadlines in round %d, more than %d", i, n, r, limit)
+			}
+		}
+	}
 }
 
 // outcome is where a run ended: its checkpoint, validation loss and the
@@ -642,7 +667,7 @@ func TestByzantineTokenClaims(t *testing.T) {
 func TestByzantineLyingReducer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	b := newByzantineRun(t, ctx, byzSetup{sybils: 1, deadline: 3 * time.Second, liar: true}, false)
+	b := newByzantineRun(t, ctx, byzSetup{sybils: 1, deadline: 10 * time.Second, liar: true}, false)
 	// The attacker identity only watches: it keeps the signed envelope
 	// of an honest reducer's aggregate.
 	var mu sync.Mutex
@@ -821,6 +846,7 @@ func TestByzantineLazyAndStale(t *testing.T) {
 	// honest contribution (the threat model's known limit); a smaller
 	// copy counts in place of its original.
 	b.tolerance = 0.1
+	b.admitted = 1
 	atk, actx, stop := b.atk, b.actx, b.stop
 	codec, err := b.spec.Sync.NewCodec()
 	if err != nil {

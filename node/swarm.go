@@ -79,8 +79,10 @@ type RoundEvent struct {
 	Round int
 	// Phase: "train" (Step/Steps, Loss), "contributed", "aggregated"
 	// (Partitions this node reduced), "checkpoint" (CID), "adopted" (CID
-	// of the majority's checkpoint, replacing ours).
+	// of a better checkpoint, replacing ours), "deadline" (the round's
+	// deadline passed while it waited for Waiting).
 	Phase      string
+	Waiting    string
 	Step       int
 	Steps      int
 	Loss       float32
@@ -764,7 +766,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 	// Past the deadline without a quorum (peers restarting, say), the
 	// round waits a few more deadlines before it fails.
 	for wait := 0; ; wait++ {
-		closed, err := w.until(ctx, complete, collect)
+		closed, err := w.until(ctx, "contributions", complete, collect)
 		if err != nil {
 			return err
 		}
@@ -984,7 +986,7 @@ func (p *Participant) gatherAggregates(ctx context.Context, w *roundWait, r int,
 		return true
 	}
 	for {
-		ok, err := w.until(ctx, settled, take)
+		ok, err := w.until(ctx, "verified aggregates", settled, take)
 		if err != nil {
 			return nil, err
 		}
@@ -1035,7 +1037,7 @@ func (p *Participant) vote(ctx context.Context, w *roundWait, r int, s *state, p
 	}
 	// Not every participant may announce (one may have crashed): the
 	// deadline ends the wait.
-	if _, err := w.until(ctx, heard, count); err != nil {
+	if _, err := w.until(ctx, "the participants' checkpoints", heard, count); err != nil {
 		return nil, err
 	}
 	var ask []peer.ID
@@ -1151,8 +1153,9 @@ func (w *roundWait) background(f func(ctx context.Context) func()) {
 
 // until restarts the round deadline and feeds messages (pending ones
 // first) to handle, which reports whether it used one, until done holds
-// (true) or the deadline passes (false).
-func (w *roundWait) until(ctx context.Context, done func() bool, handle func(inMsg) bool) (bool, error) {
+// (true) or the deadline passes (false, and a "deadline" event says what
+// the round waited for).
+func (w *roundWait) until(ctx context.Context, what string, done func() bool, handle func(inMsg) bool) (bool, error) {
 	w.deadline.Reset(w.p.sync.RoundDeadline)
 	keep := w.pending[:0]
 	for _, im := range w.pending {
@@ -1168,6 +1171,7 @@ func (w *roundWait) until(ctx context.Context, done func() bool, handle func(inM
 		case <-w.resend.C:
 			w.p.resend(ctx)
 		case <-w.deadline.C:
+			w.p.event(RoundEvent{Phase: "deadline", Round: w.r, Waiting: what})
 			return false, nil
 		case f := <-w.results:
 			f()

@@ -113,14 +113,25 @@ type checkpointLog struct {
 	cids    map[int]map[string]bool
 	adopted int
 	counts  map[int][]int // round → contributions included, per checkpoint
+	// deadlines: peer → round → deadlines that passed while it waited.
+	deadlines map[string]map[int]int
 }
 
 func (l *checkpointLog) record(e node.RoundEvent) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e.Phase == "deadline" {
+		if l.deadlines == nil {
+			l.deadlines = map[string]map[int]int{}
+		}
+		if l.deadlines[e.Peer] == nil {
+			l.deadlines[e.Peer] = map[int]int{}
+		}
+		l.deadlines[e.Peer][e.Round]++
+	}
 	if e.Phase != "checkpoint" && e.Phase != "adopted" {
 		return
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.cids == nil {
 		l.cids, l.counts = map[int]map[string]bool{}, map[int][]int{}
 	}
