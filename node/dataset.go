@@ -19,15 +19,7 @@ import (
 // manifest names, checked), the manifest as its dag-json block, and one
 // recursive pin on the manifest, whose links reach everything.
 func (n *Node) PublishDataset(ctx context.Context, dir string) (cid.Cid, error) {
-	mb, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		return cid.Undef, err
-	}
-	man, err := sharding.DecodeManifest(mb)
-	if err != nil {
-		return cid.Undef, fmt.Errorf("%s: %w", dir, err)
-	}
-	_, dsCID, err := sharding.EncodeManifest(man)
+	man, mb, dsCID, err := readDatasetDir(dir)
 	if err != nil {
 		return cid.Undef, err
 	}
@@ -57,6 +49,27 @@ func (n *Node) PublishDataset(ctx context.Context, dir string) (cid.Cid, error) 
 		return cid.Undef, err
 	}
 	return dsCID, nil
+}
+
+// DatasetDirCID is the dataset CID of a prepared dataset directory (its
+// manifest's), found without publishing anything; an empty or malformed
+// manifest is an error.
+func DatasetDirCID(dir string) (cid.Cid, error) {
+	_, _, k, err := readDatasetDir(dir)
+	return k, err
+}
+
+func readDatasetDir(dir string) (*sharding.Manifest, []byte, cid.Cid, error) {
+	mb, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		return nil, nil, cid.Undef, err
+	}
+	man, err := sharding.DecodeManifest(mb)
+	if err != nil {
+		return nil, nil, cid.Undef, fmt.Errorf("%s: %w", dir, err)
+	}
+	_, k, err := sharding.EncodeManifest(man)
+	return man, mb, k, err
 }
 
 // Dataset is a dataset fetched from the store: its manifest, tokenizer

@@ -92,6 +92,19 @@ var roundDirRE = regexp.MustCompile(`^round-(\d{6})$`)
 // resume loads the newest complete checkpoint this node wrote for the run
 // (and the error-feedback state that follows it), so a restarted node
 // continues where it stopped. It reports the round resumed from (0: none).
+// efMismatch says why the error-feedback state in path (of round er, or
+// unreadable: err) cannot carry on from the checkpoint of round r.
+func efMismatch(path string, er, r int, err error) string {
+	switch {
+	case err != nil:
+		return fmt.Sprintf("error-feedback state %s unreadable: %v", path, err)
+	case er > r:
+		return fmt.Sprintf("error-feedback state %s is from this node's contribution to round %d, which it holds no checkpoint of (it stopped before round %d settled; the newest it holds is round %d)", path, er, er, r)
+	default:
+		return fmt.Sprintf("error-feedback state %s is from this node's contribution to round %d, older than its newest checkpoint (round %d, adopted from the swarm)", path, er, r)
+	}
+}
+
 func (p *Participant) resume() (int, error) {
 	rounds, err := p.roundDirs()
 	if err != nil {
@@ -121,7 +134,7 @@ func (p *Participant) resume() (int, error) {
 		}
 		if b, err := os.ReadFile(p.efPath()); err == nil {
 			if er, err := DecodeEFState(b, p.efs); err != nil || er != r {
-				p.opts.Logf("run %s: error-feedback state not restored (round %d, %v); starting with zero residuals", p.id, er, err)
+				p.opts.Logf("run %s: %s; starting round %d with zero residuals", p.id, efMismatch(p.efPath(), er, r, err), r+1)
 				for _, e := range p.efs {
 					clear(e.Residual)
 				}

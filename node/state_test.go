@@ -2,6 +2,8 @@ package node
 
 import (
 	"bytes"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/fomnet/fomnet/gradsync"
@@ -74,4 +76,23 @@ func FuzzDecodeEFState(f *testing.F) {
 			t.Fatalf("accepted state does not re-encode to itself: %v", err)
 		}
 	})
+}
+
+// After a restart the log says why the residuals are dropped, naming the
+// file and the rounds, never with a nil error in it.
+func TestEFMismatchMessage(t *testing.T) {
+	for _, c := range []struct {
+		er, r int
+		err   error
+		want  string
+	}{
+		{5, 4, nil, "contribution to round 5, which it holds no checkpoint of"},
+		{3, 4, nil, "older than its newest checkpoint (round 4"},
+		{0, 4, errors.New("gradsync: malformed encoding"), "unreadable: gradsync: malformed encoding"},
+	} {
+		msg := efMismatch("home/ef-state.bin", c.er, c.r, c.err)
+		if strings.Contains(msg, "nil") || !strings.Contains(msg, c.want) || !strings.Contains(msg, "home/ef-state.bin") {
+			t.Errorf("round %d state, round %d checkpoint, %v: %q", c.er, c.r, c.err, msg)
+		}
+	}
 }

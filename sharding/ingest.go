@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,6 +81,50 @@ func (s *IngestStats) skip(m Malformed) {
 	}
 }
 
+// sniffLen is how much of a text input LooksBinary reads.
+const sniffLen = 64 << 10
+
+// LooksBinary peeks at the start of a text input (at most sniffLen bytes,
+// consuming nothing) and says why it is not text, or "" if it is: a NUL
+// byte, or more than 1% (and more than four) of its bytes in invalid UTF-8
+// or in control characters other than tab, newline, carriage return and
+// form feed.
+func LooksBinary(r *bufio.Reader) (string, error) {
+	b, err := r.Peek(sniffLen)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+		return "", err
+	}
+	return binaryReason(b), nil
+}
+
+func binaryReason(b []byte) string {
+	invalid, control := 0, 0
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		switch {
+		case r == 0:
+			return fmt.Sprintf("a NUL byte at offset %d", i)
+		case r == utf8.RuneError && n == 1:
+			if !utf8.FullRune(b[i:]) && len(b) == sniffLen {
+				i = len(b) // a character cut by the sniff window
+				continue
+			}
+			invalid++
+		case r < 0x20 && r != '\t' && r != '\n' && r != '\r' && r != '\f', r == 0x7f, r >= 0x80 && r < 0xa0:
+			control++
+		}
+		i += n
+	}
+	limit := max(len(b)/100, 4) // a stray bad byte is a malformed line
+	switch {
+	case invalid > limit:
+		return fmt.Sprintf("%d of its first %d bytes are not UTF-8", invalid, len(b))
+	case control > limit:
+		return fmt.Sprintf("%d control characters in its first %d bytes", control, len(b))
+	}
+	return ""
+}
+
 // ErrInput reports an input file that cannot be read at all.
 var ErrInput = errors.New("input")
 
@@ -120,7 +165,13 @@ func readFile(path string, f Format, o IngestOptions, st *IngestStats, yield fun
 		return fmt.Errorf("%w: %v", ErrInput, err)
 	}
 	defer fh.Close()
-	sc := bufio.NewScanner(fh)
+	br := bufio.NewReaderSize(fh, sniffLen)
+	if why, err := LooksBinary(br); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrInput, path, err)
+	} else if why != "" {
+		return fmt.Errorf("%w: %s is not text (%s); fomnet reads UTF-8 text, .tsv, .jsonl and .parquet", ErrInput, path, why)
+	}
+	sc := bufio.NewScanner(br)
 	sc.Buffer(make([]byte, min(64<<10, o.MaxLine)), o.MaxLine)
 	line := 0
 	var para strings.Builder

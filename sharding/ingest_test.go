@@ -2,6 +2,7 @@ package sharding
 
 import (
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,5 +58,40 @@ func TestReadDocs(t *testing.T) {
 	stop := errors.New("stop")
 	if _, err := ReadDocs([]string{txt}, IngestOptions{}, func(Doc) error { return stop }); err != stop {
 		t.Fatalf("yield error not returned: %v", err)
+	}
+}
+
+// Binary input is refused by name, whatever its extension: a NUL byte
+// (executables, UTF-16), random bytes, control characters; text with a
+// stray bad byte is read (the line skipped), Korean text passes.
+func TestReadDocsRefusesBinary(t *testing.T) {
+	dir := t.TempDir()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	random := make([]byte, 200<<10)
+	for i := range random {
+		random[i] = byte(r.IntN(255) + 1) // no NUL: the share of invalid UTF-8 tells
+	}
+	ctrl := strings.Repeat("text\x01\x02\x03 ", 100)
+	for name, path := range map[string]string{
+		"executable": exe,
+		"random":     write(t, dir, "random.txt", string(random)),
+		"utf-16":     write(t, dir, "utf16.txt", "h\x00e\x00l\x00l\x00o\x00"),
+		"control":    write(t, dir, "ctrl.jsonl", ctrl),
+	} {
+		_, err := ReadDocs([]string{path}, IngestOptions{}, func(Doc) error { return nil })
+		if !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), "is not text") || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: %v", name, err)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	ko := write(t, dir, "ko.txt", strings.Repeat("한국어 문장입니다. English too.\n\n", 3000)+"stray \xff byte\n")
+	st, err := ReadDocs([]string{ko}, IngestOptions{}, func(Doc) error { return nil })
+	if err != nil || st.Docs != 3000 || st.Skipped != 1 {
+		t.Fatalf("Korean text: %+v, %v", st, err)
 	}
 }

@@ -3,6 +3,7 @@ package sharding
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/ipfs/go-cid"
@@ -112,8 +113,28 @@ type InputRecord struct {
 	Stage     string `json:"stage"`
 }
 
+// ErrEmptyDataset reports a manifest with nothing to train on.
+var ErrEmptyDataset = errors.New("the dataset is empty")
+
+// check is what makes a manifest a dataset, on writing and reading alike:
+// at least one shard, each of at least one row.
+func (m *Manifest) check() error {
+	if len(m.Shards) == 0 {
+		return fmt.Errorf("manifest: no shards: %w", ErrEmptyDataset)
+	}
+	for i, s := range m.Shards {
+		if s.Rows < 1 {
+			return fmt.Errorf("manifest: shard %d (%s) has %d rows: %w", i, s.CID.CID, s.Rows, ErrEmptyDataset)
+		}
+	}
+	return nil
+}
+
 // EncodeManifest returns the manifest's canonical dag-json bytes and CID.
 func EncodeManifest(m *Manifest) ([]byte, cid.Cid, error) {
+	if err := m.check(); err != nil {
+		return nil, cid.Undef, err
+	}
 	plain, err := json.Marshal(m)
 	if err != nil {
 		return nil, cid.Undef, err
@@ -151,6 +172,9 @@ func DecodeManifest(b []byte) (*Manifest, error) {
 		if _, err := s.CID.Cid(); err != nil {
 			return nil, fmt.Errorf("manifest: shard %d: %w", i, err)
 		}
+	}
+	if err := m.check(); err != nil {
+		return nil, err
 	}
 	return &m, nil
 }

@@ -3,6 +3,8 @@ package sharding
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -167,5 +169,47 @@ func TestPrepareBuiltinAndSynthetic(t *testing.T) {
 	}
 	if p.Manifest.Report.Dropped[ReasonExactDup] == 0 {
 		t.Error("templated synthetic text should repeat and be deduplicated")
+	}
+}
+
+// An empty input, or one whose every document the filters drop, is not a
+// dataset: Prepare says so (with what it read) and writes no manifest, and
+// a manifest without shards or with an empty shard does not decode.
+func TestPrepareRefusesEmpty(t *testing.T) {
+	tk := testTokenizer(t)
+	dir := t.TempDir()
+	for name, content := range map[string]string{"empty.txt": "", "short.txt": "a\n\nb\n"} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := t.TempDir()
+		_, err := Prepare(context.Background(), PrepareConfig{Inputs: []Input{{Path: path}}, Filters: DefaultFilters()}, tk, out, nil)
+		if !errors.Is(err, ErrEmptyDataset) {
+			t.Fatalf("%s: %v", name, err)
+		}
+		t.Logf("%s: %v", name, err)
+		if _, err := os.Stat(filepath.Join(out, "manifest.json")); !os.IsNotExist(err) {
+			t.Fatalf("%s: a manifest was written (%v)", name, err)
+		}
+	}
+	p, err := Prepare(context.Background(), PrepareConfig{Inputs: testInputs(t), Filters: DefaultFilters(), SeqLen: 64, ShardTokens: 1000}, tk, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, edit := range map[string]func(m *Manifest){
+		"no shards":   func(m *Manifest) { m.Shards = nil },
+		"empty shard": func(m *Manifest) { m.Shards[0].Rows = 0 },
+	} {
+		m := *p.Manifest
+		m.Shards = slices.Clone(m.Shards)
+		edit(&m)
+		plain, _ := json.Marshal(&m)
+		if _, err := DecodeManifest(plain); !errors.Is(err, ErrEmptyDataset) {
+			t.Errorf("%s: decoded (%v)", name, err)
+		}
+		if _, _, err := EncodeManifest(&m); !errors.Is(err, ErrEmptyDataset) {
+			t.Errorf("%s: encoded (%v)", name, err)
+		}
 	}
 }

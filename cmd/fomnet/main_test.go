@@ -312,6 +312,19 @@ func TestDataPrepareAndInspect(t *testing.T) {
 	if _, errOut, code := fomnet(t, "data", "inspect", bad); code != exitError || !strings.Contains(errOut, "shard") {
 		t.Fatalf("corrupt shard: exit %d %q", code, errOut)
 	}
+	// The test binary itself is not text; an empty file is no dataset.
+	exe, _ := os.Executable()
+	empty := filepath.Join(dir, "empty.txt")
+	os.WriteFile(empty, nil, 0o644)
+	for input, want := range map[string]string{exe: "is not text", empty: "the dataset is empty"} {
+		out := filepath.Join(dir, "refused")
+		if _, errOut, code := fomnet(t, "data", "prepare", input, "--vocab", "300", "--out", out); code != exitError || !strings.Contains(errOut, want) {
+			t.Fatalf("prepare %s: exit %d %q", input, code, errOut)
+		}
+		if _, err := os.Stat(filepath.Join(out, "manifest.json")); err == nil {
+			t.Fatalf("prepare %s wrote a manifest", input)
+		}
+	}
 }
 
 func TestBenchSyncJSON(t *testing.T) {

@@ -94,31 +94,53 @@ first). Nodes take part with fomnet join RUN-ID.`,
 			if err := sc.Validate(); err != nil {
 				return usageError{err}
 			}
+			// Every argument is checked before anything is published: a
+			// dataset directory's CID is its manifest's, known offline.
+			ds, err := cid.Decode(data)
+			dir := ""
+			if err != nil {
+				if st, serr := os.Stat(data); serr != nil || !st.IsDir() {
+					return usagef("--data %q is neither a CID nor a dataset directory", data)
+				}
+				if ds, err = node.DatasetDirCID(data); err != nil {
+					return usageError{fmt.Errorf("--data: %w", err)}
+				}
+				dir = data
+			}
+			spec, err := node.NewRunSpecForModel(name, mc, ds, rounds, sc, seed)
+			if err != nil {
+				return err
+			}
+			// Defaults that fit the run: seq from the preset (256 at most),
+			// warm-up a tenth of the run's inner steps (100 at most).
+			spec.Inner.Batch, spec.Inner.Seq = batch, seq
+			if !cmd.Flags().Changed("seq") {
+				spec.Inner.Seq = min(seq, mc.MaxSeq)
+			}
+			spec.Inner.Warmup = min(100, sc.RoundStart(rounds)/10)
+			if cmd.Flags().Changed("warmup") {
+				spec.Inner.Warmup = warmup
+			}
+			spec.Inner.Schedule, spec.Inner.MaxLR, spec.Inner.MinLR = sched, maxLR, minLR
+			if cmd.Flags().Changed("beta1") {
+				spec.Inner.Beta1 = beta1
+			}
+			if cmd.Flags().Changed("beta2") {
+				spec.Inner.Beta2 = beta2
+			}
+			if err := spec.Validate(); err != nil {
+				return usageError{err}
+			}
 			return withNode(ctxOf(cmd), e, &f, false, false, func(api node.API) error {
-				ds, err := cid.Decode(data)
-				if err != nil {
-					if st, serr := os.Stat(data); serr != nil || !st.IsDir() {
-						return usagef("--data %q is neither a CID nor a dataset directory", data)
-					}
-					if ds, err = api.PublishDataset(ctxOf(cmd), data); err != nil {
+				if dir != "" {
+					got, err := api.PublishDataset(ctxOf(cmd), dir)
+					if err != nil {
 						return err
 					}
+					if !got.Equals(ds) {
+						return fmt.Errorf("published dataset %s, but %s's manifest gives %s (changed meanwhile?)", got, dir, ds)
+					}
 					e.logf("fomnet: published dataset %s", ds)
-				}
-				spec, err := node.NewRunSpecForModel(name, mc, ds, rounds, sc, seed)
-				if err != nil {
-					return err
-				}
-				spec.Inner.Batch, spec.Inner.Seq, spec.Inner.Warmup = batch, seq, warmup
-				spec.Inner.Schedule, spec.Inner.MaxLR, spec.Inner.MinLR = sched, maxLR, minLR
-				if cmd.Flags().Changed("beta1") {
-					spec.Inner.Beta1 = beta1
-				}
-				if cmd.Flags().Changed("beta2") {
-					spec.Inner.Beta2 = beta2
-				}
-				if err := spec.Validate(); err != nil {
-					return usageError{err}
 				}
 				id, err := api.CreateRun(ctxOf(cmd), spec)
 				if err != nil {
@@ -142,11 +164,11 @@ first). Nodes take part with fomnet join RUN-ID.`,
 	fl.IntVar(&warmupRounds, "warmup-rounds", 0, "first rounds of --warmup-h inner steps, before the rounds of --h")
 	fl.IntVar(&warmupH, "warmup-h", 0, "inner steps in each warmup round")
 	fl.IntVar(&batch, "batch", 8, "sequences per inner step")
-	fl.IntVar(&seq, "seq", 256, "tokens per sequence")
+	fl.IntVar(&seq, "seq", 256, "tokens per sequence (default: 256, or the preset's context if shorter)")
 	fl.StringVar(&sched, "schedule", "cosine", "inner LR schedule over the whole run: constant, cosine, wsd")
 	fl.Float64Var(&maxLR, "max-lr", 3e-3, "inner peak learning rate")
 	fl.Float64Var(&minLR, "min-lr", 3e-4, "inner final learning rate")
-	fl.IntVar(&warmup, "warmup", 100, "inner warmup steps")
+	fl.IntVar(&warmup, "warmup", 100, "inner warmup steps (default: 100, or a tenth of the run's inner steps if fewer)")
 	fl.Float64Var(&beta1, "beta1", 0.9, "inner AdamW β1 (written into the spec only when set)")
 	fl.Float64Var(&beta2, "beta2", 0.95, "inner AdamW β2 (written into the spec only when set; 0.99 with β1 0.95 did better for DiLoCo on small batches)")
 	fl.StringVar(&codec, "codec", "int8", "pseudo-gradient codec: fp32, int8, int4, int2, topk")
@@ -258,6 +280,8 @@ Progress goes to stderr; the final checkpoint CID to stdout.`,
 					e.logf("round %d  checkpoint %s (%d contributions)", ev.Round, ev.CID, ev.Contributions)
 				case "adopted":
 					e.logf("round %d  adopted the swarm's checkpoint %s", ev.Round, ev.CID)
+				case "deadline":
+					e.logf("round %d  deadline passed waiting for %s", ev.Round, ev.Waiting)
 				}
 			}})
 			if err != nil {

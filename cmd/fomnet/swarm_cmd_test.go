@@ -228,6 +228,37 @@ func TestRunCommands(t *testing.T) {
 	if _, _, code := fomnet(t, "run", "create", "--home", a, "--data", "nope"); code != 2 {
 		t.Fatalf("bad --data: exit %d", code)
 	}
+	// Defaults fit the run: a 4-step run on the tiny preset (context 128)
+	// gets a warm-up of a tenth of its steps and seq 64.
+	if out, errs, code := fomnet(t, "run", "create", "--home", a, "--data", ds, "--preset", "tiny", "--rounds", "2", "--h", "2", "--json"); code != 0 {
+		t.Fatalf("run create with default warm-up and seq: exit %d, %s", code, errs)
+	} else if err := json.Unmarshal([]byte(out), &created); err != nil {
+		t.Fatal(err)
+	} else if out, errs, code := fomnet(t, "run", "show", "--home", a, created["run_id"], "--json"); code != 0 || json.Unmarshal([]byte(out), &spec) != nil ||
+		spec.Inner.Warmup != 0 || spec.Inner.Seq != 128 {
+		t.Fatalf("run show: %d %+v %s", code, spec.Inner, errs)
+	}
+	// Bad arguments are refused before the dataset is published: a fresh
+	// home holds nothing afterwards.
+	fresh := initHome(t)
+	if _, errs, code := fomnet(t, "run", "create", "--home", fresh, "--data", ds, "--preset", "tiny", "--seq", "4096"); code != 2 || !strings.Contains(errs, "seq") {
+		t.Fatalf("--seq 4096 on tiny: exit %d, %s", code, errs)
+	}
+	if out, errs, code := fomnet(t, "pin", "ls", "--home", fresh, "--json"); code != 0 || strings.Contains(out, "dataset") {
+		t.Fatalf("after a refused run create, the home pins %s (%s)", out, errs)
+	}
+	// An empty dataset is refused at run create.
+	empty := filepath.Join(t.TempDir(), "empty")
+	os.MkdirAll(empty, 0o755)
+	man, _ := os.ReadFile(filepath.Join(ds, "manifest.json"))
+	var m map[string]any
+	json.Unmarshal(man, &m)
+	m["shards"] = []any{}
+	man, _ = json.Marshal(m)
+	os.WriteFile(filepath.Join(empty, "manifest.json"), man, 0o644)
+	if _, errs, code := fomnet(t, "run", "create", "--home", fresh, "--data", empty, "--preset", "tiny"); code != 2 || !strings.Contains(errs, "empty") {
+		t.Fatalf("an empty dataset: exit %d, %s", code, errs)
+	}
 	if _, errs, code := fomnet(t, "run", "create", "--home", a, "--data", ds, "--warmup-rounds", "2"); code != 2 || !strings.Contains(errs, "warmup_h") {
 		t.Fatalf("--warmup-rounds without --warmup-h: exit %d, %s", code, errs)
 	}
