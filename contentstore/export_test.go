@@ -1,6 +1,8 @@
 package contentstore
 
 import (
+	"time"
+
 	dshelp "github.com/ipfs/boxo/datastore/dshelp"
 	"github.com/ipfs/go-cid"
 )
@@ -14,3 +16,11 @@ func DecodeLinks(c cid.Cid, data []byte) ([]cid.Cid, error) { return blockLinks(
 
 // RandBytes gives the external tests the same deterministic data helper.
 var RandBytes = randBytes
+
+// SetWaitReports makes waiting fetches report after and every; the
+// returned function restores the defaults.
+func SetWaitReports(after, every time.Duration) func() {
+	a, e := reportAfter, reportEvery
+	reportAfter, reportEvery = after, every
+	return func() { reportAfter, reportEvery = a, e }
+}

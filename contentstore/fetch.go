@@ -16,6 +16,7 @@ import (
 	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/boxo/ipld/unixfs"
 	uio "github.com/ipfs/boxo/ipld/unixfs/io"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -32,6 +33,8 @@ func (s *Store) Fetch(ctx context.Context, root cid.Cid, progress Progress) erro
 }
 
 func (s *Store) fetchLocked(ctx context.Context, root cid.Cid, progress Progress) error {
+	ctx, wt, stop := s.startWatch(ctx, root)
+	defer stop()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if s.host != nil {
@@ -41,14 +44,15 @@ func (s *Store) fetchLocked(ctx context.Context, root cid.Cid, progress Progress
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.connectProviders(ctx, root)
+			s.connectProviders(ctx, root, wt)
 		}()
 	}
 	ses := blockservice.NewSession(ctx, s.bsvc)
 	rb, err := ses.GetBlock(ctx, root)
 	if err != nil {
-		return fmt.Errorf("contentstore: fetching %s: %w", root, err)
+		return fmt.Errorf("contentstore: fetching %s: %w", root, stalled(ctx, err))
 	}
+	wt.arrived()
 	total := int64(-1)
 	if nd, err := decodeSize(rb.Cid(), rb.RawData()); err == nil {
 		total = nd
@@ -71,6 +75,7 @@ func (s *Store) fetchLocked(ctx context.Context, root cid.Cid, progress Progress
 		got := make(map[cid.Cid]bool, len(want))
 		var next []cid.Cid
 		for b := range ses.GetBlocks(ctx, want) {
+			wt.arrived()
 			got[b.Cid()] = true
 			pr.add(len(b.RawData()))
 			links, err := blockLinks(b.Cid(), b.RawData())
@@ -87,7 +92,7 @@ func (s *Store) fetchLocked(ctx context.Context, root cid.Cid, progress Progress
 					break
 				}
 			}
-			err := ctx.Err()
+			err := stalled(ctx, ctx.Err())
 			if err == nil {
 				err = errors.New("not found")
 			}
@@ -115,11 +120,15 @@ func decodeSize(c cid.Cid, data []byte) (int64, error) {
 // connectProviders finds providers of c on the DHT and connects to them,
 // so that the bitswap session has peers to ask beyond the ones already
 // connected.
-func (s *Store) connectProviders(ctx context.Context, c cid.Cid) {
+func (s *Store) connectProviders(ctx context.Context, c cid.Cid, wt *watch) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for ai := range s.host.DHT.FindProvidersAsync(ctx, c, 20) {
-		if ai.ID == s.host.ID() || len(s.host.Network().ConnsToPeer(ai.ID)) > 0 {
+		if ai.ID == s.host.ID() {
+			continue
+		}
+		wt.providers.Add(1)
+		if len(s.host.Network().ConnsToPeer(ai.ID)) > 0 {
 			continue
 		}
 		wg.Add(1)
@@ -132,6 +141,34 @@ func (s *Store) connectProviders(ctx context.Context, c cid.Cid) {
 			}
 		}(ai)
 	}
+}
+
+// FetchBlock returns block c from the store, or else from the network: it
+// asks the DHT for providers and connects to them as Fetch does, and waits
+// as ctx's Wait says.
+func (s *Store) FetchBlock(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	if b, err := s.bs.Get(ctx, c); err == nil {
+		return b, nil
+	}
+	ctx, wt, stop := s.startWatch(ctx, c)
+	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if s.host != nil {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer cancel()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.connectProviders(ctx, c, wt)
+		}()
+	}
+	b, err := s.bsvc.GetBlock(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("contentstore: fetching %s: %w", c, stalled(ctx, err))
+	}
+	return b, nil
 }
 
 // Get fetches the DAG under c and writes it to out: a file, or a directory

@@ -3,8 +3,10 @@ package contentstore_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -266,5 +268,37 @@ func TestRestartKeepsStore(t *testing.T) {
 	// Only the blocks covering the range (root and two leaves) came over.
 	if tr := c.Nodes[1].Store.Traffic(); tr.BlocksReceived > 3 {
 		t.Fatalf("a 20-byte range fetched %d blocks", tr.BlocksReceived)
+	}
+}
+
+// A fetch of content nobody has says what it waits for and, past its
+// Wait's Stall, ends with ErrStalled naming the providers found and the
+// peers connected — a whole DAG (Fetch) and one block (FetchBlock) alike.
+func TestFetchStalls(t *testing.T) {
+	defer contentstore.SetWaitReports(100*time.Millisecond, 200*time.Millisecond)()
+	c := nodetest.New(t, 2, nodetest.Options{})
+	ctx := timeout(t)
+	nobody, _ := contentstore.BlockCID(contentstore.CodecRaw, []byte("nobody holds this"))
+	for name, fetch := range map[string]func(context.Context) error{
+		"Fetch":      func(ctx context.Context) error { return c.Nodes[1].Store.Fetch(ctx, nobody, nil) },
+		"FetchBlock": func(ctx context.Context) error { _, err := c.Nodes[1].Store.FetchBlock(ctx, nobody); return err },
+	} {
+		var reports atomic.Int32
+		var last atomic.Value
+		wctx := contentstore.WithWait(ctx, contentstore.Wait{Stall: time.Second, Report: func(s contentstore.WaitStatus) {
+			reports.Add(1)
+			last.Store(s)
+		}})
+		err := fetch(wctx)
+		if !errors.Is(err, contentstore.ErrStalled) || !strings.Contains(err.Error(), "0 providers found, 1 peers connected") {
+			t.Fatalf("%s: %v", name, err)
+		}
+		t.Logf("%s: %v", name, err)
+		if reports.Load() == 0 {
+			t.Fatalf("%s: no waiting report before the stall", name)
+		}
+		if s := last.Load().(contentstore.WaitStatus); !s.Root.Equals(nobody) || s.Peers != 1 || s.Idle < 100*time.Millisecond {
+			t.Fatalf("%s: last report %+v", name, s)
+		}
 	}
 }

@@ -57,8 +57,9 @@ var (
 )
 
 // The local API: POST /api/v0/<op> with a JSON request; the answer is a
-// stream of JSON lines, {"progress":[done,total]} while the operation runs,
-// then one {"result":…} or {"error":"…"}. Every request carries the token
+// stream of JSON lines, {"progress":[done,total]} and {"waiting":{…}} (what
+// a fetch waits for) while the operation runs, then one {"result":…} or
+// {"error":"…"}. Every request carries the token
 // from the home's api file ("Authorization: Bearer <token>"), so only users
 // who can read the node's home can drive it. Paths in requests are the
 // daemon's: the CLI and the daemon share a machine.
@@ -70,12 +71,16 @@ type apiRequest struct {
 	Addr string          `json:"addr,omitempty"`
 	Pin  bool            `json:"pin,omitempty"`
 	Spec json.RawMessage `json:"spec,omitempty"`
+	// Stall is the caller's contentstore.Wait.Stall (nanoseconds): the
+	// daemon's fetches for the request wait as the caller's would.
+	Stall time.Duration `json:"stall,omitempty"`
 }
 
 type apiEvent struct {
-	Progress *[2]int64       `json:"progress,omitempty"`
-	Result   json.RawMessage `json:"result,omitempty"`
-	Error    string          `json:"error,omitempty"`
+	Progress *[2]int64                `json:"progress,omitempty"`
+	Waiting  *contentstore.WaitStatus `json:"waiting,omitempty"`
+	Result   json.RawMessage          `json:"result,omitempty"`
+	Error    string                   `json:"error,omitempty"`
 }
 
 // apiFileContent is the api file: where the daemon listens, and its token.
@@ -191,7 +196,17 @@ func (a *apiServer) serve(n *Node, w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	res, err := dispatch(r.Context(), n, op, req, progress)
+	// The caller hears what the daemon's fetches wait for, and sets how
+	// long they may stall.
+	ctx := contentstore.WithWait(r.Context(), contentstore.Wait{Stall: req.Stall, Report: func(st contentstore.WaitStatus) {
+		mu.Lock()
+		defer mu.Unlock()
+		enc.Encode(apiEvent{Waiting: &st})
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}})
+	res, err := dispatch(ctx, n, op, req, progress)
 	mu.Lock()
 	defer mu.Unlock()
 	if err != nil {
@@ -345,6 +360,8 @@ func Dial(ctx context.Context, home string) (*Client, error) {
 }
 
 func (c *Client) call(ctx context.Context, op string, req apiRequest, progress contentstore.Progress, out any) error {
+	wait := contentstore.WaitOf(ctx)
+	req.Stall = wait.Stall
 	body, _ := json.Marshal(req)
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+op, bytes.NewReader(body))
 	if err != nil {
@@ -372,6 +389,10 @@ func (c *Client) call(ctx context.Context, op string, req apiRequest, progress c
 		case ev.Progress != nil:
 			if progress != nil {
 				progress(ev.Progress[0], ev.Progress[1])
+			}
+		case ev.Waiting != nil:
+			if wait.Report != nil {
+				wait.Report(*ev.Waiting)
 			}
 		case ev.Error != "":
 			return errors.New(ev.Error)

@@ -64,7 +64,7 @@ func DefaultConfig() Config {
 			Reachability: "auto",
 		},
 		Resources: ResourcesConfig{MaxMemoryMiB: 1024, MaxFD: 512, ConnLow: 64, ConnHigh: 192},
-		API:       APIConfig{Listen: "127.0.0.1:4102"},
+		API:       APIConfig{Listen: "127.0.0.1:0"}, // a free port: several homes on one machine
 	}
 }
 
@@ -215,7 +215,8 @@ conn_high = %d
 
 [api]
 # Local API used by fomnet commands while a daemon runs. Loopback only;
-# "" turns it off.
+# port 0 picks a free port each start (written to the home's api file,
+# which fomnet commands read); "" turns it off.
 listen = %q
 `, list(c.Network.Listen), list(c.Network.Announce), list(c.Network.Bootstrap), c.Network.DHTMode,
 		c.Network.MDNS, c.Network.RelayService, list(c.Network.StaticRelays), c.Network.NATPortMap, c.Network.Reachability,

@@ -119,7 +119,7 @@ func (n *Node) LoadDataset(ctx context.Context, dsCID cid.Cid, progress contents
 // loadDatasetHead is LoadDataset without the shards: the manifest and the
 // tokenizer, all a follower needs.
 func (n *Node) loadDatasetHead(ctx context.Context, dsCID cid.Cid, _ contentstore.Progress) (*Dataset, error) {
-	mb, err := n.Store.Block(ctx, dsCID)
+	mb, err := n.Store.FetchBlock(ctx, dsCID)
 	if err != nil {
 		return nil, err
 	}

@@ -34,7 +34,7 @@ func (n *Node) CreateRun(ctx context.Context, spec *RunSpec) (cid.Cid, error) {
 	if err != nil {
 		return cid.Undef, err
 	}
-	mb, err := n.Store.Block(ctx, ds)
+	mb, err := n.Store.FetchBlock(ctx, ds)
 	if err != nil {
 		return cid.Undef, fmt.Errorf("run: dataset %s: %w", ds, err)
 	}
@@ -66,7 +66,7 @@ func (n *Node) CreateRun(ctx context.Context, spec *RunSpec) (cid.Cid, error) {
 
 // LoadRun fetches and decodes a run spec.
 func (n *Node) LoadRun(ctx context.Context, id cid.Cid) (*RunSpec, error) {
-	b, err := n.Store.Block(ctx, id)
+	b, err := n.Store.FetchBlock(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", id, err)
 	}

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -25,6 +28,7 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // ProtocolPrefix keeps fomnet's DHT apart from the public IPFS DHT: peers
@@ -180,6 +184,45 @@ type Host struct {
 	closeErr  error
 }
 
+// checkPortsFree refuses listen addresses whose TCP or UDP port another
+// socket holds. libp2p listens with SO_REUSEPORT (for hole punching), so a
+// second daemon on a taken port would start and share it; a plain listen,
+// which the kernel refuses on a port held even with SO_REUSEPORT, asks
+// first. Port 0 (any free port) needs no check.
+func checkPortsFree(addrs []ma.Multiaddr) error {
+	for _, a := range addrs {
+		if len(a) < 2 {
+			continue
+		}
+		na, err := manet.ToNetAddr(a[:2]) // /ip4/…/tcp/… of /ip4/…/udp/…/quic-v1 too
+		if err != nil {
+			continue // not IP/TCP or IP/UDP: nothing to check
+		}
+		var port int
+		var probe func() (io.Closer, error)
+		switch x := na.(type) {
+		case *net.TCPAddr:
+			port, probe = x.Port, func() (io.Closer, error) { return net.ListenTCP("tcp", x) }
+		case *net.UDPAddr:
+			port, probe = x.Port, func() (io.Closer, error) { return net.ListenUDP("udp", x) }
+		default:
+			continue
+		}
+		if port == 0 {
+			continue
+		}
+		c, err := probe()
+		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return fmt.Errorf("p2p: listen %s: port %d is in use by another process (another fomnet daemon?); give this node another port with --listen (tcp/0 and udp/0 pick free ones)", a, port)
+			}
+			return fmt.Errorf("p2p: listen %s: %w", a, err)
+		}
+		c.Close()
+	}
+	return nil
+}
+
 // New starts a host: TCP and QUIC transports, Noise and TLS security, yamux,
 // the resource and connection managers, AutoNAT (client and service), hole
 // punching and the relay v2 client, the Kademlia DHT under ProtocolPrefix
@@ -196,6 +239,9 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 	listen, err := ParseAddrs("listen", opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
+	}
+	if err := checkPortsFree(listen); err != nil {
+		return nil, err
 	}
 	announce, err := ParseAddrs("announce", opts.Announce)
 	if err != nil {

@@ -617,3 +617,18 @@ func FuzzOpenSigned(f *testing.F) {
 		}
 	})
 }
+
+// A second host on a TCP or UDP port another host holds fails to start,
+// naming the port (libp2p's port reuse would let both listen); port 0
+// always starts.
+func TestListenPortInUse(t *testing.T) {
+	first := newHosts(t, 1, 0)[0]
+	k, _, _ := crypto.GenerateEd25519Key(nil)
+	for _, a := range first.Addrs() {
+		if _, err := New(context.Background(), Options{Identity: k, Listen: []string{a.String()}}); err == nil || !strings.Contains(err.Error(), "in use by another process") {
+			t.Fatalf("second host on %s: %v", a, err)
+		} else {
+			t.Log(err)
+		}
+	}
+}

@@ -152,6 +152,7 @@ numbers are the CPU's.`,
 		},
 	}
 	f.addNet(cmd)
+	f.addTimeout(cmd, e)
 	fl := cmd.Flags()
 	fl.StringArrayVar(&data, "data", nil, "prepared dataset directory or UTF-8 text file (repeatable)")
 	fl.StringArrayVar(&tasks, "tasks", nil, `"builtin" or a JSONL task file (repeatable)`)

@@ -176,6 +176,7 @@ The output appears only when complete and never replaces an existing path.`,
 		},
 	}
 	f.addNet(cmd)
+	f.addTimeout(cmd, e)
 	cmd.Flags().StringVar(&format, "format", "", "hf or gguf (required)")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "output directory (hf) or file (gguf)")
 	cmd.Flags().StringVar(&dtype, "dtype", "", "hf: f32 (default) or bf16; gguf: f16 (default), f32, bf16, q8_0")

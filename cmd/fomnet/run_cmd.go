@@ -155,6 +155,7 @@ first). Nodes take part with fomnet join RUN-ID.`,
 		},
 	}
 	f.addHome(cmd)
+	f.addTimeout(cmd, e)
 	fl := cmd.Flags()
 	fl.StringVar(&data, "data", "", "dataset CID, or a dataset directory from fomnet data prepare")
 	fl.StringVar(&preset, "preset", "demo", "model preset")
@@ -224,6 +225,7 @@ func newRunShowCmd(e *env) *cobra.Command {
 			})
 		},
 	}
+	f.addTimeout(cmd, e)
 	f.addNet(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the spec as JSON")
 	return cmd
@@ -236,6 +238,7 @@ func newJoinCmd(e *env) *cobra.Command {
 		expect  int
 		keep    int
 		upto    int
+		linger  time.Duration
 		dev     deviceFlags
 	)
 	cmd := &cobra.Command{
@@ -246,7 +249,9 @@ run's spec and dataset from the swarm, catch up to the swarm's newest
 checkpoint (or resume from this node's own), then train round after round:
 H inner steps, the compressed pseudo-gradient published by CID, the
 partitions this node reduces, the outer step and the round's checkpoint.
-Progress goes to stderr; the final checkpoint CID to stdout.`,
+Progress goes to stderr; the final checkpoint CID to stdout. After the
+last round it keeps serving for --linger (the run's round deadline), so
+that followers can still fetch the contributions they verify it from.`,
 		Args: oneCID("join"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, _ := parseCID(args[0])
@@ -298,10 +303,28 @@ Progress goes to stderr; the final checkpoint CID to stdout.`,
 				return err
 			}
 			fmt.Fprintln(e.stdout, p.Base())
+			// Followers and late joiners verify the last round from its
+			// contributions, which only the participants hold.
+			spec, err := n.LoadRun(ctx, id)
+			if err != nil {
+				return err
+			}
+			if linger < 0 {
+				linger = spec.Sync.RoundDeadline
+			}
+			if linger > 0 && p.Round() > spec.Rounds {
+				e.logf("fomnet: the run is over; serving its last round for %v so that followers can verify it (--linger)", linger)
+				select {
+				case <-time.After(linger):
+				case <-ctx.Done():
+				}
+			}
 			return nil
 		},
 	}
 	f.addNet(cmd)
+	f.addTimeout(cmd, e)
+	cmd.Flags().DurationVar(&linger, "linger", -1, "after the run's last round, keep serving it this long (default: the run's round deadline; 0: exit at once)")
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
 	dev.add(cmd.Flags())
 	cmd.Flags().IntVar(&expect, "expect", 0, "contributions a round waits for before closing early (0: every peer on the run's topic)")

@@ -14,6 +14,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 
+	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/node"
 )
 
@@ -25,6 +26,27 @@ type nodeFlags struct {
 	dhtMode   string
 	listen    []string
 	bootstrap []string
+	timeout   time.Duration
+}
+
+// addTimeout gives a command that fetches by CID --timeout: its fetches
+// say what they wait for (providers found, peers connected, time without
+// a block) and give up when nothing arrives for that long.
+func (f *nodeFlags) addTimeout(cmd *cobra.Command, e *env) {
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 2*time.Minute, "give up a fetch when nothing arrives for this long (0: wait for ever)")
+	prev := cmd.PreRunE
+	cmd.PreRunE = func(c *cobra.Command, args []string) error {
+		if f.timeout < 0 {
+			return usagef("--timeout %v is negative", f.timeout)
+		}
+		c.SetContext(contentstore.WithWait(ctxOf(c), contentstore.Wait{Stall: f.timeout, Report: func(st contentstore.WaitStatus) {
+			e.logf("fomnet: %s", st)
+		}}))
+		if prev != nil {
+			return prev(c, args)
+		}
+		return nil
+	}
 }
 
 func (f *nodeFlags) addHome(cmd *cobra.Command) {
@@ -177,7 +199,7 @@ func newInitCmd(e *env) *cobra.Command {
 		},
 	}
 	f.addNet(cmd)
-	cmd.Flags().StringVar(&f.api, "api", "", "loopback host:port for the daemon's local API (default 127.0.0.1:4102)")
+	cmd.Flags().StringVar(&f.api, "api", "", "loopback host:port for the daemon's local API (default 127.0.0.1:0, a free port, written to the home's api file)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print {peer_id, home} as JSON")
 	return cmd
 }
@@ -342,6 +364,7 @@ write it to PATH (default: the CID). The output appears only when complete.`,
 		},
 	}
 	f.addNet(cmd)
+	f.addTimeout(cmd, e)
 	cmd.Flags().StringVarP(&out, "output", "o", "", "where to write (default: ./CID)")
 	return cmd
 }
@@ -486,6 +509,7 @@ continues where it stopped.`,
 			})
 		},
 	}
+	f.addTimeout(cmd, e)
 	f.addNet(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the verification reports as JSON")
 	cmd.Flags().BoolVar(&exit, "exit", false, "exit after mirroring instead of serving (no daemon only)")

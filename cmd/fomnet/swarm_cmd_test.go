@@ -201,6 +201,74 @@ func TestSwarmUsageErrors(t *testing.T) {
 	}
 }
 
+// Several homes on one machine: with init's defaults (but for the swarm
+// port) their daemons run side by side, each API on its own free port;
+// a home whose swarm port another daemon holds refuses to start.
+func TestSeveralHomes(t *testing.T) {
+	var homes []string
+	for i := 0; i < 2; i++ {
+		home := filepath.Join(t.TempDir(), "home")
+		if _, errs, code := fomnet(t, "init", "--home", home, "--listen", "/ip4/127.0.0.1/tcp/0"); code != 0 {
+			t.Fatal(errs)
+		}
+		homes = append(homes, home)
+	}
+	addrs := startDaemon(t, homes[0])
+	startDaemon(t, homes[1])
+	apis := map[string]bool{}
+	for _, h := range homes {
+		b, err := os.ReadFile(filepath.Join(h, node.APIFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		apis[string(b)] = true
+		if out, errs, code := fomnet(t, "id", "--home", h); code != 0 || out == "" {
+			t.Fatalf("id through the daemon of %s: %d %s", h, code, errs)
+		}
+	}
+	if len(apis) != 2 {
+		t.Fatalf("api files %v", apis)
+	}
+	taken := filepath.Join(t.TempDir(), "home")
+	port := addrs[0][:strings.Index(addrs[0], "/p2p/")]
+	if _, errs, code := fomnet(t, "init", "--home", taken, "--listen", port); code != 0 {
+		t.Fatal(errs)
+	}
+	if _, errs, code := fomnet(t, "daemon", "--home", taken); code != 1 || !strings.Contains(errs, "in use by another process") {
+		t.Fatalf("daemon on a taken port: exit %d, %s", code, errs)
+	}
+}
+
+// Waits for content nobody has end after --timeout with what they waited
+// for — get and join on a node of their own, get through a daemon, and
+// get with a bootstrap peer that is down — and --timeout 0 is accepted.
+func TestFetchTimeouts(t *testing.T) {
+	const nobody = "bafkreieclk6xdqavcz5z5vpigrrwpdd5pbohykserogq46zmr7e43rgotu"
+	const run = "baguqeeray6hhkilzy6fhl4iw6r36n5nahkjftgpsbbdux2hh6oet6xgs4eqq"
+	alone, daemon := initHome(t), initHome(t)
+	startDaemon(t, daemon)
+	for _, args := range [][]string{
+		{"get", nobody, "--home", alone, "-o", filepath.Join(t.TempDir(), "x")},
+		{"join", run, "--home", alone},
+		{"get", nobody, "--home", daemon, "-o", filepath.Join(t.TempDir(), "x")},
+		{"get", nobody, "--home", alone, "--bootstrap", "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWEesXSV9tHJvnrVMhQcujHAJ51VRxvbgLAZaPuQAW2S9v"},
+		{"run", "show", run, "--home", alone},
+	} {
+		_, errs, code := fomnet(t, append(args, "--timeout", "1s")...)
+		if code != 1 || !strings.Contains(errs, "nothing received for 1s") || !strings.Contains(errs, "providers found") {
+			t.Errorf("%v: exit %d, %s", args, code, errs)
+		}
+	}
+	// Through the daemon, what its fetch waits for reaches the caller.
+	if _, errs, code := fomnet(t, "get", nobody, "--home", daemon, "--timeout", "6s"); code != 1 ||
+		!strings.Contains(errs, "fomnet: waiting for "+nobody+": nothing received for 5s") {
+		t.Errorf("get through the daemon: exit %d, %s", code, errs)
+	}
+	if _, errs, code := fomnet(t, "get", nobody, "--home", alone, "--timeout", "-1s"); code != 2 {
+		t.Errorf("--timeout -1s: exit %d, %s", code, errs)
+	}
+}
+
 // A run over the CLI: a daemon seeds the dataset and the run spec; two
 // nodes join from their own homes and agree on every checkpoint.
 func TestRunCommands(t *testing.T) {
@@ -278,7 +346,7 @@ func TestRunCommands(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out, errs, code := fomnet(t, "join", run, "--home", h, "--bootstrap", addrs[0], "--dht-mode", "server", "--expect", "2", "--threads", "1")
+			out, errs, code := fomnet(t, "join", run, "--home", h, "--bootstrap", addrs[0], "--dht-mode", "server", "--expect", "2", "--threads", "1", "--linger", "0")
 			if code != 0 {
 				t.Errorf("join %d: %s", i, errs)
 			}
