@@ -79,6 +79,12 @@ func (t *Tokenizer) SpecialID(s string) (int32, bool) {
 // IsSpecial reports whether id is a special token.
 func (t *Tokenizer) IsSpecial(id int32) bool { return id >= 256 && int(id) < 256+len(t.specials) }
 
+// ByteLevel is the tokenizer of byte-level token ids — byte b is id b,
+// then the specials from id 256 — with no merges: what a model trained on
+// raw bytes (fomnet train FILE…) reads and writes, so that its
+// checkpoints export like any other.
+func ByteLevel(specials []string) (*Tokenizer, error) { return newTokenizer(specials) }
+
 func newTokenizer(specials []string) (*Tokenizer, error) {
 	t := &Tokenizer{merges: map[pair]merge{}}
 	for b := 0; b < 256; b++ {

@@ -170,7 +170,16 @@ func hfModule(t *testing.T) string {
 // identical ids.
 func TestHuggingFaceIdentical(t *testing.T) {
 	mod := hfModule(t)
-	tk := trainSmall(t, 2000)
+	byteLevel, err := ByteLevel(DefaultSpecials)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tk := range map[string]*Tokenizer{"trained": trainSmall(t, 2000), "byte-level": byteLevel} {
+		t.Run(name, func(t *testing.T) { hfIdentical(t, mod, tk) })
+	}
+}
+
+func hfIdentical(t *testing.T, mod string, tk *Tokenizer) {
 	dir := t.TempDir()
 	tj := filepath.Join(dir, "tokenizer.json")
 	if err := tk.Save(tj); err != nil {

@@ -7,12 +7,15 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/fomnet/fomnet/kernels/cuda"
+	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/model/gguf"
 	"github.com/fomnet/fomnet/node"
+	"github.com/fomnet/fomnet/tokenizer"
 )
 
 // fomnet runs the command in-process and returns stdout, stderr and the
@@ -125,9 +128,26 @@ func TestTrainWritesCheckpoint(t *testing.T) {
 	if s.Steps != 4 || s.Tokens != 4*2*32 || s.ValLoss == nil {
 		t.Fatalf("summary %+v", s)
 	}
-	for _, f := range []string{"config.json", "model.safetensors", "optimizer.safetensors"} {
+	for _, f := range []string{"config.json", "model.safetensors", "optimizer.safetensors", "tokenizer.json"} {
 		if _, err := os.Stat(filepath.Join(s.Checkpoint, f)); err != nil {
 			t.Error(err)
+		}
+	}
+	// Byte-level tokens: the tokenizer maps each byte to itself and EOS to
+	// 256, and the checkpoint exports in both formats.
+	tk, err := tokenizer.LoadFile(filepath.Join(s.Checkpoint, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := tk.Encode("Hi 안"); !slices.Equal(ids, []int32{'H', 'i', ' ', 0xec, 0x95, 0x88}) {
+		t.Errorf("byte-level tokenizer: %v", ids)
+	}
+	if eos, _ := tk.SpecialID(tokenizer.EOS); eos != model.ByteEOS {
+		t.Errorf("EOS %d, the model's %d", eos, model.ByteEOS)
+	}
+	for _, format := range []string{"hf", "gguf"} {
+		if _, errOut, code := fomnet(t, "export", s.Checkpoint, "--format", format, "-o", filepath.Join(dir, "export."+format)); code != 0 {
+			t.Errorf("export --format %s: exit %d, %s", format, code, errOut)
 		}
 	}
 	if !strings.Contains(errOut, "step 4/4") {

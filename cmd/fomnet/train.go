@@ -126,14 +126,15 @@ func runTrain(cmd *cobra.Command, e *env, f trainFlags, files []string) error {
 			return err
 		}
 	}
-	var extra []model.File
+	var tj []byte
 	if f.data != "" {
-		tj, err := loadDataset(corpus, f.data, c)
-		if err != nil {
+		if tj, err = loadDataset(corpus, f.data, c); err != nil {
 			return err
 		}
-		extra = append(extra, model.File{Name: "tokenizer.json", Data: tj})
+	} else if tj, err = byteTokenizer(c); err != nil {
+		return err
 	}
+	extra := []model.File{{Name: "tokenizer.json", Data: tj}}
 	if f.builtin {
 		if err := addBuiltin(corpus, c, 0, 0); err != nil {
 			return err
@@ -286,4 +287,15 @@ func loadDataset(corpus *model.Corpus, dir string, c model.Config) ([]byte, erro
 		}
 	}
 	return tj, nil
+}
+
+// byteTokenizer is tokenizer.json for byte-level tokens: bytes, then as
+// many of the default specials (EOS 256, BOS 257, PAD 258, …) as the
+// model's vocabulary holds.
+func byteTokenizer(c model.Config) ([]byte, error) {
+	tk, err := tokenizer.ByteLevel(tokenizer.DefaultSpecials[:min(len(tokenizer.DefaultSpecials), c.Vocab-256)])
+	if err != nil {
+		return nil, err
+	}
+	return tk.MarshalJSON()
 }
