@@ -68,6 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// Logs come from many goroutines (a demo swarm's nodes, libp2p); one
 	// lock keeps their lines whole.
 	e := &env{stdout: stdout, stderr: &lockedWriter{w: stderr}}
+	defer peakHeapProfile(e.stderr)()
 	root := newRoot(e)
 	root.SetArgs(args)
 	root.SetOut(stdout)

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"sync"
+	"time"
+)
+
+// peakHeapProfile, when FOMNET_MEMPROFILE names a file, writes a heap
+// profile there each time the heap in use reaches a new peak (sampled every
+// 500 ms), so that the file ends up describing the command's peak; the
+// returned function stops it and says what the peak was. A tool for
+// finding where memory goes (docs/BENCHMARKS.md), not for users.
+func peakHeapProfile(stderr io.Writer) func() {
+	path := os.Getenv("FOMNET_MEMPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	var peak, sys uint64
+	var once sync.Once
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			sys = max(sys, ms.Sys)
+			if ms.HeapInuse > peak {
+				peak = ms.HeapInuse
+				if f, err := os.Create(path); err == nil {
+					pprof.Lookup("heap").WriteTo(f, 0)
+					f.Close()
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() {
+		once.Do(func() {
+			close(stop)
+			<-done
+			fmt.Fprintf(stderr, "fomnet: peak heap in use %.1f MiB, memory from the OS %.1f MiB; profile at the peak: %s\n",
+				float64(peak)/(1<<20), float64(sys)/(1<<20), path)
+		})
+	}
+}
