@@ -49,8 +49,10 @@ func peakHeapProfile(stderr io.Writer) func() {
 		once.Do(func() {
 			close(stop)
 			<-done
-			fmt.Fprintf(stderr, "fomnet: peak heap in use %.1f MiB, memory from the OS %.1f MiB; profile at the peak: %s\n",
-				float64(peak)/(1<<20), float64(sys)/(1<<20), path)
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			fmt.Fprintf(stderr, "fomnet: peak heap in use %.1f MiB, memory from the OS %.1f MiB, %.0f MiB allocated in all, %d GCs; profile at the peak: %s\n",
+				float64(peak)/(1<<20), float64(sys)/(1<<20), float64(ms.TotalAlloc)/(1<<20), ms.NumGC, path)
 		})
 	}
 }
