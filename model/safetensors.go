@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -73,6 +74,9 @@ func WriteSafetensors(w io.Writer, tensors []STensor, meta map[string]string) er
 	}
 	for len(js)%8 != 0 {
 		js = append(js, ' ')
+	}
+	if buf, ok := w.(*bytes.Buffer); ok {
+		buf.Grow(8 + len(js) + int(off)) // checkpoints are written to memory: one allocation
 	}
 	var lenb [8]byte
 	binary.LittleEndian.PutUint64(lenb[:], uint64(len(js)))

@@ -28,16 +28,20 @@ const efMagic = "FOMEFST1"
 
 // EncodeEFState serialises the residuals after round r.
 func EncodeEFState(r int, efs []*gradsync.ErrorFeedback) ([]byte, error) {
-	b := append([]byte(efMagic), make([]byte, 12)...)
+	size := 20
+	for _, e := range efs {
+		size += 4 + e.BinarySize()
+	}
+	b := make([]byte, 20, size) // one allocation: it is rewritten every round
+	copy(b, efMagic)
 	binary.LittleEndian.PutUint64(b[8:], uint64(r))
 	binary.LittleEndian.PutUint32(b[16:], uint32(len(efs)))
 	for _, e := range efs {
-		eb, err := e.MarshalBinary()
-		if err != nil {
+		b = binary.LittleEndian.AppendUint32(b, uint32(e.BinarySize()))
+		var err error
+		if b, err = e.AppendBinary(b); err != nil {
 			return nil, err
 		}
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(eb)))
-		b = append(b, eb...)
 	}
 	return b, nil
 }
