@@ -194,6 +194,9 @@ func (n *Node) Close() error {
 type PeerInfo struct {
 	ID    string   `json:"peer_id"`
 	Addrs []string `json:"addrs"`
+	// Reachability (this node's ID only): what AutoNAT concluded —
+	// public, private or unknown.
+	Reachability string `json:"reachability,omitempty"`
 }
 
 // ErrOffline is returned by operations that need the network on an
@@ -212,6 +215,7 @@ func (n *Node) ID(context.Context) (PeerInfo, error) {
 		for _, a := range n.Host.FullAddrs() {
 			pi.Addrs = append(pi.Addrs, a.String())
 		}
+		pi.Reachability = n.Host.Reachability()
 	} else {
 		for _, a := range n.Config.Network.Listen {
 			pi.Addrs = append(pi.Addrs, a+"/p2p/"+id.String())

@@ -338,7 +338,11 @@ func (p *Participant) discoverLoop() {
 			p.opts.Logf("run %s: announcing on the DHT: %v", p.id, err)
 		}
 		for ai := range h.DHT.FindProvidersAsync(ctx, p.id, 64) {
-			if ai.ID == h.ID() || h.Network().Connectedness(ai.ID) == network.Connected || len(ai.Addrs) == 0 {
+			if ai.ID == h.ID() || h.Network().Connectedness(ai.ID) == network.Connected {
+				continue
+			}
+			if len(ai.Addrs) == 0 {
+				p.opts.Logf("run %s: participant %s: the DHT gives no address for it", p.id, ai.ID)
 				continue
 			}
 			if err := h.Connect(ctx, ai); err != nil && p.ctx.Err() == nil {

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -182,6 +184,42 @@ type Host struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// reach is what AutoNAT last concluded (network.Reachability), kept
+	// by watchReachability until reachDone closes.
+	reach     atomic.Int32
+	reachSub  event.Subscription
+	reachDone chan struct{}
+}
+
+// Reachability is what AutoNAT concluded about this host: "public",
+// "private" (behind a NAT or firewall: reachable through relays and hole
+// punching) or "unknown" (not yet, or forced by Options.Reachability).
+func (h *Host) Reachability() string {
+	switch network.Reachability(h.reach.Load()) {
+	case network.ReachabilityPublic:
+		return "public"
+	case network.ReachabilityPrivate:
+		return "private"
+	}
+	return "unknown"
+}
+
+// watchReachability follows AutoNAT's conclusions until the subscription
+// closes (Close).
+func (h *Host) watchReachability() error {
+	sub, err := h.EventBus().Subscribe(new(event.EvtLocalReachabilityChanged))
+	if err != nil {
+		return err
+	}
+	h.reachSub, h.reachDone = sub, make(chan struct{})
+	go func() {
+		defer close(h.reachDone)
+		for ev := range sub.Out() {
+			h.reach.Store(int32(ev.(event.EvtLocalReachabilityChanged).Reachability))
+		}
+	}()
+	return nil
 }
 
 // checkPortsFree refuses listen addresses whose TCP or UDP port another
@@ -320,6 +358,10 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 	}
 	hctx, cancel := context.WithCancel(context.Background())
 	h := &Host{Host: hst, opts: opts, bootstrap: boot, ctx: hctx, cancel: cancel, rcmgr: rm, topics: map[string]*Topic{}, started: time.Now()}
+	if err := h.watchReachability(); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("p2p: reachability events: %w", err)
+	}
 
 	h.DHT, err = dht.New(hst,
 		dht.ProtocolPrefix(ProtocolPrefix),
@@ -479,6 +521,10 @@ func (h *Host) Close() error {
 			errs = append(errs, h.DHT.Close())
 		}
 		h.cancel()
+		if h.reachSub != nil {
+			h.reachSub.Close()
+			<-h.reachDone
+		}
 		errs = append(errs, h.Host.Close())
 		errs = append(errs, h.rcmgr.Close())
 		h.closeErr = errors.Join(errs...)

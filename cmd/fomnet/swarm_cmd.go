@@ -227,12 +227,15 @@ the configured listen addresses.`,
 				for _, a := range pi.Addrs {
 					fmt.Fprintln(e.stdout, a)
 				}
+				if pi.Reachability != "" {
+					e.logf("reachability (AutoNAT): %s", pi.Reachability)
+				}
 				return nil
 			})
 		},
 	}
 	f.addHome(cmd)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print {peer_id, addrs} as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print {peer_id, addrs, reachability} as JSON")
 	return cmd
 }
 
