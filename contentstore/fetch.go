@@ -33,20 +33,8 @@ func (s *Store) Fetch(ctx context.Context, root cid.Cid, progress Progress) erro
 }
 
 func (s *Store) fetchLocked(ctx context.Context, root cid.Cid, progress Progress) error {
-	ctx, wt, stop := s.startWatch(ctx, root)
-	defer stop()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if s.host != nil {
-		var wg sync.WaitGroup
-		defer wg.Wait()
-		defer cancel()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.connectProviders(ctx, root, wt)
-		}()
-	}
+	ctx, wt, end := s.beginFetch(ctx, root)
+	defer end()
 	ses := blockservice.NewSession(ctx, s.bsvc)
 	rb, err := ses.GetBlock(ctx, root)
 	if err != nil {
@@ -120,6 +108,23 @@ func decodeSize(c cid.Cid, data []byte) (int64, error) {
 // connectProviders finds providers of c on the DHT and connects to them,
 // so that the bitswap session has peers to ask beyond the ones already
 // connected.
+// beginFetch starts what every fetch of root from the network has beside
+// it: its watchdog (ctx's Wait) and, online, the search for root's
+// providers, dialled as they are found. end stops both and waits for them.
+func (s *Store) beginFetch(ctx context.Context, root cid.Cid) (context.Context, *watch, func()) {
+	ctx, wt, stop := s.startWatch(ctx, root)
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if s.host != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.connectProviders(ctx, root, wt)
+		}()
+	}
+	return ctx, wt, func() { cancel(); wg.Wait(); stop() }
+}
+
 func (s *Store) connectProviders(ctx context.Context, c cid.Cid, wt *watch) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -150,20 +155,8 @@ func (s *Store) FetchBlock(ctx context.Context, c cid.Cid) (blocks.Block, error)
 	if b, err := s.bs.Get(ctx, c); err == nil {
 		return b, nil
 	}
-	ctx, wt, stop := s.startWatch(ctx, c)
-	defer stop()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if s.host != nil {
-		var wg sync.WaitGroup
-		defer wg.Wait()
-		defer cancel()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.connectProviders(ctx, c, wt)
-		}()
-	}
+	ctx, _, end := s.beginFetch(ctx, c)
+	defer end()
 	b, err := s.bsvc.GetBlock(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("contentstore: fetching %s: %w", c, stalled(ctx, err))
