@@ -339,11 +339,38 @@ func (b *byzantineRun) finish(t *testing.T, ctx context.Context) []*node.Partici
 	joined := make(chan error, 1)
 	var mu sync.Mutex
 	mirrored := map[int]cid.Cid{}
-	// The honest nodes see every attacker identity before round 1 (its
-	// data shares count them), in the attacked run as in the reference.
+	// The honest nodes see every attacker identity (and one another, and
+	// the liar) on the topic before round 1 — its data shares count them —
+	// in the attacked run as in the reference: an attacker seeing them is
+	// not enough (under load a subscription reached an honest node late,
+	// and the same authors made other contributions).
 	for _, a := range b.atks {
 		if err := a.topic.WaitPeers(ctx, byzHonest); err != nil {
 			t.Fatal(err)
+		}
+	}
+	want := map[peer.ID]bool{}
+	for _, nd := range append(append(append([]*node.Node(nil), b.c.Nodes[:byzHonest]...), b.sybils...), b.liarN) {
+		if nd != nil {
+			want[nd.Host.ID()] = true
+		}
+	}
+	topic := node.RunTopic(b.run)
+	for i, nd := range b.c.Nodes[:byzHonest] {
+		for {
+			seen := 0
+			for _, id := range nd.Host.PubSub.ListPeers(topic) {
+				if want[id] {
+					seen++
+				}
+			}
+			if seen == len(want)-1 {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("honest node %d sees %d of the %d other identities on the topic", i, seen, len(want)-1)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	fctx, stopFollow := context.WithCancel(ctx)
