@@ -293,11 +293,11 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 		a, b := m.Totals[i], m.Totals[j]
 		return a.Language < b.Language || a.Language == b.Language && a.Source < b.Source
 	})
-	if len(m.Shards) == 0 {
+	mb, mc, err := EncodeManifest(m)
+	if errors.Is(err, ErrEmptyDataset) {
 		return nil, fmt.Errorf("prepare: %w: %d inputs, %d documents read, %d malformed records, dropped %v: no document to make shards of",
 			ErrEmptyDataset, len(m.Recipe.Inputs), m.Report.DocumentsIn, m.Report.Malformed, m.Report.Dropped)
 	}
-	mb, mc, err := EncodeManifest(m)
 	if err != nil {
 		return nil, err
 	}

@@ -6,14 +6,13 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"sync"
 	"time"
 )
 
 // peakHeapProfile, when FOMNET_MEMPROFILE names a file, writes a heap
 // profile there each time the heap in use reaches a new peak (sampled every
 // 500 ms), so that the file ends up describing the command's peak; the
-// returned function stops it and says what the peak was. A tool for
+// returned function (called once) stops it and says what the peak was. A tool for
 // finding where memory goes (docs/BENCHMARKS.md), not for users.
 func peakHeapProfile(stderr io.Writer) func() {
 	path := os.Getenv("FOMNET_MEMPROFILE")
@@ -22,7 +21,6 @@ func peakHeapProfile(stderr io.Writer) func() {
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
 	var peak, sys uint64
-	var once sync.Once
 	go func() {
 		defer close(done)
 		tick := time.NewTicker(500 * time.Millisecond)
@@ -46,13 +44,11 @@ func peakHeapProfile(stderr io.Writer) func() {
 		}
 	}()
 	return func() {
-		once.Do(func() {
-			close(stop)
-			<-done
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			fmt.Fprintf(stderr, "fomnet: peak heap in use %.1f MiB, memory from the OS %.1f MiB, %.0f MiB allocated in all, %d GCs; profile at the peak: %s\n",
-				float64(peak)/(1<<20), float64(sys)/(1<<20), float64(ms.TotalAlloc)/(1<<20), ms.NumGC, path)
-		})
+		close(stop)
+		<-done
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Fprintf(stderr, "fomnet: peak heap in use %.1f MiB, memory from the OS %.1f MiB, %.0f MiB allocated in all, %d GCs; profile at the peak: %s\n",
+			float64(peak)/(1<<20), float64(sys)/(1<<20), float64(ms.TotalAlloc)/(1<<20), ms.NumGC, path)
 	}
 }
