@@ -22,7 +22,6 @@ import (
 	"github.com/fomnet/fomnet/sharding"
 	"github.com/fomnet/fomnet/tokenizer"
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -338,14 +337,10 @@ func (p *Participant) discoverLoop() {
 			p.opts.Logf("run %s: announcing on the DHT: %v", p.id, err)
 		}
 		for ai := range h.DHT.FindProvidersAsync(ctx, p.id, 64) {
-			if ai.ID == h.ID() || h.Network().Connectedness(ai.ID) == network.Connected {
+			if ai.ID == h.ID() {
 				continue
 			}
-			if len(ai.Addrs) == 0 {
-				p.opts.Logf("run %s: participant %s: the DHT gives no address for it", p.id, ai.ID)
-				continue
-			}
-			if err := h.Connect(ctx, ai); err != nil && p.ctx.Err() == nil {
+			if err := h.Meet(ctx, ai); err != nil && p.ctx.Err() == nil {
 				p.opts.Logf("run %s: participant %s: %v", p.id, ai.ID, err)
 			}
 		}

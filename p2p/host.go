@@ -190,6 +190,10 @@ type Host struct {
 	reach     atomic.Int32
 	reachSub  event.Subscription
 	reachDone chan struct{}
+
+	// punchSince is when Meet first saw libp2p's hole punching service
+	// running (zero before); guarded by mu.
+	punchSince time.Time
 }
 
 // Reachability is what AutoNAT concluded about this host: "public",

@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	relayclient "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 func TestIdentityPersists(t *testing.T) {
@@ -411,6 +413,43 @@ func TestRelay(t *testing.T) {
 	conns := other.Network().ConnsToPeer(private.ID())
 	if len(conns) == 0 || !strings.Contains(conns[0].RemoteMultiaddr().String(), "p2p-circuit") {
 		t.Fatalf("connections %v", conns)
+	}
+	// Meet dials a peer that advertises a relay address through the relay
+	// only, though a direct address is listed too (on loopback a dial to it
+	// would succeed; behind a NAT it would hold the port pair the hole
+	// punch needs), and only once hole punching runs here, which needs a
+	// public address (announced here, as none is observed on loopback).
+	circ, err := ma.NewMultiaddr(relayAddr + "/p2p-circuit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natted := peer.AddrInfo{ID: private.ID(), Addrs: append(private.Addrs(), circ)}
+	early := newHost(Options{})
+	if err := early.Meet(ctx, natted); err != nil {
+		t.Fatal(err)
+	}
+	if got := early.Network().Connectedness(private.ID()); got != network.NotConnected {
+		t.Fatalf("Meet before hole punching runs: %v, want no connection yet", got)
+	}
+	meeter := newHost(Options{Announce: []string{"/ip4/11.77.0.9/tcp/4101"}})
+	for _, ok := meeter.punchReady(); !ok; _, ok = meeter.punchReady() {
+		if ctx.Err() != nil {
+			t.Fatal("hole punching never started on a host with a public address")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := meeter.Meet(ctx, natted); err != nil {
+		t.Fatal(err)
+	}
+	if got := meeter.Network().Connectedness(private.ID()); got != network.Limited {
+		t.Fatalf("after Meet: %v, want only the relayed connection (limited)", got)
+	}
+	// A peer without relay addresses is simply connected.
+	if err := meeter.Meet(ctx, peer.AddrInfo{ID: relay.ID(), Addrs: relay.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := meeter.Network().Connectedness(relay.ID()); got != network.Connected {
+		t.Fatalf("Meet of a public peer: %v", got)
 	}
 	if _, err := New(ctx, Options{Identity: private.Peerstore().PrivKey(private.ID()), Reachability: "sometimes"}); err == nil {
 		t.Fatal("bad reachability accepted")
