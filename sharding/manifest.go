@@ -87,6 +87,7 @@ type Report struct {
 	DocumentsOut int64            `json:"documents_out"`
 	Malformed    int64            `json:"malformed"`
 	Dropped      map[string]int64 `json:"dropped"`
+	SkippedFiles int64            `json:"skipped_files,omitempty"` // of input directories: not text, hidden
 }
 
 // Recipe records every setting and input digest, so that anyone can
@@ -102,7 +103,7 @@ type Recipe struct {
 
 // InputRecord is one input as the recipe records it.
 type InputRecord struct {
-	Name      string `json:"name"` // base name
+	Name      string `json:"name"` // base name; for a file of an input directory, its path from the directory's parent
 	SHA256    string `json:"sha256"`
 	Bytes     int64  `json:"bytes"`
 	Format    Format `json:"format"`

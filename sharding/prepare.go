@@ -31,6 +31,8 @@ type Input struct {
 	Generator string `json:"generator,omitempty"`
 	Licence   string `json:"licence"`
 	Stage     string `json:"stage"` // default pretrain
+
+	name string // the recipe's name for it, when not its base name
 }
 
 // PrepareConfig is a dataset recipe.
@@ -45,6 +47,10 @@ type PrepareConfig struct {
 	Filters       FilterConfig `json:"filters"`
 	SeqLen        int          `json:"seq_len"`      // model context T (default 256)
 	ShardTokens   int          `json:"shard_tokens"` // tokens per shard, about (default 1M)
+
+	// SkippedFiles lists the files of input directories that Validate
+	// left out (see expandDirs); the manifest's report counts them.
+	SkippedFiles []SkippedFile `json:"-"`
 }
 
 // Stages a document can belong to.
@@ -70,6 +76,11 @@ func (c *PrepareConfig) Validate() error {
 	if c.ShardTokens < c.SeqLen+1 {
 		return fmt.Errorf("prepare: shard_tokens %d is less than one row of %d tokens", c.ShardTokens, c.SeqLen+1)
 	}
+	inputs, skipped, err := expandDirs(c.Inputs)
+	if err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	c.Inputs, c.SkippedFiles = inputs, append(c.SkippedFiles, skipped...)
 	for i := range c.Inputs {
 		in := &c.Inputs[i]
 		if in.Format == "" {
@@ -155,7 +166,7 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 	}
 	m := &Manifest{Format: ManifestFormat, Tokenizer: LinkTo(tokCID), Vocab: tk.Vocab(), SeqLen: cfg.SeqLen,
 		DType:  map[int]string{DTypeU16: "uint16", DTypeU32: "uint32"}[dtypeFor(tk.Vocab())],
-		Report: Report{Dropped: map[string]int64{}},
+		Report: Report{Dropped: map[string]int64{}, SkippedFiles: int64(len(cfg.SkippedFiles))},
 		Recipe: Recipe{Filters: cfg.Filters, SeqLen: cfg.SeqLen, ShardTokens: cfg.ShardTokens, Normalize: "NFC", Tokenizer: LinkTo(tokCID)}}
 	var total int64
 	for _, in := range cfg.Inputs {
@@ -372,6 +383,10 @@ func digest(in Input) (InputRecord, error) {
 	if err != nil {
 		return InputRecord{}, fmt.Errorf("%w: %s: %v", ErrInput, in.Path, err)
 	}
-	return InputRecord{Name: filepath.Base(in.Path), SHA256: hex.EncodeToString(h.Sum(nil)), Bytes: n, Format: in.Format,
+	name := in.name
+	if name == "" {
+		name = filepath.Base(in.Path)
+	}
+	return InputRecord{Name: name, SHA256: hex.EncodeToString(h.Sum(nil)), Bytes: n, Format: in.Format,
 		Field: in.Field, Source: in.Source, Generator: in.Generator, Licence: in.Licence, Stage: in.Stage}, nil
 }

@@ -213,3 +213,90 @@ func TestPrepareRefusesEmpty(t *testing.T) {
 		}
 	}
 }
+
+// A directory input is a collection of mixed files: its text files are
+// read in lexical order with the directory's provenance, and what is not
+// text (a binary, a hidden directory) is skipped and counted, where the
+// same binary named on its own is refused (TestReadDocsRefusesBinary).
+func TestPrepareDirectory(t *testing.T) {
+	tk := testTokenizer(t)
+	files := testInputs(t)
+	corpus := filepath.Join(t.TempDir(), "corpus")
+	binary := make([]byte, 4096)
+	for i := range binary {
+		binary[i] = byte(i * 7)
+	}
+	for name, from := range map[string]string{"a.txt": files[0].Path, "sub/b.tsv": files[1].Path, "logo.png": "", ".git/HEAD": ""} {
+		b := binary
+		if from != "" {
+			var err error
+			if b, err = os.ReadFile(from); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(corpus, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(corpus, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prepare := func(in ...Input) (*Prepared, PrepareConfig, error) {
+		cfg := PrepareConfig{Inputs: in, Filters: DefaultFilters(), SeqLen: 64, ShardTokens: 1000}
+		if err := cfg.Validate(); err != nil {
+			return nil, cfg, err
+		}
+		p, err := Prepare(context.Background(), cfg, tk, t.TempDir(), nil)
+		return p, cfg, err
+	}
+	p, cfg, err := prepare(Input{Path: corpus, Licence: "CC0-1.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range p.Manifest.Recipe.Inputs {
+		names = append(names, r.Name)
+	}
+	if want := []string{"corpus/a.txt", "corpus/sub/b.tsv"}; !slices.Equal(names, want) {
+		t.Fatalf("recipe inputs %v, want %v", names, want)
+	}
+	if p.Manifest.Report.SkippedFiles != 2 || len(cfg.SkippedFiles) != 2 {
+		t.Fatalf("skipped %d files, listed %v; want .git and logo.png", p.Manifest.Report.SkippedFiles, cfg.SkippedFiles)
+	}
+	for _, s := range cfg.SkippedFiles {
+		t.Logf("skipped %s", s)
+	}
+	if !strings.HasSuffix(cfg.SkippedFiles[0].Path, ".git") || !strings.Contains(cfg.SkippedFiles[1].Reason, "not text") {
+		t.Fatalf("skipped %v", cfg.SkippedFiles)
+	}
+	single, _, err := prepare(Input{Path: files[0].Path, Licence: "CC0-1.0"}, Input{Path: files[1].Path, Licence: "CC0-1.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Manifest.Report.DocumentsIn != single.Manifest.Report.DocumentsIn || !slices.Equal(shardCIDs(p), shardCIDs(single)) {
+		t.Fatalf("the directory read %d documents into shards %v; its two files named alone, %d into %v",
+			p.Manifest.Report.DocumentsIn, shardCIDs(p), single.Manifest.Report.DocumentsIn, shardCIDs(single))
+	}
+	again, _, err := prepare(Input{Path: corpus, Licence: "CC0-1.0"})
+	if err != nil || again.CID != p.CID {
+		t.Fatalf("the same directory again: %v, %v (first %v)", again, err, p.CID)
+	}
+	for _, f := range []string{"a.txt", "sub/b.tsv"} {
+		if err := os.Remove(filepath.Join(corpus, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := prepare(Input{Path: corpus}); !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), "holds no text file") {
+		t.Fatalf("a directory of binaries: %v", err)
+	} else {
+		t.Log(err)
+	}
+}
+
+func shardCIDs(p *Prepared) []string {
+	var out []string
+	for _, s := range p.Manifest.Shards {
+		out = append(out, s.CID.CID)
+	}
+	return out
+}

@@ -31,6 +31,8 @@ type prepareOut struct {
 	Totals     []sharding.Total `json:"totals"`
 	Report     sharding.Report  `json:"report"`
 	Tokenizer  string           `json:"tokenizer_cid"`
+	// Skipped lists the files of input directories left out.
+	Skipped []sharding.SkippedFile `json:"skipped_files,omitempty"`
 }
 
 func newDataPrepareCmd(e *env) *cobra.Command {
@@ -46,7 +48,10 @@ func newDataPrepareCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "prepare [flags] INPUT...",
 		Short: "Filter, deduplicate, tokenise and pack inputs into shards with a manifest",
-		Long: `Prepare a dataset: read the inputs (text, .tsv pairs, .jsonl), normalise to
+		Long: `Prepare a dataset: read the inputs (text, .tsv pairs, .jsonl; a directory
+stands for the files under it, in lexical order, and those that are not text
+or hidden are skipped and counted, where a file named alone that is not text
+is refused), normalise to
 NFC, apply the quality filters, drop exact and near duplicates, tokenise, pack
 documents (EOS after each) into rows of --seq+1 tokens, and write shards named
 by CID under OUT/shards, OUT/tokenizer.json and OUT/manifest.json (IPLD
@@ -124,7 +129,7 @@ made without any input file.`,
 				tokens += s.Tokens
 			}
 			res := prepareOut{DatasetCID: p.CID.String(), Dir: out, Shards: len(p.Manifest.Shards), Tokens: tokens,
-				Totals: p.Manifest.Totals, Report: p.Manifest.Report, Tokenizer: p.Manifest.Tokenizer.CID}
+				Totals: p.Manifest.Totals, Report: p.Manifest.Report, Tokenizer: p.Manifest.Tokenizer.CID, Skipped: cfg.SkippedFiles}
 			if asJSON {
 				return e.printJSON(res)
 			}
@@ -162,7 +167,18 @@ func trainOnInputs(cmd *cobra.Command, cfg sharding.PrepareConfig, vocab int) (*
 }
 
 func printPrepareSummary(e *env, r prepareOut, took time.Duration) {
+	const show = 10
+	for i, s := range r.Skipped {
+		if i == show {
+			e.logf("… and %d more files skipped", len(r.Skipped)-show)
+			break
+		}
+		e.logf("skipped %s", s)
+	}
 	w := tabwriter.NewWriter(e.stderr, 0, 4, 2, ' ', tabwriter.AlignRight)
+	if len(r.Skipped) > 0 {
+		fmt.Fprintf(w, "files skipped in input directories\t%d\t\n", len(r.Skipped))
+	}
 	fmt.Fprintf(w, "documents read\t%d\t\n", r.Report.DocumentsIn)
 	reasons := make([]string, 0, len(r.Report.Dropped))
 	for k := range r.Report.Dropped {
