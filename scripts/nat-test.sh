@@ -57,14 +57,28 @@ fi
 P=fn$$
 pids=()
 declare -a joiners
+# inside lists the processes still running in the test's namespaces.
+inside() { for n in pub h1 h2; do ip netns pids "$P-$n" 2>/dev/null; done; }
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Whatever still runs in the namespaces is this test's: end it (TERM,
+  # then KILL after 10 s), or the daemons would outlive their network.
+  inside | xargs -r kill 2>/dev/null || true
+  for _ in $(seq 50); do [ -z "$(inside)" ] && break; sleep 0.2; done
+  inside | xargs -r kill -9 2>/dev/null || true
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   for n in pub r1 h1 r2 h2; do ip netns del "$P-$n" 2>/dev/null || true; done
   if [ -n "${NAT_TEST_KEEP:-}" ]; then echo "nat-test: kept $tmp" >&2; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
 ns() { local n=$1; shift; ip netns exec "$P-$n" "$@"; }
+# bg NS OUT LOG ARGS... starts fomnet ARGS in NS in the background, as a
+# child of this shell (ip and env exec it: $! is fomnet's own PID).
+bg() {
+  local n=$1 out=$2 log=$3
+  shift 3
+  ip netns exec "$P-$n" env FOMNET_HOME= "$bin" "$@" >"$out" 2>"$log" &
+  pids+=($!)
+}
 fail() {
   echo "nat-test: FAILED: $*" >&2
   for f in "$tmp"/*.log; do echo "--- $f (last 30 lines)" >&2; tail -n 30 "$f" >&2; done
@@ -128,8 +142,7 @@ setcfg() { sed -i "s|^$2 = .*|$2 = $3|" "$1/config.toml"; }
 fom pub init --home "$tmp/pub" --listen /ip4/11.77.0.1/tcp/4101 --listen /ip4/11.77.0.1/udp/4101/quic-v1 --dht-mode server >/dev/null
 setcfg "$tmp/pub" relay_service true
 setcfg "$tmp/pub" reachability '"public"'
-fom pub daemon --home "$tmp/pub" >"$tmp/pub.out" 2>"$tmp/pub.log" &
-pids+=($!)
+bg pub "$tmp/pub.out" "$tmp/pub.log" daemon --home "$tmp/pub"
 for _ in $(seq 100); do grep -q ready "$tmp/pub.log" && break; sleep 0.2; done
 pub=$(grep '/ip4/11.77.0.1/tcp/4101/p2p/' "$tmp/pub.out" | head -1)
 [ -n "$pub" ] || fail "the public node printed no address"
@@ -138,8 +151,7 @@ boots=("$pub")
 for k in 2 3 4; do
   fom pub init --home "$tmp/pub$k" --listen "/ip4/11.77.0.$k/tcp/4101" --listen "/ip4/11.77.0.$k/udp/4101/quic-v1" --dht-mode server --bootstrap "$pub" >/dev/null
   setcfg "$tmp/pub$k" reachability '"public"'
-  fom pub daemon --home "$tmp/pub$k" >"$tmp/pub$k.out" 2>"$tmp/pub$k.log" &
-  pids+=($!)
+  bg pub "$tmp/pub$k.out" "$tmp/pub$k.log" daemon --home "$tmp/pub$k"
   for _ in $(seq 100); do grep -q ready "$tmp/pub$k.log" && break; sleep 0.2; done
   boots+=("$(grep "/ip4/11.77.0.$k/tcp/4101/p2p/" "$tmp/pub$k.out" | head -1)")
 done
@@ -155,8 +167,7 @@ for i in 1 2; do
   h=$tmp/h$i
   fom "h$i" init --home "$h" "${bootflags[@]}" >/dev/null
   setcfg "$h" static_relays "[\"$pub\"]"
-  fom "h$i" daemon --home "$h" >"$tmp/h$i.out" 2>"$tmp/h$i.log" &
-  pids+=($!)
+  bg "h$i" "$tmp/h$i.out" "$tmp/h$i.log" daemon --home "$h"
   for _ in $(seq 100); do grep -q ready "$tmp/h$i.log" && break; sleep 0.2; done
   grep -q ready "$tmp/h$i.log" || fail "the daemon of h$i did not start"
 done
@@ -202,8 +213,7 @@ for i in 1 2; do
   fom "h$i" init --home "$j" --listen /ip4/0.0.0.0/tcp/4111 --listen /ip4/0.0.0.0/udp/4111/quic-v1 "${bootflags[@]}" >/dev/null
   setcfg "$j" static_relays "[\"$pub\"]"
   setcfg "$j" reachability '"private"'
-  fom "h$i" join "$run" --home "$j" --expect 2 --threads 1 --linger 5s >"$tmp/j$i.out" 2>"$tmp/j$i.log" &
-  pids+=($!)
+  bg "h$i" "$tmp/j$i.out" "$tmp/j$i.log" join "$run" --home "$j" --expect 2 --threads 1 --linger 5s
   joiners[$i]=$!
 done
 for i in 1 2; do
