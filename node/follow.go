@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -20,11 +19,15 @@ type FollowOptions struct {
 	Interval time.Duration
 	// Mirrored, when set, is called for each checkpoint newly mirrored.
 	Mirrored func(round int, ck cid.Cid)
+	// Lineage, when set, is called for each round whose whole lineage
+	// (lineage.go) the follower has newly pinned.
+	Lineage func(round int, root cid.Cid)
 	// Logf receives log lines (nil: the node's).
 	Logf func(string, ...any)
 }
 
-// FollowRun mirrors the checkpoints of run as they appear, until ctx ends.
+// FollowRun mirrors the checkpoints of run as they appear, and the whole
+// lineage of each (lineage.go), until ctx ends.
 // A follower is a participant that trains nothing: it listens on the run's
 // topic (and relays it), asks the run's peers where they stand, and takes
 // each checkpoint announced only after recomputing it, and every round
@@ -45,6 +48,8 @@ func (n *Node) FollowRun(ctx context.Context, run cid.Cid, o FollowOptions) erro
 	}
 	_, err := os.Stat(filepath.Join(n.Home, "runs", run.String()))
 	fresh := err != nil
+	n.settled.follow(run, +1)
+	defer n.settled.follow(run, -1)
 	p, err := n.openRun(ctx, run, RunOptions{Logf: o.Logf}, true)
 	if err != nil {
 		return err
@@ -57,12 +62,22 @@ func (n *Node) FollowRun(ctx context.Context, run cid.Cid, o FollowOptions) erro
 		}
 	}
 	if fresh {
-		g, _ := p.genesisCID()
+		g, _ := p.settledCID(0)
 		p.onSettle(0, g)
 	}
 	if err := p.repin(ctx); err != nil {
 		return err
 	}
+	lctx, lcancel := context.WithCancel(ctx)
+	lineageDone := make(chan struct{})
+	go func() {
+		defer close(lineageDone)
+		p.mirrorLineage(lctx, o.Interval, o.Lineage, o.Logf)
+	}()
+	defer func() {
+		lcancel()
+		<-lineageDone
+	}()
 	tick := time.NewTicker(o.Interval)
 	defer tick.Stop()
 	for {
@@ -103,11 +118,7 @@ func (n *Node) FollowRun(ctx context.Context, run cid.Cid, o FollowOptions) erro
 // through onSettle.
 func (p *Participant) repin(ctx context.Context) error {
 	for r := 0; r < p.Round(); r++ {
-		b, err := os.ReadFile(p.roundDir(r) + ".cid")
-		if err != nil {
-			continue
-		}
-		ck, err := cid.Decode(strings.TrimSpace(string(b)))
+		ck, err := p.settledCID(r)
 		if err != nil || p.n.Store.IsPinned(ck) {
 			continue
 		}
@@ -152,13 +163,4 @@ func (n *Node) readRoundRecord(ctx context.Context, ck cid.Cid) (*roundRecord, e
 		return nil, fmt.Errorf("round.json is larger than %d bytes", maxRoundRecord)
 	}
 	return decodeRoundRecord(b)
-}
-
-// genesisCID is the CID of the run's round-0 checkpoint, as settled here.
-func (p *Participant) genesisCID() (cid.Cid, error) {
-	b, err := os.ReadFile(p.roundDir(0) + ".cid")
-	if err != nil {
-		return cid.Undef, err
-	}
-	return cid.Decode(strings.TrimSpace(string(b)))
 }

@@ -48,6 +48,11 @@ type StatusResponse struct {
 	Base       string `json:"base,omitempty"`
 	Newest     int    `json:"newest"`
 	NewestCID  string `json:"newest_cid,omitempty"`
+	// Follower: the peer follows the run (mirror --follow) and trains
+	// nothing, so no round waits for a contribution of its. Believed only
+	// in that direction: a trainer who says it follows is merely not
+	// waited for.
+	Follower bool `json:"follower,omitempty"`
 }
 
 // decodeStrict parses b, at most limit bytes, as one JSON value of v's
@@ -127,8 +132,19 @@ func DecodeStatusResponse(b []byte) (StatusResponse, error) {
 // answers status requests with. It lives as long as the node, so a node
 // that finished a run keeps answering for it.
 type settledRuns struct {
-	mu   sync.Mutex
-	runs map[string]map[int][2]string // run → round → {checkpoint, base}
+	mu        sync.Mutex
+	runs      map[string]map[int][2]string // run → round → {checkpoint, base}
+	following map[string]int               // run → FollowRuns under way
+}
+
+// follow records that a FollowRun of run is under way (+1) or ended (−1).
+func (s *settledRuns) follow(run cid.Cid, d int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.following == nil {
+		s.following = map[string]int{}
+	}
+	s.following[run.String()] += d
 }
 
 func (s *settledRuns) set(run cid.Cid, round int, ck, base cid.Cid) {
@@ -152,7 +168,7 @@ func (s *settledRuns) set(run cid.Cid, round int, ck, base cid.Cid) {
 func (s *settledRuns) answer(q StatusRequest) StatusResponse {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := StatusResponse{Run: q.Run, Round: q.Round, Newest: -1}
+	out := StatusResponse{Run: q.Run, Round: q.Round, Newest: -1, Follower: s.following[q.Run] > 0}
 	m := s.runs[q.Run]
 	for r, e := range m {
 		if r > out.Newest {

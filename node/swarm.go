@@ -147,6 +147,10 @@ type Participant struct {
 	// included (from its round.json): every honest node agrees on them,
 	// so they order the next round's reducers. Empty after genesis.
 	members []peer.ID
+	// followers are the peers on the run's topic that said they follow
+	// it (StatusResponse.Follower): a round without members does not wait
+	// for them. Used by runRound only.
+	followers map[peer.ID]bool
 
 	base  cid.Cid // checkpoint the current round starts from
 	round int     // current round (rounds are numbered from 1)
@@ -719,7 +723,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 	case len(p.members) > 0:
 		expect = len(p.members)
 	default:
-		expect = len(p.topic.Peers()) + 1
+		expect = p.trainersOnTopic(ctx, r) + 1
 	}
 	// The round closes once it has every member's contribution and at
 	// least expect in all, or at the deadline with a quorum.
@@ -903,6 +907,34 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, error) {
 	}
 	p.event(RoundEvent{Phase: "contributed", CID: ccid.String(), EncodedBytes: encBytes, RawBytes: 4 * len(p.global)})
 	return ccid, nil
+}
+
+// trainersOnTopic counts the peers on the run's topic that do not follow
+// it (see followers), asking those it has not heard from about round r.
+// A peer that does not answer counts as a trainer.
+func (p *Participant) trainersOnTopic(ctx context.Context, r int) int {
+	peers := p.topic.Peers()
+	var ask []peer.ID
+	for _, id := range peers {
+		if !p.followers[id] {
+			ask = append(ask, id)
+		}
+	}
+	if p.followers == nil {
+		p.followers = map[peer.ID]bool{}
+	}
+	for id, a := range p.n.askAll(ctx, ask, p.id, r) {
+		if a.Follower {
+			p.followers[id] = true
+		}
+	}
+	n := 0
+	for _, id := range peers {
+		if !p.followers[id] {
+			n++
+		}
+	}
+	return n
 }
 
 // reducerOrder gives each partition's reducers in round r: the members

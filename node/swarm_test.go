@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -612,10 +613,11 @@ func TestFollowRun(t *testing.T) {
 	follower := c.Nodes[3]
 	c.Nodes[3] = nil // not a participant
 	var log checkpointLog
-	ps := openAll(t, c, runID, n-1, func(_ int, e node.RoundEvent) { log.record(e) })
+	// No expected count: round 1 waits for the trainers on the run's topic.
+	ps := openAll(t, c, runID, 0, func(_ int, e node.RoundEvent) { log.record(e) })
 	c.Nodes[3] = follower
 	var mu sync.Mutex
-	mirrored := map[int]cid.Cid{}
+	mirrored, lineage := map[int]cid.Cid{}, map[int]cid.Cid{}
 	follow := func(nd *node.Node) (stop func()) {
 		fctx, fcancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
@@ -623,6 +625,10 @@ func TestFollowRun(t *testing.T) {
 			done <- nd.FollowRun(fctx, runID, node.FollowOptions{Interval: 300 * time.Millisecond, Logf: t.Logf, Mirrored: func(r int, ck cid.Cid) {
 				mu.Lock()
 				mirrored[r] = ck
+				mu.Unlock()
+			}, Lineage: func(r int, root cid.Cid) {
+				mu.Lock()
+				lineage[r] = root
 				mu.Unlock()
 			}})
 		}()
@@ -634,6 +640,15 @@ func TestFollowRun(t *testing.T) {
 		}
 	}
 	stop := follow(follower)
+	// Every trainer sees the other two and the follower on the topic.
+	for i, nd := range c.Nodes[:n-1] {
+		for len(nd.Host.PubSub.ListPeers(node.RunTopic(runID))) < n-1 {
+			if ctx.Err() != nil {
+				t.Fatalf("trainer %d sees %v on the run's topic", i, nd.Host.PubSub.ListPeers(node.RunTopic(runID)))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	for i, err := range runAll(ps, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, rounds) }) {
 		if err != nil {
 			t.Fatalf("node %d: %v", i, err)
@@ -642,18 +657,23 @@ func TestFollowRun(t *testing.T) {
 	final := ps[0].Base()
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		mu.Lock()
-		got, all := mirrored[rounds], len(mirrored) == rounds+1 // genesis too
+		got, all := mirrored[rounds], len(mirrored) == rounds+1 && len(lineage) == rounds // genesis too
 		mu.Unlock()
 		if got.Equals(final) && all {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the follower did not mirror round %d (%s) in time; has %v", rounds, final, mirrored)
+			t.Fatalf("the follower did not mirror round %d (%s) and every round's lineage in time; has %v and lineages %v", rounds, final, mirrored, lineage)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	stop()
 	log.agreed(t, rounds)
+	// The follower was on the run's topic from the start, but it trains
+	// nothing: no round waited out its deadline for it.
+	if len(log.deadlines) > 0 {
+		t.Errorf("deadlines passed while trainers waited (peer → round → count): %v", log.deadlines)
+	}
 	mu.Lock()
 	for r := 1; r <= rounds; r++ {
 		if ck, ok := mirrored[r]; !ok || !log.cids[r][ck.String()] {
@@ -661,6 +681,24 @@ func TestFollowRun(t *testing.T) {
 		}
 		if !follower.Store.IsPinned(mirrored[r]) {
 			t.Errorf("round %d not pinned", r)
+		}
+	}
+	// The follower holds the whole lineage, not only the checkpoints: after
+	// a garbage collection, everything each round record links (the
+	// contributions with their partitions and shards, the aggregates, the
+	// run) is complete in its own store.
+	if _, err := follower.Store.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for r := 1; r <= rounds; r++ {
+		if !follower.Store.IsPinned(lineage[r]) {
+			t.Errorf("round %d's lineage root %s is not pinned", r, lineage[r])
+		}
+		for _, k := range roundLinks(t, ctx, follower.Store, mirrored[r]) {
+			rep, err := follower.Store.Verify(ctx, k)
+			if err != nil || !rep.OK() {
+				t.Errorf("round %d: %s linked by its record is not held by the follower: %v %s", r, k, err, rep.Problem())
+			}
 		}
 	}
 	// Interrupted in the middle of its walk back, a follower fills the
@@ -707,4 +745,42 @@ func TestFollowRun(t *testing.T) {
 	if !follower.Store.IsPinned(final) {
 		t.Fatal("the final checkpoint is no longer pinned after a restart")
 	}
+}
+
+// roundLinks returns every CID the round record of checkpoint ck links.
+func roundLinks(t *testing.T, ctx context.Context, st *contentstore.Store, ck cid.Cid) []cid.Cid {
+	t.Helper()
+	f, err := st.Lookup(ctx, ck, "round.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Open(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var rec struct {
+		Run           sharding.Link   `json:"run"`
+		Base          *sharding.Link  `json:"base"`
+		Contributions []sharding.Link `json:"contributions"`
+		Aggregates    []struct {
+			CID sharding.Link `json:"cid"`
+		} `json:"aggregates"`
+		Shards []sharding.Link `json:"shards"`
+	}
+	if err := json.NewDecoder(r).Decode(&rec); err != nil {
+		t.Fatal(err)
+	}
+	links := append([]sharding.Link{rec.Run, *rec.Base}, rec.Contributions...)
+	for _, a := range rec.Aggregates {
+		links = append(links, a.CID)
+	}
+	links = append(links, rec.Shards...)
+	out := make([]cid.Cid, len(links))
+	for i, l := range links {
+		if out[i], err = l.Cid(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }
