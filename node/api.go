@@ -49,6 +49,9 @@ type API interface {
 	PublishDataset(ctx context.Context, dir string) (cid.Cid, error)
 	CreateRun(ctx context.Context, spec *RunSpec) (cid.Cid, error)
 	LoadRun(ctx context.Context, id cid.Cid) (*RunSpec, error)
+	// Audit recomputes every round of the lineage ending at checkpoint ck
+	// from round from on (audit.go); progress counts rounds.
+	Audit(ctx context.Context, ck cid.Cid, from int, progress contentstore.Progress) (*AuditReport, error)
 }
 
 var (
@@ -71,6 +74,7 @@ type apiRequest struct {
 	Addr string          `json:"addr,omitempty"`
 	Pin  bool            `json:"pin,omitempty"`
 	Spec json.RawMessage `json:"spec,omitempty"`
+	From int             `json:"from,omitempty"` // audit's first round
 	// Stall is the caller's contentstore.Wait.Stall (nanoseconds): the
 	// daemon's fetches for the request wait as the caller's would.
 	Stall time.Duration `json:"stall,omitempty"`
@@ -280,6 +284,8 @@ func dispatch(ctx context.Context, n API, op string, req apiRequest, progress co
 		return true, n.Get(ctx, c, req.Out, progress)
 	case "verify":
 		return n.Verify(ctx, c)
+	case "audit":
+		return n.Audit(ctx, c, req.From, progress)
 	case "resolve":
 		return n.Resolve(ctx, c)
 	case "mirror":
@@ -447,6 +453,11 @@ func (c *Client) Get(ctx context.Context, k cid.Cid, out string, progress conten
 func (c *Client) Verify(ctx context.Context, k cid.Cid) (VerifyResult, error) {
 	var r VerifyResult
 	return r, c.call(ctx, "verify", apiRequest{CID: k.String()}, nil, &r)
+}
+
+func (c *Client) Audit(ctx context.Context, k cid.Cid, from int, progress contentstore.Progress) (*AuditReport, error) {
+	var r AuditReport
+	return &r, c.call(ctx, "audit", apiRequest{CID: k.String(), From: from}, progress, &r)
 }
 
 func (c *Client) Resolve(ctx context.Context, k cid.Cid) (bool, error) {

@@ -236,7 +236,10 @@ func (n *Node) openRun(ctx context.Context, id cid.Cid, o RunOptions, follow boo
 	return p, nil
 }
 
-func (n *Node) openRunWith(ctx context.Context, id cid.Cid, o RunOptions, follow bool) (*Participant, error) {
+// newParticipant builds a participant of run id from its spec and dataset,
+// at the run's genesis state, without touching its directory or the
+// network beyond fetching them.
+func (n *Node) newParticipant(ctx context.Context, id cid.Cid, o RunOptions, follow bool) (*Participant, error) {
 	if o.Logf == nil {
 		o.Logf = n.logf
 	}
@@ -247,8 +250,6 @@ func (n *Node) openRunWith(ctx context.Context, id cid.Cid, o RunOptions, follow
 	if err != nil {
 		return nil, err
 	}
-	_, statErr := os.Stat(o.Dir)
-	wasHere := statErr == nil // this node took part in the run before
 	cfg, _ := spec.ModelConfig()
 	sc := spec.Sync
 	codec, err := sc.NewCodec()
@@ -290,6 +291,16 @@ func (n *Node) openRunWith(ctx context.Context, id cid.Cid, o RunOptions, follow
 	for _, r := range p.parts {
 		p.efs = append(p.efs, gradsync.NewErrorFeedback(codec, r.Size))
 	}
+	return p, nil
+}
+
+func (n *Node) openRunWith(ctx context.Context, id cid.Cid, o RunOptions, follow bool) (*Participant, error) {
+	p, err := n.newParticipant(ctx, id, o, follow)
+	if err != nil {
+		return nil, err
+	}
+	_, statErr := os.Stat(p.opts.Dir)
+	wasHere := statErr == nil // this node took part in the run before
 	if err := p.removeScratch(); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/fomnet/fomnet/node"
 	"github.com/fomnet/fomnet/node/nodetest"
 	"github.com/fomnet/fomnet/sharding"
+	dshelp "github.com/ipfs/boxo/datastore/dshelp"
 	"github.com/ipfs/go-cid"
 )
 
@@ -745,10 +747,91 @@ func TestFollowRun(t *testing.T) {
 	if !follower.Store.IsPinned(final) {
 		t.Fatal("the final checkpoint is no longer pinned after a restart")
 	}
+	// Every trainer gone, the follower alone audits the run.
+	for i := range n - 1 {
+		ps[i].Close()
+		c.Stop(i)
+	}
+	auditAlone(t, ctx, follower, final, rounds)
 }
 
-// roundLinks returns every CID the round record of checkpoint ck links.
-func roundLinks(t *testing.T, ctx context.Context, st *contentstore.Store, ck cid.Cid) []cid.Cid {
+// auditAlone audits the lineage ending at final on nd: every round
+// recomputes to its checkpoint; then, with one block of a round-2
+// contribution altered in nd's store, the audit names that round and
+// contribution.
+func auditAlone(t *testing.T, ctx context.Context, nd *node.Node, final cid.Cid, rounds int) {
+	t.Helper()
+	rep, err := nd.Audit(ctx, final, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK || len(rep.Rounds) != rounds {
+		t.Fatalf("audit of an honest run: %+v", rep)
+	}
+	ck2, _ := cid.Decode(rep.Rounds[1].Checkpoint)
+	victim := readRecord(t, ctx, nd.Store, ck2).Contributions[0]
+	k, _ := victim.Cid()
+	b, err := nd.Store.Block(ctx, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var contrib struct {
+		Partitions []sharding.Link `json:"partitions"`
+	}
+	if err := json.Unmarshal(b.RawData(), &contrib); err != nil {
+		t.Fatal(err)
+	}
+	part, _ := contrib.Partitions[0].Cid()
+	path := blockFile(t, nd.Store, part)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x40
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = nd.Audit(ctx, final, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := rep.Rounds[1]
+	if rep.OK || bad.Round != 2 || bad.Result != "corrupt" || !strings.Contains(bad.Detail, k.String()) {
+		t.Fatalf("audit with a block of contribution %s altered: %+v", k, rep)
+	}
+	t.Logf("round 2: %s: %s", bad.Result, bad.Detail)
+}
+
+// blockFile finds the file of nd's flatfs store that holds block c.
+func blockFile(t *testing.T, st *contentstore.Store, c cid.Cid) string {
+	t.Helper()
+	name := strings.TrimPrefix(dshelp.MultihashToDsKey(c.Hash()).String(), "/") + ".data"
+	var found string
+	filepath.WalkDir(st.Dir(), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == name {
+			found = p
+		}
+		return nil
+	})
+	if found == "" {
+		t.Fatalf("no file holds block %s", c)
+	}
+	return found
+}
+
+// recordLinks is what a round record links.
+type recordLinks struct {
+	Run           sharding.Link   `json:"run"`
+	Base          *sharding.Link  `json:"base"`
+	Contributions []sharding.Link `json:"contributions"`
+	Aggregates    []struct {
+		CID sharding.Link `json:"cid"`
+	} `json:"aggregates"`
+	Shards []sharding.Link `json:"shards"`
+}
+
+// readRecord reads the round record of checkpoint ck from st.
+func readRecord(t *testing.T, ctx context.Context, st *contentstore.Store, ck cid.Cid) recordLinks {
 	t.Helper()
 	f, err := st.Lookup(ctx, ck, "round.json")
 	if err != nil {
@@ -759,18 +842,17 @@ func roundLinks(t *testing.T, ctx context.Context, st *contentstore.Store, ck ci
 		t.Fatal(err)
 	}
 	defer r.Close()
-	var rec struct {
-		Run           sharding.Link   `json:"run"`
-		Base          *sharding.Link  `json:"base"`
-		Contributions []sharding.Link `json:"contributions"`
-		Aggregates    []struct {
-			CID sharding.Link `json:"cid"`
-		} `json:"aggregates"`
-		Shards []sharding.Link `json:"shards"`
-	}
+	var rec recordLinks
 	if err := json.NewDecoder(r).Decode(&rec); err != nil {
 		t.Fatal(err)
 	}
+	return rec
+}
+
+// roundLinks returns every CID the round record of checkpoint ck links.
+func roundLinks(t *testing.T, ctx context.Context, st *contentstore.Store, ck cid.Cid) []cid.Cid {
+	t.Helper()
+	rec := readRecord(t, ctx, st, ck)
 	links := append([]sharding.Link{rec.Run, *rec.Base}, rec.Contributions...)
 	for _, a := range rec.Aggregates {
 		links = append(links, a.CID)
@@ -778,6 +860,7 @@ func roundLinks(t *testing.T, ctx context.Context, st *contentstore.Store, ck ci
 	links = append(links, rec.Shards...)
 	out := make([]cid.Cid, len(links))
 	for i, l := range links {
+		var err error
 		if out[i], err = l.Cid(); err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,226 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/kernels/cpu"
+	"github.com/fomnet/fomnet/sharding"
+)
+
+// Auditing a run's lineage: every round transition is recomputed here,
+// bit for bit, from the round's base checkpoint and the contributions its
+// record lists (the transition every role runs), and the result's CID
+// compared with the checkpoint the lineage holds. Each round stands alone
+// — its base is read back from the store, not carried over — so one bad
+// round does not hide the rounds after it, and --from audits a tail. The
+// contributions are fetched where missing and rehashed block by block
+// first, so a corrupt block is named, not merely felt as a mismatch.
+// (Re-executing each contribution's inner steps is issue 24's next part:
+// contributions do not yet bind the optimizer state they started from.)
+
+// AuditRound is one round of an audit.
+type AuditRound struct {
+	Round         int     `json:"round"`
+	Checkpoint    string  `json:"checkpoint"`
+	Contributions int     `json:"contributions"`
+	Result        string  `json:"result"` // ok, mismatch, corrupt, missing, refused
+	Detail        string  `json:"detail,omitempty"`
+	Seconds       float64 `json:"seconds"`
+}
+
+// AuditReport is an audit's result. OK holds when every round audited is.
+type AuditReport struct {
+	Run        string       `json:"run"`
+	Checkpoint string       `json:"checkpoint"`
+	Rounds     []AuditRound `json:"rounds"`
+	OK         bool         `json:"ok"`
+}
+
+// Audit recomputes every round of the lineage that ends at checkpoint ck
+// (from round from on; 0 or 1: all) on a CPU backend of all cores, and
+// reports each; progress, if set, counts rounds audited. Its error is for
+// the audit failing to run; what it finds is in the report.
+func (n *Node) Audit(ctx context.Context, ck cid.Cid, from int, progress contentstore.Progress) (*AuditReport, error) {
+	chain, err := n.lineageOf(ctx, ck)
+	if err != nil {
+		return nil, err
+	}
+	tip := chain[len(chain)-1]
+	run, err := tip.rec.Run.Cid()
+	if err != nil {
+		return nil, fmt.Errorf("audit: checkpoint %s: %w", ck, err)
+	}
+	scratch, err := os.MkdirTemp(n.Home, "audit-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(scratch)
+	be, err := cpu.New(cpu.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer be.Close()
+	p, err := n.newParticipant(ctx, run, RunOptions{Dir: scratch, Backend: be, Logf: func(string, ...any) {}}, true)
+	if err != nil {
+		return nil, fmt.Errorf("audit: run %s: %w", run, err)
+	}
+	rep := &AuditReport{Run: run.String(), Checkpoint: ck.String(), Rounds: []AuditRound{}, OK: true}
+	from = min(max(from, 1), len(chain))
+	for i, l := range chain[from-1:] {
+		start := time.Now()
+		row := p.auditRound(ctx, l)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		row.Seconds = time.Since(start).Seconds()
+		rep.Rounds = append(rep.Rounds, row)
+		rep.OK = rep.OK && row.Result == "ok"
+		if progress != nil {
+			progress(int64(i+1), int64(len(chain)-from+1))
+		}
+	}
+	return rep, nil
+}
+
+// lineageLink is one round of a lineage: a checkpoint and its record.
+type lineageLink struct {
+	ck  cid.Cid
+	rec *roundRecord
+}
+
+// lineageOf reads the round records from checkpoint ck back to round 1,
+// oldest first, checking that they form one run's chain.
+func (n *Node) lineageOf(ctx context.Context, ck cid.Cid) ([]lineageLink, error) {
+	var chain []lineageLink
+	for k, want := ck, -1; ; {
+		rec, err := n.readRoundRecord(ctx, k)
+		if err != nil {
+			return nil, fmt.Errorf("audit: round record of %s: %w", k, err)
+		}
+		switch {
+		case want >= 0 && rec.Round != want:
+			return nil, fmt.Errorf("audit: checkpoint %s is round %d, its successor says %d", k, rec.Round, want)
+		case len(chain) > 0 && rec.Run != chain[0].rec.Run:
+			return nil, fmt.Errorf("audit: checkpoint %s is of run %s, its successor of %s", k, rec.Run.CID, chain[0].rec.Run.CID)
+		case rec.Round == 0 && len(chain) == 0:
+			return nil, fmt.Errorf("audit: %s is a run's genesis: nothing to audit", k)
+		case rec.Round == 0:
+			return chain, nil
+		}
+		chain = append([]lineageLink{{k, rec}}, chain...)
+		if k, err = rec.Base.Cid(); err != nil {
+			return nil, fmt.Errorf("audit: round %d's base: %w", rec.Round, err)
+		}
+		want = rec.Round - 1
+	}
+}
+
+// auditRound recomputes one round from its base.
+func (p *Participant) auditRound(ctx context.Context, l lineageLink) AuditRound {
+	r := l.rec.Round
+	row := AuditRound{Round: r, Checkpoint: l.ck.String(), Contributions: len(l.rec.Contributions)}
+	fail := func(result string, err error) AuditRound {
+		row.Result, row.Detail = result, err.Error()
+		return row
+	}
+	for _, c := range l.rec.Contributions {
+		k, _ := c.Cid()
+		if result, err := p.intact(ctx, k); err != nil {
+			return fail(result, fmt.Errorf("contribution %s: %w", k, err))
+		}
+	}
+	base, err := p.auditBase(ctx, l.rec)
+	if err != nil {
+		return fail("missing", err)
+	}
+	p.resetInputs()
+	next, err := p.replay(ctx, base, l.rec)
+	if err != nil {
+		return fail("refused", err)
+	}
+	defer os.RemoveAll(next.dir)
+	if !next.ck.Equals(l.ck) {
+		return fail("mismatch", fmt.Errorf("its base and contributions give %s", next.ck))
+	}
+	row.Result = "ok"
+	return row
+}
+
+// auditBase reads round rec's base checkpoint back from the store into a
+// state (round 1's is the run's genesis, computed here and compared).
+func (p *Participant) auditBase(ctx context.Context, rec *roundRecord) (*state, error) {
+	bk, err := rec.Base.Cid()
+	if err != nil {
+		return nil, err
+	}
+	if rec.Round == 1 {
+		g := &roundRecord{Format: RoundFormat, Run: rec.Run, Contributions: []sharding.Link{},
+			Aggregates: []aggregateRecord{}, Shards: []sharding.Link{}, Participants: []string{}}
+		dir, gk, err := p.writeCheckpoint(ctx, g, p.global, p.outer, "scratch-")
+		if err != nil {
+			return nil, err
+		}
+		os.RemoveAll(dir)
+		if !gk.Equals(bk) {
+			return nil, fmt.Errorf("round 1's base %s is not the run's genesis %s", bk, gk)
+		}
+		s := &state{round: 0, ck: gk, global: p.global, outer: p.outer, rec: g}
+		return s.clone(), nil
+	}
+	dir := filepath.Join(p.opts.Dir, fmt.Sprintf("base-%06d", rec.Round-1))
+	os.RemoveAll(dir)
+	defer os.RemoveAll(dir)
+	if _, err := p.intact(ctx, bk); err != nil {
+		return nil, fmt.Errorf("base %s: %w", bk, err)
+	}
+	if err := p.n.Store.WriteOut(ctx, bk, dir); err != nil {
+		return nil, fmt.Errorf("base %s: %w", bk, err)
+	}
+	s, err := p.readState(dir)
+	if err != nil {
+		return nil, fmt.Errorf("base %s: %w", bk, err)
+	}
+	if s.round != rec.Round-1 {
+		return nil, errors.New("base is of another round")
+	}
+	s.ck, s.dir = bk, ""
+	return s, nil
+}
+
+// auditStall bounds a fetch of missing content when the context carries no
+// wait of its own (contentstore.WithWait, the CLI's --timeout).
+const auditStall = time.Minute
+
+// intact makes the DAG under k whole in this node's store — fetching what
+// is missing, until nothing has arrived for a stall — and rehashes every
+// block. On failure it says which: "missing" or "corrupt".
+func (p *Participant) intact(ctx context.Context, k cid.Cid) (string, error) {
+	v, err := p.n.Store.Verify(ctx, k)
+	if err != nil {
+		return "missing", err
+	}
+	if len(v.Corrupt) > 0 {
+		return "corrupt", errors.New(v.Problem())
+	}
+	if v.OK() {
+		return "", nil
+	}
+	if contentstore.WaitOf(ctx).Stall <= 0 {
+		ctx = contentstore.WithWait(ctx, contentstore.Wait{Stall: auditStall})
+	}
+	if err := p.n.Store.Fetch(ctx, k, nil); err != nil {
+		return "missing", err
+	}
+	if v, err = p.n.Store.Verify(ctx, k); err != nil || !v.OK() {
+		return "corrupt", fmt.Errorf("%v%s", err, v.Problem())
+	}
+	return "", nil
+}
