@@ -45,10 +45,18 @@ type AuditReport struct {
 }
 
 // Audit recomputes every round of the lineage that ends at checkpoint ck
-// (from round from on; 0 or 1: all) on a CPU backend of all cores, and
+// (or, given a run ID, at the newest checkpoint of the run this node
+// holds), from round from on (0 or 1: all), on a CPU backend of all cores, and
 // reports each; progress, if set, counts rounds audited. Its error is for
 // the audit failing to run; what it finds is in the report.
 func (n *Node) Audit(ctx context.Context, ck cid.Cid, from int, progress contentstore.Progress) (*AuditReport, error) {
+	if ck.Prefix().Codec == contentstore.CodecDagJSON { // a run ID
+		newest, err := n.newestCheckpoint(ck)
+		if err != nil {
+			return nil, err
+		}
+		ck = newest
+	}
 	chain, err := n.lineageOf(ctx, ck)
 	if err != nil {
 		return nil, err
@@ -88,6 +96,21 @@ func (n *Node) Audit(ctx context.Context, ck cid.Cid, from int, progress content
 		}
 	}
 	return rep, nil
+}
+
+// newestCheckpoint returns the checkpoint of the newest round of run this
+// node holds pinned.
+func (n *Node) newestCheckpoint(run cid.Cid) (cid.Cid, error) {
+	best, newest := -1, cid.Undef
+	for _, p := range n.Store.Pins() {
+		if r, round, ok := ParseCheckpointPin(p.Name); ok && r == run.String() && round > best {
+			best, newest = round, p.CID
+		}
+	}
+	if best < 1 {
+		return cid.Undef, fmt.Errorf("audit: this node holds no checkpoint of run %s past its genesis (follow it first: fomnet mirror --follow %s), or give a checkpoint CID", run, run)
+	}
+	return newest, nil
 }
 
 // lineageLink is one round of a lineage: a checkpoint and its record.

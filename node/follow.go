@@ -126,7 +126,7 @@ func (p *Participant) repin(ctx context.Context) error {
 			p.opts.Logf("run %s: round %d's checkpoint %s is neither pinned nor in %s (pruned?): not repinned", p.id, r, ck, p.roundDir(r))
 			continue
 		}
-		got, err := p.n.Store.Add(ctx, p.roundDir(r), contentstore.AddOptions{Pin: true, Name: fmt.Sprintf("run %s round %d", p.id, r)})
+		got, err := p.n.Store.Add(ctx, p.roundDir(r), contentstore.AddOptions{Pin: true, Name: CheckpointPin(p.id, r)})
 		if err != nil {
 			return err
 		}

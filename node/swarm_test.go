@@ -752,20 +752,20 @@ func TestFollowRun(t *testing.T) {
 		ps[i].Close()
 		c.Stop(i)
 	}
-	auditAlone(t, ctx, follower, final, rounds)
+	auditAlone(t, ctx, follower, runID, final, rounds)
 }
 
-// auditAlone audits the lineage ending at final on nd: every round
-// recomputes to its checkpoint; then, with one block of a round-2
-// contribution altered in nd's store, the audit names that round and
-// contribution.
-func auditAlone(t *testing.T, ctx context.Context, nd *node.Node, final cid.Cid, rounds int) {
+// auditAlone audits run on nd (the lineage of its newest checkpoint there,
+// final): every round recomputes to its checkpoint; then, with one block of
+// a round-2 contribution altered in nd's store, the audit names that round
+// and contribution.
+func auditAlone(t *testing.T, ctx context.Context, nd *node.Node, run, final cid.Cid, rounds int) {
 	t.Helper()
-	rep, err := nd.Audit(ctx, final, 0, nil)
+	rep, err := nd.Audit(ctx, run, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rep.OK || len(rep.Rounds) != rounds {
+	if !rep.OK || len(rep.Rounds) != rounds || rep.Checkpoint != final.String() {
 		t.Fatalf("audit of an honest run: %+v", rep)
 	}
 	ck2, _ := cid.Decode(rep.Rounds[1].Checkpoint)

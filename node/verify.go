@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -429,6 +430,23 @@ func (p *Participant) adopt(ctx context.Context, l lineage, why string) error {
 	return nil
 }
 
+// CheckpointPin names the pin of the checkpoint this node settled on for
+// round r of run; ParseCheckpointPin reads such a name back (and only
+// such: the pins of lineage roots and evidence are named otherwise).
+func CheckpointPin(run cid.Cid, r int) string { return fmt.Sprintf("run %s round %d", run, r) }
+
+var checkpointPinRE = regexp.MustCompile(`^run (\S+) round (\d+)$`)
+
+// ParseCheckpointPin returns the run and round a checkpoint pin names.
+func ParseCheckpointPin(name string) (run string, round int, ok bool) {
+	m := checkpointPinRE.FindStringSubmatch(name)
+	if m == nil {
+		return "", 0, false
+	}
+	r, err := strconv.Atoi(m[2])
+	return m[1], r, err == nil
+}
+
 // settle makes a verified lineage this node's: each checkpoint's
 // directory becomes round-NNNNNN (its CID beside it in round-NNNNNN.cid),
 // synced and pinned, and the tip is the base of the next round.
@@ -450,7 +468,7 @@ func (p *Participant) settle(ctx context.Context, l lineage) error {
 		if err := fsutil.SyncDir(p.opts.Dir); err != nil {
 			return err
 		}
-		if err := p.n.Store.Pin(ctx, s.ck, fmt.Sprintf("run %s round %d", p.id, s.round)); err != nil {
+		if err := p.n.Store.Pin(ctx, s.ck, CheckpointPin(p.id, s.round)); err != nil {
 			return err
 		}
 		p.settled(s)

@@ -15,9 +15,10 @@ func newAuditCmd(e *env) *cobra.Command {
 	var asJSON bool
 	var from int
 	cmd := &cobra.Command{
-		Use:   "audit CHECKPOINT",
+		Use:   "audit CHECKPOINT|RUN",
 		Short: "Recompute every round of a checkpoint's lineage, bit for bit",
-		Long: `Walk the lineage of CHECKPOINT (a round's checkpoint CID) back to the run's
+		Long: `Walk the lineage of CHECKPOINT (a round's checkpoint CID; given a RUN ID, the
+newest checkpoint of the run this home holds, as a follower does) back to the run's
 genesis and recompute every round transition here, on the CPU: the round's
 base checkpoint and the contributions its round.json lists give, by the
 aggregation and outer step every participant runs, exactly one checkpoint
@@ -29,7 +30,8 @@ inputs give instead), corrupt (a block that does not hash to its CID),
 missing (content nobody served within --timeout) or refused (a record or
 contribution that breaks the run's rules). Exit status 1 unless every round
 is ok. Re-executing each contribution's inner steps is not part of it yet.`,
-		Example: `  fomnet audit bafybei…                  # on a follower's home: no trainer needed
+		Example: `  fomnet audit baguqeera…                # a run this home follows: no trainer needed
+  fomnet audit bafybei…                  # any checkpoint, fetched from whoever serves it
   fomnet audit bafybei… --from 90 --json`,
 		Args: oneCID("audit"),
 		RunE: func(cmd *cobra.Command, args []string) error {

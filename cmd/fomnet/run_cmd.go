@@ -363,9 +363,8 @@ func newCheckpointCmd(e *env) *cobra.Command {
 				}
 				var rows []row
 				for _, p := range pins {
-					var run string
-					var r int
-					if _, err := fmt.Sscanf(p.Name, "run %s round %d", &run, &r); err != nil {
+					run, r, ok := node.ParseCheckpointPin(p.Name)
+					if !ok {
 						continue
 					}
 					if len(args) == 1 && run != args[0] {
