@@ -144,10 +144,18 @@ func (p *Participant) repin(ctx context.Context) error {
 // contribution (at most MaxParticipants) and shard, indices per partition.
 const maxRoundRecord = 4 << 20
 
-// readRoundRecord reads round.json from the checkpoint directory ck.
+// readRoundRecord reads round.json from the checkpoint directory ck. Its
+// fetches (the directory's root block, then the file) wait as ctx's
+// contentstore.Wait says: a checkpoint nobody serves ends in ErrStalled.
 func (n *Node) readRoundRecord(ctx context.Context, ck cid.Cid) (*roundRecord, error) {
+	if _, err := n.Store.FetchBlock(ctx, ck); err != nil {
+		return nil, err
+	}
 	f, err := n.Store.Lookup(ctx, ck, "round.json")
 	if err != nil {
+		return nil, err
+	}
+	if err := n.Store.Fetch(ctx, f, nil); err != nil {
 		return nil, err
 	}
 	r, err := n.Store.Open(ctx, f)

@@ -475,6 +475,7 @@ peer. Problems are listed; the exit status is 1 when there are any.`,
 		},
 	}
 	f.addNet(cmd)
+	f.addTimeout(cmd, e)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print {dir, params, run, round, links, problems, ok}")
 	return cmd
 }

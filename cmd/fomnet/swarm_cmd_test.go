@@ -253,6 +253,9 @@ func TestFetchTimeouts(t *testing.T) {
 		{"get", nobody, "--home", daemon, "-o", filepath.Join(t.TempDir(), "x")},
 		{"get", nobody, "--home", alone, "--bootstrap", "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWEesXSV9tHJvnrVMhQcujHAJ51VRxvbgLAZaPuQAW2S9v"},
 		{"run", "show", run, "--home", alone},
+		{"audit", nobody, "--home", alone},
+		{"audit", nobody, "--home", daemon},
+		{"checkpoint", "verify", nobody, "--home", alone},
 	} {
 		_, errs, code := fomnet(t, append(args, "--timeout", "1s")...)
 		if code != 1 || !strings.Contains(errs, "nothing received for 1s") || !strings.Contains(errs, "providers found") {
