@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/internal/fsutil"
 	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/sharding"
 )
@@ -81,21 +83,75 @@ func (n *Node) Audit(ctx context.Context, ck cid.Cid, from int, progress content
 		return nil, fmt.Errorf("audit: run %s: %w", run, err)
 	}
 	rep := &AuditReport{Run: run.String(), Checkpoint: ck.String(), Rounds: []AuditRound{}, OK: true}
+	resume := n.auditResume(ck)
+	done := resume.load()
 	from = min(max(from, 1), len(chain))
 	for i, l := range chain[from-1:] {
-		start := time.Now()
-		row := p.auditRound(ctx, l)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		row, ok := done[l.ck.String()]
+		if ok {
+			row.Detail = "recomputed ok by this audit before it was interrupted"
+		} else {
+			start := time.Now()
+			row = p.auditRound(ctx, l)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			row.Seconds = time.Since(start).Seconds()
+			if row.Result == "ok" {
+				done[l.ck.String()] = row
+				if err := resume.save(done); err != nil {
+					return nil, err
+				}
+			}
 		}
-		row.Seconds = time.Since(start).Seconds()
 		rep.Rounds = append(rep.Rounds, row)
 		rep.OK = rep.OK && row.Result == "ok"
 		if progress != nil {
 			progress(int64(i+1), int64(len(chain)-from+1))
 		}
 	}
-	return rep, nil
+	return rep, resume.remove()
+}
+
+// An audit is resumable: the rounds it found ok are kept, by checkpoint
+// CID, in HOME/audits/<audited checkpoint>.json until it ends, so an audit
+// of the same checkpoint interrupted (killed, cancelled) takes them from
+// there instead of recomputing them. A finished audit removes the file:
+// the next one recomputes everything. This node's own disk is trusted.
+type auditResumeFile string
+
+func (n *Node) auditResume(ck cid.Cid) auditResumeFile {
+	return auditResumeFile(filepath.Join(n.Home, "audits", ck.String()+".json"))
+}
+
+// maxAuditResume bounds the file read back (a row per round).
+const maxAuditResume = 64 << 20
+
+func (f auditResumeFile) load() map[string]AuditRound {
+	done := map[string]AuditRound{}
+	b, err := os.ReadFile(string(f))
+	if err != nil || decodeStrict(b, maxAuditResume, &done) != nil {
+		return map[string]AuditRound{} // absent or damaged: recompute
+	}
+	return done
+}
+
+func (f auditResumeFile) save(done map[string]AuditRound) error {
+	b, err := json.Marshal(done)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(string(f)), 0o755); err != nil {
+		return err
+	}
+	return fsutil.WriteFile(string(f), b)
+}
+
+func (f auditResumeFile) remove() error {
+	if err := os.Remove(string(f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // newestCheckpoint returns the checkpoint of the newest round of run this

@@ -768,6 +768,20 @@ func auditAlone(t *testing.T, ctx context.Context, nd *node.Node, run, final cid
 	if !rep.OK || len(rep.Rounds) != rounds || rep.Checkpoint != final.String() {
 		t.Fatalf("audit of an honest run: %+v", rep)
 	}
+	// Interrupted after its first round, an audit resumes from there.
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if _, err := nd.Audit(actx, run, 0, func(done, _ int64) {
+		if done == 1 {
+			cancel()
+		}
+	}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted audit: %v", err)
+	}
+	rep, err = nd.Audit(ctx, run, 0, nil)
+	if err != nil || !rep.OK || !strings.Contains(rep.Rounds[0].Detail, "interrupted") || rep.Rounds[1].Detail != "" {
+		t.Fatalf("resumed audit: %+v, %v", rep, err)
+	}
 	ck2, _ := cid.Decode(rep.Rounds[1].Checkpoint)
 	victim := readRecord(t, ctx, nd.Store, ck2).Contributions[0]
 	k, _ := victim.Cid()

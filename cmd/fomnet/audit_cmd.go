@@ -29,7 +29,8 @@ base read back from the store), so one bad round does not hide the others;
 inputs give instead), corrupt (a block that does not hash to its CID),
 missing (content nobody served within --timeout) or refused (a record or
 contribution that breaks the run's rules). Exit status 1 unless every round
-is ok. Re-executing each contribution's inner steps is not part of it yet.`,
+is ok. An interrupted audit of the same checkpoint resumes: the rounds it
+had found ok are taken from HOME/audits until it finishes. Re-executing each contribution's inner steps is not part of it yet.`,
 		Example: `  fomnet audit baguqeera…                # a run this home follows: no trainer needed
   fomnet audit bafybei…                  # any checkpoint, fetched from whoever serves it
   fomnet audit bafybei… --from 90 --json`,
