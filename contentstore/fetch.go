@@ -105,9 +105,6 @@ func decodeSize(c cid.Cid, data []byte) (int64, error) {
 	return int64(sz), err
 }
 
-// connectProviders finds providers of c on the DHT and connects to them,
-// so that the bitswap session has peers to ask beyond the ones already
-// connected.
 // beginFetch starts what every fetch of root from the network has beside
 // it: its watchdog (ctx's Wait) and, online, the search for root's
 // providers, dialled as they are found. end stops both and waits for them.
@@ -125,6 +122,9 @@ func (s *Store) beginFetch(ctx context.Context, root cid.Cid) (context.Context, 
 	return ctx, wt, func() { cancel(); wg.Wait(); stop() }
 }
 
+// connectProviders finds providers of c on the DHT (counting them in wt)
+// and connects to them, so that the bitswap session has peers to ask
+// beyond the ones already connected.
 func (s *Store) connectProviders(ctx context.Context, c cid.Cid, wt *watch) {
 	var wg sync.WaitGroup
 	defer wg.Wait()

@@ -14,7 +14,6 @@ import (
 	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/internal/fsutil"
 	"github.com/fomnet/fomnet/kernels/cpu"
-	"github.com/fomnet/fomnet/sharding"
 )
 
 // Auditing a run's lineage: every round transition is recomputed here,
@@ -241,18 +240,16 @@ func (p *Participant) auditBase(ctx context.Context, rec *roundRecord) (*state, 
 		return nil, err
 	}
 	if rec.Round == 1 {
-		g := &roundRecord{Format: RoundFormat, Run: rec.Run, Contributions: []sharding.Link{},
-			Aggregates: []aggregateRecord{}, Shards: []sharding.Link{}, Participants: []string{}}
-		dir, gk, err := p.writeCheckpoint(ctx, g, p.global, p.outer, "scratch-")
+		g, err := p.writeGenesis(ctx)
 		if err != nil {
 			return nil, err
 		}
-		os.RemoveAll(dir)
-		if !gk.Equals(bk) {
-			return nil, fmt.Errorf("round 1's base %s is not the run's genesis %s", bk, gk)
+		os.RemoveAll(g.dir)
+		if !g.ck.Equals(bk) {
+			return nil, fmt.Errorf("round 1's base %s is not the run's genesis %s", bk, g.ck)
 		}
-		s := &state{round: 0, ck: gk, global: p.global, outer: p.outer, rec: g}
-		return s.clone(), nil
+		g.dir = ""
+		return g.clone(), nil
 	}
 	dir := filepath.Join(p.opts.Dir, fmt.Sprintf("base-%06d", rec.Round-1))
 	os.RemoveAll(dir)
@@ -274,10 +271,6 @@ func (p *Participant) auditBase(ctx context.Context, rec *roundRecord) (*state, 
 	return s, nil
 }
 
-// auditStall bounds a fetch of missing content when the context carries no
-// wait of its own (contentstore.WithWait, the CLI's --timeout).
-const auditStall = time.Minute
-
 // intact makes the DAG under k whole in this node's store — fetching what
 // is missing, until nothing has arrived for a stall — and rehashes every
 // block. On failure it says which: "missing" or "corrupt".
@@ -292,10 +285,7 @@ func (p *Participant) intact(ctx context.Context, k cid.Cid) (string, error) {
 	if v.OK() {
 		return "", nil
 	}
-	if contentstore.WaitOf(ctx).Stall <= 0 {
-		ctx = contentstore.WithWait(ctx, contentstore.Wait{Stall: auditStall})
-	}
-	if err := p.n.Store.Fetch(ctx, k, nil); err != nil {
+	if err := p.n.Store.Fetch(withStall(ctx), k, nil); err != nil {
 		return "missing", err
 	}
 	if v, err = p.n.Store.Verify(ctx, k); err != nil || !v.OK() {

@@ -36,12 +36,22 @@ type lineageRoot struct {
 	Aggregates    []sharding.Link `json:"aggregates"`
 }
 
-// lineageStall bounds how long a lineage fetch waits without a block
-// before it gives up until the next try, lineageRetry later.
-var (
-	lineageStall = time.Minute
-	lineageRetry = time.Minute
-)
+// lineageRetry is how long a round whose lineage could not be had waits
+// before the next try.
+const lineageRetry = time.Minute
+
+// fetchStall bounds how long a fetch that nobody waits on (a follower's
+// lineage, an audit) goes without a block when its context sets no wait
+// of its own (contentstore.WithWait: the CLI's --timeout).
+const fetchStall = time.Minute
+
+// withStall returns ctx with its fetch wait, or with fetchStall.
+func withStall(ctx context.Context) context.Context {
+	if contentstore.WaitOf(ctx).Stall > 0 {
+		return ctx
+	}
+	return contentstore.WithWait(ctx, contentstore.Wait{Stall: fetchStall})
+}
 
 // pinLineage fetches what the checkpoint this node settled on for round r
 // links that this node lacks and pins the round's lineage root, which it
@@ -78,7 +88,7 @@ func (p *Participant) pinLineage(ctx context.Context, r int) (cid.Cid, bool, err
 	if err := p.n.Store.PutBlock(ctx, k, b); err != nil {
 		return cid.Undef, false, err
 	}
-	if err := p.n.Store.Fetch(contentstore.WithWait(ctx, contentstore.Wait{Stall: lineageStall}), k, nil); err != nil {
+	if err := p.n.Store.Fetch(withStall(ctx), k, nil); err != nil {
 		return cid.Undef, false, err
 	}
 	return k, true, p.n.Store.Pin(ctx, k, fmt.Sprintf("run %s round %d lineage", p.id, r))

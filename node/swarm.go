@@ -1437,13 +1437,22 @@ func (p *Participant) writeCheckpoint(ctx context.Context, rec *roundRecord, glo
 // genesis writes the run's round-0 checkpoint (deterministic from the
 // spec) and settles on it.
 func (p *Participant) genesis(ctx context.Context) error {
-	rec := &roundRecord{Format: RoundFormat, Run: sharding.LinkTo(p.id), Contributions: []sharding.Link{},
-		Aggregates: []aggregateRecord{}, Shards: []sharding.Link{}, Participants: []string{}}
-	dir, ck, err := p.writeCheckpoint(ctx, rec, p.global, p.outer, "scratch-")
+	g, err := p.writeGenesis(ctx)
 	if err != nil {
 		return err
 	}
-	return p.settle(ctx, lineage{{round: 0, ck: ck, global: p.global, outer: p.outer, rec: rec, dir: dir}})
+	return p.settle(ctx, lineage{g})
+}
+
+// writeGenesis writes the run's round-0 checkpoint from this participant's
+// initial state (the spec's seed) into a scratch directory.
+func (p *Participant) writeGenesis(ctx context.Context) (*state, error) {
+	rec := newRoundRecord(p.id, 0)
+	dir, ck, err := p.writeCheckpoint(ctx, rec, p.global, p.outer, "scratch-")
+	if err != nil {
+		return nil, err
+	}
+	return &state{round: 0, ck: ck, global: p.global, outer: p.outer, rec: rec, dir: dir}, nil
 }
 
 // removeScratch removes the scratch directories a killed process left.

@@ -52,6 +52,13 @@ type roundRecord struct {
 	Rejected map[string]map[int]string `json:"rejected,omitempty"`
 }
 
+// newRoundRecord is round r's record of run with nothing in it yet (its
+// lists empty, not absent, so every record encodes alike).
+func newRoundRecord(run cid.Cid, r int) *roundRecord {
+	return &roundRecord{Format: RoundFormat, Run: sharding.LinkTo(run), Round: r, Contributions: []sharding.Link{},
+		Aggregates: []aggregateRecord{}, Shards: []sharding.Link{}, Participants: []string{}}
+}
+
 // aggregateRecord is one partition's aggregate: its block, and the
 // contributions (indices into roundRecord.Contributions, ascending) it
 // took as input and included.
@@ -311,8 +318,7 @@ func (ru *rules) transition(global []float32, outer *gradsync.OuterOptimizer, r 
 	if len(ri.inputs) != len(ru.parts) {
 		return nil, nil, fmt.Errorf("round %d: inputs for %d partitions, the run has %d", r, len(ri.inputs), len(ru.parts))
 	}
-	rec := &roundRecord{Format: RoundFormat, Run: sharding.LinkTo(ru.run), Round: r, Contributions: []sharding.Link{},
-		Aggregates: []aggregateRecord{}, Shards: []sharding.Link{}, Participants: []string{}}
+	rec := newRoundRecord(ru.run, r)
 	if base.Defined() {
 		l := sharding.LinkTo(base)
 		rec.Base = &l
