@@ -70,3 +70,14 @@ func (l *Layout) must(name string) Tensor {
 	}
 	return t
 }
+
+// Locate returns the tensor holding flat parameter i and i's offset in it
+// ("" when i is out of range).
+func (l *Layout) Locate(i int) (name string, off int) {
+	for _, t := range l.Tensors {
+		if i >= t.Offset && i < t.Offset+t.Size {
+			return t.Name, i - t.Offset
+		}
+	}
+	return "", 0
+}

@@ -453,3 +453,31 @@ func (m *Model) Step(lr float64, o OptimConfig) (float64, error) {
 	}
 	return norm, kernels.Err(m.be)
 }
+
+// OptimState returns copies of the AdamW moments and the steps taken: with
+// the parameters, all that the next Step depends on.
+func (m *Model) OptimState() (mom, vel []float32, step int) {
+	mom, vel = make([]float32, m.Layout.Size), make([]float32, m.Layout.Size)
+	m.be.Download(mom, m.M)
+	m.be.Download(vel, m.V)
+	return mom, vel, m.step
+}
+
+// SetOptimState restores what OptimState returned (nil moments: zero).
+func (m *Model) SetOptimState(mom, vel []float32, step int) error {
+	if step < 0 || (mom != nil && len(mom) != m.Layout.Size) || (vel != nil && len(vel) != m.Layout.Size) {
+		return fmt.Errorf("optimizer state of %d and %d moments at step %d; the model has %d parameters", len(mom), len(vel), step, m.Layout.Size)
+	}
+	for _, x := range []struct {
+		dst kernels.Buffer
+		src []float32
+	}{{m.M, mom}, {m.V, vel}} {
+		if x.src == nil {
+			m.be.Zero(x.dst)
+		} else {
+			m.be.Upload(x.dst, x.src)
+		}
+	}
+	m.step = step
+	return nil
+}

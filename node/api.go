@@ -51,7 +51,9 @@ type API interface {
 	LoadRun(ctx context.Context, id cid.Cid) (*RunSpec, error)
 	// Audit recomputes every round of the lineage ending at checkpoint ck
 	// from round from on (audit.go); progress counts rounds.
-	Audit(ctx context.Context, ck cid.Cid, from int, progress contentstore.Progress) (*AuditReport, error)
+	Audit(ctx context.Context, ck cid.Cid, o AuditOptions, progress contentstore.Progress) (*AuditReport, error)
+	// CheckFraud re-checks a fraud proof by re-executing what it quotes.
+	CheckFraud(ctx context.Context, proof cid.Cid) (*FraudCheck, error)
 }
 
 var (
@@ -68,13 +70,14 @@ var (
 // daemon's: the CLI and the daemon share a machine.
 
 type apiRequest struct {
-	CID  string          `json:"cid,omitempty"`
-	Path string          `json:"path,omitempty"`
-	Out  string          `json:"out,omitempty"`
-	Addr string          `json:"addr,omitempty"`
-	Pin  bool            `json:"pin,omitempty"`
-	Spec json.RawMessage `json:"spec,omitempty"`
-	From int             `json:"from,omitempty"` // audit's first round
+	CID    string          `json:"cid,omitempty"`
+	Path   string          `json:"path,omitempty"`
+	Out    string          `json:"out,omitempty"`
+	Addr   string          `json:"addr,omitempty"`
+	Pin    bool            `json:"pin,omitempty"`
+	Spec   json.RawMessage `json:"spec,omitempty"`
+	From   int             `json:"from,omitempty"`   // audit's first round
+	Sample float64         `json:"sample,omitempty"` // audit's share re-executed
 	// Stall is the caller's contentstore.Wait.Stall (nanoseconds): the
 	// daemon's fetches for the request wait as the caller's would.
 	Stall time.Duration `json:"stall,omitempty"`
@@ -285,7 +288,9 @@ func dispatch(ctx context.Context, n API, op string, req apiRequest, progress co
 	case "verify":
 		return n.Verify(ctx, c)
 	case "audit":
-		return n.Audit(ctx, c, req.From, progress)
+		return n.Audit(ctx, c, AuditOptions{From: req.From, Sample: req.Sample}, progress)
+	case "fraud":
+		return n.CheckFraud(ctx, c)
 	case "resolve":
 		return n.Resolve(ctx, c)
 	case "mirror":
@@ -455,9 +460,14 @@ func (c *Client) Verify(ctx context.Context, k cid.Cid) (VerifyResult, error) {
 	return r, c.call(ctx, "verify", apiRequest{CID: k.String()}, nil, &r)
 }
 
-func (c *Client) Audit(ctx context.Context, k cid.Cid, from int, progress contentstore.Progress) (*AuditReport, error) {
+func (c *Client) Audit(ctx context.Context, k cid.Cid, o AuditOptions, progress contentstore.Progress) (*AuditReport, error) {
 	var r AuditReport
-	return &r, c.call(ctx, "audit", apiRequest{CID: k.String(), From: from}, progress, &r)
+	return &r, c.call(ctx, "audit", apiRequest{CID: k.String(), From: o.From, Sample: o.Sample}, progress, &r)
+}
+
+func (c *Client) CheckFraud(ctx context.Context, k cid.Cid) (*FraudCheck, error) {
+	var r FraudCheck
+	return &r, c.call(ctx, "fraud", apiRequest{CID: k.String()}, nil, &r)
 }
 
 func (c *Client) Resolve(ctx context.Context, k cid.Cid) (bool, error) {

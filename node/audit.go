@@ -13,7 +13,6 @@ import (
 
 	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/internal/fsutil"
-	"github.com/fomnet/fomnet/kernels/cpu"
 )
 
 // Auditing a run's lineage: every round transition is recomputed here,
@@ -23,18 +22,22 @@ import (
 // — its base is read back from the store, not carried over — so one bad
 // round does not hide the rounds after it, and --from audits a tail. The
 // contributions are fetched where missing and rehashed block by block
-// first, so a corrupt block is named, not merely felt as a mismatch.
-// (Re-executing each contribution's inner steps is issue 24's next part:
-// contributions do not yet bind the optimizer state they started from.)
+// first, so a corrupt block is named, not merely felt as a mismatch. Then
+// the contributions the round included — all, or a sample — are
+// re-executed (reexec.go): each must follow from its base, its prior
+// worker state, its shards and its author's seed.
 
 // AuditRound is one round of an audit.
 type AuditRound struct {
-	Round         int     `json:"round"`
-	Checkpoint    string  `json:"checkpoint"`
-	Contributions int     `json:"contributions"`
-	Result        string  `json:"result"` // ok, mismatch, corrupt, missing, refused
-	Detail        string  `json:"detail,omitempty"`
-	Seconds       float64 `json:"seconds"`
+	Round         int    `json:"round"`
+	Checkpoint    string `json:"checkpoint"`
+	Contributions int    `json:"contributions"`
+	// Reexecuted: how many of the included contributions were re-executed.
+	Reexecuted int     `json:"reexecuted"`
+	Sample     float64 `json:"sample"`
+	Result     string  `json:"result"` // ok, mismatch, corrupt, missing, refused
+	Detail     string  `json:"detail,omitempty"`
+	Seconds    float64 `json:"seconds"`
 }
 
 // AuditReport is an audit's result. OK holds when every round audited is.
@@ -45,12 +48,26 @@ type AuditReport struct {
 	OK         bool         `json:"ok"`
 }
 
+// AuditOptions configure an audit.
+type AuditOptions struct {
+	// From is the first round audited (0 or 1: all).
+	From int `json:"from,omitempty"`
+	// Sample is the share of each round's included contributions
+	// re-executed, chosen by a hash of the round's checkpoint and the
+	// contribution (1: all; 0: none, the transitions only).
+	Sample float64 `json:"sample"`
+}
+
 // Audit recomputes every round of the lineage that ends at checkpoint ck
 // (or, given a run ID, at the newest checkpoint of the run this node
-// holds), from round from on (0 or 1: all), on a CPU backend of all cores, and
-// reports each; progress, if set, counts rounds audited. Its error is for
-// the audit failing to run; what it finds is in the report.
-func (n *Node) Audit(ctx context.Context, ck cid.Cid, from int, progress contentstore.Progress) (*AuditReport, error) {
+// holds), from round o.From on, and re-executes o.Sample of its
+// contributions, on a CPU backend of all cores, and reports each round;
+// progress, if set, counts rounds audited. Its error is for the audit
+// failing to run; what it finds is in the report.
+func (n *Node) Audit(ctx context.Context, ck cid.Cid, o AuditOptions, progress contentstore.Progress) (*AuditReport, error) {
+	if !(o.Sample >= 0 && o.Sample <= 1) {
+		return nil, fmt.Errorf("audit: sample %v is not a share between 0 and 1", o.Sample)
+	}
 	if ck.Prefix().Codec == contentstore.CodecDagJSON { // a run ID
 		newest, err := n.newestCheckpoint(ck)
 		if err != nil {
@@ -67,31 +84,31 @@ func (n *Node) Audit(ctx context.Context, ck cid.Cid, from int, progress content
 	if err != nil {
 		return nil, fmt.Errorf("audit: checkpoint %s: %w", ck, err)
 	}
-	scratch, err := os.MkdirTemp(n.Home, "audit-")
+	var rep *AuditReport
+	err = n.withChecker(ctx, run, o.Sample > 0, func(p *Participant) (err error) {
+		rep, err = p.audit(ctx, ck, chain, o, progress)
+		return err
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("audit: %w", err)
 	}
-	defer os.RemoveAll(scratch)
-	be, err := cpu.New(cpu.Options{})
-	if err != nil {
-		return nil, err
-	}
-	defer be.Close()
-	p, err := n.newParticipant(ctx, run, RunOptions{Dir: scratch, Backend: be, Logf: func(string, ...any) {}}, true)
-	if err != nil {
-		return nil, fmt.Errorf("audit: run %s: %w", run, err)
-	}
-	rep := &AuditReport{Run: run.String(), Checkpoint: ck.String(), Rounds: []AuditRound{}, OK: true}
+	return rep, nil
+}
+
+// audit is Audit's walk over chain, the lineage of ck.
+func (p *Participant) audit(ctx context.Context, ck cid.Cid, chain []lineageLink, o AuditOptions, progress contentstore.Progress) (*AuditReport, error) {
+	n := p.n
+	rep := &AuditReport{Run: p.id.String(), Checkpoint: ck.String(), Rounds: []AuditRound{}, OK: true}
 	resume := n.auditResume(ck)
 	done := resume.load()
-	from = min(max(from, 1), len(chain))
+	from := min(max(o.From, 1), len(chain))
 	for i, l := range chain[from-1:] {
 		row, ok := done[l.ck.String()]
-		if ok {
+		if ok = ok && row.Sample == o.Sample; ok {
 			row.Detail = "recomputed ok by this audit before it was interrupted"
 		} else {
 			start := time.Now()
-			row = p.auditRound(ctx, l)
+			row = p.auditRound(ctx, l, o.Sample)
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -201,10 +218,11 @@ func (n *Node) lineageOf(ctx context.Context, ck cid.Cid) ([]lineageLink, error)
 	}
 }
 
-// auditRound recomputes one round from its base.
-func (p *Participant) auditRound(ctx context.Context, l lineageLink) AuditRound {
+// auditRound recomputes one round from its base and re-executes the
+// share sample of the contributions it included.
+func (p *Participant) auditRound(ctx context.Context, l lineageLink, sample float64) AuditRound {
 	r := l.rec.Round
-	row := AuditRound{Round: r, Checkpoint: l.ck.String(), Contributions: len(l.rec.Contributions)}
+	row := AuditRound{Round: r, Checkpoint: l.ck.String(), Contributions: len(l.rec.Contributions), Sample: sample}
 	fail := func(result string, err error) AuditRound {
 		row.Result, row.Detail = result, err.Error()
 		return row
@@ -220,7 +238,7 @@ func (p *Participant) auditRound(ctx context.Context, l lineageLink) AuditRound 
 		return fail("missing", err)
 	}
 	p.resetInputs()
-	next, err := p.replay(ctx, base, l.rec)
+	next, err := p.replay(ctx, base.clone(), l.rec) // base stays for re-execution
 	if err != nil {
 		return fail("refused", err)
 	}
@@ -228,18 +246,53 @@ func (p *Participant) auditRound(ctx context.Context, l lineageLink) AuditRound 
 	if !next.ck.Equals(l.ck) {
 		return fail("mismatch", fmt.Errorf("its base and contributions give %s", next.ck))
 	}
+	for _, i := range l.rec.includedIndices() {
+		k, _ := l.rec.Contributions[i].Cid()
+		if !sampled(l.ck, k, sample) {
+			continue
+		}
+		b, err := p.n.Store.Block(ctx, k)
+		if err != nil {
+			return fail("missing", fmt.Errorf("contribution %s: %w", k, err))
+		}
+		c, err := DecodeContribution(b.RawData())
+		if err != nil {
+			return fail("refused", fmt.Errorf("contribution %s: %w", k, err))
+		}
+		switch err := p.reexecute(ctx, k, c, base); {
+		case err == nil:
+			row.Reexecuted++
+		case ctx.Err() != nil:
+			return fail("missing", ctx.Err())
+		default:
+			if _, ok := isFraud(err); ok {
+				return fail("mismatch", err)
+			}
+			return fail("missing", fmt.Errorf("re-executing contribution %s: %w", k, err))
+		}
+	}
 	row.Result = "ok"
 	return row
 }
 
-// auditBase reads round rec's base checkpoint back from the store into a
-// state (round 1's is the run's genesis, computed here and compared).
+// auditBase reads round rec's base checkpoint into a state.
 func (p *Participant) auditBase(ctx context.Context, rec *roundRecord) (*state, error) {
 	bk, err := rec.Base.Cid()
 	if err != nil {
 		return nil, err
 	}
-	if rec.Round == 1 {
+	return p.checkpointState(ctx, bk, rec.Round-1)
+}
+
+// checkpointState returns the state of checkpoint bk of round r: one this
+// node settled on, else read back from the store (fetched and rehashed
+// where needed); round 0's is the run's genesis, computed here and
+// compared.
+func (p *Participant) checkpointState(ctx context.Context, bk cid.Cid, r int) (*state, error) {
+	if s, ok := p.known(bk); ok && s.round == r {
+		return s, nil
+	}
+	if r == 0 {
 		g, err := p.writeGenesis(ctx)
 		if err != nil {
 			return nil, err
@@ -251,7 +304,8 @@ func (p *Participant) auditBase(ctx context.Context, rec *roundRecord) (*state, 
 		g.dir = ""
 		return g.clone(), nil
 	}
-	dir := filepath.Join(p.opts.Dir, fmt.Sprintf("base-%06d", rec.Round-1))
+	p.scratch++
+	dir := filepath.Join(p.opts.Dir, fmt.Sprintf("scratch-base-%06d-%d", r, p.scratch))
 	os.RemoveAll(dir)
 	defer os.RemoveAll(dir)
 	if _, err := p.intact(ctx, bk); err != nil {
@@ -264,8 +318,8 @@ func (p *Participant) auditBase(ctx context.Context, rec *roundRecord) (*state, 
 	if err != nil {
 		return nil, fmt.Errorf("base %s: %w", bk, err)
 	}
-	if s.round != rec.Round-1 {
-		return nil, errors.New("base is of another round")
+	if s.round != r {
+		return nil, fmt.Errorf("base %s is of round %d, not %d", bk, s.round, r)
 	}
 	s.ck, s.dir = bk, ""
 	return s, nil

@@ -176,8 +176,15 @@ type record struct {
 	Base  struct {
 		CID string `json:"/"`
 	}
-	Participants []string
-	Rejected     map[string]map[string]string
+	Participants  []string
+	Contributions []sharding.Link
+	Rejected      map[string]map[string]string
+	Excluded      []struct {
+		Peer  string
+		Proof struct {
+			CID string `json:"/"`
+		}
+	}
 }
 
 // lineageOf reads the round records of the lineage ending at ck (round

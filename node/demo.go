@@ -54,6 +54,13 @@ type DemoResult struct {
 	SampleKO      string             `json:"sample_ko"`
 	SampleEN      string             `json:"sample_en"`
 	Seconds       float64            `json:"seconds"`
+	// SpotChecks: contributions re-executed by another node (and how many
+	// of them were fraud), taking SpotCheckSeconds against the nodes'
+	// TrainSeconds of their own work.
+	SpotChecks       int     `json:"spot_checks"`
+	Frauds           int     `json:"frauds"`
+	SpotCheckSeconds float64 `json:"spot_check_seconds"`
+	TrainSeconds     float64 `json:"train_seconds"`
 }
 
 // demoKey derives node i's identity from the seed, so that the demo is
@@ -176,6 +183,7 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	reported := map[int]int{}
 	var lastLine time.Time
 	var encTotal, rawTotal int
+	var spot DemoResult // its spot-check counts
 	peerIdx := map[string]int{}
 	for i, n := range nodes {
 		peerIdx[n.Host.ID().String()] = i
@@ -215,6 +223,16 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 				st.enc, st.raw = e.EncodedBytes, e.RawBytes
 				encTotal += e.EncodedBytes
 				rawTotal += e.RawBytes
+				spot.TrainSeconds += e.Seconds
+			case "spot-check":
+				spot.SpotChecks++
+				spot.SpotCheckSeconds += e.Seconds
+				verdict := "follows from its inputs"
+				if e.Fraud {
+					spot.Frauds++
+					verdict = "FRAUD"
+				}
+				logf("  round %d: node %d re-executed contribution %s in %.1f s: %s", e.Round, k, e.CID, e.Seconds, verdict)
 			case "checkpoint", "adopted":
 				st.ckpt, st.adopted = e.CID, e.Phase == "adopted"
 				reported[e.Round]++
@@ -284,7 +302,8 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	res := &DemoResult{RunID: runID.String(), CheckpointCID: parts[0].Base().String(), Rounds: o.Rounds, Nodes: len(nodes),
 		Checkpoint:   filepath.Join(nodes[0].Home, "runs", runID.String(), fmt.Sprintf("round-%06d", o.Rounds)),
 		ValLossStart: valStart, ValLossEnd: valEnd, BytesSent: sent - sent0, BytesReceived: recv - recv0,
-		Compression: float64(rawTotal) / float64(max(encTotal, 1))}
+		Compression: float64(rawTotal) / float64(max(encTotal, 1)), SpotChecks: spot.SpotChecks, Frauds: spot.Frauds,
+		SpotCheckSeconds: spot.SpotCheckSeconds, TrainSeconds: spot.TrainSeconds}
 	tk, err := tokenizer.Parse(parts[0].tokJSON)
 	if err != nil {
 		return nil, err

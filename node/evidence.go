@@ -38,7 +38,12 @@ func EncodeEvidence(e Evidence) ([]byte, cid.Cid, error) {
 	if _, err := checkEvidenceForm(&e); err != nil {
 		return nil, cid.Undef, err
 	}
-	b, err := json.Marshal(e)
+	return rawJSON(e)
+}
+
+// rawJSON is v's JSON as a raw block, and its CID (evidence, proofs).
+func rawJSON(v any) ([]byte, cid.Cid, error) {
+	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, cid.Undef, err
 	}
@@ -126,6 +131,17 @@ func (p *Participant) proven(id peer.ID) bool {
 	p.evidence.mu.Lock()
 	defer p.evidence.mu.Unlock()
 	return id != p.self && p.evidence.against[id]
+}
+
+// distrust leaves id out of the reducers' order from now on, as a peer
+// this node holds evidence against (a false fraud proof's sender).
+func (p *Participant) distrust(id peer.ID) {
+	p.evidence.mu.Lock()
+	defer p.evidence.mu.Unlock()
+	if p.evidence.against == nil {
+		p.evidence.against = map[peer.ID]bool{}
+	}
+	p.evidence.against[id] = true
 }
 
 // accuse keeps evidence that im's sender announced an aggregate whose

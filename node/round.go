@@ -21,6 +21,7 @@ const (
 	MsgContribution = "contribution" // a participant's encoded Δ for a round
 	MsgAggregate    = "aggregate"    // a reducer's result for one partition
 	MsgCheckpoint   = "checkpoint"   // the checkpoint a node computed after a round
+	MsgFraud        = "fraud"        // a fraud proof (fraud.go) against a contribution's author
 )
 
 // RunTopic is the gossipsub topic of a run.
@@ -109,9 +110,9 @@ func (m RoundMsg) check() error {
 				return bad("inputs[%d] listed twice", i)
 			}
 		}
-	case MsgCheckpoint:
+	case MsgCheckpoint, MsgFraud:
 		if m.Tokens != 0 || m.Partition != 0 || len(m.Inputs) != 0 {
-			return bad("checkpoint carries only its CID")
+			return bad("%s carries only its CID", m.Type)
 		}
 	default:
 		return bad("unknown type %q", m.Type)
@@ -120,11 +121,14 @@ func (m RoundMsg) check() error {
 }
 
 // ContributionFormat names the contribution object's format.
-const ContributionFormat = "fomnet-contribution/1"
+const ContributionFormat = "fomnet-contribution/2"
 
 // Contribution is the root block (dag-json) of one participant's Δ for a
 // round. Each partition of the encoded Δ is a raw block of its own, so a
-// reducer fetches only the partition it reduces.
+// reducer fetches only the partition it reduces. It binds everything its
+// inner steps depend on, so anyone can re-execute it (reexec.go): the
+// base, the worker state it started from (Prior; absent: fresh), the
+// shards, and through Peer the seed; and it links the state it left.
 type Contribution struct {
 	Format     string          `json:"format"`
 	Run        sharding.Link   `json:"run"`
@@ -137,6 +141,10 @@ type Contribution struct {
 	Partitions []sharding.Link `json:"partitions"`
 	// Shards are the dataset shards the contributor trained on this round.
 	Shards []sharding.Link `json:"shards"`
+	// Prior is the worker state the round started from (workerstate.go),
+	// absent for a fresh one; State is the state it left.
+	Prior *sharding.Link `json:"prior,omitempty"`
+	State sharding.Link  `json:"state"`
 }
 
 // EncodeContribution returns the canonical dag-json bytes and CID.
@@ -172,9 +180,17 @@ func (c *Contribution) check() error {
 	if c.Format != ContributionFormat {
 		return fmt.Errorf("contribution: format %q, want %q", c.Format, ContributionFormat)
 	}
-	for what, l := range map[string]sharding.Link{"run": c.Run, "base": c.Base} {
-		if _, err := l.Cid(); err != nil {
+	links := map[string]sharding.Link{"run": c.Run, "base": c.Base, "state": c.State}
+	if c.Prior != nil {
+		links["prior"] = *c.Prior
+	}
+	for what, l := range links {
+		k, err := l.Cid()
+		if err != nil {
 			return fmt.Errorf("contribution: %s link: %w", what, err)
+		}
+		if (what == "state" || what == "prior") && k.Prefix().Codec != cid.DagProtobuf && k.Prefix().Codec != cid.Raw {
+			return fmt.Errorf("contribution: %s %s is not a file", what, k)
 		}
 	}
 	if _, err := peer.Decode(c.Peer); err != nil {

@@ -203,7 +203,8 @@ func TestContribution(t *testing.T) {
 	ps := testPeers(t, 1)
 	c := &Contribution{Format: ContributionFormat, Run: sharding.LinkTo(cid.MustParse(testCID1)), Round: 2,
 		Base: sharding.LinkTo(cid.MustParse(testCID2)), Peer: ps[0].String(), Tokens: 512, Codec: "int8", Params: 1000,
-		Partitions: []sharding.Link{sharding.LinkTo(cid.MustParse(testCID1))}}
+		Partitions: []sharding.Link{sharding.LinkTo(cid.MustParse(testCID1))},
+		Prior:      &sharding.Link{CID: testCID2}, State: sharding.LinkTo(cid.MustParse(testCID1))}
 	b, k, err := EncodeContribution(c)
 	if err != nil {
 		t.Fatal(err)
@@ -212,9 +213,15 @@ func TestContribution(t *testing.T) {
 		t.Fatalf("contribution CID %s", k)
 	}
 	got, err := DecodeContribution(b)
-	if err != nil || got.Tokens != 512 || got.Peer != ps[0].String() {
+	if err != nil || got.Tokens != 512 || got.Peer != ps[0].String() || *got.Prior != *c.Prior || got.State != c.State {
 		t.Fatalf("%+v %v", got, err)
 	}
+	dj, _ := contentstore.BlockCID(contentstore.CodecDagJSON, []byte("{}"))
+	c.State = sharding.LinkTo(dj) // not a file
+	if _, _, err := EncodeContribution(c); err == nil || !strings.Contains(err.Error(), "state") {
+		t.Fatalf("a state that is not a file: %v", err)
+	}
+	c.State = sharding.LinkTo(cid.MustParse(testCID1))
 	c.Partitions[0] = sharding.LinkTo(cid.MustParse(testCID2)) // dag-pb, not raw
 	if _, _, err := EncodeContribution(c); err == nil {
 		t.Fatal("non-raw partition accepted")
@@ -225,7 +232,7 @@ func FuzzDecodeContribution(f *testing.F) {
 	ps := testPeers(f, 1)
 	b, _, _ := EncodeContribution(&Contribution{Format: ContributionFormat, Run: sharding.LinkTo(cid.MustParse(testCID1)),
 		Base: sharding.LinkTo(cid.MustParse(testCID2)), Peer: ps[0].String(), Tokens: 1, Codec: "fp32", Params: 3,
-		Partitions: []sharding.Link{sharding.LinkTo(cid.MustParse(testCID1))}})
+		Partitions: []sharding.Link{sharding.LinkTo(cid.MustParse(testCID1))}, State: sharding.LinkTo(cid.MustParse(testCID2))})
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := DecodeContribution(b)
@@ -302,6 +309,21 @@ func TestEvidenceRecord(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+}
+
+func FuzzDecodeFraudProof(f *testing.F) {
+	b, _, _ := EncodeFraudProof(FraudProof{Format: FraudFormat, Message: []byte("signed"), Detail: "partition 0 differs"})
+	f.Add(b)
+	f.Add([]byte(`{"format":"fomnet-fraud/1","message":""}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := DecodeFraudProof(b)
+		if err != nil {
+			return
+		}
+		if _, _, err := EncodeFraudProof(*p); err != nil {
+			t.Fatalf("accepted proof does not re-encode: %v", err)
+		}
+	})
 }
 
 func FuzzDecodeEvidence(f *testing.F) {

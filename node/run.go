@@ -41,6 +41,22 @@ type RunSpec struct {
 	Sync gradsync.Config `json:"sync"`
 	// Seed fixes the genesis weights and every batch order.
 	Seed uint64 `json:"seed"`
+	// SpotCheck is the share of each round's contributions re-executed by
+	// another member (spotcheck.go); absent: DefaultSpotCheck.
+	SpotCheck *float64 `json:"spot_check,omitempty"`
+}
+
+// DefaultSpotCheck is the share of contributions spot-checked when a run
+// spec does not say: each node then re-executes about a tenth of a
+// contribution per round, a tenth of its training.
+const DefaultSpotCheck = 0.1
+
+// SpotCheckShare is the run's spot-check share.
+func (r *RunSpec) SpotCheckShare() float64 {
+	if r.SpotCheck == nil {
+		return DefaultSpotCheck
+	}
+	return *r.SpotCheck
 }
 
 // InnerSpec is the local training recipe each participant follows.
@@ -123,6 +139,9 @@ func (r *RunSpec) Validate() error {
 	}
 	if r.Inner.ShardsPerRound < 1 || r.Inner.ShardsPerRound > 1<<16 {
 		return fmt.Errorf("run: inner shards_per_round %d outside 1..65536", r.Inner.ShardsPerRound)
+	}
+	if q := r.SpotCheckShare(); !(q >= 0 && q <= 1) {
+		return fmt.Errorf("run: spot_check %v is not a share between 0 and 1", q)
 	}
 	if err := r.Sync.Validate(); err != nil {
 		return fmt.Errorf("run: sync: %w", err)

@@ -5,20 +5,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 
 	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/gradsync"
-	"github.com/fomnet/fomnet/internal/fsutil"
 )
 
-// A participant's own state, beside its checkpoints in RunOptions.Dir:
-// ef-state.bin holds the error-feedback residuals left after its
-// contribution to a round, so that a restarted node sends next round what
-// its codec dropped before:
+// Error-feedback residuals, as a worker state holds them (workerstate.go):
 //
 //	"FOMEFST1" | round uint64 | parts uint32 | parts × (len uint32 | residual)
 //
@@ -78,37 +72,12 @@ func DecodeEFState(b []byte, efs []*gradsync.ErrorFeedback) (int, error) {
 	return int(r), nil
 }
 
-func (p *Participant) efPath() string { return filepath.Join(p.opts.Dir, "ef-state.bin") }
-
-func (p *Participant) saveEF(r int) error {
-	b, err := EncodeEFState(r, p.efs)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(p.opts.Dir, 0o755); err != nil {
-		return err
-	}
-	return fsutil.WriteFile(p.efPath(), b)
-}
-
 var roundDirRE = regexp.MustCompile(`^round-(\d{6})$`)
 
 // resume loads the newest complete checkpoint this node wrote for the run
-// (and the error-feedback state that follows it), so a restarted node
-// continues where it stopped. It reports the round resumed from (0: none).
-// efMismatch says why the error-feedback state in path (of round er, or
-// unreadable: err) cannot carry on from the checkpoint of round r.
-func efMismatch(path string, er, r int, err error) string {
-	switch {
-	case err != nil:
-		return fmt.Sprintf("error-feedback state %s unreadable: %v", path, err)
-	case er > r:
-		return fmt.Sprintf("error-feedback state %s is from this node's contribution to round %d, which it holds no checkpoint of (it stopped before round %d settled; the newest it holds is round %d)", path, er, er, r)
-	default:
-		return fmt.Sprintf("error-feedback state %s is from this node's contribution to round %d, older than its newest checkpoint (round %d, adopted from the swarm)", path, er, r)
-	}
-}
-
+// (and, through settle, the worker state that follows it), so a restarted
+// node continues where it stopped. It reports the round resumed from (0:
+// none).
 func (p *Participant) resume() (int, error) {
 	rounds, err := p.roundDirs()
 	if err != nil {
@@ -135,14 +104,6 @@ func (p *Participant) resume() (int, error) {
 		}
 		if err := p.settle(ctx, lineage{st}); err != nil {
 			return 0, err
-		}
-		if b, err := os.ReadFile(p.efPath()); err == nil {
-			if er, err := DecodeEFState(b, p.efs); err != nil || er != r {
-				p.opts.Logf("run %s: %s; starting round %d with zero residuals", p.id, efMismatch(p.efPath(), er, r, err), r+1)
-				for _, e := range p.efs {
-					clear(e.Residual)
-				}
-			}
 		}
 		return r, nil
 	}

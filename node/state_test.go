@@ -2,7 +2,6 @@ package node
 
 import (
 	"bytes"
-	"errors"
 	"strings"
 	"testing"
 
@@ -78,21 +77,52 @@ func FuzzDecodeEFState(f *testing.F) {
 	})
 }
 
-// After a restart the log says why the residuals are dropped, naming the
-// file and the rounds, never with a nil error in it.
-func TestEFMismatchMessage(t *testing.T) {
-	for _, c := range []struct {
-		er, r int
-		err   error
-		want  string
-	}{
-		{5, 4, nil, "contribution to round 5, which it holds no checkpoint of"},
-		{3, 4, nil, "older than its newest checkpoint (round 4"},
-		{0, 4, errors.New("gradsync: malformed encoding"), "unreadable: gradsync: malformed encoding"},
-	} {
-		msg := efMismatch("home/ef-state.bin", c.er, c.r, c.err)
-		if strings.Contains(msg, "nil") || !strings.Contains(msg, c.want) || !strings.Contains(msg, "home/ef-state.bin") {
-			t.Errorf("round %d state, round %d checkpoint, %v: %q", c.er, c.r, c.err, msg)
+func testWorkerState() *workerState {
+	return &workerState{step: 12, mom: []float32{1, -2, 3.5, 0, 1e-30, 7, 8, 9}, vel: []float32{0, 1, 2, 3, 4, 5, 6, 1e30},
+		round: 4, efs: testEFs()}
+}
+
+// A worker state reads back as written; every truncation and a model of
+// another size are refused with what is wrong.
+func TestWorkerStateRoundTrip(t *testing.T) {
+	s := testWorkerState()
+	b, err := encodeWorkerState(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(b)) != workerStateSize(8, s.efs) {
+		t.Fatalf("%d bytes, workerStateSize says %d", len(b), workerStateSize(8, s.efs))
+	}
+	got, err := decodeWorkerState(b, 8, testEFs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.step != 12 || got.round != 4 || !equalF32(got.mom, s.mom) || !equalF32(got.vel, s.vel) ||
+		!equalF32(got.efs[1].Residual, s.efs[1].Residual) {
+		t.Fatalf("read back %+v", got)
+	}
+	for n := 0; n < len(b); n += 7 {
+		if _, err := decodeWorkerState(b[:n], 8, testEFs()); err == nil {
+			t.Fatalf("truncated to %d bytes: accepted", n)
 		}
 	}
+	if _, err := decodeWorkerState(b, 9, testEFs()); err == nil || !strings.Contains(err.Error(), "9 parameters") {
+		t.Fatalf("another model's size: %v", err)
+	}
+}
+
+func FuzzDecodeWorkerState(f *testing.F) {
+	b, _ := encodeWorkerState(testWorkerState())
+	f.Add(b)
+	f.Add([]byte("FOMWKST1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := decodeWorkerState(b, 8, testEFs())
+		if err != nil {
+			return
+		}
+		again, err := encodeWorkerState(s)
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("accepted state does not re-encode to itself: %v", err)
+		}
+	})
 }

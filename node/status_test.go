@@ -96,8 +96,9 @@ func FuzzDecodeStatus(f *testing.F) {
 }
 
 func FuzzDecodeRoundRecord(f *testing.F) {
-	f.Add([]byte(`{"format":"fomnet-round/2","run":{"/":"` + testCID1 + `"},"round":2,"base":{"/":"` + testCID2 + `"},"contributions":[{"/":"` + testCID1 + `"}],"aggregates":[{"cid":{"/":"` + testCID2 + `"},"inputs":[0],"included":[0]}],"shards":[],"participants":[],"rejected":{"` + testCID1 + `":{"1":"copied_delta"}}}`))
-	f.Add([]byte(`{"format":"fomnet-round/2","run":{"/":"` + testCID1 + `"},"round":1,"contributions":[],"aggregates":[{"cid":{"/":"` + testCID2 + `"},"inputs":[1,0],"included":[]}]}`))
+	f.Add([]byte(`{"format":"fomnet-round/3","run":{"/":"` + testCID1 + `"},"round":2,"base":{"/":"` + testCID2 + `"},"contributions":[{"/":"` + testCID1 + `"}],"aggregates":[{"cid":{"/":"` + testCID2 + `"},"inputs":[0],"included":[0]}],"shards":[],"participants":[],"rejected":{"` + testCID1 + `":{"1":"copied_delta"}}}`))
+	f.Add([]byte(`{"format":"fomnet-round/3","run":{"/":"` + testCID1 + `"},"round":1,"contributions":[],"aggregates":[{"cid":{"/":"` + testCID2 + `"},"inputs":[1,0],"included":[]}]}`))
+	f.Add([]byte(`{"format":"fomnet-round/3","run":{"/":"` + testCID1 + `"},"round":3,"contributions":[],"aggregates":[],"excluded":[{"peer":"` + testPeers(f, 1)[0].String() + `","proof":{"/":"` + testCID1 + `"}}]}`))
 	f.Add([]byte(`{"run":{"/":"x"}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rec, err := decodeRoundRecord(b)
@@ -106,6 +107,11 @@ func FuzzDecodeRoundRecord(f *testing.F) {
 		}
 		if _, err := rec.Run.Cid(); err != nil || rec.Round < 0 || rec.Format != RoundFormat {
 			t.Fatalf("accepted %+v", rec)
+		}
+		for i, e := range rec.Excluded {
+			if _, err := e.Proof.Cid(); err != nil || (i > 0 && e.Peer <= rec.Excluded[i-1].Peer) {
+				t.Fatalf("accepted exclusions %+v", rec.Excluded)
+			}
 		}
 		for _, a := range rec.Aggregates {
 			for i, j := range append(append([]int(nil), a.Inputs...), a.Included...) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"os"
 	"path/filepath"
 	"slices"
@@ -76,10 +75,11 @@ func (n *Node) LoadRun(ctx context.Context, id cid.Cid) (*RunSpec, error) {
 type RoundEvent struct {
 	Peer  string
 	Round int
-	// Phase: "train" (Step/Steps, Loss), "contributed", "aggregated"
-	// (Partitions this node reduced), "checkpoint" (CID), "adopted" (CID
-	// of a better checkpoint, replacing ours), "deadline" (the round's
-	// deadline passed while it waited for Waiting).
+	// Phase: "train" (Step/Steps, Loss), "contributed", "spot-check"
+	// (CID, Seconds, Fraud), "aggregated" (Partitions this node
+	// reduced), "checkpoint" (CID), "adopted" (CID of a better
+	// checkpoint, replacing ours), "deadline" (the round's deadline
+	// passed while it waited for Waiting).
 	Phase      string
 	Waiting    string
 	Step       int
@@ -91,6 +91,11 @@ type RoundEvent struct {
 	Contributions int
 	// Bytes of this participant's encoded Δ, and of the same Δ in fp32.
 	EncodedBytes, RawBytes int
+	// Seconds "contributed" took to train and store, or a "spot-check"
+	// (of contribution CID) to re-execute; Fraud: it did not follow from
+	// its inputs.
+	Seconds float64
+	Fraud   bool
 }
 
 // RunOptions configure a Participant.
@@ -137,11 +142,27 @@ type Participant struct {
 	evidence evidenceLog
 	parts    []gradsync.Range
 	efs      []*gradsync.ErrorFeedback
-	shards   []*model.Corpus // each shard's training rows
-	sched    *sharding.Schedule
-	man      *sharding.Manifest
-	val      map[string]*model.Corpus
-	tokJSON  []byte
+	// held is the CID of the worker state the model's moments and efs
+	// hold (cid.Undef: a fresh one); see workerstate.go.
+	held cid.Cid
+	// checker is a second model, on the same backend, for re-executing
+	// others' contributions (reexec.go); nil until the first.
+	checker *model.Model
+	checkMu sync.Mutex // one re-execution at a time
+	conv    convictions
+	// signed keeps the signed announcements of the contributions this
+	// node admitted in the current and the previous round (by CID): a
+	// fraud proof quotes one.
+	signed, signedBefore map[string][]byte
+	// cheat, set only by tests (export_test.go), changes this node's own
+	// work or its spot checks: a lazy or dishonest worker, or a false
+	// accuser, built from the node's own code.
+	cheat   cheats
+	shards  []*model.Corpus // each shard's training rows
+	sched   *sharding.Schedule
+	man     *sharding.Manifest
+	val     map[string]*model.Corpus
+	tokJSON []byte
 
 	// members are the authors of the contributions the base checkpoint
 	// included (from its round.json): every honest node agrees on them,
@@ -427,7 +448,7 @@ func (p *Participant) validate(_ context.Context, from peer.ID, data []byte) err
 	case m.Round == round && m.Type == MsgContribution && m.Base != base.String():
 		p.count(RejectRound, 1)
 		return fmt.Errorf("contribution for round %d on base %s, not %s", m.Round, m.Base, base)
-	case m.Round == round && (m.Type == MsgAggregate || m.Type == MsgCheckpoint) && from != p.self && !standing:
+	case m.Round == round && (m.Type == MsgAggregate || m.Type == MsgCheckpoint || m.Type == MsgFraud) && from != p.self && !standing:
 		// Not yet, perhaps: the sender repeats it while its round lasts.
 		p.count(DropStanding, 1)
 		return p2p.ErrIgnore
@@ -499,28 +520,25 @@ func (p *Participant) loadData(ds *Dataset) error {
 }
 
 // roundData returns the training rows of the shards the data pipeline's
-// schedule assigns this node in round r, and those shards' links. Shards
-// are shared among this node and the round's members (the authors of the
-// contributions its base included: peers that did work), so a crowd of
-// identities that trains nothing cannot thin the data; in round 1, with
-// no members yet, among the peers this node sees on the run's topic. A
-// node assigned nothing, or too little to fill one sequence, trains on
-// every shard.
-func (p *Participant) roundData(r int) (*model.Corpus, []sharding.Link) {
-	peers := p.members
-	if len(peers) == 0 {
-		peers = p.topic.Peers()
-	}
-	view := []string{p.self.String()}
-	for _, id := range peers {
-		if id != p.self {
-			view = append(view, id.String())
-		}
-	}
-	items := p.sched.Assign(r-1, view)[p.self.String()]
+// schedule assigns author in round r, and those shards' links, sorted.
+// Shards are shared among author and the round's members (the authors of
+// the contributions its base included: peers that did work), so a crowd
+// of identities that trains nothing cannot thin the data. A round without
+// members (the first), and an author assigned too little to fill one
+// sequence, train on every shard. It is a function of what the round's
+// base says, so anyone re-executing a contribution gets the same rows.
+func (p *Participant) roundData(r int, author peer.ID, members []peer.ID) (*model.Corpus, []sharding.Link) {
 	pick := map[int]bool{}
-	for _, it := range items {
-		pick[it.Shard] = true
+	if len(members) > 0 {
+		view := []string{author.String()}
+		for _, id := range members {
+			if id != author {
+				view = append(view, id.String())
+			}
+		}
+		for _, it := range p.sched.Assign(r-1, view)[author.String()] {
+			pick[it.Shard] = true
+		}
 	}
 	c := &model.Corpus{}
 	var links []sharding.Link
@@ -690,12 +708,6 @@ func (p *Participant) event(e RoundEvent) {
 	}
 }
 
-func peerSeed(seed uint64, id peer.ID) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(id))
-	return seed ^ h.Sum64()
-}
-
 // quorumWaits is how many more round deadlines a round without a quorum
 // of contributions waits before it fails.
 const quorumWaits = 5
@@ -711,6 +723,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 	// round, it repeats what it published in it; receivers are idempotent.
 	p.sent = p.sent[:0]
 	p.resetInputs()
+	p.signedBefore, p.signed = p.signed, map[string][]byte{}
 	w := p.newRoundWait(ctx, r)
 	defer w.stop()
 	ccid, err := p.train(ctx, r)
@@ -720,6 +733,14 @@ func (p *Participant) runRound(ctx context.Context) error {
 	own, err := p.input(ctx, ccid, r, p.base)
 	if err != nil {
 		return fmt.Errorf("own contribution: %w", err)
+	}
+	// With its own work out, this node re-executes the work of the base's
+	// round it was picked to check.
+	if err := p.spotCheck(ctx, r); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		p.opts.Logf("run %s: %v", p.id, err)
 	}
 
 	// Collect the round's contributions. Membership costs work: a
@@ -760,6 +781,11 @@ func (p *Participant) runRound(ctx context.Context) error {
 		}
 		from := im.from
 		asked[from] = true
+		if p.rec.excludes(from.String()) {
+			p.refuse(rejected(RejectExcluded, fmt.Errorf("its author is excluded")), fmt.Sprintf("round %d: contribution %s from %s", r, k, from))
+			return true
+		}
+		env, _ := im.raw.Signed()
 		w.background(func(ctx context.Context) func() {
 			in, err := p.input(ctx, k, r, base)
 			if err == nil && in.c.Peer != from.String() {
@@ -771,6 +797,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 					p.refuse(err, fmt.Sprintf("round %d: contribution %s from %s", r, k, from))
 				case collecting:
 					admitted[from] = in
+					p.signed[k.String()] = env
 					p.grant(from)
 				}
 			}
@@ -822,7 +849,9 @@ func (p *Participant) runRound(ctx context.Context) error {
 	}
 	// Apply: the round's transition on a copy of the base state.
 	s := p.current().clone()
-	rec, encs, err := p.ru.transition(s.global, s.outer, r, p.base, newRoundInput(inputs))
+	ri := newRoundInput(inputs)
+	ri.excluded = p.exclusions(p.rec)
+	rec, encs, err := p.ru.transition(s.global, s.outer, r, p.base, ri)
 	if err != nil {
 		return err
 	}
@@ -853,46 +882,31 @@ func (p *Participant) runRound(ctx context.Context) error {
 
 // train runs round r's inner steps from the global weights and publishes
 // the contribution (Δ = global − local, each partition encoded with error
-// feedback as a raw block, under a dag-json root); it returns its CID.
+// feedback as a raw block, under a dag-json root, with the worker state
+// it started from and the one it left); it returns its CID.
 func (p *Participant) train(ctx context.Context, r int) (cid.Cid, error) {
-	H, first := p.sync.RoundH(r-1), p.sync.RoundStart(r-1)
-	tc := p.spec.TrainConfig()
-	be := p.opts.Backend
-	be.Upload(p.m.Params, p.global)
-	B, T := p.spec.Inner.Batch, p.spec.Inner.Seq
-	tokens, targets := make([]int32, B*T), make([]int32, B*T)
-	seed := peerSeed(p.spec.Seed, p.self)
-	train, shards := p.roundData(r)
-	for s := 0; s < H; s++ {
-		if err := ctx.Err(); err != nil {
-			return cid.Undef, err
-		}
-		step := first + s
-		if err := train.Batch(seed, step, B, T, tokens, targets); err != nil {
-			return cid.Undef, err
-		}
-		p.m.ZeroGrad()
-		l, err := p.m.Forward(tokens, targets, B, T, true)
-		if err != nil {
-			return cid.Undef, err
-		}
-		if err := p.m.Backward(); err != nil {
-			return cid.Undef, err
-		}
-		if _, err := p.m.Step(tc.Schedule.LR(step), tc.Optim); err != nil {
-			return cid.Undef, err
-		}
-		p.event(RoundEvent{Phase: "train", Step: s + 1, Steps: H, Loss: l})
+	start := time.Now()
+	j := p.job(r, p.self, p.members)
+	if p.cheat.job != nil {
+		p.cheat.job(r, &j)
 	}
-	local := make([]float32, len(p.global))
-	be.Download(local, p.m.Params)
-	delta := make([]float32, len(p.global))
-	gradsync.PseudoGradient(delta, p.global, local)
+	encs, err := p.ru.work(ctx, p.m, p.efs, p.global, r, j, func(s, H int, l float32) {
+		p.event(RoundEvent{Phase: "train", Step: s, Steps: H, Loss: l})
+	})
+	if err != nil {
+		return cid.Undef, err
+	}
+	if p.cheat.encs != nil {
+		encs = p.cheat.encs(ctx, r, encs)
+	}
 	contrib := &Contribution{Format: ContributionFormat, Run: sharding.LinkTo(p.id), Round: r, Base: sharding.LinkTo(p.base),
-		Peer: p.self.String(), Tokens: p.spec.RoundTokens(r), Codec: p.sync.Codec, Params: len(p.global), Shards: shards}
+		Peer: p.self.String(), Tokens: p.spec.RoundTokens(r), Codec: p.sync.Codec, Params: len(p.global), Shards: j.shards}
+	if p.held.Defined() {
+		l := sharding.LinkTo(p.held)
+		contrib.Prior = &l
+	}
 	encBytes := 0
-	for i, pr := range p.parts {
-		enc := p.efs[i].Encode(nil, delta[pr.Offset:pr.Offset+pr.Size])
+	for _, enc := range encs {
 		encBytes += len(enc)
 		k, err := contentstore.BlockCID(contentstore.CodecRaw, enc)
 		if err != nil {
@@ -903,6 +917,11 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, error) {
 		}
 		contrib.Partitions = append(contrib.Partitions, sharding.LinkTo(k))
 	}
+	sk, err := p.putWorkerState(ctx, p.heldState(r), workerStatePin(p.id, r))
+	if err != nil {
+		return cid.Undef, fmt.Errorf("storing the worker state: %w", err)
+	}
+	p.held, contrib.State = sk, sharding.LinkTo(sk)
 	cb, ccid, err := EncodeContribution(contrib)
 	if err != nil {
 		return cid.Undef, err
@@ -913,10 +932,8 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, error) {
 	if err := p.publish(ctx, RoundMsg{Type: MsgContribution, Run: p.id.String(), Round: r, Base: p.base.String(), CID: ccid.String(), Tokens: contrib.Tokens}); err != nil {
 		return cid.Undef, err
 	}
-	if err := p.saveEF(r); err != nil {
-		return cid.Undef, fmt.Errorf("saving error-feedback state: %w", err)
-	}
-	p.event(RoundEvent{Phase: "contributed", CID: ccid.String(), EncodedBytes: encBytes, RawBytes: 4 * len(p.global)})
+	p.event(RoundEvent{Phase: "contributed", CID: ccid.String(), EncodedBytes: encBytes, RawBytes: 4 * len(p.global),
+		Seconds: time.Since(start).Seconds()})
 	return ccid, nil
 }
 
@@ -1223,6 +1240,10 @@ func (w *roundWait) until(ctx context.Context, what string, done func() bool, ha
 				if !ok {
 					break
 				}
+				if im.m.Type == MsgFraud && im.m.Round == w.r {
+					w.p.takeProof(ctx, im)
+					continue
+				}
 				if !handle(im) && im.m.Round >= w.r {
 					w.keep(im)
 				}
@@ -1472,4 +1493,19 @@ func (p *Participant) removeScratch() error {
 		}
 	}
 	return nil
+}
+
+// loadShards loads the run's dataset, shards and all, into a participant
+// opened to follow (which has only its manifest): what re-executing a
+// contribution needs.
+func (p *Participant) loadShards(ctx context.Context) error {
+	if p.sched != nil {
+		return nil
+	}
+	dsCID, _ := p.spec.Dataset.Cid()
+	ds, err := p.n.LoadDataset(withStall(ctx), dsCID, nil)
+	if err != nil {
+		return err
+	}
+	return p.loadData(ds)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"sort"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/sharding"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -28,7 +30,7 @@ import (
 // counts who announced it.
 
 // RoundFormat names round.json's schema.
-const RoundFormat = "fomnet-round/2"
+const RoundFormat = "fomnet-round/3"
 
 // roundRecord is a checkpoint's round.json: what its round did, enough for
 // anyone holding the base and the contributions to recompute it.
@@ -50,6 +52,40 @@ type roundRecord struct {
 	// Rejected: why inputs were left out of an aggregate (contribution
 	// CID → partition → reason), as gradsync.Aggregate decided.
 	Rejected map[string]map[int]string `json:"rejected,omitempty"`
+	// Excluded are the peers a fraud proof convicted (fraud.go), sorted:
+	// the base's, and those proven during the round. Their contributions
+	// are not inputs of the rounds after.
+	Excluded []exclusion `json:"excluded,omitempty"`
+}
+
+// exclusion is a peer convicted of fraud and the proof (a
+// fomnet-fraud/1 block) anyone can re-check.
+type exclusion struct {
+	Peer  string        `json:"peer"`
+	Proof sharding.Link `json:"proof"`
+}
+
+// excludes says whether rec excludes author from the rounds after it.
+func (rec *roundRecord) excludes(author string) bool {
+	for _, e := range rec.Excluded {
+		if e.Peer == author {
+			return true
+		}
+	}
+	return false
+}
+
+// members are the peers whose contributions rec's round included, less
+// those it excludes: who orders the next round's reducers, shares its data
+// and is waited for.
+func (rec *roundRecord) members() []peer.ID {
+	var out []peer.ID
+	for _, id := range toPeerIDs(rec.Participants) {
+		if !rec.excludes(id.String()) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // newRoundRecord is round r's record of run with nothing in it yet (its
@@ -81,6 +117,8 @@ const (
 	RejectNonFinite  = "weights_nonfinite" // a round whose outer step left non-finite weights
 	RejectCopied     = gradsync.RejectCopy // a partition that (scaled) copies another input's
 	RejectZero       = gradsync.RejectZero // an all-zero partition where others are not
+	RejectExcluded   = "author_excluded"   // a contribution by a peer a fraud proof convicted
+	RejectFalseProof = "fraud_proof_false" // a fraud proof whose contribution follows from its inputs
 )
 
 // RoundTokens is the token count every contribution to round r (from 1)
@@ -133,6 +171,77 @@ func (ru *rules) admit(c *Contribution, r int, base cid.Cid) (reason string, err
 		return RejectSpecTokens, fmt.Errorf("contribution declares %d tokens; round %d trains %d", c.Tokens, r, ru.spec.RoundTokens(r))
 	}
 	return "", nil
+}
+
+// peerSeed is the seed of author's batches: a copy of another's
+// contribution under one's own name re-executes to other bytes.
+func peerSeed(seed uint64, id peer.ID) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	return seed ^ h.Sum64()
+}
+
+// job is one contribution's work in a round: whose (the seed), on which
+// rows (those of shards), how many inner steps.
+type job struct {
+	author peer.ID
+	data   *model.Corpus
+	shards []sharding.Link
+	steps  int
+}
+
+// job is author's job in round r of a run whose base has members.
+func (p *Participant) job(r int, author peer.ID, members []peer.ID) job {
+	data, shards := p.roundData(r, author, members)
+	return job{author: author, data: data, shards: shards, steps: p.sync.RoundH(r - 1)}
+}
+
+// work is a contribution's computation, the one every role runs: j's
+// inner steps of round r on m from the global weights (m's moments and
+// step, and efs, hold the worker state it starts from), on j's rows with
+// its author's seed, then Δ = global − local encoded partition by
+// partition with error feedback. m and efs are left in the state after
+// the round. step, if set, hears of each inner step.
+func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.ErrorFeedback, global []float32, r int, j job,
+	step func(s, H int, loss float32)) ([][]byte, error) {
+	H, first, data := j.steps, ru.sync.RoundStart(r-1), j.data
+	tc := ru.spec.TrainConfig()
+	be := m.Backend()
+	be.Upload(m.Params, global)
+	B, T := ru.spec.Inner.Batch, ru.spec.Inner.Seq
+	tokens, targets := make([]int32, B*T), make([]int32, B*T)
+	seed := peerSeed(ru.spec.Seed, j.author)
+	for s := 0; s < H; s++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := data.Batch(seed, first+s, B, T, tokens, targets); err != nil {
+			return nil, err
+		}
+		m.ZeroGrad()
+		l, err := m.Forward(tokens, targets, B, T, true)
+		if err != nil {
+			return nil, err
+		}
+		if err := m.Backward(); err != nil {
+			return nil, err
+		}
+		if _, err := m.Step(tc.Schedule.LR(first+s), tc.Optim); err != nil {
+			return nil, err
+		}
+		if step != nil {
+			step(s+1, H, l)
+		}
+	}
+	local := make([]float32, len(global))
+	be.Download(local, m.Params)
+	delta := make([]float32, len(global))
+	gradsync.PseudoGradient(delta, global, local)
+	encs := make([][]byte, len(ru.parts))
+	for i, pr := range ru.parts {
+		encs[i] = efs[i].Encode(nil, delta[pr.Offset:pr.Offset+pr.Size])
+	}
+	return encs, nil
 }
 
 // input is a contribution admitted to a round: its CID, root and the
@@ -263,10 +372,13 @@ func (ru *rules) aggregateOnce(pi int, ins []*input) (enc []byte, k cid.Cid, rep
 }
 
 // roundInput is what a round's transition takes besides its base state:
-// the contributions, and per partition those it aggregates.
+// the contributions, per partition those it aggregates, and the
+// exclusions its record lists (the base's and the round's own, sorted by
+// peer; checked by the caller).
 type roundInput struct {
-	ins    []*input // by CID
-	inputs [][]int  // per partition: indices into ins, ascending
+	ins      []*input // by CID
+	inputs   [][]int  // per partition: indices into ins, ascending
+	excluded []exclusion
 }
 
 // newRoundInput collects per-partition input lists of contributions into
@@ -383,6 +495,7 @@ func (ru *rules) transition(global []float32, outer *gradsync.OuterOptimizer, r 
 		rec.Shards = append(rec.Shards, sharding.Link{CID: s})
 	}
 	rec.Participants = append(rec.Participants, sortedKeys(who)...)
+	rec.Excluded = ri.excluded
 	return rec, encs, nil
 }
 
@@ -427,6 +540,20 @@ func decodeRoundRecord(b []byte) (*roundRecord, error) {
 			return nil, fmt.Errorf("round.json: participant %q: %v", p, err)
 		}
 	}
+	for i, e := range rec.Excluded {
+		if _, err := peer.Decode(e.Peer); err != nil {
+			return nil, fmt.Errorf("round.json: excluded %q: %v", e.Peer, err)
+		}
+		if _, err := e.Proof.Cid(); err != nil {
+			return nil, fmt.Errorf("round.json: proof against %s: %v", e.Peer, err)
+		}
+		if i > 0 && e.Peer <= rec.Excluded[i-1].Peer {
+			return nil, fmt.Errorf("round.json: excluded peers not sorted and unique")
+		}
+	}
+	if len(rec.Excluded) > MaxParticipants {
+		return nil, fmt.Errorf("round.json: %d exclusions, at most %d", len(rec.Excluded), MaxParticipants)
+	}
 	if len(rec.Contributions) > MaxParticipants {
 		return nil, fmt.Errorf("round.json: %d contributions, at most %d", len(rec.Contributions), MaxParticipants)
 	}
@@ -448,14 +575,23 @@ func decodeRoundRecord(b []byte) (*roundRecord, error) {
 }
 
 // includedCount is how many contributions a round included (fork choice).
-func (rec *roundRecord) includedCount() int {
+func (rec *roundRecord) includedCount() int { return len(rec.includedIndices()) }
+
+// includedIndices are the contributions (indices into Contributions,
+// ascending) some aggregate included.
+func (rec *roundRecord) includedIndices() []int {
 	inc := map[int]bool{}
 	for _, a := range rec.Aggregates {
 		for _, i := range a.Included {
 			inc[i] = true
 		}
 	}
-	return len(inc)
+	out := make([]int, 0, len(inc))
+	for i := range inc {
+		out = append(out, i)
+	}
+	sort.Ints(out)
+	return out
 }
 
 // marshal is round.json's bytes.

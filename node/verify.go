@@ -114,7 +114,7 @@ func (p *Participant) settled(s *state) {
 // setCurrent makes s, settled, the base of this node's next round.
 func (p *Participant) setCurrent(s *state) {
 	p.global, p.outer, p.rec = s.global, s.outer, s.rec
-	p.members = toPeerIDs(s.rec.Participants)
+	p.members = s.rec.members()
 	p.mu.Lock()
 	p.base, p.round = s.ck, s.round+1
 	p.standing = map[peer.ID]bool{}
@@ -308,11 +308,18 @@ func (p *Participant) replay(ctx context.Context, s *state, rec *roundRecord) (*
 		if err != nil {
 			return nil, err
 		}
+		if s.rec.excludes(in.c.Peer) {
+			return nil, rejected(RejectExcluded, fmt.Errorf("round %d: contribution %s by %s, whom its base excludes", r, k, in.c.Peer))
+		}
 		ri.ins = append(ri.ins, in)
 	}
 	for _, a := range rec.Aggregates {
 		ri.inputs = append(ri.inputs, a.Inputs)
 	}
+	if err := p.checkExclusions(ctx, s.rec, rec); err != nil {
+		return nil, rejected(RejectCandidate, fmt.Errorf("round %d: %w", r, err))
+	}
+	ri.excluded = rec.Excluded
 	got, encs, err := p.ru.transition(s.global, s.outer, r, s.ck, ri)
 	if err != nil {
 		if reasonOf(err) == "" {
@@ -330,11 +337,16 @@ func (p *Participant) replay(ctx context.Context, s *state, rec *roundRecord) (*
 	return &state{round: r, ck: ck, global: s.global, outer: s.outer, rec: got, dir: dir}, nil
 }
 
-// better is the fork-choice order: newer round, then more included
-// contributions, then the smaller CID.
+// better is the fork-choice order: newer round, then more exclusions,
+// then more included contributions, then the smaller CID.
 func better(a, b *state) bool {
 	if a.round != b.round {
 		return a.round > b.round
+	}
+	// Every exclusion a candidate lists was proven (checkExclusions): the
+	// one that knows more fraud is the better, whatever it included.
+	if na, nb := len(a.rec.Excluded), len(b.rec.Excluded); na != nb {
+		return na > nb
 	}
 	if na, nb := a.rec.includedCount(), b.rec.includedCount(); na != nb {
 		return na > nb
@@ -410,21 +422,13 @@ func (p *Participant) adoptBest(ctx context.Context, cs []candidate, why string)
 	return true, p.adopt(ctx, best, why)
 }
 
-// adopt settles on a lineage other than this node's own computation: the
-// error-feedback residuals, which belonged to another base, start again
-// from zero.
+// adopt settles on a lineage other than this node's own computation.
 func (p *Participant) adopt(ctx context.Context, l lineage, why string) error {
 	tip := l.tip()
 	p.opts.Logf("run %s: %s: adopting round %d, %s (%d contributions), recomputed here from its contributions",
 		p.id, why, tip.round, tip.ck, tip.rec.includedCount())
 	if err := p.settle(ctx, l); err != nil {
 		return err
-	}
-	for _, e := range p.efs {
-		clear(e.Residual)
-	}
-	if err := p.saveEF(tip.round); err != nil {
-		return fmt.Errorf("saving error-feedback state: %w", err)
 	}
 	p.event(RoundEvent{Phase: "adopted", Round: tip.round, CID: tip.ck.String()})
 	return nil
@@ -474,6 +478,7 @@ func (p *Participant) settle(ctx context.Context, l lineage) error {
 		p.settled(s)
 		if s == l.tip() {
 			p.setCurrent(s)
+			p.carryState(ctx, s.rec)
 		}
 		if p.onSettle != nil {
 			p.onSettle(s.round, s.ck)
@@ -506,7 +511,7 @@ func (p *Participant) prune(newest int) error {
 			}
 		}
 	}
-	return nil
+	return p.pruneWorkerStates(newest - max(p.opts.KeepRounds, 2))
 }
 
 // roundDirs lists the rounds whose round-NNNNNN directories this node

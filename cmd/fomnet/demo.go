@@ -105,6 +105,8 @@ GPU, each in its own context; in fp32 the results are the CPU's, bit for bit.`,
 			}
 			fmt.Fprintf(e.stdout, "traffic     %.1f MiB sent, %.1f MiB received by the swarm; pseudo-gradients compressed %.1f×\n",
 				float64(res.BytesSent)/(1<<20), float64(res.BytesReceived)/(1<<20), res.Compression)
+			fmt.Fprintf(e.stdout, "spot checks %d contributions re-executed by another node (%d fraud), %.1f s: %.1f%% of the nodes' %.0f s of training\n",
+				res.SpotChecks, res.Frauds, res.SpotCheckSeconds, 100*res.SpotCheckSeconds/max(res.TrainSeconds, 1e-9), res.TrainSeconds)
 			fmt.Fprintf(e.stdout, "ko          %s\n", res.SampleKO)
 			fmt.Fprintf(e.stdout, "en          %s\n", res.SampleEN)
 			return nil

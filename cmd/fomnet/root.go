@@ -102,7 +102,7 @@ fomnet train, bench, model, tokenizer, data and generate work on one node.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newTrainCmd(e), newBenchCmd(e), newModelCmd(e), newDemoCmd(e), newTokenizerCmd(e), newDataCmd(e), newGenerateCmd(e),
-		newInitCmd(e), newIDCmd(e), newDaemonCmd(e), newAddCmd(e), newGetCmd(e), newVerifyCmd(e), newAuditCmd(e), newMirrorCmd(e),
+		newInitCmd(e), newIDCmd(e), newDaemonCmd(e), newAddCmd(e), newGetCmd(e), newVerifyCmd(e), newAuditCmd(e), newProofCmd(e), newMirrorCmd(e),
 		newCarCmd(e), newPeersCmd(e), newConnectCmd(e), newPinCmd(e), newGCCmd(e), newAnnouncedCmd(e),
 		newRunCmd(e), newJoinCmd(e), newCheckpointCmd(e), newExportCmd(e), newImportCmd(e), newEvalCmd(e))
 	return root

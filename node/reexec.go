@@ -1,0 +1,184 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/model"
+	"github.com/fomnet/fomnet/sharding"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Re-executing a contribution. fomnet's arithmetic gives the same bytes
+// on every thread count, build and device, so a contribution is checked
+// by doing its work again: from the round's base checkpoint, the worker
+// state it names as its prior (which must be the state its author's
+// contribution to the base's round left, if the base included one; else
+// none), the shards the schedule assigns its author (which it must list)
+// and its author's seed, the run's H inner steps and the encoding give
+// its partitions and the state it links, byte for byte — or they do not,
+// and the first difference is named. Audits, spot checks and fraud proofs
+// all call reexecute.
+
+// Fraud is a contribution that does not follow from its inputs: the work
+// it claims was not done as the run's rules say. Detail names the first
+// difference.
+type Fraud struct {
+	Contribution cid.Cid
+	Author       peer.ID
+	Round        int
+	Detail       string
+}
+
+func (f *Fraud) Error() string {
+	return fmt.Sprintf("contribution %s by %s to round %d: %s", f.Contribution, f.Author, f.Round, f.Detail)
+}
+
+// reexecute re-runs contribution k (whose root is c) of round c.Round on
+// base, the round's base state (verified by the caller: its checkpoint is
+// c's base). It returns nil when the contribution follows from its
+// inputs, a *Fraud when it does not, and another error when it could not
+// tell (content missing, cancelled).
+func (p *Participant) reexecute(ctx context.Context, k cid.Cid, c *Contribution, base *state) error {
+	author, err := peer.Decode(c.Peer)
+	if err != nil {
+		return err
+	}
+	fraud := func(format string, a ...any) error {
+		return &Fraud{Contribution: k, Author: author, Round: c.Round, Detail: fmt.Sprintf(format, a...)}
+	}
+	if reason, err := p.ru.admit(c, c.Round, base.ck); err != nil {
+		return fmt.Errorf("not an input of round %d (%s): %w", c.Round, reason, err)
+	}
+	j := p.job(c.Round, author, base.rec.members())
+	if !slices.Equal(j.shards, c.Shards) {
+		return fraud("it lists %d shards %s; the schedule assigns its author %d: %s", len(c.Shards), linkList(c.Shards), len(j.shards), linkList(j.shards))
+	}
+	m, efs, err := p.priorState(ctx, c, base.rec)
+	if f, ok := isFraud(err); ok {
+		f.Contribution = k
+	}
+	if err != nil {
+		return err
+	}
+	encs, err := p.ru.work(ctx, m, efs, base.global, c.Round, j, nil)
+	if err != nil {
+		return fmt.Errorf("re-executing: %w", err)
+	}
+	for i, enc := range encs {
+		got, _ := contentstore.BlockCID(contentstore.CodecRaw, enc)
+		if want, _ := c.Partitions[i].Cid(); !got.Equals(want) {
+			return fraud("partition %d is %s, its inputs give %s%s", i, want, got, p.firstDifference(ctx, i, want, enc))
+		}
+	}
+	mom, vel, step := m.OptimState()
+	sb, err := encodeWorkerState(&workerState{step: step, mom: mom, vel: vel, round: c.Round, efs: efs})
+	if err != nil {
+		return err
+	}
+	got, err := contentstore.FileCID(ctx, bytes.NewReader(sb))
+	if err != nil {
+		return err
+	}
+	if want, _ := c.State.Cid(); !got.Equals(want) {
+		return fraud("it links worker state %s, its inputs leave %s", want, got)
+	}
+	return nil
+}
+
+// priorState loads the worker state c starts from into this node's
+// checking model (allocated once) and a fresh set of residuals. c.Prior
+// must be the state its author's contribution to the base's round left
+// (rec: the base's record), if that round included one — the one rule of
+// workerstate.go; without a prior, the state is fresh.
+func (p *Participant) priorState(ctx context.Context, c *Contribution, rec *roundRecord) (*model.Model, []*gradsync.ErrorFeedback, error) {
+	if p.checker == nil {
+		m, err := model.New(p.opts.Backend, p.cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		p.checker = m
+	}
+	efs := make([]*gradsync.ErrorFeedback, len(p.parts))
+	for i, r := range p.parts {
+		efs[i] = gradsync.NewErrorFeedback(p.codec, r.Size)
+	}
+	if c.Prior == nil {
+		return p.checker, efs, p.checker.SetOptimState(nil, nil, 0)
+	}
+	k, _ := c.Prior.Cid()
+	ctx = withStall(ctx)
+	traced := false
+	for _, i := range rec.includedIndices() {
+		pk, _ := rec.Contributions[i].Cid()
+		b, err := p.n.Store.Block(ctx, pk)
+		if err != nil {
+			return nil, nil, fmt.Errorf("round %d's contribution %s: %w", rec.Round, pk, err)
+		}
+		prev, err := DecodeContribution(b.RawData())
+		if err == nil && prev.Peer == c.Peer && prev.State == *c.Prior {
+			traced = true
+			break
+		}
+	}
+	if !traced {
+		author, _ := peer.Decode(c.Peer)
+		return nil, nil, &Fraud{Author: author, Round: c.Round, Detail: fmt.Sprintf(
+			"its prior worker state %s is not one its author's contribution to round %d (the base's) left", k, rec.Round)}
+	}
+	s, err := p.loadWorkerState(ctx, k)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p.checker, s.efs, p.checker.SetOptimState(s.mom, s.vel, s.step)
+}
+
+// firstDifference names the first parameter where partition i's block
+// want (fetched if this node can) and the re-executed enc decode apart.
+func (p *Participant) firstDifference(ctx context.Context, i int, want cid.Cid, enc []byte) string {
+	b, err := p.n.Store.Block(withStall(ctx), want)
+	if err != nil {
+		return ""
+	}
+	pr := p.parts[i]
+	a, g := make([]float32, pr.Size), make([]float32, pr.Size)
+	if p.codec.Decode(a, b.RawData()) != nil || p.codec.Decode(g, enc) != nil {
+		return " (it does not decode)"
+	}
+	for j := range a {
+		if a[j] != g[j] {
+			name, off := p.m.Layout.Locate(pr.Offset + j)
+			return fmt.Sprintf(" (first at %s[%d]: %g, re-executed %g)", name, off, a[j], g[j])
+		}
+	}
+	return ""
+}
+
+// linkList prints at most a few links.
+func linkList(ls []sharding.Link) string {
+	var b bytes.Buffer
+	for i, l := range ls {
+		if i == 3 {
+			fmt.Fprintf(&b, " …")
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(l.CID)
+	}
+	return "[" + b.String() + "]"
+}
+
+// isFraud reports whether err is a *Fraud (and returns it).
+func isFraud(err error) (*Fraud, bool) {
+	var f *Fraud
+	ok := errors.As(err, &f)
+	return f, ok
+}

@@ -1,0 +1,235 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+
+	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/gradsync"
+	"github.com/ipfs/go-cid"
+)
+
+// A worker's state: what its next round's inner steps and encoding depend
+// on besides the base checkpoint, the data and the seed — the inner AdamW
+// moments and step count, and the error-feedback residuals. After each
+// round a worker stores its state as a UnixFS file and its contribution
+// links it (Contribution.State), beside the state it started from
+// (Contribution.Prior), so anyone can re-execute the contribution.
+//
+// One rule says which state a round starts from: the state after the
+// worker's contribution to the previous round if that round's checkpoint
+// (the base) included it; otherwise a fresh one (zero moments, step 0,
+// zero residuals), which a contribution says by linking no prior. A
+// worker's states so form a chain through the rounds that included its
+// work, and a state nobody can trace to a checked contribution is refused.
+//
+//	"FOMWKST1" | step uint64 | n uint64 | m n×f32 | v n×f32 | residuals
+//
+// (little-endian; residuals: EncodeEFState's bytes, its round the
+// contribution's).
+
+const workerStateMagic = "FOMWKST1"
+
+// workerState is a worker's state between rounds (nil moments: zero).
+type workerState struct {
+	step     int
+	mom, vel []float32
+	round    int // of the contribution that left it
+	efs      []*gradsync.ErrorFeedback
+}
+
+// encodeWorkerState serialises s.
+func encodeWorkerState(s *workerState) ([]byte, error) {
+	ef, err := EncodeEFState(s.round, s.efs)
+	if err != nil {
+		return nil, err
+	}
+	n := len(s.mom)
+	b := make([]byte, 24, 24+8*n+len(ef))
+	copy(b, workerStateMagic)
+	binary.LittleEndian.PutUint64(b[8:], uint64(s.step))
+	binary.LittleEndian.PutUint64(b[16:], uint64(n))
+	for _, x := range [][]float32{s.mom, s.vel} {
+		for _, v := range x {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+		}
+	}
+	return append(b, ef...), nil
+}
+
+// decodeWorkerState parses a worker state for a model of n parameters
+// whose residuals have the shapes of efs (which it fills).
+func decodeWorkerState(b []byte, n int, efs []*gradsync.ErrorFeedback) (*workerState, error) {
+	if len(b) < 24 || string(b[:8]) != workerStateMagic {
+		return nil, errors.New("worker state: bad magic or truncated header")
+	}
+	step, got := binary.LittleEndian.Uint64(b[8:]), binary.LittleEndian.Uint64(b[16:])
+	if got != uint64(n) || step > 1<<40 {
+		return nil, fmt.Errorf("worker state: %d moments at step %d, the model has %d parameters", got, step, n)
+	}
+	if uint64(len(b)-24) < 8*got {
+		return nil, fmt.Errorf("worker state: %d bytes of moments, want %d", len(b)-24, 8*got)
+	}
+	s := &workerState{step: int(step), mom: make([]float32, n), vel: make([]float32, n), efs: efs}
+	b = b[24:]
+	for _, x := range [][]float32{s.mom, s.vel} {
+		for i := range x {
+			x[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+		b = b[4*n:]
+	}
+	r, err := DecodeEFState(b, efs)
+	if err != nil {
+		return nil, fmt.Errorf("worker state: %w", err)
+	}
+	s.round = r
+	return s, nil
+}
+
+// workerStateSize is the encoded size of a worker state for n parameters
+// and residuals shaped as efs.
+func workerStateSize(n int, efs []*gradsync.ErrorFeedback) int64 {
+	size := int64(24+8*n) + 20
+	for _, e := range efs {
+		size += 4 + int64(e.BinarySize())
+	}
+	return size
+}
+
+// heldState returns this node's worker state as the model and residuals
+// hold it, after round r.
+func (p *Participant) heldState(r int) *workerState {
+	mom, vel, step := p.m.OptimState()
+	return &workerState{step: step, mom: mom, vel: vel, round: r, efs: p.efs}
+}
+
+// putWorkerState stores s, pinned as pin, and returns its CID.
+func (p *Participant) putWorkerState(ctx context.Context, s *workerState, pin string) (cid.Cid, error) {
+	b, err := encodeWorkerState(s)
+	if err != nil {
+		return cid.Undef, err
+	}
+	return p.n.Store.AddReader(ctx, bytes.NewReader(b), contentstore.AddOptions{Pin: true, Name: pin})
+}
+
+// workerStatePin names the pin of this node's worker state after round r
+// of run. States are unpinned as round directories are pruned
+// (RunOptions.KeepRounds), the newest two rounds' always kept: a spot
+// check of round r, in round r+1, needs the states after r−1 and r.
+func workerStatePin(run cid.Cid, r int) string {
+	return fmt.Sprintf("run %s round %d worker state", run, r)
+}
+
+// pruneWorkerStates unpins this node's worker states of rounds up to upto.
+func (p *Participant) pruneWorkerStates(upto int) error {
+	for _, pin := range p.n.Store.Pins() {
+		var r int
+		if _, err := fmt.Sscanf(pin.Name, "run "+p.id.String()+" round %d worker state", &r); err != nil || r > upto ||
+			pin.Name != workerStatePin(p.id, r) || pin.CID.Equals(p.held) {
+			continue
+		}
+		if err := p.n.Store.Unpin(pin.CID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadWorkerState reads worker state k (fetched if need be, within the
+// context's wait) into a fresh set of residuals.
+func (p *Participant) loadWorkerState(ctx context.Context, k cid.Cid) (*workerState, error) {
+	if k.Prefix().Codec != cid.DagProtobuf && k.Prefix().Codec != cid.Raw {
+		return nil, fmt.Errorf("worker state %s is not a file", k)
+	}
+	f, err := p.n.Store.Open(ctx, k)
+	if err != nil {
+		return nil, fmt.Errorf("worker state %s: %w", k, err)
+	}
+	defer f.Close()
+	want := workerStateSize(len(p.global), p.efs)
+	if int64(f.Size()) != want {
+		return nil, fmt.Errorf("worker state %s: %d bytes, the run's model takes %d", k, f.Size(), want)
+	}
+	b := make([]byte, want)
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, fmt.Errorf("worker state %s: %w", k, err)
+	}
+	efs := make([]*gradsync.ErrorFeedback, len(p.parts))
+	for i, r := range p.parts {
+		efs[i] = gradsync.NewErrorFeedback(p.codec, r.Size)
+	}
+	s, err := decodeWorkerState(b, len(p.global), efs)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", k, err)
+	}
+	return s, nil
+}
+
+// holdState makes s (nil: a fresh state) the state this node's model and
+// residuals hold, and k its CID (cid.Undef for a fresh one).
+func (p *Participant) holdState(s *workerState, k cid.Cid) {
+	if s == nil {
+		p.m.SetOptimState(nil, nil, 0)
+		for _, e := range p.efs {
+			clear(e.Residual)
+		}
+	} else {
+		p.m.SetOptimState(s.mom, s.vel, s.step)
+		for i, e := range s.efs {
+			copy(p.efs[i].Residual, e.Residual)
+		}
+	}
+	p.held = k
+}
+
+// carryState applies the one rule to the round after rec: this node keeps
+// (or, after a restart, reads back from its store) the state its
+// contribution that rec included left, and starts fresh otherwise.
+func (p *Participant) carryState(ctx context.Context, rec *roundRecord) {
+	if p.following {
+		return
+	}
+	c := p.ownIncluded(ctx, rec)
+	if c == nil {
+		p.holdState(nil, cid.Undef)
+		return
+	}
+	k, _ := c.State.Cid()
+	if k.Equals(p.held) {
+		return
+	}
+	s, err := p.loadWorkerState(contentstore.WithWait(ctx, contentstore.Wait{Stall: p.ru.fetchWait()}), k)
+	if err != nil {
+		p.opts.Logf("run %s: starting round %d from a fresh worker state: %v", p.id, rec.Round+1, err)
+		p.holdState(nil, cid.Undef)
+		return
+	}
+	p.holdState(s, k)
+}
+
+// ownIncluded returns this node's contribution that rec's round included
+// (nil if none, or if this node no longer holds it).
+func (p *Participant) ownIncluded(ctx context.Context, rec *roundRecord) *Contribution {
+	for _, i := range rec.includedIndices() {
+		k, err := rec.Contributions[i].Cid()
+		if err != nil {
+			continue
+		}
+		if ok, _ := p.n.Store.Has(ctx, k); !ok {
+			continue
+		}
+		b, err := p.n.Store.Block(ctx, k)
+		if err != nil {
+			continue
+		}
+		if c, err := DecodeContribution(b.RawData()); err == nil && c.Peer == p.self.String() {
+			return c
+		}
+	}
+	return nil
+}
