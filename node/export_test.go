@@ -1,6 +1,11 @@
 package node
 
-import "context"
+import (
+	"context"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
 
 // Tamper makes p a lying reducer: f rewrites each aggregate it publishes.
 func Tamper(p *Participant, f func(partition int, enc []byte) []byte) { p.tamper = f }
@@ -89,4 +94,9 @@ func ProofsAgainst(p *Participant) map[string]string {
 		out[id.String()] = k.String()
 	}
 	return out
+}
+
+// AskStatus asks peer pid where it stands in round r of run.
+func AskStatus(ctx context.Context, n *Node, pid peer.ID, run cid.Cid, r int) (StatusResponse, error) {
+	return n.askStatus(ctx, pid, run, r)
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,7 +61,8 @@ func spotRun(t *testing.T, ctx context.Context, rounds int, dishonest func(p *no
 // check probability forced to 1), proven, and excluded from the rounds
 // after that; the honest nodes end on one checkpoint whose lineage
 // records the exclusion and includes nothing of the cheater's after it;
-// the proof re-checks, to the cheater, on a node that was not in the run.
+// the proof re-checks, to the cheater, on a node that was not in the run;
+// an audit of the lineage names the rounds the cheats got into.
 func TestSpotChecksCatchCheats(t *testing.T) {
 	const rounds = 4
 	for _, kind := range []string{"steps", "shards", "seed", "copy"} {
@@ -97,6 +99,19 @@ func TestSpotChecksCatchCheats(t *testing.T) {
 				t.Fatalf("the proof re-checked on a node outside the run: %+v, %v", fc, err)
 			}
 			t.Logf("proof %s: %+v", k, fc)
+			// An audit re-executing every contribution names the
+			// rounds the cheats got into (2 and 3: the exclusion counts
+			// from round 4) and the cheater's contributions.
+			rep, err := c.Nodes[0].Audit(ctx, ps[0].Base(), node.AuditOptions{Sample: 1}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rep.Rounds {
+				cheated := r.Round == 2 || r.Round == 3
+				if cheated != (r.Result == "mismatch") || (cheated && !strings.Contains(r.Detail, cheater)) || (!cheated && r.Result != "ok") {
+					t.Fatalf("audit: round %d %s: %s", r.Round, r.Result, r.Detail)
+				}
+			}
 		})
 	}
 }

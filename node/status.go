@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fomnet/fomnet/contentstore"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -130,11 +131,52 @@ func DecodeStatusResponse(b []byte) (StatusResponse, error) {
 // settledRuns records, per run, the checkpoint this node settled on for
 // each round (after the majority vote) and that checkpoint's base: what it
 // answers status requests with. It lives as long as the node, so a node
-// that finished a run keeps answering for it.
+// that finished a run keeps answering for it, and a node started again
+// reads it back from its pins (fromPins) when first asked about a run.
 type settledRuns struct {
 	mu        sync.Mutex
 	runs      map[string]map[int][2]string // run → round → {checkpoint, base}
 	following map[string]int               // run → FollowRuns under way
+	pinned    map[string]bool              // runs read back from the pins
+}
+
+// fromPins records, once per run, the checkpoints of run this node pinned
+// as settled (CheckpointPin) with their bases, read from their round
+// records in the local store (pinned, so whole). What a participant or
+// follower settled since overrides nothing: it pinned the same.
+func (n *Node) fromPins(ctx context.Context, run string) {
+	var mine []contentstore.Pin
+	for _, p := range n.Store.Pins() {
+		if r, _, ok := ParseCheckpointPin(p.Name); ok && r == run {
+			mine = append(mine, p)
+		}
+	}
+	s := &n.settled
+	s.mu.Lock()
+	done := s.pinned[run] || len(mine) == 0 // no entry for runs asked about in vain
+	if s.pinned == nil {
+		s.pinned = map[string]bool{}
+	}
+	if !done {
+		s.pinned[run] = true
+	}
+	s.mu.Unlock()
+	if done {
+		return
+	}
+	id, _ := cid.Decode(run)
+	for _, p := range mine {
+		_, round, _ := ParseCheckpointPin(p.Name)
+		rec, err := n.readRoundRecord(ctx, p.CID)
+		if err != nil || rec.Round != round {
+			continue
+		}
+		base := cid.Undef
+		if rec.Base != nil {
+			base, _ = rec.Base.Cid()
+		}
+		s.setIfAbsent(id, round, p.CID, base)
+	}
 }
 
 // follow records that a FollowRun of run is under way (+1) or ended (−1).
@@ -150,6 +192,18 @@ func (s *settledRuns) follow(run cid.Cid, d int) {
 func (s *settledRuns) set(run cid.Cid, round int, ck, base cid.Cid) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.setLocked(run, round, ck, base)
+}
+
+func (s *settledRuns) setIfAbsent(run cid.Cid, round int, ck, base cid.Cid) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.runs[run.String()][round]; !ok {
+		s.setLocked(run, round, ck, base)
+	}
+}
+
+func (s *settledRuns) setLocked(run cid.Cid, round int, ck, base cid.Cid) {
 	if s.runs == nil {
 		s.runs = map[string]map[int][2]string{}
 	}
@@ -196,6 +250,9 @@ func (n *Node) serveStatus(s network.Stream) {
 		s.Reset()
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	n.fromPins(ctx, q.Run)
+	cancel()
 	out, _ := json.Marshal(n.settled.answer(q))
 	if _, err := s.Write(out); err != nil {
 		s.Reset()

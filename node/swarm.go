@@ -1120,7 +1120,9 @@ func (p *Participant) vote(ctx context.Context, w *roundWait, r int, s *state, p
 }
 
 // runPeers are the peers to ask about the run: its members and the peers
-// on its topic.
+// on its topic; without either (the run's trainers have stopped, or run
+// as daemons that answer for it from their pins), up to 64 of the peers
+// this node is connected to.
 func (p *Participant) runPeers() []peer.ID {
 	set := map[peer.ID]bool{}
 	for _, id := range p.members {
@@ -1128,6 +1130,13 @@ func (p *Participant) runPeers() []peer.ID {
 	}
 	for _, id := range p.topic.Peers() {
 		set[id] = true
+	}
+	if len(set) == 0 {
+		for _, id := range p.n.Host.Network().Peers() {
+			if len(set) < 64 {
+				set[id] = true
+			}
+		}
 	}
 	delete(set, p.self)
 	out := make([]peer.ID, 0, len(set))

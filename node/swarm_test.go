@@ -403,6 +403,13 @@ func TestSwarmRestartResumes(t *testing.T) {
 		c.Restart(i)
 	}
 	c.ConnectAll()
+	// Started again, before it opens the run, a node answers for it from
+	// its pins, as it did while it ran (a follower that arrives after the
+	// trainers stopped finds the run's checkpoints so).
+	st, err := node.AskStatus(ctx, c.Nodes[0], c.Nodes[1].Host.ID(), runID, 2)
+	if err != nil || st.Checkpoint != before.String() || st.Newest != 2 || st.Base == "" {
+		t.Fatalf("a restarted node's status for round 2: %+v, %v; it settled on %s", st, err, before)
+	}
 	ps = openAll(t, c, runID, n, func(int, node.RoundEvent) {})
 	for i, p := range ps {
 		if p.Round() != 3 || !p.Base().Equals(before) {
