@@ -221,6 +221,7 @@ type convictions struct {
 	checked  map[string]error
 	authorOf map[string]peer.ID
 	false_   map[peer.ID]bool
+	tried    map[peer.ID]int // the round of each sender's last proof taken
 }
 
 // convict records that proof k convicts author.

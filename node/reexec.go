@@ -56,6 +56,10 @@ func (p *Participant) reexecute(ctx context.Context, k cid.Cid, c *Contribution,
 	if reason, err := p.ru.admit(c, c.Round, base.ck); err != nil {
 		return fmt.Errorf("not an input of round %d (%s): %w", c.Round, reason, err)
 	}
+	// A follower holds the dataset's manifest only until it re-executes.
+	if err := p.loadShards(ctx); err != nil {
+		return fmt.Errorf("the run's dataset: %w", err)
+	}
 	j := p.job(c.Round, author, base.rec.members())
 	if !slices.Equal(j.shards, c.Shards) {
 		return fraud("it lists %d shards %s; the schedule assigns its author %d: %s", len(c.Shards), linkList(c.Shards), len(j.shards), linkList(j.shards))

@@ -80,7 +80,7 @@ func (p *Participant) spotCheck(ctx context.Context, r int) error {
 	if rec.Round < 1 || p.following {
 		return nil
 	}
-	members := toPeerIDs(rec.Participants)
+	members := rec.members() // less those it convicted
 	var base *state
 	for _, i := range rec.includedIndices() {
 		k, _ := rec.Contributions[i].Cid()
@@ -88,6 +88,9 @@ func (p *Participant) spotCheck(ctx context.Context, r int) error {
 		if err != nil {
 			p.opts.Logf("run %s: spot check of round %d: %v", p.id, rec.Round, err)
 			continue
+		}
+		if rec.excludes(c.Peer) {
+			continue // proven already
 		}
 		author, _ := peer.Decode(c.Peer)
 		v, ok := spotVerifier(ck, k, author, members, p.spec.SpotCheckShare())
@@ -110,8 +113,8 @@ func (p *Participant) spotCheck(ctx context.Context, r int) error {
 		if p.cheat.accuse {
 			err = &Fraud{Contribution: k, Author: author, Round: c.Round, Detail: "a false accusation"}
 		}
-		p.event(RoundEvent{Phase: "spot-check", Round: r, CID: k.String(), Seconds: time.Since(start).Seconds(), Fraud: err != nil})
 		fr, isF := isFraud(err)
+		p.event(RoundEvent{Phase: "spot-check", Round: r, CID: k.String(), Seconds: time.Since(start).Seconds(), Fraud: isF})
 		switch {
 		case err == nil:
 			continue
@@ -169,20 +172,28 @@ func (p *Participant) keepProof(ctx context.Context, k cid.Cid, b []byte, author
 	return p.n.Store.Pin(ctx, k, fmt.Sprintf("run %s fraud proof against %s", p.id, author))
 }
 
-// takeProof re-checks the fraud proof a round message names (once per
-// proof, from a peer with standing that has not sent a false one) and
-// convicts its author, or counts a proof that proves nothing against its
-// sender. It blocks while it re-executes.
-func (p *Participant) takeProof(ctx context.Context, im inMsg) {
+// takeProof re-checks the fraud proof a round message names and convicts
+// its author, or counts a proof that proves nothing against its sender.
+// It takes one proof per sender and round r (each may cost a fetch wait
+// and a re-execution, during which it blocks), none from a sender of a
+// false one, and checks each proof once.
+func (p *Participant) takeProof(ctx context.Context, im inMsg, r int) {
 	k, err := cid.Decode(im.m.CID)
 	if err != nil || im.from == p.self {
 		return
 	}
 	p.conv.mu.Lock()
-	_, seen := p.conv.checked[k.String()]
+	_, seen := p.conv.checked[k.String()] // answered definitely
 	liar := p.conv.false_[im.from]
+	busy := p.conv.tried[im.from] == r
+	if !seen && !liar && !busy {
+		if p.conv.tried == nil {
+			p.conv.tried = map[peer.ID]int{}
+		}
+		p.conv.tried[im.from] = r
+	}
 	p.conv.mu.Unlock()
-	if seen || liar {
+	if seen || liar || busy {
 		return
 	}
 	author, err := p.proofFor(ctx, k)
@@ -204,8 +215,10 @@ func (p *Participant) takeProof(ctx context.Context, im inMsg) {
 	}
 }
 
-// proofFor fetches and re-checks proof block k once (the answer is kept),
-// convicting its author when it holds; it returns the author.
+// proofFor fetches and re-checks proof block k, convicting its author
+// when it holds; it returns the author. A definite answer (a conviction,
+// or no fault) is kept; one that could not tell is not, so the proof can
+// be checked again.
 func (p *Participant) proofFor(ctx context.Context, k cid.Cid) (peer.ID, error) {
 	p.conv.mu.Lock()
 	err, seen := p.conv.checked[k.String()]
@@ -215,8 +228,8 @@ func (p *Participant) proofFor(ctx context.Context, k cid.Cid) (peer.ID, error) 
 		return author, err
 	}
 	author, err = p.checkProofBlock(ctx, k)
-	if ctx.Err() != nil {
-		return "", err // not an answer
+	if ctx.Err() != nil || (err != nil && !errors.Is(err, errNoFault)) {
+		return "", err // not a definite answer
 	}
 	p.conv.mu.Lock()
 	if p.conv.checked == nil {

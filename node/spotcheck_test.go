@@ -15,12 +15,14 @@ import (
 )
 
 // spotRun runs a 4-node run on loopback with every contribution
-// spot-checked, node 3 set up by dishonest, and a fifth node that is not in
-// the run; it returns the cluster, the participants and their log once
-// the honest nodes (0–2) have finished.
+// spot-checked, node 3 set up by dishonest, a fifth node that is not in
+// the run and a sixth that follows it; it returns the cluster, the
+// participants and their log once the honest nodes (0–2) have finished
+// and the follower has mirrored their last checkpoint (re-checking every
+// proof its lineage lists).
 func spotRun(t *testing.T, ctx context.Context, rounds int, dishonest func(p *node.Participant)) (*nodetest.Cluster, []*node.Participant, *checkpointLog) {
 	t.Helper()
-	const n = 5
+	const n = 6
 	c := nodetest.New(t, n, nodetest.Options{})
 	c.ConnectAll()
 	spec := smallRun(t, c, rounds)
@@ -31,11 +33,28 @@ func spotRun(t *testing.T, ctx context.Context, rounds int, dishonest func(p *no
 	if err != nil {
 		t.Fatal(err)
 	}
-	outsider := c.Nodes[4]
-	c.Nodes[4] = nil
+	outsider, follower := c.Nodes[4], c.Nodes[5]
+	c.Nodes[4], c.Nodes[5] = nil, nil
 	log := &checkpointLog{}
 	ps := openAll(t, c, runID, 4, func(_ int, e node.RoundEvent) { log.record(e) })[:4]
-	c.Nodes[4] = outsider
+	c.Nodes[4], c.Nodes[5] = outsider, follower
+	fctx, fstop := context.WithCancel(ctx)
+	mirrored := make(chan cid.Cid, 64)
+	followed := make(chan error, 1)
+	go func() {
+		followed <- follower.FollowRun(fctx, runID, node.FollowOptions{Interval: 300 * time.Millisecond, Logf: t.Logf,
+			Mirrored: func(r int, ck cid.Cid) {
+				if r == rounds {
+					mirrored <- ck
+				}
+			}})
+	}()
+	defer func() {
+		fstop()
+		if err := <-followed; err != nil {
+			t.Errorf("follow: %v", err)
+		}
+	}()
 	dishonest(ps[3])
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -52,6 +71,14 @@ func spotRun(t *testing.T, ctx context.Context, rounds int, dishonest func(p *no
 		}
 	}
 	sameBase(t, ps[:3])
+	select {
+	case ck := <-mirrored:
+		if !ck.Equals(ps[0].Base()) {
+			t.Fatalf("the follower mirrored %s, the honest nodes ended on %s", ck, ps[0].Base())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("the follower did not mirror round %d", rounds)
+	}
 	return c, ps, log
 }
 

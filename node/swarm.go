@@ -1249,8 +1249,8 @@ func (w *roundWait) until(ctx context.Context, what string, done func() bool, ha
 				if !ok {
 					break
 				}
-				if im.m.Type == MsgFraud && im.m.Round == w.r {
-					w.p.takeProof(ctx, im)
+				if im.m.Type == MsgFraud && im.m.Round >= w.r-1 && im.m.Round <= w.r {
+					w.p.takeProof(ctx, im, w.r)
 					continue
 				}
 				if !handle(im) && im.m.Round >= w.r {
