@@ -16,5 +16,9 @@
 // RunRounds trains H inner steps per round, publishes its compressed
 // pseudo-gradient by CID, reduces the partitions it is first in line for,
 // applies the outer step and writes the round's checkpoint, which every
-// honest node computes identically. RunDemo is `fomnet demo`.
+// honest node computes identically. Every contribution binds the inputs of
+// its work, so anyone can re-execute it (reexec.go): members spot-check
+// each other's work (spotcheck.go), fraud proofs exclude cheaters
+// (fraud.go), and Node.Audit re-checks a whole lineage. RunDemo is
+// `fomnet demo`.
 package node
