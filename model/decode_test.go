@@ -2,6 +2,7 @@ package model
 
 import (
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/fomnet/fomnet/kernels/cpu"
@@ -91,6 +92,12 @@ func TestGenerateMatchesForwardArgmax(t *testing.T) {
 		if long[i] != out[i] {
 			t.Fatalf("token %d: %d with a 16-token window, %d with 64", i, long[i], out[i])
 		}
+	}
+	// A stop token ends the text where it is drawn, unreturned.
+	stopped, err := Generate(m, prompt, SampleConfig{MaxTokens: 20, Window: 64, Stop: []int32{out[5]}}, nil)
+	first := slices.Index(out, out[5])
+	if err != nil || !slices.Equal(stopped, out[:first]) {
+		t.Fatalf("stopping at %d: %v, %v; without the stop %v", out[5], stopped, err, out)
 	}
 }
 

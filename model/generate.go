@@ -3,6 +3,7 @@ package model
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -18,6 +19,9 @@ type SampleConfig struct {
 	// Mask, when set, may lower logits (to −Inf: never) before each pick,
 	// given the tokens generated so far — e.g. tokenizer.UTF8Mask.
 	Mask func(out []int32, logits []float32) `json:"-"`
+	// Stop are tokens that end the text besides EOS (not returned): a
+	// chat's <|end|>.
+	Stop []int32 `json:"stop,omitempty"`
 }
 
 // Generate continues prompt and returns the new tokens, stopping at EOS
@@ -63,7 +67,7 @@ func Generate(m *Model, prompt []int32, sc SampleConfig, emit func(int32)) ([]in
 			sc.Mask(out, logits)
 		}
 		tok := pick(logits, sc, r)
-		if tok == int32(m.Config.EOS) {
+		if tok == int32(m.Config.EOS) || slices.Contains(sc.Stop, tok) {
 			break
 		}
 		out = append(out, tok)

@@ -126,10 +126,7 @@ func (t *Tokenizer) Encode(text string) []int32 {
 
 // AppendEncode appends text's ids to dst.
 func (t *Tokenizer) AppendEncode(dst []int32, text string) []int32 {
-	e, _ := t.encoders.Get().(*encoder)
-	if e == nil {
-		e = &encoder{cache: map[string][]int32{}}
-	}
+	e := t.encoder()
 	defer t.encoders.Put(e)
 	for len(text) > 0 {
 		at, sp := t.nextSpecial(text)
@@ -141,6 +138,15 @@ func (t *Tokenizer) AppendEncode(dst []int32, text string) []int32 {
 		text = text[at+len(t.specials[sp]):]
 	}
 	return dst
+}
+
+// encoder takes an encoder from the pool (Put it back).
+func (t *Tokenizer) encoder() *encoder {
+	e, _ := t.encoders.Get().(*encoder)
+	if e == nil {
+		e = &encoder{cache: map[string][]int32{}}
+	}
+	return e
 }
 
 // nextSpecial finds the leftmost special token in s (longest on ties) and

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -558,6 +559,47 @@ func TestGenerate(t *testing.T) {
 	}
 	if _, _, code := fomnet(t, "generate", filepath.Join(dir, "missing")); code != exitError {
 		t.Fatalf("missing checkpoint: exit %d", code)
+	}
+}
+
+// fomnet chat holds a conversation read from stdin: one answer per line,
+// the same for the same lines; /reset forgets the conversation, so the
+// next answer is what generate --chat gives for that line alone; a
+// checkpoint without a chat tokenizer is refused.
+func TestChat(t *testing.T) {
+	d := tinyDemo(t, "1", "1", t.TempDir())
+	ck := d.Checkpoint
+	chat := func(stdin string) []map[string]any {
+		var out, errb bytes.Buffer
+		code := runIn(context.Background(), []string{"chat", ck, "--json", "--temperature", "0", "--max-tokens", "6", "--system", "be brief"},
+			strings.NewReader(stdin), &out, &errb)
+		if code != 0 {
+			t.Fatalf("chat: exit %d: %s", code, errb.String())
+		}
+		var turns []map[string]any
+		dec := json.NewDecoder(&out)
+		for dec.More() {
+			var m map[string]any
+			if err := dec.Decode(&m); err != nil {
+				t.Fatal(err)
+			}
+			turns = append(turns, m)
+		}
+		return turns
+	}
+	in := "안녕하세요?\n\n/reset\nWhat is 2 + 3?\n"
+	a, b := chat(in), chat(in)
+	if len(a) != 2 || fmt.Sprint(a) != fmt.Sprint(b) || a[1]["turn"] != float64(1) || a[0]["role"] != "assistant" {
+		t.Fatalf("answers %v, again %v", a, b)
+	}
+	out, errOut, code := fomnet(t, "generate", ck, "--chat", "--system", "be brief", "--prompt", "What is 2 + 3?", "--temperature", "0",
+		"--max-tokens", "6", "--json")
+	var g map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &g) != nil || g["text"] != a[1]["content"] {
+		t.Fatalf("generate --chat: exit %d %s %v; chat answered %q", code, errOut, g, a[1]["content"])
+	}
+	if _, _, code := fomnet(t, "generate", ck, "--system", "x", "--prompt", "y"); code != exitUsage {
+		t.Fatalf("--system without --chat: exit %d", code)
 	}
 }
 

@@ -156,6 +156,11 @@ func GGUF(w io.Writer, c model.Config, params []float32, tk *tokenizer.Tokenizer
 	if pad, ok := tk.SpecialID(tokenizer.PAD); ok {
 		kvs = append(kvs, gguf.KV{Key: "tokenizer.ggml.padding_token_id", Value: uint32(pad)})
 	}
+	if tk.Chat() {
+		end, _ := tk.SpecialID(tokenizer.EndTurn)
+		kvs = append(kvs, gguf.KV{Key: "tokenizer.chat_template", Value: tokenizer.ChatTemplate},
+			gguf.KV{Key: "tokenizer.ggml.eot_token_id", Value: uint32(end)})
+	}
 	var tensors []gguf.Tensor
 	for _, t := range lay.Tensors {
 		gn, ok := ggufName(t.Name)

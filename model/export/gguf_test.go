@@ -268,6 +268,9 @@ func TestGGUFMetadata(t *testing.T) {
 	if got := len(f.KV["tokenizer.ggml.merges"].([]any)); got != tk.Vocab()-256-len(tk.Specials()) {
 		t.Fatalf("%d merges", got)
 	}
+	if eot := f.KV["tokenizer.ggml.eot_token_id"].(uint32); f.KV["tokenizer.chat_template"] != tokenizer.ChatTemplate || toks[eot] != tokenizer.EndTurn {
+		t.Fatalf("chat template %v, end of turn %v", f.KV["tokenizer.chat_template"], toks[eot])
+	}
 	for _, tn := range f.Tensors {
 		switch {
 		case len(tn.Dims) == 1 && tn.Type != gguf.F32:

@@ -74,7 +74,7 @@ func HF(dir string, c model.Config, params []float32, tk *tokenizer.Tokenizer, o
 		}
 		return nil
 	}
-	tcfg, _ := json.MarshalIndent(map[string]any{
+	tc := map[string]any{
 		"tokenizer_class":              "PreTrainedTokenizerFast",
 		"bos_token":                    special(tokenizer.BOS),
 		"eos_token":                    special(tokenizer.EOS),
@@ -83,9 +83,17 @@ func HF(dir string, c model.Config, params []float32, tk *tokenizer.Tokenizer, o
 		"add_eos_token":                false,
 		"clean_up_tokenization_spaces": false,
 		"model_max_length":             c.MaxSeq,
-	}, "", "  ")
+	}
 	gen := map[string]any{"bos_token_id": c.BOS, "eos_token_id": c.EOS, "max_length": c.MaxSeq,
 		"do_sample": true, "temperature": 0.8, "top_k": 40, "top_p": 0.95}
+	if tk.Chat() {
+		// apply_chat_template renders the project's chat format, and
+		// generation ends a turn at <|end|> as at EOS.
+		end, _ := tk.SpecialID(tokenizer.EndTurn)
+		tc["chat_template"] = tokenizer.ChatTemplate
+		gen["eos_token_id"] = []int{c.EOS, int(end)}
+	}
+	tcfg, _ := json.MarshalIndent(tc, "", "  ")
 	if pad, ok := tk.SpecialID(tokenizer.PAD); ok {
 		gen["pad_token_id"] = pad
 	}

@@ -3,6 +3,7 @@ package export
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/fomnet/fomnet/model"
+	"github.com/fomnet/fomnet/tokenizer"
 )
 
 // Export → import is bit-exact for fp32, and within bf16 rounding for
@@ -49,7 +51,9 @@ func TestHFRoundTrip(t *testing.T) {
 	if cfg["architectures"].([]any)[0] != "LlamaForCausalLM" || cfg["torch_dtype"] != "float32" || cfg["num_key_value_heads"] != float64(m.Config.KVHeads) {
 		t.Fatalf("config.json %v", cfg)
 	}
-	if tcfg["eos_token"] != "<|eos|>" || tcfg["tokenizer_class"] != "PreTrainedTokenizerFast" || gen["eos_token_id"] != float64(m.Config.EOS) {
+	end, _ := tk.SpecialID(tokenizer.EndTurn)
+	if tcfg["eos_token"] != "<|eos|>" || tcfg["tokenizer_class"] != "PreTrainedTokenizerFast" || tcfg["chat_template"] != tokenizer.ChatTemplate ||
+		fmt.Sprint(gen["eos_token_id"]) != fmt.Sprint([]any{float64(m.Config.EOS), float64(end)}) {
 		t.Fatalf("tokenizer_config %v, generation_config %v", tcfg, gen)
 	}
 	if err := HF(dir, m.Config, params, tk, HFOptions{}); err == nil || !strings.Contains(err.Error(), "already exists") {
