@@ -10,14 +10,25 @@ import (
 	"path/filepath"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/fomnet/fomnet/kernels"
 )
 
 // Corpus is a token stream of documents, each followed by EOS, from which
 // training batches are cut. It is the single-node stand-in for the data
 // pipeline's shards: byte-level text or raw token files.
+//
+// A corpus of rows (Row > 0: shards with a loss mask, conversations kept
+// whole within a row) is cut row by row instead: each sequence is the start
+// of one row, and only the tokens Mask marks are targets (the others are
+// kernels.IgnoreIndex in the batch).
 type Corpus struct {
 	Tokens []int32
 	Docs   int
+	// Row is the length of each row (0: a stream); Mask, as long as
+	// Tokens, says which tokens are targets (nil: all).
+	Row  int
+	Mask []bool
 }
 
 // ErrCorpus reports unusable training input.
@@ -123,10 +134,66 @@ func (c *Corpus) AddRows(rows [][]int32, pad, eos int32, vocab int) error {
 	return nil
 }
 
+// AddMaskedRows appends rows (each the same length, PAD allowed) whose
+// masks say which tokens are targets (a nil mask: every token but PAD),
+// making c a corpus of rows.
+func (c *Corpus) AddMaskedRows(rows [][]int32, masks [][]bool, pad, eos int32, vocab int) error {
+	if len(c.Tokens) > 0 && c.Row == 0 {
+		return fmt.Errorf("%w: rows with a loss mask added to a stream of documents (a dataset mixes shards with and without masks)", ErrCorpus)
+	}
+	for i, r := range rows {
+		if c.Row == 0 {
+			c.Row = len(r)
+		}
+		mask := masks[i]
+		if mask == nil {
+			mask = make([]bool, len(r))
+			for j, v := range r {
+				mask[j] = v != pad
+			}
+		}
+		if len(r) != c.Row || len(mask) != len(r) {
+			return fmt.Errorf("%w: row %d of %d tokens (mask %d), the corpus's rows have %d", ErrCorpus, i, len(r), len(mask), c.Row)
+		}
+		for j, v := range r {
+			if v < 0 || int(v) >= vocab {
+				return fmt.Errorf("%w: token %d at row %d, %d outside the model's vocabulary %d", ErrCorpus, v, i, j, vocab)
+			}
+			if v == eos {
+				c.Docs++
+			}
+		}
+		c.Tokens = append(c.Tokens, r...)
+		c.Mask = append(c.Mask, mask...)
+	}
+	return nil
+}
+
+// Append adds o's tokens to c (both streams, or both rows of one length).
+func (c *Corpus) Append(o *Corpus) error {
+	if len(c.Tokens) > 0 && len(o.Tokens) > 0 && c.Row != o.Row {
+		return fmt.Errorf("%w: rows of %d tokens appended to rows of %d (0: a stream)", ErrCorpus, o.Row, c.Row)
+	}
+	if len(o.Tokens) > 0 {
+		c.Row = o.Row
+	}
+	if o.Mask != nil {
+		c.Mask = append(c.Mask[:len(c.Tokens):len(c.Tokens)], o.Mask...)
+	}
+	c.Tokens = append(c.Tokens, o.Tokens...)
+	c.Docs += o.Docs
+	return nil
+}
+
 // Split holds out the last frac of the stream (at a document boundary when
 // one is near) for validation.
 func (c *Corpus) Split(frac float64, eos int32) (train, val *Corpus) {
 	cut := len(c.Tokens) - int(frac*float64(len(c.Tokens)))
+	if c.Row > 0 { // at a row's start
+		cut -= cut % c.Row
+		return &Corpus{Tokens: c.Tokens[:cut], Row: c.Row, Mask: c.Mask[:cut]},
+			&Corpus{Tokens: c.Tokens[cut:], Row: c.Row, Mask: c.Mask[cut:]}
+	}
 	for i := cut; i < len(c.Tokens) && i < cut+512; i++ {
 		if c.Tokens[i] == eos {
 			cut = i + 1
@@ -143,27 +210,52 @@ func (c *Corpus) Batch(seed uint64, step, b, t int, tokens, targets []int32) err
 	if len(c.Tokens) < t+1 {
 		return fmt.Errorf("%w: %d tokens cannot fill one sequence of %d (+1 target)", ErrCorpus, len(c.Tokens), t)
 	}
+	if c.Row > 0 && t+1 > c.Row {
+		return fmt.Errorf("%w: sequences of %d (+1 target) are longer than the corpus's rows of %d", ErrCorpus, t, c.Row)
+	}
 	r := rand.New(rand.NewPCG(seed, uint64(step)))
 	for i := 0; i < b; i++ {
-		o := r.IntN(len(c.Tokens) - t)
-		copy(tokens[i*t:(i+1)*t], c.Tokens[o:o+t])
-		copy(targets[i*t:(i+1)*t], c.Tokens[o+1:o+t+1])
+		var o int
+		if c.Row > 0 {
+			o = r.IntN(len(c.Tokens)/c.Row) * c.Row
+		} else {
+			o = r.IntN(len(c.Tokens) - t)
+		}
+		c.cut(o, t, tokens[i*t:(i+1)*t], targets[i*t:(i+1)*t])
 	}
 	return nil
+}
+
+// cut copies the sequence of t tokens at offset o and its targets (those
+// the mask leaves out: kernels.IgnoreIndex).
+func (c *Corpus) cut(o, t int, tokens, targets []int32) {
+	copy(tokens, c.Tokens[o:o+t])
+	copy(targets, c.Tokens[o+1:o+t+1])
+	if c.Mask != nil {
+		for j := range targets {
+			if !c.Mask[o+1+j] {
+				targets[j] = kernels.IgnoreIndex
+			}
+		}
+	}
 }
 
 // Windows cuts the stream into consecutive non-overlapping windows for
 // evaluation and calls f with batches of min(b, windows) of them; windows
 // that do not fill a last batch are left out, so every batch has one shape.
 func (c *Corpus) Windows(b, t int, f func(tokens, targets []int32, rows int) error) error {
-	n := (len(c.Tokens) - 1) / t
+	n, stride := (len(c.Tokens)-1)/t, t
+	if c.Row > 0 { // one window at the start of each row
+		n, stride = len(c.Tokens)/c.Row, c.Row
+		if t+1 > c.Row {
+			return fmt.Errorf("%w: windows of %d (+1 target) are longer than the corpus's rows of %d", ErrCorpus, t, c.Row)
+		}
+	}
 	rows := min(b, n) // every call has the same shape; a remainder is dropped
 	tokens, targets := make([]int32, rows*t), make([]int32, rows*t)
 	for w := 0; rows > 0 && w+rows <= n; w += rows {
 		for i := 0; i < rows; i++ {
-			o := (w + i) * t
-			copy(tokens[i*t:], c.Tokens[o:o+t])
-			copy(targets[i*t:], c.Tokens[o+1:o+t+1])
+			c.cut((w+i)*stride, t, tokens[i*t:(i+1)*t], targets[i*t:(i+1)*t])
 		}
 		if err := f(tokens[:rows*t], targets[:rows*t], rows); err != nil {
 			return err

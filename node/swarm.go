@@ -483,21 +483,31 @@ func (p *Participant) loadData(ds *Dataset) error {
 	}
 	p.man = ds.Manifest
 	p.val = map[string]*model.Corpus{}
+	// With conversations among them (shards with a loss mask), every shard
+	// is cut row by row, those without a mask training every token but PAD.
+	masked := slices.ContainsFunc(ds.Shards, func(sh *sharding.Shard) bool { return sh.Mask != nil })
 	for i, sh := range ds.Shards {
 		lang := ds.Manifest.Shards[i].Language
 		var tr, va [][]int32
+		var trm, vam [][]bool
 		for r := 0; r < sh.Rows; r++ {
 			// Every tenth row, or the first row of a shard too small to
 			// have a tenth (the last row may be padded short).
 			if r%10 == 9 || (sh.Rows >= 2 && sh.Rows < 10 && r == 0) {
-				va = append(va, sh.Row(r))
+				va, vam = append(va, sh.Row(r)), append(vam, sh.RowMask(r))
 			} else {
-				tr = append(tr, sh.Row(r))
+				tr, trm = append(tr, sh.Row(r)), append(trm, sh.RowMask(r))
 			}
 		}
+		add := func(c *model.Corpus, rows [][]int32, masks [][]bool) error {
+			if !masked {
+				return c.AddRows(rows, pad, eos, p.cfg.Vocab)
+			}
+			return c.AddMaskedRows(rows, masks, pad, eos, p.cfg.Vocab)
+		}
 		c := &model.Corpus{}
-		if err := c.AddRows(tr, pad, eos, p.cfg.Vocab); err != nil {
-			return err
+		if err := add(c, tr, trm); err != nil {
+			return fmt.Errorf("run: shard %s: %w", ds.Manifest.Shards[i].CID.CID, err)
 		}
 		p.shards = append(p.shards, c)
 		if lang == "ko" || lang == "en" {
@@ -506,8 +516,8 @@ func (p *Participant) loadData(ds *Dataset) error {
 				if p.val[k] == nil {
 					p.val[k] = &model.Corpus{}
 				}
-				if err := p.val[k].AddRows(va, pad, eos, p.cfg.Vocab); err != nil {
-					return err
+				if err := add(p.val[k], va, vam); err != nil {
+					return fmt.Errorf("run: shard %s: %w", ds.Manifest.Shards[i].CID.CID, err)
 				}
 			}
 		}
@@ -544,14 +554,14 @@ func (p *Participant) roundData(r int, author peer.ID, members []peer.ID) (*mode
 	var links []sharding.Link
 	for i, sc := range p.shards {
 		if pick[i] {
-			c.Tokens = append(c.Tokens, sc.Tokens...)
+			c.Append(sc) // one kind per dataset: loadData checked
 			links = append(links, p.man.Shards[i].CID)
 		}
 	}
 	if len(c.Tokens) < p.spec.Inner.Seq+1 {
 		c, links = &model.Corpus{}, nil
 		for i, sc := range p.shards {
-			c.Tokens = append(c.Tokens, sc.Tokens...)
+			c.Append(sc)
 			links = append(links, p.man.Shards[i].CID)
 		}
 	}

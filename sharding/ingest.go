@@ -10,14 +10,19 @@ import (
 	"path/filepath"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/fomnet/fomnet/tokenizer"
 )
 
-// Doc is one document read from an input, with where it came from.
+// Doc is one document read from an input, with where it came from. A
+// conversation (Messages set) is trained in the chat format; its Text is
+// its messages' contents, one a line, for the filters.
 type Doc struct {
-	Text string
-	File string
-	Line int    // first line of the document in File (1-based)
-	Side string // for parallel TSV: "en" or "ko" (the column); else ""
+	Text     string
+	File     string
+	Line     int    // first line of the document in File (1-based)
+	Side     string // for parallel TSV: "en" or "ko" (the column); else ""
+	Messages []tokenizer.Message
 }
 
 // Format names an input format.
@@ -25,7 +30,9 @@ type Format string
 
 // Input formats. Plain text is split into documents at blank lines; TSV holds
 // aligned pairs "english<TAB>korean" (the shared corpus's format), each side
-// a document; JSONL holds one JSON object a line with the text in Field;
+// a document; JSONL holds one JSON object a line with the text in Field, or
+// a conversation: "messages" ([{role, content}], roles system, user and
+// assistant) or "instruction", optional "input" and "output";
 // Parquet (the Hugging Face datasets layout) one document a row in the
 // string column Field.
 const (
@@ -236,7 +243,21 @@ func readFile(path string, f Format, o IngestOptions, st *IngestStats, yield fun
 			}
 			var text string
 			raw, ok := obj[o.Field]
-			if !ok || json.Unmarshal(raw, &text) != nil {
+			if !ok {
+				msgs, why := conversation(obj)
+				switch {
+				case why != "":
+					st.skip(Malformed{path, line, why})
+				case msgs == nil:
+					st.skip(Malformed{path, line, fmt.Sprintf("no string field %q, and not a conversation (messages, or instruction and output)", o.Field)})
+				default:
+					if err := emit(Doc{Text: chatText(msgs), File: path, Line: line, Messages: msgs}); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			if json.Unmarshal(raw, &text) != nil {
 				st.skip(Malformed{path, line, fmt.Sprintf("no string field %q", o.Field)})
 				continue
 			}
@@ -255,4 +276,57 @@ func readFile(path string, f Format, o IngestOptions, st *IngestStats, yield fun
 		return flush()
 	}
 	return nil
+}
+
+// conversation reads a JSONL record as a conversation: "messages"
+// ([{role, content}]) or "instruction" (with "input" appended after a
+// blank line when present) answered by "output". It returns nil messages
+// for a record of neither layout, and why a record of one is malformed.
+func conversation(obj map[string]json.RawMessage) ([]tokenizer.Message, string) {
+	if raw, ok := obj["messages"]; ok {
+		var msgs []tokenizer.Message
+		if err := json.Unmarshal(raw, &msgs); err != nil {
+			return nil, "messages is not a list of {role, content}: " + err.Error()
+		}
+		answered := false
+		for i, m := range msgs {
+			switch m.Role {
+			case tokenizer.RoleSystem, tokenizer.RoleUser:
+			case tokenizer.RoleAssistant:
+				answered = true
+			default:
+				return nil, fmt.Sprintf("message %d: role %q is not system, user or assistant", i, m.Role)
+			}
+		}
+		if !answered {
+			return nil, "a conversation without an assistant turn"
+		}
+		return msgs, ""
+	}
+	str := func(k string) (string, bool) {
+		var s string
+		raw, ok := obj[k]
+		return s, ok && json.Unmarshal(raw, &s) == nil
+	}
+	inst, ok1 := str("instruction")
+	out, ok2 := str("output")
+	if !ok1 && !ok2 {
+		return nil, ""
+	}
+	if !ok1 || !ok2 {
+		return nil, "instruction and output must both be strings"
+	}
+	if in, ok := str("input"); ok && strings.TrimSpace(in) != "" {
+		inst += "\n\n" + in
+	}
+	return []tokenizer.Message{{Role: tokenizer.RoleUser, Content: inst}, {Role: tokenizer.RoleAssistant, Content: out}}, ""
+}
+
+// chatText is a conversation's contents, one message a line.
+func chatText(msgs []tokenizer.Message) string {
+	parts := make([]string, len(msgs))
+	for i, m := range msgs {
+		parts[i] = m.Content
+	}
+	return strings.Join(parts, "\n")
 }

@@ -47,6 +47,9 @@ type PrepareConfig struct {
 	Filters       FilterConfig `json:"filters"`
 	SeqLen        int          `json:"seq_len"`      // model context T (default 256)
 	ShardTokens   int          `json:"shard_tokens"` // tokens per shard, about (default 1M)
+	// TrainRoles are the roles of a conversation whose turns are trained
+	// (the loss mask; default: assistant).
+	TrainRoles []string `json:"train_roles,omitempty"`
 
 	// SkippedFiles lists the files of input directories that Validate
 	// left out (see expandDirs); the manifest's report counts them.
@@ -75,6 +78,11 @@ func (c *PrepareConfig) Validate() error {
 	}
 	if c.ShardTokens < c.SeqLen+1 {
 		return fmt.Errorf("prepare: shard_tokens %d is less than one row of %d tokens", c.ShardTokens, c.SeqLen+1)
+	}
+	for _, r := range c.TrainRoles {
+		if r != tokenizer.RoleSystem && r != tokenizer.RoleUser && r != tokenizer.RoleAssistant {
+			return fmt.Errorf("prepare: trained role %q (want system, user or assistant)", r)
+		}
 	}
 	inputs, skipped, err := expandDirs(c.Inputs)
 	if err != nil {
@@ -130,7 +138,40 @@ type Prepared struct {
 type group struct {
 	prov   Provenance
 	tokens []int32 // pending stream (documents with EOS)
+	mask   []bool  // which of tokens are targets
+	masked bool    // some are not: the group's shards carry the mask
 	n      int     // shards written
+}
+
+// ReasonConversationTooLong: a conversation longer than a row (they are
+// never split).
+const ReasonConversationTooLong = "conversation_too_long"
+
+// add appends a document's ids (and EOS) to g; a conversation (mask set)
+// starts a new row, the rest of the current one padded and not trained,
+// unless it fits what is left of it. It reports false for a conversation
+// longer than a row.
+func (g *group) add(ids []int32, mask []bool, eos, pad int32, rowLen int) bool {
+	if mask != nil {
+		if len(ids)+1 > rowLen {
+			return false
+		}
+		if left := rowLen - len(g.tokens)%rowLen; left < len(ids)+1 && left < rowLen {
+			for range left {
+				g.tokens, g.mask = append(g.tokens, pad), append(g.mask, false)
+			}
+		}
+		g.masked = true
+	}
+	g.tokens = append(append(g.tokens, ids...), eos)
+	if mask == nil {
+		for range len(ids) + 1 {
+			g.mask = append(g.mask, true)
+		}
+	} else {
+		g.mask = append(append(g.mask, mask...), false)
+	}
+	return true
 }
 
 // Prepare reads the inputs, filters and deduplicates documents, tokenises
@@ -184,6 +225,10 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 	}
 	rowLen := cfg.SeqLen + 1
 	perShard := max(1, cfg.ShardTokens/rowLen) * rowLen
+	trainRoles := cfg.TrainRoles
+	if len(trainRoles) == 0 {
+		trainRoles = []string{tokenizer.RoleAssistant}
+	}
 	groups := map[string]*group{}
 	var order []string // groups in order of first appearance: deterministic
 	totals := map[[2]string]*Total{}
@@ -195,16 +240,21 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 			n := min(len(g.tokens), perShard)
 			chunk := g.tokens[:n]
 			rows := make([][]int32, 0, (n+rowLen-1)/rowLen)
+			var masks [][]bool
 			for i := 0; i < n; i += rowLen {
-				row := make([]int32, rowLen)
+				row, mask := make([]int32, rowLen), make([]bool, rowLen)
 				k := copy(row, chunk[i:min(i+rowLen, n)])
+				copy(mask, g.mask[i:i+k])
 				for j := k; j < rowLen; j++ {
 					row[j] = pad
 				}
 				rows = append(rows, row)
+				if g.masked {
+					masks = append(masks, mask)
+				}
 			}
 			var buf bytes.Buffer
-			if err := EncodeShard(&buf, tk.Vocab(), cfg.SeqLen, tokCID, rows); err != nil {
+			if err := EncodeShard(&buf, tk.Vocab(), cfg.SeqLen, tokCID, rows, masks...); err != nil {
 				return err
 			}
 			c, err := contentstore.FileCID(ctx, bytes.NewReader(buf.Bytes()))
@@ -224,6 +274,7 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 			m.Shards = append(m.Shards, ShardEntry{CID: LinkTo(c), File: name, Bytes: int64(buf.Len()), Tokens: int64(n),
 				Rows: len(rows), Docs: docs, Provenance: g.prov, Group: g.prov.Group()})
 			g.tokens = append(g.tokens[:0], g.tokens[n:]...)
+			g.mask = append(g.mask[:0], g.mask[n:]...)
 			g.n++
 			p.Shards++
 		}
@@ -254,8 +305,23 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 			groups[key] = g
 			order = append(order, key)
 		}
-		ids = tk.AppendEncode(ids[:0], text)
-		g.tokens = append(append(g.tokens, ids...), eos)
+		var mask []bool
+		if d.Messages != nil {
+			msgs := make([]tokenizer.Message, len(d.Messages))
+			for i, m := range d.Messages {
+				msgs[i] = tokenizer.Message{Role: m.Role, Content: norm.NFC.String(m.Content)}
+			}
+			var err error
+			if ids, mask, err = tk.EncodeChatMasked(msgs, func(r string) bool { return slices.Contains(trainRoles, r) }); err != nil {
+				return fmt.Errorf("prepare: %s:%d: %w", d.File, d.Line, err)
+			}
+		} else {
+			ids = tk.AppendEncode(ids[:0], text)
+		}
+		if !g.add(ids, mask, eos, pad, rowLen) {
+			m.Report.Dropped[ReasonConversationTooLong]++
+			return nil
+		}
 		t := totals[[2]string{lang, in.Source}]
 		if t == nil {
 			t = &Total{Language: lang, Source: in.Source}

@@ -300,3 +300,79 @@ func shardCIDs(p *Prepared) []string {
 	}
 	return out
 }
+
+// Conversations (the messages and the instruction/input/output layouts of
+// JSONL) are packed whole, each in one row (a row's rest padded when one
+// would not fit), into shards that carry a loss mask marking exactly the
+// assistant's content and <|end|>; a conversation longer than a row and
+// malformed records are counted, not packed.
+func TestPrepareConversations(t *testing.T) {
+	tk := testTokenizer(t)
+	dir := t.TempDir()
+	long := strings.Repeat("긴 대답입니다. ", 40)
+	jsonl := write(t, dir, "chat.jsonl", strings.Join([]string{
+		`{"messages":[{"role":"system","content":"Answer briefly."},{"role":"user","content":"2 더하기 3은?"},{"role":"assistant","content":"5입니다."}]}`,
+		`{"instruction":"Translate into Korean.","input":"Open the file.","output":"파일을 엽니다."}`,
+		`{"messages":[{"role":"user","content":"What is 7 times 6?"},{"role":"assistant","content":"42."},{"role":"user","content":"한국어로?"},{"role":"assistant","content":"사십이입니다."}]}`,
+		`{"messages":[{"role":"user","content":"길게 말해 주세요."},{"role":"assistant","content":"` + long + `"}]}`,
+		`{"messages":[{"role":"tool","content":"x"}]}`,
+		`{"messages":[{"role":"user","content":"no answer"}]}`,
+	}, "\n")+"\n")
+	cfg := PrepareConfig{Inputs: []Input{{Path: jsonl, Licence: "CC0-1.0", Stage: "sft"}}, Filters: DefaultFilters(), SeqLen: 48, ShardTokens: 4096}
+	out := t.TempDir()
+	p, err := Prepare(context.Background(), cfg, tk, out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := p.Manifest.Report; r.Dropped[ReasonConversationTooLong] != 1 || r.Malformed != 2 || r.DocumentsOut != 3 {
+		t.Fatalf("report %+v", r)
+	}
+	id := func(s string) int32 { i, _ := tk.SpecialID(s); return i }
+	eos, pad, asst, end := id(tokenizer.EOS), id(tokenizer.PAD), id(tokenizer.Assistant), id(tokenizer.EndTurn)
+	convs := 0
+	for _, s := range p.Manifest.Shards {
+		b, _ := os.ReadFile(filepath.Join(out, s.File))
+		sh, err := DecodeShard(b)
+		if err != nil || sh.Mask == nil {
+			t.Fatalf("shard %s: %v, mask %v", s.File, err, sh.Mask != nil)
+		}
+		for r := range sh.Rows {
+			row, mask := sh.Row(r), sh.RowMask(r)
+			// Each row holds whole conversations: it starts with a role
+			// token, and after each EOS comes another or padding.
+			if row[0] == pad || !tk.IsSpecial(row[0]) {
+				t.Fatalf("row %d starts with %d, not a role token", r, row[0])
+			}
+			inAnswer := false
+			for j, v := range row {
+				switch {
+				case v == asst:
+					inAnswer = true
+					if mask[j] {
+						t.Fatalf("row %d: the assistant's own token is a target", r)
+					}
+					continue
+				case v == eos:
+					convs++
+					if mask[j] {
+						t.Fatalf("row %d: EOS is a target", r)
+					}
+					if j+1 < len(row) && row[j+1] != pad && !tk.IsSpecial(row[j+1]) {
+						t.Fatalf("row %d: a conversation continues past EOS at %d", r, j)
+					}
+				case tk.IsSpecial(v) && v != end:
+					inAnswer = false // another role's turn
+				}
+				if v != eos && mask[j] != (inAnswer && v != pad) {
+					t.Fatalf("row %d token %d (%d): target %v inside an answer %v", r, j, v, mask[j], inAnswer)
+				}
+				if v == end {
+					inAnswer = false
+				}
+			}
+		}
+	}
+	if convs != 3 {
+		t.Fatalf("%d conversations in the shards, want 3", convs)
+	}
+}

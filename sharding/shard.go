@@ -11,28 +11,35 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
-// Shard file format, version 1 (all integers little-endian):
+// Shard file format, versions 1 and 2 (all integers little-endian):
 //
 //	offset size  field
 //	0      8     magic "FOMSHARD"
-//	8      2     version (1)
+//	8      2     version (1, or 2 with a loss mask)
 //	10     2     token dtype: 1 = uint16, 2 = uint32
 //	12     4     vocabulary size
 //	16     4     sequence length T (each row holds T+1 tokens: inputs and
 //	             the next-token targets of T positions)
 //	20     4     rows
-//	24     32    SHA-256 of the token payload
+//	24     32    SHA-256 of the payload (tokens, then the mask)
 //	56     2     tokenizer CID length L (bytes, binary CID)
 //	58     L     tokenizer CID
 //	58+L   …     rows × (T+1) tokens
+//	…      …     version 2: the loss mask, one bit per token in the same
+//	             order (bit i%8 of byte i/8), ⌈rows × (T+1) / 8⌉ bytes; a
+//	             token is a training target where its bit is 1 (version 1:
+//	             every token is)
 //
 // Documents are packed back to back, each followed by EOS, so attention can
-// be masked within documents; a document may continue into the next row.
-// The last row of a shard is completed with PAD tokens.
+// be masked within documents; a document may continue into the next row,
+// a conversation never does (it starts a row when it would not fit the
+// rest of one). The last row of a shard is completed with PAD tokens (not
+// targets, in version 2).
 
 const (
 	shardMagic   = "FOMSHARD"
-	shardVersion = 1
+	shardVersion = 1 // without a mask
+	maskVersion  = 2 // with one
 	headerFixed  = 58
 	maxCIDLen    = 128
 )
@@ -74,8 +81,10 @@ func tokenBytes(dtype int) int {
 	return 4
 }
 
-// EncodeShard writes a shard of rows (each SeqLen+1 tokens) to w.
-func EncodeShard(w io.Writer, vocab, seqLen int, tok cid.Cid, rows [][]int32) error {
+// EncodeShard writes a shard of rows (each SeqLen+1 tokens) to w; with
+// masks (one per row, as long), a version-2 shard that trains only the
+// tokens whose mask is set.
+func EncodeShard(w io.Writer, vocab, seqLen int, tok cid.Cid, rows [][]int32, masks ...[]bool) error {
 	if vocab <= 0 || seqLen <= 0 {
 		return fmt.Errorf("%w: vocab %d and seq len %d must be positive", ErrShard, vocab, seqLen)
 	}
@@ -97,6 +106,26 @@ func EncodeShard(w io.Writer, vocab, seqLen int, tok cid.Cid, rows [][]int32) er
 			}
 		}
 	}
+	version := shardVersion
+	if masks != nil {
+		if len(masks) != len(rows) {
+			return fmt.Errorf("%w: %d masks for %d rows", ErrShard, len(masks), len(rows))
+		}
+		version = maskVersion
+		bits := make([]byte, (len(rows)*h.RowLen()+7)/8)
+		for i, m := range masks {
+			if len(m) != h.RowLen() {
+				return fmt.Errorf("%w: mask of row %d has %d entries, want %d", ErrShard, i, len(m), h.RowLen())
+			}
+			for j, on := range m {
+				if on {
+					k := i*h.RowLen() + j
+					bits[k/8] |= 1 << (k % 8)
+				}
+			}
+		}
+		payload = append(payload, bits...)
+	}
 	h.Checksum = sha256.Sum256(payload)
 	cb := tok.Bytes()
 	if !tok.Defined() {
@@ -104,7 +133,7 @@ func EncodeShard(w io.Writer, vocab, seqLen int, tok cid.Cid, rows [][]int32) er
 	}
 	hdr := make([]byte, 0, headerFixed+len(cb))
 	hdr = append(hdr, shardMagic...)
-	hdr = binary.LittleEndian.AppendUint16(hdr, shardVersion)
+	hdr = binary.LittleEndian.AppendUint16(hdr, uint16(version))
 	hdr = binary.LittleEndian.AppendUint16(hdr, uint16(h.DType))
 	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(vocab))
 	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(seqLen))
@@ -119,14 +148,24 @@ func EncodeShard(w io.Writer, vocab, seqLen int, tok cid.Cid, rows [][]int32) er
 	return err
 }
 
-// Shard is a decoded shard: its header and tokens (row-major).
+// Shard is a decoded shard: its header and tokens (row-major), and which
+// of them are training targets (nil: all, a version-1 shard).
 type Shard struct {
 	ShardHeader
 	Tokens []int32
+	Mask   []bool
 }
 
 // Row returns row i.
 func (s *Shard) Row(i int) []int32 { return s.Tokens[i*s.RowLen() : (i+1)*s.RowLen()] }
+
+// RowMask returns row i's mask (nil: every token is a target).
+func (s *Shard) RowMask(i int) []bool {
+	if s.Mask == nil {
+		return nil
+	}
+	return s.Mask[i*s.RowLen() : (i+1)*s.RowLen()]
+}
 
 // DecodeShard parses and validates a whole shard: magic, version, dtype,
 // sizes, tokenizer CID, exact length, checksum and every token id. Errors
@@ -138,8 +177,9 @@ func DecodeShard(b []byte) (*Shard, error) {
 	if string(b[:8]) != shardMagic {
 		return nil, fmt.Errorf("%w: bad magic %q (want %q): not a fomnet shard", ErrShard, b[:8], shardMagic)
 	}
-	if v := binary.LittleEndian.Uint16(b[8:]); v != shardVersion {
-		return nil, fmt.Errorf("%w: version %d; this fomnet reads version %d (upgrade fomnet?)", ErrShard, v, shardVersion)
+	version := binary.LittleEndian.Uint16(b[8:])
+	if version != shardVersion && version != maskVersion {
+		return nil, fmt.Errorf("%w: version %d; this fomnet reads versions %d and %d (upgrade fomnet?)", ErrShard, version, shardVersion, maskVersion)
 	}
 	s := &Shard{}
 	s.DType = int(binary.LittleEndian.Uint16(b[10:]))
@@ -169,12 +209,28 @@ func DecodeShard(b []byte) (*Shard, error) {
 	}
 	payload := b[headerFixed+cl:]
 	tb := tokenBytes(s.DType)
-	want := int64(s.Rows) * int64(s.RowLen()) * int64(tb)
-	if int64(len(payload)) != want {
-		return nil, fmt.Errorf("%w: payload is %d bytes; %d rows of %d tokens of %d bytes need %d (truncated or padded file)", ErrShard, len(payload), s.Rows, s.RowLen(), tb, want)
+	n := int64(s.Rows) * int64(s.RowLen())
+	want, maskBytes := n*int64(tb), int64(0)
+	if version == maskVersion {
+		maskBytes = (n + 7) / 8
+	}
+	if int64(len(payload)) != want+maskBytes {
+		return nil, fmt.Errorf("%w: payload is %d bytes; %d rows of %d tokens of %d bytes (and a mask of %d) need %d (truncated or padded file)",
+			ErrShard, len(payload), s.Rows, s.RowLen(), tb, maskBytes, want+maskBytes)
 	}
 	if sum := sha256.Sum256(payload); !bytes.Equal(sum[:], s.Checksum[:]) {
 		return nil, fmt.Errorf("%w: checksum mismatch: the token payload is corrupt", ErrShard)
+	}
+	if version == maskVersion {
+		bits := payload[want:]
+		s.Mask = make([]bool, n)
+		for i := range s.Mask {
+			s.Mask[i] = bits[i/8]&(1<<(i%8)) != 0
+		}
+		if rest := n % 8; rest != 0 && bits[len(bits)-1]>>rest != 0 {
+			return nil, fmt.Errorf("%w: mask bits set past the last token", ErrShard)
+		}
+		payload = payload[:want]
 	}
 	s.Tokens = make([]int32, len(payload)/tb)
 	for i := range s.Tokens {

@@ -3,6 +3,7 @@ package sharding
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/ipfs/go-cid"
@@ -36,6 +37,41 @@ func TestShardRoundTrip(t *testing.T) {
 	}
 }
 
+func maskedShard(t testing.TB) []byte {
+	tok, _ := contentstore.BlockCID(contentstore.CodecRaw, []byte("tokenizer"))
+	rows := [][]int32{{1, 2, 3, 4, 5}, {6, 0, 7, 8, 9}}
+	masks := [][]bool{{false, false, true, true, false}, {true, false, false, false, true}}
+	var b bytes.Buffer
+	if err := EncodeShard(&b, 300, 4, tok, rows, masks...); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// A shard with a loss mask (version 2) reads back with it, covered by the
+// checksum; a shard without (version 1) is all targets, as before.
+func TestShardMask(t *testing.T) {
+	b := maskedShard(t)
+	s, err := DecodeShard(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{true, false, false, false, true}; !slices.Equal(s.RowMask(1), want) || s.RowMask(0)[2] != true || b[8] != 2 {
+		t.Fatalf("mask %v, version %d", s.Mask, b[8])
+	}
+	if v1, _ := DecodeShard(sampleShard(t, 300)); v1.Mask != nil || v1.RowMask(0) != nil {
+		t.Fatalf("version 1 shard has a mask %v", v1.Mask)
+	}
+	flip := append([]byte(nil), b...)
+	flip[len(flip)-1] ^= 1 // a mask bit
+	if _, err := DecodeShard(flip); !errors.Is(err, ErrShard) {
+		t.Fatalf("altered mask: %v", err)
+	}
+	if err := EncodeShard(&bytes.Buffer{}, 300, 4, contentstoreUndef(), [][]int32{{1, 2, 3, 4, 5}}, []bool{true}); err == nil {
+		t.Fatal("a mask shorter than its row encoded")
+	}
+}
+
 func TestShardRejects(t *testing.T) {
 	good := sampleShard(t, 300)
 	mut := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), good...)) }
@@ -64,6 +100,7 @@ func TestShardRejects(t *testing.T) {
 func FuzzDecodeShard(f *testing.F) {
 	f.Add(sampleShard(f, 300))
 	f.Add(sampleShard(f, 70000))
+	f.Add(maskedShard(f))
 	f.Add([]byte("FOMSHARD"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := DecodeShard(b)
@@ -77,6 +114,9 @@ func FuzzDecodeShard(f *testing.F) {
 			if v < 0 || int(v) >= s.Vocab {
 				t.Fatalf("token %d outside vocabulary %d", v, s.Vocab)
 			}
+		}
+		if s.Mask != nil && len(s.Mask) != len(s.Tokens) {
+			t.Fatalf("%d mask bits for %d tokens", len(s.Mask), len(s.Tokens))
 		}
 	})
 }

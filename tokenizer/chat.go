@@ -71,34 +71,56 @@ func roleToken(role string) (string, bool) {
 // of the assistant's next turn when prompt is set. It fails on an unknown
 // role or a tokenizer without the chat's special tokens.
 func (t *Tokenizer) EncodeChat(msgs []Message, prompt bool) ([]int32, error) {
+	ids, _, err := t.encodeChat(msgs, prompt, nil)
+	return ids, err
+}
+
+// EncodeChatMasked encodes a conversation for training: mask marks the
+// tokens a model learns to produce — the content and closing <|end|> of
+// each message whose role train accepts (a role's own token never: it is
+// given).
+func (t *Tokenizer) EncodeChatMasked(msgs []Message, train func(role string) bool) ([]int32, []bool, error) {
+	return t.encodeChat(msgs, false, train)
+}
+
+func (t *Tokenizer) encodeChat(msgs []Message, prompt bool, train func(string) bool) ([]int32, []bool, error) {
 	end, ok := t.SpecialID(EndTurn)
 	if !ok {
-		return nil, fmt.Errorf("tokenizer: no %s token: not a chat tokenizer", EndTurn)
+		return nil, nil, fmt.Errorf("tokenizer: no %s token: not a chat tokenizer", EndTurn)
 	}
 	e := t.encoder()
 	defer t.encoders.Put(e)
 	var ids []int32
+	var mask []bool
 	for i, m := range msgs {
 		tok, ok := roleToken(m.Role)
 		if !ok {
-			return nil, fmt.Errorf("chat: message %d: role %q is not %s, %s or %s", i, m.Role, RoleSystem, RoleUser, RoleAssistant)
+			return nil, nil, fmt.Errorf("chat: message %d: role %q is not %s, %s or %s", i, m.Role, RoleSystem, RoleUser, RoleAssistant)
 		}
 		id, ok := t.SpecialID(tok)
 		if !ok {
-			return nil, fmt.Errorf("tokenizer: no %s token: not a chat tokenizer", tok)
+			return nil, nil, fmt.Errorf("tokenizer: no %s token: not a chat tokenizer", tok)
 		}
 		ids = append(ids, id)
+		from := len(ids)
 		t.encodeOrdinary(e, &ids, m.Content)
 		ids = append(ids, end)
+		if train != nil {
+			on := train(m.Role)
+			mask = append(mask, false)
+			for range ids[from:] {
+				mask = append(mask, on)
+			}
+		}
 	}
 	if prompt {
 		id, ok := t.SpecialID(Assistant)
 		if !ok {
-			return nil, fmt.Errorf("tokenizer: no %s token: not a chat tokenizer", Assistant)
+			return nil, nil, fmt.Errorf("tokenizer: no %s token: not a chat tokenizer", Assistant)
 		}
 		ids = append(ids, id)
 	}
-	return ids, nil
+	return ids, mask, nil
 }
 
 // RenderChat is the conversation as text, as the Jinja template renders

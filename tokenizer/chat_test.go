@@ -39,6 +39,17 @@ func TestEncodeChat(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("got  %v\nwant %v", got, want)
 	}
+	// For training, the mask marks the assistant's content and <|end|>.
+	ids, mask, err := tk.EncodeChatMasked([]Message{{RoleUser, "2+3?"}, {RoleAssistant, "5"}}, func(r string) bool { return r == RoleAssistant })
+	if err != nil || len(mask) != len(ids) {
+		t.Fatalf("masked: %v %v %v", ids, mask, err)
+	}
+	answer := slices.Index(ids, id(Assistant))
+	for i := range ids {
+		if mask[i] != (i > answer) {
+			t.Fatalf("token %d (%d): mask %v", i, ids[i], mask[i])
+		}
+	}
 	if _, err := tk.EncodeChat([]Message{{"tool", "x"}}, false); err == nil || !strings.Contains(err.Error(), `"tool"`) {
 		t.Fatalf("unknown role: %v", err)
 	}

@@ -44,6 +44,7 @@ func newDataPrepareCmd(e *env) *cobra.Command {
 		synthetic                int
 		synthSeed                uint64
 		asJSON                   bool
+		trainRoles               []string
 	)
 	cmd := &cobra.Command{
 		Use:   "prepare [flags] INPUT...",
@@ -63,7 +64,13 @@ Inputs given as arguments share the provenance flags (--source, --generator,
 "seq_len", "shard_tokens"}) can give each input its own. Without --tokenizer a
 tokenizer of --vocab tokens is trained on the inputs first. --builtin and
 --synthetic N add the project's own texts (CC0-1.0), so a dataset can be
-made without any input file.`,
+made without any input file.
+
+Conversations — .jsonl records of {"messages": [{"role", "content"}…]} (roles
+system, user, assistant) or {"instruction", "input", "output"} — are encoded
+in the chat format (fomnet chat), each kept whole within one row, into
+shards that carry a loss mask: only the turns of --train-roles (default:
+the assistant's) are trained.`,
 		Example: `  fomnet data prepare ../shared/data/bilingual/parallel/*.tsv --licence MPL-2.0 --out ds
   fomnet data prepare --config recipe.json --tokenizer tok/tokenizer.json --out ds --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -93,6 +100,9 @@ made without any input file.`,
 			}
 			if cmd.Flags().Changed("shard-tokens") || cfg.ShardTokens == 0 {
 				cfg.ShardTokens = shardTokens
+			}
+			if cmd.Flags().Changed("train-roles") {
+				cfg.TrainRoles = trainRoles
 			}
 			if err := cfg.Validate(); err != nil {
 				return usageError{err}
@@ -154,6 +164,7 @@ made without any input file.`,
 	f.IntVar(&synthetic, "synthetic", 0, "add N documents from the built-in synthetic generator")
 	f.Uint64Var(&synthSeed, "synthetic-seed", 1, "seed of the synthetic generator")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	f.StringSliceVar(&trainRoles, "train-roles", nil, "roles of a conversation whose turns are trained (default assistant)")
 	return cmd
 }
 

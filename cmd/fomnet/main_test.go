@@ -603,6 +603,36 @@ func TestChat(t *testing.T) {
 	}
 }
 
+// Conversations prepared from JSONL train with their loss mask (fomnet
+// train cuts the masked rows whole), and the checkpoint answers in the chat
+// format.
+func TestPrepareAndTrainConversations(t *testing.T) {
+	dir := t.TempDir()
+	var sb strings.Builder
+	for i := range 120 {
+		a, b := i%17+1, i%23+2
+		if i%2 == 0 {
+			fmt.Fprintf(&sb, `{"messages":[{"role":"user","content":"What is %d plus %d?"},{"role":"assistant","content":"%d plus %d is %d."}]}`+"\n", a, b, a, b, a+b)
+		} else {
+			fmt.Fprintf(&sb, `{"instruction":"%d 더하기 %d는?","output":"%d 더하기 %d는 %d입니다."}`+"\n", a, b, a, b, a+b)
+		}
+	}
+	in := filepath.Join(dir, "chat.jsonl")
+	os.WriteFile(in, []byte(sb.String()), 0o644)
+	ds := filepath.Join(dir, "ds")
+	if _, errOut, code := fomnet(t, "data", "prepare", in, "--vocab", "300", "--seq", "48", "--stage", "sft", "--out", ds); code != 0 {
+		t.Fatalf("prepare: %s", errOut)
+	}
+	out, errOut, code := fomnet(t, "train", "--preset", "tiny", "--data", ds, "--steps", "20", "--seq", "48", "--batch", "4", "--out", filepath.Join(dir, "run"))
+	if code != 0 || !strings.Contains(out+errOut, "step 20/20") {
+		t.Fatalf("train: exit %d\n%s%s", code, out, errOut)
+	}
+	ck := filepath.Join(dir, "run", "step-000020")
+	if _, errOut, code := fomnet(t, "generate", ck, "--chat", "--prompt", "What is 2 plus 3?", "--max-tokens", "8"); code != 0 {
+		t.Fatalf("generate --chat: %s", errOut)
+	}
+}
+
 // export --format hf then import gives a checkpoint that generates the
 // same text; export --format gguf writes a file the gguf reader accepts;
 // bad arguments are usage errors and nothing is overwritten.

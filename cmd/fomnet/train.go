@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -277,12 +278,19 @@ func loadDataset(corpus *model.Corpus, dir string, c model.Config) ([]byte, erro
 	if int(eos) != c.EOS {
 		return nil, fmt.Errorf("dataset EOS id %d differs from the model's %d", eos, c.EOS)
 	}
+	// With conversations among them (shards with a loss mask), the corpus
+	// is cut row by row, and the other shards train every token but PAD.
+	masked := slices.ContainsFunc(shards, func(s datasetShard) bool { return s.Shard.Mask != nil })
 	for _, s := range shards {
-		rows := make([][]int32, s.Shard.Rows)
+		rows, masks := make([][]int32, s.Shard.Rows), make([][]bool, s.Shard.Rows)
 		for i := range rows {
-			rows[i] = s.Shard.Row(i)
+			rows[i], masks[i] = s.Shard.Row(i), s.Shard.RowMask(i)
 		}
-		if err := corpus.AddRows(rows, pad, int32(c.EOS), c.Vocab); err != nil {
+		add := func() error { return corpus.AddRows(rows, pad, int32(c.EOS), c.Vocab) }
+		if masked {
+			add = func() error { return corpus.AddMaskedRows(rows, masks, pad, int32(c.EOS), c.Vocab) }
+		}
+		if err := add(); err != nil {
 			return nil, fmt.Errorf("%s: %w", s.Info.File, err)
 		}
 	}
