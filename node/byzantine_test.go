@@ -863,7 +863,9 @@ func TestByzantineFlood(t *testing.T) {
 
 // A lazy worker republishes another node's contribution as its own —
 // an exact copy in round 1, the same scaled by 0.9 in round 2, a zero
-// update in round 3 — and a stale one sends a contribution on the
+// update in round 3 (sent as soon as the round's base is announced, so it
+// is in time however fast the round closes) — and a stale one sends a
+// contribution on the
 // previous round's base: of a copy and its original one counts
 // (copied_delta, in the round records), the zero update none
 // (zero_delta), the stale one is refused (wrong_round), and the run agrees
@@ -888,12 +890,30 @@ func TestByzantineLazyAndStale(t *testing.T) {
 	}
 	var mu sync.Mutex
 	done, prevBase := map[int]bool{}, map[int]string{}
+	zeroed := map[string]bool{} // round-3 bases given a zero update
+	var last *node.Contribution // the newest honest contribution seen
 	start, _ := b.honest[0].ValLoss()
 	atk.watch(actx, &b.wg, func(_ p2p.Message, m node.RoundMsg) {
 		if m.Type == node.MsgCheckpoint {
 			mu.Lock()
 			prevBase[m.Round+1] = m.Base
+			zero := m.Round == 2 && !zeroed[m.CID] && last != nil
+			zeroed[m.CID] = zeroed[m.CID] || zero
+			c := last
 			mu.Unlock()
+			if zero {
+				// Round 3's zero update goes out as soon as a base of
+				// the round is announced (one for each, views may
+				// differ), before any honest work of the round: in time
+				// for the round however fast it closes.
+				z := *c
+				z.Round, z.Base.CID = 3, m.CID
+				if err := atk.rescale(actx, &z, codec, 0); err != nil {
+					t.Errorf("round 3: %v", err)
+					return
+				}
+				atk.contribute(actx, z)
+			}
 			return
 		}
 		mu.Lock()
@@ -908,14 +928,19 @@ func TestByzantineLazyAndStale(t *testing.T) {
 		if !ok {
 			return
 		}
-		c := *con // round 1: a copy of its work
-		if scale := map[int]float32{2: 0.9, 3: 0}; m.Round > 1 {
-			if err := atk.rescale(actx, &c, codec, scale[m.Round]); err != nil {
+		mu.Lock()
+		last = con
+		mu.Unlock()
+		c := *con // round 1: a copy of its work; round 2: scaled by 0.9
+		if m.Round == 2 {
+			if err := atk.rescale(actx, &c, codec, 0.9); err != nil {
 				t.Errorf("round %d: %v", m.Round, err)
 				return
 			}
 		}
-		atk.contribute(actx, c)
+		if m.Round <= 2 {
+			atk.contribute(actx, c)
+		}
 		if stale != "" {
 			c := *con
 			c.Base.CID = stale // the previous round's base
