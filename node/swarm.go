@@ -486,6 +486,10 @@ func (p *Participant) loadData(ds *Dataset) error {
 	// With conversations among them (shards with a loss mask), every shard
 	// is cut row by row, those without a mask training every token but PAD.
 	masked := slices.ContainsFunc(ds.Shards, func(sh *sharding.Shard) bool { return sh.Mask != nil })
+	if masked && p.spec.Inner.Seq > ds.Manifest.SeqLen {
+		return fmt.Errorf("run: the dataset's conversations are packed in rows of %d tokens (+1 target); the run's sequences of %d do not fit in one",
+			ds.Manifest.SeqLen, p.spec.Inner.Seq)
+	}
 	for i, sh := range ds.Shards {
 		lang := ds.Manifest.Shards[i].Language
 		var tr, va [][]int32
