@@ -178,6 +178,10 @@ type Participant struct {
 	// verified: the checkpoints this node settled on (CID → round), each
 	// computed here; a candidate's lineage must reach one of them.
 	verified map[string]int
+	// worse: candidates verified here that lost to this node's checkpoint
+	// of their round (fork choice is a total order and a node only moves
+	// forward on it, so they stay worse); choose does not redo them.
+	worse map[string]bool
 	// inputs caches this round's fetched contributions (or why not).
 	inMu    sync.Mutex
 	inputs  map[string]inputResult
@@ -308,7 +312,7 @@ func (n *Node) newParticipant(ctx context.Context, id cid.Cid, o RunOptions, fol
 	p.outer = gradsync.NewOuterOptimizer(sc, nParams)
 	p.parts = gradsync.Partitions(nParams, sc.Partitions)
 	p.ru = &rules{run: id, spec: spec, sync: sc, codec: codec, parts: p.parts, n: nParams}
-	p.verified = map[string]int{}
+	p.verified, p.worse = map[string]int{}, map[string]bool{}
 	for _, r := range p.parts {
 		p.efs = append(p.efs, gradsync.NewErrorFeedback(codec, r.Size))
 	}
@@ -438,16 +442,13 @@ func (p *Participant) validate(_ context.Context, from peer.ID, data []byte) err
 		return p2p.ErrIgnore
 	}
 	p.mu.Lock()
-	round, base, catchingUp, standing := p.round, p.base, p.catchingUp, p.standing[from]
+	round, catchingUp, standing := p.round, p.catchingUp, p.standing[from]
 	p.mu.Unlock()
 	switch {
 	case (catchingUp || p.following) && m.Round >= round-1:
 		return nil // kept for when this node knows which round it is in
 	case m.Round < round-1 || m.Round > round+1:
 		return p2p.ErrIgnore // another round: late, or from a node ahead of us
-	case m.Round == round && m.Type == MsgContribution && m.Base != base.String():
-		p.count(RejectRound, 1)
-		return fmt.Errorf("contribution for round %d on base %s, not %s", m.Round, m.Base, base)
 	case m.Round == round && (m.Type == MsgAggregate || m.Type == MsgCheckpoint || m.Type == MsgFraud) && from != p.self && !standing:
 		// Not yet, perhaps: the sender repeats it while its round lasts.
 		p.count(DropStanding, 1)
@@ -773,7 +774,11 @@ func (p *Participant) runRound(ctx context.Context) error {
 	}
 	// The round closes once it has every member's contribution and at
 	// least expect in all, or at the deadline with a quorum.
+	forks := &forkHints{p: p, r: r, from: map[peer.ID]bool{}}
 	complete := func() bool {
+		if len(forks.ready) > 0 {
+			return true // to look at another base (below)
+		}
 		if len(admitted) < expect {
 			return false
 		}
@@ -790,7 +795,13 @@ func (p *Participant) runRound(ctx context.Context) error {
 			return false
 		}
 		k, err := cid.Decode(im.m.CID)
-		if err != nil || im.m.Base != base.String() || asked[im.from] || len(asked) >= MaxParticipants {
+		if err == nil && im.m.Base != base.String() {
+			// Not admitted on this base; perhaps a sign of a better one.
+			p.count(RejectRound, 1)
+			forks.hint(w, im)
+			return true
+		}
+		if err != nil || asked[im.from] || len(asked) >= MaxParticipants {
 			return true
 		}
 		from := im.from
@@ -824,6 +835,13 @@ func (p *Participant) runRound(ctx context.Context) error {
 		closed, err := w.until(ctx, "contributions", complete, collect)
 		if err != nil {
 			return err
+		}
+		if len(forks.ready) > 0 {
+			if moved, err := forks.adopt(ctx); err != nil || moved {
+				return err
+			}
+			w.hold, wait = true, wait-1 // the same wait goes on
+			continue
 		}
 		if closed {
 			break
@@ -1133,6 +1151,52 @@ func (p *Participant) vote(ctx context.Context, w *roundWait, r int, s *state, p
 	return p.choose(ctx, s, cs, fmt.Sprintf("round %d", r))
 }
 
+// forkHints gathers, during round r's wait for contributions, the other
+// bases that peers' round-r contributions name: each says the sender
+// closed round r−1 on another checkpoint (a partition healed, or a node
+// that was away). Every base is only a candidate: its round record is
+// fetched beside the wait, then adopt verifies it like any other and moves
+// this node if it wins the fork choice. One hint per sender a round, at
+// most maxForkHints, none for a checkpoint already judged.
+type forkHints struct {
+	p     *Participant
+	r     int
+	from  map[peer.ID]bool
+	ready []candidate
+}
+
+const maxForkHints = 4
+
+func (f *forkHints) hint(w *roundWait, im inMsg) {
+	k, err := cid.Decode(im.m.Base)
+	p := f.p
+	if err != nil || f.from[im.from] || len(f.from) >= maxForkHints || f.r < 2 {
+		return
+	}
+	if _, ok := p.verified[k.String()]; ok || p.worse[k.String()] {
+		return
+	}
+	f.from[im.from] = true
+	w.background(func(ctx context.Context) func() {
+		rec, err := p.readRecordOf(ctx, k, f.r-1)
+		return func() {
+			if err != nil {
+				p.refuse(err, fmt.Sprintf("round %d: the base %s of %s's contribution", f.r, k, im.from))
+				return
+			}
+			f.ready = append(f.ready, candidate{round: f.r - 1, ck: k, rec: rec})
+		}
+	})
+}
+
+// adopt verifies the hinted bases and adopts the best if it beats this
+// node's base; it reports whether the node moved.
+func (f *forkHints) adopt(ctx context.Context) (bool, error) {
+	cs := f.ready
+	f.ready = nil
+	return f.p.adoptBest(ctx, cs, fmt.Sprintf("round %d: another base", f.r))
+}
+
 // runPeers are the peers to ask about the run: its members and the peers
 // on its topic; without either (the run's trainers have stopped, or run
 // as daemons that answer for it from their pins), up to 64 of the peers
@@ -1171,11 +1235,16 @@ func (p *Participant) adoptSettled(ctx context.Context, r int) (bool, error) {
 	as := p.n.askAll(ctx, p.runPeers(), p.id, r)
 	var cs []candidate
 	for _, a := range as {
-		// One candidate per peer: its newest (else its round r).
-		if k, err := cid.Decode(a.NewestCID); err == nil && a.Newest > r {
-			cs = append(cs, candidate{round: a.Newest, ck: k})
+		// One candidate per peer: its newest (else its round r; else, if
+		// it stands where this node does on another base, that base: the
+		// two forked in round r−1 and ignore each other's round r).
+		newest, err := cid.Decode(a.NewestCID)
+		if err == nil && a.Newest > r {
+			cs = append(cs, candidate{round: a.Newest, ck: newest})
 		} else if k, err := cid.Decode(a.Checkpoint); err == nil {
 			cs = append(cs, candidate{round: r, ck: k})
+		} else if err == nil && a.Newest == r-1 && newest != p.base {
+			cs = append(cs, candidate{round: r - 1, ck: newest})
 		}
 	}
 	return p.adoptBest(ctx, cs, "the run's peers")
@@ -1203,6 +1272,7 @@ type roundWait struct {
 	pending  []inMsg
 	deadline *time.Timer
 	resend   *time.Ticker
+	hold     bool // the next until keeps the running deadline
 	// Fetches run beside the wait; their results come back as functions
 	// run on the waiting goroutine. stop cancels and waits for them.
 	ctx     context.Context
@@ -1238,7 +1308,10 @@ func (w *roundWait) background(f func(ctx context.Context) func()) {
 // (true) or the deadline passes (false, and a "deadline" event says what
 // the round waited for).
 func (w *roundWait) until(ctx context.Context, what string, done func() bool, handle func(inMsg) bool) (bool, error) {
-	w.deadline.Reset(w.p.sync.RoundDeadline)
+	if !w.hold {
+		w.deadline.Reset(w.p.sync.RoundDeadline)
+	}
+	w.hold = false
 	keep := w.pending[:0]
 	for _, im := range w.pending {
 		if !handle(im) {

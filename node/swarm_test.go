@@ -534,6 +534,64 @@ func TestSwarmSingleNodeRestart(t *testing.T) {
 	}
 }
 
+// Two nodes that closed round 1 apart (each alone: a partition, or one
+// restarting while the other closed the round) meet in round 2 on different
+// bases, so neither admits the other's contribution. Each verifies the base
+// the other's contribution names, and the one on the worse branch adopts
+// the better and trains round 2 again on it, in time for the other to
+// include it: one checkpoint for round 2.
+func TestSwarmForkHeals(t *testing.T) {
+	const n, rounds = 2, 2
+	c := nodetest.New(t, n, nodetest.Options{Isolated: true, Logf: t.Logf})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	spec := smallRun(t, c, rounds)
+	spec.Sync.RoundDeadline, spec.Sync.Quorum = 10*time.Second, 1
+	// Node 1 gets the same dataset and run spec without meeting node 0.
+	dir := filepath.Join(t.TempDir(), "ds")
+	if _, err := node.PrepareBuiltinDataset(ctx, dir, 512, 32, 300); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Nodes[1].PublishDataset(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	var ids [n]cid.Cid
+	for i, nd := range c.Nodes {
+		id, err := nd.CreateRun(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = id
+	}
+	if !ids[0].Equals(ids[1]) {
+		t.Fatalf("one spec, two run IDs: %s, %s", ids[0], ids[1])
+	}
+	var round1 [n]cid.Cid
+	for i, nd := range c.Nodes {
+		p := openOne(t, nd, ids[0], 1, func(node.RoundEvent) {})
+		if err := p.RunRounds(ctx, 1); err != nil {
+			t.Fatalf("node %d alone in round 1: %v", i, err)
+		}
+		round1[i] = p.Base()
+		p.Close()
+	}
+	if round1[0].Equals(round1[1]) {
+		t.Fatalf("both nodes closed round 1 on %s alone", round1[0])
+	}
+	c.Connect(0, 1)
+	var log checkpointLog
+	ps := openAll(t, c, ids[0], n, func(_ int, e node.RoundEvent) { log.record(e) })
+	for i, err := range runAll(ps, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, rounds) }) {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	sameBase(t, ps)
+	if len(log.cids[2]) != 1 {
+		t.Fatalf("round 2: checkpoints %v", log.cids[2])
+	}
+}
+
 // A node that sends poisoned contributions — non-finite values, a huge
 // norm, the wrong shape, a stale round, a wrong base — is rejected without
 // stopping the run: the honest nodes agree on every checkpoint, and none

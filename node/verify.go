@@ -362,7 +362,7 @@ func (p *Participant) choose(ctx context.Context, start *state, cs []candidate, 
 	seen := map[string]bool{}
 	var todo []candidate
 	for _, c := range cs {
-		if _, ok := p.verified[c.ck.String()]; ok || seen[c.ck.String()] || c.round < start.round {
+		if _, ok := p.verified[c.ck.String()]; ok || p.worse[c.ck.String()] || seen[c.ck.String()] || c.round < start.round {
 			continue
 		}
 		if c.round < 1 || c.round > p.spec.Rounds {
@@ -406,6 +406,7 @@ func (p *Participant) choose(ctx context.Context, start *state, cs []candidate, 
 			p.drop(best)
 			best = l
 		} else {
+			p.worse[c.ck.String()] = true
 			p.drop(l)
 		}
 	}
