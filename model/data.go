@@ -29,6 +29,10 @@ type Corpus struct {
 	// Tokens, says which tokens are targets (nil: all).
 	Row  int
 	Mask []bool
+	// Pairs: rows 2k and 2k+1 are a preference pair (chosen, rejected),
+	// and batches hold pairs: their first half the chosen rows, their
+	// second half the rejected ones, pair by pair (PreferenceForward).
+	Pairs bool
 }
 
 // ErrCorpus reports unusable training input.
@@ -169,13 +173,29 @@ func (c *Corpus) AddMaskedRows(rows [][]int32, masks [][]bool, pad, eos int32, v
 	return nil
 }
 
+// AddPairRows appends preference pairs (rows 2k chosen, 2k+1 rejected,
+// with masks), making c a corpus of pairs.
+func (c *Corpus) AddPairRows(rows [][]int32, masks [][]bool, pad, eos int32, vocab int) error {
+	if len(c.Tokens) > 0 && !c.Pairs {
+		return fmt.Errorf("%w: preference pairs added to rows or documents (a dataset mixes pair shards with others)", ErrCorpus)
+	}
+	if len(rows)%2 != 0 {
+		return fmt.Errorf("%w: %d rows are not whole pairs", ErrCorpus, len(rows))
+	}
+	if err := c.AddMaskedRows(rows, masks, pad, eos, vocab); err != nil {
+		return err
+	}
+	c.Pairs = true
+	return nil
+}
+
 // Append adds o's tokens to c (both streams, or both rows of one length).
 func (c *Corpus) Append(o *Corpus) error {
-	if len(c.Tokens) > 0 && len(o.Tokens) > 0 && c.Row != o.Row {
-		return fmt.Errorf("%w: rows of %d tokens appended to rows of %d (0: a stream)", ErrCorpus, o.Row, c.Row)
+	if len(c.Tokens) > 0 && len(o.Tokens) > 0 && (c.Row != o.Row || c.Pairs != o.Pairs) {
+		return fmt.Errorf("%w: rows of %d tokens (pairs %v) appended to rows of %d (pairs %v; 0: a stream)", ErrCorpus, o.Row, o.Pairs, c.Row, c.Pairs)
 	}
 	if len(o.Tokens) > 0 {
-		c.Row = o.Row
+		c.Row, c.Pairs = o.Row, o.Pairs
 	}
 	if o.Mask != nil {
 		c.Mask = append(c.Mask[:len(c.Tokens):len(c.Tokens)], o.Mask...)
@@ -189,10 +209,14 @@ func (c *Corpus) Append(o *Corpus) error {
 // one is near) for validation.
 func (c *Corpus) Split(frac float64, eos int32) (train, val *Corpus) {
 	cut := len(c.Tokens) - int(frac*float64(len(c.Tokens)))
-	if c.Row > 0 { // at a row's start
-		cut -= cut % c.Row
-		return &Corpus{Tokens: c.Tokens[:cut], Row: c.Row, Mask: c.Mask[:cut]},
-			&Corpus{Tokens: c.Tokens[cut:], Row: c.Row, Mask: c.Mask[cut:]}
+	if c.Row > 0 { // at a row's start (a pair's)
+		unit := c.Row
+		if c.Pairs {
+			unit *= 2
+		}
+		cut -= cut % unit
+		return &Corpus{Tokens: c.Tokens[:cut], Row: c.Row, Mask: c.Mask[:cut], Pairs: c.Pairs},
+			&Corpus{Tokens: c.Tokens[cut:], Row: c.Row, Mask: c.Mask[cut:], Pairs: c.Pairs}
 	}
 	for i := cut; i < len(c.Tokens) && i < cut+512; i++ {
 		if c.Tokens[i] == eos {
@@ -214,6 +238,16 @@ func (c *Corpus) Batch(seed uint64, step, b, t int, tokens, targets []int32) err
 		return fmt.Errorf("%w: sequences of %d (+1 target) are longer than the corpus's rows of %d", ErrCorpus, t, c.Row)
 	}
 	r := rand.New(rand.NewPCG(seed, uint64(step)))
+	if c.Pairs {
+		if b%2 != 0 {
+			return fmt.Errorf("%w: a batch of pairs needs an even number of rows, not %d", ErrCorpus, b)
+		}
+		for i := range b / 2 {
+			o := r.IntN(len(c.Tokens)/(2*c.Row)) * 2 * c.Row
+			c.cutPair(o, i, b/2, t, tokens, targets)
+		}
+		return nil
+	}
 	for i := 0; i < b; i++ {
 		var o int
 		if c.Row > 0 {
@@ -240,6 +274,13 @@ func (c *Corpus) cut(o, t int, tokens, targets []int32) {
 	}
 }
 
+// cutPair cuts the pair at offset o into slot i of a batch of P pairs:
+// its chosen row into row i, its rejected row into row P+i.
+func (c *Corpus) cutPair(o, i, P, t int, tokens, targets []int32) {
+	c.cut(o, t, tokens[i*t:(i+1)*t], targets[i*t:(i+1)*t])
+	c.cut(o+c.Row, t, tokens[(P+i)*t:(P+i+1)*t], targets[(P+i)*t:(P+i+1)*t])
+}
+
 // Windows cuts the stream into consecutive non-overlapping windows for
 // evaluation and calls f with batches of min(b, windows) of them; windows
 // that do not fill a last batch are left out, so every batch has one shape.
@@ -253,6 +294,18 @@ func (c *Corpus) Windows(b, t int, f func(tokens, targets []int32, rows int) err
 	}
 	rows := min(b, n) // every call has the same shape; a remainder is dropped
 	tokens, targets := make([]int32, rows*t), make([]int32, rows*t)
+	if c.Pairs { // whole pairs, chosen rows first
+		rows -= rows % 2
+		for w := 0; rows > 0 && w+rows <= n; w += rows {
+			for i := range rows / 2 {
+				c.cutPair((w+2*i)*stride, i, rows/2, t, tokens, targets)
+			}
+			if err := f(tokens[:rows*t], targets[:rows*t], rows); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	for w := 0; rows > 0 && w+rows <= n; w += rows {
 		for i := 0; i < rows; i++ {
 			c.cut((w+i)*stride, t, tokens[i*t:(i+1)*t], targets[i*t:(i+1)*t])

@@ -97,3 +97,58 @@ func TestMaskedLossReference(t *testing.T) {
 		t.Fatalf("masked loss %v, float64 reference %v over %d targets", loss, ref, n)
 	}
 }
+
+// A corpus of preference pairs cuts whole pairs into batches, chosen rows
+// first, and splits at a pair's start.
+func TestCorpusPairs(t *testing.T) {
+	const row, pad, eos = 5, 0, 1
+	var rows [][]int32
+	var masks [][]bool
+	for k := range 6 { // pair k/2: chosen 10k+…, rejected 10k+…+5
+		base := int32(10 * (k / 2))
+		r := []int32{base + 2, base + 3, int32(k%2)*5 + base + 4, eos, pad}
+		rows = append(rows, r)
+		masks = append(masks, []bool{false, false, true, false, false})
+	}
+	c := &Corpus{}
+	if err := c.AddPairRows(rows, masks, pad, eos, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddPairRows(rows[:1], masks[:1], pad, eos, 100); err == nil {
+		t.Fatal("half a pair was added")
+	}
+	const b, T = 4, 4
+	tokens, targets := make([]int32, b*T), make([]int32, b*T)
+	for step := range 20 {
+		if err := c.Batch(3, step, b, T, tokens, targets); err != nil {
+			t.Fatal(err)
+		}
+		for i := range b / 2 {
+			ch, rj := tokens[i*T:(i+1)*T], tokens[(b/2+i)*T:(b/2+i+1)*T]
+			if ch[0] != rj[0] || ch[1] != rj[1] || targets[(b/2+i)*T+1] != ch[2]+5 {
+				t.Fatalf("step %d slot %d: chosen %v rejected %v (targets %v) are not one pair", step, i, ch, rj, targets)
+			}
+		}
+	}
+	if err := c.Batch(3, 0, 3, T, tokens, targets); err == nil {
+		t.Fatal("a batch of 3 rows of pairs")
+	}
+	seen := 0
+	c.Windows(4, T, func(tokens, targets []int32, rows int) error {
+		seen += rows
+		if tokens[0] != tokens[2*T] || targets[2*T+1] != targets[1]+5 {
+			t.Fatalf("window: %v / %v", tokens, targets)
+		}
+		return nil
+	})
+	if seen != 4 {
+		t.Fatalf("windows covered %d rows, want 4 (two whole batches of 2 pairs do not fit 3 pairs)", seen)
+	}
+	train, val := c.Split(0.4, eos)
+	if len(val.Tokens)%(2*row) != 0 || !val.Pairs || !train.Pairs || len(val.Tokens) == 0 {
+		t.Fatalf("split: %d train, %d val tokens", len(train.Tokens), len(val.Tokens))
+	}
+	if err := (&Corpus{Tokens: []int32{2, 3, eos}}).Append(c); err == nil {
+		t.Fatal("pairs appended to a stream")
+	}
+}

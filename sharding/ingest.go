@@ -23,6 +23,9 @@ type Doc struct {
 	Line     int    // first line of the document in File (1-based)
 	Side     string // for parallel TSV: "en" or "ko" (the column); else ""
 	Messages []tokenizer.Message
+	// Rejected, for a preference pair, is the conversation with the
+	// rejected answer (Messages then has the chosen one).
+	Rejected []tokenizer.Message
 }
 
 // Format names an input format.
@@ -243,6 +246,17 @@ func readFile(path string, f Format, o IngestOptions, st *IngestStats, yield fun
 			}
 			var text string
 			raw, ok := obj[o.Field]
+			if _, isPair := obj["chosen"]; isPair && !ok {
+				chosen, rej, why := pair(obj)
+				if why != "" {
+					st.skip(Malformed{path, line, why})
+					continue
+				}
+				if err := emit(Doc{Text: chatText(chosen) + "\n" + chatText(rej[len(rej)-1:]), File: path, Line: line, Messages: chosen, Rejected: rej}); err != nil {
+					return err
+				}
+				continue
+			}
 			if !ok {
 				msgs, why := conversation(obj)
 				switch {
@@ -320,6 +334,60 @@ func conversation(obj map[string]json.RawMessage) ([]tokenizer.Message, string) 
 		inst += "\n\n" + in
 	}
 	return []tokenizer.Message{{Role: tokenizer.RoleUser, Content: inst}, {Role: tokenizer.RoleAssistant, Content: out}}, ""
+}
+
+// pair reads a JSONL preference record: the context ("prompt", a string,
+// or "messages", a conversation ending with a user turn) and two answers
+// ("chosen", "rejected": each a string or a list of assistant messages, or,
+// without a context, each the whole conversation). It returns the chosen
+// and the rejected conversation, or why the record is malformed.
+func pair(obj map[string]json.RawMessage) (chosen, rejected []tokenizer.Message, why string) {
+	var ctx []tokenizer.Message
+	if raw, ok := obj["prompt"]; ok {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return nil, nil, "prompt is not a string"
+		}
+		ctx = []tokenizer.Message{{Role: tokenizer.RoleUser, Content: s}}
+	} else if raw, ok := obj["messages"]; ok {
+		if err := json.Unmarshal(raw, &ctx); err != nil {
+			return nil, nil, "messages is not a list of {role, content}: " + err.Error()
+		}
+	}
+	answer := func(k string) ([]tokenizer.Message, string) {
+		raw, ok := obj[k]
+		if !ok {
+			return nil, "a preference pair without " + k
+		}
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			return append(ctx[:len(ctx):len(ctx)], tokenizer.Message{Role: tokenizer.RoleAssistant, Content: s}), ""
+		}
+		var msgs []tokenizer.Message
+		if err := json.Unmarshal(raw, &msgs); err != nil {
+			return nil, k + " is neither a string nor a list of {role, content}"
+		}
+		return append(ctx[:len(ctx):len(ctx)], msgs...), ""
+	}
+	if chosen, why = answer("chosen"); why != "" {
+		return nil, nil, why
+	}
+	if rejected, why = answer("rejected"); why != "" {
+		return nil, nil, why
+	}
+	for _, c := range [][]tokenizer.Message{chosen, rejected} {
+		for i, m := range c {
+			switch m.Role {
+			case tokenizer.RoleSystem, tokenizer.RoleUser, tokenizer.RoleAssistant:
+			default:
+				return nil, nil, fmt.Sprintf("message %d: role %q is not system, user or assistant", i, m.Role)
+			}
+		}
+		if len(c) == 0 || c[len(c)-1].Role != tokenizer.RoleAssistant {
+			return nil, nil, "a preference answer must end with an assistant turn"
+		}
+	}
+	return chosen, rejected, ""
 }
 
 // chatText is a conversation's contents, one message a line.

@@ -69,6 +69,8 @@ type ShardEntry struct {
 	Tokens int64  `json:"tokens"` // tokens of documents (EOS included, padding not)
 	Rows   int    `json:"rows"`
 	Docs   int    `json:"docs"`
+	// Pairs: the shard holds preference pairs (format version 3).
+	Pairs bool `json:"pairs,omitempty"`
 	Provenance
 	Group string `json:"group"`
 }

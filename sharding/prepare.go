@@ -140,6 +140,7 @@ type group struct {
 	tokens []int32 // pending stream (documents with EOS)
 	mask   []bool  // which of tokens are targets
 	masked bool    // some are not: the group's shards carry the mask
+	pairs  bool    // preference pairs, a row each (shard version 3)
 	n      int     // shards written
 }
 
@@ -172,6 +173,50 @@ func (g *group) add(ids []int32, mask []bool, eos, pad int32, rowLen int) bool {
 		g.mask = append(append(g.mask, mask...), false)
 	}
 	return true
+}
+
+// ReasonPairTooLong: a preference pair one of whose conversations is
+// longer than a row.
+const ReasonPairTooLong = "pair_too_long"
+
+// addPair appends a preference pair: the chosen and the rejected
+// conversation (ids and masks), each alone in a row. It reports false when
+// either is longer than a row.
+func (g *group) addPair(chosen []int32, cmask []bool, rejected []int32, rmask []bool, eos, pad int32, rowLen int) bool {
+	if len(chosen)+1 > rowLen || len(rejected)+1 > rowLen {
+		return false
+	}
+	g.masked, g.pairs = true, true
+	for _, c := range []struct {
+		ids  []int32
+		mask []bool
+	}{{chosen, cmask}, {rejected, rmask}} {
+		g.tokens = append(append(g.tokens, c.ids...), eos)
+		g.mask = append(append(g.mask, c.mask...), false)
+		for range rowLen - len(c.ids) - 1 {
+			g.tokens, g.mask = append(g.tokens, pad), append(g.mask, false)
+		}
+	}
+	return true
+}
+
+// nfc is a conversation with its contents in Unicode NFC.
+func nfc(msgs []tokenizer.Message) []tokenizer.Message {
+	out := make([]tokenizer.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = tokenizer.Message{Role: m.Role, Content: norm.NFC.String(m.Content)}
+	}
+	return out
+}
+
+// answerMasked encodes a conversation in the chat format with only its
+// last message (the answer of a preference pair) marked as targets.
+func answerMasked(tk *tokenizer.Tokenizer, msgs []tokenizer.Message) ([]int32, []bool, error) {
+	last := func(n int) func(string) bool {
+		i := -1
+		return func(string) bool { i++; return i == n }
+	}
+	return tk.EncodeChatMasked(msgs, last(len(msgs)-1))
 }
 
 // Prepare reads the inputs, filters and deduplicates documents, tokenises
@@ -236,6 +281,10 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 	p := Progress{Total: total}
 
 	flush := func(g *group, final bool) error {
+		perShard := perShard
+		if g.pairs && (perShard/rowLen)%2 != 0 { // pairs are never split
+			perShard += rowLen
+		}
 		for len(g.tokens) >= perShard || (final && len(g.tokens) > 0) {
 			n := min(len(g.tokens), perShard)
 			chunk := g.tokens[:n]
@@ -254,7 +303,13 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 				}
 			}
 			var buf bytes.Buffer
-			if err := EncodeShard(&buf, tk.Vocab(), cfg.SeqLen, tokCID, rows, masks...); err != nil {
+			encode := EncodeShard
+			if g.pairs {
+				encode = func(w io.Writer, vocab, seqLen int, tok cid.Cid, rows [][]int32, masks ...[]bool) error {
+					return EncodePairShard(w, vocab, seqLen, tok, rows, masks)
+				}
+			}
+			if err := encode(&buf, tk.Vocab(), cfg.SeqLen, tokCID, rows, masks...); err != nil {
 				return err
 			}
 			c, err := contentstore.FileCID(ctx, bytes.NewReader(buf.Bytes()))
@@ -272,7 +327,7 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 				}
 			}
 			m.Shards = append(m.Shards, ShardEntry{CID: LinkTo(c), File: name, Bytes: int64(buf.Len()), Tokens: int64(n),
-				Rows: len(rows), Docs: docs, Provenance: g.prov, Group: g.prov.Group()})
+				Rows: len(rows), Docs: docs, Pairs: g.pairs, Provenance: g.prov, Group: g.prov.Group()})
 			g.tokens = append(g.tokens[:0], g.tokens[n:]...)
 			g.mask = append(g.mask[:0], g.mask[n:]...)
 			g.n++
@@ -282,6 +337,7 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 	}
 
 	var ids []int32
+	kind := "" // "pairs" or "documents", from the first document kept
 	process := func(d Doc, in Input) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -305,20 +361,37 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 			groups[key] = g
 			order = append(order, key)
 		}
+		if pairs := d.Rejected != nil; kind == "" {
+			kind = map[bool]string{true: "pairs", false: "documents"}[pairs]
+		} else if (kind == "pairs") != pairs {
+			return fmt.Errorf("prepare: %s:%d: a dataset holds preference pairs only, or none", d.File, d.Line)
+		}
 		var mask []bool
-		if d.Messages != nil {
-			msgs := make([]tokenizer.Message, len(d.Messages))
-			for i, m := range d.Messages {
-				msgs[i] = tokenizer.Message{Role: m.Role, Content: norm.NFC.String(m.Content)}
-			}
+		if d.Rejected != nil {
+			var rids []int32
+			var rmask []bool
 			var err error
-			if ids, mask, err = tk.EncodeChatMasked(msgs, func(r string) bool { return slices.Contains(trainRoles, r) }); err != nil {
+			ids, mask, err = answerMasked(tk, nfc(d.Messages))
+			if err == nil {
+				rids, rmask, err = answerMasked(tk, nfc(d.Rejected))
+			}
+			if err != nil {
+				return fmt.Errorf("prepare: %s:%d: %w", d.File, d.Line, err)
+			}
+			if !g.addPair(ids, mask, rids, rmask, eos, pad, rowLen) {
+				m.Report.Dropped[ReasonPairTooLong]++
+				return nil
+			}
+			ids = append(ids, rids...)
+		} else if d.Messages != nil {
+			var err error
+			if ids, mask, err = tk.EncodeChatMasked(nfc(d.Messages), func(r string) bool { return slices.Contains(trainRoles, r) }); err != nil {
 				return fmt.Errorf("prepare: %s:%d: %w", d.File, d.Line, err)
 			}
 		} else {
 			ids = tk.AppendEncode(ids[:0], text)
 		}
-		if !g.add(ids, mask, eos, pad, rowLen) {
+		if d.Rejected == nil && !g.add(ids, mask, eos, pad, rowLen) {
 			m.Report.Dropped[ReasonConversationTooLong]++
 			return nil
 		}

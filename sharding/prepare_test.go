@@ -376,3 +376,81 @@ func TestPrepareConversations(t *testing.T) {
 		t.Fatalf("%d conversations in the shards, want 3", convs)
 	}
 }
+
+// Preference pairs in three JSONL layouts become pair shards: rows 2k and
+// 2k+1 share the prompt, each holds one conversation, and only the last
+// answer is a target. Malformed records are skipped, a pair too long for
+// a row is dropped, and a dataset that mixes pairs with documents is
+// refused.
+func TestPreparePairs(t *testing.T) {
+	tk := testTokenizer(t)
+	dir := t.TempDir()
+	long := strings.Repeat("긴 대답입니다. ", 40)
+	jsonl := write(t, dir, "pairs.jsonl", strings.Join([]string{
+		`{"prompt":"2 더하기 3은?","chosen":"5입니다.","rejected":"7입니다."}`,
+		`{"messages":[{"role":"system","content":"Answer in English."},{"role":"user","content":"What is 4 times 2?"}],"chosen":"8.","rejected":"팔입니다."}`,
+		`{"chosen":[{"role":"user","content":"Say hi."},{"role":"assistant","content":"Hi!"}],"rejected":[{"role":"user","content":"Say hi."},{"role":"assistant","content":"Hi, I am"}]}`,
+		`{"prompt":"길게?","chosen":"` + long + `","rejected":"아니요."}`,
+		`{"prompt":"x","chosen":"y"}`,
+		`{"prompt":"x","chosen":[{"role":"assistant","content":"y"}],"rejected":[{"role":"user","content":"z"}]}`,
+	}, "\n")+"\n")
+	cfg := PrepareConfig{Inputs: []Input{{Path: jsonl, Licence: "CC0-1.0", Stage: "preference"}}, Filters: DefaultFilters(), SeqLen: 48, ShardTokens: 3 * 49}
+	out := t.TempDir()
+	p, err := Prepare(context.Background(), cfg, tk, out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := p.Manifest.Report; r.Dropped[ReasonPairTooLong] != 1 || r.Malformed != 2 || r.DocumentsOut != 3 {
+		t.Fatalf("report %+v", r)
+	}
+	answers := []string{"5입니다.", "7입니다.", "8.", "팔입니다.", "Hi!", "Hi, I am"}
+	var got []string
+	for _, s := range p.Manifest.Shards {
+		b, _ := os.ReadFile(filepath.Join(out, s.File))
+		sh, err := DecodeShard(b)
+		if err != nil || !sh.Pairs || !s.Pairs || sh.Rows%2 != 0 {
+			t.Fatalf("shard %s: %v, pairs %v (manifest %v), %d rows", s.File, err, sh != nil && sh.Pairs, s.Pairs, sh.Rows)
+		}
+		for r := range sh.Rows {
+			row, mask := sh.Row(r), sh.RowMask(r)
+			var ans []int32
+			for j, v := range row {
+				if mask[j] {
+					ans = append(ans, v)
+				}
+			}
+			end, _ := tk.SpecialID(tokenizer.EndTurn)
+			if len(ans) == 0 || ans[len(ans)-1] != end {
+				t.Fatalf("row %d: targets %v do not end the turn", r, ans)
+			}
+			text, err := tk.Decode(ans[:len(ans)-1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, string(text))
+			if r%2 == 1 { // the pair shares everything before the answer
+				first := slices.Index(mask, true)
+				if !slices.Equal(row[:first], sh.Row(r - 1)[:first]) {
+					t.Fatalf("rows %d and %d: different prompts", r-1, r)
+				}
+			}
+		}
+	}
+	// Pairs come grouped by language; each stays whole.
+	pairsOf := func(a []string) []string {
+		var out []string
+		for i := 0; i+1 < len(a); i += 2 {
+			out = append(out, a[i]+" | "+a[i+1])
+		}
+		slices.Sort(out)
+		return out
+	}
+	if !slices.Equal(pairsOf(got), pairsOf(answers)) {
+		t.Fatalf("answers %q, want %q", got, answers)
+	}
+	mixed := write(t, dir, "mixed.jsonl", `{"prompt":"a","chosen":"b","rejected":"c"}`+"\n"+`{"text":"plain text here for the filters to keep, long enough."}`+"\n")
+	cfg.Inputs = []Input{{Path: mixed, Licence: "CC0-1.0"}}
+	if _, err := Prepare(context.Background(), cfg, tk, t.TempDir(), nil); err == nil || !strings.Contains(err.Error(), "pairs only") {
+		t.Fatalf("a dataset mixing pairs and documents: %v", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/ipfs/go-cid"
 )
@@ -15,7 +16,8 @@ import (
 //
 //	offset size  field
 //	0      8     magic "FOMSHARD"
-//	8      2     version (1, or 2 with a loss mask)
+//	8      2     version (1; 2 with a loss mask; 3 with a loss mask, rows
+//	             in preference pairs)
 //	10     2     token dtype: 1 = uint16, 2 = uint32
 //	12     4     vocabulary size
 //	16     4     sequence length T (each row holds T+1 tokens: inputs and
@@ -35,11 +37,16 @@ import (
 // a conversation never does (it starts a row when it would not fit the
 // rest of one). The last row of a shard is completed with PAD tokens (not
 // targets, in version 2).
+//
+// Version 3 holds preference pairs: rows 2k and 2k+1 are one prompt
+// answered two ways, chosen then rejected, each a single conversation
+// padded to the row, whose mask marks the answer's tokens.
 
 const (
 	shardMagic   = "FOMSHARD"
 	shardVersion = 1 // without a mask
 	maskVersion  = 2 // with one
+	pairVersion  = 3 // with one, rows in preference pairs
 	headerFixed  = 58
 	maxCIDLen    = 128
 )
@@ -61,6 +68,7 @@ type ShardHeader struct {
 	Rows      int
 	Checksum  [32]byte
 	Tokenizer cid.Cid
+	Pairs     bool // rows are preference pairs (version 3)
 }
 
 // RowLen is the number of tokens per row: SeqLen+1.
@@ -85,6 +93,23 @@ func tokenBytes(dtype int) int {
 // masks (one per row, as long), a version-2 shard that trains only the
 // tokens whose mask is set.
 func EncodeShard(w io.Writer, vocab, seqLen int, tok cid.Cid, rows [][]int32, masks ...[]bool) error {
+	version := shardVersion
+	if masks != nil {
+		version = maskVersion
+	}
+	return encodeShard(w, vocab, seqLen, tok, rows, masks, version)
+}
+
+// EncodePairShard writes a version-3 shard of preference pairs: rows 2k
+// (chosen) and 2k+1 (rejected), each with a mask that marks its answer.
+func EncodePairShard(w io.Writer, vocab, seqLen int, tok cid.Cid, rows [][]int32, masks [][]bool) error {
+	if len(rows)%2 != 0 || masks == nil {
+		return fmt.Errorf("%w: %d rows with masks %v: pairs need an even number of masked rows", ErrShard, len(rows), masks != nil)
+	}
+	return encodeShard(w, vocab, seqLen, tok, rows, masks, pairVersion)
+}
+
+func encodeShard(w io.Writer, vocab, seqLen int, tok cid.Cid, rows [][]int32, masks [][]bool, version int) error {
 	if vocab <= 0 || seqLen <= 0 {
 		return fmt.Errorf("%w: vocab %d and seq len %d must be positive", ErrShard, vocab, seqLen)
 	}
@@ -106,12 +131,10 @@ func EncodeShard(w io.Writer, vocab, seqLen int, tok cid.Cid, rows [][]int32, ma
 			}
 		}
 	}
-	version := shardVersion
 	if masks != nil {
 		if len(masks) != len(rows) {
 			return fmt.Errorf("%w: %d masks for %d rows", ErrShard, len(masks), len(rows))
 		}
-		version = maskVersion
 		bits := make([]byte, (len(rows)*h.RowLen()+7)/8)
 		for i, m := range masks {
 			if len(m) != h.RowLen() {
@@ -178,10 +201,11 @@ func DecodeShard(b []byte) (*Shard, error) {
 		return nil, fmt.Errorf("%w: bad magic %q (want %q): not a fomnet shard", ErrShard, b[:8], shardMagic)
 	}
 	version := binary.LittleEndian.Uint16(b[8:])
-	if version != shardVersion && version != maskVersion {
-		return nil, fmt.Errorf("%w: version %d; this fomnet reads versions %d and %d (upgrade fomnet?)", ErrShard, version, shardVersion, maskVersion)
+	if version < shardVersion || version > pairVersion {
+		return nil, fmt.Errorf("%w: version %d; this fomnet reads versions %d to %d (upgrade fomnet?)", ErrShard, version, shardVersion, pairVersion)
 	}
 	s := &Shard{}
+	s.Pairs = version == pairVersion
 	s.DType = int(binary.LittleEndian.Uint16(b[10:]))
 	s.Vocab = int(binary.LittleEndian.Uint32(b[12:]))
 	s.SeqLen = int(binary.LittleEndian.Uint32(b[16:]))
@@ -211,8 +235,11 @@ func DecodeShard(b []byte) (*Shard, error) {
 	tb := tokenBytes(s.DType)
 	n := int64(s.Rows) * int64(s.RowLen())
 	want, maskBytes := n*int64(tb), int64(0)
-	if version == maskVersion {
+	if version >= maskVersion {
 		maskBytes = (n + 7) / 8
+	}
+	if s.Pairs && s.Rows%2 != 0 {
+		return nil, fmt.Errorf("%w: a shard of preference pairs with %d rows", ErrShard, s.Rows)
 	}
 	if int64(len(payload)) != want+maskBytes {
 		return nil, fmt.Errorf("%w: payload is %d bytes; %d rows of %d tokens of %d bytes (and a mask of %d) need %d (truncated or padded file)",
@@ -221,7 +248,7 @@ func DecodeShard(b []byte) (*Shard, error) {
 	if sum := sha256.Sum256(payload); !bytes.Equal(sum[:], s.Checksum[:]) {
 		return nil, fmt.Errorf("%w: checksum mismatch: the token payload is corrupt", ErrShard)
 	}
-	if version == maskVersion {
+	if version >= maskVersion {
 		bits := payload[want:]
 		s.Mask = make([]bool, n)
 		for i := range s.Mask {
@@ -231,6 +258,11 @@ func DecodeShard(b []byte) (*Shard, error) {
 			return nil, fmt.Errorf("%w: mask bits set past the last token", ErrShard)
 		}
 		payload = payload[:want]
+		for i := 0; s.Pairs && i < s.Rows; i++ {
+			if !slices.Contains(s.RowMask(i), true) {
+				return nil, fmt.Errorf("%w: row %d of a preference pair has no answer (no target)", ErrShard, i)
+			}
+		}
 	}
 	s.Tokens = make([]int32, len(payload)/tb)
 	for i := range s.Tokens {
