@@ -44,6 +44,12 @@ type PrepareConfig struct {
 	// generator (SynthGenerator, CC0-1.0), seeded by SyntheticSeed.
 	Synthetic     int          `json:"synthetic,omitempty"`
 	SyntheticSeed uint64       `json:"synthetic_seed,omitempty"`
+	// Instructions and Pairs add this many bilingual instructions (SFT
+	// conversations) or preference pairs from the built-in post-training
+	// generator (InstructGenerator, its training split), seeded by
+	// SyntheticSeed.
+	Instructions int `json:"instructions,omitempty"`
+	Pairs        int `json:"pairs,omitempty"`
 	Filters       FilterConfig `json:"filters"`
 	SeqLen        int          `json:"seq_len"`      // model context T (default 256)
 	ShardTokens   int          `json:"shard_tokens"` // tokens per shard, about (default 1M)
@@ -61,11 +67,11 @@ var Stages = []string{"pretrain", "midtrain", "sft", "preference"}
 
 // Validate fills defaults and checks the recipe.
 func (c *PrepareConfig) Validate() error {
-	if len(c.Inputs) == 0 && !c.Builtin && c.Synthetic == 0 {
+	if len(c.Inputs) == 0 && !c.Builtin && c.Synthetic == 0 && c.Instructions == 0 && c.Pairs == 0 {
 		return errors.New("prepare: no inputs")
 	}
-	if c.Synthetic < 0 {
-		return fmt.Errorf("prepare: synthetic document count %d is negative", c.Synthetic)
+	if c.Synthetic < 0 || c.Instructions < 0 || c.Pairs < 0 {
+		return fmt.Errorf("prepare: generated counts (synthetic %d, instructions %d, pairs %d) must not be negative", c.Synthetic, c.Instructions, c.Pairs)
 	}
 	if c.SeqLen == 0 {
 		c.SeqLen = 256
@@ -422,8 +428,9 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 	}
 	for _, gen := range generated {
 		p.Input = gen.rec.Name
-		for _, text := range gen.texts {
-			if err := process(Doc{Text: text, File: gen.rec.Name}, gen.in); err != nil {
+		for _, d := range gen.docs {
+			d.File = gen.rec.Name
+			if err := process(d, gen.in); err != nil {
 				return nil, err
 			}
 		}
@@ -461,7 +468,7 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 type source struct {
 	in    Input
 	rec   InputRecord
-	texts []string
+	docs []Doc
 }
 
 // BuiltinLicence is the licence of the built-in corpus and generator output:
@@ -470,31 +477,62 @@ const BuiltinLicence = "CC0-1.0"
 
 func builtinSources(cfg PrepareConfig) []source {
 	var out []source
-	mk := func(name string, in Input, texts []string) source {
+	mk := func(name string, in Input, docs []Doc) source {
 		h := sha256.New()
 		var n int64
-		for _, t := range texts {
-			h.Write([]byte(t))
+		for _, d := range docs {
+			h.Write([]byte(d.Text))
 			h.Write([]byte{0})
-			n += int64(len(t))
+			n += int64(len(d.Text))
 		}
-		return source{in: in, texts: texts, rec: InputRecord{Name: name, SHA256: hex.EncodeToString(h.Sum(nil)), Bytes: n,
-			Format: FormatText, Source: in.Source, Generator: in.Generator, Licence: in.Licence, Stage: in.Stage}}
+		format := FormatText
+		if len(docs) > 0 && docs[0].Messages != nil {
+			format = FormatJSONL
+		}
+		return source{in: in, docs: docs, rec: InputRecord{Name: name, SHA256: hex.EncodeToString(h.Sum(nil)), Bytes: n,
+			Format: format, Source: in.Source, Generator: in.Generator, Licence: in.Licence, Stage: in.Stage}}
+	}
+	texts := func(ts []string) []Doc {
+		out := make([]Doc, len(ts))
+		for i, t := range ts {
+			out[i] = Doc{Text: t}
+		}
+		return out
 	}
 	if cfg.Builtin {
-		var texts []string
+		var ts []string
 		for _, f := range Builtin() {
-			texts = append(texts, splitParagraphs(string(f.Text))...)
+			ts = append(ts, splitParagraphs(string(f.Text))...)
 		}
-		out = append(out, mk("builtin:ko-en", Input{Source: "natural", Licence: BuiltinLicence, Stage: "pretrain"}, texts))
+		out = append(out, mk("builtin:ko-en", Input{Source: "natural", Licence: BuiltinLicence, Stage: "pretrain"}, texts(ts)))
 	}
 	if cfg.Synthetic > 0 {
-		var texts []string
+		var ts []string
 		for _, d := range Synthetic(cfg.SyntheticSeed, cfg.Synthetic) {
-			texts = append(texts, d.Text)
+			ts = append(ts, d.Text)
 		}
 		name := fmt.Sprintf("%s:%d:%d", SynthGenerator, cfg.Synthetic, cfg.SyntheticSeed)
-		out = append(out, mk(name, Input{Source: "synthetic", Generator: SynthGenerator, Licence: BuiltinLicence, Stage: "pretrain"}, texts))
+		out = append(out, mk(name, Input{Source: "synthetic", Generator: SynthGenerator, Licence: BuiltinLicence, Stage: "pretrain"}, texts(ts)))
+	}
+	// Post-training data from the instruction generator's training split.
+	for _, g := range []struct {
+		n            int
+		stage, which string
+	}{{cfg.Instructions, "sft", "instructions"}, {cfg.Pairs, "preference", "pairs"}} {
+		if g.n <= 0 {
+			continue
+		}
+		var docs []Doc
+		for _, in := range Instructions(cfg.SyntheticSeed, g.n, false) {
+			d := Doc{Text: in.Prompt + "\n" + in.Answer, Messages: in.Messages()}
+			if g.which == "pairs" {
+				d.Text += "\n" + in.Wrong
+				d.Rejected = []tokenizer.Message{d.Messages[0], {Role: tokenizer.RoleAssistant, Content: in.Wrong}}
+			}
+			docs = append(docs, d)
+		}
+		name := fmt.Sprintf("%s:%s:%d:%d", InstructGenerator, g.which, g.n, cfg.SyntheticSeed)
+		out = append(out, mk(name, Input{Source: "synthetic", Generator: InstructGenerator, Licence: BuiltinLicence, Stage: g.stage}, docs))
 	}
 	return out
 }

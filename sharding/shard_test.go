@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ipfs/go-cid"
@@ -46,6 +47,39 @@ func maskedShard(t testing.TB) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+func pairShard(t testing.TB) []byte {
+	tok, _ := contentstore.BlockCID(contentstore.CodecRaw, []byte("tokenizer"))
+	rows := [][]int32{{1, 2, 3, 4, 5}, {1, 2, 7, 8, 9}}
+	masks := [][]bool{{false, false, true, true, false}, {false, false, true, false, false}}
+	var b bytes.Buffer
+	if err := EncodePairShard(&b, 300, 4, tok, rows, masks); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// A shard of preference pairs (version 3) reads back as pairs; an odd
+// number of rows, or a row without an answer, cannot be written or read.
+func TestPairShard(t *testing.T) {
+	b := pairShard(t)
+	s, err := DecodeShard(b)
+	if err != nil || !s.Pairs || b[8] != 3 {
+		t.Fatalf("%v, pairs %v, version %d", err, s != nil && s.Pairs, b[8])
+	}
+	tok, _ := contentstore.BlockCID(contentstore.CodecRaw, []byte("tokenizer"))
+	var w bytes.Buffer
+	if err := EncodePairShard(&w, 300, 4, tok, [][]int32{{1, 2, 3, 4, 5}}, [][]bool{{true, true, true, true, true}}); err == nil {
+		t.Fatal("half a pair written")
+	}
+	w.Reset()
+	if err := EncodePairShard(&w, 300, 4, tok, [][]int32{{1, 2, 3, 4, 5}, {1, 2, 3, 4, 5}}, [][]bool{{false, true, false, false, false}, make([]bool, 5)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeShard(w.Bytes()); err == nil || !strings.Contains(err.Error(), "no answer") {
+		t.Fatalf("a pair row without a target: %v", err)
+	}
 }
 
 // A shard with a loss mask (version 2) reads back with it, covered by the
@@ -101,6 +135,7 @@ func FuzzDecodeShard(f *testing.F) {
 	f.Add(sampleShard(f, 300))
 	f.Add(sampleShard(f, 70000))
 	f.Add(maskedShard(f))
+	f.Add(pairShard(f))
 	f.Add([]byte("FOMSHARD"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := DecodeShard(b)
@@ -117,6 +152,9 @@ func FuzzDecodeShard(f *testing.F) {
 		}
 		if s.Mask != nil && len(s.Mask) != len(s.Tokens) {
 			t.Fatalf("%d mask bits for %d tokens", len(s.Mask), len(s.Tokens))
+		}
+		if s.Pairs && (s.Mask == nil || s.Rows%2 != 0) {
+			t.Fatalf("pairs with mask %v and %d rows", s.Mask != nil, s.Rows)
 		}
 	})
 }
