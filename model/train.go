@@ -144,3 +144,37 @@ func Evaluate(m *Model, c *Corpus, b, t, maxBatches int) (float32, error) {
 	}
 	return float32(sum / float64(n)), nil
 }
+
+// EvaluatePreference returns the preference statistics of policy m (and
+// the reference ref, for DPO) over up to maxBatches batches of whole pairs
+// of c, averaged by pair.
+func EvaluatePreference(m, ref *Model, c *Corpus, b, t int, pc PrefConfig, maxBatches int) (PrefStats, error) {
+	var out PrefStats
+	n := 0
+	stop := errors.New("enough")
+	err := c.Windows(b, t, func(tokens, targets []int32, rows int) error {
+		if maxBatches > 0 && n >= maxBatches {
+			return stop
+		}
+		st, err := m.PreferenceForward(ref, tokens, targets, rows, t, pc, false)
+		if err != nil {
+			return err
+		}
+		w := float64(st.Pairs)
+		out.Loss += st.Loss * w
+		out.Accuracy += st.Accuracy * w
+		out.Margin += st.Margin * w
+		out.Pairs += st.Pairs
+		n++
+		return nil
+	})
+	if err != nil && err != stop {
+		return out, err
+	}
+	if out.Pairs == 0 {
+		return out, fmt.Errorf("%w: no whole pair of %d tokens (+1 target) to evaluate", ErrCorpus, t)
+	}
+	w := float64(out.Pairs)
+	out.Loss, out.Accuracy, out.Margin = out.Loss/w, out.Accuracy/w, out.Margin/w
+	return out, nil
+}

@@ -54,6 +54,8 @@ type API interface {
 	Audit(ctx context.Context, ck cid.Cid, o AuditOptions, progress contentstore.Progress) (*AuditReport, error)
 	// CheckFraud re-checks a fraud proof by re-executing what it quotes.
 	CheckFraud(ctx context.Context, proof cid.Cid) (*FraudCheck, error)
+	// Lineage walks checkpoint ck's lineage through every stage (stage.go).
+	Lineage(ctx context.Context, ck cid.Cid) ([]LineageStage, error)
 }
 
 var (
@@ -266,7 +268,13 @@ func dispatch(ctx context.Context, n API, op string, req apiRequest, progress co
 		}
 		return c.String(), nil
 	case "run/create":
-		spec, err := DecodeRunSpec(req.Spec)
+		// A draft: CreateRun completes it (tokenizer, a stage's model)
+		// and validates it.
+		var spec *RunSpec
+		err := decodeStrict(req.Spec, 1<<20, &spec)
+		if err == nil && spec == nil {
+			err = errors.New("run/create: no spec")
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -291,6 +299,8 @@ func dispatch(ctx context.Context, n API, op string, req apiRequest, progress co
 		return n.Audit(ctx, c, AuditOptions{From: req.From, Sample: req.Sample}, progress)
 	case "fraud":
 		return n.CheckFraud(ctx, c)
+	case "lineage":
+		return n.Lineage(ctx, c)
 	case "resolve":
 		return n.Resolve(ctx, c)
 	case "mirror":
@@ -470,6 +480,11 @@ func (c *Client) CheckFraud(ctx context.Context, k cid.Cid) (*FraudCheck, error)
 	return &r, c.call(ctx, "fraud", apiRequest{CID: k.String()}, nil, &r)
 }
 
+func (c *Client) Lineage(ctx context.Context, k cid.Cid) ([]LineageStage, error) {
+	var r []LineageStage
+	return r, c.call(ctx, "lineage", apiRequest{CID: k.String()}, nil, &r)
+}
+
 func (c *Client) Resolve(ctx context.Context, k cid.Cid) (bool, error) {
 	var ok bool
 	return ok, c.call(ctx, "resolve", apiRequest{CID: k.String()}, nil, &ok)
@@ -537,7 +552,7 @@ func (c *Client) PublishDataset(ctx context.Context, dir string) (cid.Cid, error
 }
 
 func (c *Client) CreateRun(ctx context.Context, spec *RunSpec) (cid.Cid, error) {
-	b, _, err := EncodeRunSpec(spec)
+	b, err := json.Marshal(spec)
 	if err != nil {
 		return cid.Undef, err
 	}

@@ -26,14 +26,17 @@ type RunSpec struct {
 	Format string `json:"format"`
 	Name   string `json:"name"`
 	// Model is the model's Hugging Face config.json (LlamaForCausalLM).
-	Model json.RawMessage `json:"model"`
+	Model json.RawMessage `json:"model,omitempty"`
 	// Dataset links the dataset manifest (fomnet data prepare); its
 	// tokenizer is the run's tokenizer.
 	Dataset sharding.Link `json:"dataset"`
 	// Tokenizer links the tokenizer (tokenizer.json); Node.CreateRun sets
 	// it from the dataset's manifest, and participants check they agree.
 	Tokenizer *sharding.Link `json:"tokenizer,omitempty"`
-	Stage     string         `json:"stage"`
+	// From, if set, is the checkpoint this run starts from (a stage after
+	// another: stage.go) instead of the seed's genesis weights.
+	From  *sharding.Link `json:"from,omitempty"`
+	Stage string         `json:"stage"`
 	// Rounds is how many outer rounds the run trains.
 	Rounds int       `json:"rounds"`
 	Inner  InnerSpec `json:"inner"`
@@ -80,6 +83,21 @@ type InnerSpec struct {
 	// ShardsPerRound is how many shard visits the data pipeline's schedule
 	// hands out per round, spread over the round's participants.
 	ShardsPerRound int `json:"shards_per_round"`
+	// Objective is what the inner steps minimise: absent, cross-entropy;
+	// "dpo" (the stage's base, From, is the frozen reference) or "simpo",
+	// preference objectives with Beta and Gamma (model.PrefConfig), which
+	// train on a dataset of pairs with batches of whole pairs.
+	Objective string  `json:"objective,omitempty"`
+	Beta      float64 `json:"beta,omitempty"`
+	Gamma     float64 `json:"gamma,omitempty"`
+}
+
+// Pref is the run's preference objective, if it has one.
+func (r *RunSpec) Pref() (model.PrefConfig, bool) {
+	if r.Inner.Objective == "" {
+		return model.PrefConfig{}, false
+	}
+	return model.PrefConfig{Objective: r.Inner.Objective, Beta: r.Inner.Beta, Gamma: r.Inner.Gamma}, true
 }
 
 // ModelConfig decodes the run's model.
@@ -126,6 +144,11 @@ func (r *RunSpec) Validate() error {
 			return fmt.Errorf("run: tokenizer link: %w", err)
 		}
 	}
+	if r.From != nil {
+		if _, err := r.From.Cid(); err != nil {
+			return fmt.Errorf("run: from link: %w", err)
+		}
+	}
 	if r.Rounds < 1 || r.Rounds > 1_000_000 {
 		return fmt.Errorf("run: rounds %d outside 1..1000000", r.Rounds)
 	}
@@ -139,6 +162,19 @@ func (r *RunSpec) Validate() error {
 	}
 	if r.Inner.ShardsPerRound < 1 || r.Inner.ShardsPerRound > 1<<16 {
 		return fmt.Errorf("run: inner shards_per_round %d outside 1..65536", r.Inner.ShardsPerRound)
+	}
+	if pc, ok := r.Pref(); ok {
+		if err := pc.Validate(); err != nil {
+			return fmt.Errorf("run: inner: %w", err)
+		}
+		if pc.Objective == model.ObjectiveDPO && r.From == nil {
+			return fmt.Errorf("run: inner objective dpo needs from: the checkpoint the stage starts from is its reference")
+		}
+		if r.Inner.Batch%2 != 0 {
+			return fmt.Errorf("run: inner batch %d: a preference objective's batches are pairs of rows (an even number)", r.Inner.Batch)
+		}
+	} else if r.Inner.Beta != 0 || r.Inner.Gamma != 0 {
+		return fmt.Errorf("run: inner beta and gamma are for a preference objective (dpo, simpo); the run has none")
 	}
 	if q := r.SpotCheckShare(); !(q >= 0 && q <= 1) {
 		return fmt.Errorf("run: spot_check %v is not a share between 0 and 1", q)

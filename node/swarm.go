@@ -46,6 +46,15 @@ func (n *Node) CreateRun(ctx context.Context, spec *RunSpec) (cid.Cid, error) {
 	} else if spec.Tokenizer.CID != man.Tokenizer.CID {
 		return cid.Undef, fmt.Errorf("run: tokenizer %s is not the dataset's (%s)", spec.Tokenizer.CID, man.Tokenizer.CID)
 	}
+	if spec.From != nil {
+		ds, err := n.loadDatasetHead(ctx, ds, nil)
+		if err != nil {
+			return cid.Undef, err
+		}
+		if _, err := n.stageBase(ctx, spec, ds.Tokenizer); err != nil {
+			return cid.Undef, err
+		}
+	}
 	b, id, err := EncodeRunSpec(spec)
 	if err != nil {
 		return cid.Undef, err
@@ -305,13 +314,22 @@ func (n *Node) newParticipant(ctx context.Context, id cid.Cid, o RunOptions, fol
 	if err != nil {
 		return nil, err
 	}
-	p.m.Init(spec.Seed)
 	nParams := p.m.Layout.Size
-	p.global = make([]float32, nParams)
-	o.Backend.Download(p.global, p.m.Params)
+	if spec.From != nil {
+		if p.global, err = n.stageBase(ctx, spec, ds.Tokenizer); err != nil {
+			return nil, fmt.Errorf("run %s: %w", id, err)
+		}
+	} else {
+		p.m.Init(spec.Seed)
+		p.global = make([]float32, nParams)
+		o.Backend.Download(p.global, p.m.Params)
+	}
 	p.outer = gradsync.NewOuterOptimizer(sc, nParams)
 	p.parts = gradsync.Partitions(nParams, sc.Partitions)
 	p.ru = &rules{run: id, spec: spec, sync: sc, codec: codec, parts: p.parts, n: nParams}
+	if pc, ok := spec.Pref(); ok && pc.Objective == model.ObjectiveDPO {
+		p.ru.refWeights = slices.Clone(p.global) // the stage base, frozen
+	}
 	p.verified, p.worse = map[string]int{}, map[string]bool{}
 	for _, r := range p.parts {
 		p.efs = append(p.efs, gradsync.NewErrorFeedback(codec, r.Size))
@@ -491,24 +509,37 @@ func (p *Participant) loadData(ds *Dataset) error {
 		return fmt.Errorf("run: the dataset's conversations are packed in rows of %d tokens (+1 target); the run's sequences of %d do not fit in one",
 			ds.Manifest.SeqLen, p.spec.Inner.Seq)
 	}
+	pairs := slices.ContainsFunc(ds.Shards, func(sh *sharding.Shard) bool { return sh.Pairs })
+	if _, pref := p.spec.Pref(); pairs != pref {
+		return fmt.Errorf("run: objective %q on a dataset %s preference pairs: pairs train with dpo or simpo, and only pairs do",
+			p.spec.Inner.Objective, map[bool]string{true: "of", false: "without"}[pairs])
+	}
+	unit := 1 // rows that stay together: a pair's two
+	if pairs {
+		unit = 2
+	}
 	for i, sh := range ds.Shards {
 		lang := ds.Manifest.Shards[i].Language
 		var tr, va [][]int32
 		var trm, vam [][]bool
 		for r := 0; r < sh.Rows; r++ {
-			// Every tenth row, or the first row of a shard too small to
+			// Every tenth row (pair), or the first of a shard too small to
 			// have a tenth (the last row may be padded short).
-			if r%10 == 9 || (sh.Rows >= 2 && sh.Rows < 10 && r == 0) {
+			u, units := r/unit, sh.Rows/unit
+			if u%10 == 9 || (units >= 2 && units < 10 && u == 0) {
 				va, vam = append(va, sh.Row(r)), append(vam, sh.RowMask(r))
 			} else {
 				tr, trm = append(tr, sh.Row(r)), append(trm, sh.RowMask(r))
 			}
 		}
 		add := func(c *model.Corpus, rows [][]int32, masks [][]bool) error {
-			if !masked {
-				return c.AddRows(rows, pad, eos, p.cfg.Vocab)
+			switch {
+			case pairs:
+				return c.AddPairRows(rows, masks, pad, eos, p.cfg.Vocab)
+			case masked:
+				return c.AddMaskedRows(rows, masks, pad, eos, p.cfg.Vocab)
 			}
-			return c.AddMaskedRows(rows, masks, pad, eos, p.cfg.Vocab)
+			return c.AddRows(rows, pad, eos, p.cfg.Vocab)
 		}
 		c := &model.Corpus{}
 		if err := add(c, tr, trm); err != nil {
@@ -578,6 +609,14 @@ func (p *Participant) roundData(r int, author peer.ID, members []peer.ID) (*mode
 // each language, and of each language and source (keys "ko",
 // "ko/natural", …; a split shorter than one sequence is left out).
 func (p *Participant) ValLoss() (map[string]float64, error) {
+	if _, ok := p.spec.Pref(); ok {
+		st, err := p.ValPreference()
+		out := map[string]float64{}
+		for k, s := range st {
+			out[k] = s.Loss
+		}
+		return out, err
+	}
 	p.opts.Backend.Upload(p.m.Params, p.global)
 	out := map[string]float64{}
 	for lang, c := range p.val {
@@ -589,6 +628,36 @@ func (p *Participant) ValLoss() (map[string]float64, error) {
 			return nil, err
 		}
 		out[lang] = float64(l)
+	}
+	return out, nil
+}
+
+// ValPreference evaluates a preference run's current weights on the
+// validation pairs, per language (and language/source): the objective's
+// loss, how often the policy prefers the chosen answer, and the margin.
+func (p *Participant) ValPreference() (map[string]model.PrefStats, error) {
+	pc, ok := p.spec.Pref()
+	if !ok {
+		return nil, fmt.Errorf("run %s: no preference objective", p.id)
+	}
+	var ref *model.Model
+	if pc.Objective == model.ObjectiveDPO {
+		var err error
+		if ref, err = p.ru.reference(p.opts.Backend); err != nil {
+			return nil, err
+		}
+	}
+	p.opts.Backend.Upload(p.m.Params, p.global)
+	out := map[string]model.PrefStats{}
+	for lang, c := range p.val {
+		if len(c.Tokens) < 2*p.spec.Inner.Seq+2 {
+			continue
+		}
+		st, err := model.EvaluatePreference(p.m, ref, c, p.spec.Inner.Batch, p.spec.Inner.Seq, pc, 8)
+		if err != nil {
+			return nil, err
+		}
+		out[lang] = st
 	}
 	return out, nil
 }
@@ -840,8 +909,10 @@ func (p *Participant) runRound(ctx context.Context) error {
 			if moved, err := forks.adopt(ctx); err != nil || moved {
 				return err
 			}
-			w.hold, wait = true, wait-1 // the same wait goes on
-			continue
+			if closed { // it stopped for the fork: the same wait goes on
+				w.hold, wait = true, wait-1
+				continue
+			}
 		}
 		if closed {
 			break
@@ -1272,7 +1343,7 @@ type roundWait struct {
 	pending  []inMsg
 	deadline *time.Timer
 	resend   *time.Ticker
-	hold     bool // the next until keeps the running deadline
+	hold     bool // the next until keeps the running (not yet fired) deadline
 	// Fetches run beside the wait; their results come back as functions
 	// run on the waiting goroutine. stop cancels and waits for them.
 	ctx     context.Context
@@ -1565,6 +1636,7 @@ func (p *Participant) genesis(ctx context.Context) error {
 // initial state (the spec's seed) into a scratch directory.
 func (p *Participant) writeGenesis(ctx context.Context) (*state, error) {
 	rec := newRoundRecord(p.id, 0)
+	rec.Base = p.spec.From // a stage's genesis links the checkpoint it starts from
 	dir, ck, err := p.writeCheckpoint(ctx, rec, p.global, p.outer, "scratch-")
 	if err != nil {
 		return nil, err

@@ -29,6 +29,13 @@ import (
 // creates a small run; it returns the run ID.
 func smallRun(t *testing.T, c *nodetest.Cluster, rounds int) *node.RunSpec {
 	t.Helper()
+	spec, _ := smallRunDir(t, c, rounds)
+	return spec
+}
+
+// smallRunDir is smallRun, with the prepared dataset's directory.
+func smallRunDir(t *testing.T, c *nodetest.Cluster, rounds int) (*node.RunSpec, string) {
+	t.Helper()
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "ds")
 	prep, err := node.PrepareBuiltinDataset(ctx, dir, 512, 32, 300)
@@ -51,7 +58,7 @@ func smallRun(t *testing.T, c *nodetest.Cluster, rounds int) *node.RunSpec {
 		t.Fatal(err)
 	}
 	spec.Inner.Batch, spec.Inner.Seq, spec.Inner.Warmup = 2, 32, 2
-	return spec
+	return spec, dir
 }
 
 // Four nodes on loopback train a run together and hold the same checkpoint

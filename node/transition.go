@@ -14,6 +14,7 @@ import (
 
 	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/sharding"
 	"github.com/ipfs/go-cid"
@@ -141,6 +142,11 @@ type rules struct {
 	// guards it (evidence is checked beside the rounds).
 	memoMu sync.Mutex
 	memo   map[string]aggregated
+	// refWeights are a DPO run's reference (its stage base's weights);
+	// refs the reference model built from them on each backend.
+	refWeights []float32
+	refMu      sync.Mutex
+	refs       map[kernels.Backend]*model.Model
 }
 
 type aggregated struct {
@@ -211,6 +217,10 @@ func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.Error
 	B, T := ru.spec.Inner.Batch, ru.spec.Inner.Seq
 	tokens, targets := make([]int32, B*T), make([]int32, B*T)
 	seed := peerSeed(ru.spec.Seed, j.author)
+	loss, err := ru.objective(m)
+	if err != nil {
+		return nil, err
+	}
 	for s := 0; s < H; s++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -219,7 +229,7 @@ func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.Error
 			return nil, err
 		}
 		m.ZeroGrad()
-		l, err := m.Forward(tokens, targets, B, T, true)
+		l, err := loss(tokens, targets, B, T)
 		if err != nil {
 			return nil, err
 		}
@@ -242,6 +252,56 @@ func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.Error
 		encs[i] = efs[i].Encode(nil, delta[pr.Offset:pr.Offset+pr.Size])
 	}
 	return encs, nil
+}
+
+// objective is the run's inner loss on m, leaving its gradient for
+// Backward: cross-entropy, or a preference objective (DPO against the
+// reference: the stage base's weights on m's backend).
+func (ru *rules) objective(m *model.Model) (func(tokens, targets []int32, b, t int) (float32, error), error) {
+	pc, ok := ru.spec.Pref()
+	if !ok {
+		return func(tokens, targets []int32, b, t int) (float32, error) {
+			return m.Forward(tokens, targets, b, t, true)
+		}, nil
+	}
+	var ref *model.Model
+	if pc.Objective == model.ObjectiveDPO {
+		var err error
+		if ref, err = ru.reference(m.Backend()); err != nil {
+			return nil, err
+		}
+	}
+	return func(tokens, targets []int32, b, t int) (float32, error) {
+		st, err := m.PreferenceForward(ref, tokens, targets, b, t, pc, true)
+		return float32(st.Loss), err
+	}, nil
+}
+
+// reference is the frozen reference model of a DPO run on backend be:
+// the stage base's weights, built once per backend.
+func (ru *rules) reference(be kernels.Backend) (*model.Model, error) {
+	ru.refMu.Lock()
+	defer ru.refMu.Unlock()
+	if m := ru.refs[be]; m != nil {
+		return m, nil
+	}
+	if ru.refWeights == nil {
+		return nil, errors.New("run: DPO without the stage base's weights")
+	}
+	cfg, err := ru.spec.ModelConfig()
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.New(be, cfg)
+	if err != nil {
+		return nil, err
+	}
+	be.Upload(m.Params, ru.refWeights)
+	if ru.refs == nil {
+		ru.refs = map[kernels.Backend]*model.Model{}
+	}
+	ru.refs[be] = m
+	return m, nil
 }
 
 // input is a contribution admitted to a round: its CID, root and the

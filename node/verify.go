@@ -212,7 +212,7 @@ func (p *Participant) readRecordOf(ctx context.Context, ck cid.Cid, r int) (*rou
 	if err != nil {
 		return nil, rejected(RejectFetch, fmt.Errorf("checkpoint %s: %w", ck, err))
 	}
-	if rec.Run.CID != p.id.String() || rec.Round != r || (r > 0) != (rec.Base != nil) {
+	if rec.Run.CID != p.id.String() || rec.Round != r || (r > 0 && rec.Base == nil) || (r == 0 && !sameLink(rec.Base, p.spec.From)) {
 		return nil, rejected(RejectLineage, fmt.Errorf("checkpoint %s: round.json says run %s round %d, want run %s round %d", ck, rec.Run.CID, rec.Round, p.id, r))
 	}
 	return rec, nil

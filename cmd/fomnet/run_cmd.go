@@ -16,6 +16,7 @@ import (
 	"github.com/fomnet/fomnet/gradsync"
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/node"
+	"github.com/fomnet/fomnet/sharding"
 )
 
 func newDataPublishCmd(e *env) *cobra.Command {
@@ -63,6 +64,9 @@ func newRunCreateCmd(e *env) *cobra.Command {
 	var (
 		f                                nodeFlags
 		data, preset, name, codec, sched string
+		from, stage, objective           string
+		ropeTheta, prefBeta, prefGamma   float64
+		ctxLen                           int
 		rounds, h, batch, seq, warmup    int
 		warmupRounds, warmupH            int
 		seed                             uint64
@@ -78,7 +82,13 @@ func newRunCreateCmd(e *env) *cobra.Command {
 		Long: `Write a run spec — model preset, dataset, rounds, inner recipe, DiLoCo sync
 settings, seed — as a dag-json block in the node and print its CID, the run
 ID. --data takes a dataset CID or a prepared dataset directory (published
-first). Nodes take part with fomnet join RUN-ID.`,
+first). Nodes take part with fomnet join RUN-ID.
+
+A later stage of a recipe (mid-training, SFT, preference) starts from a
+checkpoint: --from CID makes it the run's genesis weights (its model, unless
+--preset is given; the shapes must match, while --rope-theta and --context may
+change them for long-context mid-training) and links it, so the lineage goes
+on into the run before (fomnet checkpoint lineage).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if data == "" {
@@ -87,6 +97,19 @@ first). Nodes take part with fomnet join RUN-ID.`,
 			mc, err := model.Preset(preset)
 			if err != nil {
 				return usageError{err}
+			}
+			ownModel := from == "" || cmd.Flags().Changed("preset")
+			if !ownModel && (ropeTheta != 0 || ctxLen != 0) {
+				return usagef("--rope-theta and --context change a --preset's model; with --from alone the run keeps the checkpoint's")
+			}
+			if ropeTheta != 0 {
+				mc.RopeTheta = ropeTheta
+			}
+			if ctxLen != 0 {
+				mc.MaxSeq = ctxLen
+			}
+			if !cmd.Flags().Changed("stage") && from != "" {
+				stage = "sft"
 			}
 			sc := gradsync.DefaultConfig()
 			sc.H, sc.Codec, sc.OuterLR, sc.Momentum, sc.RoundDeadline, sc.Quorum = h, codec, outerLR, momentum, deadline, quorum
@@ -128,8 +151,24 @@ first). Nodes take part with fomnet join RUN-ID.`,
 			if cmd.Flags().Changed("beta2") {
 				spec.Inner.Beta2 = beta2
 			}
+			spec.Stage = stage
+			spec.Inner.Objective = objective
+			if objective != "" {
+				spec.Inner.Beta, spec.Inner.Gamma = prefBeta, prefGamma
+			}
+			if from != "" {
+				k, err := cid.Decode(from)
+				if err != nil {
+					return usagef("--from %q is not a checkpoint CID: %v", from, err)
+				}
+				l := sharding.LinkTo(k)
+				spec.From = &l
+			}
 			if err := spec.Validate(); err != nil {
 				return usageError{err}
+			}
+			if !ownModel {
+				spec.Model = nil // the node takes the checkpoint's (CreateRun)
 			}
 			return withNode(ctxOf(cmd), e, &f, false, false, func(api node.API) error {
 				if dir != "" {
@@ -158,7 +197,14 @@ first). Nodes take part with fomnet join RUN-ID.`,
 	f.addTimeout(cmd, e)
 	fl := cmd.Flags()
 	fl.StringVar(&data, "data", "", "dataset CID, or a dataset directory from fomnet data prepare")
-	fl.StringVar(&preset, "preset", "demo", "model preset")
+	fl.StringVar(&preset, "preset", "demo", "model preset (with --from: only when given, and of the checkpoint's shape)")
+	fl.StringVar(&from, "from", "", "checkpoint CID this stage starts from (its weights are the genesis)")
+	fl.StringVar(&stage, "stage", "pretrain", "the recipe stage this run is: pretrain, midtrain, sft, preference (default sft with --from)")
+	fl.StringVar(&objective, "objective", "", "inner objective: cross-entropy (empty), or on preference pairs dpo (needs --from: its reference) or simpo")
+	fl.Float64Var(&prefBeta, "beta", 0.1, "the preference objective's β")
+	fl.Float64Var(&prefGamma, "gamma", 0, "SimPO's target margin γ")
+	fl.Float64Var(&ropeTheta, "rope-theta", 0, "RoPE base of the preset's model (0: the preset's)")
+	fl.IntVar(&ctxLen, "context", 0, "context length (max_position_embeddings) of the preset's model (0: the preset's)")
 	fl.StringVar(&name, "name", "fomnet run", "a name for people")
 	fl.IntVar(&rounds, "rounds", 100, "outer rounds")
 	fl.IntVar(&h, "h", 100, "inner steps per round")
@@ -394,7 +440,54 @@ func newCheckpointCmd(e *env) *cobra.Command {
 	}
 	f.addHome(ls)
 	ls.Flags().BoolVar(&asJSON, "json", false, "print [{run, round, cid}] as JSON")
-	cmd.AddCommand(ls, newCheckpointVerifyCmd(e))
+	cmd.AddCommand(ls, newCheckpointVerifyCmd(e), newCheckpointLineageCmd(e))
+	return cmd
+}
+
+func newCheckpointLineageCmd(e *env) *cobra.Command {
+	var f nodeFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "lineage CID",
+		Short: "Walk a checkpoint's lineage through every stage, back to the first genesis",
+		Long: `Follow the base links of a checkpoint's round records (fetched through the
+node on --home) round by round; a stage's genesis links the checkpoint the
+stage started from, so the walk goes on into the stage before. Prints one line
+per run, newest first: stage, run, rounds walked, last and first checkpoint.
+Exit status 1 if a link does not hold (a round's base of another round or run,
+a genesis whose base is not its spec's from).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("checkpoint lineage takes one checkpoint CID, got %d arguments", len(args))
+			}
+			_, err := parseCID(args[0])
+			return err
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ck, _ := cid.Decode(args[0])
+			return withNode(ctxOf(cmd), e, &f, true, false, func(api node.API) error {
+				stages, err := api.Lineage(ctxOf(cmd), ck)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return e.printJSON(stages)
+				}
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				for _, s := range stages {
+					if s.Run == "" {
+						fmt.Fprintf(tw, "(no run)\t-\t-\t%s\n", s.Last)
+						continue
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d rounds\t%s … %s\n", s.Stage, s.Run, s.Rounds, s.Last, s.First)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	f.addHome(cmd)
+	f.addTimeout(cmd, e)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print [{run, stage, name, rounds, last, first}] as JSON, newest first")
 	return cmd
 }
 

@@ -365,6 +365,7 @@ func TestRunCommands(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 3 || rows[2]["cid"] != results[0] {
 		t.Fatalf("checkpoint ls: %q", out)
 	}
+	runStages(t, homes[0], ds, run, results[0])
 	// The seeding daemon follows the run in the background, and stops.
 	if out, errs, code := fomnet(t, "mirror", "--follow", "--home", a, run); code != 0 || !strings.Contains(out, "follows run "+run) {
 		t.Fatalf("mirror --follow through the daemon: %d %q %s", code, out, errs)
@@ -374,5 +375,36 @@ func TestRunCommands(t *testing.T) {
 	}
 	if _, errs, code := fomnet(t, "mirror", "--unfollow", "--home", a, run); code != 1 || !strings.Contains(errs, "not followed") {
 		t.Fatalf("mirror --unfollow twice: %d %s", code, errs)
+	}
+}
+
+// runStages creates a stage from checkpoint last (of run, held in home)
+// over the CLI, and walks last's lineage.
+func runStages(t *testing.T, home, ds, run, last string) {
+	t.Helper()
+	out, errs, code := fomnet(t, "run", "create", "--home", home, "--data", ds, "--from", last, "--rounds", "1", "--h", "2",
+		"--batch", "2", "--seq", "32", "--warmup", "1", "--json")
+	var created map[string]string
+	if code != 0 || json.Unmarshal([]byte(out), &created) != nil {
+		t.Fatalf("run create --from: %d %q %s", code, out, errs)
+	}
+	out, errs, code = fomnet(t, "run", "show", "--home", home, created["run_id"], "--json")
+	var spec node.RunSpec
+	if code != 0 || json.Unmarshal([]byte(out), &spec) != nil || spec.Stage != "sft" || spec.From == nil || spec.From.CID != last {
+		t.Fatalf("run show of a stage: %d %q %s", code, out, errs)
+	}
+	if _, err := spec.ModelConfig(); err != nil {
+		t.Fatalf("the stage's model: %v", err)
+	}
+	if _, errs, code := fomnet(t, "run", "create", "--home", home, "--data", ds, "--from", last, "--rope-theta", "1e6"); code != 2 || !strings.Contains(errs, "--preset") {
+		t.Fatalf("--rope-theta with --from alone: exit %d, %s", code, errs)
+	}
+	if _, errs, code := fomnet(t, "run", "create", "--home", home, "--data", ds, "--from", run, "--seq", "32"); code != 1 || !strings.Contains(errs, "not a checkpoint") {
+		t.Fatalf("--from a run ID: exit %d, %s", code, errs)
+	}
+	out, errs, code = fomnet(t, "checkpoint", "lineage", "--home", home, last, "--json")
+	var stages []node.LineageStage
+	if code != 0 || json.Unmarshal([]byte(out), &stages) != nil || len(stages) != 1 || stages[0].Run != run || stages[0].Rounds != 2 || stages[0].Stage != "pretrain" {
+		t.Fatalf("checkpoint lineage: %d %q %s", code, out, errs)
 	}
 }

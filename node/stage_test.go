@@ -1,0 +1,295 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/model"
+	"github.com/fomnet/fomnet/node"
+	"github.com/fomnet/fomnet/node/nodetest"
+	"github.com/fomnet/fomnet/sharding"
+	"github.com/fomnet/fomnet/tokenizer"
+)
+
+// A stage is a run that starts from another run's checkpoint: two nodes
+// pretrain, then fine-tune on conversations from the pretraining's last
+// checkpoint. The SFT run's genesis holds that checkpoint's weights, and
+// the lineage walks from the SFT's last checkpoint through both runs to
+// the pretraining genesis. A stage spec that cannot start from its
+// checkpoint is refused with a clear error.
+func TestStages(t *testing.T) {
+	const n, rounds = 2, 2
+	c := nodetest.New(t, n, nodetest.Options{})
+	c.ConnectAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	pre, dsDir := smallRunDir(t, c, rounds)
+	preID, err := c.Nodes[0].CreateRun(ctx, pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := openAll(t, c, preID, n, func(int, node.RoundEvent) {})
+	for i, err := range runAll(ps, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, rounds) }) {
+		if err != nil {
+			t.Fatalf("pretraining, node %d: %v", i, err)
+		}
+	}
+	last := ps[0].Base()
+
+	// SFT data with the pretraining's tokenizer.
+	tb, err := os.ReadFile(filepath.Join(dsDir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sftCID := conversationsDataset(t, c.Nodes[0], tb)
+	sft := *pre
+	sft.Name, sft.Stage, sft.Dataset, sft.Tokenizer = "sft", "sft", sharding.LinkTo(sftCID), nil
+	from := sharding.LinkTo(last)
+	sft.From = &from
+	sft.Model = nil // the checkpoint's, completed by CreateRun
+	sftID, err := c.Nodes[1].CreateRun(ctx, &sft)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log checkpointLog
+	ss := openAll(t, c, sftID, n, func(_ int, e node.RoundEvent) { log.record(e) })
+	genesis := ss[0].Base()
+	mc, _ := pre.ModelConfig()
+	weights := func(ck cid.Cid) []byte {
+		w, _, err := model.ReadWeights(mc, fileOf(t, c.Nodes[0], ck, "model.safetensors"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		binary.Write(&b, binary.LittleEndian, w)
+		return b.Bytes()
+	}
+	if !bytes.Equal(weights(genesis), weights(last)) {
+		t.Fatalf("the SFT genesis %s does not hold the weights of %s", genesis, last)
+	}
+	for i, err := range runAll(ss, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, rounds) }) {
+		if err != nil {
+			t.Fatalf("SFT, node %d: %v", i, err)
+		}
+	}
+	log.agreed(t, rounds)
+	sameBase(t, ss)
+
+	// The lineage, walked on a node, newest first.
+	stages, err := c.Nodes[1].Lineage(ctx, ss[1].Base())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []node.LineageStage{
+		{Run: sftID.String(), Stage: "sft", Name: "sft", Rounds: rounds, Last: ss[1].Base().String(), First: genesis.String()},
+		{Run: preID.String(), Stage: "pretrain", Name: "test", Rounds: rounds, Last: last.String()},
+	}
+	if len(stages) != 2 {
+		t.Fatalf("lineage %+v", stages)
+	}
+	want[1].First = stages[1].First
+	for i := range want {
+		if stages[i] != want[i] {
+			t.Fatalf("lineage stage %d: %+v, want %+v", i, stages[i], want[i])
+		}
+	}
+
+	// Specs that cannot start from their checkpoint.
+	wider, _ := model.Preset("tiny")
+	wider.Vocab, wider.Dim = 512, 2*wider.Dim
+	hf, _ := model.MarshalHFConfig(wider)
+	ds, _ := pre.Dataset.Cid()
+	nowhere, _ := cid.Decode("bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi")
+	for _, tc := range []struct {
+		name string
+		edit func(s *node.RunSpec)
+		want string
+	}{
+		{"a dataset as base", func(s *node.RunSpec) { l := sharding.LinkTo(ds); s.From = &l }, "not a checkpoint"},
+		{"another shape", func(s *node.RunSpec) { s.Model = hf }, "is not the run's"},
+		{"another tokenizer", func(s *node.RunSpec) {
+			s.Dataset = sharding.LinkTo(conversationsDataset(t, c.Nodes[0], nil))
+		}, "tokenizer.json is not the dataset's"},
+		{"a base nobody has", func(s *node.RunSpec) { l := sharding.LinkTo(nowhere); s.From = &l }, nowhere.String()},
+	} {
+		s := sft
+		s.Tokenizer, s.Model = nil, nil
+		tc.edit(&s)
+		wctx := contentstore.WithWait(ctx, contentstore.Wait{Stall: 2 * time.Second})
+		_, err := c.Nodes[0].CreateRun(wctx, &s)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// conversationsDataset prepares and publishes on nd a small conversations
+// dataset with tokenizer tb (nil: one trained on the conversations).
+func conversationsDataset(t *testing.T, nd *node.Node, tb []byte) cid.Cid {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	var sb strings.Builder
+	for i := range 200 {
+		a, b := i%19+1, i%23+2
+		fmt.Fprintf(&sb, `{"messages":[{"role":"user","content":"What is %d plus %d?"},{"role":"assistant","content":"%d."}]}`+"\n", a, b, a+b)
+	}
+	in := filepath.Join(dir, "chat.jsonl")
+	if err := os.WriteFile(in, []byte(sb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := sharding.PrepareConfig{Inputs: []sharding.Input{{Path: in, Licence: "CC0-1.0", Stage: "sft"}}, Filters: sharding.DefaultFilters(),
+		SeqLen: 32, ShardTokens: 4096}
+	var tk *tokenizer.Tokenizer
+	var err error
+	if tb != nil {
+		tk, err = tokenizer.Parse(tb)
+	} else {
+		texts, _ := sharding.Texts(cfg.Inputs, false, 0, 0)
+		tk, err = tokenizer.Train(ctx, texts, tokenizer.TrainConfig{Vocab: 300})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := filepath.Join(dir, "ds")
+	if _, err := sharding.Prepare(ctx, cfg, tk, ds, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, err := nd.PublishDataset(ctx, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// fileOf reads the file name of the directory ck from nd's store.
+func fileOf(t *testing.T, nd *node.Node, ck cid.Cid, name string) []byte {
+	t.Helper()
+	ctx := context.Background()
+	f, err := nd.Store.Lookup(ctx, ck, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := nd.Store.Open(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A preference stage through the swarm: from a pretrained checkpoint, two
+// nodes train DPO (and, in another run, SimPO) on pairs whose rejected
+// answer is a refusal; the held-out pairs' preference accuracy rises from
+// chance to most, the margin grows, and the nodes agree.
+func TestSwarmPreference(t *testing.T) {
+	const n, rounds = 2, 3
+	c := nodetest.New(t, n, nodetest.Options{})
+	c.ConnectAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	pre, dsDir := smallRunDir(t, c, 1)
+	preID, err := c.Nodes[0].CreateRun(ctx, pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := openAll(t, c, preID, n, func(int, node.RoundEvent) {})
+	for i, err := range runAll(ps, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, 1) }) {
+		if err != nil {
+			t.Fatalf("pretraining, node %d: %v", i, err)
+		}
+	}
+	tb, err := os.ReadFile(filepath.Join(dsDir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs := pairsDataset(t, c.Nodes[0], tb)
+	for _, obj := range []struct {
+		name        string
+		beta, gamma float64
+	}{{"dpo", 0.5, 0}, {"simpo", 2, 0.2}} {
+		spec := *pre
+		spec.Name, spec.Stage, spec.Dataset, spec.Tokenizer, spec.Rounds = "prefer", "preference", sharding.LinkTo(pairs), nil, rounds
+		from := sharding.LinkTo(ps[0].Base())
+		spec.From = &from
+		spec.Inner.Objective, spec.Inner.Beta, spec.Inner.Gamma = obj.name, obj.beta, obj.gamma
+		spec.Inner.Batch, spec.Inner.MaxLR, spec.Inner.MinLR = 4, 3e-3, 3e-3
+		id, err := c.Nodes[0].CreateRun(ctx, &spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var log checkpointLog
+		ss := openAll(t, c, id, n, func(_ int, e node.RoundEvent) { log.record(e) })
+		before, err := ss[0].ValPreference()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, err := range runAll(ss, func(_ int, p *node.Participant) error { return p.RunRounds(ctx, rounds) }) {
+			if err != nil {
+				t.Fatalf("%s, node %d: %v", obj.name, i, err)
+			}
+		}
+		log.agreed(t, rounds)
+		sameBase(t, ss)
+		after, err := ss[1].ValPreference()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, lang := range []string{"en", "ko"} {
+			b, a := before[lang], after[lang]
+			t.Logf("%s %s: %d held-out pairs, accuracy %.2f → %.2f, margin %.3f → %.3f, loss %.3f → %.3f", obj.name, lang, a.Pairs, b.Accuracy, a.Accuracy, b.Margin, a.Margin, b.Loss, a.Loss)
+			if a.Pairs == 0 || a.Accuracy < 0.9 || !(a.Margin > b.Margin) || !(a.Loss < b.Loss) {
+				t.Errorf("%s %s: accuracy %.2f → %.2f, margin %.3f → %.3f", obj.name, lang, b.Accuracy, a.Accuracy, b.Margin, a.Margin)
+			}
+		}
+	}
+}
+
+// pairsDataset prepares and publishes on nd preference pairs (tokenizer
+// tb), in English and Korean: the chosen answer gives the sum, the
+// rejected one refuses.
+func pairsDataset(t *testing.T, nd *node.Node, tb []byte) cid.Cid {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	var sb strings.Builder
+	for i := range 200 {
+		a, b := i%19+1, i%23+2
+		fmt.Fprintf(&sb, `{"prompt":"What is %d plus %d?","chosen":"%d.","rejected":"I do not know."}`+"\n", a, b, a+b)
+		fmt.Fprintf(&sb, `{"prompt":"%d 더하기 %d는?","chosen":"%d입니다.","rejected":"모르겠습니다."}`+"\n", a, b, a+b)
+	}
+	in := filepath.Join(dir, "pairs.jsonl")
+	if err := os.WriteFile(in, []byte(sb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := sharding.PrepareConfig{Inputs: []sharding.Input{{Path: in, Licence: "CC0-1.0", Stage: "preference"}}, Filters: sharding.DefaultFilters(),
+		SeqLen: 32, ShardTokens: 4096}
+	tk, err := tokenizer.Parse(tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := filepath.Join(dir, "ds")
+	if _, err := sharding.Prepare(ctx, cfg, tk, ds, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, err := nd.PublishDataset(ctx, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
