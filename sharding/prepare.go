@@ -42,17 +42,17 @@ type PrepareConfig struct {
 	Builtin bool `json:"builtin,omitempty"`
 	// Synthetic adds this many documents from the built-in synthetic
 	// generator (SynthGenerator, CC0-1.0), seeded by SyntheticSeed.
-	Synthetic     int          `json:"synthetic,omitempty"`
-	SyntheticSeed uint64       `json:"synthetic_seed,omitempty"`
+	Synthetic     int    `json:"synthetic,omitempty"`
+	SyntheticSeed uint64 `json:"synthetic_seed,omitempty"`
 	// Instructions and Pairs add this many bilingual instructions (SFT
 	// conversations) or preference pairs from the built-in post-training
 	// generator (InstructGenerator, its training split), seeded by
 	// SyntheticSeed.
-	Instructions int `json:"instructions,omitempty"`
-	Pairs        int `json:"pairs,omitempty"`
-	Filters       FilterConfig `json:"filters"`
-	SeqLen        int          `json:"seq_len"`      // model context T (default 256)
-	ShardTokens   int          `json:"shard_tokens"` // tokens per shard, about (default 1M)
+	Instructions int          `json:"instructions,omitempty"`
+	Pairs        int          `json:"pairs,omitempty"`
+	Filters      FilterConfig `json:"filters"`
+	SeqLen       int          `json:"seq_len"`      // model context T (default 256)
+	ShardTokens  int          `json:"shard_tokens"` // tokens per shard, about (default 1M)
 	// TrainRoles are the roles of a conversation whose turns are trained
 	// (the loss mask; default: assistant).
 	TrainRoles []string `json:"train_roles,omitempty"`
@@ -466,8 +466,8 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 
 // source is a built-in input: its documents and its recipe record.
 type source struct {
-	in    Input
-	rec   InputRecord
+	in   Input
+	rec  InputRecord
 	docs []Doc
 }
 
