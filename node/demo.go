@@ -12,9 +12,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipfs/go-cid"
+
 	"github.com/fomnet/fomnet/gradsync"
 	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/model"
+	"github.com/fomnet/fomnet/model/eval"
+	"github.com/fomnet/fomnet/sharding"
 	"github.com/fomnet/fomnet/tokenizer"
 	"github.com/libp2p/go-libp2p/core/crypto"
 )
@@ -33,6 +37,14 @@ type DemoOptions struct {
 	Synthetic int
 	Codec     string
 	Seed      uint64
+	// Recipe, after pretraining, runs the rest of KORMo's recipe on the
+	// same swarm: SFT on Instructions built-in instructions, then DPO on
+	// Pairs built-in pairs, PostRounds rounds each, each stage a run from
+	// the last checkpoint of the one before; EvalItems held-out
+	// instructions are asked after each stage.
+	Recipe                          bool
+	PostRounds, Instructions, Pairs int
+	EvalItems                       int
 	// NewBackend starts each node's compute backend.
 	NewBackend func() (kernels.Backend, error)
 	// Progress receives the demo's live lines.
@@ -61,6 +73,20 @@ type DemoResult struct {
 	Frauds           int     `json:"frauds"`
 	SpotCheckSeconds float64 `json:"spot_check_seconds"`
 	TrainSeconds     float64 `json:"train_seconds"`
+	// Stages (with Recipe): the held-out instruction scores after
+	// pretraining and after each later stage, and a chat answer to one
+	// question in each language from the last.
+	Stages []DemoStage `json:"stages,omitempty"`
+	ChatKO string      `json:"chat_ko,omitempty"`
+	ChatEN string      `json:"chat_en,omitempty"`
+}
+
+// DemoStage is one stage of the demo's recipe, as evaluated after it.
+type DemoStage struct {
+	Stage         string                `json:"stage"`
+	RunID         string                `json:"run_id"`
+	CheckpointCID string                `json:"checkpoint_cid"`
+	Instruct      []eval.InstructResult `json:"instruct"`
 }
 
 // demoKey derives node i's identity from the seed, so that the demo is
@@ -163,12 +189,101 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	}
 	spec.Inner.Batch, spec.Inner.Seq, spec.Inner.Warmup = o.Batch, o.Seq, min(o.H, 20)
 	spec.Inner.MaxLR, spec.Inner.MinLR = 3e-3, 3e-4
+	st, err := trainStage(ctx, nodes, spec, o, logf)
+	if err != nil {
+		return nil, err
+	}
+	defer st.close()
+	parts := st.parts
+	res := &DemoResult{RunID: st.runID.String(), CheckpointCID: parts[0].Base().String(), Rounds: o.Rounds, Nodes: len(nodes),
+		Checkpoint:   filepath.Join(nodes[0].Home, "runs", st.runID.String(), fmt.Sprintf("round-%06d", o.Rounds)),
+		ValLossStart: st.valStart, ValLossEnd: st.valEnd, BytesSent: st.sent, BytesReceived: st.recv,
+		Compression: st.compression, SpotChecks: st.spot.SpotChecks, Frauds: st.spot.Frauds,
+		SpotCheckSeconds: st.spot.SpotCheckSeconds, TrainSeconds: st.spot.TrainSeconds}
+	tk, err := tokenizer.Parse(parts[0].tokJSON)
+	if err != nil {
+		return nil, err
+	}
+	m := parts[0].Model()
+	sample := func(prompt string) (string, error) {
+		gen, err := model.Generate(m, tk.Encode(prompt), model.SampleConfig{MaxTokens: 32, Window: o.Seq, Mask: tk.UTF8Mask()}, nil)
+		if err != nil {
+			return "", err
+		}
+		b, err := tk.Decode(gen)
+		return prompt + string(b), err
+	}
+	// Prompts in the form of the synthetic dialogues, which most of the
+	// demo's training tokens are: a model this small, trained for two
+	// minutes, continues those; natural text stays beyond it.
+	if res.SampleKO, err = sample("민수: 안녕하세요, 지영 씨."); err != nil {
+		return nil, err
+	}
+	if res.SampleEN, err = sample("Sam: Hello, Hana."); err != nil {
+		return nil, err
+	}
+	if o.Recipe {
+		if err := postTrain(ctx, nodes, o, st, tk, res, logf); err != nil {
+			return nil, err
+		}
+	}
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+func mustParams(s *RunSpec) int64 {
+	c, _ := s.ModelConfig()
+	return model.NumParams(c)
+}
+
+func fmtLoss(m map[string]float64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := ""
+	for _, k := range keys {
+		out += fmt.Sprintf("%s %.3f ", k, m[k])
+	}
+	return out
+}
+
+// demoStage is one run of the demo swarm, its participants open until
+// close.
+type demoStage struct {
+	runID            cid.Cid
+	parts            []*Participant
+	valStart, valEnd map[string]float64
+	sent, recv       uint64
+	compression      float64
+	spot             DemoResult // its spot-check and training counts
+	closers          []func()
+}
+
+func (s *demoStage) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+}
+
+// trainStage creates the run spec describes on the demo's nodes and trains
+// it on all of them at once, reporting each round; every node must end on
+// one checkpoint.
+func trainStage(ctx context.Context, nodes []*Node, spec *RunSpec, o DemoOptions, logf func(string, ...any)) (_ *demoStage, err error) {
+	st := &demoStage{}
+	defer func() {
+		if err != nil {
+			st.close()
+		}
+	}()
 	runID, err := nodes[0].CreateRun(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
-	logf("run %s: %s preset (%d parameters), %d rounds × H=%d inner steps of %d×%d tokens, %s codec", runID, o.Preset,
-		mustParams(spec), o.Rounds, o.H, o.Batch, o.Seq, o.Codec)
+	rounds, H := spec.Rounds, spec.Sync.H
+	logf("run %s (%s): %s preset (%d parameters), %d rounds × H=%d inner steps of %d×%d tokens, %s codec", runID, spec.Stage, o.Preset,
+		mustParams(spec), rounds, H, spec.Inner.Batch, spec.Inner.Seq, spec.Sync.Codec)
 
 	type nodeState struct {
 		loss    float32
@@ -183,7 +298,7 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	reported := map[int]int{}
 	var lastLine time.Time
 	var encTotal, rawTotal int
-	var spot DemoResult // its spot-check counts
+	spot := &st.spot
 	peerIdx := map[string]int{}
 	for i, n := range nodes {
 		peerIdx[n.Host.ID().String()] = i
@@ -202,7 +317,7 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		defer be.Close()
+		st.closers = append(st.closers, func() { be.Close() })
 		p, err := n.OpenRun(ctx, runID, RunOptions{Backend: be, Expect: len(nodes), Logf: logf, Events: func(e RoundEvent) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -213,9 +328,9 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 				st.loss, st.step = e.Loss, e.Step
 				if time.Since(lastLine) > 3*time.Second {
 					lastLine = time.Now()
-					line := fmt.Sprintf("  round %d/%d  inner steps", e.Round, o.Rounds)
+					line := fmt.Sprintf("  round %d/%d  inner steps", e.Round, rounds)
 					for _, s := range states {
-						line += fmt.Sprintf("  %2d/%d loss %.3f", s.step, o.H, s.loss)
+						line += fmt.Sprintf("  %2d/%d loss %.3f", s.step, H, s.loss)
 					}
 					logf("%s", line)
 				}
@@ -238,7 +353,7 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 				reported[e.Round]++
 				if reported[e.Round] == len(nodes) {
 					cids := map[string]bool{}
-					line := fmt.Sprintf("round %d/%d  loss", e.Round, o.Rounds)
+					line := fmt.Sprintf("round %d/%d  loss", e.Round, rounds)
 					for _, s := range states {
 						line += fmt.Sprintf(" %.3f", s.loss)
 						cids[s.ckpt] = true
@@ -257,7 +372,7 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		defer p.Close()
+		st.closers = append(st.closers, p.Close)
 		parts[i] = p
 	}
 	sent0, recv0 := traffic()
@@ -265,7 +380,7 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	logf("genesis checkpoint %s on every node; validation loss %s", parts[0].Base(), fmtLoss(valStart))
+	logf("genesis checkpoint %s on every node; validation %s %s", parts[0].Base(), lossName(spec), fmtLoss(valStart))
 
 	errs := make([]error, len(parts))
 	var wg sync.WaitGroup
@@ -275,7 +390,7 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = p.RunRounds(rctx, o.Rounds); errs[i] != nil {
+			if errs[i] = p.RunRounds(rctx, rounds); errs[i] != nil {
 				cancel() // one node failing stops the demo
 			}
 		}()
@@ -299,51 +414,112 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		return nil, err
 	}
 	sent, recv := traffic()
-	res := &DemoResult{RunID: runID.String(), CheckpointCID: parts[0].Base().String(), Rounds: o.Rounds, Nodes: len(nodes),
-		Checkpoint:   filepath.Join(nodes[0].Home, "runs", runID.String(), fmt.Sprintf("round-%06d", o.Rounds)),
-		ValLossStart: valStart, ValLossEnd: valEnd, BytesSent: sent - sent0, BytesReceived: recv - recv0,
-		Compression: float64(rawTotal) / float64(max(encTotal, 1)), SpotChecks: spot.SpotChecks, Frauds: spot.Frauds,
-		SpotCheckSeconds: spot.SpotCheckSeconds, TrainSeconds: spot.TrainSeconds}
-	tk, err := tokenizer.Parse(parts[0].tokJSON)
-	if err != nil {
-		return nil, err
+	st.runID, st.parts, st.valStart, st.valEnd = runID, parts, valStart, valEnd
+	st.sent, st.recv, st.compression = sent-sent0, recv-recv0, float64(rawTotal)/float64(max(encTotal, 1))
+	return st, nil
+}
+
+// lossName says what a run's validation loss is.
+func lossName(spec *RunSpec) string {
+	if pc, ok := spec.Pref(); ok {
+		return pc.Objective + " loss"
 	}
-	m := parts[0].Model()
-	sample := func(prompt string) (string, error) {
-		gen, err := model.Generate(m, tk.Encode(prompt), model.SampleConfig{MaxTokens: 32, Window: o.Seq, Mask: tk.UTF8Mask()}, nil)
+	return "loss"
+}
+
+// postTrain runs the rest of the recipe after the demo's pretraining: SFT
+// on the built-in instructions from pretraining's last checkpoint, then
+// DPO on the built-in pairs from SFT's (the SFT model its reference), each
+// a run of the same swarm; the held-out instructions are scored after
+// every stage, and the chat model answers a question in each language.
+func postTrain(ctx context.Context, nodes []*Node, o DemoOptions, pre *demoStage, tk *tokenizer.Tokenizer, res *DemoResult, logf func(string, ...any)) error {
+	var held []eval.Instruction
+	for _, in := range sharding.Instructions(1, o.EvalItems, true) {
+		held = append(held, eval.Instruction{Lang: in.Lang, AnswerLang: in.AnswerLang, Prompt: in.Prompt, Answer: in.Answer, Wrong: in.Wrong})
+	}
+	score := func(name string, st *demoStage) error {
+		rs, err := eval.Instructions(st.parts[0].Model(), tk, held, 32)
+		if err != nil {
+			return err
+		}
+		res.Stages = append(res.Stages, DemoStage{Stage: name, RunID: st.runID.String(), CheckpointCID: st.parts[0].Base().String(), Instruct: rs})
+		for _, r := range rs {
+			logf("after %s, held-out instructions in %s: exact %.0f%%, answer language %.0f%%, prefers the right answer %.0f%% (%d items)",
+				name, r.Language, 100*r.ExactMatch, 100*r.LanguageMatch, 100*r.PrefAccuracy, r.N)
+		}
+		return nil
+	}
+	if err := score("pretrain", pre); err != nil {
+		return err
+	}
+	last := pre
+	for _, stg := range []struct {
+		name, objective     string
+		instructions, pairs int
+		lr                  float64
+	}{{"sft", "", o.Instructions, 0, 2e-3}, {"preference", model.ObjectiveDPO, 0, o.Pairs, 5e-4}} {
+		dir := filepath.Join(o.Dir, "dataset-"+stg.name)
+		os.RemoveAll(dir)
+		cfg := sharding.PrepareConfig{Instructions: stg.instructions, Pairs: stg.pairs, SyntheticSeed: o.Seed,
+			Filters: sharding.DefaultFilters(), SeqLen: o.Seq, ShardTokens: 1 << 16}
+		if _, err := sharding.Prepare(ctx, cfg, tk, dir, nil); err != nil {
+			return err
+		}
+		ds, err := nodes[0].PublishDataset(ctx, dir)
+		if err != nil {
+			return err
+		}
+		sc := gradsync.DefaultConfig()
+		sc.H, sc.Codec, sc.RoundDeadline = o.H, o.Codec, time.Minute
+		spec, err := NewRunSpec("fomnet demo "+stg.name, o.Preset, ds, o.PostRounds, sc, o.Seed)
+		if err != nil {
+			return err
+		}
+		from := sharding.LinkTo(last.parts[0].Base())
+		spec.From, spec.Stage, spec.Model = &from, stg.name, nil
+		spec.Inner.Batch, spec.Inner.Seq, spec.Inner.Warmup = o.Batch+o.Batch%2, o.Seq, min(o.H, 10)
+		spec.Inner.MaxLR, spec.Inner.MinLR = stg.lr, stg.lr/10
+		if stg.objective != "" {
+			spec.Inner.Objective, spec.Inner.Beta = stg.objective, 0.1
+		}
+		st, err := trainStage(ctx, nodes, spec, o, logf)
+		if err != nil {
+			return err
+		}
+		defer st.close()
+		if err := score(stg.name, st); err != nil {
+			return err
+		}
+		last = st
+	}
+	// The recipe's result is the chat model: its checkpoint is the demo's.
+	res.CheckpointCID = last.parts[0].Base().String()
+	res.Checkpoint = filepath.Join(nodes[0].Home, "runs", last.runID.String(), fmt.Sprintf("round-%06d", o.PostRounds))
+	m := last.parts[0].Model()
+	end, _ := tk.SpecialID(tokenizer.EndTurn)
+	ask := func(q string) (string, error) {
+		prompt, err := tk.EncodeChat([]tokenizer.Message{{Role: tokenizer.RoleUser, Content: q}}, true)
 		if err != nil {
 			return "", err
 		}
-		b, err := tk.Decode(gen)
-		return prompt + string(b), err
+		out, err := model.Generate(m, prompt, model.SampleConfig{MaxTokens: 32, Window: o.Seq, Stop: []int32{end}, Mask: tk.UTF8Mask()}, nil)
+		if err != nil {
+			return "", err
+		}
+		b, err := tk.Decode(out)
+		return q + " → " + string(b), err
 	}
-	// Prompts in the form of the synthetic dialogues, which most of the
-	// demo's training tokens are: a model this small, trained for two
-	// minutes, continues those; natural text stays beyond it.
-	if res.SampleKO, err = sample("민수: 안녕하세요, 지영 씨."); err != nil {
-		return nil, err
+	for _, h := range held {
+		var err error
+		switch {
+		case h.Lang == "ko" && res.ChatKO == "":
+			res.ChatKO, err = ask(h.Prompt)
+		case h.Lang == "en" && res.ChatEN == "":
+			res.ChatEN, err = ask(h.Prompt)
+		}
+		if err != nil {
+			return err
+		}
 	}
-	if res.SampleEN, err = sample("Sam: Hello, Hana."); err != nil {
-		return nil, err
-	}
-	res.Seconds = time.Since(start).Seconds()
-	return res, nil
-}
-
-func mustParams(s *RunSpec) int64 {
-	c, _ := s.ModelConfig()
-	return model.NumParams(c)
-}
-
-func fmtLoss(m map[string]float64) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := ""
-	for _, k := range keys {
-		out += fmt.Sprintf("%s %.3f ", k, m[k])
-	}
-	return out
+	return nil
 }

@@ -43,7 +43,7 @@ func (in Instruction) HeldOut() bool {
 // Instructions generates n instructions from seed, bilingual, from the
 // training split (heldOut false) or the evaluation split (true): sums,
 // translations of the lexicon's words in both directions, and definitions,
-// each asked in Korean or English, no prompt twice (the lexicon's run out
+// asked in Korean and in English in turn, no prompt twice (the lexicon's run out
 // first: then only sums). Same arguments, same instructions.
 func Instructions(seed uint64, n int, heldOut bool) []Instruction {
 	r := rand.New(rand.NewPCG(seed, 0x1257))
@@ -51,7 +51,7 @@ func Instructions(seed uint64, n int, heldOut bool) []Instruction {
 	seen := map[string]bool{}
 	for tries := 0; len(out) < n && tries < 100*n+1000; tries++ {
 		var in Instruction
-		ko := r.IntN(2) == 0
+		ko := len(out)%2 == 0 // Korean and English alike
 		switch r.IntN(3) {
 		case 0:
 			in = sumInstruction(r, ko)

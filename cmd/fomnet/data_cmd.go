@@ -41,7 +41,7 @@ func newDataPrepareCmd(e *env) *cobra.Command {
 		vocab, seq, shardTokens  int
 		in                       sharding.Input
 		builtin                  bool
-		synthetic                int
+		synthetic, instr, pairs  int
 		synthSeed                uint64
 		asJSON                   bool
 		trainRoles               []string
@@ -70,7 +70,16 @@ Conversations — .jsonl records of {"messages": [{"role", "content"}…]} (role
 system, user, assistant) or {"instruction", "input", "output"} — are encoded
 in the chat format (fomnet chat), each kept whole within one row, into
 shards that carry a loss mask: only the turns of --train-roles (default:
-the assistant's) are trained.`,
+the assistant's) are trained.
+
+Preference pairs — .jsonl records of {"prompt" or "messages", "chosen",
+"rejected"} (each answer a string or assistant turns) — become shards of
+pairs (a run with --objective dpo or simpo trains on them). --instructions N
+and --pairs N add the project's own bilingual post-training data (sums,
+translations, definitions asked in Korean or English; pairs whose rejected
+answer is wrong, in the other language or unfinished; CC0-1.0), from the
+generator's training split (a tenth of the prompts is held out for fomnet
+eval).`,
 		Example: `  fomnet data prepare ../shared/data/bilingual/parallel/*.tsv --licence MPL-2.0 --out ds
   fomnet data prepare --config recipe.json --tokenizer tok/tokenizer.json --out ds --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -94,6 +103,9 @@ the assistant's) are trained.`,
 			cfg.Builtin = cfg.Builtin || builtin
 			if cmd.Flags().Changed("synthetic") {
 				cfg.Synthetic, cfg.SyntheticSeed = synthetic, synthSeed
+			}
+			if cmd.Flags().Changed("instructions") || cmd.Flags().Changed("pairs") {
+				cfg.Instructions, cfg.Pairs, cfg.SyntheticSeed = instr, pairs, synthSeed
 			}
 			if cmd.Flags().Changed("seq") || cfg.SeqLen == 0 {
 				cfg.SeqLen = seq
@@ -162,7 +174,9 @@ the assistant's) are trained.`,
 	f.StringVar(&in.Field, "field", "", "JSONL text field of argument inputs (default text)")
 	f.BoolVar(&builtin, "builtin", false, "add the built-in bilingual corpus")
 	f.IntVar(&synthetic, "synthetic", 0, "add N documents from the built-in synthetic generator")
-	f.Uint64Var(&synthSeed, "synthetic-seed", 1, "seed of the synthetic generator")
+	f.Uint64Var(&synthSeed, "synthetic-seed", 1, "seed of the synthetic and post-training generators")
+	f.IntVar(&instr, "instructions", 0, "add N built-in bilingual instructions (conversations for SFT)")
+	f.IntVar(&pairs, "pairs", 0, "add N built-in bilingual preference pairs")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	f.StringSliceVar(&trainRoles, "train-roles", nil, "roles of a conversation whose turns are trained (default assistant)")
 	return cmd

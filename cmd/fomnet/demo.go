@@ -42,7 +42,15 @@ language at the start and the end, the bytes the swarm moved, and a greedy
 continuation of a Korean and an English prompt. Node identities derive from
 --seed, so the same flags give the same checkpoint CIDs on any machine.
 With --device cuda (a binary built with -tags cuda) every node trains on the
-GPU, each in its own context; in fp32 the results are the CPU's, bit for bit.`,
+GPU, each in its own context; in fp32 the results are the CPU's, bit for bit.
+
+--recipe goes on with the rest of KORMo's recipe on the same swarm: SFT on
+the built-in bilingual instructions from the pretrained checkpoint, then DPO
+on the built-in preference pairs from the SFT checkpoint, each stage a run
+whose genesis links the stage before (fomnet checkpoint lineage). After each
+stage it scores held-out instructions (exact match, answer language,
+preference) and ends with a chat answer in Korean and in English; the
+checkpoint printed is then the chat model's.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Nodes < 1 || o.Nodes > 16 {
@@ -109,6 +117,16 @@ GPU, each in its own context; in fp32 the results are the CPU's, bit for bit.`,
 				res.SpotChecks, res.Frauds, res.SpotCheckSeconds, 100*res.SpotCheckSeconds/max(res.TrainSeconds, 1e-9), res.TrainSeconds)
 			fmt.Fprintf(e.stdout, "ko          %s\n", res.SampleKO)
 			fmt.Fprintf(e.stdout, "en          %s\n", res.SampleEN)
+			for _, st := range res.Stages {
+				for _, r := range st.Instruct {
+					fmt.Fprintf(e.stdout, "%-11s %s held-out instructions: exact %.0f%%, answer language %.0f%%, prefers the right answer %.0f%% (%d)  %s\n",
+						st.Stage, r.Language, 100*r.ExactMatch, 100*r.LanguageMatch, 100*r.PrefAccuracy, r.N, st.CheckpointCID)
+				}
+			}
+			if res.ChatKO != "" || res.ChatEN != "" {
+				fmt.Fprintf(e.stdout, "chat ko     %s\n", oneLine(res.ChatKO))
+				fmt.Fprintf(e.stdout, "chat en     %s\n", oneLine(res.ChatEN))
+			}
 			return nil
 		},
 	}
@@ -123,6 +141,11 @@ GPU, each in its own context; in fp32 the results are the CPU's, bit for bit.`,
 	f.IntVar(&o.Synthetic, "synthetic", 2000, "synthetic documents added to the built-in corpus")
 	f.StringVar(&o.Codec, "codec", "int8", "pseudo-gradient codec: fp32, int8, int4, int2, topk")
 	f.Uint64Var(&o.Seed, "seed", 1, "seed for identities, weights, batches")
+	f.BoolVar(&o.Recipe, "recipe", false, "after pretraining, run SFT on built-in instructions, then DPO on built-in pairs (each a run from the last checkpoint) and chat")
+	f.IntVar(&o.PostRounds, "post-rounds", 4, "rounds of each post-training stage (--recipe)")
+	f.IntVar(&o.Instructions, "instructions", 3000, "built-in instructions for SFT (--recipe)")
+	f.IntVar(&o.Pairs, "pairs", 2000, "built-in preference pairs for DPO (--recipe)")
+	f.IntVar(&o.EvalItems, "eval-items", 100, "held-out instructions scored after each stage (--recipe)")
 	f.StringVar(&o.Dir, "dir", "", "directory for the nodes' homes (default: a new temporary directory)")
 	f.IntVar(&threads, "threads", 1, "compute threads per node (CPU)")
 	dev.add(f)

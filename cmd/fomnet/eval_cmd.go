@@ -22,6 +22,8 @@ type evalSummary struct {
 	Checkpoint string            `json:"checkpoint"`
 	Results    []eval.Result     `json:"results"`
 	Tasks      []eval.TaskResult `json:"tasks"`
+	// Instruct: the built-in held-out instructions (--tasks instruct).
+	Instruct []eval.InstructResult `json:"instruct,omitempty"`
 }
 
 func newEvalCmd(e *env) *cobra.Command {
@@ -31,6 +33,7 @@ func newEvalCmd(e *env) *cobra.Command {
 		seq, batch  int
 		source      string
 		threads     int
+		nInstr      int
 		dev         deviceFlags
 		asJSON      bool
 	)
@@ -52,6 +55,14 @@ translation among four, both directions, from the aligned pairs of the
 built-in corpus); --tasks FILE.jsonl runs a task file of lines
 {"context": …, "choices": […], "answer": i, "language": …}. Accuracy picks the
 choice of highest log-likelihood; acc_norm the highest per byte.
+
+--tasks instruct asks a chat model --items held-out built-in instructions
+(the post-training generator's evaluation split, which fomnet data prepare
+--instructions/--pairs never writes): per question language, the share of
+greedy answers exactly right (exact_match) and in the expected language
+(language_match), and over the same items as preference pairs the share
+where the right answer is the likelier (preference_accuracy) and the mean
+log-likelihood margin per answer token.
 
 --device cuda scores on a GPU (a binary built with -tags cuda); in fp32 the
 numbers are the CPU's.`,
@@ -110,6 +121,17 @@ numbers are the CPU's.`,
 				return err
 			}
 			for _, t := range tasks {
+				if t == "instruct" {
+					var its []eval.Instruction
+					for _, in := range sharding.Instructions(1, nInstr, true) {
+						its = append(its, eval.Instruction{Lang: in.Lang, AnswerLang: in.AnswerLang, Prompt: in.Prompt, Answer: in.Answer, Wrong: in.Wrong})
+					}
+					e.logf("eval: %d held-out instructions", len(its))
+					if sum.Instruct, err = eval.Instructions(m, tk, its, 48); err != nil {
+						return err
+					}
+					continue
+				}
 				name, items := "translation", []eval.Item(nil)
 				if t == "builtin" {
 					items = eval.TranslationTask(sharding.BuiltinPairs(), 1)
@@ -142,6 +164,12 @@ numbers are the CPU's.`,
 					fmt.Fprintf(w, "%s\t%s\t%d\t%.4f\t%.2f\t%.4f\n", r.Language, r.Source, r.Tokens, r.Loss, r.PPL, r.BPB)
 				}
 			}
+			if len(sum.Instruct) > 0 {
+				fmt.Fprintln(w, "instruct\tlanguage\tn\texact\tlang\tpref_acc\tmargin")
+				for _, r := range sum.Instruct {
+					fmt.Fprintf(w, "instruct\t%s\t%d\t%.3f\t%.3f\t%.3f\t%.3f\n", r.Language, r.N, r.ExactMatch, r.LanguageMatch, r.PrefAccuracy, r.PrefMargin)
+				}
+			}
 			if len(sum.Tasks) > 0 {
 				fmt.Fprintln(w, "task\tlanguage\tn\tacc\tacc_norm\t")
 				for _, t := range sum.Tasks {
@@ -155,7 +183,8 @@ numbers are the CPU's.`,
 	f.addTimeout(cmd, e)
 	fl := cmd.Flags()
 	fl.StringArrayVar(&data, "data", nil, "prepared dataset directory or UTF-8 text file (repeatable)")
-	fl.StringArrayVar(&tasks, "tasks", nil, `"builtin" or a JSONL task file (repeatable)`)
+	fl.StringArrayVar(&tasks, "tasks", nil, `"builtin", "instruct" or a JSONL task file (repeatable)`)
+	fl.IntVar(&nInstr, "items", 200, "held-out instructions for --tasks instruct")
 	fl.IntVar(&seq, "seq", 0, "tokens per window for text files (default min(128, max_seq))")
 	fl.IntVar(&batch, "batch", 8, "windows per forward pass")
 	fl.StringVar(&source, "source", "natural", "source label of text files")

@@ -255,6 +255,41 @@ func TestDemoSwarm(t *testing.T) {
 	}
 }
 
+// demo --recipe, small: pretraining, SFT and DPO as three runs of one
+// swarm, each scored on held-out instructions, the chat model's lineage
+// walking back through all three.
+func TestDemoRecipe(t *testing.T) {
+	dir := t.TempDir()
+	out, errOut, code := fomnet(t, "demo", "--preset", "tiny", "--vocab", "320", "--nodes", "2", "--rounds", "2", "--h", "4", "--synthetic", "300",
+		"--seq", "64", "--recipe", "--post-rounds", "2", "--instructions", "300", "--pairs", "200", "--eval-items", "20", "--dir", dir, "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var d demoOut
+	if err := json.Unmarshal([]byte(out), &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Stages) != 3 || d.Stages[2].CheckpointCID != d.CheckpointCID || !strings.Contains(d.ChatKO, "→") || !strings.Contains(d.ChatEN, "→") {
+		t.Fatalf("%+v", d)
+	}
+	for i, want := range []string{"pretrain", "sft", "preference"} {
+		st := d.Stages[i]
+		if st.Stage != want || len(st.Instruct) != 2 || st.Instruct[0].N != 10 || st.Instruct[0].Pairs != 10 {
+			t.Fatalf("stage %d: %+v", i, st)
+		}
+	}
+	out, errOut, code = fomnet(t, "checkpoint", "lineage", "--home", filepath.Join(dir, "node-0"), d.CheckpointCID, "--json")
+	var stages []node.LineageStage
+	if code != 0 || json.Unmarshal([]byte(out), &stages) != nil || len(stages) != 3 {
+		t.Fatalf("lineage: %d %s %s", code, out, errOut)
+	}
+	for i, want := range []string{"preference", "sft", "pretrain"} {
+		if stages[i].Stage != want || stages[i].Run != d.Stages[2-i].RunID {
+			t.Fatalf("lineage stage %d: %+v", i, stages[i])
+		}
+	}
+}
+
 func TestTokenizerCommands(t *testing.T) {
 	dir := t.TempDir()
 	in := filepath.Join(dir, "a.tsv")
