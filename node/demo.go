@@ -257,8 +257,11 @@ type demoStage struct {
 	valStart, valEnd map[string]float64
 	sent, recv       uint64
 	compression      float64
-	spot             DemoResult // its spot-check and training counts
-	closers          []func()
+	spot             struct { // spot checks (and frauds found) and training
+		SpotChecks, Frauds             int
+		SpotCheckSeconds, TrainSeconds float64
+	}
+	closers []func()
 }
 
 func (s *demoStage) close() {

@@ -75,19 +75,28 @@ func (f *FraudProof) check() error {
 // announcement opens f's signed message: a contribution announcement of
 // run, by its signer.
 func (f *FraudProof) announcement(run cid.Cid) (peer.ID, RoundMsg, error) {
-	from, topic, data, err := p2p.OpenSigned(f.Message)
+	from, topic, m, err := f.open()
 	if err != nil {
-		return "", RoundMsg{}, fmt.Errorf("fraud proof: %w", err)
-	}
-	m, err := DecodeRoundMsg(data)
-	if err != nil {
-		return "", m, fmt.Errorf("fraud proof: %w", err)
+		return "", m, err
 	}
 	if topic != RunTopic(run) || m.Run != run.String() || m.Type != MsgContribution {
 		return "", m, fmt.Errorf("fraud proof: quotes a %s message of run %s on topic %q, not a contribution to run %s",
 			sanitize(m.Type), sanitize(m.Run), sanitize(topic), run)
 	}
 	return from, m, nil
+}
+
+// open checks the signature of the message f quotes and decodes it.
+func (f *FraudProof) open() (peer.ID, string, RoundMsg, error) {
+	from, topic, data, err := p2p.OpenSigned(f.Message)
+	if err != nil {
+		return "", "", RoundMsg{}, fmt.Errorf("fraud proof: %w", err)
+	}
+	m, err := DecodeRoundMsg(data)
+	if err != nil {
+		return "", "", m, fmt.Errorf("fraud proof: %w", err)
+	}
+	return from, topic, m, nil
 }
 
 // errNoFault: a proof whose contribution follows from its inputs.
@@ -161,15 +170,14 @@ func (n *Node) CheckFraud(ctx context.Context, k cid.Cid) (*FraudCheck, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, _, data, err := p2p.OpenSigned(f.Message)
+	_, _, m, err := f.open()
 	if err != nil {
-		return nil, fmt.Errorf("fraud proof: %w", err)
+		return nil, err
 	}
-	m, err := DecodeRoundMsg(data)
+	run, err := cid.Decode(m.Run)
 	if err != nil {
-		return nil, fmt.Errorf("fraud proof: %w", err)
+		return nil, fmt.Errorf("fraud proof: run %q: %w", sanitize(m.Run), err)
 	}
-	run, _ := cid.Decode(m.Run)
 	var fr *Fraud
 	err = n.withChecker(ctx, run, true, func(p *Participant) (err error) {
 		_, fr, err = p.checkFraud(ctx, f)

@@ -114,6 +114,13 @@ func TestRunSpecErrorsNameTheField(t *testing.T) {
 		"beta1":   func(r *RunSpec) { r.Inner.Beta1 = 1 },
 		"beta2":   func(r *RunSpec) { r.Inner.Beta2 = -0.5 },
 		"clip":    func(r *RunSpec) { r.Inner.ClipNorm = -1 },
+		"from":    func(r *RunSpec) { r.From = &sharding.Link{CID: "nope"} },
+		"objective": func(r *RunSpec) {
+			r.Inner.Objective, r.Inner.Beta = "ppo", 0.1
+		},
+		"needs from": func(r *RunSpec) { r.Inner.Objective, r.Inner.Beta = "dpo", 0.1 },
+		"even":       func(r *RunSpec) { r.Inner.Objective, r.Inner.Beta, r.Inner.Batch = "simpo", 1, 3 },
+		"gamma":      func(r *RunSpec) { r.Inner.Gamma = 0.5 },
 	} {
 		r := testRun(t)
 		mutate(r)

@@ -22,11 +22,7 @@ const efMagic = "FOMEFST1"
 
 // EncodeEFState serialises the residuals after round r.
 func EncodeEFState(r int, efs []*gradsync.ErrorFeedback) ([]byte, error) {
-	size := 20
-	for _, e := range efs {
-		size += 4 + e.BinarySize()
-	}
-	b := make([]byte, 20, size) // one allocation: it is rewritten every round
+	b := make([]byte, 20, efStateSize(efs)) // one allocation: it is rewritten every round
 	copy(b, efMagic)
 	binary.LittleEndian.PutUint64(b[8:], uint64(r))
 	binary.LittleEndian.PutUint32(b[16:], uint32(len(efs)))
@@ -38,6 +34,15 @@ func EncodeEFState(r int, efs []*gradsync.ErrorFeedback) ([]byte, error) {
 		}
 	}
 	return b, nil
+}
+
+// efStateSize is the length of EncodeEFState's bytes for efs.
+func efStateSize(efs []*gradsync.ErrorFeedback) int {
+	size := 20
+	for _, e := range efs {
+		size += 4 + e.BinarySize()
+	}
+	return size
 }
 
 // DecodeEFState restores residuals into efs (whose sizes must match) and

@@ -94,11 +94,7 @@ func decodeWorkerState(b []byte, n int, efs []*gradsync.ErrorFeedback) (*workerS
 // workerStateSize is the encoded size of a worker state for n parameters
 // and residuals shaped as efs.
 func workerStateSize(n int, efs []*gradsync.ErrorFeedback) int64 {
-	size := int64(24+8*n) + 20
-	for _, e := range efs {
-		size += 4 + int64(e.BinarySize())
-	}
-	return size
+	return int64(24+8*n) + int64(efStateSize(efs))
 }
 
 // heldState returns this node's worker state as the model and residuals
@@ -172,19 +168,32 @@ func (p *Participant) loadWorkerState(ctx context.Context, k cid.Cid) (*workerSt
 
 // holdState makes s (nil: a fresh state) the state this node's model and
 // residuals hold, and k its CID (cid.Undef for a fresh one).
-func (p *Participant) holdState(s *workerState, k cid.Cid) {
+func (p *Participant) holdState(s *workerState, k cid.Cid) error {
 	if s == nil {
-		p.m.SetOptimState(nil, nil, 0)
+		if err := p.m.SetOptimState(nil, nil, 0); err != nil {
+			return err
+		}
 		for _, e := range p.efs {
 			clear(e.Residual)
 		}
 	} else {
-		p.m.SetOptimState(s.mom, s.vel, s.step)
+		if len(s.efs) != len(p.efs) {
+			return fmt.Errorf("worker state %s: %d residual partitions, the run has %d", k, len(s.efs), len(p.efs))
+		}
+		for i, e := range s.efs {
+			if len(e.Residual) != len(p.efs[i].Residual) {
+				return fmt.Errorf("worker state %s: partition %d has %d residuals, the run %d", k, i, len(e.Residual), len(p.efs[i].Residual))
+			}
+		}
+		if err := p.m.SetOptimState(s.mom, s.vel, s.step); err != nil {
+			return fmt.Errorf("worker state %s: %w", k, err)
+		}
 		for i, e := range s.efs {
 			copy(p.efs[i].Residual, e.Residual)
 		}
 	}
 	p.held = k
+	return nil
 }
 
 // carryState applies the one rule to the round after rec: this node keeps
@@ -196,7 +205,7 @@ func (p *Participant) carryState(ctx context.Context, rec *roundRecord) {
 	}
 	c := p.ownIncluded(ctx, rec)
 	if c == nil {
-		p.holdState(nil, cid.Undef)
+		p.freshState()
 		return
 	}
 	k, _ := c.State.Cid()
@@ -204,12 +213,21 @@ func (p *Participant) carryState(ctx context.Context, rec *roundRecord) {
 		return
 	}
 	s, err := p.loadWorkerState(contentstore.WithWait(ctx, contentstore.Wait{Stall: p.ru.fetchWait()}), k)
+	if err == nil {
+		err = p.holdState(s, k)
+	}
 	if err != nil {
 		p.opts.Logf("run %s: starting round %d from a fresh worker state: %v", p.id, rec.Round+1, err)
-		p.holdState(nil, cid.Undef)
-		return
+		p.freshState()
 	}
-	p.holdState(s, k)
+}
+
+// freshState starts the next round from a fresh worker state (which
+// cannot fail: the model's own moments, zeroed).
+func (p *Participant) freshState() {
+	if err := p.holdState(nil, cid.Undef); err != nil {
+		panic(err) // SetOptimState(nil, nil, 0) zeroes; it has nothing to refuse
+	}
 }
 
 // ownIncluded returns this node's contribution that rec's round included
