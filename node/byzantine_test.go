@@ -279,6 +279,9 @@ type byzSetup struct {
 	// idle, publishes every aggregate with one int8 block scale of 2e36
 	// (16 partitions: it is first in line for some in almost every round).
 	liar bool
+	// noSpot turns spot checks off, for a test of what aggregation alone
+	// notices (a spot check may exclude the attacker first).
+	noSpot bool
 }
 
 func newByzantineRun(t *testing.T, ctx context.Context, s byzSetup, idle bool) *byzantineRun {
@@ -298,6 +301,10 @@ func newByzantineRun(t *testing.T, ctx context.Context, s byzSetup, idle bool) *
 	c.ConnectAll()
 	spec := smallRun(t, c, byzRounds)
 	spec.Sync.RoundDeadline = s.deadline
+	if s.noSpot {
+		off := 0.0
+		spec.SpotCheck = &off
+	}
 	if s.liar {
 		spec.Sync.Codec, spec.Sync.Partitions = "int8", 16
 	}
@@ -469,7 +476,10 @@ func (b *byzantineRun) boundedWaits(t *testing.T) {
 type outcome struct {
 	ck    cid.Cid
 	loss  map[string]float64
-	parts [][]string
+	parts [][]string // each round's included authors
+	// inputs: each round's input contributions (included or left out;
+	// the round record lists them all, so they decide its bytes)
+	inputs [][]string
 }
 
 // outcomeOf reads p's outcome (its lineage as nd holds it).
@@ -478,6 +488,11 @@ func outcomeOf(t *testing.T, ctx context.Context, nd *node.Node, p *node.Partici
 	o := outcome{ck: p.Base(), loss: valLoss(t, p)}
 	for _, rec := range lineageOf(t, ctx, nd, p.Base(), byzRounds) {
 		o.parts = append([][]string{rec.Participants}, o.parts...)
+		var in []string
+		for _, l := range rec.Contributions {
+			in = append(in, l.CID)
+		}
+		o.inputs = append([][]string{in}, o.inputs...)
 	}
 	return o
 }
@@ -517,17 +532,17 @@ func reference(t *testing.T, key string, run func(*testing.T, context.Context) o
 
 // sameAsHonest fails the test unless the run that ended in got ended
 // where the attacker-free run ref did: on its checkpoint CID wherever each
-// round included the same authors (same identities, same shards, same
-// contributions: the same bytes); otherwise — timing let a joiner's
-// contribution in or out, or the attacker's admissible work changed a
-// round — within tolerance (0.02: 2%) of its validation loss per
-// language.
+// round had the same input contributions (same identities, same shards,
+// same contributions: the same bytes; an attacker's input left out still
+// shows in the round record); otherwise — timing let a joiner's
+// contribution in or out, or the attacker's work was an input — within
+// tolerance (0.02: 2%) of its validation loss per language.
 func sameAsHonest(t *testing.T, ref, got outcome, tolerance float64) {
 	t.Helper()
 	t.Logf("final checkpoint %s, validation loss %v; attacker-free run %s, %v", got.ck, got.loss, ref.ck, ref.loss)
-	if slices.EqualFunc(got.parts, ref.parts, slices.Equal) {
+	if slices.EqualFunc(got.inputs, ref.inputs, slices.Equal) {
 		if !got.ck.Equals(ref.ck) {
-			t.Fatalf("the run ended on %s, the attacker-free run on %s, with the same authors in every round", got.ck, ref.ck)
+			t.Fatalf("the run ended on %s, the attacker-free run on %s, with the same inputs in every round", got.ck, ref.ck)
 		}
 		return
 	}
@@ -876,7 +891,10 @@ func TestByzantineLazyAndStale(t *testing.T) {
 	// Its copies are admissible, so they count towards closing a round
 	// and the attacker is in line to reduce (and stays silent): views of
 	// round 1 differ, deadlines pass, and fork choice reconciles.
-	b := newByzantineRun(t, ctx, byzSetup{sybils: 1, deadline: 4 * time.Second}, false)
+	// Spot checks off: one that drew the copy would exclude the attacker
+	// before its zero update (CI saw it), and this test is about what the
+	// aggregation notices; TestSpotChecksCatchCheats covers copies.
+	b := newByzantineRun(t, ctx, byzSetup{sybils: 1, deadline: 4 * time.Second, noSpot: true}, false)
 	// Bounded, not equal: before a run has members (round 1), the copy
 	// counts towards closing the round, which can close without one
 	// honest contribution (the threat model's known limit); a smaller
