@@ -56,6 +56,9 @@ type API interface {
 	CheckFraud(ctx context.Context, proof cid.Cid) (*FraudCheck, error)
 	// Lineage walks checkpoint ck's lineage through every stage (stage.go).
 	Lineage(ctx context.Context, ck cid.Cid) ([]LineageStage, error)
+	// CreateRecipe stores a recipe (recipe.go); LoadRecipe reads one.
+	CreateRecipe(ctx context.Context, r *Recipe) (cid.Cid, error)
+	LoadRecipe(ctx context.Context, id cid.Cid) (*Recipe, error)
 }
 
 var (
@@ -285,6 +288,16 @@ func dispatch(ctx context.Context, n API, op string, req apiRequest, progress co
 		return c.String(), nil
 	case "car/import":
 		return n.ImportCAR(ctx, req.Path, req.Pin)
+	case "recipe/create":
+		r, err := DecodeRecipe(req.Spec)
+		if err != nil {
+			return nil, err
+		}
+		c, err := n.CreateRecipe(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		return c.String(), nil
 	}
 	c, err := needCID()
 	if err != nil {
@@ -301,6 +314,13 @@ func dispatch(ctx context.Context, n API, op string, req apiRequest, progress co
 		return n.CheckFraud(ctx, c)
 	case "lineage":
 		return n.Lineage(ctx, c)
+	case "recipe/show":
+		r, err := n.LoadRecipe(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		b, _, err := EncodeRecipe(r)
+		return json.RawMessage(b), err
 	case "resolve":
 		return n.Resolve(ctx, c)
 	case "mirror":
@@ -478,6 +498,26 @@ func (c *Client) Audit(ctx context.Context, k cid.Cid, o AuditOptions, progress 
 func (c *Client) CheckFraud(ctx context.Context, k cid.Cid) (*FraudCheck, error) {
 	var r FraudCheck
 	return &r, c.call(ctx, "fraud", apiRequest{CID: k.String()}, nil, &r)
+}
+
+func (c *Client) CreateRecipe(ctx context.Context, r *Recipe) (cid.Cid, error) {
+	b, _, err := EncodeRecipe(r)
+	if err != nil {
+		return cid.Undef, err
+	}
+	var s string
+	if err := c.call(ctx, "recipe/create", apiRequest{Spec: b}, nil, &s); err != nil {
+		return cid.Undef, err
+	}
+	return cid.Decode(s)
+}
+
+func (c *Client) LoadRecipe(ctx context.Context, id cid.Cid) (*Recipe, error) {
+	var raw json.RawMessage
+	if err := c.call(ctx, "recipe/show", apiRequest{CID: id.String()}, nil, &raw); err != nil {
+		return nil, err
+	}
+	return DecodeRecipe(raw)
 }
 
 func (c *Client) Lineage(ctx context.Context, k cid.Cid) ([]LineageStage, error) {

@@ -127,6 +127,16 @@ func (r *RunSpec) TrainConfig() model.TrainConfig {
 	return tc
 }
 
+// fitsData says whether the run's objective fits its dataset: preference
+// pairs train with a preference objective, and only pairs do.
+func (r *RunSpec) fitsData(pairs bool) error {
+	if _, pref := r.Pref(); pairs != pref {
+		return fmt.Errorf("run: objective %q on a dataset %s preference pairs: pairs train with dpo or simpo, and only pairs do",
+			r.Inner.Objective, map[bool]string{true: "of", false: "without"}[pairs])
+	}
+	return nil
+}
+
 // Validate checks every field; errors name the field.
 func (r *RunSpec) Validate() error {
 	if r.Format != RunFormat {

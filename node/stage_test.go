@@ -8,13 +8,16 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
 
 	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/node"
 	"github.com/fomnet/fomnet/node/nodetest"
@@ -292,4 +295,77 @@ func pairsDataset(t *testing.T, nd *node.Node, tb []byte) cid.Cid {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// A recipe of two stages, run by two nodes with RunRecipe: both derive
+// the same SFT run from the recipe and pretraining's last checkpoint, end
+// on one checkpoint, and its lineage walks through both stages. Recipes
+// that cannot chain are refused, naming the stage.
+func TestRecipe(t *testing.T) {
+	const n = 2
+	c := nodetest.New(t, n, nodetest.Options{})
+	c.ConnectAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	pre, dsDir := smallRunDir(t, c, 2)
+	tb, err := os.ReadFile(filepath.Join(dsDir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sft := *pre
+	sft.Name, sft.Stage, sft.Dataset, sft.Tokenizer, sft.Rounds = "sft", "sft", sharding.LinkTo(conversationsDataset(t, c.Nodes[0], tb)), nil, 2
+	r := &node.Recipe{Format: node.RecipeFormat, Name: "two stages", Stages: []node.RunSpec{*pre, sft}}
+	id, err := c.Nodes[0].CreateRecipe(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	finals := make([]cid.Cid, n)
+	runs := make([][]cid.Cid, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, nd := range c.Nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			be, err := cpu.New(cpu.Options{Threads: 1})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer be.Close()
+			finals[i], errs[i] = nd.RunRecipe(ctx, id, node.RunOptions{Backend: be, Expect: n}, nil, func(st node.RecipeStage) {
+				runs[i] = append(runs[i], st.Run)
+			})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	if !finals[0].Equals(finals[1]) || !slices.Equal(runs[0], runs[1]) || len(runs[0]) != 2 {
+		t.Fatalf("nodes ended on %v after runs %v", finals, runs)
+	}
+	stages, err := c.Nodes[1].Lineage(ctx, finals[1])
+	if err != nil || len(stages) != 2 || stages[0].Run != runs[0][1].String() || stages[1].Run != runs[0][0].String() {
+		t.Fatalf("lineage %+v: %v", stages, err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(r *node.Recipe)
+		want string
+	}{
+		{"a later stage with from", func(r *node.Recipe) { l := sharding.LinkTo(finals[0]); r.Stages[1].From = &l }, "stage 2 (sft) names from"},
+		{"no model", func(r *node.Recipe) { r.Stages[1].Model = nil }, "stage 2 (sft) has no model"},
+		{"dpo first", func(r *node.Recipe) { r.Stages[0].Inner.Objective, r.Stages[0].Inner.Beta = "dpo", 0.1 }, "stage 1: run: inner objective dpo needs from"},
+		{"no stages", func(r *node.Recipe) { r.Stages = nil }, "0 stages"},
+	} {
+		bad := *r
+		bad.Stages = slices.Clone(r.Stages)
+		tc.edit(&bad)
+		if _, err := c.Nodes[0].CreateRecipe(ctx, &bad); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -45,6 +46,17 @@ func (n *Node) CreateRun(ctx context.Context, spec *RunSpec) (cid.Cid, error) {
 		spec.Tokenizer = &t
 	} else if spec.Tokenizer.CID != man.Tokenizer.CID {
 		return cid.Undef, fmt.Errorf("run: tokenizer %s is not the dataset's (%s)", spec.Tokenizer.CID, man.Tokenizer.CID)
+	}
+	// The schedule draws the shards of the run's stage: there must be some.
+	if _, err := sharding.NewSchedule(ds.String(), man.Shards, sharding.Mixture{Stage: spec.Stage, Default: 1}, max(spec.Inner.ShardsPerRound, 1)); err != nil {
+		stages := map[string]bool{}
+		for _, sh := range man.Shards {
+			stages[sh.Stage] = true
+		}
+		return cid.Undef, fmt.Errorf("run: stage %q on dataset %s, whose shards are of stages %v: %w", spec.Stage, ds, slices.Sorted(maps.Keys(stages)), err)
+	}
+	if err := spec.fitsData(slices.ContainsFunc(man.Shards, func(sh sharding.ShardEntry) bool { return sh.Pairs })); err != nil {
+		return cid.Undef, err
 	}
 	if spec.From != nil {
 		ds, err := n.loadDatasetHead(ctx, ds, nil)
@@ -510,9 +522,8 @@ func (p *Participant) loadData(ds *Dataset) error {
 			ds.Manifest.SeqLen, p.spec.Inner.Seq)
 	}
 	pairs := slices.ContainsFunc(ds.Shards, func(sh *sharding.Shard) bool { return sh.Pairs })
-	if _, pref := p.spec.Pref(); pairs != pref {
-		return fmt.Errorf("run: objective %q on a dataset %s preference pairs: pairs train with dpo or simpo, and only pairs do",
-			p.spec.Inner.Objective, map[bool]string{true: "of", false: "without"}[pairs])
+	if err := p.spec.fitsData(pairs); err != nil {
+		return err
 	}
 	unit := 1 // rows that stay together: a pair's two
 	if pairs {

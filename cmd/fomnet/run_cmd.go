@@ -288,8 +288,8 @@ func newJoinCmd(e *env) *cobra.Command {
 		dev     deviceFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "join RUN-ID --bootstrap MULTIADDR",
-		Short: "Take part in a run: train your share of every round",
+		Use:   "join RUN-ID|RECIPE --bootstrap MULTIADDR",
+		Short: "Take part in a run (or every stage of a recipe): train your share of every round",
 		Long: `Start a node (no daemon may run on this home: join is the node), fetch the
 run's spec and dataset from the swarm, catch up to the swarm's newest
 checkpoint (or resume from this node's own), then train round after round:
@@ -297,7 +297,12 @@ H inner steps, the compressed pseudo-gradient published by CID, the
 partitions this node reduces, the outer step and the round's checkpoint.
 Progress goes to stderr; the final checkpoint CID to stdout. After the
 last round it keeps serving for --linger (the run's round deadline), so
-that followers can still fetch the contributions they verify it from.`,
+that followers can still fetch the contributions they verify it from.
+
+Given a recipe (fomnet recipe create), it takes part in every stage in
+turn: each later stage's run is derived from the recipe and the last
+checkpoint of the stage before, so every node joins the same run; the last
+stage's last checkpoint CID goes to stdout.`,
 		Args: oneCID("join"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, _ := parseCID(args[0])
@@ -317,7 +322,7 @@ that followers can still fetch the contributions they verify it from.`,
 			}
 			defer be.Close()
 			var last time.Time
-			p, err := n.OpenRun(ctx, id, node.RunOptions{Backend: be, Expect: expect, KeepRounds: keep, Logf: e.logf, Events: func(ev node.RoundEvent) {
+			o := node.RunOptions{Backend: be, Expect: expect, KeepRounds: keep, Logf: e.logf, Events: func(ev node.RoundEvent) {
 				switch ev.Phase {
 				case "train":
 					if time.Since(last) > 2*time.Second || ev.Step == ev.Steps {
@@ -334,7 +339,21 @@ that followers can still fetch the contributions they verify it from.`,
 				case "deadline":
 					e.logf("round %d  deadline passed waiting for %s", ev.Round, ev.Waiting)
 				}
-			}})
+			}}
+			if _, err := n.LoadRecipe(ctx, id); err == nil {
+				final, err := n.RunRecipe(ctx, id, o, func(p *node.Participant) error {
+					_, err := p.CatchUp(ctx, 10*time.Second)
+					return err
+				}, func(st node.RecipeStage) {
+					e.logf("recipe %s: stage %d (%s), run %s", id, st.Index+1, st.Spec.Stage, st.Run)
+				})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(e.stdout, final)
+				return nil
+			}
+			p, err := n.OpenRun(ctx, id, o)
 			if err != nil {
 				return err
 			}

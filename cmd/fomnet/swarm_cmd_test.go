@@ -382,7 +382,12 @@ func TestRunCommands(t *testing.T) {
 // over the CLI, and walks last's lineage.
 func runStages(t *testing.T, home, ds, run, last string) {
 	t.Helper()
-	out, errs, code := fomnet(t, "run", "create", "--home", home, "--data", ds, "--from", last, "--rounds", "1", "--h", "2",
+	if _, errs, code := fomnet(t, "run", "create", "--home", home, "--data", ds, "--from", last, "--rounds", "1", "--h", "2",
+		"--batch", "2", "--seq", "32", "--warmup", "1"); code != 1 || !strings.Contains(errs, `stage "sft" on dataset`) {
+		t.Fatalf("an SFT stage on pretraining data: %d %s", code, errs)
+	}
+	// Continued pretraining from the run's last checkpoint.
+	out, errs, code := fomnet(t, "run", "create", "--home", home, "--data", ds, "--from", last, "--stage", "pretrain", "--rounds", "1", "--h", "2",
 		"--batch", "2", "--seq", "32", "--warmup", "1", "--json")
 	var created map[string]string
 	if code != 0 || json.Unmarshal([]byte(out), &created) != nil {
@@ -390,7 +395,7 @@ func runStages(t *testing.T, home, ds, run, last string) {
 	}
 	out, errs, code = fomnet(t, "run", "show", "--home", home, created["run_id"], "--json")
 	var spec node.RunSpec
-	if code != 0 || json.Unmarshal([]byte(out), &spec) != nil || spec.Stage != "sft" || spec.From == nil || spec.From.CID != last {
+	if code != 0 || json.Unmarshal([]byte(out), &spec) != nil || spec.Stage != "pretrain" || spec.From == nil || spec.From.CID != last {
 		t.Fatalf("run show of a stage: %d %q %s", code, out, errs)
 	}
 	if _, err := spec.ModelConfig(); err != nil {
@@ -399,12 +404,33 @@ func runStages(t *testing.T, home, ds, run, last string) {
 	if _, errs, code := fomnet(t, "run", "create", "--home", home, "--data", ds, "--from", last, "--rope-theta", "1e6"); code != 2 || !strings.Contains(errs, "--preset") {
 		t.Fatalf("--rope-theta with --from alone: exit %d, %s", code, errs)
 	}
-	if _, errs, code := fomnet(t, "run", "create", "--home", home, "--data", ds, "--from", run, "--seq", "32"); code != 1 || !strings.Contains(errs, "not a checkpoint") {
+	if _, errs, code := fomnet(t, "run", "create", "--home", home, "--data", ds, "--from", run, "--stage", "pretrain", "--seq", "32"); code != 1 || !strings.Contains(errs, "not a checkpoint") {
 		t.Fatalf("--from a run ID: exit %d, %s", code, errs)
 	}
 	out, errs, code = fomnet(t, "checkpoint", "lineage", "--home", home, last, "--json")
 	var stages []node.LineageStage
 	if code != 0 || json.Unmarshal([]byte(out), &stages) != nil || len(stages) != 1 || stages[0].Run != run || stages[0].Rounds != 2 || stages[0].Stage != "pretrain" {
 		t.Fatalf("checkpoint lineage: %d %q %s", code, out, errs)
+	}
+	// A recipe of the run and the stage; joined alone, it resumes the
+	// finished run and trains the stage derived from its last checkpoint.
+	out, errs, code = fomnet(t, "recipe", "create", "--home", home, "--name", "two", run, created["run_id"])
+	recipe := strings.TrimSpace(out)
+	if code != 0 || !strings.HasPrefix(recipe, "bagu") {
+		t.Fatalf("recipe create: %d %q %s", code, out, errs)
+	}
+	if out, errs, code := fomnet(t, "recipe", "show", "--home", home, recipe); code != 0 || !strings.Contains(out, "stage 1's last checkpoint") {
+		t.Fatalf("recipe show: %d %q %s", code, out, errs)
+	}
+	out, errs, code = fomnet(t, "join", recipe, "--home", home, "--expect", "1", "--threads", "1", "--linger", "0")
+	if code != 0 || !strings.Contains(errs, "stage 2 (pretrain)") {
+		t.Fatalf("join RECIPE: %d %q %s", code, out, errs)
+	}
+	out, errs, code = fomnet(t, "checkpoint", "lineage", "--home", home, strings.TrimSpace(out), "--json")
+	if code != 0 || json.Unmarshal([]byte(out), &stages) != nil || len(stages) != 2 || stages[1].Run != run || stages[0].Run == run {
+		t.Fatalf("the recipe's lineage: %d %q %s", code, out, errs)
+	}
+	if _, errs, code := fomnet(t, "recipe", "create", "--home", home); code != 2 || !strings.Contains(errs, "at least one stage") {
+		t.Fatalf("recipe create without stages: %d %s", code, errs)
 	}
 }
