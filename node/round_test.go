@@ -347,3 +347,27 @@ func FuzzDecodeEvidence(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeRecipe(f *testing.F) {
+	b, _, err := EncodeRecipe(&Recipe{Format: RecipeFormat, Name: "r", Stages: []RunSpec{*testRun(f), *testRun(f)}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(`{"format":"fomnet-recipe/1","name":"","stages":[]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := DecodeRecipe(b)
+		if err != nil {
+			return
+		}
+		again, _, err := EncodeRecipe(r)
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("accepted recipe does not re-encode to itself: %v", err)
+		}
+		for i := range r.Stages {
+			if err := r.Stage(i, placeholderFrom).Validate(); err != nil {
+				t.Fatalf("stage %d of an accepted recipe: %v", i, err)
+			}
+		}
+	})
+}
