@@ -145,9 +145,10 @@ func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) {
 	return s.raw.Has(ctx, c)
 }
 
-// Block returns the block c (verified), fetching it if the store is online.
+// Block returns the block c (verified), fetching it if the store is
+// online: as FetchBlock, so a fetch waits as ctx's Wait says.
 func (s *Store) Block(ctx context.Context, c cid.Cid) (blocks.Block, error) {
-	return s.bsvc.GetBlock(ctx, c)
+	return s.FetchBlock(ctx, c)
 }
 
 // PutBlock stores one block, checking that data hashes to c.

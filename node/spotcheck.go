@@ -11,6 +11,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/fomnet/fomnet/contentstore"
 )
 
 // Spot checks. Once a round's checkpoint is settled, a hash of it picks
@@ -80,6 +82,9 @@ func (p *Participant) spotCheck(ctx context.Context, r int) error {
 	if rec.Round < 1 || p.following {
 		return nil
 	}
+	// The round waits on this: a fetch nobody serves (an author gone with
+	// its worker state) gives up after the run's fetch wait, not an audit's.
+	ctx = contentstore.WithWait(ctx, contentstore.Wait{Stall: p.ru.fetchWait()})
 	members := rec.members() // less those it convicted
 	var base *state
 	for _, i := range rec.includedIndices() {

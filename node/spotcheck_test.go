@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,4 +226,58 @@ func TestSpotCheckDefaultRate(t *testing.T) {
 		}
 	}
 	t.Logf("caught in %d of %d runs, mean round %.1f (expected 10)", n, len(caught), float64(sum)/float64(max(n, 1)))
+}
+
+// A spot check of a contribution whose author has gone (crashed with the
+// only copy of its prior worker state) gives up after the run's fetch
+// wait, and the round goes on: with every contribution checked, a node
+// crashes in round 3, whose checks re-execute its round-2 work.
+func TestSpotCheckOfAGoneAuthor(t *testing.T) {
+	const n, rounds = 3, 4
+	c := nodetest.New(t, n, nodetest.Options{Logf: t.Logf})
+	c.ConnectAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	spec := smallRun(t, c, rounds)
+	all := 1.0
+	spec.SpotCheck = &all
+	spec.Sync.RoundDeadline, spec.Sync.Quorum = 2*time.Second, 2
+	runID, err := c.Nodes[0].CreateRun(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashCtx, crash := context.WithCancel(ctx)
+	var log checkpointLog
+	checks := map[int]int{}
+	var mu sync.Mutex
+	ps := openAll(t, c, runID, n, func(i int, e node.RoundEvent) {
+		if i == 2 && e.Round == 3 && e.Phase == "train" && e.Step == 1 {
+			crash()
+		}
+		if e.Phase == "spot-check" {
+			mu.Lock()
+			checks[e.Round]++
+			mu.Unlock()
+		}
+		log.record(e)
+	})
+	errs := runAll(ps, func(i int, p *node.Participant) error {
+		if i != 2 {
+			return p.RunRounds(ctx, rounds)
+		}
+		err := p.RunRounds(crashCtx, rounds)
+		p.Close()
+		c.Stop(2)
+		return err
+	})
+	for i := 0; i < 2; i++ {
+		if errs[i] != nil {
+			t.Fatalf("node %d: %v", i, errs[i])
+		}
+	}
+	sameBase(t, ps[:2])
+	log.agreed(t, rounds)
+	if checks[3] == 0 {
+		t.Fatalf("no spot check in round 3: %v", checks)
+	}
 }

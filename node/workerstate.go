@@ -142,6 +142,11 @@ func (p *Participant) loadWorkerState(ctx context.Context, k cid.Cid) (*workerSt
 	if k.Prefix().Codec != cid.DagProtobuf && k.Prefix().Codec != cid.Raw {
 		return nil, fmt.Errorf("worker state %s is not a file", k)
 	}
+	// Fetches wait as ctx says (a file's reads would not): its root
+	// first, whose declared size must be the run's, then the rest.
+	if _, err := p.n.Store.FetchBlock(ctx, k); err != nil {
+		return nil, fmt.Errorf("worker state %s: %w", k, err)
+	}
 	f, err := p.n.Store.Open(ctx, k)
 	if err != nil {
 		return nil, fmt.Errorf("worker state %s: %w", k, err)
@@ -150,6 +155,9 @@ func (p *Participant) loadWorkerState(ctx context.Context, k cid.Cid) (*workerSt
 	want := workerStateSize(len(p.global), p.efs)
 	if int64(f.Size()) != want {
 		return nil, fmt.Errorf("worker state %s: %d bytes, the run's model takes %d", k, f.Size(), want)
+	}
+	if err := p.n.Store.Fetch(ctx, k, nil); err != nil {
+		return nil, fmt.Errorf("worker state %s: %w", k, err)
 	}
 	b := make([]byte, want)
 	if _, err := io.ReadFull(f, b); err != nil {
