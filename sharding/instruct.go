@@ -11,7 +11,7 @@ import (
 
 // InstructGenerator names the built-in post-training generator in
 // provenance.
-const InstructGenerator = "fomnet-instruct/v1"
+const InstructGenerator = "fomnet-instruct/v2"
 
 // Instruction is one generated exchange for post-training: a question in
 // Lang, the answer expected (in AnswerLang: the question's, or a
@@ -41,133 +41,105 @@ func (in Instruction) HeldOut() bool {
 }
 
 // Instructions generates n instructions from seed, bilingual, from the
-// training split (heldOut false) or the evaluation split (true): sums,
-// translations of the lexicon's words in both directions, and definitions,
-// asked in Korean and in English in turn, no prompt twice (the lexicon's run out
-// first: then only sums). Same arguments, same instructions.
+// training split (heldOut false) or the evaluation split (true): sums of
+// numbers below 20, translations of the lexicon's words in both directions,
+// and definitions, asked in Korean and in English in turn, each in one of
+// several phrasings, no prompt twice (the lexicon's run out first: then
+// only sums). A held-out prompt is new; what it asks was mostly asked in
+// training in another phrasing: the split measures following an
+// instruction, not knowing a fact. Same arguments, same instructions.
 func Instructions(seed uint64, n int, heldOut bool) []Instruction {
 	r := rand.New(rand.NewPCG(seed, 0x1257))
 	out := make([]Instruction, 0, n)
 	seen := map[string]bool{}
 	for tries := 0; len(out) < n && tries < 100*n+1000; tries++ {
-		var in Instruction
 		ko := len(out)%2 == 0 // Korean and English alike
+		var g generated
 		switch r.IntN(3) {
 		case 0:
-			in = sumInstruction(r, ko)
+			g = sumInstruction(r, ko)
 		case 1:
-			in = translationInstruction(r, ko)
+			g = translationInstruction(r, ko)
 		default:
-			in = definitionInstruction(r, ko)
+			g = definitionInstruction(r, ko)
 		}
+		in := g.in
 		if in.HeldOut() != heldOut || seen[in.Prompt] {
 			continue
 		}
 		seen[in.Prompt] = true
-		in.Wrong, in.WrongKind = worse(r, in)
+		in.Wrong, in.WrongKind = g.worse(r)
 		out = append(out, in)
 	}
 	return out
 }
 
-func sumInstruction(r *rand.Rand, ko bool) Instruction {
-	a, b := r.IntN(50), r.IntN(50)
-	if ko {
-		return Instruction{Kind: "arithmetic", Lang: "ko", AnswerLang: "ko",
-			Prompt: fmt.Sprintf("%d 더하기 %d는 얼마예요?", a, b), Answer: fmt.Sprintf("%d 더하기 %d는 %d입니다.", a, b, a+b)}
-	}
-	return Instruction{Kind: "arithmetic", Lang: "en", AnswerLang: "en",
-		Prompt: fmt.Sprintf("What is %d plus %d?", a, b), Answer: fmt.Sprintf("%d plus %d is %d.", a, b, a+b)}
+// generated is an instruction with the makings of worse answers: a wrong
+// one and the right one in the other language.
+type generated struct {
+	in           Instruction
+	wrong, other string
 }
 
-func translationInstruction(r *rand.Rand, ko bool) Instruction {
-	w := lexicon[r.IntN(len(lexicon))]
-	if ko { // asked in Korean for the English word
-		return Instruction{Kind: "translation", Lang: "ko", AnswerLang: "en",
-			Prompt: fmt.Sprintf("'%s'를 영어로 번역해 주세요.", w.ko), Answer: w.en}
-	}
-	return Instruction{Kind: "translation", Lang: "en", AnswerLang: "ko",
-		Prompt: fmt.Sprintf("Translate '%s' into Korean.", w.en), Answer: w.ko}
-}
-
-func definitionInstruction(r *rand.Rand, ko bool) Instruction {
-	w := lexicon[r.IntN(len(lexicon))]
-	if ko {
-		return Instruction{Kind: "definition", Lang: "ko", AnswerLang: "ko",
-			Prompt: fmt.Sprintf("%s(이)란 무엇인가요?", w.ko), Answer: fmt.Sprintf("%s(은)는 %s입니다.", w.ko, w.koDef)}
-	}
-	return Instruction{Kind: "definition", Lang: "en", AnswerLang: "en",
-		Prompt: fmt.Sprintf("What is a %s?", w.en), Answer: fmt.Sprintf("A %s is %s.", w.en, w.enDef)}
-}
-
-// worse gives an answer that is verifiably worse than in's and why: a
-// wrong sum or word, the answer in the other language, or the answer cut
-// short.
-func worse(r *rand.Rand, in Instruction) (string, string) {
+// worse picks a verifiably worse answer and says how it is worse: wrong,
+// in the other language, or cut short.
+func (g generated) worse(r *rand.Rand) (string, string) {
 	switch r.IntN(3) {
-	case 0: // the other language
-		if other := otherLanguage(in); other != "" {
-			return other, "language"
+	case 0:
+		return g.other, "language"
+	case 1:
+		if words := strings.Fields(g.in.Answer); len(words) > 1 {
+			return strings.Join(words[:len(words)/2], " "), "unfinished"
 		}
-		fallthrough
-	case 1: // wrong
-		return wrongAnswer(r, in), "wrong"
 	}
-	words := strings.Fields(in.Answer) // unfinished
-	if len(words) > 1 {
-		return strings.Join(words[:len(words)/2], " "), "unfinished"
-	}
-	return wrongAnswer(r, in), "wrong"
+	return g.wrong, "wrong"
 }
 
-func otherLanguage(in Instruction) string {
-	for _, w := range lexicon {
-		switch {
-		case in.Kind == "translation" && in.Answer == w.en:
-			return w.ko
-		case in.Kind == "translation" && in.Answer == w.ko:
-			return w.en
-		case in.Kind == "definition" && in.Lang == "ko" && strings.HasPrefix(in.Answer, w.ko+"("):
-			return fmt.Sprintf("A %s is %s.", w.en, w.enDef)
-		case in.Kind == "definition" && in.Lang == "en" && strings.HasPrefix(in.Answer, "A "+w.en+" "):
-			return fmt.Sprintf("%s(은)는 %s입니다.", w.ko, w.koDef)
-		}
+func pick(r *rand.Rand, forms []string) string { return forms[r.IntN(len(forms))] }
+
+func sumInstruction(r *rand.Rand, ko bool) generated {
+	a, b := r.IntN(20), r.IntN(20)
+	en, kr := fmt.Sprintf("The answer is %d.", a+b), fmt.Sprintf("답은 %d입니다.", a+b)
+	off := 1 + r.IntN(5)
+	if ko {
+		return generated{Instruction{Kind: "arithmetic", Lang: "ko", AnswerLang: "ko", Answer: kr,
+			Prompt: fmt.Sprintf(pick(r, []string{"%d 더하기 %d는 얼마예요?", "%d와 %d를 더하면 얼마예요?", "%d에 %d를 더하면?", "%d 더하기 %d를 계산해 주세요."}), a, b)},
+			fmt.Sprintf("답은 %d입니다.", a+b+off), en}
 	}
-	var a, b int
-	if in.Lang == "ko" {
-		fmt.Sscanf(in.Prompt, "%d 더하기 %d", &a, &b)
-		return fmt.Sprintf("%d plus %d is %d.", a, b, a+b)
-	}
-	fmt.Sscanf(in.Prompt, "What is %d plus %d", &a, &b)
-	return fmt.Sprintf("%d 더하기 %d는 %d입니다.", a, b, a+b)
+	return generated{Instruction{Kind: "arithmetic", Lang: "en", AnswerLang: "en", Answer: en,
+		Prompt: fmt.Sprintf(pick(r, []string{"What is %d plus %d?", "How much is %d plus %d?", "Add %d and %d.", "Please add %d and %d."}), a, b)},
+		fmt.Sprintf("The answer is %d.", a+b+off), kr}
 }
 
-func wrongAnswer(r *rand.Rand, in Instruction) string {
-	switch in.Kind {
-	case "arithmetic":
-		var a, b int
-		if in.Lang == "ko" {
-			fmt.Sscanf(in.Prompt, "%d 더하기 %d", &a, &b)
-			return fmt.Sprintf("%d 더하기 %d는 %d입니다.", a, b, a+b+1+r.IntN(9))
-		}
-		fmt.Sscanf(in.Prompt, "What is %d plus %d", &a, &b)
-		return fmt.Sprintf("%d plus %d is %d.", a, b, a+b+1+r.IntN(9))
+// another is a lexicon word other than w.
+func another(r *rand.Rand, w int) int {
+	o := r.IntN(len(lexicon) - 1)
+	if o >= w {
+		o++
 	}
-	for { // another word of the lexicon, in the answer's form
-		w := lexicon[r.IntN(len(lexicon))]
-		var s string
-		switch {
-		case in.Kind == "translation" && in.AnswerLang == "en":
-			s = w.en
-		case in.Kind == "translation":
-			s = w.ko
-		case in.Lang == "ko":
-			s = fmt.Sprintf("%s(은)는 %s입니다.", strings.SplitN(in.Answer, "(", 2)[0], w.koDef)
-		default:
-			s = strings.SplitN(in.Answer, " is ", 2)[0] + " is " + w.enDef + "."
-		}
-		if s != in.Answer {
-			return s
-		}
+	return o
+}
+
+func translationInstruction(r *rand.Rand, ko bool) generated {
+	i := r.IntN(len(lexicon))
+	w, o := lexicon[i], lexicon[another(r, i)]
+	if ko { // asked in Korean for the English word
+		return generated{Instruction{Kind: "translation", Lang: "ko", AnswerLang: "en", Answer: w.en,
+			Prompt: fmt.Sprintf(pick(r, []string{"'%s'를 영어로 번역해 주세요.", "'%s'는 영어로 뭐예요?", "'%s'를 영어로 하면?"}), w.ko)}, o.en, w.ko}
 	}
+	return generated{Instruction{Kind: "translation", Lang: "en", AnswerLang: "ko", Answer: w.ko,
+		Prompt: fmt.Sprintf(pick(r, []string{"Translate '%s' into Korean.", "What is '%s' in Korean?", "How do you say '%s' in Korean?"}), w.en)}, o.ko, w.en}
+}
+
+func definitionInstruction(r *rand.Rand, ko bool) generated {
+	i := r.IntN(len(lexicon))
+	w, o := lexicon[i], lexicon[another(r, i)]
+	kr := func(def string) string { return fmt.Sprintf("%s(은)는 %s입니다.", w.ko, def) }
+	en := func(def string) string { return fmt.Sprintf("A %s is %s.", w.en, def) }
+	if ko {
+		return generated{Instruction{Kind: "definition", Lang: "ko", AnswerLang: "ko", Answer: kr(w.koDef),
+			Prompt: fmt.Sprintf(pick(r, []string{"%s(이)란 무엇인가요?", "'%s'의 뜻은 뭐예요?", "%s를 설명해 주세요."}), w.ko)}, kr(o.koDef), en(w.enDef)}
+	}
+	return generated{Instruction{Kind: "definition", Lang: "en", AnswerLang: "en", Answer: en(w.enDef),
+		Prompt: fmt.Sprintf(pick(r, []string{"What is a %s?", "Define '%s'.", "What does '%s' mean?"}), w.en)}, en(o.enDef), kr(w.koDef)}
 }

@@ -13,10 +13,18 @@ import (
 // byte followed by a space, and the text shows U+FFFD. Special tokens are
 // left to the caller's sampling (their text is ASCII).
 func (t *Tokenizer) UTF8Mask() func(out []int32, logits []float32) {
-	return UTF8Mask(func(id int32) []byte {
+	mask := UTF8Mask(func(id int32) []byte {
 		b, _ := t.Token(id)
 		return b
 	})
+	return func(out []int32, logits []float32) {
+		mask(out, logits)
+		// A model's vocabulary may be larger than its tokenizer's (a
+		// preset's size): ids past the tokenizer's decode to nothing.
+		for id := t.Vocab(); id < len(logits); id++ {
+			logits[id] = float32(math.Inf(-1))
+		}
+	}
 }
 
 // UTF8Mask is Tokenizer.UTF8Mask for any id → bytes mapping (nil: no

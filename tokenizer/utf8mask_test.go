@@ -80,3 +80,19 @@ func TestUTF8MaskKeepsOutputValid(t *testing.T) {
 		}
 	}
 }
+
+// A model's vocabulary may exceed its tokenizer's: the tokenizer's mask
+// never lets an id past the tokenizer's be chosen (it decodes to nothing).
+func TestUTF8MaskBeyondTheTokenizer(t *testing.T) {
+	tk, err := ByteLevel(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logits := make([]float32, tk.Vocab()+40)
+	tk.UTF8Mask()(nil, logits)
+	for id, v := range logits {
+		if id >= tk.Vocab() && !math.IsInf(float64(v), -1) || id == 'a' && v != 0 {
+			t.Fatalf("id %d (tokenizer vocabulary %d): logit %v", id, tk.Vocab(), v)
+		}
+	}
+}

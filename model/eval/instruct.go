@@ -53,7 +53,7 @@ func Instructions(m *model.Model, tk *tokenizer.Tokenizer, items []Instruction, 
 		if err != nil {
 			return nil, fmt.Errorf("eval: instruction %d: %w", i, err)
 		}
-		out, err := model.Generate(m, prompt, model.SampleConfig{MaxTokens: maxNew, Stop: []int32{end}}, nil)
+		out, err := model.Generate(m, prompt, model.SampleConfig{MaxTokens: maxNew, Stop: []int32{end}, Mask: tk.UTF8Mask()}, nil)
 		if err != nil {
 			return nil, fmt.Errorf("eval: instruction %d: %w", i, err)
 		}

@@ -37,7 +37,7 @@ func TestInstructions(t *testing.T) {
 	m.Init(5)
 	end, _ := tk.SpecialID(tokenizer.EndTurn)
 	prompt, _ := tk.EncodeChat([]tokenizer.Message{{Role: tokenizer.RoleUser, Content: "비가 왔어요?"}}, true)
-	out, err := model.Generate(m, prompt, model.SampleConfig{MaxTokens: 6, Stop: []int32{end}}, nil)
+	out, err := model.Generate(m, prompt, model.SampleConfig{MaxTokens: 6, Stop: []int32{end}, Mask: tk.UTF8Mask()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
