@@ -44,6 +44,7 @@ type DemoOptions struct {
 	// instructions are asked after each stage.
 	Recipe                          bool
 	PostRounds, Instructions, Pairs int
+	PrefRounds                      int // the DPO stage's rounds (default PostRounds)
 	EvalItems                       int
 	// NewBackend starts each node's compute backend.
 	NewBackend func() (kernels.Backend, error)
@@ -456,11 +457,16 @@ func postTrain(ctx context.Context, nodes []*Node, o DemoOptions, pre *demoStage
 		return err
 	}
 	last := pre
+	prefRounds := o.PrefRounds
+	if prefRounds <= 0 {
+		prefRounds = o.PostRounds
+	}
 	for _, stg := range []struct {
 		name, objective     string
 		instructions, pairs int
-		lr                  float64
-	}{{"sft", "", o.Instructions, 0, 2e-3}, {"preference", model.ObjectiveDPO, 0, o.Pairs, 5e-4}} {
+		rounds              int
+		lr, beta            float64
+	}{{"sft", "", o.Instructions, 0, o.PostRounds, 2e-3, 0}, {"preference", model.ObjectiveDPO, 0, o.Pairs, prefRounds, 2e-4, 0.5}} {
 		dir := filepath.Join(o.Dir, "dataset-"+stg.name)
 		os.RemoveAll(dir)
 		cfg := sharding.PrepareConfig{Instructions: stg.instructions, Pairs: stg.pairs, SyntheticSeed: o.Seed,
@@ -474,7 +480,7 @@ func postTrain(ctx context.Context, nodes []*Node, o DemoOptions, pre *demoStage
 		}
 		sc := gradsync.DefaultConfig()
 		sc.H, sc.Codec, sc.RoundDeadline = o.H, o.Codec, time.Minute
-		spec, err := NewRunSpec("fomnet demo "+stg.name, o.Preset, ds, o.PostRounds, sc, o.Seed)
+		spec, err := NewRunSpec("fomnet demo "+stg.name, o.Preset, ds, stg.rounds, sc, o.Seed)
 		if err != nil {
 			return err
 		}
@@ -483,7 +489,7 @@ func postTrain(ctx context.Context, nodes []*Node, o DemoOptions, pre *demoStage
 		spec.Inner.Batch, spec.Inner.Seq, spec.Inner.Warmup = o.Batch+o.Batch%2, o.Seq, min(o.H, 10)
 		spec.Inner.MaxLR, spec.Inner.MinLR = stg.lr, stg.lr/10
 		if stg.objective != "" {
-			spec.Inner.Objective, spec.Inner.Beta = stg.objective, 0.1
+			spec.Inner.Objective, spec.Inner.Beta = stg.objective, stg.beta
 		}
 		st, err := trainStage(ctx, nodes, spec, o, logf)
 		if err != nil {
@@ -497,7 +503,7 @@ func postTrain(ctx context.Context, nodes []*Node, o DemoOptions, pre *demoStage
 	}
 	// The recipe's result is the chat model: its checkpoint is the demo's.
 	res.CheckpointCID = last.parts[0].Base().String()
-	res.Checkpoint = filepath.Join(nodes[0].Home, "runs", last.runID.String(), fmt.Sprintf("round-%06d", o.PostRounds))
+	res.Checkpoint = filepath.Join(nodes[0].Home, "runs", last.runID.String(), fmt.Sprintf("round-%06d", prefRounds))
 	m := last.parts[0].Model()
 	end, _ := tk.SpecialID(tokenizer.EndTurn)
 	ask := func(q string) (string, error) {

@@ -288,6 +288,16 @@ func TestDemoRecipe(t *testing.T) {
 			t.Fatalf("lineage stage %d: %+v", i, stages[i])
 		}
 	}
+	// The chat model exports, its chat template with it.
+	hf, gg := filepath.Join(t.TempDir(), "hf"), filepath.Join(t.TempDir(), "chat.gguf")
+	for _, args := range [][]string{{"export", d.Checkpoint, "--format", "hf", "-o", hf}, {"export", d.Checkpoint, "--format", "gguf", "-o", gg}} {
+		if _, errOut, code := fomnet(t, args...); code != 0 {
+			t.Fatalf("%v: %s", args, errOut)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(hf, "tokenizer_config.json")); err != nil || !strings.Contains(string(b), "chat_template") {
+		t.Fatalf("HF export of the chat model: %v %s", err, b)
+	}
 }
 
 func TestTokenizerCommands(t *testing.T) {
