@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -70,15 +69,7 @@ func (p *Participant) pinLineage(ctx context.Context, r int) (cid.Cid, bool, err
 	for _, a := range rec.Aggregates {
 		root.Aggregates = append(root.Aggregates, a.CID)
 	}
-	plain, err := json.Marshal(root)
-	if err != nil {
-		return cid.Undef, false, err
-	}
-	b, err := canonicalDagJSON(plain)
-	if err != nil {
-		return cid.Undef, false, err
-	}
-	k, err := contentstore.BlockCID(contentstore.CodecDagJSON, b)
+	b, k, err := dagJSONBlock(root, "lineage root")
 	if err != nil {
 		return cid.Undef, false, err
 	}

@@ -3,7 +3,6 @@ package node
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -80,16 +79,7 @@ func EncodeRecipe(r *Recipe) ([]byte, cid.Cid, error) {
 	if err := r.Validate(); err != nil {
 		return nil, cid.Undef, err
 	}
-	plain, err := json.Marshal(r)
-	if err != nil {
-		return nil, cid.Undef, err
-	}
-	b, err := canonicalDagJSON(plain)
-	if err != nil {
-		return nil, cid.Undef, fmt.Errorf("recipe: %w", err)
-	}
-	c, err := contentstore.BlockCID(contentstore.CodecDagJSON, b)
-	return b, c, err
+	return dagJSONBlock(r, "recipe")
 }
 
 // DecodeRecipe parses a recipe block, checking that it is canonical and

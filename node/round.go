@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/sharding"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -152,16 +151,7 @@ func EncodeContribution(c *Contribution) ([]byte, cid.Cid, error) {
 	if err := c.check(); err != nil {
 		return nil, cid.Undef, err
 	}
-	plain, err := json.Marshal(c)
-	if err != nil {
-		return nil, cid.Undef, err
-	}
-	b, err := canonicalDagJSON(plain)
-	if err != nil {
-		return nil, cid.Undef, fmt.Errorf("contribution: %w", err)
-	}
-	k, err := contentstore.BlockCID(contentstore.CodecDagJSON, b)
-	return b, k, err
+	return dagJSONBlock(c, "contribution")
 }
 
 // DecodeContribution parses a contribution root block.

@@ -208,16 +208,7 @@ func EncodeRunSpec(r *RunSpec) ([]byte, cid.Cid, error) {
 	if err := r.Validate(); err != nil {
 		return nil, cid.Undef, err
 	}
-	plain, err := json.Marshal(r)
-	if err != nil {
-		return nil, cid.Undef, err
-	}
-	b, err := canonicalDagJSON(plain)
-	if err != nil {
-		return nil, cid.Undef, fmt.Errorf("run: %w", err)
-	}
-	c, err := contentstore.BlockCID(contentstore.CodecDagJSON, b)
-	return b, c, err
+	return dagJSONBlock(r, "run")
 }
 
 // DecodeRunSpec parses a run spec block and checks that it is canonical
@@ -243,6 +234,21 @@ func DecodeRunSpec(b []byte) (*RunSpec, error) {
 		return nil, fmt.Errorf("run: spec is not in canonical dag-json form")
 	}
 	return &r, nil
+}
+
+// dagJSONBlock encodes v as a canonical dag-json block and returns its
+// bytes and CID; what names v in errors.
+func dagJSONBlock(v any, what string) ([]byte, cid.Cid, error) {
+	plain, err := json.Marshal(v)
+	if err != nil {
+		return nil, cid.Undef, fmt.Errorf("%s: %w", what, err)
+	}
+	b, err := canonicalDagJSON(plain)
+	if err != nil {
+		return nil, cid.Undef, fmt.Errorf("%s: %w", what, err)
+	}
+	c, err := contentstore.BlockCID(contentstore.CodecDagJSON, b)
+	return b, c, err
 }
 
 // canonicalDagJSON re-encodes JSON as dag-json (sorted keys, no spaces).
