@@ -156,7 +156,9 @@ func (n *Node) Lineage(ctx context.Context, ck cid.Cid) ([]LineageStage, error) 
 	ctx = withStall(ctx)
 	var out []LineageStage
 	var spec *RunSpec
-	want := -1 // the round the next record must be (-1: any)
+	// want is the round the next record must be: -1 any (the first),
+	// -2 any of another run (after a stage's genesis).
+	want := -1
 	for steps := 0; ; steps++ {
 		if steps == maxLineage {
 			return out, fmt.Errorf("lineage: longer than %d checkpoints", maxLineage)
