@@ -81,15 +81,7 @@ func TestMaskedLossReference(t *testing.T) {
 			if err := m.Logits(logits, bi, ti); err != nil {
 				t.Fatal(err)
 			}
-			mx := math.Inf(-1)
-			for _, v := range logits {
-				mx = math.Max(mx, float64(v))
-			}
-			var z float64
-			for _, v := range logits {
-				z += math.Exp(float64(v) - mx)
-			}
-			sum += mx + math.Log(z) - float64(logits[tg])
+			sum += nll64(logits, tg)
 			n++
 		}
 	}
@@ -151,4 +143,17 @@ func TestCorpusPairs(t *testing.T) {
 	if err := (&Corpus{Tokens: []int32{2, 3, eos}}).Append(c); err == nil {
 		t.Fatal("pairs appended to a stream")
 	}
+}
+
+// nll64 is −log softmax(logits)[tg], in float64.
+func nll64(logits []float32, tg int32) float64 {
+	mx := math.Inf(-1)
+	for _, v := range logits {
+		mx = math.Max(mx, float64(v))
+	}
+	var z float64
+	for _, v := range logits {
+		z += math.Exp(float64(v) - mx)
+	}
+	return mx + math.Log(z) - float64(logits[tg])
 }

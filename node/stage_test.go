@@ -141,18 +141,26 @@ func TestStages(t *testing.T) {
 // dataset with tokenizer tb (nil: one trained on the conversations).
 func conversationsDataset(t *testing.T, nd *node.Node, tb []byte) cid.Cid {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
 	var sb strings.Builder
 	for i := range 200 {
 		a, b := i%19+1, i%23+2
 		fmt.Fprintf(&sb, `{"messages":[{"role":"user","content":"What is %d plus %d?"},{"role":"assistant","content":"%d."}]}`+"\n", a, b, a+b)
 	}
-	in := filepath.Join(dir, "chat.jsonl")
-	if err := os.WriteFile(in, []byte(sb.String()), 0o644); err != nil {
+	return jsonlDataset(t, nd, tb, sb.String(), "sft")
+}
+
+// jsonlDataset prepares JSONL records of stage into a dataset of rows of
+// 32 tokens with tokenizer tb (nil: one trained on them) and publishes it
+// on nd.
+func jsonlDataset(t *testing.T, nd *node.Node, tb []byte, records, stage string) cid.Cid {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	in := filepath.Join(dir, "data.jsonl")
+	if err := os.WriteFile(in, []byte(records), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := sharding.PrepareConfig{Inputs: []sharding.Input{{Path: in, Licence: "CC0-1.0", Stage: "sft"}}, Filters: sharding.DefaultFilters(),
+	cfg := sharding.PrepareConfig{Inputs: []sharding.Input{{Path: in, Licence: "CC0-1.0", Stage: stage}}, Filters: sharding.DefaultFilters(),
 		SeqLen: 32, ShardTokens: 4096}
 	var tk *tokenizer.Tokenizer
 	var err error
@@ -268,33 +276,13 @@ func TestSwarmPreference(t *testing.T) {
 // rejected one refuses.
 func pairsDataset(t *testing.T, nd *node.Node, tb []byte) cid.Cid {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
 	var sb strings.Builder
 	for i := range 200 {
 		a, b := i%19+1, i%23+2
 		fmt.Fprintf(&sb, `{"prompt":"What is %d plus %d?","chosen":"%d.","rejected":"I do not know."}`+"\n", a, b, a+b)
 		fmt.Fprintf(&sb, `{"prompt":"%d 더하기 %d는?","chosen":"%d입니다.","rejected":"모르겠습니다."}`+"\n", a, b, a+b)
 	}
-	in := filepath.Join(dir, "pairs.jsonl")
-	if err := os.WriteFile(in, []byte(sb.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := sharding.PrepareConfig{Inputs: []sharding.Input{{Path: in, Licence: "CC0-1.0", Stage: "preference"}}, Filters: sharding.DefaultFilters(),
-		SeqLen: 32, ShardTokens: 4096}
-	tk, err := tokenizer.Parse(tb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds := filepath.Join(dir, "ds")
-	if _, err := sharding.Prepare(ctx, cfg, tk, ds, nil); err != nil {
-		t.Fatal(err)
-	}
-	k, err := nd.PublishDataset(ctx, ds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
+	return jsonlDataset(t, nd, tb, sb.String(), "preference")
 }
 
 // A recipe of two stages, run by two nodes with RunRecipe: both derive
