@@ -244,38 +244,13 @@ func readFile(path string, f Format, o IngestOptions, st *IngestStats, yield fun
 				st.skip(Malformed{path, line, "not a JSON object: " + err.Error()})
 				continue
 			}
-			var text string
-			raw, ok := obj[o.Field]
-			if _, isPair := obj["chosen"]; isPair && !ok {
-				chosen, rej, why := pair(obj)
-				if why != "" {
-					st.skip(Malformed{path, line, why})
-					continue
-				}
-				if err := emit(Doc{Text: chatText(chosen) + "\n" + chatText(rej[len(rej)-1:]), File: path, Line: line, Messages: chosen, Rejected: rej}); err != nil {
-					return err
-				}
+			d, why := record(obj, o.Field)
+			if why != "" {
+				st.skip(Malformed{path, line, why})
 				continue
 			}
-			if !ok {
-				msgs, why := conversation(obj)
-				switch {
-				case why != "":
-					st.skip(Malformed{path, line, why})
-				case msgs == nil:
-					st.skip(Malformed{path, line, fmt.Sprintf("no string field %q, and not a conversation (messages, or instruction and output)", o.Field)})
-				default:
-					if err := emit(Doc{Text: chatText(msgs), File: path, Line: line, Messages: msgs}); err != nil {
-						return err
-					}
-				}
-				continue
-			}
-			if json.Unmarshal(raw, &text) != nil {
-				st.skip(Malformed{path, line, fmt.Sprintf("no string field %q", o.Field)})
-				continue
-			}
-			if err := emit(Doc{Text: text, File: path, Line: line}); err != nil {
+			d.File, d.Line = path, line
+			if err := emit(d); err != nil {
 				return err
 			}
 		}
@@ -290,6 +265,35 @@ func readFile(path string, f Format, o IngestOptions, st *IngestStats, yield fun
 		return flush()
 	}
 	return nil
+}
+
+// record reads one JSON object (a JSONL line, a Parquet row) as a
+// document: the string field, else a preference pair (with "chosen"), else
+// a conversation; or it says why the object is none of them.
+func record(obj map[string]json.RawMessage, field string) (Doc, string) {
+	raw, ok := obj[field]
+	if ok {
+		var text string
+		if json.Unmarshal(raw, &text) != nil {
+			return Doc{}, fmt.Sprintf("no string field %q", field)
+		}
+		return Doc{Text: text}, ""
+	}
+	if _, isPair := obj["chosen"]; isPair {
+		chosen, rej, why := pair(obj)
+		if why != "" {
+			return Doc{}, why
+		}
+		return Doc{Text: chatText(chosen) + "\n" + chatText(rej[len(rej)-1:]), Messages: chosen, Rejected: rej}, ""
+	}
+	msgs, why := conversation(obj)
+	switch {
+	case why != "":
+		return Doc{}, why
+	case msgs == nil:
+		return Doc{}, fmt.Sprintf("no string field %q, and not a conversation (messages, or instruction and output)", field)
+	}
+	return Doc{Text: chatText(msgs), Messages: msgs}, ""
 }
 
 // conversation reads a JSONL record as a conversation: "messages"
