@@ -147,6 +147,12 @@ func startAPI(n *Node, listen string) (*apiServer, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/v0/{op...}", func(w http.ResponseWriter, r *http.Request) { a.serve(n, w, r) })
+	metrics := n.Metrics.Handler()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if a.authorized(w, r) {
+			metrics.ServeHTTP(w, r)
+		}
+	})
 	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(a.done)
@@ -178,9 +184,17 @@ func (a *apiServer) close() error {
 	return a.err
 }
 
-func (a *apiServer) serve(n *Node, w http.ResponseWriter, r *http.Request) {
+// authorized says whether r carries the API token, answering 401 if not.
+func (a *apiServer) authorized(w http.ResponseWriter, r *http.Request) bool {
 	if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+a.token)) != 1 {
 		http.Error(w, "missing or wrong API token (read it from the node's api file)", http.StatusUnauthorized)
+		return false
+	}
+	return true
+}
+
+func (a *apiServer) serve(n *Node, w http.ResponseWriter, r *http.Request) {
+	if !a.authorized(w, r) {
 		return
 	}
 	var req apiRequest

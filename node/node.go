@@ -83,6 +83,8 @@ type Node struct {
 	Identity crypto.PrivKey
 	Host     *p2p.Host
 	Store    *contentstore.Store
+	// Metrics: the node's Prometheus metrics (served at /metrics).
+	Metrics *Metrics
 
 	logf    func(string, ...any)
 	settled settledRuns // what this node answers StatusProtocol with
@@ -112,6 +114,7 @@ func Open(ctx context.Context, home string, o Options) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{Home: home, Config: cfg, Identity: k, logf: o.Logf}
+	n.Metrics = newMetrics(n)
 	if !o.Offline {
 		n.Host, err = p2p.New(ctx, p2p.Options{
 			Identity:     k,

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -135,6 +136,24 @@ func TestAPIToken(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("no token: %s", resp.Status)
+	}
+	// /metrics wants the token too.
+	ab, _ := os.ReadFile(filepath.Join(home, APIFile))
+	_, token, _ := ParseAPIFile(ab, APIFile)
+	for _, tok := range []string{"", token} {
+		req, _ := http.NewRequest("GET", "http://"+n.APIAddr()+"/metrics", nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if ok := resp.StatusCode == http.StatusOK && strings.Contains(string(body), "fomnet_peers_connected"); ok != (tok != "") {
+			t.Fatalf("/metrics with token %q: %s", tok, resp.Status)
+		}
 	}
 	cl, err := Dial(context.Background(), home)
 	if err != nil {

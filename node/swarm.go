@@ -786,9 +786,11 @@ func (p *Participant) RunRounds(ctx context.Context, upto int) error {
 			p.checkedBehind = !moved
 			continue
 		}
+		before := p.round
 		if err := p.runRound(ctx); err != nil {
 			return fmt.Errorf("round %d: %w", p.round, err)
 		}
+		p.n.Metrics.rounds.WithLabelValues(p.id.String()).Add(float64(max(p.round-before, 0)))
 	}
 	return nil
 }
@@ -821,10 +823,12 @@ func (p *Participant) runRound(ctx context.Context) error {
 	p.signedBefore, p.signed = p.signed, map[string][]byte{}
 	w := p.newRoundWait(ctx, r)
 	defer w.stop()
+	ph := p.n.Metrics.phases()
 	ccid, err := p.train(ctx, r)
 	if err != nil {
 		return err
 	}
+	ph.done(PhaseTrain)
 	own, err := p.input(ctx, ccid, r, p.base)
 	if err != nil {
 		return fmt.Errorf("own contribution: %w", err)
@@ -837,6 +841,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 		}
 		p.opts.Logf("run %s: %v", p.id, err)
 	}
+	ph.done(PhaseSpotCheck)
 
 	// Collect the round's contributions. Membership costs work: a
 	// contribution counts once this node has fetched and admitted it
@@ -901,6 +906,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 				case err != nil:
 					p.refuse(err, fmt.Sprintf("round %d: contribution %s from %s", r, k, from))
 				case collecting:
+					p.n.Metrics.admitted.WithLabelValues(p.id.String()).Inc()
 					admitted[from] = in
 					p.signed[k.String()] = env
 					p.grant(from)
@@ -941,6 +947,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 		p.opts.Logf("round %d: %d contributions by the deadline, quorum %d; waiting", r, len(admitted), p.sync.Quorum)
 	}
 	collecting = false
+	ph.done(PhaseCollect)
 	order := p.reducerOrder(r, admitted)
 	mine := inputList(admitted)
 
@@ -956,11 +963,13 @@ func (p *Participant) runRound(ctx context.Context) error {
 		reduced++
 	}
 	p.event(RoundEvent{Phase: "aggregated", Partitions: reduced})
+	ph.done(PhaseReduce)
 
 	inputs, err := p.gatherAggregates(ctx, w, r, order, mine)
 	if err != nil || inputs == nil {
 		return err
 	}
+	ph.done(PhaseAggregates)
 	// Apply: the round's transition on a copy of the base state.
 	s := p.current().clone()
 	ri := newRoundInput(inputs)
@@ -978,6 +987,8 @@ func (p *Participant) runRound(ctx context.Context) error {
 	}
 	s.round, s.ck, s.rec, s.dir = r, ck, rec, dir
 	p.event(RoundEvent{Phase: "checkpoint", CID: ck.String(), Contributions: rec.includedCount()})
+	ph.done(PhaseCheckpoint)
+	defer ph.done(PhaseSettle)
 	if err := p.publish(ctx, RoundMsg{Type: MsgCheckpoint, Run: p.id.String(), Round: r, Base: p.base.String(), CID: ck.String()}); err != nil {
 		return err
 	}
@@ -1004,7 +1015,14 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, error) {
 	if p.cheat.job != nil {
 		p.cheat.job(r, &j)
 	}
+	run, mets := p.id.String(), p.n.Metrics
+	stepTokens, last := float64(p.spec.Inner.Batch*p.spec.Inner.Seq), time.Now()
 	encs, err := p.ru.work(ctx, p.m, p.efs, p.global, r, j, func(s, H int, l float32) {
+		now := time.Now()
+		mets.innerStep.Observe(now.Sub(last).Seconds())
+		mets.tokens.WithLabelValues(run).Add(stepTokens)
+		mets.loss.WithLabelValues(run).Set(float64(l))
+		last = now
 		p.event(RoundEvent{Phase: "train", Step: s, Steps: H, Loss: l})
 	})
 	if err != nil {
@@ -1046,6 +1064,7 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, error) {
 	if err := p.publish(ctx, RoundMsg{Type: MsgContribution, Run: p.id.String(), Round: r, Base: p.base.String(), CID: ccid.String(), Tokens: contrib.Tokens}); err != nil {
 		return cid.Undef, err
 	}
+	mets.encoded.WithLabelValues(run).Add(float64(encBytes))
 	p.event(RoundEvent{Phase: "contributed", CID: ccid.String(), EncodedBytes: encBytes, RawBytes: 4 * len(p.global),
 		Seconds: time.Since(start).Seconds()})
 	return ccid, nil

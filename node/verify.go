@@ -109,6 +109,7 @@ func (p *Participant) settled(s *state) {
 	}
 	p.verified[s.ck.String()] = s.round
 	p.n.settled.set(p.id, s.round, s.ck, base)
+	p.n.Metrics.runPeers.WithLabelValues(p.id.String()).Set(float64(s.rec.includedCount()))
 }
 
 // setCurrent makes s, settled, the base of this node's next round.
@@ -552,6 +553,7 @@ func (p *Participant) count(reason string, n int) {
 		p.rejections = map[string]int{}
 	}
 	p.rejections[reason] += n
+	p.n.Metrics.refused.WithLabelValues(reason).Add(float64(n))
 }
 
 // Rejections counts, by reason, what this participant refused from its

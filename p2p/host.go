@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
@@ -170,6 +171,8 @@ type Host struct {
 	host.Host
 	DHT    *dht.IpfsDHT
 	PubSub *pubsub.PubSub
+	// Bandwidth counts the bytes of every stream by protocol.
+	Bandwidth *metrics.BandwidthCounter
 
 	opts      Options
 	bootstrap []peer.AddrInfo
@@ -319,8 +322,10 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		return nil, fmt.Errorf("p2p: connection manager: %w", err)
 	}
 
+	bw := metrics.NewBandwidthCounter()
 	lopts := []libp2p.Option{
 		libp2p.Identity(opts.Identity),
+		libp2p.BandwidthReporter(bw),
 		libp2p.ListenAddrs(listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
@@ -361,7 +366,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		return nil, fmt.Errorf("p2p: starting host: %w", err)
 	}
 	hctx, cancel := context.WithCancel(context.Background())
-	h := &Host{Host: hst, opts: opts, bootstrap: boot, ctx: hctx, cancel: cancel, rcmgr: rm, topics: map[string]*Topic{}, started: time.Now()}
+	h := &Host{Host: hst, Bandwidth: bw, opts: opts, bootstrap: boot, ctx: hctx, cancel: cancel, rcmgr: rm, topics: map[string]*Topic{}, started: time.Now()}
 	if err := h.watchReachability(); err != nil {
 		h.Close()
 		return nil, fmt.Errorf("p2p: reachability events: %w", err)
