@@ -47,6 +47,10 @@ type APIConfig struct {
 	// Listen is a loopback host:port ("127.0.0.1:0" picks a free port; the
 	// address in use is written to the file "api" in the node's home).
 	Listen string `toml:"listen"`
+	// Metrics, when set, is a loopback host:port serving /metrics without
+	// a token, for Prometheus (metrics hold no secrets); the daemon also
+	// serves /metrics on Listen, behind the API token.
+	Metrics string `toml:"metrics"`
 }
 
 // DefaultConfig is what `fomnet init` writes.
@@ -108,6 +112,11 @@ func (c *Config) Validate() error {
 	if c.API.Listen != "" {
 		if err := checkLoopback(c.API.Listen); err != nil {
 			return fmt.Errorf("api.listen: %w", err)
+		}
+	}
+	if c.API.Metrics != "" {
+		if err := checkLoopback(c.API.Metrics); err != nil {
+			return fmt.Errorf("api.metrics: %w", err)
 		}
 	}
 	return nil

@@ -2,6 +2,9 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -183,4 +186,50 @@ func (t *phaseTimer) done(phase string) {
 	now := time.Now()
 	t.m.phase.WithLabelValues(phase).Observe(now.Sub(t.last).Seconds())
 	t.last = now
+}
+
+// metricsServer serves /metrics alone on a loopback address, without a
+// token (api.metrics, --metrics).
+type metricsServer struct {
+	srv  *http.Server
+	addr string
+	done chan struct{}
+	once sync.Once
+}
+
+func serveMetrics(n *Node, listen string) (*metricsServer, error) {
+	if err := checkLoopback(listen); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: listening on %s: %w", listen, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", n.Metrics.Handler())
+	s := &metricsServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, addr: ln.Addr().String(), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.logf("metrics: %v", err)
+		}
+	}()
+	n.logf("metrics on http://%s/metrics", s.addr)
+	return s, nil
+}
+
+func (s *metricsServer) close() {
+	s.once.Do(func() {
+		s.srv.Close()
+		<-s.done
+	})
+}
+
+// MetricsAddr is where the node serves /metrics without a token ("" if
+// it does not).
+func (n *Node) MetricsAddr() string {
+	if n.metrics == nil {
+		return ""
+	}
+	return n.metrics.addr
 }

@@ -71,6 +71,8 @@ type Options struct {
 	API bool
 	// APIListen, when set, replaces the config's API address.
 	APIListen string
+	// Metrics, when set, replaces the config's metrics address.
+	Metrics string
 	// Logf receives the node's log lines (nil: discarded).
 	Logf func(format string, args ...any)
 }
@@ -89,6 +91,7 @@ type Node struct {
 	logf    func(string, ...any)
 	settled settledRuns // what this node answers StatusProtocol with
 	api     *apiServer
+	metrics *metricsServer
 	ann     *announcer // daemons only
 	fol     follows    // daemons only: runs followed in the background
 
@@ -106,6 +109,9 @@ func Open(ctx context.Context, home string, o Options) (*Node, error) {
 		return nil, err
 	}
 	cfg.Override(o.Listen, o.Bootstrap, o.DHTMode, o.APIListen)
+	if o.Metrics != "" {
+		cfg.API.Metrics = o.Metrics
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -153,6 +159,12 @@ func Open(ctx context.Context, home string, o Options) (*Node, error) {
 			return nil, err
 		}
 	}
+	if cfg.API.Metrics != "" {
+		if n.metrics, err = serveMetrics(n, cfg.API.Metrics); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
 	if o.API && cfg.API.Listen != "" {
 		if n.api, err = startAPI(n, cfg.API.Listen); err != nil {
 			n.Close()
@@ -177,6 +189,9 @@ func (n *Node) Close() error {
 		var errs []error
 		if n.api != nil {
 			errs = append(errs, n.api.close())
+		}
+		if n.metrics != nil {
+			n.metrics.close()
 		}
 		n.stopFollows()
 		if n.ann != nil {

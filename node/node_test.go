@@ -312,3 +312,40 @@ func FuzzDecodeFollows(f *testing.F) {
 		}
 	})
 }
+
+// --metrics serves /metrics alone, without a token, on loopback only; the
+// config refuses another address by name.
+func TestMetricsListener(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "h")
+	cfg := DefaultConfig()
+	cfg.Network.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	if _, err := Init(home, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(context.Background(), home, Options{Metrics: "0.0.0.0:0"}); err == nil || !strings.Contains(err.Error(), "api.metrics") {
+		t.Fatalf("a metrics address reachable from other machines: %v", err)
+	}
+	n, err := Open(context.Background(), home, Options{Metrics: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	for path, want := range map[string]int{"/metrics": http.StatusOK, "/api/v0/id": http.StatusNotFound} {
+		resp, err := http.Get("http://" + n.MetricsAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("GET %s: %s", path, resp.Status)
+		}
+		if want == http.StatusOK && !strings.Contains(string(body), "go_goroutines") {
+			t.Fatalf("GET /metrics: no Go runtime metrics in %.200s", body)
+		}
+	}
+	n.Close()
+	if _, err := http.Get("http://" + n.MetricsAddr() + "/metrics"); err == nil {
+		t.Fatal("metrics still served after Close")
+	}
+}

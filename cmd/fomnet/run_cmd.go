@@ -311,7 +311,7 @@ stage's last checkpoint CID goes to stdout.`,
 			if _, err := node.Dial(ctx, home); err == nil {
 				return fmt.Errorf("a daemon runs on %s; stop it or join with another --home", home)
 			}
-			n, err := node.Open(ctx, home, node.Options{Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, Logf: e.logf})
+			n, err := node.Open(ctx, home, node.Options{Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, Metrics: f.metrics, Logf: e.logf})
 			if err != nil {
 				return err
 			}
@@ -388,6 +388,7 @@ stage's last checkpoint CID goes to stdout.`,
 		},
 	}
 	f.addNet(cmd)
+	f.addMetrics(cmd)
 	f.addTimeout(cmd, e)
 	cmd.Flags().DurationVar(&linger, "linger", -1, "after the run's last round, keep serving it this long (default: the run's round deadline; 0: exit at once)")
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")

@@ -27,6 +27,12 @@ type nodeFlags struct {
 	listen    []string
 	bootstrap []string
 	timeout   time.Duration
+	metrics   string
+}
+
+// addMetrics gives a command that runs a node --metrics.
+func (f *nodeFlags) addMetrics(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.metrics, "metrics", "", "loopback host:port serving Prometheus /metrics without a token (default: the config's api.metrics)")
 }
 
 // addTimeout gives a command that fetches by CID --timeout: its fetches
@@ -261,7 +267,7 @@ addrs}); logs go to stderr.`,
 			if _, err := node.Dial(ctx, home); err == nil {
 				return fmt.Errorf("a daemon already runs on %s", home)
 			}
-			n, err := node.Open(ctx, home, node.Options{Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, API: true, APIListen: f.api, Logf: e.logf})
+			n, err := node.Open(ctx, home, node.Options{Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, API: true, APIListen: f.api, Metrics: f.metrics, Logf: e.logf})
 			if err != nil {
 				return err
 			}
@@ -287,7 +293,8 @@ addrs}); logs go to stderr.`,
 		},
 	}
 	f.addNet(cmd)
-	cmd.Flags().StringVar(&f.api, "api", "", "loopback host:port for the local API (default: the config's)")
+	f.addMetrics(cmd)
+	cmd.Flags().StringVar(&f.api, "api", "", "loopback host:port for the local API, also serving /metrics and the token-protected API (default: the config's)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print {peer_id, addrs} as JSON")
 	return cmd
 }
