@@ -18,7 +18,7 @@ import (
 // Metrics are a node's Prometheus metrics, in a registry of its own (a
 // process may hold several nodes, as the demo and the tests do, each
 // scraped apart). Label sets are bounded: run IDs (the runs this node
-// opened), round phases, refusal reasons, protocol groups, languages.
+// opened), round phases, refusal reasons, protocol groups, validation splits.
 type Metrics struct {
 	reg       *prometheus.Registry
 	rounds    *prometheus.CounterVec   // run
@@ -26,7 +26,7 @@ type Metrics struct {
 	innerStep prometheus.Histogram
 	tokens    *prometheus.CounterVec // run
 	loss      *prometheus.GaugeVec   // run
-	valLoss   *prometheus.GaugeVec   // run, language
+	valLoss   *prometheus.GaugeVec   // run, split
 	admitted  *prometheus.CounterVec // run
 	refused   *prometheus.CounterVec // reason
 	runPeers  *prometheus.GaugeVec   // run
@@ -59,7 +59,7 @@ func newMetrics(n *Node) *Metrics {
 		loss: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "fomnet_train_loss",
 			Help: "Training loss of this node's last inner step, by run."}, []string{"run"}),
 		valLoss: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "fomnet_validation_loss",
-			Help: "Validation loss of the run's model, per language, when last evaluated."}, []string{"run", "language"}),
+			Help: "Validation loss of the run's model when last evaluated, per split: a language (en, ko) or a language and source (ko/natural)."}, []string{"run", "split"}),
 		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fomnet_contributions_admitted_total",
 			Help: "Peers' contributions this node fetched, checked and admitted into a round, by run."}, []string{"run"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fomnet_refused_total",
@@ -95,7 +95,7 @@ type nodeCollector struct {
 }
 
 var (
-	descP2PBytes   = prometheus.NewDesc("fomnet_p2p_bytes_total", "Bytes of libp2p streams by protocol group (gossip, bitswap, dht, status, other) and direction.", []string{"protocol", "direction"}, nil)
+	descP2PBytes   = prometheus.NewDesc("fomnet_p2p_bytes_total", "Bytes of libp2p streams by protocol group (gossip, bitswap, dht, status, other) and direction (libp2p updates its meters each second).", []string{"protocol", "direction"}, nil)
 	descPeers      = prometheus.NewDesc("fomnet_peers_connected", "Peers this node has a connection with.", nil, nil)
 	descBSBlocks   = prometheus.NewDesc("fomnet_bitswap_blocks_total", "Blocks bitswap moved, by direction (received, sent).", []string{"direction"}, nil)
 	descBSDup      = prometheus.NewDesc("fomnet_bitswap_duplicate_blocks_total", "Blocks bitswap received that the store already held.", nil, nil)

@@ -42,6 +42,13 @@ func TestMetrics(t *testing.T) {
 			}
 		}
 		log.agreed(t, upto)
+		vl, err := ps[0].ValLoss()
+		if err != nil || len(vl) == 0 {
+			t.Fatalf("validation loss %v: %v", vl, err)
+		}
+		if got := value(t, scrape(t, c.Nodes[0]), "fomnet_validation_loss", map[string]string{"run": run, "split": "en"}); got != vl["en"] {
+			t.Errorf("fomnet_validation_loss{split=en} %v, evaluated %v", got, vl["en"])
+		}
 		included := 0
 		for r := 1; r <= upto; r++ {
 			included += log.counts[r][0]
@@ -69,8 +76,16 @@ func TestMetrics(t *testing.T) {
 				}
 			}
 			// libp2p counts the streams' bytes, framing included: at least
-			// bitswap's blocks.
-			if got := value(t, m, "fomnet_p2p_bytes_total", map[string]string{"protocol": "bitswap", "direction": "received"}); got < float64(tr.BytesReceived) {
+			// bitswap's blocks, once its meters' sweep (each second) has
+			// caught up.
+			bitswapIn := func() float64 {
+				return value(t, m, "fomnet_p2p_bytes_total", map[string]string{"protocol": "bitswap", "direction": "received"})
+			}
+			for start := time.Now(); bitswapIn() < float64(tr.BytesReceived) && time.Since(start) < 10*time.Second; {
+				time.Sleep(100 * time.Millisecond)
+				m = scrape(t, nd)
+			}
+			if got := bitswapIn(); got < float64(tr.BytesReceived) {
 				t.Errorf("node %d: %v bitswap stream bytes received, fewer than the %d block bytes", i, got, tr.BytesReceived)
 			}
 			if got := value(t, m, "fomnet_p2p_bytes_total", map[string]string{"protocol": "gossip", "direction": "sent"}); got == 0 {

@@ -618,8 +618,17 @@ func (p *Participant) roundData(r int, author peer.ID, members []peer.ID) (*mode
 
 // ValLoss evaluates the current global weights on the held-out rows of
 // each language, and of each language and source (keys "ko",
-// "ko/natural", …; a split shorter than one sequence is left out).
+// "ko/natural", …; a split shorter than one sequence is left out), and
+// sets fomnet_validation_loss.
 func (p *Participant) ValLoss() (map[string]float64, error) {
+	out, err := p.valLoss()
+	for split, l := range out {
+		p.n.Metrics.valLoss.WithLabelValues(p.id.String(), split).Set(l)
+	}
+	return out, err
+}
+
+func (p *Participant) valLoss() (map[string]float64, error) {
 	if _, ok := p.spec.Pref(); ok {
 		st, err := p.ValPreference()
 		out := map[string]float64{}
