@@ -32,8 +32,9 @@ type Options struct {
 	Host *p2p.Host
 	// Bitswap adds options to the bitswap instance (tuning, tests).
 	Bitswap []bitswap.Option
-	// Logf receives notable events (nil: discarded).
-	Logf func(format string, args ...any)
+	// Logf receives notable events, Debugf routine ones such as a DHT
+	// provide that found no peers (nil: discarded).
+	Logf, Debugf func(format string, args ...any)
 }
 
 // Store is a node's content store: a boxo blockstore on flatfs under dir,
@@ -73,6 +74,9 @@ type Store struct {
 // Open opens (creating if needed) the store in dir. Only one process may
 // have a store open at a time.
 func Open(dir string, opts Options) (*Store, error) {
+	if opts.Debugf == nil {
+		opts.Debugf = func(string, ...any) {}
+	}
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
@@ -215,7 +219,7 @@ func (s *Store) provide(c cid.Cid) {
 		ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 		defer cancel()
 		if err := s.host.DHT.Provide(ctx, c, true); err != nil && s.ctx.Err() == nil {
-			s.opts.Logf("contentstore: providing %s: %v", c, err)
+			s.opts.Debugf("contentstore: providing %s: %v", c, err)
 		}
 	}()
 }
@@ -242,7 +246,7 @@ func (s *Store) reprovideLoop() {
 				return
 			}
 			if err != nil {
-				s.opts.Logf("contentstore: providing %s: %v", p.CID, err)
+				s.opts.Debugf("contentstore: providing %s: %v", p.CID, err)
 			}
 		}
 		t.Reset(reprovideInterval)

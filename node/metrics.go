@@ -172,19 +172,21 @@ func protocolGroup(id string) string {
 	return "other"
 }
 
-// phaseTimer observes the phases of one round, each from the end of the
-// one before.
+// phaseTimer times the phases of one round, each from the end of the one
+// before: fomnet_round_phase_seconds and a "timing" event per phase.
 type phaseTimer struct {
-	m    *Metrics
+	p    *Participant
 	last time.Time
 }
 
-func (m *Metrics) phases() *phaseTimer { return &phaseTimer{m: m, last: time.Now()} }
+func (p *Participant) phases() *phaseTimer { return &phaseTimer{p: p, last: time.Now()} }
 
-// done ends phase: its time since the last phase ended is observed.
+// done ends phase.
 func (t *phaseTimer) done(phase string) {
 	now := time.Now()
-	t.m.phase.WithLabelValues(phase).Observe(now.Sub(t.last).Seconds())
+	d := now.Sub(t.last).Seconds()
+	t.p.n.Metrics.phase.WithLabelValues(phase).Observe(d)
+	t.p.event(RoundEvent{Phase: "timing", Name: phase, Seconds: d})
 	t.last = now
 }
 

@@ -73,8 +73,9 @@ type Options struct {
 	APIListen string
 	// Metrics, when set, replaces the config's metrics address.
 	Metrics string
-	// Logf receives the node's log lines (nil: discarded).
-	Logf func(format string, args ...any)
+	// Logf receives the node's log lines, Debugf its routine ones (nil:
+	// discarded).
+	Logf, Debugf func(format string, args ...any)
 }
 
 // Node is a running fomnet node: its libp2p host (nil when offline) and
@@ -144,7 +145,7 @@ func Open(ctx context.Context, home string, o Options) (*Node, error) {
 		}
 		n.Host.SetStreamHandler(StatusProtocol, n.serveStatus)
 	}
-	n.Store, err = contentstore.Open(filepath.Join(home, StoreDir), contentstore.Options{Host: n.Host, Logf: o.Logf})
+	n.Store, err = contentstore.Open(filepath.Join(home, StoreDir), contentstore.Options{Host: n.Host, Logf: o.Logf, Debugf: o.Debugf})
 	if err != nil {
 		n.Close()
 		return nil, err

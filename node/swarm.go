@@ -100,8 +100,10 @@ type RoundEvent struct {
 	// (CID, Seconds, Fraud), "aggregated" (Partitions this node
 	// reduced), "checkpoint" (CID), "adopted" (CID of a better
 	// checkpoint, replacing ours), "deadline" (the round's deadline
-	// passed while it waited for Waiting).
+	// passed while it waited for Waiting), "timing" (the round's phase
+	// Name, PhaseTrain…, ended after Seconds).
 	Phase      string
+	Name       string
 	Waiting    string
 	Step       int
 	Steps      int
@@ -832,7 +834,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 	p.signedBefore, p.signed = p.signed, map[string][]byte{}
 	w := p.newRoundWait(ctx, r)
 	defer w.stop()
-	ph := p.n.Metrics.phases()
+	ph := p.phases()
 	ccid, err := p.train(ctx, r)
 	if err != nil {
 		return err

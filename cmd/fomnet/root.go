@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 
@@ -30,9 +31,12 @@ func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format
 // stderr.
 type env struct {
 	stdout, stderr io.Writer
+	log            *slog.Logger // on stderr: --log-format, --log-level
 }
 
-func (e *env) logf(format string, a ...any) { fmt.Fprintf(e.stderr, format+"\n", a...) }
+// logf logs an informational line; debugf one shown with --log-level debug.
+func (e *env) logf(format string, a ...any)   { e.log.Info(fmt.Sprintf(format, a...)) }
+func (e *env) debugf(format string, a ...any) { e.log.Debug(fmt.Sprintf(format, a...)) }
 
 // stderrFile returns the file under stderr, if it is one (for terminal
 // detection).
@@ -73,6 +77,7 @@ func runIn(ctx context.Context, args []string, in io.Reader, stdout, stderr io.W
 	// Logs come from many goroutines (a demo swarm's nodes, libp2p); one
 	// lock keeps their lines whole.
 	e := &env{stdout: stdout, stderr: &lockedWriter{w: stderr}}
+	e.log = slog.New(&lineHandler{w: e.stderr, level: slog.LevelInfo})
 	defer peakHeapProfile(e.stderr)()
 	root := newRoot(e)
 	root.SetArgs(args)
@@ -107,6 +112,15 @@ fomnet train, bench, model, tokenizer, data and generate work on one node.`,
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	var lf logFlags
+	lf.add(root.PersistentFlags())
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		l, err := lf.logger(e.stderr)
+		if err == nil {
+			e.log = l
+		}
+		return err
+	}
 	root.AddCommand(newTrainCmd(e), newBenchCmd(e), newModelCmd(e), newDemoCmd(e), newTokenizerCmd(e), newDataCmd(e), newGenerateCmd(e), newChatCmd(e), newRecipeCmd(e),
 		newInitCmd(e), newIDCmd(e), newDaemonCmd(e), newAddCmd(e), newGetCmd(e), newVerifyCmd(e), newAuditCmd(e), newProofCmd(e), newMirrorCmd(e),
 		newCarCmd(e), newPeersCmd(e), newConnectCmd(e), newPinCmd(e), newGCCmd(e), newAnnouncedCmd(e),

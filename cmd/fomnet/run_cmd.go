@@ -311,7 +311,7 @@ stage's last checkpoint CID goes to stdout.`,
 			if _, err := node.Dial(ctx, home); err == nil {
 				return fmt.Errorf("a daemon runs on %s; stop it or join with another --home", home)
 			}
-			n, err := node.Open(ctx, home, node.Options{Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, Metrics: f.metrics, Logf: e.logf})
+			n, err := node.Open(ctx, home, node.Options{Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, Metrics: f.metrics, Logf: e.logf, Debugf: e.debugf})
 			if err != nil {
 				return err
 			}
@@ -338,6 +338,8 @@ stage's last checkpoint CID goes to stdout.`,
 					e.logf("round %d  adopted the swarm's checkpoint %s", ev.Round, ev.CID)
 				case "deadline":
 					e.logf("round %d  deadline passed waiting for %s", ev.Round, ev.Waiting)
+				case "timing":
+					e.log.Info(fmt.Sprintf("round %d  %s took %.2fs", ev.Round, ev.Name, ev.Seconds), "round", ev.Round, "phase", ev.Name, "seconds", ev.Seconds)
 				}
 			}}
 			if _, err := n.LoadRecipe(ctx, id); err == nil {

@@ -97,7 +97,7 @@ func withNode(ctx context.Context, e *env, f *nodeFlags, online, keep bool, fn f
 	if _, serr := os.Stat(home); serr != nil {
 		return fmt.Errorf("node home %s: %w (run `fomnet init` first, or pass --home)", home, serr)
 	}
-	n, err := node.Open(ctx, home, node.Options{Offline: !online, Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, API: keep, Logf: e.logf})
+	n, err := node.Open(ctx, home, node.Options{Offline: !online, Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, API: keep, Logf: e.logf, Debugf: e.debugf})
 	if err != nil {
 		return err
 	}
@@ -267,7 +267,7 @@ addrs}); logs go to stderr.`,
 			if _, err := node.Dial(ctx, home); err == nil {
 				return fmt.Errorf("a daemon already runs on %s", home)
 			}
-			n, err := node.Open(ctx, home, node.Options{Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, API: true, APIListen: f.api, Metrics: f.metrics, Logf: e.logf})
+			n, err := node.Open(ctx, home, node.Options{Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, API: true, APIListen: f.api, Metrics: f.metrics, Logf: e.logf, Debugf: e.debugf})
 			if err != nil {
 				return err
 			}
