@@ -59,6 +59,11 @@ type API interface {
 	// CreateRecipe stores a recipe (recipe.go); LoadRecipe reads one.
 	CreateRecipe(ctx context.Context, r *Recipe) (cid.Cid, error)
 	LoadRecipe(ctx context.Context, id cid.Cid) (*Recipe, error)
+	// DashboardLink is a one-time link that opens the daemon's dashboard
+	// (dashboard.go).
+	DashboardLink(ctx context.Context) (string, error)
+	// Status summarises the node and its runs (`fomnet status`).
+	Status(ctx context.Context) (*NodeStatus, error)
 }
 
 var (
@@ -112,6 +117,8 @@ type apiServer struct {
 	done  chan struct{}
 	once  sync.Once
 	err   error
+	ui    sessions   // the dashboard's logins
+	eval  *evaluator // the dashboard's validation losses
 }
 
 func checkLoopback(hostport string) error {
@@ -139,7 +146,8 @@ func startAPI(n *Node, listen string) (*apiServer, error) {
 		ln.Close()
 		return nil, err
 	}
-	a := &apiServer{addr: ln.Addr().String(), token: hex.EncodeToString(tok), file: filepath.Join(n.Home, APIFile), ln: ln, done: make(chan struct{})}
+	a := &apiServer{addr: ln.Addr().String(), token: hex.EncodeToString(tok), file: filepath.Join(n.Home, APIFile), ln: ln, done: make(chan struct{}),
+		eval: newEvaluator(n)}
 	content, _ := json.Marshal(apiFileContent{Addr: a.addr, Token: a.token})
 	if err := writePrivate(a.file, content); err != nil {
 		ln.Close()
@@ -153,6 +161,7 @@ func startAPI(n *Node, listen string) (*apiServer, error) {
 			metrics.ServeHTTP(w, r)
 		}
 	})
+	a.routeDashboard(n, mux)
 	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(a.done)
@@ -180,6 +189,7 @@ func (a *apiServer) close() error {
 			a.srv.Close()
 		}
 		<-a.done
+		a.eval.stop()
 	})
 	return a.err
 }
@@ -274,6 +284,10 @@ func dispatch(ctx context.Context, n API, op string, req apiRequest, progress co
 		return c.String(), nil
 	case "pins":
 		return n.Pins(ctx)
+	case "dashboard":
+		return n.DashboardLink(ctx)
+	case "status":
+		return n.Status(ctx)
 	case "gc":
 		return n.GC(ctx)
 	case "announced":
@@ -572,6 +586,16 @@ func (c *Client) ImportCAR(ctx context.Context, path string, pin bool) (ImportRe
 	}
 	var r ImportResult
 	return r, c.call(ctx, "car/import", apiRequest{Path: abs, Pin: pin}, nil, &r)
+}
+
+func (c *Client) DashboardLink(ctx context.Context) (string, error) {
+	var s string
+	return s, c.call(ctx, "dashboard", apiRequest{}, nil, &s)
+}
+
+func (c *Client) Status(ctx context.Context) (*NodeStatus, error) {
+	var s NodeStatus
+	return &s, c.call(ctx, "status", apiRequest{}, nil, &s)
 }
 
 func (c *Client) Pins(ctx context.Context) ([]PinInfo, error) {

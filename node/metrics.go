@@ -31,6 +31,7 @@ type Metrics struct {
 	refused   *prometheus.CounterVec // reason
 	runPeers  *prometheus.GaugeVec   // run
 	encoded   *prometheus.CounterVec // run
+	collector *nodeCollector
 }
 
 // Phases of a round, as fomnet_round_phase_seconds labels them.
@@ -68,9 +69,10 @@ func newMetrics(n *Node) *Metrics {
 			Help: "Contributions in this node's last settled round, by run."}, []string{"run"}),
 		encoded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fomnet_contribution_bytes_total",
 			Help: "Bytes of this node's encoded pseudo-gradients, by run."}, []string{"run"}),
+		collector: &nodeCollector{n: n},
 	}
 	m.reg.MustRegister(m.rounds, m.phase, m.innerStep, m.tokens, m.loss, m.valLoss, m.admitted, m.refused, m.runPeers, m.encoded,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &nodeCollector{n: n})
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), m.collector)
 	return m
 }
 
@@ -175,18 +177,22 @@ func protocolGroup(id string) string {
 // phaseTimer times the phases of one round, each from the end of the one
 // before: fomnet_round_phase_seconds and a "timing" event per phase.
 type phaseTimer struct {
-	p    *Participant
-	last time.Time
+	p     *Participant
+	round int
+	last  time.Time
 }
 
-func (p *Participant) phases() *phaseTimer { return &phaseTimer{p: p, last: time.Now()} }
+func (p *Participant) phases() *phaseTimer {
+	return &phaseTimer{p: p, round: p.Round(), last: time.Now()}
+}
 
 // done ends phase.
 func (t *phaseTimer) done(phase string) {
 	now := time.Now()
 	d := now.Sub(t.last).Seconds()
 	t.p.n.Metrics.phase.WithLabelValues(phase).Observe(d)
-	t.p.event(RoundEvent{Phase: "timing", Name: phase, Seconds: d})
+	t.p.event(RoundEvent{Phase: "timing", Name: phase, Seconds: d, Round: t.round})
+	t.p.n.timeline.add(t.p.id, PhaseTiming{Round: t.round, Phase: phase, Seconds: d})
 	t.last = now
 }
 

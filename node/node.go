@@ -95,6 +95,9 @@ type Node struct {
 	metrics *metricsServer
 	ann     *announcer // daemons only
 	fol     follows    // daemons only: runs followed in the background
+	// timeline and views are what the dashboard draws from (dashview.go).
+	timeline timeline
+	views    roundViews
 
 	closeOnce sync.Once
 	closeErr  error

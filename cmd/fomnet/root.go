@@ -124,7 +124,7 @@ fomnet train, bench, model, tokenizer, data and generate work on one node.`,
 	root.AddCommand(newTrainCmd(e), newBenchCmd(e), newModelCmd(e), newDemoCmd(e), newTokenizerCmd(e), newDataCmd(e), newGenerateCmd(e), newChatCmd(e), newRecipeCmd(e),
 		newInitCmd(e), newIDCmd(e), newDaemonCmd(e), newAddCmd(e), newGetCmd(e), newVerifyCmd(e), newAuditCmd(e), newProofCmd(e), newMirrorCmd(e),
 		newCarCmd(e), newPeersCmd(e), newConnectCmd(e), newPinCmd(e), newGCCmd(e), newAnnouncedCmd(e),
-		newRunCmd(e), newJoinCmd(e), newCheckpointCmd(e), newExportCmd(e), newImportCmd(e), newEvalCmd(e))
+		newRunCmd(e), newJoinCmd(e), newCheckpointCmd(e), newExportCmd(e), newImportCmd(e), newEvalCmd(e), newStatusCmd(e), newDashboardCmd(e))
 	return root
 }
 

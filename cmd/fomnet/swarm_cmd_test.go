@@ -365,6 +365,7 @@ func TestRunCommands(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 3 || rows[2]["cid"] != results[0] {
 		t.Fatalf("checkpoint ls: %q", out)
 	}
+	checkStatus(t, a, homes[0], run, results[0])
 	runStages(t, homes[0], ds, run, results[0])
 	// The seeding daemon follows the run in the background, and stops.
 	if out, errs, code := fomnet(t, "mirror", "--follow", "--home", a, run); code != 0 || !strings.Contains(out, "follows run "+run) {
@@ -432,5 +433,30 @@ func runStages(t *testing.T, home, ds, run, last string) {
 	}
 	if _, errs, code := fomnet(t, "recipe", "create", "--home", home); code != 2 || !strings.Contains(errs, "at least one stage") {
 		t.Fatalf("recipe create without stages: %d %s", code, errs)
+	}
+}
+
+// checkStatus: `fomnet status` of a joiner's home (no daemon) shows the
+// run it trained, settled at its last checkpoint with both contributions;
+// `fomnet dashboard` prints a one-time link from a daemon and explains
+// itself without one.
+func checkStatus(t *testing.T, daemonHome, home, run, last string) {
+	t.Helper()
+	out, errs, code := fomnet(t, "status", "--home", home, "--json")
+	var st node.NodeStatus
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || len(st.Runs) != 1 {
+		t.Fatalf("status --json: %d %q %s", code, out, errs)
+	}
+	if r := st.Runs[0]; r.Run != run || r.Settled != 2 || r.Rounds != 2 || r.Checkpoint != last || r.Contributions != 2 || r.RoundSeconds <= 0 {
+		t.Errorf("status of the run: %+v", r)
+	}
+	if out, errs, code := fomnet(t, "status", "--home", home); code != 0 || !strings.Contains(out, "round    2 of 2") || !strings.Contains(out, last) {
+		t.Errorf("status: %d %q %s", code, out, errs)
+	}
+	if out, errs, code := fomnet(t, "dashboard", "--home", daemonHome); code != 0 || !strings.HasPrefix(out, "http://127.0.0.1:") || !strings.Contains(out, "/ui/login?code=") {
+		t.Errorf("dashboard through the daemon: %d %q %s", code, out, errs)
+	}
+	if _, errs, code := fomnet(t, "dashboard", "--home", home); code != 1 || !strings.Contains(errs, "fomnet daemon") {
+		t.Errorf("dashboard without a daemon: %d %s", code, errs)
 	}
 }
