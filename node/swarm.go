@@ -141,6 +141,9 @@ type RunOptions struct {
 	KeepRounds int
 	// Events receives progress (nil: none).
 	Events func(RoundEvent)
+	// FetchProgress receives the bytes of the run's dataset fetched (nil:
+	// none).
+	FetchProgress contentstore.Progress
 	// Logf receives log lines (nil: the node's).
 	Logf func(string, ...any)
 }
@@ -309,7 +312,7 @@ func (n *Node) newParticipant(ctx context.Context, id cid.Cid, o RunOptions, fol
 	if follow {
 		load = n.loadDatasetHead
 	}
-	ds, err := load(ctx, dsCID, nil)
+	ds, err := load(ctx, dsCID, o.FetchProgress)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/fomnet/fomnet/gradsync"
 	"github.com/fomnet/fomnet/internal/fsutil"
@@ -258,6 +259,7 @@ func (p *Participant) verify(ctx context.Context, c candidate) (lineage, error) 
 	}
 	s := from.clone()
 	var out lineage
+	start := time.Now()
 	for i := len(chain) - 1; i >= 0; i-- {
 		l := chain[i]
 		next, err := p.replay(ctx, s, l.rec)
@@ -274,6 +276,7 @@ func (p *Participant) verify(ctx context.Context, c candidate) (lineage, error) 
 		}
 		out = append(out, next)
 		s = next
+		p.event(RoundEvent{Phase: "verified", Round: l.rec.Round, Step: len(out), Steps: len(chain), Seconds: time.Since(start).Seconds()})
 	}
 	return out, nil
 }

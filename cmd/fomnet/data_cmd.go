@@ -132,7 +132,7 @@ eval).`,
 					return err
 				}
 			}
-			last := -1
+			last, prepStart := -1, time.Now()
 			p, err := sharding.Prepare(ctxOf(cmd), cfg, tk, out, func(p sharding.Progress) {
 				pct := 100
 				if p.Total > 0 {
@@ -140,7 +140,9 @@ eval).`,
 				}
 				if pct/10 != last/10 {
 					last = pct
-					e.logf("[%-20s] %3d%%  %s  %d documents  %d shards", strings.Repeat("#", pct/5), pct, filepath.Base(p.Input), p.Documents, p.Shards)
+					el := time.Since(prepStart)
+					e.logf("[%-20s] %3d%%  %s  %d documents  %d shards, %.1f MiB/s%s", strings.Repeat("#", pct/5), pct, filepath.Base(p.Input), p.Documents, p.Shards,
+						float64(p.Bytes)/(1<<20)/max(el.Seconds(), 1e-3), eta(p.Bytes, p.Total, el))
 				}
 			})
 			if err != nil {

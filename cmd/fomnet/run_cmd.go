@@ -340,8 +340,14 @@ stage's last checkpoint CID goes to stdout.`,
 					e.logf("round %d  deadline passed waiting for %s", ev.Round, ev.Waiting)
 				case "timing":
 					e.log.Info(fmt.Sprintf("round %d  %s took %.2fs", ev.Round, ev.Name, ev.Seconds), "round", ev.Round, "phase", ev.Name, "seconds", ev.Seconds)
+				case "verified":
+					e.logf("catching up: round %d recomputed from its contributions and verified (%d of %d)%s", ev.Round, ev.Step, ev.Steps,
+						eta(int64(ev.Step), int64(ev.Steps), time.Duration(ev.Seconds*float64(time.Second))))
 				}
 			}}
+			fetched := newProgress(e, "run dataset fetched")
+			defer fetched.finish()
+			o.FetchProgress = fetched.update
 			if _, err := n.LoadRecipe(ctx, id); err == nil {
 				final, err := n.RunRecipe(ctx, id, o, func(p *node.Participant) error {
 					_, err := p.CatchUp(ctx, 10*time.Second)

@@ -153,12 +153,13 @@ func (p *progressPrinter) update(done, total int64) {
 		return
 	}
 	p.last, p.done = now, done
-	rate := float64(done) / (1 << 20) / max(now.Sub(p.start).Seconds(), 1e-3)
+	elapsed := now.Sub(p.start)
+	rate := float64(done) / (1 << 20) / max(elapsed.Seconds(), 1e-3)
 	line := fmt.Sprintf("%s %s", p.label, mib(done))
 	if total > 0 {
 		line += fmt.Sprintf(" / %s (%.0f%%)", mib(total), 100*float64(done)/float64(total))
 	}
-	line += fmt.Sprintf(", %.1f MiB/s", rate)
+	line += fmt.Sprintf(", %.1f MiB/s%s", rate, eta(done, total, elapsed))
 	if p.tty {
 		fmt.Fprintf(p.e.stderr, "\r%s\033[K", line)
 		p.shown = true
@@ -174,6 +175,16 @@ func (p *progressPrinter) finish() {
 		fmt.Fprintln(p.e.stderr)
 		p.shown = false
 	}
+}
+
+// eta says how long the rest takes at the pace so far (", ETA 1m20s"),
+// or nothing before there is a pace or a total.
+func eta(done, total int64, elapsed time.Duration) string {
+	if done <= 0 || total <= done || elapsed < time.Second {
+		return ""
+	}
+	left := time.Duration(float64(elapsed) * float64(total-done) / float64(done))
+	return ", ETA " + left.Round(time.Second).String()
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
