@@ -48,6 +48,10 @@ type DemoOptions struct {
 	EvalItems                       int
 	// NewBackend starts each node's compute backend.
 	NewBackend func() (kernels.Backend, error)
+	// Hold, when set, is called with the result and a new one-time
+	// dashboard link before the nodes stop: node 0's dashboard serves until
+	// it returns (demo --dashboard).
+	Hold func(res *DemoResult, link string)
 	// Progress receives the demo's live lines.
 	Progress func(format string, args ...any)
 }
@@ -150,7 +154,12 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 				boot = append(boot, a.String())
 			}
 		}
-		n, err := Open(ctx, home, Options{Bootstrap: boot})
+		// Node 0 serves its API on a free loopback port, for the dashboard.
+		no := Options{Bootstrap: boot}
+		if i == 0 {
+			no.API, no.APIListen = true, "127.0.0.1:0"
+		}
+		n, err := Open(ctx, home, no)
 		if err != nil {
 			return nil, err
 		}
@@ -165,6 +174,9 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		}
 	}
 	logf("%d nodes on 127.0.0.1: %s … (homes under %s)", len(nodes), nodes[0].Host.ID(), o.Dir)
+	if link, err := nodes[0].DashboardLink(ctx); err == nil {
+		logf("watch the run in a browser: %s (a one-time link; --dashboard keeps it serving after the demo)", link)
+	}
 
 	// The seeder prepares and publishes the dataset; the run names it.
 	dsDir := filepath.Join(o.Dir, "dataset")
@@ -229,6 +241,13 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		}
 	}
 	res.Seconds = time.Since(start).Seconds()
+	if o.Hold != nil {
+		link, err := nodes[0].DashboardLink(ctx)
+		if err != nil {
+			return nil, err
+		}
+		o.Hold(res, link)
+	}
 	return res, nil
 }
 

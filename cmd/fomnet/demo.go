@@ -21,10 +21,11 @@ type demoOut = node.DemoResult
 
 func newDemoCmd(e *env) *cobra.Command {
 	var (
-		o       node.DemoOptions
-		threads int
-		asJSON  bool
-		dev     deviceFlags
+		o         node.DemoOptions
+		threads   int
+		asJSON    bool
+		dashboard bool
+		dev       deviceFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -41,6 +42,9 @@ At the end it prints the final checkpoint CID, the validation loss per
 language at the start and the end, the bytes the swarm moved, and a greedy
 continuation of a Korean and an English prompt. Node identities derive from
 --seed, so the same flags give the same checkpoint CIDs on any machine.
+Node 0 serves the dashboard while the demo runs: open the one-time link it
+prints to watch the loss curves, rounds and contributions; --dashboard keeps
+it serving after the end, until Ctrl-C.
 With --device cuda (a binary built with -tags cuda) every node trains on the
 GPU, each in its own context; in fp32 the results are the CPU's, bit for bit.
 
@@ -75,6 +79,17 @@ checkpoint printed is then the chat model's.`,
 			}
 			o.NewBackend = func() (kernels.Backend, error) { return dev.open(e, threads, "auto") }
 			o.Progress = e.logf
+			printed := false
+			if dashboard {
+				o.Hold = func(res *node.DemoResult, link string) {
+					if err := printDemo(e, res, "", asJSON); err != nil {
+						e.logf("demo: %v", err)
+					}
+					printed = true
+					e.logf("the dashboard serves the demo's run at %s (a one-time link); Ctrl-C stops it", link)
+					<-ctxOf(cmd).Done()
+				}
+			}
 			res, err := node.RunDemo(ctxOf(cmd), o)
 			if tmp != "" {
 				// The nodes' homes hold every round's checkpoint on every
@@ -86,52 +101,18 @@ checkpoint printed is then the chat model's.`,
 					os.RemoveAll(tmp)
 				}
 			}
-			if err != nil {
+			if err != nil || printed {
+				if err == nil && tmp != "" {
+					e.logf("demo: the nodes' homes were removed; the final checkpoint is now in %s", res.Checkpoint)
+				}
 				return err
 			}
-			if asJSON {
-				return e.printJSON(res)
-			}
-			res.SampleKO, res.SampleEN = oneLine(res.SampleKO), oneLine(res.SampleEN)
-			fmt.Fprintf(e.stdout, "checkpoint  %s\n", res.CheckpointCID)
-			if tmp != "" {
-				fmt.Fprintf(e.stdout, "            %s (the nodes' homes were removed; --dir keeps them)\n", res.Checkpoint)
-			} else {
-				fmt.Fprintf(e.stdout, "            %s (node 0's copy; every node holds the same)\n", res.Checkpoint)
-			}
-			fmt.Fprintf(e.stdout, "run         %s: %d nodes, %d rounds in %.0f s\n", res.RunID, res.Nodes, res.Rounds, res.Seconds)
-			for _, lang := range []string{"ko", "en"} {
-				if s, ok := res.ValLossStart[lang]; ok {
-					line := fmt.Sprintf("val loss %s %.3f → %.3f", lang, s, res.ValLossEnd[lang])
-					for _, src := range []string{"natural", "synthetic"} {
-						if s, ok := res.ValLossStart[lang+"/"+src]; ok {
-							line += fmt.Sprintf("   %s %.3f → %.3f", src, s, res.ValLossEnd[lang+"/"+src])
-						}
-					}
-					fmt.Fprintln(e.stdout, line)
-				}
-			}
-			fmt.Fprintf(e.stdout, "traffic     %.1f MiB sent, %.1f MiB received by the swarm; pseudo-gradients compressed %.1f×\n",
-				float64(res.BytesSent)/(1<<20), float64(res.BytesReceived)/(1<<20), res.Compression)
-			fmt.Fprintf(e.stdout, "spot checks %d contributions re-executed by another node (%d fraud), %.1f s: %.1f%% of the nodes' %.0f s of training\n",
-				res.SpotChecks, res.Frauds, res.SpotCheckSeconds, 100*res.SpotCheckSeconds/max(res.TrainSeconds, 1e-9), res.TrainSeconds)
-			fmt.Fprintf(e.stdout, "ko          %s\n", res.SampleKO)
-			fmt.Fprintf(e.stdout, "en          %s\n", res.SampleEN)
-			for _, st := range res.Stages {
-				for _, r := range st.Instruct {
-					fmt.Fprintf(e.stdout, "%-11s %s held-out instructions: exact %.0f%%, answer language %.0f%%, prefers the right answer %.0f%% (%d)  %s\n",
-						st.Stage, r.Language, 100*r.ExactMatch, 100*r.LanguageMatch, 100*r.PrefAccuracy, r.N, st.CheckpointCID)
-				}
-			}
-			if res.ChatKO != "" || res.ChatEN != "" {
-				fmt.Fprintf(e.stdout, "chat ko     %s\n", oneLine(res.ChatKO))
-				fmt.Fprintf(e.stdout, "chat en     %s\n", oneLine(res.ChatEN))
-			}
-			return nil
+			return printDemo(e, res, tmp, asJSON)
 		},
 	}
 	f := cmd.Flags()
 	f.IntVar(&o.Nodes, "nodes", 4, "nodes in the swarm")
+	f.BoolVar(&dashboard, "dashboard", false, "after the demo, keep node 0 serving its dashboard (the link is printed) until Ctrl-C")
 	f.IntVar(&o.Rounds, "rounds", 8, "outer rounds")
 	f.IntVar(&o.H, "h", 20, "inner steps per round")
 	f.StringVar(&o.Preset, "preset", "demo", "model preset")
@@ -198,4 +179,47 @@ func fileSHA256(path string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// printDemo prints the demo's result on stdout.
+func printDemo(e *env, res *node.DemoResult, tmp string, asJSON bool) error {
+	if asJSON {
+		return e.printJSON(res)
+	}
+	res.SampleKO, res.SampleEN = oneLine(res.SampleKO), oneLine(res.SampleEN)
+	fmt.Fprintf(e.stdout, "checkpoint  %s\n", res.CheckpointCID)
+	if tmp != "" {
+		fmt.Fprintf(e.stdout, "            %s (the nodes' homes were removed; --dir keeps them)\n", res.Checkpoint)
+	} else {
+		fmt.Fprintf(e.stdout, "            %s (node 0's copy; every node holds the same)\n", res.Checkpoint)
+	}
+	fmt.Fprintf(e.stdout, "run         %s: %d nodes, %d rounds in %.0f s\n", res.RunID, res.Nodes, res.Rounds, res.Seconds)
+	for _, lang := range []string{"ko", "en"} {
+		if s, ok := res.ValLossStart[lang]; ok {
+			line := fmt.Sprintf("val loss %s %.3f → %.3f", lang, s, res.ValLossEnd[lang])
+			for _, src := range []string{"natural", "synthetic"} {
+				if s, ok := res.ValLossStart[lang+"/"+src]; ok {
+					line += fmt.Sprintf("   %s %.3f → %.3f", src, s, res.ValLossEnd[lang+"/"+src])
+				}
+			}
+			fmt.Fprintln(e.stdout, line)
+		}
+	}
+	fmt.Fprintf(e.stdout, "traffic     %.1f MiB sent, %.1f MiB received by the swarm; pseudo-gradients compressed %.1f×\n",
+		float64(res.BytesSent)/(1<<20), float64(res.BytesReceived)/(1<<20), res.Compression)
+	fmt.Fprintf(e.stdout, "spot checks %d contributions re-executed by another node (%d fraud), %.1f s: %.1f%% of the nodes' %.0f s of training\n",
+		res.SpotChecks, res.Frauds, res.SpotCheckSeconds, 100*res.SpotCheckSeconds/max(res.TrainSeconds, 1e-9), res.TrainSeconds)
+	fmt.Fprintf(e.stdout, "ko          %s\n", res.SampleKO)
+	fmt.Fprintf(e.stdout, "en          %s\n", res.SampleEN)
+	for _, st := range res.Stages {
+		for _, r := range st.Instruct {
+			fmt.Fprintf(e.stdout, "%-11s %s held-out instructions: exact %.0f%%, answer language %.0f%%, prefers the right answer %.0f%% (%d)  %s\n",
+				st.Stage, r.Language, 100*r.ExactMatch, 100*r.LanguageMatch, 100*r.PrefAccuracy, r.N, st.CheckpointCID)
+		}
+	}
+	if res.ChatKO != "" || res.ChatEN != "" {
+		fmt.Fprintf(e.stdout, "chat ko     %s\n", oneLine(res.ChatKO))
+		fmt.Fprintf(e.stdout, "chat en     %s\n", oneLine(res.ChatEN))
+	}
+	return nil
 }
