@@ -160,6 +160,10 @@ type RunView struct {
 	RunSummary
 	Dataset string `json:"dataset"`
 	From    string `json:"from,omitempty"` // the checkpoint a stage starts from
+	// FromRun and FromRound: the run and round of From, when this node
+	// holds that run (the stage before, in a recipe).
+	FromRun   string `json:"from_run,omitempty"`
+	FromRound int    `json:"from_round,omitempty"`
 	Params  int    `json:"params"`
 	H       int    `json:"h"`
 	Batch   int    `json:"batch"`
@@ -253,6 +257,7 @@ func (n *Node) runView(ctx context.Context, id cid.Cid) (*RunView, error) {
 		Points: []RoundView{}, Phases: n.timeline.get(id)}
 	if spec.From != nil {
 		v.From = spec.From.CID
+		v.FromRun, v.FromRound = n.whoseCheckpoint(v.From)
 	}
 	if cfg, err := spec.ModelConfig(); err == nil {
 		v.Params = int(model.NumParams(cfg))
@@ -268,6 +273,19 @@ func (n *Node) runView(ctx context.Context, id cid.Cid) (*RunView, error) {
 	v.ValNote = n.api.eval.fill(id, v.Points)
 	v.Charts = runCharts(v)
 	return v, nil
+}
+
+// whoseCheckpoint finds the run (held here) and round of checkpoint ck.
+func (n *Node) whoseCheckpoint(ck string) (string, int) {
+	ents, _ := os.ReadDir(filepath.Join(n.Home, "runs"))
+	for _, e := range ents {
+		for _, s := range settledRounds(filepath.Join(n.Home, "runs", e.Name())) {
+			if s.ck.String() == ck {
+				return e.Name(), s.round
+			}
+		}
+	}
+	return "", 0
 }
 
 func (n *Node) roundView(ctx context.Context, spec *RunSpec, s settledRound) (RoundView, error) {

@@ -123,7 +123,9 @@ async function run(id) {
         ["round", el("span", { id: "settled" }, `${Math.max(v.settled, 0)} of ${v.rounds}`)],
         ["model", `${v.params.toLocaleString()} parameters; H=${v.h} inner steps of ${v.batch}×${v.seq} tokens; ${v.codec} codec`],
         ["dataset", el("span", { class: "cid" }, v.dataset)],
-        ["starts from", v.from ? el("span", { class: "cid" }, v.from) : "its genesis"],
+        ["starts from", !v.from ? "its genesis" : v.from_run ?
+          el("span", {}, el("span", { class: "cid" }, v.from), " — round " + v.from_round + " of run ", el("a", { href: "#/run/" + v.from_run, class: "cid" }, short(v.from_run))) :
+          el("span", { class: "cid" }, v.from)],
       ]),
       v.val_note ? el("p", { class: "note", id: "val-note" }, v.val_note) : null,
       el("div", { class: "charts" }, chart(v.charts.loss), chart(v.charts.tokens), chart(v.charts.bytes), chart(v.charts.phases)),
