@@ -164,11 +164,11 @@ type RunView struct {
 	// holds that run (the stage before, in a recipe).
 	FromRun   string `json:"from_run,omitempty"`
 	FromRound int    `json:"from_round,omitempty"`
-	Params  int    `json:"params"`
-	H       int    `json:"h"`
-	Batch   int    `json:"batch"`
-	Seq     int    `json:"seq"`
-	Codec   string `json:"codec"`
+	Params    int    `json:"params"`
+	H         int    `json:"h"`
+	Batch     int    `json:"batch"`
+	Seq       int    `json:"seq"`
+	Codec     string `json:"codec"`
 	// Points: one per round this node settled on, genesis (0) first.
 	Points []RoundView `json:"points"`
 	// ValNote says why validation losses are missing, if they are.
