@@ -80,7 +80,8 @@ func TestPreferenceLossReference(t *testing.T) {
 	perturbed(policy, 3)
 	const P, T = 3, 16
 	tokens, targets := prefBatch(policy.Config, P, T)
-	for _, pc := range []PrefConfig{{Objective: ObjectiveDPO, Beta: 0.1}, {Objective: ObjectiveSimPO, Beta: 2, Gamma: 0.5}} {
+	for _, pc := range []PrefConfig{{Objective: ObjectiveDPO, Beta: 0.1}, {Objective: ObjectiveSimPO, Beta: 2, Gamma: 0.5},
+		{Objective: ObjectiveDPO, Beta: 0.5, Alpha: 1}, {Objective: ObjectiveSimPO, Beta: 2, Gamma: 0.5, Alpha: 0.3}} {
 		st, err := policy.PreferenceForward(ref, tokens, targets, 2*P, T, pc, false)
 		if err != nil {
 			t.Fatal(err)
@@ -97,13 +98,13 @@ func TestPreferenceLossReference(t *testing.T) {
 			if pc.Objective == ObjectiveSimPO {
 				z = pc.Beta*(-nll[c]/float64(n[c])+nll[r]/float64(n[r])) - pc.Gamma
 			}
-			loss += math.Log(1+math.Exp(-z)) / P
+			loss += (math.Log(1+math.Exp(-z)) + pc.Alpha*nll[c]/float64(n[c])) / P
 			if z > 0 || (pc.Objective == ObjectiveSimPO && z+pc.Gamma > 0) {
 				acc += 1.0 / P
 			}
 		}
 		if math.Abs(st.Loss-loss) > 1e-4*loss || math.Abs(st.Accuracy-acc) > 1e-9 {
-			t.Fatalf("%s: loss %v accuracy %v, float64 reference %v and %v", pc.Objective, st.Loss, st.Accuracy, loss, acc)
+			t.Fatalf("%+v: loss %v accuracy %v, float64 reference %v and %v", pc, st.Loss, st.Accuracy, loss, acc)
 		}
 		t.Logf("%s: loss %.6f (reference %.6f), accuracy %.2f, margin %.4f", pc.Objective, st.Loss, loss, st.Accuracy, st.Margin)
 	}
@@ -117,7 +118,8 @@ func TestPreferenceGradientFiniteDifference(t *testing.T) {
 	perturbed(ref, 11)
 	const P, T = 2, 16
 	tokens, targets := prefBatch(policy.Config, P, T)
-	for _, pc := range []PrefConfig{{Objective: ObjectiveDPO, Beta: 0.5}, {Objective: ObjectiveSimPO, Beta: 4, Gamma: 0.3}} {
+	for _, pc := range []PrefConfig{{Objective: ObjectiveDPO, Beta: 0.5}, {Objective: ObjectiveSimPO, Beta: 4, Gamma: 0.3},
+		{Objective: ObjectiveDPO, Beta: 0.5, Alpha: 1}} {
 		host := perturbed(policy, 5)
 		policy.ZeroGrad()
 		if _, err := policy.PreferenceForward(ref, tokens, targets, 2*P, T, pc, true); err != nil {
@@ -183,7 +185,8 @@ func TestPreferenceErrors(t *testing.T) {
 	if _, err := m.PreferenceForward(nil, tokens[:24], targets[:24], 3, 8, PrefConfig{Objective: ObjectiveSimPO, Beta: 1}, false); err == nil {
 		t.Fatal("an odd number of rows ran")
 	}
-	for _, pc := range []PrefConfig{{Objective: "ppo", Beta: 1}, {Objective: ObjectiveDPO}, {Objective: ObjectiveSimPO, Beta: 1, Gamma: -1}} {
+	for _, pc := range []PrefConfig{{Objective: "ppo", Beta: 1}, {Objective: ObjectiveDPO}, {Objective: ObjectiveSimPO, Beta: 1, Gamma: -1},
+		{Objective: ObjectiveDPO, Beta: 1, Alpha: -0.5}, {Objective: ObjectiveDPO, Beta: 1, Alpha: math.NaN()}} {
 		if err := pc.Validate(); err == nil {
 			t.Errorf("%+v validated", pc)
 		}

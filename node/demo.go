@@ -341,7 +341,10 @@ func trainStage(ctx context.Context, nodes []*Node, spec *RunSpec, o DemoOptions
 			return nil, err
 		}
 		st.closers = append(st.closers, func() { be.Close() })
-		p, err := n.OpenRun(ctx, runID, RunOptions{Backend: be, Expect: len(nodes), Logf: logf, Events: func(e RoundEvent) {
+		// KeepRounds: each node's working copies of older rounds go (their
+		// checkpoints stay pinned), or --recipe's 70 rounds would leave
+		// every round's weights and outer state twice on every node.
+		p, err := n.OpenRun(ctx, runID, RunOptions{Backend: be, Expect: len(nodes), KeepRounds: 2, Logf: logf, Events: func(e RoundEvent) {
 			mu.Lock()
 			defer mu.Unlock()
 			k := peerIdx[e.Peer]
@@ -484,8 +487,8 @@ func postTrain(ctx context.Context, nodes []*Node, o DemoOptions, pre *demoStage
 		name, objective     string
 		instructions, pairs int
 		rounds              int
-		lr, beta            float64
-	}{{"sft", "", o.Instructions, 0, o.PostRounds, 2e-3, 0}, {"preference", model.ObjectiveDPO, 0, o.Pairs, prefRounds, 2e-4, 0.5}} {
+		lr, beta, alpha     float64
+	}{{"sft", "", o.Instructions, 0, o.PostRounds, 3e-3, 0, 0}, {"preference", model.ObjectiveDPO, 0, o.Pairs, prefRounds, 2e-4, 0.5, 20}} {
 		dir := filepath.Join(o.Dir, "dataset-"+stg.name)
 		os.RemoveAll(dir)
 		cfg := sharding.PrepareConfig{Instructions: stg.instructions, Pairs: stg.pairs, SyntheticSeed: o.Seed,
@@ -508,7 +511,7 @@ func postTrain(ctx context.Context, nodes []*Node, o DemoOptions, pre *demoStage
 		spec.Inner.Batch, spec.Inner.Seq, spec.Inner.Warmup = o.Batch+o.Batch%2, o.Seq, min(o.H, 10)
 		spec.Inner.MaxLR, spec.Inner.MinLR = stg.lr, stg.lr/10
 		if stg.objective != "" {
-			spec.Inner.Objective, spec.Inner.Beta = stg.objective, stg.beta
+			spec.Inner.Objective, spec.Inner.Beta, spec.Inner.Alpha = stg.objective, stg.beta, stg.alpha
 		}
 		st, err := trainStage(ctx, nodes, spec, o, logf)
 		if err != nil {

@@ -85,11 +85,13 @@ type InnerSpec struct {
 	ShardsPerRound int `json:"shards_per_round"`
 	// Objective is what the inner steps minimise: absent, cross-entropy;
 	// "dpo" (the stage's base, From, is the frozen reference) or "simpo",
-	// preference objectives with Beta and Gamma (model.PrefConfig), which
-	// train on a dataset of pairs with batches of whole pairs.
+	// preference objectives with Beta, Gamma and Alpha (the chosen
+	// answer's NLL weight; model.PrefConfig), which train on a dataset of
+	// pairs with batches of whole pairs.
 	Objective string  `json:"objective,omitempty"`
 	Beta      float64 `json:"beta,omitempty"`
 	Gamma     float64 `json:"gamma,omitempty"`
+	Alpha     float64 `json:"alpha,omitempty"`
 }
 
 // Pref is the run's preference objective, if it has one.
@@ -97,7 +99,7 @@ func (r *RunSpec) Pref() (model.PrefConfig, bool) {
 	if r.Inner.Objective == "" {
 		return model.PrefConfig{}, false
 	}
-	return model.PrefConfig{Objective: r.Inner.Objective, Beta: r.Inner.Beta, Gamma: r.Inner.Gamma}, true
+	return model.PrefConfig{Objective: r.Inner.Objective, Beta: r.Inner.Beta, Gamma: r.Inner.Gamma, Alpha: r.Inner.Alpha}, true
 }
 
 // ModelConfig decodes the run's model.
@@ -183,8 +185,8 @@ func (r *RunSpec) Validate() error {
 		if r.Inner.Batch%2 != 0 {
 			return fmt.Errorf("run: inner batch %d: a preference objective's batches are pairs of rows (an even number)", r.Inner.Batch)
 		}
-	} else if r.Inner.Beta != 0 || r.Inner.Gamma != 0 {
-		return fmt.Errorf("run: inner beta and gamma are for a preference objective (dpo, simpo); the run has none")
+	} else if r.Inner.Beta != 0 || r.Inner.Gamma != 0 || r.Inner.Alpha != 0 {
+		return fmt.Errorf("run: inner beta, gamma and alpha are for a preference objective (dpo, simpo); the run has none")
 	}
 	if q := r.SpotCheckShare(); !(q >= 0 && q <= 1) {
 		return fmt.Errorf("run: spot_check %v is not a share between 0 and 1", q)

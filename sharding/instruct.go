@@ -11,7 +11,7 @@ import (
 
 // InstructGenerator names the built-in post-training generator in
 // provenance.
-const InstructGenerator = "fomnet-instruct/v2"
+const InstructGenerator = "fomnet-instruct/v3"
 
 // Instruction is one generated exchange for post-training: a question in
 // Lang, the answer expected (in AnswerLang: the question's, or a
@@ -42,12 +42,12 @@ func (in Instruction) HeldOut() bool {
 
 // Instructions generates n instructions from seed, bilingual, from the
 // training split (heldOut false) or the evaluation split (true): sums of
-// numbers below 20, translations of the lexicon's words in both directions,
+// numbers below sumBelow, translations of the lexicon's words in both directions,
 // and definitions, asked in Korean and in English in turn, each in one of
 // several phrasings, no prompt twice (the lexicon's run out first: then
-// only sums). A held-out prompt is new; what it asks was mostly asked in
-// training in another phrasing: the split measures following an
-// instruction, not knowing a fact. Same arguments, same instructions.
+// only sums). A held-out prompt is new; what it asks was asked in training
+// in another phrasing: the split measures following an instruction, not
+// knowing a fact. Same arguments, same instructions.
 func Instructions(seed uint64, n int, heldOut bool) []Instruction {
 	r := rand.New(rand.NewPCG(seed, 0x1257))
 	out := make([]Instruction, 0, n)
@@ -97,18 +97,28 @@ func (g generated) worse(r *rand.Rand) (string, string) {
 
 func pick(r *rand.Rand, forms []string) string { return forms[r.IntN(len(forms))] }
 
+// sumBelow bounds the numbers summed: one hundred sums, each asked in
+// many phrasings, a fact a demo-sized model can learn in minutes.
+const sumBelow = 10
+
 func sumInstruction(r *rand.Rand, ko bool) generated {
-	a, b := r.IntN(20), r.IntN(20)
+	a, b := r.IntN(sumBelow), r.IntN(sumBelow)
 	en, kr := fmt.Sprintf("The answer is %d.", a+b), fmt.Sprintf("답은 %d입니다.", a+b)
 	off := 1 + r.IntN(5)
+	in := Instruction{Kind: "arithmetic", Lang: "en", AnswerLang: "en", Answer: en, Prompt: sumPrompt(r, ko, a, b)}
 	if ko {
-		return generated{Instruction{Kind: "arithmetic", Lang: "ko", AnswerLang: "ko", Answer: kr,
-			Prompt: fmt.Sprintf(pick(r, []string{"%d 더하기 %d는 얼마예요?", "%d와 %d를 더하면 얼마예요?", "%d에 %d를 더하면?", "%d 더하기 %d를 계산해 주세요."}), a, b)},
-			fmt.Sprintf("답은 %d입니다.", a+b+off), en}
+		in.Lang, in.AnswerLang, in.Answer = "ko", "ko", kr
+		return generated{in, fmt.Sprintf("답은 %d입니다.", a+b+off), en}
 	}
-	return generated{Instruction{Kind: "arithmetic", Lang: "en", AnswerLang: "en", Answer: en,
-		Prompt: fmt.Sprintf(pick(r, []string{"What is %d plus %d?", "How much is %d plus %d?", "Add %d and %d.", "Please add %d and %d."}), a, b)},
-		fmt.Sprintf("The answer is %d.", a+b+off), kr}
+	return generated{in, fmt.Sprintf("The answer is %d.", a+b+off), kr}
+}
+
+// sumPrompt asks for a+b in one of four phrasings.
+func sumPrompt(r *rand.Rand, ko bool, a, b int) string {
+	if ko {
+		return fmt.Sprintf(pick(r, []string{"%d 더하기 %d는 얼마예요?", "%d와 %d를 더하면 얼마예요?", "%d에 %d를 더하면?", "%d 더하기 %d를 계산해 주세요."}), a, b)
+	}
+	return fmt.Sprintf(pick(r, []string{"What is %d plus %d?", "How much is %d plus %d?", "Add %d and %d.", "Please add %d and %d."}), a, b)
 }
 
 // another is a lexicon word other than w.

@@ -66,6 +66,7 @@ func newRunCreateCmd(e *env) *cobra.Command {
 		data, preset, name, codec, sched string
 		from, stage, objective           string
 		ropeTheta, prefBeta, prefGamma   float64
+		prefAlpha                        float64
 		ctxLen                           int
 		rounds, h, batch, seq, warmup    int
 		warmupRounds, warmupH            int
@@ -154,7 +155,7 @@ on into the run before (fomnet checkpoint lineage).`,
 			spec.Stage = stage
 			spec.Inner.Objective = objective
 			if objective != "" {
-				spec.Inner.Beta, spec.Inner.Gamma = prefBeta, prefGamma
+				spec.Inner.Beta, spec.Inner.Gamma, spec.Inner.Alpha = prefBeta, prefGamma, prefAlpha
 			}
 			if from != "" {
 				k, err := cid.Decode(from)
@@ -203,6 +204,7 @@ on into the run before (fomnet checkpoint lineage).`,
 	fl.StringVar(&objective, "objective", "", "inner objective: cross-entropy (empty), or on preference pairs dpo (needs --from: its reference) or simpo")
 	fl.Float64Var(&prefBeta, "beta", 0.1, "the preference objective's β")
 	fl.Float64Var(&prefGamma, "gamma", 0, "SimPO's target margin γ")
+	fl.Float64Var(&prefAlpha, "alpha", 0, "weight of the chosen answer's per-token NLL added to the preference loss (0: none)")
 	fl.Float64Var(&ropeTheta, "rope-theta", 0, "RoPE base of the preset's model (0: the preset's)")
 	fl.IntVar(&ctxLen, "context", 0, "context length (max_position_embeddings) of the preset's model (0: the preset's)")
 	fl.StringVar(&name, "name", "fomnet run", "a name for people")
