@@ -103,9 +103,15 @@ const sumBelow = 10
 
 func sumInstruction(r *rand.Rand, ko bool) generated {
 	a, b := r.IntN(sumBelow), r.IntN(sumBelow)
-	en, kr := fmt.Sprintf("The answer is %d.", a+b), fmt.Sprintf("답은 %d입니다.", a+b)
 	off := 1 + r.IntN(5)
-	in := Instruction{Kind: "arithmetic", Lang: "en", AnswerLang: "en", Answer: en, Prompt: sumPrompt(r, ko, a, b)}
+	return sumOf(ko, a, b, off, "arithmetic", sumPrompt(r, ko, a, b))
+}
+
+// sumOf is the instruction prompt asking a+b, its worse answer off too
+// high.
+func sumOf(ko bool, a, b, off int, kind, prompt string) generated {
+	en, kr := fmt.Sprintf("The answer is %d.", a+b), fmt.Sprintf("답은 %d입니다.", a+b)
+	in := Instruction{Kind: kind, Lang: "en", AnswerLang: "en", Answer: en, Prompt: prompt}
 	if ko {
 		in.Lang, in.AnswerLang, in.Answer = "ko", "ko", kr
 		return generated{in, fmt.Sprintf("답은 %d입니다.", a+b+off), en}
@@ -152,4 +158,80 @@ func definitionInstruction(r *rand.Rand, ko bool) generated {
 	}
 	return generated{Instruction{Kind: "definition", Lang: "en", AnswerLang: "en", Answer: en(w.enDef),
 		Prompt: fmt.Sprintf(pick(r, []string{"What is a %s?", "Define '%s'.", "What does '%s' mean?"}), w.en)}, en(o.enDef), kr(w.koDef)}
+}
+
+// Conversation is a generated multi-turn exchange: user and assistant
+// turns alternating, every assistant turn checkable (Answers: the
+// assistant turns' texts, in order).
+type Conversation struct {
+	Kind     string // what its first question asks: arithmetic, word problem, definition
+	Lang     string // the first question's language
+	Messages []tokenizer.Message
+}
+
+// HeldOut says whether a conversation belongs to the evaluation split: by
+// its first question, as Instruction.HeldOut.
+func (c Conversation) HeldOut() bool {
+	return Instruction{Prompt: c.Messages[0].Content}.HeldOut()
+}
+
+// Conversations generates n multi-turn conversations from seed, from the
+// training split (heldOut false) or the evaluation split (true): a
+// question (a sum, an arithmetic word problem or a definition, in Korean
+// or English in turn), its answer, then a request for the same answer in
+// the other language ("영어로 다시 말해 주세요." / "Now say it in Korean.")
+// answered in that language; every second conversation goes on with an
+// unrelated question asked in the other language, answered in it. No
+// first question twice; same arguments, same conversations.
+func Conversations(seed uint64, n int, heldOut bool) []Conversation {
+	r := rand.New(rand.NewPCG(seed, 0x7e57))
+	out := make([]Conversation, 0, n)
+	seen := map[string]bool{}
+	for tries := 0; len(out) < n && tries < 100*n+1000; tries++ {
+		ko := len(out)%2 == 0
+		first := followable(r, ko)
+		c := Conversation{Kind: first.in.Kind, Lang: first.in.Lang, Messages: first.in.Messages()}
+		if c.HeldOut() != heldOut || seen[first.in.Prompt] {
+			continue
+		}
+		seen[first.in.Prompt] = true
+		again := pick(r, []string{"Now say it in Korean.", "Please answer in Korean."})
+		if ko {
+			again = pick(r, []string{"영어로 다시 말해 주세요.", "영어로 대답해 주세요."})
+		}
+		c.Messages = append(c.Messages, tokenizer.Message{Role: tokenizer.RoleUser, Content: again},
+			tokenizer.Message{Role: tokenizer.RoleAssistant, Content: first.other})
+		if len(out)%4 < 2 { // half go on, in the other language
+			c.Messages = append(c.Messages, followable(r, !ko).in.Messages()...)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// followable is a question whose answer can be asked for again in the
+// other language: a sum, a word problem or a definition.
+func followable(r *rand.Rand, ko bool) generated {
+	switch r.IntN(3) {
+	case 0:
+		return sumInstruction(r, ko)
+	case 1:
+		return wordProblem(r, ko)
+	}
+	return definitionInstruction(r, ko)
+}
+
+// wordProblem asks a sum as a short story: someone has a things and gets
+// b more. The Korean names end in a vowel, so 는 always fits.
+func wordProblem(r *rand.Rand, ko bool) generated {
+	a, b := r.IntN(sumBelow), r.IntN(sumBelow)
+	off := 1 + r.IntN(5)
+	things := [][2]string{{"사과", "apples"}, {"사탕", "sweets"}, {"공책", "notebooks"}, {"연필", "pencils"}}
+	who := [][2]string{{"민수", "Minsu"}, {"수지", "Suji"}, {"하나", "Hana"}, {"지우", "Jiwoo"}}
+	th, nm := things[r.IntN(len(things))], who[r.IntN(len(who))]
+	prompt := fmt.Sprintf("%s has %d %s and gets %d more. How many %s does %s have now?", nm[1], a, th[1], b, th[1], nm[1])
+	if ko {
+		prompt = fmt.Sprintf("%s는 %s %d개를 가지고 있어요. %s %d개를 더 받으면 모두 몇 개예요?", nm[0], th[0], a, th[0], b)
+	}
+	return sumOf(ko, a, b, off, "word problem", prompt)
 }

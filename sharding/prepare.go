@@ -48,11 +48,15 @@ type PrepareConfig struct {
 	// conversations) or preference pairs from the built-in post-training
 	// generator (InstructGenerator, its training split), seeded by
 	// SyntheticSeed.
-	Instructions int          `json:"instructions,omitempty"`
-	Pairs        int          `json:"pairs,omitempty"`
-	Filters      FilterConfig `json:"filters"`
-	SeqLen       int          `json:"seq_len"`      // model context T (default 256)
-	ShardTokens  int          `json:"shard_tokens"` // tokens per shard, about (default 1M)
+	Instructions int `json:"instructions,omitempty"`
+	Pairs        int `json:"pairs,omitempty"`
+	// MultiTurn adds this many multi-turn conversations from the same
+	// generator (Conversations: follow-ups in the other language, word
+	// problems; SFT).
+	MultiTurn   int          `json:"multi_turn,omitempty"`
+	Filters     FilterConfig `json:"filters"`
+	SeqLen      int          `json:"seq_len"`      // model context T (default 256)
+	ShardTokens int          `json:"shard_tokens"` // tokens per shard, about (default 1M)
 	// TrainRoles are the roles of a conversation whose turns are trained
 	// (the loss mask; default: assistant).
 	TrainRoles []string `json:"train_roles,omitempty"`
@@ -67,11 +71,12 @@ var Stages = []string{"pretrain", "midtrain", "sft", "preference"}
 
 // Validate fills defaults and checks the recipe.
 func (c *PrepareConfig) Validate() error {
-	if len(c.Inputs) == 0 && !c.Builtin && c.Synthetic == 0 && c.Instructions == 0 && c.Pairs == 0 {
+	if len(c.Inputs) == 0 && !c.Builtin && c.Synthetic == 0 && c.Instructions == 0 && c.Pairs == 0 && c.MultiTurn == 0 {
 		return errors.New("prepare: no inputs")
 	}
-	if c.Synthetic < 0 || c.Instructions < 0 || c.Pairs < 0 {
-		return fmt.Errorf("prepare: generated counts (synthetic %d, instructions %d, pairs %d) must not be negative", c.Synthetic, c.Instructions, c.Pairs)
+	if c.Synthetic < 0 || c.Instructions < 0 || c.Pairs < 0 || c.MultiTurn < 0 {
+		return fmt.Errorf("prepare: generated counts (synthetic %d, instructions %d, pairs %d, multi-turn %d) must not be negative",
+			c.Synthetic, c.Instructions, c.Pairs, c.MultiTurn)
 	}
 	if c.SeqLen == 0 {
 		c.SeqLen = 256
@@ -533,6 +538,18 @@ func builtinSources(cfg PrepareConfig) []source {
 		}
 		name := fmt.Sprintf("%s:%s:%d:%d", InstructGenerator, g.which, g.n, cfg.SyntheticSeed)
 		out = append(out, mk(name, Input{Source: "synthetic", Generator: InstructGenerator, Licence: BuiltinLicence, Stage: g.stage}, docs))
+	}
+	if cfg.MultiTurn > 0 {
+		var docs []Doc
+		for _, c := range Conversations(cfg.SyntheticSeed, cfg.MultiTurn, false) {
+			var text []string
+			for _, m := range c.Messages {
+				text = append(text, m.Content)
+			}
+			docs = append(docs, Doc{Text: strings.Join(text, "\n"), Messages: c.Messages})
+		}
+		name := fmt.Sprintf("%s:multi-turn:%d:%d", InstructGenerator, cfg.MultiTurn, cfg.SyntheticSeed)
+		out = append(out, mk(name, Input{Source: "synthetic", Generator: InstructGenerator, Licence: BuiltinLicence, Stage: "sft"}, docs))
 	}
 	return out
 }

@@ -42,6 +42,7 @@ func newDataPrepareCmd(e *env) *cobra.Command {
 		in                       sharding.Input
 		builtin                  bool
 		synthetic, instr, pairs  int
+		multiTurn                int
 		synthSeed                uint64
 		asJSON                   bool
 		trainRoles               []string
@@ -74,9 +75,11 @@ the assistant's) are trained.
 
 Preference pairs — .jsonl records of {"prompt" or "messages", "chosen",
 "rejected"} (each answer a string or assistant turns) — become shards of
-pairs (a run with --objective dpo or simpo trains on them). --instructions N
-and --pairs N add the project's own bilingual post-training data (sums,
-translations, definitions asked in Korean or English; pairs whose rejected
+pairs (a run with --objective dpo or simpo trains on them). --instructions N,
+--multi-turn N and --pairs N add the project's own bilingual post-training
+data (sums, translations, definitions asked in Korean or English;
+multi-turn conversations whose follow-up asks for the answer again in the
+other language, arithmetic word problems among their questions; pairs whose rejected
 answer is wrong, in the other language or unfinished; CC0-1.0), from the
 generator's training split (a tenth of the prompts is held out for fomnet
 eval).`,
@@ -104,8 +107,8 @@ eval).`,
 			if cmd.Flags().Changed("synthetic") {
 				cfg.Synthetic, cfg.SyntheticSeed = synthetic, synthSeed
 			}
-			if cmd.Flags().Changed("instructions") || cmd.Flags().Changed("pairs") {
-				cfg.Instructions, cfg.Pairs, cfg.SyntheticSeed = instr, pairs, synthSeed
+			if cmd.Flags().Changed("instructions") || cmd.Flags().Changed("pairs") || cmd.Flags().Changed("multi-turn") {
+				cfg.Instructions, cfg.Pairs, cfg.MultiTurn, cfg.SyntheticSeed = instr, pairs, multiTurn, synthSeed
 			}
 			if cmd.Flags().Changed("seq") || cfg.SeqLen == 0 {
 				cfg.SeqLen = seq
@@ -178,6 +181,7 @@ eval).`,
 	f.IntVar(&synthetic, "synthetic", 0, "add N documents from the built-in synthetic generator")
 	f.Uint64Var(&synthSeed, "synthetic-seed", 1, "seed of the synthetic and post-training generators")
 	f.IntVar(&instr, "instructions", 0, "add N built-in bilingual instructions (conversations for SFT)")
+	f.IntVar(&multiTurn, "multi-turn", 0, "add N built-in multi-turn conversations (follow-ups in the other language, word problems; SFT)")
 	f.IntVar(&pairs, "pairs", 0, "add N built-in bilingual preference pairs")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	f.StringSliceVar(&trainRoles, "train-roles", nil, "roles of a conversation whose turns are trained (default assistant)")
