@@ -311,9 +311,12 @@ stage's last checkpoint CID goes to stdout.`,
 			ctx := ctxOf(cmd)
 			home := f.homeDir()
 			if _, err := node.Dial(ctx, home); err == nil {
-				return fmt.Errorf("a daemon runs on %s; stop it or join with another --home", home)
+				return fmt.Errorf("a daemon (or a join) runs on %s; stop it or join with another --home", home)
 			}
-			n, err := node.Open(ctx, home, node.Options{Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, Metrics: f.metrics, Logf: e.logf, Debugf: e.debugf})
+			// Like a daemon, a joining node serves the local API: status,
+			// the dashboard and the other commands reach it while it trains.
+			n, err := node.Open(ctx, home, node.Options{Listen: f.listen, Bootstrap: f.bootstrap, DHTMode: f.dhtMode, Metrics: f.metrics,
+				API: true, Logf: e.logf, Debugf: e.debugf})
 			if err != nil {
 				return err
 			}

@@ -356,6 +356,20 @@ func TestRunCommands(t *testing.T) {
 			results[i] = strings.TrimSpace(out)
 		}()
 	}
+	// While it trains, a joining node answers status through its API
+	// (the store is its: the command cannot open it itself).
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		out, _, code := fomnet(t, "status", "--home", homes[0], "--json")
+		var st node.NodeStatus
+		if code == 0 && json.Unmarshal([]byte(out), &st) == nil && st.Reachability != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("status never answered through the joining node: %d %q", code, out)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	wg.Wait()
 	if results[0] == "" || results[0] != results[1] {
 		t.Fatalf("joiners ended at %q and %q", results[0], results[1])
