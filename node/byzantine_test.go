@@ -569,7 +569,11 @@ func valLoss(t *testing.T, p *node.Participant) map[string]float64 {
 // honest node and no joiner adopts one; every round's checkpoint is made
 // of the honest contributions; the forgeries are counted.
 func TestByzantineForgedCheckpoints(t *testing.T) {
-	for _, sybils := range []int{1, 12} {
+	counts := []int{1, 12}
+	if raceEnabled {
+		counts = counts[:1] // see raceEnabled
+	}
+	for _, sybils := range counts {
 		t.Run(fmt.Sprintf("%d attackers", sybils), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
@@ -714,6 +718,9 @@ func TestByzantineTokenClaims(t *testing.T) {
 // weights infinite) — is caught by recomputation: the honest nodes refuse
 // its aggregates, take the next reducer's, and agree on finite weights.
 func TestByzantineLyingReducer(t *testing.T) {
+	if raceEnabled {
+		t.Skip("a scenario test; see raceEnabled")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	b := newByzantineRun(t, ctx, byzSetup{sybils: 1, deadline: 10 * time.Second, liar: true}, false)
