@@ -893,6 +893,9 @@ func TestByzantineFlood(t *testing.T) {
 // (zero_delta), the stale one is refused (wrong_round), and the run agrees
 // on a lineage within bounds of the attacker-free run's.
 func TestByzantineLazyAndStale(t *testing.T) {
+	if raceEnabled {
+		t.Skip("a scenario test; see raceEnabled")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	// Its copies are admissible, so they count towards closing a round

@@ -152,6 +152,9 @@ func TestSpotChecksCatchCheats(t *testing.T) {
 // believed: every other node re-executes the contribution, finds it
 // honest, counts the proof against its sender, and nobody is excluded.
 func TestFalseFraudProof(t *testing.T) {
+	if raceEnabled {
+		t.Skip("a scenario test; see raceEnabled")
+	}
 	const rounds = 3
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
