@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -126,11 +124,16 @@ func checkLoopback(hostport string) error {
 	if err != nil {
 		return err
 	}
-	ip := net.ParseIP(host)
-	if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+	if !isLoopback(host) {
 		return fmt.Errorf("%s is not a loopback address; the API must not be reachable from other machines", hostport)
 	}
 	return nil
+}
+
+// isLoopback: host is "localhost" or a loopback IP (brackets allowed).
+func isLoopback(host string) bool {
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 func startAPI(n *Node, listen string) (*apiServer, error) {
@@ -141,12 +144,7 @@ func startAPI(n *Node, listen string) (*apiServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api: listening on %s: %w", listen, err)
 	}
-	tok := make([]byte, 32)
-	if _, err := rand.Read(tok); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	a := &apiServer{addr: ln.Addr().String(), token: hex.EncodeToString(tok), file: filepath.Join(n.Home, APIFile), ln: ln, done: make(chan struct{}),
+	a := &apiServer{addr: ln.Addr().String(), token: randomHex(), file: filepath.Join(n.Home, APIFile), ln: ln, done: make(chan struct{}),
 		eval: newEvaluator(n)}
 	content, _ := json.Marshal(apiFileContent{Addr: a.addr, Token: a.token})
 	if err := writePrivate(a.file, content); err != nil {

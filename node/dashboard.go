@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -199,11 +198,8 @@ func (a *apiServer) session(w http.ResponseWriter, r *http.Request) bool {
 // loopbackHost: the Host header names a loopback address (so a page of
 // another site, its name rebound to 127.0.0.1, is not answered).
 func loopbackHost(hostport string) bool {
-	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
+		hostport = h
 	}
-	host = strings.Trim(host, "[]")
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
+	return isLoopback(hostport)
 }

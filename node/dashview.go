@@ -45,11 +45,7 @@ func (n *Node) nodeView(ctx context.Context) NodeView {
 	v.PeerInfo, _ = n.ID(ctx)
 	if n.Host != nil {
 		v.Peers, _ = n.Peers(ctx)
-		for proto, st := range n.Host.Bandwidth.GetBandwidthByProtocol() {
-			g := protocolGroup(string(proto))
-			b := v.P2PBytes[g]
-			v.P2PBytes[g] = [2]float64{b[0] + float64(st.TotalIn), b[1] + float64(st.TotalOut)}
-		}
+		v.P2PBytes = p2pBytes(n.Host)
 	}
 	v.StoreBlocks, v.StoreBytes = n.Metrics.collector.storeSize()
 	v.Pins, _ = n.Pins(ctx)

@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/fomnet/fomnet/p2p"
 )
 
 // Metrics are a node's Prometheus metrics, in a registry of its own (a
@@ -116,15 +118,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
 	if h := n.Host; h != nil {
 		ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(len(h.Network().Peers())))
-		in, out := map[string]float64{}, map[string]float64{}
-		for proto, st := range h.Bandwidth.GetBandwidthByProtocol() {
-			g := protocolGroup(string(proto))
-			in[g] += float64(st.TotalIn)
-			out[g] += float64(st.TotalOut)
-		}
+		bytes := p2pBytes(h)
 		for _, g := range protocolGroups {
-			ch <- prometheus.MustNewConstMetric(descP2PBytes, prometheus.CounterValue, in[g], g, "received")
-			ch <- prometheus.MustNewConstMetric(descP2PBytes, prometheus.CounterValue, out[g], g, "sent")
+			ch <- prometheus.MustNewConstMetric(descP2PBytes, prometheus.CounterValue, bytes[g][0], g, "received")
+			ch <- prometheus.MustNewConstMetric(descP2PBytes, prometheus.CounterValue, bytes[g][1], g, "sent")
 		}
 	}
 	if n.Store == nil {
@@ -155,6 +152,17 @@ func (c *nodeCollector) storeSize() (int, int64) {
 		c.sizeAt = time.Now()
 	}
 	return c.blocks, c.bytes
+}
+
+// p2pBytes sums libp2p's stream bytes by protocol group: [received, sent].
+func p2pBytes(h *p2p.Host) map[string][2]float64 {
+	out := map[string][2]float64{}
+	for proto, st := range h.Bandwidth.GetBandwidthByProtocol() {
+		g := protocolGroup(string(proto))
+		b := out[g]
+		out[g] = [2]float64{b[0] + float64(st.TotalIn), b[1] + float64(st.TotalOut)}
+	}
+	return out
 }
 
 var protocolGroups = []string{"gossip", "bitswap", "dht", "status", "other"}
