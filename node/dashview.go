@@ -65,7 +65,7 @@ type RunSummary struct {
 	Following  bool   `json:"following"`
 }
 
-// runsView lists the runs with a directory in HOME/runs, newest first.
+// runsView lists the runs with a directory in HOME/runs, by run ID.
 func (n *Node) runsView(ctx context.Context) ([]RunSummary, error) {
 	ents, err := os.ReadDir(filepath.Join(n.Home, "runs"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -357,8 +357,14 @@ func TestRunCommands(t *testing.T) {
 		}()
 	}
 	// While it trains, a joining node answers status through its API
-	// (the store is its: the command cannot open it itself).
+	// (the store is its: the command cannot open it itself). Ask only once
+	// its api file is there: a status that opened the store itself while
+	// the join starts would take the store from it.
 	for deadline := time.Now().Add(30 * time.Second); ; {
+		if _, err := os.Stat(filepath.Join(homes[0], node.APIFile)); err != nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
 		out, _, code := fomnet(t, "status", "--home", homes[0], "--json")
 		var st node.NodeStatus
 		if code == 0 && json.Unmarshal([]byte(out), &st) == nil && st.Reachability != "" {
