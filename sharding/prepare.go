@@ -61,6 +61,10 @@ type PrepareConfig struct {
 	// (the loss mask; default: assistant).
 	TrainRoles []string `json:"train_roles,omitempty"`
 
+	// Threads is how many goroutines analyse documents (0: GOMAXPROCS).
+	// The output does not depend on it.
+	Threads int `json:"-"`
+
 	// SkippedFiles lists the files of input directories that Validate
 	// left out (see expandDirs); the manifest's report counts them.
 	SkippedFiles []SkippedFile `json:"-"`
@@ -347,24 +351,25 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 		return nil
 	}
 
-	var ids []int32
+	inputs := slices.Clone(cfg.Inputs)
+	for _, gen := range generated {
+		inputs = append(inputs, gen.in)
+	}
 	kind := "" // "pairs" or "documents", from the first document kept
-	process := func(d Doc, in Input) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
+	consume := func(d *pdoc) error {
+		in := inputs[d.in]
 		m.Report.DocumentsIn++
 		p.Bytes += int64(len(d.Text))
-		text := norm.NFC.String(d.Text)
-		lang, reason := cfg.Filters.Check(text)
+		p.Input = d.File
+		reason := d.reason
 		if reason == "" {
-			reason = dd.Check(text)
+			reason = dd.Decide(d.key, d.sig)
 		}
 		if reason != "" {
 			m.Report.Dropped[reason]++
 			return nil
 		}
-		prov := Provenance{Language: lang, Source: in.Source, Generator: in.Generator, Licence: in.Licence, Stage: in.Stage}
+		prov := Provenance{Language: d.lang, Source: in.Source, Generator: in.Generator, Licence: in.Licence, Stage: in.Stage}
 		key := prov.Group() + "\x00" + prov.Licence
 		g := groups[key]
 		if g == nil {
@@ -377,39 +382,24 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 		} else if (kind == "pairs") != pairs {
 			return fmt.Errorf("prepare: %s:%d: a dataset holds preference pairs only, or none", d.File, d.Line)
 		}
-		var mask []bool
+		if d.err != nil {
+			return fmt.Errorf("prepare: %s:%d: %w", d.File, d.Line, d.err)
+		}
+		ids := d.ids
 		if d.Rejected != nil {
-			var rids []int32
-			var rmask []bool
-			var err error
-			ids, mask, err = answerMasked(tk, nfc(d.Messages))
-			if err == nil {
-				rids, rmask, err = answerMasked(tk, nfc(d.Rejected))
-			}
-			if err != nil {
-				return fmt.Errorf("prepare: %s:%d: %w", d.File, d.Line, err)
-			}
-			if !g.addPair(ids, mask, rids, rmask, eos, pad, rowLen) {
+			if !g.addPair(d.ids, d.mask, d.rids, d.rmask, eos, pad, rowLen) {
 				m.Report.Dropped[ReasonPairTooLong]++
 				return nil
 			}
-			ids = append(ids, rids...)
-		} else if d.Messages != nil {
-			var err error
-			if ids, mask, err = tk.EncodeChatMasked(nfc(d.Messages), func(r string) bool { return slices.Contains(trainRoles, r) }); err != nil {
-				return fmt.Errorf("prepare: %s:%d: %w", d.File, d.Line, err)
-			}
-		} else {
-			ids = tk.AppendEncode(ids[:0], text)
-		}
-		if d.Rejected == nil && !g.add(ids, mask, eos, pad, rowLen) {
+			ids = append(ids, d.rids...)
+		} else if !g.add(d.ids, d.mask, eos, pad, rowLen) {
 			m.Report.Dropped[ReasonConversationTooLong]++
 			return nil
 		}
-		t := totals[[2]string{lang, in.Source}]
+		t := totals[[2]string{d.lang, in.Source}]
 		if t == nil {
-			t = &Total{Language: lang, Source: in.Source}
-			totals[[2]string{lang, in.Source}] = t
+			t = &Total{Language: d.lang, Source: in.Source}
+			totals[[2]string{d.lang, in.Source}] = t
 		}
 		t.Documents++
 		t.Tokens += int64(len(ids) + 1)
@@ -423,22 +413,29 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 		}
 		return nil
 	}
-	for _, in := range cfg.Inputs {
-		p.Input = in.Path
-		st, err := ReadDocs([]string{in.Path}, IngestOptions{Field: in.Field}, func(d Doc) error { return process(d, in) })
-		m.Report.Malformed += int64(st.Skipped)
-		if err != nil {
-			return nil, err
-		}
-	}
-	for _, gen := range generated {
-		p.Input = gen.rec.Name
-		for _, d := range gen.docs {
-			d.File = gen.rec.Name
-			if err := process(d, gen.in); err != nil {
-				return nil, err
+	read := func(yield func(Doc, int) error) error {
+		for i, in := range cfg.Inputs {
+			st, err := ReadDocs([]string{in.Path}, IngestOptions{Field: in.Field}, func(d Doc) error { return yield(d, i) })
+			m.Report.Malformed += int64(st.Skipped)
+			if err != nil {
+				return err
 			}
 		}
+		for i, gen := range generated {
+			for _, d := range gen.docs {
+				d.File = gen.rec.Name
+				if err := yield(d, len(cfg.Inputs)+i); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	newAnalyser := func() *analyser {
+		return &analyser{filters: cfg.Filters, dd: dd, tk: tk, trainRoles: trainRoles}
+	}
+	if err := runPipeline(ctx, cfg.Threads, newAnalyser, read, consume); err != nil {
+		return nil, err
 	}
 	for _, k := range order {
 		if err := flush(groups[k], true); err != nil {

@@ -109,6 +109,42 @@ func TestPrepare(t *testing.T) {
 	}
 }
 
+// TestPrepareThreads: the dataset does not depend on how many goroutines
+// analyse documents. The inputs span many batches and repeat each other, so
+// workers see documents whose twins are kept, not yet kept or being decided.
+func TestPrepareThreads(t *testing.T) {
+	tk := testTokenizer(t)
+	var txt strings.Builder
+	for range 3 {
+		for _, f := range Builtin() {
+			txt.Write(f.Text)
+			txt.WriteString("\n\n")
+		}
+		for _, d := range Synthetic(7, 1500) {
+			txt.WriteString(d.Text + "\n\n")
+		}
+	}
+	dir := t.TempDir()
+	inputs := []Input{{Path: write(t, dir, "a.txt", txt.String())}, {Path: write(t, dir, "b.txt", txt.String())}}
+	var first *Prepared
+	for _, threads := range []int{1, 2, 5} {
+		p, err := Prepare(context.Background(), PrepareConfig{Inputs: inputs, Filters: DefaultFilters(), SeqLen: 64, ShardTokens: 4000, Threads: threads}, tk, t.TempDir(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == nil {
+			first = p
+			if in := p.Manifest.Report.DocumentsIn; in < 4*batchDocs || p.Manifest.Report.Dropped[ReasonExactDup] < in/2 {
+				t.Fatalf("%d documents, %v dropped: the test wants many batches and duplicates", in, p.Manifest.Report.Dropped)
+			}
+			continue
+		}
+		if !p.CID.Equals(first.CID) || !bytes.Equal(p.ManifestBytes, first.ManifestBytes) {
+			t.Fatalf("%d threads: dataset %s, 1 thread: %s", threads, p.CID, first.CID)
+		}
+	}
+}
+
 // TestPrepareDeterministic: preparing the same inputs twice gives the same
 // dataset CID, shard CIDs and bytes.
 func TestPrepareDeterministic(t *testing.T) {

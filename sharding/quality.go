@@ -51,15 +51,31 @@ const (
 
 // Language tags a document by script: see FilterConfig.LangShare.
 func Language(text string, share float64) string {
-	var h, l int
+	var sc scriptCount
 	for _, r := range text {
-		switch {
-		case r >= 0xAC00 && r <= 0xD7A3, unicode.Is(unicode.Hangul, r) && unicode.IsLetter(r):
-			h++
-		case unicode.Is(unicode.Latin, r) && unicode.IsLetter(r):
-			l++
-		}
+		sc.add(r)
 	}
+	return sc.language(share)
+}
+
+// scriptCount counts the Hangul and Latin letters of a text.
+type scriptCount struct{ hangul, latin int }
+
+func (c *scriptCount) add(r rune) {
+	switch {
+	case r < 0x80: // ASCII: the only letters are Latin
+		if r|0x20 >= 'a' && r|0x20 <= 'z' {
+			c.latin++
+		}
+	case r >= 0xAC00 && r <= 0xD7A3, unicode.Is(unicode.Hangul, r) && unicode.IsLetter(r):
+		c.hangul++
+	case unicode.Is(unicode.Latin, r) && unicode.IsLetter(r):
+		c.latin++
+	}
+}
+
+func (c scriptCount) language(share float64) string {
+	h, l := c.hangul, c.latin
 	switch {
 	case h+l == 0:
 		return "none"
@@ -71,6 +87,15 @@ func Language(text string, share float64) string {
 	return "mixed"
 }
 
+// isControl reports a control or format character other than tab and
+// newline.
+func isControl(r rune) bool {
+	if r < 0x80 { // no ASCII character is a format character
+		return r != '\t' && r != '\n' && (r < 0x20 || r == 0x7f)
+	}
+	return unicode.IsControl(r) || unicode.Is(unicode.Cf, r)
+}
+
 // Check applies the per-document filters (not dedup) and returns the
 // document's language and the reason it is dropped ("" to keep it).
 func (c FilterConfig) Check(text string) (lang, reason string) {
@@ -78,8 +103,10 @@ func (c FilterConfig) Check(text string) (lang, reason string) {
 	ctrl := 0
 	run, best := 0, 0
 	var prev rune = -1
+	var sc scriptCount
 	for _, r := range text {
 		n++
+		sc.add(r)
 		if r == prev {
 			run++
 		} else {
@@ -87,11 +114,11 @@ func (c FilterConfig) Check(text string) (lang, reason string) {
 			prev = r
 		}
 		best = max(best, run)
-		if r != '\t' && r != '\n' && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r)) {
+		if isControl(r) {
 			ctrl++
 		}
 	}
-	lang = Language(text, c.LangShare)
+	lang = sc.language(c.LangShare)
 	switch {
 	case n < c.MinChars:
 		return lang, ReasonTooShort

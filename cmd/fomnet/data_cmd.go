@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -33,6 +34,12 @@ type prepareOut struct {
 	Tokenizer  string           `json:"tokenizer_cid"`
 	// Skipped lists the files of input directories left out.
 	Skipped []sharding.SkippedFile `json:"skipped_files,omitempty"`
+	// How the preparation went on this machine (not part of the dataset).
+	InputBytes int64   `json:"input_bytes"`
+	Threads    int     `json:"threads"`
+	Seconds    float64 `json:"seconds"` // preparation, without tokenizer training
+	MiBPerS    float64 `json:"mib_per_s"`
+	PeakRSS    int64   `json:"peak_rss_bytes"` // of the whole command
 }
 
 func newDataPrepareCmd(e *env) *cobra.Command {
@@ -46,6 +53,7 @@ func newDataPrepareCmd(e *env) *cobra.Command {
 		synthSeed                uint64
 		asJSON                   bool
 		trainRoles               []string
+		threads                  int
 	)
 	cmd := &cobra.Command{
 		Use:   "prepare [flags] INPUT...",
@@ -119,6 +127,10 @@ eval).`,
 			if cmd.Flags().Changed("train-roles") {
 				cfg.TrainRoles = trainRoles
 			}
+			if threads < 0 {
+				return usagef("--threads %d: want 0 (all cores) or more", threads)
+			}
+			cfg.Threads = threads
 			if err := cfg.Validate(); err != nil {
 				return usageError{err}
 			}
@@ -155,8 +167,17 @@ eval).`,
 			for _, s := range p.Manifest.Shards {
 				tokens += s.Tokens
 			}
+			took := time.Since(prepStart)
 			res := prepareOut{DatasetCID: p.CID.String(), Dir: out, Shards: len(p.Manifest.Shards), Tokens: tokens,
-				Totals: p.Manifest.Totals, Report: p.Manifest.Report, Tokenizer: p.Manifest.Tokenizer.CID, Skipped: cfg.SkippedFiles}
+				Totals: p.Manifest.Totals, Report: p.Manifest.Report, Tokenizer: p.Manifest.Tokenizer.CID, Skipped: cfg.SkippedFiles,
+				Threads: cfg.Threads, Seconds: took.Seconds(), PeakRSS: peakRSS()}
+			if res.Threads == 0 {
+				res.Threads = runtime.GOMAXPROCS(0)
+			}
+			for _, in := range p.Manifest.Recipe.Inputs {
+				res.InputBytes += in.Bytes
+			}
+			res.MiBPerS = float64(res.InputBytes) / (1 << 20) / max(took.Seconds(), 1e-3)
 			if asJSON {
 				return e.printJSON(res)
 			}
@@ -185,6 +206,7 @@ eval).`,
 	f.IntVar(&pairs, "pairs", 0, "add N built-in bilingual preference pairs")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	f.StringSliceVar(&trainRoles, "train-roles", nil, "roles of a conversation whose turns are trained (default assistant)")
+	f.IntVar(&threads, "threads", 0, "goroutines analysing documents (0: GOMAXPROCS); the dataset does not depend on it")
 	return cmd
 }
 
@@ -229,6 +251,8 @@ func printPrepareSummary(e *env, r prepareOut, took time.Duration) {
 	}
 	w.Flush()
 	e.logf("%d shards, %d tokens in %s; tokenizer %s", r.Shards, r.Tokens, took.Round(time.Millisecond), r.Tokenizer)
+	e.logf("prepared %.1f MiB in %.1f s on %d threads: %.1f MiB/s, peak resident memory %.0f MiB",
+		float64(r.InputBytes)/(1<<20), r.Seconds, r.Threads, r.MiBPerS, float64(r.PeakRSS)/(1<<20))
 }
 
 func newDataInspectCmd(e *env) *cobra.Command {
