@@ -132,11 +132,16 @@ func (d *Deduper) Signature(norm string) *Signature {
 	if d.threshold <= 0 {
 		return nil
 	}
-	sig := &Signature{hashes: d.signature(norm)}
+	return d.bandsOf(d.signature(norm))
+}
+
+// bandsOf completes a signature with its band hashes.
+func (d *Deduper) bandsOf(h minhash) *Signature {
+	sig := &Signature{hashes: h}
 	for b := range numBands {
 		var buf [bandRows * 4]byte
 		for r := range bandRows {
-			binary.LittleEndian.PutUint32(buf[4*r:], sig.hashes[b*bandRows+r])
+			binary.LittleEndian.PutUint32(buf[4*r:], h[b*bandRows+r])
 		}
 		sig.bands[b] = maphashBytes(buf[:], uint64(b))
 	}

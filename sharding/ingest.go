@@ -163,6 +163,28 @@ func ReadDocs(paths []string, o IngestOptions, yield func(Doc) error) (IngestSta
 }
 
 func readFile(path string, f Format, o IngestOptions, st *IngestStats, yield func(Doc) error) error {
+	return readSpan(path, f, o, st, span{End: -1, Line: 1}, yield)
+}
+
+// span is a stretch of a line-based input file: from byte Start, the start
+// of line Line (1-based), to byte End (-1: the end of the file). A plan
+// cuts files only where a document starts (a line of .tsv or .jsonl; the
+// first line after a blank one in text), so a span holds whole documents
+// and reading the spans of a file one after the other gives the documents
+// of the whole file.
+type span struct {
+	Start int64 `json:"start"`
+	End   int64 `json:"end"`
+	Line  int   `json:"line"`
+}
+
+func readSpan(path string, f Format, o IngestOptions, st *IngestStats, sp span, yield func(Doc) error) error {
+	if o.Field == "" {
+		o.Field = "text"
+	}
+	if o.MaxLine <= 0 {
+		o.MaxLine = 16 << 20
+	}
 	if f == FormatParquet {
 		return readParquet(path, o, st, func(d Doc) error {
 			st.Docs++
@@ -175,15 +197,26 @@ func readFile(path string, f Format, o IngestOptions, st *IngestStats, yield fun
 		return fmt.Errorf("%w: %v", ErrInput, err)
 	}
 	defer fh.Close()
-	br := bufio.NewReaderSize(fh, sniffLen)
-	if why, err := LooksBinary(br); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrInput, path, err)
-	} else if why != "" {
-		return fmt.Errorf("%w: %s is not text (%s); fomnet reads UTF-8 text, .tsv, .jsonl and .parquet", ErrInput, path, why)
+	var r io.Reader = fh
+	if sp.Start > 0 {
+		if _, err := fh.Seek(sp.Start, io.SeekStart); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrInput, path, err)
+		}
+	}
+	if sp.End >= 0 {
+		r = io.LimitReader(fh, sp.End-sp.Start)
+	}
+	br := bufio.NewReaderSize(r, sniffLen)
+	if sp.Start == 0 { // a plan has sniffed a file it cuts
+		if why, err := LooksBinary(br); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrInput, path, err)
+		} else if why != "" {
+			return fmt.Errorf("%w: %s is not text (%s); fomnet reads UTF-8 text, .tsv, .jsonl and .parquet", ErrInput, path, why)
+		}
 	}
 	sc := bufio.NewScanner(br)
 	sc.Buffer(make([]byte, min(64<<10, o.MaxLine)), o.MaxLine)
-	line := 0
+	line := sp.Line - 1
 	var para strings.Builder
 	paraLine := 0
 	emit := func(d Doc) error {

@@ -23,9 +23,12 @@ type pdoc struct {
 	reason string // the filters', or "" to go on to dedup
 	key    [32]byte
 	sig    *Signature
-	// skipped: when analysed, a document of the same key was already kept,
-	// so it is an exact duplicate and was not encoded.
-	skipped     bool
+	// twin: when analysed, an earlier document of the same key had passed
+	// the filters, so this one is a duplicate (exact if that one was kept,
+	// near if not) and was not encoded.
+	twin        bool
+	pair        bool  // a preference pair (ids chosen, rids rejected)
+	bytes       int64 // text bytes, when Text is not kept (Merge)
 	ids, rids   []int32
 	mask, rmask []bool
 	err         error // from encoding a conversation
@@ -34,7 +37,8 @@ type pdoc struct {
 // analyser does a worker's part of Prepare.
 type analyser struct {
 	filters    FilterConfig
-	dd         *Deduper
+	dd         *Deduper                // for signatures
+	seen       func(key [32]byte) bool // an earlier document of key passed the filters
 	tk         *tokenizer.Tokenizer
 	trainRoles []string
 	buf        []byte
@@ -46,8 +50,9 @@ func (a *analyser) analyse(d *pdoc) {
 		return
 	}
 	d.key, a.buf = DupKey(d.text, a.buf)
-	if a.dd.Kept(d.key) {
-		d.skipped = true
+	d.pair = d.Rejected != nil
+	if a.seen(d.key) {
+		d.twin = true
 		return
 	}
 	d.sig = a.dd.Signature(string(a.buf))

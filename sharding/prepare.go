@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/ipfs/go-cid"
 	"golang.org/x/text/unicode/norm"
@@ -238,11 +239,88 @@ func answerMasked(tk *tokenizer.Tokenizer, msgs []tokenizer.Message) ([]int32, [
 // them (NFC first), packs them per provenance group into shards under
 // outDir/shards, and writes outDir/manifest.json (dag-json) and
 // outDir/tokenizer.json. The same inputs, tokenizer and config give the same
-// bytes and CIDs. Files are written under temporary names and renamed.
+// bytes and CIDs, whatever cfg.Threads. Files are written under temporary
+// names and renamed.
 func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, outDir string, progress func(Progress)) (*Prepared, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	var recs []InputRecord
+	for _, in := range cfg.Inputs {
+		rec, err := digest(in)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, rec)
+	}
+	generated := builtinSources(cfg)
+	for _, g := range generated {
+		recs = append(recs, g.rec)
+	}
+	k, err := newPacker(ctx, cfg, tk, outDir, recs, progress)
+	if err != nil {
+		return nil, err
+	}
+	read := func(yield func(Doc, int) error) error {
+		for i, in := range cfg.Inputs {
+			st, err := ReadDocs([]string{in.Path}, IngestOptions{Field: in.Field}, func(d Doc) error { return yield(d, i) })
+			k.malformed(int64(st.Skipped))
+			if err != nil {
+				return err
+			}
+		}
+		return readGenerated(generated, len(cfg.Inputs), yield)
+	}
+	newAnalyser := func() *analyser {
+		return &analyser{filters: cfg.Filters, dd: k.dd, seen: k.dd.Kept, tk: tk, trainRoles: k.trainRoles}
+	}
+	if err := runPipeline(ctx, cfg.Threads, newAnalyser, read, k.consume); err != nil {
+		return nil, err
+	}
+	return k.finish()
+}
+
+// readGenerated yields the documents of the built-in sources, numbering
+// them as inputs from first on.
+func readGenerated(generated []source, first int, yield func(Doc, int) error) error {
+	for i, gen := range generated {
+		for _, d := range gen.docs {
+			d.File = gen.rec.Name
+			if err := yield(d, first+i); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// packer is Prepare's sequential part: it decides duplicates and packs the
+// documents kept into shards, in input order. Prepare feeds it from its
+// workers, Merge from the pieces of a split preparation.
+type packer struct {
+	ctx        context.Context
+	cfg        PrepareConfig
+	tk         *tokenizer.Tokenizer
+	outDir     string
+	progress   func(Progress)
+	inputs     []InputRecord // provenance by input index
+	eos, pad   int32
+	rowLen     int
+	perShard   int
+	trainRoles []string
+	tokCID     cid.Cid
+	m          *Manifest
+	groups     map[string]*group
+	order      []string // groups in order of first appearance: deterministic
+	totals     map[[2]string]*Total
+	dd         *Deduper
+	p          Progress
+	kind       string // "pairs" or "documents", from the first document kept
+	mu         sync.Mutex
+	bad        int64 // malformed records (counted by the reader)
+}
+
+func newPacker(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, outDir string, inputs []InputRecord, progress func(Progress)) (*packer, error) {
 	eos, ok := tk.SpecialID(tokenizer.EOS)
 	if !ok {
 		return nil, errors.New("prepare: the tokenizer has no " + tokenizer.EOS)
@@ -265,187 +343,167 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 	if err := fsutil.WriteFile(filepath.Join(outDir, "tokenizer.json"), tokJSON); err != nil {
 		return nil, err
 	}
-	m := &Manifest{Format: ManifestFormat, Tokenizer: LinkTo(tokCID), Vocab: tk.Vocab(), SeqLen: cfg.SeqLen,
+	k := &packer{ctx: ctx, cfg: cfg, tk: tk, outDir: outDir, progress: progress, inputs: inputs, eos: eos, pad: pad,
+		rowLen: cfg.SeqLen + 1, trainRoles: cfg.TrainRoles, tokCID: tokCID,
+		groups: map[string]*group{}, totals: map[[2]string]*Total{}, dd: NewDeduper(cfg.Filters.NearDupThreshold)}
+	k.perShard = max(1, cfg.ShardTokens/k.rowLen) * k.rowLen
+	if len(k.trainRoles) == 0 {
+		k.trainRoles = []string{tokenizer.RoleAssistant}
+	}
+	k.m = &Manifest{Format: ManifestFormat, Tokenizer: LinkTo(tokCID), Vocab: tk.Vocab(), SeqLen: cfg.SeqLen,
 		DType:  map[int]string{DTypeU16: "uint16", DTypeU32: "uint32"}[dtypeFor(tk.Vocab())],
 		Report: Report{Dropped: map[string]int64{}, SkippedFiles: int64(len(cfg.SkippedFiles))},
-		Recipe: Recipe{Filters: cfg.Filters, SeqLen: cfg.SeqLen, ShardTokens: cfg.ShardTokens, Normalize: "NFC", Tokenizer: LinkTo(tokCID)}}
-	var total int64
-	for _, in := range cfg.Inputs {
-		rec, err := digest(in)
-		if err != nil {
-			return nil, err
-		}
-		total += rec.Bytes
-		m.Recipe.Inputs = append(m.Recipe.Inputs, rec)
+		Recipe: Recipe{Filters: cfg.Filters, SeqLen: cfg.SeqLen, ShardTokens: cfg.ShardTokens, Normalize: "NFC", Tokenizer: LinkTo(tokCID), Inputs: inputs}}
+	for _, in := range inputs {
+		k.p.Total += in.Bytes
 	}
-	generated := builtinSources(cfg)
-	for _, g := range generated {
-		total += g.rec.Bytes
-		m.Recipe.Inputs = append(m.Recipe.Inputs, g.rec)
-	}
-	rowLen := cfg.SeqLen + 1
-	perShard := max(1, cfg.ShardTokens/rowLen) * rowLen
-	trainRoles := cfg.TrainRoles
-	if len(trainRoles) == 0 {
-		trainRoles = []string{tokenizer.RoleAssistant}
-	}
-	groups := map[string]*group{}
-	var order []string // groups in order of first appearance: deterministic
-	totals := map[[2]string]*Total{}
-	dd := NewDeduper(cfg.Filters.NearDupThreshold)
-	p := Progress{Total: total}
+	return k, nil
+}
 
-	flush := func(g *group, final bool) error {
-		perShard := perShard
-		if g.pairs && (perShard/rowLen)%2 != 0 { // pairs are never split
-			perShard += rowLen
-		}
-		for len(g.tokens) >= perShard || (final && len(g.tokens) > 0) {
-			n := min(len(g.tokens), perShard)
-			chunk := g.tokens[:n]
-			rows := make([][]int32, 0, (n+rowLen-1)/rowLen)
-			var masks [][]bool
-			for i := 0; i < n; i += rowLen {
-				row, mask := make([]int32, rowLen), make([]bool, rowLen)
-				k := copy(row, chunk[i:min(i+rowLen, n)])
-				copy(mask, g.mask[i:i+k])
-				for j := k; j < rowLen; j++ {
-					row[j] = pad
-				}
-				rows = append(rows, row)
-				if g.masked {
-					masks = append(masks, mask)
-				}
-			}
-			var buf bytes.Buffer
-			encode := EncodeShard
-			if g.pairs {
-				encode = func(w io.Writer, vocab, seqLen int, tok cid.Cid, rows [][]int32, masks ...[]bool) error {
-					return EncodePairShard(w, vocab, seqLen, tok, rows, masks)
-				}
-			}
-			if err := encode(&buf, tk.Vocab(), cfg.SeqLen, tokCID, rows, masks...); err != nil {
-				return err
-			}
-			c, err := contentstore.FileCID(ctx, bytes.NewReader(buf.Bytes()))
-			if err != nil {
-				return err
-			}
-			name := filepath.Join("shards", c.String()+".bin")
-			if err := fsutil.WriteFile(filepath.Join(outDir, name), buf.Bytes()); err != nil {
-				return err
-			}
-			docs := 0
-			for _, t := range chunk {
-				if t == eos {
-					docs++
-				}
-			}
-			m.Shards = append(m.Shards, ShardEntry{CID: LinkTo(c), File: name, Bytes: int64(buf.Len()), Tokens: int64(n),
-				Rows: len(rows), Docs: docs, Pairs: g.pairs, Provenance: g.prov, Group: g.prov.Group()})
-			g.tokens = append(g.tokens[:0], g.tokens[n:]...)
-			g.mask = append(g.mask[:0], g.mask[n:]...)
-			g.n++
-			p.Shards++
-		}
+// malformed counts records the reader skipped (any goroutine).
+func (k *packer) malformed(n int64) {
+	k.mu.Lock()
+	k.bad += n
+	k.mu.Unlock()
+}
+
+// consume decides one analysed document and packs it if kept.
+func (k *packer) consume(d *pdoc) error {
+	in := k.inputs[d.in]
+	k.m.Report.DocumentsIn++
+	k.p.Bytes += int64(len(d.Text)) + d.bytes
+	k.p.Input = d.File
+	reason := d.reason
+	switch {
+	case reason != "":
+	case d.twin && k.dd.Kept(d.key):
+		reason = ReasonExactDup
+	case d.twin:
+		// An earlier document of the same key was analysed and not kept:
+		// it was a near duplicate of one kept, and so is this one.
+		reason = ReasonNearDup
+	default:
+		reason = k.dd.Decide(d.key, d.sig)
+	}
+	if reason != "" {
+		k.m.Report.Dropped[reason]++
 		return nil
 	}
-
-	inputs := slices.Clone(cfg.Inputs)
-	for _, gen := range generated {
-		inputs = append(inputs, gen.in)
+	prov := Provenance{Language: d.lang, Source: in.Source, Generator: in.Generator, Licence: in.Licence, Stage: in.Stage}
+	key := prov.Group() + "\x00" + prov.Licence
+	g := k.groups[key]
+	if g == nil {
+		g = &group{prov: prov}
+		k.groups[key] = g
+		k.order = append(k.order, key)
 	}
-	kind := "" // "pairs" or "documents", from the first document kept
-	consume := func(d *pdoc) error {
-		in := inputs[d.in]
-		m.Report.DocumentsIn++
-		p.Bytes += int64(len(d.Text))
-		p.Input = d.File
-		reason := d.reason
-		if reason == "" {
-			reason = dd.Decide(d.key, d.sig)
-		}
-		if reason != "" {
-			m.Report.Dropped[reason]++
+	if pairs := d.pair; k.kind == "" {
+		k.kind = map[bool]string{true: "pairs", false: "documents"}[pairs]
+	} else if (k.kind == "pairs") != pairs {
+		return fmt.Errorf("prepare: %s:%d: a dataset holds preference pairs only, or none", d.File, d.Line)
+	}
+	if d.err != nil {
+		return fmt.Errorf("prepare: %s:%d: %w", d.File, d.Line, d.err)
+	}
+	ids := d.ids
+	if d.pair {
+		if !g.addPair(d.ids, d.mask, d.rids, d.rmask, k.eos, k.pad, k.rowLen) {
+			k.m.Report.Dropped[ReasonPairTooLong]++
 			return nil
 		}
-		prov := Provenance{Language: d.lang, Source: in.Source, Generator: in.Generator, Licence: in.Licence, Stage: in.Stage}
-		key := prov.Group() + "\x00" + prov.Licence
-		g := groups[key]
-		if g == nil {
-			g = &group{prov: prov}
-			groups[key] = g
-			order = append(order, key)
-		}
-		if pairs := d.Rejected != nil; kind == "" {
-			kind = map[bool]string{true: "pairs", false: "documents"}[pairs]
-		} else if (kind == "pairs") != pairs {
-			return fmt.Errorf("prepare: %s:%d: a dataset holds preference pairs only, or none", d.File, d.Line)
-		}
-		if d.err != nil {
-			return fmt.Errorf("prepare: %s:%d: %w", d.File, d.Line, d.err)
-		}
-		ids := d.ids
-		if d.Rejected != nil {
-			if !g.addPair(d.ids, d.mask, d.rids, d.rmask, eos, pad, rowLen) {
-				m.Report.Dropped[ReasonPairTooLong]++
-				return nil
+		ids = append(ids, d.rids...)
+	} else if !g.add(d.ids, d.mask, k.eos, k.pad, k.rowLen) {
+		k.m.Report.Dropped[ReasonConversationTooLong]++
+		return nil
+	}
+	t := k.totals[[2]string{d.lang, in.Source}]
+	if t == nil {
+		t = &Total{Language: d.lang, Source: in.Source}
+		k.totals[[2]string{d.lang, in.Source}] = t
+	}
+	t.Documents++
+	t.Tokens += int64(len(ids) + 1)
+	k.m.Report.DocumentsOut++
+	k.p.Documents++
+	if err := k.flush(g, false); err != nil {
+		return err
+	}
+	if k.progress != nil && k.p.Documents%1000 == 0 {
+		k.progress(k.p)
+	}
+	return nil
+}
+
+// flush writes the full shards of g (with final, the rest too).
+func (k *packer) flush(g *group, final bool) error {
+	rowLen, perShard := k.rowLen, k.perShard
+	if g.pairs && (perShard/rowLen)%2 != 0 { // pairs are never split
+		perShard += rowLen
+	}
+	for len(g.tokens) >= perShard || (final && len(g.tokens) > 0) {
+		n := min(len(g.tokens), perShard)
+		chunk := g.tokens[:n]
+		rows := make([][]int32, 0, (n+rowLen-1)/rowLen)
+		var masks [][]bool
+		for i := 0; i < n; i += rowLen {
+			row, mask := make([]int32, rowLen), make([]bool, rowLen)
+			c := copy(row, chunk[i:min(i+rowLen, n)])
+			copy(mask, g.mask[i:i+c])
+			for j := c; j < rowLen; j++ {
+				row[j] = k.pad
 			}
-			ids = append(ids, d.rids...)
-		} else if !g.add(d.ids, d.mask, eos, pad, rowLen) {
-			m.Report.Dropped[ReasonConversationTooLong]++
-			return nil
+			rows = append(rows, row)
+			if g.masked {
+				masks = append(masks, mask)
+			}
 		}
-		t := totals[[2]string{d.lang, in.Source}]
-		if t == nil {
-			t = &Total{Language: d.lang, Source: in.Source}
-			totals[[2]string{d.lang, in.Source}] = t
+		var buf bytes.Buffer
+		encode := EncodeShard
+		if g.pairs {
+			encode = func(w io.Writer, vocab, seqLen int, tok cid.Cid, rows [][]int32, masks ...[]bool) error {
+				return EncodePairShard(w, vocab, seqLen, tok, rows, masks)
+			}
 		}
-		t.Documents++
-		t.Tokens += int64(len(ids) + 1)
-		m.Report.DocumentsOut++
-		p.Documents++
-		if err := flush(g, false); err != nil {
+		if err := encode(&buf, k.tk.Vocab(), k.cfg.SeqLen, k.tokCID, rows, masks...); err != nil {
 			return err
 		}
-		if progress != nil && p.Documents%1000 == 0 {
-			progress(p)
+		c, err := contentstore.FileCID(k.ctx, bytes.NewReader(buf.Bytes()))
+		if err != nil {
+			return err
 		}
-		return nil
-	}
-	read := func(yield func(Doc, int) error) error {
-		for i, in := range cfg.Inputs {
-			st, err := ReadDocs([]string{in.Path}, IngestOptions{Field: in.Field}, func(d Doc) error { return yield(d, i) })
-			m.Report.Malformed += int64(st.Skipped)
-			if err != nil {
-				return err
+		name := filepath.Join("shards", c.String()+".bin")
+		if err := fsutil.WriteFile(filepath.Join(k.outDir, name), buf.Bytes()); err != nil {
+			return err
+		}
+		docs := 0
+		for _, t := range chunk {
+			if t == k.eos {
+				docs++
 			}
 		}
-		for i, gen := range generated {
-			for _, d := range gen.docs {
-				d.File = gen.rec.Name
-				if err := yield(d, len(cfg.Inputs)+i); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+		k.m.Shards = append(k.m.Shards, ShardEntry{CID: LinkTo(c), File: name, Bytes: int64(buf.Len()), Tokens: int64(n),
+			Rows: len(rows), Docs: docs, Pairs: g.pairs, Provenance: g.prov, Group: g.prov.Group()})
+		g.tokens = append(g.tokens[:0], g.tokens[n:]...)
+		g.mask = append(g.mask[:0], g.mask[n:]...)
+		g.n++
+		k.p.Shards++
 	}
-	newAnalyser := func() *analyser {
-		return &analyser{filters: cfg.Filters, dd: dd, tk: tk, trainRoles: trainRoles}
-	}
-	if err := runPipeline(ctx, cfg.Threads, newAnalyser, read, consume); err != nil {
-		return nil, err
-	}
-	for _, k := range order {
-		if err := flush(groups[k], true); err != nil {
+	return nil
+}
+
+// finish writes the last shards of every group and the manifest.
+func (k *packer) finish() (*Prepared, error) {
+	m := k.m
+	for _, key := range k.order {
+		if err := k.flush(k.groups[key], true); err != nil {
 			return nil, err
 		}
 	}
-	if progress != nil {
-		progress(p)
+	if k.progress != nil {
+		k.progress(k.p)
 	}
-	for _, t := range totals {
+	m.Report.Malformed = k.bad
+	for _, t := range k.totals {
 		m.Totals = append(m.Totals, *t)
 	}
 	sort.Slice(m.Totals, func(i, j int) bool {
@@ -460,10 +518,10 @@ func Prepare(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, ou
 	if err != nil {
 		return nil, err
 	}
-	if err := fsutil.WriteFile(filepath.Join(outDir, "manifest.json"), mb); err != nil {
+	if err := fsutil.WriteFile(filepath.Join(k.outDir, "manifest.json"), mb); err != nil {
 		return nil, err
 	}
-	return &Prepared{Manifest: m, ManifestBytes: mb, CID: mc, Dir: outDir}, nil
+	return &Prepared{Manifest: m, ManifestBytes: mb, CID: mc, Dir: k.outDir}, nil
 }
 
 // source is a built-in input: its documents and its recipe record.
@@ -574,10 +632,5 @@ func digest(in Input) (InputRecord, error) {
 	if err != nil {
 		return InputRecord{}, fmt.Errorf("%w: %s: %v", ErrInput, in.Path, err)
 	}
-	name := in.name
-	if name == "" {
-		name = filepath.Base(in.Path)
-	}
-	return InputRecord{Name: name, SHA256: hex.EncodeToString(h.Sum(nil)), Bytes: n, Format: in.Format,
-		Field: in.Field, Source: in.Source, Generator: in.Generator, Licence: in.Licence, Stage: in.Stage}, nil
+	return digestRecord(in, h.Sum(nil), n), nil
 }

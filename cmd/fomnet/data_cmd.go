@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -14,13 +15,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fomnet/fomnet/internal/fsutil"
 	"github.com/fomnet/fomnet/sharding"
 	"github.com/fomnet/fomnet/tokenizer"
 )
 
 func newDataCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "data", Short: "Prepare and inspect content-addressed datasets", Args: noArgs}
-	cmd.AddCommand(newDataPrepareCmd(e), newDataInspectCmd(e), newDataPublishCmd(e))
+	cmd.AddCommand(newDataPrepareCmd(e), newDataPartCmd(e), newDataMergeCmd(e), newDataInspectCmd(e), newDataPublishCmd(e))
 	return cmd
 }
 
@@ -53,7 +55,7 @@ func newDataPrepareCmd(e *env) *cobra.Command {
 		synthSeed                uint64
 		asJSON                   bool
 		trainRoles               []string
-		threads                  int
+		threads, parts           int
 	)
 	cmd := &cobra.Command{
 		Use:   "prepare [flags] INPUT...",
@@ -90,9 +92,18 @@ multi-turn conversations whose follow-up asks for the answer again in the
 other language, arithmetic word problems among their questions; pairs whose rejected
 answer is wrong, in the other language or unfinished; CC0-1.0), from the
 generator's training split (a tenth of the prompts is held out for fomnet
-eval).`,
+eval).
+
+Documents are analysed on --threads goroutines and packed in input order:
+the dataset does not depend on the thread count. To split a preparation
+across machines, --parts N writes a plan instead (OUT/plan.json: the recipe,
+every input's digest, the inputs cut into N parts at document boundaries;
+OUT/tokenizer.json): each machine runs fomnet data part on one part, and
+fomnet data merge packs the pieces into the dataset a single run of
+prepare would have made, CID for CID.`,
 		Example: `  fomnet data prepare ../shared/data/bilingual/parallel/*.tsv --licence MPL-2.0 --out ds
-  fomnet data prepare --config recipe.json --tokenizer tok/tokenizer.json --out ds --json`,
+  fomnet data prepare --config recipe.json --tokenizer tok/tokenizer.json --out ds --json
+  fomnet data prepare corpus/ --tokenizer tok --parts 3 --out plan`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg := sharding.PrepareConfig{Filters: sharding.DefaultFilters()}
 			if configPath != "" {
@@ -146,6 +157,9 @@ eval).`,
 				if tk, err = trainOnInputs(cmd, cfg, vocab); err != nil {
 					return err
 				}
+			}
+			if parts > 0 {
+				return writePlan(e, cmd, cfg, tk, parts, out, asJSON)
 			}
 			last, prepStart := -1, time.Now()
 			p, err := sharding.Prepare(ctxOf(cmd), cfg, tk, out, func(p sharding.Progress) {
@@ -207,6 +221,178 @@ eval).`,
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	f.StringSliceVar(&trainRoles, "train-roles", nil, "roles of a conversation whose turns are trained (default assistant)")
 	f.IntVar(&threads, "threads", 0, "goroutines analysing documents (0: GOMAXPROCS); the dataset does not depend on it")
+	f.IntVar(&parts, "parts", 0, "write a plan of N parts to OUT instead of preparing (see fomnet data part, merge)")
+	return cmd
+}
+
+type planOut struct {
+	Plan      string  `json:"plan"`
+	Hash      string  `json:"hash"`
+	Parts     []int64 `json:"part_bytes"`
+	Tokenizer string  `json:"tokenizer_cid"`
+}
+
+// writePlan cuts a preparation into parts: OUT/plan.json and the tokenizer
+// beside it.
+func writePlan(e *env, cmd *cobra.Command, cfg sharding.PrepareConfig, tk *tokenizer.Tokenizer, parts int, out string, asJSON bool) error {
+	pl, err := sharding.MakePlan(ctxOf(cmd), cfg, tk, parts)
+	if err != nil {
+		return err
+	}
+	b, err := pl.Encode()
+	if err != nil {
+		return err
+	}
+	tokJSON, err := tk.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	for name, data := range map[string][]byte{"plan.json": b, "tokenizer.json": tokJSON} {
+		if err := fsutil.WriteFile(filepath.Join(out, name), data); err != nil {
+			return err
+		}
+	}
+	hash, err := pl.Hash()
+	if err != nil {
+		return err
+	}
+	res := planOut{Plan: filepath.Join(out, "plan.json"), Hash: fmt.Sprintf("%x", hash), Tokenizer: pl.Tokenizer}
+	for _, ranges := range pl.Parts {
+		var n int64
+		for _, r := range ranges {
+			if r.Input < len(pl.Config.Inputs) {
+				n += r.End - r.Start
+			}
+		}
+		res.Parts = append(res.Parts, n)
+	}
+	if asJSON {
+		return e.printJSON(res)
+	}
+	for i, n := range res.Parts {
+		e.logf("part %d: %.1f MiB of input", i, float64(n)/(1<<20))
+	}
+	e.logf("run `fomnet data part %s --part I --out PIECE` for each part, then `fomnet data merge %s PIECE…`", out, out)
+	fmt.Fprintln(e.stdout, res.Plan)
+	return nil
+}
+
+// loadPlan reads PLANDIR/plan.json and the tokenizer beside it.
+func loadPlan(dir string) (*sharding.Plan, *tokenizer.Tokenizer, error) {
+	pl, err := sharding.ReadPlan(filepath.Join(dir, "plan.json"))
+	if err != nil {
+		return nil, nil, err
+	}
+	tk, err := loadTokenizer(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		return nil, nil, err
+	}
+	return pl, tk, nil
+}
+
+func newDataPartCmd(e *env) *cobra.Command {
+	var (
+		part, threads int
+		out           string
+	)
+	cmd := &cobra.Command{
+		Use:   "part PLANDIR --part I --out PIECE",
+		Short: "Analyse one part of a split preparation into a piece",
+		Long: `Analyse part I of the plan in PLANDIR (written by fomnet data prepare --parts):
+read its stretch of the inputs, normalise, filter, compute dedup keys and
+MinHash signatures, tokenise, and write the piece to PIECE. The plan names
+the inputs by path: run it where they are. fomnet data merge takes the
+pieces of every part.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("part takes the plan directory, got %d arguments", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pl, tk, err := loadPlan(args[0])
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				return usagef("--out PIECE is required")
+			}
+			start := time.Now()
+			err = fsutil.WriteFileFunc(out, func(w io.Writer) error {
+				return sharding.PreparePart(ctxOf(cmd), pl, tk, part, threads, w)
+			})
+			if err != nil {
+				return err
+			}
+			var size int64
+			if fi, err := os.Stat(out); err == nil {
+				size = fi.Size()
+			}
+			e.logf("part %d analysed in %s: %.1f MiB piece, peak resident memory %.0f MiB", part, time.Since(start).Round(time.Millisecond),
+				float64(size)/(1<<20), float64(peakRSS())/(1<<20))
+			fmt.Fprintln(e.stdout, out)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&part, "part", 0, "which part (from 0)")
+	cmd.Flags().IntVar(&threads, "threads", 0, "goroutines analysing documents (0: GOMAXPROCS)")
+	cmd.Flags().StringVar(&out, "out", "", "piece file to write")
+	return cmd
+}
+
+func newDataMergeCmd(e *env) *cobra.Command {
+	var (
+		out    string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "merge PLANDIR PIECE...",
+		Short: "Pack the pieces of a split preparation into the dataset",
+		Long: `Merge the pieces of every part of the plan in PLANDIR, in part order:
+decide duplicates across all of them, pack the documents kept into shards,
+and write the dataset to OUT as fomnet data prepare does — the same shards
+and the same dataset CID as one prepare of the same inputs. A piece of
+another plan, of another part, or damaged is refused, naming where.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 2 {
+				return usagef("merge takes the plan directory and its pieces, got %d arguments", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pl, tk, err := loadPlan(args[0])
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			p, err := sharding.Merge(ctxOf(cmd), pl, tk, args[1:], out, nil)
+			if err != nil {
+				return err
+			}
+			var tokens int64
+			for _, s := range p.Manifest.Shards {
+				tokens += s.Tokens
+			}
+			res := prepareOut{DatasetCID: p.CID.String(), Dir: out, Shards: len(p.Manifest.Shards), Tokens: tokens,
+				Totals: p.Manifest.Totals, Report: p.Manifest.Report, Tokenizer: p.Manifest.Tokenizer.CID,
+				Threads: 1, Seconds: time.Since(start).Seconds(), PeakRSS: peakRSS()}
+			for _, in := range p.Manifest.Recipe.Inputs {
+				res.InputBytes += in.Bytes
+			}
+			res.MiBPerS = float64(res.InputBytes) / (1 << 20) / max(res.Seconds, 1e-3)
+			if asJSON {
+				return e.printJSON(res)
+			}
+			printPrepareSummary(e, res, time.Since(start))
+			fmt.Fprintln(e.stdout, res.DatasetCID)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "dataset", "output directory")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return cmd
 }
 

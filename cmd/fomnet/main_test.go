@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/model/gguf"
 	"github.com/fomnet/fomnet/node"
+	"github.com/fomnet/fomnet/sharding"
 	"github.com/fomnet/fomnet/tokenizer"
 )
 
@@ -856,5 +858,77 @@ func TestCheckpointVerify(t *testing.T) {
 		if code != exitError || !strings.Contains(out, c.want) {
 			t.Errorf("%s: exit %d, %q %q", c.name, code, out, errOut)
 		}
+	}
+}
+
+// TestDataSplitProcesses: a preparation planned in three parts, each
+// analysed by a fomnet process of its own at once, merges into the dataset
+// one prepare makes of the same inputs, CID for CID; misplaced pieces are
+// refused.
+func TestDataSplitProcesses(t *testing.T) {
+	dir := t.TempDir()
+	var txt, tsv strings.Builder
+	for i := range 3 {
+		for _, f := range sharding.Builtin() {
+			txt.Write(f.Text)
+			txt.WriteString("\n\n")
+		}
+		fmt.Fprintf(&tsv, "Copy %d of the file.\t파일의 사본 %d.\nOpen the file.\t파일을 엽니다.\n", i, i)
+	}
+	inputs := []string{filepath.Join(dir, "a.txt"), filepath.Join(dir, "b.tsv")}
+	os.WriteFile(inputs[0], []byte(txt.String()), 0o644)
+	os.WriteFile(inputs[1], []byte(tsv.String()), 0o644)
+	tok := filepath.Join(dir, "tok")
+	if _, errOut, code := fomnet(t, append([]string{"data", "prepare", "--vocab", "400", "--out", tok}, inputs...)...); code != 0 {
+		t.Fatalf("prepare: exit %d: %s", code, errOut)
+	}
+	var whole prepareOut
+	o, errOut, code := fomnet(t, append([]string{"data", "prepare", "--tokenizer", tok, "--seq", "32", "--shard-tokens", "2000", "--out", filepath.Join(dir, "whole"), "--json"}, inputs...)...)
+	if code != 0 || json.Unmarshal([]byte(o), &whole) != nil {
+		t.Fatalf("prepare: exit %d: %s", code, errOut)
+	}
+	plan := filepath.Join(dir, "plan")
+	var po planOut
+	o, errOut, code = fomnet(t, append([]string{"data", "prepare", "--tokenizer", tok, "--seq", "32", "--shard-tokens", "2000", "--parts", "3", "--out", plan, "--json"}, inputs...)...)
+	if code != 0 || json.Unmarshal([]byte(o), &po) != nil {
+		t.Fatalf("plan: exit %d: %s", code, errOut)
+	}
+	for i, n := range po.Parts {
+		if n == 0 {
+			t.Fatalf("part %d of %v is empty", i, po.Parts)
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pieces := make([]string, 3)
+	var cmds []*exec.Cmd
+	for i := range pieces {
+		pieces[i] = filepath.Join(dir, fmt.Sprintf("piece%d", i))
+		c := exec.Command(exe, "data", "part", plan, "--part", fmt.Sprint(i), "--threads", "1", "--out", pieces[i])
+		c.Env = append(os.Environ(), "FOMNET_TEST_CLI=1")
+		c.Stderr = &bytes.Buffer{}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, c)
+	}
+	for i, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Fatalf("part %d: %v: %s", i, err, c.Stderr)
+		}
+	}
+	var merged prepareOut
+	o, errOut, code = fomnet(t, append([]string{"data", "merge", plan, "--out", filepath.Join(dir, "merged"), "--json"}, pieces...)...)
+	if code != 0 || json.Unmarshal([]byte(o), &merged) != nil {
+		t.Fatalf("merge: exit %d: %s", code, errOut)
+	}
+	if merged.DatasetCID != whole.DatasetCID || merged.Report.Dropped["exact_duplicate"] == 0 {
+		t.Fatalf("merged %s (%+v), one prepare %s", merged.DatasetCID, merged.Report, whole.DatasetCID)
+	}
+	_, errOut, code = fomnet(t, "data", "merge", plan, "--out", filepath.Join(dir, "bad"), pieces[0], pieces[2], pieces[1])
+	if code != exitError || !strings.Contains(errOut, "part 2 where part 1 belongs") {
+		t.Fatalf("misplaced pieces: exit %d %q", code, errOut)
 	}
 }
