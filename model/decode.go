@@ -4,69 +4,106 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
+
+	"github.com/fomnet/fomnet/kernels/cpu"
 )
 
 // Decoder runs the model one token at a time with a key/value cache: each
-// step costs one token's matrix-vector products and attention over the
-// cached keys, instead of a forward pass over the whole window. It works on
-// a host copy of the weights in plain Go (the inference path of Generate on
-// any backend) and follows Forward exactly: RMSNorm, Hugging Face RoPE at
-// positions counted from the start of the current document, causal
-// attention within the document (a document ends with EOS), SwiGLU.
+// step costs one token's matrix products and attention over the cached
+// keys, instead of a forward pass over the whole window. It works on a host
+// copy of the weights (the inference path of Generate on any backend) and
+// follows Forward: RMSNorm, Hugging Face RoPE at positions counted from the
+// start of the current document, causal attention within the document (a
+// document ends with EOS), SwiGLU.
 //
-// A Decoder is used by one goroutine at a time.
+// A Decoder holds several sequences (slots), each with its own cache, and
+// steps any of them together (StepRows): their rows go through each linear
+// layer as one matrix product, so the weights are read once for all of
+// them. The products are the CPU backend's GEMM (kernels/cpu Linear), whose
+// every element is one FMA chain over the inner dimension in order, and
+// everything else is computed row by row: a sequence's logits are the same
+// bits whichever sequences step beside it, on any number of threads, on
+// any machine — what re-generating one output to check it needs.
+//
+// A Decoder is used by one goroutine at a time; Close stops its threads.
 type Decoder struct {
 	c    Config
+	be   *cpu.Backend
 	emb  []float32
-	head []float32
+	head *cpu.Packed
 	norm []float32
 	lw   []decLayer
 
-	cap  int         // cache capacity in tokens
+	cap   int // cache capacity in tokens, per slot
+	slots []decSlot
+	rope  []float64 // cos, sin per position (hd values a row)
+
+	x, xn, q, kx, vx, att, o, g, u, hx, lg []float32 // rows × width scratch
+	work                                   []decWork // per attention worker
+}
+
+type decLayer struct {
+	ln1, ln2                   []float32
+	q, k, v, o, gate, up, down *cpu.Packed
+}
+
+// decSlot is one sequence's cache.
+type decSlot struct {
 	n    int         // tokens in the cache
 	doc  int         // cache index where the current document starts
 	k, v [][]float32 // per layer: [cap × KVHeads·hd]
-	rope []float64   // cos, sin per position (hd values a row)
-
-	x, xn, q, att, o, g, u []float32
-	scores, acc            []float64
 }
 
-type decLayer struct{ ln1, q, k, v, o, ln2, gate, up, down []float32 }
+type decWork struct {
+	scores []float64
+	acc    []float32
+}
 
-// NewDecoder copies m's current weights to the host and prepares a cache of
-// window tokens (at most the model's max_seq).
-func NewDecoder(m *Model, window int) *Decoder {
+// NewDecoder copies m's current weights to the host and prepares one slot
+// of window tokens (at most the model's max_seq).
+func NewDecoder(m *Model, window int) *Decoder { return NewBatchDecoder(m, window, 1) }
+
+// NewBatchDecoder is NewDecoder with slots sequences.
+func NewBatchDecoder(m *Model, window, slots int) *Decoder {
 	c := m.Config
 	if window <= 0 || window > c.MaxSeq {
 		window = c.MaxSeq
 	}
 	w := make([]float32, m.Layout.Size)
 	m.be.Download(w, m.Params)
-	return newDecoder(c, m.Layout, w, window)
+	return newDecoder(c, m.Layout, w, window, max(1, slots))
 }
 
-func newDecoder(c Config, lay *Layout, w []float32, window int) *Decoder {
+func newDecoder(c Config, lay *Layout, w []float32, window, slots int) *Decoder {
 	t := func(name string) []float32 {
 		tn := lay.must(name)
 		return w[tn.Offset : tn.Offset+tn.Size]
 	}
-	d := &Decoder{c: c, cap: window, emb: t("model.embed_tokens.weight"), norm: t("model.norm.weight")}
-	d.head = d.emb
+	d := &Decoder{c: c, be: cpu.MustNew(cpu.Options{}), cap: window, emb: t("model.embed_tokens.weight"), norm: t("model.norm.weight")}
+	head := d.emb
 	if !c.Tied {
-		d.head = t("lm_head.weight")
+		head = t("lm_head.weight")
 	}
+	d.head = d.be.Pack(head, c.Vocab, c.Dim)
 	hd := c.HeadDim()
 	kvd := c.KVHeads * hd
 	for i := 0; i < c.Layers; i++ {
 		p := fmt.Sprintf("model.layers.%d.", i)
-		d.lw = append(d.lw, decLayer{t(p + "input_layernorm.weight"), t(p + "self_attn.q_proj.weight"),
-			t(p + "self_attn.k_proj.weight"), t(p + "self_attn.v_proj.weight"), t(p + "self_attn.o_proj.weight"),
-			t(p + "post_attention_layernorm.weight"), t(p + "mlp.gate_proj.weight"), t(p + "mlp.up_proj.weight"),
-			t(p + "mlp.down_proj.weight")})
-		d.k = append(d.k, make([]float32, window*kvd))
-		d.v = append(d.v, make([]float32, window*kvd))
+		pack := func(name string, n, k int) *cpu.Packed { return d.be.Pack(t(p+name), n, k) }
+		d.lw = append(d.lw, decLayer{ln1: t(p + "input_layernorm.weight"), ln2: t(p + "post_attention_layernorm.weight"),
+			q: pack("self_attn.q_proj.weight", c.Heads*hd, c.Dim), k: pack("self_attn.k_proj.weight", kvd, c.Dim),
+			v: pack("self_attn.v_proj.weight", kvd, c.Dim), o: pack("self_attn.o_proj.weight", c.Dim, c.Heads*hd),
+			gate: pack("mlp.gate_proj.weight", c.FFNDim, c.Dim), up: pack("mlp.up_proj.weight", c.FFNDim, c.Dim),
+			down: pack("mlp.down_proj.weight", c.Dim, c.FFNDim)})
+	}
+	d.slots = make([]decSlot, slots)
+	for s := range d.slots {
+		for range c.Layers {
+			d.slots[s].k = append(d.slots[s].k, make([]float32, window*kvd))
+			d.slots[s].v = append(d.slots[s].v, make([]float32, window*kvd))
+		}
 	}
 	d.rope = make([]float64, window*hd)
 	half := hd / 2
@@ -76,107 +113,217 @@ func newDecoder(c Config, lay *Layout, w []float32, window int) *Decoder {
 			d.rope[p*hd+j], d.rope[p*hd+half+j] = co, s
 		}
 	}
-	d.x, d.xn = make([]float32, c.Dim), make([]float32, c.Dim)
-	d.q, d.att, d.o = make([]float32, c.Heads*hd), make([]float32, c.Heads*hd), make([]float32, c.Dim)
-	d.g, d.u = make([]float32, c.FFNDim), make([]float32, c.FFNDim)
-	d.scores, d.acc = make([]float64, window), make([]float64, hd)
+	d.work = make([]decWork, runtime.GOMAXPROCS(0))
+	for i := range d.work {
+		d.work[i] = decWork{scores: make([]float64, window), acc: make([]float32, hd)}
+	}
 	return d
 }
 
-// Len is the number of tokens in the cache; Cap its capacity.
-func (d *Decoder) Len() int { return d.n }
+// Close stops the decoder's compute threads; it is idempotent.
+func (d *Decoder) Close() error { return d.be.Close() }
 
-// Cap is the cache capacity in tokens.
+// Len is the number of tokens in slot 0's cache.
+func (d *Decoder) Len() int { return d.slots[0].n }
+
+// LenOf is the number of tokens in a slot's cache.
+func (d *Decoder) LenOf(slot int) int { return d.slots[slot].n }
+
+// Cap is the cache capacity in tokens, per slot.
 func (d *Decoder) Cap() int { return d.cap }
 
-// Reset empties the cache.
-func (d *Decoder) Reset() { d.n, d.doc = 0, 0 }
+// Slots is the number of sequences the decoder holds.
+func (d *Decoder) Slots() int { return len(d.slots) }
 
-// Step appends token tok to the cache and writes the logits for the next
-// token into logits (len Vocab; nil skips the output layer, for prompt
-// tokens whose logits are not needed). The cache must not be full.
+// Reset empties slot 0's cache.
+func (d *Decoder) Reset() { d.ResetSlot(0) }
+
+// ResetSlot empties a slot's cache.
+func (d *Decoder) ResetSlot(slot int) { d.slots[slot].n, d.slots[slot].doc = 0, 0 }
+
+// Step appends token tok to slot 0's cache and writes the logits for the
+// next token into logits (len Vocab; nil skips the output layer, for
+// prompt tokens whose logits are not needed). The cache must not be full.
 func (d *Decoder) Step(tok int32, logits []float32) error {
+	return d.StepRows([]int{0}, []int32{tok}, [][]float32{logits})
+}
+
+// StepRows appends toks[i] to the cache of slot slots[i], for every i at
+// once, and writes each slot's logits for its next token into logits[i]
+// (nil: not needed). Slots are distinct; none may be full.
+func (d *Decoder) StepRows(slots []int, toks []int32, logits [][]float32) error {
 	c := d.c
-	if d.n >= d.cap {
-		return fmt.Errorf("model: decoder cache full (%d tokens)", d.cap)
+	rows := len(slots)
+	if len(toks) != rows || len(logits) != rows {
+		return fmt.Errorf("model: %d slots, %d tokens and %d logit rows", rows, len(toks), len(logits))
 	}
-	if tok < 0 || int(tok) >= c.Vocab {
-		return fmt.Errorf("model: token %d outside the vocabulary %d", tok, c.Vocab)
-	}
-	if logits != nil && len(logits) != c.Vocab {
-		return fmt.Errorf("model: %d logits for vocabulary %d", len(logits), c.Vocab)
+	for i, s := range slots {
+		switch {
+		case s < 0 || s >= len(d.slots) || slices.Contains(slots[:i], s):
+			return fmt.Errorf("model: slot %d (of %d, each once)", s, len(d.slots))
+		case d.slots[s].n >= d.cap:
+			return fmt.Errorf("model: decoder cache full (%d tokens)", d.cap)
+		case toks[i] < 0 || int(toks[i]) >= c.Vocab:
+			return fmt.Errorf("model: token %d outside the vocabulary %d", toks[i], c.Vocab)
+		case logits[i] != nil && len(logits[i]) != c.Vocab:
+			return fmt.Errorf("model: %d logits for vocabulary %d", len(logits[i]), c.Vocab)
+		}
 	}
 	hd, dim := c.HeadDim(), c.Dim
 	kvd := c.KVHeads * hd
-	pos := d.n - d.doc
-	copy(d.x, d.emb[int(tok)*dim:(int(tok)+1)*dim])
+	grow := func(b *[]float32, n int) []float32 {
+		if cap(*b) < n {
+			*b = make([]float32, n)
+		}
+		return (*b)[:n]
+	}
+	x, xn := grow(&d.x, rows*dim), grow(&d.xn, rows*dim)
+	q, att := grow(&d.q, rows*c.Heads*hd), grow(&d.att, rows*c.Heads*hd)
+	kx, vx := grow(&d.kx, rows*kvd), grow(&d.vx, rows*kvd)
+	o := grow(&d.o, rows*dim)
+	g, u := grow(&d.g, rows*c.FFNDim), grow(&d.u, rows*c.FFNDim)
+	for i, tok := range toks {
+		copy(x[i*dim:(i+1)*dim], d.emb[int(tok)*dim:(int(tok)+1)*dim])
+	}
 	for l, w := range d.lw {
-		rmsnorm(d.xn, d.x, w.ln1, c.NormEps)
-		kc, vc := d.k[l][d.n*kvd:(d.n+1)*kvd], d.v[l][d.n*kvd:(d.n+1)*kvd]
-		matvec(d.q, w.q, d.xn)
-		matvec(kc, w.k, d.xn)
-		matvec(vc, w.v, d.xn)
-		d.ropeAt(d.q, c.Heads, pos)
-		d.ropeAt(kc, c.KVHeads, pos)
-		group := c.Heads / c.KVHeads
-		scale := 1 / math.Sqrt(float64(hd))
-		for h := 0; h < c.Heads; h++ {
-			q := d.q[h*hd : (h+1)*hd]
-			kvh := h / group
-			mx := math.Inf(-1)
-			sc := d.scores[:d.n-d.doc+1]
-			for s := d.doc; s <= d.n; s++ {
-				kk := d.k[l][s*kvd+kvh*hd : s*kvd+(kvh+1)*hd]
-				var dot float64
-				for j, qv := range q {
-					dot += float64(qv) * float64(kk[j])
-				}
-				sc[s-d.doc] = dot * scale
-				mx = math.Max(mx, dot*scale)
-			}
-			var sum float64
-			for i := range sc {
-				sc[i] = math.Exp(sc[i] - mx)
-				sum += sc[i]
-			}
-			out := d.att[h*hd : (h+1)*hd]
-			acc := d.acc
-			clear(acc)
-			for s := d.doc; s <= d.n; s++ {
-				p := sc[s-d.doc] / sum
-				vv := d.v[l][s*kvd+kvh*hd : s*kvd+(kvh+1)*hd]
-				for j := range acc {
-					acc[j] += p * float64(vv[j])
-				}
-			}
-			for j := range out {
-				out[j] = float32(acc[j])
-			}
+		for i := range rows {
+			rmsnorm(xn[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], w.ln1, c.NormEps)
 		}
-		matvec(d.o, w.o, d.att)
-		for i := range d.x {
-			d.x[i] += d.o[i]
+		d.be.Linear(q, xn, rows, w.q)
+		d.be.Linear(kx, xn, rows, w.k)
+		d.be.Linear(vx, xn, rows, w.v)
+		for i, s := range slots {
+			sl := &d.slots[s]
+			kc := sl.k[l][sl.n*kvd : (sl.n+1)*kvd]
+			copy(kc, kx[i*kvd:(i+1)*kvd])
+			copy(sl.v[l][sl.n*kvd:(sl.n+1)*kvd], vx[i*kvd:(i+1)*kvd])
+			pos := sl.n - sl.doc
+			d.ropeAt(q[i*c.Heads*hd:(i+1)*c.Heads*hd], c.Heads, pos)
+			d.ropeAt(kc, c.KVHeads, pos)
 		}
-		rmsnorm(d.xn, d.x, w.ln2, c.NormEps)
-		matvec(d.g, w.gate, d.xn)
-		matvec(d.u, w.up, d.xn)
-		for i, g := range d.g {
-			d.g[i] = float32(float64(g) / (1 + math.Exp(-float64(g))) * float64(d.u[i]))
+		d.attend(l, slots, q, att)
+		d.be.Linear(o, att, rows, w.o)
+		for i := range x {
+			x[i] += o[i]
 		}
-		matvec(d.o, w.down, d.g)
-		for i := range d.x {
-			d.x[i] += d.o[i]
+		for i := range rows {
+			rmsnorm(xn[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], w.ln2, c.NormEps)
+		}
+		d.be.Linear(g, xn, rows, w.gate)
+		d.be.Linear(u, xn, rows, w.up)
+		for i, gv := range g {
+			g[i] = float32(float64(gv) / (1 + math.Exp(-float64(gv))) * float64(u[i]))
+		}
+		d.be.Linear(o, g, rows, w.down)
+		for i := range x {
+			x[i] += o[i]
 		}
 	}
-	d.n++
-	if int(tok) == c.EOS {
-		d.doc = d.n // the next token starts a new document
+	var out []int // rows whose logits are wanted
+	for i, s := range slots {
+		sl := &d.slots[s]
+		sl.n++
+		if int(toks[i]) == c.EOS {
+			sl.doc = sl.n // the next token starts a new document
+		}
+		if logits[i] != nil {
+			out = append(out, i)
+		}
 	}
-	if logits != nil {
-		rmsnorm(d.xn, d.x, d.norm, c.NormEps)
-		matvecPar(logits, d.head, d.xn)
+	if len(out) == 0 {
+		return nil
+	}
+	hx, lg := grow(&d.hx, len(out)*dim), grow(&d.lg, len(out)*c.Vocab)
+	for j, i := range out {
+		rmsnorm(hx[j*dim:(j+1)*dim], x[i*dim:(i+1)*dim], d.norm, c.NormEps)
+	}
+	d.be.Linear(lg, hx, len(out), d.head)
+	for j, i := range out {
+		copy(logits[i], lg[j*c.Vocab:(j+1)*c.Vocab])
 	}
 	return nil
+}
+
+// attend writes each row's attention output over its slot's cache (the
+// token just appended included), rows spread over goroutines; a row's
+// arithmetic is its own.
+func (d *Decoder) attend(l int, slots []int, q, att []float32) {
+	workers := min(len(d.work), len(slots))
+	if workers <= 1 {
+		for i, s := range slots {
+			d.attendRow(l, s, q, att, i, &d.work[0])
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(slots); i += workers {
+				d.attendRow(l, slots[i], q, att, i, &d.work[w])
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (d *Decoder) attendRow(l, s int, q, att []float32, i int, wk *decWork) {
+	c := d.c
+	hd := c.HeadDim()
+	kvd := c.KVHeads * hd
+	sl := &d.slots[s]
+	group := c.Heads / c.KVHeads
+	scale := 1 / math.Sqrt(float64(hd))
+	kcache, vcache := sl.k[l], sl.v[l]
+	for h := 0; h < c.Heads; h++ {
+		qh := q[(i*c.Heads+h)*hd : (i*c.Heads+h+1)*hd]
+		kvh := h / group
+		mx := math.Inf(-1)
+		sc := wk.scores[:sl.n-sl.doc+1]
+		for s := sl.doc; s <= sl.n; s++ {
+			dot := float64(dot32(qh, kcache[s*kvd+kvh*hd:s*kvd+(kvh+1)*hd])) * scale
+			sc[s-sl.doc] = dot
+			mx = math.Max(mx, dot)
+		}
+		var sum float64
+		for j := range sc {
+			sc[j] = math.Exp(sc[j] - mx)
+			sum += sc[j]
+		}
+		acc := wk.acc
+		clear(acc)
+		for s := sl.doc; s <= sl.n; s++ {
+			axpy32(acc, float32(sc[s-sl.doc]/sum), vcache[s*kvd+kvh*hd:s*kvd+(kvh+1)*hd])
+		}
+		copy(att[(i*c.Heads+h)*hd:(i*c.Heads+h+1)*hd], acc)
+	}
+}
+
+// dot32 is Σ a[j]·b[j] in float32 over four lanes, every product rounded
+// (no fused multiply-add whatever GOAMD64: the same bits on every build).
+func dot32(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	j := 0
+	for ; j+4 <= len(a); j += 4 {
+		s0 += float32(a[j] * b[j])
+		s1 += float32(a[j+1] * b[j+1])
+		s2 += float32(a[j+2] * b[j+2])
+		s3 += float32(a[j+3] * b[j+3])
+	}
+	for ; j < len(a); j++ {
+		s0 += float32(a[j] * b[j])
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// axpy32 sets acc[j] += p·v[j], the product rounded (no fusion).
+func axpy32(acc []float32, p float32, v []float32) {
+	v = v[:len(acc)]
+	for j := range acc {
+		acc[j] += float32(p * v[j])
+	}
 }
 
 // ropeAt rotates each head of v (Hugging Face layout: j with j+hd/2) to
@@ -190,8 +337,8 @@ func (d *Decoder) ropeAt(v []float32, heads, pos int) {
 		for j := 0; j < half; j++ {
 			co, s := tab[j], tab[half+j]
 			a, b := float64(x[j]), float64(x[j+half])
-			x[j] = float32(a*co - b*s)
-			x[j+half] = float32(b*co + a*s)
+			x[j] = float32(float64(a*co) - float64(b*s)) // products rounded: no fusion
+			x[j+half] = float32(float64(b*co) + float64(a*s))
 		}
 	}
 }
@@ -199,54 +346,10 @@ func (d *Decoder) ropeAt(v []float32, heads, pos int) {
 func rmsnorm(out, x, w []float32, eps float64) {
 	var ss float64
 	for _, v := range x {
-		ss += float64(v) * float64(v)
+		ss += float64(float64(v) * float64(v)) // rounded: no fusion
 	}
 	r := 1 / math.Sqrt(ss/float64(len(x))+eps)
 	for i, v := range x {
 		out[i] = float32(float64(v) * r * float64(w[i]))
 	}
-}
-
-// matvec: out[r] = Σ_c w[r·len(x)+c]·x[c], accumulated in float32 over four
-// lanes.
-func matvec(out, w, x []float32) {
-	n := len(x)
-	for r := range out {
-		row := w[r*n : (r+1)*n]
-		var s0, s1, s2, s3 float32
-		c := 0
-		for ; c+4 <= n; c += 4 {
-			s0 += row[c] * x[c]
-			s1 += row[c+1] * x[c+1]
-			s2 += row[c+2] * x[c+2]
-			s3 += row[c+3] * x[c+3]
-		}
-		for ; c < n; c++ {
-			s0 += row[c] * x[c]
-		}
-		out[r] = (s0 + s1) + (s2 + s3)
-	}
-}
-
-// matvecPar splits the rows of a large product (the output layer) across
-// the CPUs; every row is computed as matvec does, so the result does not
-// depend on the split.
-func matvecPar(out, w, x []float32) {
-	parts := min(runtime.GOMAXPROCS(0), max(1, len(out)/2048))
-	if parts <= 1 {
-		matvec(out, w, x)
-		return
-	}
-	var wg sync.WaitGroup
-	n := len(x)
-	step := (len(out) + parts - 1) / parts
-	for lo := 0; lo < len(out); lo += step {
-		hi := min(lo+step, len(out))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			matvec(out[lo:hi], w[lo*n:hi*n], x)
-		}()
-	}
-	wg.Wait()
 }

@@ -28,12 +28,12 @@ func (t *Tokenizer) UTF8Mask() func(out []int32, logits []float32) {
 }
 
 // UTF8Mask is Tokenizer.UTF8Mask for any id → bytes mapping (nil: no
-// bytes; such tokens are always allowed).
+// bytes; such tokens are always allowed). The mask keeps no state: several
+// goroutines may call it at once.
 func UTF8Mask(bytesOf func(id int32) []byte) func(out []int32, logits []float32) {
-	var buf []byte
 	return func(out []int32, logits []float32) {
 		// The bytes after the last complete character (at most 3).
-		buf = buf[:0]
+		var buf []byte
 		for i := len(out) - 1; i >= 0 && len(buf) < 8; i-- {
 			buf = append(append([]byte(nil), bytesOf(out[i])...), buf...)
 		}

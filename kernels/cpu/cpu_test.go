@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/big"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/fomnet/fomnet/kernels"
@@ -552,4 +553,57 @@ func TestOptions(t *testing.T) {
 	}
 	be.Close()
 	be.Close() // idempotent
+}
+
+// TestLinearPacked: Linear over packed weights gives Matmul's bits (A·Bᵀ),
+// and each row of a product the bits of that row alone, on every code path
+// this machine has and on one or two threads — what the decoder's
+// batch-independence rests on.
+func TestLinearPacked(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	fill := func(n int) []float32 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+		return x
+	}
+	paths := []string{"generic"}
+	if hasAVX2FMA {
+		paths = append(paths, "avx2")
+	}
+	if hasAVX512 {
+		paths = append(paths, "avx512")
+	}
+	var ref [][]float32
+	for pi, path := range paths {
+		for _, threads := range []int{1, 2} {
+			be := MustNew(Options{Threads: threads, Path: path})
+			for si, sh := range [][3]int{{1, 256, 256}, {7, 704, 256}, {70, 300, 600}, {3, 3100, 40}} {
+				m, n, k := sh[0], sh[1], sh[2]
+				r = rand.New(rand.NewPCG(uint64(si), 1))
+				a, w := fill(m*k), fill(n*k)
+				got := make([]float32, m*n)
+				be.Linear(got, a, m, be.Pack(w, n, k))
+				want := make([]float32, m*n)
+				be.Matmul(&buf{want}, &buf{a}, &buf{w}, m, n, k, false, true, false)
+				if !slices.Equal(got, want) {
+					t.Fatalf("%s/%d threads %v: Linear differs from Matmul", path, threads, sh)
+				}
+				for i := range m {
+					row := make([]float32, n)
+					be.Linear(row, a[i*k:(i+1)*k], 1, be.Pack(w, n, k))
+					if !slices.Equal(row, got[i*n:(i+1)*n]) {
+						t.Fatalf("%s %v: row %d alone differs from row %d of %d", path, sh, i, i, m)
+					}
+				}
+				if pi == 0 && threads == 1 {
+					ref = append(ref, got)
+				} else if !slices.Equal(got, ref[si]) {
+					t.Fatalf("%s/%d threads %v: differs from the generic path", path, threads, sh)
+				}
+			}
+			be.Close()
+		}
+	}
 }

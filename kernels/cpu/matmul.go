@@ -266,6 +266,80 @@ func (b *Backend) Matmul(c, a, bb kernels.Buffer, m, n, k int, transA, transB, a
 	b.gemm(cd, n, am, bm, m, n, k, acc)
 }
 
+// Packed is a linear layer's weight w [n×k], as Linear multiplies by wᵀ,
+// packed once into the micro-kernel's panels: products with few rows (one
+// decoding step) would otherwise spend most of their time repacking it.
+type Packed struct {
+	n, k   int
+	nr     int
+	blocks [][]float32 // [column block (nc)][depth block (kc)] panels
+}
+
+// Pack packs w [n×k] for Linear on this backend.
+func (b *Backend) Pack(w []float32, n, k int) *Packed {
+	need("pack W", len(w), n*k)
+	p := &Packed{n: n, k: k, nr: b.nr}
+	bm := mat{w, k, true}
+	for j0 := 0; j0 < n; j0 += nc {
+		nb := min(nc, n-j0)
+		for p0 := 0; p0 < k; p0 += kc {
+			kb := min(kc, k-p0)
+			dst := make([]float32, roundUp(nb, b.nr)*kb)
+			packB(dst, bm, p0, kb, j0, nb, 0, nb, b.nr)
+			p.blocks = append(p.blocks, dst)
+		}
+	}
+	return p
+}
+
+// Linear computes c[m×n] = a[m×k]·wᵀ on host slices, w packed by Pack,
+// with Matmul's FMA chains: each element of c is the same whatever m, the
+// thread count or the code path, so a row's result does not depend on the
+// rows computed beside it.
+func (b *Backend) Linear(c, a []float32, m int, w *Packed) {
+	n, k := w.n, w.k
+	need("linear C", len(c), m*n)
+	need("linear A", len(a), m*k)
+	if w.nr != b.nr {
+		panic(fmt.Errorf("%w: weights packed for %d-column panels, backend uses %d", kernels.ErrShape, w.nr, b.nr))
+	}
+	if m == 0 || n == 0 || k == 0 {
+		clear(c[:m*n])
+		return
+	}
+	am := mat{a, k, false}
+	nkb := (k + kc - 1) / kc
+	serial := b.pool.n == 1 || int64(m)*int64(n)*int64(k) < 1<<15
+	ws := b.ws[0]
+	for jb, j0 := 0, 0; j0 < n; jb, j0 = jb+1, j0+nc {
+		nb := min(nc, n-j0)
+		for pb, p0 := 0, 0; p0 < k; pb, p0 = pb+1, p0+kc {
+			kb := min(kc, k-p0)
+			bpack := w.blocks[jb*nkb+pb]
+			if serial {
+				for i0 := 0; i0 < m; i0 += mc {
+					mb := min(mc, m-i0)
+					ws.apack = grow(ws.apack, roundUp(mb, b.mr)*kb)
+					packA(ws.apack, am, i0, mb, p0, kb, b.mr)
+					b.macro(ws, ws.apack, bpack, c[i0*n+j0:], n, mb, nb, kb, p0 > 0)
+				}
+				continue
+			}
+			t := &b.matmulT
+			ws.apack = grow(ws.apack, roundUp(m, b.mr)*kb)
+			t.c, t.ldc, t.a, t.m, t.n, t.k = c, n, am, m, n, k
+			t.bpack, t.apack = bpack, ws.apack
+			t.j0, t.nb, t.p0, t.kb, t.load = j0, nb, p0, kb, p0 > 0
+			t.nsub = (nb + ncSub - 1) / ncSub
+			t.phase = 1
+			b.pool.run(t, (m+b.mr-1)/b.mr, 8)
+			t.phase = 2
+			b.pool.run(t, ((m+mc-1)/mc)*t.nsub, 1)
+			t.c, t.a.d, t.bpack = nil, nil, nil
+		}
+	}
+}
+
 func (b *Backend) gemm(c []float32, ldc int, a, bm mat, m, n, k int, acc bool) {
 	if m == 0 || n == 0 {
 		return
