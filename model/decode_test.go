@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"sort"
 	"slices"
+	"sort"
 	"testing"
 
 	"github.com/fomnet/fomnet/kernels/cpu"
