@@ -932,3 +932,92 @@ func TestDataSplitProcesses(t *testing.T) {
 		t.Fatalf("misplaced pieces: exit %d %q", code, errOut)
 	}
 }
+
+// TestGenCommands: a generation job over a checkpoint gives the same shard
+// CIDs whatever the batch; an honest shard verifies, a shard whose text was
+// changed (consistently, in canonical form) is caught with a fraud proof
+// naming the record; the shards prepare into a dataset whose provenance
+// names the generator checkpoint.
+func TestGenCommands(t *testing.T) {
+	d := tinyDemo(t, "1", "1", t.TempDir())
+	dir := t.TempDir()
+	var prompts strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&prompts, `{"prompt":"민수: 오늘 %d","lang":"ko"}`+"\n", i)
+	}
+	pf := filepath.Join(dir, "prompts.jsonl")
+	os.WriteFile(pf, []byte(prompts.String()), 0o644)
+	job := filepath.Join(dir, "job")
+	if _, errOut, code := fomnet(t, "gen", "create", "--checkpoint", d.Checkpoint, "--prompts", pf, "--max-tokens", "12", "--per-shard", "4", "--out", job); code != 0 {
+		t.Fatalf("gen create: exit %d: %s", code, errOut)
+	}
+	type runOut struct {
+		Shards []genShardOut `json:"shards"`
+	}
+	run := func(batch, out string) runOut {
+		o, errOut, code := fomnet(t, "gen", "run", job, "--checkpoint", d.Checkpoint, "--batch", batch, "--out", out, "--json")
+		var r runOut
+		if code != 0 || json.Unmarshal([]byte(o), &r) != nil {
+			t.Fatalf("gen run: exit %d: %s", code, errOut)
+		}
+		return r
+	}
+	a, b := run("1", filepath.Join(dir, "a")), run("8", filepath.Join(dir, "b"))
+	if len(a.Shards) != 3 || !slices.Equal(cidsOf(a), cidsOf(b)) {
+		t.Fatalf("batch 1: %v, batch 8: %v", cidsOf(a), cidsOf(b))
+	}
+	shard := a.Shards[1].File
+	if o, errOut, code := fomnet(t, "gen", "verify", job, shard, "--shard", "1", "--checkpoint", d.Checkpoint, "--sample", "2"); code != 0 || o != "verified\n" {
+		t.Fatalf("honest shard: exit %d %q %s", code, o, errOut)
+	}
+	lines := strings.SplitAfter(readFile(t, shard), "\n")
+	var rec map[string]any
+	json.Unmarshal([]byte(lines[2]), &rec)
+	rec["completion"] = rec["completion"].(string) + " 끝"
+	rec["text"] = rec["prompt"].(string) + rec["completion"].(string)
+	str := func(v any) string {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		enc.Encode(v)
+		return strings.TrimSuffix(b.String(), "\n")
+	}
+	// In the canonical (the record struct's) field order.
+	canon := fmt.Sprintf(`{"i":%v,"lang":%s,"prompt":%s,"completion":%s,"text":%s}`+"\n",
+		rec["i"], str(rec["lang"]), str(rec["prompt"]), str(rec["completion"]), str(rec["text"]))
+	lines[2] = canon
+	bad := filepath.Join(dir, "bad.jsonl")
+	os.WriteFile(bad, []byte(strings.Join(lines, "")), 0o644)
+	o, errOut, code := fomnet(t, "gen", "verify", job, bad, "--shard", "1", "--checkpoint", d.Checkpoint, "--sample", "4")
+	if code != exitError || !strings.Contains(o, `"index": 6`) || !strings.Contains(o, "completion differs") {
+		t.Fatalf("changed shard: exit %d %q %s", code, o, errOut)
+	}
+	var ds prepareOut
+	o, errOut, code = fomnet(t, "data", "prepare", "--config", filepath.Join(dir, "a", "recipe.json"), "--tokenizer", d.Checkpoint, "--seq", "32", "--out", filepath.Join(dir, "ds"), "--json")
+	if code != 0 || json.Unmarshal([]byte(o), &ds) != nil {
+		t.Fatalf("prepare: exit %d: %s", code, errOut)
+	}
+	man := readFile(t, filepath.Join(dir, "ds", "manifest.json"))
+	if !strings.Contains(man, `"generator":"`+d.CheckpointCID+`"`) || len(ds.Totals) == 0 || ds.Totals[0].Source != "synthetic" {
+		t.Fatalf("manifest does not name the generator %s: %+v", d.CheckpointCID, ds.Totals)
+	}
+}
+
+func cidsOf(r struct {
+	Shards []genShardOut `json:"shards"`
+}) []string {
+	var out []string
+	for _, s := range r.Shards {
+		out = append(out, s.CID)
+	}
+	return out
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -121,7 +121,7 @@ fomnet train, bench, model, tokenizer, data and generate work on one node.`,
 		}
 		return err
 	}
-	root.AddCommand(newTrainCmd(e), newBenchCmd(e), newModelCmd(e), newDemoCmd(e), newTokenizerCmd(e), newDataCmd(e), newGenerateCmd(e), newChatCmd(e), newRecipeCmd(e),
+	root.AddCommand(newTrainCmd(e), newBenchCmd(e), newModelCmd(e), newDemoCmd(e), newTokenizerCmd(e), newDataCmd(e), newGenCmd(e), newGenerateCmd(e), newChatCmd(e), newRecipeCmd(e),
 		newInitCmd(e), newIDCmd(e), newDaemonCmd(e), newAddCmd(e), newGetCmd(e), newVerifyCmd(e), newAuditCmd(e), newProofCmd(e), newMirrorCmd(e),
 		newCarCmd(e), newPeersCmd(e), newConnectCmd(e), newPinCmd(e), newGCCmd(e), newAnnouncedCmd(e),
 		newRunCmd(e), newJoinCmd(e), newCheckpointCmd(e), newExportCmd(e), newImportCmd(e), newEvalCmd(e), newStatusCmd(e), newDashboardCmd(e))
