@@ -46,6 +46,12 @@ type DemoOptions struct {
 	PostRounds, Instructions, Pairs int
 	PrefRounds                      int // the DPO stage's rounds (default PostRounds)
 	EvalItems                       int
+	// SynthLoop, after pretraining, has the swarm generate text from
+	// SynthPrompts prompts with its checkpoint (a verified generation job)
+	// and train a midtraining stage of SynthRounds rounds on the built-in
+	// corpus mixed with it; --recipe then goes on from that stage.
+	SynthLoop                 bool
+	SynthPrompts, SynthRounds int
 	// NewBackend starts each node's compute backend.
 	NewBackend func() (kernels.Backend, error)
 	// Hold, when set, is called with the result and a new one-time
@@ -83,7 +89,10 @@ type DemoResult struct {
 	// question in each language from the last.
 	Stages []DemoStage `json:"stages,omitempty"`
 	ChatKO string      `json:"chat_ko,omitempty"`
-	ChatEN string      `json:"chat_en,omitempty"`
+	// Synth (with SynthLoop): the generation job and the stage trained on
+	// its output.
+	Synth  *DemoSynth `json:"synth,omitempty"`
+	ChatEN string     `json:"chat_en,omitempty"`
 }
 
 // DemoStage is one stage of the demo's recipe, as evaluated after it.
@@ -235,8 +244,21 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	if res.SampleEN, err = sample("Sam: Hello, Hana."); err != nil {
 		return nil, err
 	}
+	last := st
+	if o.SynthLoop {
+		mid, err := synthLoop(ctx, nodes, o, st, tk, logf)
+		if mid != nil {
+			defer mid.close()
+		}
+		if err != nil {
+			return nil, err
+		}
+		res.Synth, last = mid.result, mid.stage
+		res.CheckpointCID = mid.stage.parts[0].Base().String()
+		res.Checkpoint = filepath.Join(nodes[0].Home, "runs", mid.stage.runID.String(), fmt.Sprintf("round-%06d", o.SynthRounds))
+	}
 	if o.Recipe {
-		if err := postTrain(ctx, nodes, o, st, tk, res, logf); err != nil {
+		if err := postTrain(ctx, nodes, o, last, tk, res, logf); err != nil {
 			return nil, err
 		}
 	}

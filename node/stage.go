@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ipfs/go-cid"
@@ -141,6 +142,36 @@ type LineageStage struct {
 	Rounds int    `json:"rounds"`
 	Last   string `json:"last"`
 	First  string `json:"first"`
+	// Dataset is what the stage trained on; Generators the generators its
+	// manifest names for synthetic text (a checkpoint CID where a fomnet
+	// generation job wrote it), so a lineage shows which model's text a
+	// stage learnt from.
+	Dataset    string   `json:"dataset,omitempty"`
+	Generators []string `json:"generators,omitempty"`
+}
+
+// datasetGenerators lists the generators of a dataset's synthetic shards,
+// in order of first appearance.
+func (n *Node) datasetGenerators(ctx context.Context, ds sharding.Link) ([]string, error) {
+	c, err := ds.Cid()
+	if err != nil {
+		return nil, err
+	}
+	mb, err := n.Store.FetchBlock(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("dataset %s: %w", c, err)
+	}
+	man, err := sharding.DecodeManifest(mb.RawData())
+	if err != nil {
+		return nil, fmt.Errorf("dataset %s: %w", c, err)
+	}
+	var out []string
+	for _, s := range man.Shards {
+		if s.Source == "synthetic" && s.Generator != "" && !slices.Contains(out, s.Generator) {
+			out = append(out, s.Generator)
+		}
+	}
+	return out, nil
 }
 
 // maxLineage bounds a lineage walk (round records read).
@@ -179,7 +210,11 @@ func (n *Node) Lineage(ctx context.Context, ck cid.Cid) ([]LineageStage, error) 
 			if spec, err = n.LoadRun(ctx, run); err != nil {
 				return out, fmt.Errorf("lineage: checkpoint %s: %w", ck, err)
 			}
-			out = append(out, LineageStage{Run: rec.Run.CID, Stage: spec.Stage, Name: spec.Name, Rounds: rec.Round, Last: ck.String()})
+			st := LineageStage{Run: rec.Run.CID, Stage: spec.Stage, Name: spec.Name, Rounds: rec.Round, Last: ck.String(), Dataset: spec.Dataset.CID}
+			if st.Generators, err = n.datasetGenerators(ctx, spec.Dataset); err != nil {
+				return out, fmt.Errorf("lineage: run %s: %w", rec.Run.CID, err)
+			}
+			out = append(out, st)
 		}
 		if rec.Round == 0 {
 			out[len(out)-1].First = ck.String()

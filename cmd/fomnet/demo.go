@@ -54,7 +54,17 @@ on the built-in preference pairs from the SFT checkpoint, each stage a run
 whose genesis links the stage before (fomnet checkpoint lineage). After each
 stage it scores held-out instructions (exact match, answer language,
 preference) and ends with a chat answer in Korean and in English; the
-checkpoint printed is then the chat model's.`,
+checkpoint printed is then the chat model's.
+
+--synthetic-loop has the swarm write training data with the model it just
+pretrained, as KORMo's recipe does at scale: a generation job (fomnet gen)
+over --synth-prompts dialogue openings, mostly Korean, each shard generated
+by the node rendezvous hashing assigns it, fetched by CID by the next node
+and checked by generating a sample of it again; the seeder prepares the
+shards with the built-in corpus (the manifest names the generator
+checkpoint and gives the generated share of tokens), and the swarm trains
+--synth-rounds rounds of a midtraining stage from the pretrained
+checkpoint on that mixture. With --recipe, SFT starts from that stage.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Nodes < 1 || o.Nodes > 16 {
@@ -128,6 +138,9 @@ checkpoint printed is then the chat model's.`,
 	f.IntVar(&o.Instructions, "instructions", 1000, "built-in instructions for SFT (--recipe)")
 	f.IntVar(&o.Pairs, "pairs", 2000, "built-in preference pairs for DPO (--recipe)")
 	f.IntVar(&o.EvalItems, "eval-items", 100, "held-out instructions scored after each stage (--recipe)")
+	f.BoolVar(&o.SynthLoop, "synthetic-loop", false, "after pretraining, generate training text with the checkpoint and train a midtraining stage on it mixed with the corpus")
+	f.IntVar(&o.SynthPrompts, "synth-prompts", 192, "prompts of the generation job (--synthetic-loop)")
+	f.IntVar(&o.SynthRounds, "synth-rounds", 4, "rounds of the midtraining stage (--synthetic-loop)")
 	f.StringVar(&o.Dir, "dir", "", "directory for the nodes' homes (default: a new temporary directory)")
 	f.IntVar(&threads, "threads", 1, "compute threads per node (CPU)")
 	dev.add(f)
@@ -211,6 +224,16 @@ func printDemo(e *env, res *node.DemoResult, tmp string, asJSON bool) error {
 		res.SpotChecks, res.Frauds, res.SpotCheckSeconds, 100*res.SpotCheckSeconds/max(res.TrainSeconds, 1e-9), res.TrainSeconds)
 	fmt.Fprintf(e.stdout, "ko          %s\n", res.SampleKO)
 	fmt.Fprintf(e.stdout, "en          %s\n", res.SampleEN)
+	if sy := res.Synth; sy != nil {
+		fmt.Fprintf(e.stdout, "generated   job %s: %d records, %d tokens (%.0f tokens/s), %d generated again by another node; generator %s\n",
+			sy.Job, sy.Records, sy.Tokens, sy.TokensPerS, sy.Verified, sy.Generator)
+		fmt.Fprintf(e.stdout, "midtrain    dataset %s (%.0f%% of tokens generated), run %s → %s\n", sy.Dataset, 100*sy.GeneratedShare, sy.RunID, sy.CheckpointCID)
+		for _, lang := range []string{"ko", "en"} {
+			if s, ok := sy.ValLossStart[lang]; ok {
+				fmt.Fprintf(e.stdout, "            val loss %s %.3f → %.3f\n", lang, s, sy.ValLossEnd[lang])
+			}
+		}
+	}
 	for _, st := range res.Stages {
 		for _, r := range st.Instruct {
 			fmt.Fprintf(e.stdout, "%-11s %s held-out instructions: exact %.0f%%, answer language %.0f%%, prefers the right answer %.0f%% (%d)  %s\n",

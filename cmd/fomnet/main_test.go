@@ -1021,3 +1021,37 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// demo --synthetic-loop, small: the swarm generates text with its
+// pretrained checkpoint (every shard verified by another node), prepares
+// it with the corpus and trains a midtraining stage on the mixture; the
+// final checkpoint's lineage names the mixture and, through it, the
+// pretrained checkpoint as the generator of part of it.
+func TestDemoSyntheticLoop(t *testing.T) {
+	dir := t.TempDir()
+	out, errOut, code := fomnet(t, "demo", "--preset", "tiny", "--vocab", "320", "--nodes", "3", "--rounds", "2", "--h", "4", "--synthetic", "300",
+		"--synthetic-loop", "--synth-prompts", "70", "--synth-rounds", "2", "--dir", dir, "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var d demoOut
+	if err := json.Unmarshal([]byte(out), &d); err != nil {
+		t.Fatal(err)
+	}
+	sy := d.Synth
+	if sy == nil || len(sy.Shards) != 3 || sy.Records != 70 || sy.Verified != 12 || sy.GeneratedShare <= 0 || sy.CheckpointCID != d.CheckpointCID {
+		t.Fatalf("synth %+v", sy)
+	}
+	out, errOut, code = fomnet(t, "checkpoint", "lineage", "--home", filepath.Join(dir, "node-1"), d.CheckpointCID, "--json")
+	var stages []node.LineageStage
+	if code != 0 || json.Unmarshal([]byte(out), &stages) != nil || len(stages) != 2 {
+		t.Fatalf("lineage: %d %s %s", code, out, errOut)
+	}
+	mid, pre := stages[0], stages[1]
+	// The mixture's generators: the pretrained checkpoint and the built-in
+	// templates (which the pretraining data had too).
+	if mid.Stage != "midtrain" || mid.Dataset != sy.Dataset || !slices.Contains(mid.Generators, sy.Generator) || pre.Stage != "pretrain" ||
+		pre.Last != sy.Generator || slices.Contains(pre.Generators, sy.Generator) || len(pre.Generators) == 0 {
+		t.Fatalf("lineage %+v (generator %s)", stages, sy.Generator)
+	}
+}
