@@ -52,6 +52,9 @@ type DemoOptions struct {
 	// corpus mixed with it; --recipe then goes on from that stage.
 	SynthLoop                 bool
 	SynthPrompts, SynthRounds int
+	// tamper, in tests, changes a shard as its producer hands it out (a
+	// cheating node).
+	tamper func(shard int, b []byte) []byte
 	// NewBackend starts each node's compute backend.
 	NewBackend func() (kernels.Backend, error)
 	// Hold, when set, is called with the result and a new one-time

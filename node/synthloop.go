@@ -132,6 +132,9 @@ func synthLoop(ctx context.Context, nodes []*Node, o DemoOptions, pre *demoStage
 		if err != nil {
 			return nil, err
 		}
+		if o.tamper != nil {
+			b = o.tamper(k, b)
+		}
 		c, err := nodes[p].Store.AddReader(ctx, bytes.NewReader(b), contentstore.AddOptions{Pin: true, Name: fmt.Sprintf("gen %s shard %d", job, k)})
 		if err != nil {
 			return nil, err
