@@ -245,13 +245,18 @@ func (d *Decoder) StepRows(slots []int, toks []int32, logits [][]float32) error 
 }
 
 // attend writes each row's attention output over its slot's cache (the
-// token just appended included), rows spread over goroutines; a row's
-// arithmetic is its own.
+// token just appended included); a row's arithmetic is its own.
 func (d *Decoder) attend(l int, slots []int, q, att []float32) {
-	workers := min(len(d.work), len(slots))
+	d.eachRow(len(slots), func(i, w int) { d.attendRow(l, slots[i], q, att, i, &d.work[w]) })
+}
+
+// eachRow calls f(row, worker) for rows [0, n), spread over the decoder's
+// workers (each with its own scratch, d.work[worker]).
+func (d *Decoder) eachRow(n int, f func(i, w int)) {
+	workers := min(len(d.work), n)
 	if workers <= 1 {
-		for i, s := range slots {
-			d.attendRow(l, s, q, att, i, &d.work[0])
+		for i := range n {
+			f(i, 0)
 		}
 		return
 	}
@@ -260,8 +265,8 @@ func (d *Decoder) attend(l int, slots []int, q, att []float32) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; i < len(slots); i += workers {
-				d.attendRow(l, slots[i], q, att, i, &d.work[w])
+			for i := w; i < n; i += workers {
+				f(i, w)
 			}
 		}()
 	}

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 )
 
 // SampleConfig controls generation.
@@ -158,20 +157,11 @@ func GenerateBatch(m *Model, reqs []GenRequest, sc SampleConfig, batch int, emit
 // stream).
 func (d *Decoder) pickRows(slots []int, logits [][]float32, pick func(i int) int32) []int32 {
 	out := make([]int32, len(slots))
-	workers := min(len(d.work), len(slots))
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < len(slots); i += workers {
-				if logits[i] != nil {
-					out[i] = pick(i)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	d.eachRow(len(slots), func(i, _ int) {
+		if logits[i] != nil {
+			out[i] = pick(i)
+		}
+	})
 	return out
 }
 

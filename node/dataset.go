@@ -95,12 +95,7 @@ func (n *Node) LoadDataset(ctx context.Context, dsCID cid.Cid, progress contents
 		if err != nil {
 			return nil, err
 		}
-		f, err := n.Store.Open(ctx, c)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		return io.ReadAll(f)
+		return n.readFile(ctx, c)
 	}
 	for i, s := range d.Manifest.Shards {
 		b, err := read(s.CID)
@@ -162,4 +157,14 @@ func PrepareBuiltinDataset(ctx context.Context, dir string, vocab, seq, syntheti
 		return nil, err
 	}
 	return sharding.Prepare(ctx, cfg, tk, dir, nil)
+}
+
+// readFile reads the UnixFS file c whole, fetching what the store lacks.
+func (n *Node) readFile(ctx context.Context, c cid.Cid) ([]byte, error) {
+	f, err := n.Store.Open(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
 }

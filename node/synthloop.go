@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -208,10 +207,5 @@ func fetchFile(ctx context.Context, n *Node, c cid.Cid, timeout time.Duration) (
 	if err := n.Store.Fetch(ctx, c, nil); err != nil {
 		return nil, err
 	}
-	f, err := n.Store.Open(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(f)
+	return n.readFile(ctx, c)
 }

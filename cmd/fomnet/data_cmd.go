@@ -177,21 +177,11 @@ prepare would have made, CID for CID.`,
 			if err != nil {
 				return err
 			}
-			var tokens int64
-			for _, s := range p.Manifest.Shards {
-				tokens += s.Tokens
+			threads := cfg.Threads
+			if threads == 0 {
+				threads = runtime.GOMAXPROCS(0)
 			}
-			took := time.Since(prepStart)
-			res := prepareOut{DatasetCID: p.CID.String(), Dir: out, Shards: len(p.Manifest.Shards), Tokens: tokens,
-				Totals: p.Manifest.Totals, Report: p.Manifest.Report, Tokenizer: p.Manifest.Tokenizer.CID, Skipped: cfg.SkippedFiles,
-				Threads: cfg.Threads, Seconds: took.Seconds(), PeakRSS: peakRSS()}
-			if res.Threads == 0 {
-				res.Threads = runtime.GOMAXPROCS(0)
-			}
-			for _, in := range p.Manifest.Recipe.Inputs {
-				res.InputBytes += in.Bytes
-			}
-			res.MiBPerS = float64(res.InputBytes) / (1 << 20) / max(took.Seconds(), 1e-3)
+			res := newPrepareOut(p, cfg.SkippedFiles, threads, time.Since(prepStart))
 			if asJSON {
 				return e.printJSON(res)
 			}
@@ -230,6 +220,21 @@ type planOut struct {
 	Hash      string  `json:"hash"`
 	Parts     []int64 `json:"part_bytes"`
 	Tokenizer string  `json:"tokenizer_cid"`
+}
+
+// newPrepareOut summarises a prepared dataset and how long it took.
+func newPrepareOut(p *sharding.Prepared, skipped []sharding.SkippedFile, threads int, took time.Duration) prepareOut {
+	res := prepareOut{DatasetCID: p.CID.String(), Dir: p.Dir, Shards: len(p.Manifest.Shards), Totals: p.Manifest.Totals,
+		Report: p.Manifest.Report, Tokenizer: p.Manifest.Tokenizer.CID, Skipped: skipped,
+		Threads: threads, Seconds: took.Seconds(), PeakRSS: peakRSS()}
+	for _, s := range p.Manifest.Shards {
+		res.Tokens += s.Tokens
+	}
+	for _, in := range p.Manifest.Recipe.Inputs {
+		res.InputBytes += in.Bytes
+	}
+	res.MiBPerS = float64(res.InputBytes) / (1 << 20) / max(took.Seconds(), 1e-3)
+	return res
 }
 
 // writePlan cuts a preparation into parts: OUT/plan.json and the tokenizer
@@ -372,17 +377,7 @@ another plan, of another part, or damaged is refused, naming where.`,
 			if err != nil {
 				return err
 			}
-			var tokens int64
-			for _, s := range p.Manifest.Shards {
-				tokens += s.Tokens
-			}
-			res := prepareOut{DatasetCID: p.CID.String(), Dir: out, Shards: len(p.Manifest.Shards), Tokens: tokens,
-				Totals: p.Manifest.Totals, Report: p.Manifest.Report, Tokenizer: p.Manifest.Tokenizer.CID,
-				Threads: 1, Seconds: time.Since(start).Seconds(), PeakRSS: peakRSS()}
-			for _, in := range p.Manifest.Recipe.Inputs {
-				res.InputBytes += in.Bytes
-			}
-			res.MiBPerS = float64(res.InputBytes) / (1 << 20) / max(res.Seconds, 1e-3)
+			res := newPrepareOut(p, nil, 1, time.Since(start))
 			if asJSON {
 				return e.printJSON(res)
 			}
