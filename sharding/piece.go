@@ -94,6 +94,9 @@ func PreparePart(ctx context.Context, pl *Plan, tk *tokenizer.Tokenizer, part, t
 				continue
 			}
 			in := cfg.Inputs[r.Input]
+			if err := pl.sameSize(r.Input); err != nil {
+				return err
+			}
 			var st IngestStats
 			err := readSpan(in.Path, in.Format, IngestOptions{Field: in.Field}, &st, r.span, func(d Doc) error { return yield(d, r.Input) })
 			malformed += int64(st.Skipped)

@@ -274,6 +274,21 @@ func (pl *Plan) Encode() ([]byte, error) {
 	return append(b, '\n'), err
 }
 
+// sameSize checks that input i, where this machine reads it, is as long
+// as the file the plan digested: a part read from another file would be
+// another dataset. (Its digest cannot be checked by one part alone.)
+func (pl *Plan) sameSize(i int) error {
+	in := pl.Config.Inputs[i]
+	fi, err := os.Stat(in.Path)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInput, err)
+	}
+	if want := pl.Inputs[i].Bytes; fi.Size() != want {
+		return fmt.Errorf("%w: %s is %d bytes here; the plan's input is %d (sha256 %s): another file at this path?", ErrInput, in.Path, fi.Size(), want, pl.Inputs[i].SHA256)
+	}
+	return nil
+}
+
 // ReadPlan reads a plan file.
 func ReadPlan(path string) (*Plan, error) {
 	b, err := os.ReadFile(path)

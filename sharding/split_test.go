@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -103,6 +104,15 @@ func TestSplitPrepare(t *testing.T) {
 			// Pieces in the wrong order, or one from another plan, are refused.
 			if _, err := Merge(ctx, pl, tk, []string{pieces[1], pieces[0], pieces[2]}, t.TempDir(), nil); err == nil || !strings.Contains(err.Error(), "belongs") {
 				t.Fatalf("swapped pieces: %v", err)
+			}
+			// A part read from another file at the plan's path is refused.
+			path := pl.Config.Inputs[0].Path
+			orig, _ := os.ReadFile(path)
+			os.WriteFile(path, append(orig, "\n\nOne more paragraph.\n"...), 0o644)
+			err := PreparePart(ctx, pl, tk, 0, 1, io.Discard)
+			os.WriteFile(path, orig, 0o644)
+			if err == nil || !strings.Contains(err.Error(), "another file at this path") {
+				t.Fatalf("part of a changed input: %v", err)
 			}
 			other := *pl
 			other.Config.SeqLen++
