@@ -104,16 +104,21 @@ func TestGenerateMatchesForwardArgmax(t *testing.T) {
 	}
 }
 
-// go test -run X -bench Generate ./model: tokens per second of cached
-// decoding for the demo preset (prompt of 16 tokens, 128 new tokens).
-func BenchmarkGenerateDemo(b *testing.B) {
-	be := backend(b, cpu.Options{Threads: 1})
+// demoModel is the demo preset, initialised, on one compute thread.
+func demoModel(b *testing.B) (*Model, Config) {
 	c, _ := Preset("demo")
-	m, err := New(be, c)
+	m, err := New(backend(b, cpu.Options{Threads: 1}), c)
 	if err != nil {
 		b.Fatal(err)
 	}
 	m.Init(1)
+	return m, c
+}
+
+// go test -run X -bench Generate ./model: tokens per second of cached
+// decoding for the demo preset (prompt of 16 tokens, 128 new tokens).
+func BenchmarkGenerateDemo(b *testing.B) {
+	m, c := demoModel(b)
 	prompt := make([]int32, 16)
 	for i := range prompt {
 		prompt[i] = int32('a' + i)
@@ -137,13 +142,7 @@ func BenchmarkGenerateDemo(b *testing.B) {
 // tokens each, batch sequences at a time, sampled (temperature 0.8, top-p
 // 0.95) as a generation job would.
 func BenchmarkGenerateBatch(b *testing.B) {
-	be := backend(b, cpu.Options{Threads: 1})
-	c, _ := Preset("demo")
-	m, err := New(be, c)
-	if err != nil {
-		b.Fatal(err)
-	}
-	m.Init(1)
+	m, c := demoModel(b)
 	reqs := make([]GenRequest, 64)
 	for i := range reqs {
 		reqs[i].Seed = uint64(i)
