@@ -111,11 +111,23 @@ func ReadSpec(path string) (*Spec, error) {
 	if err != nil {
 		return nil, err
 	}
+	s, err := ParseSpec(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+// ParseSpec reads a spec strictly (unknown fields refused) and checks it.
+func ParseSpec(b []byte) (*Spec, error) {
 	var s Spec
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
-		return nil, fmt.Errorf("gen: spec %s: %w", path, err)
+		return nil, fmt.Errorf("gen: spec: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("gen: spec: trailing data after the JSON object")
 	}
 	return &s, s.Check()
 }

@@ -16,7 +16,7 @@ import (
 // by generating record Index (or parsing the shard) themselves.
 type FraudProof struct {
 	Shard       int    `json:"shard"`
-	Index       int    `json:"index,omitempty"` // the prompt's index in the set
+	Index       int    `json:"index"` // the prompt's index in the set; −1: the shard is malformed
 	Reason      string `json:"reason"`
 	Claimed     string `json:"claimed,omitempty"`
 	Regenerated string `json:"regenerated,omitempty"`
@@ -46,7 +46,7 @@ func (g *Generator) ParseShard(k int, b []byte) ([]Record, error) {
 	}
 	lo, hi := g.Spec.Range(k)
 	bad := func(format string, args ...any) error {
-		return &FraudProof{Shard: k, Reason: "malformed: " + fmt.Sprintf(format, args...)}
+		return &FraudProof{Shard: k, Index: -1, Reason: "malformed: " + fmt.Sprintf(format, args...)}
 	}
 	var recs []Record
 	for len(b) > 0 {
@@ -91,29 +91,64 @@ func (g *Generator) ParseShard(k int, b []byte) ([]Record, error) {
 // its records again (which ones: drawn from seed and the shard's hash, so a
 // contributor cannot know them beforehand) and compares. It returns nil for
 // a shard that passes, a *FraudProof for one that does not, or another
-// error when it could not check.
+// error when it could not check. One record changed among n escapes a
+// check of s records with probability 1 − s/n.
 func (g *Generator) Verify(k int, b []byte, sample int, seed uint64) error {
+	lo, hi := g.Spec.Range(k)
+	h := sha256.Sum256(b)
+	r := rand.New(rand.NewPCG(seed, binary.LittleEndian.Uint64(h[:])))
+	picks := r.Perm(max(hi-lo, 0))[:min(max(sample, 1), max(hi-lo, 0))]
+	for j := range picks {
+		picks[j] += lo
+	}
+	return g.Check(k, b, picks)
+}
+
+// Check parses shard k's bytes and generates the records of prompts idx
+// (each in the shard's range) again: nil when they match, a *FraudProof
+// naming the first that does not (or the shard's malformation), another
+// error when it could not check.
+func (g *Generator) Check(k int, b []byte, idx []int) error {
 	recs, err := g.ParseShard(k, b)
 	if err != nil {
 		return err
 	}
-	h := sha256.Sum256(b)
-	r := rand.New(rand.NewPCG(seed, binary.LittleEndian.Uint64(h[:])))
-	picks := r.Perm(len(recs))[:min(max(sample, 1), len(recs))]
-	slices.Sort(picks)
-	idx := make([]int, len(picks))
-	for j, p := range picks {
-		idx[j] = recs[p].I
+	lo, hi := g.Spec.Range(k)
+	idx = slices.Sorted(slices.Values(idx))
+	for _, i := range idx {
+		if i < lo || i >= hi {
+			return fmt.Errorf("gen: prompt %d is not in shard %d (prompts %d–%d)", i, k, lo, hi)
+		}
+	}
+	if len(idx) == 0 {
+		return nil
 	}
 	again, err := g.records(idx, nil)
 	if err != nil {
 		return err
 	}
-	for j, p := range picks {
-		if want := recs[p]; again[j].Completion != want.Completion {
-			return &FraudProof{Shard: k, Index: want.I, Reason: "generated again, the completion differs",
+	for j, i := range idx {
+		if want := recs[i-lo]; again[j].Completion != want.Completion {
+			return &FraudProof{Shard: k, Index: i, Reason: "generated again, the completion differs",
 				Claimed: want.Completion, Regenerated: again[j].Completion}
 		}
 	}
 	return nil
+}
+
+// FirstDifference is the prompt index of the first record where two
+// versions of shard k differ, or −1 when their records are the same (or
+// one is malformed: ParseShard tells which).
+func (g *Generator) FirstDifference(k int, a, b []byte) int {
+	ra, errA := g.ParseShard(k, a)
+	rb, errB := g.ParseShard(k, b)
+	if errA != nil || errB != nil {
+		return -1
+	}
+	for j := range ra {
+		if ra[j] != rb[j] {
+			return ra[j].I
+		}
+	}
+	return -1
 }

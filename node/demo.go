@@ -52,8 +52,8 @@ type DemoOptions struct {
 	// corpus mixed with it; --recipe then goes on from that stage.
 	SynthLoop                 bool
 	SynthPrompts, SynthRounds int
-	// tamper, in tests, changes a shard as its producer hands it out (a
-	// cheating node).
+	// tamper, in tests, makes node 1 a cheat in the generation job: it
+	// changes each shard it generates before it claims it.
 	tamper func(shard int, b []byte) []byte
 	// NewBackend starts each node's compute backend.
 	NewBackend func() (kernels.Backend, error)

@@ -100,3 +100,7 @@ func ProofsAgainst(p *Participant) map[string]string {
 func AskStatus(ctx context.Context, n *Node, pid peer.ID, run cid.Cid, r int) (StatusResponse, error) {
 	return n.askStatus(ctx, pid, run, r)
 }
+
+// TamperGen makes a generation job's node a liar: f rewrites each shard it
+// generates before it stores and claims it.
+func TamperGen(o *GenJobOptions, f func(k int, b []byte) []byte) { o.tamper = f }

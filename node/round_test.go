@@ -2,8 +2,10 @@ package node
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"github.com/fomnet/fomnet/contentstore"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -368,6 +370,27 @@ func FuzzDecodeRecipe(f *testing.F) {
 			if err := r.Stage(i, placeholderFrom).Validate(); err != nil {
 				t.Fatalf("stage %d of an accepted recipe: %v", i, err)
 			}
+		}
+	})
+}
+
+func FuzzDecodeGenMsg(f *testing.F) {
+	for _, m := range []GenMsg{
+		{Type: GenMsgClaim, Job: testCID1, Shard: 3, CID: testCID2},
+		{Type: GenMsgFraud, Job: testCID1, Shard: 0, Claim: []byte("signed"), Index: -1},
+	} {
+		b, _ := json.Marshal(m)
+		f.Add(b)
+	}
+	f.Add([]byte(`{"type":"shard","job":"x","shard":-1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := DecodeGenMsg(b)
+		if err != nil {
+			return
+		}
+		again, _ := json.Marshal(m)
+		if m2, err := DecodeGenMsg(again); err != nil || !reflect.DeepEqual(m, m2) {
+			t.Fatalf("accepted message %+v does not re-encode: %v", m, err)
 		}
 	})
 }

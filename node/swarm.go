@@ -393,30 +393,36 @@ func (n *Node) openRunWith(ctx context.Context, id cid.Cid, o RunOptions, follow
 	return p, nil
 }
 
-// discoverLoop finds the run's other participants: it provides the run
-// ID on the DHT (so others find this node) and connects to the providers
-// it finds, so that gossip on the run's topic reaches every participant
-// even when they only share a bootstrap node that is not in the run.
+// discoverLoop finds the run's other participants (meetProviders).
 func (p *Participant) discoverLoop() {
 	defer p.wg.Done()
-	h := p.n.Host
+	p.n.meetProviders(p.ctx, p.id, "run "+p.id.String(), p.opts.Logf)
+}
+
+// meetProviders finds the other nodes working on key (a run or a job)
+// until ctx ends: it provides key on the DHT (so that others find this
+// node) and connects to the providers it finds, so that gossip on key's
+// topic reaches every node even when they only share a bootstrap node
+// that is not on the topic.
+func (n *Node) meetProviders(ctx context.Context, key cid.Cid, what string, logf func(string, ...any)) {
+	h := n.Host
 	wait := time.Duration(0)
 	for {
 		select {
-		case <-p.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-time.After(wait):
 		}
-		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
-		if err := h.DHT.Provide(ctx, p.id, true); err != nil && p.ctx.Err() == nil {
-			p.opts.Logf("run %s: announcing on the DHT: %v", p.id, err)
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := h.DHT.Provide(actx, key, true); err != nil && ctx.Err() == nil {
+			logf("%s: announcing on the DHT: %v", what, err)
 		}
-		for ai := range h.DHT.FindProvidersAsync(ctx, p.id, 64) {
+		for ai := range h.DHT.FindProvidersAsync(actx, key, 64) {
 			if ai.ID == h.ID() {
 				continue
 			}
-			if err := h.Meet(ctx, ai); err != nil && p.ctx.Err() == nil {
-				p.opts.Logf("run %s: participant %s: %v", p.id, ai.ID, err)
+			if err := h.Meet(actx, ai); err != nil && ctx.Err() == nil {
+				logf("%s: peer %s: %v", what, ai.ID, err)
 			}
 		}
 		cancel()

@@ -3,29 +3,30 @@ package node
 import (
 	"bytes"
 	"context"
-	"errors"
+	"slices"
 	"strings"
 	"testing"
 
-	"github.com/fomnet/fomnet/gen"
 	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/kernels/cpu"
 )
 
 // TestSynthLoopCatchesCheat: in the demo's generation job a node that
-// hands out a shard whose records' text it changed — consistently, in
-// canonical form, so only generating them again can tell — is caught by
-// the node that checks the shard, with a fraud proof naming a record. (A
-// sample is checked: one changed record among 32 escapes a check of 4 with
-// probability 7/8.)
+// hands out shards whose records' text it changed — consistently, in
+// canonical form, so only generating them again can tell — is convicted
+// by the node that checks them, and the loop goes on with the shards an
+// honest swarm makes.
 func TestSynthLoopCatchesCheat(t *testing.T) {
 	o := DemoOptions{Dir: t.TempDir(), Nodes: 2, Rounds: 1, H: 3, Preset: "tiny", Batch: 4, Seq: 64, Vocab: 320, Synthetic: 200,
-		Codec: "int8", Seed: 1, SynthLoop: true, SynthPrompts: 40, SynthRounds: 1,
+		Codec: "int8", Seed: 1, SynthLoop: true, SynthPrompts: 128, SynthRounds: 1,
 		NewBackend: func() (kernels.Backend, error) { return cpu.New(cpu.Options{Threads: 1}) }}
+	honest, err := RunDemo(context.Background(), o)
+	o.Progress = t.Logf
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Dir = t.TempDir()
 	o.tamper = func(k int, b []byte) []byte {
-		if k != 1 {
-			return b
-		}
 		lines := bytes.SplitAfter(b, []byte("\n"))
 		for i, l := range lines {
 			l = bytes.Replace(l, []byte(`","text":"`), []byte(` 끝","text":"`), 1)
@@ -33,9 +34,15 @@ func TestSynthLoopCatchesCheat(t *testing.T) {
 		}
 		return bytes.Join(lines, nil)
 	}
-	_, err := RunDemo(context.Background(), o)
-	var fp *gen.FraudProof
-	if !errors.As(err, &fp) || fp.Shard != 1 || fp.Index < 32 || fp.Index >= 40 || !strings.Contains(fp.Reason, "completion differs") {
-		t.Fatalf("demo with a cheating producer: %v", err)
+	res, err := RunDemo(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Synth.Shards, honest.Synth.Shards) || res.Synth.Dataset != honest.Synth.Dataset {
+		t.Errorf("with a cheat, shards %v and dataset %s; honest %v and %s", res.Synth.Shards, res.Synth.Dataset, honest.Synth.Shards, honest.Synth.Dataset)
+	}
+	if len(honest.Synth.Convicted) != 0 || len(res.Synth.Convicted) == 0 || !strings.Contains(res.Synth.Convicted[0], "node 0 convicted") ||
+		!strings.Contains(res.Synth.Convicted[0], "completion differs") {
+		t.Errorf("convicted: honest %v, with a cheat %v", honest.Synth.Convicted, res.Synth.Convicted)
 	}
 }

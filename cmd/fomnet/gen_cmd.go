@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,11 +12,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/spf13/cobra"
 
 	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/gen"
 	"github.com/fomnet/fomnet/internal/fsutil"
+	"github.com/fomnet/fomnet/node"
 	"github.com/fomnet/fomnet/sharding"
 )
 
@@ -49,7 +52,11 @@ func newGenCreateCmd(e *env) *cobra.Command {
 fomnet add gives it), the prompt set (JSONL, {"prompt": text, "lang": "ko"
 or "en"} a line; copied to JOBDIR/prompts.jsonl), the sampling settings, the
 prompts a shard covers, and the stage and licence of the output. The job's
-CID (of spec.json) is printed.`,
+CID (of spec.json) is printed.
+
+To have the swarm run it, add spec.json, prompts.jsonl and the checkpoint
+on a node that serves them (fomnet add, with its daemon running) and
+start nodes with fomnet join JOB.`,
 		Example: `  fomnet gen create --checkpoint ckpt --prompts prompts.jsonl --max-tokens 96 --out job`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -288,11 +295,7 @@ checkpoint's CID, with the job's stage and licence.`,
 				recipe.Inputs = append(recipe.Inputs, sharding.Input{Path: abs, Format: sharding.FormatJSONL, Field: "text",
 					Source: "synthetic", Generator: spec.Generator, Licence: spec.Licence, Stage: spec.Stage})
 			}
-			rb, err := json.MarshalIndent(recipe, "", "  ")
-			if err != nil {
-				return err
-			}
-			if err := fsutil.WriteFile(filepath.Join(out, "recipe.json"), append(rb, '\n')); err != nil {
+			if err := writeGenRecipe(out, recipe.Inputs); err != nil {
 				return err
 			}
 			el := time.Since(start).Seconds()
@@ -368,4 +371,55 @@ passes; exit 1 with the fraud proof (JSON) on stdout when it does not.`,
 	f.IntVar(&sample, "sample", 4, "records to generate again")
 	f.Uint64Var(&seed, "seed", uint64(time.Now().UnixNano()), "draws which records (default: from the clock)")
 	return cmd
+}
+
+// joinGen is fomnet join of a generation job: take part until this node
+// holds every shard, print them, write them (out), and keep serving them
+// for linger (default 30 s) so that peers still at work can check them.
+func joinGen(ctx context.Context, e *env, n *node.Node, id cid.Cid, o node.GenJobOptions, out string, linger time.Duration) error {
+	j, err := n.OpenGenJob(ctx, id, o)
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+	e.logf("gen job %s: %d prompts in %d shards, generator %s", id, j.Spec.PromptCount, j.Spec.Shards(), j.Spec.Generator)
+	r, err := j.Run(ctx)
+	if err != nil {
+		return err
+	}
+	e.logf("gen job %s: done in %.1fs: %d of %d shards generated here (%d tokens, %.0f tokens/s), %d records of peers' shards generated again, %d peers convicted",
+		id, r.Seconds, r.Generated, len(r.Shards), r.Tokens, r.TokensPS, r.Checked, len(r.Convicted))
+	if out != "" {
+		ins, err := j.WriteShards(ctx, r, out)
+		if err != nil {
+			return err
+		}
+		if err := writeGenRecipe(out, ins); err != nil {
+			return err
+		}
+	}
+	for _, s := range r.Shards {
+		fmt.Fprintf(e.stdout, "%d\t%s\n", s.Shard, s.CID)
+	}
+	if linger < 0 {
+		linger = 30 * time.Second
+	}
+	if linger > 0 {
+		e.logf("gen job %s: serving its shards for %v so that peers still at work can check them (--linger)", id, linger)
+		select {
+		case <-time.After(linger):
+		case <-ctx.Done():
+		}
+	}
+	return nil
+}
+
+// writeGenRecipe writes dir/recipe.json: a data prepare --config whose
+// inputs are a job's shards.
+func writeGenRecipe(dir string, ins []sharding.Input) error {
+	rb, err := json.MarshalIndent(sharding.PrepareConfig{Inputs: ins}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFile(filepath.Join(dir, "recipe.json"), append(rb, '\n'))
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/fomnet/fomnet/kernels/cuda"
@@ -1001,6 +1002,57 @@ func TestGenCommands(t *testing.T) {
 	if !strings.Contains(man, `"generator":"`+d.CheckpointCID+`"`) || len(ds.Totals) == 0 || ds.Totals[0].Source != "synthetic" {
 		t.Fatalf("manifest does not name the generator %s: %+v", d.CheckpointCID, ds.Totals)
 	}
+	genSwarm(t, job, d.Checkpoint, cidsOf(a))
+}
+
+// genSwarm runs job in a swarm: a daemon serves the job and its
+// checkpoint, three nodes join it; each prints the shards want lists (as
+// one machine generates them) and writes them with a recipe.
+func genSwarm(t *testing.T, job, ckpt string, want []string) {
+	a := initHome(t, "--dht-mode", "server")
+	addrs := startDaemon(t, a)
+	id := ""
+	for _, p := range []string{filepath.Join(job, "spec.json"), filepath.Join(job, "prompts.jsonl"), ckpt} {
+		out, errs, code := fomnet(t, "add", "--home", a, p)
+		if code != 0 {
+			t.Fatalf("add %s: %s", p, errs)
+		}
+		if id == "" {
+			id = strings.TrimSpace(out)
+		}
+	}
+	outs := make([]string, 3)
+	var wg sync.WaitGroup
+	for i := range outs {
+		h, dir := initHome(t), filepath.Join(t.TempDir(), "out")
+		wg.Go(func() {
+			out, errs, code := fomnet(t, "join", id, "--home", h, "--bootstrap", addrs[0], "--expect", "2", "--threads", "1", "--linger", "2s", "--out", dir)
+			if code != 0 {
+				t.Errorf("join %d: exit %d: %s", i, code, errs)
+			}
+			outs[i] = out
+			for _, l := range strings.Split(errs, "\n") {
+				if strings.Contains(l, "done in") {
+					t.Logf("join %d: %s", i, l)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(dir, "recipe.json")); err != nil {
+				t.Errorf("join %d --out: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	for i, out := range outs {
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if f := strings.Fields(l); len(f) == 2 {
+				got = append(got, f[1])
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("join %d printed %q, want the shards %v", i, out, want)
+		}
+	}
 }
 
 func cidsOf(r struct {
@@ -1039,7 +1091,7 @@ func TestDemoSyntheticLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	sy := d.Synth
-	if sy == nil || len(sy.Shards) != 3 || sy.Records != 70 || sy.Verified != 12 || sy.GeneratedShare <= 0 || sy.CheckpointCID != d.CheckpointCID {
+	if sy == nil || len(sy.Shards) != 3 || sy.Records != 70 || sy.Verified < 12 || len(sy.Convicted) != 0 || sy.GeneratedShare <= 0 || sy.CheckpointCID != d.CheckpointCID {
 		t.Fatalf("synth %+v", sy)
 	}
 	out, errOut, code = fomnet(t, "checkpoint", "lineage", "--home", filepath.Join(dir, "node-1"), d.CheckpointCID, "--json")

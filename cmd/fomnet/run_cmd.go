@@ -288,10 +288,11 @@ func newJoinCmd(e *env) *cobra.Command {
 		upto    int
 		linger  time.Duration
 		dev     deviceFlags
+		out     string
 	)
 	cmd := &cobra.Command{
-		Use:   "join RUN-ID|RECIPE --bootstrap MULTIADDR",
-		Short: "Take part in a run (or every stage of a recipe): train your share of every round",
+		Use:   "join RUN-ID|RECIPE|GEN-JOB --bootstrap MULTIADDR",
+		Short: "Take part in a run (or every stage of a recipe, or a generation job)",
 		Long: `Start a node (no daemon may run on this home: join is the node), fetch the
 run's spec and dataset from the swarm, catch up to the swarm's newest
 checkpoint (or resume from this node's own), then train round after round:
@@ -304,7 +305,15 @@ that followers can still fetch the contributions they verify it from.
 Given a recipe (fomnet recipe create), it takes part in every stage in
 turn: each later stage's run is derived from the recipe and the last
 checkpoint of the stage before, so every node joins the same run; the last
-stage's last checkpoint CID goes to stdout.`,
+stage's last checkpoint CID goes to stdout.
+
+Given a generation job (fomnet gen create; its spec.json, prompts.jsonl
+and checkpoint added to a node of the swarm), it generates the shards
+rendezvous hashing gives it, checks the shards its peers claim by
+generating a sample of their records again (a record that differs is a
+fraud proof, gossiped; its author's claims are ignored from then on),
+generates what nobody delivers, and prints each shard's number and CID
+(--out: writes them and a data prepare recipe, as gen run does).`,
 		Args: oneCID("join"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, _ := parseCID(args[0])
@@ -350,6 +359,9 @@ stage's last checkpoint CID goes to stdout.`,
 						eta(int64(ev.Step), int64(ev.Steps), time.Duration(ev.Seconds*float64(time.Second))))
 				}
 			}}
+			if id.Prefix().Codec != cid.DagJSON { // runs and recipes are dag-json; a job's spec is a file
+				return joinGen(ctx, e, n, id, node.GenJobOptions{Backend: be, Expect: expect, Logf: e.logf}, out, linger)
+			}
 			fetched := newProgress(e, "run dataset fetched")
 			defer fetched.finish()
 			o.FetchProgress = fetched.update
@@ -406,7 +418,8 @@ stage's last checkpoint CID goes to stdout.`,
 	cmd.Flags().DurationVar(&linger, "linger", -1, "after the run's last round, keep serving it this long (default: the run's round deadline; 0: exit at once)")
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
 	dev.add(cmd.Flags())
-	cmd.Flags().IntVar(&expect, "expect", 0, "contributions a round waits for before closing early (0: every peer on the run's topic)")
+	cmd.Flags().IntVar(&expect, "expect", 0, "contributions a round waits for before closing early (0: every peer on the run's topic); a generation job: peers to wait for before sharing out the shards")
+	cmd.Flags().StringVar(&out, "out", "", "a generation job: directory for its shards and their data prepare recipe")
 	cmd.Flags().IntVar(&keep, "keep-rounds", 0, "keep the checkpoint directories of the newest N rounds (and round 0) under runs/RUN-ID, removing older ones; every checkpoint stays pinned in the store (0: keep all)")
 	cmd.Flags().IntVar(&upto, "until", 1<<30, "stop after this round (default: the run's last)")
 	return cmd
