@@ -49,6 +49,12 @@ var pieceLangs = []string{"ko", "en", "mixed", "none"}
 // PreparePart analyses part of a plan (as Prepare's workers do, on
 // threads goroutines) and writes its piece to w.
 func PreparePart(ctx context.Context, pl *Plan, tk *tokenizer.Tokenizer, part, threads int, w io.Writer) error {
+	return preparePart(ctx, pl, tk, part, threads, w, nil)
+}
+
+// preparePart is PreparePart; tamper, in tests, changes each document
+// analysed before it is written (a cheating machine).
+func preparePart(ctx context.Context, pl *Plan, tk *tokenizer.Tokenizer, part, threads int, w io.Writer, tamper func(*pdoc)) error {
 	if part < 0 || part >= len(pl.Parts) {
 		return fmt.Errorf("prepare part: part %d of a plan of %d", part, len(pl.Parts))
 	}
@@ -60,13 +66,8 @@ func PreparePart(ctx context.Context, pl *Plan, tk *tokenizer.Tokenizer, part, t
 		return err
 	}
 	cfg := pl.Config
-	generated := builtinSources(cfg)
 	local := NewDeduper(0) // keys of the documents of this part that passed the filters
 	sigs := NewDeduper(cfg.Filters.NearDupThreshold)
-	trainRoles := cfg.TrainRoles
-	if len(trainRoles) == 0 {
-		trainRoles = []string{tokenizer.RoleAssistant}
-	}
 	var (
 		malformed int64
 		filtered  = map[string][2]int64{}
@@ -81,32 +82,11 @@ func PreparePart(ctx context.Context, pl *Plan, tk *tokenizer.Tokenizer, part, t
 	if _, err := bw.Write(binary.AppendUvarint(head, uint64(part))); err != nil {
 		return err
 	}
-	read := func(yield func(Doc, int) error) error {
-		for _, r := range pl.Parts[part] {
-			if r.Input >= len(cfg.Inputs) {
-				g := generated[r.Input-len(cfg.Inputs)]
-				for _, d := range g.docs[r.Start:r.End] {
-					d.File = g.rec.Name
-					if err := yield(d, r.Input); err != nil {
-						return err
-					}
-				}
-				continue
-			}
-			in := cfg.Inputs[r.Input]
-			if err := pl.sameSize(r.Input); err != nil {
-				return err
-			}
-			var st IngestStats
-			err := readSpan(in.Path, in.Format, IngestOptions{Field: in.Field}, &st, r.span, func(d Doc) error { return yield(d, r.Input) })
-			malformed += int64(st.Skipped)
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	read := pl.partDocs(part, &malformed)
 	consume := func(d *pdoc) error {
+		if tamper != nil {
+			tamper(d)
+		}
 		if d.reason != "" {
 			f := filtered[d.reason]
 			filtered[d.reason] = [2]int64{f[0] + 1, f[1] + int64(len(d.Text))}
@@ -126,7 +106,7 @@ func PreparePart(ctx context.Context, pl *Plan, tk *tokenizer.Tokenizer, part, t
 		return err
 	}
 	newAnalyser := func() *analyser {
-		return &analyser{filters: cfg.Filters, dd: sigs, seen: local.Kept, tk: tk, trainRoles: trainRoles}
+		return &analyser{filters: cfg.Filters, dd: sigs, seen: local.Kept, tk: tk, trainRoles: trainRolesOf(cfg)}
 	}
 	if err := runPipeline(ctx, threads, newAnalyser, read, consume); err != nil {
 		return err
@@ -148,6 +128,47 @@ func PreparePart(ctx context.Context, pl *Plan, tk *tokenizer.Tokenizer, part, t
 		return err
 	}
 	return bw.Flush()
+}
+
+// trainRolesOf is the roles whose turns cfg trains on (default: the
+// assistant's).
+func trainRolesOf(cfg PrepareConfig) []string {
+	if len(cfg.TrainRoles) == 0 {
+		return []string{tokenizer.RoleAssistant}
+	}
+	return cfg.TrainRoles
+}
+
+// partDocs reads the documents of part in order (for runPipeline),
+// counting the lines ingestion skips in malformed.
+func (pl *Plan) partDocs(part int, malformed *int64) func(yield func(Doc, int) error) error {
+	cfg := pl.Config
+	generated := builtinSources(cfg)
+	return func(yield func(Doc, int) error) error {
+		for _, r := range pl.Parts[part] {
+			if r.Input >= len(cfg.Inputs) {
+				g := generated[r.Input-len(cfg.Inputs)]
+				for _, d := range g.docs[r.Start:r.End] {
+					d.File = g.rec.Name
+					if err := yield(d, r.Input); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			in := cfg.Inputs[r.Input]
+			if err := pl.sameSize(r.Input); err != nil {
+				return err
+			}
+			var st IngestStats
+			err := readSpan(in.Path, in.Format, IngestOptions{Field: in.Field}, &st, r.span, func(d Doc) error { return yield(d, r.Input) })
+			*malformed += int64(st.Skipped)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 func appendRecord(b []byte, d *pdoc, first uint64, dline int) []byte {

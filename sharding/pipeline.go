@@ -41,20 +41,41 @@ type analyser struct {
 	seen       func(key [32]byte) bool // an earlier document of key passed the filters
 	tk         *tokenizer.Tokenizer
 	trainRoles []string
-	buf        []byte
+	// encodes, when set, says which documents that pass the filters get
+	// their signature and token ids (CheckPiece's sample); nil: all.
+	encodes func(d *pdoc) bool
+	buf     []byte
 }
 
 func (a *analyser) analyse(d *pdoc) {
-	d.text = norm.NFC.String(d.Text)
-	if d.lang, d.reason = a.filters.Check(d.text); d.reason != "" {
+	if !a.screen(d) {
 		return
 	}
-	d.key, a.buf = DupKey(d.text, a.buf)
-	d.pair = d.Rejected != nil
 	if a.seen(d.key) {
 		d.twin = true
 		return
 	}
+	if a.encodes == nil || a.encodes(d) {
+		a.encode(d)
+	}
+}
+
+// screen normalises d and puts it through the filters; for a document
+// that passes it sets the dedup key (and leaves the text the key was made
+// of in a.buf, for encode).
+func (a *analyser) screen(d *pdoc) bool {
+	d.text = norm.NFC.String(d.Text)
+	if d.lang, d.reason = a.filters.Check(d.text); d.reason != "" {
+		return false
+	}
+	d.key, a.buf = DupKey(d.text, a.buf)
+	d.pair = d.Rejected != nil
+	return true
+}
+
+// encode sets the signature and token ids of the document screen just
+// passed.
+func (a *analyser) encode(d *pdoc) {
 	d.sig = a.dd.Signature(string(a.buf))
 	switch {
 	case d.Rejected != nil:

@@ -344,12 +344,9 @@ func newPacker(ctx context.Context, cfg PrepareConfig, tk *tokenizer.Tokenizer, 
 		return nil, err
 	}
 	k := &packer{ctx: ctx, cfg: cfg, tk: tk, outDir: outDir, progress: progress, inputs: inputs, eos: eos, pad: pad,
-		rowLen: cfg.SeqLen + 1, trainRoles: cfg.TrainRoles, tokCID: tokCID,
+		rowLen: cfg.SeqLen + 1, trainRoles: trainRolesOf(cfg), tokCID: tokCID,
 		groups: map[string]*group{}, totals: map[[2]string]*Total{}, dd: NewDeduper(cfg.Filters.NearDupThreshold)}
 	k.perShard = max(1, cfg.ShardTokens/k.rowLen) * k.rowLen
-	if len(k.trainRoles) == 0 {
-		k.trainRoles = []string{tokenizer.RoleAssistant}
-	}
 	k.m = &Manifest{Format: ManifestFormat, Tokenizer: LinkTo(tokCID), Vocab: tk.Vocab(), SeqLen: cfg.SeqLen,
 		DType:  map[int]string{DTypeU16: "uint16", DTypeU32: "uint32"}[dtypeFor(tk.Vocab())],
 		Report: Report{Dropped: map[string]int64{}, SkippedFiles: int64(len(cfg.SkippedFiles))},

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -350,8 +353,10 @@ pieces of every part.`,
 
 func newDataMergeCmd(e *env) *cobra.Command {
 	var (
-		out    string
-		asJSON bool
+		out           string
+		asJSON, trust bool
+		share         float64
+		threads       int
 	)
 	cmd := &cobra.Command{
 		Use:   "merge PLANDIR PIECE...",
@@ -360,7 +365,15 @@ func newDataMergeCmd(e *env) *cobra.Command {
 decide duplicates across all of them, pack the documents kept into shards,
 and write the dataset to OUT as fomnet data prepare does — the same shards
 and the same dataset CID as one prepare of the same inputs. A piece of
-another plan, of another part, or damaged is refused, naming where.`,
+another plan, of another part, or damaged is refused, naming where.
+
+Pieces made elsewhere are not trusted: before merging, each is checked
+against the inputs (which the plan's paths must reach here) by re-executing
+its part's cheap stages on every document — normalisation, filters, dedup
+key, which must give exactly the piece's records and counts — and the full
+analysis (MinHash signature, tokens) on a --check share of them, drawn from
+this machine's own randomness. A piece that differs is refused, naming the
+document. --trust skips the checks (pieces you made yourself).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 2 {
 				return usagef("merge takes the plan directory and its pieces, got %d arguments", len(args))
@@ -373,6 +386,11 @@ another plan, of another part, or damaged is refused, naming where.`,
 				return err
 			}
 			start := time.Now()
+			if !trust {
+				if err := checkPieces(e, cmd, pl, tk, args[1:], share, threads); err != nil {
+					return err
+				}
+			}
 			p, err := sharding.Merge(ctxOf(cmd), pl, tk, args[1:], out, nil)
 			if err != nil {
 				return err
@@ -388,7 +406,42 @@ another plan, of another part, or damaged is refused, naming where.`,
 	}
 	cmd.Flags().StringVar(&out, "out", "dataset", "output directory")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	cmd.Flags().Float64Var(&share, "check", 0.01, "share of each piece's documents analysed again in full before merging (every document gets the cheap checks)")
+	cmd.Flags().BoolVar(&trust, "trust", false, "merge the pieces without checking them")
+	cmd.Flags().IntVar(&threads, "threads", 0, "threads for the checks (0: GOMAXPROCS)")
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		if share < 0 || share > 1 {
+			return usagef("--check %g: want a share in [0, 1]", share)
+		}
+		return nil
+	}
 	return cmd
+}
+
+// checkPieces checks each piece against its part (sharding.CheckPiece),
+// with a share of documents analysed in full, drawn from this machine's
+// randomness.
+func checkPieces(e *env, cmd *cobra.Command, pl *sharding.Plan, tk *tokenizer.Tokenizer, pieces []string, share float64, threads int) error {
+	if len(pieces) != len(pl.Parts) {
+		return fmt.Errorf("merge: %d pieces for a plan of %d parts", len(pieces), len(pl.Parts))
+	}
+	var seed [8]byte
+	rand.Read(seed[:])
+	full := sharding.SampleDocs(share, binary.LittleEndian.Uint64(seed[:]))
+	for i, path := range pieces {
+		t0 := time.Now()
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		err = sharding.CheckPiece(ctxOf(cmd), pl, tk, i, threads, bufio.NewReader(f), full)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		e.logf("piece %d (%s) checked against part %d's inputs in %.1fs", i, path, i, time.Since(t0).Seconds())
+	}
+	return nil
 }
 
 func trainOnInputs(cmd *cobra.Command, cfg sharding.PrepareConfig, vocab int) (*tokenizer.Tokenizer, error) {

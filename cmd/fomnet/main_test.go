@@ -932,6 +932,27 @@ func TestDataSplitProcesses(t *testing.T) {
 	if code != exitError || !strings.Contains(errOut, "part 2 where part 1 belongs") {
 		t.Fatalf("misplaced pieces: exit %d %q", code, errOut)
 	}
+	// A machine whose copy of an input differs by a letter (same size, so
+	// data part cannot tell) makes pieces that merge's check refuses,
+	// naming the document; --trust merges them.
+	orig, _ := os.ReadFile(inputs[1])
+	os.WriteFile(inputs[1], bytes.Replace(orig, []byte("Open"), []byte("Opan"), 1), 0o644)
+	bad := make([]string, 3)
+	for i := range bad {
+		bad[i] = filepath.Join(dir, fmt.Sprintf("bad%d", i))
+		if _, errOut, code := fomnet(t, "data", "part", plan, "--part", fmt.Sprint(i), "--out", bad[i]); code != 0 {
+			t.Fatalf("part %d: exit %d: %s", i, code, errOut)
+		}
+	}
+	os.WriteFile(inputs[1], orig, 0o644)
+	_, errOut, code = fomnet(t, append([]string{"data", "merge", plan, "--out", filepath.Join(dir, "bad")}, bad...)...)
+	if code != exitError || !strings.Contains(errOut, "b.tsv line 2: dedup key") {
+		t.Fatalf("pieces of another input: exit %d %q", code, errOut)
+	}
+	o, errOut, code = fomnet(t, append([]string{"data", "merge", plan, "--trust", "--out", filepath.Join(dir, "trusted"), "--json"}, bad...)...)
+	if code != 0 || json.Unmarshal([]byte(o), &merged) != nil || merged.DatasetCID == whole.DatasetCID {
+		t.Fatalf("merge --trust of pieces of another input: exit %d, %s (%s)", code, merged.DatasetCID, errOut)
+	}
 }
 
 // TestGenCommands: a generation job over a checkpoint gives the same shard
