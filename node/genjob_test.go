@@ -161,17 +161,17 @@ func TestGenJobLiars(t *testing.T) {
 	cl := nodetest.New(t, 4, nodetest.Options{KeySeed: 11})
 	cl.ConnectAll()
 	bogus, _ := contentstore.FileCID(ctx, strings.NewReader("nobody has this"))
-	lies := []func(claim node.GenMsg, signed []byte) node.GenMsg{
-		func(claim node.GenMsg, signed []byte) node.GenMsg {
-			return node.GenMsg{Type: node.GenMsgFraud, Job: claim.Job, Shard: claim.Shard, Claim: signed, Index: claim.Shard * 4}
+	lies := []func(claim node.JobMsg, signed []byte) node.JobMsg{
+		func(claim node.JobMsg, signed []byte) node.JobMsg {
+			return node.JobMsg{Type: node.JobFraud, Job: claim.Job, Unit: claim.Unit, Claim: signed, Index: claim.Unit * 4}
 		},
-		func(claim node.GenMsg, _ []byte) node.GenMsg {
-			return node.GenMsg{Type: node.GenMsgClaim, Job: claim.Job, Shard: claim.Shard, CID: bogus.String()}
+		func(claim node.JobMsg, _ []byte) node.JobMsg {
+			return node.JobMsg{Type: node.JobClaim, Job: claim.Job, Unit: claim.Unit, CID: bogus.String()}
 		},
 	}
 	lied := make(chan error, len(lies))
 	for i, lie := range lies {
-		topic, err := cl.Nodes[2+i].Host.Join(node.GenTopic(fx.job), nil)
+		topic, err := cl.Nodes[2+i].Host.Join(node.JobTopic("gen", fx.job), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -187,8 +187,8 @@ func TestGenJobLiars(t *testing.T) {
 					lied <- err
 					return
 				}
-				claim, err := node.DecodeGenMsg(m.Data)
-				if err != nil || claim.Type != node.GenMsgClaim {
+				claim, err := node.DecodeJobMsg(m.Data)
+				if err != nil || claim.Type != node.JobClaim {
 					continue
 				}
 				signed, _ := m.Signed()
@@ -198,7 +198,7 @@ func TestGenJobLiars(t *testing.T) {
 			}
 		}()
 	}
-	o := node.GenJobOptions{Expect: 3, Timeout: 2 * time.Second}
+	o := node.GenJobOptions{JobOptions: node.JobOptions{Expect: 3, Timeout: 2 * time.Second}}
 	res := runGenNodes(ctx, t, fx, cl.Nodes[:2], []node.GenJobOptions{o, o})
 	for range lies {
 		if err := <-lied; err != nil {
@@ -221,7 +221,7 @@ func TestGenJobLiars(t *testing.T) {
 
 func shardCIDs(r *node.GenJobResult) []string {
 	var out []string
-	for _, s := range r.Shards {
+	for _, s := range r.Units {
 		out = append(out, s.CID)
 	}
 	return out
@@ -245,13 +245,13 @@ func TestGenJob(t *testing.T) {
 		if len(r.Convicted) != 0 {
 			t.Errorf("node %d convicted honest peers: %v", i, r.Convicted)
 		}
-		if r.Generated == len(fx.want) {
+		if r.Made == len(fx.want) {
 			t.Errorf("node %d generated every shard itself", i)
 		}
-		if r.Generated < len(fx.want) && r.Checked == 0 {
+		if r.Made < len(fx.want) && r.Checked == 0 {
 			t.Errorf("node %d accepted peers' shards without checking any", i)
 		}
-		generated += r.Generated
+		generated += r.Made
 	}
 	t.Logf("shards generated: %d for %d shards", generated, len(fx.want))
 

@@ -374,22 +374,22 @@ func FuzzDecodeRecipe(f *testing.F) {
 	})
 }
 
-func FuzzDecodeGenMsg(f *testing.F) {
-	for _, m := range []GenMsg{
-		{Type: GenMsgClaim, Job: testCID1, Shard: 3, CID: testCID2},
-		{Type: GenMsgFraud, Job: testCID1, Shard: 0, Claim: []byte("signed"), Index: -1},
+func FuzzDecodeJobMsg(f *testing.F) {
+	for _, m := range []JobMsg{
+		{Type: JobClaim, Job: testCID1, Unit: 3, CID: testCID2},
+		{Type: JobFraud, Job: testCID1, Unit: 0, Claim: []byte("signed"), Index: -1},
 	} {
 		b, _ := json.Marshal(m)
 		f.Add(b)
 	}
-	f.Add([]byte(`{"type":"shard","job":"x","shard":-1}`))
+	f.Add([]byte(`{"type":"claim","job":"x","unit":-1}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := DecodeGenMsg(b)
+		m, err := DecodeJobMsg(b)
 		if err != nil {
 			return
 		}
 		again, _ := json.Marshal(m)
-		if m2, err := DecodeGenMsg(again); err != nil || !reflect.DeepEqual(m, m2) {
+		if m2, err := DecodeJobMsg(again); err != nil || !reflect.DeepEqual(m, m2) {
 			t.Fatalf("accepted message %+v does not re-encode: %v", m, err)
 		}
 	})

@@ -118,7 +118,7 @@ func synthLoop(ctx context.Context, nodes []*Node, o DemoOptions, pre *demoStage
 			res.Convicted = append(res.Convicted, fmt.Sprintf("node %d convicted %s: %s", i, c.Peer, c.Why))
 		}
 	}
-	for _, s := range results[0].Shards {
+	for _, s := range results[0].Units {
 		res.Shards = append(res.Shards, s.CID)
 	}
 	res.Records = spec.PromptCount
@@ -182,9 +182,9 @@ func runGenJob(ctx context.Context, nodes []*Node, job cid.Cid, o DemoOptions, d
 			return nil, nil, err
 		}
 		defer be.Close()
-		jo := GenJobOptions{Backend: be, Batch: 64, Expect: len(nodes) - 1, Patience: 30 * time.Second, Logf: func(f string, a ...any) {
+		jo := GenJobOptions{Backend: be, Batch: 64, JobOptions: JobOptions{Expect: len(nodes) - 1, Patience: 30 * time.Second, Logf: func(f string, a ...any) {
 			logf("node %d: "+f, append([]any{i}, a...)...)
-		}}
+		}}}
 		if o.tamper != nil && i == 1 {
 			jo.tamper = o.tamper
 		}

@@ -387,8 +387,8 @@ func joinGen(ctx context.Context, e *env, n *node.Node, id cid.Cid, o node.GenJo
 	if err != nil {
 		return err
 	}
-	e.logf("gen job %s: done in %.1fs: %d of %d shards generated here (%d tokens, %.0f tokens/s), %d records of peers' shards generated again, %d peers convicted",
-		id, r.Seconds, r.Generated, len(r.Shards), r.Tokens, r.TokensPS, r.Checked, len(r.Convicted))
+	e.logf("gen job %s: done in %.1fs: %d of %d shards generated here (%d tokens, %.0f tokens/s), %d records of peers' shards generated again, %d peers convicted, %d passed over",
+		id, r.Seconds, r.Made, len(r.Units), r.Tokens, r.TokensPS, r.Checked, len(r.Convicted), len(r.Passed))
 	if out != "" {
 		ins, err := j.WriteShards(ctx, r, out)
 		if err != nil {
@@ -398,8 +398,8 @@ func joinGen(ctx context.Context, e *env, n *node.Node, id cid.Cid, o node.GenJo
 			return err
 		}
 	}
-	for _, s := range r.Shards {
-		fmt.Fprintf(e.stdout, "%d\t%s\n", s.Shard, s.CID)
+	for _, u := range r.Units {
+		fmt.Fprintf(e.stdout, "%d\t%s\n", u.Unit, u.CID)
 	}
 	if linger < 0 {
 		linger = 30 * time.Second

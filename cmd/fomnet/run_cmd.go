@@ -360,7 +360,7 @@ generates what nobody delivers, and prints each shard's number and CID
 				}
 			}}
 			if id.Prefix().Codec != cid.DagJSON { // runs and recipes are dag-json; a job's spec is a file
-				return joinGen(ctx, e, n, id, node.GenJobOptions{Backend: be, Expect: expect, Logf: e.logf}, out, linger)
+				return joinGen(ctx, e, n, id, node.GenJobOptions{Backend: be, JobOptions: node.JobOptions{Expect: expect, Logf: e.logf}}, out, linger)
 			}
 			fetched := newProgress(e, "run dataset fetched")
 			defer fetched.finish()
