@@ -101,6 +101,6 @@ func AskStatus(ctx context.Context, n *Node, pid peer.ID, run cid.Cid, r int) (S
 	return n.askStatus(ctx, pid, run, r)
 }
 
-// TamperGen makes a generation job's node a liar: f rewrites each shard it
-// generates before it stores and claims it.
-func TamperGen(o *GenJobOptions, f func(k int, b []byte) []byte) { o.tamper = f }
+// TamperJob makes a job's node a liar: f rewrites each unit it makes
+// before it stores and claims it.
+func TamperJob(o *JobOptions, f func(k int, b []byte) []byte) { o.tamper = f }

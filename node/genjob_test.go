@@ -95,21 +95,24 @@ func newGenFixture(t *testing.T) *genFixture {
 }
 
 // runGenJob publishes the job on node 0 of a fresh 3-node cluster and
-// runs it on every node at once (opts[i] for node i).
-func runGenJob(t *testing.T, fx *genFixture, opts [3]node.GenJobOptions) [3]*node.GenJobResult {
+// runs it on every node (opts[i] for node i; see runGenNodes for liar).
+func runGenJob(t *testing.T, fx *genFixture, opts [3]node.GenJobOptions, liar int) [3]*node.GenJobResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cl := nodetest.New(t, 3, nodetest.Options{})
 	cl.ConnectAll()
 	var res [3]*node.GenJobResult
-	copy(res[:], runGenNodes(ctx, t, fx, cl.Nodes, opts[:]))
+	copy(res[:], runGenNodes(ctx, t, fx, cl.Nodes, opts[:], liar))
 	return res
 }
 
 // runGenNodes publishes the job on nodes[0] and runs it on every node at
-// once (opts[i] for node i), each waiting for the others.
-func runGenNodes(ctx context.Context, t *testing.T, fx *genFixture, nodes []*node.Node, opts []node.GenJobOptions) []*node.GenJobResult {
+// once (opts[i] for node i), each waiting for the others — except node
+// liar (−1: none), which runs first and alone, making every shard itself
+// (its lies then reach the others whatever the ranks), and whose errors
+// are its own.
+func runGenNodes(ctx context.Context, t *testing.T, fx *genFixture, nodes []*node.Node, opts []node.GenJobOptions, liar int) []*node.GenJobResult {
 	t.Helper()
 	for _, p := range []string{fx.ckpt, fx.spec, fx.prompts} {
 		if _, err := nodes[0].Store.Add(ctx, p, contentstore.AddOptions{Pin: true}); err != nil {
@@ -120,6 +123,9 @@ func runGenNodes(ctx context.Context, t *testing.T, fx *genFixture, nodes []*nod
 	for i, n := range nodes {
 		o := opts[i]
 		o.Threads, o.Expect, o.Patience, o.Logf = 1, max(o.Expect, len(nodes)-1), max(o.Patience, 3*time.Second), t.Logf
+		if i == liar {
+			o.Expect, o.Patience = 0, time.Millisecond
+		}
 		j, err := n.OpenGenJob(ctx, fx.job, o)
 		if err != nil {
 			t.Fatalf("node %d: %v", i, err)
@@ -128,21 +134,35 @@ func runGenNodes(ctx context.Context, t *testing.T, fx *genFixture, nodes []*nod
 		jobs[i] = j
 	}
 	res := make([]*node.GenJobResult, len(nodes))
+	runNodes(t, len(nodes), liar, func(i int) (err error) {
+		res[i], err = jobs[i].Run(ctx)
+		return err
+	})
+	return res
+}
+
+// runNodes runs run(i) for every node at once, but for node first (−1:
+// none), which runs before the others start; first's errors are its own.
+func runNodes(t *testing.T, n, first int, run func(i int) error) {
+	t.Helper()
+	if first >= 0 {
+		run(first)
+		time.Sleep(500 * time.Millisecond) // its claims reach the others
+	}
 	var wg sync.WaitGroup
-	for i, j := range jobs {
-		wg.Go(func() {
-			r, err := j.Run(ctx)
-			if err != nil {
-				t.Errorf("node %d: %v", i, err)
-			}
-			res[i] = r
-		})
+	for i := range n {
+		if i != first {
+			wg.Go(func() {
+				if err := run(i); err != nil {
+					t.Errorf("node %d: %v", i, err)
+				}
+			})
+		}
 	}
 	wg.Wait()
 	if t.Failed() {
 		t.FailNow()
 	}
-	return res
 }
 
 // TestGenJobLiars: a peer that gossips a fraud proof against an honest
@@ -188,8 +208,8 @@ func TestGenJobLiars(t *testing.T) {
 					return
 				}
 				claim, err := node.DecodeJobMsg(m.Data)
-				if err != nil || claim.Type != node.JobClaim {
-					continue
+				if err != nil || claim.Type != node.JobClaim || m.From == cl.Nodes[3].Host.ID() {
+					continue // an honest node's claim
 				}
 				signed, _ := m.Signed()
 				b, _ := json.Marshal(lie(claim, signed))
@@ -199,7 +219,7 @@ func TestGenJobLiars(t *testing.T) {
 		}()
 	}
 	o := node.GenJobOptions{JobOptions: node.JobOptions{Expect: 3, Timeout: 2 * time.Second}}
-	res := runGenNodes(ctx, t, fx, cl.Nodes[:2], []node.GenJobOptions{o, o})
+	res := runGenNodes(ctx, t, fx, cl.Nodes[:2], []node.GenJobOptions{o, o}, -1)
 	for range lies {
 		if err := <-lied; err != nil {
 			t.Fatal(err)
@@ -236,7 +256,7 @@ func shardCIDs(r *node.GenJobResult) []string {
 // job's.
 func TestGenJob(t *testing.T) {
 	fx := newGenFixture(t)
-	res := runGenJob(t, fx, [3]node.GenJobOptions{})
+	res := runGenJob(t, fx, [3]node.GenJobOptions{}, -1)
 	generated := 0
 	for i, r := range res {
 		if got := shardCIDs(r); !slices.Equal(got, fx.want) {
@@ -257,12 +277,11 @@ func TestGenJob(t *testing.T) {
 
 	// Node 1 lies: every record's completion gets a word added.
 	var opts [3]node.GenJobOptions
-	node.TamperGen(&opts[1], func(k int, b []byte) []byte {
+	node.TamperJob(&opts[1].JobOptions, func(k int, b []byte) []byte {
 		b = bytes.ReplaceAll(b, []byte(`","text":"`), []byte(` 끝","text":"`))
 		return bytes.ReplaceAll(b, []byte("\"}\n"), []byte(" 끝\"}\n"))
 	})
-	opts[1].Patience = time.Hour // the liar keeps its own version
-	res = runGenJob(t, fx, opts)
+	res = runGenJob(t, fx, opts, 1)
 	for _, i := range []int{0, 2} {
 		r := res[i]
 		if got := shardCIDs(r); !slices.Equal(got, fx.want) {

@@ -18,10 +18,23 @@ import (
 // that document analysed in full.
 type PieceFraud struct {
 	Part   int    `json:"part"`
+	In     int    `json:"in"` // the input's index in the plan
 	Input  string `json:"input,omitempty"`
 	Line   int    `json:"line"`
 	Reason string `json:"reason"`
 }
+
+// Doc names the document as one int (DocIndex), −1 for the piece as a
+// whole.
+func (f *PieceFraud) Doc() int {
+	if f.Line == 0 {
+		return -1
+	}
+	return DocIndex(f.In, f.Line)
+}
+
+// DocIndex names a document of a plan by its input and line as one int.
+func DocIndex(in, line int) int { return in<<40 | line }
 
 func (f *PieceFraud) Error() string {
 	if f.Line == 0 {
@@ -39,30 +52,31 @@ func (f *PieceFraud) Error() string {
 // signed and tokenised, and their signatures and token ids compared; for
 // the others the piece's are taken on trust. It returns nil, a
 // *PieceFraud, or another error when it could not check (an input
-// missing, ctx ended).
-func CheckPiece(ctx context.Context, pl *Plan, tk *tokenizer.Tokenizer, part, threads int, piece io.Reader, full func(in, line int) bool) error {
+// missing, ctx ended), and how many documents it analysed in full.
+func CheckPiece(ctx context.Context, pl *Plan, tk *tokenizer.Tokenizer, part, threads int, piece io.Reader, full func(in, line int) bool) (int, error) {
 	if part < 0 || part >= len(pl.Parts) {
-		return fmt.Errorf("check piece: part %d of a plan of %d", part, len(pl.Parts))
+		return 0, fmt.Errorf("check piece: part %d of a plan of %d", part, len(pl.Parts))
 	}
 	if err := pl.check(ctx, tk); err != nil {
-		return err
+		return 0, err
 	}
 	hash, err := pl.Hash()
 	if err != nil {
-		return err
+		return 0, err
 	}
+	analysed := 0
 	fraud := func(d *pdoc, format string, args ...any) error {
 		f := &PieceFraud{Part: part, Reason: fmt.Sprintf(format, args...)}
 		if d != nil {
-			f.Input, f.Line = pl.inputName(d.in), d.Line
+			f.In, f.Input, f.Line = d.in, pl.inputName(d.in), d.Line
 		}
 		return f
 	}
 	cfg := pl.Config
-	p := &pieceReader{r: bufio.NewReaderSize(piece, 1<<20), name: fmt.Sprintf("piece of part %d", part), pl: pl,
+	p := &pieceReader{r: bufio.NewReaderSize(piece, 1<<20), pl: pl,
 		vocab: tk.Vocab(), sigs: NewDeduper(cfg.Filters.NearDupThreshold)}
 	if err := p.header(hash, part); err != nil {
-		return fraud(nil, "%v", err)
+		return 0, fraud(nil, "%v", err)
 	}
 	var (
 		malformed int64
@@ -105,6 +119,7 @@ func CheckPiece(ctx context.Context, pl *Plan, tk *tokenizer.Tokenizer, part, th
 		case !full(d.in, d.Line):
 			return nil
 		}
+		analysed++
 		return sameEncoding(&rec, d, func(what string) error { return fraud(d, "%s differ from the document's, analysed again", what) })
 	}
 	newAnalyser := func() *analyser {
@@ -112,24 +127,24 @@ func CheckPiece(ctx context.Context, pl *Plan, tk *tokenizer.Tokenizer, part, th
 			tk: tk, trainRoles: trainRolesOf(cfg), encodes: func(d *pdoc) bool { return full(d.in, d.Line) }}
 	}
 	if err := runPipeline(ctx, threads, newAnalyser, pl.partDocs(part, &malformed), consume); err != nil {
-		return err
+		return analysed, err
 	}
 	switch more, err := p.next(); {
 	case err != nil:
-		return fraud(nil, "%v", err)
+		return analysed, fraud(nil, "%v", err)
 	case more:
-		return fraud(nil, "records after the last document of the part that passes the filters")
+		return analysed, fraud(nil, "records after the last document of the part that passes the filters")
 	}
 	gotMalformed, gotFiltered, err := p.trailer(n)
 	switch {
 	case err != nil:
-		return fraud(nil, "%v", err)
+		return analysed, fraud(nil, "%v", err)
 	case gotMalformed != malformed:
-		return fraud(nil, "%d malformed lines counted, %d read", gotMalformed, malformed)
+		return analysed, fraud(nil, "%d malformed lines counted, %d read", gotMalformed, malformed)
 	case !maps.Equal(gotFiltered, filtered):
-		return fraud(nil, "dropped documents counted %v, found %v", gotFiltered, filtered)
+		return analysed, fraud(nil, "dropped documents counted %v, found %v", gotFiltered, filtered)
 	}
-	return nil
+	return analysed, nil
 }
 
 // sameEncoding compares what encode makes of a document with a record's.

@@ -32,11 +32,11 @@ func TestCheckPiece(t *testing.T) {
 	for part := range pl.Parts {
 		b := piece(part, nil)
 		for _, full := range []func(int, int) bool{all, none} {
-			if err := CheckPiece(ctx, pl, tk, part, 2, bytes.NewReader(b), full); err != nil {
+			if _, err := CheckPiece(ctx, pl, tk, part, 2, bytes.NewReader(b), full); err != nil {
 				t.Fatalf("honest piece of part %d: %v", part, err)
 			}
 		}
-		if err := CheckPiece(ctx, pl, tk, (part+1)%3, 1, bytes.NewReader(b), none); err == nil || !strings.Contains(err.Error(), "belongs") {
+		if _, err := CheckPiece(ctx, pl, tk, (part+1)%3, 1, bytes.NewReader(b), none); err == nil || !strings.Contains(err.Error(), "belongs") {
 			t.Fatalf("part %d's piece checked as part %d's: %v", part, (part+1)%3, err)
 		}
 	}
@@ -72,7 +72,7 @@ func TestCheckPiece(t *testing.T) {
 			b = piece(1, nil)
 			b = b[:len(b)*2/3]
 		}
-		err := CheckPiece(ctx, pl, tk, 1, 2, bytes.NewReader(b), c.full)
+		_, err := CheckPiece(ctx, pl, tk, 1, 2, bytes.NewReader(b), c.full)
 		f, ok := IsPieceFraud(err)
 		if !ok || !strings.Contains(err.Error(), c.want) || (c.change != nil && f.Line == 0) {
 			t.Errorf("%s: %v", c.name, err)
@@ -81,7 +81,7 @@ func TestCheckPiece(t *testing.T) {
 	// Changed token ids of a document outside the sample pass: the
 	// sample's size is the check's power.
 	b := piece(1, target(func(d *pdoc) { d.ids = append(d.ids, 5) }))
-	if err := CheckPiece(ctx, pl, tk, 1, 2, bytes.NewReader(b), func(_, l int) bool { return l != line }); err != nil {
+	if _, err := CheckPiece(ctx, pl, tk, 1, 2, bytes.NewReader(b), func(_, l int) bool { return l != line }); err != nil {
 		t.Errorf("changed ids outside the sample: %v", err)
 	}
 }

@@ -161,7 +161,7 @@ func (pl *Plan) partDocs(part int, malformed *int64) func(yield func(Doc, int) e
 				return err
 			}
 			var st IngestStats
-			err := readSpan(in.Path, in.Format, IngestOptions{Field: in.Field}, &st, r.span, func(d Doc) error { return yield(d, r.Input) })
+			err := readSpan(pl.inputPath(r.Input), in.Format, IngestOptions{Field: in.Field}, &st, r.span, func(d Doc) error { return yield(d, r.Input) })
 			*malformed += int64(st.Skipped)
 			if err != nil {
 				return err
@@ -249,6 +249,9 @@ type pieceReader struct {
 }
 
 func (p *pieceReader) fail(format string, args ...any) error {
+	if p.name == "" {
+		return fmt.Errorf("%w: at byte %d: %s", ErrPiece, p.off, fmt.Sprintf(format, args...))
+	}
 	return fmt.Errorf("%w %s: at byte %d: %s", ErrPiece, p.name, p.off, fmt.Sprintf(format, args...))
 }
 

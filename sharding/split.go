@@ -44,6 +44,46 @@ type Plan struct {
 	Inputs []InputRecord `json:"inputs"`
 	// Parts are contiguous stretches of the inputs, in order.
 	Parts [][]PlanRange `json:"parts"`
+	// InputCIDs, when set (AddCIDs), name the input files in the swarm
+	// (the CIDs fomnet add gives them), so that nodes can fetch them.
+	InputCIDs []string `json:"input_cids,omitempty"`
+
+	local map[int]string // where an input is on this machine, if not at its path (UseLocal)
+}
+
+// AddCIDs records every input file's CID (InputCIDs).
+func (pl *Plan) AddCIDs(ctx context.Context) error {
+	pl.InputCIDs = nil
+	for _, in := range pl.Config.Inputs {
+		f, err := os.Open(in.Path)
+		if err != nil {
+			return fmt.Errorf("plan: %w: %v", ErrInput, err)
+		}
+		c, err := contentstore.FileCID(ctx, f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("plan: %s: %w", in.Path, err)
+		}
+		pl.InputCIDs = append(pl.InputCIDs, c.String())
+	}
+	return nil
+}
+
+// UseLocal reads input i from path on this machine (a copy fetched by
+// CID) rather than from the plan's path; the plan stays the same.
+func (pl *Plan) UseLocal(i int, path string) {
+	if pl.local == nil {
+		pl.local = map[int]string{}
+	}
+	pl.local[i] = path
+}
+
+// inputPath is where input i is read on this machine.
+func (pl *Plan) inputPath(i int) string {
+	if p, ok := pl.local[i]; ok {
+		return p
+	}
+	return pl.Config.Inputs[i].Path
 }
 
 // PlanRange is a stretch of one input: a span of a file, or a whole
@@ -278,13 +318,13 @@ func (pl *Plan) Encode() ([]byte, error) {
 // as the file the plan digested: a part read from another file would be
 // another dataset. (Its digest cannot be checked by one part alone.)
 func (pl *Plan) sameSize(i int) error {
-	in := pl.Config.Inputs[i]
-	fi, err := os.Stat(in.Path)
+	path := pl.inputPath(i)
+	fi, err := os.Stat(path)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrInput, err)
 	}
 	if want := pl.Inputs[i].Bytes; fi.Size() != want {
-		return fmt.Errorf("%w: %s is %d bytes here; the plan's input is %d (sha256 %s): another file at this path?", ErrInput, in.Path, fi.Size(), want, pl.Inputs[i].SHA256)
+		return fmt.Errorf("%w: %s is %d bytes here; the plan's input is %d (sha256 %s): another file at this path?", ErrInput, path, fi.Size(), want, pl.Inputs[i].SHA256)
 	}
 	return nil
 }
@@ -295,11 +335,27 @@ func ReadPlan(path string) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	pl, err := ParsePlan(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return pl, nil
+}
+
+// ParsePlan reads a plan's JSON strictly (perhaps from a peer; check it
+// against its tokenizer before use: PreparePart and Merge do).
+func ParsePlan(b []byte) (*Plan, error) {
 	var pl Plan
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&pl); err != nil {
-		return nil, fmt.Errorf("plan %s: %w", path, err)
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("plan: trailing data after the JSON object")
+	}
+	if len(pl.InputCIDs) != 0 && len(pl.InputCIDs) != len(pl.Config.Inputs) {
+		return nil, fmt.Errorf("plan: %d input CIDs for %d inputs", len(pl.InputCIDs), len(pl.Config.Inputs))
 	}
 	return &pl, nil
 }

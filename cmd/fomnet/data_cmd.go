@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
@@ -16,9 +17,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/spf13/cobra"
 
+	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/internal/fsutil"
+	"github.com/fomnet/fomnet/node"
 	"github.com/fomnet/fomnet/sharding"
 	"github.com/fomnet/fomnet/tokenizer"
 )
@@ -59,6 +63,7 @@ func newDataPrepareCmd(e *env) *cobra.Command {
 		asJSON                   bool
 		trainRoles               []string
 		threads, parts           int
+		swarm                    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "prepare [flags] INPUT...",
@@ -103,7 +108,11 @@ across machines, --parts N writes a plan instead (OUT/plan.json: the recipe,
 every input's digest, the inputs cut into N parts at document boundaries;
 OUT/tokenizer.json): each machine runs fomnet data part on one part, and
 fomnet data merge packs the pieces into the dataset a single run of
-prepare would have made, CID for CID.`,
+prepare would have made, CID for CID. With --swarm the plan also names
+every input by CID and its directory's CID is printed: added to a node with
+the inputs, it is a job the swarm runs (fomnet join PLAN-CID: each node
+makes the pieces rendezvous hashing gives it, checks its peers' pieces
+against the inputs, and merges them all into the dataset).`,
 		Example: `  fomnet data prepare ../shared/data/bilingual/parallel/*.tsv --licence MPL-2.0 --out ds
   fomnet data prepare --config recipe.json --tokenizer tok/tokenizer.json --out ds --json
   fomnet data prepare corpus/ --tokenizer tok --parts 3 --out plan`,
@@ -162,7 +171,7 @@ prepare would have made, CID for CID.`,
 				}
 			}
 			if parts > 0 {
-				return writePlan(e, cmd, cfg, tk, parts, out, asJSON)
+				return writePlan(e, cmd, cfg, tk, parts, swarm, out, asJSON)
 			}
 			last, prepStart := -1, time.Now()
 			p, err := sharding.Prepare(ctxOf(cmd), cfg, tk, out, func(p sharding.Progress) {
@@ -215,6 +224,7 @@ prepare would have made, CID for CID.`,
 	f.StringSliceVar(&trainRoles, "train-roles", nil, "roles of a conversation whose turns are trained (default assistant)")
 	f.IntVar(&threads, "threads", 0, "goroutines analysing documents (0: GOMAXPROCS); the dataset does not depend on it")
 	f.IntVar(&parts, "parts", 0, "write a plan of N parts to OUT instead of preparing (see fomnet data part, merge)")
+	f.BoolVar(&swarm, "swarm", false, "with --parts: record the inputs' CIDs in the plan, so that the swarm can run it (fomnet join PLAN-CID)")
 	return cmd
 }
 
@@ -223,6 +233,9 @@ type planOut struct {
 	Hash      string  `json:"hash"`
 	Parts     []int64 `json:"part_bytes"`
 	Tokenizer string  `json:"tokenizer_cid"`
+	// Job (--swarm): the plan directory's CID, what nodes join.
+	Job    string   `json:"job,omitempty"`
+	Inputs []string `json:"input_cids,omitempty"`
 }
 
 // newPrepareOut summarises a prepared dataset and how long it took.
@@ -242,10 +255,15 @@ func newPrepareOut(p *sharding.Prepared, skipped []sharding.SkippedFile, threads
 
 // writePlan cuts a preparation into parts: OUT/plan.json and the tokenizer
 // beside it.
-func writePlan(e *env, cmd *cobra.Command, cfg sharding.PrepareConfig, tk *tokenizer.Tokenizer, parts int, out string, asJSON bool) error {
+func writePlan(e *env, cmd *cobra.Command, cfg sharding.PrepareConfig, tk *tokenizer.Tokenizer, parts int, swarm bool, out string, asJSON bool) error {
 	pl, err := sharding.MakePlan(ctxOf(cmd), cfg, tk, parts)
 	if err != nil {
 		return err
+	}
+	if swarm {
+		if err := pl.AddCIDs(ctxOf(cmd)); err != nil {
+			return err
+		}
 	}
 	b, err := pl.Encode()
 	if err != nil {
@@ -277,11 +295,23 @@ func writePlan(e *env, cmd *cobra.Command, cfg sharding.PrepareConfig, tk *token
 		}
 		res.Parts = append(res.Parts, n)
 	}
+	if swarm {
+		c, err := contentstore.PathCID(ctxOf(cmd), out)
+		if err != nil {
+			return err
+		}
+		res.Job, res.Inputs = c.String(), pl.InputCIDs
+	}
 	if asJSON {
 		return e.printJSON(res)
 	}
 	for i, n := range res.Parts {
 		e.logf("part %d: %.1f MiB of input", i, float64(n)/(1<<20))
+	}
+	if swarm {
+		e.logf("fomnet add %s and each input on a node that serves them; nodes take part with `fomnet join %s`", out, res.Job)
+		fmt.Fprintln(e.stdout, res.Job)
+		return nil
 	}
 	e.logf("run `fomnet data part %s --part I --out PIECE` for each part, then `fomnet data merge %s PIECE…`", out, out)
 	fmt.Fprintln(e.stdout, res.Plan)
@@ -434,7 +464,7 @@ func checkPieces(e *env, cmd *cobra.Command, pl *sharding.Plan, tk *tokenizer.To
 		if err != nil {
 			return err
 		}
-		err = sharding.CheckPiece(ctxOf(cmd), pl, tk, i, threads, bufio.NewReader(f), full)
+		_, err = sharding.CheckPiece(ctxOf(cmd), pl, tk, i, threads, bufio.NewReader(f), full)
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)
@@ -557,4 +587,41 @@ func newDataInspectCmd(e *env) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// joinPrep is fomnet join of a preparation plan: take part until this
+// node holds every piece, merge them, print the dataset's CID, and keep
+// serving the pieces for linger (default 30 s) so that peers still at work
+// can check them.
+func joinPrep(ctx context.Context, e *env, n *node.Node, id cid.Cid, o node.PrepJobOptions, linger time.Duration) error {
+	j, err := n.OpenPrepJob(ctx, id, o)
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+	e.logf("prep job %s: %d parts, %d inputs", id, len(j.Plan.Parts), len(j.Plan.Inputs))
+	r, err := j.Run(ctx)
+	if err != nil {
+		return err
+	}
+	e.logf("prep job %s: done in %.1fs: %d of %d pieces made here, %d documents of peers' pieces analysed again, %d peers convicted, %d passed over; dataset in %s",
+		id, r.Seconds, r.Made, len(r.Units), r.Checked, len(r.Convicted), len(r.Passed), r.Dir)
+	fmt.Fprintln(e.stdout, r.Dataset)
+	serveJob(ctx, e, "prep job "+id.String(), "pieces", linger)
+	return nil
+}
+
+// serveJob keeps a finished job's node serving its units for linger
+// (default 30 s), so that peers still at work can check them.
+func serveJob(ctx context.Context, e *env, job, units string, linger time.Duration) {
+	if linger < 0 {
+		linger = 30 * time.Second
+	}
+	if linger > 0 {
+		e.logf("%s: serving its %s for %v so that peers still at work can check them (--linger)", job, units, linger)
+		select {
+		case <-time.After(linger):
+		case <-ctx.Done():
+		}
+	}
 }

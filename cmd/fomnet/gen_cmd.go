@@ -401,16 +401,7 @@ func joinGen(ctx context.Context, e *env, n *node.Node, id cid.Cid, o node.GenJo
 	for _, u := range r.Units {
 		fmt.Fprintf(e.stdout, "%d\t%s\n", u.Unit, u.CID)
 	}
-	if linger < 0 {
-		linger = 30 * time.Second
-	}
-	if linger > 0 {
-		e.logf("gen job %s: serving its shards for %v so that peers still at work can check them (--linger)", id, linger)
-		select {
-		case <-time.After(linger):
-		case <-ctx.Done():
-		}
-	}
+	serveJob(ctx, e, "gen job "+id.String(), "shards", linger)
 	return nil
 }
 

@@ -291,8 +291,8 @@ func newJoinCmd(e *env) *cobra.Command {
 		out     string
 	)
 	cmd := &cobra.Command{
-		Use:   "join RUN-ID|RECIPE|GEN-JOB --bootstrap MULTIADDR",
-		Short: "Take part in a run (or every stage of a recipe, or a generation job)",
+		Use:   "join RUN-ID|RECIPE|GEN-JOB|PLAN --bootstrap MULTIADDR",
+		Short: "Take part in a run (or every stage of a recipe, a generation job, a split preparation)",
 		Long: `Start a node (no daemon may run on this home: join is the node), fetch the
 run's spec and dataset from the swarm, catch up to the swarm's newest
 checkpoint (or resume from this node's own), then train round after round:
@@ -313,7 +313,14 @@ rendezvous hashing gives it, checks the shards its peers claim by
 generating a sample of their records again (a record that differs is a
 fraud proof, gossiped; its author's claims are ignored from then on),
 generates what nobody delivers, and prints each shard's number and CID
-(--out: writes them and a data prepare recipe, as gen run does).`,
+(--out: writes them and a data prepare recipe, as gen run does).
+
+Given a preparation plan (fomnet data prepare --parts N --swarm; the plan
+directory and its inputs added to a node), it makes the pieces of the
+parts rendezvous hashing gives it, checks its peers' pieces against the
+inputs (every document's cheap stages, a share analysed in full), merges
+all pieces into the dataset (--out) and prints the dataset's CID: the
+CID one machine preparing the same inputs gets.`,
 		Args: oneCID("join"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, _ := parseCID(args[0])
@@ -359,8 +366,14 @@ generates what nobody delivers, and prints each shard's number and CID
 						eta(int64(ev.Step), int64(ev.Steps), time.Duration(ev.Seconds*float64(time.Second))))
 				}
 			}}
-			if id.Prefix().Codec != cid.DagJSON { // runs and recipes are dag-json; a job's spec is a file
-				return joinGen(ctx, e, n, id, node.GenJobOptions{Backend: be, JobOptions: node.JobOptions{Expect: expect, Logf: e.logf}}, out, linger)
+			// Runs and recipes are dag-json; a generation job's spec is a
+			// small file, a preparation job's plan a directory.
+			jo := node.JobOptions{Expect: expect, Logf: e.logf}
+			switch id.Prefix().Codec {
+			case cid.Raw:
+				return joinGen(ctx, e, n, id, node.GenJobOptions{Backend: be, JobOptions: jo}, out, linger)
+			case cid.DagProtobuf:
+				return joinPrep(ctx, e, n, id, node.PrepJobOptions{Threads: threads, JobOptions: jo, Out: out}, linger)
 			}
 			fetched := newProgress(e, "run dataset fetched")
 			defer fetched.finish()
@@ -419,7 +432,7 @@ generates what nobody delivers, and prints each shard's number and CID
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
 	dev.add(cmd.Flags())
 	cmd.Flags().IntVar(&expect, "expect", 0, "contributions a round waits for before closing early (0: every peer on the run's topic); a generation job: peers to wait for before sharing out the shards")
-	cmd.Flags().StringVar(&out, "out", "", "a generation job: directory for its shards and their data prepare recipe")
+	cmd.Flags().StringVar(&out, "out", "", "a generation job: directory for its shards and their data prepare recipe; a preparation: the dataset's directory")
 	cmd.Flags().IntVar(&keep, "keep-rounds", 0, "keep the checkpoint directories of the newest N rounds (and round 0) under runs/RUN-ID, removing older ones; every checkpoint stays pinned in the store (0: keep all)")
 	cmd.Flags().IntVar(&upto, "until", 1<<30, "stop after this round (default: the run's last)")
 	return cmd
