@@ -932,6 +932,18 @@ func TestDataSplitProcesses(t *testing.T) {
 	if code != exitError || !strings.Contains(errOut, "part 2 where part 1 belongs") {
 		t.Fatalf("misplaced pieces: exit %d %q", code, errOut)
 	}
+	// The plan run by a swarm: three nodes join it, each merges the
+	// pieces into the dataset one prepare makes.
+	o, errOut, code = fomnet(t, append([]string{"data", "prepare", "--tokenizer", tok, "--seq", "32", "--shard-tokens", "2000", "--parts", "3", "--swarm", "--out", filepath.Join(dir, "splan"), "--json"}, inputs...)...)
+	if code != 0 || json.Unmarshal([]byte(o), &po) != nil || !strings.HasPrefix(po.Job, "bafy") || len(po.Inputs) != 2 {
+		t.Fatalf("plan --swarm: exit %d %+v: %s", code, po, errOut)
+	}
+	outs := joinSwarm(t, append([]string{filepath.Join(dir, "splan")}, inputs...), func(i int) []string { return []string{"--out", filepath.Join(dir, fmt.Sprintf("ds%d", i))} })
+	for i, out := range outs {
+		if strings.TrimSpace(out) != whole.DatasetCID {
+			t.Errorf("join %d of the plan: dataset %q, one prepare %s", i, out, whole.DatasetCID)
+		}
+	}
 	// A machine whose copy of an input differs by a letter (same size, so
 	// data part cannot tell) makes pieces that merge's check refuses,
 	// naming the document; --trust merges them.
@@ -1030,10 +1042,33 @@ func TestGenCommands(t *testing.T) {
 // checkpoint, three nodes join it; each prints the shards want lists (as
 // one machine generates them) and writes them with a recipe.
 func genSwarm(t *testing.T, job, ckpt string, want []string) {
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	outs := joinSwarm(t, []string{filepath.Join(job, "spec.json"), filepath.Join(job, "prompts.jsonl"), ckpt},
+		func(i int) []string { return []string{"--out", dirs[i]} })
+	for i, out := range outs {
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if f := strings.Fields(l); len(f) == 2 {
+				got = append(got, f[1])
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("join %d printed %q, want the shards %v", i, out, want)
+		}
+		if _, err := os.Stat(filepath.Join(dirs[i], "recipe.json")); err != nil {
+			t.Errorf("join %d --out: %v", i, err)
+		}
+	}
+}
+
+// joinSwarm has a daemon serve files (the first one's CID is the job) and
+// three nodes join the job at once, node i with args(i); it returns what
+// each printed.
+func joinSwarm(t *testing.T, files []string, args func(i int) []string) []string {
 	a := initHome(t, "--dht-mode", "server")
 	addrs := startDaemon(t, a)
 	id := ""
-	for _, p := range []string{filepath.Join(job, "spec.json"), filepath.Join(job, "prompts.jsonl"), ckpt} {
+	for _, p := range files {
 		out, errs, code := fomnet(t, "add", "--home", a, p)
 		if code != 0 {
 			t.Fatalf("add %s: %s", p, errs)
@@ -1045,9 +1080,9 @@ func genSwarm(t *testing.T, job, ckpt string, want []string) {
 	outs := make([]string, 3)
 	var wg sync.WaitGroup
 	for i := range outs {
-		h, dir := initHome(t), filepath.Join(t.TempDir(), "out")
+		h := initHome(t)
 		wg.Go(func() {
-			out, errs, code := fomnet(t, "join", id, "--home", h, "--bootstrap", addrs[0], "--expect", "2", "--threads", "1", "--linger", "2s", "--out", dir)
+			out, errs, code := fomnet(t, append([]string{"join", id, "--home", h, "--bootstrap", addrs[0], "--expect", "2", "--threads", "1", "--linger", "2s"}, args(i)...)...)
 			if code != 0 {
 				t.Errorf("join %d: exit %d: %s", i, code, errs)
 			}
@@ -1057,23 +1092,10 @@ func genSwarm(t *testing.T, job, ckpt string, want []string) {
 					t.Logf("join %d: %s", i, l)
 				}
 			}
-			if _, err := os.Stat(filepath.Join(dir, "recipe.json")); err != nil {
-				t.Errorf("join %d --out: %v", i, err)
-			}
 		})
 	}
 	wg.Wait()
-	for i, out := range outs {
-		var got []string
-		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-			if f := strings.Fields(l); len(f) == 2 {
-				got = append(got, f[1])
-			}
-		}
-		if !slices.Equal(got, want) {
-			t.Errorf("join %d printed %q, want the shards %v", i, out, want)
-		}
-	}
+	return outs
 }
 
 func cidsOf(r struct {
