@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -216,21 +217,36 @@ func (w *genWork) unitName(k int) string {
 	return fmt.Sprintf("shard %d (prompts %d–%d)", k, lo, hi)
 }
 
-func (w *genWork) make(_ context.Context, k int) ([]byte, string, error) {
+func (w *genWork) make(_ context.Context, k int, out io.Writer) (string, error) {
 	var tokens int
 	b, err := w.g.Shard(k, func(n int) { tokens = n })
 	w.tokens += tokens
-	return b, fmt.Sprintf("%d tokens", tokens), err
+	if err == nil {
+		_, err = out.Write(b)
+	}
+	return fmt.Sprintf("%d tokens", tokens), err
 }
 
-func (w *genWork) verify(_ context.Context, k int, b []byte, seed uint64) (int, error) {
+func (w *genWork) verify(ctx context.Context, k int, u stored, seed uint64) (int, error) {
+	b, err := u.bytes(ctx, maxGenShard)
+	if err != nil {
+		return 0, err
+	}
 	lo, hi := w.g.Spec.Range(k)
 	return min(w.sample, hi-lo), w.g.Verify(k, b, w.sample, seed)
 }
 
 // settle generates again the first record where the versions differ (a
 // version that does not parse is wrong as it is).
-func (w *genWork) settle(_ context.Context, k int, a, b []byte) (error, error) {
+func (w *genWork) settle(ctx context.Context, k int, ua, ub stored) (error, error) {
+	a, err := ua.bytes(ctx, maxGenShard)
+	if err != nil {
+		return err, err
+	}
+	b, err := ub.bytes(ctx, maxGenShard)
+	if err != nil {
+		return nil, err
+	}
 	var idx []int
 	if i := w.g.FirstDifference(k, a, b); i >= 0 {
 		idx = []int{i}
@@ -238,13 +254,17 @@ func (w *genWork) settle(_ context.Context, k int, a, b []byte) (error, error) {
 	return w.g.Check(k, a, idx), w.g.Check(k, b, idx)
 }
 
-func (w *genWork) recheck(_ context.Context, k int, b []byte, index int) error {
+func (w *genWork) recheck(ctx context.Context, k int, u stored, index int) error {
 	lo, hi := w.g.Spec.Range(k)
-	switch {
-	case index == -1:
-		return w.g.Check(k, b, nil)
-	case index < lo || index >= hi:
+	if index != -1 && (index < lo || index >= hi) {
 		return fmt.Errorf("%w: record %d, shard %d", errNotProof, index, k)
+	}
+	b, err := u.bytes(ctx, maxGenShard)
+	if err != nil {
+		return err
+	}
+	if index == -1 {
+		return w.g.Check(k, b, nil)
 	}
 	return w.g.Check(k, b, []int{index})
 }

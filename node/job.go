@@ -29,7 +29,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -94,22 +96,45 @@ var errNotProof = errors.New("not a record of the unit")
 // work is what a job's units are: how to make one, and how to check one
 // a peer made. verify, settle and recheck return nil, an error fraud
 // recognises (the record it names), or another error when they could not
-// check.
+// check. Units are streamed, never held whole unless the work needs it.
 type work interface {
 	kind() string // in topics and logs: "gen", "prep"
 	units() int
 	unitName(k int) string
 	maxBytes() int64
-	// make makes unit k; note says what it made, for the log.
-	make(ctx context.Context, k int) (b []byte, note string, err error)
-	// verify checks unit k's bytes with a sample drawn from seed and says
-	// how many records it re-executed.
-	verify(ctx context.Context, k int, b []byte, seed uint64) (int, error)
+	// make writes unit k to w; note says what it made, for the log.
+	make(ctx context.Context, k int, w io.Writer) (note string, err error)
+	// verify checks unit k with a sample drawn from seed and says how
+	// many records it re-executed.
+	verify(ctx context.Context, k int, u stored, seed uint64) (int, error)
 	// settle checks two versions of unit k against each other.
-	settle(ctx context.Context, k int, a, b []byte) (errA, errB error)
+	settle(ctx context.Context, k int, a, b stored) (errA, errB error)
 	// recheck re-executes record index of unit k (−1: its form only).
-	recheck(ctx context.Context, k int, b []byte, index int) error
+	recheck(ctx context.Context, k int, u stored, index int) error
 	fraud(err error) (index int, ok bool)
+}
+
+// stored is a unit's bytes in this node's store (fetched, size checked),
+// read as often as a check needs.
+type stored struct {
+	n *Node
+	c cid.Cid
+}
+
+func (s stored) open(ctx context.Context) (io.ReadCloser, error) { return s.n.Store.Open(ctx, s.c) }
+
+// bytes reads the unit whole, refusing more than limit bytes.
+func (s stored) bytes(ctx context.Context, limit int64) ([]byte, error) {
+	r, err := s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		err = fmt.Errorf("%s: more than %d bytes", s.c, limit)
+	}
+	return b, err
 }
 
 // JobOptions configure a node's part in a job.
@@ -422,14 +447,7 @@ func (j *swarmJob) next() (int, bool) {
 // make makes unit k, stores and pins it, and claims it.
 func (j *swarmJob) make(ctx context.Context, k int) error {
 	t0 := time.Now()
-	b, note, err := j.w.make(ctx, k)
-	if err != nil {
-		return err
-	}
-	if j.o.tamper != nil {
-		b = j.o.tamper(k, b)
-	}
-	c, err := j.n.Store.AddReader(ctx, bytes.NewReader(b), contentstore.AddOptions{Pin: true, Name: j.pinName(k)})
+	c, note, err := j.makeStored(ctx, k)
 	if err != nil {
 		return err
 	}
@@ -441,6 +459,31 @@ func (j *swarmJob) make(ctx context.Context, k int) error {
 	j.publish(ctx, JobMsg{Type: JobClaim, Job: j.id.String(), Unit: k, CID: c.String()})
 	j.o.Logf("%s: %s made here in %.1fs (%s) → %s", j.name(), j.w.unitName(k), time.Since(t0).Seconds(), note, c)
 	return nil
+}
+
+// makeStored makes unit k into a scratch file and adds it to the store,
+// pinned.
+func (j *swarmJob) makeStored(ctx context.Context, k int) (cid.Cid, string, error) {
+	f, err := os.CreateTemp(j.n.Home, "job-unit-")
+	if err != nil {
+		return cid.Undef, "", err
+	}
+	defer os.Remove(f.Name())
+	note, err := j.w.make(ctx, k, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return cid.Undef, "", err
+	}
+	if j.o.tamper != nil {
+		b, _ := os.ReadFile(f.Name())
+		if err := os.WriteFile(f.Name(), j.o.tamper(k, b), 0o644); err != nil {
+			return cid.Undef, "", err
+		}
+	}
+	c, err := j.n.Store.Add(ctx, f.Name(), contentstore.AddOptions{Pin: true, Name: j.pinName(k)})
+	return c, note, err
 }
 
 func (j *swarmJob) pinName(k int) string { return fmt.Sprintf("%s unit %d", j.name(), k) }
@@ -486,7 +529,7 @@ func (j *swarmJob) checkClaim(ctx context.Context, author peer.ID, jm JobMsg, si
 	if j.silent[author] {
 		return
 	}
-	b, err := j.fetch(ctx, c)
+	u, err := j.fetch(ctx, c)
 	if err != nil {
 		j.silent[author] = true
 		j.res.Passed = append(j.res.Passed, author.String())
@@ -494,7 +537,7 @@ func (j *swarmJob) checkClaim(ctx context.Context, author peer.ID, jm JobMsg, si
 		return
 	}
 	if held == nil {
-		n, err := j.w.verify(ctx, k, b, randomSeed())
+		n, err := j.w.verify(ctx, k, u, randomSeed())
 		j.res.Checked += n
 		j.judge(ctx, k, c, author, signed, err)
 		if err == nil {
@@ -503,12 +546,7 @@ func (j *swarmJob) checkClaim(ctx context.Context, author peer.ID, jm JobMsg, si
 		return
 	}
 	// Two versions: whichever a check refutes is wrong (perhaps both).
-	a, err := j.n.readFile(ctx, held.cid)
-	if err != nil {
-		j.o.Logf("%s: %s: reading the held version: %v", j.name(), j.w.unitName(k), err)
-		return
-	}
-	errA, errB := j.w.settle(ctx, k, a, b)
+	errA, errB := j.w.settle(ctx, k, stored{j.n, held.cid}, u)
 	if errA != nil {
 		j.judge(ctx, k, held.cid, "", nil, errA)
 	}
@@ -594,7 +632,7 @@ func (j *swarmJob) checkProof(ctx context.Context, sender peer.ID, jm JobMsg) {
 		return
 	}
 	c := cid.MustParse(cm.CID)
-	b, err := j.fetch(ctx, c)
+	u, err := j.fetch(ctx, c)
 	if err != nil {
 		j.o.Logf("%s: %s's proof against %s: %v (cannot tell)", j.name(), sender, author, err)
 		return
@@ -602,7 +640,7 @@ func (j *swarmJob) checkProof(ctx context.Context, sender peer.ID, jm JobMsg) {
 	if jm.Index >= 0 {
 		j.res.Checked++
 	}
-	checked := j.w.recheck(ctx, cm.Unit, b, jm.Index)
+	checked := j.w.recheck(ctx, cm.Unit, u, jm.Index)
 	index, isFraud := j.w.fraud(checked)
 	switch {
 	case errors.Is(checked, errNotProof):
@@ -616,11 +654,17 @@ func (j *swarmJob) checkProof(ctx context.Context, sender peer.ID, jm JobMsg) {
 	}
 }
 
-// fetch fetches a peer's unit, bounded in time and size.
-func (j *swarmJob) fetch(ctx context.Context, c cid.Cid) ([]byte, error) {
+// fetch fetches a peer's unit into the store, bounded in time and size.
+func (j *swarmJob) fetch(ctx context.Context, c cid.Cid) (stored, error) {
 	ctx, cancel := context.WithTimeout(ctx, j.o.Timeout)
 	defer cancel()
-	return j.n.fetchBounded(ctx, c, j.w.maxBytes())
+	if err := j.n.Store.Fetch(ctx, c, nil); err != nil {
+		return stored{}, err
+	}
+	if _, err := j.n.Store.DeclaredSize(ctx, c, j.w.maxBytes()); err != nil {
+		return stored{}, fmt.Errorf("%s: %w (at most %d bytes)", c, err, j.w.maxBytes())
+	}
+	return stored{j.n, c}, nil
 }
 
 func (j *swarmJob) result(took time.Duration) *JobResult {
@@ -647,7 +691,7 @@ func (n *Node) fetchBounded(ctx context.Context, c cid.Cid, limit int64) ([]byte
 	if _, err := n.Store.DeclaredSize(ctx, c, limit); err != nil {
 		return nil, fmt.Errorf("%s: %w (at most %d bytes)", c, err, limit)
 	}
-	return n.readFile(ctx, c)
+	return stored{n, c}.bytes(ctx, limit)
 }
 
 // randomSeed is a check's seed: this node's own randomness, so no peer

@@ -12,7 +12,6 @@ package node
 // preparing the same inputs makes.
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -232,38 +231,54 @@ func sameDigest(path string, rec sharding.InputRecord) error {
 	return nil
 }
 
-func (w *prepWork) make(ctx context.Context, k int) ([]byte, string, error) {
+func (w *prepWork) make(ctx context.Context, k int, out io.Writer) (string, error) {
 	if err := w.inputs(ctx, k); err != nil {
-		return nil, "", err
+		return "", err
 	}
-	var b bytes.Buffer
-	if err := sharding.PreparePart(ctx, w.pl, w.tk, k, w.threads, &b); err != nil {
-		return nil, "", err
-	}
-	return b.Bytes(), fmt.Sprintf("a piece of %d bytes", b.Len()), nil
+	cw := &countingWriter{w: out}
+	err := sharding.PreparePart(ctx, w.pl, w.tk, k, w.threads, cw)
+	return fmt.Sprintf("a piece of %d bytes", cw.n), err
 }
 
-func (w *prepWork) check(ctx context.Context, k int, b []byte, full func(in, line int) bool) (int, error) {
+// countingWriter counts what passes through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// check streams unit u through CheckPiece.
+func (w *prepWork) check(ctx context.Context, k int, u stored, full func(in, line int) bool) (int, error) {
 	if err := w.inputs(ctx, k); err != nil {
 		return 0, err
 	}
-	return sharding.CheckPiece(ctx, w.pl, w.tk, k, w.threads, bytes.NewReader(b), full)
+	r, err := u.open(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	return sharding.CheckPiece(ctx, w.pl, w.tk, k, w.threads, r, full)
 }
 
-func (w *prepWork) verify(ctx context.Context, k int, b []byte, seed uint64) (int, error) {
-	return w.check(ctx, k, b, sharding.SampleDocs(w.share, seed))
+func (w *prepWork) verify(ctx context.Context, k int, u stored, seed uint64) (int, error) {
+	return w.check(ctx, k, u, sharding.SampleDocs(w.share, seed))
 }
 
 // settle analyses both versions in full: whichever is not the part's.
-func (w *prepWork) settle(ctx context.Context, k int, a, b []byte) (error, error) {
+func (w *prepWork) settle(ctx context.Context, k int, a, b stored) (error, error) {
 	all := func(int, int) bool { return true }
 	_, errA := w.check(ctx, k, a, all)
 	_, errB := w.check(ctx, k, b, all)
 	return errA, errB
 }
 
-func (w *prepWork) recheck(ctx context.Context, k int, b []byte, index int) error {
-	_, err := w.check(ctx, k, b, func(in, line int) bool { return sharding.DocIndex(in, line) == index })
+func (w *prepWork) recheck(ctx context.Context, k int, u stored, index int) error {
+	_, err := w.check(ctx, k, u, func(in, line int) bool { return sharding.DocIndex(in, line) == index })
 	return err
 }
 
