@@ -144,7 +144,9 @@ type JobOptions struct {
 	// ranks itself first for every unit.
 	Expect int
 	// Patience is how long a node with none of its own units left waits
-	// without progress before it makes others' (default 10 s).
+	// without progress before it makes others' (default 10 s; at least
+	// twice the longest time this node took to make a unit, so that
+	// peers as fast as it are not raced).
 	Patience time.Duration
 	// Timeout bounds each fetch of a peer's unit (default 30 s). A peer
 	// whose claimed unit cannot be had in that time is passed over from
@@ -225,6 +227,7 @@ type swarmJob struct {
 	held     map[int]*heldUnit
 	res      JobResult
 	progress time.Time
+	slowest  time.Duration // the longest this node took to make a unit
 }
 
 // heldUnit is an accepted unit: its bytes' CID and who claimed them.
@@ -379,7 +382,7 @@ func (j *swarmJob) run(ctx context.Context) (*JobResult, error) {
 			}
 			continue
 		}
-		t := time.NewTimer(max(time.Until(j.progress.Add(j.o.Patience)), time.Millisecond))
+		t := time.NewTimer(max(time.Until(j.progress.Add(j.patience())), time.Millisecond))
 		select {
 		case m := <-j.in:
 			j.handle(ctx, m)
@@ -425,7 +428,7 @@ func (j *swarmJob) next() (int, bool) {
 			live = append(live, p)
 		}
 	}
-	stealing := time.Since(j.progress) >= j.o.Patience
+	stealing := time.Since(j.progress) >= j.patience()
 	best, bestRank := -1, 0
 	for k := range j.w.units() {
 		if j.held[k] != nil {
@@ -439,10 +442,13 @@ func (j *swarmJob) next() (int, bool) {
 		}
 	}
 	if best >= 0 {
-		j.o.Logf("%s: nothing new for %v: making %s here (%d live peers rank before this node)", j.name(), j.o.Patience, j.w.unitName(best), bestRank)
+		j.o.Logf("%s: nothing new for %v: making %s here (%d live peers rank before this node)", j.name(), j.patience().Round(time.Millisecond), j.w.unitName(best), bestRank)
 	}
 	return best, best >= 0
 }
+
+// patience is how long to wait for peers' units (JobOptions.Patience).
+func (j *swarmJob) patience() time.Duration { return max(j.o.Patience, 2*j.slowest) }
 
 // make makes unit k, stores and pins it, and claims it.
 func (j *swarmJob) make(ctx context.Context, k int) error {
@@ -451,6 +457,7 @@ func (j *swarmJob) make(ctx context.Context, k int) error {
 	if err != nil {
 		return err
 	}
+	j.slowest = max(j.slowest, time.Since(t0))
 	j.res.Made++
 	j.accept(k, c, j.self, nil)
 	j.mu.Lock()
