@@ -105,8 +105,11 @@ func TestGenerateMatchesForwardArgmax(t *testing.T) {
 }
 
 // demoModel is the demo preset, initialised, on one compute thread.
-func demoModel(b *testing.B) (*Model, Config) {
-	c, _ := Preset("demo")
+func demoModel(b *testing.B) (*Model, Config) { return presetModel(b, "demo") }
+
+// presetModel is a preset with random weights.
+func presetModel(b *testing.B, preset string) (*Model, Config) {
+	c, _ := Preset(preset)
 	m, err := New(backend(b, cpu.Options{Threads: 1}), c)
 	if err != nil {
 		b.Fatal(err)
@@ -142,7 +145,19 @@ func BenchmarkGenerateDemo(b *testing.B) {
 // tokens each, batch sequences at a time, sampled (temperature 0.8, top-p
 // 0.95) as a generation job would.
 func BenchmarkGenerateBatch(b *testing.B) {
-	m, c := demoModel(b)
+	benchGenerateBatch(b, "demo", []int{1, 8, 64}, []float64{0, 0.8}, 128)
+}
+
+// BenchmarkGenerateBatchGPT2: the same for the gpt2-small-like preset
+// (124M parameters), greedy, 32 new tokens.
+func BenchmarkGenerateBatchGPT2(b *testing.B) {
+	benchGenerateBatch(b, "gpt2-small-like", []int{1, 64}, []float64{0}, 32)
+}
+
+// benchGenerateBatch decodes requests of 16-token prompts, batch at a time
+// (at least 8 requests), and reports tokens per second.
+func benchGenerateBatch(b *testing.B, preset string, batches []int, temps []float64, maxTokens int) {
+	m, c := presetModel(b, preset)
 	reqs := make([]GenRequest, 64)
 	for i := range reqs {
 		reqs[i].Seed = uint64(i)
@@ -151,12 +166,12 @@ func BenchmarkGenerateBatch(b *testing.B) {
 		}
 	}
 	noEOS := func(_ []int32, l []float32) { l[c.EOS] = float32(math.Inf(-1)) }
-	for _, batch := range []int{1, 8, 64} {
-		for _, temp := range []float64{0, 0.8} {
+	for _, batch := range batches {
+		for _, temp := range temps {
 			b.Run(fmt.Sprintf("batch=%d/temp=%g", batch, temp), func(b *testing.B) {
 				n := 0
 				for range b.N {
-					outs, err := GenerateBatch(m, reqs[:max(batch, 8)], SampleConfig{MaxTokens: 128, Window: 512, Temperature: temp, TopP: 0.95, Mask: noEOS}, batch, nil)
+					outs, err := GenerateBatch(m, reqs[:max(batch, 8)], SampleConfig{MaxTokens: maxTokens, Window: 512, Temperature: temp, TopP: 0.95, Mask: noEOS}, batch, nil)
 					if err != nil {
 						b.Fatal(err)
 					}
