@@ -292,3 +292,45 @@ func TestGenJob(t *testing.T) {
 		}
 	}
 }
+
+// TestGenJobResume: a node stopped in the middle of a job takes back, when
+// it joins again, the shards it had made (pinned in its store) and makes
+// only the rest.
+func TestGenJobResume(t *testing.T) {
+	fx := newGenFixture(t)
+	ctx := context.Background()
+	cl := nodetest.New(t, 1, nodetest.Options{})
+	n := cl.Nodes[0]
+	for _, p := range []string{fx.ckpt, fx.spec, fx.prompts} {
+		if _, err := n.Store.Add(ctx, p, contentstore.AddOptions{Pin: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop, cancel := context.WithCancel(ctx)
+	o := node.GenJobOptions{Threads: 1, JobOptions: node.JobOptions{Logf: func(f string, a ...any) {
+		if strings.Contains(f, "made here") {
+			cancel() // stopped after its first shard
+		}
+	}}}
+	j, err := n.OpenGenJob(ctx, fx.job, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Run(stop); err == nil {
+		t.Fatal("a stopped job ended")
+	}
+	j.Close()
+	o.Logf = t.Logf
+	j, err = n.OpenGenJob(ctx, fx.job, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	r, err := j.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := shardCIDs(r); !slices.Equal(got, fx.want) || r.Resumed != 1 || r.Made != len(fx.want)-1 {
+		t.Fatalf("after a restart: shards %v (want %v), %d resumed, %d made", got, fx.want, r.Resumed, r.Made)
+	}
+}

@@ -33,6 +33,8 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -194,6 +196,7 @@ type JobResult struct {
 	Job       string       `json:"job"`
 	Units     []JobUnit    `json:"units"`
 	Made      int          `json:"made"`        // units this node made
+	Resumed   int          `json:"resumed"`     // units it had made or checked before a restart
 	Checked   int          `json:"checked"`     // records of peers' units it re-executed
 	Convicted []Conviction `json:"convicted"`   // peers whose claims it refuted (or whose proofs did not hold)
 	Passed    []string     `json:"passed_over"` // peers whose claimed units it could not fetch
@@ -361,6 +364,9 @@ func (j *swarmJob) publish(ctx context.Context, m JobMsg) {
 func (j *swarmJob) run(ctx context.Context) (*JobResult, error) {
 	start := time.Now()
 	j.res = JobResult{Job: j.id.String(), Convicted: []Conviction{}, Passed: []string{}}
+	j.mu.Lock()
+	j.resume()
+	j.mu.Unlock()
 	if j.o.Expect > 0 {
 		wctx, cancel := context.WithTimeout(ctx, j.o.Patience)
 		if err := j.topic.WaitPeers(wctx, j.o.Expect); err != nil && ctx.Err() == nil {
@@ -489,11 +495,42 @@ func (j *swarmJob) makeStored(ctx context.Context, k int) (cid.Cid, string, erro
 			return cid.Undef, "", err
 		}
 	}
-	c, err := j.n.Store.Add(ctx, f.Name(), contentstore.AddOptions{Pin: true, Name: j.pinName(k)})
+	c, err := j.n.Store.Add(ctx, f.Name(), contentstore.AddOptions{Pin: true, Name: j.pinName(k, true)})
 	return c, note, err
 }
 
-func (j *swarmJob) pinName(k int) string { return fmt.Sprintf("%s unit %d", j.name(), k) }
+// pinName is the pin of unit k: made here (own) or checked here.
+func (j *swarmJob) pinName(k int, own bool) string {
+	if own {
+		return fmt.Sprintf("%s unit %d, made here", j.name(), k)
+	}
+	return fmt.Sprintf("%s unit %d, checked", j.name(), k)
+}
+
+// resume takes back the units this node made or checked before it was
+// stopped (their pins), so a restarted node goes on where it was.
+func (j *swarmJob) resume() {
+	for _, p := range j.n.Store.Pins() {
+		rest, ok := strings.CutPrefix(p.Name, j.name()+" unit ")
+		if !ok {
+			continue
+		}
+		ks, how, _ := strings.Cut(rest, ", ")
+		k, err := strconv.Atoi(ks)
+		if err != nil || k < 0 || k >= j.w.units() || j.held[k] != nil {
+			continue
+		}
+		j.held[k] = &heldUnit{cid: p.CID, by: map[peer.ID][]byte{}}
+		if how == "made here" {
+			j.held[k].by[j.self] = nil
+			j.mine[k] = p.CID
+		}
+		j.res.Resumed++
+	}
+	if j.res.Resumed > 0 {
+		j.o.Logf("%s: %d units taken back from this node's store (made or checked before it stopped)", j.name(), j.res.Resumed)
+	}
+}
 
 func (j *swarmJob) accept(k int, c cid.Cid, by peer.ID, claim []byte) {
 	u := j.held[k]
@@ -566,7 +603,7 @@ func (j *swarmJob) judge(ctx context.Context, k int, c cid.Cid, author peer.ID, 
 	index, isFraud := j.w.fraud(checked)
 	switch {
 	case checked == nil && author != "":
-		if err := j.n.Store.Pin(ctx, c, j.pinName(k)); err != nil {
+		if err := j.n.Store.Pin(ctx, c, j.pinName(k, false)); err != nil {
 			j.o.Logf("%s: pinning %s: %v", j.name(), j.w.unitName(k), err)
 		}
 		j.accept(k, c, author, signed)
