@@ -38,14 +38,7 @@ func newGenFixture(t *testing.T) *genFixture {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	var texts []string
-	for _, f := range sharding.Builtin() {
-		texts = append(texts, strings.Split(string(f.Text), "\n\n")...)
-	}
-	tk, err := tokenizer.Train(ctx, slices.Values(texts), tokenizer.TrainConfig{Vocab: 320})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tk := builtinTokenizer(t)
 	be := cpu.MustNew(cpu.Options{Threads: 1})
 	defer be.Close()
 	c, _ := model.Preset("tiny")
@@ -333,4 +326,18 @@ func TestGenJobResume(t *testing.T) {
 	if got := shardCIDs(r); !slices.Equal(got, fx.want) || r.Resumed != 1 || r.Made != len(fx.want)-1 {
 		t.Fatalf("after a restart: shards %v (want %v), %d resumed, %d made", got, fx.want, r.Resumed, r.Made)
 	}
+}
+
+// builtinTokenizer is a 320-token tokenizer of the built-in corpus.
+func builtinTokenizer(t *testing.T) *tokenizer.Tokenizer {
+	t.Helper()
+	var texts []string
+	for _, f := range sharding.Builtin() {
+		texts = append(texts, strings.Split(string(f.Text), "\n\n")...)
+	}
+	tk, err := tokenizer.Train(context.Background(), slices.Values(texts), tokenizer.TrainConfig{Vocab: 320})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/fomnet/fomnet/node"
 	"github.com/fomnet/fomnet/node/nodetest"
 	"github.com/fomnet/fomnet/sharding"
-	"github.com/fomnet/fomnet/tokenizer"
 )
 
 // TestPrepJob: a preparation split in 3 parts, run by 3 nodes on
@@ -42,14 +40,7 @@ func TestPrepJob(t *testing.T) {
 	inputs := []string{filepath.Join(dir, "a.txt"), filepath.Join(dir, "b.tsv")}
 	os.WriteFile(inputs[0], []byte(txt.String()), 0o644)
 	os.WriteFile(inputs[1], []byte(tsv.String()), 0o644)
-	var texts []string
-	for _, f := range sharding.Builtin() {
-		texts = append(texts, strings.Split(string(f.Text), "\n\n")...)
-	}
-	tk, err := tokenizer.Train(ctx, slices.Values(texts), tokenizer.TrainConfig{Vocab: 320})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tk := builtinTokenizer(t)
 	cfg := sharding.PrepareConfig{Filters: sharding.DefaultFilters(), SeqLen: 64, ShardTokens: 4000}
 	for _, p := range inputs {
 		cfg.Inputs = append(cfg.Inputs, sharding.Input{Path: p, Licence: "CC0-1.0"})
