@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/kernels/cpu"
 )
 
@@ -32,7 +33,7 @@ type Decoder struct {
 	c    Config
 	be   *cpu.Backend
 	emb  []float32
-	head *cpu.Packed
+	head decLinear
 	norm []float32
 	lw   []decLayer
 
@@ -42,12 +43,52 @@ type Decoder struct {
 
 	x, xn, q, kx, vx, att, o, g, u, hx, lg []float32 // rows × width scratch
 	work                                   []decWork // per attention worker
+	devRows                                *devRows  // a device backend's row buffers
 }
 
 type decLayer struct {
 	ln1, ln2                   []float32
-	q, k, v, o, gate, up, down *cpu.Packed
+	q, k, v, o, gate, up, down decLinear
 }
+
+// decLinear is one of the decoder's weight matrices W [n, k] applied to rows
+// of activations: out[rows, n] = x[rows, k]·Wᵀ.
+type decLinear interface {
+	apply(out, x []float32, rows int)
+}
+
+// hostLinear: W packed on the host, the CPU backend's GEMM.
+type hostLinear struct {
+	be *cpu.Backend
+	p  *cpu.Packed
+}
+
+func (l hostLinear) apply(out, x []float32, rows int) { l.be.Linear(out, x, rows, l.p) }
+
+// deviceLinear: W stays where the model's backend keeps it (a GPU's
+// memory); the rows go there and the products come back. Its Matmul gives
+// the CPU GEMM's bits in fp32 (kernels' determinism contract), so the
+// decoder's output does not depend on where the weights are.
+type deviceLinear struct {
+	dv   *devRows
+	w    kernels.Buffer
+	n, k int
+}
+
+func (l deviceLinear) apply(out, x []float32, rows int) {
+	xb, yb := l.dv.view(0, rows*l.k), l.dv.view(1, rows*l.n)
+	l.dv.be.Upload(xb, x[:rows*l.k])
+	l.dv.be.Matmul(yb, xb, l.w, rows, l.n, l.k, false, true, false)
+	l.dv.be.Download(out[:rows*l.n], yb)
+}
+
+// devRows are the device buffers a step's rows pass through.
+type devRows struct {
+	be  kernels.Backend
+	buf [2]kernels.Buffer
+}
+
+func (d *devRows) view(i, n int) kernels.Buffer { return d.be.View(d.buf[i], 0, n) }
 
 // decSlot is one sequence's cache.
 type decSlot struct {
@@ -65,38 +106,49 @@ type decWork struct {
 // of window tokens (at most the model's max_seq).
 func NewDecoder(m *Model, window int) *Decoder { return NewBatchDecoder(m, window, 1) }
 
-// NewBatchDecoder is NewDecoder with slots sequences.
+// NewBatchDecoder is NewDecoder with slots sequences. On a CPU backend
+// the weights are copied to the host and packed; on another (a GPU) the
+// matrices stay there and only the embedding and norms are copied.
 func NewBatchDecoder(m *Model, window, slots int) *Decoder {
+	_, onHost := m.be.(*cpu.Backend)
+	return newBatchDecoder(m, window, slots, !onHost)
+}
+
+func newBatchDecoder(m *Model, window, slots int, onDevice bool) *Decoder {
 	c := m.Config
 	if window <= 0 || window > c.MaxSeq {
 		window = c.MaxSeq
 	}
-	w := make([]float32, m.Layout.Size)
-	m.be.Download(w, m.Params)
-	return newDecoder(c, m.Layout, w, window, max(1, slots))
-}
-
-func newDecoder(c Config, lay *Layout, w []float32, window, slots int) *Decoder {
-	t := func(name string) []float32 {
-		tn := lay.must(name)
-		return w[tn.Offset : tn.Offset+tn.Size]
+	slots = max(1, slots)
+	d := &Decoder{c: c, be: cpu.MustNew(cpu.Options{}), cap: window}
+	host := func(name string) []float32 {
+		tn := m.Layout.must(name)
+		w := make([]float32, tn.Size)
+		m.be.Download(w, m.be.View(m.Params, tn.Offset, tn.Size))
+		return w
 	}
-	d := &Decoder{c: c, be: cpu.MustNew(cpu.Options{}), cap: window, emb: t("model.embed_tokens.weight"), norm: t("model.norm.weight")}
-	head := d.emb
-	if !c.Tied {
-		head = t("lm_head.weight")
+	mat := func(name string, n, k int) decLinear {
+		if !onDevice {
+			return hostLinear{d.be, d.be.Pack(host(name), n, k)}
+		}
+		tn := m.Layout.must(name)
+		return deviceLinear{dv: d.dev(m.be, slots), w: m.be.View(m.Params, tn.Offset, tn.Size), n: n, k: k}
 	}
-	d.head = d.be.Pack(head, c.Vocab, c.Dim)
+	d.emb, d.norm = host("model.embed_tokens.weight"), host("model.norm.weight")
+	if c.Tied {
+		d.head = mat("model.embed_tokens.weight", c.Vocab, c.Dim)
+	} else {
+		d.head = mat("lm_head.weight", c.Vocab, c.Dim)
+	}
 	hd := c.HeadDim()
 	kvd := c.KVHeads * hd
 	for i := 0; i < c.Layers; i++ {
 		p := fmt.Sprintf("model.layers.%d.", i)
-		pack := func(name string, n, k int) *cpu.Packed { return d.be.Pack(t(p+name), n, k) }
-		d.lw = append(d.lw, decLayer{ln1: t(p + "input_layernorm.weight"), ln2: t(p + "post_attention_layernorm.weight"),
-			q: pack("self_attn.q_proj.weight", c.Heads*hd, c.Dim), k: pack("self_attn.k_proj.weight", kvd, c.Dim),
-			v: pack("self_attn.v_proj.weight", kvd, c.Dim), o: pack("self_attn.o_proj.weight", c.Dim, c.Heads*hd),
-			gate: pack("mlp.gate_proj.weight", c.FFNDim, c.Dim), up: pack("mlp.up_proj.weight", c.FFNDim, c.Dim),
-			down: pack("mlp.down_proj.weight", c.Dim, c.FFNDim)})
+		d.lw = append(d.lw, decLayer{ln1: host(p + "input_layernorm.weight"), ln2: host(p + "post_attention_layernorm.weight"),
+			q: mat(p+"self_attn.q_proj.weight", c.Heads*hd, c.Dim), k: mat(p+"self_attn.k_proj.weight", kvd, c.Dim),
+			v: mat(p+"self_attn.v_proj.weight", kvd, c.Dim), o: mat(p+"self_attn.o_proj.weight", c.Dim, c.Heads*hd),
+			gate: mat(p+"mlp.gate_proj.weight", c.FFNDim, c.Dim), up: mat(p+"mlp.up_proj.weight", c.FFNDim, c.Dim),
+			down: mat(p+"mlp.down_proj.weight", c.Dim, c.FFNDim)})
 	}
 	d.slots = make([]decSlot, slots)
 	for s := range d.slots {
@@ -118,6 +170,17 @@ func newDecoder(c Config, lay *Layout, w []float32, window, slots int) *Decoder 
 		d.work[i] = decWork{scores: make([]float64, window), acc: make([]float32, hd)}
 	}
 	return d
+}
+
+// dev is the device row buffers, made once: every slot's row of the
+// widest input and output (the vocabulary).
+func (d *Decoder) dev(be kernels.Backend, slots int) *devRows {
+	if d.devRows == nil {
+		c := d.c
+		wide := max(c.Dim, c.Heads*c.HeadDim(), c.FFNDim)
+		d.devRows = &devRows{be: be, buf: [2]kernels.Buffer{be.Alloc(slots * wide), be.Alloc(slots * max(wide, c.Vocab))}}
+	}
+	return d.devRows
 }
 
 // Close stops the decoder's compute threads; it is idempotent.
@@ -189,9 +252,9 @@ func (d *Decoder) StepRows(slots []int, toks []int32, logits [][]float32) error 
 		for i := range rows {
 			rmsnorm(xn[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], w.ln1, c.NormEps)
 		}
-		d.be.Linear(q, xn, rows, w.q)
-		d.be.Linear(kx, xn, rows, w.k)
-		d.be.Linear(vx, xn, rows, w.v)
+		w.q.apply(q, xn, rows)
+		w.k.apply(kx, xn, rows)
+		w.v.apply(vx, xn, rows)
 		for i, s := range slots {
 			sl := &d.slots[s]
 			kc := sl.k[l][sl.n*kvd : (sl.n+1)*kvd]
@@ -202,19 +265,19 @@ func (d *Decoder) StepRows(slots []int, toks []int32, logits [][]float32) error 
 			d.ropeAt(kc, c.KVHeads, pos)
 		}
 		d.attend(l, slots, q, att)
-		d.be.Linear(o, att, rows, w.o)
+		w.o.apply(o, att, rows)
 		for i := range x {
 			x[i] += o[i]
 		}
 		for i := range rows {
 			rmsnorm(xn[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], w.ln2, c.NormEps)
 		}
-		d.be.Linear(g, xn, rows, w.gate)
-		d.be.Linear(u, xn, rows, w.up)
+		w.gate.apply(g, xn, rows)
+		w.up.apply(u, xn, rows)
 		for i, gv := range g {
 			g[i] = float32(float64(gv) / (1 + math.Exp(-float64(gv))) * float64(u[i]))
 		}
-		d.be.Linear(o, g, rows, w.down)
+		w.down.apply(o, g, rows)
 		for i := range x {
 			x[i] += o[i]
 		}
@@ -237,7 +300,7 @@ func (d *Decoder) StepRows(slots []int, toks []int32, logits [][]float32) error 
 	for j, i := range out {
 		rmsnorm(hx[j*dim:(j+1)*dim], x[i*dim:(i+1)*dim], d.norm, c.NormEps)
 	}
-	d.be.Linear(lg, hx, len(out), d.head)
+	d.head.apply(lg, hx, len(out))
 	for j, i := range out {
 		copy(logits[i], lg[j*c.Vocab:(j+1)*c.Vocab])
 	}

@@ -318,3 +318,44 @@ func TestGenerateBatchMatchesAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestDecoderOnDevice: the decoder's device path (weights left on the
+// model's backend, each step's rows uploaded and multiplied there), run
+// here over the CPU backend, gives the host path's logits bit for bit —
+// several slots at once, across a document boundary.
+func TestDecoderOnDevice(t *testing.T) {
+	c, _ := Preset("tiny")
+	c.Tied = false
+	m, err := New(backend(t, cpu.Options{Threads: 2}), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(5)
+	host, dev := newBatchDecoder(m, 64, 3, false), newBatchDecoder(m, 64, 3, true)
+	defer host.Close()
+	defer dev.Close()
+	toks := []int32{'a', 'b', int32(c.EOS), 'c', 'd', 'e'}
+	for step, tok := range toks {
+		slots := []int{0, 1, 2}[:1+step%3]
+		in := make([]int32, len(slots))
+		a, b := make([][]float32, len(slots)), make([][]float32, len(slots))
+		for i := range slots {
+			in[i] = tok + int32(i)
+			if tok == int32(c.EOS) {
+				in[i] = tok
+			}
+			a[i], b[i] = make([]float32, c.Vocab), make([]float32, c.Vocab)
+		}
+		if err := host.StepRows(slots, in, a); err != nil {
+			t.Fatal(err)
+		}
+		if err := dev.StepRows(slots, in, b); err != nil {
+			t.Fatal(err)
+		}
+		for i := range slots {
+			if !slices.Equal(a[i], b[i]) {
+				t.Fatalf("step %d, slot %d: the device path's logits differ", step, slots[i])
+			}
+		}
+	}
+}

@@ -10,7 +10,7 @@
 #                                  compute-sanitizer where it has them)
 #
 # run, in order, each step with its own time limit (about 7 minutes in all
-# at most; 4 to 5 on an H200), writing under ${OUT:-.gpu/out} (at most 8
+# at most; 4 to 5 on an H200), writing under ${OUT:-.gpu/out} (at most 9
 # files, as the device tool returns). STEPS="name …" runs only the steps
 # named (default: all), TESTS=REGEX only those tests in the tests step
 # (default ^TestGPU: the emulator's tests run in CI, and all of them together
@@ -29,6 +29,9 @@
 #                   attention cost through the backend, conversions included)
 #   yardsticks.txt  cuBLAS and FlashAttention through PyTorch at the same
 #                   shapes (scripts/gpu-yardsticks.py)
+#   generate.txt    batched generation with the weights on the GPU: the same
+#                   tokens as the CPU (TestTinyModelGeneratesAsOnCPU) and
+#                   tokens/s for gpt2-small-like (BenchmarkGPUGenerate)
 #   train.txt       `fomnet bench train --device cuda` gpt2-small-like 16×1024
 #                   in bf16 (as chosen, and without the sm_90a kernels) and
 #                   fp32 (MFU, per-op breakdown)
@@ -58,7 +61,7 @@ run)
 	mkdir -p "$out"
 	sum=$out/summary.txt
 	nvidia-smi >"$sum" 2>&1
-	all="ptxas hopper hopper-mn tests gemm-kernels gemm-kernels-mn bench-kernels yardsticks train-bf16 train-bf16-sm80 train-fp32 memcheck racecheck ncu-gemm ncu-flash"
+	all="ptxas hopper hopper-mn tests generate gemm-kernels gemm-kernels-mn bench-kernels yardsticks train-bf16 train-bf16-sm80 train-fp32 memcheck racecheck ncu-gemm ncu-flash"
 	steps=" ${STEPS:-$all} "
 	# step NAME LIMIT FILE CMD...: run CMD with a time limit (when STEPS
 	# names it), appending its output to FILE and its status and time to
@@ -92,6 +95,7 @@ run)
 	fi
 	step hopper-mn 90 "$out/tests.txt" "$T" -test.v -test.run '^TestGPUHopper(Transposed|MNStrides)$' -test.count=1
 	step tests 200 "$out/tests.txt" "$T" -test.v -test.count=1 -test.timeout=190s -test.run "${TESTS:-^TestGPU}"
+	step generate 90 "$out/generate.txt" "$T" -test.v -test.count=1 -test.run '^TestTinyModelGeneratesAsOnCPU$' -test.bench '^BenchmarkGPUGenerate$' -test.benchtime 1x
 	# NT first, apart: a fault in an M/N-major kernel ends its process.
 	step gemm-kernels 150 "$out/bench.txt" "$T" -test.run '^$' -test.bench '^BenchmarkGPUGEMMKernels$/./NT/' -test.benchtime 20x
 	step gemm-kernels-mn 150 "$out/bench.txt" "$T" -test.run '^$' -test.bench '^BenchmarkGPUGEMMKernels$/./(NN|TN)/' -test.benchtime 20x

@@ -84,3 +84,37 @@ func TestTinyModelTrainsAsOnCPU(t *testing.T) {
 		t.Logf("%s: cpu losses %v, bf16 %v", tg.name, wantLoss, bfLoss)
 	}
 }
+
+// TestTinyModelGeneratesAsOnCPU: batched generation with the weights on
+// the device (the decoder's device path: each step's rows uploaded and
+// multiplied there) gives the CPU's tokens, greedy and sampled, several
+// sequences at once.
+func TestTinyModelGeneratesAsOnCPU(t *testing.T) {
+	gen := func(be kernels.Backend) []float32 {
+		c, _ := model.Preset("tiny")
+		m, err := model.New(be, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(9)
+		reqs := []model.GenRequest{{Prompt: []int32{'a', 'b'}, Seed: 1}, {Prompt: []int32{'k', int32(c.EOS), 'x'}, Seed: 2}, {Prompt: []int32{'q'}, Seed: 3}}
+		var out []float32
+		for _, temp := range []float64{0, 0.9} {
+			toks, err := model.GenerateBatch(m, reqs, model.SampleConfig{MaxTokens: 6, Window: 32, Temperature: temp, TopP: 0.95}, 2, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ts := range toks {
+				for _, tok := range ts {
+					out = append(out, float32(tok))
+				}
+				out = append(out, -1)
+			}
+		}
+		return out
+	}
+	want := gen(cpuBackend(t))
+	for _, tg := range targets {
+		compareBits(t, tg.name+" generation", map[string][]float32{"tokens": gen(tg.open(t, cuda.FP32))}, map[string][]float32{"tokens": want})
+	}
+}
