@@ -2,6 +2,7 @@ package contentstore
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 
 	"github.com/ipfs/boxo/ipld/merkledag"
@@ -56,4 +57,25 @@ func blockLinks(c cid.Cid, data []byte) ([]cid.Cid, error) {
 		return out, nil
 	}
 	return nil, fmt.Errorf("block %s: codec %#x is not one fomnet stores (raw, dag-pb, dag-json, dag-cbor)", c, c.Prefix().Codec)
+}
+
+// DagJSON encodes v (through encoding/json) as canonical dag-json — keys
+// sorted, no spaces — and returns the bytes and their block's CID: the one
+// encoding of fomnet's IPLD records (manifests, run specs, recipes,
+// generation specs), so the same record always has the same CID.
+func DagJSON(v any) ([]byte, cid.Cid, error) {
+	plain, err := json.Marshal(v)
+	if err != nil {
+		return nil, cid.Undef, err
+	}
+	nb := basicnode.Prototype.Any.NewBuilder()
+	if err := dagjson.Decode(nb, bytes.NewReader(plain)); err != nil {
+		return nil, cid.Undef, err
+	}
+	var buf bytes.Buffer
+	if err := dagjson.Encode(nb.Build(), &buf); err != nil {
+		return nil, cid.Undef, err
+	}
+	c, err := BlockCID(CodecDagJSON, buf.Bytes())
+	return buf.Bytes(), c, err
 }

@@ -23,7 +23,7 @@ import (
 // SpecFormat is the current spec format.
 const SpecFormat = "gen/v1"
 
-// Spec is a generation job.
+// Spec is a generation job: a dag-json block whose CID is the job's.
 type Spec struct {
 	Format string `json:"fomnet"`
 	// Generator is the checkpoint's CID (a directory as fomnet add gives it).
@@ -72,6 +72,8 @@ func (s *Spec) Check() error {
 		return fmt.Errorf("gen: %d prompts", s.PromptCount)
 	case s.PerShard < 1:
 		return fmt.Errorf("gen: %d prompts a shard", s.PerShard)
+	case s.Sampling.Seed >= 1<<63:
+		return fmt.Errorf("gen: seed %d (dag-json integers stop at 2⁶³)", s.Sampling.Seed)
 	case s.Sampling.MaxTokens < 1 || s.Sampling.MaxTokens > 1<<16:
 		return fmt.Errorf("gen: max_tokens %d (want 1…65536)", s.Sampling.MaxTokens)
 	case s.Sampling.Temperature < 0 || s.Sampling.Temperature > 100 || s.Sampling.TopK < 0 || s.Sampling.TopP < 0 || s.Sampling.TopP > 1:
@@ -92,16 +94,16 @@ func (s *Spec) Range(k int) (lo, hi int) {
 	return k * s.PerShard, min((k+1)*s.PerShard, s.PromptCount)
 }
 
-// Encode is the spec's canonical bytes; CID names them.
-func (s *Spec) Encode() ([]byte, error) { return json.Marshal(s) }
+// Encode is the spec's canonical bytes: a dag-json block, whose CID
+// names the job.
+func (s *Spec) Encode() ([]byte, error) {
+	b, _, err := contentstore.DagJSON(s)
+	return b, err
+}
 
-// CID is the spec's content identifier (of Encode's bytes).
-func (s *Spec) CID(ctx context.Context) (string, error) {
-	b, err := s.Encode()
-	if err != nil {
-		return "", err
-	}
-	c, err := contentstore.FileCID(ctx, bytes.NewReader(b))
+// CID is the job's identifier: the CID of the spec's dag-json block.
+func (s *Spec) CID(context.Context) (string, error) {
+	_, c, err := contentstore.DagJSON(s)
 	return c.String(), err
 }
 

@@ -45,6 +45,9 @@ type API interface {
 	GC(ctx context.Context) (contentstore.GCResult, error)
 	Announced(ctx context.Context) ([]Announcement, error)
 	PublishDataset(ctx context.Context, dir string) (cid.Cid, error)
+	// PublishGenJob stores a generation job written by fomnet gen create
+	// (genjob.go).
+	PublishGenJob(ctx context.Context, dir string) (cid.Cid, error)
 	CreateRun(ctx context.Context, spec *RunSpec) (cid.Cid, error)
 	LoadRun(ctx context.Context, id cid.Cid) (*RunSpec, error)
 	// Audit recomputes every round of the lineage ending at checkpoint ck
@@ -292,6 +295,12 @@ func dispatch(ctx context.Context, n API, op string, req apiRequest, progress co
 		return n.Announced(ctx)
 	case "data/publish":
 		c, err := n.PublishDataset(ctx, req.Path)
+		if err != nil {
+			return nil, err
+		}
+		return c.String(), nil
+	case "gen/publish":
+		c, err := n.PublishGenJob(ctx, req.Path)
 		if err != nil {
 			return nil, err
 		}
@@ -622,6 +631,18 @@ func (c *Client) PublishDataset(ctx context.Context, dir string) (cid.Cid, error
 	}
 	var s string
 	if err := c.call(ctx, "data/publish", apiRequest{Path: abs}, nil, &s); err != nil {
+		return cid.Undef, err
+	}
+	return cid.Decode(s)
+}
+
+func (c *Client) PublishGenJob(ctx context.Context, dir string) (cid.Cid, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return cid.Undef, err
+	}
+	var s string
+	if err := c.call(ctx, "gen/publish", apiRequest{Path: abs}, nil, &s); err != nil {
 		return cid.Undef, err
 	}
 	return cid.Decode(s)

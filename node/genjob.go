@@ -17,6 +17,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/gen"
 	"github.com/fomnet/fomnet/internal/fsutil"
 	"github.com/fomnet/fomnet/kernels"
@@ -61,12 +62,23 @@ type GenJob struct {
 	gw   *genWork
 }
 
-// LoadGenSpec fetches generation job id's spec and checks it: a spec in
-// its canonical encoding, so that its CID is the job's.
+// LoadGenSpec fetches generation job id's spec and checks it: a dag-json
+// block in the canonical encoding, so that its CID is the job's.
 func (n *Node) LoadGenSpec(ctx context.Context, id cid.Cid) (*gen.Spec, error) {
-	b, err := n.fetchBounded(withStall(ctx), id, maxGenSpec)
+	if id.Prefix().Codec != cid.DagJSON {
+		return nil, fmt.Errorf("gen job %s: not a dag-json block", id)
+	}
+	blk, err := n.Store.FetchBlock(withStall(ctx), id)
 	if err != nil {
 		return nil, fmt.Errorf("gen job %s: %w", id, err)
+	}
+	return parseGenSpec(id, blk.RawData())
+}
+
+// parseGenSpec reads spec bytes that must be job id's canonical block.
+func parseGenSpec(id cid.Cid, b []byte) (*gen.Spec, error) {
+	if len(b) > maxGenSpec {
+		return nil, fmt.Errorf("gen job %s: a spec of %d bytes", id, len(b))
 	}
 	s, err := gen.ParseSpec(b)
 	if err != nil {
@@ -76,6 +88,40 @@ func (n *Node) LoadGenSpec(ctx context.Context, id cid.Cid) (*gen.Spec, error) {
 		return nil, fmt.Errorf("gen job %s: not a spec in its canonical encoding", id)
 	}
 	return s, nil
+}
+
+// PublishGenJob stores the generation job in dir (spec.json and
+// prompts.jsonl, as fomnet gen create writes them): the spec as its
+// dag-json block and the prompts as a file, both pinned. It returns the
+// job's CID. The generator checkpoint is added apart (fomnet add).
+func (n *Node) PublishGenJob(ctx context.Context, dir string) (cid.Cid, error) {
+	sb, err := os.ReadFile(filepath.Join(dir, "spec.json"))
+	if err != nil {
+		return cid.Undef, err
+	}
+	spec, err := gen.ParseSpec(sb)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("%s: %w", dir, err)
+	}
+	b, err := spec.Encode()
+	if err != nil {
+		return cid.Undef, err
+	}
+	id, err := contentstore.BlockCID(contentstore.CodecDagJSON, b)
+	if err != nil {
+		return cid.Undef, err
+	}
+	pc, err := n.Store.Add(ctx, filepath.Join(dir, "prompts.jsonl"), contentstore.AddOptions{Pin: true, Name: "gen job " + id.String() + " prompts"})
+	if err != nil {
+		return cid.Undef, err
+	}
+	if pc.String() != spec.Prompts {
+		return cid.Undef, fmt.Errorf("%s: prompts.jsonl is %s, the spec's prompts are %s", dir, pc, spec.Prompts)
+	}
+	if err := n.Store.PutBlock(ctx, id, b); err != nil {
+		return cid.Undef, err
+	}
+	return id, n.Store.Pin(ctx, id, "gen job "+id.String())
 }
 
 // OpenGenJob loads generation job id — its spec, prompt set and generator

@@ -107,11 +107,7 @@ func runGenJob(t *testing.T, fx *genFixture, opts [3]node.GenJobOptions, liar in
 // are its own.
 func runGenNodes(ctx context.Context, t *testing.T, fx *genFixture, nodes []*node.Node, opts []node.GenJobOptions, liar int) []*node.GenJobResult {
 	t.Helper()
-	for _, p := range []string{fx.ckpt, fx.spec, fx.prompts} {
-		if _, err := nodes[0].Store.Add(ctx, p, contentstore.AddOptions{Pin: true}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishGenJob(ctx, t, nodes[0], fx)
 	jobs := make([]*node.GenJob, len(nodes))
 	for i, n := range nodes {
 		o := opts[i]
@@ -132,6 +128,18 @@ func runGenNodes(ctx context.Context, t *testing.T, fx *genFixture, nodes []*nod
 		return err
 	})
 	return res
+}
+
+// publishGenJob stores the fixture's job and checkpoint on n.
+func publishGenJob(ctx context.Context, t *testing.T, n *node.Node, fx *genFixture) {
+	t.Helper()
+	if _, err := n.Store.Add(ctx, fx.ckpt, contentstore.AddOptions{Pin: true}); err != nil {
+		t.Fatal(err)
+	}
+	id, err := n.PublishGenJob(ctx, filepath.Dir(fx.spec))
+	if err != nil || id != fx.job {
+		t.Fatalf("published job %s (%v), want %s", id, err, fx.job)
+	}
 }
 
 // runNodes runs run(i) for every node at once, but for node first (−1:
@@ -294,11 +302,7 @@ func TestGenJobResume(t *testing.T) {
 	ctx := context.Background()
 	cl := nodetest.New(t, 1, nodetest.Options{})
 	n := cl.Nodes[0]
-	for _, p := range []string{fx.ckpt, fx.spec, fx.prompts} {
-		if _, err := n.Store.Add(ctx, p, contentstore.AddOptions{Pin: true}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishGenJob(ctx, t, n, fx)
 	stop, cancel := context.WithCancel(ctx)
 	o := node.GenJobOptions{Threads: 1, JobOptions: node.JobOptions{Logf: func(f string, a ...any) {
 		if strings.Contains(f, "made here") {

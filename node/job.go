@@ -42,6 +42,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fomnet/fomnet/contentstore"
+	"github.com/fomnet/fomnet/gen"
 	"github.com/fomnet/fomnet/p2p"
 )
 
@@ -744,4 +745,32 @@ func randomSeed() uint64 {
 	var b [8]byte
 	rand.Read(b[:])
 	return binary.LittleEndian.Uint64(b[:])
+}
+
+// JobKind says what id names, for fomnet join: "run", "recipe", "gen" (a
+// generation job) or "prep" (a split preparation's plan directory).
+func (n *Node) JobKind(ctx context.Context, id cid.Cid) (string, error) {
+	switch id.Prefix().Codec {
+	case cid.DagProtobuf:
+		return "prep", nil
+	case cid.DagJSON:
+		blk, err := n.Store.FetchBlock(withStall(ctx), id)
+		if err != nil {
+			return "", err
+		}
+		var head struct {
+			Format string `json:"format"`
+			Fomnet string `json:"fomnet"`
+		}
+		json.Unmarshal(blk.RawData(), &head)
+		switch {
+		case head.Fomnet == gen.SpecFormat:
+			return "gen", nil
+		case head.Format == RecipeFormat:
+			return "recipe", nil
+		case head.Format == RunFormat:
+			return "run", nil
+		}
+	}
+	return "", fmt.Errorf("%s is not a run, a recipe, a generation job or a preparation plan", id)
 }

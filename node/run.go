@@ -11,8 +11,6 @@ import (
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/sharding"
 	"github.com/ipfs/go-cid"
-	"github.com/ipld/go-ipld-prime/codec/dagjson"
-	"github.com/ipld/go-ipld-prime/node/basicnode"
 )
 
 // RunFormat names the run spec's format and version.
@@ -241,29 +239,11 @@ func DecodeRunSpec(b []byte) (*RunSpec, error) {
 // dagJSONBlock encodes v as a canonical dag-json block and returns its
 // bytes and CID; what names v in errors.
 func dagJSONBlock(v any, what string) ([]byte, cid.Cid, error) {
-	plain, err := json.Marshal(v)
+	b, c, err := contentstore.DagJSON(v)
 	if err != nil {
 		return nil, cid.Undef, fmt.Errorf("%s: %w", what, err)
 	}
-	b, err := canonicalDagJSON(plain)
-	if err != nil {
-		return nil, cid.Undef, fmt.Errorf("%s: %w", what, err)
-	}
-	c, err := contentstore.BlockCID(contentstore.CodecDagJSON, b)
-	return b, c, err
-}
-
-// canonicalDagJSON re-encodes JSON as dag-json (sorted keys, no spaces).
-func canonicalDagJSON(plain []byte) ([]byte, error) {
-	nb := basicnode.Prototype.Any.NewBuilder()
-	if err := dagjson.Decode(nb, bytes.NewReader(plain)); err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	if err := dagjson.Encode(nb.Build(), &buf); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return b, c, nil
 }
 
 // NewRunSpec fills a spec from a preset, a dataset and defaults suited to

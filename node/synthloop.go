@@ -16,6 +16,7 @@ import (
 	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/gen"
 	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/internal/fsutil"
 	"github.com/fomnet/fomnet/sharding"
 	"github.com/fomnet/fomnet/tokenizer"
 )
@@ -89,7 +90,7 @@ func synthLoop(ctx context.Context, nodes []*Node, o DemoOptions, pre *demoStage
 		b, _ := json.Marshal(p)
 		pb.Write(append(b, '\n'))
 	}
-	pc, err := nodes[0].Store.AddReader(ctx, bytes.NewReader(pb.Bytes()), contentstore.AddOptions{Pin: true, Name: "synthetic-loop prompts"})
+	pc, err := contentstore.FileCID(ctx, bytes.NewReader(pb.Bytes()))
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +101,11 @@ func synthLoop(ctx context.Context, nodes []*Node, o DemoOptions, pre *demoStage
 	if err != nil {
 		return nil, err
 	}
-	job, err := nodes[0].Store.AddReader(ctx, bytes.NewReader(sb), contentstore.AddOptions{Pin: true, Name: "synthetic-loop job"})
+	jobDir := filepath.Join(dir, "job")
+	if err := fsutil.WriteDir(jobDir, map[string][]byte{"spec.json": sb, "prompts.jsonl": pb.Bytes()}); err != nil {
+		return nil, err
+	}
+	job, err := nodes[0].PublishGenJob(ctx, jobDir)
 	if err != nil {
 		return nil, err
 	}

@@ -138,20 +138,11 @@ func EncodeManifest(m *Manifest) ([]byte, cid.Cid, error) {
 	if err := m.check(); err != nil {
 		return nil, cid.Undef, err
 	}
-	plain, err := json.Marshal(m)
+	b, c, err := contentstore.DagJSON(m)
 	if err != nil {
-		return nil, cid.Undef, err
-	}
-	nb := basicnode.Prototype.Any.NewBuilder()
-	if err := dagjson.Decode(nb, bytes.NewReader(plain)); err != nil {
 		return nil, cid.Undef, fmt.Errorf("manifest: %w", err)
 	}
-	var buf bytes.Buffer
-	if err := dagjson.Encode(nb.Build(), &buf); err != nil {
-		return nil, cid.Undef, fmt.Errorf("manifest: %w", err)
-	}
-	c, err := contentstore.BlockCID(contentstore.CodecDagJSON, buf.Bytes())
-	return buf.Bytes(), c, err
+	return b, c, nil
 }
 
 // DecodeManifest parses dag-json manifest bytes and checks their format.

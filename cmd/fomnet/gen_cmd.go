@@ -31,12 +31,55 @@ generates a shard to the same bytes (decoding is deterministic whatever the
 batch), so a shard someone else made is checked by generating a sample of
 its records again: other text, or text from other settings, is a fraud
 proof naming the record.`}
-	cmd.AddCommand(newGenCreateCmd(e), newGenShowCmd(e), newGenRunCmd(e), newGenVerifyCmd(e))
+	cmd.AddCommand(newGenCreateCmd(e), newGenShowCmd(e), newGenPublishCmd(e), newGenRunCmd(e), newGenVerifyCmd(e))
 	return cmd
 }
 
-// A job directory holds spec.json (the spec's canonical bytes) and
-// prompts.jsonl.
+// A job directory holds spec.json (the spec's canonical dag-json bytes)
+// and prompts.jsonl.
+
+func newGenPublishCmd(e *env) *cobra.Command {
+	var (
+		f    nodeFlags
+		ckpt string
+	)
+	cmd := &cobra.Command{
+		Use:   "publish JOBDIR [--checkpoint DIR]",
+		Short: "Store a generation job on this node, for the swarm to run",
+		Long: `Store the job in JOBDIR on the node of --home (through its daemon when one
+runs, which then serves it): the spec as its dag-json block, whose CID is
+the job's, and the prompt set; with --checkpoint, the generator checkpoint
+too (refused unless it is the job's). Nodes then take part with fomnet
+join JOB. Prints the job's CID.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec, _, _, err := loadJob(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			return withNode(ctxOf(cmd), e, &f, false, false, func(api node.API) error {
+				if ckpt != "" {
+					c, err := api.Add(ctxOf(cmd), ckpt, true, nil)
+					if err != nil {
+						return err
+					}
+					if c.String() != spec.Generator {
+						return fmt.Errorf("checkpoint %s is %s; the job's generator is %s", ckpt, c, spec.Generator)
+					}
+				}
+				id, err := api.PublishGenJob(ctxOf(cmd), args[0])
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(e.stdout, id)
+				return nil
+			})
+		},
+	}
+	f.addHome(cmd)
+	cmd.Flags().StringVar(&ckpt, "checkpoint", "", "the generator checkpoint directory, stored as well")
+	return cmd
+}
 
 func newGenCreateCmd(e *env) *cobra.Command {
 	var (
@@ -54,9 +97,8 @@ or "en"} a line; copied to JOBDIR/prompts.jsonl), the sampling settings, the
 prompts a shard covers, and the stage and licence of the output. The job's
 CID (of spec.json) is printed.
 
-To have the swarm run it, add spec.json, prompts.jsonl and the checkpoint
-on a node that serves them (fomnet add, with its daemon running) and
-start nodes with fomnet join JOB.`,
+To have the swarm run it, publish it on a node that serves it (fomnet gen
+publish, with its daemon running) and start nodes with fomnet join JOB.`,
 		Example: `  fomnet gen create --checkpoint ckpt --prompts prompts.jsonl --max-tokens 96 --out job`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -938,7 +938,14 @@ func TestDataSplitProcesses(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(o), &po) != nil || !strings.HasPrefix(po.Job, "bafy") || len(po.Inputs) != 2 {
 		t.Fatalf("plan --swarm: exit %d %+v: %s", code, po, errOut)
 	}
-	outs := joinSwarm(t, append([]string{filepath.Join(dir, "splan")}, inputs...), func(i int) []string { return []string{"--out", filepath.Join(dir, fmt.Sprintf("ds%d", i))} })
+	outs := joinSwarm(t, func(home string) string {
+		for _, p := range append([]string{filepath.Join(dir, "splan")}, inputs...) {
+			if _, errs, code := fomnet(t, "add", "--home", home, p); code != 0 {
+				t.Fatalf("add %s: %s", p, errs)
+			}
+		}
+		return po.Job
+	}, func(i int) []string { return []string{"--out", filepath.Join(dir, fmt.Sprintf("ds%d", i))} })
 	for i, out := range outs {
 		if strings.TrimSpace(out) != whole.DatasetCID {
 			t.Errorf("join %d of the plan: dataset %q, one prepare %s", i, out, whole.DatasetCID)
@@ -1043,8 +1050,13 @@ func TestGenCommands(t *testing.T) {
 // one machine generates them) and writes them with a recipe.
 func genSwarm(t *testing.T, job, ckpt string, want []string) {
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
-	outs := joinSwarm(t, []string{filepath.Join(job, "spec.json"), filepath.Join(job, "prompts.jsonl"), ckpt},
-		func(i int) []string { return []string{"--out", dirs[i]} })
+	outs := joinSwarm(t, func(home string) string {
+		out, errs, code := fomnet(t, "gen", "publish", job, "--checkpoint", ckpt, "--home", home)
+		if code != 0 {
+			t.Fatalf("gen publish: exit %d: %s", code, errs)
+		}
+		return strings.TrimSpace(out)
+	}, func(i int) []string { return []string{"--out", dirs[i]} })
 	for i, out := range outs {
 		var got []string
 		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -1061,22 +1073,13 @@ func genSwarm(t *testing.T, job, ckpt string, want []string) {
 	}
 }
 
-// joinSwarm has a daemon serve files (the first one's CID is the job) and
-// three nodes join the job at once, node i with args(i); it returns what
-// each printed.
-func joinSwarm(t *testing.T, files []string, args func(i int) []string) []string {
+// joinSwarm starts a daemon, has publish store a job on it (returning the
+// job's CID), and three nodes join the job at once, node i with args(i);
+// it returns what each printed.
+func joinSwarm(t *testing.T, publish func(home string) string, args func(i int) []string) []string {
 	a := initHome(t, "--dht-mode", "server")
 	addrs := startDaemon(t, a)
-	id := ""
-	for _, p := range files {
-		out, errs, code := fomnet(t, "add", "--home", a, p)
-		if code != 0 {
-			t.Fatalf("add %s: %s", p, errs)
-		}
-		if id == "" {
-			id = strings.TrimSpace(out)
-		}
-	}
+	id := publish(a)
 	outs := make([]string, 3)
 	var wg sync.WaitGroup
 	for i := range outs {

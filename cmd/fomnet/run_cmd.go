@@ -366,19 +366,21 @@ CID one machine preparing the same inputs gets.`,
 						eta(int64(ev.Step), int64(ev.Steps), time.Duration(ev.Seconds*float64(time.Second))))
 				}
 			}}
-			// Runs and recipes are dag-json; a generation job's spec is a
-			// small file, a preparation job's plan a directory.
+			kind, err := n.JobKind(ctx, id)
+			if err != nil {
+				return err
+			}
 			jo := node.JobOptions{Expect: expect, Logf: e.logf}
-			switch id.Prefix().Codec {
-			case cid.Raw:
+			switch kind {
+			case "gen":
 				return joinGen(ctx, e, n, id, node.GenJobOptions{Backend: be, JobOptions: jo}, out, linger)
-			case cid.DagProtobuf:
+			case "prep":
 				return joinPrep(ctx, e, n, id, node.PrepJobOptions{Threads: threads, JobOptions: jo, Out: out}, linger)
 			}
 			fetched := newProgress(e, "run dataset fetched")
 			defer fetched.finish()
 			o.FetchProgress = fetched.update
-			if _, err := n.LoadRecipe(ctx, id); err == nil {
+			if kind == "recipe" {
 				final, err := n.RunRecipe(ctx, id, o, func(p *node.Participant) error {
 					_, err := p.CatchUp(ctx, 10*time.Second)
 					return err
