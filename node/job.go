@@ -380,8 +380,9 @@ func (j *swarmJob) run(ctx context.Context) (*JobResult, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if j.drain(ctx) {
-			continue
+		j.drain(ctx)
+		if len(j.held) == j.w.units() {
+			break
 		}
 		if k, ok := j.next(); ok {
 			if err := j.make(ctx, k); err != nil {
@@ -401,15 +402,11 @@ func (j *swarmJob) run(ctx context.Context) (*JobResult, error) {
 	return j.result(time.Since(start)), nil
 }
 
-// drain handles every queued message; it says whether there were any.
-func (j *swarmJob) drain(ctx context.Context) bool {
-	for handled := false; ; handled = true {
-		select {
-		case m := <-j.in:
-			j.handle(ctx, m)
-		default:
-			return handled
-		}
+// drain handles the messages queued now (not those that arrive
+// meanwhile: a stream of them must not keep the node from its own work).
+func (j *swarmJob) drain(ctx context.Context) {
+	for range len(j.in) {
+		j.handle(ctx, <-j.in)
 	}
 }
 
