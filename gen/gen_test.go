@@ -189,3 +189,29 @@ func FuzzParseShard(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseSpec: any bytes are a checked spec, whose canonical encoding
+// reads back to the same spec, or an error; never a panic.
+func FuzzParseSpec(f *testing.F) {
+	s := &Spec{Format: SpecFormat, Generator: "bafy-g", Prompts: "bafk-p", PromptCount: 3, Sampling: testSampling, PerShard: 2, Stage: "pretrain", Licence: "CC0-1.0"}
+	b, err := s.Encode()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(`{"fomnet":"gen/v1","sampling":{"seed":18446744073709551615}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := ParseSpec(b)
+		if err != nil {
+			return
+		}
+		c, err := s.Encode()
+		if err != nil {
+			t.Fatalf("checked spec %+v does not encode: %v", s, err)
+		}
+		s2, err := ParseSpec(c)
+		if err != nil || *s2 != *s {
+			t.Fatalf("spec %+v reads back as %+v (%v)", s, s2, err)
+		}
+	})
+}

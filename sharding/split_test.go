@@ -185,3 +185,31 @@ func FuzzPiece(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParsePlan: any bytes are a plan that its checks accept or refuse
+// (a plan comes from a peer in a swarm preparation); never a panic.
+func FuzzParsePlan(f *testing.F) {
+	ctx := context.Background()
+	tk := testTokenizer(f)
+	in := write(f, f.TempDir(), "a.txt", "First paragraph here.\n\n첫 문단입니다.\n")
+	pl, err := MakePlan(ctx, PrepareConfig{Inputs: []Input{{Path: in}}, Builtin: true, Filters: DefaultFilters(), SeqLen: 64}, tk, 2)
+	if err != nil {
+		f.Fatal(err)
+	}
+	pl.InputCIDs = []string{"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}
+	b, _ := pl.Encode()
+	f.Add(b)
+	f.Add([]byte(`{"fomnet":"prepare-plan/v1","parts":[[{"input":-1,"start":5,"end":2,"line":0}]]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		pl, err := ParsePlan(b)
+		if err != nil {
+			return
+		}
+		if pl.check(ctx, tk) != nil {
+			return
+		}
+		if _, err := pl.Hash(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
