@@ -151,10 +151,11 @@ type JobOptions struct {
 	// twice the longest time this node took to make a unit, so that
 	// peers as fast as it are not raced).
 	Patience time.Duration
-	// Timeout bounds each fetch of a peer's unit (default 30 s). A peer
-	// whose claimed unit cannot be had in that time is passed over from
-	// then on: its claims are not fetched again and its units are made by
-	// others (a claim of bytes nobody serves costs one wait).
+	// Timeout gives up a fetch of a peer's unit when nothing arrives for
+	// that long (default 30 s). A peer whose claimed unit cannot be had
+	// is passed over from then on: its claims are not fetched again and
+	// its units are made by others (a claim of bytes nobody serves costs
+	// one wait).
 	Timeout time.Duration
 	// Resend is how often the node repeats its claims and proofs for
 	// peers that joined late (default 3 s).
@@ -227,11 +228,12 @@ type swarmJob struct {
 	convicted map[peer.ID]string // read by the validator
 
 	// Run's alone:
-	silent   map[peer.ID]bool // peers whose claimed units could not be had
-	held     map[int]*heldUnit
-	res      JobResult
-	progress time.Time
-	slowest  time.Duration // the longest this node took to make a unit
+	silent    map[peer.ID]bool // peers whose claimed units could not be had
+	unchecked map[cid.Cid]bool // units a check could not settle (not tried again)
+	held      map[int]*heldUnit
+	res       JobResult
+	progress  time.Time
+	slowest   time.Duration // the longest this node took to make a unit
 }
 
 // heldUnit is an accepted unit: its bytes' CID and who claimed them.
@@ -244,7 +246,7 @@ type heldUnit struct {
 func (n *Node) openJob(id cid.Cid, w work, o JobOptions) (*swarmJob, error) {
 	o.defaults()
 	j := &swarmJob{n: n, id: id, w: w, o: o, self: n.Host.ID(), in: make(chan p2p.Message, maxJobQueued),
-		mine: map[int]cid.Cid{}, convicted: map[peer.ID]string{}, silent: map[peer.ID]bool{}, held: map[int]*heldUnit{}}
+		mine: map[int]cid.Cid{}, convicted: map[peer.ID]string{}, silent: map[peer.ID]bool{}, unchecked: map[cid.Cid]bool{}, held: map[int]*heldUnit{}}
 	var err error
 	if j.topic, err = n.Host.Join(JobTopic(w.kind(), id), j.validate); err != nil {
 		return nil, err
@@ -568,7 +570,7 @@ func (j *swarmJob) checkClaim(ctx context.Context, author peer.ID, jm JobMsg, si
 		held.by[author] = signed
 		return
 	}
-	if j.silent[author] {
+	if j.silent[author] || j.unchecked[c] {
 		return
 	}
 	u, err := j.fetch(ctx, c)
@@ -608,7 +610,8 @@ func (j *swarmJob) judge(ctx context.Context, k int, c cid.Cid, author peer.ID, 
 	case isFraud:
 		j.refute(ctx, k, c, author, signed, index, checked)
 	case checked != nil:
-		j.o.Logf("%s: %s: could not check %s: %v", j.name(), j.w.unitName(k), c, checked)
+		j.unchecked[c] = true
+		j.o.Logf("%s: %s: could not check %s: %v (not tried again; made here if nobody else's passes)", j.name(), j.w.unitName(k), c, checked)
 	}
 }
 
@@ -696,10 +699,10 @@ func (j *swarmJob) checkProof(ctx context.Context, sender peer.ID, jm JobMsg) {
 	}
 }
 
-// fetch fetches a peer's unit into the store, bounded in time and size.
+// fetch fetches a peer's unit into the store, bounded in size and given
+// up when nothing arrives for Timeout (a large unit may take longer).
 func (j *swarmJob) fetch(ctx context.Context, c cid.Cid) (stored, error) {
-	ctx, cancel := context.WithTimeout(ctx, j.o.Timeout)
-	defer cancel()
+	ctx = contentstore.WithWait(ctx, contentstore.Wait{Stall: j.o.Timeout})
 	if err := j.n.Store.Fetch(ctx, c, nil); err != nil {
 		return stored{}, err
 	}

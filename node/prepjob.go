@@ -72,7 +72,7 @@ func (n *Node) OpenPrepJob(ctx context.Context, id cid.Cid, o PrepJobOptions) (*
 	}
 	pj := &PrepJob{Plan: pl, tk: tk, scratch: filepath.Join(n.Home, "prep", id.String()), out: o.Out}
 	if pj.out == "" {
-		pj.out = filepath.Join(pj.scratch, "dataset")
+		pj.out = pj.defaultOut()
 	}
 	pj.pw = &prepWork{n: n, pl: pl, tk: tk, threads: o.Threads, share: o.Share, dir: filepath.Join(pj.scratch, "inputs"), fetched: map[int]bool{}}
 	if pj.swarmJob, err = n.openJob(id, pj.pw, o.JobOptions); err != nil {
@@ -80,6 +80,9 @@ func (n *Node) OpenPrepJob(ctx context.Context, id cid.Cid, o PrepJobOptions) (*
 	}
 	return pj, nil
 }
+
+// defaultOut is where the dataset goes without PrepJobOptions.Out.
+func (pj *PrepJob) defaultOut() string { return filepath.Join(pj.scratch, "dataset") }
 
 // loadPlan fetches a job directory's plan and tokenizer.
 func (n *Node) loadPlan(ctx context.Context, id cid.Cid) (*sharding.Plan, *tokenizer.Tokenizer, error) {
@@ -132,7 +135,9 @@ func (pj *PrepJob) Run(ctx context.Context) (*PrepJobResult, error) {
 		}
 		pieces = append(pieces, path)
 	}
-	os.RemoveAll(pj.out)
+	if pj.out == pj.defaultOut() {
+		os.RemoveAll(pj.out) // this job's own, from an earlier run; a directory given is never removed
+	}
 	p, err := sharding.Merge(ctx, pj.Plan, pj.tk, pieces, pj.out, nil)
 	if err != nil {
 		return nil, err
