@@ -307,8 +307,8 @@ turn: each later stage's run is derived from the recipe and the last
 checkpoint of the stage before, so every node joins the same run; the last
 stage's last checkpoint CID goes to stdout.
 
-Given a generation job (fomnet gen create; its spec.json, prompts.jsonl
-and checkpoint added to a node of the swarm), it generates the shards
+Given a generation job (fomnet gen create, then fomnet gen publish on a
+node that serves it), it generates the shards
 rendezvous hashing gives it, checks the shards its peers claim by
 generating a sample of their records again (a record that differs is a
 fraud proof, gossiped; its author's claims are ignored from then on),
@@ -433,7 +433,7 @@ CID one machine preparing the same inputs gets.`,
 	cmd.Flags().DurationVar(&linger, "linger", -1, "after the run's last round, keep serving it this long (default: the run's round deadline; 0: exit at once)")
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
 	dev.add(cmd.Flags())
-	cmd.Flags().IntVar(&expect, "expect", 0, "contributions a round waits for before closing early (0: every peer on the run's topic); a generation job: peers to wait for before sharing out the shards")
+	cmd.Flags().IntVar(&expect, "expect", 0, "contributions a round waits for before closing early (0: every peer on the run's topic); a generation or preparation job: peers to wait for before sharing out its units")
 	cmd.Flags().StringVar(&out, "out", "", "a generation job: directory for its shards and their data prepare recipe; a preparation: the dataset's directory")
 	cmd.Flags().IntVar(&keep, "keep-rounds", 0, "keep the checkpoint directories of the newest N rounds (and round 0) under runs/RUN-ID, removing older ones; every checkpoint stays pinned in the store (0: keep all)")
 	cmd.Flags().IntVar(&upto, "until", 1<<30, "stop after this round (default: the run's last)")
