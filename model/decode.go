@@ -120,7 +120,14 @@ func newBatchDecoder(m *Model, window, slots int, onDevice bool) *Decoder {
 		window = c.MaxSeq
 	}
 	slots = max(1, slots)
-	d := &Decoder{c: c, be: cpu.MustNew(cpu.Options{}), cap: window}
+	// On a CPU backend the decoder computes on as many threads as the
+	// model's backend; beside a GPU the host's share (attention, picks)
+	// gets every core. The output does not depend on it.
+	threads := runtime.GOMAXPROCS(0)
+	if !onDevice {
+		threads = m.be.Threads()
+	}
+	d := &Decoder{c: c, be: cpu.MustNew(cpu.Options{Threads: threads}), cap: window}
 	host := func(name string) []float32 {
 		tn := m.Layout.must(name)
 		w := make([]float32, tn.Size)
@@ -165,7 +172,7 @@ func newBatchDecoder(m *Model, window, slots int, onDevice bool) *Decoder {
 			d.rope[p*hd+j], d.rope[p*hd+half+j] = co, s
 		}
 	}
-	d.work = make([]decWork, runtime.GOMAXPROCS(0))
+	d.work = make([]decWork, threads)
 	for i := range d.work {
 		d.work[i] = decWork{scores: make([]float64, window), acc: make([]float32, hd)}
 	}
