@@ -459,7 +459,7 @@ func (j *swarmJob) patience() time.Duration { return max(j.o.Patience, 2*j.slowe
 // make makes unit k, stores and pins it, and claims it.
 func (j *swarmJob) make(ctx context.Context, k int) error {
 	t0 := time.Now()
-	c, note, err := j.makeStored(ctx, k)
+	c, size, note, err := j.makeStored(ctx, k)
 	if err != nil {
 		return err
 	}
@@ -470,33 +470,35 @@ func (j *swarmJob) make(ctx context.Context, k int) error {
 	j.mine[k] = c
 	j.mu.Unlock()
 	j.publish(ctx, JobMsg{Type: JobClaim, Job: j.id.String(), Unit: k, CID: c.String()})
-	j.o.Logf("%s: %s made here in %.1fs (%s) → %s", j.name(), j.w.unitName(k), time.Since(t0).Seconds(), note, c)
+	j.o.Logf("%s: %s made here in %.1fs (%s, %d bytes) → %s", j.name(), j.w.unitName(k), time.Since(t0).Seconds(), note, size, c)
 	return nil
 }
 
 // makeStored makes unit k into a scratch file and adds it to the store,
-// pinned.
-func (j *swarmJob) makeStored(ctx context.Context, k int) (cid.Cid, string, error) {
+// pinned; it returns the unit's CID and size.
+func (j *swarmJob) makeStored(ctx context.Context, k int) (cid.Cid, int64, string, error) {
 	f, err := os.CreateTemp(j.n.Home, "job-unit-")
 	if err != nil {
-		return cid.Undef, "", err
+		return cid.Undef, 0, "", err
 	}
 	defer os.Remove(f.Name())
 	note, err := j.w.make(ctx, k, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return cid.Undef, "", err
-	}
-	if j.o.tamper != nil {
+	if err == nil && j.o.tamper != nil {
 		b, _ := os.ReadFile(f.Name())
-		if err := os.WriteFile(f.Name(), j.o.tamper(k, b), 0o644); err != nil {
-			return cid.Undef, "", err
-		}
+		err = os.WriteFile(f.Name(), j.o.tamper(k, b), 0o644)
+	}
+	var st os.FileInfo
+	if err == nil {
+		st, err = os.Stat(f.Name())
+	}
+	if err != nil {
+		return cid.Undef, 0, "", err
 	}
 	c, err := j.n.Store.Add(ctx, f.Name(), contentstore.AddOptions{Pin: true, Name: j.pinName(k, true)})
-	return c, note, err
+	return c, st.Size(), note, err
 }
 
 // pinName is the pin of unit k: made here (own) or checked here.
@@ -703,13 +705,7 @@ func (j *swarmJob) checkProof(ctx context.Context, sender peer.ID, jm JobMsg) {
 // up when nothing arrives for Timeout (a large unit may take longer).
 func (j *swarmJob) fetch(ctx context.Context, c cid.Cid) (stored, error) {
 	ctx = contentstore.WithWait(ctx, contentstore.Wait{Stall: j.o.Timeout})
-	if err := j.n.Store.Fetch(ctx, c, nil); err != nil {
-		return stored{}, err
-	}
-	if _, err := j.n.Store.DeclaredSize(ctx, c, j.w.maxBytes()); err != nil {
-		return stored{}, fmt.Errorf("%s: %w (at most %d bytes)", c, err, j.w.maxBytes())
-	}
-	return stored{j.n, c}, nil
+	return j.n.fetchSized(ctx, c, j.w.maxBytes())
 }
 
 func (j *swarmJob) result(took time.Duration) *JobResult {
@@ -730,13 +726,23 @@ func (j *swarmJob) result(took time.Duration) *JobResult {
 // fetchBounded fetches the UnixFS file c (waiting as ctx says) and reads
 // it, refusing one that declares more than limit bytes.
 func (n *Node) fetchBounded(ctx context.Context, c cid.Cid, limit int64) ([]byte, error) {
-	if err := n.Store.Fetch(ctx, c, nil); err != nil {
+	u, err := n.fetchSized(ctx, c, limit)
+	if err != nil {
 		return nil, err
 	}
-	if _, err := n.Store.DeclaredSize(ctx, c, limit); err != nil {
-		return nil, fmt.Errorf("%s: %w (at most %d bytes)", c, err, limit)
+	return u.bytes(ctx, limit)
+}
+
+// fetchSized fetches the UnixFS file c (waiting as ctx says), refusing
+// one that declares more than limit bytes.
+func (n *Node) fetchSized(ctx context.Context, c cid.Cid, limit int64) (stored, error) {
+	if err := n.Store.Fetch(ctx, c, nil); err != nil {
+		return stored{}, err
 	}
-	return stored{n, c}.bytes(ctx, limit)
+	if _, err := n.Store.DeclaredSize(ctx, c, limit); err != nil {
+		return stored{}, fmt.Errorf("%s: %w (at most %d bytes)", c, err, limit)
+	}
+	return stored{n, c}, nil
 }
 
 // randomSeed is a check's seed: this node's own randomness, so no peer

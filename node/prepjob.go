@@ -123,6 +123,7 @@ func (pj *PrepJob) Run(ctx context.Context) (*PrepJobResult, error) {
 		return nil, err
 	}
 	dir := filepath.Join(pj.scratch, "pieces")
+	os.RemoveAll(dir) // a killed run's
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -130,7 +131,7 @@ func (pj *PrepJob) Run(ctx context.Context) (*PrepJobResult, error) {
 	var pieces []string
 	for _, u := range r.Units {
 		path := filepath.Join(dir, strconv.Itoa(u.Unit))
-		if err := pj.writePiece(ctx, cid.MustParse(u.CID), path); err != nil {
+		if err := pj.n.Store.WriteOut(ctx, cid.MustParse(u.CID), path); err != nil {
 			return nil, err
 		}
 		pieces = append(pieces, path)
@@ -144,23 +145,6 @@ func (pj *PrepJob) Run(ctx context.Context) (*PrepJobResult, error) {
 	}
 	pj.o.Logf("%s: %d pieces merged → dataset %s", pj.name(), len(pieces), p.CID)
 	return &PrepJobResult{JobResult: *r, Dataset: p.CID.String(), Dir: pj.out}, nil
-}
-
-func (pj *PrepJob) writePiece(ctx context.Context, c cid.Cid, path string) error {
-	f, err := pj.n.Store.Open(ctx, c)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	out, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, f); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // Close leaves the job's topic and removes the fetched inputs; the
@@ -240,21 +224,7 @@ func (w *prepWork) make(ctx context.Context, k int, out io.Writer) (string, erro
 	if err := w.inputs(ctx, k); err != nil {
 		return "", err
 	}
-	cw := &countingWriter{w: out}
-	err := sharding.PreparePart(ctx, w.pl, w.tk, k, w.threads, cw)
-	return fmt.Sprintf("a piece of %d bytes", cw.n), err
-}
-
-// countingWriter counts what passes through it.
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+	return "a piece", sharding.PreparePart(ctx, w.pl, w.tk, k, w.threads, out)
 }
 
 // check streams unit u through CheckPiece.
