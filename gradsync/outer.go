@@ -20,16 +20,33 @@ func NewOuterOptimizer(c Config, n int) *OuterOptimizer {
 //
 // (PyTorch's SGD with nesterov=True, dampening 0). Each product is rounded
 // on its own, so every node gets the same bits.
-func (o *OuterOptimizer) Step(params, delta []float32) {
-	if len(params) != len(delta) || len(params) != len(o.Buf) {
-		panic("gradsync: OuterOptimizer.Step: length mismatch")
+func (o *OuterOptimizer) Step(params, delta []float32) { o.step(params, params, delta, true) }
+
+// Estimate writes into dst what Step(params, delta) would leave in params,
+// and changes neither params nor the momentum buffer: a worker's guess at
+// the next global parameters, taking its own pseudo-gradient for the
+// aggregate it has not received yet ("eager" overlap).
+func (o *OuterOptimizer) Estimate(dst, params, delta []float32) { o.step(dst, params, delta, false) }
+
+func (o *OuterOptimizer) step(dst, params, delta []float32, keep bool) {
+	if len(params) != len(delta) || len(params) != len(o.Buf) || len(dst) != len(params) {
+		panic("gradsync: OuterOptimizer: length mismatch")
 	}
 	mu, lr := o.Momentum, o.LR
 	for i, d := range delta {
 		b := float32(mu*o.Buf[i]) + d
-		o.Buf[i] = b
-		params[i] -= float32(lr * (d + float32(mu*b)))
+		if keep {
+			o.Buf[i] = b
+		}
+		dst[i] = params[i] - float32(lr*(d+float32(mu*b)))
 	}
+}
+
+// Slice is the optimizer of parameters [off, off+n): it shares o's
+// momentum buffer, so a step of the slice is a step of those coordinates
+// of o (streaming DiLoCo steps one fragment at a time).
+func (o *OuterOptimizer) Slice(off, n int) *OuterOptimizer {
+	return &OuterOptimizer{LR: o.LR, Momentum: o.Momentum, Buf: o.Buf[off : off+n : off+n]}
 }
 
 // PseudoGradient writes Δ = global − local into dst.

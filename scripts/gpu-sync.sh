@@ -53,13 +53,16 @@ fi
 # name | flags: 9000 steps of 2×64 tokens per worker unless the flags say
 # otherwise; in order of priority. EXPERIMENTS (a file of such lines;
 # blank lines and lines starting with # are skipped) replaces the list.
-# (Next, after docs/BENCHMARKS.md's 2026-11-27 runs: the goal holds at two
-# workers (1.012×) and not at four (1.033×); three workers sit between.
-# β2 0.999 at four is still untried. vcorr runs on the host, too slow here.)
+# (Next, after docs/BENCHMARKS.md's 2026-12-05 per-source rows on tiny:
+# the K = 4 demo result per held-out source — natural text, generated
+# documents — for DDP, DiLoCo, and the overlapped and streaming variants.
+# Only the built-in natural text is held out here: ../shared is not on the
+# GPU machine.)
 experiments=(
-	"k3-ddp|--workers 3 --methods ddp --lr 3.5e-4 --beta1 0.95 --beta2 0.99"
-	"k3-diloco|--workers 3 --methods diloco:300:int4 --lr 5e-4 --beta1 0.95 --beta2 0.99"
-	"b195-999|--methods diloco:300:int4 --lr 5e-4 --beta1 0.95 --beta2 0.999"
+	"k4-ddp|--methods ddp --lr 5e-4 --beta1 0.95 --beta2 0.99"
+	"k4-diloco|--methods diloco:300:int4 --lr 5e-4 --beta1 0.95 --beta2 0.99"
+	"k4-local|--methods diloco:300:int4:overlap=local --lr 5e-4 --beta1 0.95 --beta2 0.99"
+	"k4-eager-f4|--methods diloco:300:int4:overlap=eager:fragments=4 --lr 5e-4 --beta1 0.95 --beta2 0.99"
 )
 if [ -n "${EXPERIMENTS:-}" ]; then
 	mapfile -t experiments < <(grep -v -e '^[[:space:]]*$' -e '^#' "$EXPERIMENTS")

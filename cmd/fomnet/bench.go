@@ -16,7 +16,7 @@ import (
 
 func newBenchCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Measure kernels and training speed", Args: noArgs}
-	cmd.AddCommand(newBenchKernelsCmd(e), newBenchTrainCmd(e), newBenchSyncCmd(e))
+	cmd.AddCommand(newBenchKernelsCmd(e), newBenchTrainCmd(e), newBenchSyncCmd(e), newBenchSwarmCmd(e))
 	return cmd
 }
 

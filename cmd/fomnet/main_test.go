@@ -14,10 +14,12 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/fomnet/fomnet/gradsync/simulate"
 	"github.com/fomnet/fomnet/kernels/cuda"
 	"github.com/fomnet/fomnet/model"
 	"github.com/fomnet/fomnet/model/gguf"
 	"github.com/fomnet/fomnet/node"
+	"github.com/fomnet/fomnet/node/swarmsim"
 	"github.com/fomnet/fomnet/sharding"
 	"github.com/fomnet/fomnet/tokenizer"
 )
@@ -397,30 +399,54 @@ func TestDataPrepareAndInspect(t *testing.T) {
 }
 
 func TestBenchSyncJSON(t *testing.T) {
-	out, errOut, code := fomnet(t, "bench", "sync", "--quick", "--steps", "4", "--synthetic", "50", "--json",
-		"--methods", "ddp,diloco:2:int8,diloco:2:topk:trimmed-mean:scaled")
+	natural := filepath.Join(t.TempDir(), "pairs.tsv")
+	if err := os.WriteFile(natural, []byte(strings.Repeat("Open the file and read it aloud.\t파일을 열고 소리 내어 읽습니다.\n", 40)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := fomnet(t, "bench", "sync", "--quick", "--steps", "4", "--synthetic", "50", "--json", "--natural", natural,
+		"--methods", "ddp,diloco:2:int8,diloco:2:topk:trimmed-mean:scaled,diloco:2:int8:overlap=eager:fragments=2")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	var rows []map[string]any
+	var rows []simulate.Row
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 3 {
+	var raw []map[string]any
+	if err := json.Unmarshal([]byte(out), &raw); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 4 {
 		t.Fatalf("%d rows", len(rows))
 	}
-	for _, k := range []string{"method", "H", "codec", "workers", "val_loss", "bytes_per_worker", "reduction_vs_ddp"} {
-		if _, ok := rows[1][k]; !ok {
-			t.Errorf("row lacks %q: %v", k, rows[1])
+	for _, k := range []string{"method", "H", "codec", "workers", "val_loss", "val_by_source", "bytes_per_worker", "peak_bytes_per_sync", "reduction_vs_ddp"} {
+		if _, ok := raw[1][k]; !ok {
+			t.Errorf("row lacks %q: %v", k, raw[1])
 		}
 	}
-	if rows[2]["reduction_vs_ddp"].(float64) <= rows[1]["reduction_vs_ddp"].(float64) {
-		t.Errorf("topk should send less than int8: %v", rows)
+	for _, r := range rows {
+		if len(r.Sources) != 2 || r.Sources[0].Source != "natural" || r.Sources[1].Source != "generated" || !(r.Loss("natural") > 0) {
+			t.Errorf("%s: held-out sources %+v, want natural and generated", r.Method, r.Sources)
+		}
+	}
+	if rows[2].ReductionVsDDP <= rows[1].ReductionVsDDP {
+		t.Errorf("topk should send less than int8: %+v", rows)
+	}
+	if r := rows[3]; r.Overlap != "eager" || r.Fragments != 2 || !(r.PeakBytes < rows[1].PeakBytes*0.6) {
+		t.Errorf("overlapped fragments: %+v (one fragment's peak %v)", r, rows[1].PeakBytes)
 	}
 	for _, m := range []string{"diloco:0:int8", "diloco:300abc:int8", "diloco:60x10:int4", "diloco:60x0+420:int4", "diloco:x10+420:int4"} {
 		if _, errOut, code := fomnet(t, "bench", "sync", "--methods", m); code != exitUsage || !strings.Contains(errOut, "H") {
 			t.Errorf("bad method %s: exit %d %q", m, code, errOut)
 		}
+	}
+	for m, want := range map[string]string{"diloco:50:int4:overlap=late": "overlap=", "diloco:50:int4:fragments=0": "fragments=", "ddp:overlap=eager": "for DiLoCo"} {
+		if _, errOut, code := fomnet(t, "bench", "sync", "--methods", m); code != exitUsage || !strings.Contains(errOut, want) {
+			t.Errorf("bad method %s: exit %d %q", m, code, errOut)
+		}
+	}
+	if _, errOut, code := fomnet(t, "bench", "sync", "--quick", "--natural", filepath.Join(t.TempDir(), "none.txt")); code != exitError || !strings.Contains(errOut, "none.txt") {
+		t.Errorf("missing --natural file: exit %d %q", code, errOut)
 	}
 }
 
@@ -1151,5 +1177,35 @@ func TestDemoSyntheticLoop(t *testing.T) {
 	if mid.Stage != "midtrain" || mid.Dataset != sy.Dataset || !slices.Contains(mid.Generators, sy.Generator) || pre.Stage != "pretrain" ||
 		pre.Last != sy.Generator || slices.Contains(pre.Generators, sy.Generator) || len(pre.Generators) == 0 {
 		t.Fatalf("lineage %+v (generator %s)", stages, sy.Generator)
+	}
+}
+
+// bench swarm prints one report per size, protocol and mode, the same for
+// the same seed, and refuses settings out of range.
+func TestBenchSwarm(t *testing.T) {
+	args := []string{"bench", "swarm", "--peers", "8,100", "--protocols", "all,scatter", "--modes", "sequential,overlap", "--rounds", "4", "--params", "1000000", "--json"}
+	out, errOut, code := fomnet(t, args...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var reps []swarmsim.Report
+	if err := json.Unmarshal([]byte(out), &reps); err != nil {
+		t.Fatal(err)
+	}
+	if len(reps) != 8 || reps[0].Peers != 8 || reps[7].Peers != 100 || reps[7].Protocol != "scatter" || !reps[7].Overlap {
+		t.Fatalf("%d reports: %+v", len(reps), reps)
+	}
+	for _, r := range reps {
+		if !(r.Utilization > 0 && r.Utilization <= 1 && r.Useful <= r.Utilization && r.RoundSeconds > 0 && r.ReceivedPerRound > 0) {
+			t.Errorf("implausible report %+v", r)
+		}
+	}
+	if again, _, _ := fomnet(t, args...); again != out {
+		t.Errorf("the same seed gave two reports")
+	}
+	for _, bad := range [][]string{{"--protocols", "gossip"}, {"--modes", "async"}, {"--peers", "0"}, {"--slack", "-1"}, {"--codec", "int3"}} {
+		if _, errOut, code := fomnet(t, append([]string{"bench", "swarm", "--rounds", "3"}, bad...)...); code != exitUsage || !strings.HasPrefix(errOut, "fomnet: ") {
+			t.Errorf("%v: exit %d %q", bad, code, errOut)
+		}
 	}
 }

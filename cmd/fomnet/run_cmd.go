@@ -74,6 +74,7 @@ func newRunCreateCmd(e *env) *cobra.Command {
 		maxLR, minLR, outerLR, momentum  float64
 		deadline                         time.Duration
 		quorum                           int
+		spotCheck                        float64
 		asJSON                           bool
 		beta1, beta2                     float64
 	)
@@ -152,6 +153,9 @@ on into the run before (fomnet checkpoint lineage).`,
 			if cmd.Flags().Changed("beta2") {
 				spec.Inner.Beta2 = beta2
 			}
+			if cmd.Flags().Changed("spot-check") {
+				spec.SpotCheck = &spotCheck
+			}
 			spec.Stage = stage
 			spec.Inner.Objective = objective
 			if objective != "" {
@@ -225,6 +229,7 @@ on into the run before (fomnet checkpoint lineage).`,
 	fl.Float64Var(&momentum, "momentum", 0.9, "outer Nesterov momentum")
 	fl.DurationVar(&deadline, "deadline", 2*time.Minute, "how long a round waits for contributions and aggregates")
 	fl.IntVar(&quorum, "quorum", 1, "fewest contributions a round may close with")
+	fl.Float64Var(&spotCheck, "spot-check", node.DefaultSpotCheck, "share of each round's contributions another member re-executes (written into the spec only when set; 0: none)")
 	fl.Uint64Var(&seed, "seed", 1, "seed of the genesis weights and batch orders")
 	fl.BoolVar(&asJSON, "json", false, "print {run_id} as JSON")
 	return cmd

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -43,6 +42,13 @@ type Method struct {
 	// square of the mean gradient of VCorr batches like its own (usually
 	// the number of workers, as DDP sees) from the two halves of its batch.
 	VCorr float64 `json:"vcorr,omitempty"`
+	// Overlap, one of Overlaps, lets DiLoCo's workers train on while a
+	// round's exchange completes; its aggregate is applied one round late.
+	Overlap string `json:"overlap,omitempty"`
+	// Fragments, where above 1, splits the parameters into that many
+	// contiguous fragments synchronised on staggered schedules (streaming
+	// DiLoCo): fragment i after (i+1)·H/Fragments steps, then every H.
+	Fragments int `json:"fragments,omitempty"`
 }
 
 // Adversaries are the bad pseudo-gradients worker 0 can send: crude ones
@@ -93,6 +99,12 @@ func (m Method) String() string {
 	if m.VCorr != 0 {
 		s += fmt.Sprintf(" vcorr=%v", m.VCorr)
 	}
+	if m.Overlap != "" {
+		s += " overlap=" + m.Overlap
+	}
+	if m.Fragments > 1 {
+		s += fmt.Sprintf(" fragments=%d", m.Fragments)
+	}
 	return s
 }
 
@@ -124,6 +136,11 @@ type Options struct {
 	// its codec dropped from the aggregate is added to the next round's
 	// (an experiment; the node's reducers do not do this).
 	AggregateFeedback bool
+	// Sources are held-out corpora scored beside the validation split, each
+	// on its own (the first EvalRows windows of each, or all of them): a
+	// method is judged on the source that is hard to fit (natural text),
+	// not on the mixture (mostly generated documents every method fits).
+	Sources []Source
 	// OnStep, if set, is called after every step of every method (for
 	// progress reports).
 	OnStep func(m Method, step, steps int)
@@ -178,6 +195,18 @@ func QuickOptions() Options {
 	return o
 }
 
+// Source is a named held-out corpus.
+type Source struct {
+	Name string
+	Val  *model.Corpus
+}
+
+// SourceLoss is a method's validation loss on one Source.
+type SourceLoss struct {
+	Source string  `json:"source"`
+	Loss   float64 `json:"val_loss"`
+}
+
 // Row is one method's result.
 type Row struct {
 	Method
@@ -185,8 +214,13 @@ type Row struct {
 	ValLoss float64 `json:"val_loss"`
 	// TrainLoss is the loss on as many windows from the start of the
 	// training split as ValLoss scores of the validation split.
-	TrainLoss      float64 `json:"train_loss"`
-	BytesPerWorker float64 `json:"bytes_per_worker"`
+	TrainLoss float64 `json:"train_loss"`
+	// Sources is the validation loss on each of Options.Sources, in order.
+	Sources        []SourceLoss `json:"val_by_source,omitempty"`
+	BytesPerWorker float64      `json:"bytes_per_worker"`
+	// PeakBytes is the most a worker sends in one sync (DiLoCo): what its
+	// uplink must carry at once. Streaming fragments divide it.
+	PeakBytes      float64 `json:"peak_bytes_per_sync,omitempty"`
 	ReductionVsDDP float64 `json:"reduction_vs_ddp"`
 	Tokens         int64   `json:"tokens"`
 	Seconds        float64 `json:"seconds"`
@@ -230,6 +264,9 @@ func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.C
 		}
 		if m.Adversary != "" && (m.Name == "ddp" || !slices.Contains(Adversaries, m.Adversary)) {
 			return nil, fmt.Errorf("simulate: %s: adversary %q (want one of %v, for DiLoCo)", m, m.Adversary, Adversaries)
+		}
+		if (m.Overlap != "" || m.Fragments != 0) && (m.Name == "ddp" || (m.Overlap != "" && !slices.Contains(Overlaps, m.Overlap)) || m.Fragments < 0) {
+			return nil, fmt.Errorf("simulate: %s: overlap %q (want one of %v) and fragments %d (not negative) are for DiLoCo", m, m.Overlap, Overlaps, m.Fragments)
 		}
 		if m.VCorr != 0 && (m.Name == "ddp" || !(m.VCorr >= 1) || math.IsInf(m.VCorr, 0) || (m.accum()*o.Batch)%2 != 0) {
 			return nil, fmt.Errorf("simulate: %s: vcorr %v must be at least 1, for DiLoCo, with an even batch (%d sequences)", m, m.VCorr, m.accum()*o.Batch)
@@ -297,6 +334,17 @@ send:
 		rows[i].setReduction(ddpBytes)
 	}
 	return rows, nil
+}
+
+// Loss is r's validation loss on the named source, or ValLoss where there
+// is no such source.
+func (r Row) Loss(source string) float64 {
+	for _, s := range r.Sources {
+		if s.Source == source {
+			return s.Loss
+		}
+	}
+	return r.ValLoss
 }
 
 // ReferenceDDP is the index of the DDP method that rows' ReductionVsDDP
@@ -367,6 +415,13 @@ func score(r *Row, m *model.Model, train, val *model.Corpus, o Options) error {
 		return err
 	}
 	r.ValLoss, r.TrainLoss = float64(vl), float64(tl)
+	for _, src := range o.Sources {
+		l, err := evaluate(m, src.Val, o)
+		if err != nil {
+			return fmt.Errorf("held-out %s: %w", src.Name, err)
+		}
+		r.Sources = append(r.Sources, SourceLoss{Source: src.Name, Loss: float64(l)})
+	}
 	return nil
 }
 
@@ -437,7 +492,6 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 	if err := cfg.Validate(); err != nil {
 		return Row{}, err
 	}
-	codec, _ := cfg.NewCodec()
 	workers := make([]*model.Model, o.Workers)
 	for k := range workers {
 		m, err := model.New(be, c)
@@ -450,37 +504,19 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 	n := workers[0].Layout.Size
 	global := make([]float32, n)
 	be.Download(global, workers[0].Params)
-	outer := gradsync.NewOuterOptimizer(cfg, n)
-	efs := make([]*gradsync.ErrorFeedback, o.Workers)
-	for k := range efs {
-		efs[k] = gradsync.NewErrorFeedback(codec, n)
-	}
-	parts := gradsync.Partitions(n, cfg.Partitions)
-	var aggEFs []*gradsync.ErrorFeedback // reducers' residuals, with AggregateFeedback only
-	if o.AggregateFeedback {
-		for _, p := range parts {
-			aggEFs = append(aggEFs, gradsync.NewErrorFeedback(codec, p.Size))
-		}
-	}
-	local, delta, agg := make([]float32, n), make([]float32, n), make([]float32, n)
-	order := make([]int, 0, o.Workers)
-	for k := 1; k <= o.Workers; k++ {
-		order = append(order, k%o.Workers)
-	}
-	honest := newMoments(meth.Adversary == "alie", n)
-	decoded := make([][]float32, o.Workers)
-	for k := range decoded {
-		decoded[k] = make([]float32, n)
-	}
 	a := meth.accum()
-	op := meth.Optim(o)
 	inner := o.Steps / a // optimizer steps per worker
+	loop, err := newOuterLoop(cfg, meth, o, inner, global)
+	if err != nil {
+		return Row{}, err
+	}
+	locals := make([][]float32, o.Workers)
+	for k := range locals {
+		locals[k] = make([]float32, n)
+	}
+	op := meth.Optim(o)
 	tokens, targets := make([]int32, a*o.Batch*o.Seq), make([]int32, a*o.Batch*o.Seq)
 	sched := schedule(o, a)
-	rng := rand.New(rand.NewPCG(o.Seed, 99))
-	var sent float64
-	kf := float64(o.Workers)
-	round := 0
 	var vc []*vcorrState
 	if meth.VCorr >= 1 {
 		for _, m := range workers {
@@ -513,56 +549,23 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 			}
 		}
 		o.stepDone(meth, (s+1)*a-1)
-		if s+1 != cfg.RoundStart(round+1) && s+1 != inner {
+		due := loop.due(s + 1)
+		if len(due) == 0 {
 			continue
 		}
-		round++
-		// Outer step: each worker encodes Δ with error feedback; each
-		// partition is aggregated from the decoded contributions, encoded
-		// again as its reducer would publish it, and decoded by everyone.
-		var contribBytes, aggBytes int
-		honest.reset()
-		for _, k := range order { // the adversary last: alie needs the others
-			be.Download(local, workers[k].Params)
-			gradsync.PseudoGradient(delta, global, local)
-			if k == 0 {
-				adversary(meth.Adversary, delta, honest, rng)
-			} else {
-				honest.add(delta)
-			}
-			msg := efs[k].Encode(nil, delta)
-			contribBytes = len(msg)
-			if err := codec.Decode(decoded[k], msg); err != nil {
+		for k, m := range workers {
+			be.Download(locals[k], m.Params)
+		}
+		for _, i := range due {
+			if err := loop.sync(i, locals, s+1); err != nil {
 				return Row{}, err
 			}
 		}
-		for pi, p := range parts {
-			cs := make([]gradsync.Contribution, o.Workers)
-			for k := range cs {
-				cs[k] = gradsync.Contribution{ID: fmt.Sprintf("worker-%d", k), Tokens: int64(a * o.Batch * o.Seq), Delta: decoded[k][p.Offset : p.Offset+p.Size]}
-			}
-			part := agg[p.Offset : p.Offset+p.Size]
-			if _, ok := gradsync.Aggregate(cfg, part, cs); !ok {
-				return Row{}, fmt.Errorf("round at step %d: no quorum", s+1)
-			}
-			var msg []byte
-			if o.AggregateFeedback {
-				msg = aggEFs[pi].Encode(nil, part)
-			} else {
-				msg = codec.Encode(nil, part)
-			}
-			aggBytes += len(msg)
-			if err := codec.Decode(part, msg); err != nil {
-				return Row{}, err
-			}
-		}
-		sent += (kf - 1) / kf * float64(contribBytes+aggBytes)
-		outer.Step(global, agg)
-		for _, m := range workers {
-			be.Upload(m.Params, global)
+		for k, m := range workers {
+			be.Upload(m.Params, locals[k])
 		}
 	}
-	r := Row{BytesPerWorker: sent, Tokens: int64(o.Steps) * int64(o.Workers*o.Batch*o.Seq)}
-	err := score(&r, workers[0], train, val, o)
+	r := Row{BytesPerWorker: loop.sent, PeakBytes: loop.peak, Tokens: int64(o.Steps) * int64(o.Workers*o.Batch*o.Seq)}
+	err = score(&r, workers[0], train, val, o)
 	return r, err
 }

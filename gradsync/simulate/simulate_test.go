@@ -3,6 +3,7 @@ package simulate
 import (
 	"context"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -139,7 +140,7 @@ func TestRunParallelSameRows(t *testing.T) {
 	}
 	for i := range want {
 		want[i].Seconds, got[i].Seconds = 0, 0
-		if want[i] != got[i] {
+		if !reflect.DeepEqual(want[i], got[i]) {
 			t.Errorf("row %d: one at a time %+v, side by side %+v", i, want[i], got[i])
 		}
 	}
