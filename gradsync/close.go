@@ -13,8 +13,8 @@ import (
 // included — it waits at most Slack·t longer, and never more than
 // Deadline. Should fewer than Core ever arrive, it waits Deadline after
 // the first. A contribution later than that is a straggler's and is
-// discarded: its author's next contribution starts from the round's
-// checkpoint like everyone's, and the tokens it trained are not counted.
+// discarded: the tokens it trained are not counted, and its author goes on
+// with the next round like everyone.
 //
 // Relative slack makes the rule the same at every scale: with Core 3/4 and
 // Slack 1/4, a peer whose round takes a quarter longer than three peers in

@@ -40,20 +40,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then
-  echo "nat-test: needs root (network namespaces); skipped" >&2
-  exit 0
-fi
-for c in ip nft; do
-  command -v "$c" >/dev/null || { echo "nat-test: needs $c" >&2; exit 1; }
-done
-# Root in a container may still lack the right to make namespaces: say so
-# and skip, rather than fail on the machine.
-if ! why=$(ip netns add "fnprobe$$" 2>&1); then
-  echo "nat-test: cannot create network namespaces here ($why); skipped" >&2
-  exit 0
-fi
-ip netns del "fnprobe$$"
+. scripts/netns-lib.sh
+netns_require nat-test ip nft
 
 tmp=$(mktemp -d)
 bin=${1:-}
@@ -64,16 +52,11 @@ fi
 P=fn$$
 pids=()
 declare -a joiners
-# inside lists the processes still running in the test's namespaces.
-inside() { for n in pub h1 h2; do ip netns pids "$P-$n" 2>/dev/null; done; }
 cleanup() {
-  # Whatever still runs in the namespaces is this test's: end it (TERM,
-  # then KILL after 10 s), or the daemons would outlive their network.
-  inside | xargs -r kill 2>/dev/null || true
-  for _ in $(seq 50); do [ -z "$(inside)" ] && break; sleep 0.2; done
-  inside | xargs -r kill -9 2>/dev/null || true
+  # Whatever still runs in the namespaces is this test's: end it, or the
+  # daemons would outlive their network.
+  netns_end "$P" pub r1 h1 r2 h2
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  for n in pub r1 h1 r2 h2; do ip netns del "$P-$n" 2>/dev/null || true; done
   if [ -n "${NAT_TEST_KEEP:-}" ]; then echo "nat-test: kept $tmp" >&2; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT

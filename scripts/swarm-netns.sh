@@ -61,18 +61,8 @@ done
 case $nodes in '' | *[!0-9]*) echo "swarm-netns: --nodes $nodes: want a number from 2 to 50" >&2; exit 2 ;; esac
 [ "$nodes" -ge 2 ] && [ "$nodes" -le 50 ] || { echo "swarm-netns: --nodes $nodes: want a number from 2 to 50" >&2; exit 2; }
 
-if [ "$(id -u)" != 0 ]; then
-  echo "swarm-netns: needs root (network namespaces); skipped" >&2
-  exit 0
-fi
-for c in ip tc; do
-  command -v "$c" >/dev/null || { echo "swarm-netns: needs $c" >&2; exit 1; }
-done
-if ! why=$(ip netns add "fnprobe$$" 2>&1); then
-  echo "swarm-netns: cannot create network namespaces here ($why); skipped" >&2
-  exit 0
-fi
-ip netns del "fnprobe$$"
+. scripts/netns-lib.sh
+netns_require swarm-netns ip tc
 
 tmp=$(mktemp -d)
 if [ -z "$bin" ]; then
@@ -83,13 +73,11 @@ P=fs$$
 spaces=(hub)
 for i in $(seq "$nodes"); do spaces+=("n$i"); done
 pids=()
-inside() { for n in "${spaces[@]}"; do ip netns pids "$P-$n" 2>/dev/null; done; }
+# Whatever still runs in the namespaces is this script's: end it, or the
+# joiners would outlive their network.
 cleanup() {
-  inside | xargs -r kill 2>/dev/null || true
-  for _ in $(seq 50); do [ -z "$(inside)" ] && break; sleep 0.2; done
-  inside | xargs -r kill -9 2>/dev/null || true
+  netns_end "$P" "${spaces[@]}"
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  for n in "${spaces[@]}"; do ip netns del "$P-$n" 2>/dev/null || true; done
   if [ -n "$keep" ]; then echo "swarm-netns: kept $tmp" >&2; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
