@@ -42,13 +42,15 @@ The same seed gives the same report. Defaults: a 1B-parameter model, int4,
 H 500 steps of 1 s, 100 Mbit/s median uplinks, 10% churn an hour.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, mode := range modes {
+				if mode != "sequential" && mode != "overlap" {
+					return usagef("--modes %q: want sequential or overlap", mode)
+				}
+			}
 			var reps []swarmsim.Report
 			for _, n := range peers {
 				for _, proto := range protocols {
 					for _, mode := range modes {
-						if mode != "sequential" && mode != "overlap" {
-							return usagef("--modes %q: want sequential or overlap", mode)
-						}
 						cc := c
 						cc.Peers, cc.Protocol, cc.Overlap = n, proto, mode == "overlap"
 						rep, err := swarmsim.Run(cc)

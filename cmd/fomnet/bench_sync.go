@@ -130,6 +130,9 @@ for bit.`,
 				if m.Accum > 0 && o.Steps%m.Accum != 0 {
 					return usagef("--methods: %s: accum=%d does not divide --steps %d", m, m.Accum, o.Steps)
 				}
+				if m.Fragments > 1 && (m.WarmupRounds > 0 || m.Fragments > m.H) {
+					return usagef("--methods: %s: %d fragments need no warmup rounds and H of at least %d", m, m.Fragments, m.Fragments)
+				}
 			}
 			c, err := model.Preset(o.Preset)
 			if err != nil {

@@ -440,7 +440,7 @@ func TestBenchSyncJSON(t *testing.T) {
 			t.Errorf("bad method %s: exit %d %q", m, code, errOut)
 		}
 	}
-	for m, want := range map[string]string{"diloco:50:int4:overlap=late": "overlap=", "diloco:50:int4:fragments=0": "fragments=", "ddp:overlap=eager": "for DiLoCo"} {
+	for m, want := range map[string]string{"diloco:50:int4:overlap=late": "overlap=", "diloco:50:int4:fragments=0": "fragments=", "ddp:overlap=eager": "for DiLoCo", "diloco:4:int4:fragments=8": "H of at least 8"} {
 		if _, errOut, code := fomnet(t, "bench", "sync", "--methods", m); code != exitUsage || !strings.Contains(errOut, want) {
 			t.Errorf("bad method %s: exit %d %q", m, code, errOut)
 		}
@@ -1203,7 +1203,7 @@ func TestBenchSwarm(t *testing.T) {
 	if again, _, _ := fomnet(t, args...); again != out {
 		t.Errorf("the same seed gave two reports")
 	}
-	for _, bad := range [][]string{{"--protocols", "gossip"}, {"--modes", "async"}, {"--peers", "0"}, {"--slack", "-1"}, {"--codec", "int3"}} {
+	for _, bad := range [][]string{{"--protocols", "gossip"}, {"--modes", "async"}, {"--peers", "0"}, {"--slack", "-1"}, {"--codec", "int3"}, {"--step", "NaN"}, {"--jitter", "NaN"}} {
 		if _, errOut, code := fomnet(t, append([]string{"bench", "swarm", "--rounds", "3"}, bad...)...); code != exitUsage || !strings.HasPrefix(errOut, "fomnet: ") {
 			t.Errorf("%v: exit %d %q", bad, code, errOut)
 		}

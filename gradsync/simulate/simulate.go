@@ -268,6 +268,9 @@ func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.C
 		if (m.Overlap != "" || m.Fragments != 0) && (m.Name == "ddp" || (m.Overlap != "" && !slices.Contains(Overlaps, m.Overlap)) || m.Fragments < 0) {
 			return nil, fmt.Errorf("simulate: %s: overlap %q (want one of %v) and fragments %d (not negative) are for DiLoCo", m, m.Overlap, Overlaps, m.Fragments)
 		}
+		if m.Fragments > 1 && (m.WarmupRounds > 0 || m.Fragments > m.H) {
+			return nil, fmt.Errorf("simulate: %s: %d fragments need no warmup rounds and H ≥ %d", m, m.Fragments, m.Fragments)
+		}
 		if m.VCorr != 0 && (m.Name == "ddp" || !(m.VCorr >= 1) || math.IsInf(m.VCorr, 0) || (m.accum()*o.Batch)%2 != 0) {
 			return nil, fmt.Errorf("simulate: %s: vcorr %v must be at least 1, for DiLoCo, with an even batch (%d sequences)", m, m.VCorr, m.accum()*o.Batch)
 		}

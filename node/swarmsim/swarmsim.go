@@ -1,43 +1,45 @@
 // Package swarmsim simulates fomnet's rounds at a scale no machine here can
 // hold: N peers with their own inner-step times and links, churn, and the
 // bytes a round moves, as a model of time — no training, no network. It
-// reports the compute utilisation (the share of each peer's time spent on
-// inner steps whose contribution a round included), round times, bytes per
-// node and the stragglers left out, for `fomnet bench swarm`.
+// reports how busy the peers' accelerators are (inner steps, their own and
+// the spot checks'), the useful share (steps of contributions a round
+// included), round times, bytes per node, and the stragglers left out, for
+// `fomnet bench swarm`.
 //
 // Decisions are the protocol's own: when a round stops waiting and who is
 // left out is gradsync.CloseRule, the bytes of a contribution and of an
 // aggregate are the run codec's exact encoded sizes. The network is a
 // fluid model: a peer's transfers run at its link's rate, and a fetch that
-// every peer makes (a contribution, an aggregate) is served by the
-// uploads of everyone who holds it (bitswap fetches a block from any
-// provider), so a phase lasts at least as long as its bytes take through
-// the busiest link and through the swarm's total upload. Latency adds a
-// fixed time per exchange. Compute besides inner steps — writing and
-// voting on the checkpoint, recomputing aggregates — is Overhead plus a
-// cost per aggregated element; each included contribution is re-executed,
-// with probability SpotShare, by another participant drawn at random, in
-// the next round (before it collects, as the node does; with overlap,
-// before its next inner steps).
+// many peers make is served by the uploads of everyone who holds the
+// blocks (bitswap fetches from any provider), so a phase lasts at least as
+// long as its bytes take through the peer's link and through the swarm's
+// total upload. Latency adds a fixed time per exchange. Compute besides
+// inner steps — writing and voting on the checkpoint, recomputing
+// aggregates — is Overhead plus a cost per aggregated element; each
+// included contribution is re-executed, with probability SpotShare, by
+// another participant drawn at random, in the next round (after its own
+// steps and before it collects, as the node does; with overlap, before its
+// next inner steps).
 //
 // Two admission protocols:
 //
 //   - "all", today's node: every participant fetches every contribution
-//     (admission costs work) and recomputes every aggregate, so a node's
-//     bytes grow with the number of peers;
-//   - "scatter": one reducer partition per participant (reduce-scatter,
-//     then all-gather of the aggregates); each node fetches the slices of
-//     the partition it reduces and recomputes Verify partitions drawn at
-//     random, so its bytes do not grow with N.
+//     (admission costs work) and recomputes every aggregate, which the
+//     reducers only announce by CID, so a node's bytes grow with N;
+//   - "scatter": the admitted peers whose downlink is at least half the
+//     median reduce one partition each (reduce-scatter, then all-gather of
+//     the aggregates); every node also recomputes Verify partitions drawn
+//     at random, so its bytes do not grow with N.
 //
 // With Overlap a peer starts the next round's inner steps once its
-// contribution is out, and the round's exchange runs beside them (the
-// aggregate applied a round late, gradsync/simulate's overlapped outer
-// step); it can run at most one round ahead of the checkpoint it settled.
+// contribution is out (gradsync/simulate's overlapped outer step: the
+// aggregate applied a round late) and at most one round ahead of the
+// checkpoint it settled. With Adaptive each peer trains as many steps as
+// land its contribution by the round's target.
 //
 // Written here because no library simulates this protocol; the model is
 // ours to check (scripts/swarm-netns.sh measures real swarms on shaped
-// links, and docs/BENCHMARKS.md compares the two).
+// links, scripts/swarm-validate.sh compares, docs/BENCHMARKS.md records).
 package swarmsim
 
 import (
@@ -90,9 +92,9 @@ type Config struct {
 	Partitions int    `json:"partitions"`
 	Verify     int    `json:"verify"` // scatter: partitions each node recomputes
 	// SpotShare is the share of contributions re-executed by a spot
-	// checker (the node's default: node.DefaultSpotCheck); Overhead the seconds of fixed work a round costs each node
-	// (checkpoint, vote); AggregateNs the cost of aggregating one element
-	// of one contribution.
+	// checker (the node's default: node.DefaultSpotCheck); Overhead the
+	// seconds of fixed work a round costs each node (checkpoint, vote);
+	// AggregateNs the cost of aggregating one element of one contribution.
 	SpotShare   float64            `json:"spot_share"`
 	Overhead    float64            `json:"overhead_seconds"`
 	AggregateNs float64            `json:"aggregate_ns"`
@@ -115,13 +117,12 @@ func DefaultConfig() Config {
 // Validate reports a setting out of range.
 func (c Config) Validate() error {
 	switch {
-	case c.Peers < 1 || c.Params < 1 || c.H < 1 || c.Rounds < 2:
-		return fmt.Errorf("swarmsim: peers %d, params %d, h %d must be positive and rounds %d at least 2", c.Peers, c.Params, c.H, c.Rounds)
-	case !(c.StepSeconds > 0) || !(c.UpMbps > 0) || !(c.DownMbps > 0) || !(c.MinMbps > 0) || c.MaxMbps < c.MinMbps:
+	case c.Peers < 1 || c.Peers > maxPeers || c.Params < 1 || c.H < 1 || c.Rounds < 2 || c.Rounds > maxRounds:
+		return fmt.Errorf("swarmsim: peers %d (at most %d), params %d, h %d must be positive, rounds %d from 2 to %d", c.Peers, maxPeers, c.Params, c.H, c.Rounds, maxRounds)
+	case !finite(c.StepSeconds, c.UpMbps, c.DownMbps, c.MinMbps, c.MaxMbps) || c.StepSeconds == 0 || c.UpMbps == 0 || c.DownMbps == 0 || c.MinMbps == 0 || c.MaxMbps < c.MinMbps:
 		return fmt.Errorf("swarmsim: step time %v, links %v/%v Mbit/s (clamped to [%v, %v]) must be positive", c.StepSeconds, c.UpMbps, c.DownMbps, c.MinMbps, c.MaxMbps)
-	case c.StepSpread < 0 || c.Jitter < 0 || c.LinkSpread < 0 || c.Latency < 0 || c.ChurnPerHour < 0 || c.Downtime < 0 ||
-		c.SpotShare < 0 || c.SpotShare > 1 || c.Overhead < 0 || c.AggregateNs < 0:
-		return fmt.Errorf("swarmsim: spreads, latency, churn, downtime, spot share, overhead and aggregation cost must not be negative")
+	case !finite(c.StepSpread, c.Jitter, c.LinkSpread, c.Latency, c.ChurnPerHour, c.Downtime, c.SpotShare, c.Overhead, c.AggregateNs) || c.SpotShare > 1:
+		return fmt.Errorf("swarmsim: spreads, latency, churn, downtime, overhead and aggregation cost must be finite and not negative, spot share in [0, 1]")
 	case c.Protocol != "all" && c.Protocol != "scatter":
 		return fmt.Errorf("swarmsim: protocol %q (want all or scatter)", c.Protocol)
 	case c.Partitions < 1 || c.Verify < 0:
@@ -131,6 +132,22 @@ func (c Config) Validate() error {
 	}
 	_, err := gradsync.NewCodec(c.Codec, 256, 4096, 1.0/32)
 	return err
+}
+
+// Bounds on a simulation's size (memory and time grow with both).
+const (
+	maxPeers  = 1_000_000
+	maxRounds = 10_000
+)
+
+// finite says whether every x is finite and not negative.
+func finite(xs ...float64) bool {
+	for _, x := range xs {
+		if !(x >= 0) || math.IsInf(x, 1) {
+			return false
+		}
+	}
+	return true
 }
 
 // Report is what a simulation measured, rounds after the first.
