@@ -217,6 +217,9 @@ for bit.`,
 				if r.Fragments > 1 {
 					name += fmt.Sprintf(" fragments=%d", r.Fragments)
 				}
+				if r.Hetero != 0 {
+					name += fmt.Sprintf(" hetero=%v", r.Hetero)
+				}
 				peak := "-"
 				if r.PeakBytes > 0 {
 					peak = bytesHuman(int64(r.PeakBytes))
@@ -251,7 +254,7 @@ for bit.`,
 	cmd.Flags().IntVar(&seq, "seq", 0, "tokens per sequence (default: the mode's)")
 	cmd.Flags().StringVar(&preset, "preset", "demo", "model preset (default: demo, tiny with --quick)")
 	cmd.Flags().Float64Var(&frac, "topk-frac", 1.0/32, "share of each chunk the topk codec keeps")
-	cmd.Flags().StringVar(&methods, "methods", "", `methods to run instead of the mode's, e.g. "ddp,diloco:50:topk,diloco:50:int8:trimmed-mean:scaled" (adversaries: scaled, random, zero, opposite, inflated, alie — worker 0 sends that in place of its Δ); H may be warmupHxrounds+H, e.g. diloco:60x10+420:int4; a method may end in settings: :accum=N takes one optimizer step per N steps' batches (same tokens; H counts optimizer steps), :beta1=B and :beta2=B replace --beta1/--beta2 for that method, :vcorr=K gives DiLoCo's workers AdamW whose second moment estimates that of K batches' mean gradient from the two halves of each batch (an experiment), :overlap=local or :overlap=eager lets the workers train on while a round's exchange completes (its aggregate applied one round late), :fragments=N synchronises N fragments of the parameters on staggered schedules (streaming DiLoCo), e.g. ddp,diloco:150:int4:accum=2:beta1=0.95:beta2=0.99,diloco:300:int4:overlap=eager:fragments=4; "vs DDP" and the reduction compare with the first ddp`)
+	cmd.Flags().StringVar(&methods, "methods", "", `methods to run instead of the mode's, e.g. "ddp,diloco:50:topk,diloco:50:int8:trimmed-mean:scaled" (adversaries: scaled, random, zero, opposite, inflated, alie — worker 0 sends that in place of its Δ); H may be warmupHxrounds+H, e.g. diloco:60x10+420:int4; a method may end in settings: :accum=N takes one optimizer step per N steps' batches (same tokens; H counts optimizer steps), :beta1=B and :beta2=B replace --beta1/--beta2 for that method, :vcorr=K gives DiLoCo's workers AdamW whose second moment estimates that of K batches' mean gradient from the two halves of each batch (an experiment), :overlap=local or :overlap=eager lets the workers train on while a round's exchange completes (its aggregate applied one round late), :fragments=N synchronises N fragments of the parameters on staggered schedules (streaming DiLoCo), :hetero=S makes the workers unequal (worker k of K trains the first 1 − S·k/(K−1) of each round's steps, declaring their tokens), e.g. ddp,diloco:150:int4:accum=2:beta1=0.95:beta2=0.99,diloco:300:int4:overlap=eager:fragments=4; "vs DDP" and the reduction compare with the first ddp`)
 	return cmd
 }
 
@@ -294,6 +297,7 @@ type methodOptions struct {
 	vcorr        float64
 	overlap      string
 	fragments    int
+	hetero       float64
 }
 
 // parseMethodOption reads one of them into mo.
@@ -333,8 +337,14 @@ func parseMethodOption(mo *methodOptions, kv string) error {
 			return fmt.Errorf("%s: want fragments=N with N a positive integer", kv)
 		}
 		mo.fragments = n
+	case "hetero":
+		h, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(h > 0 && h < 1) {
+			return fmt.Errorf("%s: want hetero=S with 0 < S < 1", kv)
+		}
+		mo.hetero = h
 	default:
-		return fmt.Errorf("%s: unknown setting (want accum=, beta1=, beta2=, vcorr=, overlap= or fragments=)", kv)
+		return fmt.Errorf("%s: unknown setting (want accum=, beta1=, beta2=, vcorr=, overlap=, fragments= or hetero=)", kv)
 	}
 	return nil
 }
@@ -371,9 +381,12 @@ func parseMethods(s string) ([]simulate.Method, error) {
 		default:
 			return nil, fmt.Errorf("method %q: want ddp or diloco:H:codec[:aggregation[:adversary]], either followed by settings such as :accum=2:beta2=0.99", f)
 		}
-		m.Accum, m.Beta1, m.Beta2, m.VCorr, m.Overlap, m.Fragments = mo.accum, mo.beta1, mo.beta2, mo.vcorr, mo.overlap, mo.fragments
-		if (m.VCorr != 0 || m.Overlap != "" || m.Fragments != 0) && m.Name == "ddp" {
-			return nil, fmt.Errorf("method %q: vcorr, overlap and fragments are for DiLoCo's workers", f)
+		m.Accum, m.Beta1, m.Beta2, m.VCorr, m.Overlap, m.Fragments, m.Hetero = mo.accum, mo.beta1, mo.beta2, mo.vcorr, mo.overlap, mo.fragments, mo.hetero
+		if (m.VCorr != 0 || m.Overlap != "" || m.Fragments != 0 || m.Hetero != 0) && m.Name == "ddp" {
+			return nil, fmt.Errorf("method %q: vcorr, overlap, fragments and hetero are for DiLoCo's workers", f)
+		}
+		if m.Hetero != 0 && m.Fragments > 1 {
+			return nil, fmt.Errorf("method %q: hetero is for DiLoCo without fragments", f)
 		}
 		out = append(out, m)
 	}

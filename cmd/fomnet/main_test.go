@@ -440,7 +440,7 @@ func TestBenchSyncJSON(t *testing.T) {
 			t.Errorf("bad method %s: exit %d %q", m, code, errOut)
 		}
 	}
-	for m, want := range map[string]string{"diloco:50:int4:overlap=late": "overlap=", "diloco:50:int4:fragments=0": "fragments=", "ddp:overlap=eager": "for DiLoCo", "diloco:4:int4:fragments=8": "H of at least 8"} {
+	for m, want := range map[string]string{"diloco:50:int4:overlap=late": "overlap=", "diloco:50:int4:fragments=0": "fragments=", "ddp:overlap=eager": "for DiLoCo", "diloco:4:int4:fragments=8": "H of at least 8", "diloco:50:int4:hetero=1": "hetero=", "diloco:50:int4:hetero=0.5:fragments=2": "without fragments"} {
 		if _, errOut, code := fomnet(t, "bench", "sync", "--methods", m); code != exitUsage || !strings.Contains(errOut, want) {
 			t.Errorf("bad method %s: exit %d %q", m, code, errOut)
 		}

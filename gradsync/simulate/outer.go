@@ -51,6 +51,8 @@ type outerLoop struct {
 	honest   *moments
 	rng      *rand.Rand
 	tokens   int64 // per worker per optimizer step
+	steps    []int // per worker: optimizer steps since its last sync
+	hetero   bool  // workers train unequal steps (Method.Hetero)
 	aggEF    bool
 	global   []float32
 	outer    *gradsync.OuterOptimizer
@@ -78,7 +80,7 @@ func newOuterLoop(cfg gradsync.Config, m Method, o Options, inner int, global []
 	l := &outerLoop{cfg: cfg, codec: codec, overlap: m.Overlap, inner: inner, adv: m.Adversary,
 		honest: newMoments(m.Adversary == "alie", n), rng: rand.New(rand.NewPCG(o.Seed, 99)),
 		tokens: int64(m.accum() * o.Batch * o.Seq), aggEF: o.AggregateFeedback, global: global,
-		outer: gradsync.NewOuterOptimizer(cfg, n), delta: make([]float32, n), workersF: float64(k)}
+		outer: gradsync.NewOuterOptimizer(cfg, n), delta: make([]float32, n), workersF: float64(k), steps: make([]int, k), hetero: m.Hetero != 0}
 	for i := 1; i <= k; i++ {
 		l.order = append(l.order, i%k) // the adversary last: alie needs the others
 	}
@@ -155,6 +157,7 @@ func (l *outerLoop) sync(i int, locals [][]float32, t int) error {
 	}
 	l.sent += bytes
 	l.peak = max(l.peak, bytes)
+	clear(l.steps)
 	if l.overlap == "" || t == l.inner {
 		opt.Step(g, f.agg)
 		for k, x := range locals {
@@ -176,6 +179,16 @@ func (l *outerLoop) sync(i int, locals [][]float32, t int) error {
 		copy(x[lo:hi], s)
 	}
 	return nil
+}
+
+// contribTokens is the tokens worker k's contribution declares: those of
+// one optimizer step (every worker trains alike), or with Hetero those of
+// the steps it trained since its last sync.
+func (l *outerLoop) contribTokens(k int) int64 {
+	if !l.hetero {
+		return l.tokens
+	}
+	return l.tokens * int64(max(1, l.steps[k]))
 }
 
 // exchange is one sync's traffic: each worker encodes its pseudo-gradient
@@ -204,7 +217,7 @@ func (l *outerLoop) exchange(f *fragment, locals [][]float32) (float64, error) {
 	for pi, p := range f.parts {
 		cs := make([]gradsync.Contribution, len(locals))
 		for k := range cs {
-			cs[k] = gradsync.Contribution{ID: fmt.Sprintf("worker-%d", k), Tokens: l.tokens, Delta: f.decoded[k][p.Offset : p.Offset+p.Size]}
+			cs[k] = gradsync.Contribution{ID: fmt.Sprintf("worker-%d", k), Tokens: l.contribTokens(k), Delta: f.decoded[k][p.Offset : p.Offset+p.Size]}
 		}
 		part := f.agg[p.Offset : p.Offset+p.Size]
 		if _, ok := gradsync.Aggregate(l.cfg, part, cs); !ok {

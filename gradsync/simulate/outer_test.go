@@ -227,3 +227,37 @@ func TestSourcesScoredApart(t *testing.T) {
 		t.Fatalf("sources %+v (val %v)", r.Sources, r.ValLoss)
 	}
 }
+
+// With Hetero, worker k trains the first 1 − Hetero·k/(K−1) of each
+// round's steps, and its contribution declares those steps' tokens.
+func TestHeteroTrainsShares(t *testing.T) {
+	be := newCPU(t)
+	train, val, o := quick(t, 4, 20, 1)
+	o.Methods = []Method{{Name: "diloco", H: 10, Codec: "fp32"}, {Name: "diloco", H: 10, Codec: "fp32", Hetero: 0.5}}
+	rows, err := Run(context.Background(), be, train, val, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Shares 1, 5/6, 2/3, 1/2 of 10 steps: 10, 9, 7, 5 a round, two rounds.
+	per := int64(o.Batch * o.Seq)
+	if rows[0].Tokens != 80*per || rows[1].Tokens != 62*per {
+		t.Errorf("tokens %d and %d, want %d and %d", rows[0].Tokens, rows[1].Tokens, 80*per, 62*per)
+	}
+	if rows[0].ValLoss == rows[1].ValLoss {
+		t.Errorf("unequal workers changed nothing: %v", rows[0].ValLoss)
+	}
+	cfg := gradsync.DefaultConfig()
+	cfg.H, cfg.Codec = 10, "fp32"
+	l, err := newOuterLoop(cfg, o.Methods[1], o, 20, make([]float32, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.steps = []int{10, 9, 7, 5}
+	if l.contribTokens(0) != 10*per || l.contribTokens(3) != 5*per {
+		t.Errorf("declared tokens %d and %d", l.contribTokens(0), l.contribTokens(3))
+	}
+	if _, err := Run(context.Background(), be, train, val, Options{Preset: o.Preset, Workers: 4, Batch: 1, Seq: 32, Steps: 20,
+		Methods: []Method{{Name: "diloco", H: 10, Codec: "fp32", Hetero: 0.5, Fragments: 2}}}, nil); err == nil || !strings.Contains(err.Error(), "hetero") {
+		t.Errorf("hetero with fragments: %v", err)
+	}
+}

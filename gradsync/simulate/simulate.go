@@ -49,6 +49,12 @@ type Method struct {
 	// contiguous fragments synchronised on staggered schedules (streaming
 	// DiLoCo): fragment i after (i+1)·H/Fragments steps, then every H.
 	Fragments int `json:"fragments,omitempty"`
+	// Hetero, in [0, 1), makes DiLoCo's workers unequal, as volunteers'
+	// machines are: worker k of K trains the first 1 − Hetero·k/(K−1) of
+	// each round's steps (rounded up) and idles the rest, as a slower
+	// machine given fewer steps to land on time would; its contribution
+	// declares the tokens it trained (token-weighted rules use them).
+	Hetero float64 `json:"hetero,omitempty"`
 }
 
 // Adversaries are the bad pseudo-gradients worker 0 can send: crude ones
@@ -104,6 +110,9 @@ func (m Method) String() string {
 	}
 	if m.Fragments > 1 {
 		s += fmt.Sprintf(" fragments=%d", m.Fragments)
+	}
+	if m.Hetero != 0 {
+		s += fmt.Sprintf(" hetero=%v", m.Hetero)
 	}
 	return s
 }
@@ -268,6 +277,9 @@ func RunParallel(ctx context.Context, bes []kernels.Backend, train, val *model.C
 		if (m.Overlap != "" || m.Fragments != 0) && (m.Name == "ddp" || (m.Overlap != "" && !slices.Contains(Overlaps, m.Overlap)) || m.Fragments < 0) {
 			return nil, fmt.Errorf("simulate: %s: overlap %q (want one of %v) and fragments %d (not negative) are for DiLoCo", m, m.Overlap, Overlaps, m.Fragments)
 		}
+		if m.Hetero != 0 && (m.Name == "ddp" || !(m.Hetero > 0 && m.Hetero < 1) || m.Fragments > 1) {
+			return nil, fmt.Errorf("simulate: %s: hetero %v must lie in [0, 1), for DiLoCo without fragments", m, m.Hetero)
+		}
 		if m.Fragments > 1 && (m.WarmupRounds > 0 || m.Fragments > m.H) {
 			return nil, fmt.Errorf("simulate: %s: %d fragments need no warmup rounds and H ≥ %d", m, m.Fragments, m.Fragments)
 		}
@@ -383,6 +395,20 @@ func runMethod(ctx context.Context, be kernels.Backend, c model.Config, train, v
 	}
 	r.Method, r.Workers, r.Seconds = m, o.Workers, time.Since(start).Seconds()
 	return r, nil
+}
+
+// hetero says whether worker k of K trains optimizer step s under m's
+// Hetero: whether s falls in the first 1 − Hetero·k/(K−1) of its round.
+func hetero(m Method, cfg gradsync.Config, k, workers, s int) bool {
+	if m.Hetero == 0 || workers < 2 {
+		return true
+	}
+	r := 0
+	for cfg.RoundStart(r+1) <= s {
+		r++
+	}
+	share := 1 - m.Hetero*float64(k)/float64(workers-1)
+	return s-cfg.RoundStart(r) < int(math.Ceil(share*float64(cfg.RoundH(r))))
 }
 
 // evalBatch is the validation batch: fixed, so every method (whatever its
@@ -526,11 +552,17 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 			vc = append(vc, newVCorrState(m, meth.VCorr))
 		}
 	}
+	var trained int64 // optimizer steps all workers took
 	for s := 0; s < inner; s++ {
 		for k, m := range workers {
 			if err := ctx.Err(); err != nil {
 				return Row{}, err
 			}
+			if !hetero(meth, cfg, k, o.Workers, s) {
+				continue // a slower worker, done with its share of the round
+			}
+			trained++
+			loop.steps[k]++
 			if err := batches(train, o, k, s*a, a, tokens, targets); err != nil {
 				return Row{}, err
 			}
@@ -568,7 +600,7 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 			be.Upload(m.Params, locals[k])
 		}
 	}
-	r := Row{BytesPerWorker: loop.sent, PeakBytes: loop.peak, Tokens: int64(o.Steps) * int64(o.Workers*o.Batch*o.Seq)}
+	r := Row{BytesPerWorker: loop.sent, PeakBytes: loop.peak, Tokens: trained * int64(a*o.Batch*o.Seq)}
 	err = score(&r, workers[0], train, val, o)
 	return r, err
 }
