@@ -15,7 +15,15 @@
 // to the K−1 others ((K−1)/K of one encoded vector in all). The aggregate is
 // decoded from that encoding before the outer step, so its loss is counted.
 //
-// What it does not do: networking, timing of a real swarm, or anything a
-// node needs to run; it imports package model, which gradsync proper never
-// does.
+// One outer loop (outer.go) runs every schedule: rounds waited for, or
+// overlapped with the next round's steps (Method.Overlap: the aggregate
+// applied a round late), the whole vector at once or in fragments on
+// staggered schedules (Method.Fragments, streaming DiLoCo); Method.Hetero
+// makes the workers unequal. Options.Sources scores held-out sources apart
+// (natural text, generated documents): judge a method on the source that
+// is hard to fit.
+//
+// What it does not do: networking, timing of a real swarm (node/swarmsim
+// models that), or anything a node needs to run; it imports package model,
+// which gradsync proper never does.
 package simulate
