@@ -84,12 +84,7 @@ ns pub ip link add br0 type bridge
 for k in 1 2 3 4; do ns pub ip addr add "11.77.0.$k/24" dev br0; done
 ns pub ip link set br0 up
 for i in 1 2; do
-  ip link add "$P-w$i" type veth peer name "$P-p$i"
-  ip link set "$P-w$i" netns "$P-r$i"
-  ip link set "$P-p$i" netns "$P-pub"
-  ns pub ip link set "$P-p$i" master br0 up
-  ns "r$i" ip addr add "11.77.0.1$i/24" dev "$P-w$i"
-  ns "r$i" ip link set "$P-w$i" up
+  netns_port "$P" pub "r$i" "$P-w$i" "$P-p$i" "11.77.0.1$i/24"
   ip link add "$P-l$i" type veth peer name "$P-e$i"
   ip link set "$P-l$i" netns "$P-r$i"
   ip link set "$P-e$i" netns "$P-h$i"

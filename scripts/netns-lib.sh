@@ -6,6 +6,10 @@
 #                               missing
 #   netns_end PREFIX NS...      ends what still runs in namespaces PREFIX-NS
 #                               (TERM, then KILL after 10 s) and removes them
+#   netns_port PREFIX HUB NS DEV PORT ADDR
+#                               joins namespace PREFIX-NS to bridge br0 of
+#                               PREFIX-HUB: a veth pair, DEV (with ADDR, up)
+#                               in NS, PORT on the bridge
 
 netns_require() {
   local name=$1 c why
@@ -35,4 +39,14 @@ netns_end() {
   for _ in $(seq 50); do [ -z "$(_netns_inside)" ] && break; sleep 0.2; done
   _netns_inside | xargs -r kill -9 2>/dev/null || true
   for n in "${spaces[@]}"; do ip netns del "$prefix-$n" 2>/dev/null || true; done
+}
+
+netns_port() {
+  local prefix=$1 hub=$2 ns=$3 dev=$4 port=$5 addr=$6
+  ip link add "$dev" type veth peer name "$port"
+  ip link set "$dev" netns "$prefix-$ns"
+  ip link set "$port" netns "$prefix-$hub"
+  ip netns exec "$prefix-$hub" ip link set "$port" master br0 up
+  ip netns exec "$prefix-$ns" ip addr add "$addr" dev "$dev"
+  ip netns exec "$prefix-$ns" ip link set "$dev" up
 }

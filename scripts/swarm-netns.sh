@@ -106,12 +106,7 @@ ns hub ip link add br0 type bridge
 ns hub ip addr add 11.78.0.1/24 dev br0
 ns hub ip link set br0 up
 for i in $(seq "$nodes"); do
-  ip link add "$P-e$i" type veth peer name "$P-p$i"
-  ip link set "$P-e$i" netns "$P-n$i"
-  ip link set "$P-p$i" netns "$P-hub"
-  ns hub ip link set "$P-p$i" master br0 up
-  ns "n$i" ip addr add "11.78.0.$((10 + i))/24" dev "$P-e$i"
-  ns "n$i" ip link set "$P-e$i" up
+  netns_port "$P" hub "n$i" "$P-e$i" "$P-p$i" "11.78.0.$((10 + i))/24"
   shape "$P-e$i" "n$i"   # uplink
   shape "$P-p$i" hub     # downlink
 done

@@ -207,19 +207,7 @@ for bit.`,
 					return fmt.Sprintf("%.3f×", r.Loss(source)/rows[ref].Loss(source))
 				}
 				op := r.Method.Optim(o)
-				name := r.Name
-				if r.VCorr != 0 {
-					name += fmt.Sprintf(" vcorr=%v", r.VCorr)
-				}
-				if r.Overlap != "" {
-					name += " overlap=" + r.Overlap
-				}
-				if r.Fragments > 1 {
-					name += fmt.Sprintf(" fragments=%d", r.Fragments)
-				}
-				if r.Hetero != 0 {
-					name += fmt.Sprintf(" hetero=%v", r.Hetero)
-				}
+				name := r.Name + r.Schedule()
 				peak := "-"
 				if r.PeakBytes > 0 {
 					peak = bytesHuman(int64(r.PeakBytes))

@@ -102,6 +102,13 @@ func (m Method) String() string {
 	if m.Beta2 != 0 {
 		s += fmt.Sprintf(" beta2=%v", m.Beta2)
 	}
+	return s + m.Schedule()
+}
+
+// Schedule is how the method's workers and rounds differ from plain
+// DiLoCo's, " vcorr=… overlap=… fragments=… hetero=…" (empty if not).
+func (m Method) Schedule() string {
+	var s string
 	if m.VCorr != 0 {
 		s += fmt.Sprintf(" vcorr=%v", m.VCorr)
 	}
@@ -397,18 +404,14 @@ func runMethod(ctx context.Context, be kernels.Backend, c model.Config, train, v
 	return r, nil
 }
 
-// hetero says whether worker k of K trains optimizer step s under m's
-// Hetero: whether s falls in the first 1 − Hetero·k/(K−1) of its round.
-func hetero(m Method, cfg gradsync.Config, k, workers, s int) bool {
+// trains says whether worker k of K trains step pos of a round of h steps:
+// under Hetero, whether pos falls in the first 1 − Hetero·k/(K−1) of it.
+func (m Method) trains(k, workers, pos, h int) bool {
 	if m.Hetero == 0 || workers < 2 {
 		return true
 	}
-	r := 0
-	for cfg.RoundStart(r+1) <= s {
-		r++
-	}
 	share := 1 - m.Hetero*float64(k)/float64(workers-1)
-	return s-cfg.RoundStart(r) < int(math.Ceil(share*float64(cfg.RoundH(r))))
+	return pos < int(math.Ceil(share*float64(h)))
 }
 
 // evalBatch is the validation batch: fixed, so every method (whatever its
@@ -553,12 +556,16 @@ func runDiLoCo(ctx context.Context, be kernels.Backend, c model.Config, train, v
 		}
 	}
 	var trained int64 // optimizer steps all workers took
+	round := 0
 	for s := 0; s < inner; s++ {
+		for cfg.RoundStart(round+1) <= s {
+			round++
+		}
 		for k, m := range workers {
 			if err := ctx.Err(); err != nil {
 				return Row{}, err
 			}
-			if !hetero(meth, cfg, k, o.Workers, s) {
+			if !meth.trains(k, o.Workers, s-cfg.RoundStart(round), cfg.RoundH(round)) {
 				continue // a slower worker, done with its share of the round
 			}
 			trained++

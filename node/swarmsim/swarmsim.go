@@ -1,45 +1,3 @@
-// Package swarmsim simulates fomnet's rounds at a scale no machine here can
-// hold: N peers with their own inner-step times and links, churn, and the
-// bytes a round moves, as a model of time — no training, no network. It
-// reports how busy the peers' accelerators are (inner steps, their own and
-// the spot checks'), the useful share (steps of contributions a round
-// included), round times, bytes per node, and the stragglers left out, for
-// `fomnet bench swarm`.
-//
-// Decisions are the protocol's own: when a round stops waiting and who is
-// left out is gradsync.CloseRule, the bytes of a contribution and of an
-// aggregate are the run codec's exact encoded sizes. The network is a
-// fluid model: a peer's transfers run at its link's rate, and a fetch that
-// many peers make is served by the uploads of everyone who holds the
-// blocks (bitswap fetches from any provider), so a phase lasts at least as
-// long as its bytes take through the peer's link and through the swarm's
-// total upload. Latency adds a fixed time per exchange. Compute besides
-// inner steps — writing and voting on the checkpoint, recomputing
-// aggregates — is Overhead plus a cost per aggregated element; each
-// included contribution is re-executed, with probability SpotShare, by
-// another participant drawn at random, in the next round (after its own
-// steps and before it collects, as the node does; with overlap, before its
-// next inner steps).
-//
-// Two admission protocols:
-//
-//   - "all", today's node: every participant fetches every contribution
-//     (admission costs work) and recomputes every aggregate, which the
-//     reducers only announce by CID, so a node's bytes grow with N;
-//   - "scatter": the admitted peers whose downlink is at least half the
-//     median reduce one partition each (reduce-scatter, then all-gather of
-//     the aggregates); every node also recomputes Verify partitions drawn
-//     at random, so its bytes do not grow with N.
-//
-// With Overlap a peer starts the next round's inner steps once its
-// contribution is out (gradsync/simulate's overlapped outer step: the
-// aggregate applied a round late) and at most one round ahead of the
-// checkpoint it settled. With Adaptive each peer trains as many steps as
-// land its contribution by the round's target.
-//
-// Written here because no library simulates this protocol; the model is
-// ours to check (scripts/swarm-netns.sh measures real swarms on shaped
-// links, scripts/swarm-validate.sh compares, docs/BENCHMARKS.md records).
 package swarmsim
 
 import (
@@ -546,36 +504,34 @@ func (s *sim) exchange(es, in []*entrant, supply, closed float64) float64 {
 	}
 	// What each entrant fetches of the contributions, and what reducing
 	// and checking costs it.
-	fetch := func(e *entrant) (bytes, work float64) {
+	bytes, work := make([]float64, len(es)), make([]float64, len(es))
+	demand := 0.0
+	for i, e := range es {
 		if all { // every other admitted contribution; every aggregate recomputed
 			others := k
 			if e.admitted {
 				others--
 			}
-			return others * s.contrib, k * float64(c.Params) * c.AggregateNs * 1e-9
+			bytes[i], work[i] = others*s.contrib, k*float64(c.Params)*c.AggregateNs*1e-9
+		} else {
+			n := float64(c.Verify) // partitions fetched from every contributor
+			if reducer[e] {
+				n++
+			}
+			bytes[i], work[i] = n*(k-1)*s.contrib/parts, n*k*float64(c.Params)/parts*c.AggregateNs*1e-9
 		}
-		n := float64(c.Verify) // partitions fetched from every contributor
-		if reducer[e] {
-			n++
-		}
-		return n * (k - 1) * s.contrib / parts, n * k * float64(c.Params) / parts * c.AggregateNs * 1e-9
-	}
-	demand := 0.0
-	for _, e := range es {
-		b, _ := fetch(e)
-		demand += b
+		demand += bytes[i]
 	}
 	// Contributions: each entrant's fetch runs at its downlink, or at its
 	// share of the swarm's upload, whichever is slower.
 	collected := make([]float64, len(es))
 	for i, e := range es {
-		b, _ := fetch(e)
 		begin := closed
 		if !c.Overlap { // its spot check comes first, after its own steps
 			begin = max(closed, e.avail+e.spotDue)
 		}
-		collected[i] = begin + c.Latency + max(b/e.down, demand/supply)
-		e.received += b
+		collected[i] = begin + c.Latency + max(bytes[i]/e.down, demand/supply)
+		e.received += bytes[i]
 	}
 	for _, e := range in {
 		e.sent += demand * e.up / supply
@@ -590,12 +546,11 @@ func (s *sim) exchange(es, in []*entrant, supply, closed float64) float64 {
 		if !reducer[e] {
 			continue
 		}
-		_, work := fetch(e)
 		if all {
 			share := math.Ceil(parts / k) // partitions this reducer announces, at most
-			published = max(published, collected[i]+work*share/parts+c.Latency)
+			published = max(published, collected[i]+work[i]*share/parts+c.Latency)
 		} else {
-			published = max(published, collected[i]+work/(float64(c.Verify)+1)+c.Latency+s.agg/parts/e.up)
+			published = max(published, collected[i]+work[i]/(float64(c.Verify)+1)+c.Latency+s.agg/parts/e.up)
 		}
 	}
 	aggDemand := 0.0
@@ -603,13 +558,12 @@ func (s *sim) exchange(es, in []*entrant, supply, closed float64) float64 {
 		aggDemand = float64(len(es)) * s.agg
 	}
 	for i, e := range es {
-		_, work := fetch(e)
 		got := published
 		if !all {
 			got += c.Latency + max(s.agg/e.down, aggDemand/supply)
 			e.received += s.agg
 		}
-		e.settle = max(got, collected[i]+work) + c.Overhead + c.Latency
+		e.settle = max(got, collected[i]+work[i]) + c.Overhead + c.Latency
 	}
 	for _, e := range in {
 		e.sent += aggDemand * e.up / supply
