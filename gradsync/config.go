@@ -49,6 +49,14 @@ type Config struct {
 	// RoundDeadline is how long a round waits for contributions once it
 	// has a quorum (default 2 minutes); used by the swarm.
 	RoundDeadline time.Duration `json:"round_deadline"`
+	// Overlap is "" (sequential rounds: a round's inner steps start once
+	// the previous round has settled) or "local": a worker trains round
+	// r+1 while round r closes, from the checkpoint round r started from
+	// less its own round-r contribution as decoded, and that
+	// contribution's Δ is applied to checkpoint r one round late (see the
+	// package doc; "eager" did worse in bench sync and is the simulator's
+	// alone).
+	Overlap string `json:"overlap,omitempty"`
 }
 
 // DefaultConfig returns DiLoCo's published defaults where they exist.
@@ -99,6 +107,9 @@ func (c Config) Validate() error {
 	}
 	if c.RoundDeadline < 0 {
 		bad("round_deadline %v must not be negative", c.RoundDeadline)
+	}
+	if c.Overlap != "" && c.Overlap != "local" {
+		bad("overlap %q (want \"\" or local)", c.Overlap)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("gradsync config: %w", err)

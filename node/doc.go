@@ -16,9 +16,10 @@
 // RunRounds trains H inner steps per round, publishes its compressed
 // pseudo-gradient by CID, reduces the partitions it is first in line for,
 // applies the outer step and writes the round's checkpoint, which every
-// honest node computes identically. Every contribution binds the inputs of
-// its work, so anyone can re-execute it (reexec.go): members spot-check
-// each other's work (spotcheck.go), fraud proofs exclude cheaters
-// (fraud.go), and Node.Audit re-checks a whole lineage. RunDemo is
-// `fomnet demo`.
+// honest node computes identically; in a run with overlapped rounds it
+// trains each round while the one before closes (overlap.go). Every
+// contribution binds the inputs of its work, so anyone can re-execute it
+// (reexec.go): members spot-check each other's work (spotcheck.go), fraud
+// proofs exclude cheaters (fraud.go), and Node.Audit re-checks a whole
+// lineage. RunDemo is `fomnet demo`.
 package node

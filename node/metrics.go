@@ -185,13 +185,21 @@ func protocolGroup(id string) string {
 // phaseTimer times the phases of one round, each from the end of the one
 // before: fomnet_round_phase_seconds and a "timing" event per phase.
 type phaseTimer struct {
-	p     *Participant
-	round int
-	last  time.Time
+	p      *Participant
+	round  int
+	last   time.Time
+	steps0 int64 // p.stepNanos when the round began
 }
 
 func (p *Participant) phases() *phaseTimer {
-	return &phaseTimer{p: p, round: p.Round(), last: time.Now()}
+	return &phaseTimer{p: p, round: p.Round(), last: time.Now(), steps0: p.stepNanos.Load()}
+}
+
+// steps ends the round: a "busy" event with the time this node's own
+// inner steps ran since it began.
+func (t *phaseTimer) steps() {
+	d := time.Duration(t.p.stepNanos.Load() - t.steps0)
+	t.p.event(RoundEvent{Phase: "busy", Seconds: d.Seconds(), Round: t.round})
 }
 
 // done ends phase.

@@ -17,7 +17,8 @@ import (
 
 // Re-executing a contribution. fomnet's arithmetic gives the same bytes
 // on every thread count, build and device, so a contribution is checked
-// by doing its work again: from the round's base checkpoint, the worker
+// by doing its work again: from the round's base checkpoint (for an
+// overlapped contribution, from its start: overlap.go's startOf), the worker
 // state it names as its prior (which must be the state its author's
 // contribution to the base's round left, if the base included one; else
 // none), the shards the schedule assigns its author (which it must list)
@@ -60,18 +61,23 @@ func (p *Participant) reexecute(ctx context.Context, k cid.Cid, c *Contribution,
 	if err := p.loadShards(ctx); err != nil {
 		return fmt.Errorf("the run's dataset: %w", err)
 	}
-	j := p.job(c.Round, author, base.rec.members())
-	if !slices.Equal(j.shards, c.Shards) {
-		return fraud("it lists %d shards %s; the schedule assigns its author %d: %s", len(c.Shards), linkList(c.Shards), len(j.shards), linkList(j.shards))
+	m, efs, prev, err := p.priorState(ctx, c, base.rec)
+	var start []float32
+	var members []peer.ID
+	if err == nil {
+		start, members, err = p.startOf(ctx, c, base, prev)
 	}
-	m, efs, err := p.priorState(ctx, c, base.rec)
 	if f, ok := isFraud(err); ok {
 		f.Contribution = k
 	}
 	if err != nil {
 		return err
 	}
-	encs, err := p.ru.work(ctx, m, efs, base.global, c.Round, j, nil)
+	j := p.job(c.Round, author, members)
+	if !slices.Equal(j.shards, c.Shards) {
+		return fraud("it lists %d shards %s; the schedule assigns its author %d: %s", len(c.Shards), linkList(c.Shards), len(j.shards), linkList(j.shards))
+	}
+	encs, _, err := p.ru.work(ctx, m, efs, start, c.Round, j, nil)
 	if err != nil {
 		return fmt.Errorf("re-executing: %w", err)
 	}
@@ -100,47 +106,64 @@ func (p *Participant) reexecute(ctx context.Context, k cid.Cid, c *Contribution,
 // checking model (allocated once) and a fresh set of residuals. c.Prior
 // must be the state its author's contribution to the base's round left
 // (rec: the base's record), if that round included one — the one rule of
-// workerstate.go; without a prior, the state is fresh.
-func (p *Participant) priorState(ctx context.Context, c *Contribution, rec *roundRecord) (*model.Model, []*gradsync.ErrorFeedback, error) {
-	if p.checker == nil {
-		m, err := model.New(p.opts.Backend, p.cfg)
-		if err != nil {
-			return nil, nil, err
-		}
-		p.checker = m
+// workerstate.go; without a prior, the state is fresh. prev is the
+// contribution that left it (nil without a prior).
+func (p *Participant) priorState(ctx context.Context, c *Contribution, rec *roundRecord) (m *model.Model, efs []*gradsync.ErrorFeedback, prev *Contribution, err error) {
+	if err := p.newChecker(); err != nil {
+		return nil, nil, nil, err
 	}
-	efs := make([]*gradsync.ErrorFeedback, len(p.parts))
+	efs = make([]*gradsync.ErrorFeedback, len(p.parts))
 	for i, r := range p.parts {
 		efs[i] = gradsync.NewErrorFeedback(p.codec, r.Size)
 	}
 	if c.Prior == nil {
-		return p.checker, efs, p.checker.SetOptimState(nil, nil, 0)
+		return p.checker, efs, nil, p.setChecker(nil)
 	}
 	k, _ := c.Prior.Cid()
 	ctx = withStall(ctx)
-	traced := false
 	for _, i := range rec.includedIndices() {
 		pk, _ := rec.Contributions[i].Cid()
 		b, err := p.n.Store.Block(ctx, pk)
 		if err != nil {
-			return nil, nil, fmt.Errorf("round %d's contribution %s: %w", rec.Round, pk, err)
+			return nil, nil, nil, fmt.Errorf("round %d's contribution %s: %w", rec.Round, pk, err)
 		}
-		prev, err := DecodeContribution(b.RawData())
-		if err == nil && prev.Peer == c.Peer && prev.State == *c.Prior {
-			traced = true
+		if pc, err := DecodeContribution(b.RawData()); err == nil && pc.Peer == c.Peer && pc.State == *c.Prior {
+			prev = pc
 			break
 		}
 	}
-	if !traced {
+	if prev == nil {
 		author, _ := peer.Decode(c.Peer)
-		return nil, nil, &Fraud{Author: author, Round: c.Round, Detail: fmt.Sprintf(
+		return nil, nil, nil, &Fraud{Author: author, Round: c.Round, Detail: fmt.Sprintf(
 			"its prior worker state %s is not one its author's contribution to round %d (the base's) left", k, rec.Round)}
 	}
 	s, err := p.loadWorkerState(ctx, k)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return p.checker, s.efs, p.checker.SetOptimState(s.mom, s.vel, s.step)
+	return p.checker, s.efs, prev, p.setChecker(s)
+}
+
+// newChecker allocates the checking model on first use; setChecker puts
+// worker state s (nil: a fresh one) in its moments. Both drive the backend.
+func (p *Participant) newChecker() error {
+	p.ru.drive.Lock()
+	defer p.ru.drive.Unlock()
+	if p.checker != nil {
+		return nil
+	}
+	m, err := model.New(p.opts.Backend, p.cfg)
+	p.checker = m
+	return err
+}
+
+func (p *Participant) setChecker(s *workerState) error {
+	p.ru.drive.Lock()
+	defer p.ru.drive.Unlock()
+	if s == nil {
+		return p.checker.SetOptimState(nil, nil, 0)
+	}
+	return p.checker.SetOptimState(s.mom, s.vel, s.step)
 }
 
 // firstDifference names the first parameter where partition i's block

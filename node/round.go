@@ -127,7 +127,9 @@ const ContributionFormat = "fomnet-contribution/2"
 // reducer fetches only the partition it reduces. It binds everything its
 // inner steps depend on, so anyone can re-execute it (reexec.go): the
 // base, the worker state it started from (Prior; absent: fresh), the
-// shards, and through Peer the seed; and it links the state it left.
+// checkpoint its steps started from when that is not the base (Start, in
+// overlapped runs: the base's own base), the shards, and through Peer the
+// seed; and it links the state it left.
 type Contribution struct {
 	Format     string          `json:"format"`
 	Run        sharding.Link   `json:"run"`
@@ -144,6 +146,11 @@ type Contribution struct {
 	// absent for a fresh one; State is the state it left.
 	Prior *sharding.Link `json:"prior,omitempty"`
 	State sharding.Link  `json:"state"`
+	// Start, in a run with overlapped rounds, is the checkpoint the inner
+	// steps started from, trained while the base's round closed: the
+	// base's own base, less the author's contribution that Prior's round
+	// included (overlap.go). Absent, they started from the base.
+	Start *sharding.Link `json:"start,omitempty"`
 }
 
 // EncodeContribution returns the canonical dag-json bytes and CID.
@@ -173,6 +180,9 @@ func (c *Contribution) check() error {
 	links := map[string]sharding.Link{"run": c.Run, "base": c.Base, "state": c.State}
 	if c.Prior != nil {
 		links["prior"] = *c.Prior
+	}
+	if c.Start != nil {
+		links["start"] = *c.Start
 	}
 	for what, l := range links {
 		k, err := l.Cid()

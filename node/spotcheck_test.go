@@ -20,13 +20,14 @@ import (
 // the run and a sixth that follows it; it returns the cluster, the
 // participants and their log once the honest nodes (0–2) have finished
 // and the follower has mirrored their last checkpoint (re-checking every
-// proof its lineage lists).
-func spotRun(t *testing.T, ctx context.Context, rounds int, dishonest func(p *node.Participant)) (*nodetest.Cluster, []*node.Participant, *checkpointLog) {
+// proof its lineage lists). overlap is the run's gradsync.Config.Overlap.
+func spotRun(t *testing.T, ctx context.Context, rounds int, overlap string, dishonest func(p *node.Participant)) (*nodetest.Cluster, []*node.Participant, *checkpointLog) {
 	t.Helper()
 	const n = 6
 	c := nodetest.New(t, n, nodetest.Options{})
 	c.ConnectAll()
 	spec := smallRun(t, c, rounds)
+	spec.Sync.Overlap = overlap
 	all := 1.0
 	spec.SpotCheck = &all
 	spec.Sync.RoundDeadline = 15 * time.Second
@@ -90,18 +91,24 @@ func spotRun(t *testing.T, ctx context.Context, rounds int, dishonest func(p *no
 // after that; the honest nodes end on one checkpoint whose lineage
 // records the exclusion and includes nothing of the cheater's after it;
 // the proof re-checks, to the cheater, on a node that was not in the run;
-// an audit of the lineage names the rounds the cheats got into.
+// an audit of the lineage names the rounds the cheats got into. The lazy
+// worker's run overlaps rounds: its work is trained ahead and re-executed
+// from its start (the other cheats' runs are sequential).
 func TestSpotChecksCatchCheats(t *testing.T) {
 	const rounds = 4
-	kinds := []string{"steps", "shards", "seed", "copy"}
+	kinds := []string{"steps/overlap", "shards", "seed", "copy"}
 	if raceEnabled {
 		kinds = kinds[2:3] // see raceEnabled
 	}
-	for _, kind := range kinds {
-		t.Run(kind, func(t *testing.T) {
+	for _, name := range kinds {
+		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
-			c, ps, _ := spotRun(t, ctx, rounds, func(p *node.Participant) { node.Cheat(p, kind, 2) })
+			kind, overlap, _ := strings.Cut(name, "/")
+			if overlap != "" {
+				overlap = "local"
+			}
+			c, ps, _ := spotRun(t, ctx, rounds, overlap, func(p *node.Participant) { node.Cheat(p, kind, 2) })
 			cheater := c.Nodes[3].Host.ID().String()
 			lin := lineageOf(t, ctx, c.Nodes[0], ps[0].Base(), rounds) // newest first
 			slices.Reverse(lin)
@@ -158,7 +165,7 @@ func TestFalseFraudProof(t *testing.T) {
 	const rounds = 3
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, ps, _ := spotRun(t, ctx, rounds, node.FalseAccuser)
+	c, ps, _ := spotRun(t, ctx, rounds, "", node.FalseAccuser)
 	for _, rec := range lineageOf(t, ctx, c.Nodes[0], ps[0].Base(), rounds) {
 		if len(rec.Excluded) > 0 {
 			t.Fatalf("round %d excludes %v on a false proof", rec.Round, rec.Excluded)

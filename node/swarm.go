@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fomnet/fomnet/contentstore"
@@ -101,7 +103,9 @@ type RoundEvent struct {
 	// reduced), "checkpoint" (CID), "adopted" (CID of a better
 	// checkpoint, replacing ours), "deadline" (the round's deadline
 	// passed while it waited for Waiting), "timing" (the round's phase
-	// Name, PhaseTrain…, ended after Seconds).
+	// Name, PhaseTrain…, ended after Seconds), "busy" (Seconds of the
+	// round's wall time — the sum of its phases — in which this node's
+	// own inner steps ran: with overlapped rounds, the next round's).
 	Phase      string
 	Name       string
 	Waiting    string
@@ -114,11 +118,13 @@ type RoundEvent struct {
 	Contributions int
 	// Bytes of this participant's encoded Δ, and of the same Δ in fp32.
 	EncodedBytes, RawBytes int
-	// Seconds "contributed" took to train and store, or a "spot-check"
-	// (of contribution CID) to re-execute; Fraud: it did not follow from
-	// its inputs.
-	Seconds float64
-	Fraud   bool
+	// Seconds "contributed" took to train (or wait for the steps run
+	// ahead) and store, or a "spot-check" (of contribution CID) to
+	// re-execute; Fraud: it did not follow from its inputs. StepSeconds:
+	// how long a contribution's inner steps held the backend.
+	Seconds     float64
+	Fraud       bool
+	StepSeconds float64
 }
 
 // RunOptions configure a Participant.
@@ -175,7 +181,15 @@ type Participant struct {
 	// others' contributions (reexec.go); nil until the first.
 	checker *model.Model
 	checkMu sync.Mutex // one re-execution at a time
-	conv    convictions
+	// ahead: the inner steps of the next round, running in the background
+	// in a run with overlapped rounds (overlap.go); upto: the last round
+	// RunRounds runs.
+	ahead *ahead
+	upto  int
+	// stepNanos adds up the time this node's own inner steps held the
+	// backend (the "busy" event: its share of a round's wall time).
+	stepNanos atomic.Int64
+	conv      convictions
 	// signed keeps the signed announcements of the contributions this
 	// node admitted in the current and the previous round (by CID): a
 	// fraud proof quotes one.
@@ -796,7 +810,9 @@ func (p *Participant) RunRounds(ctx context.Context, upto int) error {
 		}
 		cancel()
 	}
-	for p.round <= min(upto, p.spec.Rounds) {
+	p.upto = min(upto, p.spec.Rounds)
+	defer p.dropAhead(ctx)
+	for p.round <= p.upto {
 		// A node that (re)started may be behind: ask before training.
 		if !p.checkedBehind {
 			moved, err := p.adoptSettled(ctx, p.round)
@@ -844,6 +860,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 	w := p.newRoundWait(ctx, r)
 	defer w.stop()
 	ph := p.phases()
+	defer ph.steps()
 	ccid, err := p.train(ctx, r)
 	if err != nil {
 		return err
@@ -1025,37 +1042,55 @@ func (p *Participant) runRound(ctx context.Context) error {
 	return p.settle(ctx, lineage{s})
 }
 
-// train runs round r's inner steps from the global weights and publishes
-// the contribution (Δ = global − local, each partition encoded with error
-// feedback as a raw block, under a dag-json root, with the worker state
-// it started from and the one it left); it returns its CID.
+// train makes this node's contribution to round r: the inner steps run
+// ahead for it (overlap.go), or else round r's inner steps from the base;
+// then it publishes the contribution (Δ = start − local, each partition
+// encoded with error feedback as a raw block, under a dag-json root, with
+// the worker state it started from and the one it left) and returns its
+// CID.
 func (p *Participant) train(ctx context.Context, r int) (cid.Cid, error) {
 	start := time.Now()
-	j := p.job(r, p.self, p.members)
-	if p.cheat.job != nil {
-		p.cheat.job(r, &j)
-	}
-	run, mets := p.id.String(), p.n.Metrics
-	stepTokens, last := float64(p.spec.Inner.Batch*p.spec.Inner.Seq), time.Now()
-	encs, err := p.ru.work(ctx, p.m, p.efs, p.global, r, j, func(s, H int, l float32) {
-		now := time.Now()
-		mets.innerStep.Observe(now.Sub(last).Seconds())
-		mets.tokens.WithLabelValues(run).Add(stepTokens)
-		mets.loss.WithLabelValues(run).Set(float64(l))
-		last = now
-		p.event(RoundEvent{Phase: "train", Step: s, Steps: H, Loss: l})
-	})
+	a, err := p.takeAhead(ctx, r)
 	if err != nil {
 		return cid.Undef, err
 	}
+	if a == nil {
+		j := p.ownJob(r)
+		a = &ahead{round: r, prior: p.held, j: j}
+		if a.encs, a.busy, err = p.ru.work(ctx, p.m, p.efs, p.global, r, j, p.stepEvents(r)); err != nil {
+			return cid.Undef, err
+		}
+	}
+	encs := a.encs
 	if p.cheat.encs != nil {
 		encs = p.cheat.encs(ctx, r, encs)
 	}
+	// The worker state the steps left, copied before the next round's steps
+	// (started at once where rounds overlap) move it on.
+	held := p.heldState(r)
+	if err := p.trainAhead(ctx, r, encs); err != nil {
+		return cid.Undef, err
+	}
+	sb, err := encodeWorkerState(held)
+	if err != nil {
+		return cid.Undef, err
+	}
+	sk, err := contentstore.FileCID(ctx, bytes.NewReader(sb))
+	if err != nil {
+		return cid.Undef, err
+	}
+	if p.held = sk; p.ahead != nil {
+		p.ahead.prior = sk
+	}
 	contrib := &Contribution{Format: ContributionFormat, Run: sharding.LinkTo(p.id), Round: r, Base: sharding.LinkTo(p.base),
-		Peer: p.self.String(), Tokens: p.spec.RoundTokens(r), Codec: p.sync.Codec, Params: len(p.global), Shards: j.shards}
-	if p.held.Defined() {
-		l := sharding.LinkTo(p.held)
+		Peer: p.self.String(), Tokens: p.spec.RoundTokens(r), Codec: p.sync.Codec, Params: len(p.global), Shards: a.j.shards}
+	if a.prior.Defined() {
+		l := sharding.LinkTo(a.prior)
 		contrib.Prior = &l
+	}
+	if a.start.Defined() {
+		l := sharding.LinkTo(a.start)
+		contrib.Start = &l
 	}
 	encBytes := 0
 	for _, enc := range encs {
@@ -1069,11 +1104,10 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, error) {
 		}
 		contrib.Partitions = append(contrib.Partitions, sharding.LinkTo(k))
 	}
-	sk, err := p.putWorkerState(ctx, p.heldState(r), workerStatePin(p.id, r))
-	if err != nil {
+	if err := p.putWorkerState(ctx, sb, sk, workerStatePin(p.id, r)); err != nil {
 		return cid.Undef, fmt.Errorf("storing the worker state: %w", err)
 	}
-	p.held, contrib.State = sk, sharding.LinkTo(sk)
+	contrib.State = sharding.LinkTo(sk)
 	cb, ccid, err := EncodeContribution(contrib)
 	if err != nil {
 		return cid.Undef, err
@@ -1084,10 +1118,36 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, error) {
 	if err := p.publish(ctx, RoundMsg{Type: MsgContribution, Run: p.id.String(), Round: r, Base: p.base.String(), CID: ccid.String(), Tokens: contrib.Tokens}); err != nil {
 		return cid.Undef, err
 	}
-	mets.encoded.WithLabelValues(run).Add(float64(encBytes))
+	p.n.Metrics.encoded.WithLabelValues(p.id.String()).Add(float64(encBytes))
 	p.event(RoundEvent{Phase: "contributed", CID: ccid.String(), EncodedBytes: encBytes, RawBytes: 4 * len(p.global),
-		Seconds: time.Since(start).Seconds()})
+		Seconds: time.Since(start).Seconds(), StepSeconds: a.busy.Seconds()})
 	return ccid, nil
+}
+
+// ownJob is this node's job in round r, on the base's members (a test's
+// cheat applied), its steps' time added to stepNanos.
+func (p *Participant) ownJob(r int) job {
+	j := p.job(r, p.self, p.members)
+	if p.cheat.job != nil {
+		p.cheat.job(r, &j)
+	}
+	j.busy = &p.stepNanos
+	return j
+}
+
+// stepEvents is the per-step hook of this node's inner steps of round r
+// (metrics and "train" events); it may run beside the round loop.
+func (p *Participant) stepEvents(r int) func(s, H int, l float32) {
+	run, mets := p.id.String(), p.n.Metrics
+	stepTokens, last := float64(p.spec.Inner.Batch*p.spec.Inner.Seq), time.Now()
+	return func(s, H int, l float32) {
+		now := time.Now()
+		mets.innerStep.Observe(now.Sub(last).Seconds())
+		mets.tokens.WithLabelValues(run).Add(stepTokens)
+		mets.loss.WithLabelValues(run).Set(float64(l))
+		last = now
+		p.event(RoundEvent{Round: r, Phase: "train", Step: s, Steps: H, Loss: l})
+	}
 }
 
 // trainersOnTopic counts the peers on the run's topic that do not follow

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fomnet/fomnet/contentstore"
@@ -142,6 +143,8 @@ type rules struct {
 	// guards it (evidence is checked beside the rounds).
 	memoMu sync.Mutex
 	memo   map[string]aggregated
+	// drive: one goroutine drives the backend at a time (work).
+	drive sync.Mutex
 	// refWeights are a DPO run's reference (its stage base's weights);
 	// refs the reference model built from them on each backend.
 	refWeights []float32
@@ -164,8 +167,11 @@ func (ru *rules) forget() {
 }
 
 // admit says whether contribution c may be an input of round r on base:
-// the run's, for that round and base, in the run's shape and codec, and
-// declaring the spec's token count. It is the one place this rule lives.
+// the run's, for that round and base, in the run's shape and codec,
+// declaring the spec's token count, and naming a start other than the base
+// only where the run overlaps rounds. It is the one place this rule lives
+// (whether the start is the right one, like the prior, is for a
+// re-execution to say: overlap.go).
 func (ru *rules) admit(c *Contribution, r int, base cid.Cid) (reason string, err error) {
 	switch {
 	case c.Run.CID != ru.run.String() || c.Round != r || c.Base.CID != base.String():
@@ -175,6 +181,8 @@ func (ru *rules) admit(c *Contribution, r int, base cid.Cid) (reason string, err
 			c.Params, len(c.Partitions), c.Codec, ru.n, len(ru.parts), ru.sync.Codec)
 	case c.Tokens != ru.spec.RoundTokens(r):
 		return RejectSpecTokens, fmt.Errorf("contribution declares %d tokens; round %d trains %d", c.Tokens, r, ru.spec.RoundTokens(r))
+	case c.Start != nil && ru.sync.Overlap == "":
+		return RejectRound, fmt.Errorf("contribution started from %s, not its base, in a run without overlapped rounds", c.Start.CID)
 	}
 	return "", nil
 }
@@ -194,6 +202,8 @@ type job struct {
 	data   *model.Corpus
 	shards []sharding.Link
 	steps  int
+	// busy, if set, adds up the time the steps hold the backend, as they go.
+	busy *atomic.Int64
 }
 
 // job is author's job in round r of a run whose base has members.
@@ -203,55 +213,79 @@ func (p *Participant) job(r int, author peer.ID, members []peer.ID) job {
 }
 
 // work is a contribution's computation, the one every role runs: j's
-// inner steps of round r on m from the global weights (m's moments and
-// step, and efs, hold the worker state it starts from), on j's rows with
-// its author's seed, then Δ = global − local encoded partition by
-// partition with error feedback. m and efs are left in the state after
-// the round. step, if set, hears of each inner step.
-func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.ErrorFeedback, global []float32, r int, j job,
-	step func(s, H int, loss float32)) ([][]byte, error) {
+// inner steps of round r on m from start (m's moments and step, and efs,
+// hold the worker state it starts from), on j's rows with its author's
+// seed, then Δ = start − local encoded partition by partition with error
+// feedback. m and efs are left in the state after the round. step, if
+// set, hears of each inner step. It drives the backend a step at a time
+// (ru.drive), so a contribution trained in the background and a
+// re-execution take turns; busy is the time it held it.
+func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.ErrorFeedback, start []float32, r int, j job,
+	step func(s, H int, loss float32)) (encs [][]byte, busy time.Duration, err error) {
 	H, first, data := j.steps, ru.sync.RoundStart(r-1), j.data
 	tc := ru.spec.TrainConfig()
 	be := m.Backend()
-	be.Upload(m.Params, global)
+	drive := func(f func() error) error {
+		ru.drive.Lock()
+		defer ru.drive.Unlock()
+		t := time.Now()
+		defer func() {
+			d := time.Since(t)
+			if busy += d; j.busy != nil {
+				j.busy.Add(int64(d))
+			}
+		}()
+		return f()
+	}
+	drive(func() error { be.Upload(m.Params, start); return nil })
 	B, T := ru.spec.Inner.Batch, ru.spec.Inner.Seq
 	tokens, targets := make([]int32, B*T), make([]int32, B*T)
 	seed := peerSeed(ru.spec.Seed, j.author)
-	loss, err := ru.objective(m)
-	if err != nil {
-		return nil, err
+	var loss func(tokens, targets []int32, b, t int) (float32, error)
+	if err := drive(func() (err error) { loss, err = ru.objective(m); return err }); err != nil {
+		return nil, 0, err
 	}
 	for s := 0; s < H; s++ {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if err := data.Batch(seed, first+s, B, T, tokens, targets); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		m.ZeroGrad()
-		l, err := loss(tokens, targets, B, T)
-		if err != nil {
-			return nil, err
-		}
-		if err := m.Backward(); err != nil {
-			return nil, err
-		}
-		if _, err := m.Step(tc.Schedule.LR(first+s), tc.Optim); err != nil {
-			return nil, err
+		var l float32
+		if err := drive(func() (err error) {
+			m.ZeroGrad()
+			if l, err = loss(tokens, targets, B, T); err != nil {
+				return err
+			}
+			if err := m.Backward(); err != nil {
+				return err
+			}
+			_, err = m.Step(tc.Schedule.LR(first+s), tc.Optim)
+			return err
+		}); err != nil {
+			return nil, 0, err
 		}
 		if step != nil {
 			step(s+1, H, l)
 		}
 	}
-	local := make([]float32, len(global))
-	be.Download(local, m.Params)
-	delta := make([]float32, len(global))
-	gradsync.PseudoGradient(delta, global, local)
-	encs := make([][]byte, len(ru.parts))
+	delta := make([]float32, len(start))
+	drive(func() error { be.Download(delta, m.Params); return nil })
+	gradsync.PseudoGradient(delta, start, delta) // in place: local → Δ
+	// Partitions encode apart (each with its own residuals): on every core,
+	// as the next round's steps wait on them where rounds overlap.
+	encs = make([][]byte, len(ru.parts))
+	var wg sync.WaitGroup
 	for i, pr := range ru.parts {
-		encs[i] = efs[i].Encode(nil, delta[pr.Offset:pr.Offset+pr.Size])
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			encs[i] = efs[i].Encode(nil, delta[pr.Offset:pr.Offset+pr.Size])
+		}()
 	}
-	return encs, nil
+	wg.Wait()
+	return encs, busy, nil
 }
 
 // objective is the run's inner loss on m, leaving its gradient for

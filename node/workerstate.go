@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 
 	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/gradsync"
@@ -97,20 +98,25 @@ func workerStateSize(n int, efs []*gradsync.ErrorFeedback) int64 {
 	return int64(24+8*n) + int64(efStateSize(efs))
 }
 
-// heldState returns this node's worker state as the model and residuals
-// hold it, after round r.
+// heldState returns a copy of this node's worker state as the model and
+// residuals hold it, after round r.
 func (p *Participant) heldState(r int) *workerState {
 	mom, vel, step := p.m.OptimState()
-	return &workerState{step: step, mom: mom, vel: vel, round: r, efs: p.efs}
+	efs := make([]*gradsync.ErrorFeedback, len(p.efs))
+	for i, e := range p.efs {
+		efs[i] = &gradsync.ErrorFeedback{Codec: e.Codec, Residual: slices.Clone(e.Residual)}
+	}
+	return &workerState{step: step, mom: mom, vel: vel, round: r, efs: efs}
 }
 
-// putWorkerState stores s, pinned as pin, and returns its CID.
-func (p *Participant) putWorkerState(ctx context.Context, s *workerState, pin string) (cid.Cid, error) {
-	b, err := encodeWorkerState(s)
-	if err != nil {
-		return cid.Undef, err
+// putWorkerState stores an encoded worker state b, whose CID is k, pinned
+// as pin.
+func (p *Participant) putWorkerState(ctx context.Context, b []byte, k cid.Cid, pin string) error {
+	got, err := p.n.Store.AddReader(ctx, bytes.NewReader(b), contentstore.AddOptions{Pin: true, Name: pin})
+	if err == nil && !got.Equals(k) {
+		err = fmt.Errorf("stored as %s, hashed as %s", got, k)
 	}
-	return p.n.Store.AddReader(ctx, bytes.NewReader(b), contentstore.AddOptions{Pin: true, Name: pin})
+	return err
 }
 
 // workerStatePin names the pin of this node's worker state after round r
@@ -206,11 +212,14 @@ func (p *Participant) holdState(s *workerState, k cid.Cid) error {
 
 // carryState applies the one rule to the round after rec: this node keeps
 // (or, after a restart, reads back from its store) the state its
-// contribution that rec included left, and starts fresh otherwise.
+// contribution that rec included left, and starts fresh otherwise. Steps
+// running ahead (overlap.go) go on if they still follow the rule, else
+// they are dropped first.
 func (p *Participant) carryState(ctx context.Context, rec *roundRecord) {
-	if p.following {
+	if p.following || p.keepAhead(ctx, rec) {
 		return
 	}
+	p.dropAhead(ctx)
 	c := p.ownIncluded(ctx, rec)
 	if c == nil {
 		p.freshState()

@@ -15,11 +15,13 @@
 # included.
 #
 # It prints, per joiner and in all, the seconds each round phase took (from
-# the joiners' JSON logs) and the inner-step utilisation: the share of the
-# wall time of rounds 2.. spent in the train phase (inner steps, and the
-# contribution encoded and stored). Round 1 is left out: it includes the
-# dataset fetch and the swarm forming. --json prints the summary as JSON on
-# stdout. Every joiner must end on the same checkpoint CID.
+# the joiners' JSON logs) and the inner-step utilisation: the seconds the
+# joiner's inner steps held the compute backend during rounds 2..R−1 over
+# the wall time of those rounds (with --overlap, a round's steps run while
+# the round before closes, so the phases no longer say it). Round 1 is left
+# out: it includes the dataset fetch and the swarm forming; so is the last:
+# no round comes after it to overlap its close with. --json prints the
+# summary as JSON on stdout. Every joiner must end on the same checkpoint CID.
 #
 # Usage: bash scripts/swarm-netns.sh [flags] [FOMNET-BINARY]   (default: go build)
 #   --nodes N      joiners (default 3)
@@ -30,13 +32,14 @@
 #   --codec C      pseudo-gradient codec (int4)
 #   --threads T    compute threads per joiner (1)
 #   --spot-check Q share of contributions re-executed (default: the run's)
+#   --overlap O    the run's overlapped rounds: "" (default) or local
 #   --short        CI's variant: tiny preset, 3 joiners, 3 rounds of 3 steps
 #   --json         the summary as JSON on stdout
 #   --keep         keep the logs (printed directory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-nodes=3 rate=50mbit preset=demo rounds=4 h=20 batch=4 seq=128 codec=int4 threads=1 json= keep= bin= spot=()
+nodes=3 rate=50mbit preset=demo rounds=4 h=20 batch=4 seq=128 codec=int4 threads=1 json= keep= bin= spot=() overlap=
 while [ $# -gt 0 ]; do
   case $1 in
   --nodes) nodes=$2; shift ;;
@@ -49,6 +52,7 @@ while [ $# -gt 0 ]; do
   --codec) codec=$2; shift ;;
   --threads) threads=$2; shift ;;
   --spot-check) spot=(--spot-check "$2"); shift ;;
+  --overlap) overlap=$2; shift ;;
   --short) nodes=3 preset=tiny rounds=3 h=3 batch=2 seq=32 ;;
   --json) json=1 ;;
   --keep) keep=1 ;;
@@ -123,8 +127,8 @@ vocab=()
 [ "$preset" = tiny ] && vocab=(--vocab 320)
 fom hub data prepare --builtin --synthetic 300 "${vocab[@]}" --seq "$seq" --out "$tmp/ds" >/dev/null 2>>"$tmp/hub.log" || fail "data prepare"
 run=$(fom hub run create --home "$tmp/hub" --data "$tmp/ds" --preset "$preset" --rounds "$rounds" --h "$h" --batch "$batch" \
-  --seq "$seq" --codec "$codec" --deadline 2m "${spot[@]}" 2>>"$tmp/hub.log") || fail "run create"
-echo "swarm-netns: run $run ($preset, $rounds rounds of $h steps of $batch×$seq, $codec)" >&2
+  --seq "$seq" --codec "$codec" --deadline 2m --overlap "$overlap" "${spot[@]}" 2>>"$tmp/hub.log") || fail "run create"
+echo "swarm-netns: run $run ($preset, $rounds rounds of $h steps of $batch×$seq, $codec, overlap '${overlap}')" >&2
 
 joiners=()
 start=$(date +%s.%N)
@@ -145,35 +149,41 @@ for i in $(seq "$nodes"); do
   [ -n "$first" ] && [ "$(cat "$tmp/j$i.out")" = "$first" ] || fail "joiner $i ended on '$(cat "$tmp/j$i.out")', joiner 1 on '$first'"
 done
 
-# Phase seconds per joiner, rounds 2.. (JSON log lines carry round, phase
-# and seconds).
+# Phase seconds per joiner, rounds 2..R−1 (JSON log lines carry round,
+# phase and seconds), and the seconds its inner steps ran in each round
+# (round, steps_seconds).
 summary() {
-  awk -v nodes="$nodes" '
+  awk -v nodes="$nodes" -v last="$rounds" '
     {
+      node = FILENAME; sub(/.*\/j/, "", node); sub(/\.log$/, "", node)
+      if (match($0, /"round":[0-9]+,"steps_seconds":[0-9.e+-]+/)) {
+        split(substr($0, RSTART, RLENGTH), f, /[:,]/)
+        if (f[2] >= 2 && f[2] < last) steps[node] += f[4]
+        next
+      }
       if (!match($0, /"round":[0-9]+,"phase":"[a-z_]+","seconds":[0-9.e+-]+/)) next
       split(substr($0, RSTART, RLENGTH), f, /[:,]/)
       r = f[2]; ph = f[4]; gsub(/"/, "", ph); s = f[6] + 0
-      if (r < 2) next
-      node = FILENAME; sub(/.*\/j/, "", node); sub(/\.log$/, "", node)
+      if (r < 2 || r >= last) next
       t[node, ph] += s; tot[node] += s; phases[ph] = 1; all[ph] += s; sum += s
       if (r > maxr) maxr = r
     }
     END {
       n = 0; util = 0
-      for (i = 1; i <= nodes; i++) if (tot[i] > 0) { n++; util += t[i, "train"] / tot[i] }
+      for (i = 1; i <= nodes; i++) if (tot[i] > 0) { n++; util += steps[i] / tot[i] }
       printf "{\"joiners\":%d,\"rounds_measured\":%d,\"utilization\":%.4f,\"round_seconds\":%.3f,\"phase_seconds\":{", nodes, maxr - 1, (n ? util / n : 0), (n ? sum / n / (maxr - 1) : 0)
       sep = ""
       for (ph in phases) { printf "%s\"%s\":%.3f", sep, ph, all[ph] / n / (maxr - 1); sep = "," }
       printf "},\"per_joiner\":["
-      for (i = 1; i <= nodes; i++) printf "%s{\"joiner\":%d,\"utilization\":%.4f,\"train_seconds\":%.3f,\"round_seconds\":%.3f}", (i > 1 ? "," : ""), i, (tot[i] ? t[i, "train"] / tot[i] : 0), t[i, "train"], tot[i] / (maxr - 1)
+      for (i = 1; i <= nodes; i++) printf "%s{\"joiner\":%d,\"utilization\":%.4f,\"steps_seconds\":%.3f,\"train_seconds\":%.3f,\"round_seconds\":%.3f}", (i > 1 ? "," : ""), i, (tot[i] ? steps[i] / tot[i] : 0), steps[i], t[i, "train"], tot[i] / (maxr - 1)
       printf "]}\n"
     }' "$tmp"/j*.log
 }
 s=$(summary)
 case $s in *'"rounds_measured":0'* | *'"rounds_measured":-'*) fail "no round after the first was timed (rounds $rounds)" ;; esac
 if [ -n "$json" ]; then
-  echo "$s" | sed "s/^{/{\"rate\":\"$rate\",\"preset\":\"$preset\",\"h\":$h,\"batch\":$batch,\"seq\":$seq,\"codec\":\"$codec\",\"wall_seconds\":$wall,\"checkpoint\":\"$first\",/"
+  echo "$s" | sed "s/^{/{\"rate\":\"$rate\",\"overlap\":\"$overlap\",\"preset\":\"$preset\",\"h\":$h,\"batch\":$batch,\"seq\":$seq,\"codec\":\"$codec\",\"wall_seconds\":$wall,\"checkpoint\":\"$first\",/"
 else
   echo "swarm-netns: all $nodes joiners ended on $first after ${wall%.*} s"
-  echo "swarm-netns: per round (mean over joiners, rounds 2..$rounds): $s"
+  echo "swarm-netns: per round (mean over joiners, rounds 2..$((rounds - 1))): $s"
 fi

@@ -64,7 +64,7 @@ func newRunCreateCmd(e *env) *cobra.Command {
 	var (
 		f                                nodeFlags
 		data, preset, name, codec, sched string
-		from, stage, objective           string
+		from, stage, objective, overlap  string
 		ropeTheta, prefBeta, prefGamma   float64
 		prefAlpha                        float64
 		ctxLen                           int
@@ -115,6 +115,7 @@ on into the run before (fomnet checkpoint lineage).`,
 			}
 			sc := gradsync.DefaultConfig()
 			sc.H, sc.Codec, sc.OuterLR, sc.Momentum, sc.RoundDeadline, sc.Quorum = h, codec, outerLR, momentum, deadline, quorum
+			sc.Overlap = overlap
 			sc.WarmupRounds, sc.WarmupH = warmupRounds, warmupH
 			if err := sc.Validate(); err != nil {
 				return usageError{err}
@@ -229,6 +230,7 @@ on into the run before (fomnet checkpoint lineage).`,
 	fl.Float64Var(&momentum, "momentum", 0.9, "outer Nesterov momentum")
 	fl.DurationVar(&deadline, "deadline", 2*time.Minute, "how long a round waits for contributions and aggregates")
 	fl.IntVar(&quorum, "quorum", 1, "fewest contributions a round may close with")
+	fl.StringVar(&overlap, "overlap", "", "overlapped rounds: \"\" (train once the previous round settled) or local (train the next round while one closes; its Δ lands a round late)")
 	fl.Float64Var(&spotCheck, "spot-check", node.DefaultSpotCheck, "share of each round's contributions another member re-executes (written into the spec only when set; 0: none)")
 	fl.Uint64Var(&seed, "seed", 1, "seed of the genesis weights and batch orders")
 	fl.BoolVar(&asJSON, "json", false, "print {run_id} as JSON")
@@ -356,14 +358,16 @@ CID one machine preparing the same inputs gets.`,
 						e.logf("round %d  step %d/%d  loss %.3f", ev.Round, ev.Step, ev.Steps, ev.Loss)
 					}
 				case "contributed":
-					e.logf("round %d  contributed %s (%.2f MiB, %.1f× smaller than fp32)", ev.Round, ev.CID,
-						float64(ev.EncodedBytes)/(1<<20), float64(ev.RawBytes)/float64(max(ev.EncodedBytes, 1)))
+					e.logf("round %d  contributed %s (%.2f MiB, %.1f× smaller than fp32; inner steps %.2fs)", ev.Round, ev.CID,
+						float64(ev.EncodedBytes)/(1<<20), float64(ev.RawBytes)/float64(max(ev.EncodedBytes, 1)), ev.StepSeconds)
 				case "checkpoint":
 					e.logf("round %d  checkpoint %s (%d contributions)", ev.Round, ev.CID, ev.Contributions)
 				case "adopted":
 					e.logf("round %d  adopted the swarm's checkpoint %s", ev.Round, ev.CID)
 				case "deadline":
 					e.logf("round %d  deadline passed waiting for %s", ev.Round, ev.Waiting)
+				case "busy":
+					e.log.Info(fmt.Sprintf("round %d  inner steps ran %.2fs of it", ev.Round, ev.Seconds), "round", ev.Round, "steps_seconds", ev.Seconds)
 				case "timing":
 					e.log.Info(fmt.Sprintf("round %d  %s took %.2fs", ev.Round, ev.Name, ev.Seconds), "round", ev.Round, "phase", ev.Name, "seconds", ev.Seconds)
 				case "verified":
