@@ -20,9 +20,9 @@ import (
 // Slack 1/4, a peer whose round takes a quarter longer than three peers in
 // four is dropped, whether rounds last seconds or hours.
 //
-// The simulator of rounds at scale (node/swarmsim) decides with it; the
-// node's rounds still close on their own deadline (issue 30 moves them
-// here).
+// The simulator of rounds at scale (node/swarmsim) decides with it, and
+// the node in runs whose Config sets CloseCore (each node on the arrival
+// times it saw, its own included: a straggler leaves itself out).
 type CloseRule struct {
 	Core     float64       `json:"core"`
 	Slack    float64       `json:"slack"`

@@ -57,6 +57,17 @@ type Config struct {
 	// package doc; "eager" did worse in bench sync and is the simulator's
 	// alone).
 	Overlap string `json:"overlap,omitempty"`
+	// CloseCore and CloseSlack, if CloseCore > 0, close a round by
+	// CloseRule (Core, Slack, and RoundDeadline as its Deadline) rather
+	// than on RoundDeadline once every expected contribution is in; absent,
+	// rounds close as before.
+	CloseCore  float64 `json:"close_core,omitempty"`
+	CloseSlack float64 `json:"close_slack,omitempty"`
+}
+
+// CloseRule returns the rule a round closes by, if the config sets one.
+func (c Config) CloseRule() (CloseRule, bool) {
+	return CloseRule{Core: c.CloseCore, Slack: c.CloseSlack, Deadline: c.RoundDeadline}, c.CloseCore > 0
 }
 
 // DefaultConfig returns DiLoCo's published defaults where they exist.
@@ -107,6 +118,9 @@ func (c Config) Validate() error {
 	}
 	if c.RoundDeadline < 0 {
 		bad("round_deadline %v must not be negative", c.RoundDeadline)
+	}
+	if !(c.CloseCore >= 0 && c.CloseCore <= 1) || !(c.CloseSlack >= 0) || math.IsInf(c.CloseSlack, 0) {
+		bad("close_core %v must lie in [0, 1] and close_slack %v be a non-negative number", c.CloseCore, c.CloseSlack)
 	}
 	if c.Overlap != "" && c.Overlap != "local" {
 		bad("overlap %q (want \"\" or local)", c.Overlap)

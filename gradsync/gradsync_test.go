@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func randVec(r *rand.Rand, n int, scale float64) []float32 {
@@ -595,6 +596,25 @@ func TestConfigAndPartitions(t *testing.T) {
 	c.WarmupH, c.H = 5, 40
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	for _, bad := range []func(*Config){
+		func(c *Config) { c.Overlap = "eager" },
+		func(c *Config) { c.CloseCore = 1.5 },
+		func(c *Config) { c.CloseCore, c.CloseSlack = 0.75, -1 },
+		func(c *Config) { c.CloseSlack = math.Inf(1) },
+	} {
+		b := c
+		bad(&b)
+		if err := b.Validate(); err == nil || !strings.Contains(err.Error(), "overlap") && !strings.Contains(err.Error(), "close_") {
+			t.Fatalf("%+v: %v", b, err)
+		}
+	}
+	if _, ok := c.CloseRule(); ok {
+		t.Fatal("a close rule without close_core")
+	}
+	c.CloseCore, c.CloseSlack, c.RoundDeadline = 0.75, 0.25, time.Minute
+	if r, ok := c.CloseRule(); !ok || r != (CloseRule{Core: 0.75, Slack: 0.25, Deadline: time.Minute}) {
+		t.Fatalf("close rule %+v %v", r, ok)
 	}
 	start := 0
 	for r, want := range []int{5, 5, 40, 40} {

@@ -80,6 +80,19 @@ func Cheat(p *Participant, kind string, from int) {
 	}
 }
 
+// Straggle makes p, an honest but slow worker, publish its contribution
+// to round r only once release is closed.
+func Straggle(p *Participant, r int, release <-chan struct{}) {
+	p.cheat.straggle = func(ctx context.Context, round int) {
+		if round == r {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+	}
+}
+
 // FalseAccuser makes p publish a fraud proof against every other
 // contribution its base included, whatever the re-execution gives.
 func FalseAccuser(p *Participant) { p.cheat.accuse = true }

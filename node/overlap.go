@@ -36,7 +36,8 @@ import (
 // ahead is a contribution's inner steps running in the background.
 type ahead struct {
 	round int
-	start cid.Cid // the checkpoint they started from
+	start cid.Cid   // the checkpoint they started from
+	began time.Time // when they did
 	// prior is the worker state they started from (cid.Undef: fresh); train
 	// sets it once hashed, after the steps began.
 	prior  cid.Cid
@@ -135,7 +136,7 @@ func (p *Participant) trainAhead(ctx context.Context, r int, own [][]byte) error
 	}
 	j := p.ownJob(r + 1)
 	actx, cancel := context.WithCancel(ctx)
-	a := &ahead{round: r + 1, start: p.base, j: j, cancel: cancel, done: make(chan struct{})}
+	a := &ahead{round: r + 1, start: p.base, began: time.Now(), j: j, cancel: cancel, done: make(chan struct{})}
 	m, efs, step := p.m, p.efs, p.stepEvents(r+1)
 	go func() {
 		defer close(a.done)

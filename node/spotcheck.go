@@ -274,7 +274,8 @@ func (p *Participant) checkProofBlock(ctx context.Context, k cid.Cid) (peer.ID, 
 // set them, through export_test.go): job changes its work, encs what it
 // sends, accuse makes it prove fraud by every contribution it checks.
 type cheats struct {
-	job    func(r int, j *job)
-	encs   func(ctx context.Context, r int, encs [][]byte) [][]byte
-	accuse bool
+	job      func(r int, j *job)
+	encs     func(ctx context.Context, r int, encs [][]byte) [][]byte
+	accuse   bool
+	straggle func(ctx context.Context, r int) // returns when to publish
 }

@@ -263,6 +263,7 @@ type inMsg struct {
 	from peer.ID
 	m    RoundMsg
 	raw  p2p.Message // as signed (evidence quotes it)
+	at   time.Time   // when this node received it
 }
 
 // OpenRun prepares this node to take part in run id: it fetches the spec
@@ -478,7 +479,7 @@ func (p *Participant) readLoop() {
 		if err != nil {
 			continue
 		}
-		p.mail.put(inMsg{from: m.From, m: rm, raw: m})
+		p.mail.put(inMsg{from: m.From, m: rm, raw: m, at: time.Now()})
 	}
 }
 
@@ -861,7 +862,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 	defer w.stop()
 	ph := p.phases()
 	defer ph.steps()
-	ccid, err := p.train(ctx, r)
+	ccid, began, err := p.train(ctx, r)
 	if err != nil {
 		return err
 	}
@@ -895,11 +896,24 @@ func (p *Participant) runRound(ctx context.Context) error {
 		expect = p.trainersOnTopic(ctx, r) + 1
 	}
 	// The round closes once it has every member's contribution and at
-	// least expect in all, or at the deadline with a quorum.
+	// least expect in all, or at the deadline with a quorum — or, in a run
+	// with a close rule, when the rule says (closing.go).
 	forks := &forkHints{p: p, r: r, from: map[peer.ID]bool{}}
+	rule, ruled := p.sync.CloseRule()
+	cl := &closing{rule: rule, began: began, expected: expect, arrived: map[peer.ID]time.Duration{}}
+	cl.arrive(p.self, time.Now())
+	var closeAt time.Duration
 	complete := func() bool {
 		if len(forks.ready) > 0 {
 			return true // to look at another base (below)
+		}
+		if ruled {
+			at, closed := cl.close(time.Now())
+			if !closed {
+				w.wakeAt(began.Add(at))
+			}
+			closeAt = at
+			return closed && cl.fetching == 0
 		}
 		if len(admitted) < expect {
 			return false
@@ -932,6 +946,13 @@ func (p *Participant) runRound(ctx context.Context) error {
 			p.refuse(rejected(RejectExcluded, fmt.Errorf("its author is excluded")), fmt.Sprintf("round %d: contribution %s from %s", r, k, from))
 			return true
 		}
+		if ruled {
+			if at, closed := cl.close(time.Now()); closed && im.at.Sub(began) > at {
+				return true // a straggler's: the round closed without it
+			}
+			cl.arrive(from, im.at)
+			cl.fetching++
+		}
 		env, _ := im.raw.Signed()
 		w.background(func(ctx context.Context) func() {
 			in, err := p.input(ctx, k, r, base)
@@ -939,6 +960,9 @@ func (p *Participant) runRound(ctx context.Context) error {
 				err = rejected(RejectRound, fmt.Errorf("contribution %s names peer %s", k, in.c.Peer))
 			}
 			return func() {
+				if ruled {
+					cl.fetching--
+				}
 				switch {
 				case err != nil:
 					p.refuse(err, fmt.Sprintf("round %d: contribution %s from %s", r, k, from))
@@ -984,8 +1008,14 @@ func (p *Participant) runRound(ctx context.Context) error {
 		p.opts.Logf("round %d: %d contributions by the deadline, quorum %d; waiting", r, len(admitted), p.sync.Quorum)
 	}
 	collecting = false
+	if ruled {
+		for _, id := range cl.late(admitted, closeAt) {
+			p.opts.Logf("round %d: %s's contribution came after the round closed by rule (%.2fs after its steps began here); left out", r, id, closeAt.Seconds())
+			delete(admitted, id)
+		}
+	}
 	ph.done(PhaseCollect)
-	order := p.reducerOrder(r, admitted)
+	order := p.reducerOrder(r, admitted, ruled)
 	mine := inputList(admitted)
 
 	// Reduce the partitions this node is first in line for.
@@ -1047,18 +1077,18 @@ func (p *Participant) runRound(ctx context.Context) error {
 // then it publishes the contribution (Δ = start − local, each partition
 // encoded with error feedback as a raw block, under a dag-json root, with
 // the worker state it started from and the one it left) and returns its
-// CID.
-func (p *Participant) train(ctx context.Context, r int) (cid.Cid, error) {
+// CID and when its steps began.
+func (p *Participant) train(ctx context.Context, r int) (cid.Cid, time.Time, error) {
 	start := time.Now()
 	a, err := p.takeAhead(ctx, r)
 	if err != nil {
-		return cid.Undef, err
+		return cid.Undef, time.Time{}, err
 	}
 	if a == nil {
 		j := p.ownJob(r)
-		a = &ahead{round: r, prior: p.held, j: j}
+		a = &ahead{round: r, prior: p.held, j: j, began: start}
 		if a.encs, a.busy, err = p.ru.work(ctx, p.m, p.efs, p.global, r, j, p.stepEvents(r)); err != nil {
-			return cid.Undef, err
+			return cid.Undef, time.Time{}, err
 		}
 	}
 	encs := a.encs
@@ -1069,15 +1099,15 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, error) {
 	// (started at once where rounds overlap) move it on.
 	held := p.heldState(r)
 	if err := p.trainAhead(ctx, r, encs); err != nil {
-		return cid.Undef, err
+		return cid.Undef, time.Time{}, err
 	}
 	sb, err := encodeWorkerState(held)
 	if err != nil {
-		return cid.Undef, err
+		return cid.Undef, time.Time{}, err
 	}
 	sk, err := contentstore.FileCID(ctx, bytes.NewReader(sb))
 	if err != nil {
-		return cid.Undef, err
+		return cid.Undef, time.Time{}, err
 	}
 	if p.held = sk; p.ahead != nil {
 		p.ahead.prior = sk
@@ -1097,31 +1127,34 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, error) {
 		encBytes += len(enc)
 		k, err := contentstore.BlockCID(contentstore.CodecRaw, enc)
 		if err != nil {
-			return cid.Undef, err
+			return cid.Undef, time.Time{}, err
 		}
 		if err := p.n.Store.PutBlock(ctx, k, enc); err != nil {
-			return cid.Undef, err
+			return cid.Undef, time.Time{}, err
 		}
 		contrib.Partitions = append(contrib.Partitions, sharding.LinkTo(k))
 	}
 	if err := p.putWorkerState(ctx, sb, sk, workerStatePin(p.id, r)); err != nil {
-		return cid.Undef, fmt.Errorf("storing the worker state: %w", err)
+		return cid.Undef, time.Time{}, fmt.Errorf("storing the worker state: %w", err)
 	}
 	contrib.State = sharding.LinkTo(sk)
 	cb, ccid, err := EncodeContribution(contrib)
 	if err != nil {
-		return cid.Undef, err
+		return cid.Undef, time.Time{}, err
 	}
 	if err := p.n.Store.PutBlock(ctx, ccid, cb); err != nil {
-		return cid.Undef, err
+		return cid.Undef, time.Time{}, err
+	}
+	if p.cheat.straggle != nil {
+		p.cheat.straggle(ctx, r)
 	}
 	if err := p.publish(ctx, RoundMsg{Type: MsgContribution, Run: p.id.String(), Round: r, Base: p.base.String(), CID: ccid.String(), Tokens: contrib.Tokens}); err != nil {
-		return cid.Undef, err
+		return cid.Undef, time.Time{}, err
 	}
 	p.n.Metrics.encoded.WithLabelValues(p.id.String()).Add(float64(encBytes))
 	p.event(RoundEvent{Phase: "contributed", CID: ccid.String(), EncodedBytes: encBytes, RawBytes: 4 * len(p.global),
 		Seconds: time.Since(start).Seconds(), StepSeconds: a.busy.Seconds()})
-	return ccid, nil
+	return ccid, a.began, nil
 }
 
 // ownJob is this node's job in round r, on the base's members (a test's
@@ -1183,12 +1216,22 @@ func (p *Participant) trainersOnTopic(ctx context.Context, r int) int {
 // admitted contributions — less those this node holds evidence against
 // (every honest node that checked the same lie leaves the liar out, so
 // they stop waiting a deadline for it; one that did not yet waits once).
-func (p *Participant) reducerOrder(r int, admitted map[peer.ID]*input) [][]peer.ID {
+// In a round closed by rule (ruled), the members it left out come last:
+// every node that closed on the same contributions agrees on the order,
+// and none waits a deadline for a straggler's aggregates.
+func (p *Participant) reducerOrder(r int, admitted map[peer.ID]*input, ruled bool) [][]peer.ID {
 	isMember := map[peer.ID]bool{}
 	for _, id := range p.members {
 		isMember[id] = true
 	}
-	var others []peer.ID
+	var members, others, left []peer.ID
+	for _, id := range p.members {
+		if _, ok := admitted[id]; ok || !ruled {
+			members = append(members, id)
+		} else {
+			left = append(left, id)
+		}
+	}
 	for id := range admitted {
 		if !isMember[id] {
 			others = append(others, id)
@@ -1197,7 +1240,8 @@ func (p *Participant) reducerOrder(r int, admitted map[peer.ID]*input) [][]peer.
 	sort.Slice(others, func(i, j int) bool { return others[i] < others[j] })
 	order := make([][]peer.ID, len(p.parts))
 	for pi := range p.parts {
-		all := append(Reducers(p.id, r, pi, p.members), Reducers(p.id, r, pi, others)...)
+		all := append(Reducers(p.id, r, pi, members), Reducers(p.id, r, pi, others)...)
+		all = append(all, Reducers(p.id, r, pi, left)...)
 		order[pi] = slices.DeleteFunc(all, p.proven)
 	}
 	return order
@@ -1453,7 +1497,8 @@ type roundWait struct {
 	pending  []inMsg
 	deadline *time.Timer
 	resend   *time.Ticker
-	hold     bool // the next until keeps the running (not yet fired) deadline
+	hold     bool        // the next until keeps the running (not yet fired) deadline
+	wake     *time.Timer // wakeAt's: done is asked again when it fires
 	// Fetches run beside the wait; their results come back as functions
 	// run on the waiting goroutine. stop cancels and waits for them.
 	ctx     context.Context
@@ -1468,6 +1513,22 @@ func (p *Participant) newRoundWait(ctx context.Context, r int) *roundWait {
 		results: make(chan func(), 64)}
 	w.ctx, w.cancel = context.WithCancel(ctx)
 	return w
+}
+
+// wakeAt has until ask its done again at t (a close rule's time).
+func (w *roundWait) wakeAt(t time.Time) {
+	if w.wake == nil {
+		w.wake = time.NewTimer(time.Until(t))
+		return
+	}
+	w.wake.Reset(time.Until(t))
+}
+
+func (w *roundWait) wakeC() <-chan time.Time {
+	if w.wake == nil {
+		return nil
+	}
+	return w.wake.C
 }
 
 // background runs f beside the wait; the function f returns runs later on
@@ -1509,6 +1570,7 @@ func (w *roundWait) until(ctx context.Context, what string, done func() bool, ha
 		case <-w.deadline.C:
 			w.p.event(RoundEvent{Phase: "deadline", Round: w.r, Waiting: what})
 			return false, nil
+		case <-w.wakeC():
 		case f := <-w.results:
 			f()
 		case <-w.p.mail.ready:

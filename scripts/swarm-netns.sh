@@ -33,13 +33,14 @@
 #   --threads T    compute threads per joiner (1)
 #   --spot-check Q share of contributions re-executed (default: the run's)
 #   --overlap O    the run's overlapped rounds: "" (default) or local
+#   --close-core C close rounds by rule once this share is in (run create)
 #   --short        CI's variant: tiny preset, 3 joiners, 3 rounds of 3 steps
 #   --json         the summary as JSON on stdout
 #   --keep         keep the logs (printed directory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-nodes=3 rate=50mbit preset=demo rounds=4 h=20 batch=4 seq=128 codec=int4 threads=1 json= keep= bin= spot=() overlap=
+nodes=3 rate=50mbit preset=demo rounds=4 h=20 batch=4 seq=128 codec=int4 threads=1 json= keep= bin= spot=() overlap= close=()
 while [ $# -gt 0 ]; do
   case $1 in
   --nodes) nodes=$2; shift ;;
@@ -53,6 +54,7 @@ while [ $# -gt 0 ]; do
   --threads) threads=$2; shift ;;
   --spot-check) spot=(--spot-check "$2"); shift ;;
   --overlap) overlap=$2; shift ;;
+  --close-core) close=(--close-core "$2"); shift ;;
   --short) nodes=3 preset=tiny rounds=3 h=3 batch=2 seq=32 ;;
   --json) json=1 ;;
   --keep) keep=1 ;;
@@ -127,7 +129,7 @@ vocab=()
 [ "$preset" = tiny ] && vocab=(--vocab 320)
 fom hub data prepare --builtin --synthetic 300 "${vocab[@]}" --seq "$seq" --out "$tmp/ds" >/dev/null 2>>"$tmp/hub.log" || fail "data prepare"
 run=$(fom hub run create --home "$tmp/hub" --data "$tmp/ds" --preset "$preset" --rounds "$rounds" --h "$h" --batch "$batch" \
-  --seq "$seq" --codec "$codec" --deadline 2m --overlap "$overlap" "${spot[@]}" 2>>"$tmp/hub.log") || fail "run create"
+  --seq "$seq" --codec "$codec" --deadline 2m --overlap "$overlap" "${spot[@]}" "${close[@]}" 2>>"$tmp/hub.log") || fail "run create"
 echo "swarm-netns: run $run ($preset, $rounds rounds of $h steps of $batch×$seq, $codec, overlap '${overlap}')" >&2
 
 joiners=()

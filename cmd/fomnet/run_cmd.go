@@ -72,6 +72,7 @@ func newRunCreateCmd(e *env) *cobra.Command {
 		warmupRounds, warmupH            int
 		seed                             uint64
 		maxLR, minLR, outerLR, momentum  float64
+		closeCore, closeSlack            float64
 		deadline                         time.Duration
 		quorum                           int
 		spotCheck                        float64
@@ -116,6 +117,9 @@ on into the run before (fomnet checkpoint lineage).`,
 			sc := gradsync.DefaultConfig()
 			sc.H, sc.Codec, sc.OuterLR, sc.Momentum, sc.RoundDeadline, sc.Quorum = h, codec, outerLR, momentum, deadline, quorum
 			sc.Overlap = overlap
+			if closeCore > 0 {
+				sc.CloseCore, sc.CloseSlack = closeCore, closeSlack
+			}
 			sc.WarmupRounds, sc.WarmupH = warmupRounds, warmupH
 			if err := sc.Validate(); err != nil {
 				return usageError{err}
@@ -230,6 +234,8 @@ on into the run before (fomnet checkpoint lineage).`,
 	fl.Float64Var(&momentum, "momentum", 0.9, "outer Nesterov momentum")
 	fl.DurationVar(&deadline, "deadline", 2*time.Minute, "how long a round waits for contributions and aggregates")
 	fl.IntVar(&quorum, "quorum", 1, "fewest contributions a round may close with")
+	fl.Float64Var(&closeCore, "close-core", 0, "close rounds by rule: once this share of the expected contributions is in (0: wait for all until --deadline)")
+	fl.Float64Var(&closeSlack, "close-slack", 0.25, "with --close-core: then wait at most this multiple of the time they took")
 	fl.StringVar(&overlap, "overlap", "", "overlapped rounds: \"\" (train once the previous round settled) or local (train the next round while one closes; its Δ lands a round late)")
 	fl.Float64Var(&spotCheck, "spot-check", node.DefaultSpotCheck, "share of each round's contributions another member re-executes (written into the spec only when set; 0: none)")
 	fl.Uint64Var(&seed, "seed", 1, "seed of the genesis weights and batch orders")
