@@ -902,7 +902,6 @@ func (p *Participant) runRound(ctx context.Context) error {
 	rule, ruled := p.sync.CloseRule()
 	cl := &closing{rule: rule, began: began, expected: expect, arrived: map[peer.ID]time.Duration{}}
 	cl.arrive(p.self, time.Now())
-	var closeAt time.Duration
 	complete := func() bool {
 		if len(forks.ready) > 0 {
 			return true // to look at another base (below)
@@ -912,7 +911,6 @@ func (p *Participant) runRound(ctx context.Context) error {
 			if !closed {
 				w.wakeAt(began.Add(at))
 			}
-			closeAt = at
 			return closed && cl.fetching == 0
 		}
 		if len(admitted) < expect {
@@ -1009,6 +1007,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 	}
 	collecting = false
 	if ruled {
+		closeAt, _ := cl.close(time.Now()) // arrivals after it do not move it
 		for _, id := range cl.late(admitted, closeAt) {
 			p.opts.Logf("round %d: %s's contribution came after the round closed by rule (%.2fs after its steps began here); left out", r, id, closeAt.Seconds())
 			delete(admitted, id)
