@@ -207,33 +207,58 @@ func (c Int4) EncodedLen(n int) int {
 func (c Int4) Encode(dst []byte, x []float32) []byte {
 	dst = header(dst, magicInt4, len(x))
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(c.Block))
-	// All block scales first, then the nibbles, two a byte (low first).
-	scales := make([]float32, 0, (len(x)+c.Block-1)/c.Block)
-	for b0 := 0; b0 < len(x); b0 += c.Block {
-		var amax float32
-		for _, v := range x[b0:min(b0+c.Block, len(x))] {
-			amax = max(amax, float32(math.Abs(float64(v))))
+	// All block scales first, then the nibbles, two a byte (low first),
+	// written block by block into the zeroed payload.
+	nb := (len(x) + c.Block - 1) / c.Block
+	at := len(dst)
+	dst = append(dst, make([]byte, 4*nb+(len(x)+1)/2)...)
+	scales, vals := dst[at:at+4*nb], dst[at+4*nb:]
+	for b := range nb {
+		b0 := b * c.Block
+		blk := x[b0:min(b0+c.Block, len(x))]
+		scale := int4Scale(blk)
+		binary.LittleEndian.PutUint32(scales[4*b:], math.Float32bits(scale))
+		if !(scale > 0) { // every nibble 0 (a NaN in the block included)
+			continue
 		}
-		scales = append(scales, amax/7)
-		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(amax/7))
-	}
-	var cur byte
-	for i, v := range x {
-		var q float64
-		if scale := scales[i/c.Block]; scale > 0 {
-			q = math.Round(float64(v * (1 / scale)))
+		inv := 1 / scale
+		if math.IsInf(float64(scale*7), 0) || math.IsInf(float64(inv), 0) {
+			for k, v := range blk {
+				q := int8(max(-7, min(7, math.Round(float64(v*inv)))))
+				vals[(b0+k)>>1] |= byte(q) & 0x0f << (4 * ((b0 + k) & 1))
+			}
+			continue
 		}
-		nib := byte(int8(max(-7, min(7, q)))) & 0x0f
-		if i%2 == 0 {
-			cur = nib
-		} else {
-			dst = append(dst, cur|nib<<4)
+		// Finite scale and inverse: every v·inv is finite and within
+		// [−7, 7] give or take a rounding, so rounding it half away from
+		// zero is the truncation of |v·inv| + 0.5 (exact in float64) with
+		// v's sign — without a branch on the sign, which mispredicts.
+		for k, v := range blk {
+			n := min(7, int(math.Abs(float64(v*inv))+0.5))
+			s := int(int32(math.Float32bits(v)) >> 31) // 0, or −1 if negative
+			q := (n ^ s) - s
+			vals[(b0+k)>>1] |= byte(q) & 0x0f << (4 * ((b0 + k) & 1))
 		}
-	}
-	if len(x)%2 == 1 {
-		dst = append(dst, cur)
 	}
 	return dst
+}
+
+// int4Scale is a block's scale, its largest magnitude / 7: the largest
+// magnitude found as the largest of the magnitudes' bits (they order as the
+// values do; branch-free), NaN as the float max gives it where one is there.
+func int4Scale(blk []float32) float32 {
+	var mb uint32
+	for _, v := range blk {
+		mb = max(mb, math.Float32bits(v)&^(1<<31))
+	}
+	amax := math.Float32frombits(mb)
+	if mb > 0x7f800000 { // a NaN
+		amax = 0
+		for _, v := range blk {
+			amax = max(amax, float32(math.Abs(float64(v))))
+		}
+	}
+	return amax / 7
 }
 
 func (c Int4) Decode(dst []float32, b []byte) error {
@@ -243,20 +268,19 @@ func (c Int4) Decode(dst []float32, b []byte) error {
 	}
 	nb := (len(dst) + block - 1) / block
 	scales, vals := p[:4*nb], p[4*nb:]
-	for i := range dst {
-		scale := math.Float32frombits(binary.LittleEndian.Uint32(scales[4*(i/block):]))
+	for b := range nb {
+		b0 := b * block
+		scale := math.Float32frombits(binary.LittleEndian.Uint32(scales[4*b:]))
 		if !(scale >= 0) || math.IsInf(float64(scale*7), 0) {
-			return fmt.Errorf("%w: int4 block of element %d has scale %v", ErrDecode, i, scale)
+			return fmt.Errorf("%w: int4 block of element %d has scale %v", ErrDecode, b0, scale)
 		}
-		nib := vals[i/2]
-		if i%2 == 1 {
-			nib >>= 4
+		for i := b0; i < min(b0+block, len(dst)); i++ {
+			q := int8(vals[i>>1]<<(4-4*(i&1))) >> 4 // the nibble, sign-extended
+			if q == -8 {
+				return fmt.Errorf("%w: int4 value -8 at %d (the encoder never writes it)", ErrDecode, i)
+			}
+			dst[i] = float32(q) * scale
 		}
-		q := int8(nib<<4) >> 4 // sign-extend the nibble
-		if q == -8 {
-			return fmt.Errorf("%w: int4 value -8 at %d (the encoder never writes it)", ErrDecode, i)
-		}
-		dst[i] = float32(q) * scale
 	}
 	if len(dst)%2 == 1 && vals[len(vals)-1]>>4 != 0 {
 		return fmt.Errorf("%w: int4 padding nibble is not zero", ErrDecode)

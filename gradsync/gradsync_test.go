@@ -177,7 +177,7 @@ func TestErrorFeedback(t *testing.T) {
 	r := rand.New(rand.NewPCG(2, 2))
 	const n, rounds = 5000, 30
 	for _, c := range codecs(t) {
-		ef := NewErrorFeedback(c, n)
+		ef, twin := NewErrorFeedback(c, n), NewErrorFeedback(c, n)
 		sumTrue, sumDec := make([]float64, n), make([]float64, n)
 		dec := make([]float32, n)
 		for i := 0; i < rounds; i++ {
@@ -185,6 +185,11 @@ func TestErrorFeedback(t *testing.T) {
 			b := ef.Encode(nil, d)
 			if err := c.Decode(dec, b); err != nil {
 				t.Fatal(err)
+			}
+			// EncodeSent: the same bytes and residual, and what they decode to.
+			sent := slices.Clone(d)
+			if tb := twin.EncodeSent(nil, sent); !slices.Equal(tb, b) || !bitsEqual(sent, dec) || !bitsEqual(twin.Residual, ef.Residual) {
+				t.Fatalf("%s round %d: EncodeSent differs from Encode then Decode", c.Name(), i)
 			}
 			for j := range d {
 				sumTrue[j] += float64(d[j])
@@ -207,6 +212,112 @@ func TestErrorFeedback(t *testing.T) {
 			t.Errorf("%s: residual %g grew past the signal %g", c.Name(), resid, tot)
 		}
 	}
+}
+
+func bitsEqual(a, b []float32) bool {
+	return slices.EqualFunc(a, b, func(x, y float32) bool { return math.Float32bits(x) == math.Float32bits(y) })
+}
+
+// TestInt4MatchesReference holds Int4 to a plain element-by-element
+// version of its format (the one it was written as): the same bytes for
+// every input — zero, infinite and NaN blocks, odd lengths, every block
+// size — and the same values or the same error from any payload.
+func TestInt4MatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(12, 12))
+	specials := []float32{0, float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 1e-45, -3e38, 7, -7}
+	halves := []float32{7, 3.5, -3.5, 0.5, -0.5, 1.5, -2.5, 6.5, -6.5, 0.49999997, -0.49999997} // ties round away from zero
+	if got, want := (Int4{Block: 11}).Encode(nil, halves), int4Reference(11, halves); !slices.Equal(got, want) {
+		t.Fatalf("ties: % x, reference % x", got, want)
+	}
+	for _, block := range []int{1, 2, 3, 64, 256} {
+		for _, n := range []int{0, 1, 2, 3, 7, 255, 256, 257, 1001} {
+			c := Int4{Block: block}
+			for trial := range 4 {
+				x := randVec(r, n, math.Pow(10, float64(r.IntN(8)-6)))
+				for i := range x {
+					switch {
+					case trial == 1 && (i/block)%3 == 0:
+						x[i] = 0 // whole zero blocks
+					case trial >= 2 && r.IntN(50) == 0:
+						x[i] = specials[r.IntN(len(specials))]
+					}
+				}
+				got, want := c.Encode(nil, x), int4Reference(block, x)
+				if !slices.Equal(got, want) {
+					t.Fatalf("block %d, n %d, trial %d: encoding differs from the reference", block, n, trial)
+				}
+				if trial == 3 && len(got) > 12 { // and any payload decodes alike
+					for i := 12; i < len(got); i++ {
+						got[i] ^= byte(r.IntN(256))
+					}
+				}
+				a, b := make([]float32, n), make([]float32, n)
+				ea, eb := c.Decode(a, got), int4DecodeReference(b, got)
+				if fmt.Sprint(ea) != fmt.Sprint(eb) || (ea == nil && !bitsEqual(a, b)) {
+					t.Fatalf("block %d, n %d, trial %d: decode %v, reference %v", block, n, trial, ea, eb)
+				}
+			}
+		}
+	}
+}
+
+func int4Reference(block int, x []float32) []byte {
+	dst := header(nil, magicInt4, len(x))
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(block))
+	var scales []float32
+	for b0 := 0; b0 < len(x); b0 += block {
+		var amax float32
+		for _, v := range x[b0:min(b0+block, len(x))] {
+			amax = max(amax, float32(math.Abs(float64(v))))
+		}
+		scales = append(scales, amax/7)
+		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(amax/7))
+	}
+	var cur byte
+	for i, v := range x {
+		var q float64
+		if scale := scales[i/block]; scale > 0 {
+			q = math.Round(float64(v * (1 / scale)))
+		}
+		nib := byte(int8(max(-7, min(7, q)))) & 0x0f
+		if i%2 == 0 {
+			cur = nib
+		} else {
+			dst = append(dst, cur|nib<<4)
+		}
+	}
+	if len(x)%2 == 1 {
+		dst = append(dst, cur)
+	}
+	return dst
+}
+
+func int4DecodeReference(dst []float32, b []byte) error {
+	block, p, err := blockPayload(b, magicInt4, "int4", len(dst), (len(dst)+1)/2)
+	if err != nil {
+		return err
+	}
+	nb := (len(dst) + block - 1) / block
+	scales, vals := p[:4*nb], p[4*nb:]
+	for i := range dst {
+		scale := math.Float32frombits(binary.LittleEndian.Uint32(scales[4*(i/block):]))
+		if !(scale >= 0) || math.IsInf(float64(scale*7), 0) {
+			return fmt.Errorf("%w: int4 block of element %d has scale %v", ErrDecode, i, scale)
+		}
+		nib := vals[i/2]
+		if i%2 == 1 {
+			nib >>= 4
+		}
+		q := int8(nib<<4) >> 4
+		if q == -8 {
+			return fmt.Errorf("%w: int4 value -8 at %d (the encoder never writes it)", ErrDecode, i)
+		}
+		dst[i] = float32(q) * scale
+	}
+	if len(dst)%2 == 1 && vals[len(vals)-1]>>4 != 0 {
+		return fmt.Errorf("%w: int4 padding nibble is not zero", ErrDecode)
+	}
+	return nil
 }
 
 func TestDecodeRejects(t *testing.T) {

@@ -46,6 +46,7 @@ type ahead struct {
 	done   chan struct{}
 	// Set once done is closed.
 	encs [][]byte
+	sent []float32 // what encs decode to
 	busy time.Duration
 	err  error
 }
@@ -54,8 +55,16 @@ type ahead struct {
 // from, a checkpoint's weights, less prior (its author's contribution, as
 // encoded partitions) decoded; nil prior leaves from as it is. A prior
 // that does not decode is an error: an admitted contribution always does.
-func (ru *rules) overlapStart(from []float32, prior [][]byte) ([]float32, error) {
+// Its author may pass decoded, what prior decodes to, as it encoded it
+// (gradsync.ErrorFeedback.EncodeSent): the same start without decoding.
+func (ru *rules) overlapStart(from []float32, prior [][]byte, decoded []float32) ([]float32, error) {
 	start := append([]float32(nil), from...)
+	if decoded != nil {
+		for k, v := range decoded {
+			start[k] -= v
+		}
+		return start, nil
+	}
 	if prior == nil {
 		return start, nil
 	}
@@ -115,7 +124,7 @@ func (p *Participant) startOf(ctx context.Context, c *Contribution, base *state,
 			parts = append(parts, b.RawData())
 		}
 	}
-	start, err := p.ru.overlapStart(from.global, parts)
+	start, err := p.ru.overlapStart(from.global, parts, nil)
 	if err != nil {
 		return nil, nil, &Fraud{Author: author, Round: c.Round, Detail: err.Error()}
 	}
@@ -123,14 +132,16 @@ func (p *Participant) startOf(ctx context.Context, c *Contribution, base *state,
 }
 
 // trainAhead starts round r+1's inner steps in the background, from the
-// base less this node's round-r contribution own (its encoded
-// partitions), when the run overlaps rounds and this node runs round r+1.
-// The caller has taken the worker state the round-r steps left.
-func (p *Participant) trainAhead(ctx context.Context, r int, own [][]byte) error {
+// base less this node's round-r contribution own (its encoded partitions;
+// sent, if not nil, is what they decode to, which spares decoding them on
+// the way from one round's steps to the next), when the run overlaps
+// rounds and this node runs round r+1. The caller has taken the worker
+// state the round-r steps left.
+func (p *Participant) trainAhead(ctx context.Context, r int, own [][]byte, sent []float32) error {
 	if p.sync.Overlap == "" || r >= p.upto {
 		return nil
 	}
-	start, err := p.ru.overlapStart(p.global, own)
+	start, err := p.ru.overlapStart(p.global, own, sent)
 	if err != nil {
 		return err
 	}
@@ -140,7 +151,7 @@ func (p *Participant) trainAhead(ctx context.Context, r int, own [][]byte) error
 	m, efs, step := p.m, p.efs, p.stepEvents(r+1)
 	go func() {
 		defer close(a.done)
-		a.encs, a.busy, a.err = p.ru.work(actx, m, efs, start, r+1, j, step)
+		a.encs, a.sent, a.busy, a.err = p.ru.work(actx, m, efs, start, r+1, j, step)
 	}()
 	p.ahead = a
 	return nil

@@ -24,7 +24,9 @@ func testRules(t *testing.T, n, parts int, overlap string) *rules {
 
 // An overlapped contribution's start is the checkpoint's weights less its
 // prior contribution as decoded, partition by partition (against a loop
-// over the decoded vector written out here); the weights stay as they were.
+// over the decoded vector written out here), or as its author encoded it
+// (EncodeSent's values, which spare the decoding); the weights stay as
+// they were.
 func TestOverlapStart(t *testing.T) {
 	const n = 1000
 	ru := testRules(t, n, 3, "local")
@@ -33,10 +35,11 @@ func TestOverlapStart(t *testing.T) {
 		from[i], delta[i] = float32(i%17)*0.25-2, float32(i%7)*0.01-0.03
 	}
 	var prior [][]byte
-	want := append([]float32(nil), from...)
+	want, sent := append([]float32(nil), from...), append([]float32(nil), delta...)
 	for _, pr := range ru.parts {
 		enc := ru.codec.Encode(nil, delta[pr.Offset:pr.Offset+pr.Size])
 		prior = append(prior, enc)
+		gradsync.NewErrorFeedback(ru.codec, pr.Size).EncodeSent(nil, sent[pr.Offset:pr.Offset+pr.Size])
 		d := make([]float32, pr.Size)
 		if err := ru.codec.Decode(d, enc); err != nil {
 			t.Fatal(err)
@@ -45,26 +48,27 @@ func TestOverlapStart(t *testing.T) {
 			want[pr.Offset+k] = from[pr.Offset+k] - d[k]
 		}
 	}
-	got, err := ru.overlapStart(from, prior)
+	got, err := ru.overlapStart(from, prior, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	mine, _ := ru.overlapStart(from, prior, sent)
 	for i := range got {
-		if got[i] != want[i] {
-			t.Fatalf("start[%d] = %v, want %v", i, got[i], want[i])
+		if got[i] != want[i] || mine[i] != want[i] {
+			t.Fatalf("start[%d] = %v, from the values sent %v, want %v", i, got[i], mine[i], want[i])
 		}
 	}
 	if from[5] != float32(5%17)*0.25-2 {
 		t.Fatal("overlapStart changed the checkpoint's weights")
 	}
-	if same, _ := ru.overlapStart(from, nil); &same[0] == &from[0] || same[7] != from[7] {
+	if same, _ := ru.overlapStart(from, nil, nil); &same[0] == &from[0] || same[7] != from[7] {
 		t.Fatal("without a prior the start must be a copy of the weights")
 	}
-	if _, err := ru.overlapStart(from, prior[:2]); err == nil {
+	if _, err := ru.overlapStart(from, prior[:2], nil); err == nil {
 		t.Fatal("a prior with a partition missing was taken")
 	}
 	prior[1] = prior[1][:len(prior[1])-1]
-	if _, err := ru.overlapStart(from, prior); err == nil || !strings.Contains(err.Error(), "partition 1") {
+	if _, err := ru.overlapStart(from, prior, nil); err == nil || !strings.Contains(err.Error(), "partition 1") {
 		t.Fatalf("a truncated partition: %v", err)
 	}
 }

@@ -77,7 +77,7 @@ func (p *Participant) reexecute(ctx context.Context, k cid.Cid, c *Contribution,
 	if !slices.Equal(j.shards, c.Shards) {
 		return fraud("it lists %d shards %s; the schedule assigns its author %d: %s", len(c.Shards), linkList(c.Shards), len(j.shards), linkList(j.shards))
 	}
-	encs, _, err := p.ru.work(ctx, m, efs, start, c.Round, j, nil)
+	encs, _, _, err := p.ru.work(ctx, m, efs, start, c.Round, j, nil)
 	if err != nil {
 		return fmt.Errorf("re-executing: %w", err)
 	}

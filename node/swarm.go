@@ -1086,18 +1086,18 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, time.Time, err
 	if a == nil {
 		j := p.ownJob(r)
 		a = &ahead{round: r, prior: p.held, j: j, began: start}
-		if a.encs, a.busy, err = p.ru.work(ctx, p.m, p.efs, p.global, r, j, p.stepEvents(r)); err != nil {
+		if a.encs, a.sent, a.busy, err = p.ru.work(ctx, p.m, p.efs, p.global, r, j, p.stepEvents(r)); err != nil {
 			return cid.Undef, time.Time{}, err
 		}
 	}
-	encs := a.encs
+	encs, sent := a.encs, a.sent
 	if p.cheat.encs != nil {
-		encs = p.cheat.encs(ctx, r, encs)
+		encs, sent = p.cheat.encs(ctx, r, encs), nil
 	}
 	// The worker state the steps left, copied before the next round's steps
 	// (started at once where rounds overlap) move it on.
 	held := p.heldState(r)
-	if err := p.trainAhead(ctx, r, encs); err != nil {
+	if err := p.trainAhead(ctx, r, encs, sent); err != nil {
 		return cid.Undef, time.Time{}, err
 	}
 	sb, err := encodeWorkerState(held)

@@ -216,12 +216,12 @@ func (p *Participant) job(r int, author peer.ID, members []peer.ID) job {
 // inner steps of round r on m from start (m's moments and step, and efs,
 // hold the worker state it starts from), on j's rows with its author's
 // seed, then Δ = start − local encoded partition by partition with error
-// feedback. m and efs are left in the state after the round. step, if
-// set, hears of each inner step. It drives the backend a step at a time
+// feedback; sent is what the partitions decode to. m and efs are left in
+// the state after the round. step, if set, hears of each inner step. It drives the backend a step at a time
 // (ru.drive), so a contribution trained in the background and a
 // re-execution take turns; busy is the time it held it.
 func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.ErrorFeedback, start []float32, r int, j job,
-	step func(s, H int, loss float32)) (encs [][]byte, busy time.Duration, err error) {
+	step func(s, H int, loss float32)) (encs [][]byte, sent []float32, busy time.Duration, err error) {
 	H, first, data := j.steps, ru.sync.RoundStart(r-1), j.data
 	tc := ru.spec.TrainConfig()
 	be := m.Backend()
@@ -243,14 +243,14 @@ func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.Error
 	seed := peerSeed(ru.spec.Seed, j.author)
 	var loss func(tokens, targets []int32, b, t int) (float32, error)
 	if err := drive(func() (err error) { loss, err = ru.objective(m); return err }); err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	for s := 0; s < H; s++ {
 		if err := ctx.Err(); err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		if err := data.Batch(seed, first+s, B, T, tokens, targets); err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		var l float32
 		if err := drive(func() (err error) {
@@ -264,7 +264,7 @@ func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.Error
 			_, err = m.Step(tc.Schedule.LR(first+s), tc.Optim)
 			return err
 		}); err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		if step != nil {
 			step(s+1, H, l)
@@ -281,11 +281,11 @@ func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.Error
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			encs[i] = efs[i].Encode(nil, delta[pr.Offset:pr.Offset+pr.Size])
+			encs[i] = efs[i].EncodeSent(nil, delta[pr.Offset:pr.Offset+pr.Size])
 		}()
 	}
 	wg.Wait()
-	return encs, busy, nil
+	return encs, delta, busy, nil // Δ, encoded, as sent
 }
 
 // objective is the run's inner loss on m, leaving its gradient for
