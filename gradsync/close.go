@@ -56,3 +56,20 @@ func (c CloseRule) Close(arrivals []time.Duration, expected int) (at time.Durati
 	n, _ := slices.BinarySearch(a, until+1)
 	return until, n
 }
+
+// LinkFloor is the download rate below which a peer is not among a
+// round's first reducers: half the median of the rates known (those > 0;
+// the upper median of an even count), 0 with none. A reducer fetches every
+// contribution before it can announce an aggregate, so a slow downlink
+// would hold up everyone waiting on it; half the median keeps most peers
+// eligible, and a minority claiming fast links cannot move the median past
+// the honest rates. The simulator (node/swarmsim) and the node both choose
+// with it.
+func LinkFloor(rates []float64) float64 {
+	known := slices.DeleteFunc(slices.Clone(rates), func(r float64) bool { return !(r > 0) })
+	if len(known) == 0 {
+		return 0
+	}
+	slices.Sort(known)
+	return known[len(known)/2] / 2
+}

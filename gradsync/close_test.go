@@ -1,6 +1,7 @@
 package gradsync
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -33,6 +34,28 @@ func TestCloseRule(t *testing.T) {
 		at, n := rule.Close(c.arrivals, c.expected)
 		if at != time.Duration(c.at*float64(time.Second)) || n != c.admitted {
 			t.Errorf("%s: closes at %v with %d, want %vs with %d", c.name, at, n, c.at, c.admitted)
+		}
+	}
+}
+
+// LinkFloor: half the (upper) median of the known rates; unknown ones
+// (0, negative, NaN) left out; a minority claiming huge rates moves it to
+// the next honest rate at most.
+func TestLinkFloor(t *testing.T) {
+	for _, c := range []struct {
+		rates []float64
+		want  float64
+	}{
+		{nil, 0},
+		{[]float64{0, 0}, 0},
+		{[]float64{8}, 4},
+		{[]float64{10, 2, 6}, 3},
+		{[]float64{10, 2, 6, 4}, 3},
+		{[]float64{10, 0, 2, math.NaN(), 6, -1}, 3},
+		{[]float64{10, 2, 6, 1e30, 1e30}, 5},
+	} {
+		if got := LinkFloor(c.rates); got != c.want {
+			t.Errorf("LinkFloor(%v) = %v, want %v", c.rates, got, c.want)
 		}
 	}
 }

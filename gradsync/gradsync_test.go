@@ -805,3 +805,33 @@ func TestPlainMean(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkInt4: the codec against the element-by-element reference it
+// must match (TestInt4MatchesReference), and error feedback's Encode
+// beside EncodeSent, on a vector the demo preset's size.
+func BenchmarkInt4(b *testing.B) {
+	r := rand.New(rand.NewPCG(13, 13))
+	x := randVec(r, 5_050_000, 0.01)
+	c := Int4{Block: 256}
+	enc := c.Encode(nil, x)
+	dst, y := make([]float32, len(x)), make([]float32, len(x))
+	ef, sent := NewErrorFeedback(c, len(x)), NewErrorFeedback(c, len(x))
+	for _, bc := range []struct {
+		name string
+		f    func()
+	}{
+		{"encode", func() { c.Encode(enc[:0], x) }},
+		{"encode-reference", func() { int4Reference(c.Block, x) }},
+		{"decode", func() { c.Decode(dst, enc) }},
+		{"decode-reference", func() { int4DecodeReference(dst, enc) }},
+		{"ef-encode", func() { ef.Encode(nil, x) }},
+		{"ef-encode-sent", func() { copy(y, x); sent.EncodeSent(nil, y) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				bc.f()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(x)), "ns/param")
+		})
+	}
+}

@@ -19,7 +19,7 @@ type closing struct {
 	began    time.Time
 	expected int
 	arrived  map[peer.ID]time.Duration
-	fetching int // fetches of arrived contributions not yet done
+	fetching int // fetches of arrived contributions not yet done (closed by rule or not)
 }
 
 // arrive records id's announcement, received at t (the first counts).

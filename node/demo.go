@@ -107,8 +107,9 @@ type DemoStage struct {
 }
 
 // demoKey derives node i's identity from the seed, so that the demo is
-// reproducible to the byte: same peer IDs, same batches, same reducers,
-// same checkpoint CIDs.
+// reproducible to the byte: same peer IDs, same batches, same checkpoint
+// CIDs (which node reduces what follows the download rates the nodes
+// measure, which does not change what they compute).
 func demoKey(seed uint64, i int) (crypto.PrivKey, error) {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:8], seed)

@@ -17,7 +17,9 @@
 // pseudo-gradient by CID, reduces the partitions it is first in line for,
 // applies the outer step and writes the round's checkpoint, which every
 // honest node computes identically; in a run with overlapped rounds it
-// trains each round while the one before closes (overlap.go). Every
+// trains each round while the one before closes (overlap.go); a run
+// may close rounds by rule, leaving stragglers out (closing.go); reducers
+// and deadlines follow the download rates nodes measure (link.go). Every
 // contribution binds the inputs of its work, so anyone can re-execute it
 // (reexec.go): members spot-check each other's work (spotcheck.go), fraud
 // proofs exclude cheaters (fraud.go), and Node.Audit re-checks a whole

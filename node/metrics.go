@@ -33,6 +33,7 @@ type Metrics struct {
 	refused   *prometheus.CounterVec // reason
 	runPeers  *prometheus.GaugeVec   // run
 	encoded   *prometheus.CounterVec // run
+	down      *prometheus.GaugeVec   // run
 	collector *nodeCollector
 }
 
@@ -71,9 +72,11 @@ func newMetrics(n *Node) *Metrics {
 			Help: "Contributions in this node's last settled round, by run."}, []string{"run"}),
 		encoded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fomnet_contribution_bytes_total",
 			Help: "Bytes of this node's encoded pseudo-gradients, by run."}, []string{"run"}),
+		down: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "fomnet_download_bytes_per_second",
+			Help: "This node's download rate as it estimates it from the rounds' transfers (timed while bytes arrive), by run."}, []string{"run"}),
 		collector: &nodeCollector{n: n},
 	}
-	m.reg.MustRegister(m.rounds, m.phase, m.innerStep, m.tokens, m.loss, m.valLoss, m.admitted, m.refused, m.runPeers, m.encoded,
+	m.reg.MustRegister(m.rounds, m.phase, m.innerStep, m.tokens, m.loss, m.valLoss, m.admitted, m.refused, m.runPeers, m.encoded, m.down,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), m.collector)
 	return m
 }

@@ -41,6 +41,7 @@ func TestSwarmOverlappedRounds(t *testing.T) {
 	var log checkpointLog
 	var mu sync.Mutex
 	checks, frauds, closedLate := 0, 0, 0
+	links := make([]int, n)
 	release := make(chan struct{})
 	parts := openAll(t, c, runID, n, func(i int, e node.RoundEvent) {
 		log.record(e)
@@ -52,6 +53,8 @@ func TestSwarmOverlappedRounds(t *testing.T) {
 			if e.Fraud {
 				frauds++
 			}
+		case e.Phase == "link" && e.Rate > 0 && e.Seconds > 0:
+			links[i]++
 		case e.Phase == "checkpoint" && e.Round == late && i != 3:
 			if closedLate++; closedLate == n-1 {
 				close(release)
@@ -100,6 +103,11 @@ func TestSwarmOverlappedRounds(t *testing.T) {
 	mu.Lock()
 	if checks < (rounds-1)*(n-1) || frauds != 0 {
 		t.Fatalf("%d spot checks (%d frauds), want at least %d and none", checks, frauds, (rounds-1)*(n-1))
+	}
+	for i, k := range links { // what it fetched of the others' work, timed
+		if k == 0 {
+			t.Fatalf("node %d measured its download in no round", i)
+		}
 	}
 	mu.Unlock()
 	end, _ := parts[0].ValLoss()

@@ -46,6 +46,11 @@ type RoundMsg struct {
 	// Inputs (aggregate): the contributions it aggregated (before the
 	// aggregation's own rejections), sorted: anyone can recompute it.
 	Inputs []string `json:"inputs,omitempty"`
+	// Down (contribution): the download rate its author measured before
+	// the round, bytes a second (0: none yet); it orders the reducers
+	// (link.go). A claim, never evidence: the order it sets is safe
+	// whatever it says, as every aggregate is recomputed.
+	Down int64 `json:"down,omitempty"`
 }
 
 const maxRoundMsg = 96 << 10
@@ -91,8 +96,11 @@ func (m RoundMsg) check() error {
 		if m.Tokens <= 0 || m.Partition != 0 || len(m.Inputs) != 0 {
 			return bad("contribution needs tokens > 0 and no partition or included list")
 		}
+		if m.Down < 0 || m.Down > maxDown {
+			return bad("download rate %d out of range [0, %d]", m.Down, int64(maxDown))
+		}
 	case MsgAggregate:
-		if m.Partition < 0 || m.Partition > 4096 || m.Tokens != 0 {
+		if m.Partition < 0 || m.Partition > 4096 || m.Tokens != 0 || m.Down != 0 {
 			return bad("aggregate partition %d out of range", m.Partition)
 		}
 		if len(m.Inputs) == 0 || len(m.Inputs) > MaxParticipants {
@@ -110,7 +118,7 @@ func (m RoundMsg) check() error {
 			}
 		}
 	case MsgCheckpoint, MsgFraud:
-		if m.Tokens != 0 || m.Partition != 0 || len(m.Inputs) != 0 {
+		if m.Tokens != 0 || m.Partition != 0 || len(m.Inputs) != 0 || m.Down != 0 {
 			return bad("%s carries only its CID", m.Type)
 		}
 	default:

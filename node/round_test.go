@@ -151,6 +151,7 @@ func FuzzDecodeRunSpec(f *testing.F) {
 func TestRoundMsg(t *testing.T) {
 	ok := []RoundMsg{
 		{Type: MsgContribution, Run: testCID1, Round: 3, Base: testCID2, CID: testCID1, Tokens: 100},
+		{Type: MsgContribution, Run: testCID1, Round: 3, Base: testCID2, CID: testCID1, Tokens: 100, Down: 6_250_000},
 		{Type: MsgAggregate, Run: testCID1, Round: 3, Base: testCID2, CID: testCID1, Partition: 5, Inputs: []string{testCID1, testCID2}},
 		{Type: MsgCheckpoint, Run: testCID1, Round: 3, Base: testCID2, CID: testCID2},
 	}
@@ -173,6 +174,9 @@ func TestRoundMsg(t *testing.T) {
 		{Type: MsgAggregate, Run: testCID1, Base: testCID2, CID: testCID1, Inputs: []string{testCID1, testCID1}},
 		{Type: MsgAggregate, Run: testCID1, Base: testCID2, CID: testCID1},
 		{Type: MsgCheckpoint, Run: testCID1, Base: testCID2, CID: testCID1, Tokens: 5},
+		{Type: MsgContribution, Run: testCID1, Base: testCID2, CID: testCID1, Tokens: 1, Down: -1},
+		{Type: MsgContribution, Run: testCID1, Base: testCID2, CID: testCID1, Tokens: 1, Down: maxDown + 1},
+		{Type: MsgCheckpoint, Run: testCID1, Base: testCID2, CID: testCID1, Down: 5},
 	}
 	for _, m := range bad {
 		if _, err := EncodeRoundMsg(m); err == nil {

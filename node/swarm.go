@@ -105,7 +105,9 @@ type RoundEvent struct {
 	// passed while it waited for Waiting), "timing" (the round's phase
 	// Name, PhaseTrain…, ended after Seconds), "busy" (Seconds of the
 	// round's wall time — the sum of its phases — in which this node's
-	// own inner steps ran: with overlapped rounds, the next round's).
+	// own inner steps ran: with overlapped rounds, the next round's),
+	// "link" (Rate: bytes a second this node downloaded at in the round,
+	// EncodedBytes of them over Seconds of arrival; link.go).
 	Phase      string
 	Name       string
 	Waiting    string
@@ -125,6 +127,7 @@ type RoundEvent struct {
 	Seconds     float64
 	Fraud       bool
 	StepSeconds float64
+	Rate        float64
 }
 
 // RunOptions configure a Participant.
@@ -186,6 +189,9 @@ type Participant struct {
 	// RunRounds runs.
 	ahead *ahead
 	upto  int
+	// down is this node's download rate as it estimates it, bytes a
+	// second (0: not yet), announced with its contributions (link.go).
+	down float64
 	// stepNanos adds up the time this node's own inner steps held the
 	// backend (the "busy" event: its share of a round's wall time).
 	stepNanos atomic.Int64
@@ -862,6 +868,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 	defer w.stop()
 	ph := p.phases()
 	defer ph.steps()
+	defer p.noteLink(r, p.linkStats())
 	ccid, began, err := p.train(ctx, r)
 	if err != nil {
 		return err
@@ -885,6 +892,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 	// contribution counts once this node has fetched and admitted it
 	// (fetches run beside the wait, one per author).
 	admitted := map[peer.ID]*input{p.self: own}
+	claims := map[peer.ID]int64{p.self: int64(p.down)} // download rates announced (link.go)
 	asked := map[peer.ID]bool{p.self: true}
 	collecting := true
 	expect := p.opts.Expect
@@ -949,24 +957,23 @@ func (p *Participant) runRound(ctx context.Context) error {
 				return true // a straggler's: the round closed without it
 			}
 			cl.arrive(from, im.at)
-			cl.fetching++
 		}
+		cl.fetching++
 		env, _ := im.raw.Signed()
+		down := im.m.Down
 		w.background(func(ctx context.Context) func() {
 			in, err := p.input(ctx, k, r, base)
 			if err == nil && in.c.Peer != from.String() {
 				err = rejected(RejectRound, fmt.Errorf("contribution %s names peer %s", k, in.c.Peer))
 			}
 			return func() {
-				if ruled {
-					cl.fetching--
-				}
+				cl.fetching--
 				switch {
 				case err != nil:
 					p.refuse(err, fmt.Sprintf("round %d: contribution %s from %s", r, k, from))
 				case collecting:
 					p.n.Metrics.admitted.WithLabelValues(p.id.String()).Inc()
-					admitted[from] = in
+					admitted[from], claims[from] = in, down
 					p.signed[k.String()] = env
 					p.grant(from)
 				}
@@ -976,6 +983,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 	}
 	// Past the deadline without a quorum (peers restarting, say), the
 	// round waits a few more deadlines before it fails.
+	extended := false
 	for wait := 0; ; wait++ {
 		closed, err := w.until(ctx, "contributions", complete, collect)
 		if err != nil {
@@ -998,6 +1006,15 @@ func (p *Participant) runRound(ctx context.Context) error {
 			return err
 		}
 		if len(admitted) >= p.sync.Quorum {
+			// Contributions still arriving: wait once more, as long as this
+			// node's measured download rate says they take (link.go).
+			if t := p.transferTime(cl.fetching); !extended && t > 0 {
+				extended = true
+				p.opts.Logf("round %d: deadline passed with %d contributions arriving; waiting %s more for them at %.1f Mbit/s", r, cl.fetching, t.Round(time.Millisecond), p.down*8/1e6)
+				w.deadline.Reset(t)
+				w.hold, wait = true, wait-1
+				continue
+			}
 			break
 		}
 		if wait == quorumWaits {
@@ -1014,7 +1031,7 @@ func (p *Participant) runRound(ctx context.Context) error {
 		}
 	}
 	ph.done(PhaseCollect)
-	order := p.reducerOrder(r, admitted, ruled)
+	order := p.reducerOrder(r, admitted, ruled, claims)
 	mine := inputList(admitted)
 
 	// Reduce the partitions this node is first in line for.
@@ -1147,7 +1164,8 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, time.Time, err
 	if p.cheat.straggle != nil {
 		p.cheat.straggle(ctx, r)
 	}
-	if err := p.publish(ctx, RoundMsg{Type: MsgContribution, Run: p.id.String(), Round: r, Base: p.base.String(), CID: ccid.String(), Tokens: contrib.Tokens}); err != nil {
+	if err := p.publish(ctx, RoundMsg{Type: MsgContribution, Run: p.id.String(), Round: r, Base: p.base.String(), CID: ccid.String(), Tokens: contrib.Tokens,
+		Down: int64(p.down)}); err != nil {
 		return cid.Undef, time.Time{}, err
 	}
 	p.n.Metrics.encoded.WithLabelValues(p.id.String()).Add(float64(encBytes))
@@ -1217,8 +1235,10 @@ func (p *Participant) trainersOnTopic(ctx context.Context, r int) int {
 // they stop waiting a deadline for it; one that did not yet waits once).
 // In a round closed by rule (ruled), the members it left out come last:
 // every node that closed on the same contributions agrees on the order,
-// and none waits a deadline for a straggler's aggregates.
-func (p *Participant) reducerOrder(r int, admitted map[peer.ID]*input, ruled bool) [][]peer.ID {
+// and none waits a deadline for a straggler's aggregates. Members whose
+// announced download rate (claims) is under the floor come after the
+// other members (link.go).
+func (p *Participant) reducerOrder(r int, admitted map[peer.ID]*input, ruled bool, claims map[peer.ID]int64) [][]peer.ID {
 	isMember := map[peer.ID]bool{}
 	for _, id := range p.members {
 		isMember[id] = true
@@ -1237,10 +1257,13 @@ func (p *Participant) reducerOrder(r int, admitted map[peer.ID]*input, ruled boo
 		}
 	}
 	sort.Slice(others, func(i, j int) bool { return others[i] < others[j] })
+	fast, slow := fastFirst(members, claims)
 	order := make([][]peer.ID, len(p.parts))
 	for pi := range p.parts {
-		all := append(Reducers(p.id, r, pi, members), Reducers(p.id, r, pi, others)...)
-		all = append(all, Reducers(p.id, r, pi, left)...)
+		var all []peer.ID
+		for _, g := range [][]peer.ID{fast, slow, others, left} {
+			all = append(all, Reducers(p.id, r, pi, g)...)
+		}
 		order[pi] = slices.DeleteFunc(all, p.proven)
 	}
 	return order

@@ -173,6 +173,8 @@ type Host struct {
 	PubSub *pubsub.PubSub
 	// Bandwidth counts the bytes of every stream by protocol.
 	Bandwidth *metrics.BandwidthCounter
+	// Link times the bulk transfers this peer downloads (link.go).
+	Link *LinkMeter
 
 	opts      Options
 	bootstrap []peer.AddrInfo
@@ -322,10 +324,10 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		return nil, fmt.Errorf("p2p: connection manager: %w", err)
 	}
 
-	bw := metrics.NewBandwidthCounter()
+	link := NewLinkMeter()
 	lopts := []libp2p.Option{
 		libp2p.Identity(opts.Identity),
-		libp2p.BandwidthReporter(bw),
+		libp2p.BandwidthReporter(link),
 		libp2p.ListenAddrs(listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
@@ -366,7 +368,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		return nil, fmt.Errorf("p2p: starting host: %w", err)
 	}
 	hctx, cancel := context.WithCancel(context.Background())
-	h := &Host{Host: hst, Bandwidth: bw, opts: opts, bootstrap: boot, ctx: hctx, cancel: cancel, rcmgr: rm, topics: map[string]*Topic{}, started: time.Now()}
+	h := &Host{Host: hst, Bandwidth: link.BandwidthCounter, Link: link, opts: opts, bootstrap: boot, ctx: hctx, cancel: cancel, rcmgr: rm, topics: map[string]*Topic{}, started: time.Now()}
 	if err := h.watchReachability(); err != nil {
 		h.Close()
 		return nil, fmt.Errorf("p2p: reachability events: %w", err)

@@ -18,7 +18,9 @@
 # the joiners' JSON logs) and the inner-step utilisation: the seconds the
 # joiner's inner steps held the compute backend during rounds 2..R−1 over
 # the wall time of those rounds (with --overlap, a round's steps run while
-# the round before closes, so the phases no longer say it). Round 1 is left
+# the round before closes, so the phases no longer say it), and the download
+# rate each joiner measured (its "link" log lines: bitswap's bytes over the
+# time they took to arrive). Round 1 is left
 # out: it includes the dataset fetch and the swarm forming; so is the last:
 # no round comes after it to overlap its close with. --json prints the
 # summary as JSON on stdout. Every joiner must end on the same checkpoint CID.
@@ -26,6 +28,7 @@
 # Usage: bash scripts/swarm-netns.sh [flags] [FOMNET-BINARY]   (default: go build)
 #   --nodes N      joiners (default 3)
 #   --rate R       each link's rate each way, as tc writes it (default 50mbit)
+#   --rates R1,R2… joiner I's link at RI instead (as many as --nodes)
 #   --preset P     model preset (default demo)
 #   --rounds R     rounds (default 4)      --h H        inner steps (default 20)
 #   --batch B      sequences a step (4)    --seq S      tokens a sequence (128)
@@ -34,17 +37,19 @@
 #   --spot-check Q share of contributions re-executed (default: the run's)
 #   --overlap O    the run's overlapped rounds: "" (default) or local
 #   --close-core C close rounds by rule once this share is in (run create)
+#   --deadline D   the run's round deadline (default 2m)
 #   --short        CI's variant: tiny preset, 3 joiners, 3 rounds of 3 steps
 #   --json         the summary as JSON on stdout
 #   --keep         keep the logs (printed directory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-nodes=3 rate=50mbit preset=demo rounds=4 h=20 batch=4 seq=128 codec=int4 threads=1 json= keep= bin= spot=() overlap= close=()
+nodes=3 rate=50mbit rates= deadline=2m preset=demo rounds=4 h=20 batch=4 seq=128 codec=int4 threads=1 json= keep= bin= spot=() overlap= close=()
 while [ $# -gt 0 ]; do
   case $1 in
   --nodes) nodes=$2; shift ;;
   --rate) rate=$2; shift ;;
+  --rates) rates=$2; shift ;;
   --preset) preset=$2; shift ;;
   --rounds) rounds=$2; shift ;;
   --h) h=$2; shift ;;
@@ -55,6 +60,7 @@ while [ $# -gt 0 ]; do
   --spot-check) spot=(--spot-check "$2"); shift ;;
   --overlap) overlap=$2; shift ;;
   --close-core) close=(--close-core "$2"); shift ;;
+  --deadline) deadline=$2; shift ;;
   --short) nodes=3 preset=tiny rounds=3 h=3 batch=2 seq=32 ;;
   --json) json=1 ;;
   --keep) keep=1 ;;
@@ -66,6 +72,15 @@ while [ $# -gt 0 ]; do
 done
 case $nodes in '' | *[!0-9]*) echo "swarm-netns: --nodes $nodes: want a number from 2 to 50" >&2; exit 2 ;; esac
 [ "$nodes" -ge 2 ] && [ "$nodes" -le 50 ] || { echo "swarm-netns: --nodes $nodes: want a number from 2 to 50" >&2; exit 2; }
+link=()
+for i in $(seq "$nodes"); do link+=("$rate"); done
+if [ -n "$rates" ]; then
+  IFS=, read -r -a link <<<"$rates"
+  [ "${#link[@]}" = "$nodes" ] || { echo "swarm-netns: --rates $rates: want $nodes rates" >&2; exit 2; }
+fi
+for r in "${link[@]}"; do
+  case $r in *[0-9]kbit | *[0-9]mbit | *[0-9]gbit) ;; *) echo "swarm-netns: rate $r: want a number and kbit, mbit or gbit" >&2; exit 2 ;; esac
+done
 
 . scripts/netns-lib.sh
 netns_require swarm-netns ip tc
@@ -94,14 +109,14 @@ fail() {
   for f in "$tmp"/*.log; do echo "--- $f (last 20 lines)" >&2; tail -n 20 "$f" >&2; done
   exit 1
 }
-# shape DEV NS: a token bucket of $rate on DEV's egress in namespace NS
+# shape DEV NS RATE: a token bucket of RATE on DEV's egress in namespace NS
 # (burst: 10 ms at the rate, at least 32 KiB; packets queue up to 1 s).
 shape() {
-  local bits=${rate//[!0-9]/} unit=${rate//[0-9]/} mult=1
+  local bits=${3//[!0-9]/} unit=${3//[0-9]/} mult=1
   case $unit in kbit) mult=1000 ;; mbit) mult=1000000 ;; gbit) mult=1000000000 ;; esac
   local burst=$((bits * mult / 800))
   [ "$burst" -ge 32768 ] || burst=32768
-  ns "$2" tc qdisc add dev "$1" root tbf rate "$rate" burst "$burst" latency 1s
+  ns "$2" tc qdisc add dev "$1" root tbf rate "$3" burst "$burst" latency 1s
 }
 
 for n in "${spaces[@]}"; do
@@ -113,10 +128,10 @@ ns hub ip addr add 11.78.0.1/24 dev br0
 ns hub ip link set br0 up
 for i in $(seq "$nodes"); do
   netns_port "$P" hub "n$i" "$P-e$i" "$P-p$i" "11.78.0.$((10 + i))/24"
-  shape "$P-e$i" "n$i"   # uplink
-  shape "$P-p$i" hub     # downlink
+  shape "$P-e$i" "n$i" "${link[$((i - 1))]}" # uplink
+  shape "$P-p$i" hub "${link[$((i - 1))]}"   # downlink
 done
-echo "swarm-netns: $nodes namespaces on a bridge, each link $rate each way" >&2
+echo "swarm-netns: $nodes namespaces on a bridge, links ${link[*]} each way" >&2
 
 # The seeder: bootstrap and DHT server, the dataset and the run.
 fom hub init --home "$tmp/hub" --listen /ip4/11.78.0.1/tcp/4101 --dht-mode server >/dev/null
@@ -129,7 +144,7 @@ vocab=()
 [ "$preset" = tiny ] && vocab=(--vocab 320)
 fom hub data prepare --builtin --synthetic 300 "${vocab[@]}" --seq "$seq" --out "$tmp/ds" >/dev/null 2>>"$tmp/hub.log" || fail "data prepare"
 run=$(fom hub run create --home "$tmp/hub" --data "$tmp/ds" --preset "$preset" --rounds "$rounds" --h "$h" --batch "$batch" \
-  --seq "$seq" --codec "$codec" --deadline 2m --overlap "$overlap" "${spot[@]}" "${close[@]}" 2>>"$tmp/hub.log") || fail "run create"
+  --seq "$seq" --codec "$codec" --deadline "$deadline" --overlap "$overlap" "${spot[@]}" "${close[@]}" 2>>"$tmp/hub.log") || fail "run create"
 echo "swarm-netns: run $run ($preset, $rounds rounds of $h steps of $batch×$seq, $codec, overlap '${overlap}')" >&2
 
 joiners=()
@@ -152,12 +167,21 @@ for i in $(seq "$nodes"); do
 done
 
 # Phase seconds per joiner, rounds 2..R−1 (JSON log lines carry round,
-# phase and seconds), and the seconds its inner steps ran in each round
-# (round, steps_seconds).
+# phase and seconds), the seconds its inner steps ran in each round
+# (round, steps_seconds) and what it downloaded, timed (round, down_bytes,
+# down_seconds; every round).
 summary() {
-  awk -v nodes="$nodes" -v last="$rounds" '
+  awk -v nodes="$nodes" -v last="$rounds" -v links="${link[*]}" '
+    BEGIN { split(links, link, " ") }
     {
       node = FILENAME; sub(/.*\/j/, "", node); sub(/\.log$/, "", node)
+      if ($0 ~ /adopted the swarm.s checkpoint/) adopted[node]++
+      if ($0 ~ /deadline passed waiting/) deadlines[node]++
+      if (match($0, /"round":[0-9]+,"down_bytes":[0-9]+,"down_seconds":[0-9.e+-]+/)) {
+        split(substr($0, RSTART, RLENGTH), f, /[:,]/)
+        dbytes[node] += f[4]; dsecs[node] += f[6]; dall += f[4]; dsall += f[6]
+        next
+      }
       if (match($0, /"round":[0-9]+,"steps_seconds":[0-9.e+-]+/)) {
         split(substr($0, RSTART, RLENGTH), f, /[:,]/)
         if (f[2] >= 2 && f[2] < last) steps[node] += f[4]
@@ -173,18 +197,18 @@ summary() {
     END {
       n = 0; util = 0
       for (i = 1; i <= nodes; i++) if (tot[i] > 0) { n++; util += steps[i] / tot[i] }
-      printf "{\"joiners\":%d,\"rounds_measured\":%d,\"utilization\":%.4f,\"round_seconds\":%.3f,\"phase_seconds\":{", nodes, maxr - 1, (n ? util / n : 0), (n ? sum / n / (maxr - 1) : 0)
+      printf "{\"joiners\":%d,\"rounds_measured\":%d,\"utilization\":%.4f,\"round_seconds\":%.3f,\"down_mbps\":%.2f,\"phase_seconds\":{", nodes, maxr - 1, (n ? util / n : 0), (n ? sum / n / (maxr - 1) : 0), (dsall ? dall * 8 / dsall / 1e6 : 0)
       sep = ""
       for (ph in phases) { printf "%s\"%s\":%.3f", sep, ph, all[ph] / n / (maxr - 1); sep = "," }
       printf "},\"per_joiner\":["
-      for (i = 1; i <= nodes; i++) printf "%s{\"joiner\":%d,\"utilization\":%.4f,\"steps_seconds\":%.3f,\"train_seconds\":%.3f,\"round_seconds\":%.3f}", (i > 1 ? "," : ""), i, (tot[i] ? steps[i] / tot[i] : 0), steps[i], t[i, "train"], tot[i] / (maxr - 1)
+      for (i = 1; i <= nodes; i++) printf "%s{\"joiner\":%d,\"link\":\"%s\",\"utilization\":%.4f,\"steps_seconds\":%.3f,\"train_seconds\":%.3f,\"round_seconds\":%.3f,\"down_mbps\":%.2f,\"down_mib\":%.2f,\"deadlines\":%d,\"adopted\":%d}", (i > 1 ? "," : ""), i, link[i], (tot[i] ? steps[i] / tot[i] : 0), steps[i], t[i, "train"], tot[i] / (maxr - 1), (dsecs[i] ? dbytes[i] * 8 / dsecs[i] / 1e6 : 0), dbytes[i] / 1048576, deadlines[i], adopted[i]
       printf "]}\n"
     }' "$tmp"/j*.log
 }
 s=$(summary)
 case $s in *'"rounds_measured":0'* | *'"rounds_measured":-'*) fail "no round after the first was timed (rounds $rounds)" ;; esac
 if [ -n "$json" ]; then
-  echo "$s" | sed "s/^{/{\"rate\":\"$rate\",\"overlap\":\"$overlap\",\"preset\":\"$preset\",\"h\":$h,\"batch\":$batch,\"seq\":$seq,\"codec\":\"$codec\",\"wall_seconds\":$wall,\"checkpoint\":\"$first\",/"
+  echo "$s" | sed "s/^{/{\"rate\":\"${rates:-$rate}\",\"overlap\":\"$overlap\",\"preset\":\"$preset\",\"h\":$h,\"batch\":$batch,\"seq\":$seq,\"codec\":\"$codec\",\"wall_seconds\":$wall,\"checkpoint\":\"$first\",/"
 else
   echo "swarm-netns: all $nodes joiners ended on $first after ${wall%.*} s"
   echo "swarm-netns: per round (mean over joiners, rounds 2..$((rounds - 1))): $s"

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"time"
 
 	"github.com/fomnet/fomnet/gradsync"
@@ -493,8 +492,7 @@ func (s *sim) exchange(es, in []*entrant, supply, closed float64) float64 {
 		for i, e := range in {
 			downs[i] = e.down
 		}
-		slices.Sort(downs)
-		floor := downs[len(downs)/2] / 2
+		floor := gradsync.LinkFloor(downs)
 		for _, e := range in {
 			if e.down >= floor {
 				reducer[e] = true
