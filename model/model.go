@@ -458,9 +458,15 @@ func (m *Model) Step(lr float64, o OptimConfig) (float64, error) {
 // the parameters, all that the next Step depends on.
 func (m *Model) OptimState() (mom, vel []float32, step int) {
 	mom, vel = make([]float32, m.Layout.Size), make([]float32, m.Layout.Size)
+	return mom, vel, m.OptimStateInto(mom, vel)
+}
+
+// OptimStateInto is OptimState into mom and vel (of the model's size), for
+// a caller that keeps its buffers.
+func (m *Model) OptimStateInto(mom, vel []float32) (step int) {
 	m.be.Download(mom, m.M)
 	m.be.Download(vel, m.V)
-	return mom, vel, m.step
+	return m.step
 }
 
 // SetOptimState restores what OptimState returned (nil moments: zero).

@@ -56,15 +56,16 @@ type ahead struct {
 // encoded partitions) decoded; nil prior leaves from as it is. A prior
 // that does not decode is an error: an admitted contribution always does.
 // Its author may pass decoded, what prior decodes to, as it encoded it
-// (gradsync.ErrorFeedback.EncodeSent): the same start without decoding.
+// (gradsync.ErrorFeedback.EncodeSent): the same start without decoding,
+// computed in decoded's place.
 func (ru *rules) overlapStart(from []float32, prior [][]byte, decoded []float32) ([]float32, error) {
-	start := append([]float32(nil), from...)
 	if decoded != nil {
 		for k, v := range decoded {
-			start[k] -= v
+			decoded[k] = from[k] - v
 		}
-		return start, nil
+		return decoded, nil
 	}
+	start := append([]float32(nil), from...)
 	if prior == nil {
 		return start, nil
 	}
@@ -134,11 +135,12 @@ func (p *Participant) startOf(ctx context.Context, c *Contribution, base *state,
 // trainAhead starts round r+1's inner steps in the background, from the
 // base less this node's round-r contribution own (its encoded partitions;
 // sent, if not nil, is what they decode to, which spares decoding them on
-// the way from one round's steps to the next), when the run overlaps
-// rounds and this node runs round r+1. The caller has taken the worker
-// state the round-r steps left.
+// the way from one round's steps to the next; trainAhead takes it over),
+// when the run overlaps rounds and this node runs round r+1. The caller
+// has taken the worker state the round-r steps left.
 func (p *Participant) trainAhead(ctx context.Context, r int, own [][]byte, sent []float32) error {
 	if p.sync.Overlap == "" || r >= p.upto {
+		p.ru.putVec(sent)
 		return nil
 	}
 	start, err := p.ru.overlapStart(p.global, own, sent)
@@ -152,6 +154,7 @@ func (p *Participant) trainAhead(ctx context.Context, r int, own [][]byte, sent 
 	go func() {
 		defer close(a.done)
 		a.encs, a.sent, a.busy, a.err = p.ru.work(actx, m, efs, start, r+1, j, step)
+		p.ru.putVec(start)
 	}()
 	p.ahead = a
 	return nil

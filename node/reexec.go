@@ -77,10 +77,11 @@ func (p *Participant) reexecute(ctx context.Context, k cid.Cid, c *Contribution,
 	if !slices.Equal(j.shards, c.Shards) {
 		return fraud("it lists %d shards %s; the schedule assigns its author %d: %s", len(c.Shards), linkList(c.Shards), len(j.shards), linkList(j.shards))
 	}
-	encs, _, _, err := p.ru.work(ctx, m, efs, start, c.Round, j, nil)
+	encs, sent, _, err := p.ru.work(ctx, m, efs, start, c.Round, j, nil)
 	if err != nil {
 		return fmt.Errorf("re-executing: %w", err)
 	}
+	p.ru.putVec(sent)
 	for i, enc := range encs {
 		got, _ := contentstore.BlockCID(contentstore.CodecRaw, enc)
 		if want, _ := c.Partitions[i].Cid(); !got.Equals(want) {

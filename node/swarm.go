@@ -192,6 +192,9 @@ type Participant struct {
 	// down is this node's download rate as it estimates it, bytes a
 	// second (0: not yet), announced with its contributions (link.go).
 	down float64
+	// spare is the worker state held last, its buffers for the next
+	// (heldState).
+	spare *workerState
 	// stepNanos adds up the time this node's own inner steps held the
 	// backend (the "busy" event: its share of a round's wall time).
 	stepNanos atomic.Int64
@@ -1121,6 +1124,7 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, time.Time, err
 	if err != nil {
 		return cid.Undef, time.Time{}, err
 	}
+	p.spare = held
 	sk, err := contentstore.FileCID(ctx, bytes.NewReader(sb))
 	if err != nil {
 		return cid.Undef, time.Time{}, err

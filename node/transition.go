@@ -145,11 +145,30 @@ type rules struct {
 	memo   map[string]aggregated
 	// drive: one goroutine drives the backend at a time (work).
 	drive sync.Mutex
+	// vecs keeps vectors of n parameters for work's Δ and the next start
+	// (vec, putVec): between one round's steps and the next's, allocating
+	// them afresh cost more than the arithmetic on them.
+	vecs sync.Pool
 	// refWeights are a DPO run's reference (its stage base's weights);
 	// refs the reference model built from them on each backend.
 	refWeights []float32
 	refMu      sync.Mutex
 	refs       map[kernels.Backend]*model.Model
+}
+
+// vec is a vector of the run's n parameters, its contents unspecified.
+func (ru *rules) vec() []float32 {
+	if v, ok := ru.vecs.Get().(*[]float32); ok && len(*v) == ru.n {
+		return *v
+	}
+	return make([]float32, ru.n)
+}
+
+// putVec hands v back for vec to give out again; v is not used after.
+func (ru *rules) putVec(v []float32) {
+	if len(v) == ru.n {
+		ru.vecs.Put(&v)
+	}
 }
 
 type aggregated struct {
@@ -216,7 +235,8 @@ func (p *Participant) job(r int, author peer.ID, members []peer.ID) job {
 // inner steps of round r on m from start (m's moments and step, and efs,
 // hold the worker state it starts from), on j's rows with its author's
 // seed, then Δ = start − local encoded partition by partition with error
-// feedback; sent is what the partitions decode to. m and efs are left in
+// feedback; sent is what the partitions decode to (the caller's, which
+// may hand it back with putVec). m and efs are left in
 // the state after the round. step, if set, hears of each inner step. It drives the backend a step at a time
 // (ru.drive), so a contribution trained in the background and a
 // re-execution take turns; busy is the time it held it.
@@ -271,6 +291,9 @@ func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.Error
 		}
 	}
 	delta := make([]float32, len(start))
+	if len(start) == ru.n {
+		delta = ru.vec()
+	}
 	drive(func() error { be.Download(delta, m.Params); return nil })
 	gradsync.PseudoGradient(delta, start, delta) // in place: local → Δ
 	// Partitions encode apart (each with its own residuals): on every core,

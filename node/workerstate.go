@@ -100,13 +100,26 @@ func workerStateSize(n int, efs []*gradsync.ErrorFeedback) int64 {
 
 // heldState returns a copy of this node's worker state as the model and
 // residuals hold it, after round r.
+//
+// It fills the buffers of the state held before (p.spare, once stored):
+// allocating the three vectors afresh each round cost more than copying
+// them, on the way from one round's steps to the next's.
 func (p *Participant) heldState(r int) *workerState {
-	mom, vel, step := p.m.OptimState()
-	efs := make([]*gradsync.ErrorFeedback, len(p.efs))
-	for i, e := range p.efs {
-		efs[i] = &gradsync.ErrorFeedback{Codec: e.Codec, Residual: slices.Clone(e.Residual)}
+	s, n := p.spare, p.m.Layout.Size
+	p.spare = nil
+	if s == nil || len(s.mom) != n || len(s.vel) != n || len(s.efs) != len(p.efs) {
+		s = &workerState{mom: make([]float32, n), vel: make([]float32, n), efs: make([]*gradsync.ErrorFeedback, len(p.efs))}
 	}
-	return &workerState{step: step, mom: mom, vel: vel, round: r, efs: efs}
+	s.step, s.round = p.m.OptimStateInto(s.mom, s.vel), r
+	for i, e := range p.efs {
+		if f := s.efs[i]; f != nil && len(f.Residual) == len(e.Residual) {
+			f.Codec = e.Codec
+			copy(f.Residual, e.Residual)
+		} else {
+			s.efs[i] = &gradsync.ErrorFeedback{Codec: e.Codec, Residual: slices.Clone(e.Residual)}
+		}
+	}
+	return s
 }
 
 // putWorkerState stores an encoded worker state b, whose CID is k, pinned
