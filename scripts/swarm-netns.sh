@@ -28,7 +28,8 @@
 # Usage: bash scripts/swarm-netns.sh [flags] [FOMNET-BINARY]   (default: go build)
 #   --nodes N      joiners (default 3)
 #   --rate R       each link's rate each way, as tc writes it (default 50mbit)
-#   --rates R1,R2… joiner I's link at RI instead (as many as --nodes)
+#   --rates R1,R2… joiner I's link at RI instead (as many as --nodes); UP/DOWN
+#                  (e.g. 50mbit/5mbit) shapes its two directions apart
 #   --preset P     model preset (default demo)
 #   --rounds R     rounds (default 4)      --h H        inner steps (default 20)
 #   --batch B      sequences a step (4)    --seq S      tokens a sequence (128)
@@ -78,8 +79,10 @@ if [ -n "$rates" ]; then
   IFS=, read -r -a link <<<"$rates"
   [ "${#link[@]}" = "$nodes" ] || { echo "swarm-netns: --rates $rates: want $nodes rates" >&2; exit 2; }
 fi
-for r in "${link[@]}"; do
-  case $r in *[0-9]kbit | *[0-9]mbit | *[0-9]gbit) ;; *) echo "swarm-netns: rate $r: want a number and kbit, mbit or gbit" >&2; exit 2 ;; esac
+for l in "${link[@]}"; do
+  for r in "${l%/*}" "${l#*/}"; do
+    case $r in [0-9]*kbit | [0-9]*mbit | [0-9]*gbit) ;; *) echo "swarm-netns: rate $r: want a number and kbit, mbit or gbit" >&2; exit 2 ;; esac
+  done
 done
 
 . scripts/netns-lib.sh
@@ -128,10 +131,11 @@ ns hub ip addr add 11.78.0.1/24 dev br0
 ns hub ip link set br0 up
 for i in $(seq "$nodes"); do
   netns_port "$P" hub "n$i" "$P-e$i" "$P-p$i" "11.78.0.$((10 + i))/24"
-  shape "$P-e$i" "n$i" "${link[$((i - 1))]}" # uplink
-  shape "$P-p$i" hub "${link[$((i - 1))]}"   # downlink
+  l=${link[$((i - 1))]}
+  shape "$P-e$i" "n$i" "${l%/*}" # uplink
+  shape "$P-p$i" hub "${l#*/}"   # downlink
 done
-echo "swarm-netns: $nodes namespaces on a bridge, links ${link[*]} each way" >&2
+echo "swarm-netns: $nodes namespaces on a bridge, links ${link[*]} (up/down, or each way)" >&2
 
 # The seeder: bootstrap and DHT server, the dataset and the run.
 fom hub init --home "$tmp/hub" --listen /ip4/11.78.0.1/tcp/4101 --dht-mode server >/dev/null
@@ -177,6 +181,11 @@ summary() {
       node = FILENAME; sub(/.*\/j/, "", node); sub(/\.log$/, "", node)
       if ($0 ~ /adopted the swarm.s checkpoint/) adopted[node]++
       if ($0 ~ /deadline passed waiting/) deadlines[node]++
+      if (match($0, /"round":[0-9]+,"reduced":[0-9]+/)) {
+        split(substr($0, RSTART, RLENGTH), f, /[:,]/)
+        reduced[node] += f[4]
+        next
+      }
       if (match($0, /"round":[0-9]+,"down_bytes":[0-9]+,"down_seconds":[0-9.e+-]+/)) {
         split(substr($0, RSTART, RLENGTH), f, /[:,]/)
         dbytes[node] += f[4]; dsecs[node] += f[6]; dall += f[4]; dsall += f[6]
@@ -201,14 +210,14 @@ summary() {
       sep = ""
       for (ph in phases) { printf "%s\"%s\":%.3f", sep, ph, all[ph] / n / (maxr - 1); sep = "," }
       printf "},\"per_joiner\":["
-      for (i = 1; i <= nodes; i++) printf "%s{\"joiner\":%d,\"link\":\"%s\",\"utilization\":%.4f,\"steps_seconds\":%.3f,\"train_seconds\":%.3f,\"round_seconds\":%.3f,\"down_mbps\":%.2f,\"down_mib\":%.2f,\"deadlines\":%d,\"adopted\":%d}", (i > 1 ? "," : ""), i, link[i], (tot[i] ? steps[i] / tot[i] : 0), steps[i], t[i, "train"], tot[i] / (maxr - 1), (dsecs[i] ? dbytes[i] * 8 / dsecs[i] / 1e6 : 0), dbytes[i] / 1048576, deadlines[i], adopted[i]
+      for (i = 1; i <= nodes; i++) printf "%s{\"joiner\":%d,\"link\":\"%s\",\"utilization\":%.4f,\"steps_seconds\":%.3f,\"train_seconds\":%.3f,\"round_seconds\":%.3f,\"down_mbps\":%.2f,\"down_mib\":%.2f,\"deadlines\":%d,\"adopted\":%d,\"reduced\":%d}", (i > 1 ? "," : ""), i, link[i], (tot[i] ? steps[i] / tot[i] : 0), steps[i], t[i, "train"], tot[i] / (maxr - 1), (dsecs[i] ? dbytes[i] * 8 / dsecs[i] / 1e6 : 0), dbytes[i] / 1048576, deadlines[i], adopted[i], reduced[i]
       printf "]}\n"
     }' "$tmp"/j*.log
 }
 s=$(summary)
 case $s in *'"rounds_measured":0'* | *'"rounds_measured":-'*) fail "no round after the first was timed (rounds $rounds)" ;; esac
 if [ -n "$json" ]; then
-  echo "$s" | sed "s/^{/{\"rate\":\"${rates:-$rate}\",\"overlap\":\"$overlap\",\"preset\":\"$preset\",\"h\":$h,\"batch\":$batch,\"seq\":$seq,\"codec\":\"$codec\",\"wall_seconds\":$wall,\"checkpoint\":\"$first\",/"
+  echo "$s" | sed "s|^{|{\"rate\":\"${rates:-$rate}\",\"overlap\":\"$overlap\",\"preset\":\"$preset\",\"h\":$h,\"batch\":$batch,\"seq\":$seq,\"codec\":\"$codec\",\"wall_seconds\":$wall,\"checkpoint\":\"$first\",|"
 else
   echo "swarm-netns: all $nodes joiners ended on $first after ${wall%.*} s"
   echo "swarm-netns: per round (mean over joiners, rounds 2..$((rounds - 1))): $s"

@@ -374,6 +374,8 @@ CID one machine preparing the same inputs gets.`,
 					e.logf("round %d  deadline passed waiting for %s", ev.Round, ev.Waiting)
 				case "busy":
 					e.log.Info(fmt.Sprintf("round %d  inner steps ran %.2fs of it", ev.Round, ev.Seconds), "round", ev.Round, "steps_seconds", ev.Seconds)
+				case "aggregated":
+					e.log.Info(fmt.Sprintf("round %d  reduced %d partitions", ev.Round, ev.Partitions), "round", ev.Round, "reduced", ev.Partitions)
 				case "link":
 					e.log.Info(fmt.Sprintf("round %d  downloaded %.2f MiB at %.1f Mbit/s", ev.Round, float64(ev.EncodedBytes)/(1<<20), ev.Rate*8/1e6),
 						"round", ev.Round, "down_bytes", ev.EncodedBytes, "down_seconds", ev.Seconds, "down_bytes_per_second", ev.Rate)
