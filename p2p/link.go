@@ -20,8 +20,7 @@ import (
 // than burstGap apart — is the rate the link delivered while it was busy,
 // whatever it did between bursts. Writes are not: they return once the
 // bytes are in the muxer's or QUIC's stream window (megabytes), not when
-// they left, so a sender cannot time its uplink; its peers time it, per
-// peer, as their download from it (From). libp2p's own meters give rates
+// they left, so a sender cannot time its uplink. libp2p's own meters give rates
 // averaged over seconds of mostly idle links, which says nothing about a
 // link's capacity; hence this.
 type LinkMeter struct {
@@ -30,7 +29,6 @@ type LinkMeter struct {
 	mu    sync.Mutex
 	last  time.Time // the last timed read, of any stream
 	total LinkStats
-	from  map[peer.ID]*linkFrom
 }
 
 // burstGap: reads further apart than this start a new burst (the link
@@ -57,14 +55,9 @@ func (s LinkStats) Sub(o LinkStats) LinkStats {
 	return LinkStats{Bytes: s.Bytes - o.Bytes, Seconds: s.Seconds - o.Seconds}
 }
 
-type linkFrom struct {
-	last  time.Time
-	stats LinkStats
-}
-
 // NewLinkMeter returns a meter over a fresh bandwidth counter.
 func NewLinkMeter() *LinkMeter {
-	return &LinkMeter{BandwidthCounter: metrics.NewBandwidthCounter(), from: map[peer.ID]*linkFrom{}}
+	return &LinkMeter{BandwidthCounter: metrics.NewBandwidthCounter()}
 }
 
 // timed says whether proto's reads are timed: bitswap's, the bulk
@@ -81,12 +74,6 @@ func (m *LinkMeter) LogRecvMessageStream(size int64, proto protocol.ID, p peer.I
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.total.add(&m.last, now, size)
-	f := m.from[p]
-	if f == nil {
-		f = &linkFrom{}
-		m.from[p] = f
-	}
-	f.stats.add(&f.last, now, size)
 }
 
 // add counts a read of n bytes at now after the read at *last.
@@ -104,28 +91,4 @@ func (m *LinkMeter) Down() LinkStats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.total
-}
-
-// From is what was timed of the reads from p: a lower bound on p's uplink
-// (and on this peer's downlink).
-func (m *LinkMeter) From(p peer.ID) LinkStats {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if f := m.from[p]; f != nil {
-		return f.stats
-	}
-	return LinkStats{}
-}
-
-// TrimIdle forgets the peers not heard from since since, here and in the
-// counter.
-func (m *LinkMeter) TrimIdle(since time.Time) {
-	m.BandwidthCounter.TrimIdle(since)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for p, f := range m.from {
-		if f.last.Before(since) {
-			delete(m.from, p)
-		}
-	}
 }
