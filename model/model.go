@@ -66,6 +66,23 @@ type Model struct {
 	step                int       // optimizer steps taken
 
 	act *acts // sized for the last batch shape
+
+	// recompute keeps only each block's input through a forward pass with
+	// gradient and recomputes the block in backward (SetRecompute).
+	recompute bool
+	acc       *accum // Accumulate's buffers, sized for the last batch
+}
+
+// SetRecompute chooses activation recomputation: with it, a forward pass
+// keeps each transformer block's input only, one block's activations are
+// shared by all blocks, and Backward recomputes each block before its
+// gradient. Gradients and losses are bit-identical either way (every kernel
+// is deterministic); it trades about one more forward pass for the memory of
+// all but one block's activations. ActivationFloats gives both figures.
+func (m *Model) SetRecompute(on bool) {
+	if on != m.recompute {
+		m.recompute, m.act = on, nil
+	}
 }
 
 // New allocates a model on be with zeroed parameters; call Init or load a
@@ -156,10 +173,11 @@ type layerActs struct {
 }
 
 // ActivationFloats is the number of float32 activation and scratch values
-// a batch of b×t tokens holds, as allocated by the model.
-func ActivationFloats(c Config, b, t int) int64 {
+// a batch of b×t tokens holds, as allocated by the model (with recompute:
+// as SetRecompute(true) allocates).
+func ActivationFloats(c Config, b, t int, recompute bool) int64 {
 	var n int64
-	for _, s := range actSizes(c, b, t) {
+	for _, s := range actSizes(c, b, t, recompute) {
 		n += int64(s)
 	}
 	return n
@@ -167,7 +185,7 @@ func ActivationFloats(c Config, b, t int) int64 {
 
 // actSizes lists every activation buffer, in allocation order: one table that
 // both allocation and memory reports read.
-func actSizes(c Config, b, t int) []int {
+func actSizes(c Config, b, t int, recompute bool) []int {
 	n := b * t
 	hd := c.HeadDim()
 	qd, kvd := c.Heads*hd, c.KVHeads*hd
@@ -175,7 +193,7 @@ func actSizes(c Config, b, t int) []int {
 	for i := 0; i <= c.Layers; i++ {
 		s = append(s, n*c.Dim) // resid
 	}
-	for i := 0; i < c.Layers; i++ {
+	for i := 0; i < actLayers(c, recompute); i++ {
 		// ln1 rstd1 q k v att lse x2 ln2 rstd2 g u h
 		s = append(s, n*c.Dim, n, n*qd, n*kvd, n*kvd, n*qd, b*c.Heads*t, n*c.Dim, n*c.Dim, n, n*c.FFNDim, n*c.FFNDim, n*c.FFNDim)
 	}
@@ -185,12 +203,21 @@ func actSizes(c Config, b, t int) []int {
 	return s
 }
 
+// actLayers is how many blocks' activations are kept: all, or the one set
+// every block shares under recomputation.
+func actLayers(c Config, recompute bool) int {
+	if recompute {
+		return 1
+	}
+	return c.Layers
+}
+
 func (m *Model) acts(b, t int) *acts {
 	if m.act != nil && m.act.B == b && m.act.T == t {
 		return m.act
 	}
 	m.act = nil // let the old shape go before allocating the new one
-	sizes := actSizes(m.Config, b, t)
+	sizes := actSizes(m.Config, b, t, m.recompute)
 	next := func() kernels.Buffer {
 		buf := m.be.Alloc(sizes[0])
 		sizes = sizes[1:]
@@ -204,7 +231,7 @@ func (m *Model) acts(b, t int) *acts {
 	for i := 0; i <= m.Config.Layers; i++ {
 		a.resid = append(a.resid, next())
 	}
-	for i := 0; i < m.Config.Layers; i++ {
+	for i := 0; i < actLayers(m.Config, m.recompute); i++ {
 		a.layers = append(a.layers, layerActs{ln1: next(), rstd1: next(), q: next(), k: next(), v: next(), att: next(),
 			lse: next(), x2: next(), ln2: next(), rstd2: next(), g: next(), u: next(), h: next()})
 	}
@@ -214,6 +241,9 @@ func (m *Model) acts(b, t int) *acts {
 	m.act = a
 	return a
 }
+
+// layer is block l's activations (the shared set under recomputation).
+func (a *acts) layer(l int) layerActs { return a.layers[min(l, len(a.layers)-1)] }
 
 // DocLayout derives, for packed sequences, each token's document start and
 // its position within its document: a document ends with (and includes) an
@@ -269,71 +299,104 @@ func (m *Model) Forward(tokens, targets []int32, b, t int, grad bool) (float32, 
 	if grad && targets == nil {
 		return 0, fmt.Errorf("%w: a forward pass with gradient needs targets", ErrBatch)
 	}
-	c, be := m.Config, m.be
-	a := m.acts(b, t)
-	n, hd := a.N, c.HeadDim()
-	qd, kvd := c.Heads*hd, c.KVHeads*hd
-	DocLayout(tokens, b, t, int32(c.EOS), a.hostDoc, a.hostPos)
-	be.UploadInt(a.tokens, tokens)
-	be.UploadInt(a.pos, a.hostPos)
-	be.UploadInt(a.docStart, a.hostDoc)
-	shape := kernels.AttnShape{B: b, T: t, NH: c.Heads, KVH: c.KVHeads, HD: hd}
-	eps := float32(c.NormEps)
-
-	be.EmbeddingForward(a.resid[0], m.p.embed, a.tokens, n, c.Dim)
-	for l := 0; l < c.Layers; l++ {
-		w, x := m.p.layers[l], a.layers[l]
-		be.RMSNormForward(x.ln1, x.rstd1, a.resid[l], w.ln1, n, c.Dim, eps)
-		linear(be, x.q, x.ln1, w.q, n, c.Dim, qd)
-		linear(be, x.k, x.ln1, w.k, n, c.Dim, kvd)
-		linear(be, x.v, x.ln1, w.v, n, c.Dim, kvd)
-		be.RoPEForward(x.q, a.pos, n, c.Heads, hd, c.RopeTheta)
-		be.RoPEForward(x.k, a.pos, n, c.KVHeads, hd, c.RopeTheta)
-		be.AttentionForward(x.att, x.lse, x.q, x.k, x.v, a.docStart, shape)
-		be.Copy(x.x2, a.resid[l])
-		be.Matmul(x.x2, x.att, w.o, n, c.Dim, qd, false, true, true)
-		be.RMSNormForward(x.ln2, x.rstd2, x.x2, w.ln2, n, c.Dim, eps)
-		linear(be, x.g, x.ln2, w.gate, n, c.Dim, c.FFNDim)
-		linear(be, x.u, x.ln2, w.up, n, c.Dim, c.FFNDim)
-		be.SwiGLUForward(x.h, x.g, x.u, n*c.FFNDim)
-		be.Copy(a.resid[l+1], x.x2)
-		be.Matmul(a.resid[l+1], x.h, w.down, n, c.Dim, c.FFNDim, false, true, true)
-	}
-	be.RMSNormForward(a.lnf, a.rstdf, a.resid[c.Layers], m.p.norm, n, c.Dim, eps)
-	linear(be, a.logits, a.lnf, m.p.head, n, c.Dim, c.Vocab)
-	a.haveGrad = false
-	if targets == nil {
-		return 0, kernels.Err(be)
-	}
-	a.count = 0
-	for _, v := range targets {
-		if v != kernels.IgnoreIndex {
-			a.count++
-		}
-	}
-	be.UploadInt(a.targets, targets)
-	var dscale float32
-	if a.count > 0 {
-		dscale = 1 / float32(a.count)
-	}
-	be.SoftmaxCrossEntropy(a.losses, a.logits, a.targets, n, c.Vocab, grad, dscale)
-	be.Download(a.hostLoss, a.losses)
-	if err := kernels.Err(be); err != nil {
+	count := countTargets(targets)
+	var sum float64
+	if err := m.forward(tokens, targets, b, t, grad, count, &sum); err != nil || targets == nil {
 		return 0, err
 	}
-	a.haveGrad = grad
-	var sum float64
-	for _, v := range a.hostLoss {
-		sum += float64(v)
+	return meanLoss(sum, count)
+}
+
+// countTargets is how many targets count in the loss.
+func countTargets(targets []int32) int {
+	n := 0
+	for _, v := range targets {
+		if v != kernels.IgnoreIndex {
+			n++
+		}
 	}
-	if a.count == 0 {
+	return n
+}
+
+// meanLoss is the mean of a sum of count losses (0 when none count), or
+// ErrNotFinite.
+func meanLoss(sum float64, count int) (float32, error) {
+	if count == 0 {
 		return 0, nil
 	}
-	loss := float32(sum / float64(a.count))
+	loss := float32(sum / float64(count))
 	if math.IsNaN(float64(loss)) || math.IsInf(float64(loss), 0) {
 		return loss, fmt.Errorf("%w: loss %v", ErrNotFinite, loss)
 	}
 	return loss, nil
+}
+
+// forward runs a checked batch. With targets it adds the rows' losses to
+// *sum in row order, and with grad leaves the gradient of the sum over
+// count targets (count: of the whole batch when this is one slice of it).
+func (m *Model) forward(tokens, targets []int32, b, t int, grad bool, count int, sum *float64) error {
+	c, be := m.Config, m.be
+	a := m.acts(b, t)
+	n := a.N
+	DocLayout(tokens, b, t, int32(c.EOS), a.hostDoc, a.hostPos)
+	be.UploadInt(a.tokens, tokens)
+	be.UploadInt(a.pos, a.hostPos)
+	be.UploadInt(a.docStart, a.hostDoc)
+	be.EmbeddingForward(a.resid[0], m.p.embed, a.tokens, n, c.Dim)
+	for l := 0; l < c.Layers; l++ {
+		m.blockForward(a, l, true)
+	}
+	be.RMSNormForward(a.lnf, a.rstdf, a.resid[c.Layers], m.p.norm, n, c.Dim, float32(c.NormEps))
+	linear(be, a.logits, a.lnf, m.p.head, n, c.Dim, c.Vocab)
+	a.haveGrad = false
+	if targets == nil {
+		return kernels.Err(be)
+	}
+	a.count = count
+	be.UploadInt(a.targets, targets)
+	var dscale float32
+	if count > 0 {
+		dscale = 1 / float32(count)
+	}
+	be.SoftmaxCrossEntropy(a.losses, a.logits, a.targets, n, c.Vocab, grad, dscale)
+	be.Download(a.hostLoss, a.losses)
+	if err := kernels.Err(be); err != nil {
+		return err
+	}
+	a.haveGrad = grad
+	for _, v := range a.hostLoss {
+		*sum += float64(v)
+	}
+	return nil
+}
+
+// blockForward runs transformer block l from a.resid[l] into its
+// activations and, with out, into a.resid[l+1] (recomputation needs
+// everything but that output).
+func (m *Model) blockForward(a *acts, l int, out bool) {
+	c, be := m.Config, m.be
+	w, x := m.p.layers[l], a.layer(l)
+	n, hd := a.N, c.HeadDim()
+	qd, kvd := c.Heads*hd, c.KVHeads*hd
+	shape := kernels.AttnShape{B: a.B, T: a.T, NH: c.Heads, KVH: c.KVHeads, HD: hd}
+	eps := float32(c.NormEps)
+	be.RMSNormForward(x.ln1, x.rstd1, a.resid[l], w.ln1, n, c.Dim, eps)
+	linear(be, x.q, x.ln1, w.q, n, c.Dim, qd)
+	linear(be, x.k, x.ln1, w.k, n, c.Dim, kvd)
+	linear(be, x.v, x.ln1, w.v, n, c.Dim, kvd)
+	be.RoPEForward(x.q, a.pos, n, c.Heads, hd, c.RopeTheta)
+	be.RoPEForward(x.k, a.pos, n, c.KVHeads, hd, c.RopeTheta)
+	be.AttentionForward(x.att, x.lse, x.q, x.k, x.v, a.docStart, shape)
+	be.Copy(x.x2, a.resid[l])
+	be.Matmul(x.x2, x.att, w.o, n, c.Dim, qd, false, true, true)
+	be.RMSNormForward(x.ln2, x.rstd2, x.x2, w.ln2, n, c.Dim, eps)
+	linear(be, x.g, x.ln2, w.gate, n, c.Dim, c.FFNDim)
+	linear(be, x.u, x.ln2, w.up, n, c.Dim, c.FFNDim)
+	be.SwiGLUForward(x.h, x.g, x.u, n*c.FFNDim)
+	if out {
+		be.Copy(a.resid[l+1], x.x2)
+		be.Matmul(a.resid[l+1], x.h, w.down, n, c.Dim, c.FFNDim, false, true, true)
+	}
 }
 
 // Logits copies the logits of the last Forward (made without targets or
@@ -367,38 +430,58 @@ func (m *Model) ZeroGrad() { m.be.Zero(m.Grads) }
 
 // Backward adds the gradient of the last Forward's mean loss to Grads.
 func (m *Model) Backward() error {
+	if err := m.backward(); err != nil {
+		return err
+	}
+	a := m.act
+	m.be.EmbeddingBackward(m.g.embed, a.dres, a.tokens, a.N, m.Config.Dim)
+	return kernels.Err(m.be)
+}
+
+// backward is Backward down to the embedding: a.dres holds the gradient
+// of the embedding lookup's output.
+func (m *Model) backward() error {
 	a := m.act
 	if a == nil || !a.haveGrad {
 		return errors.New("model: Backward needs a Forward with grad first")
 	}
 	a.haveGrad = false
 	c, be := m.Config, m.be
-	n, hd := a.N, c.HeadDim()
-	qd, kvd := c.Heads*hd, c.KVHeads*hd
-	shape := kernels.AttnShape{B: a.B, T: a.T, NH: c.Heads, KVH: c.KVHeads, HD: hd}
-
+	n := a.N
 	// a.logits holds dlogits now.
 	linearBackward(be, a.dln, m.g.head, a.logits, a.lnf, m.p.head, n, c.Dim, c.Vocab, false)
 	be.Zero(a.dres)
 	be.RMSNormBackward(a.dres, m.g.norm, a.dln, a.resid[c.Layers], m.p.norm, a.rstdf, n, c.Dim)
 	for l := c.Layers - 1; l >= 0; l-- {
-		w, g, x := m.p.layers[l], m.g.layers[l], a.layers[l]
-		linearBackward(be, a.dh, g.down, a.dres, x.h, w.down, n, c.FFNDim, c.Dim, false)
-		be.SwiGLUBackward(a.dg, a.du, a.dh, x.g, x.u, n*c.FFNDim)
-		linearBackward(be, a.dln, g.gate, a.dg, x.ln2, w.gate, n, c.Dim, c.FFNDim, false)
-		linearBackward(be, a.dln, g.up, a.du, x.ln2, w.up, n, c.Dim, c.FFNDim, true)
-		be.RMSNormBackward(a.dres, g.ln2, a.dln, x.x2, w.ln2, x.rstd2, n, c.Dim)
-		linearBackward(be, a.datt, g.o, a.dres, x.att, w.o, n, qd, c.Dim, false)
-		be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, x.q, x.k, x.v, x.att, x.lse, a.docStart, shape)
-		be.RoPEBackward(a.dq, a.pos, n, c.Heads, hd, c.RopeTheta)
-		be.RoPEBackward(a.dk, a.pos, n, c.KVHeads, hd, c.RopeTheta)
-		linearBackward(be, a.dln, g.q, a.dq, x.ln1, w.q, n, c.Dim, qd, false)
-		linearBackward(be, a.dln, g.k, a.dk, x.ln1, w.k, n, c.Dim, kvd, true)
-		linearBackward(be, a.dln, g.v, a.dv, x.ln1, w.v, n, c.Dim, kvd, true)
-		be.RMSNormBackward(a.dres, g.ln1, a.dln, a.resid[l], w.ln1, x.rstd1, n, c.Dim)
+		if len(a.layers) < c.Layers && l < c.Layers-1 {
+			m.blockForward(a, l, false) // the shared set holds the last block's
+		}
+		m.blockBackward(a, l)
 	}
-	be.EmbeddingBackward(m.g.embed, a.dres, a.tokens, n, c.Dim)
 	return kernels.Err(be)
+}
+
+// blockBackward adds block l's weight gradients to Grads and turns a.dres,
+// the gradient of the block's output, into that of its input.
+func (m *Model) blockBackward(a *acts, l int) {
+	c, be := m.Config, m.be
+	w, g, x := m.p.layers[l], m.g.layers[l], a.layer(l)
+	n, hd := a.N, c.HeadDim()
+	qd, kvd := c.Heads*hd, c.KVHeads*hd
+	shape := kernels.AttnShape{B: a.B, T: a.T, NH: c.Heads, KVH: c.KVHeads, HD: hd}
+	linearBackward(be, a.dh, g.down, a.dres, x.h, w.down, n, c.FFNDim, c.Dim, false)
+	be.SwiGLUBackward(a.dg, a.du, a.dh, x.g, x.u, n*c.FFNDim)
+	linearBackward(be, a.dln, g.gate, a.dg, x.ln2, w.gate, n, c.Dim, c.FFNDim, false)
+	linearBackward(be, a.dln, g.up, a.du, x.ln2, w.up, n, c.Dim, c.FFNDim, true)
+	be.RMSNormBackward(a.dres, g.ln2, a.dln, x.x2, w.ln2, x.rstd2, n, c.Dim)
+	linearBackward(be, a.datt, g.o, a.dres, x.att, w.o, n, qd, c.Dim, false)
+	be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, x.q, x.k, x.v, x.att, x.lse, a.docStart, shape)
+	be.RoPEBackward(a.dq, a.pos, n, c.Heads, hd, c.RopeTheta)
+	be.RoPEBackward(a.dk, a.pos, n, c.KVHeads, hd, c.RopeTheta)
+	linearBackward(be, a.dln, g.q, a.dq, x.ln1, w.q, n, c.Dim, qd, false)
+	linearBackward(be, a.dln, g.k, a.dk, x.ln1, w.k, n, c.Dim, kvd, true)
+	linearBackward(be, a.dln, g.v, a.dv, x.ln1, w.v, n, c.Dim, kvd, true)
+	be.RMSNormBackward(a.dres, g.ln1, a.dln, a.resid[l], w.ln1, x.rstd1, n, c.Dim)
 }
 
 // OptimConfig holds AdamW's settings.

@@ -1,0 +1,128 @@
+package model
+
+import (
+	"math"
+	"testing"
+
+	"github.com/fomnet/fomnet/kernels"
+	"github.com/fomnet/fomnet/kernels/cpu"
+)
+
+// memConfigs are the shapes the memory options are checked on: tiny (tied
+// output head) and an untied three-block variant.
+func memConfigs(t *testing.T) map[string]Config {
+	tiny, _ := Preset("tiny")
+	untied := tiny
+	untied.Tied, untied.Layers = false, 3
+	return map[string]Config{"tied": tiny, "untied": untied}
+}
+
+// gradOf runs fn on a fresh model (same weights, grads preset to a
+// non-zero pattern so that adding, not overwriting, is checked) and returns
+// the loss and the gradient's bits.
+func gradOf(t *testing.T, be kernels.Backend, c Config, recompute bool, fn func(m *Model) (float32, error)) (uint32, []uint32) {
+	t.Helper()
+	m, err := New(be, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(7)
+	m.SetRecompute(recompute)
+	pre := make([]float32, m.Layout.Size)
+	for i := range pre {
+		pre[i] = float32(i%13) * 1e-3
+	}
+	be.Upload(m.Grads, pre)
+	loss, err := fn(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := make([]float32, m.Layout.Size)
+	be.Download(g, m.Grads)
+	bits := make([]uint32, len(g))
+	for i, v := range g {
+		bits[i] = math.Float32bits(v)
+	}
+	return math.Float32bits(loss), bits
+}
+
+func sameBits(t *testing.T, what string, wantLoss, gotLoss uint32, want, got []uint32) {
+	t.Helper()
+	if wantLoss != gotLoss {
+		t.Errorf("%s: loss %v, want %v", what, math.Float32frombits(gotLoss), math.Float32frombits(wantLoss))
+	}
+	for i := range want {
+		if want[i] != got[i] {
+			t.Errorf("%s: gradient %d is %v, want %v (and maybe more)", what, i, math.Float32frombits(got[i]), math.Float32frombits(want[i]))
+			return
+		}
+	}
+}
+
+// Recomputation and micro-batches change what is held, never a bit of the
+// result: against one forward and backward pass over the whole batch.
+func TestMemoryOptionsBitIdentical(t *testing.T) {
+	be := backend(t, cpu.Options{Threads: 2})
+	const b, T = 4, 24
+	for name, c := range memConfigs(t) {
+		tokens, targets := batch(3, c, b, T)
+		whole := func(m *Model) (float32, error) {
+			l, err := m.Forward(tokens, targets, b, T, true)
+			if err != nil {
+				return 0, err
+			}
+			return l, m.Backward()
+		}
+		wl, wg := gradOf(t, be, c, false, whole)
+		for _, rc := range []bool{false, true} {
+			if rc {
+				l, g := gradOf(t, be, c, true, whole)
+				sameBits(t, name+" recompute", wl, l, wg, g)
+			}
+			for _, micro := range []int{1, 2, 4} {
+				l, g := gradOf(t, be, c, rc, func(m *Model) (float32, error) { return m.Accumulate(tokens, targets, b, T, micro) })
+				sameBits(t, name+" accumulate", wl, l, wg, g)
+			}
+		}
+	}
+}
+
+// The held activations shrink as documented, and a forward pass without
+// gradient (evaluation) is unchanged by recomputation.
+func TestRecomputeHoldsLess(t *testing.T) {
+	c, _ := Preset("demo")
+	full, rc := ActivationFloats(c, 8, 256, false), ActivationFloats(c, 8, 256, true)
+	if rc >= full*3/4 {
+		t.Errorf("recomputation holds %d of %d activation floats; want well under", rc, full)
+	}
+	be := backend(t, cpu.Options{Threads: 2})
+	tiny, _ := Preset("tiny")
+	tokens, targets := batch(5, tiny, 2, 16)
+	var losses [2]float32
+	for i, on := range []bool{false, true} {
+		m := newTiny(t, be)
+		m.SetRecompute(on)
+		l, err := m.Forward(tokens, targets, 2, 16, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		losses[i] = l
+	}
+	if losses[0] != losses[1] {
+		t.Errorf("evaluation loss %v with recomputation, %v without", losses[1], losses[0])
+	}
+}
+
+func TestAccumulateBadInput(t *testing.T) {
+	be := backend(t, cpu.Options{Threads: 1})
+	m := newTiny(t, be)
+	tokens, targets := batch(1, m.Config, 4, 8)
+	for _, micro := range []int{0, -1, 3, 8} {
+		if _, err := m.Accumulate(tokens, targets, 4, 8, micro); err == nil {
+			t.Errorf("micro %d of 4 rows accepted", micro)
+		}
+	}
+	if _, err := m.Accumulate(tokens, nil, 4, 8, 2); err == nil {
+		t.Error("accumulating without targets accepted")
+	}
+}
