@@ -2,7 +2,6 @@ package cpu
 
 import (
 	"fmt"
-	"math"
 	"runtime"
 	"sync"
 
@@ -34,6 +33,7 @@ type Backend struct {
 	rowT    rowTask
 	colT    colTask
 	chunkT  chunkTask
+	adam8T  adam8Task
 	sumsq   []float64
 	ropeTab map[ropeKey][]float32
 }
@@ -281,16 +281,9 @@ func (b *Backend) AdamW(params, grads, m, v kernels.Buffer, h kernels.AdamWStep)
 	if h.Step < 1 {
 		panic(fmt.Errorf("kernels: adamw step %d must count from 1", h.Step))
 	}
-	gs := h.GradScale
-	if gs == 0 {
-		gs = 1
-	}
 	t := &b.chunkT
 	t.set(chunkAdamW, p)
 	t.g, t.m, t.v = fs(grads), fs(m), fs(v)
-	t.ac = adamConst{gs: gs, b1: h.Beta1, omb1: 1 - h.Beta1, b2: h.Beta2, omb2: 1 - h.Beta2,
-		ibc1: float32(1 / (1 - math.Pow(float64(h.Beta1), float64(h.Step)))),
-		ibc2: float32(1 / (1 - math.Pow(float64(h.Beta2), float64(h.Step)))),
-		eps:  h.Eps, wd: h.WeightDecay, lr: h.LR}
+	t.ac = h.Consts()
 	b.pool.run(t, len(p), 1<<14)
 }

@@ -487,7 +487,7 @@ func TestVectorPathsAgree(t *testing.T) {
 	same("swigluBwd du", du1, du2)
 
 	y := randn(r, 1003, 1) // finite inputs for the optimizer and reductions
-	c := adamConst{gs: 0.7, b1: 0.9, omb1: 0.1, b2: 0.95, omb2: 0.05, ibc1: 3.1, ibc2: 17.2, eps: 1e-8, wd: 0.1, lr: 1e-3}
+	c := adamConst{GS: 0.7, B1: 0.9, OmB1: 0.1, B2: 0.95, OmB2: 0.05, IBC1: 3.1, IBC2: 17.2, Eps: 1e-8, WD: 0.1, LR: 1e-3}
 	ps := [2][]float32{append([]float32(nil), y...), append([]float32(nil), y...)}
 	ms := [2][]float32{randn(r, len(y), 0.01), nil}
 	ms[1] = append([]float32(nil), ms[0]...)

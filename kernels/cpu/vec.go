@@ -1,6 +1,10 @@
 package cpu
 
-import "math"
+import (
+	"math"
+
+	"github.com/fomnet/fomnet/kernels"
+)
 
 // Elementwise kernels with exponentials. Each has a Go version (the
 // definition) and, on amd64, an AVX2+FMA twin in vec_amd64.s that performs
@@ -118,10 +122,9 @@ func (b *Backend) swigluBwd(dg, du, dh, g, u []float32) {
 	}
 }
 
-// adamConst holds one AdamW step's constants in the order adamwAVX reads them.
-type adamConst struct {
-	gs, b1, omb1, b2, omb2, ibc1, ibc2, eps, wd, lr float32
-}
+// adamConst holds one AdamW step's constants; adamwAVX reads them in the
+// order of kernels.AdamConst's fields.
+type adamConst = kernels.AdamConst
 
 // adamw applies adamwGo's update, eight lanes at a time where it can.
 func (b *Backend) adamw(p, g, m, v []float32, c *adamConst) {
@@ -141,13 +144,13 @@ func (b *Backend) adamw(p, g, m, v []float32, c *adamConst) {
 // with 1/bc precomputed, each product rounded to float32 on its own.
 func adamwGo(p, g, m, v []float32, c *adamConst) {
 	for i := range p {
-		gi := g[i] * c.gs
-		mi := float32(c.b1*m[i]) + float32(c.omb1*gi)
-		vi := float32(c.b2*v[i]) + float32(float32(c.omb2*gi)*gi)
+		gi := g[i] * c.GS
+		mi := float32(c.B1*m[i]) + float32(c.OmB1*gi)
+		vi := float32(c.B2*v[i]) + float32(float32(c.OmB2*gi)*gi)
 		m[i], v[i] = mi, vi
-		den := float32(math.Sqrt(float64(vi*c.ibc2))) + c.eps
-		upd := float32(float32(mi*c.ibc1)/den) + float32(c.wd*p[i])
-		p[i] -= float32(c.lr * upd)
+		den := float32(math.Sqrt(float64(vi*c.IBC2))) + c.Eps
+		upd := float32(float32(mi*c.IBC1)/den) + float32(c.WD*p[i])
+		p[i] -= float32(c.LR * upd)
 	}
 }
 

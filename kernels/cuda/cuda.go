@@ -398,15 +398,10 @@ func (b *Backend) AdamW(params, grads, m, v kernels.Buffer, h kernels.AdamWStep)
 	if h.Step < 1 {
 		panic(fmt.Errorf("kernels: adamw step %d must count from 1", h.Step))
 	}
-	gs := h.GradScale
-	if gs == 0 {
-		gs = 1
-	}
-	ibc1 := float32(1 / (1 - math.Pow(float64(h.Beta1), float64(h.Step))))
-	ibc2 := float32(1 / (1 - math.Pow(float64(h.Beta2), float64(h.Step))))
+	c := h.Consts()
 	b.launch1D("fom_adamw", p.n, ptr(p), ptr(g), ptr(mm), ptr(vv), i64(p.n),
-		f32(gs), f32(h.Beta1), f32(1-h.Beta1), f32(h.Beta2), f32(1-h.Beta2), f32(ibc1), f32(ibc2),
-		f32(h.Eps), f32(h.WeightDecay), f32(h.LR))
+		f32(c.GS), f32(c.B1), f32(c.OmB1), f32(c.B2), f32(c.OmB2), f32(c.IBC1), f32(c.IBC2),
+		f32(c.Eps), f32(c.WD), f32(c.LR))
 }
 
 var _ kernels.Backend = (*Backend)(nil)

@@ -1,0 +1,200 @@
+package kernels
+
+import (
+	"math"
+	"time"
+)
+
+// Adam8Block is how many parameters share one scale in 8-bit AdamW: a
+// tensor's moments are cut into blocks of Adam8Block values from its first
+// element (the last block may be shorter), and each block keeps its own
+// largest magnitude as the scale of its codes.
+const Adam8Block = 256
+
+// Adam8Blocks is the number of scales n moments of one tensor need.
+func Adam8Blocks(n int) int { return (n + Adam8Block - 1) / Adam8Block }
+
+// ByteBuffer is an opaque handle to byte storage owned by one Backend.
+type ByteBuffer interface {
+	// Len is the number of bytes.
+	Len() int
+}
+
+// Adam8Backend is the optional capability of keeping AdamW's moments in 8
+// bits a value with a float32 scale per block (2.03 bytes a parameter for
+// both moments instead of 8). A model asks for it with AsAdam8.
+type Adam8Backend interface {
+	// AllocBytes returns n zeroed bytes.
+	AllocBytes(n int) ByteBuffer
+	// ViewBytes returns a buffer aliasing b[off : off+n].
+	ViewBytes(b ByteBuffer, off, n int) ByteBuffer
+	// UploadBytes copies src into dst (equal lengths).
+	UploadBytes(dst ByteBuffer, src []byte)
+	// DownloadBytes copies src into dst (equal lengths).
+	DownloadBytes(dst []byte, src ByteBuffer)
+	// AdamW8 is AdamW with the moments of one tensor held as codes m and v
+	// (one byte a parameter) and block scales ms and vs (Adam8Blocks of
+	// the tensor's length): AdamW8Block on every block.
+	AdamW8(params, grads Buffer, m, v ByteBuffer, ms, vs Buffer, h AdamWStep)
+}
+
+// AsAdam8 returns be's 8-bit AdamW, if it has one (through Timed too).
+func AsAdam8(be Backend) (Adam8Backend, bool) {
+	if t, ok := be.(*Timed); ok {
+		if _, ok := AsAdam8(t.Backend); !ok {
+			return nil, false
+		}
+		return timedAdam8{t}, true
+	}
+	a, ok := be.(Adam8Backend)
+	return a, ok
+}
+
+type timedAdam8 struct{ t *Timed }
+
+func (x timedAdam8) inner() Adam8Backend                         { a, _ := AsAdam8(x.t.Backend); return a }
+func (x timedAdam8) AllocBytes(n int) ByteBuffer                 { return x.inner().AllocBytes(n) }
+func (x timedAdam8) ViewBytes(b ByteBuffer, o, n int) ByteBuffer { return x.inner().ViewBytes(b, o, n) }
+func (x timedAdam8) UploadBytes(dst ByteBuffer, src []byte)      { x.inner().UploadBytes(dst, src) }
+func (x timedAdam8) DownloadBytes(dst []byte, src ByteBuffer)    { x.inner().DownloadBytes(dst, src) }
+func (x timedAdam8) AdamW8(p, g Buffer, m, v ByteBuffer, ms, vs Buffer, h AdamWStep) {
+	defer x.t.done(opAdamW, time.Now())
+	x.inner().AdamW8(p, g, m, v, ms, vs, h)
+}
+
+// AdamConst is one AdamW step's constants, derived once per step from
+// AdamWStep: the factors every backend multiplies by, so that they agree
+// bit for bit.
+type AdamConst struct {
+	GS, B1, OmB1, B2, OmB2, IBC1, IBC2, Eps, WD, LR float32
+}
+
+// Consts derives the step's constants (bias corrections in float64, then
+// rounded). Step must count from 1.
+func (h AdamWStep) Consts() AdamConst {
+	gs := h.GradScale
+	if gs == 0 {
+		gs = 1
+	}
+	return AdamConst{GS: gs, B1: h.Beta1, OmB1: 1 - h.Beta1, B2: h.Beta2, OmB2: 1 - h.Beta2,
+		IBC1: float32(1 / (1 - math.Pow(float64(h.Beta1), float64(h.Step)))),
+		IBC2: float32(1 / (1 - math.Pow(float64(h.Beta2), float64(h.Step)))),
+		Eps:  h.Eps, WD: h.WeightDecay, LR: h.LR}
+}
+
+// The codes. Both are small floating-point formats relative to a block's
+// scale s (its largest magnitude), so that the error is relative — what
+// AdamW's quotient m/√v needs — and values far below the block's largest
+// keep their digits:
+//
+//   - v is held as w = √v, an unsigned E4M4 float of r = w/s ∈ [0, 1]: code
+//     e<<4|f stands for 2^(e−15)·(1+f/16) when e ≥ 1 and f·2^−18 when e = 0
+//     (±3.1% at worst, r down to 2^−18, so v spans 2^36 in a block). A
+//     positive w never becomes 0: below the smallest code it is held as that
+//     code, over-estimating v (the update shrinks; dividing by a v rounded to
+//     0 would blow it up).
+//   - m is held as m/w (w as decoded), a sign and an E4M3 float of
+//     |m/w|/s: sign<<7 | e<<3 | f stands for ±2^(e−15)·(1+f/8), or ±f·2^−17
+//     when e = 0 (±6.3% at worst). Relative to w, m's range in a block is
+//     that of AdamW's normalised update — small — so a parameter whose
+//     gradients are far below its block's largest keeps its momentum where
+//     m relative to the block would underflow to 0.
+//
+// Rounding is to nearest, ties to even, done on the float32's bits, so that
+// every machine and device produces the same codes. Decoding multiplies the
+// scale by an exact table value: one rounding.
+var vTable, mTable [256]float32
+
+func init() {
+	for c := range 256 {
+		e, f := c>>4, c&15
+		if e == 0 {
+			vTable[c] = float32(math.Ldexp(float64(f), -18))
+		} else {
+			vTable[c] = float32(math.Ldexp(1+float64(f)/16, e-15))
+		}
+		e, f = (c>>3)&15, c&7
+		x := math.Ldexp(1+float64(f)/8, e-15)
+		if e == 0 {
+			x = math.Ldexp(float64(f), -17)
+		}
+		if c&128 != 0 {
+			x = -x
+		}
+		mTable[c] = float32(x)
+	}
+}
+
+// floatCode rounds r ∈ [0, 1] to a code with mant mantissa bits and a
+// 4-bit exponent of bias 15 (subnormal below 2^−14).
+func floatCode(r float32, mant uint) uint8 {
+	b := math.Float32bits(r)
+	if b >= (127-14)<<23 { // r ≥ 2^−14: rebias the exponent, round the mantissa
+		x := b - (127-15)<<23
+		sh := 23 - mant
+		x += 1<<(sh-1) - 1 + (x>>sh)&1
+		return uint8(x >> sh)
+	}
+	return uint8(math.RoundToEven(float64(r) * math.Ldexp(1, 14+int(mant))))
+}
+
+// EncodeV is the code of w ≥ 0 (√v) in a block of scale s ≥ w (0 when s is 0).
+func EncodeV(v, s float32) uint8 {
+	if v <= 0 || s <= 0 {
+		return 0
+	}
+	return max(floatCode(min(v/s, 1), 4), 1)
+}
+
+// EncodeM is the code of x (m/w) in a block of scale s ≥ |x|.
+func EncodeM(m, s float32) uint8 {
+	if s <= 0 || m == 0 {
+		return 0
+	}
+	c := floatCode(min(float32(math.Abs(float64(m)))/s, 1), 3)
+	if m < 0 && c != 0 {
+		c |= 128
+	}
+	return c
+}
+
+// DecodeV and DecodeM are the values codes stand for in a block of scale s
+// (w = √v and m/w).
+func DecodeV(c uint8, s float32) float32 { return s * vTable[c] }
+func DecodeM(c uint8, s float32) float32 { return s * mTable[c] }
+
+// AdamW8Block is the definition of the 8-bit AdamW update of one block of
+// at most Adam8Block parameters: decode the moments, take AdamW's step in
+// float32 exactly as the fp32 update does (the parameters move by the new
+// moments before they are rounded), then encode w = √v against the block's
+// new largest w, and m/w against the largest |m/w|: those become the
+// block's scales ms (of m/w) and vs (of w).
+func AdamW8Block(p, g []float32, mq, vq []uint8, ms, vs *float32, c *AdamConst) {
+	var m, w [Adam8Block]float32
+	var wmax float32
+	for i := range p {
+		gi := g[i] * c.GS
+		wo := DecodeV(vq[i], *vs)
+		mi := float32(c.B1*float32(DecodeM(mq[i], *ms)*wo)) + float32(c.OmB1*gi)
+		vi := float32(c.B2*float32(wo*wo)) + float32(float32(c.OmB2*gi)*gi)
+		m[i], w[i] = mi, float32(math.Sqrt(float64(vi)))
+		wmax = max(wmax, w[i])
+		den := float32(math.Sqrt(float64(vi*c.IBC2))) + c.Eps
+		upd := float32(float32(mi*c.IBC1)/den) + float32(c.WD*p[i])
+		p[i] -= float32(c.LR * upd)
+	}
+	var mmax float32
+	for i := range p {
+		vq[i] = EncodeV(w[i], wmax)
+		if wq := DecodeV(vq[i], wmax); wq > 0 {
+			m[i] /= wq
+		} else {
+			m[i] = 0
+		}
+		mmax = max(mmax, float32(math.Abs(float64(m[i]))))
+	}
+	*ms, *vs = mmax, wmax
+	for i := range p {
+		mq[i] = EncodeM(m[i], mmax)
+	}
+}
