@@ -109,16 +109,10 @@ type File struct {
 func (m *Model) Save(dir string, meta map[string]string, extra ...File) error {
 	host := make([]float32, m.Layout.Size)
 	m.be.Download(host, m.Params)
-	mom := make([]float32, m.Layout.Size)
-	m.be.Download(mom, m.M)
-	vel := make([]float32, m.Layout.Size)
-	m.be.Download(vel, m.V)
-	opt := []STensor{
-		{Name: "adamw.m", DType: "F32", Shape: []int{m.Layout.Size}, Data: f32Bytes(mom)},
-		{Name: "adamw.v", DType: "F32", Shape: []int{m.Layout.Size}, Data: f32Bytes(vel)},
-	}
+	st := m.OptimState()
+	opt := optimTensors(&st)
 	var b bytes.Buffer
-	if err := WriteSafetensors(&b, opt, map[string]string{"step": strconv.Itoa(m.step)}); err != nil {
+	if err := WriteSafetensors(&b, opt, map[string]string{"step": strconv.Itoa(st.Step)}); err != nil {
 		return err
 	}
 	return SaveWeights(dir, m.Config, host, meta, append([]File{{Name: "optimizer.safetensors", Data: b.Bytes()}}, extra...)...)
@@ -163,7 +157,8 @@ func SaveWeights(dir string, c Config, params []float32, meta map[string]string,
 }
 
 // Load reads a checkpoint directory onto be. The optimizer state is loaded
-// when optimizer.safetensors is present. It returns the model metadata.
+// when optimizer.safetensors is present (8-bit moments there make a model
+// that keeps them in 8 bits). It returns the model metadata.
 func Load(be kernels.Backend, dir string) (*Model, map[string]string, error) {
 	cb, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	if err != nil {
@@ -183,9 +178,24 @@ func Load(be kernels.Backend, dir string) (*Model, map[string]string, error) {
 	if need := 4 * NumParams(c); st.Size() < need {
 		return nil, nil, fmt.Errorf("%w: %s has %d bytes; config.json describes %d fp32 parameters (%d bytes)", ErrCheckpoint, wpath, st.Size(), NumParams(c), need)
 	}
-	m, err := New(be, c)
+	var opt OptimState
+	opath := filepath.Join(dir, "optimizer.safetensors")
+	ob, err := os.ReadFile(opath)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	default:
+		if opt, err = parseOptimizer(ob); err != nil {
+			return nil, nil, fmt.Errorf("%w: %s: %v", ErrCheckpoint, opath, err)
+		}
+	}
+	m, err := NewWith(be, c, Options{AdamW8: opt.M8 != nil})
 	if err != nil {
 		return nil, nil, err
+	}
+	if err := m.SetOptimState(opt); err != nil {
+		return nil, nil, fmt.Errorf("%w: %s: %v", ErrCheckpoint, opath, err)
 	}
 	wb, err := os.ReadFile(wpath)
 	if err != nil {
@@ -196,16 +206,6 @@ func Load(be kernels.Backend, dir string) (*Model, map[string]string, error) {
 		return nil, nil, fmt.Errorf("%w: %s: %v", ErrCheckpoint, filepath.Join(dir, "model.safetensors"), err)
 	}
 	be.Upload(m.Params, host)
-	ob, err := os.ReadFile(filepath.Join(dir, "optimizer.safetensors"))
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return nil, nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
-	default:
-		if err := m.decodeOptimizer(ob); err != nil {
-			return nil, nil, fmt.Errorf("%w: %s: %v", ErrCheckpoint, filepath.Join(dir, "optimizer.safetensors"), err)
-		}
-	}
 	return m, meta, nil
 }
 
@@ -256,37 +256,51 @@ func decodeWeights(lay *Layout, b []byte) ([]float32, map[string]string, error) 
 	return host, meta, nil
 }
 
-func (m *Model) decodeOptimizer(b []byte) error {
+// optimTensors are the tensors of optimizer.safetensors: adamw.m and
+// adamw.v (F32), or the 8-bit codes adamw8.m and adamw8.v (U8) with their
+// block scales adamw8.m_scale and adamw8.v_scale (F32).
+func optimTensors(s *OptimState) []STensor {
+	f32 := func(name string, x []float32) STensor {
+		return STensor{Name: name, DType: "F32", Shape: []int{len(x)}, Data: f32Bytes(x)}
+	}
+	u8 := func(name string, x []byte) STensor {
+		return STensor{Name: name, DType: "U8", Shape: []int{len(x)}, Data: x}
+	}
+	if s.M8 != nil {
+		return []STensor{u8("adamw8.m", s.M8), u8("adamw8.v", s.V8), f32("adamw8.m_scale", s.MS), f32("adamw8.v_scale", s.VS)}
+	}
+	return []STensor{f32("adamw.m", s.M), f32("adamw.v", s.V)}
+}
+
+// parseOptimizer reads optimizer.safetensors back into a state; the model
+// that takes it checks its sizes (CheckOptimState).
+func parseOptimizer(b []byte) (OptimState, error) {
+	var s OptimState
 	ts, meta, err := ReadSafetensors(b)
 	if err != nil {
-		return err
+		return s, err
 	}
-	step, err := strconv.Atoi(meta["step"])
-	if err != nil || step < 0 {
-		return fmt.Errorf("metadata step %q is not a non-negative integer", meta["step"])
+	if s.Step, err = strconv.Atoi(meta["step"]); err != nil || s.Step < 0 {
+		return s, fmt.Errorf("metadata step %q is not a non-negative integer", meta["step"])
 	}
-	got := 0
+	f32s := map[string]*[]float32{"adamw.m": &s.M, "adamw.v": &s.V, "adamw8.m_scale": &s.MS, "adamw8.v_scale": &s.VS}
+	u8s := map[string]*[]byte{"adamw8.m": &s.M8, "adamw8.v": &s.V8}
 	for _, t := range ts {
-		var dst kernels.Buffer
-		switch t.Name {
-		case "adamw.m":
-			dst = m.M
-		case "adamw.v":
-			dst = m.V
+		if len(t.Shape) != 1 {
+			return s, fmt.Errorf("tensor %s has shape %v, want one dimension", t.Name, t.Shape)
+		}
+		switch dst, dst8 := f32s[t.Name], u8s[t.Name]; {
+		case dst != nil && t.DType == "F32":
+			*dst = make([]float32, t.Shape[0])
+			bytesF32(*dst, t.Data)
+		case dst8 != nil && t.DType == "U8":
+			*dst8 = append([]byte(nil), t.Data...)
 		default:
-			return fmt.Errorf("unexpected tensor %s", t.Name)
+			return s, fmt.Errorf("unexpected tensor %s (%s)", t.Name, t.DType)
 		}
-		if t.DType != "F32" || len(t.Shape) != 1 || t.Shape[0] != m.Layout.Size {
-			return fmt.Errorf("tensor %s is %s %v, want F32 [%d]", t.Name, t.DType, t.Shape, m.Layout.Size)
-		}
-		host := make([]float32, m.Layout.Size)
-		bytesF32(host, t.Data)
-		m.be.Upload(dst, host)
-		got++
 	}
-	if got != 2 {
-		return fmt.Errorf("want adamw.m and adamw.v, found %d tensors", got)
+	if s.Zero() || (s.M == nil) != (s.V == nil) || (s.M8 == nil) != (s.V8 == nil) || (s.M8 == nil) != (s.MS == nil) || (s.MS == nil) != (s.VS == nil) || (s.M != nil) == (s.M8 != nil) {
+		return s, errors.New("want adamw.m and adamw.v, or adamw8.m, adamw8.v, adamw8.m_scale and adamw8.v_scale")
 	}
-	m.step = step
-	return nil
+	return s, nil
 }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"math"
+	"reflect"
 	"testing"
 
 	"github.com/fomnet/fomnet/kernels"
@@ -124,5 +125,61 @@ func TestAccumulateBadInput(t *testing.T) {
 	}
 	if _, err := m.Accumulate(tokens, nil, 4, 8, 2); err == nil {
 		t.Error("accumulating without targets accepted")
+	}
+}
+
+// A model with 8-bit moments trains, saves and loads them exactly, and
+// refuses a state held the other way.
+func TestAdamW8ModelState(t *testing.T) {
+	be := backend(t, cpu.Options{Threads: 2})
+	c, _ := Preset("tiny")
+	m, err := NewWith(be, c, Options{AdamW8: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(3)
+	step := func(m *Model, seed uint64) {
+		t.Helper()
+		tokens, targets := batch(seed, c, 2, 16)
+		m.ZeroGrad()
+		if _, err := m.Accumulate(tokens, targets, 2, 16, 1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Step(1e-2, DefaultOptim()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		step(m, uint64(i))
+	}
+	st := m.OptimState()
+	if st.Step != 3 || len(st.M8) != m.Layout.Size || len(st.MS) != Adam8Scales(m.Layout) || st.M != nil {
+		t.Fatalf("state: step %d, %d codes, %d scales, %d fp32 moments", st.Step, len(st.M8), len(st.MS), len(st.M))
+	}
+	dir := t.TempDir() + "/ck"
+	if err := m.Save(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	back, _, err := Load(be, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !back.AdamW8() || !reflect.DeepEqual(back.OptimState(), st) {
+		t.Fatal("the 8-bit state did not come back from the checkpoint")
+	}
+	step(m, 9)
+	step(back, 9)
+	a, b := make([]float32, m.Layout.Size), make([]float32, m.Layout.Size)
+	be.Download(a, m.Params)
+	be.Download(b, back.Params)
+	if !reflect.DeepEqual(a, b) || !reflect.DeepEqual(m.OptimState(), back.OptimState()) {
+		t.Error("a step after loading differs from a step before saving")
+	}
+	fp := newTiny(t, be)
+	if err := fp.SetOptimState(st); err == nil {
+		t.Error("an fp32 model took 8-bit moments")
+	}
+	if err := m.SetOptimState(fp.OptimState()); err == nil {
+		t.Error("an 8-bit model took fp32 moments")
 	}
 }

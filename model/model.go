@@ -60,10 +60,14 @@ type Model struct {
 	Layout *Layout
 	be     kernels.Backend
 
-	Params, Grads, M, V kernels.Buffer
-	p, g                weights
-	opt                 []optView // per-tensor views for AdamW
-	step                int       // optimizer steps taken
+	Params, Grads kernels.Buffer
+	// M and V are AdamW's fp32 moments (nil when they are held in 8 bits:
+	// OptimState reads either).
+	M, V kernels.Buffer
+	q    *adam8State // the 8-bit moments, or nil
+	p, g weights
+	opt  []optView // per-tensor views for AdamW
+	step int       // optimizer steps taken
 
 	act *acts // sized for the last batch shape
 
@@ -85,23 +89,33 @@ func (m *Model) SetRecompute(on bool) {
 	}
 }
 
-// New allocates a model on be with zeroed parameters; call Init or load a
-// checkpoint next.
-func New(be kernels.Backend, c Config) (*Model, error) {
+// Options say how a model holds its state.
+type Options struct {
+	// Recompute: see SetRecompute. It changes no result's bits.
+	Recompute bool
+	// AdamW8 keeps AdamW's moments in 8 bits a value (kernels.Adam8Backend):
+	// 2.03 bytes a parameter instead of 8, a different optimizer — a run
+	// chooses it for every participant.
+	AdamW8 bool
+}
+
+// New allocates a model on be with zeroed parameters and fp32 AdamW
+// moments; call Init or load a checkpoint next.
+func New(be kernels.Backend, c Config) (*Model, error) { return NewWith(be, c, Options{}) }
+
+// NewWith is New with options.
+func NewWith(be kernels.Backend, c Config, o Options) (*Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	l := NewLayout(c)
-	m := &Model{Config: c, Layout: l, be: be}
+	m := &Model{Config: c, Layout: l, be: be, recompute: o.Recompute}
 	m.Params = be.Alloc(l.Size)
 	m.Grads = be.Alloc(l.Size)
-	m.M = be.Alloc(l.Size)
-	m.V = be.Alloc(l.Size)
 	m.p = viewWeights(be, l, c, m.Params)
 	m.g = viewWeights(be, l, c, m.Grads)
-	for _, t := range l.Tensors {
-		view := func(b kernels.Buffer) kernels.Buffer { return be.View(b, t.Offset, t.Size) }
-		m.opt = append(m.opt, optView{view(m.Params), view(m.Grads), view(m.M), view(m.V), t.Decay})
+	if err := m.allocOptim(o.AdamW8); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -133,15 +147,8 @@ func (m *Model) Init(seed uint64) {
 		fillNormal(dst, seed, uint64(i), std)
 	}
 	m.be.Upload(m.Params, host)
-	m.be.Zero(m.M)
-	m.be.Zero(m.V)
 	m.be.Zero(m.Grads)
-	m.step = 0
-}
-
-type optView struct {
-	p, g, m, v kernels.Buffer
-	decay      bool
+	m.SetOptimState(OptimState{})
 }
 
 // acts holds the activations of one batch shape, kept for backward, and the
@@ -482,91 +489,4 @@ func (m *Model) blockBackward(a *acts, l int) {
 	linearBackward(be, a.dln, g.k, a.dk, x.ln1, w.k, n, c.Dim, kvd, true)
 	linearBackward(be, a.dln, g.v, a.dv, x.ln1, w.v, n, c.Dim, kvd, true)
 	be.RMSNormBackward(a.dres, g.ln1, a.dln, a.resid[l], w.ln1, x.rstd1, n, c.Dim)
-}
-
-// OptimConfig holds AdamW's settings.
-type OptimConfig struct {
-	Beta1, Beta2, Eps, WeightDecay float32
-	// ClipNorm is the global gradient-norm threshold; 0 disables clipping.
-	ClipNorm float64
-}
-
-// DefaultOptim returns AdamW settings common for LLM pretraining:
-// β = (0.9, 0.95), ε = 1e-8, weight decay 0.1, clip at 1.0.
-func DefaultOptim() OptimConfig {
-	return OptimConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, ClipNorm: 1}
-}
-
-// Validate reports a setting out of range: β1 and β2 must lie in [0, 1),
-// ε be positive, weight decay and the clip threshold finite and not
-// negative.
-func (o OptimConfig) Validate() error {
-	switch {
-	case !(o.Beta1 >= 0 && o.Beta1 < 1) || !(o.Beta2 >= 0 && o.Beta2 < 1):
-		return fmt.Errorf("adamw beta1 %v and beta2 %v must lie in [0, 1)", o.Beta1, o.Beta2)
-	case !(o.Eps > 0) || math.IsInf(float64(o.Eps), 0):
-		return fmt.Errorf("adamw eps %v must be positive", o.Eps)
-	case !(o.WeightDecay >= 0) || math.IsInf(float64(o.WeightDecay), 0) || !(o.ClipNorm >= 0) || math.IsInf(o.ClipNorm, 0):
-		return fmt.Errorf("adamw weight decay %v and clip norm %v must be finite and not negative", o.WeightDecay, o.ClipNorm)
-	}
-	return nil
-}
-
-// Step applies one AdamW step with learning rate lr to the gradients clipped
-// to o.ClipNorm (the clipping factor is folded into the update; Grads keep
-// their unclipped values). It returns the gradient norm before clipping. A
-// non-finite norm skips the step and returns ErrNotFinite; parameters and
-// moments are left untouched.
-func (m *Model) Step(lr float64, o OptimConfig) (float64, error) {
-	norm := math.Sqrt(m.be.SumSquares(m.Grads))
-	if err := kernels.Err(m.be); err != nil {
-		return norm, err
-	}
-	if math.IsNaN(norm) || math.IsInf(norm, 0) {
-		return norm, fmt.Errorf("%w: gradient norm %v; step skipped", ErrNotFinite, norm)
-	}
-	m.step++
-	gs := kernels.ClipScale(norm, o.ClipNorm)
-	for _, v := range m.opt {
-		h := kernels.AdamWStep{LR: float32(lr), Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, Step: m.step, GradScale: gs}
-		if v.decay {
-			h.WeightDecay = o.WeightDecay
-		}
-		m.be.AdamW(v.p, v.g, v.m, v.v, h)
-	}
-	return norm, kernels.Err(m.be)
-}
-
-// OptimState returns copies of the AdamW moments and the steps taken: with
-// the parameters, all that the next Step depends on.
-func (m *Model) OptimState() (mom, vel []float32, step int) {
-	mom, vel = make([]float32, m.Layout.Size), make([]float32, m.Layout.Size)
-	return mom, vel, m.OptimStateInto(mom, vel)
-}
-
-// OptimStateInto is OptimState into mom and vel (of the model's size), for
-// a caller that keeps its buffers.
-func (m *Model) OptimStateInto(mom, vel []float32) (step int) {
-	m.be.Download(mom, m.M)
-	m.be.Download(vel, m.V)
-	return m.step
-}
-
-// SetOptimState restores what OptimState returned (nil moments: zero).
-func (m *Model) SetOptimState(mom, vel []float32, step int) error {
-	if step < 0 || (mom != nil && len(mom) != m.Layout.Size) || (vel != nil && len(vel) != m.Layout.Size) {
-		return fmt.Errorf("optimizer state of %d and %d moments at step %d; the model has %d parameters", len(mom), len(vel), step, m.Layout.Size)
-	}
-	for _, x := range []struct {
-		dst kernels.Buffer
-		src []float32
-	}{{m.M, mom}, {m.V, vel}} {
-		if x.src == nil {
-			m.be.Zero(x.dst)
-		} else {
-			m.be.Upload(x.dst, x.src)
-		}
-	}
-	m.step = step
-	return nil
 }

@@ -13,6 +13,7 @@ import (
 // TrainConfig holds the knobs of single-node training.
 type TrainConfig struct {
 	Batch       int              // sequences per step (default 8)
+	Micro       int              // micro-batches a step's batch is cut into (Accumulate; 0: 1)
 	Seq         int              // tokens per sequence (default 256, at most the model's max_seq)
 	Steps       int              // optimizer steps (default 100)
 	Schedule    kernels.Schedule // learning-rate schedule; Total is set to Steps
@@ -36,6 +37,8 @@ func (tc TrainConfig) Validate(c Config) error {
 	switch {
 	case tc.Batch <= 0:
 		return fmt.Errorf("train: batch %d must be positive", tc.Batch)
+	case tc.Micro < 0 || tc.Micro > 0 && tc.Batch%tc.Micro != 0:
+		return fmt.Errorf("train: %d micro-batches do not divide the batch of %d", tc.Micro, tc.Batch)
 	case tc.Seq <= 0 || tc.Seq > c.MaxSeq:
 		return fmt.Errorf("train: seq %d must lie in [1, max_seq %d]", tc.Seq, c.MaxSeq)
 	case tc.Steps <= 0:
@@ -86,12 +89,9 @@ func Train(ctx context.Context, m *Model, train, val *Corpus, tc TrainConfig, pr
 			return p, err
 		}
 		m.ZeroGrad()
-		loss, err := m.Forward(tokens, targets, tc.Batch, tc.Seq, true)
+		loss, err := m.Accumulate(tokens, targets, tc.Batch, tc.Seq, max(1, tc.Micro))
 		if err != nil {
 			return p, fmt.Errorf("step %d: %w", step+1, err)
-		}
-		if err := m.Backward(); err != nil {
-			return p, err
 		}
 		lr := sched.LR(step)
 		norm, err := m.Step(lr, tc.Optim)

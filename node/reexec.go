@@ -88,8 +88,7 @@ func (p *Participant) reexecute(ctx context.Context, k cid.Cid, c *Contribution,
 			return fraud("partition %d is %s, its inputs give %s%s", i, want, got, p.firstDifference(ctx, i, want, enc))
 		}
 	}
-	mom, vel, step := m.OptimState()
-	sb, err := encodeWorkerState(&workerState{step: step, mom: mom, vel: vel, round: c.Round, efs: efs})
+	sb, err := encodeWorkerState(&workerState{opt: m.OptimState(), round: c.Round, efs: efs})
 	if err != nil {
 		return err
 	}
@@ -162,9 +161,9 @@ func (p *Participant) setChecker(s *workerState) error {
 	p.ru.drive.Lock()
 	defer p.ru.drive.Unlock()
 	if s == nil {
-		return p.checker.SetOptimState(nil, nil, 0)
+		return p.checker.SetOptimState(model.OptimState{})
 	}
-	return p.checker.SetOptimState(s.mom, s.vel, s.step)
+	return p.checker.SetOptimState(s.opt)
 }
 
 // firstDifference names the first parameter where partition i's block

@@ -2,10 +2,12 @@ package node
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/model"
 )
 
 func testEFs() []*gradsync.ErrorFeedback {
@@ -77,46 +79,69 @@ func FuzzDecodeEFState(f *testing.F) {
 	})
 }
 
-func testWorkerState() *workerState {
-	return &workerState{step: 12, mom: []float32{1, -2, 3.5, 0, 1e-30, 7, 8, 9}, vel: []float32{0, 1, 2, 3, 4, 5, 6, 1e30},
+// testWorkerState is a worker state of 8 parameters, fp32 or (eight) 8-bit
+// moments with two block scales, and its shape.
+func testWorkerState(eight bool) (*workerState, stateShape) {
+	s := &workerState{opt: model.OptimState{Step: 12, M: []float32{1, -2, 3.5, 0, 1e-30, 7, 8, 9}, V: []float32{0, 1, 2, 3, 4, 5, 6, 1e30}},
 		round: 4, efs: testEFs()}
+	if eight {
+		s.opt = model.OptimState{Step: 12, M8: []byte{1, 2, 3, 255, 0, 7, 8, 9}, V8: []byte{0, 1, 2, 3, 4, 5, 6, 240}, MS: []float32{0.5, 2}, VS: []float32{1e-3, 0}}
+		return s, stateShape{8, 2}
+	}
+	return s, stateShape{n: 8}
 }
 
-// A worker state reads back as written; every truncation and a model of
-// another size are refused with what is wrong.
+// A worker state reads back as written; every truncation, a model of
+// another size and moments held the other way are refused with what is
+// wrong.
 func TestWorkerStateRoundTrip(t *testing.T) {
-	s := testWorkerState()
-	b, err := encodeWorkerState(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if int64(len(b)) != workerStateSize(8, s.efs) {
-		t.Fatalf("%d bytes, workerStateSize says %d", len(b), workerStateSize(8, s.efs))
-	}
-	got, err := decodeWorkerState(b, 8, testEFs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.step != 12 || got.round != 4 || !equalF32(got.mom, s.mom) || !equalF32(got.vel, s.vel) ||
-		!equalF32(got.efs[1].Residual, s.efs[1].Residual) {
-		t.Fatalf("read back %+v", got)
-	}
-	for n := 0; n < len(b); n += 7 {
-		if _, err := decodeWorkerState(b[:n], 8, testEFs()); err == nil {
-			t.Fatalf("truncated to %d bytes: accepted", n)
+	for _, eight := range []bool{false, true} {
+		s, sh := testWorkerState(eight)
+		b, err := encodeWorkerState(s)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if _, err := decodeWorkerState(b, 9, testEFs()); err == nil || !strings.Contains(err.Error(), "9 parameters") {
-		t.Fatalf("another model's size: %v", err)
+		if int64(len(b)) != workerStateSize(sh, s.efs) {
+			t.Fatalf("%d bytes, workerStateSize says %d", len(b), workerStateSize(sh, s.efs))
+		}
+		got, err := decodeWorkerState(b, sh, testEFs())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.opt, s.opt) || got.round != 4 || !equalF32(got.efs[1].Residual, s.efs[1].Residual) {
+			t.Fatalf("read back %+v", got)
+		}
+		for n := 0; n < len(b); n += 7 {
+			if _, err := decodeWorkerState(b[:n], sh, testEFs()); err == nil {
+				t.Fatalf("truncated to %d bytes: accepted", n)
+			}
+		}
+		other := sh
+		other.n++
+		if _, err := decodeWorkerState(b, other, testEFs()); err == nil || !strings.Contains(err.Error(), "9 parameters") {
+			t.Fatalf("another model's size: %v", err)
+		}
+		other = stateShape{n: 8}
+		if !eight {
+			other.k = 2
+		}
+		if _, err := decodeWorkerState(b, other, testEFs()); err == nil || !strings.Contains(err.Error(), "bad magic") {
+			t.Fatalf("moments held the other way: %v", err)
+		}
 	}
 }
 
 func FuzzDecodeWorkerState(f *testing.F) {
-	b, _ := encodeWorkerState(testWorkerState())
-	f.Add(b)
-	f.Add([]byte("FOMWKST1"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := decodeWorkerState(b, 8, testEFs())
+	for _, eight := range []bool{false, true} {
+		s, _ := testWorkerState(eight)
+		b, _ := encodeWorkerState(s)
+		f.Add(b, eight)
+	}
+	f.Add([]byte("FOMWKST1"), false)
+	f.Add([]byte("FOMWKST2"), true)
+	f.Fuzz(func(t *testing.T, b []byte, eight bool) {
+		_, sh := testWorkerState(eight)
+		s, err := decodeWorkerState(b, sh, testEFs())
 		if err != nil {
 			return
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/model"
 	"github.com/ipfs/go-cid"
 )
 
@@ -30,18 +30,36 @@ import (
 // work, and a state nobody can trace to a checked contribution is refused.
 //
 //	"FOMWKST1" | step uint64 | n uint64 | m n×f32 | v n×f32 | residuals
+//	"FOMWKST2" | step uint64 | n uint64 | k uint64 | m n×u8 | v n×u8 |
+//	             m scales k×f32 | v scales k×f32 | residuals
 //
 // (little-endian; residuals: EncodeEFState's bytes, its round the
-// contribution's).
+// contribution's). The second holds AdamW's moments in 8 bits
+// (model.Options.AdamW8; a run's inner optimizer "adamw8"), k block scales
+// each.
 
-const workerStateMagic = "FOMWKST1"
+const (
+	workerStateMagic  = "FOMWKST1"
+	workerState8Magic = "FOMWKST2"
+)
 
-// workerState is a worker's state between rounds (nil moments: zero).
+// workerState is a worker's state between rounds.
 type workerState struct {
-	step     int
-	mom, vel []float32
-	round    int // of the contribution that left it
-	efs      []*gradsync.ErrorFeedback
+	opt   model.OptimState
+	round int // of the contribution that left it
+	efs   []*gradsync.ErrorFeedback
+}
+
+// stateShape is what a run's worker states hold: n parameters' moments,
+// in 8 bits with k block scales each when k > 0.
+type stateShape struct{ n, k int }
+
+// stateShapeOf is the worker-state shape of model m.
+func stateShapeOf(m *model.Model) stateShape {
+	if m.AdamW8() {
+		return stateShape{m.Layout.Size, model.Adam8Scales(m.Layout)}
+	}
+	return stateShape{n: m.Layout.Size}
 }
 
 // encodeWorkerState serialises s.
@@ -50,39 +68,70 @@ func encodeWorkerState(s *workerState) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := len(s.mom)
-	b := make([]byte, 24, 24+8*n+len(ef))
-	copy(b, workerStateMagic)
-	binary.LittleEndian.PutUint64(b[8:], uint64(s.step))
-	binary.LittleEndian.PutUint64(b[16:], uint64(n))
-	for _, x := range [][]float32{s.mom, s.vel} {
-		for _, v := range x {
-			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+	o := &s.opt
+	b := make([]byte, 0, 32+8*len(o.M)+2*len(o.M8)+8*len(o.MS)+len(ef))
+	put := func(v int) { b = binary.LittleEndian.AppendUint64(b, uint64(v)) }
+	f32s := func(xs ...[]float32) {
+		for _, x := range xs {
+			for _, v := range x {
+				b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+			}
 		}
+	}
+	if o.M8 != nil {
+		b = append(b, workerState8Magic...)
+		put(o.Step)
+		put(len(o.M8))
+		put(len(o.MS))
+		b = append(append(b, o.M8...), o.V8...)
+		f32s(o.MS, o.VS)
+	} else {
+		b = append(b, workerStateMagic...)
+		put(o.Step)
+		put(len(o.M))
+		f32s(o.M, o.V)
 	}
 	return append(b, ef...), nil
 }
 
-// decodeWorkerState parses a worker state for a model of n parameters
-// whose residuals have the shapes of efs (which it fills).
-func decodeWorkerState(b []byte, n int, efs []*gradsync.ErrorFeedback) (*workerState, error) {
-	if len(b) < 24 || string(b[:8]) != workerStateMagic {
-		return nil, errors.New("worker state: bad magic or truncated header")
+// decodeWorkerState parses a worker state of shape sh whose residuals have
+// the shapes of efs (which it fills).
+func decodeWorkerState(b []byte, sh stateShape, efs []*gradsync.ErrorFeedback) (*workerState, error) {
+	magic, head := workerStateMagic, 24
+	if sh.k > 0 {
+		magic, head = workerState8Magic, 32
+	}
+	if len(b) < head || string(b[:8]) != magic {
+		return nil, fmt.Errorf("worker state: not a %s state (bad magic or truncated header)", magic)
 	}
 	step, got := binary.LittleEndian.Uint64(b[8:]), binary.LittleEndian.Uint64(b[16:])
-	if got != uint64(n) || step > 1<<40 {
-		return nil, fmt.Errorf("worker state: %d moments at step %d, the model has %d parameters", got, step, n)
+	var k uint64
+	if sh.k > 0 {
+		k = binary.LittleEndian.Uint64(b[24:])
 	}
-	if uint64(len(b)-24) < 8*got {
-		return nil, fmt.Errorf("worker state: %d bytes of moments, want %d", len(b)-24, 8*got)
+	if got != uint64(sh.n) || k != uint64(sh.k) || step > 1<<40 {
+		return nil, fmt.Errorf("worker state: %d moments (%d block scales) at step %d, the model has %d parameters (%d scales)", got, k, step, sh.n, sh.k)
 	}
-	s := &workerState{step: int(step), mom: make([]float32, n), vel: make([]float32, n), efs: efs}
-	b = b[24:]
-	for _, x := range [][]float32{s.mom, s.vel} {
+	body := workerStateSize(sh, nil) - int64(head)
+	if int64(len(b)-head) < body {
+		return nil, fmt.Errorf("worker state: %d bytes of moments, want %d", len(b)-head, body)
+	}
+	s := &workerState{opt: model.OptimState{Step: int(step)}, efs: efs}
+	b = b[head:]
+	f32s := func(n int) []float32 {
+		x := make([]float32, n)
 		for i := range x {
 			x[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 		}
 		b = b[4*n:]
+		return x
+	}
+	if sh.k > 0 {
+		s.opt.M8, s.opt.V8 = slices.Clone(b[:sh.n]), slices.Clone(b[sh.n:2*sh.n])
+		b = b[2*sh.n:]
+		s.opt.MS, s.opt.VS = f32s(sh.k), f32s(sh.k)
+	} else {
+		s.opt.M, s.opt.V = f32s(sh.n), f32s(sh.n)
 	}
 	r, err := DecodeEFState(b, efs)
 	if err != nil {
@@ -92,10 +141,13 @@ func decodeWorkerState(b []byte, n int, efs []*gradsync.ErrorFeedback) (*workerS
 	return s, nil
 }
 
-// workerStateSize is the encoded size of a worker state for n parameters
-// and residuals shaped as efs.
-func workerStateSize(n int, efs []*gradsync.ErrorFeedback) int64 {
-	return int64(24+8*n) + int64(efStateSize(efs))
+// workerStateSize is the encoded size of a worker state of shape sh and
+// residuals shaped as efs.
+func workerStateSize(sh stateShape, efs []*gradsync.ErrorFeedback) int64 {
+	if sh.k > 0 {
+		return int64(32+2*sh.n+8*sh.k) + int64(efStateSize(efs))
+	}
+	return int64(24+8*sh.n) + int64(efStateSize(efs))
 }
 
 // heldState returns a copy of this node's worker state as the model and
@@ -105,12 +157,13 @@ func workerStateSize(n int, efs []*gradsync.ErrorFeedback) int64 {
 // allocating the three vectors afresh each round cost more than copying
 // them, on the way from one round's steps to the next's.
 func (p *Participant) heldState(r int) *workerState {
-	s, n := p.spare, p.m.Layout.Size
+	s := p.spare
 	p.spare = nil
-	if s == nil || len(s.mom) != n || len(s.vel) != n || len(s.efs) != len(p.efs) {
-		s = &workerState{mom: make([]float32, n), vel: make([]float32, n), efs: make([]*gradsync.ErrorFeedback, len(p.efs))}
+	if s == nil || len(s.efs) != len(p.efs) {
+		s = &workerState{efs: make([]*gradsync.ErrorFeedback, len(p.efs))}
 	}
-	s.step, s.round = p.m.OptimStateInto(s.mom, s.vel), r
+	p.m.OptimStateInto(&s.opt)
+	s.round = r
 	for i, e := range p.efs {
 		if f := s.efs[i]; f != nil && len(f.Residual) == len(e.Residual) {
 			f.Codec = e.Codec
@@ -171,7 +224,7 @@ func (p *Participant) loadWorkerState(ctx context.Context, k cid.Cid) (*workerSt
 		return nil, fmt.Errorf("worker state %s: %w", k, err)
 	}
 	defer f.Close()
-	want := workerStateSize(len(p.global), p.efs)
+	want := workerStateSize(stateShapeOf(p.m), p.efs)
 	if int64(f.Size()) != want {
 		return nil, fmt.Errorf("worker state %s: %d bytes, the run's model takes %d", k, f.Size(), want)
 	}
@@ -186,7 +239,7 @@ func (p *Participant) loadWorkerState(ctx context.Context, k cid.Cid) (*workerSt
 	for i, r := range p.parts {
 		efs[i] = gradsync.NewErrorFeedback(p.codec, r.Size)
 	}
-	s, err := decodeWorkerState(b, len(p.global), efs)
+	s, err := decodeWorkerState(b, stateShapeOf(p.m), efs)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", k, err)
 	}
@@ -197,7 +250,7 @@ func (p *Participant) loadWorkerState(ctx context.Context, k cid.Cid) (*workerSt
 // residuals hold, and k its CID (cid.Undef for a fresh one).
 func (p *Participant) holdState(s *workerState, k cid.Cid) error {
 	if s == nil {
-		if err := p.m.SetOptimState(nil, nil, 0); err != nil {
+		if err := p.m.SetOptimState(model.OptimState{}); err != nil {
 			return err
 		}
 		for _, e := range p.efs {
@@ -212,7 +265,7 @@ func (p *Participant) holdState(s *workerState, k cid.Cid) error {
 				return fmt.Errorf("worker state %s: partition %d has %d residuals, the run %d", k, i, len(e.Residual), len(p.efs[i].Residual))
 			}
 		}
-		if err := p.m.SetOptimState(s.mom, s.vel, s.step); err != nil {
+		if err := p.m.SetOptimState(s.opt); err != nil {
 			return fmt.Errorf("worker state %s: %w", k, err)
 		}
 		for i, e := range s.efs {
@@ -256,7 +309,7 @@ func (p *Participant) carryState(ctx context.Context, rec *roundRecord) {
 // cannot fail: the model's own moments, zeroed).
 func (p *Participant) freshState() {
 	if err := p.holdState(nil, cid.Undef); err != nil {
-		panic(err) // SetOptimState(nil, nil, 0) zeroes; it has nothing to refuse
+		panic(err) // a zero OptimState fits every model
 	}
 }
 

@@ -76,4 +76,5 @@ func (b *Backend) AdamW8(params, grads kernels.Buffer, m, v kernels.ByteBuffer, 
 	}
 	b.adam8T = adam8Task{p: p, g: fs(grads), mq: bs(m), vq: bs(v), ms: fs(ms), vs: fs(vs), c: h.Consts()}
 	b.pool.run(&b.adam8T, nb, 64)
+	b.adam8T = adam8Task{} // keep no model's buffers alive
 }

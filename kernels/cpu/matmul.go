@@ -371,3 +371,24 @@ func (b *Backend) gemm(c []float32, ldc int, a, bm mat, m, n, k int, acc bool) {
 	}
 	t.c, t.a.d, t.b.d, t.bpack = nil, nil, nil, nil
 }
+
+// WorkspaceBytes is the scratch the backend's workers hold now (it only
+// grows, to at most MaxWorkspaceBytes).
+func (b *Backend) WorkspaceBytes() int64 {
+	var n int64
+	for _, ws := range b.ws {
+		n += int64(cap(ws.apack)+cap(ws.bpack)+cap(ws.s)+cap(ws.dp)+len(ws.tile)) * 4
+	}
+	return n
+}
+
+// MaxWorkspaceBytes bounds the scratch a backend of this many threads
+// grows for products whose op(A) has at most rows rows and attention over
+// sequences of seq tokens: a parallel product packs a depth block of all
+// of op(A) and one of op(B); each worker may hold a serial product's
+// panels and attention's score rows.
+func MaxWorkspaceBytes(threads, rows, seq int) int64 {
+	shared := int64(kc) * int64(nc+rows+16)
+	per := int64(kc)*int64(nc+mc) + int64(2*qBlock*seq) + maxTile
+	return 4 * (shared + int64(max(threads, 1))*per)
+}

@@ -1,0 +1,230 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/fomnet/fomnet/kernels"
+)
+
+// OptimConfig holds AdamW's settings.
+type OptimConfig struct {
+	Beta1, Beta2, Eps, WeightDecay float32
+	// ClipNorm is the global gradient-norm threshold; 0 disables clipping.
+	ClipNorm float64
+}
+
+// DefaultOptim returns AdamW settings common for LLM pretraining:
+// β = (0.9, 0.95), ε = 1e-8, weight decay 0.1, clip at 1.0.
+func DefaultOptim() OptimConfig {
+	return OptimConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, ClipNorm: 1}
+}
+
+// Validate reports a setting out of range: β1 and β2 must lie in [0, 1),
+// ε be positive, weight decay and the clip threshold finite and not
+// negative.
+func (o OptimConfig) Validate() error {
+	switch {
+	case !(o.Beta1 >= 0 && o.Beta1 < 1) || !(o.Beta2 >= 0 && o.Beta2 < 1):
+		return fmt.Errorf("adamw beta1 %v and beta2 %v must lie in [0, 1)", o.Beta1, o.Beta2)
+	case !(o.Eps > 0) || math.IsInf(float64(o.Eps), 0):
+		return fmt.Errorf("adamw eps %v must be positive", o.Eps)
+	case !(o.WeightDecay >= 0) || math.IsInf(float64(o.WeightDecay), 0) || !(o.ClipNorm >= 0) || math.IsInf(o.ClipNorm, 0):
+		return fmt.Errorf("adamw weight decay %v and clip norm %v must be finite and not negative", o.WeightDecay, o.ClipNorm)
+	}
+	return nil
+}
+
+// optView is one tensor's share of the parameters, gradients and moments.
+type optView struct {
+	p, g, m, v kernels.Buffer     // m, v: fp32 moments
+	mq, vq     kernels.ByteBuffer // or 8-bit codes
+	ms, vs     kernels.Buffer     // and their block scales
+	decay      bool
+}
+
+// adam8State holds the moments in 8 bits: a code a parameter for each, and
+// per-tensor blocks of kernels.Adam8Block values sharing a scale.
+type adam8State struct {
+	be     kernels.Adam8Backend
+	m, v   kernels.ByteBuffer // [params]
+	ms, vs kernels.Buffer     // [Adam8Scales]
+}
+
+// Adam8Scales is how many block scales each 8-bit moment of a model of
+// layout l has: the tensors' blocks, each tensor cut from its first value.
+func Adam8Scales(l *Layout) int {
+	n := 0
+	for _, t := range l.Tensors {
+		n += kernels.Adam8Blocks(t.Size)
+	}
+	return n
+}
+
+func (m *Model) allocOptim(eight bool) error {
+	be, l := m.be, m.Layout
+	if eight {
+		a, ok := kernels.AsAdam8(be)
+		if !ok {
+			return fmt.Errorf("%w: backend %s cannot keep AdamW's moments in 8 bits", kernels.ErrUnsupported, be.Name())
+		}
+		nb := Adam8Scales(l)
+		m.q = &adam8State{be: a, m: a.AllocBytes(l.Size), v: a.AllocBytes(l.Size), ms: be.Alloc(nb), vs: be.Alloc(nb)}
+	} else {
+		m.M, m.V = be.Alloc(l.Size), be.Alloc(l.Size)
+	}
+	block := 0
+	for _, t := range l.Tensors {
+		view := func(b kernels.Buffer) kernels.Buffer { return be.View(b, t.Offset, t.Size) }
+		o := optView{p: view(m.Params), g: view(m.Grads), decay: t.Decay}
+		if q := m.q; q != nil {
+			nb := kernels.Adam8Blocks(t.Size)
+			o.mq, o.vq = q.be.ViewBytes(q.m, t.Offset, t.Size), q.be.ViewBytes(q.v, t.Offset, t.Size)
+			o.ms, o.vs = be.View(q.ms, block, nb), be.View(q.vs, block, nb)
+			block += nb
+		} else {
+			o.m, o.v = view(m.M), view(m.V)
+		}
+		m.opt = append(m.opt, o)
+	}
+	return nil
+}
+
+// AdamW8 says whether the model keeps AdamW's moments in 8 bits.
+func (m *Model) AdamW8() bool { return m.q != nil }
+
+// Step applies one AdamW step with learning rate lr to the gradients clipped
+// to o.ClipNorm (the clipping factor is folded into the update; Grads keep
+// their unclipped values). It returns the gradient norm before clipping. A
+// non-finite norm skips the step and returns ErrNotFinite; parameters and
+// moments are left untouched.
+func (m *Model) Step(lr float64, o OptimConfig) (float64, error) {
+	norm := math.Sqrt(m.be.SumSquares(m.Grads))
+	if err := kernels.Err(m.be); err != nil {
+		return norm, err
+	}
+	if math.IsNaN(norm) || math.IsInf(norm, 0) {
+		return norm, fmt.Errorf("%w: gradient norm %v; step skipped", ErrNotFinite, norm)
+	}
+	m.step++
+	gs := kernels.ClipScale(norm, o.ClipNorm)
+	for _, v := range m.opt {
+		h := kernels.AdamWStep{LR: float32(lr), Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, Step: m.step, GradScale: gs}
+		if v.decay {
+			h.WeightDecay = o.WeightDecay
+		}
+		if m.q != nil {
+			m.q.be.AdamW8(v.p, v.g, v.mq, v.vq, v.ms, v.vs, h)
+		} else {
+			m.be.AdamW(v.p, v.g, v.m, v.v, h)
+		}
+	}
+	return norm, kernels.Err(m.be)
+}
+
+// OptimState is a host copy of AdamW's state: with the parameters, all that
+// the next Step depends on. Its moments are fp32 (M, V) or 8-bit codes with
+// their block scales (M8, V8, MS, VS), as the model holds them; a zero
+// OptimState is the state before the first step.
+type OptimState struct {
+	Step   int
+	M, V   []float32
+	M8, V8 []byte
+	MS, VS []float32
+}
+
+// Zero says whether s holds no moments (the state before any step).
+func (s *OptimState) Zero() bool {
+	return s.M == nil && s.V == nil && s.M8 == nil && s.V8 == nil && s.MS == nil && s.VS == nil
+}
+
+// OptimState returns a copy of the optimizer state.
+func (m *Model) OptimState() OptimState {
+	var s OptimState
+	m.OptimStateInto(&s)
+	return s
+}
+
+// OptimStateInto is OptimState into s, reusing its slices where their
+// lengths fit (a caller that keeps its buffers between rounds).
+func (m *Model) OptimStateInto(s *OptimState) {
+	n := m.Layout.Size
+	fit := func(x []float32, n int) []float32 {
+		if len(x) != n {
+			return make([]float32, n)
+		}
+		return x
+	}
+	s.Step = m.step
+	if q := m.q; q != nil {
+		nb := Adam8Scales(m.Layout)
+		if len(s.M8) != n || len(s.V8) != n {
+			s.M8, s.V8 = make([]byte, n), make([]byte, n)
+		}
+		s.MS, s.VS, s.M, s.V = fit(s.MS, nb), fit(s.VS, nb), nil, nil
+		q.be.DownloadBytes(s.M8, q.m)
+		q.be.DownloadBytes(s.V8, q.v)
+		m.be.Download(s.MS, q.ms)
+		m.be.Download(s.VS, q.vs)
+		return
+	}
+	s.M, s.V, s.M8, s.V8, s.MS, s.VS = fit(s.M, n), fit(s.V, n), nil, nil, nil, nil
+	m.be.Download(s.M, m.M)
+	m.be.Download(s.V, m.V)
+}
+
+// ErrOptimState reports an optimizer state that does not fit the model.
+var ErrOptimState = errors.New("model: optimizer state does not fit the model")
+
+// CheckOptimState says whether s fits the model: its moments held the way
+// the model holds them, sized for its parameters (or none), a step count
+// not negative.
+func (m *Model) CheckOptimState(s *OptimState) error {
+	n, nb := m.Layout.Size, Adam8Scales(m.Layout)
+	switch {
+	case s.Step < 0:
+		return fmt.Errorf("%w: step %d", ErrOptimState, s.Step)
+	case s.Zero():
+		return nil
+	case m.q != nil && (len(s.M8) != n || len(s.V8) != n || len(s.MS) != nb || len(s.VS) != nb || s.M != nil || s.V != nil):
+		return fmt.Errorf("%w: the model keeps 8-bit moments of %d parameters with %d block scales; the state has %d and %d codes, %d and %d scales, %d and %d fp32 moments",
+			ErrOptimState, n, nb, len(s.M8), len(s.V8), len(s.MS), len(s.VS), len(s.M), len(s.V))
+	case m.q == nil && (len(s.M) != n || len(s.V) != n || s.M8 != nil || s.V8 != nil || s.MS != nil || s.VS != nil):
+		return fmt.Errorf("%w: the model keeps fp32 moments of %d parameters; the state has %d and %d fp32 moments, %d and %d 8-bit codes",
+			ErrOptimState, n, len(s.M), len(s.V), len(s.M8), len(s.V8))
+	}
+	return nil
+}
+
+// SetOptimState restores what OptimState returned; a zero state clears the
+// moments (and sets the step count to s.Step).
+func (m *Model) SetOptimState(s OptimState) error {
+	if err := m.CheckOptimState(&s); err != nil {
+		return err
+	}
+	m.step = s.Step
+	if q := m.q; q != nil {
+		if s.Zero() { // zero codes and scales: the stored state is one byte string
+			z := make([]byte, m.Layout.Size)
+			q.be.UploadBytes(q.m, z)
+			q.be.UploadBytes(q.v, z)
+			m.be.Zero(q.ms)
+			m.be.Zero(q.vs)
+			return nil
+		}
+		q.be.UploadBytes(q.m, s.M8)
+		q.be.UploadBytes(q.v, s.V8)
+		m.be.Upload(q.ms, s.MS)
+		m.be.Upload(q.vs, s.VS)
+		return nil
+	}
+	if s.Zero() {
+		m.be.Zero(m.M)
+		m.be.Zero(m.V)
+		return nil
+	}
+	m.be.Upload(m.M, s.M)
+	m.be.Upload(m.V, s.V)
+	return nil
+}

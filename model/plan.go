@@ -1,0 +1,188 @@
+package model
+
+import (
+	"fmt"
+	"strings"
+)
+
+// PlanInput is what a memory plan is made for: one training configuration
+// of a model on one device.
+type PlanInput struct {
+	Batch, Seq int
+	// Micro is how many micro-batches a step's batch is cut into
+	// (Accumulate); 0 means 1.
+	Micro int
+	Options
+	// Swarm adds what a swarm participant holds besides its model (package
+	// node): the round's global weights, the outer momentum, the
+	// error-feedback residuals, a copy of the worker state, the round's Δ
+	// and start vectors, and, with SpotChecks, a second model that
+	// re-executes others' contributions.
+	Swarm, SpotChecks bool
+	// BF16 adds the CUDA bf16 path's operand copies (its workspace).
+	BF16 bool
+	// Workspace is the backend's own scratch (kernels/cpu:
+	// MaxWorkspaceBytes for MatmulRows).
+	Workspace int64
+}
+
+// MatmulRows is the most rows op(A) has in the matrix products of a step
+// over n tokens: the tokens, or an output size (weight gradients).
+func MatmulRows(c Config, n int) int {
+	return max(n, c.Vocab, c.FFNDim, c.Dim, c.Heads*c.HeadDim())
+}
+
+// Tokens is how many tokens one micro-batch holds.
+func (in PlanInput) Tokens() int { return in.Batch / in.micro() * in.Seq }
+
+// micro is in.Micro, at least 1.
+func (in PlanInput) micro() int { return max(1, in.Micro) }
+
+// Settings describes the choices that change memory, e.g. "batch 8×256,
+// 2 micro-batches, recompute, adamw8".
+func (in PlanInput) Settings() string {
+	s := []string{fmt.Sprintf("batch %d×%d", in.Batch, in.Seq)}
+	if in.micro() > 1 {
+		s = append(s, fmt.Sprintf("%d micro-batches", in.micro()))
+	}
+	if in.Recompute {
+		s = append(s, "recompute")
+	}
+	if in.AdamW8 {
+		s = append(s, "adamw8")
+	} else {
+		s = append(s, "adamw (fp32 moments)")
+	}
+	return strings.Join(s, ", ")
+}
+
+// PlanPart is one part of a plan: what it holds and its bytes.
+type PlanPart struct {
+	Name  string `json:"name"`
+	Bytes int64  `json:"bytes"`
+}
+
+// Plan is a memory plan: the bytes each part of a training configuration
+// holds, from the same tables the model allocates from (Layout,
+// actSizes, Adam8Scales).
+type Plan struct {
+	Input PlanInput  `json:"-"`
+	Parts []PlanPart `json:"parts"`
+	Total int64      `json:"total_bytes"`
+}
+
+// modelParts are what one Model allocates for a batch of in's shape.
+func modelParts(c Config, in PlanInput) []PlanPart {
+	l := NewLayout(c)
+	p := int64(l.Size)
+	rows := in.Batch / in.micro()
+	opt := 8 * p
+	if in.AdamW8 {
+		opt = 2*p + 8*int64(Adam8Scales(l))
+	}
+	parts := []PlanPart{
+		{"weights (fp32)", 4 * p},
+		{"gradients (fp32)", 4 * p},
+		{map[bool]string{false: "AdamW moments (fp32)", true: "AdamW moments (8-bit + block scales)"}[in.AdamW8], opt},
+		// and per token 4 int32s on the device, 3 values on the host
+		{"activations", 4*ActivationFloats(c, rows, in.Seq, in.Recompute) + 28*int64(rows*in.Seq)},
+	}
+	if in.micro() > 1 {
+		parts = append(parts, PlanPart{"micro-batch embedding gradients", 4 * int64(in.Batch*in.Seq) * int64(c.Dim+1)})
+	}
+	if in.BF16 {
+		parts = append(parts, PlanPart{"bf16 operand copies", bf16Workspace(c, rows*in.Seq)})
+	}
+	if in.Workspace > 0 {
+		parts = append(parts, PlanPart{"kernel workspace", in.Workspace})
+	}
+	return parts
+}
+
+// bf16Workspace is the CUDA bf16 path's operand copies: its largest matrix
+// product's two operands in bfloat16 (the output head: n×dim and
+// vocab×dim, or the MLP's).
+func bf16Workspace(c Config, n int) int64 {
+	a := int64(n) * int64(max(c.Dim, c.FFNDim))
+	b := int64(max(c.Vocab, c.FFNDim)) * int64(max(c.Dim, c.FFNDim))
+	return 2 * (a + b)
+}
+
+// MakePlan lists the bytes of each part of configuration in for model c.
+func MakePlan(c Config, in PlanInput) Plan {
+	parts := modelParts(c, in)
+	if in.Swarm {
+		p := NumParams(c)
+		state := 8 * p
+		if in.AdamW8 {
+			state = 2*p + 8*int64(Adam8Scales(NewLayout(c)))
+		}
+		parts = append(parts,
+			PlanPart{"global weights and outer momentum", 8 * p},
+			PlanPart{"error-feedback residuals", 4 * p},
+			PlanPart{"held worker state (moments and residuals)", state + 4*p},
+			PlanPart{"round Δ and start", 8 * p})
+		if in.SpotChecks {
+			var sum int64
+			for _, x := range modelParts(c, in) {
+				sum += x.Bytes
+			}
+			parts = append(parts, PlanPart{"re-execution model (spot checks)", sum})
+		}
+	}
+	pl := Plan{Input: in, Parts: parts}
+	for _, x := range parts {
+		pl.Total += x.Bytes
+	}
+	return pl
+}
+
+// FitPlan returns the first of the configurations derived from in whose
+// plan fits budget bytes, cheapest in compute first: as given; with
+// recomputation; then (unless the optimizer is fixed, as a run fixes it)
+// with 8-bit moments; then cutting the batch into 2, 4, … micro-batches
+// with each. If none fits it returns the smallest plan and an error that
+// says by how much it misses.
+func FitPlan(c Config, in PlanInput, budget int64, fixedOptimizer bool) (Plan, error) {
+	var tries []PlanInput
+	opts := []Options{in.Options, {Recompute: true, AdamW8: in.AdamW8}}
+	if !fixedOptimizer && !in.AdamW8 {
+		opts = append(opts, Options{AdamW8: true}, Options{Recompute: true, AdamW8: true})
+	}
+	for mi := in.micro(); mi <= in.Batch; mi++ {
+		if in.Batch%mi != 0 {
+			continue
+		}
+		for _, o := range opts {
+			t := in
+			t.Micro, t.Options = mi, o
+			t.Recompute = t.Recompute || in.Recompute
+			tries = append(tries, t)
+		}
+	}
+	best := MakePlan(c, in)
+	for _, t := range tries {
+		p := MakePlan(c, t)
+		if p.Total <= budget {
+			return p, nil
+		}
+		if p.Total < best.Total {
+			best = p
+		}
+	}
+	return best, fmt.Errorf("model: nothing fits in %s: the smallest plan (%s) needs %s", Bytes(budget), best.Input.Settings(), Bytes(best.Total))
+}
+
+// Bytes formats a byte count in binary units.
+func Bytes(b int64) string {
+	v := float64(b)
+	for _, s := range []struct {
+		f float64
+		p string
+	}{{1 << 40, "TiB"}, {1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+		if v >= s.f {
+			return fmt.Sprintf("%.2f %s", v/s.f, s.p)
+		}
+	}
+	return fmt.Sprintf("%d B", b)
+}

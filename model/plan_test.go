@@ -1,0 +1,83 @@
+package model
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/fomnet/fomnet/kernels/cpu"
+)
+
+func heapInUse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// The plan's model figures against what the CPU backend allocates (Go's
+// heap), for every memory option: within 1% and 64 KiB.
+func TestPlanMatchesAllocations(t *testing.T) {
+	c, _ := Preset("demo")
+	const b, T = 4, 64
+	tokens, targets := batch(1, c, b, T)
+	for _, in := range []PlanInput{
+		{Batch: b, Seq: T},
+		{Batch: b, Seq: T, Options: Options{Recompute: true}},
+		{Batch: b, Seq: T, Options: Options{AdamW8: true}},
+		{Batch: b, Seq: T, Micro: 2, Options: Options{Recompute: true, AdamW8: true}},
+	} {
+		// A backend of its own: a backend's tasks keep their last call's
+		// buffers, so another model would stay alive through them.
+		be := backend(t, cpu.Options{Threads: 2})
+		before := heapInUse()
+		m, err := NewWith(be, c, in.Options)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(1)
+		if _, err := m.Accumulate(tokens, targets, b, T, in.micro()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Step(1e-3, DefaultOptim()); err != nil {
+			t.Fatal(err)
+		}
+		got := heapInUse() - before
+		ws := be.WorkspaceBytes()
+		if bound := cpu.MaxWorkspaceBytes(2, MatmulRows(c, in.Tokens()), T); ws > bound {
+			t.Errorf("%s: workspace %d bytes over its bound %d", in.Settings(), ws, bound)
+		}
+		in.Workspace = ws
+		want := MakePlan(c, in).Total
+		runtime.KeepAlive(m)
+		be.Close()
+		if d := got - want; d < -want/100-64<<10 || d > want/100+64<<10 {
+			t.Errorf("%s: allocated %d bytes, the plan says %d", in.Settings(), got, want)
+		}
+		t.Logf("%s: allocated %s, planned %s", in.Settings(), Bytes(got), Bytes(want))
+	}
+}
+
+// FitPlan tries the cheapest settings first and says when nothing fits.
+func TestFitPlan(t *testing.T) {
+	c, _ := Preset("gpt2-small-like")
+	in := PlanInput{Batch: 8, Seq: 1024}
+	full := MakePlan(c, in).Total
+	if p, err := FitPlan(c, in, full, false); err != nil || p.Input.Settings() != in.Settings() {
+		t.Fatalf("a budget the plan fits: %v, %s", err, p.Input.Settings())
+	}
+	rc := MakePlan(c, PlanInput{Batch: 8, Seq: 1024, Options: Options{Recompute: true}}).Total
+	if p, err := FitPlan(c, in, rc, false); err != nil || !p.Input.Recompute || p.Input.AdamW8 || p.Input.micro() != 1 {
+		t.Fatalf("recomputation fits: %v, %s", err, p.Input.Settings())
+	}
+	eight := MakePlan(c, PlanInput{Batch: 8, Seq: 1024, Options: Options{Recompute: true, AdamW8: true}}).Total
+	if p, err := FitPlan(c, in, eight, false); err != nil || !p.Input.AdamW8 {
+		t.Fatalf("8-bit moments fit: %v, %s", err, p.Input.Settings())
+	}
+	if p, err := FitPlan(c, in, eight, true); err != nil || p.Input.AdamW8 || p.Input.micro() == 1 {
+		t.Fatalf("optimizer fixed: %v, %s", err, p.Input.Settings())
+	}
+	if _, err := FitPlan(c, in, 1<<20, false); err == nil || !strings.Contains(err.Error(), "nothing fits in 1.00 MiB") {
+		t.Fatalf("1 MiB: %v", err)
+	}
+}
