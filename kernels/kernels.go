@@ -147,6 +147,19 @@ type Backend interface {
 	AdamW(params, grads, m, v Buffer, h AdamWStep)
 }
 
+// WorkspaceBytes bounds the scratch be grows for matrix products whose
+// op(A) has at most rows rows and attention over seq tokens (0 where the
+// backend does not say).
+func WorkspaceBytes(be Backend, rows, seq int) int64 {
+	if w, ok := be.(interface{ WorkspaceBound(rows, seq int) int64 }); ok {
+		return w.WorkspaceBound(rows, seq)
+	}
+	if t, ok := be.(*Timed); ok {
+		return WorkspaceBytes(t.Backend, rows, seq)
+	}
+	return 0
+}
+
 // ClipScale returns the factor that brings a gradient of L2 norm `norm` down
 // to at most maxNorm (1 when no clipping is needed or maxNorm <= 0).
 func ClipScale(norm, maxNorm float64) float32 {

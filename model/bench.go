@@ -16,14 +16,24 @@ type BenchResult struct {
 	Breakdown     []kernels.OpTime // per-op time summed over the timed steps
 	Steps         int              // timed steps
 	AllocsPerStep float64          // heap allocations per timed step
+	Losses        []float32        // every step's loss, warm-up steps first
 }
 
-// BenchTrain times steps full training steps (forward, backward, AdamW) of a
-// model with config c on random tokens, after two warm-up steps. Batches have
-// no EOS, so attention is fully causal, as TrainFLOPsPerToken assumes.
-func BenchTrain(be kernels.Backend, c Config, batch, seq, steps int, allocs func() uint64) (BenchResult, error) {
+// BenchConfig is what BenchTrain times: steps of a batch×seq batch, cut
+// into Micro micro-batches (0: 1), on a model with the options.
+type BenchConfig struct {
+	Batch, Seq, Steps, Micro int
+	Options
+}
+
+// BenchTrain times bc.Steps full training steps (forward, backward, AdamW)
+// of a model with config c on one batch of random tokens, after two warm-up
+// steps. The batch has no EOS, so attention is fully causal, as
+// TrainFLOPsPerToken assumes; the same batch every step, so the loss falls.
+func BenchTrain(be kernels.Backend, c Config, bc BenchConfig, allocs func() uint64) (BenchResult, error) {
+	batch, seq, steps := bc.Batch, bc.Seq, bc.Steps
 	timed := kernels.NewTimed(be)
-	m, err := New(timed, c)
+	m, err := NewWith(timed, c, bc.Options)
 	if err != nil {
 		return BenchResult{}, err
 	}
@@ -37,14 +47,14 @@ func BenchTrain(be kernels.Backend, c Config, batch, seq, steps int, allocs func
 		}
 		targets[i] = int32(r.IntN(c.Vocab))
 	}
+	var losses []float32
 	step := func() error {
 		m.ZeroGrad()
-		if _, err := m.Forward(tokens, targets, batch, seq, true); err != nil {
+		loss, err := m.Accumulate(tokens, targets, batch, seq, max(1, bc.Micro))
+		if err != nil {
 			return err
 		}
-		if err := m.Backward(); err != nil {
-			return err
-		}
+		losses = append(losses, loss)
 		if _, err := m.Step(1e-4, DefaultOptim()); err != nil {
 			return err
 		}
@@ -68,7 +78,7 @@ func BenchTrain(be kernels.Backend, c Config, batch, seq, steps int, allocs func
 		}
 		ds = append(ds, time.Since(t0).Seconds())
 	}
-	res := BenchResult{Steps: steps}
+	res := BenchResult{Steps: steps, Losses: losses}
 	if allocs != nil {
 		res.AllocsPerStep = float64(allocs()-a0) / float64(steps)
 	}

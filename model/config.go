@@ -107,6 +107,12 @@ var presets = map[string]Config{
 	// (SwiGLU at 2/3·4·dim), for comparison with other CPU trainers.
 	"gpt2-small-like": {Dim: 768, Layers: 12, Heads: 12, KVHeads: 12, FFNDim: 2048, Vocab: 50304, MaxSeq: 1024,
 		RopeTheta: 10000, NormEps: 1e-5, Tied: true, EOS: ByteEOS, BOS: ByteBOS},
+	// llama-1b: a 1.1B shape in the manner of Llama 3.2 1B — 16 layers 2048
+	// wide, 32 query and 8 KV heads (head dim 64), SwiGLU 8192 — with a
+	// 32,768-token vocabulary, untied: 1,107,363,840 parameters. The largest
+	// preset that trains on a 24 GB CPU machine (fomnet model plan).
+	"llama-1b": {Dim: 2048, Layers: 16, Heads: 32, KVHeads: 8, FFNDim: 8192, Vocab: 32768, MaxSeq: 2048,
+		RopeTheta: 500000, NormEps: 1e-5, Tied: false, EOS: ByteEOS, BOS: ByteBOS},
 	// kormo-10b: a KORMo-10B-sized shape, config only. dim 4096, 32 query and
 	// 8 KV heads (head dim 128), vocab 125,184 untied. 40 layers with a SwiGLU
 	// size of 16,384 give 243.28M parameters a block and 10,756,624,384 in all

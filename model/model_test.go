@@ -70,6 +70,9 @@ func TestPresets(t *testing.T) {
 	check("tiny", 1, 1_000_000)
 	check("demo", 4_500_000, 5_500_000)
 	check("kormo-10b", 10_642_500_000, 10_857_500_000) // 10.75B ± 1%
+	if l, _ := Preset("llama-1b"); NumParams(l) != 1_107_363_840 || l.Tied {
+		t.Errorf("llama-1b has %d parameters (tied %v); the documented figure is 1,107,363,840, untied", NumParams(l), l.Tied)
+	}
 	c, _ := Preset("kormo-10b")
 	if c.Dim != 4096 || c.Heads != 32 || c.KVHeads != 8 {
 		t.Errorf("kormo-10b shape %+v", c)

@@ -78,6 +78,10 @@ type InnerSpec struct {
 	// DiLoCo did better with 0.95 and 0.99 (docs/BENCHMARKS.md).
 	Beta1 float64 `json:"beta1,omitempty"`
 	Beta2 float64 `json:"beta2,omitempty"`
+	// Optimizer is how every participant holds AdamW's moments: absent or
+	// "adamw", fp32; "adamw8", 8 bits a value with blockwise scales
+	// (model.Options.AdamW8) — a different optimizer, so the run's choice.
+	Optimizer string `json:"optimizer,omitempty"`
 	// ShardsPerRound is how many shard visits the data pipeline's schedule
 	// hands out per round, spread over the round's participants.
 	ShardsPerRound int `json:"shards_per_round"`
@@ -98,6 +102,12 @@ func (r *RunSpec) Pref() (model.PrefConfig, bool) {
 		return model.PrefConfig{}, false
 	}
 	return model.PrefConfig{Objective: r.Inner.Objective, Beta: r.Inner.Beta, Gamma: r.Inner.Gamma, Alpha: r.Inner.Alpha}, true
+}
+
+// ModelOptions are the model options the run fixes for every
+// participant (the inner optimizer's moments).
+func (r *RunSpec) ModelOptions() model.Options {
+	return model.Options{AdamW8: r.Inner.Optimizer == "adamw8"}
 }
 
 // ModelConfig decodes the run's model.
@@ -185,6 +195,9 @@ func (r *RunSpec) Validate() error {
 		}
 	} else if r.Inner.Beta != 0 || r.Inner.Gamma != 0 || r.Inner.Alpha != 0 {
 		return fmt.Errorf("run: inner beta, gamma and alpha are for a preference objective (dpo, simpo); the run has none")
+	}
+	if o := r.Inner.Optimizer; o != "" && o != "adamw" && o != "adamw8" {
+		return fmt.Errorf("run: inner optimizer %q: want adamw or adamw8", o)
 	}
 	if q := r.SpotCheckShare(); !(q >= 0 && q <= 1) {
 		return fmt.Errorf("run: spot_check %v is not a share between 0 and 1", q)

@@ -155,6 +155,15 @@ type RunOptions struct {
 	FetchProgress contentstore.Progress
 	// Logf receives log lines (nil: the node's).
 	Logf func(string, ...any)
+	// Recompute and Micro choose how this node holds activations
+	// (model.SetRecompute, Model.Accumulate with Micro micro-batches a
+	// step; 0: 1): its own choice, as neither changes a bit of its work.
+	Recompute bool
+	Micro     int
+	// Memory, if > 0, is the memory this node may use: a run whose
+	// memory plan (model.MakePlan, a swarm participant's) needs more is
+	// refused before its model is allocated, naming settings that fit.
+	Memory int64
 }
 
 // Participant trains one node's share of a run, round by round.
@@ -351,8 +360,10 @@ func (n *Node) newParticipant(ctx context.Context, id cid.Cid, o RunOptions, fol
 			return nil, err
 		}
 	}
-	p.m, err = model.New(o.Backend, cfg)
-	if err != nil {
+	if err := p.checkMemory(); err != nil {
+		return nil, err
+	}
+	if p.m, err = p.newModel(); err != nil {
 		return nil, err
 	}
 	nParams := p.m.Layout.Size
@@ -367,7 +378,7 @@ func (n *Node) newParticipant(ctx context.Context, id cid.Cid, o RunOptions, fol
 	}
 	p.outer = gradsync.NewOuterOptimizer(sc, nParams)
 	p.parts = gradsync.Partitions(nParams, sc.Partitions)
-	p.ru = &rules{run: id, spec: spec, sync: sc, codec: codec, parts: p.parts, n: nParams}
+	p.ru = &rules{run: id, spec: spec, sync: sc, codec: codec, parts: p.parts, n: nParams, micro: max(1, o.Micro)}
 	if pc, ok := spec.Pref(); ok && pc.Objective == model.ObjectiveDPO {
 		p.ru.refWeights = slices.Clone(p.global) // the stage base, frozen
 	}

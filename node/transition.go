@@ -137,6 +137,7 @@ type rules struct {
 	codec gradsync.Codec
 	parts []gradsync.Range
 	n     int // parameters
+	micro int // micro-batches a step (RunOptions.Micro; at least 1)
 	// memo keeps this round's aggregates by partition and inputs: a
 	// reducer's own, then its check of the same and the transition's,
 	// are computed once. It changes no result; forget empties it. memoMu
@@ -278,9 +279,6 @@ func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.Error
 			if l, err = loss(tokens, targets, B, T); err != nil {
 				return err
 			}
-			if err := m.Backward(); err != nil {
-				return err
-			}
 			_, err = m.Step(tc.Schedule.LR(first+s), tc.Optim)
 			return err
 		}); err != nil {
@@ -311,14 +309,15 @@ func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.Error
 	return encs, delta, busy, nil // Δ, encoded, as sent
 }
 
-// objective is the run's inner loss on m, leaving its gradient for
-// Backward: cross-entropy, or a preference objective (DPO against the
-// reference: the stage base's weights on m's backend).
+// objective is the run's inner loss on m, its gradient added to m's:
+// cross-entropy, in the node's micro-batches (the same bits whatever their
+// number), or a preference objective (DPO against the reference: the stage
+// base's weights on m's backend).
 func (ru *rules) objective(m *model.Model) (func(tokens, targets []int32, b, t int) (float32, error), error) {
 	pc, ok := ru.spec.Pref()
 	if !ok {
 		return func(tokens, targets []int32, b, t int) (float32, error) {
-			return m.Forward(tokens, targets, b, t, true)
+			return m.Accumulate(tokens, targets, b, t, max(1, ru.micro))
 		}, nil
 	}
 	var ref *model.Model
@@ -330,7 +329,10 @@ func (ru *rules) objective(m *model.Model) (func(tokens, targets []int32, b, t i
 	}
 	return func(tokens, targets []int32, b, t int) (float32, error) {
 		st, err := m.PreferenceForward(ref, tokens, targets, b, t, pc, true)
-		return float32(st.Loss), err
+		if err != nil {
+			return 0, err
+		}
+		return float32(st.Loss), m.Backward()
 	}, nil
 }
 

@@ -172,6 +172,10 @@ type benchTrainOut struct {
 	FLOPsPerTok   float64        `json:"train_flops_per_token"`
 	AllocsPerStep float64        `json:"allocs_per_step"`
 	Breakdown     []breakdownRow `json:"breakdown"`
+	Settings      string         `json:"settings"`
+	PlanBytes     int64          `json:"plan_bytes"`
+	PeakRSS       int64          `json:"peak_rss_bytes"` // the process's (host memory)
+	Losses        []float32      `json:"losses"`         // every step's, warm-up first
 }
 
 type breakdownRow struct {
@@ -189,6 +193,7 @@ func newBenchTrainCmd(e *env) *cobra.Command {
 		path              string
 		asJSON            bool
 		dev               deviceFlags
+		mem               memoryFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "train",
@@ -198,7 +203,11 @@ tokens and report the median step time, tokens/s, achieved GFLOP/s (training
 FLOPs per token × tokens/s) and MFU against this machine's measured fp32 FMA
 peak, with a per-op breakdown of where the time goes. With --device cuda the
 peak is the GPU's datasheet dense figure for the precision (bf16 tensor cores,
-or fp32), and each timed operation waits for the GPU.`,
+or fp32), and each timed operation waits for the GPU. The memory flags
+(--optimizer, --recompute, --micro) choose how the model holds its state; the
+configuration is planned (fomnet model plan) and refused before allocating
+when it does not fit --memory (default: the CPU's available memory). Peak
+resident memory of the process is reported beside the plan's total.`,
 		Example: `  fomnet bench train --preset demo --batch 8 --seq 256
   fomnet bench train --preset gpt2-small-like --batch 4 --seq 64 --json
   fomnet bench train --preset gpt2-small-like --batch 16 --seq 1024 --device cuda --precision bf16`,
@@ -208,11 +217,19 @@ or fp32), and each timed operation waits for the GPU.`,
 			if err != nil {
 				return usageError{err}
 			}
-			if preset == "kormo-10b" {
-				return usagef("kormo-10b is a configuration only: %s of training state does not fit this machine", bytesHuman(16*model.NumParams(c)))
-			}
 			if batch <= 0 || seq <= 0 || seq > c.MaxSeq || steps <= 0 {
 				return usagef("--batch %d, --seq %d (max %d) and --steps %d must be positive", batch, seq, c.MaxSeq, steps)
+			}
+			if _, _, err := dev.check(); err != nil {
+				return err
+			}
+			in, err := mem.input(c, batch, seq, threads, &dev)
+			if err != nil {
+				return err
+			}
+			plan, err := mem.check(e, c, in, &dev, false)
+			if err != nil {
+				return err
 			}
 			be, err := dev.open(e, threads, path)
 			if err != nil {
@@ -226,8 +243,8 @@ or fp32), and each timed operation waits for the GPU.`,
 				measure = func() float64 { return 1e3 * cuda.PeakTFLOPS(be.Name(), cuda.Precision(dev.precision)) }
 			}
 			peak := measure()
-			e.logf("benchmarking %s at batch %d × seq %d on %s with %d threads…", preset, batch, seq, be.Name(), be.Threads())
-			res, err := model.BenchTrain(be, c, batch, seq, steps, mallocs)
+			e.logf("benchmarking %s (%s) on %s with %d threads; planned %s…", preset, in.Settings(), be.Name(), be.Threads(), model.Bytes(plan.Total))
+			res, err := model.BenchTrain(be, c, model.BenchConfig{Batch: batch, Seq: seq, Steps: steps, Micro: in.Micro, Options: in.Options}, mallocs)
 			if err != nil {
 				return err
 			}
@@ -242,7 +259,8 @@ or fp32), and each timed operation waits for the GPU.`,
 			}
 			out := benchTrainOut{Preset: preset, Batch: batch, Seq: seq, Threads: be.Threads(), Backend: be.Name(), Steps: steps,
 				StepMS: res.StepMS, TokensPerS: res.TokensPerS, GFLOPS: res.GFLOPS, PeakGFLOPS: peak, MFU: mfu,
-				FLOPsPerTok: model.TrainFLOPsPerToken(c, seq), AllocsPerStep: res.AllocsPerStep}
+				FLOPsPerTok: model.TrainFLOPsPerToken(c, seq), AllocsPerStep: res.AllocsPerStep,
+				Settings: in.Settings(), PlanBytes: plan.Total, PeakRSS: peakRSS(), Losses: res.Losses}
 			var total time.Duration
 			for _, o := range res.Breakdown {
 				total += o.Total
@@ -257,6 +275,8 @@ or fp32), and each timed operation waits for the GPU.`,
 			fmt.Fprintf(e.stdout, "%s  batch %d × seq %d  %s, %d threads\n", preset, batch, seq, out.Backend, out.Threads)
 			fmt.Fprintf(e.stdout, "step %.1f ms (median of %d)  %.0f tokens/s  %.1f GFLOP/s  MFU %.1f%% of %.1f GFLOP/s  %.1f allocs/step\n",
 				out.StepMS, steps, out.TokensPerS, out.GFLOPS, 100*out.MFU, peak, out.AllocsPerStep)
+			fmt.Fprintf(e.stdout, "%s: planned %s, peak resident %s; loss %.4f → %.4f over %d steps\n", out.Settings,
+				model.Bytes(out.PlanBytes), model.Bytes(out.PeakRSS), out.Losses[0], out.Losses[len(out.Losses)-1], len(out.Losses))
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintf(w, "op\tms/step\tshare\tcalls/step\t\n")
 			for _, r := range out.Breakdown {
@@ -272,6 +292,7 @@ or fp32), and each timed operation waits for the GPU.`,
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
 	cmd.Flags().StringVar(&path, "cpu-path", "auto", "CPU code path: auto, avx2 or generic")
 	dev.add(cmd.Flags())
+	mem.add(cmd.Flags(), true)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

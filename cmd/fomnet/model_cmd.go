@@ -11,8 +11,125 @@ import (
 
 func newModelCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "model", Short: "Inspect model configurations", Args: noArgs}
-	cmd.AddCommand(newModelInfoCmd(e))
+	cmd.AddCommand(newModelInfoCmd(e), newModelPlanCmd(e))
 	return cmd
+}
+
+type planReport struct {
+	Preset   string           `json:"preset"`
+	Params   int64            `json:"params"`
+	Settings string           `json:"settings"`
+	Parts    []model.PlanPart `json:"parts"`
+	Total    int64            `json:"total_bytes"`
+	Budget   int64            `json:"budget_bytes,omitempty"`
+	Fits     bool             `json:"fits"`
+	// Fit is the first configuration that fits when the one asked for
+	// does not (FitPlan's order), as flags; Why says why none does.
+	Fit      string `json:"fit,omitempty"`
+	FitBytes int64  `json:"fit_bytes,omitempty"`
+	Why      string `json:"why,omitempty"`
+}
+
+func newModelPlanCmd(e *env) *cobra.Command {
+	var (
+		preset        string
+		batch, seq    int
+		threads       int
+		swarm, asJSON bool
+		spotChecks    bool
+		mem           memoryFlags
+		dev           deviceFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "plan",
+		Short: "Print the memory a training configuration needs, part by part, and what makes it fit",
+		Long: `Print the bytes each part of a training configuration holds — weights,
+gradients, AdamW moments, activations, the micro-batches' embedding
+gradients, kernel workspace, and with --swarm what a swarm participant adds —
+against the memory available (--memory, or the CPU's available memory), and
+the first settings that make it fit: recomputation, 8-bit AdamW moments,
+micro-batches, in that order. train, bench train and join make the same plan
+and refuse, before allocating, a configuration that does not fit.
+
+Exit status 1 when neither the configuration nor any setting fits.`,
+		Example: `  fomnet model plan --preset llama-1b --batch 1 --seq 256
+  fomnet model plan --preset kormo-10b --device cuda --memory 141GiB --batch 1 --seq 4096 --json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := model.Preset(preset)
+			if err != nil {
+				return usageError{err}
+			}
+			if seq == 0 {
+				seq = c.MaxSeq
+			}
+			if batch <= 0 || seq <= 0 || seq > c.MaxSeq {
+				return usagef("--batch %d and --seq %d must be positive, seq at most max_seq %d", batch, seq, c.MaxSeq)
+			}
+			if _, _, err := dev.check(); err != nil {
+				return err
+			}
+			in, err := mem.input(c, batch, seq, threads, &dev)
+			if err != nil {
+				return err
+			}
+			in.Swarm, in.SpotChecks = swarm, swarm && spotChecks
+			budget, err := mem.budget(&dev)
+			if err != nil {
+				return err
+			}
+			p := model.MakePlan(c, in)
+			r := planReport{Preset: preset, Params: model.NumParams(c), Settings: in.Settings(), Parts: p.Parts, Total: p.Total,
+				Budget: budget, Fits: budget == 0 || p.Total <= budget}
+			var none error
+			if !r.Fits {
+				fit, err := model.FitPlan(c, in, budget, false)
+				if err != nil {
+					none, r.Why = err, err.Error()
+				} else {
+					r.Fit, r.FitBytes = flagsFor(fit.Input), fit.Total
+				}
+			}
+			if err := printPlan(e, r, asJSON); err != nil {
+				return err
+			}
+			return none
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&preset, "preset", "demo", "model preset: "+fmt.Sprint(model.PresetNames()))
+	fl.IntVar(&batch, "batch", 1, "sequences per step")
+	fl.IntVar(&seq, "seq", 0, "tokens per sequence (default: the preset's max_seq)")
+	fl.IntVar(&threads, "threads", 0, "CPU threads the kernels' workspace is planned for (0: GOMAXPROCS)")
+	fl.BoolVar(&swarm, "swarm", false, "plan for a swarm participant (fomnet join): add the global weights, outer momentum, residuals, held worker state and round vectors")
+	fl.BoolVar(&spotChecks, "spot-checks", true, "with --swarm: add the second model that re-executes others' contributions")
+	mem.add(fl, true)
+	dev.add(fl)
+	fl.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printPlan(e *env, r planReport, asJSON bool) error {
+	if asJSON {
+		return e.printJSON(r)
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "%s (%s parameters): %s\n", r.Preset, human(float64(r.Params), ""), r.Settings)
+	for _, p := range r.Parts {
+		fmt.Fprintf(w, "  %s\t%s\t\n", p.Name, model.Bytes(p.Bytes))
+	}
+	fmt.Fprintf(w, "  total\t%s\t\n", model.Bytes(r.Total))
+	switch {
+	case r.Budget == 0:
+		fmt.Fprintf(w, "no memory budget to check against (give --memory)\n")
+	case r.Fits:
+		fmt.Fprintf(w, "fits in %s\n", model.Bytes(r.Budget))
+	case r.Fit != "":
+		fmt.Fprintf(w, "does not fit in %s; with %s it needs %s\n", model.Bytes(r.Budget), r.Fit, model.Bytes(r.FitBytes))
+	default:
+		fmt.Fprintf(w, "%s\n", r.Why)
+	}
+	return w.Flush()
 }
 
 type modelInfo struct {

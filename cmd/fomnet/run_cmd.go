@@ -76,6 +76,7 @@ func newRunCreateCmd(e *env) *cobra.Command {
 		deadline                         time.Duration
 		quorum                           int
 		spotCheck                        float64
+		optimizer                        string
 		asJSON                           bool
 		beta1, beta2                     float64
 	)
@@ -161,6 +162,9 @@ on into the run before (fomnet checkpoint lineage).`,
 			if cmd.Flags().Changed("spot-check") {
 				spec.SpotCheck = &spotCheck
 			}
+			if optimizer != "adamw" {
+				spec.Inner.Optimizer = optimizer
+			}
 			spec.Stage = stage
 			spec.Inner.Objective = objective
 			if objective != "" {
@@ -237,6 +241,7 @@ on into the run before (fomnet checkpoint lineage).`,
 	fl.Float64Var(&closeCore, "close-core", 0, "close rounds by rule: once this share of the expected contributions is in (0: wait for all until --deadline)")
 	fl.Float64Var(&closeSlack, "close-slack", 0.25, "with --close-core: then wait at most this multiple of the time they took")
 	fl.StringVar(&overlap, "overlap", "", "overlapped rounds: \"\" (train once the previous round settled) or local (train the next round while one closes; its Δ lands a round late)")
+	fl.StringVar(&optimizer, "optimizer", "adamw", "inner AdamW's moments for every participant: adamw (fp32) or adamw8 (8 bits a value, blockwise scales; written into the spec only when adamw8)")
 	fl.Float64Var(&spotCheck, "spot-check", node.DefaultSpotCheck, "share of each round's contributions another member re-executes (written into the spec only when set; 0: none)")
 	fl.Uint64Var(&seed, "seed", 1, "seed of the genesis weights and batch orders")
 	fl.BoolVar(&asJSON, "json", false, "print {run_id} as JSON")
@@ -301,6 +306,7 @@ func newJoinCmd(e *env) *cobra.Command {
 		upto    int
 		linger  time.Duration
 		dev     deviceFlags
+		mem     memoryFlags
 		out     string
 	)
 	cmd := &cobra.Command{
@@ -355,37 +361,45 @@ CID one machine preparing the same inputs gets.`,
 				return err
 			}
 			defer be.Close()
+			budget, err := mem.budget(&dev)
+			if err != nil {
+				return err
+			}
+			if mem.micro < 1 {
+				return usagef("--micro %d must be positive", mem.micro)
+			}
 			var last time.Time
-			o := node.RunOptions{Backend: be, Expect: expect, KeepRounds: keep, Logf: e.logf, Events: func(ev node.RoundEvent) {
-				switch ev.Phase {
-				case "train":
-					if time.Since(last) > 2*time.Second || ev.Step == ev.Steps {
-						last = time.Now()
-						e.logf("round %d  step %d/%d  loss %.3f", ev.Round, ev.Step, ev.Steps, ev.Loss)
+			o := node.RunOptions{Backend: be, Expect: expect, KeepRounds: keep, Logf: e.logf,
+				Recompute: mem.recompute, Micro: mem.micro, Memory: budget, Events: func(ev node.RoundEvent) {
+					switch ev.Phase {
+					case "train":
+						if time.Since(last) > 2*time.Second || ev.Step == ev.Steps {
+							last = time.Now()
+							e.logf("round %d  step %d/%d  loss %.3f", ev.Round, ev.Step, ev.Steps, ev.Loss)
+						}
+					case "contributed":
+						e.logf("round %d  contributed %s (%.2f MiB, %.1f× smaller than fp32; inner steps %.2fs)", ev.Round, ev.CID,
+							float64(ev.EncodedBytes)/(1<<20), float64(ev.RawBytes)/float64(max(ev.EncodedBytes, 1)), ev.StepSeconds)
+					case "checkpoint":
+						e.logf("round %d  checkpoint %s (%d contributions)", ev.Round, ev.CID, ev.Contributions)
+					case "adopted":
+						e.logf("round %d  adopted the swarm's checkpoint %s", ev.Round, ev.CID)
+					case "deadline":
+						e.logf("round %d  deadline passed waiting for %s", ev.Round, ev.Waiting)
+					case "busy":
+						e.log.Info(fmt.Sprintf("round %d  inner steps ran %.2fs of it", ev.Round, ev.Seconds), "round", ev.Round, "steps_seconds", ev.Seconds)
+					case "aggregated":
+						e.log.Info(fmt.Sprintf("round %d  reduced %d partitions", ev.Round, ev.Partitions), "round", ev.Round, "reduced", ev.Partitions)
+					case "link":
+						e.log.Info(fmt.Sprintf("round %d  downloaded %.2f MiB at %.1f Mbit/s", ev.Round, float64(ev.EncodedBytes)/(1<<20), ev.Rate*8/1e6),
+							"round", ev.Round, "down_bytes", ev.EncodedBytes, "down_seconds", ev.Seconds, "down_bytes_per_second", ev.Rate)
+					case "timing":
+						e.log.Info(fmt.Sprintf("round %d  %s took %.2fs", ev.Round, ev.Name, ev.Seconds), "round", ev.Round, "phase", ev.Name, "seconds", ev.Seconds)
+					case "verified":
+						e.logf("catching up: round %d recomputed from its contributions and verified (%d of %d)%s", ev.Round, ev.Step, ev.Steps,
+							eta(int64(ev.Step), int64(ev.Steps), time.Duration(ev.Seconds*float64(time.Second))))
 					}
-				case "contributed":
-					e.logf("round %d  contributed %s (%.2f MiB, %.1f× smaller than fp32; inner steps %.2fs)", ev.Round, ev.CID,
-						float64(ev.EncodedBytes)/(1<<20), float64(ev.RawBytes)/float64(max(ev.EncodedBytes, 1)), ev.StepSeconds)
-				case "checkpoint":
-					e.logf("round %d  checkpoint %s (%d contributions)", ev.Round, ev.CID, ev.Contributions)
-				case "adopted":
-					e.logf("round %d  adopted the swarm's checkpoint %s", ev.Round, ev.CID)
-				case "deadline":
-					e.logf("round %d  deadline passed waiting for %s", ev.Round, ev.Waiting)
-				case "busy":
-					e.log.Info(fmt.Sprintf("round %d  inner steps ran %.2fs of it", ev.Round, ev.Seconds), "round", ev.Round, "steps_seconds", ev.Seconds)
-				case "aggregated":
-					e.log.Info(fmt.Sprintf("round %d  reduced %d partitions", ev.Round, ev.Partitions), "round", ev.Round, "reduced", ev.Partitions)
-				case "link":
-					e.log.Info(fmt.Sprintf("round %d  downloaded %.2f MiB at %.1f Mbit/s", ev.Round, float64(ev.EncodedBytes)/(1<<20), ev.Rate*8/1e6),
-						"round", ev.Round, "down_bytes", ev.EncodedBytes, "down_seconds", ev.Seconds, "down_bytes_per_second", ev.Rate)
-				case "timing":
-					e.log.Info(fmt.Sprintf("round %d  %s took %.2fs", ev.Round, ev.Name, ev.Seconds), "round", ev.Round, "phase", ev.Name, "seconds", ev.Seconds)
-				case "verified":
-					e.logf("catching up: round %d recomputed from its contributions and verified (%d of %d)%s", ev.Round, ev.Step, ev.Steps,
-						eta(int64(ev.Step), int64(ev.Steps), time.Duration(ev.Seconds*float64(time.Second))))
-				}
-			}}
+				}}
 			kind, err := n.JobKind(ctx, id)
 			if err != nil {
 				return err
@@ -453,6 +467,7 @@ CID one machine preparing the same inputs gets.`,
 	cmd.Flags().DurationVar(&linger, "linger", -1, "after the run's last round, keep serving it this long (default: the run's round deadline; 0: exit at once)")
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
 	dev.add(cmd.Flags())
+	mem.add(cmd.Flags(), false)
 	cmd.Flags().IntVar(&expect, "expect", 0, "contributions a round waits for before closing early (0: every peer on the run's topic); a generation or preparation job: peers to wait for before sharing out its units")
 	cmd.Flags().StringVar(&out, "out", "", "a generation job: directory for its shards and their data prepare recipe; a preparation: the dataset's directory")
 	cmd.Flags().IntVar(&keep, "keep-rounds", 0, "keep the checkpoint directories of the newest N rounds (and round 0) under runs/RUN-ID, removing older ones; every checkpoint stays pinned in the store (0: keep all)")

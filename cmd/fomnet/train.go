@@ -33,6 +33,7 @@ type trainFlags struct {
 	threads           int
 	path              string
 	dev               deviceFlags
+	mem               memoryFlags
 	valFrac           float64
 	evalEvery         int
 	logEvery          int
@@ -88,6 +89,7 @@ is printed on stdout.`,
 	fl.IntVar(&f.threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
 	fl.StringVar(&f.path, "cpu-path", "auto", "CPU code path: auto, avx2 or generic")
 	f.dev.add(fl)
+	f.mem.add(fl, true)
 	fl.Float64Var(&f.valFrac, "val-frac", 0.05, "fraction of tokens held out for validation (0 disables)")
 	fl.IntVar(&f.evalEvery, "eval-every", 0, "validate every N steps (0: only at the end)")
 	fl.IntVar(&f.logEvery, "log-every", 0, "log every N steps (0: about 20 lines per run)")
@@ -116,6 +118,17 @@ func runTrain(cmd *cobra.Command, e *env, f trainFlags, files []string) error {
 	tc.Schedule = kernels.Schedule{Kind: f.schedule, MaxLR: f.lr, MinLR: f.minLR, Warmup: f.warmup, Total: f.steps, DecayFrac: f.decayFrac}
 	if err := tc.Validate(c); err != nil {
 		return usageError{err}
+	}
+	if _, _, err := f.dev.check(); err != nil {
+		return err
+	}
+	in, err := f.mem.input(c, f.batch, f.seq, f.threads, &f.dev)
+	if err != nil {
+		return err
+	}
+	tc.Micro = in.Micro
+	if _, err := f.mem.check(e, c, in, &f.dev, false); err != nil {
+		return err
 	}
 	dir := filepath.Join(f.out, fmt.Sprintf("step-%06d", f.steps))
 	if _, err := os.Stat(dir); err == nil {
@@ -157,13 +170,13 @@ func runTrain(cmd *cobra.Command, e *env, f trainFlags, files []string) error {
 		return err
 	}
 	defer be.Close()
-	m, err := model.New(be, c)
+	m, err := model.NewWith(be, c, in.Options)
 	if err != nil {
 		return err
 	}
 	m.Init(f.seed)
-	e.logf("training %s (%s parameters) on %s with %d threads: %d documents, %d training tokens, %d steps of %d×%d",
-		f.preset, human(float64(model.NumParams(c)), ""), be.Name(), be.Threads(), corpus.Docs, len(train.Tokens), f.steps, f.batch, f.seq)
+	e.logf("training %s (%s parameters) on %s with %d threads: %d documents, %d training tokens, %d steps; %s",
+		f.preset, human(float64(model.NumParams(c)), ""), be.Name(), be.Threads(), corpus.Docs, len(train.Tokens), f.steps, in.Settings())
 	every := f.logEvery
 	if every <= 0 {
 		every = max(1, f.steps/20)

@@ -392,3 +392,8 @@ func MaxWorkspaceBytes(threads, rows, seq int) int64 {
 	per := int64(kc)*int64(nc+mc) + int64(2*qBlock*seq) + maxTile
 	return 4 * (shared + int64(max(threads, 1))*per)
 }
+
+// WorkspaceBound is MaxWorkspaceBytes for this backend's threads.
+func (b *Backend) WorkspaceBound(rows, seq int) int64 {
+	return MaxWorkspaceBytes(b.Threads(), rows, seq)
+}

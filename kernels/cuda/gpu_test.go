@@ -122,7 +122,7 @@ func BenchmarkGPUTrainStep(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			res, err := model.BenchTrain(be, c, 16, 1024, max(b.N, 3), nil)
+			res, err := model.BenchTrain(be, c, model.BenchConfig{Batch: 16, Seq: 1024, Steps: max(b.N, 3)}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

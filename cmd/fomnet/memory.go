@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/pflag"
+
+	"github.com/fomnet/fomnet/kernels/cpu"
+	"github.com/fomnet/fomnet/model"
+)
+
+// memoryFlags choose how a model holds its state (--optimizer, --recompute,
+// --micro) and the memory it may use (--memory); every command that
+// trains checks its configuration against that budget with the same plan
+// (model.MakePlan) before allocating anything.
+type memoryFlags struct {
+	optimizer string
+	recompute bool
+	micro     int
+	memory    string
+}
+
+// add registers the flags; optimizer is false where a run spec fixes the
+// optimizer (fomnet join).
+func (f *memoryFlags) add(fs *pflag.FlagSet, optimizer bool) {
+	if optimizer {
+		fs.StringVar(&f.optimizer, "optimizer", "adamw", "AdamW's moments: adamw (fp32) or adamw8 (8 bits a value, blockwise scales: 2 bytes a parameter instead of 8)")
+	}
+	fs.BoolVar(&f.recompute, "recompute", false, "keep only each block's input through the forward pass and recompute the block in backward (same results, about a third more compute, far less activation memory)")
+	fs.IntVar(&f.micro, "micro", 1, "cut each step's batch into this many micro-batches (same results; activations of one micro-batch)")
+	fs.StringVar(&f.memory, "memory", "", "memory the run may use, e.g. 24GiB (default: the CPU's available memory; for --device cuda, no check unless given)")
+}
+
+// options reads --optimizer and --recompute.
+func (f *memoryFlags) options() (model.Options, error) {
+	o := model.Options{Recompute: f.recompute}
+	switch f.optimizer {
+	case "", "adamw":
+	case "adamw8":
+		o.AdamW8 = true
+	default:
+		return o, usagef("--optimizer %q: want adamw or adamw8", f.optimizer)
+	}
+	return o, nil
+}
+
+// input is the plan input for a batch×seq step on the device flags' device
+// with threads CPU threads.
+func (f *memoryFlags) input(c model.Config, batch, seq, threads int, dev *deviceFlags) (model.PlanInput, error) {
+	o, err := f.options()
+	if err != nil {
+		return model.PlanInput{}, err
+	}
+	if f.micro < 1 || batch%f.micro != 0 {
+		return model.PlanInput{}, usagef("--micro %d must be positive and divide the batch of %d", f.micro, batch)
+	}
+	in := model.PlanInput{Batch: batch, Seq: seq, Micro: f.micro, Options: o, BF16: dev.precision == "bf16"}
+	if !dev.cuda() {
+		if threads <= 0 {
+			threads = runtime.GOMAXPROCS(0)
+		}
+		in.Workspace = cpu.MaxWorkspaceBytes(threads, model.MatmulRows(c, in.Tokens()), seq)
+	}
+	return in, nil
+}
+
+// budget is --memory, or the CPU's available memory (0: unknown, no check).
+func (f *memoryFlags) budget(dev *deviceFlags) (int64, error) {
+	if f.memory != "" {
+		b, err := humanize.ParseBytes(f.memory)
+		if err != nil || b == 0 || b > 1<<62 {
+			return 0, usagef("--memory %q: want a size such as 24GiB or 141GB", f.memory)
+		}
+		return int64(b), nil
+	}
+	if dev.cuda() {
+		return 0, nil
+	}
+	return memAvailable(), nil
+}
+
+// memAvailable is /proc/meminfo's MemAvailable in bytes (0 where there is
+// none).
+func memAvailable() int64 {
+	fh, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer fh.Close()
+	sc := bufio.NewScanner(fh)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+// check refuses, before anything is allocated, a configuration whose plan
+// does not fit the budget, naming settings that would (fixedOptimizer: a
+// run's optimizer is not the node's to change).
+func (f *memoryFlags) check(e *env, c model.Config, in model.PlanInput, dev *deviceFlags, fixedOptimizer bool) (model.Plan, error) {
+	p := model.MakePlan(c, in)
+	budget, err := f.budget(dev)
+	if err != nil || budget == 0 || p.Total <= budget {
+		return p, err
+	}
+	fit, err := model.FitPlan(c, in, budget, fixedOptimizer)
+	if err != nil {
+		return p, fmt.Errorf("%s needs %s, more than the %s available, and %w", in.Settings(), model.Bytes(p.Total), model.Bytes(budget), err)
+	}
+	return p, fmt.Errorf("%s needs %s, more than the %s available; %s fits (%s): %s",
+		in.Settings(), model.Bytes(p.Total), model.Bytes(budget), fit.Input.Settings(), model.Bytes(fit.Total), flagsFor(fit.Input))
+}
+
+// flagsFor spells a plan input as the flags that choose it.
+func flagsFor(in model.PlanInput) string {
+	var s []string
+	if in.Recompute {
+		s = append(s, "--recompute")
+	}
+	if in.AdamW8 {
+		s = append(s, "--optimizer adamw8")
+	}
+	if in.Micro > 1 {
+		s = append(s, fmt.Sprintf("--micro %d", in.Micro))
+	}
+	return strings.Join(s, " ")
+}
