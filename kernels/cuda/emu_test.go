@@ -303,6 +303,43 @@ func TestAdamWAndNormsMatchCPU(t *testing.T) {
 	})
 }
 
+// 8-bit AdamW: the same parameters, codes and scales as the CPU backend,
+// over three steps of blocks with a short last one, gradients spread over
+// binades (codes from subnormal to the top), and a block of zeros.
+func TestAdamW8MatchesCPU(t *testing.T) {
+	sameBits(t, "adamw8", func(be kernels.Backend) map[string][]float32 {
+		a, ok := kernels.AsAdam8(be)
+		if !ok {
+			t.Fatalf("%s has no 8-bit AdamW", be.Name())
+		}
+		r := rand.New(rand.NewPCG(13, 14))
+		const n = 3*kernels.Adam8Block + 77
+		gh := randn(r, n, 1)
+		for i := range gh {
+			gh[i] *= float32(math.Ldexp(1, -r.IntN(20)))
+			if i >= kernels.Adam8Block && i < 2*kernels.Adam8Block {
+				gh[i] = 0
+			}
+		}
+		p, g := up(be, randn(r, n, 1)), up(be, gh)
+		nb := kernels.Adam8Blocks(n)
+		m, v, ms, vs := a.AllocBytes(n), a.AllocBytes(n), be.Alloc(nb), be.Alloc(nb)
+		for step := 1; step <= 3; step++ {
+			a.AdamW8(p, g, m, v, ms, vs, kernels.AdamWStep{LR: 1e-2, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, Step: step, GradScale: 0.5})
+		}
+		codes := func(x kernels.ByteBuffer) []float32 {
+			b := make([]byte, n)
+			a.DownloadBytes(b, x)
+			f := make([]float32, n)
+			for i, c := range b {
+				f[i] = float32(c)
+			}
+			return f
+		}
+		return map[string][]float32{"p": down(be, p), "m codes": codes(m), "v codes": codes(v), "m scales": down(be, ms), "v scales": down(be, vs)}
+	})
+}
+
 func docStarts(r *rand.Rand, b, t int) []int32 {
 	ds := make([]int32, b*t)
 	for bi := 0; bi < b; bi++ {

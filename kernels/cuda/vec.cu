@@ -71,3 +71,89 @@ FOM_KERNEL void fom_swiglu_bwd(float *dg, float *du, const float *dh, const floa
 	float d = __fmul_rn(__fmul_rn(dhv, u[i]), sg);
 	dg[i] = __fmul_rn(d, __fadd_rn(1.0f, __fmul_rn(gv, __fsub_rn(1.0f, sg))));
 }
+
+// 8-bit AdamW (kernels/adam8.go: AdamW8Block is the definition). One block
+// of 256 threads a block of kernels.Adam8Block parameters; the block's
+// largest w = √v and |m/w| are found by a reduction (max is exact in any
+// order), and the codes are rounded on the float32 bits as in Go.
+#define FOM_A8_BLOCK 256
+
+// fom_a8_code rounds r ∈ [0, 1] to a 4-bit-exponent (bias 15) code with
+// mant mantissa bits (floatCode).
+FOM_DEV unsigned fom_a8_code(float r, int mant) {
+	unsigned b = __float_as_uint(r);
+	if (b >= (127u - 14u) << 23) {
+		unsigned x = b - ((127u - 15u) << 23);
+		int sh = 23 - mant;
+		x += (1u << (sh - 1)) - 1u + ((x >> sh) & 1u);
+		return x >> sh;
+	}
+	return (unsigned)__double2int_rn((double)r * (double)(1 << (14 + mant)));
+}
+
+// fom_a8_v and fom_a8_m are vTable and mTable.
+FOM_DEV float fom_a8_v(unsigned c) {
+	unsigned e = c >> 4, f = c & 15u;
+	return e == 0 ? __fmul_rn((float)f, 0x1p-18f) : __int_as_float((int)(((e + 112u) << 23) | (f << 19)));
+}
+FOM_DEV float fom_a8_m(unsigned c) {
+	unsigned e = (c >> 3) & 15u, f = c & 7u;
+	float x = e == 0 ? __fmul_rn((float)f, 0x1p-17f) : __int_as_float((int)(((e + 112u) << 23) | (f << 20)));
+	return (c & 128u) ? -x : x;
+}
+
+// fom_a8_max returns the largest of every thread's x (all 256 call it).
+FOM_DEV float fom_a8_max(float x, float *red) {
+	int t = threadIdx.x;
+	red[t] = x;
+	__syncthreads();
+	for (int s = FOM_A8_BLOCK / 2; s > 0; s >>= 1) {
+		if (t < s) red[t] = fmaxf(red[t], red[t + s]);
+		__syncthreads();
+	}
+	float r = red[0];
+	__syncthreads();
+	return r;
+}
+
+FOM_KERNEL void fom_adamw8(float *p, const float *g, unsigned char *mq, unsigned char *vq, float *ms, float *vs,
+                           long long n, float gs, float b1, float omb1, float b2, float omb2,
+                           float ibc1, float ibc2, float eps, float wd, float lr) {
+	__shared__ float red[FOM_A8_BLOCK];
+	long long k = blockIdx.x, i = k * FOM_A8_BLOCK + threadIdx.x;
+	bool in = i < n;
+	float mi = 0, w = 0;
+	if (in) {
+		float gi = __fmul_rn(g[i], gs);
+		float wo = __fmul_rn(vs[k], fom_a8_v(vq[i]));
+		float mo = __fmul_rn(__fmul_rn(ms[k], fom_a8_m(mq[i])), wo);
+		mi = __fadd_rn(__fmul_rn(b1, mo), __fmul_rn(omb1, gi));
+		float vi = __fadd_rn(__fmul_rn(b2, __fmul_rn(wo, wo)), __fmul_rn(__fmul_rn(omb2, gi), gi));
+		w = __fsqrt_rn(vi);
+		float den = __fadd_rn(__fsqrt_rn(__fmul_rn(vi, ibc2)), eps);
+		float upd = __fadd_rn(__fdiv_rn(__fmul_rn(mi, ibc1), den), __fmul_rn(wd, p[i]));
+		p[i] = __fsub_rn(p[i], __fmul_rn(lr, upd));
+	}
+	float wmax = fom_a8_max(w, red);
+	float x = 0;
+	unsigned vc = 0;
+	if (in && w > 0 && wmax > 0) {
+		vc = fom_a8_code(fminf(__fdiv_rn(w, wmax), 1.0f), 4);
+		if (vc == 0) vc = 1;
+		float wq = __fmul_rn(wmax, fom_a8_v(vc));
+		x = wq > 0 ? __fdiv_rn(mi, wq) : 0;
+	}
+	float mmax = fom_a8_max(fabsf(x), red);
+	if (!in) return;
+	unsigned mc = 0;
+	if (mmax > 0 && x != 0) {
+		mc = fom_a8_code(fminf(__fdiv_rn(fabsf(x), mmax), 1.0f), 3);
+		if (x < 0 && mc != 0) mc |= 128u;
+	}
+	mq[i] = (unsigned char)mc;
+	vq[i] = (unsigned char)vc;
+	if (threadIdx.x == 0) {
+		ms[k] = mmax;
+		vs[k] = wmax;
+	}
+}

@@ -106,6 +106,13 @@ static inline float __int_as_float(int i) {
 	memcpy(&f, &i, 4);
 	return f;
 }
+static inline unsigned __float_as_uint(float f) {
+	unsigned u;
+	memcpy(&u, &f, 4);
+	return u;
+}
+// Round to nearest, ties to even (the default rounding mode).
+static inline int __double2int_rn(double x) { return (int)nearbyint(x); }
 
 struct __nv_bfloat16 {
 	uint16_t x;

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "6f92d1e65dfc249940a923fe03a4f937f19743b292c9a0c185cbbf9f45c06d2b"
+const SourcesSHA256 = "02b937f754408c3cd0eb48e784fe7a1de12d27ebfdc64057ccccf7f704603977"
