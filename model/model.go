@@ -129,26 +129,37 @@ func (m *Model) Steps() int { return m.step }
 // Init sets parameters deterministically from seed: norm gains 1, matrices
 // N(0, 0.02²), with the residual projections (o_proj, down_proj) scaled by
 // 1/√(2·layers) as in GPT-2. The optimizer state is cleared.
+//
+// It holds one tensor at a time on the host, not the whole model.
 func (m *Model) Init(seed uint64) {
-	host := make([]float32, m.Layout.Size)
+	var host []float32
 	resid := 0.02 / math.Sqrt(2*float64(m.Config.Layers))
 	for i, t := range m.Layout.Tensors {
-		dst := host[t.Offset : t.Offset+t.Size]
-		if len(t.Shape) == 1 {
-			for j := range dst {
-				dst[j] = 1
-			}
-			continue
+		if cap(host) < t.Size {
+			host = make([]float32, t.Size)
 		}
-		std := 0.02
-		if strings.HasSuffix(t.Name, "o_proj.weight") || strings.HasSuffix(t.Name, "down_proj.weight") {
-			std = resid
-		}
-		fillNormal(dst, seed, uint64(i), std)
+		dst := host[:t.Size]
+		m.init(i, dst, seed, resid)
+		m.be.Upload(m.be.View(m.Params, t.Offset, t.Size), dst)
 	}
-	m.be.Upload(m.Params, host)
 	m.be.Zero(m.Grads)
 	m.SetOptimState(OptimState{})
+}
+
+// init fills dst, tensor i, as Init says.
+func (m *Model) init(i int, dst []float32, seed uint64, resid float64) {
+	t := m.Layout.Tensors[i]
+	if len(t.Shape) == 1 {
+		for j := range dst {
+			dst[j] = 1
+		}
+		return
+	}
+	std := 0.02
+	if strings.HasSuffix(t.Name, "o_proj.weight") || strings.HasSuffix(t.Name, "down_proj.weight") {
+		std = resid
+	}
+	fillNormal(dst, seed, uint64(i), std)
 }
 
 // acts holds the activations of one batch shape, kept for backward, and the

@@ -52,6 +52,18 @@ type adam8State struct {
 	ms, vs kernels.Buffer     // [Adam8Scales]
 }
 
+// zero clears the codes a megabyte at a time (the backends' Zero is for
+// float buffers).
+func (q *adam8State) zero() {
+	z := make([]byte, min(q.m.Len(), 1<<20))
+	for _, b := range []kernels.ByteBuffer{q.m, q.v} {
+		for off := 0; off < b.Len(); off += len(z) {
+			n := min(len(z), b.Len()-off)
+			q.be.UploadBytes(q.be.ViewBytes(b, off, n), z[:n])
+		}
+	}
+}
+
 // Adam8Scales is how many block scales each 8-bit moment of a model of
 // layout l has: the tensors' blocks, each tensor cut from its first value.
 func Adam8Scales(l *Layout) int {
@@ -206,9 +218,7 @@ func (m *Model) SetOptimState(s OptimState) error {
 	m.step = s.Step
 	if q := m.q; q != nil {
 		if s.Zero() { // zero codes and scales: the stored state is one byte string
-			z := make([]byte, m.Layout.Size)
-			q.be.UploadBytes(q.m, z)
-			q.be.UploadBytes(q.v, z)
+			q.zero()
 			m.be.Zero(q.ms)
 			m.be.Zero(q.vs)
 			return nil
