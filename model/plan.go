@@ -21,6 +21,10 @@ type PlanInput struct {
 	Swarm, SpotChecks bool
 	// BF16 adds the CUDA bf16 path's operand copies (its workspace).
 	BF16 bool
+	// GPU: the model lives in device memory, the swarm's vectors in the
+	// host's (package node keeps them in Go slices); the budget is the
+	// device's. On the CPU both are the same memory.
+	GPU bool
 	// Workspace is the backend's own scratch (kernels/cpu:
 	// MaxWorkspaceBytes for MatmulRows).
 	Workspace int64
@@ -56,10 +60,12 @@ func (in PlanInput) Settings() string {
 	return strings.Join(s, ", ")
 }
 
-// PlanPart is one part of a plan: what it holds and its bytes.
+// PlanPart is one part of a plan: what it holds and its bytes, on the
+// backend's device or (Host) in the process's own memory.
 type PlanPart struct {
 	Name  string `json:"name"`
 	Bytes int64  `json:"bytes"`
+	Host  bool   `json:"host,omitempty"`
 }
 
 // Plan is a memory plan: the bytes each part of a training configuration
@@ -69,6 +75,18 @@ type Plan struct {
 	Input PlanInput  `json:"-"`
 	Parts []PlanPart `json:"parts"`
 	Total int64      `json:"total_bytes"`
+	// Device and Host split Total by where the parts live.
+	Device int64 `json:"device_bytes"`
+	Host   int64 `json:"host_bytes"`
+}
+
+// Need is what the budget is checked against: the device's share on a
+// GPU, everything on the CPU (one memory).
+func (p Plan) Need() int64 {
+	if p.Input.GPU {
+		return p.Device
+	}
+	return p.Total
 }
 
 // modelParts are what one Model allocates for a batch of in's shape.
@@ -81,20 +99,20 @@ func modelParts(c Config, in PlanInput) []PlanPart {
 		opt = 2*p + 8*int64(Adam8Scales(l))
 	}
 	parts := []PlanPart{
-		{"weights (fp32)", 4 * p},
-		{"gradients (fp32)", 4 * p},
-		{map[bool]string{false: "AdamW moments (fp32)", true: "AdamW moments (8-bit + block scales)"}[in.AdamW8], opt},
+		{"weights (fp32)", 4 * p, false},
+		{"gradients (fp32)", 4 * p, false},
+		{map[bool]string{false: "AdamW moments (fp32)", true: "AdamW moments (8-bit + block scales)"}[in.AdamW8], opt, false},
 		// and per token 4 int32s on the device, 3 values on the host
-		{"activations", 4*ActivationFloats(c, rows, in.Seq, in.Recompute) + 28*int64(rows*in.Seq)},
+		{"activations", 4*ActivationFloats(c, rows, in.Seq, in.Recompute) + 28*int64(rows*in.Seq), false},
 	}
 	if in.micro() > 1 {
-		parts = append(parts, PlanPart{"micro-batch embedding gradients", 4 * int64(in.Batch*in.Seq) * int64(c.Dim+1)})
+		parts = append(parts, PlanPart{"micro-batch embedding gradients", 4 * int64(in.Batch*in.Seq) * int64(c.Dim+1), false})
 	}
 	if in.BF16 {
-		parts = append(parts, PlanPart{"bf16 operand copies", bf16Workspace(c, rows*in.Seq)})
+		parts = append(parts, PlanPart{"bf16 operand copies", bf16Workspace(c, rows*in.Seq), false})
 	}
 	if in.Workspace > 0 {
-		parts = append(parts, PlanPart{"kernel workspace", in.Workspace})
+		parts = append(parts, PlanPart{"kernel workspace", in.Workspace, false})
 	}
 	return parts
 }
@@ -118,27 +136,32 @@ func MakePlan(c Config, in PlanInput) Plan {
 			state = 2*p + 8*int64(Adam8Scales(NewLayout(c)))
 		}
 		parts = append(parts,
-			PlanPart{"global weights and outer momentum", 8 * p},
-			PlanPart{"error-feedback residuals", 4 * p},
-			PlanPart{"held worker state (moments and residuals)", state + 4*p},
-			PlanPart{"round Δ and start", 8 * p})
+			PlanPart{"global weights and outer momentum", 8 * p, true},
+			PlanPart{"error-feedback residuals", 4 * p, true},
+			PlanPart{"held worker state (moments and residuals)", state + 4*p, true},
+			PlanPart{"round Δ and start", 8 * p, true})
 		if in.SpotChecks {
 			var sum int64
 			for _, x := range modelParts(c, in) {
 				sum += x.Bytes
 			}
-			parts = append(parts, PlanPart{"re-execution model (spot checks)", sum})
+			parts = append(parts, PlanPart{"re-execution model (spot checks)", sum, false})
 		}
 	}
 	pl := Plan{Input: in, Parts: parts}
 	for _, x := range parts {
 		pl.Total += x.Bytes
+		if x.Host {
+			pl.Host += x.Bytes
+		} else {
+			pl.Device += x.Bytes
+		}
 	}
 	return pl
 }
 
 // FitPlan returns the first of the configurations derived from in whose
-// plan fits budget bytes, cheapest in compute first: as given; with
+// plan's Need fits budget bytes, cheapest in compute first: as given; with
 // recomputation; then (unless the optimizer is fixed, as a run fixes it)
 // with 8-bit moments; then cutting the batch into 2, 4, … micro-batches
 // with each. If none fits it returns the smallest plan and an error that
@@ -163,14 +186,14 @@ func FitPlan(c Config, in PlanInput, budget int64, fixedOptimizer bool) (Plan, e
 	best := MakePlan(c, in)
 	for _, t := range tries {
 		p := MakePlan(c, t)
-		if p.Total <= budget {
+		if p.Need() <= budget {
 			return p, nil
 		}
-		if p.Total < best.Total {
+		if p.Need() < best.Need() {
 			best = p
 		}
 	}
-	return best, fmt.Errorf("model: nothing fits in %s: the smallest plan (%s) needs %s", Bytes(budget), best.Input.Settings(), Bytes(best.Total))
+	return best, fmt.Errorf("model: nothing fits in %s: the smallest plan (%s) needs %s", Bytes(budget), best.Input.Settings(), Bytes(best.Need()))
 }
 
 // Bytes formats a byte count in binary units.

@@ -174,11 +174,13 @@ func (p *Participant) checkMemory() error {
 	if plan.Total <= p.opts.Memory {
 		return nil
 	}
+	// (RunOptions.Memory bounds the whole plan: the node cannot tell a
+	// GPU's memory from the host's, and on the CPU they are one.)
 	fit, err := model.FitPlan(p.cfg, in, p.opts.Memory, true)
 	if err != nil {
 		return fmt.Errorf("run %s: %s needs %s, more than the %s this node may use, and %w", p.id, in.Settings(), model.Bytes(plan.Total), model.Bytes(p.opts.Memory), err)
 	}
-	return fmt.Errorf("run %s: %s needs %s, more than the %s this node may use; %s fits (%s)", p.id, in.Settings(), model.Bytes(plan.Total), model.Bytes(p.opts.Memory), fit.Input.Settings(), model.Bytes(fit.Total))
+	return fmt.Errorf("run %s: %s needs %s, more than the %s this node may use; %s fits (%s)", p.id, in.Settings(), model.Bytes(plan.Total), model.Bytes(p.opts.Memory), fit.Input.Settings(), model.Bytes(fit.Need()))
 }
 
 // newModel is a model for this run on the node's backend: with the run's

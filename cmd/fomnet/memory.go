@@ -60,7 +60,7 @@ func (f *memoryFlags) input(c model.Config, batch, seq, threads int, dev *device
 	if f.micro < 1 || batch%f.micro != 0 {
 		return model.PlanInput{}, usagef("--micro %d must be positive and divide the batch of %d", f.micro, batch)
 	}
-	in := model.PlanInput{Batch: batch, Seq: seq, Micro: f.micro, Options: o, BF16: dev.precision == "bf16"}
+	in := model.PlanInput{Batch: batch, Seq: seq, Micro: f.micro, Options: o, BF16: dev.precision == "bf16", GPU: dev.cuda()}
 	if !dev.cuda() {
 		if threads <= 0 {
 			threads = runtime.GOMAXPROCS(0)
@@ -111,15 +111,15 @@ func memAvailable() int64 {
 func (f *memoryFlags) check(e *env, c model.Config, in model.PlanInput, dev *deviceFlags, fixedOptimizer bool) (model.Plan, error) {
 	p := model.MakePlan(c, in)
 	budget, err := f.budget(dev)
-	if err != nil || budget == 0 || p.Total <= budget {
+	if err != nil || budget == 0 || p.Need() <= budget {
 		return p, err
 	}
 	fit, err := model.FitPlan(c, in, budget, fixedOptimizer)
 	if err != nil {
-		return p, fmt.Errorf("%s needs %s, more than the %s available, and %w", in.Settings(), model.Bytes(p.Total), model.Bytes(budget), err)
+		return p, fmt.Errorf("%s needs %s, more than the %s available, and %w", in.Settings(), model.Bytes(p.Need()), model.Bytes(budget), err)
 	}
 	return p, fmt.Errorf("%s needs %s, more than the %s available; %s fits (%s): %s",
-		in.Settings(), model.Bytes(p.Total), model.Bytes(budget), fit.Input.Settings(), model.Bytes(fit.Total), flagsFor(fit.Input))
+		in.Settings(), model.Bytes(p.Need()), model.Bytes(budget), fit.Input.Settings(), model.Bytes(fit.Need()), flagsFor(fit.Input))
 }
 
 // flagsFor spells a plan input as the flags that choose it.

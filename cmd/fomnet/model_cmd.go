@@ -21,8 +21,13 @@ type planReport struct {
 	Settings string           `json:"settings"`
 	Parts    []model.PlanPart `json:"parts"`
 	Total    int64            `json:"total_bytes"`
-	Budget   int64            `json:"budget_bytes,omitempty"`
-	Fits     bool             `json:"fits"`
+	Device   int64            `json:"device_bytes"`
+	Host     int64            `json:"host_bytes"`
+	// Need is what the budget is checked against: Device on a GPU, Total
+	// on the CPU.
+	Need   int64 `json:"need_bytes"`
+	Budget int64 `json:"budget_bytes,omitempty"`
+	Fits   bool  `json:"fits"`
 	// Fit is the first configuration that fits when the one asked for
 	// does not (FitPlan's order), as flags; Why says why none does.
 	Fit      string `json:"fit,omitempty"`
@@ -80,14 +85,14 @@ Exit status 1 when neither the configuration nor any setting fits.`,
 			}
 			p := model.MakePlan(c, in)
 			r := planReport{Preset: preset, Params: model.NumParams(c), Settings: in.Settings(), Parts: p.Parts, Total: p.Total,
-				Budget: budget, Fits: budget == 0 || p.Total <= budget}
+				Device: p.Device, Host: p.Host, Need: p.Need(), Budget: budget, Fits: budget == 0 || p.Need() <= budget}
 			var none error
 			if !r.Fits {
 				fit, err := model.FitPlan(c, in, budget, false)
 				if err != nil {
 					none, r.Why = err, err.Error()
 				} else {
-					r.Fit, r.FitBytes = flagsFor(fit.Input), fit.Total
+					r.Fit, r.FitBytes = flagsFor(fit.Input), fit.Need()
 				}
 			}
 			if err := printPlan(e, r, asJSON); err != nil {
@@ -116,9 +121,17 @@ func printPlan(e *env, r planReport, asJSON bool) error {
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "%s (%s parameters): %s\n", r.Preset, human(float64(r.Params), ""), r.Settings)
 	for _, p := range r.Parts {
-		fmt.Fprintf(w, "  %s\t%s\t\n", p.Name, model.Bytes(p.Bytes))
+		where := ""
+		if p.Host && r.Need != r.Total {
+			where = "host"
+		}
+		fmt.Fprintf(w, "  %s\t%s\t%s\n", p.Name, model.Bytes(p.Bytes), where)
 	}
-	fmt.Fprintf(w, "  total\t%s\t\n", model.Bytes(r.Total))
+	if r.Need != r.Total {
+		fmt.Fprintf(w, "  on the device\t%s\t\n  in host memory\t%s\t\n", model.Bytes(r.Device), model.Bytes(r.Host))
+	} else {
+		fmt.Fprintf(w, "  total\t%s\t\n", model.Bytes(r.Total))
+	}
 	switch {
 	case r.Budget == 0:
 		fmt.Fprintf(w, "no memory budget to check against (give --memory)\n")
