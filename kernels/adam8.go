@@ -125,35 +125,49 @@ func init() {
 	}
 }
 
-// floatCode rounds r ∈ [0, 1] to a code with mant mantissa bits and a
-// 4-bit exponent of bias 15 (subnormal below 2^−14).
-func floatCode(r float32, mant uint) uint8 {
+// vCode and mCode round r ∈ [0, 1] to a code of 4 and 3 mantissa bits
+// and a 4-bit exponent of bias 15: above 2^−14 by rebiasing the exponent
+// and rounding the mantissa on the bits (ties to even), below it as the
+// nearest multiple of the subnormal step (r scaled by a power of two is
+// exact; adding and subtracting 2^23 rounds it to an integer, ties to
+// even). Written out twice so that each is inlined.
+func vCode(r float32) uint8 {
 	b := math.Float32bits(r)
-	if b >= (127-14)<<23 { // r ≥ 2^−14: rebias the exponent, round the mantissa
-		x := b - (127-15)<<23
-		sh := 23 - mant
-		x += 1<<(sh-1) - 1 + (x>>sh)&1
-		return uint8(x >> sh)
+	if b < (127-14)<<23 {
+		return uint8(float32(float32(r*0x1p18)+0x1p23) - 0x1p23)
 	}
-	return uint8(math.RoundToEven(float64(r) * math.Ldexp(1, 14+int(mant))))
+	x := b - (127-15)<<23
+	x += 1<<18 - 1 + (x>>19)&1
+	return uint8(x >> 19)
+}
+
+func mCode(r float32) uint8 {
+	b := math.Float32bits(r)
+	if b < (127-14)<<23 {
+		return uint8(float32(float32(r*0x1p17)+0x1p23) - 0x1p23)
+	}
+	x := b - (127-15)<<23
+	x += 1<<19 - 1 + (x>>20)&1
+	return uint8(x >> 20)
 }
 
 // EncodeV is the code of w ≥ 0 (√v) in a block of scale s ≥ w (0 when s is 0).
-func EncodeV(v, s float32) uint8 {
-	if v <= 0 || s <= 0 {
+func EncodeV(w, s float32) uint8 {
+	if w <= 0 || s <= 0 {
 		return 0
 	}
-	return max(floatCode(min(v/s, 1), 4), 1)
+	return max(vCode(min(w/s, 1)), 1)
 }
 
 // EncodeM is the code of x (m/w) in a block of scale s ≥ |x|.
-func EncodeM(m, s float32) uint8 {
-	if s <= 0 || m == 0 {
+func EncodeM(x, s float32) uint8 {
+	b := math.Float32bits(x)
+	if s <= 0 || b<<1 == 0 {
 		return 0
 	}
-	c := floatCode(min(float32(math.Abs(float64(m)))/s, 1), 3)
-	if m < 0 && c != 0 {
-		c |= 128
+	c := mCode(min(math.Float32frombits(b&^(1<<31))/s, 1))
+	if c != 0 {
+		c |= uint8(b>>24) & 128 // the sign
 	}
 	return c
 }
@@ -163,38 +177,70 @@ func EncodeM(m, s float32) uint8 {
 func DecodeV(c uint8, s float32) float32 { return s * vTable[c] }
 func DecodeM(c uint8, s float32) float32 { return s * mTable[c] }
 
-// AdamW8Block is the definition of the 8-bit AdamW update of one block of
-// at most Adam8Block parameters: decode the moments, take AdamW's step in
-// float32 exactly as the fp32 update does (the parameters move by the new
-// moments before they are rounded), then encode w = √v against the block's
-// new largest w, and m/w against the largest |m/w|: those become the
-// block's scales ms (of m/w) and vs (of w).
-func AdamW8Block(p, g []float32, mq, vq []uint8, ms, vs *float32, c *AdamConst) {
-	var m, w [Adam8Block]float32
-	var wmax float32
+// AdamWFloat32 is the definition of the fp32 AdamW update every backend
+// computes:
+//
+//	g' = g·gs;  m = β1·m + (1−β1)·g';  v = β2·v + (1−β2)·g'·g'
+//	p -= lr·( (m/bc1) / (√(v/bc2) + ε) + wd·p )
+//
+// with 1/bc precomputed, each product rounded to float32 on its own.
+func AdamWFloat32(p, g, m, v []float32, c *AdamConst) {
 	for i := range p {
 		gi := g[i] * c.GS
-		wo := DecodeV(vq[i], *vs)
-		mi := float32(c.B1*float32(DecodeM(mq[i], *ms)*wo)) + float32(c.OmB1*gi)
-		vi := float32(c.B2*float32(wo*wo)) + float32(float32(c.OmB2*gi)*gi)
-		m[i], w[i] = mi, float32(math.Sqrt(float64(vi)))
-		wmax = max(wmax, w[i])
+		mi := float32(c.B1*m[i]) + float32(c.OmB1*gi)
+		vi := float32(c.B2*v[i]) + float32(float32(c.OmB2*gi)*gi)
+		m[i], v[i] = mi, vi
 		den := float32(math.Sqrt(float64(vi*c.IBC2))) + c.Eps
 		upd := float32(float32(mi*c.IBC1)/den) + float32(c.WD*p[i])
 		p[i] -= float32(c.LR * upd)
 	}
+}
+
+// AdamW8Block is the definition of the 8-bit AdamW update of one block of
+// at most Adam8Block parameters: decode the moments (m = (m/w)·w, v = w·w,
+// each product rounded), take fp32 AdamW's step on them (update: a
+// backend's AdamWFloat32, the same bits; nil: AdamWFloat32), then encode
+// w = √v against the block's new largest w, and m/w against the largest
+// |m/w|: those become the block's scales ms (of m/w) and vs (of w).
+// scratch holds the decoded moments (nil: allocated here; a caller that
+// runs many blocks passes 2·Adam8Block values of its own).
+func AdamW8Block(p, g []float32, mq, vq []uint8, ms, vs *float32, c *AdamConst, scratch []float32, update func(p, g, m, v []float32, c *AdamConst)) {
+	if len(scratch) < 2*len(p) {
+		scratch = make([]float32, 2*len(p))
+	}
+	m, v := scratch[:len(p)], scratch[len(p):2*len(p)]
+	mq, vq = mq[:len(m)], vq[:len(m)]
+	msc, vsc := *ms, *vs
+	for i := range m {
+		wo := DecodeV(vq[i], vsc)
+		m[i], v[i] = DecodeM(mq[i], msc)*wo, wo*wo
+	}
+	if update == nil {
+		update = AdamWFloat32
+	}
+	update(p, g, m, v, c)
+	var wmax float32 // (the moments are finite: a step with a non-finite gradient is skipped)
+	for i, x := range v {
+		w := float32(math.Sqrt(float64(x)))
+		v[i] = w
+		if w > wmax {
+			wmax = w
+		}
+	}
 	var mmax float32
-	for i := range p {
-		vq[i] = EncodeV(w[i], wmax)
+	for i := range m {
+		vq[i] = EncodeV(v[i], wmax)
 		if wq := DecodeV(vq[i], wmax); wq > 0 {
 			m[i] /= wq
 		} else {
 			m[i] = 0
 		}
-		mmax = max(mmax, float32(math.Abs(float64(m[i]))))
+		if a := math.Float32frombits(math.Float32bits(m[i]) &^ (1 << 31)); a > mmax {
+			mmax = a
+		}
 	}
 	*ms, *vs = mmax, wmax
-	for i := range p {
+	for i := range m {
 		mq[i] = EncodeM(m[i], mmax)
 	}
 }

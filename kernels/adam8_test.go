@@ -150,7 +150,7 @@ func TestAdamW8FollowsAdamW(t *testing.T) {
 			c := h.Consts()
 			for k := range ms {
 				i, j := k*Adam8Block, min((k+1)*Adam8Block, n)
-				AdamW8Block(p32[i:j], g32[i:j], mq[i:j], vq[i:j], &ms[k], &vs[k], &c)
+				AdamW8Block(p32[i:j], g32[i:j], mq[i:j], vq[i:j], &ms[k], &vs[k], &c, nil, nil)
 			}
 			for i := range pf {
 				gi := gf[i]

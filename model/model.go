@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/fomnet/fomnet/kernels"
 )
@@ -130,18 +133,35 @@ func (m *Model) Steps() int { return m.step }
 // N(0, 0.02²), with the residual projections (o_proj, down_proj) scaled by
 // 1/√(2·layers) as in GPT-2. The optimizer state is cleared.
 //
-// It holds one tensor at a time on the host, not the whole model.
+// Tensors are filled on every core (each from its own stream, so the bits
+// do not depend on which) and uploaded one at a time: the host holds a
+// tensor per core, not the whole model.
 func (m *Model) Init(seed uint64) {
-	var host []float32
 	resid := 0.02 / math.Sqrt(2*float64(m.Config.Layers))
-	for i, t := range m.Layout.Tensors {
-		if cap(host) < t.Size {
-			host = make([]float32, t.Size)
-		}
-		dst := host[:t.Size]
-		m.init(i, dst, seed, resid)
-		m.be.Upload(m.be.View(m.Params, t.Offset, t.Size), dst)
+	var (
+		next atomic.Int64
+		mu   sync.Mutex // the backend is driven by one goroutine at a time
+		wg   sync.WaitGroup
+	)
+	for range min(runtime.GOMAXPROCS(0), len(m.Layout.Tensors)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var host []float32
+			for i := int(next.Add(1) - 1); i < len(m.Layout.Tensors); i = int(next.Add(1) - 1) {
+				t := m.Layout.Tensors[i]
+				if cap(host) < t.Size {
+					host = make([]float32, t.Size)
+				}
+				dst := host[:t.Size]
+				m.init(i, dst, seed, resid)
+				mu.Lock()
+				m.be.Upload(m.be.View(m.Params, t.Offset, t.Size), dst)
+				mu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
 	m.be.Zero(m.Grads)
 	m.SetOptimState(OptimState{})
 }

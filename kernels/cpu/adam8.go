@@ -8,8 +8,8 @@ import (
 
 // The CPU backend keeps AdamW's moments in 8 bits when asked
 // (kernels.Adam8Backend): the update is kernels.AdamW8Block on every block,
-// blocks spread over the threads (a block's arithmetic never depends on
-// which thread runs it).
+// its fp32 step the vectorised AdamW, blocks spread over the threads (a
+// block's arithmetic never depends on which thread runs it).
 
 type bytesBuf struct{ d []byte }
 
@@ -50,15 +50,18 @@ func (b *Backend) DownloadBytes(dst []byte, src kernels.ByteBuffer) {
 }
 
 type adam8Task struct {
+	be           *Backend
 	p, g, ms, vs []float32
 	mq, vq       []byte
 	c            kernels.AdamConst
 }
 
-func (t *adam8Task) run(_, lo, hi int) {
+func (t *adam8Task) run(w, lo, hi int) {
+	ws := t.be.ws[w]
+	ws.s = grow(ws.s, 2*kernels.Adam8Block) // attention's rows, free between ops
 	for k := lo; k < hi; k++ {
 		i, j := k*kernels.Adam8Block, min((k+1)*kernels.Adam8Block, len(t.p))
-		kernels.AdamW8Block(t.p[i:j], t.g[i:j], t.mq[i:j], t.vq[i:j], &t.ms[k], &t.vs[k], &t.c)
+		kernels.AdamW8Block(t.p[i:j], t.g[i:j], t.mq[i:j], t.vq[i:j], &t.ms[k], &t.vs[k], &t.c, ws.s, t.be.adamw)
 	}
 }
 
@@ -74,7 +77,7 @@ func (b *Backend) AdamW8(params, grads kernels.Buffer, m, v kernels.ByteBuffer, 
 	if h.Step < 1 {
 		panic(fmt.Errorf("kernels: adamw step %d must count from 1", h.Step))
 	}
-	b.adam8T = adam8Task{p: p, g: fs(grads), mq: bs(m), vq: bs(v), ms: fs(ms), vs: fs(vs), c: h.Consts()}
+	b.adam8T = adam8Task{be: b, p: p, g: fs(grads), mq: bs(m), vq: bs(v), ms: fs(ms), vs: fs(vs), c: h.Consts()}
 	b.pool.run(&b.adam8T, nb, 64)
 	b.adam8T = adam8Task{} // keep no model's buffers alive
 }

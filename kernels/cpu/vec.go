@@ -136,23 +136,8 @@ func (b *Backend) adamw(p, g, m, v []float32, c *adamConst) {
 	adamwGo(p[n8:], g[n8:], m[n8:], v[n8:], c)
 }
 
-// adamwGo is the definition of the AdamW update:
-//
-//	g' = g·gs;  m = β1·m + (1−β1)·g';  v = β2·v + (1−β2)·g'·g'
-//	p -= lr·( (m/bc1) / (√(v/bc2) + ε) + wd·p )
-//
-// with 1/bc precomputed, each product rounded to float32 on its own.
-func adamwGo(p, g, m, v []float32, c *adamConst) {
-	for i := range p {
-		gi := g[i] * c.GS
-		mi := float32(c.B1*m[i]) + float32(c.OmB1*gi)
-		vi := float32(c.B2*v[i]) + float32(float32(c.OmB2*gi)*gi)
-		m[i], v[i] = mi, vi
-		den := float32(math.Sqrt(float64(vi*c.IBC2))) + c.Eps
-		upd := float32(float32(mi*c.IBC1)/den) + float32(c.WD*p[i])
-		p[i] -= float32(c.LR * upd)
-	}
-}
+// adamwGo is the definition, kernels.AdamWFloat32.
+func adamwGo(p, g, m, v []float32, c *adamConst) { kernels.AdamWFloat32(p, g, m, v, c) }
 
 // sumsqLanes adds x[i]² to acc[i%16] with one float64 FMA each.
 func (b *Backend) sumsqLanes(x []float32, acc *[16]float64) {
