@@ -15,9 +15,9 @@ type PlanInput struct {
 	Options
 	// Swarm adds what a swarm participant holds besides its model (package
 	// node): the round's global weights, the outer momentum, the
-	// error-feedback residuals, a copy of the worker state, the round's Δ
-	// and start vectors, and, with SpotChecks, a second model that
-	// re-executes others' contributions.
+	// error-feedback residuals, a copy of the worker state and its encoding
+	// for the store, the round's Δ and start vectors, and, with SpotChecks,
+	// a second model that re-executes others' contributions.
 	Swarm, SpotChecks bool
 	// BF16 adds the CUDA bf16 path's operand copies (its workspace).
 	BF16 bool
@@ -139,6 +139,7 @@ func MakePlan(c Config, in PlanInput) Plan {
 			PlanPart{"global weights and outer momentum", 8 * p, true},
 			PlanPart{"error-feedback residuals", 4 * p, true},
 			PlanPart{"held worker state (moments and residuals)", state + 4*p, true},
+			PlanPart{"worker state encoded for the store", state + 4*p, true},
 			PlanPart{"round Δ and start", 8 * p, true})
 		if in.SpotChecks {
 			var sum int64
