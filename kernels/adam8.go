@@ -67,6 +67,7 @@ func (x timedAdam8) AdamW8(p, g Buffer, m, v ByteBuffer, ms, vs Buffer, h AdamWS
 // bit for bit.
 type AdamConst struct {
 	GS, B1, OmB1, B2, OmB2, IBC1, IBC2, Eps, WD, LR float32
+	Step                                            uint32 // (8-bit AdamW's rounding)
 }
 
 // Consts derives the step's constants (bias corrections in float64, then
@@ -79,7 +80,7 @@ func (h AdamWStep) Consts() AdamConst {
 	return AdamConst{GS: gs, B1: h.Beta1, OmB1: 1 - h.Beta1, B2: h.Beta2, OmB2: 1 - h.Beta2,
 		IBC1: float32(1 / (1 - math.Pow(float64(h.Beta1), float64(h.Step)))),
 		IBC2: float32(1 / (1 - math.Pow(float64(h.Beta2), float64(h.Step)))),
-		Eps:  h.Eps, WD: h.WeightDecay, LR: h.LR}
+		Eps:  h.Eps, WD: h.WeightDecay, LR: h.LR, Step: uint32(h.Step)}
 }
 
 // The codes. Both are small floating-point formats relative to a block's
@@ -89,20 +90,29 @@ func (h AdamWStep) Consts() AdamConst {
 //
 //   - v is held as w = √v, an unsigned E4M4 float of r = w/s ∈ [0, 1]: code
 //     e<<4|f stands for 2^(e−15)·(1+f/16) when e ≥ 1 and f·2^−18 when e = 0
-//     (±3.1% at worst, r down to 2^−18, so v spans 2^36 in a block). A
+//     (codes 3–6% apart, r down to 2^−18, so v spans 2^36 in a block). A
 //     positive w never becomes 0: below the smallest code it is held as that
 //     code, over-estimating v (the update shrinks; dividing by a v rounded to
 //     0 would blow it up).
 //   - m is held as m/w (w as decoded), a sign and an E4M3 float of
 //     |m/w|/s: sign<<7 | e<<3 | f stands for ±2^(e−15)·(1+f/8), or ±f·2^−17
-//     when e = 0 (±6.3% at worst). Relative to w, m's range in a block is
+//     when e = 0 (codes 6–12% apart). Relative to w, m's range in a block is
 //     that of AdamW's normalised update — small — so a parameter whose
 //     gradients are far below its block's largest keeps its momentum where
 //     m relative to the block would underflow to 0.
 //
-// Rounding is to nearest, ties to even, done on the float32's bits, so that
-// every machine and device produces the same codes. Decoding multiplies the
-// scale by an exact table value: one rounding.
+// Rounding is stochastic: a value between two codes takes the upper one
+// with the probability of its distance from the lower, so a moment is
+// held without bias. Rounded to the nearest code, a moment that moves by
+// less than half the codes' spacing a step — v decaying by 1−β2 = 0.5% a
+// step as gradients quieten, or 5% against codes 6% apart — stays where it
+// was for ever: the first version did that, and its v, stuck high, took
+// 2.5–4% lower losses than fp32 AdamW on tiny and demo by taking smaller
+// steps (docs/BENCHMARKS.md). The random bits are a hash of the step and
+// the parameter's index in its tensor (adamBits), so every machine and
+// device rounds alike; the rounding itself is integer arithmetic on the
+// float32's bits. Decoding multiplies the scale by an exact table value:
+// one rounding.
 var vTable, mTable [256]float32
 
 func init() {
@@ -125,47 +135,49 @@ func init() {
 	}
 }
 
-// vCode and mCode round r ∈ [0, 1] to a code of 4 and 3 mantissa bits
-// and a 4-bit exponent of bias 15: above 2^−14 by rebiasing the exponent
-// and rounding the mantissa on the bits (ties to even), below it as the
-// nearest multiple of the subnormal step (r scaled by a power of two is
-// exact; adding and subtracting 2^23 rounds it to an integer, ties to
-// even). Written out twice so that each is inlined.
-func vCode(r float32) uint8 {
-	b := math.Float32bits(r)
-	if b < (127-14)<<23 {
-		return uint8(float32(float32(r*0x1p18)+0x1p23) - 0x1p23)
-	}
-	x := b - (127-15)<<23
-	x += 1<<18 - 1 + (x>>19)&1
-	return uint8(x >> 19)
+// adamBits are the random bits that round parameter i's moments at a
+// step: an integer hash (multiply, xor-shift) of both, different for m
+// (odd) and v (even).
+func adamBits(i, step uint32, odd uint32) uint32 {
+	x := (2*i+odd)*0x9e3779b1 ^ step*0x85ebca77
+	x ^= x >> 16
+	x *= 0x7feb352d
+	x ^= x >> 15
+	x *= 0x846ca68b
+	return x ^ x>>16
 }
 
-func mCode(r float32) uint8 {
+// floatCode rounds r ∈ [0, 1] stochastically with the random bits rnd to a
+// code of 23−sh mantissa bits and a 4-bit exponent of bias 15. Above 2^−14
+// it rebiases the exponent and adds sh random bits below the mantissa
+// kept; below, r·2^(37−sh) (exact) in fixed point with 23 fractional bits
+// gets 23 random bits. Small enough to be inlined.
+func floatCode(r float32, sh uint, rnd uint32) uint8 {
 	b := math.Float32bits(r)
 	if b < (127-14)<<23 {
-		return uint8(float32(float32(r*0x1p17)+0x1p23) - 0x1p23)
+		fx := uint32(r * math.Float32frombits(uint32(127+37-sh+23)<<23))
+		return uint8((fx + rnd&(1<<23-1)) >> 23)
 	}
-	x := b - (127-15)<<23
-	x += 1<<19 - 1 + (x>>20)&1
-	return uint8(x >> 20)
+	return uint8((b - (127-15)<<23 + rnd&(1<<sh-1)) >> sh)
 }
 
-// EncodeV is the code of w ≥ 0 (√v) in a block of scale s ≥ w (0 when s is 0).
-func EncodeV(w, s float32) uint8 {
+// EncodeV is the code of w ≥ 0 (√v) in a block of scale s ≥ w (0 when s
+// is 0), rounded with the random bits rnd.
+func EncodeV(w, s float32, rnd uint32) uint8 {
 	if w <= 0 || s <= 0 {
 		return 0
 	}
-	return max(vCode(min(w/s, 1)), 1)
+	return max(floatCode(min(w/s, 1), 19, rnd), 1)
 }
 
-// EncodeM is the code of x (m/w) in a block of scale s ≥ |x|.
-func EncodeM(x, s float32) uint8 {
+// EncodeM is the code of x (m/w) in a block of scale s ≥ |x|, rounded with
+// the random bits rnd.
+func EncodeM(x, s float32, rnd uint32) uint8 {
 	b := math.Float32bits(x)
 	if s <= 0 || b<<1 == 0 {
 		return 0
 	}
-	c := mCode(min(math.Float32frombits(b&^(1<<31))/s, 1))
+	c := floatCode(min(math.Float32frombits(b&^(1<<31))/s, 1), 20, rnd)
 	if c != 0 {
 		c |= uint8(b>>24) & 128 // the sign
 	}
@@ -202,9 +214,11 @@ func AdamWFloat32(p, g, m, v []float32, c *AdamConst) {
 // backend's AdamWFloat32, the same bits; nil: AdamWFloat32), then encode
 // w = √v against the block's new largest w, and m/w against the largest
 // |m/w|: those become the block's scales ms (of m/w) and vs (of w).
-// scratch holds the decoded moments (nil: allocated here; a caller that
-// runs many blocks passes 2·Adam8Block values of its own).
-func AdamW8Block(p, g []float32, mq, vq []uint8, ms, vs *float32, c *AdamConst, scratch []float32, update func(p, g, m, v []float32, c *AdamConst)) {
+// base is the index of the block's first parameter in its tensor (the
+// random bits of rounding: adamBits). scratch holds the decoded moments
+// (nil: allocated here; a caller that runs many blocks passes
+// 2·Adam8Block values of its own).
+func AdamW8Block(p, g []float32, mq, vq []uint8, ms, vs *float32, c *AdamConst, base int, scratch []float32, update func(p, g, m, v []float32, c *AdamConst)) {
 	if len(scratch) < 2*len(p) {
 		scratch = make([]float32, 2*len(p))
 	}
@@ -229,7 +243,7 @@ func AdamW8Block(p, g []float32, mq, vq []uint8, ms, vs *float32, c *AdamConst, 
 	}
 	var mmax float32
 	for i := range m {
-		vq[i] = EncodeV(v[i], wmax)
+		vq[i] = EncodeV(v[i], wmax, adamBits(uint32(base+i), c.Step, 0))
 		if wq := DecodeV(vq[i], wmax); wq > 0 {
 			m[i] /= wq
 		} else {
@@ -241,6 +255,6 @@ func AdamW8Block(p, g []float32, mq, vq []uint8, ms, vs *float32, c *AdamConst, 
 	}
 	*ms, *vs = mmax, wmax
 	for i := range m {
-		mq[i] = EncodeM(m[i], mmax)
+		mq[i] = EncodeM(m[i], mmax, adamBits(uint32(base+i), c.Step, 1))
 	}
 }

@@ -1,10 +1,15 @@
 package model
 
 import (
+	"bytes"
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strconv"
 	"testing"
+
+	"github.com/fomnet/fomnet/kernels/cpu"
 )
 
 // FuzzUnmarshalHFConfig: config.json from disk either yields a config that
@@ -59,6 +64,52 @@ func FuzzLoadCorpus(f *testing.F) {
 		}
 		if len(c.Tokens) > 0 && c.Tokens[len(c.Tokens)-1] != ByteEOS {
 			t.Fatal("last document does not end in EOS")
+		}
+	})
+}
+
+// FuzzParseOptimizer: optimizer.safetensors from disk — fp32 or 8-bit
+// moments — parses or is refused, never panics; what parses writes back
+// to tensors that parse to the same state, and a model refuses a state
+// that does not fit it rather than taking part of it.
+func FuzzParseOptimizer(f *testing.F) {
+	for _, s := range []OptimState{
+		{Step: 3, M: []float32{1, -2}, V: []float32{3, 4}},
+		{Step: 7, M8: []byte{1, 130}, V8: []byte{16, 240}, MS: []float32{0.5}, VS: []float32{2}},
+	} {
+		var b bytes.Buffer
+		if err := WriteSafetensors(&b, optimTensors(&s), map[string]string{"step": strconv.Itoa(s.Step)}); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b.Bytes())
+	}
+	tiny, _ := Preset("tiny")
+	be := cpu.MustNew(cpu.Options{Threads: 1})
+	f.Cleanup(func() { be.Close() })
+	var models []*Model
+	for _, eight := range []bool{false, true} {
+		m, _ := NewWith(be, tiny, Options{AdamW8: eight})
+		models = append(models, m)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := parseOptimizer(data)
+		if err != nil {
+			return
+		}
+		var b bytes.Buffer
+		if err := WriteSafetensors(&b, optimTensors(&s), map[string]string{"step": strconv.Itoa(s.Step)}); err != nil {
+			t.Fatal(err)
+		}
+		again, err := parseOptimizer(b.Bytes())
+		if err != nil || !reflect.DeepEqual(again, s) {
+			t.Fatalf("a parsed state does not come back: %v", err)
+		}
+		if n := models[0].Layout.Size; len(s.M) != n && len(s.M8) != n {
+			for _, m := range models {
+				if m.SetOptimState(s) == nil {
+					t.Fatal("a model took a state of another size")
+				}
+			}
 		}
 	})
 }

@@ -61,7 +61,7 @@ func (t *adam8Task) run(w, lo, hi int) {
 	ws.s = grow(ws.s, 2*kernels.Adam8Block) // attention's rows, free between ops
 	for k := lo; k < hi; k++ {
 		i, j := k*kernels.Adam8Block, min((k+1)*kernels.Adam8Block, len(t.p))
-		kernels.AdamW8Block(t.p[i:j], t.g[i:j], t.mq[i:j], t.vq[i:j], &t.ms[k], &t.vs[k], &t.c, ws.s, t.be.adamw)
+		kernels.AdamW8Block(t.p[i:j], t.g[i:j], t.mq[i:j], t.vq[i:j], &t.ms[k], &t.vs[k], &t.c, i, ws.s, t.be.adamw)
 	}
 }
 

@@ -27,7 +27,7 @@ func TestAdamW8MatchesDefinition(t *testing.T) {
 		c := h.Consts()
 		for k := 0; k < nb; k++ {
 			i, j := k*kernels.Adam8Block, min(n, (k+1)*kernels.Adam8Block)
-			kernels.AdamW8Block(wp[i:j], g[i:j], wm[i:j], wv[i:j], &wms[k], &wvs[k], &c, nil, nil)
+			kernels.AdamW8Block(wp[i:j], g[i:j], wm[i:j], wv[i:j], &wms[k], &wvs[k], &c, i, nil, nil)
 		}
 	}
 	for _, threads := range []int{1, 3} {

@@ -75,20 +75,31 @@ FOM_KERNEL void fom_swiglu_bwd(float *dg, float *du, const float *dh, const floa
 // 8-bit AdamW (kernels/adam8.go: AdamW8Block is the definition). One block
 // of 256 threads a block of kernels.Adam8Block parameters; the block's
 // largest w = √v and |m/w| are found by a reduction (max is exact in any
-// order), and the codes are rounded on the float32 bits as in Go.
+// order), and the codes are rounded on the float32 bits with the same
+// random bits as in Go (a hash of the parameter's index in its tensor and
+// the step).
 #define FOM_A8_BLOCK 256
 
-// fom_a8_code rounds r ∈ [0, 1] to a 4-bit-exponent (bias 15) code with
-// mant mantissa bits (floatCode).
-FOM_DEV unsigned fom_a8_code(float r, int mant) {
+// fom_a8_bits is adamBits: the random bits rounding parameter i's moments
+// at a step (odd: m, even: v).
+FOM_DEV unsigned fom_a8_bits(unsigned i, unsigned step, unsigned odd) {
+	unsigned x = (2u * i + odd) * 0x9e3779b1u ^ step * 0x85ebca77u;
+	x ^= x >> 16;
+	x *= 0x7feb352du;
+	x ^= x >> 15;
+	x *= 0x846ca68bu;
+	return x ^ (x >> 16);
+}
+
+// fom_a8_code is floatCode: r ∈ [0, 1] rounded stochastically with rnd to
+// a 4-bit-exponent (bias 15) code with 23 − sh mantissa bits.
+FOM_DEV unsigned fom_a8_code(float r, unsigned sh, unsigned rnd) {
 	unsigned b = __float_as_uint(r);
-	if (b >= (127u - 14u) << 23) {
-		unsigned x = b - ((127u - 15u) << 23);
-		int sh = 23 - mant;
-		x += (1u << (sh - 1)) - 1u + ((x >> sh) & 1u);
-		return x >> sh;
+	if (b < (127u - 14u) << 23) {
+		unsigned fx = (unsigned)__fmul_rn(r, __int_as_float((int)((127u + 37u - sh + 23u) << 23)));
+		return (fx + (rnd & ((1u << 23) - 1u))) >> 23;
 	}
-	return (unsigned)__double2int_rn((double)r * (double)(1 << (14 + mant)));
+	return (b - ((127u - 15u) << 23) + (rnd & ((1u << sh) - 1u))) >> sh;
 }
 
 // fom_a8_v and fom_a8_m are vTable and mTable.
@@ -118,7 +129,7 @@ FOM_DEV float fom_a8_max(float x, float *red) {
 
 FOM_KERNEL void fom_adamw8(float *p, const float *g, unsigned char *mq, unsigned char *vq, float *ms, float *vs,
                            long long n, float gs, float b1, float omb1, float b2, float omb2,
-                           float ibc1, float ibc2, float eps, float wd, float lr) {
+                           float ibc1, float ibc2, float eps, float wd, float lr, int step) {
 	__shared__ float red[FOM_A8_BLOCK];
 	long long k = blockIdx.x, i = k * FOM_A8_BLOCK + threadIdx.x;
 	bool in = i < n;
@@ -138,7 +149,7 @@ FOM_KERNEL void fom_adamw8(float *p, const float *g, unsigned char *mq, unsigned
 	float x = 0;
 	unsigned vc = 0;
 	if (in && w > 0 && wmax > 0) {
-		vc = fom_a8_code(fminf(__fdiv_rn(w, wmax), 1.0f), 4);
+		vc = fom_a8_code(fminf(__fdiv_rn(w, wmax), 1.0f), 19, fom_a8_bits((unsigned)i, (unsigned)step, 0));
 		if (vc == 0) vc = 1;
 		float wq = __fmul_rn(wmax, fom_a8_v(vc));
 		x = wq > 0 ? __fdiv_rn(mi, wq) : 0;
@@ -147,7 +158,7 @@ FOM_KERNEL void fom_adamw8(float *p, const float *g, unsigned char *mq, unsigned
 	if (!in) return;
 	unsigned mc = 0;
 	if (mmax > 0 && x != 0) {
-		mc = fom_a8_code(fminf(__fdiv_rn(fabsf(x), mmax), 1.0f), 3);
+		mc = fom_a8_code(fminf(__fdiv_rn(fabsf(x), mmax), 1.0f), 20, fom_a8_bits((unsigned)i, (unsigned)step, 1));
 		if (x < 0 && mc != 0) mc |= 128u;
 	}
 	mq[i] = (unsigned char)mc;

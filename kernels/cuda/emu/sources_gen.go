@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "02b937f754408c3cd0eb48e784fe7a1de12d27ebfdc64057ccccf7f704603977"
+const SourcesSHA256 = "3c97cf444a8df9de6c71b712148768a530dbca3beb73d0d0b4127cc1b134ff06"
