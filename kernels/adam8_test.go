@@ -122,8 +122,8 @@ func TestAdam8CodesStochastic(t *testing.T) {
 		} else {
 			check("EncodeV", r, lo, hi, p, func(rnd uint32) uint8 { return EncodeV(r32, 1, rnd) }, sh)
 		}
-		msh := uint(20)
-		if r < 0x1p-14 {
+		msh := uint(19)
+		if r < 0x1p-6 {
 			msh = 23
 		}
 		for _, sign := range []float32{1, -1} {

@@ -92,14 +92,14 @@ FOM_DEV unsigned fom_a8_bits(unsigned i, unsigned step, unsigned odd) {
 }
 
 // fom_a8_code is floatCode: r ∈ [0, 1] rounded stochastically with rnd to
-// a 4-bit-exponent (bias 15) code with 23 − sh mantissa bits.
-FOM_DEV unsigned fom_a8_code(float r, unsigned sh, unsigned rnd) {
+// a code of 4 mantissa bits and an exponent of the given bias (15 or 7).
+FOM_DEV unsigned fom_a8_code(float r, unsigned bias, unsigned rnd) {
 	unsigned b = __float_as_uint(r);
-	if (b < (127u - 14u) << 23) {
-		unsigned fx = (unsigned)__fmul_rn(r, __int_as_float((int)((127u + 37u - sh + 23u) << 23)));
+	if (b < (128u - bias) << 23) {
+		unsigned fx = (unsigned)__fmul_rn(r, __int_as_float((int)((127u + bias + 3u + 23u) << 23)));
 		return (fx + (rnd & ((1u << 23) - 1u))) >> 23;
 	}
-	return (b - ((127u - 15u) << 23) + (rnd & ((1u << sh) - 1u))) >> sh;
+	return (b - ((127u - bias) << 23) + (rnd & ((1u << 19) - 1u))) >> 19;
 }
 
 // fom_a8_v and fom_a8_m are vTable and mTable.
@@ -108,8 +108,8 @@ FOM_DEV float fom_a8_v(unsigned c) {
 	return e == 0 ? __fmul_rn((float)f, 0x1p-18f) : __int_as_float((int)(((e + 112u) << 23) | (f << 19)));
 }
 FOM_DEV float fom_a8_m(unsigned c) {
-	unsigned e = (c >> 3) & 15u, f = c & 7u;
-	float x = e == 0 ? __fmul_rn((float)f, 0x1p-17f) : __int_as_float((int)(((e + 112u) << 23) | (f << 20)));
+	unsigned e = (c >> 4) & 7u, f = c & 15u;
+	float x = e == 0 ? __fmul_rn((float)f, 0x1p-10f) : __int_as_float((int)(((e + 120u) << 23) | (f << 19)));
 	return (c & 128u) ? -x : x;
 }
 
@@ -149,7 +149,7 @@ FOM_KERNEL void fom_adamw8(float *p, const float *g, unsigned char *mq, unsigned
 	float x = 0;
 	unsigned vc = 0;
 	if (in && w > 0 && wmax > 0) {
-		vc = fom_a8_code(fminf(__fdiv_rn(w, wmax), 1.0f), 19, fom_a8_bits((unsigned)i, (unsigned)step, 0));
+		vc = fom_a8_code(fminf(__fdiv_rn(w, wmax), 1.0f), 15u, fom_a8_bits((unsigned)i, (unsigned)step, 0));
 		if (vc == 0) vc = 1;
 		float wq = __fmul_rn(wmax, fom_a8_v(vc));
 		x = wq > 0 ? __fdiv_rn(mi, wq) : 0;
@@ -158,7 +158,7 @@ FOM_KERNEL void fom_adamw8(float *p, const float *g, unsigned char *mq, unsigned
 	if (!in) return;
 	unsigned mc = 0;
 	if (mmax > 0 && x != 0) {
-		mc = fom_a8_code(fminf(__fdiv_rn(fabsf(x), mmax), 1.0f), 20, fom_a8_bits((unsigned)i, (unsigned)step, 1));
+		mc = fom_a8_code(fminf(__fdiv_rn(fabsf(x), mmax), 1.0f), 7u, fom_a8_bits((unsigned)i, (unsigned)step, 1));
 		if (x < 0 && mc != 0) mc |= 128u;
 	}
 	mq[i] = (unsigned char)mc;

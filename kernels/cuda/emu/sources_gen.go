@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "3c97cf444a8df9de6c71b712148768a530dbca3beb73d0d0b4127cc1b134ff06"
+const SourcesSHA256 = "177588a632f8eb9d791bb8e286e9cfda2cc7ebd20a5efed982a5929169930fec"
