@@ -61,15 +61,9 @@ Exit status 1 when neither the configuration nor any setting fits.`,
   fomnet model plan --preset kormo-10b --device cuda --memory 141GiB --batch 1 --seq 4096 --json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := model.Preset(preset)
+			c, err := presetShape(preset, batch, &seq)
 			if err != nil {
-				return usageError{err}
-			}
-			if seq == 0 {
-				seq = c.MaxSeq
-			}
-			if batch <= 0 || seq <= 0 || seq > c.MaxSeq {
-				return usagef("--batch %d and --seq %d must be positive, seq at most max_seq %d", batch, seq, c.MaxSeq)
+				return err
 			}
 			if _, _, err := dev.check(); err != nil {
 				return err
@@ -174,15 +168,9 @@ gradients and AdamW's two moments (16 bytes a parameter in all); activations
 are what one batch of --batch × --seq tokens keeps for backward, plus scratch.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := model.Preset(preset)
+			c, err := presetShape(preset, batch, &seq)
 			if err != nil {
-				return usageError{err}
-			}
-			if seq == 0 {
-				seq = c.MaxSeq
-			}
-			if batch <= 0 || seq <= 0 || seq > c.MaxSeq {
-				return usagef("--batch %d and --seq %d must be positive, seq at most max_seq %d", batch, seq, c.MaxSeq)
+				return err
 			}
 			n := model.NumParams(c)
 			info := modelInfo{
@@ -214,6 +202,21 @@ are what one batch of --batch × --seq tokens keeps for backward, plus scratch.`
 	return cmd
 }
 
+// presetShape reads --preset, --batch and --seq (0: the preset's max_seq).
+func presetShape(preset string, batch int, seq *int) (model.Config, error) {
+	c, err := model.Preset(preset)
+	if err != nil {
+		return c, usageError{err}
+	}
+	if *seq == 0 {
+		*seq = c.MaxSeq
+	}
+	if batch <= 0 || *seq <= 0 || *seq > c.MaxSeq {
+		return c, usagef("--batch %d and --seq %d must be positive, seq at most max_seq %d", batch, *seq, c.MaxSeq)
+	}
+	return c, nil
+}
+
 func human(v float64, unit string) string {
 	for _, s := range []struct {
 		f float64
@@ -226,15 +229,4 @@ func human(v float64, unit string) string {
 	return fmt.Sprintf("%.0f %s", v, unit)
 }
 
-func bytesHuman(b int64) string {
-	v := float64(b)
-	for _, s := range []struct {
-		f float64
-		p string
-	}{{1 << 40, "TiB"}, {1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
-		if v >= s.f {
-			return fmt.Sprintf("%.2f %s", v/s.f, s.p)
-		}
-	}
-	return fmt.Sprintf("%d B", b)
-}
+func bytesHuman(b int64) string { return model.Bytes(b) }
