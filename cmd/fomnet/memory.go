@@ -107,7 +107,8 @@ func memAvailable() int64 {
 
 // check refuses, before anything is allocated, a configuration whose plan
 // does not fit the budget, naming settings that would (fixedOptimizer: a
-// run's optimizer is not the node's to change).
+// run's optimizer is not the node's to change). The refusal is a usage
+// error: the flags ask for more than this machine holds.
 func (f *memoryFlags) check(e *env, c model.Config, in model.PlanInput, dev *deviceFlags, fixedOptimizer bool) (model.Plan, error) {
 	p := model.MakePlan(c, in)
 	budget, err := f.budget(dev)
@@ -116,9 +117,9 @@ func (f *memoryFlags) check(e *env, c model.Config, in model.PlanInput, dev *dev
 	}
 	fit, err := model.FitPlan(c, in, budget, fixedOptimizer)
 	if err != nil {
-		return p, fmt.Errorf("%s needs %s, more than the %s available, and %w", in.Settings(), model.Bytes(p.Need()), model.Bytes(budget), err)
+		return p, usagef("%s needs %s, more than the %s available, and %w", in.Settings(), model.Bytes(p.Need()), model.Bytes(budget), err)
 	}
-	return p, fmt.Errorf("%s needs %s, more than the %s available; %s fits (%s): %s",
+	return p, usagef("%s needs %s, more than the %s available; %s fits (%s): %s",
 		in.Settings(), model.Bytes(p.Need()), model.Bytes(budget), fit.Input.Settings(), model.Bytes(fit.Need()), flagsFor(fit.Input))
 }
 
