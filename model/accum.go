@@ -45,7 +45,7 @@ func (m *Model) Accumulate(tokens, targets []int32, b, t, micro int) (float32, e
 	rows := b / micro
 	step := rows * t
 	if m.acc == nil || m.acc.tokens.Len() != b*t {
-		m.acc = nil
+		m.acc = nil // let the old buffers go before allocating the new
 		m.acc = &accum{dres: be.Alloc(b * t * c.Dim), tokens: be.AllocInt(b * t)}
 	}
 	var sum float64

@@ -11,7 +11,7 @@ import (
 
 // memConfigs are the shapes the memory options are checked on: tiny (tied
 // output head) and an untied three-block variant.
-func memConfigs(t *testing.T) map[string]Config {
+func memConfigs() map[string]Config {
 	tiny, _ := Preset("tiny")
 	untied := tiny
 	untied.Tied, untied.Layers = false, 3
@@ -65,7 +65,7 @@ func sameBits(t *testing.T, what string, wantLoss, gotLoss uint32, want, got []u
 func TestMemoryOptionsBitIdentical(t *testing.T) {
 	be := backend(t, cpu.Options{Threads: 2})
 	const b, T = 4, 24
-	for name, c := range memConfigs(t) {
+	for name, c := range memConfigs() {
 		tokens, targets := batch(3, c, b, T)
 		whole := func(m *Model) (float32, error) {
 			l, err := m.Forward(tokens, targets, b, T, true)

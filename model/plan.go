@@ -197,6 +197,38 @@ func FitPlan(c Config, in PlanInput, budget int64, fixedOptimizer bool) (Plan, e
 	return best, fmt.Errorf("model: nothing fits in %s: the smallest plan (%s) needs %s", Bytes(budget), best.Input.Settings(), Bytes(best.Need()))
 }
 
+// FitError is a configuration whose plan does not fit a budget: with the
+// first settings that do (Fit), or why none does (Err).
+type FitError struct {
+	Plan   Plan
+	Budget int64
+	Fit    *Plan
+	Err    error
+}
+
+func (e *FitError) Error() string {
+	s := fmt.Sprintf("%s needs %s, more than the %s available", e.Plan.Input.Settings(), Bytes(e.Plan.Need()), Bytes(e.Budget))
+	if e.Fit == nil {
+		return s + ", and " + e.Err.Error()
+	}
+	return fmt.Sprintf("%s; %s fits (%s)", s, e.Fit.Input.Settings(), Bytes(e.Fit.Need()))
+}
+
+// CheckPlan is the plan of in and, when its Need exceeds budget (> 0), a
+// *FitError naming what fits instead (FitPlan; fixedOptimizer as there).
+// Every role that trains refuses with it before allocating.
+func CheckPlan(c Config, in PlanInput, budget int64, fixedOptimizer bool) (Plan, error) {
+	p := MakePlan(c, in)
+	if budget <= 0 || p.Need() <= budget {
+		return p, nil
+	}
+	fit, err := FitPlan(c, in, budget, fixedOptimizer)
+	if err != nil {
+		return p, &FitError{Plan: p, Budget: budget, Err: err}
+	}
+	return p, &FitError{Plan: p, Budget: budget, Fit: &fit}
+}
+
 // Bytes formats a byte count in binary units.
 func Bytes(b int64) string {
 	v := float64(b)

@@ -160,39 +160,33 @@ func (p *Participant) newChecker() error {
 
 // checkMemory refuses a run whose memory plan does not fit
 // RunOptions.Memory, naming the node's settings that would (the optimizer
-// is the run's).
+// is the run's). Memory bounds the whole plan: the node cannot tell a GPU's
+// memory from the host's, and on the CPU they are one.
 func (p *Participant) checkMemory() error {
-	if p.opts.Memory <= 0 {
-		return nil
-	}
-	o := p.spec.ModelOptions()
-	o.Recompute = p.opts.Recompute
-	in := model.PlanInput{Batch: p.spec.Inner.Batch, Seq: p.spec.Inner.Seq, Micro: p.opts.Micro, Options: o,
+	in := model.PlanInput{Batch: p.spec.Inner.Batch, Seq: p.spec.Inner.Seq, Micro: p.opts.Micro, Options: p.modelOptions(),
 		Swarm: true, SpotChecks: p.spec.SpotCheckShare() > 0}
 	in.Workspace = kernels.WorkspaceBytes(p.opts.Backend, model.MatmulRows(p.cfg, in.Tokens()), in.Seq)
-	plan := model.MakePlan(p.cfg, in)
-	if plan.Total <= p.opts.Memory {
-		return nil
+	if _, err := model.CheckPlan(p.cfg, in, p.opts.Memory, true); err != nil {
+		return fmt.Errorf("run %s: %w", p.id, err)
 	}
-	// (RunOptions.Memory bounds the whole plan: the node cannot tell a
-	// GPU's memory from the host's, and on the CPU they are one.)
-	fit, err := model.FitPlan(p.cfg, in, p.opts.Memory, true)
-	if err != nil {
-		return fmt.Errorf("run %s: %s needs %s, more than the %s this node may use, and %w", p.id, in.Settings(), model.Bytes(plan.Total), model.Bytes(p.opts.Memory), err)
-	}
-	return fmt.Errorf("run %s: %s needs %s, more than the %s this node may use; %s fits (%s)", p.id, in.Settings(), model.Bytes(plan.Total), model.Bytes(p.opts.Memory), fit.Input.Settings(), model.Bytes(fit.Need()))
+	return nil
 }
 
-// newModel is a model for this run on the node's backend: with the run's
-// optimizer and the node's own memory choices.
-func (p *Participant) newModel() (*model.Model, error) {
+// modelOptions are the run's optimizer and the node's own memory choices.
+func (p *Participant) modelOptions() model.Options {
 	o := p.spec.ModelOptions()
 	o.Recompute = p.opts.Recompute
+	return o
+}
+
+// newModel is a model for this run on the node's backend, with
+// modelOptions.
+func (p *Participant) newModel() (*model.Model, error) {
 	micro := max(1, p.opts.Micro)
 	if _, pref := p.spec.Pref(); p.spec.Inner.Batch%micro != 0 || pref && micro > 1 {
 		return nil, fmt.Errorf("run %s: %d micro-batches: they must divide the batch of %d, and a preference objective takes whole batches", p.id, micro, p.spec.Inner.Batch)
 	}
-	return model.NewWith(p.opts.Backend, p.cfg, o)
+	return model.NewWith(p.opts.Backend, p.cfg, p.modelOptions())
 }
 
 func (p *Participant) setChecker(s *workerState) error {

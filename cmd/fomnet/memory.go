@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -106,21 +107,23 @@ func memAvailable() int64 {
 }
 
 // check refuses, before anything is allocated, a configuration whose plan
-// does not fit the budget, naming settings that would (fixedOptimizer: a
+// does not fit the budget, naming the flags that would (fixedOptimizer: a
 // run's optimizer is not the node's to change). The refusal is a usage
 // error: the flags ask for more than this machine holds.
 func (f *memoryFlags) check(e *env, c model.Config, in model.PlanInput, dev *deviceFlags, fixedOptimizer bool) (model.Plan, error) {
-	p := model.MakePlan(c, in)
 	budget, err := f.budget(dev)
-	if err != nil || budget == 0 || p.Need() <= budget {
-		return p, err
-	}
-	fit, err := model.FitPlan(c, in, budget, fixedOptimizer)
 	if err != nil {
-		return p, usagef("%s needs %s, more than the %s available, and %w", in.Settings(), model.Bytes(p.Need()), model.Bytes(budget), err)
+		return model.Plan{}, err
 	}
-	return p, usagef("%s needs %s, more than the %s available; %s fits (%s): %s",
-		in.Settings(), model.Bytes(p.Need()), model.Bytes(budget), fit.Input.Settings(), model.Bytes(fit.Need()), flagsFor(fit.Input))
+	p, err := model.CheckPlan(c, in, budget, fixedOptimizer)
+	var fe *model.FitError
+	switch {
+	case errors.As(err, &fe) && fe.Fit != nil:
+		return p, usagef("%v: %s", err, flagsFor(fe.Fit.Input))
+	case err != nil:
+		return p, usageError{err}
+	}
+	return p, nil
 }
 
 // flagsFor spells a plan input as the flags that choose it.
