@@ -66,7 +66,9 @@ func TestLinkMeterTimesBulkReads(t *testing.T) {
 	}
 	send("/ipfs/bitswap/1.2.0")
 	d := hs[1].Link.Down()
-	if d.Bytes < size/2 || d.Bytes > size || !(d.Seconds > 0) {
+	// (Up to a few bytes more: a read may carry the stream's protocol
+	// negotiation, which counts once the protocol is known.)
+	if d.Bytes < size/2 || d.Bytes > size+256 || !(d.Seconds > 0) {
 		t.Fatalf("timed %+v of %d bytes read", d, size)
 	}
 	t.Logf("timed %d bytes over %.4f s: %.0f MB/s on loopback", d.Bytes, d.Seconds, d.Rate()/1e6)
