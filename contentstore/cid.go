@@ -14,7 +14,6 @@ import (
 	"github.com/ipfs/boxo/ipld/unixfs/importer/helpers"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
-	dssync "github.com/ipfs/go-datastore/sync"
 	ipld "github.com/ipfs/go-ipld-format"
 	mh "github.com/multiformats/go-multihash"
 )
@@ -36,10 +35,10 @@ func importParams(dag ipld.DAGService) helpers.DagBuilderParams {
 }
 
 // FileCID returns the CID that the bytes of r get when imported as a UnixFS
-// file with fomnet's import parameters. Blocks are built in memory and
-// discarded.
+// file with fomnet's import parameters. Blocks are built and dropped at
+// once (a null datastore): a large file is never held.
 func FileCID(ctx context.Context, r io.Reader) (cid.Cid, error) {
-	bs := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
+	bs := blockstore.NewBlockstore(ds.NewNullDatastore())
 	dag := merkledag.NewDAGService(blockservice.New(bs, nil))
 	p := importParams(dag)
 	db, err := p.New(chunker.NewSizeSplitter(r, ChunkSize))
@@ -67,7 +66,7 @@ func BlockCID(codec uint64, data []byte) (cid.Cid, error) {
 // PathCID returns the CID that Store.Add gives a file or directory tree,
 // computed in memory without a store.
 func PathCID(ctx context.Context, path string) (cid.Cid, error) {
-	bs := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
+	bs := blockstore.NewBlockstore(ds.NewNullDatastore())
 	s := &Store{dag: merkledag.NewDAGService(blockservice.New(bs, nil))}
 	st, err := os.Lstat(path)
 	if err != nil {

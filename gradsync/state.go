@@ -3,8 +3,11 @@ package gradsync
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"slices"
+
+	"github.com/fomnet/fomnet/internal/le"
 )
 
 // State encodings, for checkpoints and a node's saved state. Format
@@ -43,6 +46,22 @@ func readFloats(b []byte, what string) ([]float32, error) {
 		out[i] = v
 	}
 	return out, nil
+}
+
+// WriteTo writes what MarshalBinary returns, the momentum streamed (a large
+// model's is never held twice).
+func (o *OuterOptimizer) WriteTo(w io.Writer) (int64, error) {
+	h := append([]byte(magicOuter), make([]byte, 12)...)
+	binary.LittleEndian.PutUint32(h[4:], math.Float32bits(o.LR))
+	binary.LittleEndian.PutUint32(h[8:], math.Float32bits(o.Momentum))
+	binary.LittleEndian.PutUint32(h[12:], uint32(len(o.Buf)))
+	if _, err := w.Write(h); err != nil {
+		return 0, err
+	}
+	if err := le.WriteFloats(w, o.Buf); err != nil {
+		return 0, err
+	}
+	return int64(len(h)) + 4*int64(len(o.Buf)), nil
 }
 
 // MarshalBinary encodes the outer optimizer's settings and momentum.

@@ -1,6 +1,7 @@
 package gradsync
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -11,6 +12,10 @@ func TestStateRoundTrip(t *testing.T) {
 	o := NewOuterOptimizer(DefaultConfig(), 50)
 	o.Step(randVec(r, 50, 1), randVec(r, 50, 0.1))
 	b, _ := o.MarshalBinary()
+	var w bytes.Buffer
+	if n, err := o.WriteTo(&w); err != nil || n != int64(len(b)) || !bytes.Equal(w.Bytes(), b) {
+		t.Fatalf("WriteTo wrote %d bytes (%v), not MarshalBinary's %d", n, err, len(b))
+	}
 	var back OuterOptimizer
 	if err := back.UnmarshalBinary(b); err != nil {
 		t.Fatal(err)

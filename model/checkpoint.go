@@ -1,10 +1,12 @@
 package model
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -101,6 +103,17 @@ func UnmarshalHFConfig(b []byte) (Config, error) {
 type File struct {
 	Name string
 	Data []byte
+	// Write, if set, writes the file instead of Data (streamed to disk).
+	Write func(io.Writer) error
+}
+
+// writeTo writes f's contents to w.
+func (f File) writeTo(w io.Writer) error {
+	if f.Write != nil {
+		return f.Write(w)
+	}
+	_, err := w.Write(f.Data)
+	return err
 }
 
 // Save writes the model (and its optimizer state) as a checkpoint directory
@@ -136,24 +149,31 @@ func SaveWeights(dir string, c Config, params []float32, meta map[string]string,
 	}
 	var tensors []STensor
 	for _, t := range lay.Tensors {
-		tensors = append(tensors, STensor{Name: t.Name, DType: "F32", Shape: t.Shape, Data: f32Bytes(params[t.Offset : t.Offset+t.Size])})
+		tensors = append(tensors, STensor{Name: t.Name, DType: "F32", Shape: t.Shape, F32: params[t.Offset : t.Offset+t.Size]})
 	}
 	md := map[string]string{"format": "pt"}
 	for k, v := range meta {
 		md[k] = v
 	}
-	var st bytes.Buffer
-	if err := WriteSafetensors(&st, tensors, md); err != nil {
-		return err
+	// The weights stream to disk: a checkpoint of a large model is never
+	// held in memory as bytes.
+	files := map[string]func(io.Writer) error{
+		"config.json": File{Data: append(cfg, '\n')}.writeTo,
+		"model.safetensors": func(w io.Writer) error {
+			bw := bufio.NewWriterSize(w, 1<<20)
+			if err := WriteSafetensors(bw, tensors, md); err != nil {
+				return err
+			}
+			return bw.Flush()
+		},
 	}
-	files := map[string][]byte{"config.json": append(cfg, '\n'), "model.safetensors": st.Bytes()}
 	for _, f := range extra {
 		if f.Name != filepath.Base(f.Name) || f.Name == "." || f.Name == ".." || f.Name == "config.json" || f.Name == "model.safetensors" {
 			return fmt.Errorf("%w: extra file name %q must be a plain name other than config.json and model.safetensors", ErrCheckpoint, f.Name)
 		}
-		files[f.Name] = f.Data
+		files[f.Name] = f.writeTo
 	}
-	return fsutil.WriteDir(dir, files)
+	return fsutil.WriteDirFunc(dir, files)
 }
 
 // Load reads a checkpoint directory onto be. The optimizer state is loaded

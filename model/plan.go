@@ -14,11 +14,9 @@ type PlanInput struct {
 	Micro int
 	Options
 	// Swarm adds what a swarm participant holds besides its model (package
-	// node): the round's global weights, the outer momentum, the
-	// error-feedback residuals, a copy of the worker state and its encoding
-	// for the store, the round's Δ and start vectors, and, with SpotChecks,
-	// a second model that re-executes others' contributions.
-	Swarm, SpotChecks bool
+	// node; swarmParts); SpotChecks its second model, re-executing others'
+	// contributions; Overlap what overlapped rounds hold besides.
+	Swarm, SpotChecks, Overlap bool
 	// BF16 adds the CUDA bf16 path's operand copies (its workspace).
 	BF16 bool
 	// GPU: the model lives in device memory, the swarm's vectors in the
@@ -61,11 +59,14 @@ func (in PlanInput) Settings() string {
 }
 
 // PlanPart is one part of a plan: what it holds and its bytes, on the
-// backend's device or (Host) in the process's own memory.
+// backend's device or (Host) in the process's own memory; held throughout,
+// or only in one Phase of a round (parts of different phases are never
+// held together).
 type PlanPart struct {
 	Name  string `json:"name"`
 	Bytes int64  `json:"bytes"`
 	Host  bool   `json:"host,omitempty"`
+	Phase string `json:"phase,omitempty"`
 }
 
 // Plan is a memory plan: the bytes each part of a training configuration
@@ -74,8 +75,9 @@ type PlanPart struct {
 type Plan struct {
 	Input PlanInput  `json:"-"`
 	Parts []PlanPart `json:"parts"`
-	Total int64      `json:"total_bytes"`
-	// Device and Host split Total by where the parts live.
+	// Total is the peak: the parts held throughout and the largest phase.
+	Total int64 `json:"total_bytes"`
+	// Device and Host are the peaks of the parts that live there.
 	Device int64 `json:"device_bytes"`
 	Host   int64 `json:"host_bytes"`
 }
@@ -99,20 +101,20 @@ func modelParts(c Config, in PlanInput) []PlanPart {
 		opt = 2*p + 8*int64(Adam8Scales(l))
 	}
 	parts := []PlanPart{
-		{"weights (fp32)", 4 * p, false},
-		{"gradients (fp32)", 4 * p, false},
-		{map[bool]string{false: "AdamW moments (fp32)", true: "AdamW moments (8-bit + block scales)"}[in.AdamW8], opt, false},
+		{Name: "weights (fp32)", Bytes: 4 * p},
+		{Name: "gradients (fp32)", Bytes: 4 * p},
+		{Name: map[bool]string{false: "AdamW moments (fp32)", true: "AdamW moments (8-bit + block scales)"}[in.AdamW8], Bytes: opt},
 		// and per token 4 int32s on the device, 3 values on the host
-		{"activations", 4*ActivationFloats(c, rows, in.Seq, in.Recompute) + 28*int64(rows*in.Seq), false},
+		{Name: "activations", Bytes: 4*ActivationFloats(c, rows, in.Seq, in.Recompute) + 28*int64(rows*in.Seq)},
 	}
 	if in.micro() > 1 {
-		parts = append(parts, PlanPart{"micro-batch embedding gradients", 4 * int64(in.Batch*in.Seq) * int64(c.Dim+1), false})
+		parts = append(parts, PlanPart{Name: "micro-batch embedding gradients", Bytes: 4 * int64(in.Batch*in.Seq) * int64(c.Dim+1)})
 	}
 	if in.BF16 {
-		parts = append(parts, PlanPart{"bf16 operand copies", bf16Workspace(c, rows*in.Seq), false})
+		parts = append(parts, PlanPart{Name: "bf16 operand copies", Bytes: bf16Workspace(c, rows*in.Seq)})
 	}
 	if in.Workspace > 0 {
-		parts = append(parts, PlanPart{"kernel workspace", in.Workspace, false})
+		parts = append(parts, PlanPart{Name: "kernel workspace", Bytes: in.Workspace})
 	}
 	return parts
 }
@@ -130,35 +132,74 @@ func bf16Workspace(c Config, n int) int64 {
 func MakePlan(c Config, in PlanInput) Plan {
 	parts := modelParts(c, in)
 	if in.Swarm {
-		p := NumParams(c)
-		state := 8 * p
-		if in.AdamW8 {
-			state = 2*p + 8*int64(Adam8Scales(NewLayout(c)))
-		}
-		parts = append(parts,
-			PlanPart{"global weights and outer momentum", 8 * p, true},
-			PlanPart{"error-feedback residuals", 4 * p, true},
-			PlanPart{"held worker state (moments and residuals)", state + 4*p, true},
-			PlanPart{"worker state encoded for the store", state + 4*p, true},
-			PlanPart{"round Δ and start", 8 * p, true})
-		if in.SpotChecks {
-			var sum int64
-			for _, x := range modelParts(c, in) {
-				sum += x.Bytes
-			}
-			parts = append(parts, PlanPart{"re-execution model (spot checks)", sum, false})
-		}
+		parts = append(parts, swarmParts(c, in)...)
 	}
 	pl := Plan{Input: in, Parts: parts}
+	pl.Total = peak(parts, func(PlanPart) bool { return true })
+	pl.Device = peak(parts, func(x PlanPart) bool { return !x.Host })
+	pl.Host = peak(parts, func(x PlanPart) bool { return x.Host })
+	return pl
+}
+
+// Phases of a round in which a swarm participant holds more.
+const (
+	PhaseStored = "storing the worker state"
+	PhaseCheck  = "checking a contribution"
+	PhaseClose  = "closing the round"
+)
+
+// swarmParts are what a swarm participant (package node) holds besides its
+// model: the base's weights and outer momentum, the error-feedback
+// residuals and the round's Δ throughout; the moments downloaded when its
+// worker state is stored (streamed into the store); the next round's
+// weights and momentum while a round closes; with spot checks, a second
+// model, and the residuals and moments of the contribution it checks; with overlapped rounds, a copy of
+// the worker state and the start of the round ahead.
+func swarmParts(c Config, in PlanInput) []PlanPart {
+	p := NumParams(c)
+	moments := 8 * p
+	if in.AdamW8 {
+		moments = 2*p + 8*int64(Adam8Scales(NewLayout(c)))
+	}
+	parts := []PlanPart{
+		{Name: "global weights and outer momentum", Bytes: 8 * p, Host: true},
+		{Name: "error-feedback residuals", Bytes: 4 * p, Host: true},
+		{Name: "round Δ", Bytes: 4 * p, Host: true},
+		{Name: "worker state's moments", Bytes: moments, Host: true, Phase: PhaseStored},
+		{Name: "next round's weights and momentum", Bytes: 8 * p, Host: true, Phase: PhaseClose},
+	}
+	if in.SpotChecks {
+		ci := in
+		ci.Workspace = 0 // the backend's, shared
+		for _, x := range modelParts(c, ci) {
+			x.Name = "re-execution " + x.Name // kept once allocated
+			parts = append(parts, x)
+		}
+		parts = append(parts, PlanPart{Name: "re-execution residuals and moments", Bytes: 4*p + moments, Host: true, Phase: PhaseCheck})
+	}
+	if in.Overlap {
+		parts = append(parts, PlanPart{Name: "held worker state (a copy)", Bytes: 4*p + moments, Host: true},
+			PlanPart{Name: "start of the round ahead", Bytes: 4 * p, Host: true})
+	}
+	return parts
+}
+
+// peak is the most bytes the parts that pass keep held at once: those held
+// throughout and the largest of the phases.
+func peak(parts []PlanPart, keep func(PlanPart) bool) int64 {
+	var always, most int64
+	phases := map[string]int64{}
 	for _, x := range parts {
-		pl.Total += x.Bytes
-		if x.Host {
-			pl.Host += x.Bytes
-		} else {
-			pl.Device += x.Bytes
+		switch {
+		case !keep(x):
+		case x.Phase == "":
+			always += x.Bytes
+		default:
+			phases[x.Phase] += x.Bytes
+			most = max(most, phases[x.Phase])
 		}
 	}
-	return pl
+	return always + most
 }
 
 // FitPlan returns the first of the configurations derived from in whose

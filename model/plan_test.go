@@ -81,3 +81,31 @@ func TestFitPlan(t *testing.T) {
 		t.Fatalf("1 MiB: %v", err)
 	}
 }
+
+// A plan's total is its peak: parts held throughout and the largest phase,
+// never two phases together; device and host peak apart.
+func TestPlanPeak(t *testing.T) {
+	parts := []PlanPart{
+		{Name: "a", Bytes: 10},
+		{Name: "b", Bytes: 5, Host: true},
+		{Name: "c", Bytes: 7, Host: true, Phase: PhaseClose},
+		{Name: "d", Bytes: 3, Host: true, Phase: PhaseCheck},
+		{Name: "e", Bytes: 6, Phase: PhaseCheck},
+	}
+	all := func(PlanPart) bool { return true }
+	if got := peak(parts, all); got != 10+5+9 {
+		t.Errorf("peak %d, want 24 (checking: 3+6 > closing: 7)", got)
+	}
+	if got := peak(parts, func(x PlanPart) bool { return x.Host }); got != 5+7 {
+		t.Errorf("host peak %d, want 12", got)
+	}
+	c, _ := Preset("demo")
+	p := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Swarm: true})
+	q := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Swarm: true, SpotChecks: true, Overlap: true})
+	if add := p.Total - MakePlan(c, PlanInput{Batch: 1, Seq: 64}).Total; add != 24*NumParams(c) {
+		t.Errorf("a participant adds %d bytes to its model, want 24 a parameter (global, momentum, residuals, Δ, the next state at the close)", add)
+	}
+	if q.Total <= p.Total {
+		t.Errorf("spot checks and overlapped rounds add nothing: %d ≤ %d", q.Total, p.Total)
+	}
+}

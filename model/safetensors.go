@@ -9,6 +9,8 @@ import (
 	"io"
 	"math"
 	"sort"
+
+	"github.com/fomnet/fomnet/internal/le"
 )
 
 // safetensors: an 8-byte little-endian header length, a JSON header mapping
@@ -31,6 +33,26 @@ type STensor struct {
 	DType string
 	Shape []int
 	Data  []byte // little-endian elements
+	// F32, for writing an F32 tensor, holds its elements instead of Data:
+	// they are converted as they are written, never held twice.
+	F32 []float32
+}
+
+// size is how many bytes t's data takes.
+func (t STensor) size() int64 {
+	if t.F32 != nil {
+		return 4 * int64(len(t.F32))
+	}
+	return int64(len(t.Data))
+}
+
+// writeData writes t's data: Data, or F32 converted a chunk at a time.
+func (t STensor) writeData(w io.Writer) error {
+	if t.F32 == nil {
+		_, err := w.Write(t.Data)
+		return err
+	}
+	return le.WriteFloats(w, t.F32)
 }
 
 type stEntry struct {
@@ -55,8 +77,8 @@ func WriteSafetensors(w io.Writer, tensors []STensor, meta map[string]string) er
 		for _, d := range t.Shape {
 			n *= int64(d)
 		}
-		if n*int64(sz) != int64(len(t.Data)) {
-			return fmt.Errorf("%w: tensor %s: %d bytes for shape %v of %s", ErrSafetensors, t.Name, len(t.Data), t.Shape, t.DType)
+		if n*int64(sz) != t.size() || t.F32 != nil && t.DType != "F32" {
+			return fmt.Errorf("%w: tensor %s: %d bytes for shape %v of %s", ErrSafetensors, t.Name, t.size(), t.Shape, t.DType)
 		}
 		if _, dup := header[t.Name]; dup || t.Name == "__metadata__" {
 			return fmt.Errorf("%w: duplicate or reserved tensor name %q", ErrSafetensors, t.Name)
@@ -65,8 +87,8 @@ func WriteSafetensors(w io.Writer, tensors []STensor, meta map[string]string) er
 		if shape == nil {
 			shape = []int{}
 		}
-		header[t.Name] = stEntry{t.DType, shape, [2]int64{off, off + int64(len(t.Data))}}
-		off += int64(len(t.Data))
+		header[t.Name] = stEntry{t.DType, shape, [2]int64{off, off + t.size()}}
+		off += t.size()
 	}
 	js, err := json.Marshal(header) // map keys come out sorted: deterministic bytes
 	if err != nil {
@@ -87,7 +109,7 @@ func WriteSafetensors(w io.Writer, tensors []STensor, meta map[string]string) er
 		return err
 	}
 	for _, t := range tensors {
-		if _, err := w.Write(t.Data); err != nil {
+		if err := t.writeData(w); err != nil {
 			return err
 		}
 	}

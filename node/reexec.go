@@ -89,11 +89,7 @@ func (p *Participant) reexecute(ctx context.Context, k cid.Cid, c *Contribution,
 			return fraud("partition %d is %s, its inputs give %s%s", i, want, got, p.firstDifference(ctx, i, want, enc))
 		}
 	}
-	sb, err := encodeWorkerState(&workerState{opt: m.OptimState(), round: c.Round, efs: efs})
-	if err != nil {
-		return err
-	}
-	got, err := contentstore.FileCID(ctx, bytes.NewReader(sb))
+	got, err := workerStateCID(ctx, &workerState{opt: m.OptimState(), round: c.Round, efs: efs})
 	if err != nil {
 		return err
 	}
@@ -164,7 +160,7 @@ func (p *Participant) newChecker() error {
 // memory from the host's, and on the CPU they are one.
 func (p *Participant) checkMemory() error {
 	in := model.PlanInput{Batch: p.spec.Inner.Batch, Seq: p.spec.Inner.Seq, Micro: p.opts.Micro, Options: p.modelOptions(),
-		Swarm: true, SpotChecks: p.spec.SpotCheckShare() > 0}
+		Swarm: true, SpotChecks: p.spec.SpotCheckShare() > 0, Overlap: p.sync.Overlap != ""}
 	in.Workspace = kernels.WorkspaceBytes(p.opts.Backend, model.MatmulRows(p.cfg, in.Tokens()), in.Seq)
 	if _, err := model.CheckPlan(p.cfg, in, p.opts.Memory, true); err != nil {
 		return fmt.Errorf("run %s: %w", p.id, err)

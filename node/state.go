@@ -1,10 +1,12 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"sort"
 
@@ -22,18 +24,35 @@ const efMagic = "FOMEFST1"
 
 // EncodeEFState serialises the residuals after round r.
 func EncodeEFState(r int, efs []*gradsync.ErrorFeedback) ([]byte, error) {
-	b := make([]byte, 20, efStateSize(efs)) // one allocation: it is rewritten every round
-	copy(b, efMagic)
-	binary.LittleEndian.PutUint64(b[8:], uint64(r))
-	binary.LittleEndian.PutUint32(b[16:], uint32(len(efs)))
+	var b bytes.Buffer
+	b.Grow(efStateSize(efs))
+	if err := writeEFState(&b, r, efs); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// writeEFState writes EncodeEFState's bytes to w, a partition at a time.
+func writeEFState(w io.Writer, r int, efs []*gradsync.ErrorFeedback) error {
+	h := make([]byte, 20)
+	copy(h, efMagic)
+	binary.LittleEndian.PutUint64(h[8:], uint64(r))
+	binary.LittleEndian.PutUint32(h[16:], uint32(len(efs)))
+	if _, err := w.Write(h); err != nil {
+		return err
+	}
+	var b []byte
 	for _, e := range efs {
-		b = binary.LittleEndian.AppendUint32(b, uint32(e.BinarySize()))
+		b = binary.LittleEndian.AppendUint32(b[:0], uint32(e.BinarySize()))
 		var err error
 		if b, err = e.AppendBinary(b); err != nil {
-			return nil, err
+			return err
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
 		}
 	}
-	return b, nil
+	return nil
 }
 
 // efStateSize is the length of EncodeEFState's bytes for efs.

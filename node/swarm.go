@@ -1,10 +1,10 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -1131,14 +1131,12 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, time.Time, err
 	if err := p.trainAhead(ctx, r, encs, sent); err != nil {
 		return cid.Undef, time.Time{}, err
 	}
-	sb, err := encodeWorkerState(held)
+	sk, err := p.storeWorkerState(ctx, held, workerStatePin(p.id, r))
 	if err != nil {
-		return cid.Undef, time.Time{}, err
+		return cid.Undef, time.Time{}, fmt.Errorf("storing the worker state: %w", err)
 	}
-	p.spare = held
-	sk, err := contentstore.FileCID(ctx, bytes.NewReader(sb))
-	if err != nil {
-		return cid.Undef, time.Time{}, err
+	if p.sync.Overlap != "" {
+		p.spare = held
 	}
 	if p.held = sk; p.ahead != nil {
 		p.ahead.prior = sk
@@ -1164,9 +1162,6 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, time.Time, err
 			return cid.Undef, time.Time{}, err
 		}
 		contrib.Partitions = append(contrib.Partitions, sharding.LinkTo(k))
-	}
-	if err := p.putWorkerState(ctx, sb, sk, workerStatePin(p.id, r)); err != nil {
-		return cid.Undef, time.Time{}, fmt.Errorf("storing the worker state: %w", err)
 	}
 	contrib.State = sharding.LinkTo(sk)
 	cb, ccid, err := EncodeContribution(contrib)
@@ -1809,17 +1804,13 @@ func (p *Participant) writeCheckpoint(ctx context.Context, rec *roundRecord, glo
 	if err != nil {
 		return "", cid.Undef, err
 	}
-	ob, err := outer.MarshalBinary()
-	if err != nil {
-		return "", cid.Undef, err
-	}
 	p.scratch++
 	dir := filepath.Join(p.opts.Dir, fmt.Sprintf("%sround-%06d-%d", prefix, rec.Round, p.scratch))
 	os.RemoveAll(dir)
 	meta := map[string]string{"run": p.id.String(), "round": fmt.Sprint(rec.Round)}
 	if err := model.SaveWeights(dir, p.cfg, global, meta,
 		model.File{Name: "tokenizer.json", Data: p.tokJSON},
-		model.File{Name: "outer.bin", Data: ob},
+		model.File{Name: "outer.bin", Write: func(w io.Writer) error { _, err := outer.WriteTo(w); return err }},
 		model.File{Name: "round.json", Data: rj}); err != nil {
 		return "", cid.Undef, err
 	}

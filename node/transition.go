@@ -288,9 +288,11 @@ func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.Error
 			step(s+1, H, l)
 		}
 	}
-	delta := make([]float32, len(start))
+	var delta []float32
 	if len(start) == ru.n {
 		delta = ru.vec()
+	} else {
+		delta = make([]float32, len(start))
 	}
 	drive(func() error { be.Download(delta, m.Params); return nil })
 	gradsync.PseudoGradient(delta, start, delta) // in place: local → Δ
@@ -570,8 +572,8 @@ func compactInts(l []int) []int {
 // of arrival. A round whose outer step leaves a non-finite weight is
 // refused (global and outer are then unusable: the caller restores them).
 func (ru *rules) transition(global []float32, outer *gradsync.OuterOptimizer, r int, base cid.Cid, ri roundInput) (*roundRecord, [][]byte, error) {
-	if len(ri.inputs) != len(ru.parts) {
-		return nil, nil, fmt.Errorf("round %d: inputs for %d partitions, the run has %d", r, len(ri.inputs), len(ru.parts))
+	if len(ri.inputs) != len(ru.parts) || len(global) != ru.n {
+		return nil, nil, fmt.Errorf("round %d: inputs for %d partitions of %d weights, the run has %d of %d", r, len(ri.inputs), len(global), len(ru.parts), ru.n)
 	}
 	rec := newRoundRecord(ru.run, r)
 	if base.Defined() {
@@ -585,7 +587,8 @@ func (ru *rules) transition(global []float32, outer *gradsync.OuterOptimizer, r 
 	for i, in := range ri.ins {
 		idx[in.cid.String()] = i
 	}
-	delta := make([]float32, len(global))
+	delta := ru.vec() // every partition decodes into it
+	defer ru.putVec(delta)
 	encs := make([][]byte, len(ru.parts))
 	included := map[int]bool{}
 	for pi, pr := range ru.parts {

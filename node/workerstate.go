@@ -1,9 +1,11 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/internal/le"
 	"github.com/fomnet/fomnet/model"
 	"github.com/ipfs/go-cid"
 )
@@ -64,34 +67,52 @@ func stateShapeOf(m *model.Model) stateShape {
 
 // encodeWorkerState serialises s.
 func encodeWorkerState(s *workerState) ([]byte, error) {
-	ef, err := EncodeEFState(s.round, s.efs)
-	if err != nil {
+	var b bytes.Buffer
+	if err := writeWorkerState(&b, s); err != nil {
 		return nil, err
 	}
+	return b.Bytes(), nil
+}
+
+// writeWorkerState writes encodeWorkerState's bytes to w, streamed (a
+// large model's state is never held a second time as bytes).
+func writeWorkerState(w io.Writer, s *workerState) error {
 	o := &s.opt
-	b := make([]byte, 0, 32+8*len(o.M)+2*len(o.M8)+8*len(o.MS)+len(ef))
-	put := func(v int) { b = binary.LittleEndian.AppendUint64(b, uint64(v)) }
+	h := make([]byte, 0, 32)
+	put := func(v int) { h = binary.LittleEndian.AppendUint64(h, uint64(v)) }
+	var err error
+	write := func(b []byte) {
+		if err == nil {
+			_, err = w.Write(b)
+		}
+	}
 	f32s := func(xs ...[]float32) {
 		for _, x := range xs {
-			for _, v := range x {
-				b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+			if err == nil {
+				err = le.WriteFloats(w, x)
 			}
 		}
 	}
 	if o.M8 != nil {
-		b = append(b, workerState8Magic...)
+		h = append(h, workerState8Magic...)
 		put(o.Step)
 		put(len(o.M8))
 		put(len(o.MS))
-		b = append(append(b, o.M8...), o.V8...)
+		write(h)
+		write(o.M8)
+		write(o.V8)
 		f32s(o.MS, o.VS)
 	} else {
-		b = append(b, workerStateMagic...)
+		h = append(h, workerStateMagic...)
 		put(o.Step)
 		put(len(o.M))
+		write(h)
 		f32s(o.M, o.V)
 	}
-	return append(b, ef...), nil
+	if err != nil {
+		return err
+	}
+	return writeEFState(w, s.round, s.efs)
 }
 
 // decodeWorkerState parses a worker state of shape sh whose residuals have
@@ -150,13 +171,21 @@ func workerStateSize(sh stateShape, efs []*gradsync.ErrorFeedback) int64 {
 	return int64(24+8*sh.n) + int64(efStateSize(efs))
 }
 
-// heldState returns a copy of this node's worker state as the model and
-// residuals hold it, after round r.
+// heldState returns this node's worker state as the model and residuals
+// hold it, after round r: where rounds overlap, a copy that the next
+// round's steps leave alone; otherwise the moments downloaded and the
+// residuals themselves, which nothing moves before the state is stored
+// (a copy of them would be 4 bytes a parameter more at the peak).
 //
-// It fills the buffers of the state held before (p.spare, once stored):
-// allocating the three vectors afresh each round cost more than copying
-// them, on the way from one round's steps to the next's.
+// A copy fills the buffers of the state held before (p.spare, once
+// stored): allocating the three vectors afresh each round cost more than
+// copying them, on the way from one round's steps to the next's.
 func (p *Participant) heldState(r int) *workerState {
+	if p.sync.Overlap == "" {
+		s := &workerState{round: r, efs: p.efs}
+		p.m.OptimStateInto(&s.opt)
+		return s
+	}
 	s := p.spare
 	p.spare = nil
 	if s == nil || len(s.efs) != len(p.efs) {
@@ -175,14 +204,37 @@ func (p *Participant) heldState(r int) *workerState {
 	return s
 }
 
-// putWorkerState stores an encoded worker state b, whose CID is k, pinned
-// as pin.
-func (p *Participant) putWorkerState(ctx context.Context, b []byte, k cid.Cid, pin string) error {
-	got, err := p.n.Store.AddReader(ctx, bytes.NewReader(b), contentstore.AddOptions{Pin: true, Name: pin})
-	if err == nil && !got.Equals(k) {
-		err = fmt.Errorf("stored as %s, hashed as %s", got, k)
-	}
-	return err
+// storeWorkerState adds worker state s to the store, pinned as pin, and
+// returns its CID.
+func (p *Participant) storeWorkerState(ctx context.Context, s *workerState, pin string) (cid.Cid, error) {
+	return streamWorkerState(s, func(r io.Reader) (cid.Cid, error) {
+		return p.n.Store.AddReader(ctx, r, contentstore.AddOptions{Pin: true, Name: pin})
+	})
+}
+
+// workerStateCID is the CID worker state s is stored under.
+func workerStateCID(ctx context.Context, s *workerState) (cid.Cid, error) {
+	return streamWorkerState(s, func(r io.Reader) (cid.Cid, error) { return contentstore.FileCID(ctx, r) })
+}
+
+// streamWorkerState hands import a reader of s's encoding, written as it
+// is read: a large model's state is never held as bytes.
+func streamWorkerState(s *workerState, importer func(io.Reader) (cid.Cid, error)) (cid.Cid, error) {
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bw := bufio.NewWriterSize(pw, 1<<20)
+		err := writeWorkerState(bw, s)
+		if err == nil {
+			err = bw.Flush()
+		}
+		pw.CloseWithError(err)
+	}()
+	k, err := importer(pr)
+	pr.CloseWithError(errors.New("worker state: import stopped")) // the writer stops if the import did
+	<-done
+	return k, err
 }
 
 // workerStatePin names the pin of this node's worker state after round r

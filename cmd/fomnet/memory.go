@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -106,6 +107,17 @@ func memAvailable() int64 {
 	return 0
 }
 
+// holdTo makes a CPU budget the Go runtime's soft memory limit (unless
+// GOMEMLIMIT sets one): the collector then works harder as the heap nears
+// it, where by default it lets garbage grow as large as the live heap
+// before collecting — which took a swarm participant to twice its plan. A
+// GPU's budget is the device's, which the collector does not hold.
+func holdTo(budget int64, dev *deviceFlags) {
+	if budget > 0 && !dev.cuda() && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(budget)
+	}
+}
+
 // check refuses, before anything is allocated, a configuration whose plan
 // does not fit the budget, naming the flags that would (fixedOptimizer: a
 // run's optimizer is not the node's to change). The refusal is a usage
@@ -123,6 +135,7 @@ func (f *memoryFlags) check(e *env, c model.Config, in model.PlanInput, dev *dev
 	case err != nil:
 		return p, usageError{err}
 	}
+	holdTo(budget, dev)
 	return p, nil
 }
 

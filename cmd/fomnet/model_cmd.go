@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -100,7 +101,7 @@ Exit status 1 when neither the configuration nor any setting fits.`,
 	fl.IntVar(&batch, "batch", 1, "sequences per step")
 	fl.IntVar(&seq, "seq", 0, "tokens per sequence (default: the preset's max_seq)")
 	fl.IntVar(&threads, "threads", 0, "CPU threads the kernels' workspace is planned for (0: GOMAXPROCS)")
-	fl.BoolVar(&swarm, "swarm", false, "plan for a swarm participant (fomnet join): add the global weights, outer momentum, residuals, held worker state and round vectors")
+	fl.BoolVar(&swarm, "swarm", false, "plan for a swarm participant (fomnet join): add the global weights, outer momentum, residuals, round vectors and the next round's state at its close")
 	fl.BoolVar(&spotChecks, "spot-checks", true, "with --swarm: add the second model that re-executes others' contributions")
 	mem.add(fl, true)
 	dev.add(fl)
@@ -115,16 +116,19 @@ func printPlan(e *env, r planReport, asJSON bool) error {
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "%s (%s parameters): %s\n", r.Preset, human(float64(r.Params), ""), r.Settings)
 	for _, p := range r.Parts {
-		where := ""
+		var where []string
 		if p.Host && r.Need != r.Total {
-			where = "host"
+			where = append(where, "host")
 		}
-		fmt.Fprintf(w, "  %s\t%s\t%s\n", p.Name, model.Bytes(p.Bytes), where)
+		if p.Phase != "" {
+			where = append(where, "only while "+p.Phase)
+		}
+		fmt.Fprintf(w, "  %s\t%s\t%s\n", p.Name, model.Bytes(p.Bytes), strings.Join(where, ", "))
 	}
 	if r.Need != r.Total {
 		fmt.Fprintf(w, "  on the device\t%s\t\n  in host memory\t%s\t\n", model.Bytes(r.Device), model.Bytes(r.Host))
 	} else {
-		fmt.Fprintf(w, "  total\t%s\t\n", model.Bytes(r.Total))
+		fmt.Fprintf(w, "  total (at the peak)\t%s\t\n", model.Bytes(r.Total))
 	}
 	switch {
 	case r.Budget == 0:

@@ -368,6 +368,7 @@ CID one machine preparing the same inputs gets.`,
 			if mem.micro < 1 {
 				return usagef("--micro %d must be positive", mem.micro)
 			}
+			holdTo(budget, &dev)
 			var last time.Time
 			o := node.RunOptions{Backend: be, Expect: expect, KeepRounds: keep, Logf: e.logf,
 				Recompute: mem.recompute, Micro: mem.micro, Memory: budget, Events: func(ev node.RoundEvent) {

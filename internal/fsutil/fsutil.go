@@ -74,6 +74,20 @@ func SyncDir(dir string) error {
 // directory beside dir, which is then renamed into place, so dir appears
 // whole or not at all.
 func WriteDir(dir string, files map[string][]byte) error {
+	fs := make(map[string]func(io.Writer) error, len(files))
+	for name, data := range files {
+		fs[name] = func(w io.Writer) error {
+			_, err := w.Write(data)
+			return err
+		}
+	}
+	return WriteDirFunc(dir, fs)
+}
+
+// WriteDirFunc is WriteDir with each file's bytes written by a function
+// (name → what writes it), so that a large file streams to disk instead of
+// being held in memory first.
+func WriteDirFunc(dir string, files map[string]func(io.Writer) error) error {
 	if _, err := os.Stat(dir); err == nil {
 		return fmt.Errorf("%s already exists; refusing to overwrite it", dir)
 	}
@@ -86,11 +100,11 @@ func WriteDir(dir string, files map[string][]byte) error {
 		return err
 	}
 	defer os.RemoveAll(tmp) // a no-op after the rename
-	for name, data := range files {
+	for name, write := range files {
 		if name != filepath.Base(name) || name == "." || name == ".." || name == "" {
 			return fmt.Errorf("file name %q in %s is not a plain name", name, dir)
 		}
-		if err := WriteFile(filepath.Join(tmp, name), data); err != nil {
+		if err := WriteFileFunc(filepath.Join(tmp, name), write); err != nil {
 			return err
 		}
 	}
