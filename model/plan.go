@@ -153,7 +153,8 @@ const (
 // residuals and the round's Δ throughout; the moments downloaded when its
 // worker state is stored (streamed into the store); the next round's
 // weights and momentum while a round closes; with spot checks, a second
-// model, and the residuals and moments of the contribution it checks; with overlapped rounds, a copy of
+// model, and the base state, residuals and moments of the contribution it
+// checks; with overlapped rounds, a copy of
 // the worker state and the start of the round ahead.
 func swarmParts(c Config, in PlanInput) []PlanPart {
 	p := NumParams(c)
@@ -175,7 +176,8 @@ func swarmParts(c Config, in PlanInput) []PlanPart {
 			x.Name = "re-execution " + x.Name // kept once allocated
 			parts = append(parts, x)
 		}
-		parts = append(parts, PlanPart{Name: "re-execution residuals and moments", Bytes: 4*p + moments, Host: true, Phase: PhaseCheck})
+		parts = append(parts, PlanPart{Name: "re-execution residuals and moments", Bytes: 4*p + moments, Host: true, Phase: PhaseCheck},
+			PlanPart{Name: "re-executed round's base (weights and momentum)", Bytes: 8 * p, Host: true, Phase: PhaseCheck})
 	}
 	if in.Overlap {
 		parts = append(parts, PlanPart{Name: "held worker state (a copy)", Bytes: 4*p + moments, Host: true},

@@ -41,6 +41,11 @@ func TestSwarmMemoryOptions(t *testing.T) {
 		!strings.Contains(err.Error(), "nothing fits in 1.00 MiB") {
 		t.Fatalf("a node with 1 MiB: %v", err)
 	}
+	// On a GPU the budget is the device's; the round vectors are the host's.
+	if _, err := c.Nodes[1].OpenRun(ctx, runID, node.RunOptions{Backend: be, GPU: true, Memory: 1 << 40, HostMemory: 1 << 20}); err == nil ||
+		!strings.Contains(err.Error(), "of host memory beside the GPU's, more than the 1.00 MiB available") {
+		t.Fatalf("a GPU node with 1 MiB of host memory: %v", err)
+	}
 	var log checkpointLog
 	var mu sync.Mutex
 	checks, frauds := 0, 0

@@ -156,14 +156,19 @@ func (p *Participant) newChecker() error {
 
 // checkMemory refuses a run whose memory plan does not fit
 // RunOptions.Memory, naming the node's settings that would (the optimizer
-// is the run's). Memory bounds the whole plan: the node cannot tell a GPU's
-// memory from the host's, and on the CPU they are one.
+// is the run's), or, on a GPU, whose vectors in host memory do not fit
+// HostMemory.
 func (p *Participant) checkMemory() error {
 	in := model.PlanInput{Batch: p.spec.Inner.Batch, Seq: p.spec.Inner.Seq, Micro: p.opts.Micro, Options: p.modelOptions(),
-		Swarm: true, SpotChecks: p.spec.SpotCheckShare() > 0, Overlap: p.sync.Overlap != ""}
+		Swarm: true, SpotChecks: p.spec.SpotCheckShare() > 0, Overlap: p.sync.Overlap != "", GPU: p.opts.GPU}
 	in.Workspace = kernels.WorkspaceBytes(p.opts.Backend, model.MatmulRows(p.cfg, in.Tokens()), in.Seq)
-	if _, err := model.CheckPlan(p.cfg, in, p.opts.Memory, true); err != nil {
+	plan, err := model.CheckPlan(p.cfg, in, p.opts.Memory, true)
+	if err != nil {
 		return fmt.Errorf("run %s: %w", p.id, err)
+	}
+	if p.opts.GPU && p.opts.HostMemory > 0 && plan.Host > p.opts.HostMemory {
+		return fmt.Errorf("run %s: its round vectors need %s of host memory beside the GPU's, more than the %s available",
+			p.id, model.Bytes(plan.Host), model.Bytes(p.opts.HostMemory))
 	}
 	return nil
 }

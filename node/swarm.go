@@ -163,7 +163,10 @@ type RunOptions struct {
 	// Memory, if > 0, is the memory this node may use: a run whose
 	// memory plan (model.MakePlan, a swarm participant's) needs more is
 	// refused before its model is allocated, naming settings that fit.
-	Memory int64
+	// With GPU it is the device's, and HostMemory (if > 0) bounds what the
+	// node keeps in host memory (its round vectors) apart.
+	Memory, HostMemory int64
+	GPU                bool
 }
 
 // Participant trains one node's share of a run, round by round.

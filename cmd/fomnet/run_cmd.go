@@ -371,7 +371,7 @@ CID one machine preparing the same inputs gets.`,
 			holdTo(budget, &dev)
 			var last time.Time
 			o := node.RunOptions{Backend: be, Expect: expect, KeepRounds: keep, Logf: e.logf,
-				Recompute: mem.recompute, Micro: mem.micro, Memory: budget, Events: func(ev node.RoundEvent) {
+				Recompute: mem.recompute, Micro: mem.micro, Memory: budget, GPU: dev.cuda(), HostMemory: memAvailable(), Events: func(ev node.RoundEvent) {
 					switch ev.Phase {
 					case "train":
 						if time.Since(last) > 2*time.Second || ev.Step == ev.Steps {
