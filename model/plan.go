@@ -152,9 +152,10 @@ const (
 // model: the base's weights and outer momentum, the error-feedback
 // residuals and the round's Δ throughout; the moments downloaded when its
 // worker state is stored (streamed into the store); the next round's
-// weights and momentum while a round closes; with spot checks, a second
-// model, and the base state, residuals and moments of the contribution it
-// checks; with overlapped rounds, a copy of
+// weights and momentum while a round closes; with spot checks, the base
+// state, residuals and moments of the contribution it checks (on its own
+// model, lent, where rounds are sequential: it reloads its worker state
+// after); with overlapped rounds, a second model for the checks, a copy of
 // the worker state and the start of the round ahead.
 func swarmParts(c Config, in PlanInput) []PlanPart {
 	p := NumParams(c)
@@ -173,6 +174,9 @@ func swarmParts(c Config, in PlanInput) []PlanPart {
 		ci := in
 		ci.Workspace = 0 // the backend's, shared
 		for _, x := range modelParts(c, ci) {
+			if !in.Overlap {
+				break // re-executions borrow the participant's model
+			}
 			x.Name = "re-execution " + x.Name // kept once allocated
 			parts = append(parts, x)
 		}

@@ -108,4 +108,10 @@ func TestPlanPeak(t *testing.T) {
 	if q.Total <= p.Total {
 		t.Errorf("spot checks and overlapped rounds add nothing: %d ≤ %d", q.Total, p.Total)
 	}
+	// Sequential rounds lend the participant's model to its checks.
+	model := MakePlan(c, PlanInput{Batch: 1, Seq: 64})
+	s := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Swarm: true, SpotChecks: true})
+	if s.Total-p.Total >= model.Total {
+		t.Errorf("spot checks on sequential rounds add %d bytes, a whole model (%d)", s.Total-p.Total, model.Total)
+	}
 }

@@ -141,17 +141,40 @@ func (p *Participant) priorState(ctx context.Context, c *Contribution, rec *roun
 	return p.checker, s.efs, prev, p.setChecker(s)
 }
 
-// newChecker allocates the checking model on first use; setChecker puts
-// worker state s (nil: a fresh one) in its moments. Both drive the backend.
+// newChecker picks the checking model on first use (see
+// Participant.checker); setChecker puts worker state s (nil: a fresh one)
+// in its moments. Both drive the backend.
 func (p *Participant) newChecker() error {
 	p.ru.drive.Lock()
 	defer p.ru.drive.Unlock()
 	if p.checker != nil {
 		return nil
 	}
+	if p.sync.Overlap == "" || p.following {
+		p.checker = p.m
+		return nil
+	}
 	m, err := p.newModel()
 	p.checker = m
 	return err
+}
+
+// reclaim puts this node's own worker state (p.held) back in its model
+// after re-executions borrowed it.
+func (p *Participant) reclaim(ctx context.Context) error {
+	if !p.lent {
+		return nil
+	}
+	var s *workerState
+	if p.held.Defined() {
+		var err error
+		if s, err = p.loadWorkerState(ctx, p.held); err != nil {
+			return fmt.Errorf("reloading its own worker state: %w", err)
+		}
+	}
+	p.ru.drive.Lock()
+	defer p.ru.drive.Unlock()
+	return p.holdState(s, p.held)
 }
 
 // checkMemory refuses a run whose memory plan does not fit
@@ -193,6 +216,7 @@ func (p *Participant) newModel() (*model.Model, error) {
 func (p *Participant) setChecker(s *workerState) error {
 	p.ru.drive.Lock()
 	defer p.ru.drive.Unlock()
+	p.lent = p.lent || p.checker == p.m
 	if s == nil {
 		return p.checker.SetOptimState(model.OptimState{})
 	}

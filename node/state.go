@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"sort"
 
 	"github.com/fomnet/fomnet/contentstore"
@@ -67,31 +68,41 @@ func efStateSize(efs []*gradsync.ErrorFeedback) int {
 // DecodeEFState restores residuals into efs (whose sizes must match) and
 // returns the round they follow.
 func DecodeEFState(b []byte, efs []*gradsync.ErrorFeedback) (int, error) {
-	if len(b) < 20 || string(b[:8]) != efMagic {
+	br := bytes.NewReader(b)
+	r, err := readEFState(br, efs)
+	if err == nil && br.Len() != 0 {
+		err = fmt.Errorf("error-feedback state: %d trailing bytes", br.Len())
+	}
+	return r, err
+}
+
+// readEFState reads DecodeEFState's bytes from rd, a partition at a time
+// (a large model's residuals are never held twice), up to their end.
+func readEFState(rd io.Reader, efs []*gradsync.ErrorFeedback) (int, error) {
+	h := make([]byte, 20)
+	if _, err := io.ReadFull(rd, h); err != nil || string(h[:8]) != efMagic {
 		return 0, errors.New("error-feedback state: bad magic or truncated header")
 	}
-	r := binary.LittleEndian.Uint64(b[8:])
-	n := binary.LittleEndian.Uint32(b[16:])
+	r := binary.LittleEndian.Uint64(h[8:])
+	n := binary.LittleEndian.Uint32(h[16:])
 	if r > 1_000_000 || int(n) != len(efs) {
 		return 0, fmt.Errorf("error-feedback state: round %d, %d partitions (want %d)", r, n, len(efs))
 	}
-	b = b[20:]
-	for i := range efs {
-		if len(b) < 4 {
+	var b []byte
+	for i, e := range efs {
+		if _, err := io.ReadFull(rd, h[:4]); err != nil {
 			return 0, fmt.Errorf("error-feedback state: partition %d truncated", i)
 		}
-		l := binary.LittleEndian.Uint32(b)
-		b = b[4:]
-		if uint64(l) > uint64(len(b)) {
-			return 0, fmt.Errorf("error-feedback state: partition %d claims %d bytes, %d left", i, l, len(b))
+		if l := binary.LittleEndian.Uint32(h); int64(l) != int64(e.BinarySize()) {
+			return 0, fmt.Errorf("error-feedback state: partition %d claims %d bytes, its residuals take %d", i, l, e.BinarySize())
 		}
-		if err := efs[i].UnmarshalBinary(b[:l]); err != nil {
+		b = slices.Grow(b[:0], e.BinarySize())[:e.BinarySize()]
+		if _, err := io.ReadFull(rd, b); err != nil {
+			return 0, fmt.Errorf("error-feedback state: partition %d truncated", i)
+		}
+		if err := e.UnmarshalBinary(b); err != nil {
 			return 0, fmt.Errorf("error-feedback state: partition %d: %w", i, err)
 		}
-		b = b[l:]
-	}
-	if len(b) != 0 {
-		return 0, fmt.Errorf("error-feedback state: %d trailing bytes", len(b))
 	}
 	return int(r), nil
 }

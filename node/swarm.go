@@ -192,9 +192,14 @@ type Participant struct {
 	// held is the CID of the worker state the model's moments and efs
 	// hold (cid.Undef: a fresh one); see workerstate.go.
 	held cid.Cid
-	// checker is a second model, on the same backend, for re-executing
-	// others' contributions (reexec.go); nil until the first.
+	// checker is the model re-executions of others' contributions run on
+	// (reexec.go), nil until the first: where rounds are sequential, this
+	// node's own, lent — between its rounds' steps the model holds nothing
+	// but the worker state, which the store keeps, so the node reloads it
+	// (reclaim) before its next steps; else a second model on the same
+	// backend (the steps of the round ahead run beside a check).
 	checker *model.Model
+	lent    bool
 	checkMu sync.Mutex // one re-execution at a time
 	// ahead: the inner steps of the next round, running in the background
 	// in a run with overlapped rounds (overlap.go); upto: the last round
@@ -1118,6 +1123,9 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, time.Time, err
 		return cid.Undef, time.Time{}, err
 	}
 	if a == nil {
+		if err := p.reclaim(ctx); err != nil {
+			return cid.Undef, time.Time{}, err
+		}
 		j := p.ownJob(r)
 		a = &ahead{round: r, prior: p.held, j: j, began: start}
 		if a.encs, a.sent, a.busy, err = p.ru.work(ctx, p.m, p.efs, p.global, r, j, p.stepEvents(r)); err != nil {

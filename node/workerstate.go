@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"slices"
 
 	"github.com/fomnet/fomnet/contentstore"
@@ -118,47 +117,60 @@ func writeWorkerState(w io.Writer, s *workerState) error {
 // decodeWorkerState parses a worker state of shape sh whose residuals have
 // the shapes of efs (which it fills).
 func decodeWorkerState(b []byte, sh stateShape, efs []*gradsync.ErrorFeedback) (*workerState, error) {
+	br := bytes.NewReader(b)
+	s, err := readWorkerState(br, sh, efs)
+	if err == nil && br.Len() != 0 {
+		err = fmt.Errorf("worker state: error-feedback state: %d trailing bytes", br.Len())
+	}
+	return s, err
+}
+
+// readWorkerState reads decodeWorkerState's bytes from rd, up to their end,
+// into the state's own vectors (never holding them twice).
+func readWorkerState(rd io.Reader, sh stateShape, efs []*gradsync.ErrorFeedback) (*workerState, error) {
 	magic, head := workerStateMagic, 24
 	if sh.k > 0 {
 		magic, head = workerState8Magic, 32
 	}
-	if len(b) < head || string(b[:8]) != magic {
+	h := make([]byte, head)
+	if _, err := io.ReadFull(rd, h); err != nil || string(h[:8]) != magic {
 		return nil, fmt.Errorf("worker state: not a %s state (bad magic or truncated header)", magic)
 	}
-	step, got := binary.LittleEndian.Uint64(b[8:]), binary.LittleEndian.Uint64(b[16:])
+	step, got := binary.LittleEndian.Uint64(h[8:]), binary.LittleEndian.Uint64(h[16:])
 	var k uint64
 	if sh.k > 0 {
-		k = binary.LittleEndian.Uint64(b[24:])
+		k = binary.LittleEndian.Uint64(h[24:])
 	}
 	if got != uint64(sh.n) || k != uint64(sh.k) || step > 1<<40 {
 		return nil, fmt.Errorf("worker state: %d moments (%d block scales) at step %d, the model has %d parameters (%d scales)", got, k, step, sh.n, sh.k)
 	}
-	body := workerStateSize(sh, nil) - int64(head)
-	if int64(len(b)-head) < body {
-		return nil, fmt.Errorf("worker state: %d bytes of moments, want %d", len(b)-head, body)
-	}
 	s := &workerState{opt: model.OptimState{Step: int(step)}, efs: efs}
-	b = b[head:]
-	f32s := func(n int) []float32 {
-		x := make([]float32, n)
-		for i := range x {
-			x[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		}
-		b = b[4*n:]
-		return x
-	}
+	o := &s.opt
+	var err error
 	if sh.k > 0 {
-		s.opt.M8, s.opt.V8 = slices.Clone(b[:sh.n]), slices.Clone(b[sh.n:2*sh.n])
-		b = b[2*sh.n:]
-		s.opt.MS, s.opt.VS = f32s(sh.k), f32s(sh.k)
+		o.M8, o.V8, o.MS, o.VS = make([]byte, sh.n), make([]byte, sh.n), make([]float32, sh.k), make([]float32, sh.k)
+		for _, b := range [][]byte{o.M8, o.V8} {
+			if err == nil {
+				_, err = io.ReadFull(rd, b)
+			}
+		}
+		for _, x := range [][]float32{o.MS, o.VS} {
+			if err == nil {
+				err = le.ReadFloats(rd, x)
+			}
+		}
 	} else {
-		s.opt.M, s.opt.V = f32s(sh.n), f32s(sh.n)
+		o.M, o.V = make([]float32, sh.n), make([]float32, sh.n)
+		if err = le.ReadFloats(rd, o.M); err == nil {
+			err = le.ReadFloats(rd, o.V)
+		}
 	}
-	r, err := DecodeEFState(b, efs)
 	if err != nil {
+		return nil, fmt.Errorf("worker state: its moments: %w", err)
+	}
+	if s.round, err = readEFState(rd, efs); err != nil {
 		return nil, fmt.Errorf("worker state: %w", err)
 	}
-	s.round = r
 	return s, nil
 }
 
@@ -283,15 +295,12 @@ func (p *Participant) loadWorkerState(ctx context.Context, k cid.Cid) (*workerSt
 	if err := p.n.Store.Fetch(ctx, k, nil); err != nil {
 		return nil, fmt.Errorf("worker state %s: %w", k, err)
 	}
-	b := make([]byte, want)
-	if _, err := io.ReadFull(f, b); err != nil {
-		return nil, fmt.Errorf("worker state %s: %w", k, err)
-	}
 	efs := make([]*gradsync.ErrorFeedback, len(p.parts))
 	for i, r := range p.parts {
 		efs[i] = gradsync.NewErrorFeedback(p.codec, r.Size)
 	}
-	s, err := decodeWorkerState(b, stateShapeOf(p.m), efs)
+	// Read as it decodes: the size was checked, so it ends where the file does.
+	s, err := readWorkerState(bufio.NewReaderSize(f, 1<<20), stateShapeOf(p.m), efs)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", k, err)
 	}
@@ -324,7 +333,7 @@ func (p *Participant) holdState(s *workerState, k cid.Cid) error {
 			copy(p.efs[i].Residual, e.Residual)
 		}
 	}
-	p.held = k
+	p.held, p.lent = k, false
 	return nil
 }
 

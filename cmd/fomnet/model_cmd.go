@@ -33,7 +33,10 @@ type planReport struct {
 	// does not (FitPlan's order), as flags; Why says why none does.
 	Fit      string `json:"fit,omitempty"`
 	FitBytes int64  `json:"fit_bytes,omitempty"`
-	Why      string `json:"why,omitempty"`
+	// HostBudget, for a swarm participant on a GPU, is this machine's
+	// available memory, which its round vectors (Host) must fit apart.
+	HostBudget int64  `json:"host_budget_bytes,omitempty"`
+	Why        string `json:"why,omitempty"`
 }
 
 func newModelPlanCmd(e *env) *cobra.Command {
@@ -43,6 +46,7 @@ func newModelPlanCmd(e *env) *cobra.Command {
 		threads       int
 		swarm, asJSON bool
 		spotChecks    bool
+		overlap       bool
 		mem           memoryFlags
 		dev           deviceFlags
 	)
@@ -73,7 +77,7 @@ Exit status 1 when neither the configuration nor any setting fits.`,
 			if err != nil {
 				return err
 			}
-			in.Swarm, in.SpotChecks = swarm, swarm && spotChecks
+			in.Swarm, in.SpotChecks, in.Overlap = swarm, swarm && spotChecks, swarm && overlap
 			budget, err := mem.budget(&dev)
 			if err != nil {
 				return err
@@ -81,6 +85,9 @@ Exit status 1 when neither the configuration nor any setting fits.`,
 			p := model.MakePlan(c, in)
 			r := planReport{Preset: preset, Params: model.NumParams(c), Settings: in.Settings(), Parts: p.Parts, Total: p.Total,
 				Device: p.Device, Host: p.Host, Need: p.Need(), Budget: budget, Fits: budget == 0 || p.Need() <= budget}
+			if swarm && dev.cuda() {
+				r.HostBudget = memAvailable()
+			}
 			var none error
 			if !r.Fits {
 				fit, err := model.FitPlan(c, in, budget, false)
@@ -102,7 +109,8 @@ Exit status 1 when neither the configuration nor any setting fits.`,
 	fl.IntVar(&seq, "seq", 0, "tokens per sequence (default: the preset's max_seq)")
 	fl.IntVar(&threads, "threads", 0, "CPU threads the kernels' workspace is planned for (0: GOMAXPROCS)")
 	fl.BoolVar(&swarm, "swarm", false, "plan for a swarm participant (fomnet join): add the global weights, outer momentum, residuals, round vectors and the next round's state at its close")
-	fl.BoolVar(&spotChecks, "spot-checks", true, "with --swarm: add the second model that re-executes others' contributions")
+	fl.BoolVar(&spotChecks, "spot-checks", true, "with --swarm: add what re-executing others' contributions holds (a second model too with --overlap)")
+	fl.BoolVar(&overlap, "overlap", false, "with --swarm: a run with overlapped rounds (run create --overlap local)")
 	mem.add(fl, true)
 	dev.add(fl)
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
@@ -129,6 +137,13 @@ func printPlan(e *env, r planReport, asJSON bool) error {
 		fmt.Fprintf(w, "  on the device\t%s\t\n  in host memory\t%s\t\n", model.Bytes(r.Device), model.Bytes(r.Host))
 	} else {
 		fmt.Fprintf(w, "  total (at the peak)\t%s\t\n", model.Bytes(r.Total))
+	}
+	if r.HostBudget > 0 {
+		verdict := "fits"
+		if r.Host > r.HostBudget {
+			verdict = "does not fit"
+		}
+		fmt.Fprintf(w, "host memory: %s %s this machine's available %s\n", model.Bytes(r.Host), verdict, model.Bytes(r.HostBudget))
 	}
 	switch {
 	case r.Budget == 0:

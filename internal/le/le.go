@@ -1,7 +1,8 @@
-// Package le writes float32 vectors little-endian, the byte order of every
-// file fomnet writes, a chunk at a time: a large model's vector streams to
-// its file without being held a second time as bytes. (encoding/binary's
-// Write would convert the whole vector into one buffer first.)
+// Package le writes and reads float32 vectors little-endian, the byte
+// order of every file fomnet writes, a chunk at a time: a large model's
+// vector streams to and from its file without being held a second time as
+// bytes. (encoding/binary's Write and Read convert the whole vector
+// through one buffer.)
 package le
 
 import (
@@ -23,6 +24,23 @@ func WriteFloats(w io.Writer, x []float32) error {
 		}
 		if _, err := w.Write(buf[:4*n]); err != nil {
 			return err
+		}
+		x = x[n:]
+	}
+	return nil
+}
+
+// ReadFloats fills x from r, 4 bytes an element, little-endian (an error
+// if r ends first: io.ErrUnexpectedEOF, or io.EOF before the first byte).
+func ReadFloats(r io.Reader, x []float32) error {
+	var buf [chunk]byte
+	for len(x) > 0 {
+		n := min(len(x), chunk/4)
+		if _, err := io.ReadFull(r, buf[:4*n]); err != nil {
+			return err
+		}
+		for i := range x[:n] {
+			x[i] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*i:]))
 		}
 		x = x[n:]
 	}

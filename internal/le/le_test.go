@@ -23,5 +23,17 @@ func TestWriteFloats(t *testing.T) {
 		if !bytes.Equal(got.Bytes(), want.Bytes()) {
 			t.Fatalf("%d floats: the bytes differ from encoding/binary's", n)
 		}
+		back := make([]float32, n)
+		if err := ReadFloats(bytes.NewReader(want.Bytes()), back); err != nil {
+			t.Fatal(err)
+		}
+		for i := range x {
+			if math.Float32bits(back[i]) != math.Float32bits(x[i]) {
+				t.Fatalf("%d floats: element %d read back as %v, not %v", n, i, back[i], x[i])
+			}
+		}
+		if n > 0 && ReadFloats(bytes.NewReader(want.Bytes()[:4*n-1]), back) == nil {
+			t.Fatalf("%d floats: read from a byte short", n)
+		}
 	}
 }
