@@ -24,3 +24,4 @@ run=$("$bin" run create --home "$home" --data "$out/ds" --preset "$preset" --rou
 /usr/bin/time -v "$bin" join "$run" --home "$home" --expect 1 --recompute --linger 0 "$@" >"$out/ck" 2>"$out/log"
 grep -E "Maximum resident|Elapsed" "$out/log" | sed 's/^\s*/  /'
 grep -E "took|contributed" "$out/log" | sed 's/^[^ ]* INFO  /  /; s/ round=.*//'
+rm -rf "$home" "$out/ds" # checkpoints and store: gigabytes at these presets
