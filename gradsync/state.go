@@ -64,6 +64,45 @@ func (o *OuterOptimizer) WriteTo(w io.Writer) (int64, error) {
 	return int64(len(h)) + 4*int64(len(o.Buf)), nil
 }
 
+// ReadFrom reads what WriteTo wrote into o, whose momentum must already
+// have the length the bytes declare, a chunk at a time, checked as
+// UnmarshalBinary checks it (r must end there).
+func (o *OuterOptimizer) ReadFrom(r io.Reader) (int64, error) {
+	h := make([]byte, 16)
+	if _, err := io.ReadFull(r, h); err != nil || string(h[:4]) != magicOuter {
+		return 0, fmt.Errorf("%w: outer optimizer state: want magic %q", ErrDecode, magicOuter)
+	}
+	lr := math.Float32frombits(binary.LittleEndian.Uint32(h[4:]))
+	mu := math.Float32frombits(binary.LittleEndian.Uint32(h[8:]))
+	if err := checkOuter(lr, mu); err != nil {
+		return 0, err
+	}
+	if n := binary.LittleEndian.Uint32(h[12:]); int64(n) != int64(len(o.Buf)) {
+		return 0, fmt.Errorf("%w: outer optimizer momentum: %d values, want %d", ErrDecode, n, len(o.Buf))
+	}
+	if err := le.ReadFloats(r, o.Buf); err != nil {
+		return 0, fmt.Errorf("%w: outer optimizer momentum: %v", ErrDecode, err)
+	}
+	for i, v := range o.Buf {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return 0, fmt.Errorf("%w: outer optimizer momentum: non-finite value at %d", ErrDecode, i)
+		}
+	}
+	if n, _ := r.Read(h[:1]); n != 0 {
+		return 0, fmt.Errorf("%w: outer optimizer state: trailing bytes", ErrDecode)
+	}
+	o.LR, o.Momentum = lr, mu
+	return int64(len(h)) + 4*int64(len(o.Buf)), nil
+}
+
+// checkOuter checks an outer optimizer's settings as decoded.
+func checkOuter(lr, mu float32) error {
+	if !(lr > 0) || math.IsInf(float64(lr), 0) || !(mu >= 0 && mu < 1) {
+		return fmt.Errorf("%w: outer optimizer state: lr %v, momentum %v out of range", ErrDecode, lr, mu)
+	}
+	return nil
+}
+
 // MarshalBinary encodes the outer optimizer's settings and momentum.
 func (o *OuterOptimizer) MarshalBinary() ([]byte, error) {
 	b := append([]byte(nil), magicOuter...)
@@ -79,8 +118,8 @@ func (o *OuterOptimizer) UnmarshalBinary(b []byte) error {
 	}
 	lr := math.Float32frombits(binary.LittleEndian.Uint32(b[4:]))
 	mu := math.Float32frombits(binary.LittleEndian.Uint32(b[8:]))
-	if !(lr > 0) || math.IsInf(float64(lr), 0) || !(mu >= 0 && mu < 1) {
-		return fmt.Errorf("%w: outer optimizer state: lr %v, momentum %v out of range", ErrDecode, lr, mu)
+	if err := checkOuter(lr, mu); err != nil {
+		return err
 	}
 	buf, err := readFloats(b[12:], "outer optimizer momentum")
 	if err != nil {

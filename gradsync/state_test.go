@@ -16,6 +16,18 @@ func TestStateRoundTrip(t *testing.T) {
 	if n, err := o.WriteTo(&w); err != nil || n != int64(len(b)) || !bytes.Equal(w.Bytes(), b) {
 		t.Fatalf("WriteTo wrote %d bytes (%v), not MarshalBinary's %d", n, err, len(b))
 	}
+	streamed := NewOuterOptimizer(DefaultConfig(), 50)
+	if _, err := streamed.ReadFrom(bytes.NewReader(b)); err != nil || !slices.Equal(streamed.Buf, o.Buf) || streamed.LR != o.LR {
+		t.Fatalf("ReadFrom: %v", err)
+	}
+	for _, bad := range [][]byte{b[:len(b)-1], append(slices.Clone(b), 0), b[:10]} {
+		if _, err := NewOuterOptimizer(DefaultConfig(), 50).ReadFrom(bytes.NewReader(bad)); err == nil {
+			t.Errorf("ReadFrom took %d bytes of a %d-byte state", len(bad), len(b))
+		}
+	}
+	if _, err := NewOuterOptimizer(DefaultConfig(), 49).ReadFrom(bytes.NewReader(b)); err == nil {
+		t.Error("ReadFrom took 50 momenta for 49 parameters")
+	}
 	var back OuterOptimizer
 	if err := back.UnmarshalBinary(b); err != nil {
 		t.Fatal(err)
@@ -49,8 +61,15 @@ func FuzzStateDecode(f *testing.F) {
 	f.Add(eb)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var o OuterOptimizer
-		if o.UnmarshalBinary(b) == nil && (o.LR <= 0 || o.Momentum >= 1) {
+		err := o.UnmarshalBinary(b)
+		if err == nil && (o.LR <= 0 || o.Momentum >= 1) {
 			t.Fatalf("accepted lr %v momentum %v", o.LR, o.Momentum)
+		}
+		// Read streamed into 4 momenta, it is taken exactly when it holds 4.
+		s := NewOuterOptimizer(DefaultConfig(), 4)
+		if _, serr := s.ReadFrom(bytes.NewReader(b)); (serr == nil) != (err == nil && len(o.Buf) == 4) ||
+			serr == nil && (!slices.Equal(s.Buf, o.Buf) || s.LR != o.LR || s.Momentum != o.Momentum) {
+			t.Fatalf("ReadFrom: %v; UnmarshalBinary: %v (%d momenta)", serr, err, len(o.Buf))
 		}
 		NewErrorFeedback(c, 4).UnmarshalBinary(b)
 	})

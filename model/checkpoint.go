@@ -12,6 +12,7 @@ import (
 	"strconv"
 
 	"github.com/fomnet/fomnet/internal/fsutil"
+	"github.com/fomnet/fomnet/internal/le"
 	"github.com/fomnet/fomnet/kernels"
 )
 
@@ -247,33 +248,87 @@ func ReadWeights(c Config, b []byte) ([]float32, map[string]string, error) {
 }
 
 func decodeWeights(lay *Layout, b []byte) ([]float32, map[string]string, error) {
-	ts, meta, err := ReadSafetensors(b)
+	hl, err := safetensorsHeaderLen(b, int64(len(b)))
 	if err != nil {
 		return nil, nil, err
 	}
-	byName := map[string]STensor{}
+	data := b[8+hl:]
+	ts, meta, err := parseSafetensorsHeader(b[8:8+hl], int64(len(data)))
+	if err != nil {
+		return nil, nil, err
+	}
+	host, err := layoutWeights(lay, ts, func(dst []float32, t stEntryAt) error {
+		bytesF32(dst, data[t.b:t.e])
+		return nil
+	})
+	return host, meta, err
+}
+
+// ReadWeightsFile is ReadWeights of the file at path, its tensors read
+// into the weights as they are found: a large model's file is never held
+// as bytes.
+func ReadWeightsFile(c Config, path string) ([]float32, map[string]string, error) {
+	if err := c.Validate(); err != nil {
+		return nil, nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if need := 4 * NumParams(c); st.Size() < need {
+		return nil, nil, fmt.Errorf("%s: %d bytes; the config describes %d fp32 parameters (%d bytes)", path, st.Size(), NumParams(c), need)
+	}
+	ts, meta, err := readSafetensorsIndex(f, st.Size())
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	host, err := layoutWeights(NewLayout(c), ts, func(dst []float32, t stEntryAt) error {
+		return le.ReadFloats(bufio.NewReaderSize(io.NewSectionReader(f, t.b, t.e-t.b), 1<<20), dst)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return host, meta, nil
+}
+
+// layoutWeights checks tensors ts against the layout — every tensor there,
+// F32, of its shape, and no other — then reads each into its place in the
+// weights with read.
+func layoutWeights(lay *Layout, ts []stEntryAt, read func(dst []float32, t stEntryAt) error) ([]float32, error) {
+	byName := map[string]stEntryAt{}
 	for _, t := range ts {
 		byName[t.Name] = t
 	}
-	host := make([]float32, lay.Size)
 	for _, t := range lay.Tensors {
 		st, ok := byName[t.Name]
-		if !ok {
-			return nil, nil, fmt.Errorf("tensor %s is missing", t.Name)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("tensor %s is missing", t.Name)
+		case st.DType != "F32":
+			return nil, fmt.Errorf("tensor %s is %s; only F32 is read", t.Name, st.DType)
+		case fmt.Sprint(st.Shape) != fmt.Sprint(t.Shape):
+			return nil, fmt.Errorf("tensor %s has shape %v, config.json implies %v", t.Name, st.Shape, t.Shape)
 		}
-		if st.DType != "F32" {
-			return nil, nil, fmt.Errorf("tensor %s is %s; only F32 is read", t.Name, st.DType)
-		}
-		if fmt.Sprint(st.Shape) != fmt.Sprint(t.Shape) {
-			return nil, nil, fmt.Errorf("tensor %s has shape %v, config.json implies %v", t.Name, st.Shape, t.Shape)
-		}
-		bytesF32(host[t.Offset:t.Offset+t.Size], st.Data)
-		delete(byName, t.Name)
 	}
-	for name := range byName {
-		return nil, nil, fmt.Errorf("unexpected tensor %s (not in the config's layout)", name)
+	if len(byName) != len(lay.Tensors) {
+		for _, t := range ts {
+			if _, ok := lay.Lookup(t.Name); !ok {
+				return nil, fmt.Errorf("unexpected tensor %s (not in the config's layout)", t.Name)
+			}
+		}
 	}
-	return host, meta, nil
+	host := make([]float32, lay.Size)
+	for _, t := range lay.Tensors {
+		if err := read(host[t.Offset:t.Offset+t.Size], byName[t.Name]); err != nil {
+			return nil, fmt.Errorf("tensor %s: %w", t.Name, err)
+		}
+	}
+	return host, nil
 }
 
 // optimTensors are the tensors of optimizer.safetensors: adamw.m and

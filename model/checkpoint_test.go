@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/fomnet/fomnet/kernels"
@@ -154,6 +155,16 @@ func FuzzReadSafetensors(f *testing.F) {
 	f.Add([]byte{8, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ', ' ', ' ', ' ', ' '})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ts, _, err := ReadSafetensors(data)
+		// The index a file is read through agrees with the parse in memory.
+		idx, _, ierr := readSafetensorsIndex(bytes.NewReader(data), int64(len(data)))
+		if (err == nil) != (ierr == nil) || len(idx) != len(ts) {
+			t.Fatalf("in memory: %d tensors (%v); indexed: %d (%v)", len(ts), err, len(idx), ierr)
+		}
+		for i, x := range idx {
+			if x.Name != ts[i].Name || !bytes.Equal(data[x.b:x.e], ts[i].Data) {
+				t.Fatalf("tensor %s: indexed at [%d, %d), not where the parse in memory found it", x.Name, x.b, x.e)
+			}
+		}
 		if err != nil {
 			return
 		}
@@ -165,4 +176,37 @@ func FuzzReadSafetensors(f *testing.F) {
 			t.Fatalf("tensors claim %d bytes of a %d-byte input", total, len(data))
 		}
 	})
+}
+
+// ReadWeightsFile reads what SaveWeights wrote, as ReadWeights does, and
+// refuses a truncated file or one of another shape.
+func TestReadWeightsFile(t *testing.T) {
+	c, _ := Preset("tiny")
+	w := make([]float32, NumParams(c))
+	for i := range w {
+		w[i] = float32(i%977)*0.001 - 0.3
+	}
+	dir := filepath.Join(t.TempDir(), "ck")
+	if err := SaveWeights(dir, c, w, map[string]string{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "model.safetensors")
+	got, meta, err := ReadWeightsFile(c, path)
+	if err != nil || !slices.Equal(got, w) || meta["k"] != "v" {
+		t.Fatalf("read back: %v, meta %v, equal %v", err, meta, slices.Equal(got, w))
+	}
+	b, _ := os.ReadFile(path)
+	if mem, _, err := ReadWeights(c, b); err != nil || !slices.Equal(mem, got) {
+		t.Fatalf("ReadWeights disagrees: %v", err)
+	}
+	short := filepath.Join(t.TempDir(), "short.safetensors")
+	os.WriteFile(short, b[:len(b)-1], 0o644)
+	if _, _, err := ReadWeightsFile(c, short); err == nil {
+		t.Error("a file a byte short was read")
+	}
+	other := c
+	other.Layers++
+	if _, _, err := ReadWeightsFile(other, path); err == nil {
+		t.Error("a file of another shape was read")
+	}
 }

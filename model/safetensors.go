@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/fomnet/fomnet/internal/le"
@@ -120,25 +121,77 @@ func WriteSafetensors(w io.Writer, tensors []STensor, meta map[string]string) er
 // Data alias buf. Every offset, size and shape is checked; the data must be
 // covered exactly, without gaps or overlaps, as the format requires.
 func ReadSafetensors(buf []byte) ([]STensor, map[string]string, error) {
-	if len(buf) < 8 {
-		return nil, nil, fmt.Errorf("%w: %d bytes is shorter than the 8-byte header length", ErrSafetensors, len(buf))
-	}
-	hl := binary.LittleEndian.Uint64(buf)
-	if hl > maxHeader || hl > uint64(len(buf)-8) {
-		return nil, nil, fmt.Errorf("%w: header length %d exceeds the file (%d bytes) or the %d-byte limit", ErrSafetensors, hl, len(buf), maxHeader)
-	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(buf[8:8+hl], &raw); err != nil {
-		return nil, nil, fmt.Errorf("%w: header is not a JSON object: %v", ErrSafetensors, err)
+	hl, err := safetensorsHeaderLen(buf, int64(len(buf)))
+	if err != nil {
+		return nil, nil, err
 	}
 	data := buf[8+hl:]
-	var meta map[string]string
-	var out []STensor
-	type span struct {
-		b, e int64
-		name string
+	ts, meta, err := parseSafetensorsHeader(buf[8:8+hl], int64(len(data)))
+	if err != nil {
+		return nil, nil, err
 	}
-	var spans []span
+	out := make([]STensor, len(ts))
+	for i, t := range ts {
+		out[i] = t.STensor
+		out[i].Data = data[t.b:t.e:t.e]
+	}
+	return out, meta, nil
+}
+
+// stEntryAt is a tensor of a safetensors header and its data's offsets
+// [b, e) from the start of the file.
+type stEntryAt struct {
+	STensor
+	b, e int64
+}
+
+// readSafetensorsIndex parses the header of the safetensors file r of size
+// bytes, checked as ReadSafetensors checks it; each tensor's data stays in
+// the file, at the offsets returned (Data is nil).
+func readSafetensorsIndex(r io.ReaderAt, size int64) ([]stEntryAt, map[string]string, error) {
+	var lb [8]byte
+	if _, err := r.ReadAt(lb[:], 0); err != nil && size >= 8 {
+		return nil, nil, fmt.Errorf("%w: %v", ErrSafetensors, err)
+	}
+	hl, err := safetensorsHeaderLen(lb[:], size)
+	if err != nil {
+		return nil, nil, err
+	}
+	h := make([]byte, hl)
+	if _, err := r.ReadAt(h, 8); err != nil {
+		return nil, nil, fmt.Errorf("%w: reading the header: %v", ErrSafetensors, err)
+	}
+	ts, meta, err := parseSafetensorsHeader(h, size-8-int64(hl))
+	for i := range ts {
+		ts[i].b += 8 + int64(hl)
+		ts[i].e += 8 + int64(hl)
+	}
+	return ts, meta, err
+}
+
+// safetensorsHeaderLen checks the header length the file's first 8 bytes
+// (of b) give against the file's size.
+func safetensorsHeaderLen(b []byte, size int64) (uint64, error) {
+	if size < 8 || len(b) < 8 {
+		return 0, fmt.Errorf("%w: %d bytes is shorter than the 8-byte header length", ErrSafetensors, size)
+	}
+	hl := binary.LittleEndian.Uint64(b)
+	if hl > maxHeader || hl > uint64(size-8) {
+		return 0, fmt.Errorf("%w: header length %d exceeds the file (%d bytes) or the %d-byte limit", ErrSafetensors, hl, size, maxHeader)
+	}
+	return hl, nil
+}
+
+// parseSafetensorsHeader checks header h over dataLen bytes of data: every
+// offset, size and shape, the data covered exactly. Tensors come sorted by
+// name, their offsets relative to the data.
+func parseSafetensorsHeader(h []byte, dataLen int64) ([]stEntryAt, map[string]string, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(h, &raw); err != nil {
+		return nil, nil, fmt.Errorf("%w: header is not a JSON object: %v", ErrSafetensors, err)
+	}
+	var meta map[string]string
+	var out []stEntryAt
 	for name, msg := range raw {
 		if name == "__metadata__" {
 			if err := json.Unmarshal(msg, &meta); err != nil {
@@ -162,27 +215,27 @@ func ReadSafetensors(buf []byte) ([]STensor, map[string]string, error) {
 			n *= int64(d)
 		}
 		b, en := e.Offsets[0], e.Offsets[1]
-		if b < 0 || en < b || en > int64(len(data)) {
-			return nil, nil, fmt.Errorf("%w: tensor %q: offsets [%d, %d) outside the %d data bytes", ErrSafetensors, name, b, en, len(data))
+		if b < 0 || en < b || en > dataLen {
+			return nil, nil, fmt.Errorf("%w: tensor %q: offsets [%d, %d) outside the %d data bytes", ErrSafetensors, name, b, en, dataLen)
 		}
 		if en-b != n*int64(sz) {
 			return nil, nil, fmt.Errorf("%w: tensor %q: %d bytes for shape %v of %s (want %d)", ErrSafetensors, name, en-b, e.Shape, e.DType, n*int64(sz))
 		}
-		spans = append(spans, span{b, en, name})
-		out = append(out, STensor{Name: name, DType: e.DType, Shape: e.Shape, Data: data[b:en:en]})
+		out = append(out, stEntryAt{STensor{Name: name, DType: e.DType, Shape: e.Shape}, b, en})
 	}
+	spans := slices.Clone(out)
 	sort.Slice(spans, func(i, j int) bool {
 		return spans[i].b < spans[j].b || spans[i].b == spans[j].b && spans[i].e < spans[j].e
 	})
 	var at int64
 	for _, s := range spans {
 		if s.b != at {
-			return nil, nil, fmt.Errorf("%w: tensor %q starts at byte %d, expected %d (gap or overlap)", ErrSafetensors, s.name, s.b, at)
+			return nil, nil, fmt.Errorf("%w: tensor %q starts at byte %d, expected %d (gap or overlap)", ErrSafetensors, s.Name, s.b, at)
 		}
 		at = s.e
 	}
-	if at != int64(len(data)) {
-		return nil, nil, fmt.Errorf("%w: tensors cover %d of %d data bytes", ErrSafetensors, at, len(data))
+	if at != dataLen {
+		return nil, nil, fmt.Errorf("%w: tensors cover %d of %d data bytes", ErrSafetensors, at, dataLen)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, meta, nil

@@ -62,11 +62,7 @@ func (n *Node) stageBase(ctx context.Context, spec *RunSpec, tok []byte) ([]floa
 	if err != nil || !bytes.Equal(tb, tok) {
 		return nil, fmt.Errorf("run: from %s: its tokenizer.json is not the dataset's tokenizer", from)
 	}
-	wb, err := os.ReadFile(filepath.Join(dir, "model.safetensors"))
-	if err != nil {
-		return nil, err
-	}
-	w, _, err := model.ReadWeights(want, wb)
+	w, _, err := model.ReadWeightsFile(want, filepath.Join(dir, "model.safetensors"))
 	return w, err
 }
 

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -57,24 +58,20 @@ func (s *state) clone() *state {
 // readState reads a checkpoint directory this node wrote: weights in the
 // run's shape, outer state and round record.
 func (p *Participant) readState(dir string) (*state, error) {
-	wb, err := os.ReadFile(filepath.Join(dir, "model.safetensors"))
+	// Both stream into their vectors: a large model's state is never held
+	// as bytes.
+	global, _, err := model.ReadWeightsFile(p.cfg, filepath.Join(dir, "model.safetensors"))
 	if err != nil {
 		return nil, err
 	}
-	global, _, err := model.ReadWeights(p.cfg, wb)
+	of, err := os.Open(filepath.Join(dir, "outer.bin"))
 	if err != nil {
 		return nil, err
 	}
-	ob, err := os.ReadFile(filepath.Join(dir, "outer.bin"))
-	if err != nil {
-		return nil, err
-	}
+	defer of.Close()
 	outer := gradsync.NewOuterOptimizer(p.sync, len(global))
-	if err := outer.UnmarshalBinary(ob); err != nil {
-		return nil, err
-	}
-	if len(outer.Buf) != len(global) {
-		return nil, fmt.Errorf("outer.bin holds %d momenta for %d parameters", len(outer.Buf), len(global))
+	if _, err := outer.ReadFrom(bufio.NewReaderSize(of, 1<<20)); err != nil {
+		return nil, fmt.Errorf("%s: %w", of.Name(), err)
 	}
 	rb, err := os.ReadFile(filepath.Join(dir, "round.json"))
 	if err != nil {
