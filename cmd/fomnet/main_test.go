@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -164,10 +165,15 @@ func TestTrainWritesCheckpoint(t *testing.T) {
 	if !strings.Contains(errOut, "step 4/4") {
 		t.Errorf("no progress on stderr: %q", errOut)
 	}
-	// The same command again must refuse to overwrite the checkpoint.
-	_, errOut, code = fomnet(t, "train", "--preset", "tiny", "--steps", "4", "--batch", "2", "--seq", "32", "--out", filepath.Join(dir, "run"), txt)
+	// The same command again must refuse to overwrite the checkpoint; its
+	// --memory becomes the collector's limit (when GOMEMLIMIT sets none).
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	_, errOut, code = fomnet(t, "train", "--preset", "tiny", "--steps", "4", "--batch", "2", "--seq", "32", "--out", filepath.Join(dir, "run"), "--memory", "3GiB", txt)
 	if code != exitError || !strings.Contains(errOut, "already exists") {
 		t.Fatalf("second run: exit %d, %q", code, errOut)
+	}
+	if got := debug.SetMemoryLimit(-1); os.Getenv("GOMEMLIMIT") == "" && got != 3<<30 {
+		t.Errorf("--memory 3GiB left the collector's limit at %d", got)
 	}
 }
 

@@ -36,7 +36,7 @@ func (f *memoryFlags) add(fs *pflag.FlagSet, optimizer bool) {
 	}
 	fs.BoolVar(&f.recompute, "recompute", false, "keep only each block's input through the forward pass and recompute the block in backward (same results, about a third more compute, far less activation memory)")
 	fs.IntVar(&f.micro, "micro", 1, "cut each step's batch into this many micro-batches (same results; activations of one micro-batch)")
-	fs.StringVar(&f.memory, "memory", "", "memory the run may use, e.g. 24GiB (default: the CPU's available memory; for --device cuda, no check unless given)")
+	fs.StringVar(&f.memory, "memory", "", "memory the run may use, e.g. 24GiB: plans that need more are refused, and on the CPU the Go collector keeps the process under it (default: the CPU's available memory; for --device cuda, the device's, no check unless given)")
 }
 
 // options reads --optimizer and --recompute.
