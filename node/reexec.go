@@ -160,7 +160,8 @@ func (p *Participant) newChecker() error {
 }
 
 // reclaim puts this node's own worker state (p.held) back in its model
-// after re-executions borrowed it.
+// after re-executions borrowed it; one its store cannot give back is
+// replaced by a fresh one, as carryState does.
 func (p *Participant) reclaim(ctx context.Context) error {
 	if !p.lent {
 		return nil
@@ -169,7 +170,9 @@ func (p *Participant) reclaim(ctx context.Context) error {
 	if p.held.Defined() {
 		var err error
 		if s, err = p.loadWorkerState(ctx, p.held); err != nil {
-			return fmt.Errorf("reloading its own worker state: %w", err)
+			p.opts.Logf("run %s: its worker state %s: %v; starting from a fresh one", p.id, p.held, err)
+			p.freshState()
+			return nil
 		}
 	}
 	p.ru.drive.Lock()
