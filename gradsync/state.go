@@ -1,6 +1,7 @@
 package gradsync
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -103,29 +104,30 @@ func checkOuter(lr, mu float32) error {
 	return nil
 }
 
-// MarshalBinary encodes the outer optimizer's settings and momentum.
+// MarshalBinary encodes the outer optimizer's settings and momentum
+// (WriteTo's bytes).
 func (o *OuterOptimizer) MarshalBinary() ([]byte, error) {
-	b := append([]byte(nil), magicOuter...)
-	b = binary.LittleEndian.AppendUint32(b, math.Float32bits(o.LR))
-	b = binary.LittleEndian.AppendUint32(b, math.Float32bits(o.Momentum))
-	return appendFloats(b, o.Buf), nil
+	var b bytes.Buffer
+	b.Grow(16 + 4*len(o.Buf))
+	_, err := o.WriteTo(&b)
+	return b.Bytes(), err
 }
 
-// UnmarshalBinary restores what MarshalBinary wrote.
+// UnmarshalBinary restores what MarshalBinary wrote, its momentum as long
+// as the bytes say (ReadFrom's checks).
 func (o *OuterOptimizer) UnmarshalBinary(b []byte) error {
-	if len(b) < 12 || string(b[:4]) != magicOuter {
-		return fmt.Errorf("%w: outer optimizer state: want magic %q", ErrDecode, magicOuter)
+	n := int64(-1)
+	if len(b) >= 16 {
+		n = int64(binary.LittleEndian.Uint32(b[12:]))
 	}
-	lr := math.Float32frombits(binary.LittleEndian.Uint32(b[4:]))
-	mu := math.Float32frombits(binary.LittleEndian.Uint32(b[8:]))
-	if err := checkOuter(lr, mu); err != nil {
+	if n < 0 || int64(len(b)-16) != 4*n {
+		return fmt.Errorf("%w: outer optimizer state: %d bytes, not a header and the momenta it declares", ErrDecode, len(b))
+	}
+	c := OuterOptimizer{Buf: make([]float32, n)}
+	if _, err := c.ReadFrom(bytes.NewReader(b)); err != nil {
 		return err
 	}
-	buf, err := readFloats(b[12:], "outer optimizer momentum")
-	if err != nil {
-		return err
-	}
-	o.LR, o.Momentum, o.Buf = lr, mu, buf
+	o.LR, o.Momentum, o.Buf = c.LR, c.Momentum, c.Buf
 	return nil
 }
 

@@ -248,12 +248,7 @@ func ReadWeights(c Config, b []byte) ([]float32, map[string]string, error) {
 }
 
 func decodeWeights(lay *Layout, b []byte) ([]float32, map[string]string, error) {
-	hl, err := safetensorsHeaderLen(b, int64(len(b)))
-	if err != nil {
-		return nil, nil, err
-	}
-	data := b[8+hl:]
-	ts, meta, err := parseSafetensorsHeader(b[8:8+hl], int64(len(data)))
+	ts, data, meta, err := indexSafetensors(b)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -336,7 +331,7 @@ func layoutWeights(lay *Layout, ts []stEntryAt, read func(dst []float32, t stEnt
 // block scales adamw8.m_scale and adamw8.v_scale (F32).
 func optimTensors(s *OptimState) []STensor {
 	f32 := func(name string, x []float32) STensor {
-		return STensor{Name: name, DType: "F32", Shape: []int{len(x)}, Data: f32Bytes(x)}
+		return STensor{Name: name, DType: "F32", Shape: []int{len(x)}, F32: x}
 	}
 	u8 := func(name string, x []byte) STensor {
 		return STensor{Name: name, DType: "U8", Shape: []int{len(x)}, Data: x}

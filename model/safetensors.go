@@ -121,12 +121,7 @@ func WriteSafetensors(w io.Writer, tensors []STensor, meta map[string]string) er
 // Data alias buf. Every offset, size and shape is checked; the data must be
 // covered exactly, without gaps or overlaps, as the format requires.
 func ReadSafetensors(buf []byte) ([]STensor, map[string]string, error) {
-	hl, err := safetensorsHeaderLen(buf, int64(len(buf)))
-	if err != nil {
-		return nil, nil, err
-	}
-	data := buf[8+hl:]
-	ts, meta, err := parseSafetensorsHeader(buf[8:8+hl], int64(len(data)))
+	ts, data, meta, err := indexSafetensors(buf)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -136,6 +131,18 @@ func ReadSafetensors(buf []byte) ([]STensor, map[string]string, error) {
 		out[i].Data = data[t.b:t.e:t.e]
 	}
 	return out, meta, nil
+}
+
+// indexSafetensors parses the header of a whole file held in memory: its
+// tensors with their offsets into data, the section after the header.
+func indexSafetensors(buf []byte) (ts []stEntryAt, data []byte, meta map[string]string, err error) {
+	hl, err := safetensorsHeaderLen(buf, int64(len(buf)))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	data = buf[8+hl:]
+	ts, meta, err = parseSafetensorsHeader(buf[8:8+hl], int64(len(data)))
+	return ts, data, meta, err
 }
 
 // stEntryAt is a tensor of a safetensors header and its data's offsets
@@ -239,15 +246,6 @@ func parseSafetensorsHeader(h []byte, dataLen int64) ([]stEntryAt, map[string]st
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, meta, nil
-}
-
-// f32Bytes encodes floats little-endian.
-func f32Bytes(x []float32) []byte {
-	b := make([]byte, 4*len(x))
-	for i, v := range x {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
-	}
-	return b
 }
 
 // bytesF32 decodes little-endian floats into dst (len(b) == 4·len(dst)).
