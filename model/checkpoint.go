@@ -263,38 +263,102 @@ func decodeWeights(lay *Layout, b []byte) ([]float32, map[string]string, error) 
 // into the weights as they are found: a large model's file is never held
 // as bytes.
 func ReadWeightsFile(c Config, path string) ([]float32, map[string]string, error) {
-	if err := c.Validate(); err != nil {
-		return nil, nil, err
-	}
-	f, err := os.Open(path)
+	var host []float32
+	meta, err := scanWeightsFile(c, path, func(lay *Layout) { host = make([]float32, lay.Size) },
+		func(off int, r io.Reader, n int) error { return le.ReadFloats(r, host[off:off+n]) })
 	if err != nil {
 		return nil, nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	if need := 4 * NumParams(c); st.Size() < need {
-		return nil, nil, fmt.Errorf("%s: %d bytes; the config describes %d fp32 parameters (%d bytes)", path, st.Size(), NumParams(c), need)
-	}
-	ts, meta, err := readSafetensorsIndex(f, st.Size())
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	host, err := layoutWeights(NewLayout(c), ts, func(dst []float32, t stEntryAt) error {
-		return le.ReadFloats(bufio.NewReaderSize(io.NewSectionReader(f, t.b, t.e-t.b), 1<<20), dst)
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return host, meta, nil
 }
 
-// layoutWeights checks tensors ts against the layout — every tensor there,
-// F32, of its shape, and no other — then reads each into its place in the
-// weights with read.
+// scanPiece is how many values ScanWeightsFile hands over at most (a test
+// makes it small).
+var scanPiece = 1 << 20
+
+// ScanWeightsFile reads the weights of the file at path, checked as
+// ReadWeightsFile checks them, a piece of at most 1<<20 values at a time:
+// f gets each piece and its offset in the flat weight vector (Layout
+// order, each value once), in a buffer it may not keep. A pass over a
+// large model's weights that holds none of them (a difference with
+// another vector, an upload) reads them so.
+func ScanWeightsFile(c Config, path string, f func(off int, w []float32) error) error {
+	buf := make([]float32, 0, scanPiece)
+	_, err := scanWeightsFile(c, path, nil, func(off int, r io.Reader, n int) error {
+		for done := 0; done < n; {
+			w := buf[:min(cap(buf), n-done)]
+			if err := le.ReadFloats(r, w); err != nil {
+				return err
+			}
+			if err := f(off+done, w); err != nil {
+				return err
+			}
+			done += len(w)
+		}
+		return nil
+	})
+	return err
+}
+
+// scanWeightsFile checks the weights file at path against c's layout
+// (then calls alloc, if set) and hands read each tensor's data: its offset
+// in the flat vector, a reader of its n values.
+func scanWeightsFile(c Config, path string, alloc func(*Layout), read func(off int, r io.Reader, n int) error) (map[string]string, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if need := 4 * NumParams(c); st.Size() < need {
+		return nil, fmt.Errorf("%s: %d bytes; the config describes %d fp32 parameters (%d bytes)", path, st.Size(), NumParams(c), need)
+	}
+	ts, meta, err := readSafetensorsIndex(f, st.Size())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	lay := NewLayout(c)
+	byName, err := checkLayout(lay, ts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if alloc != nil {
+		alloc(lay)
+	}
+	for _, t := range lay.Tensors {
+		e := byName[t.Name]
+		if err := read(t.Offset, bufio.NewReaderSize(io.NewSectionReader(f, e.b, e.e-e.b), 1<<20), t.Size); err != nil {
+			return nil, fmt.Errorf("%s: tensor %s: %w", path, t.Name, err)
+		}
+	}
+	return meta, nil
+}
+
+// layoutWeights checks tensors ts against the layout (checkLayout), then
+// reads each into its place in the weights with read.
 func layoutWeights(lay *Layout, ts []stEntryAt, read func(dst []float32, t stEntryAt) error) ([]float32, error) {
+	byName, err := checkLayout(lay, ts)
+	if err != nil {
+		return nil, err
+	}
+	host := make([]float32, lay.Size)
+	for _, t := range lay.Tensors {
+		if err := read(host[t.Offset:t.Offset+t.Size], byName[t.Name]); err != nil {
+			return nil, fmt.Errorf("tensor %s: %w", t.Name, err)
+		}
+	}
+	return host, nil
+}
+
+// checkLayout checks tensors ts against the layout — every tensor there,
+// F32, of its shape, and no other — and returns them by name.
+func checkLayout(lay *Layout, ts []stEntryAt) (map[string]stEntryAt, error) {
 	byName := map[string]stEntryAt{}
 	for _, t := range ts {
 		byName[t.Name] = t
@@ -317,13 +381,7 @@ func layoutWeights(lay *Layout, ts []stEntryAt, read func(dst []float32, t stEnt
 			}
 		}
 	}
-	host := make([]float32, lay.Size)
-	for _, t := range lay.Tensors {
-		if err := read(host[t.Offset:t.Offset+t.Size], byName[t.Name]); err != nil {
-			return nil, fmt.Errorf("tensor %s: %w", t.Name, err)
-		}
-	}
-	return host, nil
+	return byName, nil
 }
 
 // optimTensors are the tensors of optimizer.safetensors: adamw.m and

@@ -199,10 +199,29 @@ func TestReadWeightsFile(t *testing.T) {
 	if mem, _, err := ReadWeights(c, b); err != nil || !slices.Equal(mem, got) {
 		t.Fatalf("ReadWeights disagrees: %v", err)
 	}
+	// ScanWeightsFile hands over the same values in pieces, each once.
+	defer func(n int) { scanPiece = n }(scanPiece)
+	scanPiece = 1000
+	scanned, seen := make([]float32, len(w)), make([]int, len(w))
+	if err := ScanWeightsFile(c, path, func(off int, p []float32) error {
+		if len(p) > scanPiece {
+			t.Fatalf("a piece of %d values", len(p))
+		}
+		copy(scanned[off:], p)
+		for i := range p {
+			seen[off+i]++
+		}
+		return nil
+	}); err != nil || !slices.Equal(scanned, w) || slices.ContainsFunc(seen, func(n int) bool { return n != 1 }) {
+		t.Fatalf("ScanWeightsFile: %v, equal %v", err, slices.Equal(scanned, w))
+	}
 	short := filepath.Join(t.TempDir(), "short.safetensors")
 	os.WriteFile(short, b[:len(b)-1], 0o644)
 	if _, _, err := ReadWeightsFile(c, short); err == nil {
 		t.Error("a file a byte short was read")
+	}
+	if err := ScanWeightsFile(c, short, func(int, []float32) error { return nil }); err == nil {
+		t.Error("ScanWeightsFile read a file a byte short")
 	}
 	other := c
 	other.Layers++

@@ -3,7 +3,9 @@ package model
 import (
 	"math"
 	"reflect"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/kernels/cpu"
@@ -181,5 +183,50 @@ func TestAdamW8ModelState(t *testing.T) {
 	}
 	if err := m.SetOptimState(fp.OptimState()); err == nil {
 		t.Error("an 8-bit model took fp32 moments")
+	}
+}
+
+// A model its owner lets go of is collected whole: its backend keeps none
+// of its buffers alive past the call that used them (a lean swarm node
+// drops its model between rounds; kernels/cpu's reused tasks once held
+// views of the weights and gradients).
+func TestDroppedModelIsCollected(t *testing.T) {
+	be := backend(t, cpu.Options{Threads: 2})
+	c, _ := Preset("tiny")
+	for _, eight := range []bool{false, true} {
+		collected := make(chan string, 2)
+		func() {
+			m, err := NewWith(be, c, Options{AdamW8: eight, Recompute: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Init(1)
+			tokens, targets := batch(1, c, 2, 16)
+			m.ZeroGrad()
+			if _, err := m.Accumulate(tokens, targets, 2, 16, 1); err != nil {
+				t.Fatal(err)
+			}
+			o := DefaultOptim()
+			o.ClipNorm = 1e-3 // clipping scales the gradients too
+			if _, err := m.Step(1e-2, o); err != nil {
+				t.Fatal(err)
+			}
+			runtime.AddCleanup(&cpu.F(m.Params)[0], func(s string) { collected <- s }, "weights")
+			runtime.AddCleanup(&cpu.F(m.Grads)[0], func(s string) { collected <- s }, "gradients")
+		}()
+		got := map[string]bool{}
+		for range 20 {
+			runtime.GC()
+			for len(collected) > 0 {
+				got[<-collected] = true
+			}
+			if len(got) == 2 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if len(got) != 2 {
+			t.Errorf("8-bit %v: of the dropped model's weights and gradients, only %v were collected", eight, got)
+		}
 	}
 }

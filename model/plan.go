@@ -15,10 +15,18 @@ type PlanInput struct {
 	Options
 	// Swarm adds what a swarm participant holds besides its model (package
 	// node; swarmParts); SpotChecks its second model, re-executing others'
-	// contributions; Overlap what overlapped rounds hold besides.
-	Swarm, SpotChecks, Overlap bool
+	// contributions; Overlap what overlapped rounds hold besides; Lean
+	// keeps each vector in memory only in the phase that uses it (node's
+	// RunOptions.Lean; not with Overlap).
+	Swarm, SpotChecks, Overlap, Lean bool
 	// BF16 adds the CUDA bf16 path's operand copies (its workspace).
 	BF16 bool
+	// Encoded is the bytes of one contribution as the run's codec encodes
+	// it, and Contributions how many a round's close takes (0 means 1):
+	// a swarm participant holds them, and an aggregate as large, from its
+	// own contribution to the close.
+	Encoded       int64
+	Contributions int
 	// GPU: the model lives in device memory, the swarm's vectors in the
 	// host's (package node keeps them in Go slices); the budget is the
 	// device's. On the CPU both are the same memory.
@@ -54,6 +62,9 @@ func (in PlanInput) Settings() string {
 		s = append(s, "adamw8")
 	} else {
 		s = append(s, "adamw (fp32 moments)")
+	}
+	if in.Swarm && in.Lean {
+		s = append(s, "lean")
 	}
 	return strings.Join(s, ", ")
 }
@@ -131,8 +142,26 @@ func bf16Workspace(c Config, n int) int64 {
 // MakePlan lists the bytes of each part of configuration in for model c.
 func MakePlan(c Config, in PlanInput) Plan {
 	parts := modelParts(c, in)
-	if in.Swarm {
+	switch {
+	case in.Swarm && in.Lean:
+		if !in.GPU { // a CPU model is released between its uses (not the backend's workspace); a device's stays
+			mi := in
+			mi.Workspace = 0
+			parts = modelParts(c, mi)
+			for i := range parts {
+				parts[i].Phase = PhaseWork
+			}
+			if in.Workspace > 0 {
+				parts = append(parts, PlanPart{Name: "kernel workspace", Bytes: in.Workspace})
+			}
+		}
+		parts = append(parts, leanParts(c, in)...)
+	case in.Swarm:
 		parts = append(parts, swarmParts(c, in)...)
+	}
+	if in.Swarm && in.Encoded > 0 {
+		parts = append(parts, PlanPart{Name: "the round's contributions and aggregates, encoded",
+			Bytes: int64(max(1, in.Contributions)+1) * in.Encoded, Host: true})
 	}
 	pl := Plan{Input: in, Parts: parts}
 	pl.Total = peak(parts, func(PlanPart) bool { return true })
@@ -146,7 +175,30 @@ const (
 	PhaseStored = "storing the worker state"
 	PhaseCheck  = "checking a contribution"
 	PhaseClose  = "closing the round"
+	// PhaseWork: a lean participant's steps, its own or a check's.
+	PhaseWork = "training or checking a contribution"
 )
+
+// leanParts are what a lean participant (node's RunOptions.Lean) holds
+// besides its model, which on the CPU it holds only while it trains or
+// checks a contribution: then the residuals, and the round's Δ or the
+// moments of a worker state being loaded or stored (never both); while a
+// round closes, the base's weights and momentum read from its checkpoint
+// and the aggregate Δ. A checked contribution's base is read from disk a
+// piece at a time, as the node's own.
+func leanParts(c Config, in PlanInput) []PlanPart {
+	p := NumParams(c)
+	moments := 8 * p
+	if in.AdamW8 {
+		moments = 2*p + 8*int64(Adam8Scales(NewLayout(c)))
+	}
+	return []PlanPart{
+		{Name: "error-feedback residuals", Bytes: 4 * p, Host: true, Phase: PhaseWork},
+		{Name: "round Δ, or a worker state's moments", Bytes: max(4*p, moments), Host: true, Phase: PhaseWork},
+		{Name: "base weights and outer momentum", Bytes: 8 * p, Host: true, Phase: PhaseClose},
+		{Name: "round's aggregate Δ", Bytes: 4 * p, Host: true, Phase: PhaseClose},
+	}
+}
 
 // swarmParts are what a swarm participant (package node) holds besides its
 // model: the base's weights and outer momentum, the error-feedback
@@ -212,23 +264,31 @@ func peak(parts []PlanPart, keep func(PlanPart) bool) int64 {
 // plan's Need fits budget bytes, cheapest in compute first: as given; with
 // recomputation; then (unless the optimizer is fixed, as a run fixes it)
 // with 8-bit moments; then cutting the batch into 2, 4, … micro-batches
-// with each. If none fits it returns the smallest plan and an error that
-// says by how much it misses.
+// with each; then, for a swarm participant whose rounds do not overlap,
+// all of those again lean (slower: it reads its base and worker state
+// back from disk each round). If none fits it returns the smallest plan
+// and an error that says by how much it misses.
 func FitPlan(c Config, in PlanInput, budget int64, fixedOptimizer bool) (Plan, error) {
 	var tries []PlanInput
 	opts := []Options{in.Options, {Recompute: true, AdamW8: in.AdamW8}}
 	if !fixedOptimizer && !in.AdamW8 {
 		opts = append(opts, Options{AdamW8: true}, Options{Recompute: true, AdamW8: true})
 	}
-	for mi := in.micro(); mi <= in.Batch; mi++ {
-		if in.Batch%mi != 0 {
-			continue
-		}
-		for _, o := range opts {
-			t := in
-			t.Micro, t.Options = mi, o
-			t.Recompute = t.Recompute || in.Recompute
-			tries = append(tries, t)
+	leans := []bool{in.Lean}
+	if in.Swarm && !in.Overlap && !in.Lean {
+		leans = append(leans, true)
+	}
+	for _, lean := range leans {
+		for mi := in.micro(); mi <= in.Batch; mi++ {
+			if in.Batch%mi != 0 {
+				continue
+			}
+			for _, o := range opts {
+				t := in
+				t.Micro, t.Options, t.Lean = mi, o, lean
+				t.Recompute = t.Recompute || in.Recompute
+				tries = append(tries, t)
+			}
 		}
 	}
 	best := MakePlan(c, in)

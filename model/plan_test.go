@@ -114,4 +114,28 @@ func TestPlanPeak(t *testing.T) {
 	if s.Total-p.Total >= model.Total {
 		t.Errorf("spot checks on sequential rounds add %d bytes, a whole model (%d)", s.Total-p.Total, model.Total)
 	}
+	// A lean participant (CPU) holds its model, residuals and Δ (or, larger
+	// here, fp32 moments being loaded) while it trains, or the base state
+	// and the aggregate while it closes; spot checks add nothing. On a GPU
+	// its model stays on the device.
+	n := NumParams(c)
+	l := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Swarm: true, SpotChecks: true, Lean: true, Workspace: 1000})
+	mw := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Workspace: 1000})
+	if want := 1000 + max(mw.Total-1000+4*n+8*n, 12*n); l.Total != want {
+		t.Errorf("lean participant: %d bytes at the peak, want %d", l.Total, want)
+	}
+	if lo := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Swarm: true, Lean: true, Workspace: 1000}); lo.Total != l.Total {
+		t.Errorf("spot checks change a lean participant's peak: %d, %d", lo.Total, l.Total)
+	}
+	g := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Swarm: true, Lean: true, GPU: true})
+	if gm := MakePlan(c, PlanInput{Batch: 1, Seq: 64, GPU: true}); g.Device != gm.Device || g.Host != 12*n {
+		t.Errorf("lean on a GPU: device %d (model %d), host %d (want %d)", g.Device, gm.Device, g.Host, 12*n)
+	}
+	// Three contributions encoded in 1000 bytes each, and the aggregates.
+	if e := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Swarm: true, Lean: true, Workspace: 1000, Encoded: 1000, Contributions: 3}); e.Total != l.Total+4000 {
+		t.Errorf("encoded contributions add %d bytes, want 4000", e.Total-l.Total)
+	}
+	if fit, err := FitPlan(c, PlanInput{Batch: 1, Seq: 64, Swarm: true}, l.Total, true); err != nil || !fit.Input.Lean {
+		t.Errorf("FitPlan does not fall back to a lean participant: %v", err)
+	}
 }

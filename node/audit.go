@@ -238,7 +238,11 @@ func (p *Participant) auditRound(ctx context.Context, l lineageLink, sample floa
 		return fail("missing", err)
 	}
 	p.resetInputs()
-	next, err := p.replay(ctx, base.clone(), l.rec) // base stays for re-execution
+	b, err := p.own(base) // base stays for re-execution
+	if err != nil {
+		return fail("missing", err)
+	}
+	next, err := p.replay(ctx, b, l.rec)
 	if err != nil {
 		return fail("refused", err)
 	}

@@ -230,7 +230,10 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := parts[0].Model()
+	m, err := parts[0].Model()
+	if err != nil {
+		return nil, err
+	}
 	sample := func(prompt string) (string, error) {
 		gen, err := model.Generate(m, tk.Encode(prompt), model.SampleConfig{MaxTokens: 32, Window: o.Seq, Mask: tk.UTF8Mask()}, nil)
 		if err != nil {
@@ -490,7 +493,11 @@ func postTrain(ctx context.Context, nodes []*Node, o DemoOptions, pre *demoStage
 		held = append(held, eval.Instruction{Lang: in.Lang, AnswerLang: in.AnswerLang, Prompt: in.Prompt, Answer: in.Answer, Wrong: in.Wrong})
 	}
 	score := func(name string, st *demoStage) error {
-		rs, err := eval.Instructions(st.parts[0].Model(), tk, held, 32)
+		m, err := st.parts[0].Model()
+		if err != nil {
+			return err
+		}
+		rs, err := eval.Instructions(m, tk, held, 32)
 		if err != nil {
 			return err
 		}
@@ -552,7 +559,10 @@ func postTrain(ctx context.Context, nodes []*Node, o DemoOptions, pre *demoStage
 	// The recipe's result is the chat model: its checkpoint is the demo's.
 	res.CheckpointCID = last.parts[0].Base().String()
 	res.Checkpoint = filepath.Join(nodes[0].Home, "runs", last.runID.String(), fmt.Sprintf("round-%06d", prefRounds))
-	m := last.parts[0].Model()
+	m, err := last.parts[0].Model()
+	if err != nil {
+		return err
+	}
 	end, _ := tk.SpecialID(tokenizer.EndTurn)
 	ask := func(q string) (string, error) {
 		prompt, err := tk.EncodeChat([]tokenizer.Message{{Role: tokenizer.RoleUser, Content: q}}, true)

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -50,7 +51,9 @@ func TestSwarmMemoryOptions(t *testing.T) {
 	var mu sync.Mutex
 	checks, frauds := 0, 0
 	ps := make([]*node.Participant, n)
-	for i, o := range []node.RunOptions{{}, {Recompute: true}, {Recompute: true, Micro: 2}} {
+	// Node 2 is lean: its base on disk, its model and residuals rebuilt
+	// from its stored worker state before its steps and its checks.
+	for i, o := range []node.RunOptions{{}, {Recompute: true}, {Recompute: true, Micro: 2, Lean: true}} {
 		o.Expect = n
 		o.Events = func(e node.RoundEvent) {
 			log.record(e)
@@ -80,5 +83,13 @@ func TestSwarmMemoryOptions(t *testing.T) {
 	rep, err := c.Nodes[0].Audit(ctx, ps[0].Base(), node.AuditOptions{Sample: 1}, nil)
 	if err != nil || !rep.OK {
 		t.Fatalf("audit: %+v, %v", rep, err)
+	}
+	// The lean node evaluates the same weights (its model rebuilt).
+	want, err := ps[0].ValLoss()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ps[2].ValLoss(); err != nil || !maps.Equal(got, want) {
+		t.Fatalf("the lean node's validation loss %v (%v), the others' %v", got, err, want)
 	}
 }

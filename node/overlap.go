@@ -100,19 +100,22 @@ func (ru *rules) overlapStart(from []float32, prior [][]byte, decoded []float32)
 // overlapped contribution the Start's (prev: the contribution whose state
 // c names as its prior, nil for none). A Start other than the base's base
 // is a *Fraud: the work does not follow the run's rules.
-func (p *Participant) startOf(ctx context.Context, c *Contribution, base *state, prev *Contribution) ([]float32, []peer.ID, error) {
+func (p *Participant) startOf(ctx context.Context, c *Contribution, base *state, prev *Contribution) (weights, []peer.ID, error) {
 	if c.Start == nil {
-		return base.global, base.rec.members(), nil
+		return base.weights(), base.rec.members(), nil
 	}
 	author, _ := peer.Decode(c.Peer)
 	if base.rec.Base == nil || *c.Start != *base.rec.Base {
-		return nil, nil, &Fraud{Author: author, Round: c.Round, Detail: fmt.Sprintf(
+		return weights{}, nil, &Fraud{Author: author, Round: c.Round, Detail: fmt.Sprintf(
 			"it started from %s; an overlapped contribution to round %d starts from its base's base", c.Start.CID, c.Round)}
 	}
 	sk, _ := c.Start.Cid()
 	from, err := p.checkpointState(ctx, sk, base.round-1)
+	if err == nil && from.global == nil {
+		from, err = p.own(from)
+	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("its start: %w", err)
+		return weights{}, nil, fmt.Errorf("its start: %w", err)
 	}
 	var parts [][]byte
 	if prev != nil {
@@ -120,16 +123,16 @@ func (p *Participant) startOf(ctx context.Context, c *Contribution, base *state,
 			k, _ := l.Cid()
 			b, err := p.n.Store.Block(withStall(ctx), k)
 			if err != nil {
-				return nil, nil, fmt.Errorf("its prior contribution's partition %d: %w", i, err)
+				return weights{}, nil, fmt.Errorf("its prior contribution's partition %d: %w", i, err)
 			}
 			parts = append(parts, b.RawData())
 		}
 	}
 	start, err := p.ru.overlapStart(from.global, parts, nil)
 	if err != nil {
-		return nil, nil, &Fraud{Author: author, Round: c.Round, Detail: err.Error()}
+		return weights{}, nil, &Fraud{Author: author, Round: c.Round, Detail: err.Error()}
 	}
-	return start, from.rec.members(), nil
+	return weights{v: start}, from.rec.members(), nil
 }
 
 // trainAhead starts round r+1's inner steps in the background, from the
@@ -153,7 +156,7 @@ func (p *Participant) trainAhead(ctx context.Context, r int, own [][]byte, sent 
 	m, efs, step := p.m, p.efs, p.stepEvents(r+1)
 	go func() {
 		defer close(a.done)
-		a.encs, a.sent, a.busy, a.err = p.ru.work(actx, m, efs, start, r+1, j, step)
+		a.encs, a.sent, a.busy, a.err = p.ru.work(actx, m, efs, weights{v: start}, r+1, j, step)
 		p.ru.putVec(start)
 	}()
 	p.ahead = a

@@ -2,10 +2,12 @@ package node_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/node"
 	"github.com/fomnet/fomnet/node/nodetest"
 )
@@ -37,6 +39,14 @@ func TestSwarmOverlappedRounds(t *testing.T) {
 	runID, err := c.Nodes[0].CreateRun(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
+	}
+	be, err := cpu.New(cpu.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	if _, err := c.Nodes[0].OpenRun(ctx, runID, node.RunOptions{Backend: be, Lean: true}); err == nil || !strings.Contains(err.Error(), "a lean participant's cannot") {
+		t.Fatalf("a lean node opened a run that overlaps rounds: %v", err)
 	}
 	var log checkpointLog
 	var mu sync.Mutex

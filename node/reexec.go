@@ -63,7 +63,7 @@ func (p *Participant) reexecute(ctx context.Context, k cid.Cid, c *Contribution,
 		return fmt.Errorf("the run's dataset: %w", err)
 	}
 	m, efs, prev, err := p.priorState(ctx, c, base.rec)
-	var start []float32
+	var start weights
 	var members []peer.ID
 	if err == nil {
 		start, members, err = p.startOf(ctx, c, base, prev)
@@ -109,12 +109,8 @@ func (p *Participant) priorState(ctx context.Context, c *Contribution, rec *roun
 	if err := p.newChecker(); err != nil {
 		return nil, nil, nil, err
 	}
-	efs = make([]*gradsync.ErrorFeedback, len(p.parts))
-	for i, r := range p.parts {
-		efs[i] = gradsync.NewErrorFeedback(p.codec, r.Size)
-	}
 	if c.Prior == nil {
-		return p.checker, efs, nil, p.setChecker(nil)
+		return p.checker, p.newResiduals(), nil, p.setChecker(nil)
 	}
 	k, _ := c.Prior.Cid()
 	ctx = withStall(ctx)
@@ -151,8 +147,9 @@ func (p *Participant) newChecker() error {
 		return nil
 	}
 	if p.sync.Overlap == "" || p.following {
+		err := p.ensureModel()
 		p.checker = p.m
-		return nil
+		return err
 	}
 	m, err := p.newModel()
 	p.checker = m
@@ -166,18 +163,26 @@ func (p *Participant) reclaim(ctx context.Context) error {
 	if !p.lent {
 		return nil
 	}
+	p.ru.drive.Lock()
+	err := p.ensureModel()
+	p.ru.drive.Unlock()
+	if err != nil {
+		return err
+	}
 	var s *workerState
 	if p.held.Defined() {
 		var err error
 		if s, err = p.loadWorkerState(ctx, p.held); err != nil {
 			p.opts.Logf("run %s: its worker state %s: %v; starting from a fresh one", p.id, p.held, err)
-			p.freshState()
-			return nil
+			s, p.held = nil, cid.Undef
 		}
 	}
 	p.ru.drive.Lock()
-	defer p.ru.drive.Unlock()
-	return p.holdState(s, p.held)
+	err = p.holdState(s, p.held)
+	p.ru.drive.Unlock()
+	s = nil
+	p.giveBack() // the moments as read, copied into the model
+	return err
 }
 
 // checkMemory refuses a run whose memory plan does not fit
@@ -186,7 +191,8 @@ func (p *Participant) reclaim(ctx context.Context) error {
 // HostMemory.
 func (p *Participant) checkMemory() error {
 	in := model.PlanInput{Batch: p.spec.Inner.Batch, Seq: p.spec.Inner.Seq, Micro: p.opts.Micro, Options: p.modelOptions(),
-		Swarm: true, SpotChecks: p.spec.SpotCheckShare() > 0, Overlap: p.sync.Overlap != "", GPU: p.opts.GPU}
+		Swarm: true, SpotChecks: p.spec.SpotCheckShare() > 0, Overlap: p.sync.Overlap != "", Lean: p.opts.Lean, GPU: p.opts.GPU,
+		Encoded: int64(p.codec.EncodedLen(int(model.NumParams(p.cfg)))), Contributions: p.opts.Expect}
 	in.Workspace = kernels.WorkspaceBytes(p.opts.Backend, model.MatmulRows(p.cfg, in.Tokens()), in.Seq)
 	plan, err := model.CheckPlan(p.cfg, in, p.opts.Memory, true)
 	if err != nil {
@@ -240,7 +246,7 @@ func (p *Participant) firstDifference(ctx context.Context, i int, want cid.Cid, 
 	}
 	for j := range a {
 		if a[j] != g[j] {
-			name, off := p.m.Layout.Locate(pr.Offset + j)
+			name, off := model.NewLayout(p.cfg).Locate(pr.Offset + j)
 			return fmt.Sprintf(" (first at %s[%d]: %g, re-executed %g)", name, off, a[j], g[j])
 		}
 	}

@@ -110,6 +110,7 @@ func (p *Participant) spotCheck(ctx context.Context, r int) error {
 			if base, err = p.checkpointState(ctx, bk, rec.Round-1); err != nil {
 				return fmt.Errorf("spot check of round %d: its base: %w", rec.Round, err)
 			}
+			defer p.release() // a lean node's checking model, until its own steps
 		}
 		start := time.Now()
 		p.checkMu.Lock()

@@ -167,6 +167,16 @@ type RunOptions struct {
 	// node keeps in host memory (its round vectors) apart.
 	Memory, HostMemory int64
 	GPU                bool
+	// Lean keeps each of the node's vectors in memory only in the phase
+	// of a round that uses it (model.PlanInput.Lean): the base's weights
+	// and outer momentum stay in its checkpoint directory, read a piece at
+	// a time where a contribution's steps start and end, whole only while
+	// a round closes; after its steps (or a check's) the node stores its
+	// worker state and lets go of the residuals and, on the CPU, of its
+	// model, rebuilt from the store before the next. The same bytes, for
+	// a few more reads and writes a round. Not for runs that overlap
+	// rounds.
+	Lean bool
 }
 
 // Participant trains one node's share of a run, round by round.
@@ -368,6 +378,9 @@ func (n *Node) newParticipant(ctx context.Context, id cid.Cid, o RunOptions, fol
 			return nil, err
 		}
 	}
+	if o.Lean && sc.Overlap != "" {
+		return nil, fmt.Errorf("run %s overlaps its rounds; a lean participant's cannot", id)
+	}
 	if err := p.checkMemory(); err != nil {
 		return nil, err
 	}
@@ -386,7 +399,7 @@ func (n *Node) newParticipant(ctx context.Context, id cid.Cid, o RunOptions, fol
 	}
 	p.outer = gradsync.NewOuterOptimizer(sc, nParams)
 	p.parts = gradsync.Partitions(nParams, sc.Partitions)
-	p.ru = &rules{run: id, spec: spec, sync: sc, codec: codec, parts: p.parts, n: nParams, micro: max(1, o.Micro)}
+	p.ru = &rules{run: id, spec: spec, sync: sc, codec: codec, parts: p.parts, cfg: cfg, n: nParams, micro: max(1, o.Micro), lean: o.Lean}
 	if pc, ok := spec.Pref(); ok && pc.Objective == model.ObjectiveDPO {
 		p.ru.refWeights = slices.Clone(p.global) // the stage base, frozen
 	}
@@ -394,6 +407,7 @@ func (n *Node) newParticipant(ctx context.Context, id cid.Cid, o RunOptions, fol
 	for _, r := range p.parts {
 		p.efs = append(p.efs, gradsync.NewErrorFeedback(codec, r.Size))
 	}
+	p.release() // a lean node holds only the genesis state until its first steps
 	return p, nil
 }
 
@@ -691,13 +705,16 @@ func (p *Participant) valLoss() (map[string]float64, error) {
 		}
 		return out, err
 	}
-	p.opts.Backend.Upload(p.m.Params, p.global)
+	m, err := p.baseModel()
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]float64{}
 	for lang, c := range p.val {
 		if len(c.Tokens) < p.spec.Inner.Seq+1 {
 			continue
 		}
-		l, err := model.Evaluate(p.m, c, p.spec.Inner.Batch, p.spec.Inner.Seq, 8)
+		l, err := model.Evaluate(m, c, p.spec.Inner.Batch, p.spec.Inner.Seq, 8)
 		if err != nil {
 			return nil, err
 		}
@@ -721,13 +738,16 @@ func (p *Participant) ValPreference() (map[string]model.PrefStats, error) {
 			return nil, err
 		}
 	}
-	p.opts.Backend.Upload(p.m.Params, p.global)
+	m, err := p.baseModel()
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]model.PrefStats{}
 	for lang, c := range p.val {
 		if len(c.Tokens) < 2*p.spec.Inner.Seq+2 {
 			continue
 		}
-		st, err := model.EvaluatePreference(p.m, ref, c, p.spec.Inner.Batch, p.spec.Inner.Seq, pc, 8)
+		st, err := model.EvaluatePreference(m, ref, c, p.spec.Inner.Batch, p.spec.Inner.Seq, pc, 8)
 		if err != nil {
 			return nil, err
 		}
@@ -738,9 +758,18 @@ func (p *Participant) ValPreference() (map[string]model.PrefStats, error) {
 
 // Model returns the participant's model loaded with the current global
 // weights (for sampling).
-func (p *Participant) Model() *model.Model {
-	p.opts.Backend.Upload(p.m.Params, p.global)
-	return p.m
+func (p *Participant) Model() (*model.Model, error) { return p.baseModel() }
+
+// baseModel is the node's model (built where a lean node let go of it;
+// its worker state is then reloaded before its next steps) holding the
+// base's weights.
+func (p *Participant) baseModel() (*model.Model, error) {
+	p.ru.drive.Lock()
+	defer p.ru.drive.Unlock()
+	if err := p.ensureModel(); err != nil {
+		return nil, err
+	}
+	return p.m, p.ru.upload(p.opts.Backend, p.m.Params, p.current().weights())
 }
 
 // CatchUp brings a node that joins a run in progress (or restarts after
@@ -842,6 +871,7 @@ func (p *Participant) RunRounds(ctx context.Context, upto int) error {
 	p.upto = min(upto, p.spec.Rounds)
 	defer p.dropAhead(ctx)
 	for p.round <= p.upto {
+		p.giveBack()
 		// A node that (re)started may be behind: ask before training.
 		if !p.checkedBehind {
 			moved, err := p.adoptSettled(ctx, p.round)
@@ -1076,7 +1106,10 @@ func (p *Participant) runRound(ctx context.Context) error {
 	}
 	ph.done(PhaseAggregates)
 	// Apply: the round's transition on a copy of the base state.
-	s := p.current().clone()
+	s, err := p.own(p.current())
+	if err != nil {
+		return fmt.Errorf("round %d: its base: %w", r, err)
+	}
 	ri := newRoundInput(inputs)
 	ri.excluded = p.exclusions(p.rec)
 	rec, encs, err := p.ru.transition(s.global, s.outer, r, p.base, ri)
@@ -1128,13 +1161,19 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, time.Time, err
 		}
 		j := p.ownJob(r)
 		a = &ahead{round: r, prior: p.held, j: j, began: start}
-		if a.encs, a.sent, a.busy, err = p.ru.work(ctx, p.m, p.efs, p.global, r, j, p.stepEvents(r)); err != nil {
+		if a.encs, a.sent, a.busy, err = p.ru.work(ctx, p.m, p.efs, p.current().weights(), r, j, p.stepEvents(r)); err != nil {
 			return cid.Undef, time.Time{}, err
 		}
 	}
 	encs, sent := a.encs, a.sent
+	a.sent = nil
 	if p.cheat.encs != nil {
 		encs, sent = p.cheat.encs(ctx, r, encs), nil
+	}
+	if p.sync.Overlap == "" { // Δ is not needed past its encoding: let go of it before the worker state is read out
+		p.ru.putVec(sent)
+		sent = nil
+		p.giveBack()
 	}
 	// The worker state the steps left, copied before the next round's steps
 	// (started at once where rounds overlap) move it on.
@@ -1149,11 +1188,12 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, time.Time, err
 	if p.sync.Overlap != "" {
 		p.spare = held
 	}
+	p.release()
 	if p.held = sk; p.ahead != nil {
 		p.ahead.prior = sk
 	}
 	contrib := &Contribution{Format: ContributionFormat, Run: sharding.LinkTo(p.id), Round: r, Base: sharding.LinkTo(p.base),
-		Peer: p.self.String(), Tokens: p.spec.RoundTokens(r), Codec: p.sync.Codec, Params: len(p.global), Shards: a.j.shards}
+		Peer: p.self.String(), Tokens: p.spec.RoundTokens(r), Codec: p.sync.Codec, Params: p.ru.n, Shards: a.j.shards}
 	if a.prior.Defined() {
 		l := sharding.LinkTo(a.prior)
 		contrib.Prior = &l
@@ -1190,7 +1230,7 @@ func (p *Participant) train(ctx context.Context, r int) (cid.Cid, time.Time, err
 		return cid.Undef, time.Time{}, err
 	}
 	p.n.Metrics.encoded.WithLabelValues(p.id.String()).Add(float64(encBytes))
-	p.event(RoundEvent{Phase: "contributed", CID: ccid.String(), EncodedBytes: encBytes, RawBytes: 4 * len(p.global),
+	p.event(RoundEvent{Phase: "contributed", CID: ccid.String(), EncodedBytes: encBytes, RawBytes: 4 * p.ru.n,
 		Seconds: time.Since(start).Seconds(), StepSeconds: a.busy.Seconds()})
 	return ccid, a.began, nil
 }
@@ -1846,6 +1886,9 @@ func (p *Participant) genesis(ctx context.Context) error {
 // writeGenesis writes the run's round-0 checkpoint from this participant's
 // initial state (the spec's seed) into a scratch directory.
 func (p *Participant) writeGenesis(ctx context.Context) (*state, error) {
+	if p.global == nil {
+		return nil, errors.New("the run's genesis: its initial state is no longer in memory (a lean participant's)")
+	}
 	rec := newRoundRecord(p.id, 0)
 	rec.Base = p.spec.From // a stage's genesis links the checkpoint it starts from
 	dir, ck, err := p.writeCheckpoint(ctx, rec, p.global, p.outer, "scratch-")

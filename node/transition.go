@@ -136,8 +136,12 @@ type rules struct {
 	sync  gradsync.Config
 	codec gradsync.Codec
 	parts []gradsync.Range
+	cfg   model.Config
 	n     int // parameters
 	micro int // micro-batches a step (RunOptions.Micro; at least 1)
+	// lean: the node keeps no vector beyond its use (RunOptions.Lean):
+	// vec allocates and putVec keeps nothing.
+	lean bool
 	// memo keeps this round's aggregates by partition and inputs: a
 	// reducer's own, then its check of the same and the transition's,
 	// are computed once. It changes no result; forget empties it. memoMu
@@ -167,9 +171,44 @@ func (ru *rules) vec() []float32 {
 
 // putVec hands v back for vec to give out again; v is not used after.
 func (ru *rules) putVec(v []float32) {
-	if len(v) == ru.n {
+	if len(v) == ru.n && !ru.lean {
 		ru.vecs.Put(&v)
 	}
+}
+
+// weights are where a contribution's steps start: a vector in memory, or
+// (a lean participant's) a checkpoint's weights file, read a piece at a
+// time each time it is used.
+type weights struct {
+	v    []float32
+	file string
+}
+
+// upload puts w in buffer dst of m's backend.
+func (ru *rules) upload(be kernels.Backend, dst kernels.Buffer, w weights) error {
+	if w.v != nil {
+		be.Upload(dst, w.v)
+		return nil
+	}
+	return model.ScanWeightsFile(ru.cfg, w.file, func(off int, v []float32) error {
+		be.Upload(be.View(dst, off, len(v)), v)
+		return nil
+	})
+}
+
+// pseudoGradient turns local, the weights after a contribution's steps,
+// into its Δ = w − local, in place (gradsync.PseudoGradient, a piece at a
+// time where w is a file: the same bits).
+func (ru *rules) pseudoGradient(local []float32, w weights) error {
+	if w.v != nil {
+		gradsync.PseudoGradient(local, w.v, local)
+		return nil
+	}
+	return model.ScanWeightsFile(ru.cfg, w.file, func(off int, v []float32) error {
+		d := local[off : off+len(v)]
+		gradsync.PseudoGradient(d, v, d)
+		return nil
+	})
 }
 
 type aggregated struct {
@@ -241,7 +280,7 @@ func (p *Participant) job(r int, author peer.ID, members []peer.ID) job {
 // the state after the round. step, if set, hears of each inner step. It drives the backend a step at a time
 // (ru.drive), so a contribution trained in the background and a
 // re-execution take turns; busy is the time it held it.
-func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.ErrorFeedback, start []float32, r int, j job,
+func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.ErrorFeedback, start weights, r int, j job,
 	step func(s, H int, loss float32)) (encs [][]byte, sent []float32, busy time.Duration, err error) {
 	H, first, data := j.steps, ru.sync.RoundStart(r-1), j.data
 	tc := ru.spec.TrainConfig()
@@ -258,7 +297,9 @@ func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.Error
 		}()
 		return f()
 	}
-	drive(func() error { be.Upload(m.Params, start); return nil })
+	if err := drive(func() error { return ru.upload(be, m.Params, start) }); err != nil {
+		return nil, nil, 0, fmt.Errorf("its start: %w", err)
+	}
 	B, T := ru.spec.Inner.Batch, ru.spec.Inner.Seq
 	tokens, targets := make([]int32, B*T), make([]int32, B*T)
 	seed := peerSeed(ru.spec.Seed, j.author)
@@ -288,14 +329,11 @@ func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.Error
 			step(s+1, H, l)
 		}
 	}
-	var delta []float32
-	if len(start) == ru.n {
-		delta = ru.vec()
-	} else {
-		delta = make([]float32, len(start))
-	}
+	delta := ru.vec()
 	drive(func() error { be.Download(delta, m.Params); return nil })
-	gradsync.PseudoGradient(delta, start, delta) // in place: local → Δ
+	if err := ru.pseudoGradient(delta, start); err != nil { // in place: local → Δ
+		return nil, nil, 0, fmt.Errorf("its start: %w", err)
+	}
 	// Partitions encode apart (each with its own residuals): on every core,
 	// as the next round's steps wait on them where rounds overlap.
 	encs = make([][]byte, len(ru.parts))
@@ -304,7 +342,7 @@ func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.Error
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			encs[i] = efs[i].EncodeSent(nil, delta[pr.Offset:pr.Offset+pr.Size])
+			encs[i] = efs[i].EncodeSent(make([]byte, 0, ru.codec.EncodedLen(pr.Size)), delta[pr.Offset:pr.Offset+pr.Size])
 		}()
 	}
 	wg.Wait()

@@ -38,7 +38,9 @@ import (
 // contributions it lists).
 const maxCandidates = 8
 
-// state is a checkpoint's weights and outer-optimizer state, as verified.
+// state is a checkpoint's weights and outer-optimizer state, as verified;
+// global and outer are nil where they are on disk only, in dir (a lean
+// participant's: RunOptions.Lean).
 type state struct {
 	round  int
 	ck     cid.Cid
@@ -55,24 +57,59 @@ func (s *state) clone() *state {
 	return &c
 }
 
+// weights are s's weights where a contribution's steps start.
+func (s *state) weights() weights {
+	if s.global != nil {
+		return weights{v: s.global}
+	}
+	return weights{file: filepath.Join(s.dir, "model.safetensors")}
+}
+
+// own returns a copy of s that the caller may move on (a transition
+// does): its vectors copied, or read from its directory where s holds
+// them on disk only.
+func (p *Participant) own(s *state) (*state, error) {
+	if s.global != nil {
+		return s.clone(), nil
+	}
+	c := *s
+	return &c, p.readVectors(&c)
+}
+
 // readState reads a checkpoint directory this node wrote: weights in the
 // run's shape, outer state and round record.
 func (p *Participant) readState(dir string) (*state, error) {
-	// Both stream into their vectors: a large model's state is never held
-	// as bytes.
-	global, _, err := model.ReadWeightsFile(p.cfg, filepath.Join(dir, "model.safetensors"))
+	s, err := p.readHead(dir)
 	if err != nil {
 		return nil, err
 	}
-	of, err := os.Open(filepath.Join(dir, "outer.bin"))
+	return s, p.readVectors(s)
+}
+
+// readVectors reads s's weights and outer state from its directory. Both
+// stream into their vectors: a large model's state is never held as
+// bytes.
+func (p *Participant) readVectors(s *state) error {
+	global, _, err := model.ReadWeightsFile(p.cfg, filepath.Join(s.dir, "model.safetensors"))
 	if err != nil {
-		return nil, err
+		return err
+	}
+	of, err := os.Open(filepath.Join(s.dir, "outer.bin"))
+	if err != nil {
+		return err
 	}
 	defer of.Close()
 	outer := gradsync.NewOuterOptimizer(p.sync, len(global))
 	if _, err := outer.ReadFrom(bufio.NewReaderSize(of, 1<<20)); err != nil {
-		return nil, fmt.Errorf("%s: %w", of.Name(), err)
+		return fmt.Errorf("%s: %w", of.Name(), err)
 	}
+	s.global, s.outer = global, outer
+	return nil
+}
+
+// readHead reads the round record of a checkpoint directory this node
+// wrote: a state whose vectors are on disk only.
+func (p *Participant) readHead(dir string) (*state, error) {
 	rb, err := os.ReadFile(filepath.Join(dir, "round.json"))
 	if err != nil {
 		return nil, err
@@ -84,12 +121,17 @@ func (p *Participant) readState(dir string) (*state, error) {
 	if rec.Run.CID != p.id.String() {
 		return nil, fmt.Errorf("round.json names run %s", rec.Run.CID)
 	}
-	return &state{round: rec.Round, global: global, outer: outer, rec: rec, dir: dir}, nil
+	return &state{round: rec.Round, rec: rec, dir: dir}, nil
 }
 
-// current is this node's settled state (its base).
+// current is this node's settled state (its base); a lean node's vectors
+// are in its round directory.
 func (p *Participant) current() *state {
-	return &state{round: p.round - 1, ck: p.base, global: p.global, outer: p.outer, rec: p.rec}
+	s := &state{round: p.round - 1, ck: p.base, global: p.global, outer: p.outer, rec: p.rec}
+	if s.global == nil {
+		s.dir = p.roundDir(s.round)
+	}
+	return s
 }
 
 // settled records that this node holds s verified as its round s.round
@@ -113,6 +155,9 @@ func (p *Participant) settled(s *state) {
 // setCurrent makes s, settled, the base of this node's next round.
 func (p *Participant) setCurrent(s *state) {
 	p.global, p.outer, p.rec = s.global, s.outer, s.rec
+	if p.opts.Lean {
+		p.global, p.outer = nil, nil // in its round directory
+	}
 	p.members = s.rec.members()
 	p.mu.Lock()
 	p.base, p.round = s.ck, s.round+1
@@ -137,7 +182,11 @@ func (p *Participant) known(ck cid.Cid) (*state, bool) {
 	if ck.Equals(p.base) {
 		return p.current(), true
 	}
-	s, err := p.readState(p.roundDir(r))
+	read := p.readState
+	if p.opts.Lean {
+		read = p.readHead
+	}
+	s, err := read(p.roundDir(r))
 	if err != nil {
 		return nil, false
 	}
@@ -254,7 +303,10 @@ func (p *Participant) verify(ctx context.Context, c candidate) (lineage, error) 
 		}
 		r--
 	}
-	s := from.clone()
+	s, err := p.own(from)
+	if err != nil {
+		return nil, err
+	}
 	var out lineage
 	start := time.Now()
 	for i := len(chain) - 1; i >= 0; i-- {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"slices"
 
 	"github.com/fomnet/fomnet/contentstore"
@@ -288,33 +289,52 @@ func (p *Participant) loadWorkerState(ctx context.Context, k cid.Cid) (*workerSt
 		return nil, fmt.Errorf("worker state %s: %w", k, err)
 	}
 	defer f.Close()
-	want := workerStateSize(stateShapeOf(p.m), p.efs)
+	sh, efs := p.stateShape(), p.newResiduals()
+	want := workerStateSize(sh, efs)
 	if int64(f.Size()) != want {
 		return nil, fmt.Errorf("worker state %s: %d bytes, the run's model takes %d", k, f.Size(), want)
 	}
 	if err := p.n.Store.Fetch(ctx, k, nil); err != nil {
 		return nil, fmt.Errorf("worker state %s: %w", k, err)
 	}
-	efs := make([]*gradsync.ErrorFeedback, len(p.parts))
-	for i, r := range p.parts {
-		efs[i] = gradsync.NewErrorFeedback(p.codec, r.Size)
-	}
 	// Read as it decodes: the size was checked, so it ends where the file does.
-	s, err := readWorkerState(bufio.NewReaderSize(f, 1<<20), stateShapeOf(p.m), efs)
+	s, err := readWorkerState(bufio.NewReaderSize(f, 1<<20), sh, efs)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", k, err)
 	}
 	return s, nil
 }
 
+// stateShape is the shape of the run's worker states.
+func (p *Participant) stateShape() stateShape {
+	lay := model.NewLayout(p.cfg)
+	if p.spec.ModelOptions().AdamW8 {
+		return stateShape{lay.Size, model.Adam8Scales(lay)}
+	}
+	return stateShape{n: lay.Size}
+}
+
+// newResiduals is a zeroed set of the run's error-feedback residuals.
+func (p *Participant) newResiduals() []*gradsync.ErrorFeedback {
+	efs := make([]*gradsync.ErrorFeedback, len(p.parts))
+	for i, r := range p.parts {
+		efs[i] = gradsync.NewErrorFeedback(p.codec, r.Size)
+	}
+	return efs
+}
+
 // holdState makes s (nil: a fresh state) the state this node's model and
-// residuals hold, and k its CID (cid.Undef for a fresh one).
+// residuals hold, and k its CID (cid.Undef for a fresh one). Residuals a
+// lean node let go of (release) are s's own, or allocated.
 func (p *Participant) holdState(s *workerState, k cid.Cid) error {
 	if s == nil {
 		if err := p.m.SetOptimState(model.OptimState{}); err != nil {
 			return err
 		}
-		for _, e := range p.efs {
+		for i, e := range p.efs {
+			if e.Residual == nil {
+				e.Residual = make([]float32, p.parts[i].Size)
+			}
 			clear(e.Residual)
 		}
 	} else {
@@ -322,18 +342,68 @@ func (p *Participant) holdState(s *workerState, k cid.Cid) error {
 			return fmt.Errorf("worker state %s: %d residual partitions, the run has %d", k, len(s.efs), len(p.efs))
 		}
 		for i, e := range s.efs {
-			if len(e.Residual) != len(p.efs[i].Residual) {
-				return fmt.Errorf("worker state %s: partition %d has %d residuals, the run %d", k, i, len(e.Residual), len(p.efs[i].Residual))
+			if len(e.Residual) != p.parts[i].Size {
+				return fmt.Errorf("worker state %s: partition %d has %d residuals, the run %d", k, i, len(e.Residual), p.parts[i].Size)
 			}
 		}
 		if err := p.m.SetOptimState(s.opt); err != nil {
 			return fmt.Errorf("worker state %s: %w", k, err)
 		}
 		for i, e := range s.efs {
-			copy(p.efs[i].Residual, e.Residual)
+			if p.efs[i].Residual == nil {
+				p.efs[i].Residual = e.Residual
+			} else {
+				copy(p.efs[i].Residual, e.Residual)
+			}
 		}
 	}
 	p.held, p.lent = k, false
+	return nil
+}
+
+// release lets go of what a lean node holds only while it trains or
+// checks (RunOptions.Lean): the residuals, which the worker state it
+// stored holds (p.held), and on the CPU its model. reclaim brings them
+// back before its next steps.
+func (p *Participant) release() {
+	if !p.opts.Lean {
+		return
+	}
+	p.ru.drive.Lock()
+	for _, e := range p.efs {
+		e.Residual = nil
+	}
+	if !p.opts.GPU {
+		p.m, p.checker = nil, nil
+	}
+	p.lent = true
+	p.ru.drive.Unlock()
+	p.giveBack()
+}
+
+// giveBack hands the memory a lean node let go of back to the system
+// before its next phase allocates: the collector would otherwise count
+// it as in use until the heap reached its limit, and a vector of the
+// model's size allocated then would overshoot the limit by its size.
+// Large float slices hold no pointers: collecting costs little.
+func (p *Participant) giveBack() {
+	if p.opts.Lean {
+		debug.FreeOSMemory()
+	}
+}
+
+// ensureModel builds the node's model where a lean node let go of it
+// (its moments then hold nothing of its worker state: p.lent). The
+// caller holds ru.drive.
+func (p *Participant) ensureModel() error {
+	if p.m != nil {
+		return nil
+	}
+	m, err := p.newModel()
+	if err != nil {
+		return err
+	}
+	p.m, p.lent = m, true
 	return nil
 }
 
@@ -356,6 +426,10 @@ func (p *Participant) carryState(ctx context.Context, rec *roundRecord) {
 	if k.Equals(p.held) {
 		return
 	}
+	if p.opts.Lean {
+		p.held, p.lent = k, true // reclaim reads it before the next steps
+		return
+	}
 	s, err := p.loadWorkerState(contentstore.WithWait(ctx, contentstore.Wait{Stall: p.ru.fetchWait()}), k)
 	if err == nil {
 		err = p.holdState(s, k)
@@ -369,6 +443,10 @@ func (p *Participant) carryState(ctx context.Context, rec *roundRecord) {
 // freshState starts the next round from a fresh worker state (which
 // cannot fail: the model's own moments, zeroed).
 func (p *Participant) freshState() {
+	if p.opts.Lean {
+		p.held, p.lent = cid.Undef, true // reclaim zeroes them before the next steps
+		return
+	}
 	if err := p.holdState(nil, cid.Undef); err != nil {
 		panic(err) // a zero OptimState fits every model
 	}

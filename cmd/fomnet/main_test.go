@@ -124,6 +124,24 @@ func TestModelInfo(t *testing.T) {
 	}
 }
 
+// A llama-1b participant does not fit 23 GiB; the plan names the lean
+// settings that do, and a lean plan holds them.
+func TestModelPlanLean(t *testing.T) {
+	args := []string{"model", "plan", "--preset", "llama-1b", "--batch", "1", "--seq", "256", "--swarm", "--memory", "23GiB", "--json"}
+	var r planReport
+	out, errOut, code := fomnet(t, args...)
+	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || r.Fits || !strings.Contains(r.Fit, "--lean") || r.FitBytes > 23<<30 {
+		t.Fatalf("exit %d (%v), report %+v, stderr %q", code, err, r, errOut)
+	}
+	out, _, code = fomnet(t, append(args, strings.Fields(r.Fit)...)...)
+	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || !r.Fits || !strings.HasSuffix(r.Settings, "lean") {
+		t.Fatalf("with %s: exit %d (%v), report %+v", r.Fit, code, err, r)
+	}
+	if _, errOut, code := fomnet(t, append(args, "--lean", "--overlap")...); code != exitUsage || !strings.Contains(errOut, "do not overlap") {
+		t.Fatalf("--lean --overlap: exit %d, %q", code, errOut)
+	}
+}
+
 func TestTrainWritesCheckpoint(t *testing.T) {
 	dir := t.TempDir()
 	txt := filepath.Join(dir, "a.txt")

@@ -151,5 +151,8 @@ func flagsFor(in model.PlanInput) string {
 	if in.Micro > 1 {
 		s = append(s, fmt.Sprintf("--micro %d", in.Micro))
 	}
+	if in.Swarm && in.Lean {
+		s = append(s, "--lean")
+	}
 	return strings.Join(s, " ")
 }

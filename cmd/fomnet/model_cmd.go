@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"github.com/fomnet/fomnet/gradsync"
 	"strings"
 	"text/tabwriter"
 
@@ -46,7 +48,9 @@ func newModelPlanCmd(e *env) *cobra.Command {
 		threads       int
 		swarm, asJSON bool
 		spotChecks    bool
-		overlap       bool
+		overlap, lean bool
+		codec         string
+		contributions int
 		mem           memoryFlags
 		dev           deviceFlags
 	)
@@ -77,7 +81,19 @@ Exit status 1 when neither the configuration nor any setting fits.`,
 			if err != nil {
 				return err
 			}
-			in.Swarm, in.SpotChecks, in.Overlap = swarm, swarm && spotChecks, swarm && overlap
+			if lean && overlap {
+				return usageError{errors.New("--lean and --overlap: a lean participant's rounds do not overlap")}
+			}
+			in.Swarm, in.SpotChecks, in.Overlap, in.Lean = swarm, swarm && spotChecks, swarm && overlap, swarm && lean
+			if swarm {
+				sc := gradsync.DefaultConfig()
+				sc.Codec = codec
+				cd, err := sc.NewCodec()
+				if err != nil {
+					return usageError{err}
+				}
+				in.Encoded, in.Contributions = int64(cd.EncodedLen(int(model.NumParams(c)))), contributions
+			}
 			budget, err := mem.budget(&dev)
 			if err != nil {
 				return err
@@ -111,6 +127,9 @@ Exit status 1 when neither the configuration nor any setting fits.`,
 	fl.BoolVar(&swarm, "swarm", false, "plan for a swarm participant (fomnet join): add the global weights, outer momentum, residuals, round vectors and the next round's state at its close")
 	fl.BoolVar(&spotChecks, "spot-checks", true, "with --swarm: add what re-executing others' contributions holds (a second model too with --overlap)")
 	fl.BoolVar(&overlap, "overlap", false, "with --swarm: a run with overlapped rounds (run create --overlap local)")
+	fl.StringVar(&codec, "codec", "int8", "with --swarm: the run's pseudo-gradient codec (run create --codec), which sizes the encoded contributions a participant holds")
+	fl.IntVar(&contributions, "contributions", 1, "with --swarm: how many contributions a round takes (join --expect)")
+	fl.BoolVar(&lean, "lean", false, "with --swarm: a lean participant (join --lean), which holds each vector only in the phase that uses it")
 	mem.add(fl, true)
 	dev.add(fl)
 	fl.BoolVar(&asJSON, "json", false, "print JSON")

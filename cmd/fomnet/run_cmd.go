@@ -304,6 +304,7 @@ func newJoinCmd(e *env) *cobra.Command {
 		expect  int
 		keep    int
 		upto    int
+		lean    bool
 		linger  time.Duration
 		dev     deviceFlags
 		mem     memoryFlags
@@ -371,7 +372,7 @@ CID one machine preparing the same inputs gets.`,
 			holdTo(budget, &dev)
 			var last time.Time
 			o := node.RunOptions{Backend: be, Expect: expect, KeepRounds: keep, Logf: e.logf,
-				Recompute: mem.recompute, Micro: mem.micro, Memory: budget, GPU: dev.cuda(), HostMemory: memAvailable(), Events: func(ev node.RoundEvent) {
+				Recompute: mem.recompute, Micro: mem.micro, Lean: lean, Memory: budget, GPU: dev.cuda(), HostMemory: memAvailable(), Events: func(ev node.RoundEvent) {
 					switch ev.Phase {
 					case "train":
 						if time.Since(last) > 2*time.Second || ev.Step == ev.Steps {
@@ -469,6 +470,7 @@ CID one machine preparing the same inputs gets.`,
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: GOMAXPROCS)")
 	dev.add(cmd.Flags())
 	mem.add(cmd.Flags(), false)
+	cmd.Flags().BoolVar(&lean, "lean", false, "hold each of the round's vectors in memory only while it is used: the base state read from its checkpoint directory, the model and residuals rebuilt from the stored worker state before each round's steps (same bytes, a few more disk reads and writes a round; not for runs that overlap rounds)")
 	cmd.Flags().IntVar(&expect, "expect", 0, "contributions a round waits for before closing early (0: every peer on the run's topic); a generation or preparation job: peers to wait for before sharing out its units")
 	cmd.Flags().StringVar(&out, "out", "", "a generation job: directory for its shards and their data prepare recipe; a preparation: the dataset's directory")
 	cmd.Flags().IntVar(&keep, "keep-rounds", 0, "keep the checkpoint directories of the newest N rounds (and round 0) under runs/RUN-ID, removing older ones; every checkpoint stays pinned in the store (0: keep all)")

@@ -211,6 +211,16 @@ func (b *Backend) Scale(x kernels.Buffer, s float32) {
 	b.chunkT.set(chunkScale, fs(x))
 	b.chunkT.s = s
 	b.pool.run(&b.chunkT, len(b.chunkT.x), 1<<14)
+	b.forget()
+}
+
+// forget clears the operands of the tasks the backend reuses from call to
+// call: a view keeps its whole buffer alive, and the backend must keep no
+// model's buffers past the call that used them (a lean swarm node lets go
+// of its model between rounds).
+func (b *Backend) forget() {
+	b.chunkT = chunkTask{be: b}
+	b.rowT, b.colT = rowTask{}, colTask{}
 }
 
 const sumChunk = 4096
@@ -231,6 +241,7 @@ func (b *Backend) SumSquares(x kernels.Buffer) float64 {
 	for _, v := range b.chunkT.partial {
 		s += v
 	}
+	b.forget()
 	return s
 }
 
@@ -286,4 +297,5 @@ func (b *Backend) AdamW(params, grads, m, v kernels.Buffer, h kernels.AdamWStep)
 	t.g, t.m, t.v = fs(grads), fs(m), fs(v)
 	t.ac = h.Consts()
 	b.pool.run(t, len(p), 1<<14)
+	b.forget()
 }

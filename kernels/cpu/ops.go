@@ -192,6 +192,7 @@ func (b *Backend) EmbeddingForward(out, table kernels.Buffer, tokens kernels.Int
 	}
 	b.rowT = rowTask{be: b, op: rowEmbedFwd, out: o, w: w, ints: tk, c: c}
 	b.pool.run(&b.rowT, n, 64)
+	b.forget()
 }
 
 // EmbeddingBackward scatters gradients into the table, each column in token order.
@@ -207,6 +208,7 @@ func (b *Backend) EmbeddingBackward(dtable, dout kernels.Buffer, tokens kernels.
 	}
 	b.colT = colTask{op: colEmbedBwd, dst: dw, src: d, ints: tk, n: n, c: c}
 	b.cols(&b.colT)
+	b.forget()
 }
 
 // RMSNormForward normalises rows.
@@ -218,6 +220,7 @@ func (b *Backend) RMSNormForward(out, rstd, inp, weight kernels.Buffer, n, c int
 	need("rmsnorm weight", len(w), c)
 	b.rowT = rowTask{be: b, op: rowRMSFwd, out: o, aux: r, inp: x, w: w, c: c, eps: eps}
 	b.pool.run(&b.rowT, n, 16)
+	b.forget()
 }
 
 // RMSNormBackward accumulates input and weight gradients.
@@ -233,6 +236,7 @@ func (b *Backend) RMSNormBackward(dinp, dweight, dout, inp, weight, rstd kernels
 	b.pool.run(&b.rowT, n, 16)
 	b.colT = colTask{op: colRMSWeight, dst: dw, src: dy, inp: x, rstd: r, n: n, c: c}
 	b.cols(&b.colT)
+	b.forget()
 }
 
 type ropeKey struct {
@@ -269,6 +273,7 @@ func (b *Backend) rope(op int, x kernels.Buffer, pos kernels.IntBuffer, n, heads
 	}
 	b.rowT = rowTask{be: b, op: op, out: xd, ints: p, heads: heads, hd: hd, rope: b.ropeTable(hd, theta, maxPos)}
 	b.pool.run(&b.rowT, n, 16)
+	b.forget()
 }
 
 // RoPEForward rotates in place.
@@ -289,6 +294,7 @@ func (b *Backend) SwiGLUForward(h, g, u kernels.Buffer, n int) {
 	need("swiglu u", len(ud), n)
 	b.rowT = rowTask{be: b, op: rowSwiGLUFwd, out: hd, inp: gd, aux: ud}
 	b.pool.run(&b.rowT, n, 1<<13)
+	b.forget()
 }
 
 // SwiGLUBackward computes dg and du.
@@ -299,6 +305,7 @@ func (b *Backend) SwiGLUBackward(dg, du, dh, g, u kernels.Buffer, n int) {
 	}
 	b.rowT = rowTask{be: b, op: rowSwiGLUBwd, out: dgd, d2: dud, d1: dhd, inp: gd, aux: ud}
 	b.pool.run(&b.rowT, n, 1<<13)
+	b.forget()
 }
 
 // SoftmaxCrossEntropy computes per-row losses and, with grad, the logits' gradient in place.
@@ -314,4 +321,5 @@ func (b *Backend) SoftmaxCrossEntropy(losses, logits kernels.Buffer, targets ker
 	}
 	b.rowT = rowTask{be: b, op: rowXent, out: l, inp: x, ints: t, c: v, grad: grad, s: dscale}
 	b.pool.run(&b.rowT, n, 4)
+	b.forget()
 }
