@@ -57,12 +57,13 @@ type workerState struct {
 // in 8 bits with k block scales each when k > 0.
 type stateShape struct{ n, k int }
 
-// stateShapeOf is the worker-state shape of model m.
-func stateShapeOf(m *model.Model) stateShape {
-	if m.AdamW8() {
-		return stateShape{m.Layout.Size, model.Adam8Scales(m.Layout)}
+// stateShape is the shape of the run's worker states.
+func (p *Participant) stateShape() stateShape {
+	lay := model.NewLayout(p.cfg)
+	if p.spec.ModelOptions().AdamW8 {
+		return stateShape{lay.Size, model.Adam8Scales(lay)}
 	}
-	return stateShape{n: m.Layout.Size}
+	return stateShape{n: lay.Size}
 }
 
 // encodeWorkerState serialises s.
@@ -303,15 +304,6 @@ func (p *Participant) loadWorkerState(ctx context.Context, k cid.Cid) (*workerSt
 		return nil, fmt.Errorf("%s: %w", k, err)
 	}
 	return s, nil
-}
-
-// stateShape is the shape of the run's worker states.
-func (p *Participant) stateShape() stateShape {
-	lay := model.NewLayout(p.cfg)
-	if p.spec.ModelOptions().AdamW8 {
-		return stateShape{lay.Size, model.Adam8Scales(lay)}
-	}
-	return stateShape{n: lay.Size}
 }
 
 // newResiduals is a zeroed set of the run's error-feedback residuals.
