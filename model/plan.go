@@ -27,6 +27,10 @@ type PlanInput struct {
 	// own contribution to the close.
 	Encoded       int64
 	Contributions int
+	// Partitions is how many partitions a swarm run cuts its vectors into
+	// (gradsync.Partitions; 0 means 1): a round's close holds one
+	// partition's aggregate Δ at a time.
+	Partitions int
 	// GPU: the model lives in device memory, the swarm's vectors in the
 	// host's (package node keeps them in Go slices); the budget is the
 	// device's. On the CPU both are the same memory.
@@ -104,17 +108,12 @@ func (p Plan) Need() int64 {
 
 // modelParts are what one Model allocates for a batch of in's shape.
 func modelParts(c Config, in PlanInput) []PlanPart {
-	l := NewLayout(c)
-	p := int64(l.Size)
+	p := NumParams(c)
 	rows := in.Batch / in.micro()
-	opt := 8 * p
-	if in.AdamW8 {
-		opt = 2*p + 8*int64(Adam8Scales(l))
-	}
 	parts := []PlanPart{
 		{Name: "weights (fp32)", Bytes: 4 * p},
 		{Name: "gradients (fp32)", Bytes: 4 * p},
-		{Name: map[bool]string{false: "AdamW moments (fp32)", true: "AdamW moments (8-bit + block scales)"}[in.AdamW8], Bytes: opt},
+		{Name: map[bool]string{false: "AdamW moments (fp32)", true: "AdamW moments (8-bit + block scales)"}[in.AdamW8], Bytes: momentBytes(c, in)},
 		// and per token 4 int32s on the device, 3 values on the host
 		{Name: "activations", Bytes: 4*ActivationFloats(c, rows, in.Seq, in.Recompute) + 28*int64(rows*in.Seq)},
 	}
@@ -128,6 +127,16 @@ func modelParts(c Config, in PlanInput) []PlanPart {
 		parts = append(parts, PlanPart{Name: "kernel workspace", Bytes: in.Workspace})
 	}
 	return parts
+}
+
+// momentBytes is AdamW's two moments: fp32, or 8-bit with a scale per
+// block and moment (Adam8Scales).
+func momentBytes(c Config, in PlanInput) int64 {
+	p := NumParams(c)
+	if in.AdamW8 {
+		return 2*p + 8*int64(Adam8Scales(NewLayout(c)))
+	}
+	return 8 * p
 }
 
 // bf16Workspace is the CUDA bf16 path's operand copies: its largest matrix
@@ -181,22 +190,21 @@ const (
 
 // leanParts are what a lean participant (node's RunOptions.Lean) holds
 // besides its model, which on the CPU it holds only while it trains or
-// checks a contribution: then the residuals, and the round's Δ or the
-// moments of a worker state being loaded or stored (never both); while a
-// round closes, the base's weights and momentum read from its checkpoint
-// and the aggregate Δ. A checked contribution's base is read from disk a
+// checks a contribution: then the residuals, and a partition's Δ (encoded
+// one at a time) or the moments of a worker state being loaded or stored
+// (never both); while a round closes, the base's weights and momentum
+// read from its checkpoint and a partition's aggregate Δ. A checked contribution's base is read from disk a
 // piece at a time, as the node's own.
 func leanParts(c Config, in PlanInput) []PlanPart {
 	p := NumParams(c)
-	moments := 8 * p
-	if in.AdamW8 {
-		moments = 2*p + 8*int64(Adam8Scales(NewLayout(c)))
-	}
+	moments := momentBytes(c, in)
+	parts := int64(max(1, in.Partitions))
+	part := 4 * ((p + parts - 1) / parts) // the largest partition (gradsync.Partitions)
 	return []PlanPart{
 		{Name: "error-feedback residuals", Bytes: 4 * p, Host: true, Phase: PhaseWork},
-		{Name: "round Δ, or a worker state's moments", Bytes: max(4*p, moments), Host: true, Phase: PhaseWork},
+		{Name: "a partition's Δ, or a worker state's moments", Bytes: max(part, moments), Host: true, Phase: PhaseWork},
 		{Name: "base weights and outer momentum", Bytes: 8 * p, Host: true, Phase: PhaseClose},
-		{Name: "round's aggregate Δ", Bytes: 4 * p, Host: true, Phase: PhaseClose},
+		{Name: "a partition's aggregate Δ", Bytes: part, Host: true, Phase: PhaseClose},
 	}
 }
 
@@ -211,10 +219,7 @@ func leanParts(c Config, in PlanInput) []PlanPart {
 // the worker state and the start of the round ahead.
 func swarmParts(c Config, in PlanInput) []PlanPart {
 	p := NumParams(c)
-	moments := 8 * p
-	if in.AdamW8 {
-		moments = 2*p + 8*int64(Adam8Scales(NewLayout(c)))
-	}
+	moments := momentBytes(c, in)
 	parts := []PlanPart{
 		{Name: "global weights and outer momentum", Bytes: 8 * p, Host: true},
 		{Name: "error-feedback residuals", Bytes: 4 * p, Host: true},

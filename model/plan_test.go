@@ -131,6 +131,18 @@ func TestPlanPeak(t *testing.T) {
 	if gm := MakePlan(c, PlanInput{Batch: 1, Seq: 64, GPU: true}); g.Device != gm.Device || g.Host != 12*n {
 		t.Errorf("lean on a GPU: device %d (model %d), host %d (want %d)", g.Device, gm.Device, g.Host, 12*n)
 	}
+	// A close of four partitions holds one partition's aggregate at a time
+	// (beside the base state; 8-bit moments, smaller than Δ, while training).
+	if g4 := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Options: Options{AdamW8: true}, Swarm: true, Lean: true, GPU: true, Partitions: 4}); g4.Host != 8*n+4*((n+3)/4) {
+		t.Errorf("lean on a GPU, 4 partitions: host %d, want %d", g4.Host, 8*n+4*((n+3)/4))
+	}
+	// ...and while it trains, a partition's Δ, less than its 8-bit moments.
+	o8 := Options{AdamW8: true}
+	l4 := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Options: o8, Swarm: true, Lean: true, Workspace: 1000, Partitions: 4})
+	m8 := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Options: o8, Workspace: 1000})
+	if want := 1000 + max(m8.Total-1000+4*n+momentBytes(c, PlanInput{Options: o8}), 9*n); l4.Total != want {
+		t.Errorf("lean participant, 8-bit moments, 4 partitions: %d bytes at the peak, want %d", l4.Total, want)
+	}
 	// Three contributions encoded in 1000 bytes each, and the aggregates.
 	if e := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Swarm: true, Lean: true, Workspace: 1000, Encoded: 1000, Contributions: 3}); e.Total != l.Total+4000 {
 		t.Errorf("encoded contributions add %d bytes, want 4000", e.Total-l.Total)

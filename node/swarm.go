@@ -404,9 +404,7 @@ func (n *Node) newParticipant(ctx context.Context, id cid.Cid, o RunOptions, fol
 		p.ru.refWeights = slices.Clone(p.global) // the stage base, frozen
 	}
 	p.verified, p.worse = map[string]int{}, map[string]bool{}
-	for _, r := range p.parts {
-		p.efs = append(p.efs, gradsync.NewErrorFeedback(codec, r.Size))
-	}
+	p.efs = p.newResiduals()
 	p.release() // a lean node holds only the genesis state until its first steps
 	return p, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -140,7 +141,8 @@ type rules struct {
 	n     int // parameters
 	micro int // micro-batches a step (RunOptions.Micro; at least 1)
 	// lean: the node keeps no vector beyond its use (RunOptions.Lean):
-	// vec allocates and putVec keeps nothing.
+	// work encodes Δ a partition at a time (encodeParts), so the vectors
+	// of vec and putVec are never a lean node's.
 	lean bool
 	// memo keeps this round's aggregates by partition and inputs: a
 	// reducer's own, then its check of the same and the transition's,
@@ -171,7 +173,7 @@ func (ru *rules) vec() []float32 {
 
 // putVec hands v back for vec to give out again; v is not used after.
 func (ru *rules) putVec(v []float32) {
-	if len(v) == ru.n && !ru.lean {
+	if len(v) == ru.n {
 		ru.vecs.Put(&v)
 	}
 }
@@ -184,13 +186,18 @@ type weights struct {
 	file string
 }
 
+// scan hands f w's values a piece at a time, in order, with each piece's
+// offset (a vector in memory: one piece; a file: model.ScanWeightsFile's).
+func (ru *rules) scan(w weights, f func(off int, v []float32) error) error {
+	if w.v != nil {
+		return f(0, w.v)
+	}
+	return model.ScanWeightsFile(ru.cfg, w.file, f)
+}
+
 // upload puts w in buffer dst of m's backend.
 func (ru *rules) upload(be kernels.Backend, dst kernels.Buffer, w weights) error {
-	if w.v != nil {
-		be.Upload(dst, w.v)
-		return nil
-	}
-	return model.ScanWeightsFile(ru.cfg, w.file, func(off int, v []float32) error {
+	return ru.scan(w, func(off int, v []float32) error {
 		be.Upload(be.View(dst, off, len(v)), v)
 		return nil
 	})
@@ -200,15 +207,46 @@ func (ru *rules) upload(be kernels.Backend, dst kernels.Buffer, w weights) error
 // into its Δ = w − local, in place (gradsync.PseudoGradient, a piece at a
 // time where w is a file: the same bits).
 func (ru *rules) pseudoGradient(local []float32, w weights) error {
-	if w.v != nil {
-		gradsync.PseudoGradient(local, w.v, local)
-		return nil
-	}
-	return model.ScanWeightsFile(ru.cfg, w.file, func(off int, v []float32) error {
+	return ru.scan(w, func(off int, v []float32) error {
 		d := local[off : off+len(v)]
 		gradsync.PseudoGradient(d, v, d)
 		return nil
 	})
+}
+
+// encodeParts is a lean participant's end of work: Δ = start − params,
+// downloaded and encoded (each partition with its residuals) a partition
+// at a time as start is read, so that no more than one partition's Δ is
+// ever held — the same bits as work's whole Δ. Only rounds that overlap
+// need the whole Δ, and lean ones never do. download runs on the backend
+// (work's drive).
+func (ru *rules) encodeParts(be kernels.Backend, params kernels.Buffer, efs []*gradsync.ErrorFeedback, start weights, download func(func() error) error) ([][]byte, error) {
+	encs := make([][]byte, len(ru.parts))
+	size := 0
+	for _, pr := range ru.parts {
+		size = max(size, pr.Size)
+	}
+	d := make([]float32, size)
+	pi, next := 0, 0
+	err := ru.scan(start, func(off int, v []float32) error {
+		if off != next {
+			return fmt.Errorf("weights at %d, then at %d", next, off)
+		}
+		for next = off + len(v); len(v) > 0; {
+			pr := ru.parts[pi]
+			k := min(len(v), pr.Offset+pr.Size-off)
+			local := d[off-pr.Offset : off-pr.Offset+k]
+			download(func() error { be.Download(local, be.View(params, off, k)); return nil })
+			gradsync.PseudoGradient(local, v[:k], local)
+			if off+k == pr.Offset+pr.Size {
+				encs[pi] = efs[pi].EncodeSent(make([]byte, 0, ru.codec.EncodedLen(pr.Size)), d[:pr.Size])
+				pi++
+			}
+			off, v = off+k, v[k:]
+		}
+		return nil
+	})
+	return encs, err
 }
 
 type aggregated struct {
@@ -276,7 +314,7 @@ func (p *Participant) job(r int, author peer.ID, members []peer.ID) job {
 // hold the worker state it starts from), on j's rows with its author's
 // seed, then Δ = start − local encoded partition by partition with error
 // feedback; sent is what the partitions decode to (the caller's, which
-// may hand it back with putVec). m and efs are left in
+// may hand it back with putVec; nil for a lean node). m and efs are left in
 // the state after the round. step, if set, hears of each inner step. It drives the backend a step at a time
 // (ru.drive), so a contribution trained in the background and a
 // re-execution take turns; busy is the time it held it.
@@ -328,6 +366,13 @@ func (ru *rules) work(ctx context.Context, m *model.Model, efs []*gradsync.Error
 		if step != nil {
 			step(s+1, H, l)
 		}
+	}
+	if ru.lean {
+		encs, err := ru.encodeParts(be, m.Params, efs, start, drive)
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("its start: %w", err)
+		}
+		return encs, nil, busy, nil
 	}
 	delta := ru.vec()
 	drive(func() error { be.Download(delta, m.Params); return nil })
@@ -625,11 +670,9 @@ func (ru *rules) transition(global []float32, outer *gradsync.OuterOptimizer, r 
 	for i, in := range ri.ins {
 		idx[in.cid.String()] = i
 	}
-	delta := ru.vec() // every partition decodes into it
-	defer ru.putVec(delta)
 	encs := make([][]byte, len(ru.parts))
 	included := map[int]bool{}
-	for pi, pr := range ru.parts {
+	for pi := range ru.parts {
 		ins := make([]*input, 0, len(ri.inputs[pi]))
 		for _, i := range ri.inputs[pi] {
 			if i < 0 || i >= len(ri.ins) {
@@ -640,9 +683,6 @@ func (ru *rules) transition(global []float32, outer *gradsync.OuterOptimizer, r 
 		enc, k, rep, err := ru.aggregate(pi, ins)
 		if err != nil {
 			return nil, nil, fmt.Errorf("round %d: %w", r, err)
-		}
-		if err := ru.codec.Decode(delta[pr.Offset:pr.Offset+pr.Size], enc); err != nil {
-			return nil, nil, fmt.Errorf("round %d partition %d: own aggregate: %w", r, pi, err)
 		}
 		ar := aggregateRecord{CID: sharding.LinkTo(k), Inputs: ri.inputs[pi], Included: []int{}}
 		for _, id := range rep.Included {
@@ -662,11 +702,8 @@ func (ru *rules) transition(global []float32, outer *gradsync.OuterOptimizer, r 
 		rec.Aggregates = append(rec.Aggregates, ar)
 		encs[pi] = enc
 	}
-	outer.Step(global, delta)
-	for i, v := range global {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return nil, nil, rejected(RejectNonFinite, fmt.Errorf("round %d: weight %d is %v after the outer step", r, i, v))
-		}
+	if err := ru.outerStep(global, outer, r, encs); err != nil {
+		return nil, nil, err
 	}
 	shards, who := map[string]bool{}, map[string]bool{}
 	for i := range included {
@@ -681,6 +718,28 @@ func (ru *rules) transition(global []float32, outer *gradsync.OuterOptimizer, r 
 	rec.Participants = append(rec.Participants, sortedKeys(who)...)
 	rec.Excluded = ri.excluded
 	return rec, encs, nil
+}
+
+// outerStep applies the round's aggregates encs to global and outer, a
+// partition at a time (the outer step is elementwise: the same bits as one
+// step over the whole vector, holding one partition's Δ), and refuses a
+// non-finite weight.
+func (ru *rules) outerStep(global []float32, outer *gradsync.OuterOptimizer, r int, encs [][]byte) error {
+	var delta []float32
+	for pi, pr := range ru.parts {
+		delta = slices.Grow(delta[:0], pr.Size)[:pr.Size]
+		if err := ru.codec.Decode(delta, encs[pi]); err != nil {
+			return fmt.Errorf("round %d partition %d: own aggregate: %w", r, pi, err)
+		}
+		w := global[pr.Offset : pr.Offset+pr.Size]
+		outer.Slice(pr.Offset, pr.Size).Step(w, delta)
+		for i, v := range w {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return rejected(RejectNonFinite, fmt.Errorf("round %d: weight %d is %v after the outer step", r, pr.Offset+i, v))
+			}
+		}
+	}
+	return nil
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -92,7 +92,7 @@ Exit status 1 when neither the configuration nor any setting fits.`,
 				if err != nil {
 					return usageError{err}
 				}
-				in.Encoded, in.Contributions = int64(cd.EncodedLen(int(model.NumParams(c)))), contributions
+				in.Encoded, in.Contributions, in.Partitions = int64(cd.EncodedLen(int(model.NumParams(c)))), contributions, sc.Partitions
 			}
 			budget, err := mem.budget(&dev)
 			if err != nil {
