@@ -34,13 +34,28 @@ func (o *OuterOptimizer) step(dst, params, delta []float32, keep bool) {
 	}
 	mu, lr := o.Momentum, o.LR
 	for i, d := range delta {
-		b := float32(mu*o.Buf[i]) + d
+		b := o.next(i, d)
 		if keep {
 			o.Buf[i] = b
 		}
 		dst[i] = params[i] - float32(lr*(d+float32(mu*b)))
 	}
 }
+
+// Advance is Step's momentum update alone, buf = μ·buf + Δ, with Step's
+// bits: a state written a file at a time updates its momentum apart from
+// its weights.
+func (o *OuterOptimizer) Advance(delta []float32) {
+	if len(delta) != len(o.Buf) {
+		panic("gradsync: OuterOptimizer: length mismatch")
+	}
+	for i, d := range delta {
+		o.Buf[i] = o.next(i, d)
+	}
+}
+
+// next is coordinate i's momentum after Δ_i = d.
+func (o *OuterOptimizer) next(i int, d float32) float32 { return float32(o.Momentum*o.Buf[i]) + d }
 
 // Slice is the optimizer of parameters [off, off+n): it shares o's
 // momentum buffer, so a step of the slice is a step of those coordinates

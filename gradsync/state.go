@@ -52,17 +52,59 @@ func readFloats(b []byte, what string) ([]float32, error) {
 // WriteTo writes what MarshalBinary returns, the momentum streamed (a large
 // model's is never held twice).
 func (o *OuterOptimizer) WriteTo(w io.Writer) (int64, error) {
-	h := append([]byte(magicOuter), make([]byte, 12)...)
-	binary.LittleEndian.PutUint32(h[4:], math.Float32bits(o.LR))
-	binary.LittleEndian.PutUint32(h[8:], math.Float32bits(o.Momentum))
-	binary.LittleEndian.PutUint32(h[12:], uint32(len(o.Buf)))
-	if _, err := w.Write(h); err != nil {
+	if _, err := w.Write(outerHeader(o.LR, o.Momentum, len(o.Buf))); err != nil {
 		return 0, err
 	}
 	if err := le.WriteFloats(w, o.Buf); err != nil {
 		return 0, err
 	}
-	return int64(len(h)) + 4*int64(len(o.Buf)), nil
+	return 16 + 4*int64(len(o.Buf)), nil
+}
+
+// WriteOuter writes WriteTo's bytes for an optimizer of settings lr and mu
+// and n momenta that fill produces a chunk at a time, in order (dst: the
+// momenta from off): a large model's need never be held whole.
+func WriteOuter(w io.Writer, lr, mu float32, n int, fill func(off int, dst []float32) error) error {
+	if _, err := w.Write(outerHeader(lr, mu, n)); err != nil {
+		return err
+	}
+	buf := make([]float32, min(n, 1<<20))
+	for off := 0; off < n; off += len(buf) {
+		chunk := buf[:min(len(buf), n-off)]
+		if err := fill(off, chunk); err != nil {
+			return err
+		}
+		if err := le.WriteFloats(w, chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// outerHeader is the outer state's header: magic, lr, μ, n.
+func outerHeader(lr, mu float32, n int) []byte {
+	h := append([]byte(magicOuter), make([]byte, 12)...)
+	binary.LittleEndian.PutUint32(h[4:], math.Float32bits(lr))
+	binary.LittleEndian.PutUint32(h[8:], math.Float32bits(mu))
+	binary.LittleEndian.PutUint32(h[12:], uint32(n))
+	return h
+}
+
+// readOuterHeader checks h, an outer state's header, for n momenta and
+// returns its settings.
+func readOuterHeader(h []byte, n int) (lr, mu float32, err error) {
+	if len(h) < 16 || string(h[:4]) != magicOuter {
+		return 0, 0, fmt.Errorf("%w: outer optimizer state: want magic %q", ErrDecode, magicOuter)
+	}
+	lr = math.Float32frombits(binary.LittleEndian.Uint32(h[4:]))
+	mu = math.Float32frombits(binary.LittleEndian.Uint32(h[8:]))
+	if err := checkOuter(lr, mu); err != nil {
+		return 0, 0, err
+	}
+	if m := binary.LittleEndian.Uint32(h[12:]); int64(m) != int64(n) {
+		return 0, 0, fmt.Errorf("%w: outer optimizer momentum: %d values, want %d", ErrDecode, m, n)
+	}
+	return lr, mu, nil
 }
 
 // ReadFrom reads what WriteTo wrote into o, whose momentum must already
@@ -70,30 +112,68 @@ func (o *OuterOptimizer) WriteTo(w io.Writer) (int64, error) {
 // UnmarshalBinary checks it (r must end there).
 func (o *OuterOptimizer) ReadFrom(r io.Reader) (int64, error) {
 	h := make([]byte, 16)
-	if _, err := io.ReadFull(r, h); err != nil || string(h[:4]) != magicOuter {
+	if _, err := io.ReadFull(r, h); err != nil {
 		return 0, fmt.Errorf("%w: outer optimizer state: want magic %q", ErrDecode, magicOuter)
 	}
-	lr := math.Float32frombits(binary.LittleEndian.Uint32(h[4:]))
-	mu := math.Float32frombits(binary.LittleEndian.Uint32(h[8:]))
-	if err := checkOuter(lr, mu); err != nil {
+	lr, mu, err := readOuterHeader(h, len(o.Buf))
+	if err != nil {
 		return 0, err
 	}
-	if n := binary.LittleEndian.Uint32(h[12:]); int64(n) != int64(len(o.Buf)) {
-		return 0, fmt.Errorf("%w: outer optimizer momentum: %d values, want %d", ErrDecode, n, len(o.Buf))
-	}
-	if err := le.ReadFloats(r, o.Buf); err != nil {
-		return 0, fmt.Errorf("%w: outer optimizer momentum: %v", ErrDecode, err)
-	}
-	for i, v := range o.Buf {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return 0, fmt.Errorf("%w: outer optimizer momentum: non-finite value at %d", ErrDecode, i)
-		}
+	if err := readMomenta(r, o.Buf, 0); err != nil {
+		return 0, err
 	}
 	if n, _ := r.Read(h[:1]); n != 0 {
 		return 0, fmt.Errorf("%w: outer optimizer state: trailing bytes", ErrDecode)
 	}
 	o.LR, o.Momentum = lr, mu
 	return int64(len(h)) + 4*int64(len(o.Buf)), nil
+}
+
+// readMomenta reads len(dst) momenta from r into dst, each finite (off:
+// where dst starts, for the error).
+func readMomenta(r io.Reader, dst []float32, off int) error {
+	if err := le.ReadFloats(r, dst); err != nil {
+		return fmt.Errorf("%w: outer optimizer momentum: %v", ErrDecode, err)
+	}
+	for i, v := range dst {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("%w: outer optimizer momentum: non-finite value at %d", ErrDecode, off+i)
+		}
+	}
+	return nil
+}
+
+// OuterReader reads the momenta of a state WriteTo wrote a range at a
+// time (a large model's need never be held whole), checked as ReadFrom
+// checks them: the header and the size when opened, each value as read.
+type OuterReader struct {
+	r            io.ReaderAt
+	LR, Momentum float32
+	n            int
+}
+
+// NewOuterReader checks r, size bytes long, for a state of n momenta.
+func NewOuterReader(r io.ReaderAt, size int64, n int) (*OuterReader, error) {
+	h := make([]byte, 16)
+	if _, err := r.ReadAt(h, 0); err != nil {
+		return nil, fmt.Errorf("%w: outer optimizer state: want magic %q", ErrDecode, magicOuter)
+	}
+	lr, mu, err := readOuterHeader(h, n)
+	if err != nil {
+		return nil, err
+	}
+	if size != 16+4*int64(n) {
+		return nil, fmt.Errorf("%w: outer optimizer state: %d bytes, not a header and the %d momenta it declares", ErrDecode, size, n)
+	}
+	return &OuterReader{r: r, LR: lr, Momentum: mu, n: n}, nil
+}
+
+// ReadAt reads momenta [off, off+len(dst)) into dst.
+func (o *OuterReader) ReadAt(dst []float32, off int) error {
+	if off < 0 || off+len(dst) > o.n {
+		return fmt.Errorf("outer optimizer momentum: [%d, %d) of %d", off, off+len(dst), o.n)
+	}
+	return readMomenta(io.NewSectionReader(o.r, 16+4*int64(off), 4*int64(len(dst))), dst, off)
 }
 
 // checkOuter checks an outer optimizer's settings as decoded.

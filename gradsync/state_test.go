@@ -3,8 +3,10 @@ package gradsync
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -73,10 +75,71 @@ func FuzzStateDecode(f *testing.F) {
 		}
 		// Read streamed into 4 momenta, it is taken exactly when it holds 4.
 		s := NewOuterOptimizer(DefaultConfig(), 4)
-		if _, serr := s.ReadFrom(bytes.NewReader(b)); (serr == nil) != (err == nil && len(o.Buf) == 4) ||
+		_, serr := s.ReadFrom(bytes.NewReader(b))
+		if (serr == nil) != (err == nil && len(o.Buf) == 4) ||
 			serr == nil && (!slices.Equal(s.Buf, o.Buf) || s.LR != o.LR || s.Momentum != o.Momentum) {
 			t.Fatalf("ReadFrom: %v; UnmarshalBinary: %v (%d momenta)", serr, err, len(o.Buf))
 		}
+		// Read a range at a time, likewise.
+		got := make([]float32, 4)
+		rerr := errors.New("not opened")
+		if or, oerr := NewOuterReader(bytes.NewReader(b), int64(len(b)), 4); oerr == nil {
+			rerr = errors.Join(or.ReadAt(got[:1], 0), or.ReadAt(got[1:], 1))
+		}
+		if (rerr == nil) != (serr == nil) || rerr == nil && !slices.Equal(got, s.Buf) {
+			t.Fatalf("OuterReader: %v; ReadFrom: %v", rerr, serr)
+		}
 		NewErrorFeedback(c, 4).UnmarshalBinary(b)
 	})
+}
+
+// A state written and read a range at a time is WriteTo's and ReadFrom's,
+// and Advance is Step's momentum.
+func TestOuterStreamed(t *testing.T) {
+	const n = 1<<20 + 3 // more than one of WriteOuter's chunks
+	r := rand.New(rand.NewPCG(5, 5))
+	o := NewOuterOptimizer(DefaultConfig(), n)
+	w, d := randVec(r, n, 1), randVec(r, n, 0.1)
+	a := o.Clone()
+	o.Step(w, d)
+	a.Advance(d)
+	if !slices.Equal(a.Buf, o.Buf) {
+		t.Fatal("Advance's momentum is not Step's")
+	}
+	want, _ := o.MarshalBinary()
+	var got bytes.Buffer
+	if err := WriteOuter(&got, o.LR, o.Momentum, n, func(off int, dst []float32) error {
+		copy(dst, o.Buf[off:])
+		return nil
+	}); err != nil || !bytes.Equal(got.Bytes(), want) {
+		t.Fatalf("WriteOuter wrote other bytes than WriteTo (%v)", err)
+	}
+	or, err := NewOuterReader(bytes.NewReader(want), int64(len(want)), n)
+	if err != nil || or.LR != o.LR || or.Momentum != o.Momentum {
+		t.Fatalf("NewOuterReader: %v", err)
+	}
+	back := make([]float32, n)
+	for off := 0; off < n; off += 300007 {
+		if err := or.ReadAt(back[off:min(n, off+300007)], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(back, o.Buf) {
+		t.Fatal("OuterReader read other momenta")
+	}
+	if err := or.ReadAt(back[:2], n-1); err == nil {
+		t.Error("OuterReader read past the end")
+	}
+	bad := slices.Clone(want)
+	binary.LittleEndian.PutUint32(bad[16+4*7:], 0x7fc00000) // NaN at 7
+	ob, _ := NewOuterReader(bytes.NewReader(bad), int64(len(bad)), n)
+	if err := ob.ReadAt(back[:10], 0); err == nil || !strings.Contains(err.Error(), "non-finite value at 7") {
+		t.Errorf("a NaN momentum: %v", err)
+	}
+	if _, err := NewOuterReader(bytes.NewReader(want), int64(len(want))-1, n); err == nil {
+		t.Error("OuterReader took a short file")
+	}
+	if _, err := NewOuterReader(bytes.NewReader(want), int64(len(want)), n-1); err == nil {
+		t.Error("OuterReader took n momenta for n-1")
+	}
 }

@@ -141,6 +141,25 @@ func SaveWeights(dir string, c Config, params []float32, meta map[string]string,
 	if len(params) != lay.Size {
 		return fmt.Errorf("%w: %d parameters for a model of %d", ErrCheckpoint, len(params), lay.Size)
 	}
+	return saveWeights(dir, c, func(t Tensor) STensor {
+		return STensor{Name: t.Name, DType: "F32", Shape: t.Shape, F32: params[t.Offset : t.Offset+t.Size]}
+	}, meta, extra)
+}
+
+// SaveWeightsFrom is SaveWeights of the weights that fill produces a chunk
+// at a time, in order (dst: the flat vector's weights from off) as they
+// are written: a model's next weights computed a piece at a time are
+// never held whole.
+func SaveWeightsFrom(dir string, c Config, fill func(off int, dst []float32) error, meta map[string]string, extra ...File) error {
+	return saveWeights(dir, c, func(t Tensor) STensor {
+		return STensor{Name: t.Name, DType: "F32", Shape: t.Shape, Fill: func(off int, dst []float32) error { return fill(t.Offset+off, dst) }}
+	}, meta, extra)
+}
+
+// saveWeights writes checkpoint dir of c's layout, each tensor's data as
+// tensor gives it.
+func saveWeights(dir string, c Config, tensor func(Tensor) STensor, meta map[string]string, extra []File) error {
+	lay := NewLayout(c)
 	if _, err := os.Stat(dir); err == nil {
 		return fmt.Errorf("%w: %s already exists; refusing to overwrite it", ErrCheckpoint, dir)
 	}
@@ -150,7 +169,7 @@ func SaveWeights(dir string, c Config, params []float32, meta map[string]string,
 	}
 	var tensors []STensor
 	for _, t := range lay.Tensors {
-		tensors = append(tensors, STensor{Name: t.Name, DType: "F32", Shape: t.Shape, F32: params[t.Offset : t.Offset+t.Size]})
+		tensors = append(tensors, tensor(t))
 	}
 	md := map[string]string{"format": "pt"}
 	for k, v := range meta {
@@ -304,6 +323,35 @@ func ScanWeightsFile(c Config, path string, f func(off int, w []float32) error) 
 // (then calls alloc, if set) and hands read each tensor's data: its offset
 // in the flat vector, a reader of its n values.
 func scanWeightsFile(c Config, path string, alloc func(*Layout), read func(off int, r io.Reader, n int) error) (map[string]string, error) {
+	w, err := OpenWeightsFile(c, path)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	if alloc != nil {
+		alloc(w.lay)
+	}
+	for i, t := range w.lay.Tensors {
+		if err := read(t.Offset, bufio.NewReaderSize(io.NewSectionReader(w.f, w.at[i], 4*int64(t.Size)), 1<<20), t.Size); err != nil {
+			return nil, fmt.Errorf("%s: tensor %s: %w", path, t.Name, err)
+		}
+	}
+	return w.Meta, nil
+}
+
+// WeightsFile is a weights file open for reading, checked against a
+// config's layout as ReadWeightsFile checks it, whose values are read
+// where they lie: any range of the flat vector (ReadAt), so that a large
+// model's weights need never be held whole.
+type WeightsFile struct {
+	f    *os.File
+	lay  *Layout
+	at   []int64 // per layout tensor, where its data begins in the file
+	Meta map[string]string
+}
+
+// OpenWeightsFile opens the weights file at path for config c.
+func OpenWeightsFile(c Config, path string) (*WeightsFile, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -311,34 +359,59 @@ func scanWeightsFile(c Config, path string, alloc func(*Layout), read func(off i
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	w, err := indexWeightsFile(c, f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return w, nil
+}
+
+func indexWeightsFile(c Config, f *os.File) (*WeightsFile, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
 	if need := 4 * NumParams(c); st.Size() < need {
-		return nil, fmt.Errorf("%s: %d bytes; the config describes %d fp32 parameters (%d bytes)", path, st.Size(), NumParams(c), need)
+		return nil, fmt.Errorf("%d bytes; the config describes %d fp32 parameters (%d bytes)", st.Size(), NumParams(c), need)
 	}
 	ts, meta, err := readSafetensorsIndex(f, st.Size())
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	lay := NewLayout(c)
 	byName, err := checkLayout(lay, ts)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
-	if alloc != nil {
-		alloc(lay)
-	}
+	w := &WeightsFile{f: f, lay: lay, Meta: meta}
 	for _, t := range lay.Tensors {
-		e := byName[t.Name]
-		if err := read(t.Offset, bufio.NewReaderSize(io.NewSectionReader(f, e.b, e.e-e.b), 1<<20), t.Size); err != nil {
-			return nil, fmt.Errorf("%s: tensor %s: %w", path, t.Name, err)
+		w.at = append(w.at, byName[t.Name].b)
+	}
+	return w, nil
+}
+
+// ReadAt reads weights [off, off+len(dst)) of the flat vector into dst.
+func (w *WeightsFile) ReadAt(dst []float32, off int) error {
+	end := off + len(dst)
+	if off < 0 || end > w.lay.Size {
+		return fmt.Errorf("%s: weights [%d, %d) of %d", w.f.Name(), off, end, w.lay.Size)
+	}
+	for i, t := range w.lay.Tensors {
+		lo, hi := max(off, t.Offset), min(end, t.Offset+t.Size)
+		if lo >= hi {
+			continue
+		}
+		r := io.NewSectionReader(w.f, w.at[i]+4*int64(lo-t.Offset), 4*int64(hi-lo))
+		if err := le.ReadFloats(r, dst[lo-off:hi-off]); err != nil {
+			return fmt.Errorf("%s: tensor %s: %w", w.f.Name(), t.Name, err)
 		}
 	}
-	return meta, nil
+	return nil
 }
+
+// Close closes the file.
+func (w *WeightsFile) Close() error { return w.f.Close() }
 
 // layoutWeights checks tensors ts against the layout (checkLayout), then
 // reads each into its place in the weights with read.

@@ -215,8 +215,47 @@ func TestReadWeightsFile(t *testing.T) {
 	}); err != nil || !slices.Equal(scanned, w) || slices.ContainsFunc(seen, func(n int) bool { return n != 1 }) {
 		t.Fatalf("ScanWeightsFile: %v, equal %v", err, slices.Equal(scanned, w))
 	}
+	// WeightsFile reads any range, across tensors.
+	wf, err := OpenWeightsFile(c, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wf.Close()
+	ranged := make([]float32, len(w))
+	for off := len(w); off > 0; {
+		n := min(off, 7919)
+		off -= n
+		if err := wf.ReadAt(ranged[off:off+n], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(ranged, w) || wf.Meta["k"] != "v" {
+		t.Fatal("WeightsFile.ReadAt read other values")
+	}
+	if err := wf.ReadAt(ranged[:2], len(w)-1); err == nil {
+		t.Error("WeightsFile.ReadAt read past the end")
+	}
+	// SaveWeightsFrom, its weights given a chunk at a time, writes the same
+	// bytes.
+	from := filepath.Join(t.TempDir(), "from")
+	next := 0
+	if err := SaveWeightsFrom(from, c, func(off int, dst []float32) error {
+		if off != next {
+			t.Fatalf("weights asked for at %d, then at %d", next, off)
+		}
+		next = off + copy(dst, w[off:])
+		return nil
+	}, map[string]string{"k": "v"}); err != nil || next != len(w) {
+		t.Fatalf("SaveWeightsFrom: %v (%d of %d weights)", err, next, len(w))
+	}
+	if fb, _ := os.ReadFile(filepath.Join(from, "model.safetensors")); !bytes.Equal(fb, b) {
+		t.Fatal("SaveWeightsFrom wrote other bytes than SaveWeights")
+	}
 	short := filepath.Join(t.TempDir(), "short.safetensors")
 	os.WriteFile(short, b[:len(b)-1], 0o644)
+	if _, err := OpenWeightsFile(c, short); err == nil {
+		t.Error("OpenWeightsFile opened a file a byte short")
+	}
 	if _, _, err := ReadWeightsFile(c, short); err == nil {
 		t.Error("a file a byte short was read")
 	}

@@ -192,9 +192,10 @@ const (
 // besides its model, which on the CPU it holds only while it trains or
 // checks a contribution: then the residuals, and a partition's Δ (encoded
 // one at a time) or the moments of a worker state being loaded or stored
-// (never both); while a round closes, the base's weights and momentum
-// read from its checkpoint and a partition's aggregate Δ. A checked contribution's base is read from disk a
-// piece at a time, as the node's own.
+// (never both); while a round closes, a partition's weights, momentum and
+// aggregate Δ, the base's read from its checkpoint and the next's written
+// a partition at a time (node's nextOnDisk). A checked contribution's base
+// is read from disk a piece at a time, as the node's own.
 func leanParts(c Config, in PlanInput) []PlanPart {
 	p := NumParams(c)
 	moments := momentBytes(c, in)
@@ -203,8 +204,7 @@ func leanParts(c Config, in PlanInput) []PlanPart {
 	return []PlanPart{
 		{Name: "error-feedback residuals", Bytes: 4 * p, Host: true, Phase: PhaseWork},
 		{Name: "a partition's Δ, or a worker state's moments", Bytes: max(part, moments), Host: true, Phase: PhaseWork},
-		{Name: "base weights and outer momentum", Bytes: 8 * p, Host: true, Phase: PhaseClose},
-		{Name: "a partition's aggregate Δ", Bytes: part, Host: true, Phase: PhaseClose},
+		{Name: "a partition's base weights, momentum and aggregate Δ", Bytes: 3 * part, Host: true, Phase: PhaseClose},
 	}
 }
 

@@ -115,9 +115,10 @@ func TestPlanPeak(t *testing.T) {
 		t.Errorf("spot checks on sequential rounds add %d bytes, a whole model (%d)", s.Total-p.Total, model.Total)
 	}
 	// A lean participant (CPU) holds its model, residuals and Δ (or, larger
-	// here, fp32 moments being loaded) while it trains, or the base state
-	// and the aggregate while it closes; spot checks add nothing. On a GPU
-	// its model stays on the device.
+	// here, fp32 moments being loaded) while it trains, or a partition's
+	// weights, momentum and aggregate (here the whole vector: one
+	// partition) while it closes; spot checks add nothing. On a GPU its
+	// model stays on the device.
 	n := NumParams(c)
 	l := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Swarm: true, SpotChecks: true, Lean: true, Workspace: 1000})
 	mw := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Workspace: 1000})
@@ -131,16 +132,21 @@ func TestPlanPeak(t *testing.T) {
 	if gm := MakePlan(c, PlanInput{Batch: 1, Seq: 64, GPU: true}); g.Device != gm.Device || g.Host != 12*n {
 		t.Errorf("lean on a GPU: device %d (model %d), host %d (want %d)", g.Device, gm.Device, g.Host, 12*n)
 	}
-	// A close of four partitions holds one partition's aggregate at a time
-	// (beside the base state; 8-bit moments, smaller than Δ, while training).
-	if g4 := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Options: Options{AdamW8: true}, Swarm: true, Lean: true, GPU: true, Partitions: 4}); g4.Host != 8*n+4*((n+3)/4) {
-		t.Errorf("lean on a GPU, 4 partitions: host %d, want %d", g4.Host, 8*n+4*((n+3)/4))
+	// A close of four partitions holds one partition's weights, momentum
+	// and aggregate at a time; training, the residuals and 8-bit moments
+	// (more than a partition's Δ) are the most.
+	m8b := momentBytes(c, PlanInput{Options: Options{AdamW8: true}})
+	if g4 := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Options: Options{AdamW8: true}, Swarm: true, Lean: true, GPU: true, Partitions: 4}); g4.Host != 4*n+m8b {
+		t.Errorf("lean on a GPU, 4 partitions: host %d, want %d", g4.Host, 4*n+m8b)
+	}
+	if g1 := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Options: Options{AdamW8: true}, Swarm: true, Lean: true, GPU: true, Partitions: 1}); g1.Host != 12*n {
+		t.Errorf("lean on a GPU, 1 partition: host %d, want %d (the close)", g1.Host, 12*n)
 	}
 	// ...and while it trains, a partition's Δ, less than its 8-bit moments.
 	o8 := Options{AdamW8: true}
 	l4 := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Options: o8, Swarm: true, Lean: true, Workspace: 1000, Partitions: 4})
 	m8 := MakePlan(c, PlanInput{Batch: 1, Seq: 64, Options: o8, Workspace: 1000})
-	if want := 1000 + max(m8.Total-1000+4*n+momentBytes(c, PlanInput{Options: o8}), 9*n); l4.Total != want {
+	if want := 1000 + max(m8.Total-1000+4*n+m8b, 3*n); l4.Total != want {
 		t.Errorf("lean participant, 8-bit moments, 4 partitions: %d bytes at the peak, want %d", l4.Total, want)
 	}
 	// Three contributions encoded in 1000 bytes each, and the aggregates.

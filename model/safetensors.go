@@ -37,23 +37,49 @@ type STensor struct {
 	// F32, for writing an F32 tensor, holds its elements instead of Data:
 	// they are converted as they are written, never held twice.
 	F32 []float32
+	// Fill, for writing an F32 tensor neither Data nor F32 holds, produces
+	// its elements a chunk at a time, in order (dst: the elements from
+	// off), as they are written.
+	Fill func(off int, dst []float32) error
 }
 
 // size is how many bytes t's data takes.
 func (t STensor) size() int64 {
-	if t.F32 != nil {
+	switch {
+	case t.F32 != nil:
 		return 4 * int64(len(t.F32))
+	case t.Fill != nil:
+		n := int64(4)
+		for _, d := range t.Shape {
+			n *= int64(d)
+		}
+		return n
 	}
 	return int64(len(t.Data))
 }
 
-// writeData writes t's data: Data, or F32 converted a chunk at a time.
+// writeData writes t's data: Data, or F32 converted a chunk at a time, or
+// Fill's chunks.
 func (t STensor) writeData(w io.Writer) error {
-	if t.F32 == nil {
-		_, err := w.Write(t.Data)
-		return err
+	switch {
+	case t.F32 != nil:
+		return le.WriteFloats(w, t.F32)
+	case t.Fill != nil:
+		n := int(t.size() / 4)
+		buf := make([]float32, min(n, 1<<20))
+		for off := 0; off < n; off += len(buf) {
+			chunk := buf[:min(len(buf), n-off)]
+			if err := t.Fill(off, chunk); err != nil {
+				return err
+			}
+			if err := le.WriteFloats(w, chunk); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	return le.WriteFloats(w, t.F32)
+	_, err := w.Write(t.Data)
+	return err
 }
 
 type stEntry struct {
@@ -78,7 +104,7 @@ func WriteSafetensors(w io.Writer, tensors []STensor, meta map[string]string) er
 		for _, d := range t.Shape {
 			n *= int64(d)
 		}
-		if n*int64(sz) != t.size() || t.F32 != nil && t.DType != "F32" {
+		if n*int64(sz) != t.size() || (t.F32 != nil || t.Fill != nil) && t.DType != "F32" {
 			return fmt.Errorf("%w: tensor %s: %d bytes for shape %v of %s", ErrSafetensors, t.Name, t.size(), t.Shape, t.DType)
 		}
 		if _, dup := header[t.Name]; dup || t.Name == "__metadata__" {

@@ -238,11 +238,7 @@ func (p *Participant) auditRound(ctx context.Context, l lineageLink, sample floa
 		return fail("missing", err)
 	}
 	p.resetInputs()
-	b, err := p.own(base) // base stays for re-execution
-	if err != nil {
-		return fail("missing", err)
-	}
-	next, err := p.replay(ctx, b, l.rec)
+	next, err := p.replay(ctx, base.own(), l.rec) // base stays for re-execution
 	if err != nil {
 		return fail("refused", err)
 	}
@@ -306,7 +302,7 @@ func (p *Participant) checkpointState(ctx context.Context, bk cid.Cid, r int) (*
 			return nil, fmt.Errorf("round 1's base %s is not the run's genesis %s", bk, g.ck)
 		}
 		g.dir = ""
-		return g.clone(), nil
+		return g.own(), nil
 	}
 	p.scratch++
 	dir := filepath.Join(p.opts.Dir, fmt.Sprintf("scratch-base-%06d-%d", r, p.scratch))

@@ -2,7 +2,10 @@ package node
 
 import (
 	"bytes"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/fomnet/fomnet/gradsync"
@@ -77,5 +80,84 @@ func TestEncodePartsMatchesWholeDelta(t *testing.T) {
 		if !bytes.Equal(we, ge) {
 			t.Fatalf("round %d: residuals differ", round)
 		}
+	}
+}
+
+// A state on disk moves on a partition at a time (nextOnDisk), reading
+// its base's files in pieces the partitions cross, to the same files as
+// the state in memory (outerStep); an outer step that overflows is
+// refused as in memory, and leaves no checkpoint.
+func TestNextOnDiskMatchesMemory(t *testing.T) {
+	cfg, err := model.Preset("demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int(model.NumParams(cfg))
+	ru := testRules(t, n, 7, "")
+	ru.cfg = cfg
+	global, delta := make([]float32, n), make([]float32, n)
+	outer := &gradsync.OuterOptimizer{LR: 0.7, Momentum: 0.9, Buf: make([]float32, n)}
+	for i := range global {
+		global[i] = float32(i%101)*0.01 - 0.5
+		outer.Buf[i] = float32(i%37)*1e-3 - 0.02
+		delta[i] = float32((i*7)%13-6) * 1e-3
+	}
+	save := func(dir string, v vectors) error {
+		f := model.File{Name: "outer.bin", Write: v.outer}
+		if v.global != nil {
+			return model.SaveWeights(dir, cfg, v.global, nil, f)
+		}
+		return model.SaveWeightsFrom(dir, cfg, v.fill, nil, f)
+	}
+	tmp := t.TempDir()
+	base := filepath.Join(tmp, "base")
+	if err := save(base, memVectors(global, outer)); err != nil {
+		t.Fatal(err)
+	}
+	encode := func(d []float32) [][]byte {
+		var encs [][]byte
+		for _, pr := range ru.parts {
+			encs = append(encs, ru.codec.Encode(nil, d[pr.Offset:pr.Offset+pr.Size]))
+		}
+		return encs
+	}
+	encs := encode(delta)
+	v, done, err := ru.nextOnDisk(base, 3, encs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := save(filepath.Join(tmp, "disk"), v); err != nil {
+		t.Fatal(err)
+	}
+	done()
+	if err := ru.outerStep(global, outer, 3, encs); err != nil {
+		t.Fatal(err)
+	}
+	if err := save(filepath.Join(tmp, "mem"), memVectors(global, outer)); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"model.safetensors", "outer.bin"} {
+		a, _ := os.ReadFile(filepath.Join(tmp, "disk", name))
+		b, _ := os.ReadFile(filepath.Join(tmp, "mem", name))
+		if len(a) == 0 || !bytes.Equal(a, b) {
+			t.Fatalf("%s: %d bytes from disk, %d from memory, not the same", name, len(a), len(b))
+		}
+	}
+	// fp32 aggregates that take a weight past float32's range.
+	if ru.codec, err = gradsync.NewCodec("fp32", 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	delta[n-5] = -3e38
+	v, done, err = ru.nextOnDisk(base, 3, encode(delta))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	err = save(filepath.Join(tmp, "inf"), v)
+	if reasonOf(err) != RejectNonFinite || !strings.Contains(err.Error(), fmt.Sprintf("weight %d is +Inf", n-5)) {
+		t.Fatalf("an overflowing outer step: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "inf")); !os.IsNotExist(err) {
+		t.Fatalf("a refused checkpoint was left: %v", err)
 	}
 }

@@ -111,8 +111,8 @@ func (p *Participant) startOf(ctx context.Context, c *Contribution, base *state,
 	}
 	sk, _ := c.Start.Cid()
 	from, err := p.checkpointState(ctx, sk, base.round-1)
-	if err == nil && from.global == nil {
-		from, err = p.own(from)
+	if err == nil {
+		from, err = p.loaded(from)
 	}
 	if err != nil {
 		return weights{}, nil, fmt.Errorf("its start: %w", err)

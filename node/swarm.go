@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -1104,24 +1103,13 @@ func (p *Participant) runRound(ctx context.Context) error {
 	}
 	ph.done(PhaseAggregates)
 	// Apply: the round's transition on a copy of the base state.
-	s, err := p.own(p.current())
-	if err != nil {
-		return fmt.Errorf("round %d: its base: %w", r, err)
-	}
 	ri := newRoundInput(inputs)
 	ri.excluded = p.exclusions(p.rec)
-	rec, encs, err := p.ru.transition(s.global, s.outer, r, p.base, ri)
+	s, err := p.apply(ctx, p.current().own(), r, ri, "scratch-")
 	if err != nil {
 		return err
 	}
-	if err := p.storeAggregates(ctx, encs); err != nil {
-		return err
-	}
-	dir, ck, err := p.writeCheckpoint(ctx, rec, s.global, s.outer, "scratch-")
-	if err != nil {
-		return err
-	}
-	s.round, s.ck, s.rec, s.dir = r, ck, rec, dir
+	ck, rec, dir := s.ck, s.rec, s.dir
 	p.event(RoundEvent{Phase: "checkpoint", CID: ck.String(), Contributions: rec.includedCount()})
 	ph.done(PhaseCheckpoint)
 	defer ph.done(PhaseSettle)
@@ -1848,7 +1836,7 @@ func (p *Participant) storeAggregates(ctx context.Context, encs [][]byte) error 
 // it to the store unpinned and returns the directory and CID. Every byte
 // depends only on the run and the round's inputs, so honest nodes get the
 // same CID.
-func (p *Participant) writeCheckpoint(ctx context.Context, rec *roundRecord, global []float32, outer *gradsync.OuterOptimizer, prefix string) (string, cid.Cid, error) {
+func (p *Participant) writeCheckpoint(ctx context.Context, rec *roundRecord, v vectors, prefix string) (string, cid.Cid, error) {
 	rj, err := rec.marshal()
 	if err != nil {
 		return "", cid.Undef, err
@@ -1857,10 +1845,13 @@ func (p *Participant) writeCheckpoint(ctx context.Context, rec *roundRecord, glo
 	dir := filepath.Join(p.opts.Dir, fmt.Sprintf("%sround-%06d-%d", prefix, rec.Round, p.scratch))
 	os.RemoveAll(dir)
 	meta := map[string]string{"run": p.id.String(), "round": fmt.Sprint(rec.Round)}
-	if err := model.SaveWeights(dir, p.cfg, global, meta,
-		model.File{Name: "tokenizer.json", Data: p.tokJSON},
-		model.File{Name: "outer.bin", Write: func(w io.Writer) error { _, err := outer.WriteTo(w); return err }},
-		model.File{Name: "round.json", Data: rj}); err != nil {
+	files := []model.File{{Name: "tokenizer.json", Data: p.tokJSON}, {Name: "outer.bin", Write: v.outer}, {Name: "round.json", Data: rj}}
+	if v.global != nil {
+		err = model.SaveWeights(dir, p.cfg, v.global, meta, files...)
+	} else {
+		err = model.SaveWeightsFrom(dir, p.cfg, v.fill, meta, files...)
+	}
+	if err != nil {
 		return "", cid.Undef, err
 	}
 	ck, err := p.n.Store.Add(ctx, dir, contentstore.AddOptions{})
@@ -1889,7 +1880,7 @@ func (p *Participant) writeGenesis(ctx context.Context) (*state, error) {
 	}
 	rec := newRoundRecord(p.id, 0)
 	rec.Base = p.spec.From // a stage's genesis links the checkpoint it starts from
-	dir, ck, err := p.writeCheckpoint(ctx, rec, p.global, p.outer, "scratch-")
+	dir, ck, err := p.writeCheckpoint(ctx, rec, memVectors(p.global, p.outer), "scratch-")
 	if err != nil {
 		return nil, err
 	}

@@ -649,14 +649,12 @@ func compactInts(l []int) []int {
 	return out
 }
 
-// transition applies round r on base to global and outer (in place) with
-// the inputs in ri, and returns the round's record and the encoded
-// aggregates. Same base state, same inputs: the same bytes, in any order
-// of arrival. A round whose outer step leaves a non-finite weight is
-// refused (global and outer are then unusable: the caller restores them).
-func (ru *rules) transition(global []float32, outer *gradsync.OuterOptimizer, r int, base cid.Cid, ri roundInput) (*roundRecord, [][]byte, error) {
-	if len(ri.inputs) != len(ru.parts) || len(global) != ru.n {
-		return nil, nil, fmt.Errorf("round %d: inputs for %d partitions of %d weights, the run has %d of %d", r, len(ri.inputs), len(global), len(ru.parts), ru.n)
+// aggregates is the first half of round r's transition on base (apply
+// the second): its record and its encoded aggregates, from the inputs in
+// ri. Same inputs: the same bytes, in any order of arrival.
+func (ru *rules) aggregates(r int, base cid.Cid, ri roundInput) (*roundRecord, [][]byte, error) {
+	if len(ri.inputs) != len(ru.parts) {
+		return nil, nil, fmt.Errorf("round %d: inputs for %d partitions, the run has %d", r, len(ri.inputs), len(ru.parts))
 	}
 	rec := newRoundRecord(ru.run, r)
 	if base.Defined() {
@@ -702,9 +700,6 @@ func (ru *rules) transition(global []float32, outer *gradsync.OuterOptimizer, r 
 		rec.Aggregates = append(rec.Aggregates, ar)
 		encs[pi] = enc
 	}
-	if err := ru.outerStep(global, outer, r, encs); err != nil {
-		return nil, nil, err
-	}
 	shards, who := map[string]bool{}, map[string]bool{}
 	for i := range included {
 		for _, l := range ri.ins[i].c.Shards {
@@ -723,20 +718,37 @@ func (ru *rules) transition(global []float32, outer *gradsync.OuterOptimizer, r 
 // outerStep applies the round's aggregates encs to global and outer, a
 // partition at a time (the outer step is elementwise: the same bits as one
 // step over the whole vector, holding one partition's Δ), and refuses a
-// non-finite weight.
+// non-finite weight (global and outer are then unusable).
 func (ru *rules) outerStep(global []float32, outer *gradsync.OuterOptimizer, r int, encs [][]byte) error {
+	if len(global) != ru.n || len(outer.Buf) != ru.n {
+		return fmt.Errorf("round %d: a state of %d weights, the run has %d", r, len(global), ru.n)
+	}
 	var delta []float32
 	for pi, pr := range ru.parts {
 		delta = slices.Grow(delta[:0], pr.Size)[:pr.Size]
-		if err := ru.codec.Decode(delta, encs[pi]); err != nil {
-			return fmt.Errorf("round %d partition %d: own aggregate: %w", r, pi, err)
+		if err := ru.stepPart(r, pi, global[pr.Offset:pr.Offset+pr.Size], outer.Slice(pr.Offset, pr.Size), encs[pi], delta); err != nil {
+			return err
 		}
-		w := global[pr.Offset : pr.Offset+pr.Size]
-		outer.Slice(pr.Offset, pr.Size).Step(w, delta)
-		for i, v := range w {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return rejected(RejectNonFinite, fmt.Errorf("round %d: weight %d is %v after the outer step", r, pr.Offset+i, v))
-			}
+	}
+	return nil
+}
+
+// stepPart applies partition pi's aggregate enc to its weights w and its
+// momentum o in one outer step (decoding into delta), and refuses a
+// non-finite weight; with w nil, to the momentum alone (Advance: the same
+// bits).
+func (ru *rules) stepPart(r, pi int, w []float32, o *gradsync.OuterOptimizer, enc []byte, delta []float32) error {
+	if err := ru.codec.Decode(delta, enc); err != nil {
+		return fmt.Errorf("round %d partition %d: own aggregate: %w", r, pi, err)
+	}
+	if w == nil {
+		o.Advance(delta)
+		return nil
+	}
+	o.Step(w, delta)
+	for i, v := range w {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return rejected(RejectNonFinite, fmt.Errorf("round %d: weight %d is %v after the outer step", r, ru.parts[pi].Offset+i, v))
 		}
 	}
 	return nil

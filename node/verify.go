@@ -50,10 +50,16 @@ type state struct {
 	dir    string // the checkpoint's directory on disk
 }
 
-func (s *state) clone() *state {
+// own returns a copy of s that the caller may apply a round to (apply
+// moves a state in memory on in place): its vectors copied, where s holds
+// them in memory; a state on disk only (a lean node's) apply leaves as it
+// is.
+func (s *state) own() *state {
 	c := *s
-	c.global = append([]float32(nil), s.global...)
-	c.outer = s.outer.Clone()
+	if s.global != nil {
+		c.global = append([]float32(nil), s.global...)
+		c.outer = s.outer.Clone()
+	}
 	return &c
 }
 
@@ -65,12 +71,11 @@ func (s *state) weights() weights {
 	return weights{file: filepath.Join(s.dir, "model.safetensors")}
 }
 
-// own returns a copy of s that the caller may move on (a transition
-// does): its vectors copied, or read from its directory where s holds
-// them on disk only.
-func (p *Participant) own(s *state) (*state, error) {
+// loaded is s with its vectors in memory: s, or a copy read from its
+// directory.
+func (p *Participant) loaded(s *state) (*state, error) {
 	if s.global != nil {
-		return s.clone(), nil
+		return s, nil
 	}
 	c := *s
 	return &c, p.readVectors(&c)
@@ -303,10 +308,7 @@ func (p *Participant) verify(ctx context.Context, c candidate) (lineage, error) 
 		}
 		r--
 	}
-	s, err := p.own(from)
-	if err != nil {
-		return nil, err
-	}
+	s := from.own()
 	var out lineage
 	start := time.Now()
 	for i := len(chain) - 1; i >= 0; i-- {
@@ -345,8 +347,8 @@ func (p *Participant) drop(l lineage) {
 	}
 }
 
-// replay applies the round rec describes to s (which it consumes) and
-// writes the resulting checkpoint into a scratch directory.
+// replay applies the round rec describes to s (which it consumes, where
+// in memory) and writes the resulting checkpoint into a scratch directory.
 func (p *Participant) replay(ctx context.Context, s *state, rec *roundRecord) (*state, error) {
 	// decodeRoundRecord checked its form: links, sorted contributions,
 	// ascending indices in range.
@@ -373,21 +375,7 @@ func (p *Participant) replay(ctx context.Context, s *state, rec *roundRecord) (*
 		return nil, rejected(RejectCandidate, fmt.Errorf("round %d: %w", r, err))
 	}
 	ri.excluded = rec.Excluded
-	got, encs, err := p.ru.transition(s.global, s.outer, r, s.ck, ri)
-	if err != nil {
-		if reasonOf(err) == "" {
-			err = rejected(RejectCandidate, err)
-		}
-		return nil, err
-	}
-	if err := p.storeAggregates(ctx, encs); err != nil {
-		return nil, err
-	}
-	dir, ck, err := p.writeCheckpoint(ctx, got, s.global, s.outer, "verify-")
-	if err != nil {
-		return nil, err
-	}
-	return &state{round: r, ck: ck, global: s.global, outer: s.outer, rec: got, dir: dir}, nil
+	return p.apply(ctx, s, r, ri, "verify-")
 }
 
 // better is the fork-choice order: newer round, then more exclusions,
