@@ -367,6 +367,8 @@ func OpenWeightsFile(c Config, path string) (*WeightsFile, error) {
 	return w, nil
 }
 
+// indexWeightsFile reads f's safetensors index (fuzzed: FuzzReadSafetensors)
+// and checks it against c's layout.
 func indexWeightsFile(c Config, f *os.File) (*WeightsFile, error) {
 	st, err := f.Stat()
 	if err != nil {

@@ -29,8 +29,8 @@ import (
 // codec and decoded back (as an aggregate travels), then one outer step.
 // Every role that accepts a checkpoint — the participants closing a round,
 // a node catching up, the vote at the end of a round — recomputes it with
-// transition from a base it has itself verified and compares CIDs; none
-// counts who announced it.
+// apply (node/apply.go) from a base it has itself verified and compares
+// CIDs; none counts who announced it.
 
 // RoundFormat names round.json's schema.
 const RoundFormat = "fomnet-round/3"

@@ -24,7 +24,7 @@ import (
 // Adoption by verification. A node takes a checkpoint someone announced
 // only after recomputing it: it reads the round records back from the
 // checkpoint to one it holds verified (its own settled rounds, back to the
-// genesis the run ID fixes), then replays each round with transition from
+// genesis the run ID fixes), then replays each round with apply from
 // the contributions the record lists and compares CIDs. What it adopts is
 // its own computation; a peer's say-so, or how many peers say it, never
 // decides.
