@@ -343,6 +343,37 @@ func checkName(name string) error {
 // File is a UnixFS file opened for reading and seeking.
 type File = uio.DagReader
 
+// FileAt reads a File at offsets (io.ReaderAt), one read at a time: it
+// seeks only where a read does not start where the last one ended, so a
+// file read in order costs no more than reading it through.
+type FileAt struct {
+	mu  sync.Mutex
+	f   File
+	pos int64
+}
+
+// NewFileAt reads f, which it takes at its start, at offsets.
+func NewFileAt(f File) *FileAt { return &FileAt{f: f} }
+
+// ReadAt reads len(p) bytes from off, fewer only at the end (io.EOF).
+func (a *FileAt) ReadAt(p []byte, off int64) (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if off != a.pos {
+		if _, err := a.f.Seek(off, io.SeekStart); err != nil {
+			a.pos = -1 // where f stands is unknown: the next read seeks
+			return 0, err
+		}
+		a.pos = off
+	}
+	n, err := io.ReadFull(a.f, p)
+	a.pos += int64(n)
+	if err == io.ErrUnexpectedEOF {
+		err = io.EOF
+	}
+	return n, err
+}
+
 // Open opens the UnixFS file c for reading. Blocks are fetched as the
 // reads reach them (online stores), so reading a byte range fetches only
 // the blocks that cover it.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -101,6 +102,22 @@ func TestAddFileMatchesFileCID(t *testing.T) {
 	}
 	if _, err := s.ReadRange(ctx, c, int64(len(data))+1, 1); err == nil {
 		t.Fatal("range past the end accepted")
+	}
+	// The same ranges read at offsets through one open file, in and out
+	// of order.
+	f, err := s.Open(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	at := NewFileAt(f)
+	for _, r := range [][2]int64{{0, 10}, {10, 20}, {2 << 20, 1 << 20}, {1<<20 - 5, 10}, {int64(len(data)) - 3, 100}, {5, 1 << 20}} {
+		got := make([]byte, r[1])
+		n, err := at.ReadAt(got, r[0])
+		end := min(r[0]+r[1], int64(len(data)))
+		if want := data[r[0]:end]; !bytes.Equal(got[:n], want) || (n < len(got)) != (err == io.EOF) || err != nil && err != io.EOF {
+			t.Fatalf("ReadAt %v: %d bytes, %v", r, n, err)
+		}
 	}
 }
 

@@ -282,13 +282,16 @@ func decodeWeights(lay *Layout, b []byte) ([]float32, map[string]string, error) 
 // into the weights as they are found: a large model's file is never held
 // as bytes.
 func ReadWeightsFile(c Config, path string) ([]float32, map[string]string, error) {
-	var host []float32
-	meta, err := scanWeightsFile(c, path, func(lay *Layout) { host = make([]float32, lay.Size) },
-		func(off int, r io.Reader, n int) error { return le.ReadFloats(r, host[off:off+n]) })
+	w, err := OpenWeightsFile(c, path)
 	if err != nil {
 		return nil, nil, err
 	}
-	return host, meta, nil
+	defer w.Close()
+	host := make([]float32, w.lay.Size)
+	if err := w.scan(func(off int, r io.Reader, n int) error { return le.ReadFloats(r, host[off:off+n]) }); err != nil {
+		return nil, nil, err
+	}
+	return host, w.Meta, nil
 }
 
 // scanPiece is how many values ScanWeightsFile hands over at most (a test
@@ -302,91 +305,95 @@ var scanPiece = 1 << 20
 // large model's weights that holds none of them (a difference with
 // another vector, an upload) reads them so.
 func ScanWeightsFile(c Config, path string, f func(off int, w []float32) error) error {
+	w, err := OpenWeightsFile(c, path)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	return w.Scan(f)
+}
+
+// Scan hands f w's weights as ScanWeightsFile does.
+func (w *WeightsFile) Scan(f func(off int, v []float32) error) error {
 	buf := make([]float32, 0, scanPiece)
-	_, err := scanWeightsFile(c, path, nil, func(off int, r io.Reader, n int) error {
+	return w.scan(func(off int, r io.Reader, n int) error {
 		for done := 0; done < n; {
-			w := buf[:min(cap(buf), n-done)]
-			if err := le.ReadFloats(r, w); err != nil {
+			v := buf[:min(cap(buf), n-done)]
+			if err := le.ReadFloats(r, v); err != nil {
 				return err
 			}
-			if err := f(off+done, w); err != nil {
+			if err := f(off+done, v); err != nil {
 				return err
 			}
-			done += len(w)
+			done += len(v)
 		}
 		return nil
 	})
-	return err
 }
 
-// scanWeightsFile checks the weights file at path against c's layout
-// (then calls alloc, if set) and hands read each tensor's data: its offset
-// in the flat vector, a reader of its n values.
-func scanWeightsFile(c Config, path string, alloc func(*Layout), read func(off int, r io.Reader, n int) error) (map[string]string, error) {
-	w, err := OpenWeightsFile(c, path)
-	if err != nil {
-		return nil, err
-	}
-	defer w.Close()
-	if alloc != nil {
-		alloc(w.lay)
-	}
+// scan hands read each tensor's data, in layout order: its offset in the
+// flat vector, a reader of its n values.
+func (w *WeightsFile) scan(read func(off int, r io.Reader, n int) error) error {
 	for i, t := range w.lay.Tensors {
-		if err := read(t.Offset, bufio.NewReaderSize(io.NewSectionReader(w.f, w.at[i], 4*int64(t.Size)), 1<<20), t.Size); err != nil {
-			return nil, fmt.Errorf("%s: tensor %s: %w", path, t.Name, err)
+		if err := read(t.Offset, bufio.NewReaderSize(io.NewSectionReader(w.r, w.at[i], 4*int64(t.Size)), 1<<20), t.Size); err != nil {
+			return fmt.Errorf("%s: tensor %s: %w", w.name, t.Name, err)
 		}
 	}
-	return w.Meta, nil
+	return nil
 }
 
 // WeightsFile is a weights file open for reading, checked against a
 // config's layout as ReadWeightsFile checks it, whose values are read
-// where they lie: any range of the flat vector (ReadAt), so that a large
-// model's weights need never be held whole.
+// where they lie: in order (Scan) or any range of the flat vector
+// (ReadAt), so that a large model's weights need never be held whole.
 type WeightsFile struct {
-	f    *os.File
+	r    io.ReaderAt
+	name string   // for errors
+	file *os.File // OpenWeightsFile's, which Close closes
 	lay  *Layout
-	at   []int64 // per layout tensor, where its data begins in the file
+	at   []int64 // per layout tensor, where its data begins
 	Meta map[string]string
 }
 
 // OpenWeightsFile opens the weights file at path for config c.
 func OpenWeightsFile(c Config, path string) (*WeightsFile, error) {
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	w, err := indexWeightsFile(c, f)
+	st, err := f.Stat()
+	var w *WeightsFile
+	if err == nil {
+		w, err = NewWeightsReader(c, f, st.Size(), path)
+	}
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
+	w.file = f
 	return w, nil
 }
 
-// indexWeightsFile reads f's safetensors index (fuzzed: FuzzReadSafetensors)
-// and checks it against c's layout.
-func indexWeightsFile(c Config, f *os.File) (*WeightsFile, error) {
-	st, err := f.Stat()
-	if err != nil {
+// NewWeightsReader is OpenWeightsFile of the size bytes r reads (name: for
+// errors), e.g. a file in the content store (contentstore.FileAt).
+func NewWeightsReader(c Config, r io.ReaderAt, size int64, name string) (*WeightsFile, error) {
+	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	if need := 4 * NumParams(c); st.Size() < need {
-		return nil, fmt.Errorf("%d bytes; the config describes %d fp32 parameters (%d bytes)", st.Size(), NumParams(c), need)
+	if need := 4 * NumParams(c); size < need {
+		return nil, fmt.Errorf("%s: %d bytes; the config describes %d fp32 parameters (%d bytes)", name, size, NumParams(c), need)
 	}
-	ts, meta, err := readSafetensorsIndex(f, st.Size())
+	// The index is FuzzReadSafetensors's.
+	ts, meta, err := readSafetensorsIndex(r, size)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	lay := NewLayout(c)
 	byName, err := checkLayout(lay, ts)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	w := &WeightsFile{f: f, lay: lay, Meta: meta}
+	w := &WeightsFile{r: r, name: name, lay: lay, Meta: meta}
 	for _, t := range lay.Tensors {
 		w.at = append(w.at, byName[t.Name].b)
 	}
@@ -397,23 +404,29 @@ func indexWeightsFile(c Config, f *os.File) (*WeightsFile, error) {
 func (w *WeightsFile) ReadAt(dst []float32, off int) error {
 	end := off + len(dst)
 	if off < 0 || end > w.lay.Size {
-		return fmt.Errorf("%s: weights [%d, %d) of %d", w.f.Name(), off, end, w.lay.Size)
+		return fmt.Errorf("%s: weights [%d, %d) of %d", w.name, off, end, w.lay.Size)
 	}
 	for i, t := range w.lay.Tensors {
 		lo, hi := max(off, t.Offset), min(end, t.Offset+t.Size)
 		if lo >= hi {
 			continue
 		}
-		r := io.NewSectionReader(w.f, w.at[i]+4*int64(lo-t.Offset), 4*int64(hi-lo))
+		r := io.NewSectionReader(w.r, w.at[i]+4*int64(lo-t.Offset), 4*int64(hi-lo))
 		if err := le.ReadFloats(r, dst[lo-off:hi-off]); err != nil {
-			return fmt.Errorf("%s: tensor %s: %w", w.f.Name(), t.Name, err)
+			return fmt.Errorf("%s: tensor %s: %w", w.name, t.Name, err)
 		}
 	}
 	return nil
 }
 
-// Close closes the file.
-func (w *WeightsFile) Close() error { return w.f.Close() }
+// Close closes the file OpenWeightsFile opened (a reader given to
+// NewWeightsReader is its caller's to close).
+func (w *WeightsFile) Close() error {
+	if w.file == nil {
+		return nil
+	}
+	return w.file.Close()
+}
 
 // layoutWeights checks tensors ts against the layout (checkLayout), then
 // reads each into its place in the weights with read.

@@ -19,6 +19,8 @@ var (
 	// ErrNotFinite reports a loss or gradient norm that is NaN or infinite;
 	// the optimizer step was skipped and the parameters are unchanged.
 	ErrNotFinite = errors.New("model: non-finite value")
+	// ErrFrozen: a model made by NewFrozen only evaluates.
+	ErrFrozen = errors.New("model: a frozen model only evaluates")
 )
 
 // weights are the views of one flat buffer (parameters or gradients).
@@ -123,6 +125,26 @@ func NewWith(be kernels.Backend, c Config, o Options) (*Model, error) {
 	return m, nil
 }
 
+// NewFrozen allocates a model that only evaluates (a preference run's
+// reference): its weights, and a forward pass's activations kept as
+// recomputation keeps them (a block's input each, one block's at a time:
+// nothing else needs them); no gradients or optimizer state — Backward
+// and Step return ErrFrozen. Load its weights with the backend's Upload
+// into Params.
+func NewFrozen(be kernels.Backend, c Config) (*Model, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	l := NewLayout(c)
+	m := &Model{Config: c, Layout: l, be: be, recompute: true}
+	m.Params = be.Alloc(l.Size)
+	m.p = viewWeights(be, l, c, m.Params)
+	return m, nil
+}
+
+// frozen says whether m is NewFrozen's.
+func (m *Model) frozen() bool { return m.Grads == nil }
+
 // Backend returns the backend the model runs on.
 func (m *Model) Backend() kernels.Backend { return m.be }
 
@@ -162,8 +184,10 @@ func (m *Model) Init(seed uint64) {
 		}()
 	}
 	wg.Wait()
-	m.be.Zero(m.Grads)
-	m.SetOptimState(OptimState{})
+	if !m.frozen() {
+		m.be.Zero(m.Grads)
+		m.SetOptimState(OptimState{})
+	}
 }
 
 // init fills dst, tensor i, as Init says.
@@ -464,10 +488,17 @@ func linearBackward(be kernels.Backend, dinp, dw, dout, inp, w kernels.Buffer, n
 }
 
 // ZeroGrad clears the gradient buffer.
-func (m *Model) ZeroGrad() { m.be.Zero(m.Grads) }
+func (m *Model) ZeroGrad() {
+	if !m.frozen() {
+		m.be.Zero(m.Grads)
+	}
+}
 
 // Backward adds the gradient of the last Forward's mean loss to Grads.
 func (m *Model) Backward() error {
+	if m.frozen() {
+		return ErrFrozen
+	}
 	if err := m.backward(); err != nil {
 		return err
 	}

@@ -112,6 +112,9 @@ func (m *Model) AdamW8() bool { return m.q != nil }
 // non-finite norm skips the step and returns ErrNotFinite; parameters and
 // moments are left untouched.
 func (m *Model) Step(lr float64, o OptimConfig) (float64, error) {
+	if m.frozen() {
+		return 0, ErrFrozen
+	}
 	norm := math.Sqrt(m.be.SumSquares(m.Grads))
 	if err := kernels.Err(m.be); err != nil {
 		return norm, err
@@ -169,6 +172,10 @@ func (m *Model) OptimStateInto(s *OptimState) {
 		return x
 	}
 	s.Step = m.step
+	if m.frozen() {
+		*s = OptimState{}
+		return
+	}
 	if q := m.q; q != nil {
 		nb := Adam8Scales(m.Layout)
 		if len(s.M8) != n || len(s.V8) != n {
@@ -199,6 +206,8 @@ func (m *Model) CheckOptimState(s *OptimState) error {
 		return fmt.Errorf("%w: step %d", ErrOptimState, s.Step)
 	case s.Zero():
 		return nil
+	case m.frozen():
+		return fmt.Errorf("%w: a frozen model keeps no moments", ErrOptimState)
 	case m.q != nil && (len(s.M8) != n || len(s.V8) != n || len(s.MS) != nb || len(s.VS) != nb || s.M != nil || s.V != nil):
 		return fmt.Errorf("%w: the model keeps 8-bit moments of %d parameters with %d block scales; the state has %d and %d codes, %d and %d scales, %d and %d fp32 moments",
 			ErrOptimState, n, nb, len(s.M8), len(s.V8), len(s.MS), len(s.VS), len(s.M), len(s.V))
@@ -230,8 +239,10 @@ func (m *Model) SetOptimState(s OptimState) error {
 		return nil
 	}
 	if s.Zero() {
-		m.be.Zero(m.M)
-		m.be.Zero(m.V)
+		if !m.frozen() {
+			m.be.Zero(m.M)
+			m.be.Zero(m.V)
+		}
 		return nil
 	}
 	m.be.Upload(m.M, s.M)

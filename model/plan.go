@@ -21,6 +21,9 @@ type PlanInput struct {
 	Swarm, SpotChecks, Overlap, Lean bool
 	// BF16 adds the CUDA bf16 path's operand copies (its workspace).
 	BF16 bool
+	// Reference adds a DPO run's frozen reference model (NewFrozen) and,
+	// for a swarm participant, the copy of its weights it is built from.
+	Reference bool
 	// Encoded is the bytes of one contribution as the run's codec encodes
 	// it, and Contributions how many a round's close takes (0 means 1):
 	// a swarm participant holds them, and an aggregate as large, from its
@@ -129,6 +132,22 @@ func modelParts(c Config, in PlanInput) []PlanPart {
 	return parts
 }
 
+// referenceParts are a DPO run's reference model, NewFrozen's: weights
+// and a forward pass's activations over the whole batch (a preference
+// step is not cut into micro-batches) as recomputation keeps them; a
+// swarm participant keeps the stage base's weights it builds it from.
+func referenceParts(c Config, in PlanInput) []PlanPart {
+	p := NumParams(c)
+	parts := []PlanPart{
+		{Name: "DPO reference weights (fp32)", Bytes: 4 * p},
+		{Name: "DPO reference activations", Bytes: 4*ActivationFloats(c, in.Batch, in.Seq, true) + 28*int64(in.Batch*in.Seq)},
+	}
+	if in.Swarm {
+		parts = append(parts, PlanPart{Name: "DPO reference weights, kept to build it", Bytes: 4 * p, Host: true})
+	}
+	return parts
+}
+
 // momentBytes is AdamW's two moments: fp32, or 8-bit with a scale per
 // block and moment (Adam8Scales).
 func momentBytes(c Config, in PlanInput) int64 {
@@ -167,6 +186,9 @@ func MakePlan(c Config, in PlanInput) Plan {
 		parts = append(parts, leanParts(c, in)...)
 	case in.Swarm:
 		parts = append(parts, swarmParts(c, in)...)
+	}
+	if in.Reference {
+		parts = append(parts, referenceParts(c, in)...)
 	}
 	if in.Swarm && in.Encoded > 0 {
 		parts = append(parts, PlanPart{Name: "the round's contributions and aggregates, encoded",

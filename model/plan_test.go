@@ -1,7 +1,9 @@
 package model
 
 import (
+	"errors"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -156,4 +158,60 @@ func TestPlanPeak(t *testing.T) {
 	if fit, err := FitPlan(c, PlanInput{Batch: 1, Seq: 64, Swarm: true}, l.Total, true); err != nil || !fit.Input.Lean {
 		t.Errorf("FitPlan does not fall back to a lean participant: %v", err)
 	}
+}
+
+// A frozen model (a DPO reference) evaluates to the bits of a full one,
+// refuses to train, and allocates what the plan's reference parts say.
+func TestFrozenModel(t *testing.T) {
+	c, _ := Preset("demo")
+	const b, T = 4, 64
+	tokens, targets := batch(2, c, b, T)
+	full, err := New(backend(t, cpu.Options{Threads: 2}), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full.Init(3)
+	w := make([]float32, full.Layout.Size)
+	full.Backend().Download(w, full.Params)
+	want, err := full.Forward(tokens, targets, b, T, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantNLL, _ := full.rowNLL(targets, b, T)
+
+	be := backend(t, cpu.Options{Threads: 2})
+	before := heapInUse()
+	fz, err := NewFrozen(be, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.Upload(fz.Params, w)
+	got, err := fz.Forward(tokens, targets, b, T, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocated := heapInUse() - before
+	if gotNLL, _ := fz.rowNLL(targets, b, T); got != want || !slices.Equal(gotNLL, wantNLL) {
+		t.Fatalf("frozen loss %v, full %v (row NLLs equal: %v)", got, want, slices.Equal(gotNLL, wantNLL))
+	}
+	fz.ZeroGrad()
+	if err := fz.Backward(); !errors.Is(err, ErrFrozen) {
+		t.Errorf("Backward on a frozen model: %v", err)
+	}
+	if _, err := fz.Step(1e-3, DefaultOptim()); !errors.Is(err, ErrFrozen) {
+		t.Errorf("Step on a frozen model: %v", err)
+	}
+	if err := fz.SetOptimState(full.OptimState()); err == nil {
+		t.Error("a frozen model took moments")
+	}
+	in := PlanInput{Batch: b, Seq: T}
+	ws := be.WorkspaceBytes()
+	runtime.KeepAlive(fz)
+	runtime.KeepAlive(full) // neither collected inside the measurement
+	runtime.KeepAlive(w)
+	ref := MakePlan(c, PlanInput{Batch: b, Seq: T, Reference: true}).Total - MakePlan(c, in).Total
+	if d := allocated - ws - ref; d < -ref/100-64<<10 || d > ref/100+64<<10 {
+		t.Errorf("a frozen model allocated %d bytes (and %d of workspace), the plan says %d", allocated-ws, ws, ref)
+	}
+	t.Logf("frozen: allocated %s, planned %s", Bytes(allocated-ws), Bytes(ref))
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/fomnet/fomnet/contentstore"
 	"github.com/fomnet/fomnet/internal/fsutil"
 	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/model"
@@ -173,15 +173,14 @@ func (e *evaluator) evaluate(j evalJob) error {
 	if err != nil {
 		return fmt.Errorf("checkpoint %s: %w", j.ck, err)
 	}
-	wb, err := io.ReadAll(r)
-	r.Close()
+	defer r.Close()
+	// The weights go from the store to the model a piece at a time: a
+	// large model's are never held here.
+	w, err := model.NewWeightsReader(p.cfg, contentstore.NewFileAt(r), int64(r.Size()), "model.safetensors")
 	if err != nil {
 		return fmt.Errorf("checkpoint %s: %w", j.ck, err)
 	}
-	if p.global, _, err = model.ReadWeights(p.cfg, wb); err != nil {
-		return fmt.Errorf("checkpoint %s: %w", j.ck, err)
-	}
-	val, err := p.valLoss()
+	val, err := p.valLoss(weights{open: w})
 	if err != nil {
 		return fmt.Errorf("checkpoint %s: %w", j.ck, err)
 	}

@@ -104,6 +104,10 @@ func (r *RunSpec) Pref() (model.PrefConfig, bool) {
 	return model.PrefConfig{Objective: r.Inner.Objective, Beta: r.Inner.Beta, Gamma: r.Inner.Gamma, Alpha: r.Inner.Alpha}, true
 }
 
+// dpo says whether the run's objective is DPO, which trains against a
+// frozen reference: the stage base's weights.
+func (r *RunSpec) dpo() bool { return r.Inner.Objective == model.ObjectiveDPO }
+
 // ModelOptions are the model options the run fixes for every
 // participant (the inner optimizer's moments).
 func (r *RunSpec) ModelOptions() model.Options {

@@ -399,7 +399,7 @@ func (n *Node) newParticipant(ctx context.Context, id cid.Cid, o RunOptions, fol
 	p.outer = gradsync.NewOuterOptimizer(sc, nParams)
 	p.parts = gradsync.Partitions(nParams, sc.Partitions)
 	p.ru = &rules{run: id, spec: spec, sync: sc, codec: codec, parts: p.parts, cfg: cfg, n: nParams, micro: max(1, o.Micro), lean: o.Lean}
-	if pc, ok := spec.Pref(); ok && pc.Objective == model.ObjectiveDPO {
+	if spec.dpo() {
 		p.ru.refWeights = slices.Clone(p.global) // the stage base, frozen
 	}
 	p.verified, p.worse = map[string]int{}, map[string]bool{}
@@ -686,23 +686,24 @@ func (p *Participant) roundData(r int, author peer.ID, members []peer.ID) (*mode
 // "ko/natural", …; a split shorter than one sequence is left out), and
 // sets fomnet_validation_loss.
 func (p *Participant) ValLoss() (map[string]float64, error) {
-	out, err := p.valLoss()
+	out, err := p.valLoss(p.current().weights())
 	for split, l := range out {
 		p.n.Metrics.valLoss.WithLabelValues(p.id.String(), split).Set(l)
 	}
 	return out, err
 }
 
-func (p *Participant) valLoss() (map[string]float64, error) {
+// valLoss is ValLoss of weights w.
+func (p *Participant) valLoss(w weights) (map[string]float64, error) {
 	if _, ok := p.spec.Pref(); ok {
-		st, err := p.ValPreference()
+		st, err := p.valPreference(w)
 		out := map[string]float64{}
 		for k, s := range st {
 			out[k] = s.Loss
 		}
 		return out, err
 	}
-	m, err := p.baseModel()
+	m, err := p.modelWith(w)
 	if err != nil {
 		return nil, err
 	}
@@ -724,6 +725,11 @@ func (p *Participant) valLoss() (map[string]float64, error) {
 // validation pairs, per language (and language/source): the objective's
 // loss, how often the policy prefers the chosen answer, and the margin.
 func (p *Participant) ValPreference() (map[string]model.PrefStats, error) {
+	return p.valPreference(p.current().weights())
+}
+
+// valPreference is ValPreference of weights w.
+func (p *Participant) valPreference(w weights) (map[string]model.PrefStats, error) {
 	pc, ok := p.spec.Pref()
 	if !ok {
 		return nil, fmt.Errorf("run %s: no preference objective", p.id)
@@ -735,7 +741,7 @@ func (p *Participant) ValPreference() (map[string]model.PrefStats, error) {
 			return nil, err
 		}
 	}
-	m, err := p.baseModel()
+	m, err := p.modelWith(w)
 	if err != nil {
 		return nil, err
 	}
@@ -755,18 +761,18 @@ func (p *Participant) ValPreference() (map[string]model.PrefStats, error) {
 
 // Model returns the participant's model loaded with the current global
 // weights (for sampling).
-func (p *Participant) Model() (*model.Model, error) { return p.baseModel() }
+func (p *Participant) Model() (*model.Model, error) { return p.modelWith(p.current().weights()) }
 
-// baseModel is the node's model (built where a lean node let go of it;
-// its worker state is then reloaded before its next steps) holding the
-// base's weights.
-func (p *Participant) baseModel() (*model.Model, error) {
+// modelWith is the node's model (built where a lean node let go of it;
+// its worker state is then reloaded before its next steps) holding
+// weights w.
+func (p *Participant) modelWith(w weights) (*model.Model, error) {
 	p.ru.drive.Lock()
 	defer p.ru.drive.Unlock()
 	if err := p.ensureModel(); err != nil {
 		return nil, err
 	}
-	return p.m, p.ru.upload(p.opts.Backend, p.m.Params, p.current().weights())
+	return p.m, p.ru.upload(p.opts.Backend, p.m.Params, w)
 }
 
 // CatchUp brings a node that joins a run in progress (or restarts after

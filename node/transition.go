@@ -178,19 +178,24 @@ func (ru *rules) putVec(v []float32) {
 	}
 }
 
-// weights are where a contribution's steps start: a vector in memory, or
-// (a lean participant's) a checkpoint's weights file, read a piece at a
-// time each time it is used.
+// weights are where a contribution's steps start, or the weights a model
+// is evaluated with: a vector in memory, or a checkpoint's weights file
+// (a lean participant's; a checkpoint in the store, open), read a piece at
+// a time each time it is used.
 type weights struct {
 	v    []float32
 	file string
+	open *model.WeightsFile
 }
 
 // scan hands f w's values a piece at a time, in order, with each piece's
 // offset (a vector in memory: one piece; a file: model.ScanWeightsFile's).
 func (ru *rules) scan(w weights, f func(off int, v []float32) error) error {
-	if w.v != nil {
+	switch {
+	case w.v != nil:
 		return f(0, w.v)
+	case w.open != nil:
+		return w.open.Scan(f)
 	}
 	return model.ScanWeightsFile(ru.cfg, w.file, f)
 }
@@ -436,7 +441,7 @@ func (ru *rules) reference(be kernels.Backend) (*model.Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := model.New(be, cfg)
+	m, err := model.NewFrozen(be, cfg)
 	if err != nil {
 		return nil, err
 	}

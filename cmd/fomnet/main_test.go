@@ -133,12 +133,22 @@ func TestModelPlanLean(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || r.Fits || !strings.Contains(r.Fit, "--lean") || r.FitBytes > 23<<30 {
 		t.Fatalf("exit %d (%v), report %+v, stderr %q", code, err, r, errOut)
 	}
-	out, _, code = fomnet(t, append(args, strings.Fields(r.Fit)...)...)
+	fit := strings.Fields(r.Fit)
+	out, _, code = fomnet(t, append(args, fit...)...)
 	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || !r.Fits || !strings.HasSuffix(r.Settings, "lean") {
 		t.Fatalf("with %s: exit %d (%v), report %+v", r.Fit, code, err, r)
 	}
 	if _, errOut, code := fomnet(t, append(args, "--lean", "--overlap")...); code != exitUsage || !strings.Contains(errOut, "do not overlap") {
 		t.Fatalf("--lean --overlap: exit %d, %q", code, errOut)
+	}
+	// A DPO run's participant adds its frozen reference: its weights on
+	// the backend, and the copy it is built from.
+	var d planReport
+	out, _, code = fomnet(t, append(append(args, fit...), "--dpo", "--memory", "64GiB")...)
+	if err := json.Unmarshal([]byte(out), &d); err != nil || code != 0 || !slices.ContainsFunc(d.Parts, func(p model.PlanPart) bool {
+		return strings.HasPrefix(p.Name, "DPO reference weights") && p.Bytes == 4*r.Params
+	}) || d.Total < r.Total+8*r.Params {
+		t.Fatalf("--dpo: exit %d (%v), %d bytes at the peak (%d without), parts %v", code, err, d.Total, r.Total, d.Parts)
 	}
 }
 

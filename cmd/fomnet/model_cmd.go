@@ -49,6 +49,7 @@ func newModelPlanCmd(e *env) *cobra.Command {
 		swarm, asJSON bool
 		spotChecks    bool
 		overlap, lean bool
+		dpo           bool
 		codec         string
 		contributions int
 		mem           memoryFlags
@@ -85,6 +86,7 @@ Exit status 1 when neither the configuration nor any setting fits.`,
 				return usageError{errors.New("--lean and --overlap: a lean participant's rounds do not overlap")}
 			}
 			in.Swarm, in.SpotChecks, in.Overlap, in.Lean = swarm, swarm && spotChecks, swarm && overlap, swarm && lean
+			in.Reference = dpo
 			if swarm {
 				sc := gradsync.DefaultConfig()
 				sc.Codec = codec
@@ -130,6 +132,7 @@ Exit status 1 when neither the configuration nor any setting fits.`,
 	fl.StringVar(&codec, "codec", "int8", "with --swarm: the run's pseudo-gradient codec (run create --codec), which sizes the encoded contributions a participant holds")
 	fl.IntVar(&contributions, "contributions", 1, "with --swarm: how many contributions a round takes (join --expect)")
 	fl.BoolVar(&lean, "lean", false, "with --swarm: a lean participant (join --lean), which holds each vector only in the phase that uses it")
+	fl.BoolVar(&dpo, "dpo", false, "a DPO run (run create --objective dpo): add its frozen reference model")
 	mem.add(fl, true)
 	dev.add(fl)
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
