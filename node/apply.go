@@ -16,7 +16,7 @@ import (
 // in ri (rules.aggregates), one outer step on base state s, and the
 // checkpoint written into a scratch directory (prefix), the one every
 // role that accepts a checkpoint runs. A state in memory is moved on in
-// place (the caller's own: Participant.own); one on disk (a lean node's)
+// place (the caller's own: state.own); one on disk (a lean node's)
 // is left as it is, the next read and written a partition at a time
 // (nextOnDisk). Same base state, same inputs: the same bytes, either way.
 // A round whose outer step leaves a non-finite weight is refused.
