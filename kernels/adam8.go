@@ -212,32 +212,88 @@ func AdamWFloat32(p, g, m, v []float32, c *AdamConst) {
 	}
 }
 
+// Adam8Ops are the phases of one block's 8-bit AdamW update
+// (AdamW8Block). A backend may replace any phase with a faster version of
+// the same arithmetic; a nil phase is the definition. Every phase is
+// elementwise except for the largest values it returns, so a backend may
+// run a vector version on a prefix of the block and the definition on the
+// rest.
+type Adam8Ops struct {
+	// Update is fp32 AdamW's step (AdamWFloat32's bits).
+	Update func(p, g, m, v []float32, c *AdamConst)
+	// Decode writes the moments the codes stand for (Adam8Decode).
+	Decode func(m, v []float32, mq, vq []uint8, ms, vs float32)
+	// Roots replaces v by w = √v and returns the largest w (Adam8Roots).
+	Roots func(v []float32) float32
+	// EncodeV codes w against the scale s, divides m by the decoded w and
+	// returns the largest |m/w| (Adam8EncodeV).
+	EncodeV func(w, m []float32, vq []uint8, s float32, base int, step uint32) float32
+	// EncodeM codes m/w against the scale s (Adam8EncodeM).
+	EncodeM func(m []float32, mq []uint8, s float32, base int, step uint32)
+}
+
+// withDefaults fills the phases o leaves nil with their definitions.
+func (o *Adam8Ops) withDefaults() Adam8Ops {
+	var d Adam8Ops
+	if o != nil {
+		d = *o
+	}
+	if d.Update == nil {
+		d.Update = AdamWFloat32
+	}
+	if d.Decode == nil {
+		d.Decode = Adam8Decode
+	}
+	if d.Roots == nil {
+		d.Roots = Adam8Roots
+	}
+	if d.EncodeV == nil {
+		d.EncodeV = Adam8EncodeV
+	}
+	if d.EncodeM == nil {
+		d.EncodeM = Adam8EncodeM
+	}
+	return d
+}
+
 // AdamW8Block is the definition of the 8-bit AdamW update of one block of
 // at most Adam8Block parameters: decode the moments (m = (m/w)·w, v = w·w,
-// each product rounded), take fp32 AdamW's step on them (update: a
-// backend's AdamWFloat32, the same bits; nil: AdamWFloat32), then encode
+// each product rounded), take fp32 AdamW's step on them, then encode
 // w = √v against the block's new largest w, and m/w against the largest
 // |m/w|: those become the block's scales ms (of m/w) and vs (of w).
 // base is the index of the block's first parameter in its tensor (the
 // random bits of rounding: adamBits). scratch holds the decoded moments
 // (nil: allocated here; a caller that runs many blocks passes
-// 2·Adam8Block values of its own).
-func AdamW8Block(p, g []float32, mq, vq []uint8, ms, vs *float32, c *AdamConst, base int, scratch []float32, update func(p, g, m, v []float32, c *AdamConst)) {
+// 2·Adam8Block values of its own). ops may replace phases with a
+// backend's versions of the same bits (nil: the definitions).
+func AdamW8Block(p, g []float32, mq, vq []uint8, ms, vs *float32, c *AdamConst, base int, scratch []float32, ops *Adam8Ops) {
 	if len(scratch) < 2*len(p) {
 		scratch = make([]float32, 2*len(p))
 	}
+	o := ops.withDefaults()
 	m, v := scratch[:len(p)], scratch[len(p):2*len(p)]
 	mq, vq = mq[:len(m)], vq[:len(m)]
-	msc, vsc := *ms, *vs
+	o.Decode(m, v, mq, vq, *ms, *vs)
+	o.Update(p, g, m, v, c)
+	wmax := o.Roots(v) // (the moments are finite: a step with a non-finite gradient is skipped)
+	mmax := o.EncodeV(v, m, vq, wmax, base, c.Step)
+	o.EncodeM(m, mq, mmax, base, c.Step)
+	*ms, *vs = mmax, wmax
+}
+
+// Adam8Decode writes the moments codes mq and vq stand for in a block of
+// scales ms (of m/w) and vs (of w): w = DecodeV, m = DecodeM·w, v = w·w.
+func Adam8Decode(m, v []float32, mq, vq []uint8, ms, vs float32) {
 	for i := range m {
-		wo := DecodeV(vq[i], vsc)
-		m[i], v[i] = DecodeM(mq[i], msc)*wo, wo*wo
+		wo := DecodeV(vq[i], vs)
+		m[i], v[i] = DecodeM(mq[i], ms)*wo, wo*wo
 	}
-	if update == nil {
-		update = AdamWFloat32
-	}
-	update(p, g, m, v, c)
-	var wmax float32 // (the moments are finite: a step with a non-finite gradient is skipped)
+}
+
+// Adam8Roots replaces each v by w = √v (rounded once) and returns the
+// largest w (0 for none).
+func Adam8Roots(v []float32) float32 {
+	var wmax float32
 	for i, x := range v {
 		w := float32(math.Sqrt(float64(x)))
 		v[i] = w
@@ -245,10 +301,17 @@ func AdamW8Block(p, g []float32, mq, vq []uint8, ms, vs *float32, c *AdamConst, 
 			wmax = w
 		}
 	}
+	return wmax
+}
+
+// Adam8EncodeV codes each w (of parameter base+i at step) against the
+// scale s, replaces m by m/w with w as decoded (0 where that is 0) and
+// returns the largest |m/w|.
+func Adam8EncodeV(w, m []float32, vq []uint8, s float32, base int, step uint32) float32 {
 	var mmax float32
 	for i := range m {
-		vq[i] = EncodeV(v[i], wmax, adamBits(uint32(base+i), c.Step, 0))
-		if wq := DecodeV(vq[i], wmax); wq > 0 {
+		vq[i] = EncodeV(w[i], s, adamBits(uint32(base+i), step, 0))
+		if wq := DecodeV(vq[i], s); wq > 0 {
 			m[i] /= wq
 		} else {
 			m[i] = 0
@@ -257,8 +320,13 @@ func AdamW8Block(p, g []float32, mq, vq []uint8, ms, vs *float32, c *AdamConst, 
 			mmax = a
 		}
 	}
-	*ms, *vs = mmax, wmax
+	return mmax
+}
+
+// Adam8EncodeM codes each m/w (of parameter base+i at step) against the
+// scale s.
+func Adam8EncodeM(m []float32, mq []uint8, s float32, base int, step uint32) {
 	for i := range m {
-		mq[i] = EncodeM(m[i], mmax, adamBits(uint32(base+i), c.Step, 1))
+		mq[i] = EncodeM(m[i], s, adamBits(uint32(base+i), step, 1))
 	}
 }

@@ -2,14 +2,19 @@ package cpu
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/fomnet/fomnet/kernels"
 )
 
 // The CPU backend keeps AdamW's moments in 8 bits when asked
 // (kernels.Adam8Backend): the update is kernels.AdamW8Block on every block,
-// its fp32 step the vectorised AdamW, blocks spread over the threads (a
-// block's arithmetic never depends on which thread runs it).
+// blocks spread over the threads (a block's arithmetic never depends on
+// which thread runs it). On the AVX2 paths every phase but the last few
+// values of a block runs in adam8_amd64.s — its fp32 step the vectorised
+// AdamW, its codes' decoding a gather from the tables below, its rounding
+// the same integer arithmetic on eight floats' bits at once — and the
+// definitions run the rest.
 
 type bytesBuf struct{ d []byte }
 
@@ -61,7 +66,7 @@ func (t *adam8Task) run(w, lo, hi int) {
 	ws.s = grow(ws.s, 2*kernels.Adam8Block) // attention's rows, free between ops
 	for k := lo; k < hi; k++ {
 		i, j := k*kernels.Adam8Block, min((k+1)*kernels.Adam8Block, len(t.p))
-		kernels.AdamW8Block(t.p[i:j], t.g[i:j], t.mq[i:j], t.vq[i:j], &t.ms[k], &t.vs[k], &t.c, i, ws.s, t.be.adamw)
+		kernels.AdamW8Block(t.p[i:j], t.g[i:j], t.mq[i:j], t.vq[i:j], &t.ms[k], &t.vs[k], &t.c, i, ws.s, &t.be.ops8)
 	}
 }
 
@@ -80,4 +85,98 @@ func (b *Backend) AdamW8(params, grads kernels.Buffer, m, v kernels.ByteBuffer, 
 	b.adam8T = adam8Task{be: b, p: p, g: fs(grads), mq: bs(m), vq: bs(v), ms: fs(ms), vs: fs(vs), c: h.Consts()}
 	b.pool.run(&b.adam8T, nb, 64)
 	b.adam8T = adam8Task{} // keep no model's buffers alive
+}
+
+// adam8Ops returns the phases of 8-bit AdamW on this backend's path.
+func (b *Backend) adam8Ops() kernels.Adam8Ops {
+	o := kernels.Adam8Ops{Update: b.adamw}
+	if b.fma {
+		o.Decode, o.Roots, o.EncodeV, o.EncodeM = adam8Decode, adam8Roots, adam8EncodeV, adam8EncodeM
+	}
+	return o
+}
+
+// adam8Consts are adam8_amd64.s's constants, each broadcast to eight
+// lanes: the lanes 0–7 and 8; kernels.adamBits's three multipliers; the
+// masks of 23 and 19 random bits and of a float's magnitude; 1.0, 1 and
+// the sign bit of a byte; then, for v's code (bias 15) and m's (bias 7),
+// kernels.floatCode's threshold and rebias of the float's bits and its
+// fixed-point scale.
+type adam8Consts [17][8]uint32
+
+var adam8K = func() *adam8Consts {
+	var k adam8Consts
+	rows := []uint32{0, 8, 0x9e3779b1, 0x7feb352d, 0x846ca68b, 1<<23 - 1, 1<<19 - 1, 1<<31 - 1, math.Float32bits(1), 1, 128}
+	for _, bias := range []uint32{15, 7} {
+		rows = append(rows, (128-bias)<<23, (127-bias)<<23, (127+bias+26)<<23)
+	}
+	for r, x := range rows {
+		for l := range 8 {
+			k[r][l] = x
+			if r == 0 {
+				k[r][l] = uint32(l)
+			}
+		}
+	}
+	return &k
+}()
+
+// adam8MT and adam8VT are the values of m's and v's codes at scale 1.
+var adam8MT, adam8VT = func() (mt, vt [256]float32) {
+	for c := range 256 {
+		mt[c], vt[c] = kernels.DecodeM(uint8(c), 1), kernels.DecodeV(uint8(c), 1)
+	}
+	return mt, vt
+}()
+
+// stepMix is the step's term of kernels.adamBits.
+func stepMix(step uint32) uint32 { return step * 0x85ebca77 }
+
+func adam8Decode(m, v []float32, mq, vq []uint8, ms, vs float32) {
+	n := len(m) &^ 7
+	if n > 0 {
+		_, _, _ = v[n-1], mq[n-1], vq[n-1]
+		adam8DecodeAVX(&m[0], &v[0], &mq[0], &vq[0], n, ms, vs, &adam8MT, &adam8VT)
+	}
+	kernels.Adam8Decode(m[n:], v[n:], mq[n:], vq[n:], ms, vs)
+}
+
+func adam8Roots(v []float32) float32 {
+	n := len(v) &^ 7
+	var w float32
+	if n > 0 {
+		w = adam8RootsAVX(&v[0], n)
+	}
+	if t := kernels.Adam8Roots(v[n:]); t > w {
+		w = t
+	}
+	return w
+}
+
+func adam8EncodeV(w, m []float32, vq []uint8, s float32, base int, step uint32) float32 {
+	n := len(m) &^ 7
+	if !(s > 0) {
+		n = 0 // (every code is 0: the definition)
+	}
+	var mmax float32
+	if n > 0 {
+		_, _ = w[n-1], vq[n-1]
+		mmax = adam8EncodeVAVX(&w[0], &m[0], &vq[0], n, s, uint32(base), stepMix(step), &adam8VT, adam8K)
+	}
+	if t := kernels.Adam8EncodeV(w[n:], m[n:], vq[n:], s, base+n, step); t > mmax {
+		mmax = t
+	}
+	return mmax
+}
+
+func adam8EncodeM(m []float32, mq []uint8, s float32, base int, step uint32) {
+	n := len(m) &^ 7
+	if !(s > 0) {
+		n = 0
+	}
+	if n > 0 {
+		_ = mq[n-1]
+		adam8EncodeMAVX(&m[0], &mq[0], n, s, uint32(base), stepMix(step), adam8K)
+	}
+	kernels.Adam8EncodeM(m[n:], mq[n:], s, base+n, step)
 }

@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -93,4 +94,84 @@ func BenchmarkAdamW(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/param")
 	})
+}
+
+// The AVX2 phases of 8-bit AdamW give the definitions' bits on blocks of
+// every length up to two blocks (the vector part and the tail), values
+// over the whole range of both codes (zeros of both signs, values in
+// the codes' fixed-point range, values at the scale), the scale above
+// the largest value, and scale 0.
+func TestAdam8PhasesMatchDefinition(t *testing.T) {
+	if !hasAVX2FMA {
+		t.Skip("this processor has no AVX2+FMA: the phases are the definitions")
+	}
+	r := rand.New(rand.NewPCG(8, 9))
+	value := func() float32 {
+		switch r.IntN(8) {
+		case 0:
+			return 0
+		case 1:
+			return float32(math.Copysign(0, -1))
+		default: // magnitudes over 2^-40 .. 1, both signs
+			x := math.Ldexp(0.5+r.Float64()/2, -r.IntN(41))
+			if r.IntN(2) == 0 {
+				x = -x
+			}
+			return float32(x)
+		}
+	}
+	same := func(what string, n int, got, want []float32) {
+		for i := range got {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s, length %d, value %d: %v (%#x), definition %v (%#x)", what, n, i, got[i], math.Float32bits(got[i]), want[i], math.Float32bits(want[i]))
+			}
+		}
+	}
+	for trial := range 3000 {
+		n := 1 + trial%(2*kernels.Adam8Block)
+		base, step := r.IntN(1<<20), uint32(1+r.IntN(1000))
+		mq, vq := make([]uint8, n), make([]uint8, n)
+		for i := range mq {
+			mq[i], vq[i] = uint8(r.UintN(256)), uint8(r.UintN(256))
+		}
+		ms, vs := float32(r.ExpFloat64()), float32(r.ExpFloat64())
+		m, v := make([]float32, n), make([]float32, n)
+		wm, wv := make([]float32, n), make([]float32, n)
+		adam8Decode(m, v, mq, vq, ms, vs)
+		kernels.Adam8Decode(wm, wv, mq, vq, ms, vs)
+		same("decode m", n, m, wm)
+		same("decode v", n, v, wv)
+
+		for i := range v {
+			v[i] = float32(math.Abs(float64(value())))
+			m[i] = value()
+		}
+		wv, wm = slices.Clone(v), slices.Clone(m)
+		w, want := adam8Roots(v), kernels.Adam8Roots(wv)
+		same("roots", n, append(v, w), append(wv, want))
+
+		s := w
+		switch trial % 5 {
+		case 3:
+			s *= 1 + float32(r.Float64())
+		case 4:
+			s = 0
+		}
+		gq, wq := make([]uint8, n), make([]uint8, n)
+		mm, wmm := adam8EncodeV(v, m, gq, s, base, step), kernels.Adam8EncodeV(wv, wm, wq, s, base, step)
+		if !slices.Equal(gq, wq) {
+			t.Fatalf("encode v, length %d, scale %v: codes %v, definition %v", n, s, gq, wq)
+		}
+		same("encode v: m/w", n, append(m, mm), append(wm, wmm))
+
+		s = mm
+		if trial%5 == 3 {
+			s *= 1 + float32(r.Float64())
+		}
+		adam8EncodeM(m, gq, s, base, step)
+		kernels.Adam8EncodeM(wm, wq, s, base, step)
+		if !slices.Equal(gq, wq) {
+			t.Fatalf("encode m, length %d, scale %v: codes %v, definition %v", n, s, gq, wq)
+		}
+	}
 }

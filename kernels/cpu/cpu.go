@@ -34,6 +34,7 @@ type Backend struct {
 	colT    colTask
 	chunkT  chunkTask
 	adam8T  adam8Task
+	ops8    kernels.Adam8Ops // 8-bit AdamW's phases on this path
 	sumsq   []float64
 	ropeTab map[ropeKey][]float32
 }
@@ -94,6 +95,7 @@ func New(o Options) (*Backend, error) {
 	b.matmulT.be = b
 	b.attnT.be = b
 	b.chunkT.be = b
+	b.ops8 = b.adam8Ops()
 	return b, nil
 }
 
