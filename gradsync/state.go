@@ -68,17 +68,7 @@ func WriteOuter(w io.Writer, lr, mu float32, n int, fill func(off int, dst []flo
 	if _, err := w.Write(outerHeader(lr, mu, n)); err != nil {
 		return err
 	}
-	buf := make([]float32, min(n, 1<<20))
-	for off := 0; off < n; off += len(buf) {
-		chunk := buf[:min(len(buf), n-off)]
-		if err := fill(off, chunk); err != nil {
-			return err
-		}
-		if err := le.WriteFloats(w, chunk); err != nil {
-			return err
-		}
-	}
-	return nil
+	return le.WriteFilled(w, n, fill)
 }
 
 // outerHeader is the outer state's header: magic, lr, μ, n.

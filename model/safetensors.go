@@ -65,18 +65,7 @@ func (t STensor) writeData(w io.Writer) error {
 	case t.F32 != nil:
 		return le.WriteFloats(w, t.F32)
 	case t.Fill != nil:
-		n := int(t.size() / 4)
-		buf := make([]float32, min(n, 1<<20))
-		for off := 0; off < n; off += len(buf) {
-			chunk := buf[:min(len(buf), n-off)]
-			if err := t.Fill(off, chunk); err != nil {
-				return err
-			}
-			if err := le.WriteFloats(w, chunk); err != nil {
-				return err
-			}
-		}
-		return nil
+		return le.WriteFilled(w, int(t.size()/4), t.Fill)
 	}
 	_, err := w.Write(t.Data)
 	return err

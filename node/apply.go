@@ -59,17 +59,19 @@ func refusal(err error) error {
 }
 
 // vectors are what writeCheckpoint writes a state's weights and outer
-// state from: the weights in memory, or produced a chunk at a time, in
-// order (fill, model.SaveWeightsFrom); outer writes outer.bin.
+// state from: fill produces the weights a chunk at a time, in order
+// (model.SaveWeightsFrom); outer writes outer.bin.
 type vectors struct {
-	global []float32
-	fill   func(off int, dst []float32) error
-	outer  func(io.Writer) error
+	fill  func(off int, dst []float32) error
+	outer func(io.Writer) error
 }
 
 // memVectors are the vectors of a state in memory.
 func memVectors(global []float32, outer *gradsync.OuterOptimizer) vectors {
-	return vectors{global: global, outer: func(w io.Writer) error { _, err := outer.WriteTo(w); return err }}
+	return vectors{
+		fill:  func(off int, dst []float32) error { copy(dst, global[off:]); return nil },
+		outer: func(w io.Writer) error { _, err := outer.WriteTo(w); return err },
+	}
 }
 
 // nextOnDisk are the vectors of the state the round's aggregates encs give

@@ -102,16 +102,18 @@ func TestNextOnDiskMatchesMemory(t *testing.T) {
 		outer.Buf[i] = float32(i%37)*1e-3 - 0.02
 		delta[i] = float32((i*7)%13-6) * 1e-3
 	}
-	save := func(dir string, v vectors) error {
+	// (the base is written by model.SaveWeights, independently of any
+	// vectors' fill)
+	save := func(dir string, v vectors, global []float32) error {
 		f := model.File{Name: "outer.bin", Write: v.outer}
-		if v.global != nil {
-			return model.SaveWeights(dir, cfg, v.global, nil, f)
+		if global != nil {
+			return model.SaveWeights(dir, cfg, global, nil, f)
 		}
 		return model.SaveWeightsFrom(dir, cfg, v.fill, nil, f)
 	}
 	tmp := t.TempDir()
 	base := filepath.Join(tmp, "base")
-	if err := save(base, memVectors(global, outer)); err != nil {
+	if err := save(base, memVectors(global, outer), global); err != nil {
 		t.Fatal(err)
 	}
 	encode := func(d []float32) [][]byte {
@@ -126,14 +128,14 @@ func TestNextOnDiskMatchesMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := save(filepath.Join(tmp, "disk"), v); err != nil {
+	if err := save(filepath.Join(tmp, "disk"), v, nil); err != nil {
 		t.Fatal(err)
 	}
 	done()
 	if err := ru.outerStep(global, outer, 3, encs); err != nil {
 		t.Fatal(err)
 	}
-	if err := save(filepath.Join(tmp, "mem"), memVectors(global, outer)); err != nil {
+	if err := save(filepath.Join(tmp, "mem"), memVectors(global, outer), nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"model.safetensors", "outer.bin"} {
@@ -153,7 +155,7 @@ func TestNextOnDiskMatchesMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer done()
-	err = save(filepath.Join(tmp, "inf"), v)
+	err = save(filepath.Join(tmp, "inf"), v, nil)
 	if reasonOf(err) != RejectNonFinite || !strings.Contains(err.Error(), fmt.Sprintf("weight %d is +Inf", n-5)) {
 		t.Fatalf("an overflowing outer step: %v", err)
 	}

@@ -1852,12 +1852,7 @@ func (p *Participant) writeCheckpoint(ctx context.Context, rec *roundRecord, v v
 	os.RemoveAll(dir)
 	meta := map[string]string{"run": p.id.String(), "round": fmt.Sprint(rec.Round)}
 	files := []model.File{{Name: "tokenizer.json", Data: p.tokJSON}, {Name: "outer.bin", Write: v.outer}, {Name: "round.json", Data: rj}}
-	if v.global != nil {
-		err = model.SaveWeights(dir, p.cfg, v.global, meta, files...)
-	} else {
-		err = model.SaveWeightsFrom(dir, p.cfg, v.fill, meta, files...)
-	}
-	if err != nil {
+	if err := model.SaveWeightsFrom(dir, p.cfg, v.fill, meta, files...); err != nil {
 		return "", cid.Undef, err
 	}
 	ck, err := p.n.Store.Add(ctx, dir, contentstore.AddOptions{})

@@ -25,6 +25,26 @@ func WriteFloats(w io.Writer, x []float32) error {
 	return nil
 }
 
+// FillChunk is how many elements WriteFilled asks fill for at a time.
+const FillChunk = 1 << 20
+
+// WriteFilled writes n elements that fill produces in order, at most
+// FillChunk at a time (dst: the elements from off), so that they are
+// never held whole.
+func WriteFilled(w io.Writer, n int, fill func(off int, dst []float32) error) error {
+	buf := make([]float32, min(n, FillChunk))
+	for off := 0; off < n; off += len(buf) {
+		part := buf[:min(len(buf), n-off)]
+		if err := fill(off, part); err != nil {
+			return err
+		}
+		if err := WriteFloats(w, part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ReadFloats fills x from r, 4 bytes an element, little-endian (an error
 // if r ends first: io.ErrUnexpectedEOF, or io.EOF before the first byte).
 func ReadFloats(r io.Reader, x []float32) error {

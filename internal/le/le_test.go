@@ -3,6 +3,7 @@ package le
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math"
 	"testing"
 )
@@ -35,5 +36,36 @@ func TestWriteFloats(t *testing.T) {
 		if n > 0 && ReadFloats(bytes.NewReader(want.Bytes()[:4*n-1]), back) == nil {
 			t.Fatalf("%d floats: read from a byte short", n)
 		}
+	}
+}
+
+// WriteFilled asks for the elements in order, a chunk at a time, writes
+// what WriteFloats writes, and stops at fill's error.
+func TestWriteFilled(t *testing.T) {
+	for _, n := range []int{0, 5, FillChunk, FillChunk + 3} {
+		want := make([]float32, n)
+		for i := range want {
+			want[i] = float32(i)*0.37 - 11
+		}
+		var got, ref bytes.Buffer
+		next := 0
+		err := WriteFilled(&got, n, func(off int, dst []float32) error {
+			if off != next || len(dst) == 0 || len(dst) > FillChunk {
+				t.Fatalf("%d elements: asked for %d from %d, want from %d", n, len(dst), off, next)
+			}
+			next += copy(dst, want[off:])
+			return nil
+		})
+		if err != nil || next != n {
+			t.Fatalf("%d elements: %v after %d", n, err, next)
+		}
+		WriteFloats(&ref, want)
+		if !bytes.Equal(got.Bytes(), ref.Bytes()) {
+			t.Fatalf("%d elements: the bytes differ from WriteFloats'", n)
+		}
+	}
+	stop := errors.New("stop")
+	if err := WriteFilled(&bytes.Buffer{}, 9, func(int, []float32) error { return stop }); err != stop {
+		t.Fatalf("fill's error: got %v", err)
 	}
 }
