@@ -3,8 +3,10 @@ package model
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 
+	"github.com/fomnet/fomnet/internal/le"
 	"github.com/fomnet/fomnet/kernels"
 )
 
@@ -247,5 +249,98 @@ func (m *Model) SetOptimState(s OptimState) error {
 	}
 	m.be.Upload(m.M, s.M)
 	m.be.Upload(m.V, s.V)
+	return nil
+}
+
+// momentsChunk is how many values WriteMoments and ReadMoments move
+// between the backend and the stream at a time.
+const momentsChunk = 1 << 20
+
+// WriteMoments writes AdamW's moments to w as the model holds them, a
+// chunk at a time (never a whole copy on the host): fp32, m's values then
+// v's (4 bytes each, little-endian); 8-bit, m's codes, v's codes, then
+// m's and v's block scales. OptimState's vectors in that order are the
+// same bytes.
+func (m *Model) WriteMoments(w io.Writer) error {
+	n := min(m.Layout.Size, momentsChunk)
+	f, b := make([]float32, n), make([]byte, n)
+	return m.visitMoments(func(x kernels.Buffer, off, k int) error {
+		m.be.Download(f[:k], m.be.View(x, off, k))
+		if err := kernels.Err(m.be); err != nil {
+			return err
+		}
+		return le.WriteFloats(w, f[:k])
+	}, func(x kernels.ByteBuffer, off, k int) error {
+		m.q.be.DownloadBytes(b[:k], m.q.be.ViewBytes(x, off, k))
+		if err := kernels.Err(m.be); err != nil {
+			return err
+		}
+		_, err := w.Write(b[:k])
+		return err
+	})
+}
+
+// ReadMoments reads WriteMoments' bytes from r into the model's moments, a
+// chunk at a time, and sets its step count to step. After an error the
+// moments are partly read: set a state (SetOptimState) before the next
+// Step.
+func (m *Model) ReadMoments(r io.Reader, step int) error {
+	if step < 0 {
+		return fmt.Errorf("%w: step %d", ErrOptimState, step)
+	}
+	n := min(m.Layout.Size, momentsChunk)
+	f, b := make([]float32, n), make([]byte, n)
+	err := m.visitMoments(func(x kernels.Buffer, off, k int) error {
+		if err := le.ReadFloats(r, f[:k]); err != nil {
+			return err
+		}
+		m.be.Upload(m.be.View(x, off, k), f[:k])
+		return nil
+	}, func(x kernels.ByteBuffer, off, k int) error {
+		if _, err := io.ReadFull(r, b[:k]); err != nil {
+			return err
+		}
+		m.q.be.UploadBytes(m.q.be.ViewBytes(x, off, k), b[:k])
+		return nil
+	})
+	if err == nil {
+		m.step = step
+		err = kernels.Err(m.be)
+	}
+	return err
+}
+
+// visitMoments calls floats or bytes on each chunk (k values from off) of
+// the moments' buffers, in WriteMoments' order.
+func (m *Model) visitMoments(floats func(x kernels.Buffer, off, k int) error, bytes func(x kernels.ByteBuffer, off, k int) error) error {
+	if m.frozen() {
+		return ErrFrozen
+	}
+	var fs []kernels.Buffer
+	if q := m.q; q != nil {
+		for _, x := range []kernels.ByteBuffer{q.m, q.v} {
+			if err := chunked(x.Len(), func(off, k int) error { return bytes(x, off, k) }); err != nil {
+				return err
+			}
+		}
+		fs = []kernels.Buffer{q.ms, q.vs}
+	} else {
+		fs = []kernels.Buffer{m.M, m.V}
+	}
+	for _, x := range fs {
+		if err := chunked(x.Len(), func(off, k int) error { return floats(x, off, k) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// chunked calls f on [0, n) momentsChunk values at a time.
+func chunked(n int, f func(off, k int) error) error {
+	for off := 0; off < n; off += momentsChunk {
+		if err := f(off, min(momentsChunk, n-off)); err != nil {
+			return err
+		}
+	}
 	return nil
 }

@@ -203,42 +203,40 @@ func MakePlan(c Config, in PlanInput) Plan {
 
 // Phases of a round in which a swarm participant holds more.
 const (
-	PhaseStored = "storing the worker state"
-	PhaseCheck  = "checking a contribution"
-	PhaseClose  = "closing the round"
+	PhaseCheck = "checking a contribution"
+	PhaseClose = "closing the round"
 	// PhaseWork: a lean participant's steps, its own or a check's.
 	PhaseWork = "training or checking a contribution"
 )
 
 // leanParts are what a lean participant (node's RunOptions.Lean) holds
 // besides its model, which on the CPU it holds only while it trains or
-// checks a contribution: then the residuals, and a partition's Δ (encoded
-// one at a time) or the moments of a worker state being loaded or stored
-// (never both); while a round closes, a partition's weights, momentum and
-// aggregate Δ, the base's read from its checkpoint and the next's written
-// a partition at a time (node's nextOnDisk). A checked contribution's base
-// is read from disk a piece at a time, as the node's own.
+// checks a contribution: then the residuals and a partition's Δ (encoded
+// one at a time); while a round closes, a partition's weights, momentum
+// and aggregate Δ, the base's read from its checkpoint and the next's
+// written a partition at a time (node's nextOnDisk). A checked
+// contribution's base is read from disk a piece at a time, as the node's
+// own; worker states stream between the model and the store.
 func leanParts(c Config, in PlanInput) []PlanPart {
 	p := NumParams(c)
-	moments := momentBytes(c, in)
 	parts := int64(max(1, in.Partitions))
 	part := 4 * ((p + parts - 1) / parts) // the largest partition (gradsync.Partitions)
 	return []PlanPart{
 		{Name: "error-feedback residuals", Bytes: 4 * p, Host: true, Phase: PhaseWork},
-		{Name: "a partition's Δ, or a worker state's moments", Bytes: max(part, moments), Host: true, Phase: PhaseWork},
+		{Name: "a partition's Δ", Bytes: part, Host: true, Phase: PhaseWork},
 		{Name: "a partition's base weights, momentum and aggregate Δ", Bytes: 3 * part, Host: true, Phase: PhaseClose},
 	}
 }
 
 // swarmParts are what a swarm participant (package node) holds besides its
 // model: the base's weights and outer momentum, the error-feedback
-// residuals and the round's Δ throughout; the moments downloaded when its
-// worker state is stored (streamed into the store); the next round's
-// weights and momentum while a round closes; with spot checks, the base
-// state, residuals and moments of the contribution it checks (on its own
-// model, lent, where rounds are sequential: it reloads its worker state
-// after); with overlapped rounds, a second model for the checks, a copy of
-// the worker state and the start of the round ahead.
+// residuals and the round's Δ throughout; the next round's weights and
+// momentum while a round closes; with spot checks, the base state and
+// residuals of the contribution it checks (its moments read into the
+// checking model: its own, lent, where rounds are sequential — it reloads
+// its worker state after); with overlapped rounds, a second model for the
+// checks, a copy of the worker state and the start of the round ahead.
+// Worker states stream between a model and the store.
 func swarmParts(c Config, in PlanInput) []PlanPart {
 	p := NumParams(c)
 	moments := momentBytes(c, in)
@@ -246,7 +244,6 @@ func swarmParts(c Config, in PlanInput) []PlanPart {
 		{Name: "global weights and outer momentum", Bytes: 8 * p, Host: true},
 		{Name: "error-feedback residuals", Bytes: 4 * p, Host: true},
 		{Name: "round Δ", Bytes: 4 * p, Host: true},
-		{Name: "worker state's moments", Bytes: moments, Host: true, Phase: PhaseStored},
 		{Name: "next round's weights and momentum", Bytes: 8 * p, Host: true, Phase: PhaseClose},
 	}
 	if in.SpotChecks {
@@ -259,7 +256,7 @@ func swarmParts(c Config, in PlanInput) []PlanPart {
 			x.Name = "re-execution " + x.Name // kept once allocated
 			parts = append(parts, x)
 		}
-		parts = append(parts, PlanPart{Name: "re-execution residuals and moments", Bytes: 4*p + moments, Host: true, Phase: PhaseCheck},
+		parts = append(parts, PlanPart{Name: "re-execution residuals", Bytes: 4 * p, Host: true, Phase: PhaseCheck},
 			PlanPart{Name: "re-executed round's base (weights and momentum)", Bytes: 8 * p, Host: true, Phase: PhaseCheck})
 	}
 	if in.Overlap {

@@ -214,11 +214,7 @@ func (p *Participant) dropAhead(ctx context.Context) {
 		p.freshState()
 		return
 	}
-	s, err := p.loadWorkerState(contentstore.WithWait(context.WithoutCancel(ctx), contentstore.Wait{Stall: p.ru.fetchWait()}), a.prior)
-	if err == nil {
-		err = p.holdState(s, a.prior)
-	}
-	if err != nil {
+	if err := p.loadHeld(contentstore.WithWait(context.WithoutCancel(ctx), contentstore.Wait{Stall: p.ru.fetchWait()}), a.prior); err != nil {
 		p.opts.Logf("run %s: worker state %s: %v; starting from a fresh one", p.id, a.prior, err)
 		p.freshState()
 	}

@@ -89,7 +89,7 @@ func (p *Participant) reexecute(ctx context.Context, k cid.Cid, c *Contribution,
 			return fraud("partition %d is %s, its inputs give %s%s", i, want, got, p.firstDifference(ctx, i, want, enc))
 		}
 	}
-	got, err := workerStateCID(ctx, &workerState{opt: m.OptimState(), round: c.Round, efs: efs})
+	got, err := p.workerStateCID(ctx, &workerState{in: m, round: c.Round, efs: efs})
 	if err != nil {
 		return err
 	}
@@ -110,7 +110,7 @@ func (p *Participant) priorState(ctx context.Context, c *Contribution, rec *roun
 		return nil, nil, nil, err
 	}
 	if c.Prior == nil {
-		return p.checker, p.newResiduals(), nil, p.setChecker(nil)
+		return p.checker, p.newResiduals(), nil, p.freshChecker()
 	}
 	k, _ := c.Prior.Cid()
 	ctx = withStall(ctx)
@@ -130,16 +130,17 @@ func (p *Participant) priorState(ctx context.Context, c *Contribution, rec *roun
 		return nil, nil, nil, &Fraud{Author: author, Round: c.Round, Detail: fmt.Sprintf(
 			"its prior worker state %s is not one its author's contribution to round %d (the base's) left", k, rec.Round)}
 	}
-	s, err := p.loadWorkerState(ctx, k)
+	s, err := p.loadWorkerState(ctx, k, p.checker)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return p.checker, s.efs, prev, p.setChecker(s)
+	return p.checker, s.efs, prev, nil
 }
 
 // newChecker picks the checking model on first use (see
-// Participant.checker); setChecker puts worker state s (nil: a fresh one)
-// in its moments. Both drive the backend.
+// Participant.checker); freshChecker puts a fresh worker state in its
+// moments (loadWorkerState reads a stored one into them). Both drive the
+// backend.
 func (p *Participant) newChecker() error {
 	p.ru.drive.Lock()
 	defer p.ru.drive.Unlock()
@@ -169,20 +170,16 @@ func (p *Participant) reclaim(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var s *workerState
 	if p.held.Defined() {
-		var err error
-		if s, err = p.loadWorkerState(ctx, p.held); err != nil {
-			p.opts.Logf("run %s: its worker state %s: %v; starting from a fresh one", p.id, p.held, err)
-			s, p.held = nil, cid.Undef
+		err := p.loadHeld(ctx, p.held)
+		if err == nil {
+			return nil
 		}
+		p.opts.Logf("run %s: its worker state %s: %v; starting from a fresh one", p.id, p.held, err)
 	}
 	p.ru.drive.Lock()
-	err = p.holdState(s, p.held)
-	p.ru.drive.Unlock()
-	s = nil
-	p.giveBack() // the moments as read, copied into the model
-	return err
+	defer p.ru.drive.Unlock()
+	return p.holdState(nil, cid.Undef)
 }
 
 // checkMemory refuses a run whose memory plan does not fit
@@ -223,14 +220,11 @@ func (p *Participant) newModel() (*model.Model, error) {
 	return model.NewWith(p.opts.Backend, p.cfg, p.modelOptions())
 }
 
-func (p *Participant) setChecker(s *workerState) error {
+func (p *Participant) freshChecker() error {
 	p.ru.drive.Lock()
 	defer p.ru.drive.Unlock()
 	p.lent = p.lent || p.checker == p.m
-	if s == nil {
-		return p.checker.SetOptimState(model.OptimState{})
-	}
-	return p.checker.SetOptimState(s.opt)
+	return p.checker.SetOptimState(model.OptimState{})
 }
 
 // firstDifference names the first parameter where partition i's block

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fomnet/fomnet/gradsync"
+	"github.com/fomnet/fomnet/kernels/cpu"
 	"github.com/fomnet/fomnet/model"
 )
 
@@ -150,4 +151,55 @@ func FuzzDecodeWorkerState(f *testing.F) {
 			t.Fatalf("accepted state does not re-encode to itself: %v", err)
 		}
 	})
+}
+
+// A worker state whose moments are a model's writes the bytes of its host
+// copy, and reads back into another model's moments (fp32 and 8-bit);
+// a model holding its moments the other way, or a state cut short, is an
+// error.
+func TestWorkerStateStreamsWithModel(t *testing.T) {
+	be := cpu.MustNew(cpu.Options{Threads: 1})
+	defer be.Close()
+	c, _ := model.Preset("tiny")
+	for _, eight := range []bool{false, true} {
+		m, err := model.NewWith(be, c, model.Options{AdamW8: eight})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(1)
+		tokens := make([]int32, 2*16)
+		for i := range tokens {
+			tokens[i] = int32(i*7) % int32(c.Vocab)
+		}
+		for range 2 {
+			m.ZeroGrad()
+			if _, err := m.Accumulate(tokens, tokens, 2, 16, 1); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.Step(1e-2, model.DefaultOptim()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := encodeWorkerState(&workerState{opt: m.OptimState(), round: 4, efs: testEFs()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := encodeWorkerState(&workerState{in: m, round: 4, efs: testEFs()})
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("8-bit %v: streamed from the model: %d bytes (%v), its copy %d", eight, len(got), err, len(want))
+		}
+		sh := modelShape(m)
+		back, _ := model.NewWith(be, c, model.Options{AdamW8: eight})
+		s, err := readWorkerState(bytes.NewReader(want), sh, testEFs(), back)
+		if err != nil || s.in != back || !s.opt.Zero() || s.round != 4 || !reflect.DeepEqual(back.OptimState(), m.OptimState()) {
+			t.Fatalf("8-bit %v: read into a model: %v", eight, err)
+		}
+		if _, err := readWorkerState(bytes.NewReader(want[:len(want)-100]), sh, testEFs(), back); err == nil {
+			t.Fatalf("8-bit %v: a state cut short read into a model", eight)
+		}
+		other, _ := model.NewWith(be, c, model.Options{AdamW8: !eight})
+		if _, err := readWorkerState(bytes.NewReader(want), sh, testEFs(), other); err == nil || !strings.Contains(err.Error(), "cannot hold") {
+			t.Fatalf("8-bit %v: read into a model holding moments the other way: %v", eight, err)
+		}
+	}
 }

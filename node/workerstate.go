@@ -46,9 +46,12 @@ const (
 	workerState8Magic = "FOMWKST2"
 )
 
-// workerState is a worker's state between rounds.
+// workerState is a worker's state between rounds: its moments a host
+// copy (opt), or those a model holds (in: written from it, read into it,
+// a chunk at a time).
 type workerState struct {
 	opt   model.OptimState
+	in    *model.Model
 	round int // of the contribution that left it
 	efs   []*gradsync.ErrorFeedback
 }
@@ -66,6 +69,14 @@ func (p *Participant) stateShape() stateShape {
 	return stateShape{n: lay.Size}
 }
 
+// modelShape is the shape of the worker states model m's moments make.
+func modelShape(m *model.Model) stateShape {
+	if m.AdamW8() {
+		return stateShape{m.Layout.Size, model.Adam8Scales(m.Layout)}
+	}
+	return stateShape{n: m.Layout.Size}
+}
+
 // encodeWorkerState serialises s.
 func encodeWorkerState(s *workerState) ([]byte, error) {
 	var b bytes.Buffer
@@ -79,48 +90,59 @@ func encodeWorkerState(s *workerState) ([]byte, error) {
 // large model's state is never held a second time as bytes).
 func writeWorkerState(w io.Writer, s *workerState) error {
 	o := &s.opt
-	h := make([]byte, 0, 32)
-	put := func(v int) { h = binary.LittleEndian.AppendUint64(h, uint64(v)) }
-	var err error
-	write := func(b []byte) {
-		if err == nil {
-			_, err = w.Write(b)
-		}
-	}
-	f32s := func(xs ...[]float32) {
-		for _, x := range xs {
-			if err == nil {
-				err = le.WriteFloats(w, x)
-			}
-		}
-	}
+	step, sh := o.Step, stateShape{n: len(o.M)}
 	if o.M8 != nil {
-		h = append(h, workerState8Magic...)
-		put(o.Step)
-		put(len(o.M8))
-		put(len(o.MS))
-		write(h)
-		write(o.M8)
-		write(o.V8)
-		f32s(o.MS, o.VS)
-	} else {
-		h = append(h, workerStateMagic...)
-		put(o.Step)
-		put(len(o.M))
-		write(h)
-		f32s(o.M, o.V)
+		sh = stateShape{len(o.M8), len(o.MS)}
 	}
-	if err != nil {
+	if s.in != nil {
+		step, sh = s.in.Steps(), modelShape(s.in)
+	}
+	h := []byte(workerStateMagic)
+	if sh.k > 0 {
+		h = []byte(workerState8Magic)
+	}
+	put := func(v int) { h = binary.LittleEndian.AppendUint64(h, uint64(v)) }
+	put(step)
+	put(sh.n)
+	if sh.k > 0 {
+		put(sh.k)
+	}
+	if _, err := w.Write(h); err != nil {
+		return err
+	}
+	if err := writeMoments(w, s); err != nil {
 		return err
 	}
 	return writeEFState(w, s.round, s.efs)
+}
+
+// writeMoments writes s's moments: its model's, or its host copy's
+// vectors in the model's order (model.WriteMoments).
+func writeMoments(w io.Writer, s *workerState) error {
+	if s.in != nil {
+		return s.in.WriteMoments(w)
+	}
+	o := &s.opt
+	if o.M8 != nil {
+		for _, b := range [][]byte{o.M8, o.V8} {
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+		}
+	}
+	for _, x := range [][]float32{o.M, o.V, o.MS, o.VS} {
+		if err := le.WriteFloats(w, x); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // decodeWorkerState parses a worker state of shape sh whose residuals have
 // the shapes of efs (which it fills).
 func decodeWorkerState(b []byte, sh stateShape, efs []*gradsync.ErrorFeedback) (*workerState, error) {
 	br := bytes.NewReader(b)
-	s, err := readWorkerState(br, sh, efs)
+	s, err := readWorkerState(br, sh, efs, nil)
 	if err == nil && br.Len() != 0 {
 		err = fmt.Errorf("worker state: error-feedback state: %d trailing bytes", br.Len())
 	}
@@ -128,8 +150,9 @@ func decodeWorkerState(b []byte, sh stateShape, efs []*gradsync.ErrorFeedback) (
 }
 
 // readWorkerState reads decodeWorkerState's bytes from rd, up to their end,
-// into the state's own vectors (never holding them twice).
-func readWorkerState(rd io.Reader, sh stateShape, efs []*gradsync.ErrorFeedback) (*workerState, error) {
+// its moments into model into (whose moments are then the state's), or,
+// without one, into the state's own vectors (never holding them twice).
+func readWorkerState(rd io.Reader, sh stateShape, efs []*gradsync.ErrorFeedback, into *model.Model) (*workerState, error) {
 	magic, head := workerStateMagic, 24
 	if sh.k > 0 {
 		magic, head = workerState8Magic, 32
@@ -146,10 +169,16 @@ func readWorkerState(rd io.Reader, sh stateShape, efs []*gradsync.ErrorFeedback)
 	if got != uint64(sh.n) || k != uint64(sh.k) || step > 1<<40 {
 		return nil, fmt.Errorf("worker state: %d moments (%d block scales) at step %d, the model has %d parameters (%d scales)", got, k, step, sh.n, sh.k)
 	}
-	s := &workerState{opt: model.OptimState{Step: int(step)}, efs: efs}
+	s := &workerState{opt: model.OptimState{Step: int(step)}, efs: efs, in: into}
 	o := &s.opt
 	var err error
-	if sh.k > 0 {
+	if into != nil {
+		s.opt = model.OptimState{}
+		if modelShape(into) != sh {
+			return nil, fmt.Errorf("worker state: a model whose moments are shaped %+v cannot hold states shaped %+v", modelShape(into), sh)
+		}
+		err = into.ReadMoments(rd, int(step))
+	} else if sh.k > 0 {
 		o.M8, o.V8, o.MS, o.VS = make([]byte, sh.n), make([]byte, sh.n), make([]float32, sh.k), make([]float32, sh.k)
 		for _, b := range [][]byte{o.M8, o.V8} {
 			if err == nil {
@@ -187,18 +216,17 @@ func workerStateSize(sh stateShape, efs []*gradsync.ErrorFeedback) int64 {
 
 // heldState returns this node's worker state as the model and residuals
 // hold it, after round r: where rounds overlap, a copy that the next
-// round's steps leave alone; otherwise the moments downloaded and the
+// round's steps leave alone; otherwise the model's moments and the
 // residuals themselves, which nothing moves before the state is stored
-// (a copy of them would be 4 bytes a parameter more at the peak).
+// (streamed from them: a copy would be 4 bytes a parameter more at the
+// peak for the residuals, 2 or 8 for the moments).
 //
 // A copy fills the buffers of the state held before (p.spare, once
 // stored): allocating the three vectors afresh each round cost more than
 // copying them, on the way from one round's steps to the next's.
 func (p *Participant) heldState(r int) *workerState {
 	if p.sync.Overlap == "" {
-		s := &workerState{round: r, efs: p.efs}
-		p.m.OptimStateInto(&s.opt)
-		return s
+		return &workerState{in: p.m, round: r, efs: p.efs}
 	}
 	s := p.spare
 	p.spare = nil
@@ -221,19 +249,24 @@ func (p *Participant) heldState(r int) *workerState {
 // storeWorkerState adds worker state s to the store, pinned as pin, and
 // returns its CID.
 func (p *Participant) storeWorkerState(ctx context.Context, s *workerState, pin string) (cid.Cid, error) {
-	return streamWorkerState(s, func(r io.Reader) (cid.Cid, error) {
+	return p.streamWorkerState(s, func(r io.Reader) (cid.Cid, error) {
 		return p.n.Store.AddReader(ctx, r, contentstore.AddOptions{Pin: true, Name: pin})
 	})
 }
 
 // workerStateCID is the CID worker state s is stored under.
-func workerStateCID(ctx context.Context, s *workerState) (cid.Cid, error) {
-	return streamWorkerState(s, func(r io.Reader) (cid.Cid, error) { return contentstore.FileCID(ctx, r) })
+func (p *Participant) workerStateCID(ctx context.Context, s *workerState) (cid.Cid, error) {
+	return p.streamWorkerState(s, func(r io.Reader) (cid.Cid, error) { return contentstore.FileCID(ctx, r) })
 }
 
 // streamWorkerState hands import a reader of s's encoding, written as it
-// is read: a large model's state is never held as bytes.
-func streamWorkerState(s *workerState, importer func(io.Reader) (cid.Cid, error)) (cid.Cid, error) {
+// is read: a large model's state is never held as bytes. The writer
+// drives the backend where s's moments are a model's.
+func (p *Participant) streamWorkerState(s *workerState, importer func(io.Reader) (cid.Cid, error)) (cid.Cid, error) {
+	if s.in != nil {
+		p.ru.drive.Lock()
+		defer p.ru.drive.Unlock()
+	}
 	pr, pw := io.Pipe()
 	done := make(chan struct{})
 	go func() {
@@ -275,8 +308,11 @@ func (p *Participant) pruneWorkerStates(upto int) error {
 }
 
 // loadWorkerState reads worker state k (fetched if need be, within the
-// context's wait) into a fresh set of residuals.
-func (p *Participant) loadWorkerState(ctx context.Context, k cid.Cid) (*workerState, error) {
+// context's wait) into a fresh set of residuals and model into's moments
+// (it drives the backend). While it reads into this node's model, and
+// after it failed to, the model holds nothing of this node's worker state
+// (p.lent).
+func (p *Participant) loadWorkerState(ctx context.Context, k cid.Cid, into *model.Model) (*workerState, error) {
 	if k.Prefix().Codec != cid.DagProtobuf && k.Prefix().Codec != cid.Raw {
 		return nil, fmt.Errorf("worker state %s is not a file", k)
 	}
@@ -299,7 +335,10 @@ func (p *Participant) loadWorkerState(ctx context.Context, k cid.Cid) (*workerSt
 		return nil, fmt.Errorf("worker state %s: %w", k, err)
 	}
 	// Read as it decodes: the size was checked, so it ends where the file does.
-	s, err := readWorkerState(bufio.NewReaderSize(f, 1<<20), sh, efs)
+	p.ru.drive.Lock()
+	p.lent = p.lent || into == p.m
+	s, err := readWorkerState(bufio.NewReaderSize(f, 1<<20), sh, efs, into)
+	p.ru.drive.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", k, err)
 	}
@@ -338,8 +377,10 @@ func (p *Participant) holdState(s *workerState, k cid.Cid) error {
 				return fmt.Errorf("worker state %s: partition %d has %d residuals, the run %d", k, i, len(e.Residual), p.parts[i].Size)
 			}
 		}
-		if err := p.m.SetOptimState(s.opt); err != nil {
-			return fmt.Errorf("worker state %s: %w", k, err)
+		if s.in != p.m {
+			if err := p.m.SetOptimState(s.opt); err != nil {
+				return fmt.Errorf("worker state %s: %w", k, err)
+			}
 		}
 		for i, e := range s.efs {
 			if p.efs[i].Residual == nil {
@@ -422,14 +463,22 @@ func (p *Participant) carryState(ctx context.Context, rec *roundRecord) {
 		p.held, p.lent = k, true // reclaim reads it before the next steps
 		return
 	}
-	s, err := p.loadWorkerState(contentstore.WithWait(ctx, contentstore.Wait{Stall: p.ru.fetchWait()}), k)
-	if err == nil {
-		err = p.holdState(s, k)
-	}
-	if err != nil {
+	if err := p.loadHeld(contentstore.WithWait(ctx, contentstore.Wait{Stall: p.ru.fetchWait()}), k); err != nil {
 		p.opts.Logf("run %s: starting round %d from a fresh worker state: %v", p.id, rec.Round+1, err)
 		p.freshState()
 	}
+}
+
+// loadHeld reads this node's worker state k into its model and residuals
+// and holds it.
+func (p *Participant) loadHeld(ctx context.Context, k cid.Cid) error {
+	s, err := p.loadWorkerState(ctx, k, p.m)
+	if err != nil {
+		return err
+	}
+	p.ru.drive.Lock()
+	defer p.ru.drive.Unlock()
+	return p.holdState(s, k)
 }
 
 // freshState starts the next round from a fresh worker state (which
