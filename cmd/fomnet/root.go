@@ -79,6 +79,7 @@ func runIn(ctx context.Context, args []string, in io.Reader, stdout, stderr io.W
 	e := &env{stdout: stdout, stderr: &lockedWriter{w: stderr}}
 	e.log = slog.New(&lineHandler{w: e.stderr, level: slog.LevelInfo})
 	defer peakHeapProfile(e.stderr)()
+	defer cpuProfile(e.stderr)()
 	root := newRoot(e)
 	root.SetArgs(args)
 	root.SetIn(in)

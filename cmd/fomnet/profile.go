@@ -52,3 +52,28 @@ func peakHeapProfile(stderr io.Writer) func() {
 			float64(peak)/(1<<20), float64(sys)/(1<<20), float64(ms.TotalAlloc)/(1<<20), ms.NumGC, path)
 	}
 }
+
+// cpuProfile, when FOMNET_CPUPROFILE names a file, profiles the command's
+// CPU time into it; the returned function (called once) stops it. A tool
+// for finding where time goes (docs/BENCHMARKS.md), not for users.
+func cpuProfile(stderr io.Writer) func() {
+	path := os.Getenv("FOMNET_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "fomnet: FOMNET_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		fmt.Fprintf(stderr, "fomnet: CPU profile: %s\n", path)
+	}
+}
