@@ -4,13 +4,27 @@ import (
 	"encoding/binary"
 	"io"
 	"math"
+	"unsafe"
 )
 
 // chunk is how many bytes WriteFloats converts at a time.
 const chunk = 64 << 10
 
+// native is whether this machine stores a float32 as its little-endian
+// bytes: then a vector is written and read as the bytes it is made of.
+var native = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// bytesOf is x's memory as bytes.
+func bytesOf(x []float32) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), 4*len(x))
+}
+
 // WriteFloats writes x to w, 4 bytes an element, little-endian.
 func WriteFloats(w io.Writer, x []float32) error {
+	if native {
+		_, err := w.Write(bytesOf(x))
+		return err
+	}
 	var buf [chunk]byte
 	for len(x) > 0 {
 		n := min(len(x), chunk/4)
@@ -48,6 +62,12 @@ func WriteFilled(w io.Writer, n int, fill func(off int, dst []float32) error) er
 // ReadFloats fills x from r, 4 bytes an element, little-endian (an error
 // if r ends first: io.ErrUnexpectedEOF, or io.EOF before the first byte).
 func ReadFloats(r io.Reader, x []float32) error {
+	if native {
+		if _, err := io.ReadFull(r, bytesOf(x)); err != nil {
+			return err
+		}
+		return nil
+	}
 	var buf [chunk]byte
 	for len(x) > 0 {
 		n := min(len(x), chunk/4)

@@ -8,8 +8,16 @@ import (
 	"testing"
 )
 
-// WriteFloats writes what encoding/binary writes, across chunk boundaries.
+// WriteFloats writes what encoding/binary writes, across chunk boundaries,
+// as the machine's own bytes and converted (as on a big-endian machine).
 func TestWriteFloats(t *testing.T) {
+	defer func(was bool) { native = was }(native)
+	for _, native = range []bool{native, false} {
+		testWriteFloats(t)
+	}
+}
+
+func testWriteFloats(t *testing.T) {
 	for _, n := range []int{0, 1, chunk/4 - 1, chunk / 4, chunk/4 + 1, 3*chunk/4 + 7} {
 		x := make([]float32, n)
 		for i := range x {
@@ -22,7 +30,7 @@ func TestWriteFloats(t *testing.T) {
 		}
 		binary.Write(&want, binary.LittleEndian, x)
 		if !bytes.Equal(got.Bytes(), want.Bytes()) {
-			t.Fatalf("%d floats: the bytes differ from encoding/binary's", n)
+			t.Fatalf("%d floats (native %v): the bytes differ from encoding/binary's", n, native)
 		}
 		back := make([]float32, n)
 		if err := ReadFloats(bytes.NewReader(want.Bytes()), back); err != nil {
@@ -67,5 +75,36 @@ func TestWriteFilled(t *testing.T) {
 	stop := errors.New("stop")
 	if err := WriteFilled(&bytes.Buffer{}, 9, func(int, []float32) error { return stop }); err != stop {
 		t.Fatalf("fill's error: got %v", err)
+	}
+}
+
+// copier copies what it is given into its bytes, from the start, as a
+// file's write copies into the kernel.
+type copier []byte
+
+func (c copier) Write(p []byte) (int, error) { return copy(c, p), nil }
+
+// BenchmarkFloats: 16M floats written into memory and read from it, as the
+// machine's bytes and converted a chunk at a time.
+func BenchmarkFloats(b *testing.B) {
+	defer func(was bool) { native = was }(native)
+	x := make([]float32, 1<<24)
+	raw := make([]byte, 4*len(x))
+	for _, nat := range []bool{true, false} {
+		name := map[bool]string{true: "native", false: "converted"}[nat]
+		b.Run("write/"+name, func(b *testing.B) {
+			native = nat
+			b.SetBytes(int64(len(raw)))
+			for b.Loop() {
+				WriteFloats(copier(raw), x)
+			}
+		})
+		b.Run("read/"+name, func(b *testing.B) {
+			native = nat
+			b.SetBytes(int64(len(raw)))
+			for b.Loop() {
+				ReadFloats(bytes.NewReader(raw), x)
+			}
+		})
 	}
 }
