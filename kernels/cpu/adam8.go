@@ -12,9 +12,9 @@ import (
 // blocks spread over the threads (a block's arithmetic never depends on
 // which thread runs it). On the AVX2 paths every phase but the last few
 // values of a block runs in adam8_amd64.s — its fp32 step the vectorised
-// AdamW, its codes' decoding a gather from the tables below, its rounding
-// the same integer arithmetic on eight floats' bits at once — and the
-// definitions run the rest.
+// AdamW, a code's value built from its bits, its rounding the same integer
+// arithmetic on eight floats' bits at once — and the definitions run the
+// rest.
 
 type bytesBuf struct{ d []byte }
 
@@ -101,8 +101,10 @@ func (b *Backend) adam8Ops() kernels.Adam8Ops {
 // masks of 23 and 19 random bits and of a float's magnitude; 1.0, 1 and
 // the sign bit of a byte; then, for v's code (bias 15) and m's (bias 7),
 // kernels.floatCode's threshold and rebias of the float's bits and its
-// fixed-point scale.
-type adam8Consts [17][8]uint32
+// fixed-point scale; then 15 and 127 (the largest code of no exponent, a
+// code's magnitude) and the values of v's and m's fixed-point steps,
+// 2^-18 and 2^-10.
+type adam8Consts [21][8]uint32
 
 var adam8K = func() *adam8Consts {
 	var k adam8Consts
@@ -110,6 +112,7 @@ var adam8K = func() *adam8Consts {
 	for _, bias := range []uint32{15, 7} {
 		rows = append(rows, (128-bias)<<23, (127-bias)<<23, (127+bias+26)<<23)
 	}
+	rows = append(rows, 15, 127, math.Float32bits(0x1p-18), math.Float32bits(0x1p-10))
 	for r, x := range rows {
 		for l := range 8 {
 			k[r][l] = x
@@ -121,14 +124,6 @@ var adam8K = func() *adam8Consts {
 	return &k
 }()
 
-// adam8MT and adam8VT are the values of m's and v's codes at scale 1.
-var adam8MT, adam8VT = func() (mt, vt [256]float32) {
-	for c := range 256 {
-		mt[c], vt[c] = kernels.DecodeM(uint8(c), 1), kernels.DecodeV(uint8(c), 1)
-	}
-	return mt, vt
-}()
-
 // stepMix is the step's term of kernels.adamBits.
 func stepMix(step uint32) uint32 { return step * 0x85ebca77 }
 
@@ -136,7 +131,7 @@ func adam8Decode(m, v []float32, mq, vq []uint8, ms, vs float32) {
 	n := len(m) &^ 7
 	if n > 0 {
 		_, _, _ = v[n-1], mq[n-1], vq[n-1]
-		adam8DecodeAVX(&m[0], &v[0], &mq[0], &vq[0], n, ms, vs, &adam8MT, &adam8VT)
+		adam8DecodeAVX(&m[0], &v[0], &mq[0], &vq[0], n, ms, vs, adam8K)
 	}
 	kernels.Adam8Decode(m[n:], v[n:], mq[n:], vq[n:], ms, vs)
 }
@@ -161,7 +156,7 @@ func adam8EncodeV(w, m []float32, vq []uint8, s float32, base int, step uint32) 
 	var mmax float32
 	if n > 0 {
 		_, _ = w[n-1], vq[n-1]
-		mmax = adam8EncodeVAVX(&w[0], &m[0], &vq[0], n, s, uint32(base), stepMix(step), &adam8VT, adam8K)
+		mmax = adam8EncodeVAVX(&w[0], &m[0], &vq[0], n, s, uint32(base), stepMix(step), adam8K)
 	}
 	if t := kernels.Adam8EncodeV(w[n:], m[n:], vq[n:], s, base+n, step); t > mmax {
 		mmax = t

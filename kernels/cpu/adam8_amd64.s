@@ -1,7 +1,9 @@
 // AVX2 versions of 8-bit AdamW's phases (kernels.Adam8Decode, Adam8Roots,
 // Adam8EncodeV, Adam8EncodeM) for n values, n a multiple of 8: the same
 // float32 operations and the same integer arithmetic on the bits, so both
-// paths agree bit for bit on finite moments. k points to adam8Consts
+// paths agree bit for bit on finite moments. A code's value is built from
+// its bits, not looked up: no gathers (slow on processors with the
+// Gather Data Sampling mitigation, and slower than the arithmetic here). k points to adam8Consts
 // (adam8.go): 32-byte rows of broadcast constants at these offsets.
 
 //go:build amd64
@@ -21,6 +23,10 @@
 #define K_SIGN8 320
 #define K_V 352
 #define K_M 448
+#define K_FIFTEEN 544
+#define K_LOW7 576
+#define K_VSTEP 608
+#define K_MSTEP 640
 
 // HASH turns Y0 = 2·i + odd, i the lanes' indices, into kernels.adamBits
 // of i with the step's term in Y13; Y1 is clobbered.
@@ -53,6 +59,35 @@
 	VPCMPGTD Y3, Y5, Y5; \
 	VBLENDVPS Y5, Y6, Y4, Y4
 
+// VALUEV leaves in Y7 the value at scale 1 of v's codes in Y4, the
+// float it stands for built from its bits (kernels.DecodeV's table
+// without a lookup): exponent e ≥ 1 moves into the float's exponent,
+// e = 0 is f·2^-18 (exact); Y5 and Y6 are clobbered.
+#define VALUEV \
+	VPSLLD $19, Y4, Y7; \
+	VPADDD K_V+32(R9), Y7, Y7; \
+	VCVTDQ2PS Y4, Y6; \
+	VMULPS K_VSTEP(R9), Y6, Y6; \
+	VMOVDQU K_FIFTEEN(R9), Y5; \
+	VPCMPGTD Y5, Y4, Y5; \
+	VBLENDVPS Y5, Y7, Y6, Y7
+
+// VALUEM leaves in Y8 the value at scale 1 of m's codes in Y0 (sign,
+// exponent, mantissa; kernels.DecodeM's table without a lookup), as
+// VALUEV; Y5, Y6 and Y9 are clobbered.
+#define VALUEM \
+	VPAND K_LOW7(R9), Y0, Y9; \
+	VPSLLD $19, Y9, Y8; \
+	VPADDD K_M+32(R9), Y8, Y8; \
+	VCVTDQ2PS Y9, Y6; \
+	VMULPS K_MSTEP(R9), Y6, Y6; \
+	VMOVDQU K_FIFTEEN(R9), Y5; \
+	VPCMPGTD Y5, Y9, Y5; \
+	VBLENDVPS Y5, Y8, Y6, Y8; \
+	VPAND K_SIGN8(R9), Y0, Y9; \
+	VPSLLD $24, Y9, Y9; \
+	VPOR Y9, Y8, Y8
+
 // STORECODES writes the 8 dwords of Y4 (each < 256) as bytes at (DX);
 // Y5 is clobbered.
 #define STORECODES \
@@ -61,8 +96,8 @@
 	VPACKUSWB X5, X5, X5; \
 	VMOVQ X5, (DX)
 
-// func adam8DecodeAVX(m, v *float32, mq, vq *uint8, n int, ms, vs float32, mt, vt *[256]float32)
-TEXT ·adam8DecodeAVX(SB), NOSPLIT, $0-64
+// func adam8DecodeAVX(m, v *float32, mq, vq *uint8, n int, ms, vs float32, k *adam8Consts)
+TEXT ·adam8DecodeAVX(SB), NOSPLIT, $0-56
 	MOVQ m+0(FP), DI
 	MOVQ v+8(FP), SI
 	MOVQ mq+16(FP), R10
@@ -70,22 +105,19 @@ TEXT ·adam8DecodeAVX(SB), NOSPLIT, $0-64
 	MOVQ n+32(FP), CX
 	VBROADCASTSS ms+40(FP), Y14
 	VBROADCASTSS vs+44(FP), Y15
-	MOVQ mt+48(FP), R12
-	MOVQ vt+56(FP), R13
+	MOVQ k+48(FP), R9
 	SHRQ $3, CX
 dec_loop:
 	TESTQ CX, CX
 	JZ dec_done
+	VPMOVZXBD (R11), Y4
+	VALUEV
+	VMULPS Y7, Y15, Y3                  // w = vs·(v's code's value)
 	VPMOVZXBD (R10), Y0
-	VPMOVZXBD (R11), Y1
-	VPCMPEQD Y2, Y2, Y2
-	VGATHERDPS Y2, (R13)(Y1*4), Y3
-	VMULPS Y3, Y15, Y3                  // w = vs·vt[vq]
-	VPCMPEQD Y2, Y2, Y2
-	VGATHERDPS Y2, (R12)(Y0*4), Y4
-	VMULPS Y4, Y14, Y4                  // ms·mt[mq]
-	VMULPS Y3, Y4, Y4                   // m = (m/w)·w
-	VMOVUPS Y4, (DI)
+	VALUEM
+	VMULPS Y8, Y14, Y8                  // ms·(m's code's value)
+	VMULPS Y3, Y8, Y8                   // m = (m/w)·w
+	VMOVUPS Y8, (DI)
 	VMULPS Y3, Y3, Y5                   // v = w·w
 	VMOVUPS Y5, (SI)
 	ADDQ $32, DI
@@ -124,8 +156,8 @@ roots_done:
 	VZEROUPPER
 	RET
 
-// func adam8EncodeVAVX(w, m *float32, vq *uint8, n int, s float32, base, stepMix uint32, vt *[256]float32, k *adam8Consts) float32
-TEXT ·adam8EncodeVAVX(SB), NOSPLIT, $0-68
+// func adam8EncodeVAVX(w, m *float32, vq *uint8, n int, s float32, base, stepMix uint32, k *adam8Consts) float32
+TEXT ·adam8EncodeVAVX(SB), NOSPLIT, $0-60
 	MOVQ w+0(FP), DI
 	MOVQ m+8(FP), SI
 	MOVQ vq+16(FP), DX
@@ -133,8 +165,7 @@ TEXT ·adam8EncodeVAVX(SB), NOSPLIT, $0-68
 	VBROADCASTSS s+32(FP), Y15
 	VBROADCASTSS base+36(FP), Y14
 	VBROADCASTSS stepMix+40(FP), Y13
-	MOVQ vt+48(FP), R8
-	MOVQ k+56(FP), R9
+	MOVQ k+48(FP), R9
 	VPADDD K_LANES(R9), Y14, Y14        // the lanes' indices
 	VXORPS Y12, Y12, Y12                // largest |m/w|
 	VXORPS Y11, Y11, Y11
@@ -152,8 +183,7 @@ encv_loop:
 	VCMPPS $0x1e, Y11, Y2, Y5           // w > 0
 	VPAND Y5, Y4, Y4
 	STORECODES
-	VPCMPEQD Y6, Y6, Y6
-	VGATHERDPS Y6, (R8)(Y4*4), Y7
+	VALUEV
 	VMULPS Y7, Y15, Y7                  // w as decoded
 	VMOVUPS (SI), Y8
 	VDIVPS Y7, Y8, Y8
@@ -175,7 +205,7 @@ encv_done:
 	VMAXPS X1, X12, X12
 	VPERMILPS $0xb1, X12, X1
 	VMAXPS X1, X12, X12
-	VMOVSS X12, ret+64(FP)
+	VMOVSS X12, ret+56(FP)
 	VZEROUPPER
 	RET
 

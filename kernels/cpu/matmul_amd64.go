@@ -63,13 +63,13 @@ func scaleAVX(x *float32, n int, s float32)
 func maxAVX(x *float32, n int) float32
 
 //go:noescape
-func adam8DecodeAVX(m, v *float32, mq, vq *uint8, n int, ms, vs float32, mt, vt *[256]float32)
+func adam8DecodeAVX(m, v *float32, mq, vq *uint8, n int, ms, vs float32, k *adam8Consts)
 
 //go:noescape
 func adam8RootsAVX(v *float32, n int) float32
 
 //go:noescape
-func adam8EncodeVAVX(w, m *float32, vq *uint8, n int, s float32, base, stepMix uint32, vt *[256]float32, k *adam8Consts) float32
+func adam8EncodeVAVX(w, m *float32, vq *uint8, n int, s float32, base, stepMix uint32, k *adam8Consts) float32
 
 //go:noescape
 func adam8EncodeMAVX(m *float32, mq *uint8, n int, s float32, base, stepMix uint32, k *adam8Consts)

@@ -23,11 +23,11 @@ func sumAVX(x *float32, n int, acc *[16]float64)        { panic("unreachable") }
 func scaleAVX(x *float32, n int, s float32)             { panic("unreachable") }
 func maxAVX(x *float32, n int) float32                  { panic("unreachable") }
 
-func adam8DecodeAVX(m, v *float32, mq, vq *uint8, n int, ms, vs float32, mt, vt *[256]float32) {
+func adam8DecodeAVX(m, v *float32, mq, vq *uint8, n int, ms, vs float32, k *adam8Consts) {
 	panic("unreachable")
 }
 func adam8RootsAVX(v *float32, n int) float32 { panic("unreachable") }
-func adam8EncodeVAVX(w, m *float32, vq *uint8, n int, s float32, base, stepMix uint32, vt *[256]float32, k *adam8Consts) float32 {
+func adam8EncodeVAVX(w, m *float32, vq *uint8, n int, s float32, base, stepMix uint32, k *adam8Consts) float32 {
 	panic("unreachable")
 }
 func adam8EncodeMAVX(m *float32, mq *uint8, n int, s float32, base, stepMix uint32, k *adam8Consts) {
