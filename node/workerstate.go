@@ -355,8 +355,9 @@ func (p *Participant) newResiduals() []*gradsync.ErrorFeedback {
 }
 
 // holdState makes s (nil: a fresh state) the state this node's model and
-// residuals hold, and k its CID (cid.Undef for a fresh one). Residuals a
-// lean node let go of (release) are s's own, or allocated.
+// residuals hold, and k its CID (cid.Undef for a fresh one): s's moments
+// were read into the model (loadHeld); residuals a lean node let go of
+// (release) are s's own, or allocated.
 func (p *Participant) holdState(s *workerState, k cid.Cid) error {
 	if s == nil {
 		if err := p.m.SetOptimState(model.OptimState{}); err != nil {
@@ -377,10 +378,8 @@ func (p *Participant) holdState(s *workerState, k cid.Cid) error {
 				return fmt.Errorf("worker state %s: partition %d has %d residuals, the run %d", k, i, len(e.Residual), p.parts[i].Size)
 			}
 		}
-		if s.in != p.m {
-			if err := p.m.SetOptimState(s.opt); err != nil {
-				return fmt.Errorf("worker state %s: %w", k, err)
-			}
+		if s.in != p.m { // (loadHeld reads the moments into the model)
+			return fmt.Errorf("worker state %s: its moments are not in this node's model", k)
 		}
 		for i, e := range s.efs {
 			if p.efs[i].Residual == nil {
