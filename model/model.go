@@ -102,6 +102,11 @@ type Options struct {
 	// 2.03 bytes a parameter instead of 8, a different optimizer — a run
 	// chooses it for every participant.
 	AdamW8 bool
+	// GradsBF16 holds the gradients in bfloat16 (kernels.BF16Backend: the
+	// CUDA bf16 path): 2 bytes a parameter instead of 4. Each gradient is
+	// rounded once where it is stored, so results change as the bf16
+	// path's roundings change them.
+	GradsBF16 bool
 }
 
 // New allocates a model on be with zeroed parameters and fp32 AdamW
@@ -116,7 +121,15 @@ func NewWith(be kernels.Backend, c Config, o Options) (*Model, error) {
 	l := NewLayout(c)
 	m := &Model{Config: c, Layout: l, be: be, recompute: o.Recompute}
 	m.Params = be.Alloc(l.Size)
-	m.Grads = be.Alloc(l.Size)
+	if o.GradsBF16 {
+		h, ok := kernels.AsBF16(be)
+		if !ok {
+			return nil, fmt.Errorf("%w: backend %s cannot hold gradients in bfloat16 (the CUDA bf16 path can)", kernels.ErrUnsupported, be.Name())
+		}
+		m.Grads = h.AllocBF16(l.Size)
+	} else {
+		m.Grads = be.Alloc(l.Size)
+	}
 	m.p = viewWeights(be, l, c, m.Params)
 	m.g = viewWeights(be, l, c, m.Grads)
 	if err := m.allocOptim(o.AdamW8); err != nil {

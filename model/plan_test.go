@@ -82,6 +82,24 @@ func TestFitPlan(t *testing.T) {
 	if _, err := FitPlan(c, in, 1<<20, false); err == nil || !strings.Contains(err.Error(), "nothing fits in 1.00 MiB") {
 		t.Fatalf("1 MiB: %v", err)
 	}
+
+	// On a GPU's bf16 path, bf16 gradients come after 8-bit moments and
+	// before micro-batches; a swarm participant's plan has none.
+	gpu := PlanInput{Batch: 8, Seq: 1024, BF16: true, GPU: true}
+	small := gpu
+	small.Options = Options{Recompute: true, AdamW8: true, GradsBF16: true}
+	budget := MakePlan(c, small).Device
+	p, err := FitPlan(c, gpu, budget, false)
+	if err != nil || !p.Input.GradsBF16 || p.Input.micro() != 1 {
+		t.Fatalf("bf16 gradients fit: %v, %s", err, p.Input.Settings())
+	}
+	if !strings.Contains(p.Input.Settings(), "bf16 gradients") || !slices.ContainsFunc(p.Parts, func(x PlanPart) bool { return x.Name == "gradients (bf16)" && x.Bytes == 2*NumParams(c) }) {
+		t.Errorf("bf16 gradients plan: %s, %+v", p.Input.Settings(), p.Parts)
+	}
+	gpu.Swarm = true
+	if p, err := FitPlan(c, gpu, budget, true); err == nil && p.Input.GradsBF16 {
+		t.Errorf("a swarm participant planned with bf16 gradients: %s", p.Input.Settings())
+	}
 }
 
 // A plan's total is its peak: parts held throughout and the largest phase,

@@ -54,6 +54,9 @@ func TestUsageErrors(t *testing.T) {
 		{"bench", "train", "--preset", "kormo-10b"},
 		{"bench", "train", "--preset", "llama-1b", "--batch", "8", "--seq", "2048", "--memory", "24GiB"},
 		{"bench", "train", "--optimizer", "adamw4"},
+		{"bench", "train", "--grads", "fp16"},
+		{"bench", "train", "--grads", "bf16"},
+		{"train", "--builtin", "--device", "cuda", "--grads", "bf16"},
 		{"bench", "train", "--micro", "3"},
 		{"train", "--builtin", "--memory", "lots"},
 		{"model", "plan", "--preset", "demo", "--batch", "0"},
@@ -149,6 +152,23 @@ func TestModelPlanLean(t *testing.T) {
 		return strings.HasPrefix(p.Name, "DPO reference weights") && p.Bytes == 4*r.Params
 	}) || d.Total < r.Total+8*r.Params {
 		t.Fatalf("--dpo: exit %d (%v), %d bytes at the peak (%d without), parts %v", code, err, d.Total, r.Total, d.Parts)
+	}
+}
+
+// KORMo-10B on a 96 GiB GPU: the plan names bf16 gradients, and with them
+// the gradients take 2 bytes a parameter.
+func TestModelPlanBF16Gradients(t *testing.T) {
+	args := []string{"model", "plan", "--preset", "kormo-10b", "--batch", "1", "--seq", "4096", "--device", "cuda", "--precision", "bf16", "--memory", "96GiB", "--json"}
+	var r planReport
+	out, errOut, code := fomnet(t, args...)
+	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || r.Fits || !strings.Contains(r.Fit, "--grads bf16") {
+		t.Fatalf("exit %d (%v), report %+v, stderr %q", code, err, r, errOut)
+	}
+	out, _, code = fomnet(t, append(args, strings.Fields(r.Fit)...)...)
+	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || !r.Fits || !slices.ContainsFunc(r.Parts, func(p model.PlanPart) bool {
+		return p.Name == "gradients (bf16)" && p.Bytes == 2*r.Params
+	}) {
+		t.Fatalf("with the fit's flags: exit %d (%v), report %+v", code, err, r)
 	}
 }
 

@@ -23,24 +23,26 @@ import (
 // (model.MakePlan) before allocating anything.
 type memoryFlags struct {
 	optimizer string
+	grads     string
 	recompute bool
 	micro     int
 	memory    string
 }
 
 // add registers the flags; optimizer is false where a run spec fixes the
-// optimizer (fomnet join).
+// optimizer (fomnet join, whose node plans without bf16 gradients too).
 func (f *memoryFlags) add(fs *pflag.FlagSet, optimizer bool) {
 	if optimizer {
 		fs.StringVar(&f.optimizer, "optimizer", "adamw", "AdamW's moments: adamw (fp32) or adamw8 (8 bits a value, blockwise scales: 2 bytes a parameter instead of 8)")
+		fs.StringVar(&f.grads, "grads", "fp32", "gradients: fp32, or bf16 (--device cuda --precision bf16 only: 2 bytes a parameter instead of 4, each rounded once where it is stored)")
 	}
 	fs.BoolVar(&f.recompute, "recompute", false, "keep only each block's input through the forward pass and recompute the block in backward (same results, about a third more compute, far less activation memory)")
 	fs.IntVar(&f.micro, "micro", 1, "cut each step's batch into this many micro-batches (same results; activations of one micro-batch)")
 	fs.StringVar(&f.memory, "memory", "", "memory the run may use, e.g. 24GiB: plans that need more are refused, and on the CPU the Go collector keeps the process under it (default: the CPU's available memory; for --device cuda, the device's, no check unless given)")
 }
 
-// options reads --optimizer and --recompute.
-func (f *memoryFlags) options() (model.Options, error) {
+// options reads --optimizer, --grads and --recompute.
+func (f *memoryFlags) options(dev *deviceFlags) (model.Options, error) {
 	o := model.Options{Recompute: f.recompute}
 	switch f.optimizer {
 	case "", "adamw":
@@ -49,13 +51,23 @@ func (f *memoryFlags) options() (model.Options, error) {
 	default:
 		return o, usagef("--optimizer %q: want adamw or adamw8", f.optimizer)
 	}
+	switch f.grads {
+	case "", "fp32":
+	case "bf16":
+		if !dev.cuda() || dev.precision != "bf16" {
+			return o, usagef("--grads bf16 needs --device cuda --precision bf16 (the CPU and the fp32 path keep gradients in fp32)")
+		}
+		o.GradsBF16 = true
+	default:
+		return o, usagef("--grads %q: want fp32 or bf16", f.grads)
+	}
 	return o, nil
 }
 
 // input is the plan input for a batch×seq step on the device flags' device
 // with threads CPU threads.
 func (f *memoryFlags) input(c model.Config, batch, seq, threads int, dev *deviceFlags) (model.PlanInput, error) {
-	o, err := f.options()
+	o, err := f.options(dev)
 	if err != nil {
 		return model.PlanInput{}, err
 	}
@@ -147,6 +159,9 @@ func flagsFor(in model.PlanInput) string {
 	}
 	if in.AdamW8 {
 		s = append(s, "--optimizer adamw8")
+	}
+	if in.GradsBF16 {
+		s = append(s, "--grads bf16")
 	}
 	if in.Micro > 1 {
 		s = append(s, fmt.Sprintf("--micro %d", in.Micro))

@@ -27,6 +27,8 @@
 #define FOM_KERNEL extern "C" __global__
 #define FOM_DEV static __device__ __forceinline__
 
+typedef uint16_t fom_bf16_t; // bfloat16 bits in device memory
+
 // Constants of fom_exp, bit for bit those of kernels/cpu (expCore): the
 // hexadecimal literals are the float32 values Go's constant conversion gives.
 #define FOM_EXP_LO (-0x1.5d589ep+06f)
@@ -77,4 +79,22 @@ FOM_DEV float fom_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)
 FOM_DEV float fom_ld(const float *x, long long i, int bf) {
 	float v = x[i];
 	return bf ? fom_bf16(v) : v;
+}
+
+// Gradients may be held in bfloat16 (kernels.BF16Backend, the bf16 path's
+// option): fom_gld reads element i of a gradient buffer and fom_gst writes
+// it (rounded to nearest, ties to even), as bfloat16 when gbf is set, else
+// as float32. A kernel that accumulates into gradients adds in float32 and
+// rounds once, when it stores.
+FOM_DEV float fom_gld(const void *g, long long i, int gbf) {
+	if (gbf) return __int_as_float((int)((uint32_t)((const fom_bf16_t *)g)[i] << 16));
+	return ((const float *)g)[i];
+}
+FOM_DEV void fom_gst(void *g, long long i, int gbf, float v) {
+	if (gbf) {
+		__nv_bfloat16 h = __float2bfloat16_rn(v);
+		((fom_bf16_t *)g)[i] = *(const fom_bf16_t *)&h;
+	} else {
+		((float *)g)[i] = v;
+	}
 }

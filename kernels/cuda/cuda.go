@@ -142,14 +142,26 @@ func (b *Backend) ok() bool {
 	return b.err == nil
 }
 
-// buf is a float32 device buffer (or a view of one).
+// buf is a device buffer of float32s, or of bfloat16s where half (a
+// gradient buffer: AllocBF16), or a view of one.
 type buf struct {
 	p     uint64
 	n     int
+	half  bool
 	owner *Backend
 }
 
 func (x *buf) Len() int { return x.n }
+
+// elem is the size of one element; bytes the buffer's in device memory.
+func (x *buf) elem() int64 {
+	if x.half {
+		return 2
+	}
+	return 4
+}
+
+func (x *buf) bytes() int64 { return x.elem() * int64(x.n) }
 
 // ibuf is an int32 device buffer with a host mirror: only UploadInt writes
 // int buffers, so the mirror is always current, and the host uses it to check
@@ -162,7 +174,17 @@ type ibuf struct {
 
 func (x *ibuf) Len() int { return len(x.host) }
 
+// fb is a float32 buffer of this backend's; fg (a gradient) may hold
+// bfloat16 as well (kernels.BF16Backend).
 func (b *Backend) fb(x kernels.Buffer) *buf {
+	bb := b.fg(x)
+	if bb.half {
+		panic(fmt.Errorf("%w: a bfloat16 buffer given where the operation takes float32", kernels.ErrShape))
+	}
+	return bb
+}
+
+func (b *Backend) fg(x kernels.Buffer) *buf {
 	bb, ok := x.(*buf)
 	if !ok || bb.owner != b {
 		panic(fmt.Errorf("%w: buffer %T is not from this cuda backend", kernels.ErrShape, x))
@@ -208,6 +230,22 @@ func (b *Backend) Alloc(n int) kernels.Buffer {
 	return &buf{p: b.alloc(4 * int64(n)), n: n, owner: b}
 }
 
+// HoldsBF16 says whether the backend holds gradients in bfloat16
+// (kernels.AsBF16): on the bf16 path only; the fp32 path keeps the CPU's
+// bits.
+func (b *Backend) HoldsBF16() bool { return b.prec == BF16 }
+
+// AllocBF16 returns a zeroed buffer of n bfloat16s (kernels.BF16Backend).
+func (b *Backend) AllocBF16(n int) kernels.Buffer {
+	if n < 0 {
+		panic(fmt.Errorf("%w: alloc of %d elements", kernels.ErrShape, n))
+	}
+	if b.prec != BF16 {
+		panic(fmt.Errorf("%w: bfloat16 gradients on the %s path", kernels.ErrUnsupported, b.prec))
+	}
+	return &buf{p: b.alloc(2 * int64(n)), n: n, half: true, owner: b}
+}
+
 // AllocInt returns a zeroed buffer of n int32s.
 func (b *Backend) AllocInt(n int) kernels.IntBuffer {
 	if n < 0 {
@@ -218,21 +256,30 @@ func (b *Backend) AllocInt(n int) kernels.IntBuffer {
 
 // View aliases x[off : off+n].
 func (b *Backend) View(x kernels.Buffer, off, n int) kernels.Buffer {
-	d := b.fb(x)
+	d := b.fg(x)
 	if off < 0 || n < 0 || off+n > d.n {
 		panic(fmt.Errorf("%w: view [%d:%d] of a %d-element buffer", kernels.ErrShape, off, off+n, d.n))
 	}
-	return &buf{p: d.p + 4*uint64(off), n: n, owner: b}
+	return &buf{p: d.p + uint64(d.elem()*int64(off)), n: n, half: d.half, owner: b}
 }
 
-// Upload copies src into dst.
+// Upload copies src into dst (rounded to bfloat16 on the host where dst
+// holds bfloat16).
 func (b *Backend) Upload(dst kernels.Buffer, src []float32) {
-	d := b.fb(dst)
+	d := b.fg(dst)
 	need("upload source", len(src), d.n)
 	if len(src) == 0 || !b.ok() {
 		return
 	}
-	b.fail("upload", b.dev.CopyIn(d.p, unsafe.Pointer(&src[0]), 4*int64(len(src))))
+	if d.half {
+		h := make([]uint16, len(src))
+		for i, v := range src {
+			h[i] = kernels.BF16Bits(v)
+		}
+		b.fail("upload", b.dev.CopyIn(d.p, unsafe.Pointer(&h[0]), d.bytes()))
+		return
+	}
+	b.fail("upload", b.dev.CopyIn(d.p, unsafe.Pointer(&src[0]), d.bytes()))
 }
 
 // UploadInt copies src into dst (and its host mirror).
@@ -246,23 +293,33 @@ func (b *Backend) UploadInt(dst kernels.IntBuffer, src []int32) {
 	b.fail("upload", b.dev.CopyIn(d.p, unsafe.Pointer(&src[0]), 4*int64(len(src))))
 }
 
-// Download copies src into dst. After a device error dst is left as it was.
+// Download copies src into dst (widened on the host where src holds
+// bfloat16). After a device error dst is left as it was.
 func (b *Backend) Download(dst []float32, src kernels.Buffer) {
-	s := b.fb(src)
+	s := b.fg(src)
 	need("download destination", len(dst), s.n)
 	if len(dst) == 0 || !b.ok() {
 		return
 	}
-	b.fail("download", b.dev.CopyOut(unsafe.Pointer(&dst[0]), s.p, 4*int64(len(dst))))
+	if !s.half {
+		b.fail("download", b.dev.CopyOut(unsafe.Pointer(&dst[0]), s.p, s.bytes()))
+		return
+	}
+	h := make([]uint16, len(dst))
+	if b.fail("download", b.dev.CopyOut(unsafe.Pointer(&h[0]), s.p, s.bytes())); b.ok() {
+		for i, v := range h {
+			dst[i] = kernels.BF16Float(v)
+		}
+	}
 }
 
 // Zero clears x.
 func (b *Backend) Zero(x kernels.Buffer) {
-	d := b.fb(x)
+	d := b.fg(x)
 	if d.n == 0 || !b.ok() {
 		return
 	}
-	b.fail("zero", b.dev.Clear(d.p, 4*int64(d.n)))
+	b.fail("zero", b.dev.Clear(d.p, d.bytes()))
 }
 
 // Copy copies src into dst.
@@ -365,14 +422,14 @@ const sumChunk = 4096
 // 16 interleaved FMA lanes added in lane order, chunk sums added in order
 // (on the host).
 func (b *Backend) SumSquares(x kernels.Buffer) float64 {
-	d := b.fb(x)
+	d := b.fg(x)
 	nc := (d.n + sumChunk - 1) / sumChunk
 	if nc == 0 {
 		return 0
 	}
 	lanes := b.scratch(&b.lanes, 2*16*nc)
 	sums := b.scratch(&b.sums, 2*nc)
-	b.launch1D("fom_sumsq_lanes", 16*nc, ptr(lanes), ptr(d), i64(d.n))
+	b.launch1D("fom_sumsq_lanes", 16*nc, ptr(lanes), ptr(d), i64(d.n), flag(d.half))
 	b.launch1D("fom_sum_lanes", nc, ptr(sums), ptr(lanes), i64(nc))
 	if cap(b.sumsHost) < nc {
 		b.sumsHost = make([]float64, nc)
@@ -391,7 +448,7 @@ func (b *Backend) SumSquares(x kernels.Buffer) float64 {
 
 // AdamW updates params in place.
 func (b *Backend) AdamW(params, grads, m, v kernels.Buffer, h kernels.AdamWStep) {
-	p, g, mm, vv := b.fb(params), b.fb(grads), b.fb(m), b.fb(v)
+	p, g, mm, vv := b.fb(params), b.fg(grads), b.fb(m), b.fb(v)
 	need("adamw grads", g.n, p.n)
 	need("adamw m", mm.n, p.n)
 	need("adamw v", vv.n, p.n)
@@ -401,7 +458,7 @@ func (b *Backend) AdamW(params, grads, m, v kernels.Buffer, h kernels.AdamWStep)
 	c := h.Consts()
 	b.launch1D("fom_adamw", p.n, ptr(p), ptr(g), ptr(mm), ptr(vv), i64(p.n),
 		f32(c.GS), f32(c.B1), f32(c.OmB1), f32(c.B2), f32(c.OmB2), f32(c.IBC1), f32(c.IBC2),
-		f32(c.Eps), f32(c.WD), f32(c.LR))
+		f32(c.Eps), f32(c.WD), f32(c.LR), flag(g.half))
 }
 
 var _ kernels.Backend = (*Backend)(nil)

@@ -37,8 +37,10 @@
 // TMA on Hopper in each transposition once the kernel has passed its check
 // in it on the device; flash-style attention where the head dimension is a multiple of
 // 16); master weights, AdamW state, every other operation and the loss stay
-// float32. It is faster and agrees with the CPU to bfloat16 precision, not
-// bit for bit.
+// float32 — the gradients too, unless the model asks for them in bfloat16
+// (AllocBF16: summed in float32 by each op, rounded once when stored). It
+// is faster and agrees with the CPU to bfloat16 precision, not bit for
+// bit.
 //
 // Concurrency. A CUDA context is bound to an OS thread; the Device owns one
 // goroutine locked to its thread and every driver call runs there. The Backend

@@ -243,25 +243,26 @@ func stored(m, n, k int, ta, tb bool) (ar, ac, br, bc int) {
 }
 
 // matmulBF16 is the bf16 path's Matmul: A and B are rounded to bfloat16
-// into scratch memory, then multiplied on tensor cores.
+// into scratch memory, then multiplied on tensor cores; C is float32, or
+// bfloat16 where it holds gradients in it.
 func (b *Backend) matmulBF16(c, a, bm *buf, m, n, k int, ta, tb, acc bool) {
 	ar, ac, br, bc := stored(m, n, k, ta, tb)
 	am := b.toBF16(&b.bfA, a, ar, ac)
 	bb := b.toBF16(&b.bfB, bm, br, bc)
-	b.gemm(b.pickGEMM(m, n, ta, tb), c.p, am, bb, m, n, k, ta, tb, acc, false)
+	b.gemm(b.pickGEMM(m, n, ta, tb), c.p, am, bb, m, n, k, ta, tb, acc, c.half)
 }
 
 // GEMMBF16 computes c = (acc ? c : 0) + op(a)·op(bm) with the named kernel
 // (one of GEMMConfigs), a and bm as stored (transposed when ta, tb). With
-// outBF16, c receives m×n bfloat16 (it needs m·n/2 float32s) and acc must
-// be false.
+// outBF16, c receives m×n bfloat16 (it needs m·n/2 float32s; with acc,
+// its bfloat16 values are added to in float32 and rounded again).
 func (b *Backend) GEMMBF16(config string, c kernels.Buffer, a, bm BF16Matrix, m, n, k int, ta, tb, acc, outBF16 bool) {
 	cd := b.fb(c)
 	want := m * n
 	if outBF16 {
 		want = (m*n + 1) / 2
 	}
-	if cd.n < want || acc && outBF16 {
+	if cd.n < want {
 		panic(fmt.Errorf("%w: bf16 gemm output of %d elements for %d×%d (bf16 %v, acc %v)", kernels.ErrShape, cd.n, m, n, outBF16, acc))
 	}
 	ar, ac, br, bc := stored(m, n, k, ta, tb)

@@ -2,9 +2,10 @@ package cuda
 
 import "github.com/fomnet/fomnet/kernels"
 
-// Matmul computes C = (acc ? C : 0) + op(A)·op(B).
+// Matmul computes C = (acc ? C : 0) + op(A)·op(B). C may hold bfloat16
+// (AllocBF16, the bf16 path's gradients).
 func (b *Backend) Matmul(c, a, bm kernels.Buffer, m, n, k int, transA, transB, acc bool) {
-	cd, ad, bd := b.fb(c), b.fb(a), b.fb(bm)
+	cd, ad, bd := b.fg(c), b.fb(a), b.fb(bm)
 	need("matmul C", cd.n, m*n)
 	need("matmul A", ad.n, m*k)
 	need("matmul B", bd.n, k*n)

@@ -13,8 +13,6 @@
 #pragma once
 #include "common.cuh"
 
-typedef uint16_t fom_bf16_t; // bfloat16 bits in device memory
-
 #define FOM_MEM __device__ __forceinline__ // member functions
 
 #ifdef __CUDACC__
@@ -77,11 +75,16 @@ FOM_DEV bool fom_pairs(const void *C, long long N) { return N % 2 == 0 && ((size
 
 // fom_store2 writes the outputs v0, v1 of a GEMM epilogue to elements o and
 // o+1 of C (the second only when both is set: it lies inside the row): as
-// bfloat16 with cbf, else float32, added to C's values with acc. pairs: the
-// two are aligned for one 8-byte (4-byte) store.
+// bfloat16 with cbf, else float32, added to C's values with acc (in
+// float32, then rounded). pairs: the two are aligned for one 8-byte (4-byte)
+// store.
 FOM_DEV void fom_store2(void *C, long long o, bool pairs, bool both, int acc, int cbf, float v0, float v1) {
 	if (cbf) {
 		fom_bf16_t *p = (fom_bf16_t *)C + o;
+		if (acc) { // read as bfloat16, added in float32, rounded once
+			v0 = __fadd_rn(fom_gld(p, 0, 1), v0);
+			if (both) v1 = __fadd_rn(fom_gld(p, 1, 1), v1);
+		}
 		if (pairs) {
 			*(uint32_t *)p = fom_pack(v0, v1);
 			return;

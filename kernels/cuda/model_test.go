@@ -1,25 +1,28 @@
 package cuda_test
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/kernels/cuda"
+	"github.com/fomnet/fomnet/kernels/cuda/emu"
 	"github.com/fomnet/fomnet/model"
 )
 
 // trainTiny trains the tiny preset for steps AdamW steps on fixed random
 // batches (documents packed with EOS, some targets ignored) and returns the
 // loss of every step and the final parameters.
-func trainTiny(t *testing.T, be kernels.Backend, steps int) ([]float32, []float32) {
+func trainTiny(t *testing.T, be kernels.Backend, steps int, o model.Options) ([]float32, []float32) {
 	t.Helper()
 	c, err := model.Preset("tiny")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := model.New(be, c)
+	m, err := model.NewWith(be, c, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,24 +67,39 @@ func trainTiny(t *testing.T, be kernels.Backend, steps int) ([]float32, []float3
 // TestTinyModelTrainsAsOnCPU: whole training steps of the tiny model —
 // forward, backward, clipping, AdamW — give the CPU backend's losses and
 // parameters bit for bit on the fp32 path, and the same loss curve within
-// bfloat16 tolerance on the bf16 path.
+// bfloat16 tolerance on the bf16 path, with the gradients in float32 or
+// in bfloat16.
 func TestTinyModelTrainsAsOnCPU(t *testing.T) {
 	steps := 4
 	if testing.Short() {
 		steps = 2
 	}
-	wantLoss, wantP := trainTiny(t, cpuBackend(t), steps)
+	wantLoss, wantP := trainTiny(t, cpuBackend(t), steps, model.Options{})
 	for _, tg := range targets {
-		gotLoss, gotP := trainTiny(t, tg.open(t, cuda.FP32), steps)
+		gotLoss, gotP := trainTiny(t, tg.open(t, cuda.FP32), steps, model.Options{})
 		compareBits(t, tg.name+" tiny fp32", map[string][]float32{"loss": gotLoss, "params": gotP},
 			map[string][]float32{"loss": wantLoss, "params": wantP})
-		bfLoss, _ := trainTiny(t, tg.open(t, cuda.BF16), steps)
-		for i := range bfLoss {
-			if d := math.Abs(float64(bfLoss[i]-wantLoss[i])) / float64(wantLoss[i]); d > 1e-2 || math.IsNaN(d) {
-				t.Errorf("%s tiny bf16 step %d: loss %.5f, cpu %.5f", tg.name, i, bfLoss[i], wantLoss[i])
+		for _, o := range []model.Options{{}, {GradsBF16: true}} {
+			bfLoss, _ := trainTiny(t, tg.open(t, cuda.BF16), steps, o)
+			for i := range bfLoss {
+				if d := math.Abs(float64(bfLoss[i]-wantLoss[i])) / float64(wantLoss[i]); d > 1e-2 || math.IsNaN(d) {
+					t.Errorf("%s tiny bf16 (%+v) step %d: loss %.5f, cpu %.5f", tg.name, o, i, bfLoss[i], wantLoss[i])
+				}
 			}
+			t.Logf("%s: cpu losses %v, bf16 (%+v) %v", tg.name, wantLoss, o, bfLoss)
 		}
-		t.Logf("%s: cpu losses %v, bf16 %v", tg.name, wantLoss, bfLoss)
+	}
+}
+
+// TestBF16GradientsNeedTheBF16Path: a model asked to hold its gradients in
+// bfloat16 on a backend that cannot (the CPU, the CUDA fp32 path) is
+// refused, naming the backend.
+func TestBF16GradientsNeedTheBF16Path(t *testing.T) {
+	c, _ := model.Preset("tiny")
+	for _, be := range []kernels.Backend{cpuBackend(t), emuBackend(t, cuda.FP32)} {
+		if _, err := model.NewWith(be, c, model.Options{GradsBF16: true}); !errors.Is(err, kernels.ErrUnsupported) || !strings.Contains(err.Error(), be.Name()) {
+			t.Errorf("bf16 gradients on %s: %v, want ErrUnsupported naming the backend", be.Name(), err)
+		}
 	}
 }
 
@@ -116,5 +134,79 @@ func TestTinyModelGeneratesAsOnCPU(t *testing.T) {
 	want := gen(cpuBackend(t))
 	for _, tg := range targets {
 		compareBits(t, tg.name+" generation", map[string][]float32{"tokens": gen(tg.open(t, cuda.FP32))}, map[string][]float32{"tokens": want})
+	}
+}
+
+// countingDevice records the device memory a backend holds and its peak.
+type countingDevice struct {
+	cuda.Device
+	sizes      map[uint64]int64
+	held, peak int64
+}
+
+func (d *countingDevice) Alloc(bytes int64) (uint64, error) {
+	p, err := d.Device.Alloc(bytes)
+	if err == nil {
+		d.sizes[p] = bytes
+		d.held += bytes
+		d.peak = max(d.peak, d.held)
+	}
+	return p, err
+}
+
+func (d *countingDevice) Free(p uint64) error {
+	d.held -= d.sizes[p]
+	delete(d.sizes, p)
+	return d.Device.Free(p)
+}
+
+// TestPlanMatchesDeviceAllocations: the plan's device bytes for a training
+// step on the bf16 path against the peak the backend allocated (the
+// emulator's device memory): never under it by more than the backend's
+// small scratch (RoPE tables, sums, token plans: 256 KiB), within 25% over
+// it (the plan's bf16 operand copies are a bound: the largest product's),
+// and bf16 gradients saving exactly the 2 bytes a parameter it says.
+func TestPlanMatchesDeviceAllocations(t *testing.T) {
+	c, _ := model.Preset("tiny")
+	const b, T = 1, 32
+	peak := func(o model.Options) (got, want int64) {
+		d, err := emu.New()
+		if err != nil {
+			t.Skip(err)
+		}
+		dev := &countingDevice{Device: d, sizes: map[uint64]int64{}}
+		be, err := cuda.NewWith(dev, cuda.Options{Precision: cuda.BF16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer be.Close()
+		m, err := model.NewWith(be, c, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(1)
+		r := rand.New(rand.NewPCG(1, 2))
+		tokens, targets := make([]int32, b*T), make([]int32, b*T)
+		for i := range tokens {
+			tokens[i], targets[i] = int32(r.IntN(c.Vocab)), int32(r.IntN(c.Vocab))
+		}
+		if _, err := m.Accumulate(tokens, targets, b, T, 1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Step(1e-3, model.DefaultOptim()); err != nil {
+			t.Fatal(err)
+		}
+		in := model.PlanInput{Batch: b, Seq: T, Options: o, BF16: true, GPU: true}
+		got, want = dev.peak, model.MakePlan(c, in).Device
+		if got > want+256<<10 || want > got+got/4 {
+			t.Errorf("%s: the device held %s at its peak, the plan says %s", in.Settings(), model.Bytes(got), model.Bytes(want))
+		}
+		t.Logf("%s: device peak %s, planned %s", in.Settings(), model.Bytes(got), model.Bytes(want))
+		return got, want
+	}
+	g32, p32 := peak(model.Options{})
+	g16, p16 := peak(model.Options{GradsBF16: true})
+	if saved := 2 * model.NumParams(c); g32-g16 != saved || p32-p16 != saved {
+		t.Errorf("bf16 gradients: the device held %d bytes less and the plan says %d, want %d (2 a parameter)", g32-g16, p32-p16, saved)
 	}
 }

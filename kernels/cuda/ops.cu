@@ -13,16 +13,16 @@ FOM_KERNEL void fom_embed_fwd(float *out, const float *table, const int *tok, lo
 // fom_embed_bwd adds dout's rows into dtable, one block row per distinct token
 // u: positions pos[start[u] .. start[u+1]) hold token ids[u], in increasing
 // order, so each column of each table row is summed in position order as the
-// CPU backend sums it.
-FOM_KERNEL void fom_embed_bwd(float *dtable, const float *dout, const int *ids, const int *start,
-                              const int *pos, int nu, long long c) {
+// CPU backend sums it. gbf: dtable holds bfloat16 (fom_gld).
+FOM_KERNEL void fom_embed_bwd(void *dtable, const float *dout, const int *ids, const int *start, const int *pos, int nu,
+                              long long c, int gbf) {
 	long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
 	int u = blockIdx.y + gridDim.y * blockIdx.z;
 	if (j >= c || u >= nu) return;
-	float *d = dtable + (long long)ids[u] * c + j;
-	float acc = *d;
+	long long d = (long long)ids[u] * c + j;
+	float acc = fom_gld(dtable, d, gbf);
 	for (int p = start[u]; p < start[u + 1]; p++) acc = __fadd_rn(acc, dout[(long long)pos[p] * c + j]);
-	*d = acc;
+	fom_gst(dtable, d, gbf, acc);
 }
 
 // fom_rms_fwd: one thread per row; ss = Σ x² in float64, in order;
@@ -60,14 +60,16 @@ FOM_KERNEL void fom_rms_bwd_rows(float *dinp, const float *dout, const float *in
 	}
 }
 
-// fom_rms_bwd_weight: dw[j] += (dy·x)·r over rows in order; one thread per column.
-FOM_KERNEL void fom_rms_bwd_weight(float *dw, const float *dout, const float *inp, const float *rstd, long long n, long long c) {
+// fom_rms_bwd_weight: dw[j] += (dy·x)·r over rows in order; one thread per
+// column. gbf: dw holds bfloat16.
+FOM_KERNEL void fom_rms_bwd_weight(void *dw, const float *dout, const float *inp, const float *rstd, long long n,
+                                   long long c, int gbf) {
 	long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
 	if (j >= c) return;
-	float acc = dw[j];
+	float acc = fom_gld(dw, j, gbf);
 	for (long long i = 0; i < n; i++)
 		acc = __fadd_rn(acc, __fmul_rn(__fmul_rn(dout[i * c + j], inp[i * c + j]), rstd[i]));
-	dw[j] = acc;
+	fom_gst(dw, j, gbf, acc);
 }
 
 // The bf16 path's RMSNorm rows: a warp per row (4 rows per 128-thread
@@ -141,12 +143,13 @@ FOM_KERNEL void fom_rms_bwd_weight_part(float *part, const float *dout, const fl
 }
 
 // fom_colsum_add: dst[j] += Σ_k part[k, j] for k = 0..chunks−1, in order.
-FOM_KERNEL void fom_colsum_add(float *dst, const float *part, int chunks, long long c) {
+// gbf: dst holds bfloat16.
+FOM_KERNEL void fom_colsum_add(void *dst, const float *part, int chunks, long long c, int gbf) {
 	long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
 	if (j >= c) return;
-	float acc = dst[j];
+	float acc = fom_gld(dst, j, gbf);
 	for (int k = 0; k < chunks; k++) acc = __fadd_rn(acc, part[(long long)k * c + j]);
-	dst[j] = acc;
+	fom_gst(dst, j, gbf, acc);
 }
 
 // fom_rope rotates the pairs (j, j+hd/2) of x[n, heads, hd] by the angle whose

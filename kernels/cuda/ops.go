@@ -30,7 +30,7 @@ func (b *Backend) EmbeddingForward(out, table kernels.Buffer, tokens kernels.Int
 // token (in position order) so that each table row is summed by one block, in
 // the order the CPU backend sums it.
 func (b *Backend) EmbeddingBackward(dtable, dout kernels.Buffer, tokens kernels.IntBuffer, n, c int) {
-	dw, d, tk := b.fb(dtable), b.fb(dout), b.ib(tokens)
+	dw, d, tk := b.fg(dtable), b.fb(dout), b.ib(tokens)
 	need("embedding dout", d.n, n*c)
 	need("embedding tokens", tk.Len(), n)
 	vocab := dw.n / max(c, 1)
@@ -77,7 +77,7 @@ func (b *Backend) EmbeddingBackward(dtable, dout kernels.Buffer, tokens kernels.
 	b.fail("upload", b.dev.CopyIn(b.csr.p, unsafe.Pointer(&host[0]), 4*int64(len(host))))
 	base := b.csr.p
 	b.launch("fom_embed_bwd", rowsGrid((c+block1D-1)/block1D, len(ids)), block1D, ptr(dw), ptr(d),
-		base, base+4*uint64(len(ids)), base+4*uint64(2*len(ids)+1), i32(len(ids)), i64(c))
+		base, base+4*uint64(len(ids)), base+4*uint64(2*len(ids)+1), i32(len(ids)), i64(c), flag(dw.half))
 }
 
 // grow32 returns x resized to n, reallocating only when it is too small.
@@ -104,7 +104,7 @@ func (b *Backend) RMSNormForward(out, rstd, inp, weight kernels.Buffer, n, c int
 
 // RMSNormBackward accumulates input and weight gradients.
 func (b *Backend) RMSNormBackward(dinp, dweight, dout, inp, weight, rstd kernels.Buffer, n, c int) {
-	dx, dw, dy, x, w, r := b.fb(dinp), b.fb(dweight), b.fb(dout), b.fb(inp), b.fb(weight), b.fb(rstd)
+	dx, dw, dy, x, w, r := b.fb(dinp), b.fg(dweight), b.fb(dout), b.fb(inp), b.fb(weight), b.fb(rstd)
 	need("rmsnorm dinp", dx.n, n*c)
 	need("rmsnorm dout", dy.n, n*c)
 	need("rmsnorm inp", x.n, n*c)
@@ -122,10 +122,10 @@ func (b *Backend) RMSNormBackward(dinp, dweight, dout, inp, weight, rstd kernels
 		chunks := (n + colChunk - 1) / colChunk
 		part := b.scratch(&b.colPart, chunks*c)
 		b.launch("fom_rms_bwd_weight_part", [3]int{(c + 127) / 128, chunks, 1}, 128, ptr(part), ptr(dy), ptr(x), ptr(r), i64(n), i64(c), i32(colChunk))
-		b.launch("fom_colsum_add", [3]int{(c + 127) / 128, 1, 1}, 128, ptr(dw), ptr(part), i32(chunks), i64(c))
+		b.launch("fom_colsum_add", [3]int{(c + 127) / 128, 1, 1}, 128, ptr(dw), ptr(part), i32(chunks), i64(c), flag(dw.half))
 		return
 	}
-	b.launch("fom_rms_bwd_weight", [3]int{(c + 127) / 128, 1, 1}, 128, ptr(dw), ptr(dy), ptr(x), ptr(r), i64(n), i64(c))
+	b.launch("fom_rms_bwd_weight", [3]int{(c + 127) / 128, 1, 1}, 128, ptr(dw), ptr(dy), ptr(x), ptr(r), i64(n), i64(c), flag(dw.half))
 }
 
 // colChunk is the row chunk of the bf16 path's two-stage column sums.

@@ -10,8 +10,8 @@ FOM_KERNEL void fom_scale(float *x, long long n, float s) {
 
 // fom_sumsq_lanes: chunk c (4096 elements) has 16 lanes; lane l adds x[i]²
 // for i ≡ l (mod 16) with one float64 FMA each, in order. Thread c·16+l writes
-// its lane to lanes[c·16+l].
-FOM_KERNEL void fom_sumsq_lanes(double *lanes, const float *x, long long n) {
+// its lane to lanes[c·16+l]. gbf: x holds bfloat16.
+FOM_KERNEL void fom_sumsq_lanes(double *lanes, const void *x, long long n, int gbf) {
 	long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
 	long long c = t / 16, l = t % 16;
 	long long lo = c * 4096;
@@ -19,7 +19,7 @@ FOM_KERNEL void fom_sumsq_lanes(double *lanes, const float *x, long long n) {
 	long long hi = lo + 4096 < n ? lo + 4096 : n;
 	double acc = 0;
 	for (long long i = lo + l; i < hi; i += 16) {
-		double v = (double)x[i];
+		double v = (double)fom_gld(x, i, gbf);
 		acc = __fma_rn(v, v, acc);
 	}
 	lanes[t] = acc;
@@ -37,12 +37,12 @@ FOM_KERNEL void fom_sum_lanes(double *sums, const double *lanes, long long nc) {
 // fom_adamw is adamwGo:
 //   g' = g·gs; m = β1·m + (1−β1)·g'; v = β2·v + (1−β2)·g'·g'
 //   p -= lr·((m·ibc1)/(√(v·ibc2) + ε) + wd·p)
-FOM_KERNEL void fom_adamw(float *p, const float *g, float *m, float *v, long long n,
-                          float gs, float b1, float omb1, float b2, float omb2,
-                          float ibc1, float ibc2, float eps, float wd, float lr) {
+// gbf: g holds bfloat16.
+FOM_KERNEL void fom_adamw(float *p, const void *g, float *m, float *v, long long n, float gs, float b1, float omb1,
+                          float b2, float omb2, float ibc1, float ibc2, float eps, float wd, float lr, int gbf) {
 	long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
 	if (i >= n) return;
-	float gi = __fmul_rn(g[i], gs);
+	float gi = __fmul_rn(fom_gld(g, i, gbf), gs);
 	float mi = __fadd_rn(__fmul_rn(b1, m[i]), __fmul_rn(omb1, gi));
 	float vi = __fadd_rn(__fmul_rn(b2, v[i]), __fmul_rn(__fmul_rn(omb2, gi), gi));
 	m[i] = mi;
@@ -127,15 +127,15 @@ FOM_DEV float fom_a8_max(float x, float *red) {
 	return r;
 }
 
-FOM_KERNEL void fom_adamw8(float *p, const float *g, unsigned char *mq, unsigned char *vq, float *ms, float *vs,
-                           long long n, float gs, float b1, float omb1, float b2, float omb2,
-                           float ibc1, float ibc2, float eps, float wd, float lr, int step) {
+FOM_KERNEL void fom_adamw8(float *p, const void *g, unsigned char *mq, unsigned char *vq, float *ms, float *vs,
+                           long long n, float gs, float b1, float omb1, float b2, float omb2, float ibc1, float ibc2,
+                           float eps, float wd, float lr, int step, int gbf) {
 	__shared__ float red[FOM_A8_BLOCK];
 	long long k = blockIdx.x, i = k * FOM_A8_BLOCK + threadIdx.x;
 	bool in = i < n;
 	float mi = 0, w = 0;
 	if (in) {
-		float gi = __fmul_rn(g[i], gs);
+		float gi = __fmul_rn(fom_gld(g, i, gbf), gs);
 		float wo = __fmul_rn(vs[k], fom_a8_v(vq[i]));
 		float mo = __fmul_rn(__fmul_rn(ms[k], fom_a8_m(mq[i])), wo);
 		mi = __fadd_rn(__fmul_rn(b1, mo), __fmul_rn(omb1, gi));

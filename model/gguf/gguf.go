@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"sort"
+
+	"github.com/fomnet/fomnet/kernels"
 )
 
 // Version is the GGUF version written.
@@ -608,15 +610,9 @@ func Decode(t Type, b []byte, n int) ([]float32, error) {
 	return out, nil
 }
 
-// F32ToBF16 rounds to the nearest bfloat16, ties to even (NaN stays NaN).
-func F32ToBF16(v float32) uint16 {
-	u := math.Float32bits(v)
-	if v != v {
-		return uint16(u>>16) | 0x40 // quiet NaN
-	}
-	u += 0x7FFF + (u>>16)&1
-	return uint16(u >> 16)
-}
+// F32ToBF16 rounds to the nearest bfloat16, ties to even (NaN stays NaN):
+// kernels.BF16Bits, the rounding every bf16 path uses.
+func F32ToBF16(v float32) uint16 { return kernels.BF16Bits(v) }
 
 // F32ToF16 rounds to the nearest IEEE half, ties to even; overflow gives
 // ±Inf, NaN stays NaN.

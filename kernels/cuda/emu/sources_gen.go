@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "177588a632f8eb9d791bb8e286e9cfda2cc7ebd20a5efed982a5929169930fec"
+const SourcesSHA256 = "c25feb4ffd0918c17f7ab6d06deab262dee910f4b35e3416bb808953b419908c"

@@ -1,0 +1,49 @@
+package kernels
+
+import "math"
+
+// BF16Backend is the optional capability of holding gradients in bfloat16:
+// 2 bytes a parameter instead of 4, which is what lets the largest presets'
+// gradients fit beside their weights on one GPU. A model asks for it with
+// AsBF16. Values are rounded to bfloat16 when stored (nearest, ties to
+// even: BF16Bits); every operation that accumulates into such a buffer adds
+// in float32 and rounds once per stored value.
+//
+// A bfloat16 buffer may be passed where a gradient goes: as Matmul's output
+// C (accumulating or not), EmbeddingBackward's dtable, RMSNormBackward's
+// dweight, the grads of SumSquares, AdamW and Adam8Backend's AdamW8, and to
+// View, Zero, Upload and Download (which convert on the host). Any other
+// operation given one panics with ErrShape.
+type BF16Backend interface {
+	// AllocBF16 returns a zeroed buffer of n bfloat16 values; Len counts
+	// values, not float32s.
+	AllocBF16(n int) Buffer
+}
+
+// AsBF16 returns be's bfloat16 gradient storage, if it has one (through
+// Timed too). A backend that computes bit for bit as the CPU does (the
+// CUDA fp32 path) has none.
+func AsBF16(be Backend) (BF16Backend, bool) {
+	if t, ok := be.(*Timed); ok {
+		return AsBF16(t.Backend)
+	}
+	if h, ok := be.(interface{ HoldsBF16() bool }); ok && !h.HoldsBF16() {
+		return nil, false
+	}
+	a, ok := be.(BF16Backend)
+	return a, ok
+}
+
+// BF16Bits rounds v to the nearest bfloat16, ties to even, and returns its
+// bits; a NaN stays a (quiet) NaN. The GPU's conversion rounds the same way.
+func BF16Bits(v float32) uint16 {
+	u := math.Float32bits(v)
+	if v != v {
+		return uint16(u>>16) | 0x40
+	}
+	u += 0x7FFF + (u>>16)&1
+	return uint16(u >> 16)
+}
+
+// BF16Float is the float32 value of bfloat16 bits h (exact).
+func BF16Float(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
