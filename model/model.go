@@ -107,6 +107,11 @@ type Options struct {
 	// rounded once where it is stored, so results change as the bf16
 	// path's roundings change them.
 	GradsBF16 bool
+	// OffloadMoments keeps AdamW's moments in the host's memory, where the
+	// device's AdamW reads and writes them in place (kernels.HostBackend:
+	// a GPU's backend): the same arithmetic and bits, none of the device's
+	// memory, each step's moments crossing the bus twice.
+	OffloadMoments bool
 }
 
 // New allocates a model on be with zeroed parameters and fp32 AdamW
@@ -132,7 +137,7 @@ func NewWith(be kernels.Backend, c Config, o Options) (*Model, error) {
 	}
 	m.p = viewWeights(be, l, c, m.Params)
 	m.g = viewWeights(be, l, c, m.Grads)
-	if err := m.allocOptim(o.AdamW8); err != nil {
+	if err := m.allocOptim(o); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -76,17 +76,31 @@ func Adam8Scales(l *Layout) int {
 	return n
 }
 
-func (m *Model) allocOptim(eight bool) error {
+// allocOptim allocates AdamW's moments as o says: fp32 or 8-bit, on the
+// backend's device or (OffloadMoments) in the host's memory.
+func (m *Model) allocOptim(o Options) error {
 	be, l := m.be, m.Layout
-	if eight {
+	alloc := be.Alloc
+	var allocBytes func(int) kernels.ByteBuffer
+	if o.OffloadMoments {
+		h, ok := kernels.AsHost(be)
+		if !ok {
+			return fmt.Errorf("%w: backend %s cannot keep AdamW's moments in host memory (a GPU's can)", kernels.ErrUnsupported, be.Name())
+		}
+		alloc, allocBytes = h.AllocHost, h.AllocHostBytes
+	}
+	if o.AdamW8 {
 		a, ok := kernels.AsAdam8(be)
 		if !ok {
 			return fmt.Errorf("%w: backend %s cannot keep AdamW's moments in 8 bits", kernels.ErrUnsupported, be.Name())
 		}
+		if allocBytes == nil {
+			allocBytes = a.AllocBytes
+		}
 		nb := Adam8Scales(l)
-		m.q = &adam8State{be: a, m: a.AllocBytes(l.Size), v: a.AllocBytes(l.Size), ms: be.Alloc(nb), vs: be.Alloc(nb)}
+		m.q = &adam8State{be: a, m: allocBytes(l.Size), v: allocBytes(l.Size), ms: alloc(nb), vs: alloc(nb)}
 	} else {
-		m.M, m.V = be.Alloc(l.Size), be.Alloc(l.Size)
+		m.M, m.V = alloc(l.Size), alloc(l.Size)
 	}
 	block := 0
 	for _, t := range l.Tensors {

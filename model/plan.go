@@ -74,6 +74,9 @@ func (in PlanInput) Settings() string {
 	if in.GradsBF16 {
 		s = append(s, "bf16 gradients")
 	}
+	if in.OffloadMoments {
+		s = append(s, "moments in host memory")
+	}
 	if in.Swarm && in.Lean {
 		s = append(s, "lean")
 	}
@@ -124,7 +127,7 @@ func modelParts(c Config, in PlanInput) []PlanPart {
 	parts := []PlanPart{
 		{Name: "weights (fp32)", Bytes: 4 * p},
 		grads,
-		{Name: map[bool]string{false: "AdamW moments (fp32)", true: "AdamW moments (8-bit + block scales)"}[in.AdamW8], Bytes: momentBytes(c, in)},
+		{Name: map[bool]string{false: "AdamW moments (fp32)", true: "AdamW moments (8-bit + block scales)"}[in.AdamW8], Bytes: momentBytes(c, in), Host: in.OffloadMoments && in.GPU},
 		// and per token 4 int32s on the device, 3 values on the host
 		{Name: "activations", Bytes: 4*ActivationFloats(c, rows, in.Seq, in.Recompute) + 28*int64(rows*in.Seq)},
 	}
@@ -292,25 +295,39 @@ func peak(parts []PlanPart, keep func(PlanPart) bool) int64 {
 	return always + most
 }
 
+// with returns o changed by set.
+func with(o Options, set func(*Options)) Options {
+	set(&o)
+	return o
+}
+
 // FitPlan returns the first of the configurations derived from in whose
 // plan's Need fits budget bytes, cheapest in compute first: as given; with
 // recomputation; then (unless the optimizer is fixed, as a run fixes it)
-// with 8-bit moments; on a GPU's bf16 path (not yet for a swarm
-// participant), each of those with bf16 gradients; then cutting the batch
-// into 2, 4, … micro-batches
+// with 8-bit moments; on a GPU (not yet for a swarm participant), each of
+// those with bf16 gradients (on the bf16 path), then each of all those
+// with the moments in host memory; then cutting the batch into 2, 4, …
+// micro-batches
 // with each; then, for a swarm participant whose rounds do not overlap,
 // all of those again lean (slower: it reads its base and worker state
 // back from disk each round). If none fits it returns the smallest plan
 // and an error that says by how much it misses.
 func FitPlan(c Config, in PlanInput, budget int64, fixedOptimizer bool) (Plan, error) {
 	var tries []PlanInput
-	opts := []Options{in.Options, {Recompute: true, AdamW8: in.AdamW8, GradsBF16: in.GradsBF16}}
+	opts := []Options{in.Options, with(in.Options, func(o *Options) { o.Recompute = true })}
 	if !fixedOptimizer && !in.AdamW8 {
-		opts = append(opts, Options{AdamW8: true, GradsBF16: in.GradsBF16}, Options{Recompute: true, AdamW8: true, GradsBF16: in.GradsBF16})
+		eight := with(in.Options, func(o *Options) { o.AdamW8 = true })
+		opts = append(opts, eight, with(eight, func(o *Options) { o.Recompute = true }))
 	}
-	if in.BF16 && in.GPU && !in.Swarm && !in.GradsBF16 { // bf16 gradients last: they change results
+	if in.BF16 && in.GPU && !in.Swarm && !in.GradsBF16 { // bf16 gradients: they change results
 		for _, o := range slices.Clone(opts) {
 			o.GradsBF16 = true
+			opts = append(opts, o)
+		}
+	}
+	if in.GPU && !in.Swarm && !in.OffloadMoments { // then moments in host memory: slower steps
+		for _, o := range slices.Clone(opts) {
+			o.OffloadMoments = true
 			opts = append(opts, o)
 		}
 	}

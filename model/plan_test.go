@@ -100,6 +100,20 @@ func TestFitPlan(t *testing.T) {
 	if p, err := FitPlan(c, gpu, budget, true); err == nil && p.Input.GradsBF16 {
 		t.Errorf("a swarm participant planned with bf16 gradients: %s", p.Input.Settings())
 	}
+
+	// Then the moments in host memory: they leave the device's plan for
+	// the host's.
+	gpu.Swarm = false
+	host := small
+	host.OffloadMoments = true
+	hp := MakePlan(c, host)
+	if hp.Device != budget-momentBytes(c, host) || hp.Host != momentBytes(c, host) {
+		t.Errorf("moments in host memory: device %d, host %d; want %d and %d", hp.Device, hp.Host, budget-momentBytes(c, host), momentBytes(c, host))
+	}
+	p, err = FitPlan(c, gpu, hp.Device, false)
+	if err != nil || !p.Input.OffloadMoments || !p.Input.GradsBF16 || !strings.Contains(p.Input.Settings(), "moments in host memory") {
+		t.Fatalf("moments in host memory fit: %v, %s", err, p.Input.Settings())
+	}
 }
 
 // A plan's total is its peak: parts held throughout and the largest phase,

@@ -57,6 +57,8 @@ func TestUsageErrors(t *testing.T) {
 		{"bench", "train", "--grads", "fp16"},
 		{"bench", "train", "--grads", "bf16"},
 		{"train", "--builtin", "--device", "cuda", "--grads", "bf16"},
+		{"bench", "train", "--offload", "moments"},
+		{"bench", "train", "--device", "cuda", "--offload", "weights"},
 		{"bench", "train", "--micro", "3"},
 		{"train", "--builtin", "--memory", "lots"},
 		{"model", "plan", "--preset", "demo", "--batch", "0"},
@@ -156,19 +158,24 @@ func TestModelPlanLean(t *testing.T) {
 }
 
 // KORMo-10B on a 96 GiB GPU: the plan names bf16 gradients, and with them
-// the gradients take 2 bytes a parameter.
+// the gradients take 2 bytes a parameter; on an 80 GB H100 (78 GiB) it
+// also moves the moments to host memory.
 func TestModelPlanBF16Gradients(t *testing.T) {
-	args := []string{"model", "plan", "--preset", "kormo-10b", "--batch", "1", "--seq", "4096", "--device", "cuda", "--precision", "bf16", "--memory", "96GiB", "--json"}
-	var r planReport
-	out, errOut, code := fomnet(t, args...)
-	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || r.Fits || !strings.Contains(r.Fit, "--grads bf16") {
-		t.Fatalf("exit %d (%v), report %+v, stderr %q", code, err, r, errOut)
-	}
-	out, _, code = fomnet(t, append(args, strings.Fields(r.Fit)...)...)
-	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || !r.Fits || !slices.ContainsFunc(r.Parts, func(p model.PlanPart) bool {
-		return p.Name == "gradients (bf16)" && p.Bytes == 2*r.Params
-	}) {
-		t.Fatalf("with the fit's flags: exit %d (%v), report %+v", code, err, r)
+	for _, budget := range []string{"96GiB", "78GiB"} {
+		args := []string{"model", "plan", "--preset", "kormo-10b", "--batch", "1", "--seq", "4096", "--device", "cuda", "--precision", "bf16",
+			"--optimizer", "adamw8", "--memory", budget, "--json"}
+		var r planReport
+		out, errOut, code := fomnet(t, args...)
+		if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || r.Fits || !strings.Contains(r.Fit, "--grads bf16") ||
+			strings.Contains(r.Fit, "--offload moments") != (budget == "78GiB") {
+			t.Fatalf("%s: exit %d (%v), report %+v, stderr %q", budget, code, err, r, errOut)
+		}
+		out, _, code = fomnet(t, append(args, strings.Fields(r.Fit)...)...)
+		if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || !r.Fits || !slices.ContainsFunc(r.Parts, func(p model.PlanPart) bool {
+			return p.Name == "gradients (bf16)" && p.Bytes == 2*r.Params
+		}) || (budget == "78GiB") != (r.Host > 2*r.Params) {
+			t.Fatalf("%s with the fit's flags: exit %d (%v), report %+v", budget, code, err, r)
+		}
 	}
 }
 

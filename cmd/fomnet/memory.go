@@ -24,6 +24,7 @@ import (
 type memoryFlags struct {
 	optimizer string
 	grads     string
+	offload   string
 	recompute bool
 	micro     int
 	memory    string
@@ -35,13 +36,14 @@ func (f *memoryFlags) add(fs *pflag.FlagSet, optimizer bool) {
 	if optimizer {
 		fs.StringVar(&f.optimizer, "optimizer", "adamw", "AdamW's moments: adamw (fp32) or adamw8 (8 bits a value, blockwise scales: 2 bytes a parameter instead of 8)")
 		fs.StringVar(&f.grads, "grads", "fp32", "gradients: fp32, or bf16 (--device cuda --precision bf16 only: 2 bytes a parameter instead of 4, each rounded once where it is stored)")
+		fs.StringVar(&f.offload, "offload", "", "moments: keep AdamW's moments in host memory, read and written there by the GPU's AdamW (--device cuda only: the same results, none of the device's memory, each step's moments crossing PCIe twice)")
 	}
 	fs.BoolVar(&f.recompute, "recompute", false, "keep only each block's input through the forward pass and recompute the block in backward (same results, about a third more compute, far less activation memory)")
 	fs.IntVar(&f.micro, "micro", 1, "cut each step's batch into this many micro-batches (same results; activations of one micro-batch)")
 	fs.StringVar(&f.memory, "memory", "", "memory the run may use, e.g. 24GiB: plans that need more are refused, and on the CPU the Go collector keeps the process under it (default: the CPU's available memory; for --device cuda, the device's, no check unless given)")
 }
 
-// options reads --optimizer, --grads and --recompute.
+// options reads --optimizer, --grads, --offload and --recompute.
 func (f *memoryFlags) options(dev *deviceFlags) (model.Options, error) {
 	o := model.Options{Recompute: f.recompute}
 	switch f.optimizer {
@@ -60,6 +62,16 @@ func (f *memoryFlags) options(dev *deviceFlags) (model.Options, error) {
 		o.GradsBF16 = true
 	default:
 		return o, usagef("--grads %q: want fp32 or bf16", f.grads)
+	}
+	switch f.offload {
+	case "":
+	case "moments":
+		if !dev.cuda() {
+			return o, usagef("--offload moments needs --device cuda (on the CPU the moments are in host memory already)")
+		}
+		o.OffloadMoments = true
+	default:
+		return o, usagef("--offload %q: want moments", f.offload)
 	}
 	return o, nil
 }
@@ -162,6 +174,9 @@ func flagsFor(in model.PlanInput) string {
 	}
 	if in.GradsBF16 {
 		s = append(s, "--grads bf16")
+	}
+	if in.OffloadMoments {
+		s = append(s, "--offload moments")
 	}
 	if in.Micro > 1 {
 		s = append(s, fmt.Sprintf("--micro %d", in.Micro))

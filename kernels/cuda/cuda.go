@@ -52,7 +52,8 @@ type Backend struct {
 	closed bool
 	once   sync.Once
 
-	allocs []uint64 // every allocation, freed by Close
+	allocs []uint64        // every allocation, freed by Close
+	mapped map[uint64]bool // those in host memory (AllocHost)
 
 	// scratch, grown on demand
 	lanes, sums   *buf // float64 scratch of SumSquares (counted in float32 pairs)
@@ -116,7 +117,7 @@ func (b *Backend) Close() error {
 	var err error
 	b.once.Do(func() {
 		for _, p := range b.allocs {
-			if e := b.dev.Free(p); e != nil && err == nil {
+			if e := b.free(p); e != nil && err == nil {
 				err = e
 			}
 		}
@@ -349,11 +350,63 @@ func (b *Backend) release(p uint64) {
 	for i, q := range b.allocs {
 		if q == p {
 			b.allocs = append(b.allocs[:i], b.allocs[i+1:]...)
-			b.fail("free", b.dev.Free(p))
+			b.fail("free", b.free(p))
 			return
 		}
 	}
 }
+
+// free returns an allocation to the device (or, mapped, to the host).
+func (b *Backend) free(p uint64) error {
+	if b.mapped[p] {
+		delete(b.mapped, p)
+		return b.dev.(mapper).FreeMapped(p)
+	}
+	return b.dev.Free(p)
+}
+
+// allocMapped is alloc in host memory mapped into the device's (zeroed by
+// the device).
+func (b *Backend) allocMapped(bytes int64) uint64 {
+	if !b.ok() {
+		return 0
+	}
+	m, ok := b.dev.(mapper)
+	if !ok {
+		b.fail("host memory", fmt.Errorf("%w: %s maps no host memory", kernels.ErrUnsupported, b.dev.Name()))
+		return 0
+	}
+	p, err := m.AllocMapped(max(bytes, 4))
+	if err != nil {
+		b.fail(fmt.Sprintf("allocating %d bytes of mapped host memory", bytes), err)
+		return 0
+	}
+	b.allocs = append(b.allocs, p)
+	if b.mapped == nil {
+		b.mapped = map[uint64]bool{}
+	}
+	b.mapped[p] = true
+	return p
+}
+
+// AllocHost returns a zeroed buffer of n float32s in the host's memory,
+// which kernels read and write over the bus (kernels.HostBackend).
+func (b *Backend) AllocHost(n int) kernels.Buffer {
+	if n < 0 {
+		panic(fmt.Errorf("%w: alloc of %d elements", kernels.ErrShape, n))
+	}
+	return &buf{p: b.allocMapped(4 * int64(n)), n: n, owner: b}
+}
+
+// AllocHostBytes returns n zeroed bytes in the host's memory.
+func (b *Backend) AllocHostBytes(n int) kernels.ByteBuffer {
+	if n < 0 {
+		panic(fmt.Errorf("%w: alloc of %d bytes", kernels.ErrShape, n))
+	}
+	return &bytesBuf{p: b.allocMapped(int64(n)), n: n, owner: b}
+}
+
+var _ kernels.HostBackend = (*Backend)(nil)
 
 // Arguments of a launch, 64 bits each.
 func ptr(x *buf) uint64    { return x.p }

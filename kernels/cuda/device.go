@@ -37,3 +37,14 @@ type Device interface {
 	// Close releases the device; it is idempotent.
 	Close() error
 }
+
+// mapper is a Device that holds memory in the host, pinned and mapped into
+// the device's address space (host buffers: kernels.HostBackend): the
+// address it returns is used as any device address, by kernels and copies
+// alike.
+type mapper interface {
+	// AllocMapped returns bytes of zeroed host memory's device address.
+	AllocMapped(bytes int64) (uint64, error)
+	// FreeMapped releases memory from AllocMapped.
+	FreeMapped(p uint64) error
+}

@@ -49,12 +49,14 @@ type cuDevice struct {
 	stream cu.Stream
 	mods   []cu.Module
 	fns    map[string]cu.Function
-	shared map[string]int // the dynamic shared memory each kernel was allowed beyond 48 KiB
-	notes  []string       // what the device left out (a module it could not load)
+	shared map[string]int            // the dynamic shared memory each kernel was allowed beyond 48 KiB
+	mapped map[uint64]unsafe.Pointer // host memory of AllocMapped, by device address
+	notes  []string                  // what the device left out (a module it could not load)
 }
 
 func openDevice(ordinal int) (*cuDevice, error) {
-	d := &cuDevice{work: make(chan func()), done: make(chan struct{}), fns: map[string]cu.Function{}, shared: map[string]int{}}
+	d := &cuDevice{work: make(chan func()), done: make(chan struct{}), fns: map[string]cu.Function{}, shared: map[string]int{},
+		mapped: map[uint64]unsafe.Pointer{}}
 	errc := make(chan error, 1)
 	go d.loop(ordinal, errc)
 	if err := <-errc; err != nil {

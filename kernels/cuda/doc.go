@@ -42,6 +42,12 @@
 // is faster and agrees with the CPU to bfloat16 precision, not bit for
 // bit.
 //
+// Memory. Buffers live in device memory, except those from AllocHost and
+// AllocHostBytes (kernels.HostBackend): pinned host memory mapped into the
+// device's address space, which kernels and copies take like any other
+// address and which every access reaches over the bus (a model's AdamW
+// moments with Options.OffloadMoments).
+//
 // Concurrency. A CUDA context is bound to an OS thread; the Device owns one
 // goroutine locked to its thread and every driver call runs there. The Backend
 // is one ordered stream of work, like the CPU backend, used from one goroutine

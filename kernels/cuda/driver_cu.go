@@ -44,6 +44,17 @@ static CUresult fom_encode_bf16(void *out, cuuint64_t addr, cuuint64_t rows, cuu
 	free(map);
 	return r;
 }
+
+// fom_alloc_mapped allocates bytes of pinned host memory mapped into the
+// device's address space, zeroed, and gives both addresses.
+static CUresult fom_alloc_mapped(void **host, CUdeviceptr *dev, size_t bytes) {
+	CUresult r = cuMemHostAlloc(host, bytes, CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_PORTABLE);
+	if (r != CUDA_SUCCESS) return r;
+	memset(*host, 0, bytes);
+	r = cuMemHostGetDevicePointer(dev, *host, 0);
+	if (r != CUDA_SUCCESS) cuMemFreeHost(*host);
+	return r;
+}
 */
 import "C"
 
@@ -84,4 +95,40 @@ func (d *cuDevice) TensorMap(p uint64, rows, cols, ld, boxRows, boxCols int) ([]
 		return nil, fmt.Errorf("cuTensorMapEncodeTiled of a %d×%d bf16 matrix (ld %d, box %d×%d): CUresult %d", rows, cols, ld, boxRows, boxCols, int(r))
 	}
 	return out, nil
+}
+
+// AllocMapped returns the device address of bytes of zeroed, pinned host
+// memory mapped into the device's address space (cuMemHostAlloc with
+// DEVICEMAP): kernels and copies use it as device memory; every access
+// crosses the bus.
+func (d *cuDevice) AllocMapped(bytes int64) (uint64, error) {
+	var dev C.CUdeviceptr
+	err := d.do(func() error {
+		var host unsafe.Pointer
+		if r := C.fom_alloc_mapped(&host, &dev, C.size_t(bytes)); r != C.CUDA_SUCCESS {
+			return fmt.Errorf("cuMemHostAlloc of %d mapped bytes: CUresult %d", bytes, int(r))
+		}
+		d.mapped[uint64(dev)] = host
+		return nil
+	})
+	return uint64(dev), err
+}
+
+// FreeMapped releases memory from AllocMapped, once the device's work
+// before it is done.
+func (d *cuDevice) FreeMapped(p uint64) error {
+	return d.do(func() error {
+		host, ok := d.mapped[p]
+		if !ok {
+			return fmt.Errorf("free of mapped memory %#x, which AllocMapped did not return", p)
+		}
+		if err := d.stream.Synchronize(); err != nil {
+			return err
+		}
+		delete(d.mapped, p)
+		if r := C.cuMemFreeHost(host); r != C.CUDA_SUCCESS {
+			return fmt.Errorf("cuMemFreeHost: CUresult %d", int(r))
+		}
+		return nil
+	})
 }

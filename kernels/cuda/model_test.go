@@ -2,8 +2,10 @@ package cuda_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -91,14 +93,79 @@ func TestTinyModelTrainsAsOnCPU(t *testing.T) {
 	}
 }
 
-// TestBF16GradientsNeedTheBF16Path: a model asked to hold its gradients in
-// bfloat16 on a backend that cannot (the CPU, the CUDA fp32 path) is
-// refused, naming the backend.
-func TestBF16GradientsNeedTheBF16Path(t *testing.T) {
+// TestMemoryOptionsNeedTheirBackend: a model asked to hold its gradients
+// in bfloat16 on a backend that cannot (the CPU, the CUDA fp32 path), or
+// its moments in host memory on the CPU, is refused, naming the backend.
+func TestMemoryOptionsNeedTheirBackend(t *testing.T) {
 	c, _ := model.Preset("tiny")
-	for _, be := range []kernels.Backend{cpuBackend(t), emuBackend(t, cuda.FP32)} {
-		if _, err := model.NewWith(be, c, model.Options{GradsBF16: true}); !errors.Is(err, kernels.ErrUnsupported) || !strings.Contains(err.Error(), be.Name()) {
-			t.Errorf("bf16 gradients on %s: %v, want ErrUnsupported naming the backend", be.Name(), err)
+	for _, x := range []struct {
+		be kernels.Backend
+		o  model.Options
+	}{
+		{cpuBackend(t), model.Options{GradsBF16: true}},
+		{emuBackend(t, cuda.FP32), model.Options{GradsBF16: true}},
+		{cpuBackend(t), model.Options{OffloadMoments: true}},
+	} {
+		if _, err := model.NewWith(x.be, c, x.o); !errors.Is(err, kernels.ErrUnsupported) || !strings.Contains(err.Error(), x.be.Name()) {
+			t.Errorf("%+v on %s: %v, want ErrUnsupported naming the backend", x.o, x.be.Name(), err)
+		}
+	}
+}
+
+// TestOffloadedMomentsSameBits: AdamW's moments in host memory (mapped:
+// the device's AdamW reads and writes them there) give the CPU backend's
+// losses, parameters and optimizer state bit for bit on the fp32 path, in
+// fp32 and in 8 bits; the state reads back and restores through them.
+func TestOffloadedMomentsSameBits(t *testing.T) {
+	c, _ := model.Preset("tiny")
+	run := func(be kernels.Backend, o model.Options) (map[string][]float32, *model.Model) {
+		m, err := model.NewWith(be, c, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(3)
+		r := rand.New(rand.NewPCG(3, 4))
+		out := map[string][]float32{}
+		for s := 0; s < 2; s++ {
+			tokens, targets := make([]int32, 32), make([]int32, 32)
+			for i := range tokens {
+				tokens[i], targets[i] = int32(r.IntN(c.Vocab)), int32(r.IntN(c.Vocab))
+			}
+			l, err := m.Accumulate(tokens, targets, 1, 32, 1)
+			if err == nil {
+				_, err = m.Step(1e-2, model.DefaultOptim())
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			out["loss"] = append(out["loss"], l)
+		}
+		out["params"] = down(be, m.Params)
+		st := m.OptimState()
+		out["m"], out["v"], out["ms"], out["vs"] = st.M, st.V, st.MS, st.VS
+		for _, b := range st.M8 {
+			out["m8"] = append(out["m8"], float32(b))
+		}
+		return out, m
+	}
+	for _, eight := range []bool{false, true} {
+		want, _ := run(cpuBackend(t), model.Options{AdamW8: eight})
+		for _, tg := range targets {
+			got, m := run(tg.open(t, cuda.FP32), model.Options{AdamW8: eight, OffloadMoments: true})
+			compareBits(t, fmt.Sprintf("%s offloaded moments (8-bit %v)", tg.name, eight), got, want)
+			st := m.OptimState()
+			if err := m.SetOptimState(model.OptimState{}); err != nil {
+				t.Fatal(err)
+			}
+			if z := m.OptimState(); !slices.Equal(z.MS, make([]float32, len(z.MS))) || !slices.Equal(z.M, make([]float32, len(z.M))) {
+				t.Errorf("%s: a zero state left offloaded moments behind", tg.name)
+			}
+			if err := m.SetOptimState(st); err != nil {
+				t.Fatal(err)
+			}
+			if back := m.OptimState(); !slices.Equal(back.M, st.M) || !slices.Equal(back.V8, st.V8) || !slices.Equal(back.VS, st.VS) {
+				t.Errorf("%s: the optimizer state did not restore through host memory", tg.name)
+			}
 		}
 	}
 }
@@ -137,12 +204,28 @@ func TestTinyModelGeneratesAsOnCPU(t *testing.T) {
 	}
 }
 
-// countingDevice records the device memory a backend holds and its peak.
+// countingDevice records the device memory a backend holds and its peak,
+// and the host memory it maps (host).
 type countingDevice struct {
 	cuda.Device
-	sizes      map[uint64]int64
-	held, peak int64
+	sizes            map[uint64]int64
+	held, peak, host int64
 }
+
+type mapper interface {
+	AllocMapped(bytes int64) (uint64, error)
+	FreeMapped(p uint64) error
+}
+
+func (d *countingDevice) AllocMapped(bytes int64) (uint64, error) {
+	p, err := d.Device.(mapper).AllocMapped(bytes)
+	if err == nil {
+		d.host += bytes
+	}
+	return p, err
+}
+
+func (d *countingDevice) FreeMapped(p uint64) error { return d.Device.(mapper).FreeMapped(p) }
 
 func (d *countingDevice) Alloc(bytes int64) (uint64, error) {
 	p, err := d.Device.Alloc(bytes)
@@ -165,10 +248,12 @@ func (d *countingDevice) Free(p uint64) error {
 // emulator's device memory): never under it by more than the backend's
 // small scratch (RoPE tables, sums, token plans: 256 KiB), within 25% over
 // it (the plan's bf16 operand copies are a bound: the largest product's),
-// and bf16 gradients saving exactly the 2 bytes a parameter it says.
+// bf16 gradients saving exactly the 2 bytes a parameter it says, and
+// moments in host memory exactly their bytes, which the host then holds.
 func TestPlanMatchesDeviceAllocations(t *testing.T) {
 	c, _ := model.Preset("tiny")
 	const b, T = 1, 32
+	var host int64
 	peak := func(o model.Options) (got, want int64) {
 		d, err := emu.New()
 		if err != nil {
@@ -197,7 +282,7 @@ func TestPlanMatchesDeviceAllocations(t *testing.T) {
 			t.Fatal(err)
 		}
 		in := model.PlanInput{Batch: b, Seq: T, Options: o, BF16: true, GPU: true}
-		got, want = dev.peak, model.MakePlan(c, in).Device
+		got, want, host = dev.peak, model.MakePlan(c, in).Device, dev.host
 		if got > want+256<<10 || want > got+got/4 {
 			t.Errorf("%s: the device held %s at its peak, the plan says %s", in.Settings(), model.Bytes(got), model.Bytes(want))
 		}
@@ -208,5 +293,10 @@ func TestPlanMatchesDeviceAllocations(t *testing.T) {
 	g16, p16 := peak(model.Options{GradsBF16: true})
 	if saved := 2 * model.NumParams(c); g32-g16 != saved || p32-p16 != saved {
 		t.Errorf("bf16 gradients: the device held %d bytes less and the plan says %d, want %d (2 a parameter)", g32-g16, p32-p16, saved)
+	}
+	gh, ph := peak(model.Options{GradsBF16: true, OffloadMoments: true})
+	in := model.PlanInput{Batch: b, Seq: T, Options: model.Options{OffloadMoments: true}, GPU: true, BF16: true}
+	if moved := 8 * model.NumParams(c); g16-gh != moved || p16-ph != moved || host != moved || model.MakePlan(c, in).Host != moved {
+		t.Errorf("offloaded moments: the device held %d bytes less and the plan says %d; the host held %d; want %d (8 a parameter)", g16-gh, p16-ph, host, moved)
 	}
 }

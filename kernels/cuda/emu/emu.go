@@ -60,6 +60,19 @@ func (d *Device) Alloc(bytes int64) (uint64, error) {
 	return uint64(uintptr(p)), nil
 }
 
+// AllocMapped is Alloc, zeroed: the emulator's device memory is the
+// host's (what a GPU reads over the bus, it reads here in place).
+func (d *Device) AllocMapped(bytes int64) (uint64, error) {
+	p, err := d.Alloc(bytes)
+	if err == nil {
+		err = d.Clear(p, bytes)
+	}
+	return p, err
+}
+
+// FreeMapped releases memory from AllocMapped.
+func (d *Device) FreeMapped(p uint64) error { return d.Free(p) }
+
 // Free releases memory from Alloc.
 func (d *Device) Free(p uint64) error {
 	d.mu.Lock()
