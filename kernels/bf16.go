@@ -2,18 +2,22 @@ package kernels
 
 import "math"
 
-// BF16Backend is the optional capability of holding gradients in bfloat16:
-// 2 bytes a parameter instead of 4, which is what lets the largest presets'
-// gradients fit beside their weights on one GPU. A model asks for it with
-// AsBF16. Values are rounded to bfloat16 when stored (nearest, ties to
-// even: BF16Bits); every operation that accumulates into such a buffer adds
-// in float32 and rounds once per stored value.
+// BF16Backend is the optional capability of holding buffers in bfloat16:
+// gradients, 2 bytes a parameter instead of 4, which is what lets the
+// largest presets' gradients fit beside their weights on one GPU; and the
+// activations only matrix products read (a backend whose products round
+// their operands to bfloat16 anyway reads them as it would have rounded
+// them: the same results, half the memory and traffic). A model asks for
+// it with AsBF16. Values are rounded to bfloat16 when stored (nearest, ties
+// to even: BF16Bits); every operation that accumulates into such a buffer
+// adds in float32 and rounds once per stored value.
 //
-// A bfloat16 buffer may be passed where a gradient goes: as Matmul's output
-// C (accumulating or not), EmbeddingBackward's dtable, RMSNormBackward's
-// dweight, the grads of SumSquares, AdamW and Adam8Backend's AdamW8, and to
-// View, Zero, Upload and Download (which convert on the host). Any other
-// operation given one panics with ErrShape.
+// A bfloat16 buffer may be passed as Matmul's operands A and B and its
+// output C (accumulating or not), RMSNormForward's out, SwiGLUForward's h,
+// EmbeddingBackward's dtable, RMSNormBackward's dweight, the grads of
+// SumSquares, AdamW and Adam8Backend's AdamW8, and to View, Zero, Upload
+// and Download (which convert on the host). Any other operation given one
+// panics with ErrShape.
 type BF16Backend interface {
 	// AllocBF16 returns a zeroed buffer of n bfloat16 values; Len counts
 	// values, not float32s.

@@ -99,9 +99,9 @@ func TestMemoryOptionsBitIdentical(t *testing.T) {
 // gradient (evaluation) is unchanged by recomputation.
 func TestRecomputeHoldsLess(t *testing.T) {
 	c, _ := Preset("demo")
-	full, rc := ActivationFloats(c, 8, 256, false), ActivationFloats(c, 8, 256, true)
+	full, rc := ActivationBytes(c, 8, 256, false, false), ActivationBytes(c, 8, 256, true, false)
 	if rc >= full*3/4 {
-		t.Errorf("recomputation holds %d of %d activation floats; want well under", rc, full)
+		t.Errorf("recomputation holds %d of %d activation bytes; want well under", rc, full)
 	}
 	be := backend(t, cpu.Options{Threads: 2})
 	tiny, _ := Preset("tiny")

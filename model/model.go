@@ -87,7 +87,7 @@ type Model struct {
 // shared by all blocks, and Backward recomputes each block before its
 // gradient. Gradients and losses are bit-identical either way (every kernel
 // is deterministic); it trades about one more forward pass for the memory of
-// all but one block's activations. ActivationFloats gives both figures.
+// all but one block's activations. ActivationBytes gives both figures.
 func (m *Model) SetRecompute(on bool) {
 	if on != m.recompute {
 		m.recompute, m.act = on, nil
@@ -252,34 +252,58 @@ type layerActs struct {
 	ln1, rstd1, q, k, v, att, lse, x2, ln2, rstd2, g, u, h kernels.Buffer
 }
 
-// ActivationFloats is the number of float32 activation and scratch values
-// a batch of b×t tokens holds, as allocated by the model (with recompute:
-// as SetRecompute(true) allocates).
-func ActivationFloats(c Config, b, t int, recompute bool) int64 {
+// ActivationBytes is the bytes of activation and scratch values a batch of
+// b×t tokens holds, as allocated by the model (with recompute: as
+// SetRecompute(true) allocates); half: on a backend that holds the
+// activations only matrix products read in bfloat16 (kernels.AsBF16).
+func ActivationBytes(c Config, b, t int, recompute, half bool) int64 {
 	var n int64
 	for _, s := range actSizes(c, b, t, recompute) {
-		n += int64(s)
+		n += int64(s.n) * s.bytes(half)
 	}
 	return n
 }
 
+// actBuf is one activation buffer: its values, and whether only matrix
+// products read it (mm: bfloat16 where the backend holds it so).
+type actBuf struct {
+	n  int
+	mm bool
+}
+
+func (a actBuf) bytes(half bool) int64 {
+	if half && a.mm {
+		return 2
+	}
+	return 4
+}
+
 // actSizes lists every activation buffer, in allocation order: one table that
 // both allocation and memory reports read.
-func actSizes(c Config, b, t int, recompute bool) []int {
+func actSizes(c Config, b, t int, recompute bool) []actBuf {
 	n := b * t
 	hd := c.HeadDim()
 	qd, kvd := c.Heads*hd, c.KVHeads*hd
-	var s []int
+	var s []actBuf
+	add := func(mm bool, sizes ...int) {
+		for _, x := range sizes {
+			s = append(s, actBuf{x, mm})
+		}
+	}
 	for i := 0; i <= c.Layers; i++ {
-		s = append(s, n*c.Dim) // resid
+		add(false, n*c.Dim) // resid
 	}
 	for i := 0; i < actLayers(c, recompute); i++ {
-		// ln1 rstd1 q k v att lse x2 ln2 rstd2 g u h
-		s = append(s, n*c.Dim, n, n*qd, n*kvd, n*kvd, n*qd, b*c.Heads*t, n*c.Dim, n*c.Dim, n, n*c.FFNDim, n*c.FFNDim, n*c.FFNDim)
+		add(true, n*c.Dim)                                            // ln1
+		add(false, n, n*qd, n*kvd, n*kvd, n*qd, b*c.Heads*t, n*c.Dim) // rstd1 q k v att lse x2
+		add(true, n*c.Dim)                                            // ln2
+		add(false, n, n*c.FFNDim, n*c.FFNDim)                         // rstd2 g u
+		add(true, n*c.FFNDim)                                         // h
 	}
-	s = append(s, n*c.Dim, n, n*c.Vocab, n)                   // lnf rstdf logits losses
-	s = append(s, n*c.Dim, n*c.Dim, n*qd, n*qd, n*kvd, n*kvd) // dres dln datt dq dk dv
-	s = append(s, n*c.FFNDim, n*c.FFNDim, n*c.FFNDim)         // dh dg du
+	add(true, n*c.Dim)                                     // lnf
+	add(false, n, n*c.Vocab, n)                            // rstdf logits losses
+	add(false, n*c.Dim, n*c.Dim, n*qd, n*qd, n*kvd, n*kvd) // dres dln datt dq dk dv
+	add(false, n*c.FFNDim, n*c.FFNDim, n*c.FFNDim)         // dh dg du
 	return s
 }
 
@@ -298,10 +322,14 @@ func (m *Model) acts(b, t int) *acts {
 	}
 	m.act = nil // let the old shape go before allocating the new one
 	sizes := actSizes(m.Config, b, t, m.recompute)
+	half, _ := kernels.AsBF16(m.be)
 	next := func() kernels.Buffer {
-		buf := m.be.Alloc(sizes[0])
+		s := sizes[0]
 		sizes = sizes[1:]
-		return buf
+		if s.mm && half != nil {
+			return half.AllocBF16(s.n)
+		}
+		return m.be.Alloc(s.n)
 	}
 	a := &acts{B: b, T: t, N: b * t}
 	a.tokens, a.targets = m.be.AllocInt(a.N), m.be.AllocInt(a.N)

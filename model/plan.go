@@ -129,7 +129,7 @@ func modelParts(c Config, in PlanInput) []PlanPart {
 		grads,
 		{Name: map[bool]string{false: "AdamW moments (fp32)", true: "AdamW moments (8-bit + block scales)"}[in.AdamW8], Bytes: momentBytes(c, in), Host: in.OffloadMoments && in.GPU},
 		// and per token 4 int32s on the device, 3 values on the host
-		{Name: "activations", Bytes: 4*ActivationFloats(c, rows, in.Seq, in.Recompute) + 28*int64(rows*in.Seq)},
+		{Name: "activations", Bytes: ActivationBytes(c, rows, in.Seq, in.Recompute, in.BF16) + 28*int64(rows*in.Seq)},
 	}
 	if in.micro() > 1 {
 		parts = append(parts, PlanPart{Name: "micro-batch embedding gradients", Bytes: 4 * int64(in.Batch*in.Seq) * int64(c.Dim+1)})
@@ -151,7 +151,7 @@ func referenceParts(c Config, in PlanInput) []PlanPart {
 	p := NumParams(c)
 	parts := []PlanPart{
 		{Name: "DPO reference weights (fp32)", Bytes: 4 * p},
-		{Name: "DPO reference activations", Bytes: 4*ActivationFloats(c, in.Batch, in.Seq, true) + 28*int64(in.Batch*in.Seq)},
+		{Name: "DPO reference activations", Bytes: ActivationBytes(c, in.Batch, in.Seq, true, in.BF16) + 28*int64(in.Batch*in.Seq)},
 	}
 	if in.Swarm {
 		parts = append(parts, PlanPart{Name: "DPO reference weights, kept to build it", Bytes: 4 * p, Host: true})

@@ -12,7 +12,9 @@
 #   memory.txt   nvidia-smi; TestAdamW8MatchesCPU (emulator and GPU against
 #                the CPU backend, bit for bit) and TestBF16Gradients (each
 #                gradient op with bf16 gradients = the bf16 rounding of its
-#                fp32 result, bit for bit) and TestOffloadedMomentsSameBits
+#                fp32 result, bit for bit), TestBF16Activations and
+#                TestBF16ActivationsSameBits (activations only products read
+#                held in bf16: the same bits) and TestOffloadedMomentsSameBits
 #                (AdamW on moments in mapped host memory: the CPU's bits); `fomnet model plan` for the
 #                run below; then `fomnet bench train --device cuda --preset
 #                kormo-10b --batch 1 --seq 4096 --steps 20 --recompute
@@ -44,7 +46,7 @@ run)
 		timeout -k 10 "$limit" "$@" >>"$log" 2>&1
 		echo "step $name: exit $? after $((SECONDS - t0)) s" >>"$log"
 	}
-	(cd kernels/cuda && step adamw8 90 "$T" -test.v -test.count=1 -test.run '^(TestAdamW8MatchesCPU|TestBF16Gradients|TestOffloadedMomentsSameBits)$')
+	(cd kernels/cuda && step storage 120 "$T" -test.v -test.count=1 -test.run '^(TestAdamW8MatchesCPU|TestBF16Gradients|TestBF16Activations|TestBF16ActivationsSameBits|TestOffloadedMomentsSameBits)$')
 	kormo=(--device cuda --precision bf16 --preset kormo-10b --batch 1 --seq 4096 --recompute --optimizer adamw8 --memory 141GiB)
 	step plan 30 "$F" model plan "${kormo[@]}"
 	nvidia-smi --query-gpu=timestamp,memory.used,memory.total --format=csv -lms 200 >"$out/gpumem.csv" 2>&1 &

@@ -218,7 +218,7 @@ are what one batch of --batch × --seq tokens keeps for backward, plus scratch.`
 				Preset: preset, Params: n, MatmulParams: model.MatmulParams(c), Seq: seq, Batch: batch,
 				TrainFLOPsPerTok: model.TrainFLOPsPerToken(c, seq),
 				WeightsBytes:     4 * n, TrainStateBytes: 16 * n,
-				ActivationBytes: 4 * model.ActivationFloats(c, batch, seq, false), Config: c,
+				ActivationBytes: model.ActivationBytes(c, batch, seq, false, false), Config: c,
 			}
 			if asJSON {
 				return e.printJSON(info)

@@ -2,6 +2,7 @@ package cuda_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -142,7 +143,8 @@ func TestBF16GradientsRefused(t *testing.T) {
 	for name, f := range map[string]func(){
 		"rmsnorm weight": func() { be.RMSNormForward(be.Alloc(80), be.Alloc(2), be.Alloc(80), h, 2, 40, 1e-5) },
 		"scale":          func() { be.Scale(h, 2) },
-		"matmul operand": func() { be.Matmul(be.Alloc(40), h, be.Alloc(1), 40, 1, 1, false, false, false) },
+		"copy":           func() { be.Copy(be.Alloc(40), h) },
+		"swiglu input":   func() { be.SwiGLUForward(be.Alloc(40), h, be.Alloc(40), 40) },
 	} {
 		func() {
 			defer func() {
@@ -153,5 +155,53 @@ func TestBF16GradientsRefused(t *testing.T) {
 			}()
 			f()
 		}()
+	}
+}
+
+// TestBF16Activations: the operations that write the activations only
+// matrix products read give, into a bfloat16 buffer, exactly the bfloat16
+// rounding of their float32 output, and Matmul reads bfloat16 operands
+// (rows 16-byte aligned, or padded on the way) as it reads float32 ones
+// holding the same values: the bf16 path's products round their operands
+// so anyway.
+func TestBF16Activations(t *testing.T) {
+	for _, tg := range targets {
+		be := tg.open(t, cuda.BF16)
+		r := rand.New(rand.NewPCG(21, 22))
+		check := func(what string, half, full kernels.Buffer) {
+			t.Helper()
+			h, f := down(be, half), down(be, full)
+			for i := range f {
+				if want := kernels.BF16Float(kernels.BF16Bits(f[i])); math.Float32bits(h[i]) != math.Float32bits(want) {
+					t.Fatalf("%s %s[%d] = %v in bfloat16, want %v (float32 gives %v)", tg.name, what, i, h[i], want, f[i])
+				}
+			}
+		}
+		const n, c = 70, 40
+		x, w := up(be, randn(r, n*c, 2)), up(be, randn(r, c, 1))
+		out, outH, rstd := be.Alloc(n*c), be.AllocBF16(n*c), be.Alloc(n)
+		be.RMSNormForward(out, rstd, x, w, n, c, 1e-5)
+		be.RMSNormForward(outH, rstd, x, w, n, c, 1e-5)
+		check("rmsnorm out", outH, out)
+		g, u := up(be, randn(r, n*c, 3)), up(be, randn(r, n*c, 1))
+		h, hH := be.Alloc(n*c), be.AllocBF16(n*c)
+		be.SwiGLUForward(h, g, u, n*c)
+		be.SwiGLUForward(hH, g, u, n*c)
+		check("swiglu h", hH, h)
+
+		for _, mc := range []mmCase{{70, 50, 40, false, true, false}, {65, 129, 17, true, true, true}, {33, 17, 300, true, false, true}} {
+			a, bm := roundedRandn(r, mc.m*mc.k, 1), roundedRandn(r, mc.k*mc.n, 1)
+			aH, bH := be.AllocBF16(len(a)), be.AllocBF16(len(bm))
+			be.Upload(aH, a)
+			be.Upload(bH, bm)
+			c0 := randn(r, mc.m*mc.n, 1)
+			want, got := up(be, c0), up(be, c0)
+			be.Matmul(want, up(be, a), up(be, bm), mc.m, mc.n, mc.k, mc.ta, mc.tb, mc.acc)
+			be.Matmul(got, aH, bH, mc.m, mc.n, mc.k, mc.ta, mc.tb, mc.acc)
+			compareBits(t, fmt.Sprintf("%s matmul of bfloat16 operands %+v", tg.name, mc), map[string][]float32{"C": down(be, got)}, map[string][]float32{"C": down(be, want)})
+		}
+		if err := be.Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -81,11 +81,12 @@ FOM_DEV float fom_ld(const float *x, long long i, int bf) {
 	return bf ? fom_bf16(v) : v;
 }
 
-// Gradients may be held in bfloat16 (kernels.BF16Backend, the bf16 path's
-// option): fom_gld reads element i of a gradient buffer and fom_gst writes
-// it (rounded to nearest, ties to even), as bfloat16 when gbf is set, else
-// as float32. A kernel that accumulates into gradients adds in float32 and
-// rounds once, when it stores.
+// The bf16 path holds some buffers in bfloat16 (kernels.BF16Backend):
+// gradients, optionally, and the activations only matrix products read.
+// fom_gld reads element i of such a buffer and fom_gst writes it (rounded
+// to nearest, ties to even), as bfloat16 when gbf is set, else as float32.
+// A kernel that accumulates into one adds in float32 and rounds once, when
+// it stores.
 FOM_DEV float fom_gld(const void *g, long long i, int gbf) {
 	if (gbf) return __int_as_float((int)((uint32_t)((const fom_bf16_t *)g)[i] << 16));
 	return ((const float *)g)[i];

@@ -179,6 +179,15 @@ FOM_KERNEL void __launch_bounds__(128) fom_gemm_64x128(void *C, const fom_bf16_t
 	fom_gemm<64, 128, 32, 2, 2, 4>(C, A, B, M, N, K, lda, ldb, ta, tb, acc, cbf);
 }
 
+// fom_bf16_pad: dst[r][c] = src[r·cols + c] for c < cols, 0 for cols ≤ c <
+// ld: a bfloat16 matrix given rows 16-byte aligned; one thread per element.
+FOM_KERNEL void fom_bf16_pad(fom_bf16_t *dst, const fom_bf16_t *src, long long rows, long long cols, long long ld) {
+	long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (e >= rows * ld) return;
+	long long r = e / ld, c = e % ld;
+	dst[e] = c < cols ? src[r * cols + c] : (fom_bf16_t)0;
+}
+
 // fom_to_bf16: dst[r][c] = bf16(src[r·cols + c]) for c < cols, 0 for
 // cols ≤ c < ld; one thread per 8 elements (one 16-byte store).
 FOM_KERNEL void fom_to_bf16(fom_bf16_t *dst, const float *src, long long rows, long long cols, long long ld) {

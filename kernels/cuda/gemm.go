@@ -219,6 +219,23 @@ func (b *Backend) toBF16(slot **buf, x *buf, rows, cols int) BF16Matrix {
 	return BF16Matrix{p: s.p, Rows: rows, Cols: cols, Ld: ld}
 }
 
+// operand is x, a rows×cols matrix, as the tensor cores read it: rounded
+// to bfloat16 into the scratch buffer in *slot; or, held in bfloat16, as
+// it is where its rows lie on 16-byte boundaries, else copied into the
+// scratch with rows padded to a multiple of 8.
+func (b *Backend) operand(slot **buf, x *buf, rows, cols int) BF16Matrix {
+	if !x.half {
+		return b.toBF16(slot, x, rows, cols)
+	}
+	if cols%8 == 0 && x.p%16 == 0 {
+		return BF16Matrix{p: x.p, Rows: rows, Cols: cols, Ld: cols}
+	}
+	ld := roundUp8(cols)
+	s := b.scratch(slot, (rows*ld+1)/2)
+	b.launch1D("fom_bf16_pad", rows*ld, s.p, x.p, i64(rows), i64(cols), i64(ld))
+	return BF16Matrix{p: s.p, Rows: rows, Cols: cols, Ld: ld}
+}
+
 // ToBF16 returns a new bfloat16 copy of x as a rows×cols matrix (for
 // benchmarks and tests of GEMMBF16; the backend's Matmul converts into
 // scratch memory itself).
@@ -243,12 +260,12 @@ func stored(m, n, k int, ta, tb bool) (ar, ac, br, bc int) {
 }
 
 // matmulBF16 is the bf16 path's Matmul: A and B are rounded to bfloat16
-// into scratch memory, then multiplied on tensor cores; C is float32, or
-// bfloat16 where it holds gradients in it.
+// into scratch memory (or taken as they are, if held in bfloat16), then
+// multiplied on tensor cores; C is float32, or bfloat16 where it holds it.
 func (b *Backend) matmulBF16(c, a, bm *buf, m, n, k int, ta, tb, acc bool) {
 	ar, ac, br, bc := stored(m, n, k, ta, tb)
-	am := b.toBF16(&b.bfA, a, ar, ac)
-	bb := b.toBF16(&b.bfB, bm, br, bc)
+	am := b.operand(&b.bfA, a, ar, ac)
+	bb := b.operand(&b.bfB, bm, br, bc)
 	b.gemm(b.pickGEMM(m, n, ta, tb), c.p, am, bb, m, n, k, ta, tb, acc, c.half)
 }
 

@@ -2,10 +2,10 @@ package cuda
 
 import "github.com/fomnet/fomnet/kernels"
 
-// Matmul computes C = (acc ? C : 0) + op(A)·op(B). C may hold bfloat16
-// (AllocBF16, the bf16 path's gradients).
+// Matmul computes C = (acc ? C : 0) + op(A)·op(B). On the bf16 path any of
+// the three may hold bfloat16 (AllocBF16: gradients, activations).
 func (b *Backend) Matmul(c, a, bm kernels.Buffer, m, n, k int, transA, transB, acc bool) {
-	cd, ad, bd := b.fg(c), b.fb(a), b.fb(bm)
+	cd, ad, bd := b.fg(c), b.fg(a), b.fg(bm)
 	need("matmul C", cd.n, m*n)
 	need("matmul A", ad.n, m*k)
 	need("matmul B", bd.n, k*n)
@@ -22,6 +22,9 @@ func (b *Backend) Matmul(c, a, bm kernels.Buffer, m, n, k int, transA, transB, a
 	if b.prec == BF16 {
 		b.matmulBF16(cd, ad, bd, m, n, k, transA, transB, acc)
 		return
+	}
+	for _, x := range []kernels.Buffer{c, a, bm} {
+		b.fb(x) // the fp32 path's operands are float32
 	}
 	b.launch("fom_matmul_f32", [3]int{(n + 63) / 64, (m + 63) / 64, 1}, 256, args...)
 }

@@ -93,6 +93,24 @@ func TestTinyModelTrainsAsOnCPU(t *testing.T) {
 	}
 }
 
+// hidden is a backend with only kernels.Backend's methods: no bfloat16
+// buffers, so a model on it keeps its activations in float32.
+type hidden struct{ kernels.Backend }
+
+// TestBF16ActivationsSameBits: on the bf16 path, a model holding the
+// activations only products read in bfloat16 takes a step to the same
+// loss and parameters, bit for bit, as one holding them in float32 (the
+// products round them to bfloat16 either way).
+func TestBF16ActivationsSameBits(t *testing.T) {
+	for _, tg := range targets {
+		be := tg.open(t, cuda.BF16)
+		wantLoss, wantP := trainTiny(t, hidden{be}, 1, model.Options{})
+		gotLoss, gotP := trainTiny(t, be, 1, model.Options{})
+		compareBits(t, tg.name+" bf16 activations", map[string][]float32{"loss": gotLoss, "params": gotP},
+			map[string][]float32{"loss": wantLoss, "params": wantP})
+	}
+}
+
 // TestMemoryOptionsNeedTheirBackend: a model asked to hold its gradients
 // in bfloat16 on a backend that cannot (the CPU, the CUDA fp32 path), or
 // its moments in host memory on the CPU, is refused, naming the backend.

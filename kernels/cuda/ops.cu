@@ -85,8 +85,9 @@ FOM_DEV double fom_row_sum(double v, double *lanes, int w, int lane) {
 	return s;
 }
 
-FOM_KERNEL void fom_rms_fwd_warp(float *out, float *rstd, const float *inp, const float *w, long long n, long long c,
-                                 float eps) {
+// obf: out holds bfloat16 (an activation only matrix products read).
+FOM_KERNEL void fom_rms_fwd_warp(void *out, float *rstd, const float *inp, const float *w, long long n, long long c,
+                                 float eps, int obf) {
 	__shared__ double lanes[128];
 	int wi = threadIdx.x / 32, lane = threadIdx.x % 32;
 	long long i = (long long)blockIdx.x * 4 + wi;
@@ -99,8 +100,7 @@ FOM_KERNEL void fom_rms_fwd_warp(float *out, float *rstd, const float *inp, cons
 	if (!live) return;
 	float r = (float)__ddiv_rn(1.0, __dsqrt_rn(__dadd_rn(__ddiv_rn(ss, (double)c), (double)eps)));
 	if (lane == 0) rstd[i] = r;
-	float *o = out + i * c;
-	for (long long j = lane; j < c; j += 32) o[j] = __fmul_rn(__fmul_rn(x[j], r), w[j]);
+	for (long long j = lane; j < c; j += 32) fom_gst(out, i * c + j, obf, __fmul_rn(__fmul_rn(x[j], r), w[j]));
 }
 
 FOM_KERNEL void fom_rms_bwd_rows_warp(float *dinp, const float *dout, const float *inp, const float *w,

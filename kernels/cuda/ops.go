@@ -90,15 +90,16 @@ func grow32(x []int32, n int) []int32 {
 
 // RMSNormForward normalises rows.
 func (b *Backend) RMSNormForward(out, rstd, inp, weight kernels.Buffer, n, c int, eps float32) {
-	o, r, x, w := b.fb(out), b.fb(rstd), b.fb(inp), b.fb(weight)
+	o, r, x, w := b.fg(out), b.fb(rstd), b.fb(inp), b.fb(weight)
 	need("rmsnorm out", o.n, n*c)
 	need("rmsnorm inp", x.n, n*c)
 	need("rmsnorm rstd", r.n, n)
 	need("rmsnorm weight", w.n, c)
 	if b.prec == BF16 {
-		b.launch("fom_rms_fwd_warp", [3]int{(n + 3) / 4, 1, 1}, 128, ptr(o), ptr(r), ptr(x), ptr(w), i64(n), i64(c), f32(eps))
+		b.launch("fom_rms_fwd_warp", [3]int{(n + 3) / 4, 1, 1}, 128, ptr(o), ptr(r), ptr(x), ptr(w), i64(n), i64(c), f32(eps), flag(o.half))
 		return
 	}
+	o = b.fb(out)
 	b.launch("fom_rms_fwd", [3]int{(n + 127) / 128, 1, 1}, 128, ptr(o), ptr(r), ptr(x), ptr(w), i64(n), i64(c), f32(eps))
 }
 
@@ -199,11 +200,11 @@ func (b *Backend) SoftmaxCrossEntropy(losses, logits kernels.Buffer, targets ker
 
 // SwiGLUForward computes h = silu(g)·u.
 func (b *Backend) SwiGLUForward(h, g, u kernels.Buffer, n int) {
-	hd, gd, ud := b.fb(h), b.fb(g), b.fb(u)
+	hd, gd, ud := b.fg(h), b.fb(g), b.fb(u)
 	need("swiglu h", hd.n, n)
 	need("swiglu g", gd.n, n)
 	need("swiglu u", ud.n, n)
-	b.launch1D("fom_swiglu_fwd", n, ptr(hd), ptr(gd), ptr(ud), i64(n))
+	b.launch1D("fom_swiglu_fwd", n, ptr(hd), ptr(gd), ptr(ud), i64(n), flag(hd.half))
 }
 
 // SwiGLUBackward computes dg and du.

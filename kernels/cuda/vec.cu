@@ -52,12 +52,12 @@ FOM_KERNEL void fom_adamw(float *p, const void *g, float *m, float *v, long long
 	p[i] = __fsub_rn(p[i], __fmul_rn(lr, upd));
 }
 
-// fom_swiglu_fwd: h = (g·σ(g))·u.
-FOM_KERNEL void fom_swiglu_fwd(float *h, const float *g, const float *u, long long n) {
+// fom_swiglu_fwd: h = (g·σ(g))·u. hbf: h holds bfloat16.
+FOM_KERNEL void fom_swiglu_fwd(void *h, const float *g, const float *u, long long n, int hbf) {
 	long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
 	if (i >= n) return;
 	float gv = g[i];
-	h[i] = __fmul_rn(__fmul_rn(gv, fom_sigmoid(gv)), u[i]);
+	fom_gst(h, i, hbf, __fmul_rn(__fmul_rn(gv, fom_sigmoid(gv)), u[i]));
 }
 
 // fom_swiglu_bwd: du = dh·(g·σ); dg = ((dh·u)·σ)·(1 + g·(1−σ)).

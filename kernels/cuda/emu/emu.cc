@@ -144,6 +144,7 @@ const Entry kTable[] = {
     EMU_KERNEL(fom_rms_fwd_warp),  EMU_KERNEL(fom_rms_bwd_weight_part), EMU_KERNEL(fom_colsum_add),
     EMU_KERNEL(fom_rms_bwd_rows_warp),
     EMU_KERNEL(fom_gemm_128x128),  EMU_KERNEL(fom_gemm_64x128),         EMU_KERNEL(fom_to_bf16),
+    EMU_KERNEL(fom_bf16_pad),
     EMU_KERNEL(fom_flash_fwd_64),  EMU_KERNEL(fom_flash_fwd_128),       EMU_KERNEL(fom_flash_dkdv_64),
     EMU_KERNEL(fom_flash_dkdv_128), EMU_KERNEL(fom_flash_dq_64),        EMU_KERNEL(fom_flash_dq_128),
 };

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "c25feb4ffd0918c17f7ab6d06deab262dee910f4b35e3416bb808953b419908c"
+const SourcesSHA256 = "b0fecdb36634bc46d7c522b0081795c864447efa0f27ab9503c5959f4c77ea30"
