@@ -24,8 +24,8 @@ type BF16Backend interface {
 	AllocBF16(n int) Buffer
 }
 
-// AsBF16 returns be's bfloat16 gradient storage, if it has one (through
-// Timed too). A backend that computes bit for bit as the CPU does (the
+// AsBF16 returns be's bfloat16 buffers, if it has them (through Timed
+// too). A backend that computes bit for bit as the CPU does (the
 // CUDA fp32 path) has none.
 func AsBF16(be Backend) (BF16Backend, bool) {
 	if t, ok := be.(*Timed); ok {

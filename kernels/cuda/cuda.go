@@ -143,8 +143,8 @@ func (b *Backend) ok() bool {
 	return b.err == nil
 }
 
-// buf is a device buffer of float32s, or of bfloat16s where half (a
-// gradient buffer: AllocBF16), or a view of one.
+// buf is a device buffer of float32s, or of bfloat16s where half
+// (AllocBF16: gradients, activations), or a view of one.
 type buf struct {
 	p     uint64
 	n     int
@@ -175,8 +175,8 @@ type ibuf struct {
 
 func (x *ibuf) Len() int { return len(x.host) }
 
-// fb is a float32 buffer of this backend's; fg (a gradient) may hold
-// bfloat16 as well (kernels.BF16Backend).
+// fb is a float32 buffer of this backend's; fg may hold bfloat16 as well,
+// for the arguments that take either (kernels.BF16Backend).
 func (b *Backend) fb(x kernels.Buffer) *buf {
 	bb := b.fg(x)
 	if bb.half {
@@ -231,7 +231,7 @@ func (b *Backend) Alloc(n int) kernels.Buffer {
 	return &buf{p: b.alloc(4 * int64(n)), n: n, owner: b}
 }
 
-// HoldsBF16 says whether the backend holds gradients in bfloat16
+// HoldsBF16 says whether the backend holds buffers in bfloat16
 // (kernels.AsBF16): on the bf16 path only; the fp32 path keeps the CPU's
 // bits.
 func (b *Backend) HoldsBF16() bool { return b.prec == BF16 }
@@ -242,7 +242,7 @@ func (b *Backend) AllocBF16(n int) kernels.Buffer {
 		panic(fmt.Errorf("%w: alloc of %d elements", kernels.ErrShape, n))
 	}
 	if b.prec != BF16 {
-		panic(fmt.Errorf("%w: bfloat16 gradients on the %s path", kernels.ErrUnsupported, b.prec))
+		panic(fmt.Errorf("%w: bfloat16 buffers on the %s path", kernels.ErrUnsupported, b.prec))
 	}
 	return &buf{p: b.alloc(2 * int64(n)), n: n, half: true, owner: b}
 }
