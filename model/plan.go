@@ -304,14 +304,15 @@ func with(o Options, set func(*Options)) Options {
 // FitPlan returns the first of the configurations derived from in whose
 // plan's Need fits budget bytes, cheapest in compute first: as given; with
 // recomputation; then (unless the optimizer is fixed, as a run fixes it)
-// with 8-bit moments; on a GPU (not yet for a swarm participant), each of
-// those with bf16 gradients (on the bf16 path), then each of all those
-// with the moments in host memory; then cutting the batch into 2, 4, …
-// micro-batches
-// with each; then, for a swarm participant whose rounds do not overlap,
-// all of those again lean (slower: it reads its base and worker state
-// back from disk each round). If none fits it returns the smallest plan
-// and an error that says by how much it misses.
+// with 8-bit moments; on a GPU's bf16 path (not for a swarm participant,
+// whose work others re-execute bit for bit), each of those with bf16
+// gradients; on a GPU, each of all those with the moments in host memory;
+// then cutting the batch into 2, 4, … micro-batches with each; then, for
+// a swarm participant whose rounds do not overlap, all of those again lean
+// (slower: it reads its base and worker state back from disk each round).
+// If none fits it returns the smallest plan and an error that says by how
+// much it misses. Only the device's need is fitted: a GPU plan's host part
+// is the caller's to check (the CLI's hostFits, the node's HostMemory).
 func FitPlan(c Config, in PlanInput, budget int64, fixedOptimizer bool) (Plan, error) {
 	var tries []PlanInput
 	opts := []Options{in.Options, with(in.Options, func(o *Options) { o.Recompute = true })}
@@ -325,7 +326,7 @@ func FitPlan(c Config, in PlanInput, budget int64, fixedOptimizer bool) (Plan, e
 			opts = append(opts, o)
 		}
 	}
-	if in.GPU && !in.Swarm && !in.OffloadMoments { // then moments in host memory: slower steps
+	if in.GPU && !in.OffloadMoments { // then moments in host memory: slower steps, the same bits
 		for _, o := range slices.Clone(opts) {
 			o.OffloadMoments = true
 			opts = append(opts, o)

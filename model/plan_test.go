@@ -114,6 +114,15 @@ func TestFitPlan(t *testing.T) {
 	if err != nil || !p.Input.OffloadMoments || !p.Input.GradsBF16 || !strings.Contains(p.Input.Settings(), "moments in host memory") {
 		t.Fatalf("moments in host memory fit: %v, %s", err, p.Input.Settings())
 	}
+
+	// A swarm participant on a GPU may keep them there too (the same bits),
+	// beside its round vectors.
+	sw := PlanInput{Batch: 8, Seq: 1024, GPU: true, Swarm: true, Options: Options{Recompute: true, AdamW8: true}}
+	whole := MakePlan(c, sw)
+	p, err = FitPlan(c, sw, whole.Device-momentBytes(c, sw), true)
+	if err != nil || !p.Input.OffloadMoments || p.Input.GradsBF16 || p.Host != whole.Host+momentBytes(c, sw) {
+		t.Fatalf("a participant's moments in host memory: %v, %s, host %d (without: %d)", err, p.Input.Settings(), p.Host, whole.Host)
+	}
 }
 
 // A plan's total is its peak: parts held throughout and the largest phase,

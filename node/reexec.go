@@ -206,7 +206,7 @@ func (p *Participant) checkMemory() error {
 // modelOptions are the run's optimizer and the node's own memory choices.
 func (p *Participant) modelOptions() model.Options {
 	o := p.spec.ModelOptions()
-	o.Recompute = p.opts.Recompute
+	o.Recompute, o.OffloadMoments = p.opts.Recompute, p.opts.OffloadMoments
 	return o
 }
 

@@ -159,6 +159,9 @@ type RunOptions struct {
 	// step; 0: 1): its own choice, as neither changes a bit of its work.
 	Recompute bool
 	Micro     int
+	// OffloadMoments keeps the node's AdamW moments in host memory
+	// (model.Options.OffloadMoments: a GPU's backend), the same bits.
+	OffloadMoments bool
 	// Memory, if > 0, is the memory this node may use: a run whose
 	// memory plan (model.MakePlan, a swarm participant's) needs more is
 	// refused before its model is allocated, naming settings that fit.

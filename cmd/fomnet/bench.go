@@ -173,9 +173,11 @@ type benchTrainOut struct {
 	AllocsPerStep float64        `json:"allocs_per_step"`
 	Breakdown     []breakdownRow `json:"breakdown"`
 	Settings      string         `json:"settings"`
-	PlanBytes     int64          `json:"plan_bytes"`
-	PeakRSS       int64          `json:"peak_rss_bytes"` // the process's (host memory)
-	Losses        []float32      `json:"losses"`         // every step's, warm-up first
+	PlanBytes     int64          `json:"plan_bytes"`        // at the peak, everywhere
+	PlanDevice    int64          `json:"plan_device_bytes"` // of that, on the backend's device (a GPU's memory, or the CPU's)
+	PlanHost      int64          `json:"plan_host_bytes"`   // and in host memory beside a GPU's
+	PeakRSS       int64          `json:"peak_rss_bytes"`    // the process's (host memory)
+	Losses        []float32      `json:"losses"`            // every step's, warm-up first
 }
 
 type breakdownRow struct {
@@ -260,7 +262,7 @@ resident memory of the process is reported beside the plan's total.`,
 			out := benchTrainOut{Preset: preset, Batch: batch, Seq: seq, Threads: be.Threads(), Backend: be.Name(), Steps: steps,
 				StepMS: res.StepMS, TokensPerS: res.TokensPerS, GFLOPS: res.GFLOPS, PeakGFLOPS: peak, MFU: mfu,
 				FLOPsPerTok: model.TrainFLOPsPerToken(c, seq), AllocsPerStep: res.AllocsPerStep,
-				Settings: in.Settings(), PlanBytes: plan.Total, PeakRSS: peakRSS(), Losses: res.Losses}
+				Settings: in.Settings(), PlanBytes: plan.Total, PlanDevice: plan.Device, PlanHost: plan.Host, PeakRSS: peakRSS(), Losses: res.Losses}
 			var total time.Duration
 			for _, o := range res.Breakdown {
 				total += o.Total
@@ -275,8 +277,12 @@ resident memory of the process is reported beside the plan's total.`,
 			fmt.Fprintf(e.stdout, "%s  batch %d × seq %d  %s, %d threads\n", preset, batch, seq, out.Backend, out.Threads)
 			fmt.Fprintf(e.stdout, "step %.1f ms (median of %d)  %.0f tokens/s  %.1f GFLOP/s  MFU %.1f%% of %.1f GFLOP/s  %.1f allocs/step\n",
 				out.StepMS, steps, out.TokensPerS, out.GFLOPS, 100*out.MFU, peak, out.AllocsPerStep)
+			planned := model.Bytes(out.PlanBytes)
+			if dev.cuda() {
+				planned = fmt.Sprintf("%s on the device and %s in host memory", model.Bytes(out.PlanDevice), model.Bytes(out.PlanHost))
+			}
 			fmt.Fprintf(e.stdout, "%s: planned %s, peak resident %s; loss %.4f → %.4f over %d steps\n", out.Settings,
-				model.Bytes(out.PlanBytes), model.Bytes(out.PeakRSS), out.Losses[0], out.Losses[len(out.Losses)-1], len(out.Losses))
+				planned, model.Bytes(out.PeakRSS), out.Losses[0], out.Losses[len(out.Losses)-1], len(out.Losses))
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintf(w, "op\tms/step\tshare\tcalls/step\t\n")
 			for _, r := range out.Breakdown {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -59,6 +60,7 @@ func TestUsageErrors(t *testing.T) {
 		{"train", "--builtin", "--device", "cuda", "--grads", "bf16"},
 		{"bench", "train", "--offload", "moments"},
 		{"bench", "train", "--device", "cuda", "--offload", "weights"},
+		{"join", "bafybeiel5rbcu7cyubdvd4czs42zskaq3kwsrvqdbg6uk5vrotot5yzg5q", "--offload", "moments"},
 		{"bench", "train", "--micro", "3"},
 		{"train", "--builtin", "--memory", "lots"},
 		{"model", "plan", "--preset", "demo", "--batch", "0"},
@@ -179,6 +181,22 @@ func TestModelPlanBF16Gradients(t *testing.T) {
 	}
 }
 
+// A GPU's plan whose moments in host memory do not fit the host's
+// available memory is refused before anything is allocated.
+func TestHostMemoryChecked(t *testing.T) {
+	c, _ := model.Preset("kormo-10b")
+	in := model.PlanInput{Batch: 1, Seq: 4096, GPU: true, BF16: true, Options: model.Options{Recompute: true, GradsBF16: true, OffloadMoments: true}}
+	p := model.MakePlan(c, in)
+	if err := hostFits(p, p.Host); err != nil {
+		t.Errorf("host memory that fits: %v", err)
+	}
+	err := hostFits(p, p.Host-1)
+	var u usageError
+	if !errors.As(err, &u) || !strings.Contains(err.Error(), "of host memory beside the GPU's") || !strings.Contains(err.Error(), "moments in host memory") {
+		t.Errorf("host memory one byte short: %v", err)
+	}
+}
+
 func TestTrainWritesCheckpoint(t *testing.T) {
 	dir := t.TempDir()
 	txt := filepath.Join(dir, "a.txt")
@@ -255,13 +273,16 @@ func TestBenchTrainJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &m); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"tokens_per_s", "step_ms", "gflops", "mfu", "preset", "batch", "seq", "threads", "breakdown"} {
+	for _, k := range []string{"tokens_per_s", "step_ms", "gflops", "mfu", "preset", "batch", "seq", "threads", "breakdown", "plan_bytes", "plan_device_bytes", "plan_host_bytes"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("JSON lacks %q", k)
 		}
 	}
 	if m["preset"] != "tiny" || m["batch"].(float64) != 2 || m["seq"].(float64) != 16 {
 		t.Errorf("JSON %v", m)
+	}
+	if m["plan_device_bytes"] != m["plan_bytes"] || m["plan_host_bytes"].(float64) != 0 { // the CPU: one memory
+		t.Errorf("plan on the CPU: %v bytes, %v on the device, %v in the host", m["plan_bytes"], m["plan_device_bytes"], m["plan_host_bytes"])
 	}
 }
 

@@ -31,13 +31,14 @@ type memoryFlags struct {
 }
 
 // add registers the flags; optimizer is false where a run spec fixes the
-// optimizer (fomnet join, whose node plans without bf16 gradients too).
+// optimizer (fomnet join, whose contributions others re-execute bit for
+// bit: no bf16 gradients either).
 func (f *memoryFlags) add(fs *pflag.FlagSet, optimizer bool) {
 	if optimizer {
 		fs.StringVar(&f.optimizer, "optimizer", "adamw", "AdamW's moments: adamw (fp32) or adamw8 (8 bits a value, blockwise scales: 2 bytes a parameter instead of 8)")
 		fs.StringVar(&f.grads, "grads", "fp32", "gradients: fp32, or bf16 (--device cuda --precision bf16 only: 2 bytes a parameter instead of 4, each rounded once where it is stored)")
-		fs.StringVar(&f.offload, "offload", "", "moments: keep AdamW's moments in host memory, read and written there by the GPU's AdamW (--device cuda only: the same results, none of the device's memory, each step's moments crossing PCIe twice)")
 	}
+	fs.StringVar(&f.offload, "offload", "", "moments: keep AdamW's moments in host memory, read and written there by the GPU's AdamW (--device cuda only: the same results, none of the device's memory, each step's moments crossing PCIe twice)")
 	fs.BoolVar(&f.recompute, "recompute", false, "keep only each block's input through the forward pass and recompute the block in backward (same results, about a third more compute, far less activation memory)")
 	fs.IntVar(&f.micro, "micro", 1, "cut each step's batch into this many micro-batches (same results; activations of one micro-batch)")
 	fs.StringVar(&f.memory, "memory", "", "memory the run may use, e.g. 24GiB: plans that need more are refused, and on the CPU the Go collector keeps the process under it (default: the CPU's available memory; for --device cuda, the device's, no check unless given)")
@@ -144,7 +145,8 @@ func holdTo(budget int64, dev *deviceFlags) {
 
 // check refuses, before anything is allocated, a configuration whose plan
 // does not fit the budget, naming the flags that would (fixedOptimizer: a
-// run's optimizer is not the node's to change). The refusal is a usage
+// run's optimizer is not the node's to change), or, on a GPU, whose host
+// part (moments in host memory) does not fit the available memory. The refusal is a usage
 // error: the flags ask for more than this machine holds.
 func (f *memoryFlags) check(e *env, c model.Config, in model.PlanInput, dev *deviceFlags, fixedOptimizer bool) (model.Plan, error) {
 	budget, err := f.budget(dev)
@@ -159,8 +161,22 @@ func (f *memoryFlags) check(e *env, c model.Config, in model.PlanInput, dev *dev
 	case err != nil:
 		return p, usageError{err}
 	}
+	if dev.cuda() {
+		if err := hostFits(p, memAvailable()); err != nil {
+			return p, err
+		}
+	}
 	holdTo(budget, dev)
 	return p, nil
+}
+
+// hostFits refuses a GPU's plan whose host part needs more than avail
+// bytes (0: unknown, no check).
+func hostFits(p model.Plan, avail int64) error {
+	if avail > 0 && p.Host > avail {
+		return usagef("%s needs %s of host memory beside the GPU's, more than the %s available", p.Input.Settings(), model.Bytes(p.Host), model.Bytes(avail))
+	}
+	return nil
 }
 
 // flagsFor spells a plan input as the flags that choose it.

@@ -346,6 +346,10 @@ CID one machine preparing the same inputs gets.`,
 			id, _ := parseCID(args[0])
 			ctx := ctxOf(cmd)
 			home := f.homeDir()
+			mo, err := mem.options(&dev) // --offload (the run fixes the optimizer)
+			if err != nil {
+				return err
+			}
 			if _, err := node.Dial(ctx, home); err == nil {
 				return fmt.Errorf("a daemon (or a join) runs on %s; stop it or join with another --home", home)
 			}
@@ -372,7 +376,7 @@ CID one machine preparing the same inputs gets.`,
 			holdTo(budget, &dev)
 			var last time.Time
 			o := node.RunOptions{Backend: be, Expect: expect, KeepRounds: keep, Logf: e.logf,
-				Recompute: mem.recompute, Micro: mem.micro, Lean: lean, Memory: budget, GPU: dev.cuda(), HostMemory: memAvailable(), Events: func(ev node.RoundEvent) {
+				Recompute: mem.recompute, OffloadMoments: mo.OffloadMoments, Micro: mem.micro, Lean: lean, Memory: budget, GPU: dev.cuda(), HostMemory: memAvailable(), Events: func(ev node.RoundEvent) {
 					switch ev.Phase {
 					case "train":
 						if time.Since(last) > 2*time.Second || ev.Step == ev.Steps {
