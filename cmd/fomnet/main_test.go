@@ -61,6 +61,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bench", "train", "--offload", "moments"},
 		{"bench", "train", "--device", "cuda", "--offload", "weights"},
 		{"join", "bafybeiel5rbcu7cyubdvd4czs42zskaq3kwsrvqdbg6uk5vrotot5yzg5q", "--offload", "moments"},
+		{"join", "bafybeiel5rbcu7cyubdvd4czs42zskaq3kwsrvqdbg6uk5vrotot5yzg5q", "--device", "cuda", "--precision", "bf16"},
 		{"bench", "train", "--micro", "3"},
 		{"train", "--builtin", "--memory", "lots"},
 		{"model", "plan", "--preset", "demo", "--batch", "0"},

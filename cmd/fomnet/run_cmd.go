@@ -350,6 +350,9 @@ CID one machine preparing the same inputs gets.`,
 			if err != nil {
 				return err
 			}
+			if dev.precision == "bf16" {
+				return usagef("--precision bf16: peers re-execute a participant's work bit for bit, which only the fp32 path gives on every CPU and GPU; join computes in fp32 (--device cuda alone)")
+			}
 			if _, err := node.Dial(ctx, home); err == nil {
 				return fmt.Errorf("a daemon (or a join) runs on %s; stop it or join with another --home", home)
 			}
