@@ -59,31 +59,30 @@
 	VPCMPGTD Y3, Y5, Y5; \
 	VBLENDVPS Y5, Y6, Y4, Y4
 
-// VALUEV leaves in Y7 the value at scale 1 of v's codes in Y4, the
-// float it stands for built from its bits (kernels.DecodeV's table
-// without a lookup): exponent e ≥ 1 moves into the float's exponent,
-// e = 0 is f·2^-18 (exact); Y5 and Y6 are clobbered.
-#define VALUEV \
-	VPSLLD $19, Y4, Y7; \
-	VPADDD K_V+32(R9), Y7, Y7; \
-	VCVTDQ2PS Y4, Y6; \
-	VMULPS K_VSTEP(R9), Y6, Y6; \
+// VALUE leaves in OUT the value at scale 1 of the codes' exponent and
+// mantissa in IN (below 128), the float they stand for built from their
+// bits (kernels.DecodeV's and DecodeM's tables without a lookup): for
+// exponent e ≥ 1 the bits move into the float's exponent and mantissa,
+// rebiased by row C+32 (C: K_V or K_M); e = 0 is the code times STEP
+// (2^-18 or 2^-10, exact). Y5 and Y6 are clobbered.
+#define VALUE(IN, OUT, C, STEP) \
+	VPSLLD $19, IN, OUT; \
+	VPADDD C+32(R9), OUT, OUT; \
+	VCVTDQ2PS IN, Y6; \
+	VMULPS STEP(R9), Y6, Y6; \
 	VMOVDQU K_FIFTEEN(R9), Y5; \
-	VPCMPGTD Y5, Y4, Y5; \
-	VBLENDVPS Y5, Y7, Y6, Y7
+	VPCMPGTD Y5, IN, Y5; \
+	VBLENDVPS Y5, OUT, Y6, OUT
 
-// VALUEM leaves in Y8 the value at scale 1 of m's codes in Y0 (sign,
-// exponent, mantissa; kernels.DecodeM's table without a lookup), as
-// VALUEV; Y5, Y6 and Y9 are clobbered.
+// VALUEV leaves in Y7 the value of v's codes in Y4.
+#define VALUEV VALUE(Y4, Y7, K_V, K_VSTEP)
+
+// VALUEM leaves in Y8 the value of m's codes in Y0 (sign, exponent,
+// mantissa): VALUE of the low 7 bits, the sign or'd in; Y9 is clobbered
+// too.
 #define VALUEM \
 	VPAND K_LOW7(R9), Y0, Y9; \
-	VPSLLD $19, Y9, Y8; \
-	VPADDD K_M+32(R9), Y8, Y8; \
-	VCVTDQ2PS Y9, Y6; \
-	VMULPS K_MSTEP(R9), Y6, Y6; \
-	VMOVDQU K_FIFTEEN(R9), Y5; \
-	VPCMPGTD Y5, Y9, Y5; \
-	VBLENDVPS Y5, Y8, Y6, Y8; \
+	VALUE(Y9, Y8, K_M, K_MSTEP); \
 	VPAND K_SIGN8(R9), Y0, Y9; \
 	VPSLLD $24, Y9, Y9; \
 	VPOR Y9, Y8, Y8

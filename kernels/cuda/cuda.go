@@ -87,7 +87,7 @@ func NewWith(dev Device, o Options) (*Backend, error) {
 	default:
 		return nil, fmt.Errorf("cuda: precision %q: want fp32 or bf16", o.Precision)
 	}
-	return &Backend{dev: dev, prec: o.Precision, ropeTab: map[ropeKey]*buf{}, mnStrides: mnStrides}, nil
+	return &Backend{dev: dev, prec: o.Precision, ropeTab: map[ropeKey]*buf{}, mapped: map[uint64]bool{}, mnStrides: mnStrides}, nil
 }
 
 // Name is "cuda/<precision> <device>".
@@ -207,18 +207,34 @@ func need(what string, got, want int) {
 	}
 }
 
-func (b *Backend) alloc(bytes int64) uint64 {
+// alloc returns the address of bytes of zeroed device memory.
+func (b *Backend) alloc(bytes int64) uint64 { return b.allocIn(bytes, false) }
+
+// allocIn is alloc, in host memory mapped into the device's where mapped
+// (zeroed by the device's AllocMapped).
+func (b *Backend) allocIn(bytes int64, mapped bool) uint64 {
 	if !b.ok() {
 		return 0
 	}
-	p, err := b.dev.Alloc(max(bytes, 4))
+	bytes = max(bytes, 4)
+	var p uint64
+	var err error
+	if m, ok := b.dev.(mapper); mapped && ok {
+		p, err = m.AllocMapped(bytes)
+	} else if mapped {
+		err = fmt.Errorf("%w: %s maps no host memory", kernels.ErrUnsupported, b.dev.Name())
+	} else {
+		p, err = b.dev.Alloc(bytes)
+	}
 	if err != nil {
-		b.fail(fmt.Sprintf("allocating %d bytes", bytes), err)
+		b.fail(fmt.Sprintf("allocating %d bytes (host memory: %v)", bytes, mapped), err)
 		return 0
 	}
 	b.allocs = append(b.allocs, p)
-	if err := b.dev.Clear(p, max(bytes, 4)); err != nil {
-		b.fail("clearing new memory", err)
+	if mapped {
+		b.mapped[p] = true
+	} else {
+		b.fail("clearing new memory", b.dev.Clear(p, bytes))
 	}
 	return p
 }
@@ -237,6 +253,7 @@ func (b *Backend) Alloc(n int) kernels.Buffer {
 func (b *Backend) HoldsBF16() bool { return b.prec == BF16 }
 
 // AllocBF16 returns a zeroed buffer of n bfloat16s (kernels.BF16Backend).
+// Only the bf16 path makes them, so the fp32 path's kernels never see one.
 func (b *Backend) AllocBF16(n int) kernels.Buffer {
 	if n < 0 {
 		panic(fmt.Errorf("%w: alloc of %d elements", kernels.ErrShape, n))
@@ -365,37 +382,13 @@ func (b *Backend) free(p uint64) error {
 	return b.dev.Free(p)
 }
 
-// allocMapped is alloc in host memory mapped into the device's (zeroed by
-// the device).
-func (b *Backend) allocMapped(bytes int64) uint64 {
-	if !b.ok() {
-		return 0
-	}
-	m, ok := b.dev.(mapper)
-	if !ok {
-		b.fail("host memory", fmt.Errorf("%w: %s maps no host memory", kernels.ErrUnsupported, b.dev.Name()))
-		return 0
-	}
-	p, err := m.AllocMapped(max(bytes, 4))
-	if err != nil {
-		b.fail(fmt.Sprintf("allocating %d bytes of mapped host memory", bytes), err)
-		return 0
-	}
-	b.allocs = append(b.allocs, p)
-	if b.mapped == nil {
-		b.mapped = map[uint64]bool{}
-	}
-	b.mapped[p] = true
-	return p
-}
-
 // AllocHost returns a zeroed buffer of n float32s in the host's memory,
 // which kernels read and write over the bus (kernels.HostBackend).
 func (b *Backend) AllocHost(n int) kernels.Buffer {
 	if n < 0 {
 		panic(fmt.Errorf("%w: alloc of %d elements", kernels.ErrShape, n))
 	}
-	return &buf{p: b.allocMapped(4 * int64(n)), n: n, owner: b}
+	return &buf{p: b.allocIn(4*int64(n), true), n: n, owner: b}
 }
 
 // AllocHostBytes returns n zeroed bytes in the host's memory.
@@ -403,7 +396,7 @@ func (b *Backend) AllocHostBytes(n int) kernels.ByteBuffer {
 	if n < 0 {
 		panic(fmt.Errorf("%w: alloc of %d bytes", kernels.ErrShape, n))
 	}
-	return &bytesBuf{p: b.allocMapped(int64(n)), n: n, owner: b}
+	return &bytesBuf{p: b.allocIn(int64(n), true), n: n, owner: b}
 }
 
 var _ kernels.HostBackend = (*Backend)(nil)

@@ -6,15 +6,12 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/fomnet/fomnet/kernels"
 	"github.com/fomnet/fomnet/kernels/cuda"
 )
 
 // bf16 rounds x to bfloat16 (nearest, ties to even), as the device does.
-func bf16(x float32) float32 {
-	u := math.Float32bits(x)
-	u += 0x7fff + (u>>16)&1
-	return math.Float32frombits(u &^ 0xffff)
-}
+func bf16(x float32) float32 { return kernels.BF16Float(kernels.BF16Bits(x)) }
 
 // gemmRef is op(A)·op(B) in float64 over bf16-rounded inputs (the reference
 // the tensor-core kernels must meet to float32 accumulation error), with

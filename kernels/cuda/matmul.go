@@ -23,8 +23,5 @@ func (b *Backend) Matmul(c, a, bm kernels.Buffer, m, n, k int, transA, transB, a
 		b.matmulBF16(cd, ad, bd, m, n, k, transA, transB, acc)
 		return
 	}
-	for _, x := range []kernels.Buffer{c, a, bm} {
-		b.fb(x) // the fp32 path's operands are float32
-	}
 	b.launch("fom_matmul_f32", [3]int{(n + 63) / 64, (m + 63) / 64, 1}, 256, args...)
 }

@@ -99,7 +99,6 @@ func (b *Backend) RMSNormForward(out, rstd, inp, weight kernels.Buffer, n, c int
 		b.launch("fom_rms_fwd_warp", [3]int{(n + 3) / 4, 1, 1}, 128, ptr(o), ptr(r), ptr(x), ptr(w), i64(n), i64(c), f32(eps), flag(o.half))
 		return
 	}
-	o = b.fb(out)
 	b.launch("fom_rms_fwd", [3]int{(n + 127) / 128, 1, 1}, 128, ptr(o), ptr(r), ptr(x), ptr(w), i64(n), i64(c), f32(eps))
 }
 
