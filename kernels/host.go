@@ -25,3 +25,37 @@ func AsHost(be Backend) (HostBackend, bool) {
 	h, ok := be.(HostBackend)
 	return h, ok
 }
+
+// MasterBackend is the optional capability of keeping a model's float32
+// weights (the master copy AdamW updates) in the host's memory, with a
+// bfloat16 copy on the device that the forward and backward passes read:
+// 2 bytes a parameter on the device instead of 4. A backend whose matrix
+// products round their operands to bfloat16 anyway reads the copy as it
+// would have rounded the weights (the same products); the embedding and
+// RMSNorm's gain then read rounded weights too.
+//
+// The backend keeps the copy equal to the rounding of the weights through
+// every write it accepts: Upload, Zero, Copy and Scale round the weights
+// they wrote into it again, AdamW and Adam8Backend's AdamW8 write both.
+// The weights may be passed to View, Download and SumSquares, as Matmul's
+// operands A and B, EmbeddingForward's table and RMSNorm's weight; any
+// other operation given them panics with ErrShape, so nothing writes them
+// without the copy following.
+type MasterBackend interface {
+	// AllocMaster returns n zeroed float32s in host memory, with their
+	// (zeroed) bfloat16 copy on the device.
+	AllocMaster(n int) Buffer
+}
+
+// AsMaster returns be's host-memory weights, if it has them (through
+// Timed too): the CUDA bf16 path.
+func AsMaster(be Backend) (MasterBackend, bool) {
+	if t, ok := be.(*Timed); ok {
+		return AsMaster(t.Backend)
+	}
+	if h, ok := be.(interface{ HoldsBF16() bool }); ok && !h.HoldsBF16() {
+		return nil, false
+	}
+	a, ok := be.(MasterBackend)
+	return a, ok
+}

@@ -112,6 +112,15 @@ type Options struct {
 	// a GPU's backend): the same arithmetic and bits, none of the device's
 	// memory, each step's moments crossing the bus twice.
 	OffloadMoments bool
+	// OffloadMaster keeps the float32 parameters (the master weights
+	// AdamW updates) in the host's memory and a bfloat16 copy of them on
+	// the device, which the forward and backward passes read
+	// (kernels.MasterBackend: the CUDA bf16 path): 2 bytes a parameter on
+	// the device instead of 4, each step's parameters crossing the bus
+	// twice in AdamW. Matrix products read the weights as they rounded
+	// them before; the embedding and RMSNorm's gains read rounded weights,
+	// so results change as the bf16 path's roundings change them.
+	OffloadMaster bool
 }
 
 // New allocates a model on be with zeroed parameters and fp32 AdamW
@@ -125,7 +134,15 @@ func NewWith(be kernels.Backend, c Config, o Options) (*Model, error) {
 	}
 	l := NewLayout(c)
 	m := &Model{Config: c, Layout: l, be: be, recompute: o.Recompute}
-	m.Params = be.Alloc(l.Size)
+	if o.OffloadMaster {
+		h, ok := kernels.AsMaster(be)
+		if !ok {
+			return nil, fmt.Errorf("%w: backend %s cannot keep the master weights in host memory (the CUDA bf16 path can)", kernels.ErrUnsupported, be.Name())
+		}
+		m.Params = h.AllocMaster(l.Size)
+	} else {
+		m.Params = be.Alloc(l.Size)
+	}
 	if o.GradsBF16 {
 		h, ok := kernels.AsBF16(be)
 		if !ok {

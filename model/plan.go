@@ -77,6 +77,9 @@ func (in PlanInput) Settings() string {
 	if in.OffloadMoments {
 		s = append(s, "moments in host memory")
 	}
+	if in.OffloadMaster {
+		s = append(s, "master weights in host memory")
+	}
 	if in.Swarm && in.Lean {
 		s = append(s, "lean")
 	}
@@ -124,18 +127,21 @@ func modelParts(c Config, in PlanInput) []PlanPart {
 	if in.GradsBF16 {
 		grads = PlanPart{Name: "gradients (bf16)", Bytes: 2 * p}
 	}
-	parts := []PlanPart{
-		{Name: "weights (fp32)", Bytes: 4 * p},
+	weights := []PlanPart{{Name: "weights (fp32)", Bytes: 4 * p}}
+	if in.OffloadMaster && in.GPU {
+		weights = []PlanPart{{Name: "master weights (fp32)", Bytes: 4 * p, Host: true}, {Name: "weights (bf16 copy)", Bytes: 2 * p}}
+	}
+	parts := append(weights, []PlanPart{
 		grads,
 		{Name: map[bool]string{false: "AdamW moments (fp32)", true: "AdamW moments (8-bit + block scales)"}[in.AdamW8], Bytes: momentBytes(c, in), Host: in.OffloadMoments && in.GPU},
 		// and per token 4 int32s on the device, 3 values on the host
 		{Name: "activations", Bytes: ActivationBytes(c, rows, in.Seq, in.Recompute, in.BF16) + 28*int64(rows*in.Seq)},
-	}
+	}...)
 	if in.micro() > 1 {
 		parts = append(parts, PlanPart{Name: "micro-batch embedding gradients", Bytes: 4 * int64(in.Batch*in.Seq) * int64(c.Dim+1)})
 	}
 	if in.BF16 {
-		parts = append(parts, PlanPart{Name: "bf16 operand copies", Bytes: bf16Workspace(c, rows*in.Seq)})
+		parts = append(parts, PlanPart{Name: "bf16 operand copies", Bytes: bf16Workspace(c, rows*in.Seq, in.OffloadMaster)})
 	}
 	if in.Workspace > 0 {
 		parts = append(parts, PlanPart{Name: "kernel workspace", Bytes: in.Workspace})
@@ -169,12 +175,18 @@ func momentBytes(c Config, in PlanInput) int64 {
 	return 8 * p
 }
 
-// bf16Workspace is the CUDA bf16 path's operand copies: its largest matrix
-// product's two operands in bfloat16 (the output head: n×dim and
-// vocab×dim, or the MLP's).
-func bf16Workspace(c Config, n int) int64 {
-	a := int64(n) * int64(max(c.Dim, c.FFNDim))
-	b := int64(max(c.Vocab, c.FFNDim)) * int64(max(c.Dim, c.FFNDim))
+// bf16Workspace is the CUDA bf16 path's operand copies in bfloat16: A, an
+// activation or its gradient (at most n×vocab: the logits' gradient, in
+// the output head's backward products); B, a weight (the output head's or
+// the MLP's) or, in the weight gradients' products, an activation (n×dim
+// or n×ffn). Weights whose bfloat16 copy is kept (master) need none.
+func bf16Workspace(c Config, n int, master bool) int64 {
+	wide := int64(max(c.Dim, c.FFNDim))
+	a := int64(n) * max(wide, int64(c.Vocab))
+	b := int64(n) * wide
+	if !master { // every weight matrix is dim wide on one side
+		b = max(b, int64(max(c.Vocab, c.FFNDim, c.Heads*c.HeadDim()))*int64(c.Dim))
+	}
 	return 2 * (a + b)
 }
 
@@ -307,7 +319,8 @@ func with(o Options, set func(*Options)) Options {
 // with 8-bit moments; on a GPU's bf16 path (not for a swarm participant,
 // whose work others re-execute bit for bit), each of those with bf16
 // gradients; on a GPU, each of all those with the moments in host memory;
-// then cutting the batch into 2, 4, … micro-batches with each; then, for
+// on a GPU's bf16 path (not for a swarm participant), each of all those
+// with the master weights in host memory; then cutting the batch into 2, 4, … micro-batches with each; then, for
 // a swarm participant whose rounds do not overlap, all of those again lean
 // (slower: it reads its base and worker state back from disk each round).
 // If none fits it returns the smallest plan and an error that says by how
@@ -329,6 +342,12 @@ func FitPlan(c Config, in PlanInput, budget int64, fixedOptimizer bool) (Plan, e
 	if in.GPU && !in.OffloadMoments { // then moments in host memory: slower steps, the same bits
 		for _, o := range slices.Clone(opts) {
 			o.OffloadMoments = true
+			opts = append(opts, o)
+		}
+	}
+	if in.BF16 && in.GPU && !in.Swarm && !in.OffloadMaster { // then the master weights too
+		for _, o := range slices.Clone(opts) {
+			o.OffloadMaster = true
 			opts = append(opts, o)
 		}
 	}

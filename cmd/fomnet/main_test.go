@@ -60,6 +60,9 @@ func TestUsageErrors(t *testing.T) {
 		{"train", "--builtin", "--device", "cuda", "--grads", "bf16"},
 		{"bench", "train", "--offload", "moments"},
 		{"bench", "train", "--device", "cuda", "--offload", "weights"},
+		{"bench", "train", "--offload", "master"},
+		{"bench", "train", "--device", "cuda", "--offload", "master"},
+		{"bench", "train", "--device", "cuda", "--precision", "bf16", "--offload", "master,grads"},
 		{"join", "bafybeiel5rbcu7cyubdvd4czs42zskaq3kwsrvqdbg6uk5vrotot5yzg5q", "--offload", "moments"},
 		{"join", "bafybeiel5rbcu7cyubdvd4czs42zskaq3kwsrvqdbg6uk5vrotot5yzg5q", "--device", "cuda", "--precision", "bf16"},
 		{"bench", "train", "--micro", "3"},
@@ -162,21 +165,25 @@ func TestModelPlanLean(t *testing.T) {
 
 // KORMo-10B on a 96 GiB GPU: the plan names bf16 gradients, and with them
 // the gradients take 2 bytes a parameter; on an 80 GB H100 (78 GiB) it
-// also moves the moments to host memory.
+// also moves the moments to host memory, and on 48 GiB the master weights
+// too, leaving their bf16 copy (2 bytes a parameter) on the device.
 func TestModelPlanBF16Gradients(t *testing.T) {
-	for _, budget := range []string{"96GiB", "78GiB"} {
+	for _, budget := range []string{"96GiB", "78GiB", "48GiB"} {
 		args := []string{"model", "plan", "--preset", "kormo-10b", "--batch", "1", "--seq", "4096", "--device", "cuda", "--precision", "bf16",
 			"--optimizer", "adamw8", "--memory", budget, "--json"}
 		var r planReport
 		out, errOut, code := fomnet(t, args...)
+		moments, master := budget != "96GiB", budget == "48GiB"
 		if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || r.Fits || !strings.Contains(r.Fit, "--grads bf16") ||
-			strings.Contains(r.Fit, "--offload moments") != (budget == "78GiB") {
+			strings.Contains(r.Fit, "moments") != moments || strings.Contains(r.Fit, "master") != master {
 			t.Fatalf("%s: exit %d (%v), report %+v, stderr %q", budget, code, err, r, errOut)
 		}
 		out, _, code = fomnet(t, append(args, strings.Fields(r.Fit)...)...)
 		if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || !r.Fits || !slices.ContainsFunc(r.Parts, func(p model.PlanPart) bool {
 			return p.Name == "gradients (bf16)" && p.Bytes == 2*r.Params
-		}) || (budget == "78GiB") != (r.Host > 2*r.Params) {
+		}) || moments != (r.Host > 2*r.Params) || master != slices.ContainsFunc(r.Parts, func(p model.PlanPart) bool {
+			return p.Name == "weights (bf16 copy)" && p.Bytes == 2*r.Params && !p.Host
+		}) {
 			t.Fatalf("%s with the fit's flags: exit %d (%v), report %+v", budget, code, err, r)
 		}
 	}

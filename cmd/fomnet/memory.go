@@ -38,7 +38,7 @@ func (f *memoryFlags) add(fs *pflag.FlagSet, optimizer bool) {
 		fs.StringVar(&f.optimizer, "optimizer", "adamw", "AdamW's moments: adamw (fp32) or adamw8 (8 bits a value, blockwise scales: 2 bytes a parameter instead of 8)")
 		fs.StringVar(&f.grads, "grads", "fp32", "gradients: fp32, or bf16 (--device cuda --precision bf16 only: 2 bytes a parameter instead of 4, each rounded once where it is stored)")
 	}
-	fs.StringVar(&f.offload, "offload", "", "moments: keep AdamW's moments in host memory, read and written there by the GPU's AdamW (--device cuda only: the same results, none of the device's memory, each step's moments crossing PCIe twice)")
+	fs.StringVar(&f.offload, "offload", "", "what to keep in host memory, comma-separated (--device cuda only): moments (AdamW's, read and written there by the GPU's AdamW: the same results, each step's moments crossing PCIe twice); master (the fp32 weights AdamW updates, with a bf16 copy on the GPU that the passes read; --precision bf16 only: 2 bytes a parameter on the device instead of 4)")
 	fs.BoolVar(&f.recompute, "recompute", false, "keep only each block's input through the forward pass and recompute the block in backward (same results, about a third more compute, far less activation memory)")
 	fs.IntVar(&f.micro, "micro", 1, "cut each step's batch into this many micro-batches (same results; activations of one micro-batch)")
 	fs.StringVar(&f.memory, "memory", "", "memory the run may use, e.g. 24GiB: plans that need more are refused, and on the CPU the Go collector keeps the process under it (default: the CPU's available memory; for --device cuda, the device's, no check unless given)")
@@ -64,15 +64,22 @@ func (f *memoryFlags) options(dev *deviceFlags) (model.Options, error) {
 	default:
 		return o, usagef("--grads %q: want fp32 or bf16", f.grads)
 	}
-	switch f.offload {
-	case "":
-	case "moments":
-		if !dev.cuda() {
-			return o, usagef("--offload moments needs --device cuda (on the CPU the moments are in host memory already)")
+	for _, part := range strings.Split(f.offload, ",") {
+		switch part {
+		case "":
+		case "moments":
+			if !dev.cuda() {
+				return o, usagef("--offload moments needs --device cuda (on the CPU the moments are in host memory already)")
+			}
+			o.OffloadMoments = true
+		case "master":
+			if !dev.cuda() || dev.precision != "bf16" {
+				return o, usagef("--offload master needs --device cuda --precision bf16 (the passes read a bf16 copy of the weights; the fp32 path keeps the CPU's bits)")
+			}
+			o.OffloadMaster = true
+		default:
+			return o, usagef("--offload %q: want moments, master or both (master,moments)", f.offload)
 		}
-		o.OffloadMoments = true
-	default:
-		return o, usagef("--offload %q: want moments", f.offload)
 	}
 	return o, nil
 }
@@ -146,7 +153,7 @@ func holdTo(budget int64, dev *deviceFlags) {
 // check refuses, before anything is allocated, a configuration whose plan
 // does not fit the budget, naming the flags that would (fixedOptimizer: a
 // run's optimizer is not the node's to change), or, on a GPU, whose host
-// part (moments in host memory) does not fit the available memory. The refusal is a usage
+// part (moments or master weights in host memory) does not fit the available memory. The refusal is a usage
 // error: the flags ask for more than this machine holds.
 func (f *memoryFlags) check(e *env, c model.Config, in model.PlanInput, dev *deviceFlags, fixedOptimizer bool) (model.Plan, error) {
 	budget, err := f.budget(dev)
@@ -191,8 +198,13 @@ func flagsFor(in model.PlanInput) string {
 	if in.GradsBF16 {
 		s = append(s, "--grads bf16")
 	}
-	if in.OffloadMoments {
+	switch {
+	case in.OffloadMoments && in.OffloadMaster:
+		s = append(s, "--offload master,moments")
+	case in.OffloadMoments:
 		s = append(s, "--offload moments")
+	case in.OffloadMaster:
+		s = append(s, "--offload master")
 	}
 	if in.Micro > 1 {
 		s = append(s, fmt.Sprintf("--micro %d", in.Micro))

@@ -103,7 +103,7 @@ Exit status 1 when neither the configuration nor any setting fits.`,
 			p := model.MakePlan(c, in)
 			r := planReport{Preset: preset, Params: model.NumParams(c), Settings: in.Settings(), Parts: p.Parts, Total: p.Total,
 				Device: p.Device, Host: p.Host, Need: p.Need(), Budget: budget, Fits: budget == 0 || p.Need() <= budget}
-			if (swarm || in.OffloadMoments) && dev.cuda() {
+			if (swarm || in.OffloadMoments || in.OffloadMaster) && dev.cuda() {
 				r.HostBudget = memAvailable()
 			}
 			var none error

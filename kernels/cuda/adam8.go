@@ -66,7 +66,7 @@ func (b *Backend) DownloadBytes(dst []byte, src kernels.ByteBuffer) {
 
 // AdamW8 updates params with 8-bit moments.
 func (b *Backend) AdamW8(params, grads kernels.Buffer, m, v kernels.ByteBuffer, ms, vs kernels.Buffer, h kernels.AdamWStep) {
-	p, g, mq, vq, mss, vss := b.fb(params), b.fg(grads), b.bb(m), b.bb(v), b.fb(ms), b.fb(vs)
+	p, g, mq, vq, mss, vss := b.fw(params), b.fg(grads), b.bb(m), b.bb(v), b.fb(ms), b.fb(vs)
 	nb := kernels.Adam8Blocks(p.n)
 	need("adamw8 grads", g.n, p.n)
 	need("adamw8 m", mq.n, p.n)
@@ -78,7 +78,7 @@ func (b *Backend) AdamW8(params, grads kernels.Buffer, m, v kernels.ByteBuffer, 
 	}
 	c := h.Consts()
 	b.launch("fom_adamw8", [3]int{nb, 1, 1}, kernels.Adam8Block, ptr(p), ptr(g), mq.p, vq.p, ptr(mss), ptr(vss), i64(p.n),
-		f32(c.GS), f32(c.B1), f32(c.OmB1), f32(c.B2), f32(c.OmB2), f32(c.IBC1), f32(c.IBC2), f32(c.Eps), f32(c.WD), f32(c.LR), i32(int(c.Step)), flag(g.half))
+		f32(c.GS), f32(c.B1), f32(c.OmB1), f32(c.B2), f32(c.OmB2), f32(c.IBC1), f32(c.IBC2), f32(c.Eps), f32(c.WD), f32(c.LR), i32(int(c.Step)), flag(g.half), p.mirror)
 }
 
 var _ kernels.Adam8Backend = (*Backend)(nil)

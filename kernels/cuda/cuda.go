@@ -150,6 +150,9 @@ type buf struct {
 	n     int
 	half  bool
 	owner *Backend
+	// mirror, on weights kept in host memory (AllocMaster), is the device
+	// address of their bfloat16 copy at this view's first element.
+	mirror uint64
 }
 
 func (x *buf) Len() int { return x.n }
@@ -176,7 +179,9 @@ type ibuf struct {
 func (x *ibuf) Len() int { return len(x.host) }
 
 // fb is a float32 buffer of this backend's; fg may hold bfloat16 as well,
-// for the arguments that take either (kernels.BF16Backend).
+// for the arguments that take either (kernels.BF16Backend). Neither takes
+// weights kept in host memory (AllocMaster): fw does, and any, for the
+// operations that read weights or keep their copy current.
 func (b *Backend) fb(x kernels.Buffer) *buf {
 	bb := b.fg(x)
 	if bb.half {
@@ -186,11 +191,36 @@ func (b *Backend) fb(x kernels.Buffer) *buf {
 }
 
 func (b *Backend) fg(x kernels.Buffer) *buf {
+	bb := b.any(x)
+	if bb.mirror != 0 {
+		panic(fmt.Errorf("%w: weights kept in host memory given to an operation that neither reads weights nor keeps their bfloat16 copy", kernels.ErrShape))
+	}
+	return bb
+}
+
+func (b *Backend) fw(x kernels.Buffer) *buf {
+	bb := b.any(x)
+	if bb.half {
+		panic(fmt.Errorf("%w: a bfloat16 buffer given where the operation takes float32", kernels.ErrShape))
+	}
+	return bb
+}
+
+func (b *Backend) any(x kernels.Buffer) *buf {
 	bb, ok := x.(*buf)
 	if !ok || bb.owner != b {
 		panic(fmt.Errorf("%w: buffer %T is not from this cuda backend", kernels.ErrShape, x))
 	}
 	return bb
+}
+
+// weights returns where a kernel reads weights x: their bfloat16 copy
+// (bf16 1) where they are kept in host memory, else x itself.
+func weights(x *buf) (p, bf16 uint64) {
+	if x.mirror != 0 {
+		return x.mirror, 1
+	}
+	return x.p, 0
 }
 
 func (b *Backend) ib(x kernels.IntBuffer) *ibuf {
@@ -274,17 +304,22 @@ func (b *Backend) AllocInt(n int) kernels.IntBuffer {
 
 // View aliases x[off : off+n].
 func (b *Backend) View(x kernels.Buffer, off, n int) kernels.Buffer {
-	d := b.fg(x)
+	d := b.any(x)
 	if off < 0 || n < 0 || off+n > d.n {
 		panic(fmt.Errorf("%w: view [%d:%d] of a %d-element buffer", kernels.ErrShape, off, off+n, d.n))
 	}
-	return &buf{p: d.p + uint64(d.elem()*int64(off)), n: n, half: d.half, owner: b}
+	v := &buf{p: d.p + uint64(d.elem()*int64(off)), n: n, half: d.half, owner: b}
+	if d.mirror != 0 {
+		v.mirror = d.mirror + 2*uint64(off)
+	}
+	return v
 }
 
 // Upload copies src into dst (rounded to bfloat16 on the host where dst
 // holds bfloat16).
 func (b *Backend) Upload(dst kernels.Buffer, src []float32) {
-	d := b.fg(dst)
+	d := b.any(dst)
+	defer b.refresh(d)
 	need("upload source", len(src), d.n)
 	if len(src) == 0 || !b.ok() {
 		return
@@ -314,7 +349,7 @@ func (b *Backend) UploadInt(dst kernels.IntBuffer, src []int32) {
 // Download copies src into dst (widened on the host where src holds
 // bfloat16). After a device error dst is left as it was.
 func (b *Backend) Download(dst []float32, src kernels.Buffer) {
-	s := b.fg(src)
+	s := b.any(src)
 	need("download destination", len(dst), s.n)
 	if len(dst) == 0 || !b.ok() {
 		return
@@ -333,21 +368,33 @@ func (b *Backend) Download(dst []float32, src kernels.Buffer) {
 
 // Zero clears x.
 func (b *Backend) Zero(x kernels.Buffer) {
-	d := b.fg(x)
+	d := b.any(x)
 	if d.n == 0 || !b.ok() {
 		return
 	}
 	b.fail("zero", b.dev.Clear(d.p, d.bytes()))
+	if d.mirror != 0 {
+		b.fail("zero", b.dev.Clear(d.mirror, 2*int64(d.n)))
+	}
 }
 
 // Copy copies src into dst.
 func (b *Backend) Copy(dst, src kernels.Buffer) {
-	d, s := b.fb(dst), b.fb(src)
+	d, s := b.fw(dst), b.fw(src)
 	need("copy destination", d.n, s.n)
 	if d.n == 0 || !b.ok() {
 		return
 	}
 	b.fail("copy", b.dev.CopyDev(d.p, s.p, 4*int64(d.n)))
+	b.refresh(d)
+}
+
+// refresh rounds weights kept in host memory into their bfloat16 copy
+// after a write other than AdamW's (which writes both).
+func (b *Backend) refresh(d *buf) {
+	if d.mirror != 0 {
+		b.launch1D("fom_f2bf", d.n, d.mirror, ptr(d), i64(d.n))
+	}
 }
 
 // scratch returns a buffer of at least n float32s in *slot, replacing (and
@@ -391,6 +438,18 @@ func (b *Backend) AllocHost(n int) kernels.Buffer {
 	return &buf{p: b.allocIn(4*int64(n), true), n: n, owner: b}
 }
 
+// AllocMaster returns n zeroed float32s in the host's memory with a
+// bfloat16 copy on the device (kernels.MasterBackend), on the bf16 path.
+func (b *Backend) AllocMaster(n int) kernels.Buffer {
+	if n < 0 {
+		panic(fmt.Errorf("%w: alloc of %d elements", kernels.ErrShape, n))
+	}
+	if b.prec != BF16 {
+		panic(fmt.Errorf("%w: weights in host memory on the %s path", kernels.ErrUnsupported, b.prec))
+	}
+	return &buf{p: b.allocIn(4*int64(n), true), n: n, owner: b, mirror: b.alloc(2 * int64(n))}
+}
+
 // AllocHostBytes returns n zeroed bytes in the host's memory.
 func (b *Backend) AllocHostBytes(n int) kernels.ByteBuffer {
 	if n < 0 {
@@ -399,7 +458,10 @@ func (b *Backend) AllocHostBytes(n int) kernels.ByteBuffer {
 	return &bytesBuf{p: b.allocIn(int64(n), true), n: n, owner: b}
 }
 
-var _ kernels.HostBackend = (*Backend)(nil)
+var (
+	_ kernels.HostBackend   = (*Backend)(nil)
+	_ kernels.MasterBackend = (*Backend)(nil)
+)
 
 // Arguments of a launch, 64 bits each.
 func ptr(x *buf) uint64    { return x.p }
@@ -458,8 +520,9 @@ func (b *Backend) Sync() error {
 
 // Scale multiplies x by s.
 func (b *Backend) Scale(x kernels.Buffer, s float32) {
-	d := b.fb(x)
+	d := b.fw(x)
 	b.launch1D("fom_scale", d.n, ptr(d), i64(d.n), f32(s))
+	b.refresh(d)
 }
 
 const sumChunk = 4096
@@ -468,7 +531,7 @@ const sumChunk = 4096
 // 16 interleaved FMA lanes added in lane order, chunk sums added in order
 // (on the host).
 func (b *Backend) SumSquares(x kernels.Buffer) float64 {
-	d := b.fg(x)
+	d := b.any(x)
 	nc := (d.n + sumChunk - 1) / sumChunk
 	if nc == 0 {
 		return 0
@@ -494,7 +557,7 @@ func (b *Backend) SumSquares(x kernels.Buffer) float64 {
 
 // AdamW updates params in place.
 func (b *Backend) AdamW(params, grads, m, v kernels.Buffer, h kernels.AdamWStep) {
-	p, g, mm, vv := b.fb(params), b.fg(grads), b.fb(m), b.fb(v)
+	p, g, mm, vv := b.fw(params), b.fg(grads), b.fb(m), b.fb(v)
 	need("adamw grads", g.n, p.n)
 	need("adamw m", mm.n, p.n)
 	need("adamw v", vv.n, p.n)
@@ -504,7 +567,7 @@ func (b *Backend) AdamW(params, grads, m, v kernels.Buffer, h kernels.AdamWStep)
 	c := h.Consts()
 	b.launch1D("fom_adamw", p.n, ptr(p), ptr(g), ptr(mm), ptr(vv), i64(p.n),
 		f32(c.GS), f32(c.B1), f32(c.OmB1), f32(c.B2), f32(c.OmB2), f32(c.IBC1), f32(c.IBC2),
-		f32(c.Eps), f32(c.WD), f32(c.LR), flag(g.half))
+		f32(c.Eps), f32(c.WD), f32(c.LR), flag(g.half), p.mirror)
 }
 
 var _ kernels.Backend = (*Backend)(nil)

@@ -46,7 +46,11 @@
 // AllocHostBytes (kernels.HostBackend): pinned host memory mapped into the
 // device's address space, which kernels and copies take like any other
 // address and which every access reaches over the bus (a model's AdamW
-// moments with Options.OffloadMoments).
+// moments with Options.OffloadMoments). AllocMaster (kernels.MasterBackend,
+// the bf16 path) puts float32 weights there too, with a bfloat16 copy in
+// device memory that the kernels reading weights read and every write the
+// backend accepts keeps current (a model's master weights with
+// Options.OffloadMaster).
 //
 // Concurrency. A CUDA context is bound to an OS thread; the Device owns one
 // goroutine locked to its thread and every driver call runs there. The Backend

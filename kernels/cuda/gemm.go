@@ -220,10 +220,14 @@ func (b *Backend) toBF16(slot **buf, x *buf, rows, cols int) BF16Matrix {
 }
 
 // operand is x, a rows×cols matrix, as the tensor cores read it: rounded
-// to bfloat16 into the scratch buffer in *slot; or, held in bfloat16, as
-// it is where its rows lie on 16-byte boundaries, else copied into the
-// scratch with rows padded to a multiple of 8.
+// to bfloat16 into the scratch buffer in *slot; or, held in bfloat16 (or
+// weights whose bfloat16 copy is kept: the same rounding), as it is where
+// its rows lie on 16-byte boundaries, else copied into the scratch with
+// rows padded to a multiple of 8.
 func (b *Backend) operand(slot **buf, x *buf, rows, cols int) BF16Matrix {
+	if x.mirror != 0 { // weights kept in host memory: read their copy
+		x = &buf{p: x.mirror, n: x.n, half: true, owner: b}
+	}
 	if !x.half {
 		return b.toBF16(slot, x, rows, cols)
 	}

@@ -69,8 +69,9 @@ func trainTiny(t *testing.T, be kernels.Backend, steps int, o model.Options) ([]
 // TestTinyModelTrainsAsOnCPU: whole training steps of the tiny model —
 // forward, backward, clipping, AdamW — give the CPU backend's losses and
 // parameters bit for bit on the fp32 path, and the same loss curve within
-// bfloat16 tolerance on the bf16 path, with the gradients in float32 or
-// in bfloat16.
+// bfloat16 tolerance on the bf16 path, as given, and with the gradients
+// in bfloat16 and the master weights in host memory (the passes reading
+// their bfloat16 copy).
 func TestTinyModelTrainsAsOnCPU(t *testing.T) {
 	steps := 4
 	if testing.Short() {
@@ -81,7 +82,7 @@ func TestTinyModelTrainsAsOnCPU(t *testing.T) {
 		gotLoss, gotP := trainTiny(t, tg.open(t, cuda.FP32), steps, model.Options{})
 		compareBits(t, tg.name+" tiny fp32", map[string][]float32{"loss": gotLoss, "params": gotP},
 			map[string][]float32{"loss": wantLoss, "params": wantP})
-		for _, o := range []model.Options{{}, {GradsBF16: true}} {
+		for _, o := range []model.Options{{}, {GradsBF16: true, OffloadMaster: true}} {
 			bfLoss, _ := trainTiny(t, tg.open(t, cuda.BF16), steps, o)
 			for i := range bfLoss {
 				if d := math.Abs(float64(bfLoss[i]-wantLoss[i])) / float64(wantLoss[i]); d > 1e-2 || math.IsNaN(d) {
@@ -123,6 +124,8 @@ func TestMemoryOptionsNeedTheirBackend(t *testing.T) {
 		{cpuBackend(t), model.Options{GradsBF16: true}},
 		{emuBackend(t, cuda.FP32), model.Options{GradsBF16: true}},
 		{cpuBackend(t), model.Options{OffloadMoments: true}},
+		{cpuBackend(t), model.Options{OffloadMaster: true}},
+		{emuBackend(t, cuda.FP32), model.Options{OffloadMaster: true}},
 	} {
 		if _, err := model.NewWith(x.be, c, x.o); !errors.Is(err, kernels.ErrUnsupported) || !strings.Contains(err.Error(), x.be.Name()) {
 			t.Errorf("%+v on %s: %v, want ErrUnsupported naming the backend", x.o, x.be.Name(), err)
@@ -316,5 +319,12 @@ func TestPlanMatchesDeviceAllocations(t *testing.T) {
 	in := model.PlanInput{Batch: b, Seq: T, Options: model.Options{OffloadMoments: true}, GPU: true, BF16: true}
 	if moved := 8 * model.NumParams(c); g16-gh != moved || p16-ph != moved || host != moved || model.MakePlan(c, in).Host != moved {
 		t.Errorf("offloaded moments: the device held %d bytes less and the plan says %d; the host held %d; want %d (8 a parameter)", g16-gh, p16-ph, host, moved)
+	}
+	gm, pm := peak(model.Options{GradsBF16: true, OffloadMoments: true, OffloadMaster: true})
+	in.OffloadMaster = true
+	// The device saves the 2 bytes a parameter and the weights' operand
+	// copies (the plan bounds those); the host holds exactly the master.
+	if saved, moved := 2*model.NumParams(c), 12*model.NumParams(c); gh-gm < saved || ph-pm < saved || host != moved || model.MakePlan(c, in).Host != moved {
+		t.Errorf("master weights in host memory: the device held %d bytes less and the plan says %d, want at least %d (a bfloat16 copy for the float32); the host held %d, want %d", gh-gm, ph-pm, saved, host, moved)
 	}
 }

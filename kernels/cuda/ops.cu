@@ -3,11 +3,12 @@
 #include "common.cuh"
 
 // fom_embed_fwd: out[n, :] = table[tok[n], :]; thread (n, j) over blockIdx.y = n.
-FOM_KERNEL void fom_embed_fwd(float *out, const float *table, const int *tok, long long n, long long c) {
+// tbf: the table is the bfloat16 copy of weights kept in host memory.
+FOM_KERNEL void fom_embed_fwd(float *out, const void *table, const int *tok, long long n, long long c, int tbf) {
 	long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
 	long long i = blockIdx.y + (long long)gridDim.y * blockIdx.z;
 	if (j >= c || i >= n) return;
-	out[i * c + j] = table[(long long)tok[i] * c + j];
+	out[i * c + j] = fom_gld(table, (long long)tok[i] * c + j, tbf);
 }
 
 // fom_embed_bwd adds dout's rows into dtable, one block row per distinct token
@@ -85,9 +86,10 @@ FOM_DEV double fom_row_sum(double v, double *lanes, int w, int lane) {
 	return s;
 }
 
-// obf: out holds bfloat16 (an activation only matrix products read).
-FOM_KERNEL void fom_rms_fwd_warp(void *out, float *rstd, const float *inp, const float *w, long long n, long long c,
-                                 float eps, int obf) {
+// obf: out holds bfloat16 (an activation only matrix products read); wbf:
+// the gain is the bfloat16 copy of weights kept in host memory.
+FOM_KERNEL void fom_rms_fwd_warp(void *out, float *rstd, const float *inp, const void *w, long long n, long long c,
+                                 float eps, int obf, int wbf) {
 	__shared__ double lanes[128];
 	int wi = threadIdx.x / 32, lane = threadIdx.x % 32;
 	long long i = (long long)blockIdx.x * 4 + wi;
@@ -100,11 +102,11 @@ FOM_KERNEL void fom_rms_fwd_warp(void *out, float *rstd, const float *inp, const
 	if (!live) return;
 	float r = (float)__ddiv_rn(1.0, __dsqrt_rn(__dadd_rn(__ddiv_rn(ss, (double)c), (double)eps)));
 	if (lane == 0) rstd[i] = r;
-	for (long long j = lane; j < c; j += 32) fom_gst(out, i * c + j, obf, __fmul_rn(__fmul_rn(x[j], r), w[j]));
+	for (long long j = lane; j < c; j += 32) fom_gst(out, i * c + j, obf, __fmul_rn(__fmul_rn(x[j], r), fom_gld(w, j, wbf)));
 }
 
-FOM_KERNEL void fom_rms_bwd_rows_warp(float *dinp, const float *dout, const float *inp, const float *w,
-                                      const float *rstd, long long n, long long c) {
+FOM_KERNEL void fom_rms_bwd_rows_warp(float *dinp, const float *dout, const float *inp, const void *w,
+                                      const float *rstd, long long n, long long c, int wbf) {
 	__shared__ double lanes[128];
 	int wi = threadIdx.x / 32, lane = threadIdx.x % 32;
 	long long i = (long long)blockIdx.x * 4 + wi;
@@ -114,7 +116,7 @@ FOM_KERNEL void fom_rms_bwd_rows_warp(float *dinp, const float *dout, const floa
 	double dot = 0;
 	if (live)
 		for (long long j = lane; j < c; j += 32)
-			dot = __dadd_rn(dot, __dmul_rn(__dmul_rn((double)dy[j], (double)w[j]), (double)x[j]));
+			dot = __dadd_rn(dot, __dmul_rn(__dmul_rn((double)dy[j], (double)fom_gld(w, j, wbf)), (double)x[j]));
 	dot = fom_row_sum(dot, lanes, wi, lane);
 	if (!live) return;
 	float r = rstd[i];
@@ -122,7 +124,7 @@ FOM_KERNEL void fom_rms_bwd_rows_warp(float *dinp, const float *dout, const floa
 	float k = (float)__ddiv_rn(__dmul_rn(__dmul_rn(__dmul_rn(dot, rd), rd), rd), (double)c);
 	float *dx = dinp + off;
 	for (long long j = lane; j < c; j += 32)
-		dx[j] = __fadd_rn(dx[j], __fsub_rn(__fmul_rn(__fmul_rn(r, dy[j]), w[j]), __fmul_rn(x[j], k)));
+		dx[j] = __fadd_rn(dx[j], __fsub_rn(__fmul_rn(__fmul_rn(r, dy[j]), fom_gld(w, j, wbf)), __fmul_rn(x[j], k)));
 }
 
 // fom_rms_bwd_weight_part is the bf16 path's first stage of the weight

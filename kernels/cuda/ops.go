@@ -17,13 +17,14 @@ func (b *Backend) checkTokens(what string, tk []int32, vocab int) {
 
 // EmbeddingForward gathers rows of the table.
 func (b *Backend) EmbeddingForward(out, table kernels.Buffer, tokens kernels.IntBuffer, n, c int) {
-	o, w, tk := b.fb(out), b.fb(table), b.ib(tokens)
+	o, w, tk := b.fb(out), b.fw(table), b.ib(tokens)
 	need("embedding out", o.n, n*c)
 	need("embedding tokens", tk.Len(), n)
 	vocab := w.n / max(c, 1)
 	need("embedding table", w.n, vocab*c)
 	b.checkTokens("token", tk.host, vocab)
-	b.launch("fom_embed_fwd", rowsGrid((c+block1D-1)/block1D, n), block1D, ptr(o), ptr(w), iptr(tk), i64(n), i64(c))
+	wp, wbf := weights(w)
+	b.launch("fom_embed_fwd", rowsGrid((c+block1D-1)/block1D, n), block1D, ptr(o), wp, iptr(tk), i64(n), i64(c), wbf)
 }
 
 // EmbeddingBackward adds dout's rows into dtable: the host groups positions by
@@ -90,13 +91,14 @@ func grow32(x []int32, n int) []int32 {
 
 // RMSNormForward normalises rows.
 func (b *Backend) RMSNormForward(out, rstd, inp, weight kernels.Buffer, n, c int, eps float32) {
-	o, r, x, w := b.fg(out), b.fb(rstd), b.fb(inp), b.fb(weight)
+	o, r, x, w := b.fg(out), b.fb(rstd), b.fb(inp), b.fw(weight)
 	need("rmsnorm out", o.n, n*c)
 	need("rmsnorm inp", x.n, n*c)
 	need("rmsnorm rstd", r.n, n)
 	need("rmsnorm weight", w.n, c)
 	if b.prec == BF16 {
-		b.launch("fom_rms_fwd_warp", [3]int{(n + 3) / 4, 1, 1}, 128, ptr(o), ptr(r), ptr(x), ptr(w), i64(n), i64(c), f32(eps), flag(o.half))
+		wp, wbf := weights(w)
+		b.launch("fom_rms_fwd_warp", [3]int{(n + 3) / 4, 1, 1}, 128, ptr(o), ptr(r), ptr(x), wp, i64(n), i64(c), f32(eps), flag(o.half), wbf)
 		return
 	}
 	b.launch("fom_rms_fwd", [3]int{(n + 127) / 128, 1, 1}, 128, ptr(o), ptr(r), ptr(x), ptr(w), i64(n), i64(c), f32(eps))
@@ -104,7 +106,7 @@ func (b *Backend) RMSNormForward(out, rstd, inp, weight kernels.Buffer, n, c int
 
 // RMSNormBackward accumulates input and weight gradients.
 func (b *Backend) RMSNormBackward(dinp, dweight, dout, inp, weight, rstd kernels.Buffer, n, c int) {
-	dx, dw, dy, x, w, r := b.fb(dinp), b.fg(dweight), b.fb(dout), b.fb(inp), b.fb(weight), b.fb(rstd)
+	dx, dw, dy, x, w, r := b.fb(dinp), b.fg(dweight), b.fb(dout), b.fb(inp), b.fw(weight), b.fb(rstd)
 	need("rmsnorm dinp", dx.n, n*c)
 	need("rmsnorm dout", dy.n, n*c)
 	need("rmsnorm inp", x.n, n*c)
@@ -112,7 +114,8 @@ func (b *Backend) RMSNormBackward(dinp, dweight, dout, inp, weight, rstd kernels
 	need("rmsnorm weight", w.n, c)
 	need("rmsnorm rstd", r.n, n)
 	if b.prec == BF16 {
-		b.launch("fom_rms_bwd_rows_warp", [3]int{(n + 3) / 4, 1, 1}, 128, ptr(dx), ptr(dy), ptr(x), ptr(w), ptr(r), i64(n), i64(c))
+		wp, wbf := weights(w)
+		b.launch("fom_rms_bwd_rows_warp", [3]int{(n + 3) / 4, 1, 1}, 128, ptr(dx), ptr(dy), ptr(x), wp, ptr(r), i64(n), i64(c), wbf)
 	} else {
 		b.launch("fom_rms_bwd_rows", [3]int{(n + 127) / 128, 1, 1}, 128, ptr(dx), ptr(dy), ptr(x), ptr(w), ptr(r), i64(n), i64(c))
 	}

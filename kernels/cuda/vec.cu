@@ -37,9 +37,11 @@ FOM_KERNEL void fom_sum_lanes(double *sums, const double *lanes, long long nc) {
 // fom_adamw is adamwGo:
 //   g' = g·gs; m = β1·m + (1−β1)·g'; v = β2·v + (1−β2)·g'·g'
 //   p -= lr·((m·ibc1)/(√(v·ibc2) + ε) + wd·p)
-// gbf: g holds bfloat16.
+// gbf: g holds bfloat16. pb, if not null, is p's bfloat16 copy (weights
+// kept in host memory: kernels.MasterBackend), rounded from the new p.
 FOM_KERNEL void fom_adamw(float *p, const void *g, float *m, float *v, long long n, float gs, float b1, float omb1,
-                          float b2, float omb2, float ibc1, float ibc2, float eps, float wd, float lr, int gbf) {
+                          float b2, float omb2, float ibc1, float ibc2, float eps, float wd, float lr, int gbf,
+                          void *pb) {
 	long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
 	if (i >= n) return;
 	float gi = __fmul_rn(fom_gld(g, i, gbf), gs);
@@ -49,7 +51,16 @@ FOM_KERNEL void fom_adamw(float *p, const void *g, float *m, float *v, long long
 	v[i] = vi;
 	float den = __fadd_rn(__fsqrt_rn(__fmul_rn(vi, ibc2)), eps);
 	float upd = __fadd_rn(__fdiv_rn(__fmul_rn(mi, ibc1), den), __fmul_rn(wd, p[i]));
-	p[i] = __fsub_rn(p[i], __fmul_rn(lr, upd));
+	float pn = __fsub_rn(p[i], __fmul_rn(lr, upd));
+	p[i] = pn;
+	if (pb) fom_gst(pb, i, 1, pn);
+}
+
+// fom_f2bf: dst[i] = bf16(src[i]) (a master's bfloat16 copy, refreshed
+// after a write other than AdamW's).
+FOM_KERNEL void fom_f2bf(void *dst, const float *src, long long n) {
+	long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n) fom_gst(dst, i, 1, src[i]);
 }
 
 // fom_swiglu_fwd: h = (g·σ(g))·u. hbf: h holds bfloat16.
@@ -129,7 +140,7 @@ FOM_DEV float fom_a8_max(float x, float *red) {
 
 FOM_KERNEL void fom_adamw8(float *p, const void *g, unsigned char *mq, unsigned char *vq, float *ms, float *vs,
                            long long n, float gs, float b1, float omb1, float b2, float omb2, float ibc1, float ibc2,
-                           float eps, float wd, float lr, int step, int gbf) {
+                           float eps, float wd, float lr, int step, int gbf, void *pb) {
 	__shared__ float red[FOM_A8_BLOCK];
 	long long k = blockIdx.x, i = k * FOM_A8_BLOCK + threadIdx.x;
 	bool in = i < n;
@@ -143,7 +154,9 @@ FOM_KERNEL void fom_adamw8(float *p, const void *g, unsigned char *mq, unsigned 
 		w = __fsqrt_rn(vi);
 		float den = __fadd_rn(__fsqrt_rn(__fmul_rn(vi, ibc2)), eps);
 		float upd = __fadd_rn(__fdiv_rn(__fmul_rn(mi, ibc1), den), __fmul_rn(wd, p[i]));
-		p[i] = __fsub_rn(p[i], __fmul_rn(lr, upd));
+		float pn = __fsub_rn(p[i], __fmul_rn(lr, upd));
+		p[i] = pn;
+		if (pb) fom_gst(pb, i, 1, pn);
 	}
 	float wmax = fom_a8_max(w, red);
 	float x = 0;

@@ -136,7 +136,7 @@ template <class... A> constexpr int emu_nargs(void (*)(A...)) { return sizeof...
 const Entry kTable[] = {
     EMU_KERNEL(fom_scale),         EMU_KERNEL(fom_sumsq_lanes),         EMU_KERNEL(fom_sum_lanes),
     EMU_KERNEL(fom_adamw),         EMU_KERNEL(fom_adamw8),              EMU_KERNEL(fom_swiglu_fwd),
-    EMU_KERNEL(fom_swiglu_bwd),
+    EMU_KERNEL(fom_swiglu_bwd),    EMU_KERNEL(fom_f2bf),
     EMU_KERNEL(fom_embed_fwd),     EMU_KERNEL(fom_embed_bwd),           EMU_KERNEL(fom_rms_fwd),
     EMU_KERNEL(fom_rms_bwd_rows),  EMU_KERNEL(fom_rms_bwd_weight),      EMU_KERNEL(fom_rope),
     EMU_KERNEL(fom_xent),          EMU_KERNEL(fom_matmul_f32),          EMU_KERNEL(fom_attn_fwd),

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "b0fecdb36634bc46d7c522b0081795c864447efa0f27ab9503c5959f4c77ea30"
+const SourcesSHA256 = "d68b49bf69a7c47f7e2ee44f8246b429debde9b0e4646b24d4d9748ebb090b01"
