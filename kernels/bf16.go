@@ -14,6 +14,7 @@ import "math"
 //
 // A bfloat16 buffer may be passed as Matmul's operands A and B and its
 // output C (accumulating or not), RMSNormForward's out, SwiGLUForward's h,
+// SwiGLUBackward's dg and du,
 // EmbeddingBackward's dtable, RMSNormBackward's dweight, the grads of
 // SumSquares, AdamW and Adam8Backend's AdamW8, and to View, Zero, Upload
 // and Download (which convert on the host). Any other operation given one

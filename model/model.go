@@ -320,7 +320,8 @@ func actSizes(c Config, b, t int, recompute bool) []actBuf {
 	add(true, n*c.Dim)                                     // lnf
 	add(false, n, n*c.Vocab, n)                            // rstdf logits losses
 	add(false, n*c.Dim, n*c.Dim, n*qd, n*qd, n*kvd, n*kvd) // dres dln datt dq dk dv
-	add(false, n*c.FFNDim, n*c.FFNDim, n*c.FFNDim)         // dh dg du
+	add(false, n*c.FFNDim)                                 // dh
+	add(true, n*c.FFNDim, n*c.FFNDim)                      // dg du
 	return s
 }
 

@@ -158,9 +158,9 @@ func TestBF16GradientsRefused(t *testing.T) {
 	}
 }
 
-// TestBF16Activations: the operations that write the activations only
-// matrix products read give, into a bfloat16 buffer, exactly the bfloat16
-// rounding of their float32 output, and Matmul reads bfloat16 operands
+// TestBF16Activations: the operations that write the activations (and
+// gradients) only matrix products read give, into a bfloat16 buffer,
+// exactly the bfloat16 rounding of their float32 output, and Matmul reads bfloat16 operands
 // (rows 16-byte aligned, or padded on the way) as it reads float32 ones
 // holding the same values: the bf16 path's products round their operands
 // so anyway.
@@ -188,6 +188,12 @@ func TestBF16Activations(t *testing.T) {
 		be.SwiGLUForward(h, g, u, n*c)
 		be.SwiGLUForward(hH, g, u, n*c)
 		check("swiglu h", hH, h)
+		dh := up(be, randn(r, n*c, 1))
+		dg, du, dgH, duH := be.Alloc(n*c), be.Alloc(n*c), be.AllocBF16(n*c), be.AllocBF16(n*c)
+		be.SwiGLUBackward(dg, du, dh, g, u, n*c)
+		be.SwiGLUBackward(dgH, duH, dh, g, u, n*c)
+		check("swiglu dg", dgH, dg)
+		check("swiglu du", duH, du)
 
 		for _, mc := range []mmCase{{70, 50, 40, false, true, false}, {65, 129, 17, true, true, true}, {33, 17, 300, true, false, true}} {
 			a, bm := roundedRandn(r, mc.m*mc.k, 1), roundedRandn(r, mc.k*mc.n, 1)

@@ -209,11 +209,12 @@ func (b *Backend) SwiGLUForward(h, g, u kernels.Buffer, n int) {
 	b.launch1D("fom_swiglu_fwd", n, ptr(hd), ptr(gd), ptr(ud), i64(n), flag(hd.half))
 }
 
-// SwiGLUBackward computes dg and du.
+// SwiGLUBackward computes dg and du (either may hold bfloat16: gradients
+// only matrix products read).
 func (b *Backend) SwiGLUBackward(dg, du, dh, g, u kernels.Buffer, n int) {
-	bs := []*buf{b.fb(dg), b.fb(du), b.fb(dh), b.fb(g), b.fb(u)}
+	bs := []*buf{b.fg(dg), b.fg(du), b.fb(dh), b.fb(g), b.fb(u)}
 	for _, x := range bs {
 		need("swiglu backward buffer", x.n, n)
 	}
-	b.launch1D("fom_swiglu_bwd", n, ptr(bs[0]), ptr(bs[1]), ptr(bs[2]), ptr(bs[3]), ptr(bs[4]), i64(n))
+	b.launch1D("fom_swiglu_bwd", n, ptr(bs[0]), ptr(bs[1]), ptr(bs[2]), ptr(bs[3]), ptr(bs[4]), i64(n), flag(bs[0].half), flag(bs[1].half))
 }

@@ -71,16 +71,18 @@ FOM_KERNEL void fom_swiglu_fwd(void *h, const float *g, const float *u, long lon
 	fom_gst(h, i, hbf, __fmul_rn(__fmul_rn(gv, fom_sigmoid(gv)), u[i]));
 }
 
-// fom_swiglu_bwd: du = dh·(g·σ); dg = ((dh·u)·σ)·(1 + g·(1−σ)).
-FOM_KERNEL void fom_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, long long n) {
+// fom_swiglu_bwd: du = dh·(g·σ); dg = ((dh·u)·σ)·(1 + g·(1−σ)). gbf, ubf:
+// dg, du hold bfloat16 (gradients only matrix products read).
+FOM_KERNEL void fom_swiglu_bwd(void *dg, void *du, const float *dh, const float *g, const float *u, long long n, int gbf,
+                               int ubf) {
 	long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
 	if (i >= n) return;
 	float gv = g[i];
 	float sg = fom_sigmoid(gv);
 	float dhv = dh[i];
-	du[i] = __fmul_rn(dhv, __fmul_rn(gv, sg));
+	fom_gst(du, i, ubf, __fmul_rn(dhv, __fmul_rn(gv, sg)));
 	float d = __fmul_rn(__fmul_rn(dhv, u[i]), sg);
-	dg[i] = __fmul_rn(d, __fadd_rn(1.0f, __fmul_rn(gv, __fsub_rn(1.0f, sg))));
+	fom_gst(dg, i, gbf, __fmul_rn(d, __fadd_rn(1.0f, __fmul_rn(gv, __fsub_rn(1.0f, sg)))));
 }
 
 // 8-bit AdamW (kernels/adam8.go: AdamW8Block is the definition). One block

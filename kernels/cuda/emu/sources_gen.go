@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "d68b49bf69a7c47f7e2ee44f8246b429debde9b0e4646b24d4d9748ebb090b01"
+const SourcesSHA256 = "35fe87830d0dcad2c86dcd9694cd9046de5ee56dd2b7bdac0bd96e1811cb4dc3"
