@@ -16,9 +16,10 @@ import "math"
 // output C (accumulating or not), RMSNormForward's out, SwiGLUForward's h,
 // SwiGLUBackward's dg and du,
 // EmbeddingBackward's dtable, RMSNormBackward's dweight, the grads of
-// SumSquares, AdamW and Adam8Backend's AdamW8, and to View, Zero, Upload
-// and Download (which convert on the host). Any other operation given one
-// panics with ErrShape.
+// SumSquares, AdamW and Adam8Backend's AdamW8, Copy's dst (which rounds
+// a float32 src into it: a value two products read, rounded once), and to
+// View, Zero, Upload and Download (which convert on the host). Any other
+// operation given one panics with ErrShape.
 type BF16Backend interface {
 	// AllocBF16 returns a zeroed buffer of n bfloat16 values; Len counts
 	// values, not float32s.

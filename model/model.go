@@ -261,8 +261,12 @@ type acts struct {
 	dres, dln        kernels.Buffer // [N,C]
 	datt, dq, dk, dv kernels.Buffer
 	dh, dg, du       kernels.Buffer // [N,F]
-	count            int            // targets that count in the last forward
-	haveGrad         bool
+	// dy16 holds, on a backend that keeps bfloat16 buffers, a linear
+	// layer's output gradient rounded once for its two backward products
+	// (once); nil elsewhere.
+	dy16     kernels.Buffer
+	count    int // targets that count in the last forward
+	haveGrad bool
 }
 
 type layerActs struct {
@@ -282,15 +286,20 @@ func ActivationBytes(c Config, b, t int, recompute, half bool) int64 {
 }
 
 // actBuf is one activation buffer: its values, and whether only matrix
-// products read it (mm: bfloat16 where the backend holds it so).
+// products read it (mm: bfloat16 where the backend holds it so; only16:
+// and none at all elsewhere).
 type actBuf struct {
-	n  int
-	mm bool
+	n      int
+	mm     bool
+	only16 bool
 }
 
 func (a actBuf) bytes(half bool) int64 {
-	if half && a.mm {
+	switch {
+	case half && a.mm:
 		return 2
+	case a.only16:
+		return 0
 	}
 	return 4
 }
@@ -304,7 +313,7 @@ func actSizes(c Config, b, t int, recompute bool) []actBuf {
 	var s []actBuf
 	add := func(mm bool, sizes ...int) {
 		for _, x := range sizes {
-			s = append(s, actBuf{x, mm})
+			s = append(s, actBuf{n: x, mm: mm})
 		}
 	}
 	for i := 0; i <= c.Layers; i++ {
@@ -317,11 +326,12 @@ func actSizes(c Config, b, t int, recompute bool) []actBuf {
 		add(false, n, n*c.FFNDim, n*c.FFNDim)                         // rstd2 g u
 		add(true, n*c.FFNDim)                                         // h
 	}
-	add(true, n*c.Dim)                                     // lnf
-	add(false, n, n*c.Vocab, n)                            // rstdf logits losses
-	add(false, n*c.Dim, n*c.Dim, n*qd, n*qd, n*kvd, n*kvd) // dres dln datt dq dk dv
-	add(false, n*c.FFNDim)                                 // dh
-	add(true, n*c.FFNDim, n*c.FFNDim)                      // dg du
+	add(true, n*c.Dim)                                                            // lnf
+	add(false, n, n*c.Vocab, n)                                                   // rstdf logits losses
+	add(false, n*c.Dim, n*c.Dim, n*qd, n*qd, n*kvd, n*kvd)                        // dres dln datt dq dk dv
+	add(false, n*c.FFNDim)                                                        // dh
+	add(true, n*c.FFNDim, n*c.FFNDim)                                             // dg du
+	s = append(s, actBuf{n: n * max(c.Vocab, c.Dim, qd), mm: true, only16: true}) // dy16
 	return s
 }
 
@@ -344,8 +354,11 @@ func (m *Model) acts(b, t int) *acts {
 	next := func() kernels.Buffer {
 		s := sizes[0]
 		sizes = sizes[1:]
-		if s.mm && half != nil {
+		switch {
+		case s.mm && half != nil:
 			return half.AllocBF16(s.n)
+		case s.only16:
+			return nil
 		}
 		return m.be.Alloc(s.n)
 	}
@@ -363,7 +376,7 @@ func (m *Model) acts(b, t int) *acts {
 	}
 	a.lnf, a.rstdf, a.logits, a.losses = next(), next(), next(), next()
 	a.dres, a.dln, a.datt, a.dq, a.dk, a.dv = next(), next(), next(), next(), next(), next()
-	a.dh, a.dg, a.du = next(), next(), next()
+	a.dh, a.dg, a.du, a.dy16 = next(), next(), next(), next()
 	m.act = a
 	return a
 }
@@ -551,6 +564,19 @@ func linearBackward(be kernels.Backend, dinp, dw, dout, inp, w kernels.Buffer, n
 	be.Matmul(dw, dout, inp, oc, ic, n, true, false, true)
 }
 
+// once returns dout, a float32 output gradient of size values, as a
+// linear layer's two backward products read it: on a backend holding
+// bfloat16 buffers, rounded into a.dy16 once (each product would round
+// it so: the same bits), else as it is.
+func (a *acts) once(be kernels.Backend, dout kernels.Buffer, size int) kernels.Buffer {
+	if a.dy16 == nil {
+		return dout
+	}
+	d := be.View(a.dy16, 0, size)
+	be.Copy(d, dout)
+	return d
+}
+
 // ZeroGrad clears the gradient buffer.
 func (m *Model) ZeroGrad() {
 	if !m.frozen() {
@@ -582,7 +608,7 @@ func (m *Model) backward() error {
 	c, be := m.Config, m.be
 	n := a.N
 	// a.logits holds dlogits now.
-	linearBackward(be, a.dln, m.g.head, a.logits, a.lnf, m.p.head, n, c.Dim, c.Vocab, false)
+	linearBackward(be, a.dln, m.g.head, a.once(be, a.logits, n*c.Vocab), a.lnf, m.p.head, n, c.Dim, c.Vocab, false)
 	be.Zero(a.dres)
 	be.RMSNormBackward(a.dres, m.g.norm, a.dln, a.resid[c.Layers], m.p.norm, a.rstdf, n, c.Dim)
 	for l := c.Layers - 1; l >= 0; l-- {
@@ -602,17 +628,17 @@ func (m *Model) blockBackward(a *acts, l int) {
 	n, hd := a.N, c.HeadDim()
 	qd, kvd := c.Heads*hd, c.KVHeads*hd
 	shape := kernels.AttnShape{B: a.B, T: a.T, NH: c.Heads, KVH: c.KVHeads, HD: hd}
-	linearBackward(be, a.dh, g.down, a.dres, x.h, w.down, n, c.FFNDim, c.Dim, false)
+	linearBackward(be, a.dh, g.down, a.once(be, a.dres, n*c.Dim), x.h, w.down, n, c.FFNDim, c.Dim, false)
 	be.SwiGLUBackward(a.dg, a.du, a.dh, x.g, x.u, n*c.FFNDim)
 	linearBackward(be, a.dln, g.gate, a.dg, x.ln2, w.gate, n, c.Dim, c.FFNDim, false)
 	linearBackward(be, a.dln, g.up, a.du, x.ln2, w.up, n, c.Dim, c.FFNDim, true)
 	be.RMSNormBackward(a.dres, g.ln2, a.dln, x.x2, w.ln2, x.rstd2, n, c.Dim)
-	linearBackward(be, a.datt, g.o, a.dres, x.att, w.o, n, qd, c.Dim, false)
+	linearBackward(be, a.datt, g.o, a.once(be, a.dres, n*c.Dim), x.att, w.o, n, qd, c.Dim, false)
 	be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, x.q, x.k, x.v, x.att, x.lse, a.docStart, shape)
 	be.RoPEBackward(a.dq, a.pos, n, c.Heads, hd, c.RopeTheta)
 	be.RoPEBackward(a.dk, a.pos, n, c.KVHeads, hd, c.RopeTheta)
-	linearBackward(be, a.dln, g.q, a.dq, x.ln1, w.q, n, c.Dim, qd, false)
-	linearBackward(be, a.dln, g.k, a.dk, x.ln1, w.k, n, c.Dim, kvd, true)
-	linearBackward(be, a.dln, g.v, a.dv, x.ln1, w.v, n, c.Dim, kvd, true)
+	linearBackward(be, a.dln, g.q, a.once(be, a.dq, n*qd), x.ln1, w.q, n, c.Dim, qd, false)
+	linearBackward(be, a.dln, g.k, a.once(be, a.dk, n*kvd), x.ln1, w.k, n, c.Dim, kvd, true)
+	linearBackward(be, a.dln, g.v, a.once(be, a.dv, n*kvd), x.ln1, w.v, n, c.Dim, kvd, true)
 	be.RMSNormBackward(a.dres, g.ln1, a.dln, a.resid[l], w.ln1, x.rstd1, n, c.Dim)
 }

@@ -176,14 +176,14 @@ func momentBytes(c Config, in PlanInput) int64 {
 }
 
 // bf16Workspace is the CUDA bf16 path's operand copies in bfloat16: A, an
-// activation or its gradient (at most n×vocab: the logits' gradient, in
-// the output head's backward products); B, a weight (the output head's or
-// the MLP's) or, in the weight gradients' products, an activation (n×dim
-// or n×ffn). Weights whose bfloat16 copy is kept (master) need none.
+// activation held in float32 (n×dim or n×ffn: the output gradients a
+// linear layer's backward products read are rounded once, into the
+// activations' dy16); B, a weight (the output head's or the MLP's) or, in
+// the weight gradients' products, an activation. Weights whose bfloat16
+// copy is kept (master) need none.
 func bf16Workspace(c Config, n int, master bool) int64 {
-	wide := int64(max(c.Dim, c.FFNDim))
-	a := int64(n) * max(wide, int64(c.Vocab))
-	b := int64(n) * wide
+	wide := int64(max(c.Dim, c.FFNDim, c.Heads*c.HeadDim()))
+	a, b := int64(n)*wide, int64(n)*wide
 	if !master { // every weight matrix is dim wide on one side
 		b = max(b, int64(max(c.Vocab, c.FFNDim, c.Heads*c.HeadDim()))*int64(c.Dim))
 	}

@@ -29,7 +29,7 @@
 #                --grads bf16 --offload moments (what fits an 80 GB H100)
 #                for 3 steps, and with --offload master,moments as well
 #                (fp32 master weights in host memory, a bf16 copy on the
-#                device: 47.3 GiB planned) for 2: plan, peak device memory
+#                device: 47.5 GiB planned) for 2: plan, peak device memory
 #                and step time of each
 #   gpumem.csv   those samples (gpumem-h100.csv, gpumem-master.csv: the
 #                later runs')
@@ -64,8 +64,8 @@ run)
 	echo "peak device memory used: $(peakmem "$out/gpumem.csv")" >>"$log"
 	# With the time left (the whole script stays under 8.5 minutes): the
 	# configuration that fits an 80 GB H100 — bf16 gradients, the moments
-	# in host memory (68.2 GiB planned on the device) — for 3 steps; then
-	# the master weights in host memory too (47.3 GiB) for 2.
+	# in host memory (68.3 GiB planned on the device) — for 3 steps; then
+	# the master weights in host memory too (47.5 GiB) for 2.
 	extra() {
 		local name=$1 steps=$2
 		shift 2

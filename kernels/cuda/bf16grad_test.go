@@ -194,6 +194,9 @@ func TestBF16Activations(t *testing.T) {
 		be.SwiGLUBackward(dgH, duH, dh, g, u, n*c)
 		check("swiglu dg", dgH, dg)
 		check("swiglu du", duH, du)
+		cH := be.AllocBF16(n * c)
+		be.Copy(cH, dg)
+		check("copy", cH, dg)
 
 		for _, mc := range []mmCase{{70, 50, 40, false, true, false}, {65, 129, 17, true, true, true}, {33, 17, 300, true, false, true}} {
 			a, bm := roundedRandn(r, mc.m*mc.k, 1), roundedRandn(r, mc.k*mc.n, 1)

@@ -378,11 +378,15 @@ func (b *Backend) Zero(x kernels.Buffer) {
 	}
 }
 
-// Copy copies src into dst.
+// Copy copies src into dst, rounding to bfloat16 where dst holds it.
 func (b *Backend) Copy(dst, src kernels.Buffer) {
-	d, s := b.fw(dst), b.fw(src)
+	d, s := b.any(dst), b.fw(src)
 	need("copy destination", d.n, s.n)
 	if d.n == 0 || !b.ok() {
+		return
+	}
+	if d.half {
+		b.launch1D("fom_f2bf", d.n, ptr(d), ptr(s), i64(d.n))
 		return
 	}
 	b.fail("copy", b.dev.CopyDev(d.p, s.p, 4*int64(d.n)))

@@ -57,7 +57,7 @@ FOM_KERNEL void fom_adamw(float *p, const void *g, float *m, float *v, long long
 }
 
 // fom_f2bf: dst[i] = bf16(src[i]) (a master's bfloat16 copy, refreshed
-// after a write other than AdamW's).
+// after a write other than AdamW's; Copy into a bfloat16 buffer).
 FOM_KERNEL void fom_f2bf(void *dst, const float *src, long long n) {
 	long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
 	if (i < n) fom_gst(dst, i, 1, src[i]);

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "35fe87830d0dcad2c86dcd9694cd9046de5ee56dd2b7bdac0bd96e1811cb4dc3"
+const SourcesSHA256 = "4c23647a4c50949bd72f5eaeff1e457223fa5ae63d516ea3f090408b94b0c760"
