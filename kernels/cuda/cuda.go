@@ -180,8 +180,9 @@ func (x *ibuf) Len() int { return len(x.host) }
 
 // fb is a float32 buffer of this backend's; fg may hold bfloat16 as well,
 // for the arguments that take either (kernels.BF16Backend). Neither takes
-// weights kept in host memory (AllocMaster): fw does, and any, for the
-// operations that read weights or keep their copy current.
+// weights kept in host memory (AllocMaster): fw (float32) and bufOf (any
+// kind) do, for the operations that read weights or keep their copy
+// current.
 func (b *Backend) fb(x kernels.Buffer) *buf {
 	bb := b.fg(x)
 	if bb.half {
@@ -191,7 +192,7 @@ func (b *Backend) fb(x kernels.Buffer) *buf {
 }
 
 func (b *Backend) fg(x kernels.Buffer) *buf {
-	bb := b.any(x)
+	bb := b.bufOf(x)
 	if bb.mirror != 0 {
 		panic(fmt.Errorf("%w: weights kept in host memory given to an operation that neither reads weights nor keeps their bfloat16 copy", kernels.ErrShape))
 	}
@@ -199,14 +200,14 @@ func (b *Backend) fg(x kernels.Buffer) *buf {
 }
 
 func (b *Backend) fw(x kernels.Buffer) *buf {
-	bb := b.any(x)
+	bb := b.bufOf(x)
 	if bb.half {
 		panic(fmt.Errorf("%w: a bfloat16 buffer given where the operation takes float32", kernels.ErrShape))
 	}
 	return bb
 }
 
-func (b *Backend) any(x kernels.Buffer) *buf {
+func (b *Backend) bufOf(x kernels.Buffer) *buf {
 	bb, ok := x.(*buf)
 	if !ok || bb.owner != b {
 		panic(fmt.Errorf("%w: buffer %T is not from this cuda backend", kernels.ErrShape, x))
@@ -304,7 +305,7 @@ func (b *Backend) AllocInt(n int) kernels.IntBuffer {
 
 // View aliases x[off : off+n].
 func (b *Backend) View(x kernels.Buffer, off, n int) kernels.Buffer {
-	d := b.any(x)
+	d := b.bufOf(x)
 	if off < 0 || n < 0 || off+n > d.n {
 		panic(fmt.Errorf("%w: view [%d:%d] of a %d-element buffer", kernels.ErrShape, off, off+n, d.n))
 	}
@@ -318,7 +319,7 @@ func (b *Backend) View(x kernels.Buffer, off, n int) kernels.Buffer {
 // Upload copies src into dst (rounded to bfloat16 on the host where dst
 // holds bfloat16).
 func (b *Backend) Upload(dst kernels.Buffer, src []float32) {
-	d := b.any(dst)
+	d := b.bufOf(dst)
 	defer b.refresh(d)
 	need("upload source", len(src), d.n)
 	if len(src) == 0 || !b.ok() {
@@ -349,7 +350,7 @@ func (b *Backend) UploadInt(dst kernels.IntBuffer, src []int32) {
 // Download copies src into dst (widened on the host where src holds
 // bfloat16). After a device error dst is left as it was.
 func (b *Backend) Download(dst []float32, src kernels.Buffer) {
-	s := b.any(src)
+	s := b.bufOf(src)
 	need("download destination", len(dst), s.n)
 	if len(dst) == 0 || !b.ok() {
 		return
@@ -368,7 +369,7 @@ func (b *Backend) Download(dst []float32, src kernels.Buffer) {
 
 // Zero clears x.
 func (b *Backend) Zero(x kernels.Buffer) {
-	d := b.any(x)
+	d := b.bufOf(x)
 	if d.n == 0 || !b.ok() {
 		return
 	}
@@ -380,7 +381,7 @@ func (b *Backend) Zero(x kernels.Buffer) {
 
 // Copy copies src into dst, rounding to bfloat16 where dst holds it.
 func (b *Backend) Copy(dst, src kernels.Buffer) {
-	d, s := b.any(dst), b.fw(src)
+	d, s := b.bufOf(dst), b.fw(src)
 	need("copy destination", d.n, s.n)
 	if d.n == 0 || !b.ok() {
 		return
@@ -535,7 +536,7 @@ const sumChunk = 4096
 // 16 interleaved FMA lanes added in lane order, chunk sums added in order
 // (on the host).
 func (b *Backend) SumSquares(x kernels.Buffer) float64 {
-	d := b.any(x)
+	d := b.bufOf(x)
 	nc := (d.n + sumChunk - 1) / sumChunk
 	if nc == 0 {
 		return 0

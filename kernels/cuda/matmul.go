@@ -5,7 +5,7 @@ import "github.com/fomnet/fomnet/kernels"
 // Matmul computes C = (acc ? C : 0) + op(A)·op(B). On the bf16 path any of
 // the three may hold bfloat16 (AllocBF16: gradients, activations).
 func (b *Backend) Matmul(c, a, bm kernels.Buffer, m, n, k int, transA, transB, acc bool) {
-	cd, ad, bd := b.fg(c), b.any(a), b.any(bm)
+	cd, ad, bd := b.fg(c), b.bufOf(a), b.bufOf(bm)
 	need("matmul C", cd.n, m*n)
 	need("matmul A", ad.n, m*k)
 	need("matmul B", bd.n, k*n)
