@@ -134,30 +134,34 @@ func NewWith(be kernels.Backend, c Config, o Options) (*Model, error) {
 	}
 	l := NewLayout(c)
 	m := &Model{Config: c, Layout: l, be: be, recompute: o.Recompute}
+	params, grads := be.Alloc, be.Alloc
 	if o.OffloadMaster {
 		h, ok := kernels.AsMaster(be)
 		if !ok {
-			return nil, fmt.Errorf("%w: backend %s cannot keep the master weights in host memory (the CUDA bf16 path can)", kernels.ErrUnsupported, be.Name())
+			return nil, unsupported(be, "keep the master weights in host memory", "the CUDA bf16 path")
 		}
-		m.Params = h.AllocMaster(l.Size)
-	} else {
-		m.Params = be.Alloc(l.Size)
+		params = h.AllocMaster
 	}
 	if o.GradsBF16 {
 		h, ok := kernels.AsBF16(be)
 		if !ok {
-			return nil, fmt.Errorf("%w: backend %s cannot hold gradients in bfloat16 (the CUDA bf16 path can)", kernels.ErrUnsupported, be.Name())
+			return nil, unsupported(be, "hold gradients in bfloat16", "the CUDA bf16 path")
 		}
-		m.Grads = h.AllocBF16(l.Size)
-	} else {
-		m.Grads = be.Alloc(l.Size)
+		grads = h.AllocBF16
 	}
+	m.Params, m.Grads = params(l.Size), grads(l.Size)
 	m.p = viewWeights(be, l, c, m.Params)
 	m.g = viewWeights(be, l, c, m.Grads)
 	if err := m.allocOptim(o); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// unsupported is the refusal of a memory option be cannot do (what) and
+// who can.
+func unsupported(be kernels.Backend, what, who string) error {
+	return fmt.Errorf("%w: backend %s cannot %s (%s can)", kernels.ErrUnsupported, be.Name(), what, who)
 }
 
 // NewFrozen allocates a model that only evaluates (a preference run's

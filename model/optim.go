@@ -85,7 +85,7 @@ func (m *Model) allocOptim(o Options) error {
 	if o.OffloadMoments {
 		h, ok := kernels.AsHost(be)
 		if !ok {
-			return fmt.Errorf("%w: backend %s cannot keep AdamW's moments in host memory (a GPU's can)", kernels.ErrUnsupported, be.Name())
+			return unsupported(be, "keep AdamW's moments in host memory", "a GPU's")
 		}
 		alloc, allocBytes = h.AllocHost, h.AllocHostBytes
 	}
