@@ -282,8 +282,13 @@ type layerActs struct {
 // SetRecompute(true) allocates); half: on a backend that holds the
 // activations only matrix products read in bfloat16 (kernels.AsBF16).
 func ActivationBytes(c Config, b, t int, recompute, half bool) int64 {
+	return actBytes(actSizes(c, b, t, recompute, true), half)
+}
+
+// actBytes is the bytes of buffers sizes.
+func actBytes(sizes []actBuf, half bool) int64 {
 	var n int64
-	for _, s := range actSizes(c, b, t, recompute) {
+	for _, s := range sizes {
 		n += int64(s.n) * s.bytes(half)
 	}
 	return n
@@ -309,8 +314,9 @@ func (a actBuf) bytes(half bool) int64 {
 }
 
 // actSizes lists every activation buffer, in allocation order: one table that
-// both allocation and memory reports read.
-func actSizes(c Config, b, t int, recompute bool) []actBuf {
+// both allocation and memory reports read. Without grad (a frozen model)
+// the gradients' buffers are left out.
+func actSizes(c Config, b, t int, recompute, grad bool) []actBuf {
 	n := b * t
 	hd := c.HeadDim()
 	qd, kvd := c.Heads*hd, c.KVHeads*hd
@@ -330,8 +336,11 @@ func actSizes(c Config, b, t int, recompute bool) []actBuf {
 		add(false, n, n*c.FFNDim, n*c.FFNDim)                         // rstd2 g u
 		add(true, n*c.FFNDim)                                         // h
 	}
-	add(true, n*c.Dim)                                                            // lnf
-	add(false, n, n*c.Vocab, n)                                                   // rstdf logits losses
+	add(true, n*c.Dim)          // lnf
+	add(false, n, n*c.Vocab, n) // rstdf logits losses
+	if !grad {
+		return s
+	}
 	add(false, n*c.Dim, n*c.Dim, n*qd, n*qd, n*kvd, n*kvd)                        // dres dln datt dq dk dv
 	add(false, n*c.FFNDim)                                                        // dh
 	add(true, n*c.FFNDim, n*c.FFNDim)                                             // dg du
@@ -353,7 +362,7 @@ func (m *Model) acts(b, t int) *acts {
 		return m.act
 	}
 	m.act = nil // let the old shape go before allocating the new one
-	sizes := actSizes(m.Config, b, t, m.recompute)
+	sizes := actSizes(m.Config, b, t, m.recompute, !m.frozen())
 	half, _ := kernels.AsBF16(m.be)
 	next := func() kernels.Buffer {
 		s := sizes[0]
@@ -379,8 +388,10 @@ func (m *Model) acts(b, t int) *acts {
 			lse: next(), x2: next(), ln2: next(), rstd2: next(), g: next(), u: next(), h: next()})
 	}
 	a.lnf, a.rstdf, a.logits, a.losses = next(), next(), next(), next()
-	a.dres, a.dln, a.datt, a.dq, a.dk, a.dv = next(), next(), next(), next(), next(), next()
-	a.dh, a.dg, a.du, a.dy16 = next(), next(), next(), next()
+	if !m.frozen() {
+		a.dres, a.dln, a.datt, a.dq, a.dk, a.dv = next(), next(), next(), next(), next(), next()
+		a.dh, a.dg, a.du, a.dy16 = next(), next(), next(), next()
+	}
 	m.act = a
 	return a
 }

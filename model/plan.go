@@ -151,13 +151,14 @@ func modelParts(c Config, in PlanInput) []PlanPart {
 
 // referenceParts are a DPO run's reference model, NewFrozen's: weights
 // and a forward pass's activations over the whole batch (a preference
-// step is not cut into micro-batches) as recomputation keeps them; a
+// step is not cut into micro-batches) as recomputation keeps them, no
+// gradients' buffers; a
 // swarm participant keeps the stage base's weights it builds it from.
 func referenceParts(c Config, in PlanInput) []PlanPart {
 	p := NumParams(c)
 	parts := []PlanPart{
 		{Name: "DPO reference weights (fp32)", Bytes: 4 * p},
-		{Name: "DPO reference activations", Bytes: ActivationBytes(c, in.Batch, in.Seq, true, in.BF16) + 28*int64(in.Batch*in.Seq)},
+		{Name: "DPO reference activations", Bytes: actBytes(actSizes(c, in.Batch, in.Seq, true, false), in.BF16) + 28*int64(in.Batch*in.Seq)},
 	}
 	if in.Swarm {
 		parts = append(parts, PlanPart{Name: "DPO reference weights, kept to build it", Bytes: 4 * p, Host: true})

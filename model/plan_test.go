@@ -60,6 +60,34 @@ func TestPlanMatchesAllocations(t *testing.T) {
 	}
 }
 
+// A DPO reference (NewFrozen) allocates what its plan parts say, its
+// weights and a forward pass's activations as recomputation keeps them
+// with no gradients' buffers: within 1% and 64 KiB of Go's heap.
+func TestReferencePlanMatchesAllocations(t *testing.T) {
+	c, _ := Preset("demo")
+	const b, T = 4, 64
+	tokens, targets := batch(1, c, b, T)
+	be := backend(t, cpu.Options{Threads: 2})
+	before := heapInUse()
+	m, err := NewFrozen(be, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Forward(tokens, targets, b, T, false); err != nil {
+		t.Fatal(err)
+	}
+	got := heapInUse() - before
+	want := be.WorkspaceBytes()
+	for _, p := range referenceParts(c, PlanInput{Batch: b, Seq: T}) {
+		want += p.Bytes
+	}
+	runtime.KeepAlive(m)
+	if d := got - want; d < -want/100-64<<10 || d > want/100+64<<10 {
+		t.Errorf("a frozen model allocated %d bytes, the plan says %d", got, want)
+	}
+	t.Logf("frozen: allocated %s, planned %s", Bytes(got), Bytes(want))
+}
+
 // FitPlan tries the cheapest settings first and says when nothing fits.
 func TestFitPlan(t *testing.T) {
 	c, _ := Preset("gpt2-small-like")
