@@ -39,6 +39,9 @@ type PlanInput struct {
 	// host's (package node keeps them in Go slices); the budget is the
 	// device's. On the CPU both are the same memory.
 	GPU bool
+	// HostBudget, on a GPU, is the host memory a plan's host part may
+	// take (0: unchecked): FitPlan passes over plans that need more.
+	HostBudget int64
 	// Workspace is the backend's own scratch (kernels/cpu:
 	// MaxWorkspaceBytes for MatmulRows).
 	Workspace int64
@@ -321,12 +324,14 @@ func with(o Options, set func(*Options)) Options {
 // whose work others re-execute bit for bit), each of those with bf16
 // gradients; on a GPU, each of all those with the moments in host memory;
 // on a GPU's bf16 path (not for a swarm participant), each of all those
-// with the master weights in host memory; then cutting the batch into 2, 4, … micro-batches with each; then, for
-// a swarm participant whose rounds do not overlap, all of those again lean
-// (slower: it reads its base and worker state back from disk each round).
+// with the master weights in host memory; then cutting the batch into 2,
+// 4, … micro-batches with each; then, for a swarm participant whose
+// rounds do not overlap, all of those again lean (slower: it reads its
+// base and worker state back from disk each round).
 // If none fits it returns the smallest plan and an error that says by how
-// much it misses. Only the device's need is fitted: a GPU plan's host part
-// is the caller's to check (the CLI's hostFits, the node's HostMemory).
+// much it misses. On a GPU a plan whose host part exceeds in.HostBudget
+// (where given) is passed over too; the caller still checks the plan it
+// keeps (the CLI's hostFits, the node's HostMemory).
 func FitPlan(c Config, in PlanInput, budget int64, fixedOptimizer bool) (Plan, error) {
 	var tries []PlanInput
 	opts := []Options{in.Options, with(in.Options, func(o *Options) { o.Recompute = true })}
@@ -372,7 +377,7 @@ func FitPlan(c Config, in PlanInput, budget int64, fixedOptimizer bool) (Plan, e
 	best := MakePlan(c, in)
 	for _, t := range tries {
 		p := MakePlan(c, t)
-		if p.Need() <= budget {
+		if p.Need() <= budget && (!in.GPU || in.HostBudget <= 0 || p.Host <= in.HostBudget) {
 			return p, nil
 		}
 		if p.Need() < best.Need() {

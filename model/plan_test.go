@@ -88,6 +88,21 @@ func TestReferencePlanMatchesAllocations(t *testing.T) {
 	t.Logf("frozen: allocated %s, planned %s", Bytes(got), Bytes(want))
 }
 
+// On a GPU, FitPlan passes over plans whose host part exceeds the host
+// budget: KORMo-10B on 78 GiB keeps its moments in host memory, fp32
+// ones (80 GiB) where the host is not checked, 8-bit ones within 64 GiB.
+func TestFitPlanHostBudget(t *testing.T) {
+	c, _ := Preset("kormo-10b")
+	in := PlanInput{Batch: 1, Seq: 4096, GPU: true, BF16: true}
+	for _, host := range []int64{0, 64 << 30} {
+		in.HostBudget = host
+		p, err := FitPlan(c, in, 78<<30, false)
+		if err != nil || !p.Input.OffloadMoments || p.Input.AdamW8 != (host > 0) || host > 0 && p.Host > host {
+			t.Errorf("host budget %s: %v, %s (%s in host memory)", Bytes(host), err, p.Input.Settings(), Bytes(p.Host))
+		}
+	}
+}
+
 // FitPlan tries the cheapest settings first and says when nothing fits.
 func TestFitPlan(t *testing.T) {
 	c, _ := Preset("gpt2-small-like")

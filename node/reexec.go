@@ -190,7 +190,7 @@ func (p *Participant) checkMemory() error {
 	in := model.PlanInput{Batch: p.spec.Inner.Batch, Seq: p.spec.Inner.Seq, Micro: p.opts.Micro, Options: p.modelOptions(),
 		Swarm: true, SpotChecks: p.spec.SpotCheckShare() > 0, Overlap: p.sync.Overlap != "", Lean: p.opts.Lean, GPU: p.opts.GPU,
 		Encoded: int64(p.codec.EncodedLen(int(model.NumParams(p.cfg)))), Contributions: p.opts.Expect, Partitions: p.sync.Partitions,
-		Reference: p.spec.dpo()}
+		Reference: p.spec.dpo(), HostBudget: p.opts.HostMemory}
 	in.Workspace = kernels.WorkspaceBytes(p.opts.Backend, model.MatmulRows(p.cfg, in.Tokens()), in.Seq)
 	plan, err := model.CheckPlan(p.cfg, in, p.opts.Memory, true)
 	if err != nil {

@@ -160,6 +160,9 @@ func (f *memoryFlags) check(e *env, c model.Config, in model.PlanInput, dev *dev
 	if err != nil {
 		return model.Plan{}, err
 	}
+	if dev.cuda() {
+		in.HostBudget = memAvailable()
+	}
 	p, err := model.CheckPlan(c, in, budget, fixedOptimizer)
 	var fe *model.FitError
 	switch {
