@@ -273,6 +273,16 @@ func trimmedMean(dst []float32, cs []Contribution, trim float64) {
 	if 2*k >= len(cs) {
 		k = (len(cs) - 1) / 2
 	}
+	if len(cs) <= 2 { // nothing trimmed, and a sum of two is the same either way round
+		for i := range dst {
+			var s float64
+			for _, c := range cs {
+				s += float64(c.Delta[i])
+			}
+			dst[i] = float32(s / float64(len(cs)))
+		}
+		return
+	}
 	col := make([]float64, len(cs))
 	for i := range dst {
 		for j, c := range cs {

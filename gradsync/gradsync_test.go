@@ -469,6 +469,43 @@ func TestTrimmedMeanMatchesReference(t *testing.T) {
 	}
 }
 
+// TestTrimmedMeanOrderFree: the trimmed mean's bits do not depend on the
+// order contributions arrive in (sorted sums above two, a commutative sum
+// of two), untrimmed or trimmed, with signed zeros, values of every
+// magnitude and large ones that cancel.
+func TestTrimmedMeanOrderFree(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 9))
+	for n := 1; n <= 6; n++ {
+		cs := contribs(r, n, 256)
+		for j, c := range cs {
+			for i := range c.Delta {
+				switch {
+				case i%4 == 0:
+					c.Delta[i] = float32(math.Copysign(0, float64(r.IntN(2)*2-1)))
+				case i%4 == 1:
+					c.Delta[i] *= float32(math.Ldexp(1, r.IntN(80)-40))
+				case i%4 == 2 && j < 2: // ±2⁴⁰ cancel: what the others add survives in some orders only
+					c.Delta[i] = float32(1-2*j) * 0x1p40
+				}
+			}
+		}
+		for _, trim := range []float64{0, 0.2} {
+			want := make([]float32, 256)
+			trimmedMean(want, cs, trim)
+			for range 4 {
+				r.Shuffle(len(cs), func(i, j int) { cs[i], cs[j] = cs[j], cs[i] })
+				got := make([]float32, 256)
+				trimmedMean(got, cs, trim)
+				for i := range got {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("n %d, trim %v, element %d: %v in one order, %v in another", n, trim, i, want[i], got[i])
+					}
+				}
+			}
+		}
+	}
+}
+
 func TestAggregateRejects(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 7))
 	cs := contribs(r, 5, 100)
