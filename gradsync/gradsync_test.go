@@ -811,6 +811,11 @@ func BenchmarkAggregate(b *testing.B) {
 			}
 		})
 	}
+	b.Run("trimmed-mean-of-2", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			trimmedMean(dst, cs[:2], 0.2)
+		}
+	})
 	norms := map[string]float64{}
 	for _, c := range cs {
 		norms[c.ID] = norm(c.Delta)
