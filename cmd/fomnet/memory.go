@@ -172,7 +172,7 @@ func (f *memoryFlags) check(e *env, c model.Config, in model.PlanInput, dev *dev
 		return p, usageError{err}
 	}
 	if dev.cuda() {
-		if err := hostFits(p, memAvailable()); err != nil {
+		if err := hostFits(p, in.HostBudget); err != nil {
 			return p, err
 		}
 	}

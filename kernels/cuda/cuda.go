@@ -320,7 +320,6 @@ func (b *Backend) View(x kernels.Buffer, off, n int) kernels.Buffer {
 // holds bfloat16).
 func (b *Backend) Upload(dst kernels.Buffer, src []float32) {
 	d := b.bufOf(dst)
-	defer b.refresh(d)
 	need("upload source", len(src), d.n)
 	if len(src) == 0 || !b.ok() {
 		return
@@ -334,6 +333,7 @@ func (b *Backend) Upload(dst kernels.Buffer, src []float32) {
 		return
 	}
 	b.fail("upload", b.dev.CopyIn(d.p, unsafe.Pointer(&src[0]), d.bytes()))
+	b.refresh(d)
 }
 
 // UploadInt copies src into dst (and its host mirror).
@@ -387,18 +387,23 @@ func (b *Backend) Copy(dst, src kernels.Buffer) {
 		return
 	}
 	if d.half {
-		b.launch1D("fom_f2bf", d.n, ptr(d), ptr(s), i64(d.n))
+		b.round(d.p, s)
 		return
 	}
 	b.fail("copy", b.dev.CopyDev(d.p, s.p, 4*int64(d.n)))
 	b.refresh(d)
 }
 
+// round writes the bfloat16 rounding of float32 src to dst.
+func (b *Backend) round(dst uint64, src *buf) {
+	b.launch1D("fom_f2bf", src.n, dst, ptr(src), i64(src.n))
+}
+
 // refresh rounds weights kept in host memory into their bfloat16 copy
 // after a write other than AdamW's (which writes both).
 func (b *Backend) refresh(d *buf) {
 	if d.mirror != 0 {
-		b.launch1D("fom_f2bf", d.n, d.mirror, ptr(d), i64(d.n))
+		b.round(d.mirror, d)
 	}
 }
 
