@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"unsafe"
 
 	"gorgonia.org/cu"
@@ -39,11 +37,10 @@ func Open(o Options) (*Backend, error) {
 }
 
 // cuDevice is a Device on the CUDA driver. Its context lives on one OS
-// thread, owned by one goroutine (loop); every driver call is sent there.
+// thread (thread.go); every driver call is sent there, launches, clears and
+// device copies without waiting for them.
 type cuDevice struct {
-	work   chan func()
-	done   chan struct{}
-	once   sync.Once
+	t      *thread
 	name   string
 	ctx    cu.CUContext
 	stream cu.Stream
@@ -55,30 +52,13 @@ type cuDevice struct {
 }
 
 func openDevice(ordinal int) (*cuDevice, error) {
-	d := &cuDevice{work: make(chan func()), done: make(chan struct{}), fns: map[string]cu.Function{}, shared: map[string]int{},
-		mapped: map[uint64]unsafe.Pointer{}}
-	errc := make(chan error, 1)
-	go d.loop(ordinal, errc)
-	if err := <-errc; err != nil {
-		<-d.done
+	d := &cuDevice{fns: map[string]cu.Function{}, shared: map[string]int{}, mapped: map[uint64]unsafe.Pointer{}}
+	t, err := startThread(func() error { return d.init(ordinal) }, d.teardown)
+	if err != nil {
 		return nil, err
 	}
+	d.t = t
 	return d, nil
-}
-
-func (d *cuDevice) loop(ordinal int, errc chan<- error) {
-	runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-	defer close(d.done)
-	if err := d.init(ordinal); err != nil {
-		d.teardown()
-		errc <- err
-		return
-	}
-	errc <- nil
-	for f := range d.work {
-		f()
-	}
-	d.teardown()
 }
 
 var entryRE = regexp.MustCompile(`(?m)^\.visible \.entry (\w+)\(`)
@@ -165,17 +145,8 @@ func (d *cuDevice) teardown() {
 	}
 }
 
-// do runs f on the device's thread and waits for it.
-func (d *cuDevice) do(f func() error) error {
-	var err error
-	ch := make(chan struct{})
-	d.work <- func() {
-		err = f()
-		close(ch)
-	}
-	<-ch
-	return err
-}
+// do runs f on the device's thread and waits for it (thread.do).
+func (d *cuDevice) do(f func() error) error { return d.t.do(f) }
 
 func (d *cuDevice) Name() string { return d.name }
 
@@ -224,34 +195,55 @@ func (d *cuDevice) CopyOut(dst unsafe.Pointer, src uint64, bytes int64) error {
 	})
 }
 
+// CopyDev queues the copy; a failure is returned by a later call.
 func (d *cuDevice) CopyDev(dst, src uint64, bytes int64) error {
-	return d.do(func() error { return cu.MemcpyDtoDAsync(cu.DevicePtr(dst), cu.DevicePtr(src), bytes, d.stream) })
+	d.t.post(func() error {
+		if err := cu.MemcpyDtoDAsync(cu.DevicePtr(dst), cu.DevicePtr(src), bytes, d.stream); err != nil {
+			return fmt.Errorf("device copy of %d bytes: %w", bytes, err)
+		}
+		return nil
+	})
+	return nil
 }
 
+// Clear queues the clear; a failure is returned by a later call.
 func (d *cuDevice) Clear(dst uint64, bytes int64) error {
-	return d.do(func() error { return cu.MemsetD8Async(cu.DevicePtr(dst), 0, bytes, d.stream) })
+	d.t.post(func() error {
+		if err := cu.MemsetD8Async(cu.DevicePtr(dst), 0, bytes, d.stream); err != nil {
+			return fmt.Errorf("clearing %d bytes: %w", bytes, err)
+		}
+		return nil
+	})
+	return nil
 }
 
+// Launch queues the launch; a failure is returned, naming the kernel, by a
+// later call.
 func (d *cuDevice) Launch(kernel string, grid, block [3]int, shared int, args []uint64) error {
 	fn, ok := d.fns[kernel]
 	if !ok {
 		return fmt.Errorf("no kernel %s in the embedded PTX", kernel)
 	}
-	params := make([]unsafe.Pointer, len(args))
-	for i := range args {
-		params[i] = unsafe.Pointer(&args[i])
-	}
-	return d.do(func() error {
+	args = append([]uint64(nil), args...) // the caller's may change before the launch reads it
+	d.t.post(func() error {
+		params := make([]unsafe.Pointer, len(args))
+		for i := range args {
+			params[i] = unsafe.Pointer(&args[i])
+		}
 		// More than 48 KiB of dynamic shared memory needs the kernel's
 		// permission first (once per kernel and size).
 		if shared > 48<<10 && d.shared[kernel] < shared {
 			if err := setMaxDynamicShared(fn, shared); err != nil {
-				return fmt.Errorf("allowing %d bytes of shared memory: %w", shared, err)
+				return fmt.Errorf("%s: allowing %d bytes of shared memory: %w", kernel, shared, err)
 			}
 			d.shared[kernel] = shared
 		}
-		return fn.Launch(grid[0], grid[1], grid[2], block[0], block[1], block[2], shared, d.stream, params)
+		if err := fn.Launch(grid[0], grid[1], grid[2], block[0], block[1], block[2], shared, d.stream, params); err != nil {
+			return fmt.Errorf("launching %s: %w", kernel, err)
+		}
+		return nil
 	})
+	return nil
 }
 
 // Sync waits for the device's queued work (for timing).
@@ -259,9 +251,6 @@ func (d *cuDevice) Sync() error { return d.do(func() error { return d.stream.Syn
 
 // Close ends the device's goroutine after releasing the context. Idempotent.
 func (d *cuDevice) Close() error {
-	d.once.Do(func() {
-		close(d.work)
-		<-d.done
-	})
+	d.t.close()
 	return nil
 }
