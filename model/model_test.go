@@ -429,3 +429,34 @@ func BenchmarkTrainStep(b *testing.B) {
 	}
 	b.ReportMetric(float64(4*128*b.N)/b.Elapsed().Seconds(), "tokens/s")
 }
+
+// AdamW updates runs of neighbouring tensors alike in weight decay in one
+// call each with fp32 moments, and every tensor on its own with 8-bit ones;
+// either way each parameter once, in order.
+func TestOptSpans(t *testing.T) {
+	c, _ := Preset("demo")
+	l := NewLayout(c)
+	for _, merge := range []bool{false, true} {
+		spans := optSpans(l.Tensors, merge)
+		off := 0
+		for i, s := range spans {
+			if s.off != off || s.n <= 0 {
+				t.Fatalf("merge %v: span %d covers [%d, %d), want it to start at %d", merge, i, s.off, s.off+s.n, off)
+			}
+			if merge && i > 0 && spans[i-1].decay == s.decay {
+				t.Fatalf("merge %v: spans %d and %d both have decay %v", merge, i-1, i, s.decay)
+			}
+			off += s.n
+		}
+		if off != l.Size {
+			t.Fatalf("merge %v: spans cover %d of %d parameters", merge, off, l.Size)
+		}
+		want := len(l.Tensors)
+		if merge {
+			want = 2 + 4*c.Layers // embedding, norm; a block: ln1 | q k v o | ln2 | gate up down
+		}
+		if len(spans) != want {
+			t.Fatalf("merge %v: %d spans, want %d", merge, len(spans), want)
+		}
+	}
+}

@@ -38,7 +38,10 @@ func (o OptimConfig) Validate() error {
 	return nil
 }
 
-// optView is one tensor's share of the parameters, gradients and moments.
+// optView is one AdamW call's share of the parameters, gradients and
+// moments: a tensor's, or with fp32 moments a run of neighbouring tensors
+// alike in weight decay (one launch where a GPU would make one a tensor;
+// the update is elementwise, so the bits are the same).
 type optView struct {
 	p, g, m, v kernels.Buffer     // m, v: fp32 moments
 	mq, vq     kernels.ByteBuffer // or 8-bit codes
@@ -103,12 +106,12 @@ func (m *Model) allocOptim(o Options) error {
 		m.M, m.V = alloc(l.Size), alloc(l.Size)
 	}
 	block := 0
-	for _, t := range l.Tensors {
-		view := func(b kernels.Buffer) kernels.Buffer { return be.View(b, t.Offset, t.Size) }
-		o := optView{p: view(m.Params), g: view(m.Grads), decay: t.Decay}
+	for _, t := range optSpans(l.Tensors, m.q == nil) {
+		view := func(b kernels.Buffer) kernels.Buffer { return be.View(b, t.off, t.n) }
+		o := optView{p: view(m.Params), g: view(m.Grads), decay: t.decay}
 		if q := m.q; q != nil {
-			nb := kernels.Adam8Blocks(t.Size)
-			o.mq, o.vq = q.be.ViewBytes(q.m, t.Offset, t.Size), q.be.ViewBytes(q.v, t.Offset, t.Size)
+			nb := kernels.Adam8Blocks(t.n)
+			o.mq, o.vq = q.be.ViewBytes(q.m, t.off, t.n), q.be.ViewBytes(q.v, t.off, t.n)
 			o.ms, o.vs = be.View(q.ms, block, nb), be.View(q.vs, block, nb)
 			block += nb
 		} else {
@@ -117,6 +120,27 @@ func (m *Model) allocOptim(o Options) error {
 		m.opt = append(m.opt, o)
 	}
 	return nil
+}
+
+// optSpan is the range of the flat parameters one AdamW call updates.
+type optSpan struct {
+	off, n int
+	decay  bool
+}
+
+// optSpans is a span a tensor; with merge, neighbours of the same weight
+// decay are joined (8-bit moments cut their blocks at every tensor, so they
+// are not).
+func optSpans(ts []Tensor, merge bool) []optSpan {
+	var out []optSpan
+	for _, t := range ts {
+		if k := len(out) - 1; merge && k >= 0 && out[k].decay == t.Decay && out[k].off+out[k].n == t.Offset {
+			out[k].n += t.Size
+			continue
+		}
+		out = append(out, optSpan{t.Offset, t.Size, t.Decay})
+	}
+	return out
 }
 
 // AdamW8 says whether the model keeps AdamW's moments in 8 bits.
