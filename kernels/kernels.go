@@ -137,10 +137,12 @@ type Backend interface {
 
 	// SoftmaxCrossEntropy computes, for each of n rows of logits[n,v],
 	// losses[i] = logsumexp(logits[i]) - logits[i, targets[i]], or 0 where
-	// targets[i] == IgnoreIndex. With grad, it overwrites logits with
-	// dscale·(softmax(logits[i]) - onehot(targets[i])) (zero on ignored rows).
-	// Targets must lie in [0, v) or equal IgnoreIndex.
-	SoftmaxCrossEntropy(losses, logits Buffer, targets IntBuffer, n, v int, grad bool, dscale float32)
+	// targets[i] == IgnoreIndex. Given dlogits (nil: no gradient), it
+	// writes dscale·(softmax(logits[i]) - onehot(targets[i])) there (zero on
+	// ignored rows): into logits itself, or into another buffer of n·v
+	// values (on the GPU's bf16 path a bfloat16 one, which linear products
+	// read as it is). Targets must lie in [0, v) or equal IgnoreIndex.
+	SoftmaxCrossEntropy(losses, logits, dlogits Buffer, targets IntBuffer, n, v int, dscale float32)
 
 	// AdamW updates params in place from grads, with first and second moment
 	// buffers m and v of the same length.

@@ -140,9 +140,9 @@ func (t *Timed) SwiGLUBackward(dg, du, dh, g, u Buffer, n int) {
 	t.Backend.SwiGLUBackward(dg, du, dh, g, u, n)
 }
 
-func (t *Timed) SoftmaxCrossEntropy(losses, logits Buffer, targets IntBuffer, n, v int, grad bool, dscale float32) {
+func (t *Timed) SoftmaxCrossEntropy(losses, logits, dlogits Buffer, targets IntBuffer, n, v int, dscale float32) {
 	defer t.done(opCrossEntropy, time.Now())
-	t.Backend.SoftmaxCrossEntropy(losses, logits, targets, n, v, grad, dscale)
+	t.Backend.SoftmaxCrossEntropy(losses, logits, dlogits, targets, n, v, dscale)
 }
 
 func (t *Timed) AdamW(params, grads, m, v Buffer, h AdamWStep) {

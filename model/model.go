@@ -259,8 +259,11 @@ type acts struct {
 	layers []layerActs
 	lnf    kernels.Buffer
 	rstdf  kernels.Buffer
-	logits kernels.Buffer // [N,V]; holds dlogits after a forward with gradient
+	logits kernels.Buffer // [N,V]
 	losses kernels.Buffer // [N]
+	// dlogits, after a forward with gradient, is the logits' gradient: in
+	// logits' place, or in dy16 (gradOut).
+	dlogits kernels.Buffer
 
 	dres, dln        kernels.Buffer // [N,C]
 	datt, dq, dk, dv kernels.Buffer
@@ -512,7 +515,11 @@ func (m *Model) forward(tokens, targets []int32, b, t int, grad bool, count int,
 	if count > 0 {
 		dscale = 1 / float32(count)
 	}
-	be.SoftmaxCrossEntropy(a.losses, a.logits, a.targets, n, c.Vocab, grad, dscale)
+	a.dlogits = nil
+	if grad {
+		a.dlogits = a.gradOut(be, a.logits, n*c.Vocab)
+	}
+	be.SoftmaxCrossEntropy(a.losses, a.logits, a.dlogits, a.targets, n, c.Vocab, dscale)
 	be.Download(a.hostLoss, a.losses)
 	if err := kernels.Err(be); err != nil {
 		return err
@@ -584,12 +591,22 @@ func linearBackward(be kernels.Backend, dinp, dw, dout, inp, w kernels.Buffer, n
 // bfloat16 buffers, rounded into a.dy16 once (each product would round
 // it so: the same bits), else as it is.
 func (a *acts) once(be kernels.Backend, dout kernels.Buffer, size int) kernels.Buffer {
+	d := a.gradOut(be, dout, size)
+	if d != dout {
+		be.Copy(d, dout)
+	}
+	return d
+}
+
+// gradOut is where an op producing a linear layer's output gradient of
+// size values (in place of dout, a float32 buffer) best writes it for the
+// two backward products: a.dy16 where the backend holds bfloat16 buffers,
+// else dout.
+func (a *acts) gradOut(be kernels.Backend, dout kernels.Buffer, size int) kernels.Buffer {
 	if a.dy16 == nil {
 		return dout
 	}
-	d := be.View(a.dy16, 0, size)
-	be.Copy(d, dout)
-	return d
+	return be.View(a.dy16, 0, size)
 }
 
 // ZeroGrad clears the gradient buffer.
@@ -622,8 +639,7 @@ func (m *Model) backward() error {
 	a.haveGrad = false
 	c, be := m.Config, m.be
 	n := a.N
-	// a.logits holds dlogits now.
-	linearBackward(be, a.dln, m.g.head, a.once(be, a.logits, n*c.Vocab), a.lnf, m.p.head, n, c.Dim, c.Vocab, false)
+	linearBackward(be, a.dln, m.g.head, a.dlogits, a.lnf, m.p.head, n, c.Dim, c.Vocab, false)
 	be.Zero(a.dres)
 	be.RMSNormBackward(a.dres, m.g.norm, a.dln, a.resid[c.Layers], m.p.norm, a.rstdf, n, c.Dim)
 	for l := c.Layers - 1; l >= 0; l-- {

@@ -344,12 +344,19 @@ func TestSoftmaxCrossEntropy(t *testing.T) {
 	got := agree(t, func(be *Backend) []float32 {
 		loss := poisoned(be, n)
 		lg := upload(be, logits)
-		be.SoftmaxCrossEntropy(loss, lg, uploadInt(be, tg), n, v, true, dscale)
+		be.SoftmaxCrossEntropy(loss, lg, lg, uploadInt(be, tg), n, v, dscale)
 		l2 := poisoned(be, n)
-		be.SoftmaxCrossEntropy(l2, upload(be, logits), uploadInt(be, tg), n, v, false, 0)
+		be.SoftmaxCrossEntropy(l2, upload(be, logits), nil, uploadInt(be, tg), n, v, 0)
+		l3, lg3, d3 := poisoned(be, n), upload(be, logits), poisoned(be, n*v)
+		be.SoftmaxCrossEntropy(l3, lg3, d3, uploadInt(be, tg), n, v, dscale)
 		for i := range F(loss) {
-			if F(loss)[i] != F(l2)[i] {
-				t.Fatalf("loss %d differs with and without gradient", i)
+			if F(loss)[i] != F(l2)[i] || F(loss)[i] != F(l3)[i] {
+				t.Fatalf("loss %d differs with and without gradient, or with it elsewhere", i)
+			}
+		}
+		for i := range logits {
+			if F(lg3)[i] != logits[i] || F(d3)[i] != F(lg)[i] {
+				t.Fatalf("gradient into its own buffer: logit %d %v (was %v), gradient %v (in place: %v)", i, F(lg3)[i], logits[i], F(d3)[i], F(lg)[i])
 			}
 		}
 		return append(F(loss), F(lg)...)

@@ -17,7 +17,6 @@ type rowTask struct {
 	c, heads, hd     int
 	eps, s           float32
 	rope             []float32
-	grad             bool
 }
 
 const (
@@ -118,36 +117,40 @@ func (t *rowTask) run(w, lo, hi int) {
 	}
 }
 
-// xentRow computes one row's loss (and gradient, in place): with m the row
-// maximum and e_j = exp(x_j − m), loss = m + ln Σe − x_target and
-// dx_j = dscale·e_j/Σe − dscale·[j = target]. Without gradient the
-// exponentials go to the worker's scratch so the logits stay readable.
+// xentRow computes one row's loss (and gradient, into t.d2's row, which
+// may be the logits' own): with m the row maximum and e_j = exp(x_j − m),
+// loss = m + ln Σe − x_target and dx_j = dscale·e_j/Σe − dscale·[j =
+// target]. Without gradient the exponentials go to the worker's scratch so
+// the logits stay readable.
 func (t *rowTask) xentRow(ws *workspace, i int) {
 	row := t.inp[i*t.c : (i+1)*t.c]
+	var e []float32
+	if t.d2 != nil {
+		e = t.d2[i*t.c : (i+1)*t.c]
+	}
 	tgt := t.ints[i]
 	if tgt == kernels.IgnoreIndex {
 		t.out[i] = 0
-		if t.grad {
-			clear(row)
-		}
+		clear(e)
 		return
 	}
 	mx := t.be.maxOf(row)
 	xt := row[tgt]
-	e := row
-	if !t.grad {
+	if e == nil {
 		ws.s = grow(ws.s, len(row))
 		e = ws.s
+	}
+	if &e[0] != &row[0] {
 		copy(e, row)
 	}
 	t.be.expShift(e, 1, mx)
 	sum := t.be.sum64(e)
 	t.out[i] = float32(float64(mx) + math.Log(sum) - float64(xt))
-	if !t.grad {
+	if t.d2 == nil {
 		return
 	}
-	t.be.scale(row, float32(float64(t.s)/sum))
-	row[tgt] -= t.s
+	t.be.scale(e, float32(float64(t.s)/sum))
+	e[tgt] -= t.s
 }
 
 func (t *colTask) run(_, lo, hi int) {
@@ -308,18 +311,24 @@ func (b *Backend) SwiGLUBackward(dg, du, dh, g, u kernels.Buffer, n int) {
 	b.forget()
 }
 
-// SoftmaxCrossEntropy computes per-row losses and, with grad, the logits' gradient in place.
-func (b *Backend) SoftmaxCrossEntropy(losses, logits kernels.Buffer, targets kernels.IntBuffer, n, v int, grad bool, dscale float32) {
+// SoftmaxCrossEntropy computes per-row losses and, given dlogits (which
+// may be logits), the logits' gradient.
+func (b *Backend) SoftmaxCrossEntropy(losses, logits, dlogits kernels.Buffer, targets kernels.IntBuffer, n, v int, dscale float32) {
 	l, x, t := fs(losses), fs(logits), is(targets)
 	need("cross-entropy losses", len(l), n)
 	need("cross-entropy logits", len(x), n*v)
 	need("cross-entropy targets", len(t), n)
+	var d []float32
+	if dlogits != nil {
+		d = fs(dlogits)
+		need("cross-entropy gradient", len(d), n*v)
+	}
 	for i, tg := range t {
 		if tg != kernels.IgnoreIndex && (tg < 0 || int(tg) >= v) {
 			panic(fmt.Errorf("%w: target %d at %d outside vocabulary [0, %d)", kernels.ErrShape, tg, i, v))
 		}
 	}
-	b.rowT = rowTask{be: b, op: rowXent, out: l, inp: x, ints: t, c: v, grad: grad, s: dscale}
+	b.rowT = rowTask{be: b, op: rowXent, out: l, inp: x, d2: d, ints: t, c: v, s: dscale}
 	b.pool.run(&b.rowT, n, 4)
 	b.forget()
 }

@@ -197,6 +197,16 @@ func TestBF16Activations(t *testing.T) {
 		cH := be.AllocBF16(n * c)
 		be.Copy(cH, dg)
 		check("copy", cH, dg)
+		tgs := make([]int32, n)
+		for i := range tgs {
+			tgs[i] = int32(r.IntN(c))
+		}
+		tgs[5] = kernels.IgnoreIndex
+		logits, losses := up(be, randn(r, n*c, 3)), be.Alloc(n)
+		dlogits, dlogitsH := be.Alloc(n*c), be.AllocBF16(n*c)
+		be.SoftmaxCrossEntropy(losses, logits, dlogits, upInt(be, tgs), n, c, 0.5)
+		be.SoftmaxCrossEntropy(losses, logits, dlogitsH, upInt(be, tgs), n, c, 0.5)
+		check("cross-entropy dlogits", dlogitsH, dlogits)
 
 		for _, mc := range []mmCase{{70, 50, 40, false, true, false}, {65, 129, 17, true, true, true}, {33, 17, 300, true, false, true}} {
 			a, bm := roundedRandn(r, mc.m*mc.k, 1), roundedRandn(r, mc.k*mc.n, 1)

@@ -265,8 +265,8 @@ func TestSwiGLUMatchesCPU(t *testing.T) {
 }
 
 func TestSoftmaxCrossEntropyMatchesCPU(t *testing.T) {
-	for _, grad := range []bool{false, true} {
-		sameBits(t, "cross-entropy", func(be kernels.Backend) map[string][]float32 {
+	for _, grad := range []string{"none", "in place", "apart"} {
+		sameBits(t, "cross-entropy, gradient "+grad, func(be kernels.Backend) map[string][]float32 {
 			r := rand.New(rand.NewPCG(9, 10))
 			const n, v = 21, 77
 			tg := make([]int32, n)
@@ -276,8 +276,19 @@ func TestSoftmaxCrossEntropyMatchesCPU(t *testing.T) {
 			tg[3], tg[20] = kernels.IgnoreIndex, kernels.IgnoreIndex
 			logits := up(be, randn(r, n*v, 3))
 			losses := be.Alloc(n)
-			be.SoftmaxCrossEntropy(losses, logits, upInt(be, tg), n, v, grad, 0.25)
-			return map[string][]float32{"losses": down(be, losses), "logits": down(be, logits)}
+			var d kernels.Buffer
+			switch grad {
+			case "in place":
+				d = logits
+			case "apart":
+				d = up(be, randn(r, n*v, 1))
+			}
+			be.SoftmaxCrossEntropy(losses, logits, d, upInt(be, tg), n, v, 0.25)
+			out := map[string][]float32{"losses": down(be, losses), "logits": down(be, logits)}
+			if d != nil {
+				out["dlogits"] = down(be, d)
+			}
+			return out
 		})
 	}
 }
@@ -399,7 +410,7 @@ func TestBadShapesPanic(t *testing.T) {
 	for name, f := range map[string]func(){
 		"matmul": func() { be.Matmul(be.Alloc(4), be.Alloc(4), be.Alloc(3), 2, 2, 2, false, false, false) },
 		"token":  func() { be.EmbeddingForward(be.Alloc(2), be.Alloc(6), upInt(be, []int32{3}), 1, 2) },
-		"target": func() { be.SoftmaxCrossEntropy(be.Alloc(1), be.Alloc(3), upInt(be, []int32{3}), 1, 3, false, 1) },
+		"target": func() { be.SoftmaxCrossEntropy(be.Alloc(1), be.Alloc(3), nil, upInt(be, []int32{3}), 1, 3, 1) },
 		"head dim": func() {
 			be.AttentionForward(be.Alloc(130), be.Alloc(1), be.Alloc(130), be.Alloc(130), be.Alloc(130), be.AllocInt(1), kernels.AttnShape{B: 1, T: 1, NH: 1, KVH: 1, HD: 130})
 		},

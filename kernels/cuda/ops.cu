@@ -175,15 +175,18 @@ FOM_KERNEL void fom_rope(float *x, const int *pos, const float *tab, long long n
 // fom_xent: softmax cross-entropy, 8 rows per 128-thread block, 16 lanes per
 // row as the CPU's vector code has: lane l handles the columns ≡ l (mod 16),
 // accumulates exp(x − max) in float64 in column order, and the lanes are added
-// in lane order. loss = float32((max + ln Σ) − x[target]); with grad the row
-// becomes dscale·e/Σ, minus dscale at the target.
-FOM_KERNEL void fom_xent(float *losses, float *logits, const int *targets, long long n, long long v, int grad, float dscale) {
+// in lane order. loss = float32((max + ln Σ) − x[target]); given dlogits
+// (null: no gradient; it may be logits) its row becomes dscale·e/Σ, minus
+// dscale at the target, in bfloat16 where dbf is set.
+FOM_KERNEL void fom_xent(float *losses, const float *logits, const int *targets, long long n, long long v, void *dlogits,
+                         int dbf, float dscale) {
 	__shared__ float smax[128];
 	__shared__ double ssum[128];
 	int lane = threadIdx.x % 16, rr = threadIdx.x / 16;
 	long long i = (long long)blockIdx.x * 8 + rr;
 	bool live = i < n;
-	float *row = logits + (live ? i : 0) * v;
+	const float *row = logits + (live ? i : 0) * v;
+	long long base = (live ? i : 0) * v; // the row's first gradient
 	int tgt = live ? targets[i] : -100;
 	float xt = (live && tgt != -100) ? row[tgt] : 0.0f; // read before any lane writes the row
 	float mx = -INFINITY;
@@ -209,16 +212,16 @@ FOM_KERNEL void fom_xent(float *losses, float *logits, const int *targets, long 
 	if (!live) return;
 	if (tgt == -100) {
 		if (lane == 0) losses[i] = 0;
-		if (grad)
-			for (long long j = lane; j < v; j += 16) row[j] = 0;
+		if (dlogits)
+			for (long long j = lane; j < v; j += 16) fom_gst(dlogits, base + j, dbf, 0.0f);
 		return;
 	}
 	if (lane == 0) losses[i] = (float)__dsub_rn(__dadd_rn((double)mx, log(sum)), (double)xt);
-	if (!grad) return;
+	if (!dlogits) return;
 	float s = (float)__ddiv_rn((double)dscale, sum);
 	for (long long j = lane; j < v; j += 16) {
 		float e = __fmul_rn(fom_exp(__fsub_rn(row[j], mx)), s);
 		if (j == tgt) e = __fsub_rn(e, dscale);
-		row[j] = e;
+		fom_gst(dlogits, base + j, dbf, e);
 	}
 }

@@ -185,19 +185,24 @@ func (b *Backend) RoPEBackward(dx kernels.Buffer, pos kernels.IntBuffer, n, head
 	b.rope(-1, dx, pos, n, heads, hd, theta)
 }
 
-// SoftmaxCrossEntropy computes per-row losses and, with grad, the logits'
-// gradient in place.
-func (b *Backend) SoftmaxCrossEntropy(losses, logits kernels.Buffer, targets kernels.IntBuffer, n, v int, grad bool, dscale float32) {
+// SoftmaxCrossEntropy computes per-row losses and, given dlogits (which
+// may be logits, or a buffer held in bfloat16), the logits' gradient.
+func (b *Backend) SoftmaxCrossEntropy(losses, logits, dlogits kernels.Buffer, targets kernels.IntBuffer, n, v int, dscale float32) {
 	l, x, t := b.fb(losses), b.fb(logits), b.ib(targets)
 	need("cross-entropy losses", l.n, n)
 	need("cross-entropy logits", x.n, n*v)
 	need("cross-entropy targets", t.Len(), n)
+	d := &buf{}
+	if dlogits != nil {
+		d = b.fg(dlogits)
+		need("cross-entropy gradient", d.n, n*v)
+	}
 	for i, tg := range t.host {
 		if tg != kernels.IgnoreIndex && (tg < 0 || int(tg) >= v) {
 			panic(fmt.Errorf("%w: target %d at %d outside vocabulary [0, %d)", kernels.ErrShape, tg, i, v))
 		}
 	}
-	b.launch("fom_xent", [3]int{(n + 7) / 8, 1, 1}, 128, ptr(l), ptr(x), iptr(t), i64(n), i64(v), flag(grad), f32(dscale))
+	b.launch("fom_xent", [3]int{(n + 7) / 8, 1, 1}, 128, ptr(l), ptr(x), iptr(t), i64(n), i64(v), ptr(d), flag(d.half), f32(dscale))
 }
 
 // SwiGLUForward computes h = silu(g)·u.

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "4c23647a4c50949bd72f5eaeff1e457223fa5ae63d516ea3f090408b94b0c760"
+const SourcesSHA256 = "62278a7336cf9397161180e996f638351f9dbe281d4a9f776f6101dec066f316"
