@@ -116,11 +116,14 @@ type Backend interface {
 	// RMSNormBackward accumulates: dinp += ∂L/∂inp, dweight += ∂L/∂weight.
 	RMSNormBackward(dinp, dweight, dout, inp, weight, rstd Buffer, n, c int)
 
-	// RoPEForward rotates x[N, heads, hd] in place by angle pos[n]·θ^(-2i/hd)
-	// on the pairs (i, i+hd/2) (the Hugging Face Llama "rotate_half" layout).
-	RoPEForward(x Buffer, pos IntBuffer, n, heads, hd int, theta float64)
-	// RoPEBackward applies the inverse rotation to the gradient dx in place.
-	RoPEBackward(dx Buffer, pos IntBuffer, n, heads, hd int, theta float64)
+	// RoPEForward rotates x[N, heads, hd] by angle pos[n]·θ^(-2i/hd) on the
+	// pairs (i, i+hd/2) (the Hugging Face Llama "rotate_half" layout) into
+	// dst: x itself, or another buffer of its size (on the GPU's bf16 path a
+	// bfloat16 one, rounded once).
+	RoPEForward(dst, x Buffer, pos IntBuffer, n, heads, hd int, theta float64)
+	// RoPEBackward applies the inverse rotation to the gradient dx, into
+	// dst as RoPEForward does.
+	RoPEBackward(dst, dx Buffer, pos IntBuffer, n, heads, hd int, theta float64)
 
 	// AttentionForward computes causal softmax(q·kᵀ/√HD)·v where query t of a
 	// sequence sees keys s with docStart[b·T+t] <= s <= t only (documents

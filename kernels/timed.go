@@ -110,14 +110,14 @@ func (t *Timed) RMSNormBackward(dinp, dweight, dout, inp, weight, rstd Buffer, n
 	t.Backend.RMSNormBackward(dinp, dweight, dout, inp, weight, rstd, n, c)
 }
 
-func (t *Timed) RoPEForward(x Buffer, pos IntBuffer, n, heads, hd int, theta float64) {
+func (t *Timed) RoPEForward(dst, x Buffer, pos IntBuffer, n, heads, hd int, theta float64) {
 	defer t.done(opRoPE, time.Now())
-	t.Backend.RoPEForward(x, pos, n, heads, hd, theta)
+	t.Backend.RoPEForward(dst, x, pos, n, heads, hd, theta)
 }
 
-func (t *Timed) RoPEBackward(dx Buffer, pos IntBuffer, n, heads, hd int, theta float64) {
+func (t *Timed) RoPEBackward(dst, dx Buffer, pos IntBuffer, n, heads, hd int, theta float64) {
 	defer t.done(opRoPE, time.Now())
-	t.Backend.RoPEBackward(dx, pos, n, heads, hd, theta)
+	t.Backend.RoPEBackward(dst, dx, pos, n, heads, hd, theta)
 }
 
 func (t *Timed) AttentionForward(out, lse, q, k, v Buffer, docStart IntBuffer, s AttnShape) {

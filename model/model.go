@@ -271,7 +271,11 @@ type acts struct {
 	// dy16 holds, on a backend that keeps bfloat16 buffers, a linear
 	// layer's output gradient rounded once for its two backward products
 	// (once); nil elsewhere.
-	dy16     kernels.Buffer
+	dy16 kernels.Buffer
+	// qk32 is, where q and k are held in bfloat16, the float32 scratch
+	// their products write before RoPE rotates and rounds them once; nil
+	// elsewhere (they rotate in place).
+	qk32     kernels.Buffer
 	count    int // targets that count in the last forward
 	haveGrad bool
 }
@@ -297,21 +301,21 @@ func actBytes(sizes []actBuf, half bool) int64 {
 	return n
 }
 
-// actBuf is one activation buffer: its values, and whether only matrix
-// products read it (mm: bfloat16 where the backend holds it so; only16:
-// and none at all elsewhere).
+// actBuf is one activation buffer: its values, and whether it is held in
+// bfloat16 where the backend holds such buffers (mm: only matrix products
+// and attention read it), and whether it exists only there (onlyHalf).
 type actBuf struct {
-	n      int
-	mm     bool
-	only16 bool
+	n        int
+	mm       bool
+	onlyHalf bool
 }
 
 func (a actBuf) bytes(half bool) int64 {
 	switch {
+	case a.onlyHalf && !half:
+		return 0
 	case half && a.mm:
 		return 2
-	case a.only16:
-		return 0
 	}
 	return 4
 }
@@ -333,21 +337,24 @@ func actSizes(c Config, b, t int, recompute, grad bool) []actBuf {
 		add(false, n*c.Dim) // resid
 	}
 	for i := 0; i < actLayers(c, recompute); i++ {
-		add(true, n*c.Dim)                                            // ln1
-		add(false, n, n*qd, n*kvd, n*kvd, n*qd, b*c.Heads*t, n*c.Dim) // rstd1 q k v att lse x2
-		add(true, n*c.Dim)                                            // ln2
-		add(false, n, n*c.FFNDim, n*c.FFNDim)                         // rstd2 g u
-		add(true, n*c.FFNDim)                                         // h
+		add(true, n*c.Dim)                        // ln1
+		add(false, n)                             // rstd1
+		add(true, n*qd, n*kvd, n*kvd)             // q k v
+		add(false, n*qd, b*c.Heads*t, n*c.Dim, n) // att lse x2 rstd2
+		add(true, n*c.Dim)                        // ln2
+		add(false, n*c.FFNDim, n*c.FFNDim)        // g u
+		add(true, n*c.FFNDim)                     // h
 	}
-	add(true, n*c.Dim)          // lnf
-	add(false, n, n*c.Vocab, n) // rstdf logits losses
+	add(true, n*c.Dim)                                         // lnf
+	add(false, n, n*c.Vocab, n)                                // rstdf logits losses
+	s = append(s, actBuf{n: n * max(qd, kvd), onlyHalf: true}) // qk32
 	if !grad {
 		return s
 	}
-	add(false, n*c.Dim, n*c.Dim, n*qd, n*qd, n*kvd, n*kvd)                        // dres dln datt dq dk dv
-	add(false, n*c.FFNDim)                                                        // dh
-	add(true, n*c.FFNDim, n*c.FFNDim)                                             // dg du
-	s = append(s, actBuf{n: n * max(c.Vocab, c.Dim, qd), mm: true, only16: true}) // dy16
+	add(false, n*c.Dim, n*c.Dim, n*qd, n*qd, n*kvd, n*kvd)                          // dres dln datt dq dk dv
+	add(false, n*c.FFNDim)                                                          // dh
+	add(true, n*c.FFNDim, n*c.FFNDim)                                               // dg du
+	s = append(s, actBuf{n: n * max(c.Vocab, c.Dim, qd), mm: true, onlyHalf: true}) // dy16
 	return s
 }
 
@@ -371,10 +378,10 @@ func (m *Model) acts(b, t int) *acts {
 		s := sizes[0]
 		sizes = sizes[1:]
 		switch {
+		case s.onlyHalf && half == nil:
+			return nil
 		case s.mm && half != nil:
 			return half.AllocBF16(s.n)
-		case s.only16:
-			return nil
 		}
 		return m.be.Alloc(s.n)
 	}
@@ -388,9 +395,9 @@ func (m *Model) acts(b, t int) *acts {
 	}
 	for i := 0; i < actLayers(m.Config, m.recompute); i++ {
 		a.layers = append(a.layers, layerActs{ln1: next(), rstd1: next(), q: next(), k: next(), v: next(), att: next(),
-			lse: next(), x2: next(), ln2: next(), rstd2: next(), g: next(), u: next(), h: next()})
+			lse: next(), x2: next(), rstd2: next(), ln2: next(), g: next(), u: next(), h: next()})
 	}
-	a.lnf, a.rstdf, a.logits, a.losses = next(), next(), next(), next()
+	a.lnf, a.rstdf, a.logits, a.losses, a.qk32 = next(), next(), next(), next(), next()
 	if !m.frozen() {
 		a.dres, a.dln, a.datt, a.dq, a.dk, a.dv = next(), next(), next(), next(), next(), next()
 		a.dh, a.dg, a.du, a.dy16 = next(), next(), next(), next()
@@ -542,11 +549,15 @@ func (m *Model) blockForward(a *acts, l int, out bool) {
 	shape := kernels.AttnShape{B: a.B, T: a.T, NH: c.Heads, KVH: c.KVHeads, HD: hd}
 	eps := float32(c.NormEps)
 	be.RMSNormForward(x.ln1, x.rstd1, a.resid[l], w.ln1, n, c.Dim, eps)
-	linear(be, x.q, x.ln1, w.q, n, c.Dim, qd)
-	linear(be, x.k, x.ln1, w.k, n, c.Dim, kvd)
+	q, k := x.q, x.k // rotated in place, or from float32 scratch into bfloat16
+	if a.qk32 != nil {
+		q, k = be.View(a.qk32, 0, n*qd), be.View(a.qk32, 0, n*kvd)
+	}
+	linear(be, q, x.ln1, w.q, n, c.Dim, qd)
+	be.RoPEForward(x.q, q, a.pos, n, c.Heads, hd, c.RopeTheta)
+	linear(be, k, x.ln1, w.k, n, c.Dim, kvd)
+	be.RoPEForward(x.k, k, a.pos, n, c.KVHeads, hd, c.RopeTheta)
 	linear(be, x.v, x.ln1, w.v, n, c.Dim, kvd)
-	be.RoPEForward(x.q, a.pos, n, c.Heads, hd, c.RopeTheta)
-	be.RoPEForward(x.k, a.pos, n, c.KVHeads, hd, c.RopeTheta)
 	be.AttentionForward(x.att, x.lse, x.q, x.k, x.v, a.docStart, shape)
 	be.Copy(x.x2, a.resid[l])
 	be.Matmul(x.x2, x.att, w.o, n, c.Dim, qd, false, true, true)
@@ -666,10 +677,12 @@ func (m *Model) blockBackward(a *acts, l int) {
 	be.RMSNormBackward(a.dres, g.ln2, a.dln, x.x2, w.ln2, x.rstd2, n, c.Dim)
 	linearBackward(be, a.datt, g.o, a.once(be, a.dres, n*c.Dim), x.att, w.o, n, qd, c.Dim, false)
 	be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, x.q, x.k, x.v, x.att, x.lse, a.docStart, shape)
-	be.RoPEBackward(a.dq, a.pos, n, c.Heads, hd, c.RopeTheta)
-	be.RoPEBackward(a.dk, a.pos, n, c.KVHeads, hd, c.RopeTheta)
-	linearBackward(be, a.dln, g.q, a.once(be, a.dq, n*qd), x.ln1, w.q, n, c.Dim, qd, false)
-	linearBackward(be, a.dln, g.k, a.once(be, a.dk, n*kvd), x.ln1, w.k, n, c.Dim, kvd, true)
+	dq := a.gradOut(be, a.dq, n*qd)
+	be.RoPEBackward(dq, a.dq, a.pos, n, c.Heads, hd, c.RopeTheta)
+	linearBackward(be, a.dln, g.q, dq, x.ln1, w.q, n, c.Dim, qd, false)
+	dk := a.gradOut(be, a.dk, n*kvd)
+	be.RoPEBackward(dk, a.dk, a.pos, n, c.KVHeads, hd, c.RopeTheta)
+	linearBackward(be, a.dln, g.k, dk, x.ln1, w.k, n, c.Dim, kvd, true)
 	linearBackward(be, a.dln, g.v, a.once(be, a.dv, n*kvd), x.ln1, w.v, n, c.Dim, kvd, true)
 	be.RMSNormBackward(a.dres, g.ln1, a.dln, a.resid[l], w.ln1, x.rstd1, n, c.Dim)
 }

@@ -61,7 +61,7 @@ run)
 	mkdir -p "$out"
 	sum=$out/summary.txt
 	nvidia-smi >"$sum" 2>&1
-	all="ptxas hopper hopper-mn tests generate gemm-kernels gemm-kernels-mn bench-kernels yardsticks train-bf16 train-bf16-sm80 train-fp32 memcheck racecheck ncu-gemm ncu-flash"
+	all="ptxas hopper hopper-mn tests generate gemm-kernels gemm-kernels-mn bench-kernels yardsticks train-bf16 train-bf16-sm80 train-fp32 train-small train-small-wait memcheck racecheck ncu-gemm ncu-flash"
 	steps=" ${STEPS:-$all} "
 	# step NAME LIMIT FILE CMD...: run CMD with a time limit (when STEPS
 	# names it), appending its output to FILE and its status and time to
@@ -105,6 +105,11 @@ run)
 	step train-bf16 120 "$out/train.txt" "$F" "${train[@]}" --precision bf16
 	step train-bf16-sm80 120 "$out/train.txt" env FOMNET_CUDA_SM90A=0 "$F" "${train[@]}" --precision bf16
 	step train-fp32 120 "$out/train.txt" "$F" "${train[@]}" --precision fp32
+	# A launch-bound step (the demo preset): launches queued to the device's
+	# thread, then each waited for as before 2026-12-07 (FOMNET_CUDA_WAIT=1).
+	small=(bench train --device cuda --precision bf16 --preset demo --batch 4 --seq 64 --steps 20)
+	step train-small 60 "$out/train.txt" "$F" "${small[@]}"
+	step train-small-wait 60 "$out/train.txt" env FOMNET_CUDA_WAIT=1 "$F" "${small[@]}"
 	cd kernels/cuda
 	step memcheck 90 "$out/sanitizer.txt" compute-sanitizer --tool memcheck "$T" -test.run 'TestGEMMBF16Configs|TestFlashAttentionRows|TestGPUHopperGEMM' -test.count=1
 	step racecheck 90 "$out/sanitizer.txt" compute-sanitizer --tool racecheck "$T" -test.run 'TestFlashAttentionRows|TestGPUHopperGEMM' -test.count=1

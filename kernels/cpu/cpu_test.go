@@ -216,11 +216,17 @@ func TestRoPE(t *testing.T) {
 	}
 	for _, bwd := range []bool{false, true} {
 		got := agree(t, func(be *Backend) []float32 {
-			b := upload(be, x)
+			b, src, dst := upload(be, x), upload(be, x), poisoned(be, len(x))
+			rope := be.RoPEForward
 			if bwd {
-				be.RoPEBackward(b, uploadInt(be, pos), n, heads, hd, theta)
-			} else {
-				be.RoPEForward(b, uploadInt(be, pos), n, heads, hd, theta)
+				rope = be.RoPEBackward
+			}
+			rope(b, b, uploadInt(be, pos), n, heads, hd, theta)
+			rope(dst, src, uploadInt(be, pos), n, heads, hd, theta)
+			for i := range x {
+				if F(src)[i] != x[i] || F(dst)[i] != F(b)[i] {
+					t.Fatalf("rope into another buffer: source %d %v (was %v), result %v (in place: %v)", i, F(src)[i], x[i], F(dst)[i], F(b)[i])
+				}
 			}
 			return F(b)
 		})

@@ -96,12 +96,12 @@ func (t *rowTask) run(w, lo, hi int) {
 		for i := lo; i < hi; i++ {
 			tab := t.rope[int(t.ints[i])*t.hd:][:t.hd] // cos[half], sin[half]
 			for h := 0; h < t.heads; h++ {
-				x := t.out[(i*t.heads+h)*t.hd:][:t.hd]
+				x, y := t.inp[(i*t.heads+h)*t.hd:][:t.hd], t.out[(i*t.heads+h)*t.hd:][:t.hd]
 				for j := 0; j < half; j++ {
 					c, s := tab[j], sign*tab[half+j]
 					a, b := x[j], x[j+half]
-					x[j] = float32(a*c) - float32(b*s)
-					x[j+half] = float32(b*c) + float32(a*s)
+					y[j] = float32(a*c) - float32(b*s)
+					y[j+half] = float32(b*c) + float32(a*s)
 				}
 			}
 		}
@@ -260,9 +260,10 @@ func (b *Backend) ropeTable(hd int, theta float64, maxPos int) []float32 {
 	return tab
 }
 
-func (b *Backend) rope(op int, x kernels.Buffer, pos kernels.IntBuffer, n, heads, hd int, theta float64) {
-	xd, p := fs(x), is(pos)
+func (b *Backend) rope(op int, dst, x kernels.Buffer, pos kernels.IntBuffer, n, heads, hd int, theta float64) {
+	yd, xd, p := fs(dst), fs(x), is(pos)
 	need("rope x", len(xd), n*heads*hd)
+	need("rope dst", len(yd), n*heads*hd)
 	need("rope pos", len(p), n)
 	if hd%2 != 0 {
 		panic(fmt.Errorf("%w: rope head dim %d must be even", kernels.ErrShape, hd))
@@ -274,19 +275,19 @@ func (b *Backend) rope(op int, x kernels.Buffer, pos kernels.IntBuffer, n, heads
 		}
 		maxPos = max(maxPos, int(v)+1)
 	}
-	b.rowT = rowTask{be: b, op: op, out: xd, ints: p, heads: heads, hd: hd, rope: b.ropeTable(hd, theta, maxPos)}
+	b.rowT = rowTask{be: b, op: op, out: yd, inp: xd, ints: p, heads: heads, hd: hd, rope: b.ropeTable(hd, theta, maxPos)}
 	b.pool.run(&b.rowT, n, 16)
 	b.forget()
 }
 
-// RoPEForward rotates in place.
-func (b *Backend) RoPEForward(x kernels.Buffer, pos kernels.IntBuffer, n, heads, hd int, theta float64) {
-	b.rope(rowRoPEFwd, x, pos, n, heads, hd, theta)
+// RoPEForward rotates x into dst (which may be x).
+func (b *Backend) RoPEForward(dst, x kernels.Buffer, pos kernels.IntBuffer, n, heads, hd int, theta float64) {
+	b.rope(rowRoPEFwd, dst, x, pos, n, heads, hd, theta)
 }
 
-// RoPEBackward rotates gradients back in place.
-func (b *Backend) RoPEBackward(dx kernels.Buffer, pos kernels.IntBuffer, n, heads, hd int, theta float64) {
-	b.rope(rowRoPEBwd, dx, pos, n, heads, hd, theta)
+// RoPEBackward rotates gradients dx back into dst (which may be dx).
+func (b *Backend) RoPEBackward(dst, dx kernels.Buffer, pos kernels.IntBuffer, n, heads, hd int, theta float64) {
+	b.rope(rowRoPEBwd, dst, dx, pos, n, heads, hd, theta)
 }
 
 // SwiGLUForward computes silu(g)·u.

@@ -63,9 +63,19 @@ func flashShared(kernel string, hdp int) int {
 	return 2 * rows * (hdp + 8)
 }
 
-// flashInputs rounds the attention operands to bfloat16 (scratch memory).
+// flashInputs is the attention operands in bfloat16: as they are where
+// held so, else rounded into scratch memory.
 func (b *Backend) flashInputs(s kernels.AttnShape, q, k, v *buf) (bq, bk, bv BF16Matrix) {
-	return b.toBF16(&b.bfQ, q, s.B*s.T*s.NH, s.HD), b.toBF16(&b.bfK, k, s.B*s.T*s.KVH, s.HD), b.toBF16(&b.bfV, v, s.B*s.T*s.KVH, s.HD)
+	return b.operand(&b.bfQ, q, s.B*s.T*s.NH, s.HD), b.operand(&b.bfK, k, s.B*s.T*s.KVH, s.HD), b.operand(&b.bfV, v, s.B*s.T*s.KVH, s.HD)
+}
+
+// qkv returns q, k and v, which may be held in bfloat16 (all three or none).
+func (b *Backend) qkv(q, k, v kernels.Buffer) (qd, kd, vd *buf) {
+	qd, kd, vd = b.fg(q), b.fg(k), b.fg(v)
+	if qd.half != kd.half || qd.half != vd.half {
+		panic(fmt.Errorf("%w: attention q, k and v held in bfloat16 %v, %v and %v: all or none", kernels.ErrShape, qd.half, kd.half, vd.half))
+	}
+	return qd, kd, vd
 }
 
 // flashKernels names flash.cu's kernels by pass and HDP.
@@ -86,29 +96,36 @@ func (b *Backend) flash(kernel string, s kernels.AttnShape, args ...uint64) {
 	b.launchShared(flashKernels[kernel][hdp], [3]int{nb, heads, s.B}, 128, flashShared(kernel, hdp), args...)
 }
 
-func (b *Backend) attnArgs(s kernels.AttnShape) []uint64 {
-	// The scalar kernels round to bf16 on the last flag.
-	return []uint64{i32(s.B), i32(s.T), i32(s.NH), i32(s.KVH), i32(s.HD), f32(float32(1 / math.Sqrt(float64(s.HD)))), flag(b.prec == BF16)}
+// attnArgs ends the scalar kernels' arguments; the last says how they read
+// q, k and v (fom_ld: as they are, rounded to bfloat16, or held in it).
+func (b *Backend) attnArgs(s kernels.AttnShape, q *buf) []uint64 {
+	bf := flag(b.prec == BF16)
+	if q.half {
+		bf = 2
+	}
+	return []uint64{i32(s.B), i32(s.T), i32(s.NH), i32(s.KVH), i32(s.HD), f32(float32(1 / math.Sqrt(float64(s.HD)))), bf}
 }
 
 // AttentionForward computes causal, document-masked attention and the per-row
 // log-sum-exp.
 func (b *Backend) AttentionForward(out, lse, q, k, v kernels.Buffer, docStart kernels.IntBuffer, s kernels.AttnShape) {
-	o, l, qd, kd, vd, ds := b.fb(out), b.fb(lse), b.fb(q), b.fb(k), b.fb(v), b.ib(docStart)
+	o, l, ds := b.fb(out), b.fb(lse), b.ib(docStart)
+	qd, kd, vd := b.qkv(q, k, v)
 	b.checkAttn(qd, kd, vd, o, l, ds, s)
 	if b.tensorCores(s) {
 		bq, bk, bv := b.flashInputs(s, qd, kd, vd)
 		b.flash("fwd", s, ptr(o), ptr(l), bq.p, bk.p, bv.p, iptr(ds))
 		return
 	}
-	args := append([]uint64{ptr(o), ptr(l), ptr(qd), ptr(kd), ptr(vd), iptr(ds)}, b.attnArgs(s)...)
+	args := append([]uint64{ptr(o), ptr(l), ptr(qd), ptr(kd), ptr(vd), iptr(ds)}, b.attnArgs(s, qd)...)
 	b.launch("fom_attn_fwd", [3]int{(s.T + attnBlock - 1) / attnBlock, s.NH, s.B}, attnBlock, args...)
 }
 
 // AttentionBackward overwrites dq, dk and dv.
 func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse kernels.Buffer, docStart kernels.IntBuffer, s kernels.AttnShape) {
 	gq, gk, gv, do := b.fb(dq), b.fb(dk), b.fb(dv), b.fb(dout)
-	o, l, qd, kd, vd, ds := b.fb(out), b.fb(lse), b.fb(q), b.fb(k), b.fb(v), b.ib(docStart)
+	o, l, ds := b.fb(out), b.fb(lse), b.ib(docStart)
+	qd, kd, vd := b.qkv(q, k, v)
 	b.checkAttn(qd, kd, vd, o, l, ds, s)
 	need("attention dq", gq.n, qd.n)
 	need("attention dout", do.n, qd.n)
@@ -125,7 +142,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse kernels.
 		b.flash("dq", s, append([]uint64{ptr(gq)}, rest...)...)
 		return
 	}
-	common := append([]uint64{ptr(do), ptr(qd), ptr(kd), ptr(vd), ptr(l), ptr(D), iptr(ds)}, b.attnArgs(s)...)
+	common := append([]uint64{ptr(do), ptr(qd), ptr(kd), ptr(vd), ptr(l), ptr(D), iptr(ds)}, b.attnArgs(s, qd)...)
 	b.launch("fom_attn_dkdv", [3]int{nb, s.KVH, s.B}, attnBlock, append([]uint64{ptr(gk), ptr(gv)}, common...)...)
 	b.launch("fom_attn_dq", [3]int{nb, s.NH, s.B}, attnBlock, append([]uint64{ptr(gq)}, common...)...)
 }

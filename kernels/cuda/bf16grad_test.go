@@ -207,6 +207,22 @@ func TestBF16Activations(t *testing.T) {
 		be.SoftmaxCrossEntropy(losses, logits, dlogits, upInt(be, tgs), n, c, 0.5)
 		be.SoftmaxCrossEntropy(losses, logits, dlogitsH, upInt(be, tgs), n, c, 0.5)
 		check("cross-entropy dlogits", dlogitsH, dlogits)
+		const heads, hd = 2, 20 // n×c values
+		pos := make([]int32, n)
+		for i := range pos {
+			pos[i] = int32(r.IntN(500))
+		}
+		rp, rx := upInt(be, pos), up(be, randn(r, n*c, 1))
+		for _, rope := range []func(dst, x kernels.Buffer, pos kernels.IntBuffer, n, heads, hd int, theta float64){be.RoPEForward, be.RoPEBackward} {
+			y, yH := be.Alloc(n*c), be.AllocBF16(n*c)
+			rope(y, rx, rp, n, heads, hd, 10000)
+			rope(yH, rx, rp, n, heads, hd, 10000)
+			check("rope", yH, y)
+		}
+
+		for _, hd := range []int{32, 10} { // flash, and the scalar kernels
+			attentionReadsBF16(t, tg.name, be, r, hd)
+		}
 
 		for _, mc := range []mmCase{{70, 50, 40, false, true, false}, {65, 129, 17, true, true, true}, {33, 17, 300, true, false, true}} {
 			a, bm := roundedRandn(r, mc.m*mc.k, 1), roundedRandn(r, mc.k*mc.n, 1)
@@ -223,4 +239,38 @@ func TestBF16Activations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// attentionReadsBF16 checks that attention given q, k and v held in
+// bfloat16 gives the bits it gives for float32 q, k and v (which it rounds
+// so), forward and backward, and that a mix of the two is refused.
+func attentionReadsBF16(t *testing.T, name string, be *cuda.Backend, r *rand.Rand, hd int) {
+	t.Helper()
+	s := kernels.AttnShape{B: 2, T: 37, NH: 4, KVH: 2, HD: hd}
+	nq, nkv := s.B*s.T*s.NH*hd, s.B*s.T*s.KVH*hd
+	ds := upInt(be, docStarts(r, s.B, s.T))
+	q, k, v := up(be, randn(r, nq, 1)), up(be, randn(r, nkv, 1)), up(be, randn(r, nkv, 1))
+	half := func(x kernels.Buffer) kernels.Buffer {
+		h := be.AllocBF16(x.Len())
+		be.Copy(h, x)
+		return h
+	}
+	qH, kH, vH := half(q), half(k), half(v)
+	dout := up(be, randn(r, nq, 1))
+	run := func(q, k, v kernels.Buffer) map[string][]float32 {
+		out, lse := be.Alloc(nq), be.Alloc(s.B*s.NH*s.T)
+		dq, dk, dv := be.Alloc(nq), be.Alloc(nkv), be.Alloc(nkv)
+		be.AttentionForward(out, lse, q, k, v, ds, s)
+		be.AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, ds, s)
+		return map[string][]float32{"out": down(be, out), "lse": down(be, lse), "dq": down(be, dq), "dk": down(be, dk), "dv": down(be, dv)}
+	}
+	compareBits(t, fmt.Sprintf("%s attention of bfloat16 q, k, v, head dim %d", name, hd), run(qH, kH, vH), run(q, k, v))
+	func() {
+		defer func() {
+			if err, _ := recover().(error); !errors.Is(err, kernels.ErrShape) {
+				t.Fatalf("%s: attention of bfloat16 q with float32 k and v: recovered %v, want ErrShape", name, err)
+			}
+		}()
+		be.AttentionForward(be.Alloc(nq), be.Alloc(s.B*s.NH*s.T), qH, k, v, ds, s)
+	}()
 }

@@ -74,9 +74,11 @@ FOM_DEV float fom_sigmoid(float g) {
 // fom_bf16 rounds x to bfloat16 (nearest, ties to even) and back.
 FOM_DEV float fom_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
-// fom_ld reads x[i], rounded to bfloat16 when bf is set (the bf16 path's
-// activations and weights).
+// fom_ld reads x[i]: as it is (bf 0), rounded to bfloat16 (bf 1: the bf16
+// path's float32 activations), or from a buffer held in bfloat16 (bf 2,
+// the same values).
 FOM_DEV float fom_ld(const float *x, long long i, int bf) {
+	if (bf == 2) return __int_as_float((int)((uint32_t)((const uint16_t *)x)[i] << 16));
 	float v = x[i];
 	return bf ? fom_bf16(v) : v;
 }

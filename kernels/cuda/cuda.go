@@ -174,9 +174,28 @@ type ibuf struct {
 	p     uint64
 	host  []int32
 	owner *Backend
+	rows  int // maxPos's answer since the last upload, or 0 before it is asked
 }
 
 func (x *ibuf) Len() int { return len(x.host) }
+
+// maxPos is the rows a RoPE table needs for positions x: one more than the
+// largest. It scans the host copy once after each upload (every block's
+// RoPE reads the same positions); a negative position panics.
+func (x *ibuf) maxPos() int {
+	if x.rows > 0 {
+		return x.rows
+	}
+	rows := 0
+	for i, v := range x.host {
+		if v < 0 {
+			panic(fmt.Errorf("%w: rope position %d at %d is negative", kernels.ErrShape, v, i))
+		}
+		rows = max(rows, int(v)+1)
+	}
+	x.rows = rows
+	return rows
+}
 
 // fb is a float32 buffer of this backend's; fg may hold bfloat16 as well,
 // for the arguments that take either (kernels.BF16Backend). Neither takes
@@ -341,6 +360,7 @@ func (b *Backend) UploadInt(dst kernels.IntBuffer, src []int32) {
 	d := b.ib(dst)
 	need("upload source", len(src), len(d.host))
 	copy(d.host, src)
+	d.rows = 0
 	if len(src) == 0 || !b.ok() {
 		return
 	}

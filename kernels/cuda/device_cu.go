@@ -41,6 +41,7 @@ func Open(o Options) (*Backend, error) {
 // device copies without waiting for them.
 type cuDevice struct {
 	t      *thread
+	wait   bool // FOMNET_CUDA_WAIT=1: launches wait for the driver as every call does (to compare)
 	name   string
 	ctx    cu.CUContext
 	stream cu.Stream
@@ -52,7 +53,8 @@ type cuDevice struct {
 }
 
 func openDevice(ordinal int) (*cuDevice, error) {
-	d := &cuDevice{fns: map[string]cu.Function{}, shared: map[string]int{}, mapped: map[uint64]unsafe.Pointer{}}
+	d := &cuDevice{fns: map[string]cu.Function{}, shared: map[string]int{}, mapped: map[uint64]unsafe.Pointer{},
+		wait: os.Getenv("FOMNET_CUDA_WAIT") == "1"}
 	t, err := startThread(func() error { return d.init(ordinal) }, d.teardown)
 	if err != nil {
 		return nil, err
@@ -148,6 +150,16 @@ func (d *cuDevice) teardown() {
 // do runs f on the device's thread and waits for it (thread.do).
 func (d *cuDevice) do(f func() error) error { return d.t.do(f) }
 
+// queue sends f to the device's thread without waiting (thread.post),
+// unless the device was opened with FOMNET_CUDA_WAIT=1.
+func (d *cuDevice) queue(f func() error) error {
+	if d.wait {
+		return d.t.do(f)
+	}
+	d.t.post(f)
+	return nil
+}
+
 func (d *cuDevice) Name() string { return d.name }
 
 // Note says what the device left out, or "".
@@ -197,24 +209,22 @@ func (d *cuDevice) CopyOut(dst unsafe.Pointer, src uint64, bytes int64) error {
 
 // CopyDev queues the copy; a failure is returned by a later call.
 func (d *cuDevice) CopyDev(dst, src uint64, bytes int64) error {
-	d.t.post(func() error {
+	return d.queue(func() error {
 		if err := cu.MemcpyDtoDAsync(cu.DevicePtr(dst), cu.DevicePtr(src), bytes, d.stream); err != nil {
 			return fmt.Errorf("device copy of %d bytes: %w", bytes, err)
 		}
 		return nil
 	})
-	return nil
 }
 
 // Clear queues the clear; a failure is returned by a later call.
 func (d *cuDevice) Clear(dst uint64, bytes int64) error {
-	d.t.post(func() error {
+	return d.queue(func() error {
 		if err := cu.MemsetD8Async(cu.DevicePtr(dst), 0, bytes, d.stream); err != nil {
 			return fmt.Errorf("clearing %d bytes: %w", bytes, err)
 		}
 		return nil
 	})
-	return nil
 }
 
 // Launch queues the launch; a failure is returned, naming the kernel, by a
@@ -225,7 +235,7 @@ func (d *cuDevice) Launch(kernel string, grid, block [3]int, shared int, args []
 		return fmt.Errorf("no kernel %s in the embedded PTX", kernel)
 	}
 	args = append([]uint64(nil), args...) // the caller's may change before the launch reads it
-	d.t.post(func() error {
+	return d.queue(func() error {
 		params := make([]unsafe.Pointer, len(args))
 		for i := range args {
 			params[i] = unsafe.Pointer(&args[i])
@@ -243,7 +253,6 @@ func (d *cuDevice) Launch(kernel string, grid, block [3]int, shared int, args []
 		}
 		return nil
 	})
-	return nil
 }
 
 // Sync waits for the device's queued work (for timing).

@@ -53,12 +53,14 @@
 // Options.OffloadMaster).
 //
 // Concurrency. A CUDA context is bound to an OS thread; the Device owns one
-// goroutine locked to its thread and every driver call runs there. The Backend
+// goroutine locked to its thread and every driver call runs there (thread.go);
+// launches, clears and device copies are queued without waiting. The Backend
 // is one ordered stream of work, like the CPU backend, used from one goroutine
 // at a time.
 //
 // Errors. Device failures (out of memory, launch errors) are returned, not
-// panicked: the Backend records the first and reports it from Err
+// panicked — a queued launch's by the next call that waits, naming the
+// kernel: the Backend records the first and reports it from Err
 // (kernels.Err), skipping later device work; the model checks it every step.
 package cuda
 

@@ -242,10 +242,13 @@ func TestRoPEMatchesCPU(t *testing.T) {
 		}
 		p := upInt(be, pos)
 		x := up(be, randn(r, n*heads*hd, 1))
-		be.RoPEForward(x, p, n, heads, hd, 10000)
+		y := up(be, randn(r, n*heads*hd, 1))
+		be.RoPEForward(y, x, p, n, heads, hd, 10000)
+		apart := down(be, y)
+		be.RoPEForward(x, x, p, n, heads, hd, 10000)
 		fwd := down(be, x)
-		be.RoPEBackward(x, p, n, heads, hd, 500000)
-		return map[string][]float32{"fwd": fwd, "bwd": down(be, x)}
+		be.RoPEBackward(x, x, p, n, heads, hd, 500000)
+		return map[string][]float32{"fwd": fwd, "fwd apart": apart, "bwd": down(be, x)}
 	})
 }
 

@@ -156,8 +156,10 @@ FOM_KERNEL void fom_colsum_add(void *dst, const float *part, int chunks, long lo
 
 // fom_rope rotates the pairs (j, j+hd/2) of x[n, heads, hd] by the angle whose
 // cos and sin are row pos[n] of tab (cos[hd/2] then sin[hd/2], computed on the
-// host in float64 exactly as the CPU backend does); sign −1 rotates back.
-FOM_KERNEL void fom_rope(float *x, const int *pos, const float *tab, long long n, int heads, int hd, float sign) {
+// host in float64 exactly as the CPU backend does) into dst (x itself, or a
+// buffer in bfloat16 where dbf is set); sign −1 rotates back.
+FOM_KERNEL void fom_rope(void *dst, int dbf, const float *x, const int *pos, const float *tab, long long n, int heads, int hd,
+                         float sign) {
 	long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
 	int half = hd / 2;
 	long long per = (long long)heads * half;
@@ -166,10 +168,10 @@ FOM_KERNEL void fom_rope(float *x, const int *pos, const float *tab, long long n
 	int h = (int)(t % per) / half, j = (int)(t % per) % half;
 	const float *row = tab + (long long)pos[i] * hd;
 	float cs = row[j], sn = __fmul_rn(sign, row[half + j]);
-	float *v = x + (i * heads + h) * hd;
-	float a = v[j], b = v[j + half];
-	v[j] = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
-	v[j + half] = __fadd_rn(__fmul_rn(b, cs), __fmul_rn(a, sn));
+	long long o = (i * heads + h) * hd;
+	float a = x[o + j], b = x[o + j + half];
+	fom_gst(dst, o + j, dbf, __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn)));
+	fom_gst(dst, o + j + half, dbf, __fadd_rn(__fmul_rn(b, cs), __fmul_rn(a, sn)));
 }
 
 // fom_xent: softmax cross-entropy, 8 rows per 128-thread block, 16 lanes per

@@ -154,35 +154,29 @@ func (b *Backend) ropeTable(hd int, theta float64, maxPos int) *buf {
 	return t
 }
 
-func (b *Backend) rope(sign float32, x kernels.Buffer, pos kernels.IntBuffer, n, heads, hd int, theta float64) {
-	xd, p := b.fb(x), b.ib(pos)
+func (b *Backend) rope(sign float32, dst, x kernels.Buffer, pos kernels.IntBuffer, n, heads, hd int, theta float64) {
+	yd, xd, p := b.fg(dst), b.fb(x), b.ib(pos)
 	need("rope x", xd.n, n*heads*hd)
+	need("rope dst", yd.n, n*heads*hd)
 	need("rope pos", p.Len(), n)
 	if hd%2 != 0 {
 		panic(fmt.Errorf("%w: rope head dim %d must be even", kernels.ErrShape, hd))
 	}
-	maxPos := 0
-	for i, v := range p.host {
-		if v < 0 {
-			panic(fmt.Errorf("%w: rope position %d at %d is negative", kernels.ErrShape, v, i))
-		}
-		maxPos = max(maxPos, int(v)+1)
-	}
 	if n == 0 || hd == 0 {
 		return
 	}
-	tab := b.ropeTable(hd, theta, maxPos)
-	b.launch1D("fom_rope", n*heads*(hd/2), ptr(xd), iptr(p), ptr(tab), i64(n), i32(heads), i32(hd), f32(sign))
+	tab := b.ropeTable(hd, theta, p.maxPos())
+	b.launch1D("fom_rope", n*heads*(hd/2), ptr(yd), flag(yd.half), ptr(xd), iptr(p), ptr(tab), i64(n), i32(heads), i32(hd), f32(sign))
 }
 
-// RoPEForward rotates in place.
-func (b *Backend) RoPEForward(x kernels.Buffer, pos kernels.IntBuffer, n, heads, hd int, theta float64) {
-	b.rope(1, x, pos, n, heads, hd, theta)
+// RoPEForward rotates x into dst (x, or a buffer held in bfloat16).
+func (b *Backend) RoPEForward(dst, x kernels.Buffer, pos kernels.IntBuffer, n, heads, hd int, theta float64) {
+	b.rope(1, dst, x, pos, n, heads, hd, theta)
 }
 
-// RoPEBackward rotates gradients back in place.
-func (b *Backend) RoPEBackward(dx kernels.Buffer, pos kernels.IntBuffer, n, heads, hd int, theta float64) {
-	b.rope(-1, dx, pos, n, heads, hd, theta)
+// RoPEBackward rotates gradients back into dst, as RoPEForward.
+func (b *Backend) RoPEBackward(dst, dx kernels.Buffer, pos kernels.IntBuffer, n, heads, hd int, theta float64) {
+	b.rope(-1, dst, dx, pos, n, heads, hd, theta)
 }
 
 // SoftmaxCrossEntropy computes per-row losses and, given dlogits (which

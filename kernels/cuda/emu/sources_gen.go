@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "62278a7336cf9397161180e996f638351f9dbe281d4a9f776f6101dec066f316"
+const SourcesSHA256 = "6540960e3448aacf2a299fe589297f770968bfde4e41288abf97afb833e71378"
