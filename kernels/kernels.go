@@ -130,7 +130,9 @@ type Backend interface {
 	// packed in one sequence never see each other). It writes out and the
 	// per-row log-sum-exp lse used by backward.
 	AttentionForward(out, lse, q, k, v Buffer, docStart IntBuffer, s AttnShape)
-	// AttentionBackward overwrites dq, dk and dv.
+	// AttentionBackward overwrites dq, dk and dv (dv, which only linear
+	// products read, may be a bfloat16 buffer on the GPU's bf16 path,
+	// rounded once).
 	AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse Buffer, docStart IntBuffer, s AttnShape)
 
 	// SwiGLUForward: h = silu(g) * u, elementwise over n values.

@@ -270,7 +270,8 @@ type acts struct {
 	dh, dg, du       kernels.Buffer // [N,F]
 	// dy16 holds, on a backend that keeps bfloat16 buffers, a linear
 	// layer's output gradient rounded once for its two backward products
-	// (once); nil elsewhere.
+	// (gradOut, once) — two at a time in attention's backward (dv beside
+	// dq, then dk); nil elsewhere.
 	dy16 kernels.Buffer
 	// qk32 is, where q and k are held in bfloat16, the float32 scratch
 	// their products write before RoPE rotates and rounds them once; nil
@@ -351,10 +352,10 @@ func actSizes(c Config, b, t int, recompute, grad bool) []actBuf {
 	if !grad {
 		return s
 	}
-	add(false, n*c.Dim, n*c.Dim, n*qd, n*qd, n*kvd, n*kvd)                          // dres dln datt dq dk dv
-	add(false, n*c.FFNDim)                                                          // dh
-	add(true, n*c.FFNDim, n*c.FFNDim)                                               // dg du
-	s = append(s, actBuf{n: n * max(c.Vocab, c.Dim, qd), mm: true, onlyHalf: true}) // dy16
+	add(false, n*c.Dim, n*c.Dim, n*qd, n*qd, n*kvd, n*kvd)                              // dres dln datt dq dk dv
+	add(false, n*c.FFNDim)                                                              // dh
+	add(true, n*c.FFNDim, n*c.FFNDim)                                                   // dg du
+	s = append(s, actBuf{n: n * max(c.Vocab, c.Dim, qd+kvd), mm: true, onlyHalf: true}) // dy16
 	return s
 }
 
@@ -524,7 +525,7 @@ func (m *Model) forward(tokens, targets []int32, b, t int, grad bool, count int,
 	}
 	a.dlogits = nil
 	if grad {
-		a.dlogits = a.gradOut(be, a.logits, n*c.Vocab)
+		a.dlogits = a.gradOut(be, a.logits, 0, n*c.Vocab)
 	}
 	be.SoftmaxCrossEntropy(a.losses, a.logits, a.dlogits, a.targets, n, c.Vocab, dscale)
 	be.Download(a.hostLoss, a.losses)
@@ -602,7 +603,7 @@ func linearBackward(be kernels.Backend, dinp, dw, dout, inp, w kernels.Buffer, n
 // bfloat16 buffers, rounded into a.dy16 once (each product would round
 // it so: the same bits), else as it is.
 func (a *acts) once(be kernels.Backend, dout kernels.Buffer, size int) kernels.Buffer {
-	d := a.gradOut(be, dout, size)
+	d := a.gradOut(be, dout, 0, size)
 	if d != dout {
 		be.Copy(d, dout)
 	}
@@ -611,13 +612,13 @@ func (a *acts) once(be kernels.Backend, dout kernels.Buffer, size int) kernels.B
 
 // gradOut is where an op producing a linear layer's output gradient of
 // size values (in place of dout, a float32 buffer) best writes it for the
-// two backward products: a.dy16 where the backend holds bfloat16 buffers,
-// else dout.
-func (a *acts) gradOut(be kernels.Backend, dout kernels.Buffer, size int) kernels.Buffer {
+// two backward products: a.dy16 from off (dv waits there beside dq and
+// dk) where the backend holds bfloat16 buffers, else dout.
+func (a *acts) gradOut(be kernels.Backend, dout kernels.Buffer, off, size int) kernels.Buffer {
 	if a.dy16 == nil {
 		return dout
 	}
-	return be.View(a.dy16, 0, size)
+	return be.View(a.dy16, off, size)
 }
 
 // ZeroGrad clears the gradient buffer.
@@ -676,13 +677,14 @@ func (m *Model) blockBackward(a *acts, l int) {
 	linearBackward(be, a.dln, g.up, a.du, x.ln2, w.up, n, c.Dim, c.FFNDim, true)
 	be.RMSNormBackward(a.dres, g.ln2, a.dln, x.x2, w.ln2, x.rstd2, n, c.Dim)
 	linearBackward(be, a.datt, g.o, a.once(be, a.dres, n*c.Dim), x.att, w.o, n, qd, c.Dim, false)
-	be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, x.q, x.k, x.v, x.att, x.lse, a.docStart, shape)
-	dq := a.gradOut(be, a.dq, n*qd)
+	dv := a.gradOut(be, a.dv, n*qd, n*kvd) // beside dq and dk in dy16
+	be.AttentionBackward(a.dq, a.dk, dv, a.datt, x.q, x.k, x.v, x.att, x.lse, a.docStart, shape)
+	dq := a.gradOut(be, a.dq, 0, n*qd)
 	be.RoPEBackward(dq, a.dq, a.pos, n, c.Heads, hd, c.RopeTheta)
 	linearBackward(be, a.dln, g.q, dq, x.ln1, w.q, n, c.Dim, qd, false)
-	dk := a.gradOut(be, a.dk, n*kvd)
+	dk := a.gradOut(be, a.dk, 0, n*kvd)
 	be.RoPEBackward(dk, a.dk, a.pos, n, c.KVHeads, hd, c.RopeTheta)
 	linearBackward(be, a.dln, g.k, dk, x.ln1, w.k, n, c.Dim, kvd, true)
-	linearBackward(be, a.dln, g.v, a.once(be, a.dv, n*kvd), x.ln1, w.v, n, c.Dim, kvd, true)
+	linearBackward(be, a.dln, g.v, dv, x.ln1, w.v, n, c.Dim, kvd, true)
 	be.RMSNormBackward(a.dres, g.ln1, a.dln, a.resid[l], w.ln1, x.rstd1, n, c.Dim)
 }

@@ -73,7 +73,7 @@ FOM_KERNEL void fom_attn_delta(float *D, const float *out, const float *dout, in
 // fom_attn_dkdv: one thread per key row s of kv head g; for each query head of
 // the group in order, and each query row r ≥ s of s's document in order:
 // P = exp(q·k·scale − lse), dS = P·(dO·v − D)·scale, dv += P·dO, dk += dS·q.
-FOM_KERNEL void fom_attn_dkdv(float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
+FOM_KERNEL void fom_attn_dkdv(float *dk, void *dv, int dvbf, const float *dout, const float *q, const float *k, const float *v,
                               const float *lse, const float *D, const int *ds, int B, int T, int NH, int KVH, int HD,
                               float scale, int bf) {
 	int s = blockIdx.x * blockDim.x + threadIdx.x, g = blockIdx.y, b = blockIdx.z;
@@ -106,7 +106,7 @@ FOM_KERNEL void fom_attn_dkdv(float *dk, float *dv, const float *dout, const flo
 	}
 	for (int d = 0; d < HD; d++) {
 		dk[koff + d] = gk[d];
-		dv[koff + d] = gv[d];
+		fom_gst(dv, koff + d, dvbf, gv[d]);
 	}
 }
 

@@ -121,9 +121,10 @@ func (b *Backend) AttentionForward(out, lse, q, k, v kernels.Buffer, docStart ke
 	b.launch("fom_attn_fwd", [3]int{(s.T + attnBlock - 1) / attnBlock, s.NH, s.B}, attnBlock, args...)
 }
 
-// AttentionBackward overwrites dq, dk and dv.
+// AttentionBackward overwrites dq, dk and dv (which may be held in
+// bfloat16: only products read it).
 func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse kernels.Buffer, docStart kernels.IntBuffer, s kernels.AttnShape) {
-	gq, gk, gv, do := b.fb(dq), b.fb(dk), b.fb(dv), b.fb(dout)
+	gq, gk, gv, do := b.fb(dq), b.fb(dk), b.fg(dv), b.fb(dout)
 	o, l, ds := b.fb(out), b.fb(lse), b.ib(docStart)
 	qd, kd, vd := b.qkv(q, k, v)
 	b.checkAttn(qd, kd, vd, o, l, ds, s)
@@ -138,11 +139,11 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse kernels.
 		bq, bk, bv := b.flashInputs(s, qd, kd, vd)
 		bdo := b.toBF16(&b.bfDO, do, s.B*s.T*s.NH, s.HD)
 		rest := []uint64{bdo.p, bq.p, bk.p, bv.p, ptr(l), ptr(D), iptr(ds)}
-		b.flash("dkdv", s, append([]uint64{ptr(gk), ptr(gv)}, rest...)...)
+		b.flash("dkdv", s, append([]uint64{ptr(gk), ptr(gv), flag(gv.half)}, rest...)...)
 		b.flash("dq", s, append([]uint64{ptr(gq)}, rest...)...)
 		return
 	}
 	common := append([]uint64{ptr(do), ptr(qd), ptr(kd), ptr(vd), ptr(l), ptr(D), iptr(ds)}, b.attnArgs(s, qd)...)
-	b.launch("fom_attn_dkdv", [3]int{nb, s.KVH, s.B}, attnBlock, append([]uint64{ptr(gk), ptr(gv)}, common...)...)
+	b.launch("fom_attn_dkdv", [3]int{nb, s.KVH, s.B}, attnBlock, append([]uint64{ptr(gk), ptr(gv), flag(gv.half)}, common...)...)
 	b.launch("fom_attn_dq", [3]int{nb, s.NH, s.B}, attnBlock, append([]uint64{ptr(gq)}, common...)...)
 }

@@ -264,7 +264,17 @@ func attentionReadsBF16(t *testing.T, name string, be *cuda.Backend, r *rand.Ran
 		be.AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, ds, s)
 		return map[string][]float32{"out": down(be, out), "lse": down(be, lse), "dq": down(be, dq), "dk": down(be, dk), "dv": down(be, dv)}
 	}
-	compareBits(t, fmt.Sprintf("%s attention of bfloat16 q, k, v, head dim %d", name, hd), run(qH, kH, vH), run(q, k, v))
+	want := run(q, k, v)
+	compareBits(t, fmt.Sprintf("%s attention of bfloat16 q, k, v, head dim %d", name, hd), run(qH, kH, vH), want)
+	out, lse := be.Alloc(nq), be.Alloc(s.B*s.NH*s.T)
+	be.AttentionForward(out, lse, qH, kH, vH, ds, s)
+	dvH := be.AllocBF16(nkv)
+	be.AttentionBackward(be.Alloc(nq), be.Alloc(nkv), dvH, dout, qH, kH, vH, out, lse, ds, s)
+	for i, got := range down(be, dvH) {
+		if w := kernels.BF16Float(kernels.BF16Bits(want["dv"][i])); math.Float32bits(got) != math.Float32bits(w) {
+			t.Fatalf("%s attention's dv[%d] = %v in bfloat16 (head dim %d), want %v (float32 gives %v)", name, i, got, hd, w, want["dv"][i])
+		}
+	}
 	func() {
 		defer func() {
 			if err, _ := recover().(error); !errors.Is(err, kernels.ErrShape) {

@@ -280,7 +280,7 @@ FOM_KERNEL void __launch_bounds__(128) fom_flash_fwd_128(float *out, float *lse,
 // keys as rows: Sᵀ = K·Qᵀ, Pᵀ = exp(Sᵀ·scale − lse), dV += Pᵀ·dO,
 // dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ − D), dK += dSᵀ·Q (scaled at the end).
 template <int HDP>
-FOM_DEV void fom_flash_dkdv(float *dk, float *dv, const fom_bf16_t *dout, const fom_bf16_t *q, const fom_bf16_t *k,
+FOM_DEV void fom_flash_dkdv(float *dk, void *dv, int dvbf, const fom_bf16_t *dout, const fom_bf16_t *q, const fom_bf16_t *k,
                             const fom_bf16_t *v, const float *lse, const float *D, const int *ds, int T, int NH, int KVH,
                             int HD, float scale) {
 	constexpr int BC = 64, BQ = HDP == 128 ? 32 : 64, NT = 128, NO = HDP / 8, NQ = BQ / 8;
@@ -355,7 +355,7 @@ FOM_DEV void fom_flash_dkdv(float *dk, float *dv, const fom_bf16_t *dout, const 
 			int d = i * 8 + lane % 4 * 2;
 			if (d >= HD) continue;
 			dk[off + d] = gk[i][2 * r] * scale, dk[off + d + 1] = gk[i][2 * r + 1] * scale;
-			dv[off + d] = gv[i][2 * r], dv[off + d + 1] = gv[i][2 * r + 1];
+			fom_gst(dv, off + d, dvbf, gv[i][2 * r]), fom_gst(dv, off + d + 1, dvbf, gv[i][2 * r + 1]);
 		}
 	}
 }
@@ -429,18 +429,18 @@ FOM_DEV void fom_flash_dq(float *dq, const fom_bf16_t *dout, const fom_bf16_t *q
 	}
 }
 
-FOM_KERNEL void __launch_bounds__(128) fom_flash_dkdv_64(float *dk, float *dv, const fom_bf16_t *dout, const fom_bf16_t *q,
+FOM_KERNEL void __launch_bounds__(128) fom_flash_dkdv_64(float *dk, void *dv, int dvbf, const fom_bf16_t *dout, const fom_bf16_t *q,
                                                          const fom_bf16_t *k, const fom_bf16_t *v, const float *lse,
                                                          const float *D, const int *ds, int B, int T, int NH, int KVH,
                                                          int HD, float scale) {
-	fom_flash_dkdv<64>(dk, dv, dout, q, k, v, lse, D, ds, T, NH, KVH, HD, scale);
+	fom_flash_dkdv<64>(dk, dv, dvbf, dout, q, k, v, lse, D, ds, T, NH, KVH, HD, scale);
 }
 
-FOM_KERNEL void __launch_bounds__(128) fom_flash_dkdv_128(float *dk, float *dv, const fom_bf16_t *dout, const fom_bf16_t *q,
+FOM_KERNEL void __launch_bounds__(128) fom_flash_dkdv_128(float *dk, void *dv, int dvbf, const fom_bf16_t *dout, const fom_bf16_t *q,
                                                           const fom_bf16_t *k, const fom_bf16_t *v, const float *lse,
                                                           const float *D, const int *ds, int B, int T, int NH, int KVH,
                                                           int HD, float scale) {
-	fom_flash_dkdv<128>(dk, dv, dout, q, k, v, lse, D, ds, T, NH, KVH, HD, scale);
+	fom_flash_dkdv<128>(dk, dv, dvbf, dout, q, k, v, lse, D, ds, T, NH, KVH, HD, scale);
 }
 
 FOM_KERNEL void __launch_bounds__(128) fom_flash_dq_64(float *dq, const fom_bf16_t *dout, const fom_bf16_t *q,

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "6540960e3448aacf2a299fe589297f770968bfde4e41288abf97afb833e71378"
+const SourcesSHA256 = "4dd36366bb647de5e258dfd32629e059bea8266a5491b0a6a2585868dbb4f19a"
