@@ -106,7 +106,7 @@ run)
 	step train-bf16-sm80 120 "$out/train.txt" env FOMNET_CUDA_SM90A=0 "$F" "${train[@]}" --precision bf16
 	step train-fp32 120 "$out/train.txt" "$F" "${train[@]}" --precision fp32
 	# A launch-bound step (the demo preset): launches queued to the device's
-	# thread, then each waited for as before 2026-12-07 (FOMNET_CUDA_WAIT=1).
+	# thread, then each waited for as every launch was before (FOMNET_CUDA_WAIT=1).
 	small=(bench train --device cuda --precision bf16 --preset demo --batch 4 --seq 64 --steps 20)
 	step train-small 60 "$out/train.txt" "$F" "${small[@]}"
 	step train-small-wait 60 "$out/train.txt" env FOMNET_CUDA_WAIT=1 "$F" "${small[@]}"
