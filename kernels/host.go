@@ -32,7 +32,10 @@ func AsHost(be Backend) (HostBackend, bool) {
 // 2 bytes a parameter on the device instead of 4. A backend whose matrix
 // products round their operands to bfloat16 anyway reads the copy as it
 // would have rounded the weights (the same products); the embedding and
-// RMSNorm's gain then read rounded weights too.
+// RMSNorm's gain then read rounded weights too. AllocCopied keeps the
+// float32 weights on the device with the copy beside them, for the
+// products alone: 2 bytes a parameter more, and no rounding pass over the
+// weights at each product.
 //
 // The backend keeps the copy equal to the rounding of the weights through
 // every write it accepts: Upload, Zero, Copy and Scale round the weights
@@ -45,6 +48,11 @@ type MasterBackend interface {
 	// AllocMaster returns n zeroed float32s in host memory, with their
 	// (zeroed) bfloat16 copy on the device.
 	AllocMaster(n int) Buffer
+	// AllocCopied returns n zeroed float32s on the device with a (zeroed)
+	// bfloat16 copy beside them, which only matrix products read (they
+	// would round the weights so: the same bits, no rounding pass at each
+	// use); the same rules for what may be given them.
+	AllocCopied(n int) Buffer
 }
 
 // AsMaster returns be's host-memory weights, if it has them (through

@@ -34,12 +34,16 @@ func (m *Model) Accumulate(tokens, targets []int32, b, t, micro int) (float32, e
 		return 0, fmt.Errorf("%w: accumulating a %d-row batch in %d micro-batches needs targets and a micro count that divides the rows", ErrBatch, b, micro)
 	}
 	count := countTargets(targets)
-	if micro == 1 {
-		loss, err := m.Forward(tokens, targets, b, t, true)
-		if err != nil {
-			return loss, err
+	if micro == 1 { // the losses are read once the backward pass is queued
+		m.forward(tokens, targets, b, t, true, count)
+		if err := m.Backward(); err != nil {
+			return 0, err
 		}
-		return loss, m.Backward()
+		var sum float64
+		if err := m.addLosses(&sum); err != nil {
+			return 0, err
+		}
+		return meanLoss(sum, count)
 	}
 	c, be := m.Config, m.be
 	rows := b / micro
@@ -51,13 +55,14 @@ func (m *Model) Accumulate(tokens, targets []int32, b, t, micro int) (float32, e
 	var sum float64
 	for i := 0; i < micro; i++ {
 		sl := tokens[i*step : (i+1)*step]
-		if err := m.forward(sl, targets[i*step:(i+1)*step], rows, t, true, count, &sum); err != nil {
-			return 0, err
-		}
+		m.forward(sl, targets[i*step:(i+1)*step], rows, t, true, count)
 		if err := m.backward(); err != nil {
 			return 0, err
 		}
 		be.Copy(be.View(m.acc.dres, i*step*c.Dim, step*c.Dim), m.act.dres)
+		if err := m.addLosses(&sum); err != nil {
+			return 0, err
+		}
 	}
 	be.UploadInt(m.acc.tokens, tokens)
 	be.EmbeddingBackward(m.g.embed, m.acc.dres, m.acc.tokens, b*t, c.Dim)

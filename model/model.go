@@ -121,6 +121,13 @@ type Options struct {
 	// them before; the embedding and RMSNorm's gains read rounded weights,
 	// so results change as the bf16 path's roundings change them.
 	OffloadMaster bool
+	// WeightCopy keeps a bfloat16 copy of the weights on the device beside
+	// the float32 ones (kernels.MasterBackend's AllocCopied: the CUDA bf16
+	// path), which matrix products read instead of rounding the weights at
+	// every use: the same bits, 2 bytes a parameter more, and no rounding
+	// pass over each weight twice a step (three times with recomputation).
+	// With OffloadMaster the copy is there already.
+	WeightCopy bool
 }
 
 // New allocates a model on be with zeroed parameters and fp32 AdamW
@@ -135,12 +142,19 @@ func NewWith(be kernels.Backend, c Config, o Options) (*Model, error) {
 	l := NewLayout(c)
 	m := &Model{Config: c, Layout: l, be: be, recompute: o.Recompute}
 	params, grads := be.Alloc, be.Alloc
-	if o.OffloadMaster {
+	switch {
+	case o.OffloadMaster:
 		h, ok := kernels.AsMaster(be)
 		if !ok {
 			return nil, unsupported(be, "keep the master weights in host memory", "the CUDA bf16 path")
 		}
 		params = h.AllocMaster
+	case o.WeightCopy:
+		h, ok := kernels.AsMaster(be)
+		if !ok {
+			return nil, unsupported(be, "keep a bfloat16 copy of the weights", "the CUDA bf16 path")
+		}
+		params = h.AllocCopied
 	}
 	if o.GradsBF16 {
 		h, ok := kernels.AsBF16(be)
@@ -465,8 +479,12 @@ func (m *Model) Forward(tokens, targets []int32, b, t int, grad bool) (float32, 
 		return 0, fmt.Errorf("%w: a forward pass with gradient needs targets", ErrBatch)
 	}
 	count := countTargets(targets)
+	m.forward(tokens, targets, b, t, grad, count)
+	if targets == nil {
+		return 0, kernels.Err(m.be)
+	}
 	var sum float64
-	if err := m.forward(tokens, targets, b, t, grad, count, &sum); err != nil || targets == nil {
+	if err := m.addLosses(&sum); err != nil {
 		return 0, err
 	}
 	return meanLoss(sum, count)
@@ -496,10 +514,11 @@ func meanLoss(sum float64, count int) (float32, error) {
 	return loss, nil
 }
 
-// forward runs a checked batch. With targets it adds the rows' losses to
-// *sum in row order, and with grad leaves the gradient of the sum over
-// count targets (count: of the whole batch when this is one slice of it).
-func (m *Model) forward(tokens, targets []int32, b, t int, grad bool, count int, sum *float64) error {
+// forward runs a checked batch. With targets it leaves the rows' losses
+// on the device (addLosses reads them), and with grad the gradient of
+// their sum over count targets (count: of the whole batch when this is
+// one slice of it). It does not wait for the device.
+func (m *Model) forward(tokens, targets []int32, b, t int, grad bool, count int) {
 	c, be := m.Config, m.be
 	a := m.acts(b, t)
 	n := a.N
@@ -515,7 +534,7 @@ func (m *Model) forward(tokens, targets []int32, b, t int, grad bool, count int,
 	linear(be, a.logits, a.lnf, m.p.head, n, c.Dim, c.Vocab)
 	a.haveGrad = false
 	if targets == nil {
-		return kernels.Err(be)
+		return
 	}
 	a.count = count
 	be.UploadInt(a.targets, targets)
@@ -528,11 +547,18 @@ func (m *Model) forward(tokens, targets []int32, b, t int, grad bool, count int,
 		a.dlogits = a.gradOut(be, a.logits, 0, n*c.Vocab)
 	}
 	be.SoftmaxCrossEntropy(a.losses, a.logits, a.dlogits, a.targets, n, c.Vocab, dscale)
-	be.Download(a.hostLoss, a.losses)
-	if err := kernels.Err(be); err != nil {
+	a.haveGrad = grad
+}
+
+// addLosses adds the last forward's row losses to *sum in row order. It
+// waits for the device (a download), so a training step reads them after
+// its backward pass is queued, not between the two.
+func (m *Model) addLosses(sum *float64) error {
+	a := m.act
+	m.be.Download(a.hostLoss, a.losses)
+	if err := kernels.Err(m.be); err != nil {
 		return err
 	}
-	a.haveGrad = grad
 	for _, v := range a.hostLoss {
 		*sum += float64(v)
 	}

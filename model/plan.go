@@ -82,6 +82,8 @@ func (in PlanInput) Settings() string {
 	}
 	if in.OffloadMaster {
 		s = append(s, "master weights in host memory")
+	} else if in.WeightCopy {
+		s = append(s, "bf16 weight copy")
 	}
 	if in.Swarm && in.Lean {
 		s = append(s, "lean")
@@ -131,8 +133,11 @@ func modelParts(c Config, in PlanInput) []PlanPart {
 		grads = PlanPart{Name: "gradients (bf16)", Bytes: 2 * p}
 	}
 	weights := []PlanPart{{Name: "weights (fp32)", Bytes: 4 * p}}
-	if in.OffloadMaster && in.GPU {
+	switch {
+	case in.OffloadMaster && in.GPU:
 		weights = []PlanPart{{Name: "master weights (fp32)", Bytes: 4 * p, Host: true}, {Name: "weights (bf16 copy)", Bytes: 2 * p}}
+	case in.WeightCopy && in.GPU:
+		weights = append(weights, PlanPart{Name: "weights (bf16 copy)", Bytes: 2 * p})
 	}
 	parts := append(weights, []PlanPart{
 		grads,
@@ -144,7 +149,7 @@ func modelParts(c Config, in PlanInput) []PlanPart {
 		parts = append(parts, PlanPart{Name: "micro-batch embedding gradients", Bytes: 4 * int64(in.Batch*in.Seq) * int64(c.Dim+1)})
 	}
 	if in.BF16 {
-		parts = append(parts, PlanPart{Name: "bf16 operand copies", Bytes: bf16Workspace(c, rows*in.Seq, in.OffloadMaster)})
+		parts = append(parts, PlanPart{Name: "bf16 operand copies", Bytes: bf16Workspace(c, rows*in.Seq, in.OffloadMaster || in.WeightCopy)})
 	}
 	if in.Workspace > 0 {
 		parts = append(parts, PlanPart{Name: "kernel workspace", Bytes: in.Workspace})
@@ -184,7 +189,7 @@ func momentBytes(c Config, in PlanInput) int64 {
 // linear layer's backward products read are rounded once, into the
 // activations' dy16); B, a weight (the output head's or the MLP's) or, in
 // the weight gradients' products, an activation. Weights whose bfloat16
-// copy is kept (master) need none.
+// copy is kept (master, or a weight copy) need none.
 func bf16Workspace(c Config, n int, master bool) int64 {
 	wide := int64(max(c.Dim, c.FFNDim, c.Heads*c.HeadDim()))
 	a, b := int64(n)*wide, int64(n)*wide
@@ -324,7 +329,9 @@ func with(o Options, set func(*Options)) Options {
 // whose work others re-execute bit for bit), each of those with bf16
 // gradients; on a GPU, each of all those with the moments in host memory;
 // on a GPU's bf16 path (not for a swarm participant), each of all those
-// with the master weights in host memory; then cutting the batch into 2,
+// with the master weights in host memory (each of all those, where a bf16
+// weight copy is asked for, first with it and then without); then cutting
+// the batch into 2,
 // 4, … micro-batches with each; then, for a swarm participant whose
 // rounds do not overlap, all of those again lean (slower: it reads its
 // base and worker state back from disk each round).
@@ -356,6 +363,13 @@ func FitPlan(c Config, in PlanInput, budget int64, fixedOptimizer bool) (Plan, e
 			o.OffloadMaster = true
 			opts = append(opts, o)
 		}
+	}
+	if in.WeightCopy { // dropping the bf16 weight copy is the cheapest concession of all
+		var all []Options
+		for _, o := range opts {
+			all = append(all, o, with(o, func(o *Options) { o.WeightCopy = false }))
+		}
+		opts = all
 	}
 	leans := []bool{in.Lean}
 	if in.Swarm && !in.Overlap && !in.Lean {

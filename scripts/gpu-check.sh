@@ -61,7 +61,7 @@ run)
 	mkdir -p "$out"
 	sum=$out/summary.txt
 	nvidia-smi >"$sum" 2>&1
-	all="ptxas hopper hopper-mn tests generate gemm-kernels gemm-kernels-mn bench-kernels yardsticks train-bf16 train-bf16-sm80 train-fp32 train-small train-small-wait memcheck racecheck ncu-gemm ncu-flash"
+	all="ptxas hopper hopper-mn tests generate gemm-kernels gemm-kernels-mn bench-kernels yardsticks train-bf16 train-bf16-sm80 train-bf16-copy train-fp32 train-small train-small-wait memcheck racecheck ncu-gemm ncu-flash"
 	steps=" ${STEPS:-$all} "
 	# step NAME LIMIT FILE CMD...: run CMD with a time limit (when STEPS
 	# names it), appending its output to FILE and its status and time to
@@ -104,6 +104,7 @@ run)
 	step yardsticks 150 "$out/yardsticks.txt" env PYTHONUNBUFFERED=1 python3 scripts/gpu-yardsticks.py
 	step train-bf16 120 "$out/train.txt" "$F" "${train[@]}" --precision bf16
 	step train-bf16-sm80 120 "$out/train.txt" env FOMNET_CUDA_SM90A=0 "$F" "${train[@]}" --precision bf16
+	step train-bf16-copy 120 "$out/train.txt" "$F" "${train[@]}" --precision bf16 --weight-copy
 	step train-fp32 120 "$out/train.txt" "$F" "${train[@]}" --precision fp32
 	# A launch-bound step (the demo preset): launches queued to the device's
 	# thread, then each waited for as every launch was before (FOMNET_CUDA_WAIT=1).

@@ -63,6 +63,8 @@ func TestUsageErrors(t *testing.T) {
 		{"bench", "train", "--offload", "master"},
 		{"bench", "train", "--device", "cuda", "--offload", "master"},
 		{"bench", "train", "--device", "cuda", "--precision", "bf16", "--offload", "master,grads"},
+		{"bench", "train", "--weight-copy"},
+		{"train", "--builtin", "--device", "cuda", "--weight-copy"},
 		{"join", "bafybeiel5rbcu7cyubdvd4czs42zskaq3kwsrvqdbg6uk5vrotot5yzg5q", "--offload", "moments"},
 		{"join", "bafybeiel5rbcu7cyubdvd4czs42zskaq3kwsrvqdbg6uk5vrotot5yzg5q", "--device", "cuda", "--precision", "bf16"},
 		{"bench", "train", "--micro", "3"},
@@ -186,6 +188,40 @@ func TestModelPlanBF16Gradients(t *testing.T) {
 		}) {
 			t.Fatalf("%s with the fit's flags: exit %d (%v), report %+v", budget, code, err, r)
 		}
+	}
+}
+
+// --weight-copy plans the bf16 copy beside the fp32 weights on the device
+// (and no rounded weights among the operand copies); where it does not
+// fit, dropping it is the first concession named.
+func TestModelPlanWeightCopy(t *testing.T) {
+	args := []string{"model", "plan", "--preset", "kormo-10b", "--batch", "1", "--seq", "4096", "--device", "cuda", "--precision", "bf16",
+		"--optimizer", "adamw8", "--recompute", "--json", "--memory"}
+	plan := func(extra ...string) planReport {
+		t.Helper()
+		var r planReport
+		out, errOut, code := fomnet(t, append(args, extra...)...)
+		if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 {
+			t.Fatalf("%v: exit %d (%v), stderr %q", extra, code, err, errOut)
+		}
+		return r
+	}
+	part := func(r planReport, name string) int64 {
+		for _, p := range r.Parts {
+			if p.Name == name && !p.Host {
+				return p.Bytes
+			}
+		}
+		return -1
+	}
+	with, without := plan("141GiB", "--weight-copy"), plan("141GiB")
+	if !with.Fits || part(with, "weights (bf16 copy)") != 2*with.Params || part(with, "weights (fp32)") != 4*with.Params ||
+		part(without, "weights (bf16 copy)") != -1 || part(with, "bf16 operand copies") >= part(without, "bf16 operand copies") {
+		t.Fatalf("with the copy %+v\nwithout %+v", with, without)
+	}
+	short := plan("120GiB", "--weight-copy")
+	if short.Fits || short.Fit != "--recompute --optimizer adamw8" || short.FitBytes != without.Need {
+		t.Fatalf("in 120 GiB with the copy: %+v (without it the plan needs %d)", short, without.Need)
 	}
 }
 

@@ -28,6 +28,7 @@ type memoryFlags struct {
 	recompute bool
 	micro     int
 	memory    string
+	copyW     bool
 }
 
 // add registers the flags; optimizer is false where a run spec fixes the
@@ -37,6 +38,7 @@ func (f *memoryFlags) add(fs *pflag.FlagSet, optimizer bool) {
 	if optimizer {
 		fs.StringVar(&f.optimizer, "optimizer", "adamw", "AdamW's moments: adamw (fp32) or adamw8 (8 bits a value, blockwise scales: 2 bytes a parameter instead of 8)")
 		fs.StringVar(&f.grads, "grads", "fp32", "gradients: fp32, or bf16 (--device cuda --precision bf16 only: 2 bytes a parameter instead of 4, each rounded once where it is stored)")
+		fs.BoolVar(&f.copyW, "weight-copy", false, "keep a bf16 copy of the weights on the GPU beside the fp32 ones for the matrix products (--device cuda --precision bf16 only: the same results, 2 bytes a parameter more, no rounding pass over the weights at each product)")
 	}
 	fs.StringVar(&f.offload, "offload", "", "what to keep in host memory, comma-separated (--device cuda only): moments (AdamW's, read and written there by the GPU's AdamW: the same results, each step's moments crossing PCIe twice); master (the fp32 weights AdamW updates, with a bf16 copy on the GPU that the passes read; --precision bf16 only: 2 bytes a parameter on the device instead of 4)")
 	fs.BoolVar(&f.recompute, "recompute", false, "keep only each block's input through the forward pass and recompute the block in backward (same results, about a third more compute, far less activation memory)")
@@ -44,7 +46,8 @@ func (f *memoryFlags) add(fs *pflag.FlagSet, optimizer bool) {
 	fs.StringVar(&f.memory, "memory", "", "memory the run may use, e.g. 24GiB: plans that need more are refused, and on the CPU the Go collector keeps the process under it (default: the CPU's available memory; for --device cuda, the device's, no check unless given)")
 }
 
-// options reads --optimizer, --grads, --offload and --recompute.
+// options reads --optimizer, --grads, --weight-copy, --offload and
+// --recompute.
 func (f *memoryFlags) options(dev *deviceFlags) (model.Options, error) {
 	o := model.Options{Recompute: f.recompute}
 	switch f.optimizer {
@@ -63,6 +66,12 @@ func (f *memoryFlags) options(dev *deviceFlags) (model.Options, error) {
 		o.GradsBF16 = true
 	default:
 		return o, usagef("--grads %q: want fp32 or bf16", f.grads)
+	}
+	if f.copyW {
+		if !dev.cuda() || dev.precision != "bf16" {
+			return o, usagef("--weight-copy needs --device cuda --precision bf16 (only the bf16 path rounds the weights for its products)")
+		}
+		o.WeightCopy = true
 	}
 	for _, part := range strings.Split(f.offload, ",") {
 		switch part {
@@ -208,6 +217,9 @@ func flagsFor(in model.PlanInput) string {
 		s = append(s, "--offload moments")
 	case in.OffloadMaster:
 		s = append(s, "--offload master")
+	}
+	if in.WeightCopy && !in.OffloadMaster {
+		s = append(s, "--weight-copy")
 	}
 	if in.Micro > 1 {
 		s = append(s, fmt.Sprintf("--micro %d", in.Micro))

@@ -150,9 +150,11 @@ type buf struct {
 	n     int
 	half  bool
 	owner *Backend
-	// mirror, on weights kept in host memory (AllocMaster), is the device
-	// address of their bfloat16 copy at this view's first element.
+	// mirror, on weights with a bfloat16 copy (AllocMaster, AllocCopied),
+	// is the device address of the copy at this view's first element;
+	// inHost says the float32 values are in host memory (AllocMaster).
 	mirror uint64
+	inHost bool
 }
 
 func (x *buf) Len() int { return x.n }
@@ -199,7 +201,7 @@ func (x *ibuf) maxPos() int {
 
 // fb is a float32 buffer of this backend's; fg may hold bfloat16 as well,
 // for the arguments that take either (kernels.BF16Backend). Neither takes
-// weights kept in host memory (AllocMaster): fw (float32) and bufOf (any
+// weights with a bfloat16 copy (AllocMaster, AllocCopied): fw (float32) and bufOf (any
 // kind) do, for the operations that read weights or keep their copy
 // current.
 func (b *Backend) fb(x kernels.Buffer) *buf {
@@ -213,7 +215,7 @@ func (b *Backend) fb(x kernels.Buffer) *buf {
 func (b *Backend) fg(x kernels.Buffer) *buf {
 	bb := b.bufOf(x)
 	if bb.mirror != 0 {
-		panic(fmt.Errorf("%w: weights kept in host memory given to an operation that neither reads weights nor keeps their bfloat16 copy", kernels.ErrShape))
+		panic(fmt.Errorf("%w: weights with a bfloat16 copy given to an operation that neither reads weights nor keeps the copy", kernels.ErrShape))
 	}
 	return bb
 }
@@ -234,10 +236,11 @@ func (b *Backend) bufOf(x kernels.Buffer) *buf {
 	return bb
 }
 
-// weights returns where a kernel reads weights x: their bfloat16 copy
-// (bf16 1) where they are kept in host memory, else x itself.
+// weights returns where a kernel other than a product reads weights x:
+// their bfloat16 copy (bf16 1) where they are kept in host memory, else x
+// itself (a copy beside weights on the device is the products' alone).
 func weights(x *buf) (p, bf16 uint64) {
-	if x.mirror != 0 {
+	if x.inHost {
 		return x.mirror, 1
 	}
 	return x.p, 0
@@ -328,7 +331,7 @@ func (b *Backend) View(x kernels.Buffer, off, n int) kernels.Buffer {
 	if off < 0 || n < 0 || off+n > d.n {
 		panic(fmt.Errorf("%w: view [%d:%d] of a %d-element buffer", kernels.ErrShape, off, off+n, d.n))
 	}
-	v := &buf{p: d.p + uint64(d.elem()*int64(off)), n: n, half: d.half, owner: b}
+	v := &buf{p: d.p + uint64(d.elem()*int64(off)), n: n, half: d.half, owner: b, inHost: d.inHost}
 	if d.mirror != 0 {
 		v.mirror = d.mirror + 2*uint64(off)
 	}
@@ -419,8 +422,8 @@ func (b *Backend) round(dst uint64, src *buf) {
 	b.launch1D("fom_f2bf", src.n, dst, ptr(src), i64(src.n))
 }
 
-// refresh rounds weights kept in host memory into their bfloat16 copy
-// after a write other than AdamW's (which writes both).
+// refresh rounds weights with a bfloat16 copy into it after a write other
+// than AdamW's (which writes both).
 func (b *Backend) refresh(d *buf) {
 	if d.mirror != 0 {
 		b.round(d.mirror, d)
@@ -477,7 +480,20 @@ func (b *Backend) AllocMaster(n int) kernels.Buffer {
 	if b.prec != BF16 {
 		panic(fmt.Errorf("%w: weights in host memory on the %s path", kernels.ErrUnsupported, b.prec))
 	}
-	return &buf{p: b.allocIn(4*int64(n), true), n: n, owner: b, mirror: b.alloc(2 * int64(n))}
+	return &buf{p: b.allocIn(4*int64(n), true), n: n, owner: b, mirror: b.alloc(2 * int64(n)), inHost: true}
+}
+
+// AllocCopied returns n zeroed float32s on the device with a bfloat16 copy
+// beside them, which matrix products read (kernels.MasterBackend), on the
+// bf16 path.
+func (b *Backend) AllocCopied(n int) kernels.Buffer {
+	if n < 0 {
+		panic(fmt.Errorf("%w: alloc of %d elements", kernels.ErrShape, n))
+	}
+	if b.prec != BF16 {
+		panic(fmt.Errorf("%w: a bfloat16 copy of weights on the %s path", kernels.ErrUnsupported, b.prec))
+	}
+	return &buf{p: b.alloc(4 * int64(n)), n: n, owner: b, mirror: b.alloc(2 * int64(n))}
 }
 
 // AllocHostBytes returns n zeroed bytes in the host's memory.

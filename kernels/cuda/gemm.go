@@ -225,7 +225,7 @@ func (b *Backend) toBF16(slot **buf, x *buf, rows, cols int) BF16Matrix {
 // its rows lie on 16-byte boundaries, else copied into the scratch with
 // rows padded to a multiple of 8.
 func (b *Backend) operand(slot **buf, x *buf, rows, cols int) BF16Matrix {
-	if x.mirror != 0 { // weights kept in host memory: read their copy
+	if x.mirror != 0 { // weights with a bfloat16 copy: read it
 		x = &buf{p: x.mirror, n: x.n, half: true, owner: b}
 	}
 	if !x.half {

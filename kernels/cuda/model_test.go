@@ -101,13 +101,19 @@ type hidden struct{ kernels.Backend }
 // TestBF16ActivationsSameBits: on the bf16 path, a model holding the
 // activations only products read in bfloat16 takes a step to the same
 // loss and parameters, bit for bit, as one holding them in float32 (the
-// products round them to bfloat16 either way).
+// products round them to bfloat16 either way); and so does one whose
+// products read a bfloat16 copy of the weights (Options.WeightCopy), over
+// two steps (the copy must follow AdamW).
 func TestBF16ActivationsSameBits(t *testing.T) {
 	for _, tg := range targets {
 		be := tg.open(t, cuda.BF16)
 		wantLoss, wantP := trainTiny(t, hidden{be}, 1, model.Options{})
 		gotLoss, gotP := trainTiny(t, be, 1, model.Options{})
 		compareBits(t, tg.name+" bf16 activations", map[string][]float32{"loss": gotLoss, "params": gotP},
+			map[string][]float32{"loss": wantLoss, "params": wantP})
+		wantLoss, wantP = trainTiny(t, be, 2, model.Options{})
+		gotLoss, gotP = trainTiny(t, be, 2, model.Options{WeightCopy: true})
+		compareBits(t, tg.name+" bf16 weight copy", map[string][]float32{"loss": gotLoss, "params": gotP},
 			map[string][]float32{"loss": wantLoss, "params": wantP})
 	}
 }
@@ -126,6 +132,8 @@ func TestMemoryOptionsNeedTheirBackend(t *testing.T) {
 		{cpuBackend(t), model.Options{OffloadMoments: true}},
 		{cpuBackend(t), model.Options{OffloadMaster: true}},
 		{emuBackend(t, cuda.FP32), model.Options{OffloadMaster: true}},
+		{cpuBackend(t), model.Options{WeightCopy: true}},
+		{emuBackend(t, cuda.FP32), model.Options{WeightCopy: true}},
 	} {
 		if _, err := model.NewWith(x.be, c, x.o); !errors.Is(err, kernels.ErrUnsupported) || !strings.Contains(err.Error(), x.be.Name()) {
 			t.Errorf("%+v on %s: %v, want ErrUnsupported naming the backend", x.o, x.be.Name(), err)
@@ -326,5 +334,11 @@ func TestPlanMatchesDeviceAllocations(t *testing.T) {
 	// copies (the plan bounds those); the host holds exactly the master.
 	if saved, moved := 2*model.NumParams(c), 12*model.NumParams(c); gh-gm < saved || ph-pm < saved || host != moved || model.MakePlan(c, in).Host != moved {
 		t.Errorf("master weights in host memory: the device held %d bytes less and the plan says %d, want at least %d (a bfloat16 copy for the float32); the host held %d, want %d", gh-gm, ph-pm, saved, host, moved)
+	}
+	gc, pc := peak(model.Options{GradsBF16: true, WeightCopy: true})
+	// The device adds the copy, at most 2 bytes a parameter (less the
+	// weights' operand copies it spares), and so does the plan.
+	if added := 2 * model.NumParams(c); gc-g16 > added || pc-p16 > added || gc <= g16 || pc <= p16 {
+		t.Errorf("a bf16 weight copy: the device held %d bytes more and the plan says %d, want more and at most %d (2 a parameter)", gc-g16, pc-p16, added)
 	}
 }
