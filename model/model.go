@@ -532,7 +532,7 @@ func (m *Model) forward(tokens, targets []int32, b, t int, grad bool, count int)
 	}
 	be.RMSNormForward(a.lnf, a.rstdf, a.resid[c.Layers], m.p.norm, n, c.Dim, float32(c.NormEps))
 	linear(be, a.logits, a.lnf, m.p.head, n, c.Dim, c.Vocab)
-	a.haveGrad = false
+	a.haveGrad, a.dlogits = false, nil
 	if targets == nil {
 		return
 	}
@@ -542,7 +542,6 @@ func (m *Model) forward(tokens, targets []int32, b, t int, grad bool, count int)
 	if count > 0 {
 		dscale = 1 / float32(count)
 	}
-	a.dlogits = nil
 	if grad {
 		a.dlogits = a.gradOut(be, a.logits, 0, n*c.Vocab)
 	}
@@ -602,7 +601,7 @@ func (m *Model) blockForward(a *acts, l int, out bool) {
 // without gradient) for batch row bi, position ti into dst[:Vocab].
 func (m *Model) Logits(dst []float32, bi, ti int) error {
 	a := m.act
-	if a == nil || a.haveGrad {
+	if a == nil || a.dlogits != nil { // a forward with gradient may have written it over them
 		return errors.New("model: no logits: run Forward without gradient first")
 	}
 	if bi < 0 || bi >= a.B || ti < 0 || ti >= a.T || len(dst) != m.Config.Vocab {

@@ -367,6 +367,26 @@ func TestBadBatch(t *testing.T) {
 	if err := m.Backward(); err == nil {
 		t.Error("Backward without Forward accepted")
 	}
+	// After a forward with gradient the logits may hold their gradient, so
+	// Logits refuses, before Backward and after it.
+	row := make([]float32, m.Config.Vocab)
+	if _, err := m.Forward(tok, tg, 1, 8, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, when := range []string{"before Backward", "after Backward"} {
+		if err := m.Logits(row, 0, 0); err == nil {
+			t.Errorf("Logits after a forward with gradient, %s: accepted", when)
+		}
+		if err := m.Backward(); err != nil && when == "before Backward" {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Forward(tok, nil, 1, 8, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Logits(row, 0, 0); err != nil {
+		t.Errorf("Logits after a forward without gradient: %v", err)
+	}
 }
 
 // TestStepAllocs: after the first step has sized every buffer, a training
