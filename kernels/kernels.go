@@ -128,11 +128,12 @@ type Backend interface {
 	// AttentionForward computes causal softmax(q·kᵀ/√HD)·v where query t of a
 	// sequence sees keys s with docStart[b·T+t] <= s <= t only (documents
 	// packed in one sequence never see each other). It writes out and the
-	// per-row log-sum-exp lse used by backward.
+	// per-row log-sum-exp lse used by backward. On the GPU's bf16 path q,
+	// k and v may be bfloat16 buffers.
 	AttentionForward(out, lse, q, k, v Buffer, docStart IntBuffer, s AttnShape)
-	// AttentionBackward overwrites dq, dk and dv (dv, which only linear
-	// products read, may be a bfloat16 buffer on the GPU's bf16 path,
-	// rounded once).
+	// AttentionBackward overwrites dq, dk and dv (on the GPU's bf16 path
+	// dv, which only linear products read, and dout may be bfloat16
+	// buffers).
 	AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse Buffer, docStart IntBuffer, s AttnShape)
 
 	// SwiGLUForward: h = silu(g) * u, elementwise over n values.

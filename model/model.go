@@ -366,7 +366,9 @@ func actSizes(c Config, b, t int, recompute, grad bool) []actBuf {
 	if !grad {
 		return s
 	}
-	add(false, n*c.Dim, n*c.Dim, n*qd, n*qd, n*kvd, n*kvd)                              // dres dln datt dq dk dv
+	add(false, n*c.Dim, n*c.Dim)                                                        // dres dln
+	add(true, n*qd)                                                                     // datt
+	add(false, n*qd, n*kvd, n*kvd)                                                      // dq dk dv
 	add(false, n*c.FFNDim)                                                              // dh
 	add(true, n*c.FFNDim, n*c.FFNDim)                                                   // dg du
 	s = append(s, actBuf{n: n * max(c.Vocab, c.Dim, qd+kvd), mm: true, onlyHalf: true}) // dy16

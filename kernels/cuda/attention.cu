@@ -60,20 +60,23 @@ FOM_KERNEL void fom_attn_fwd(float *out, float *lse, const float *q, const float
 	for (int d = 0; d < HD; d++) out[qoff + d] = o[d];
 }
 
-// fom_attn_delta: D[b,h,r] = float32(Σ_d out·dout in float64, in order).
-FOM_KERNEL void fom_attn_delta(float *D, const float *out, const float *dout, int B, int T, int NH, int HD) {
+// fom_attn_delta: D[b,h,r] = float32(Σ_d out·dout in float64, in order),
+// dout read as fom_ld reads it (dbf: on the bf16 path as the kernels after
+// it read it, in bfloat16).
+FOM_KERNEL void fom_attn_delta(float *D, const float *out, const float *dout, int dbf, int B, int T, int NH, int HD) {
 	int r = blockIdx.x * blockDim.x + threadIdx.x, h = blockIdx.y, b = blockIdx.z;
 	if (r >= T) return;
 	long long off = ((long long)b * T + r) * NH * HD + (long long)h * HD;
 	double s = 0;
-	for (int d = 0; d < HD; d++) s = __dadd_rn(s, __dmul_rn((double)out[off + d], (double)dout[off + d]));
+	for (int d = 0; d < HD; d++)
+		s = __dadd_rn(s, __dmul_rn((double)out[off + d], (double)fom_ld(dout, off + d, dbf)));
 	D[((long long)b * NH + h) * T + r] = (float)s;
 }
 
 // fom_attn_dkdv: one thread per key row s of kv head g; for each query head of
 // the group in order, and each query row r ≥ s of s's document in order:
 // P = exp(q·k·scale − lse), dS = P·(dO·v − D)·scale, dv += P·dO, dk += dS·q.
-FOM_KERNEL void fom_attn_dkdv(float *dk, void *dv, int dvbf, const float *dout, const float *q, const float *k, const float *v,
+FOM_KERNEL void fom_attn_dkdv(float *dk, void *dv, int dvbf, const float *dout, int dbf, const float *q, const float *k, const float *v,
                               const float *lse, const float *D, const int *ds, int B, int T, int NH, int KVH, int HD,
                               float scale, int bf) {
 	int s = blockIdx.x * blockDim.x + threadIdx.x, g = blockIdx.y, b = blockIdx.z;
@@ -96,10 +99,10 @@ FOM_KERNEL void fom_attn_dkdv(float *dk, void *dv, int dvbf, const float *dout, 
 			long long li = ((long long)b * NH + h) * T + r;
 			float x = fom_dot(kv, q, qoff, HD, bf);
 			float p = fom_exp(__fsub_rn(__fmul_rn(x, scale), lse[li]));
-			float dp = fom_dot(vv, dout, qoff, HD, 0);
+			float dp = fom_dot(vv, dout, qoff, HD, dbf);
 			float dsv = __fmul_rn(__fmul_rn(p, __fsub_rn(dp, D[li])), scale);
 			for (int d = 0; d < HD; d++) {
-				gv[d] = __fmaf_rn(p, dout[qoff + d], gv[d]);
+				gv[d] = __fmaf_rn(p, fom_ld(dout, qoff + d, dbf), gv[d]);
 				gk[d] = __fmaf_rn(dsv, fom_ld(q, qoff + d, bf), gk[d]);
 			}
 		}
@@ -112,7 +115,7 @@ FOM_KERNEL void fom_attn_dkdv(float *dk, void *dv, int dvbf, const float *dout, 
 
 // fom_attn_dq: one thread per query row r of head h; dq = Σ_s dS·k over the
 // keys of r's document up to r, in order.
-FOM_KERNEL void fom_attn_dq(float *dq, const float *dout, const float *q, const float *k, const float *v,
+FOM_KERNEL void fom_attn_dq(float *dq, const float *dout, int dbf, const float *q, const float *k, const float *v,
                             const float *lse, const float *D, const int *ds, int B, int T, int NH, int KVH, int HD,
                             float scale, int bf) {
 	int r = blockIdx.x * blockDim.x + threadIdx.x, h = blockIdx.y, b = blockIdx.z;
@@ -124,7 +127,7 @@ FOM_KERNEL void fom_attn_dq(float *dq, const float *dout, const float *q, const 
 	float qv[FOM_HDMAX], dov[FOM_HDMAX], acc[FOM_HDMAX];
 	for (int d = 0; d < HD; d++) {
 		qv[d] = fom_ld(q, qoff + d, bf);
-		dov[d] = dout[qoff + d];
+		dov[d] = fom_ld(dout, qoff + d, dbf);
 		acc[d] = 0.0f;
 	}
 	float l = lse[li], dl = D[li];

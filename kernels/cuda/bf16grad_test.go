@@ -241,9 +241,11 @@ func TestBF16Activations(t *testing.T) {
 	}
 }
 
-// attentionReadsBF16 checks that attention given q, k and v held in
-// bfloat16 gives the bits it gives for float32 q, k and v (which it rounds
-// so), forward and backward, and that a mix of the two is refused.
+// attentionReadsBF16 checks that attention given q, k and v (and in the
+// backward pass dout) held in bfloat16 gives the bits it gives for float32
+// ones (which it rounds so), forward and backward, that dv stored in
+// bfloat16 is the rounding of the float32 dv, and that a mix of q, k and v
+// is refused.
 func attentionReadsBF16(t *testing.T, name string, be *cuda.Backend, r *rand.Rand, hd int) {
 	t.Helper()
 	s := kernels.AttnShape{B: 2, T: 37, NH: 4, KVH: 2, HD: hd}
@@ -256,7 +258,8 @@ func attentionReadsBF16(t *testing.T, name string, be *cuda.Backend, r *rand.Ran
 		return h
 	}
 	qH, kH, vH := half(q), half(k), half(v)
-	dout := up(be, randn(r, nq, 1))
+	dout32 := up(be, randn(r, nq, 1))
+	dout := dout32
 	run := func(q, k, v kernels.Buffer) map[string][]float32 {
 		out, lse := be.Alloc(nq), be.Alloc(s.B*s.NH*s.T)
 		dq, dk, dv := be.Alloc(nq), be.Alloc(nkv), be.Alloc(nkv)
@@ -266,6 +269,9 @@ func attentionReadsBF16(t *testing.T, name string, be *cuda.Backend, r *rand.Ran
 	}
 	want := run(q, k, v)
 	compareBits(t, fmt.Sprintf("%s attention of bfloat16 q, k, v, head dim %d", name, hd), run(qH, kH, vH), want)
+	dout = half(dout32)
+	compareBits(t, fmt.Sprintf("%s attention of bfloat16 q, k, v and dout, head dim %d", name, hd), run(qH, kH, vH), want)
+	dout = dout32
 	out, lse := be.Alloc(nq), be.Alloc(s.B*s.NH*s.T)
 	be.AttentionForward(out, lse, qH, kH, vH, ds, s)
 	dvH := be.AllocBF16(nkv)

@@ -3,4 +3,4 @@
 package emu
 
 // SourcesSHA256 is the hash of the kernel sources compiled into this package.
-const SourcesSHA256 = "4dd36366bb647de5e258dfd32629e059bea8266a5491b0a6a2585868dbb4f19a"
+const SourcesSHA256 = "2e920a9e80a1e3c3bbc5a3d455d8e0800cba7b14e7df1eeefb618a3ba37d89de"
