@@ -177,6 +177,7 @@ type ibuf struct {
 	host  []int32
 	owner *Backend
 	rows  int // maxPos's answer since the last upload, or 0 before it is asked
+	docT  int // the row length attention last found these valid document starts for, or 0
 }
 
 func (x *ibuf) Len() int { return len(x.host) }
@@ -363,7 +364,7 @@ func (b *Backend) UploadInt(dst kernels.IntBuffer, src []int32) {
 	d := b.ib(dst)
 	need("upload source", len(src), len(d.host))
 	copy(d.host, src)
-	d.rows = 0
+	d.rows, d.docT = 0, 0
 	if len(src) == 0 || !b.ok() {
 		return
 	}

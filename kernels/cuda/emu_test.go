@@ -420,6 +420,17 @@ func TestBadShapesPanic(t *testing.T) {
 		"docStart": func() {
 			be.AttentionForward(be.Alloc(2), be.Alloc(2), be.Alloc(2), be.Alloc(2), be.Alloc(2), upInt(be, []int32{0, 2}), kernels.AttnShape{B: 1, T: 2, NH: 1, KVH: 1, HD: 1})
 		},
+		"docStart uploaded again": func() { // valid once, then not: the check must not be remembered
+			ds, sh := upInt(be, []int32{0, 1}), kernels.AttnShape{B: 1, T: 2, NH: 1, KVH: 1, HD: 1}
+			be.AttentionForward(be.Alloc(2), be.Alloc(2), be.Alloc(2), be.Alloc(2), be.Alloc(2), ds, sh)
+			be.UploadInt(ds, []int32{0, 2})
+			be.AttentionForward(be.Alloc(2), be.Alloc(2), be.Alloc(2), be.Alloc(2), be.Alloc(2), ds, sh)
+		},
+		"docStart in longer rows": func() { // valid as two rows of 2, not as one of 4
+			ds := upInt(be, []int32{0, 1, 0, 1})
+			be.AttentionForward(be.Alloc(4), be.Alloc(4), be.Alloc(4), be.Alloc(4), be.Alloc(4), ds, kernels.AttnShape{B: 2, T: 2, NH: 1, KVH: 1, HD: 1})
+			be.AttentionForward(be.Alloc(4), be.Alloc(4), be.Alloc(4), be.Alloc(4), be.Alloc(4), ds, kernels.AttnShape{B: 1, T: 4, NH: 1, KVH: 1, HD: 1})
+		},
 		"foreign":   func() { be.Zero(cpuBackend(t).Alloc(1)) },
 		"precision": func() { must(cuda.NewWith(nil, cuda.Options{Precision: "fp8"})) },
 	} {
