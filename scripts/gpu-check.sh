@@ -9,8 +9,10 @@
 #                                  uses its nvcc, ptxas, PyTorch and
 #                                  compute-sanitizer where it has them)
 #
-# run, in order, each step with its own time limit (about 7 minutes in all
-# at most; 4 to 5 on an H200), writing under ${OUT:-.gpu/out} (at most 9
+# run, in order, each step with its own time limit (4 to 5 minutes on an
+# H200 in pass 5; the three train steps added since, --weight-copy and the
+# demo preset's queued and waited launches, about one more), writing under
+# ${OUT:-.gpu/out} (at most 9
 # files, as the device tool returns). STEPS="name …" runs only the steps
 # named (default: all), TESTS=REGEX only those tests in the tests step
 # (default ^TestGPU: the emulator's tests run in CI, and all of them together
