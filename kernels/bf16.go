@@ -29,14 +29,20 @@ type BF16Backend interface {
 // AsBF16 returns be's bfloat16 buffers, if it has them (through Timed
 // too). A backend that computes bit for bit as the CPU does (the
 // CUDA fp32 path) has none.
-func AsBF16(be Backend) (BF16Backend, bool) {
+func AsBF16(be Backend) (BF16Backend, bool) { return asBF16[BF16Backend](be) }
+
+// asBF16 returns be's capability T (through Timed too) where be holds
+// bfloat16 buffers: a backend that says it holds none (HoldsBF16) offers
+// no bfloat16 capability, whatever methods it has.
+func asBF16[T any](be Backend) (T, bool) {
 	if t, ok := be.(*Timed); ok {
-		return AsBF16(t.Backend)
+		return asBF16[T](t.Backend)
 	}
+	var none T
 	if h, ok := be.(interface{ HoldsBF16() bool }); ok && !h.HoldsBF16() {
-		return nil, false
+		return none, false
 	}
-	a, ok := be.(BF16Backend)
+	a, ok := be.(T)
 	return a, ok
 }
 

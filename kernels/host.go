@@ -55,15 +55,6 @@ type MasterBackend interface {
 	AllocCopied(n int) Buffer
 }
 
-// AsMaster returns be's host-memory weights, if it has them (through
-// Timed too): the CUDA bf16 path.
-func AsMaster(be Backend) (MasterBackend, bool) {
-	if t, ok := be.(*Timed); ok {
-		return AsMaster(t.Backend)
-	}
-	if h, ok := be.(interface{ HoldsBF16() bool }); ok && !h.HoldsBF16() {
-		return nil, false
-	}
-	a, ok := be.(MasterBackend)
-	return a, ok
-}
+// AsMaster returns be's weights with a bfloat16 copy, if it has them
+// (through Timed too): the CUDA bf16 path.
+func AsMaster(be Backend) (MasterBackend, bool) { return asBF16[MasterBackend](be) }

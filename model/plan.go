@@ -185,15 +185,15 @@ func momentBytes(c Config, in PlanInput) int64 {
 }
 
 // bf16Workspace is the CUDA bf16 path's operand copies in bfloat16: A, an
-// activation held in float32 (n×dim or n×ffn: the output gradients a
-// linear layer's backward products read are rounded once, into the
-// activations' dy16); B, a weight (the output head's or the MLP's) or, in
-// the weight gradients' products, an activation. Weights whose bfloat16
-// copy is kept (master, or a weight copy) need none.
-func bf16Workspace(c Config, n int, master bool) int64 {
+// activation held in float32 (bounded by n × the widest activation; every
+// output gradient a linear layer's backward products read is held in
+// bf16, in the activations); B, a weight (the output head's or the MLP's)
+// or, in the weight gradients' products, an activation. Weights whose
+// bfloat16 copy is kept (master, or a weight copy: copied) need none.
+func bf16Workspace(c Config, n int, copied bool) int64 {
 	wide := int64(max(c.Dim, c.FFNDim, c.Heads*c.HeadDim()))
 	a, b := int64(n)*wide, int64(n)*wide
-	if !master { // every weight matrix is dim wide on one side
+	if !copied { // every weight matrix is dim wide on one side
 		b = max(b, int64(max(c.Vocab, c.FFNDim, c.Heads*c.HeadDim()))*int64(c.Dim))
 	}
 	return 2 * (a + b)
@@ -331,10 +331,9 @@ func with(o Options, set func(*Options)) Options {
 // on a GPU's bf16 path (not for a swarm participant), each of all those
 // with the master weights in host memory (each of all those, where a bf16
 // weight copy is asked for, first with it and then without); then cutting
-// the batch into 2,
-// 4, … micro-batches with each; then, for a swarm participant whose
-// rounds do not overlap, all of those again lean (slower: it reads its
-// base and worker state back from disk each round).
+// the batch into 2, 4, … micro-batches with each; then, for a swarm
+// participant whose rounds do not overlap, all of those again lean
+// (slower: it reads its base and worker state back from disk each round).
 // If none fits it returns the smallest plan and an error that says by how
 // much it misses. On a GPU a plan whose host part exceeds in.HostBudget
 // (where given) is passed over too; the caller still checks the plan it

@@ -26,6 +26,9 @@ func (d *deviceFlags) add(fs *pflag.FlagSet) {
 // cuda reports whether the flags ask for a GPU.
 func (d *deviceFlags) cuda() bool { return d.device == "cuda" || strings.HasPrefix(d.device, "cuda:") }
 
+// bf16GPU says whether the flags choose a GPU's bf16 path.
+func (d *deviceFlags) bf16GPU() bool { return d.cuda() && d.precision == "bf16" }
+
 // check reads the flags without opening anything: the GPU number and
 // precision for --device cuda[:N], or a usage error naming the bad flag.
 func (d *deviceFlags) check() (ordinal int, p cuda.Precision, err error) {

@@ -60,7 +60,7 @@ func (f *memoryFlags) options(dev *deviceFlags) (model.Options, error) {
 	switch f.grads {
 	case "", "fp32":
 	case "bf16":
-		if !dev.cuda() || dev.precision != "bf16" {
+		if !dev.bf16GPU() {
 			return o, usagef("--grads bf16 needs --device cuda --precision bf16 (the CPU and the fp32 path keep gradients in fp32)")
 		}
 		o.GradsBF16 = true
@@ -68,7 +68,7 @@ func (f *memoryFlags) options(dev *deviceFlags) (model.Options, error) {
 		return o, usagef("--grads %q: want fp32 or bf16", f.grads)
 	}
 	if f.copyW {
-		if !dev.cuda() || dev.precision != "bf16" {
+		if !dev.bf16GPU() {
 			return o, usagef("--weight-copy needs --device cuda --precision bf16 (only the bf16 path rounds the weights for its products)")
 		}
 		o.WeightCopy = true
@@ -82,7 +82,7 @@ func (f *memoryFlags) options(dev *deviceFlags) (model.Options, error) {
 			}
 			o.OffloadMoments = true
 		case "master":
-			if !dev.cuda() || dev.precision != "bf16" {
+			if !dev.bf16GPU() {
 				return o, usagef("--offload master needs --device cuda --precision bf16 (the passes read a bf16 copy of the weights; the fp32 path keeps the CPU's bits)")
 			}
 			o.OffloadMaster = true

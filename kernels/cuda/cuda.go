@@ -202,16 +202,10 @@ func (x *ibuf) maxPos() int {
 
 // fb is a float32 buffer of this backend's; fg may hold bfloat16 as well,
 // for the arguments that take either (kernels.BF16Backend). Neither takes
-// weights with a bfloat16 copy (AllocMaster, AllocCopied): fw (float32) and bufOf (any
-// kind) do, for the operations that read weights or keep their copy
-// current.
-func (b *Backend) fb(x kernels.Buffer) *buf {
-	bb := b.fg(x)
-	if bb.half {
-		panic(fmt.Errorf("%w: a bfloat16 buffer given where the operation takes float32", kernels.ErrShape))
-	}
-	return bb
-}
+// weights with a bfloat16 copy (AllocMaster, AllocCopied): fw (float32)
+// and bufOf (any kind) do, for the operations that read weights or keep
+// their copy current.
+func (b *Backend) fb(x kernels.Buffer) *buf { return float32Only(b.fg(x)) }
 
 func (b *Backend) fg(x kernels.Buffer) *buf {
 	bb := b.bufOf(x)
@@ -221,8 +215,10 @@ func (b *Backend) fg(x kernels.Buffer) *buf {
 	return bb
 }
 
-func (b *Backend) fw(x kernels.Buffer) *buf {
-	bb := b.bufOf(x)
+func (b *Backend) fw(x kernels.Buffer) *buf { return float32Only(b.bufOf(x)) }
+
+// float32Only refuses a bfloat16 buffer.
+func float32Only(bb *buf) *buf {
 	if bb.half {
 		panic(fmt.Errorf("%w: a bfloat16 buffer given where the operation takes float32", kernels.ErrShape))
 	}
@@ -474,27 +470,23 @@ func (b *Backend) AllocHost(n int) kernels.Buffer {
 
 // AllocMaster returns n zeroed float32s in the host's memory with a
 // bfloat16 copy on the device (kernels.MasterBackend), on the bf16 path.
-func (b *Backend) AllocMaster(n int) kernels.Buffer {
-	if n < 0 {
-		panic(fmt.Errorf("%w: alloc of %d elements", kernels.ErrShape, n))
-	}
-	if b.prec != BF16 {
-		panic(fmt.Errorf("%w: weights in host memory on the %s path", kernels.ErrUnsupported, b.prec))
-	}
-	return &buf{p: b.allocIn(4*int64(n), true), n: n, owner: b, mirror: b.alloc(2 * int64(n)), inHost: true}
-}
+func (b *Backend) AllocMaster(n int) kernels.Buffer { return b.allocCopied(n, true) }
 
 // AllocCopied returns n zeroed float32s on the device with a bfloat16 copy
 // beside them, which matrix products read (kernels.MasterBackend), on the
 // bf16 path.
-func (b *Backend) AllocCopied(n int) kernels.Buffer {
+func (b *Backend) AllocCopied(n int) kernels.Buffer { return b.allocCopied(n, false) }
+
+// allocCopied returns n zeroed float32 weights, in host memory or on the
+// device, with their bfloat16 copy on the device.
+func (b *Backend) allocCopied(n int, inHost bool) kernels.Buffer {
 	if n < 0 {
 		panic(fmt.Errorf("%w: alloc of %d elements", kernels.ErrShape, n))
 	}
 	if b.prec != BF16 {
 		panic(fmt.Errorf("%w: a bfloat16 copy of weights on the %s path", kernels.ErrUnsupported, b.prec))
 	}
-	return &buf{p: b.alloc(4 * int64(n)), n: n, owner: b, mirror: b.alloc(2 * int64(n))}
+	return &buf{p: b.allocIn(4*int64(n), inHost), n: n, owner: b, mirror: b.alloc(2 * int64(n)), inHost: inHost}
 }
 
 // AllocHostBytes returns n zeroed bytes in the host's memory.
